@@ -1,0 +1,326 @@
+// Node-API face of the engine. Thin: argument conversion, typed-array copies and turning
+// every C++ exception into a JavaScript Error. Validation with friendly wording lives in
+// src/engine (TypeScript); this layer re-checks what would otherwise corrupt memory.
+#include <napi.h>
+
+#include <cmath>
+#include <exception>
+#include <string>
+
+#include "kernels.h"
+#include "model.h"
+
+namespace {
+
+using temper::Model;
+
+template <typename F>
+auto guard(const Napi::Env& env, F&& fn) -> decltype(fn()) {
+  try {
+    return fn();
+  } catch (const Napi::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+}
+
+double num(const Napi::Object& o, const char* key, double fallback) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("'") + key + "' must be a number");
+  return v.As<Napi::Number>().DoubleValue();
+}
+
+bool flag(const Napi::Object& o, const char* key, bool fallback) {
+  const Napi::Value v = o.Get(key);
+  if (v.IsUndefined() || v.IsNull()) return fallback;
+  return v.ToBoolean().Value();
+}
+
+template <typename T, typename Arr>
+std::vector<T> copy_typed(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray()) throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a typed array");
+  Arr a = v.As<Arr>();
+  return std::vector<T>(a.Data(), a.Data() + a.ElementLength());
+}
+
+std::vector<int32_t> int32s(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be an Int32Array");
+  return copy_typed<int32_t, Napi::Int32Array>(v, what);
+}
+
+std::vector<float> float32s(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array)
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Float32Array");
+  return copy_typed<float, Napi::Float32Array>(v, what);
+}
+
+Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array out = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), out.Data());
+  return out;
+}
+
+temper::Batch read_batch(const Napi::CallbackInfo& info) {
+  temper::Batch b;
+  b.tokens = int32s(info[0], "tokens");
+  b.targets = int32s(info[1], "targets");
+  for (int32_t n : int32s(info[2], "seqLens")) b.seq_lens.push_back(n);
+  return b;
+}
+
+class EngineModel : public Napi::ObjectWrap<EngineModel> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "EngineModel",
+                       {InstanceMethod("tensorInfo", &EngineModel::TensorInfo),
+                        InstanceMethod("setTensor", &EngineModel::SetTensor),
+                        InstanceMethod("getTensor", &EngineModel::GetTensor),
+                        InstanceMethod("getGrad", &EngineModel::GetGrad),
+                        InstanceMethod("getOptimizerState", &EngineModel::GetOptimizerState),
+                        InstanceMethod("setOptimizerState", &EngineModel::SetOptimizerState),
+                        InstanceMethod("forward", &EngineModel::Forward),
+                        InstanceMethod("backward", &EngineModel::Backward),
+                        InstanceMethod("zeroGrad", &EngineModel::ZeroGrad),
+                        InstanceMethod("gradNorm", &EngineModel::GradNorm),
+                        InstanceMethod("adamwStep", &EngineModel::AdamwStep),
+                        InstanceMethod("sample", &EngineModel::Sample),
+                        InstanceMethod("setAdapterEnabled", &EngineModel::SetAdapterEnabled),
+                        InstanceMethod("setThreads", &EngineModel::SetThreads),
+                        InstanceMethod("threads", &EngineModel::Threads),
+                        InstanceMethod("step", &EngineModel::Step),
+                        InstanceMethod("setStep", &EngineModel::SetStep)});
+  }
+
+  explicit EngineModel(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineModel>(info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "EngineModel(config, options): config must be an object");
+    const Napi::Object c = info[0].As<Napi::Object>();
+    temper::ModelConfig mc;
+    mc.vocab_size = static_cast<long>(num(c, "vocabSize", 0));
+    mc.hidden_size = static_cast<long>(num(c, "hiddenSize", 0));
+    mc.intermediate_size = static_cast<long>(num(c, "intermediateSize", 0));
+    mc.num_layers = static_cast<long>(num(c, "numLayers", 0));
+    mc.num_heads = static_cast<long>(num(c, "numHeads", 0));
+    mc.num_kv_heads = static_cast<long>(num(c, "numKvHeads", 0));
+    mc.head_dim = static_cast<long>(num(c, "headDim", 0));
+    mc.rms_norm_eps = static_cast<float>(num(c, "rmsNormEps", 1e-6));
+    mc.rope_theta = num(c, "ropeTheta", 10000.0);
+    mc.max_positions = static_cast<long>(num(c, "maxPositions", 2048));
+    mc.tie_word_embeddings = flag(c, "tieWordEmbeddings", false);
+    mc.qk_norm = flag(c, "qkNorm", false);
+    temper::LoraConfig lora;
+    int threads = 1;
+    if (info[1].IsObject()) {
+      const Napi::Object o = info[1].As<Napi::Object>();
+      threads = static_cast<int>(num(o, "threads", 1));
+      const Napi::Value l = o.Get("lora");
+      if (l.IsObject()) {
+        const Napi::Object lo = l.As<Napi::Object>();
+        lora.rank = static_cast<long>(num(lo, "rank", 0));
+        lora.alpha = static_cast<float>(num(lo, "alpha", 0));
+        lora.seed = static_cast<uint64_t>(num(lo, "seed", 0));
+        const Napi::Value t = lo.Get("targets");
+        if (t.IsArray()) {
+          const Napi::Array arr = t.As<Napi::Array>();
+          for (uint32_t i = 0; i < arr.Length(); ++i) lora.targets.push_back(arr.Get(i).ToString().Utf8Value());
+        }
+      }
+    }
+    guard(env, [&] {
+      model_ = std::make_unique<Model>(mc, lora, threads);
+      return 0;
+    });
+  }
+
+ private:
+  Napi::Value TensorInfo(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const auto& params = model_->params();
+    Napi::Array out = Napi::Array::New(env, params.size());
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const auto& p = params[i];
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("name", p->name);
+      Napi::Array shape = Napi::Array::New(env, p->shape.size());
+      for (std::size_t d = 0; d < p->shape.size(); ++d) shape.Set(d, Napi::Number::New(env, static_cast<double>(p->shape[d])));
+      o.Set("shape", shape);
+      o.Set("trainable", p->trainable);
+      out.Set(i, o);
+    }
+    return out;
+  }
+
+  Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    std::vector<float> data = float32s(info[1], "data");
+    guard(env, [&] {
+      temper::Param& p = model_->param(name);
+      if (static_cast<long>(data.size()) != p.numel())
+        throw std::invalid_argument("tensor '" + name + "' has " + std::to_string(p.numel()) + " elements, got " +
+                                    std::to_string(data.size()));
+      for (std::size_t i = 0; i < data.size(); ++i)
+        if (!std::isfinite(data[i]))
+          throw std::invalid_argument("tensor '" + name + "' has a non-finite value at flat index " + std::to_string(i));
+      p.value = std::move(data);
+      return 0;
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value GetTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    return guard(env, [&] { return to_js(env, model_->param(name).value); });
+  }
+
+  Napi::Value GetGrad(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    return guard(env, [&]() -> Napi::Value {
+      const temper::Param& p = model_->param(name);
+      if (!p.trainable) return env.Null();
+      return to_js(env, p.grad);
+    });
+  }
+
+  Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    return guard(env, [&]() -> Napi::Value {
+      const temper::Param& p = model_->param(name);
+      if (!p.trainable) return env.Null();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("m", to_js(env, p.m));
+      o.Set("v", to_js(env, p.v));
+      return o;
+    });
+  }
+
+  Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    std::vector<float> m = float32s(info[1], "m");
+    std::vector<float> v = float32s(info[2], "v");
+    guard(env, [&] {
+      temper::Param& p = model_->param(name);
+      if (!p.trainable) throw std::invalid_argument("tensor '" + name + "' is frozen and has no optimizer state");
+      if (static_cast<long>(m.size()) != p.numel() || static_cast<long>(v.size()) != p.numel())
+        throw std::invalid_argument("optimizer state for '" + name + "' must have " + std::to_string(p.numel()) + " elements");
+      p.m = std::move(m);
+      p.v = std::move(v);
+      return 0;
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    temper::Batch b = read_batch(info);
+    const bool save = info[3].ToBoolean().Value();
+    return guard(env, [&] { return to_js(env, model_->forward(b, save)); });
+  }
+
+  Napi::Value Backward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<float> d = float32s(info[0], "dlogprob");
+    guard(env, [&] {
+      model_->backward(d);
+      return 0;
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    model_->zero_grad();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model_->grad_norm()); }
+
+  Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "adamwStep(params): params must be an object");
+    const Napi::Object o = info[0].As<Napi::Object>();
+    temper::AdamParams p;
+    p.lr = static_cast<float>(num(o, "learningRate", p.lr));
+    p.beta1 = static_cast<float>(num(o, "beta1", p.beta1));
+    p.beta2 = static_cast<float>(num(o, "beta2", p.beta2));
+    p.eps = static_cast<float>(num(o, "eps", p.eps));
+    p.weight_decay = static_cast<float>(num(o, "weightDecay", p.weight_decay));
+    p.grad_clip = static_cast<float>(num(o, "gradClipNorm", p.grad_clip));
+    return guard(env, [&] { return Napi::Number::New(env, model_->adamw_step(p)); });
+  }
+
+  Napi::Value Sample(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<int32_t> prompt = int32s(info[0], "prompt");
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "sample(prompt, params): params must be an object");
+    const Napi::Object o = info[1].As<Napi::Object>();
+    temper::SampleParams p;
+    p.n = static_cast<long>(num(o, "n", 1));
+    p.max_tokens = static_cast<long>(num(o, "maxTokens", 16));
+    p.temperature = static_cast<float>(num(o, "temperature", 1.0));
+    p.top_k = static_cast<long>(num(o, "topK", 0));
+    p.top_p = static_cast<float>(num(o, "topP", 1.0));
+    p.seed = static_cast<uint64_t>(num(o, "seed", 0));
+    p.prompt_logprobs = flag(o, "promptLogprobs", false);
+    const Napi::Value stops = o.Get("stopTokens");
+    if (!stops.IsUndefined() && !stops.IsNull()) p.stop_tokens = int32s(stops, "stopTokens");
+    return guard(env, [&] {
+      std::vector<float> plp;
+      auto results = model_->sample(prompt, p, p.prompt_logprobs ? &plp : nullptr);
+      Napi::Object out = Napi::Object::New(env);
+      Napi::Array samples = Napi::Array::New(env, results.size());
+      for (std::size_t i = 0; i < results.size(); ++i) {
+        Napi::Object s = Napi::Object::New(env);
+        Napi::Int32Array toks = Napi::Int32Array::New(env, results[i].tokens.size());
+        std::copy(results[i].tokens.begin(), results[i].tokens.end(), toks.Data());
+        s.Set("tokens", toks);
+        s.Set("logprobs", to_js(env, results[i].logprobs));
+        s.Set("finishReason", results[i].stopped ? "stop" : "length");
+        samples.Set(i, s);
+      }
+      out.Set("samples", samples);
+      out.Set("promptLogprobs", p.prompt_logprobs ? Napi::Value(to_js(env, plp)) : env.Null());
+      return out;
+    });
+  }
+
+  Napi::Value SetAdapterEnabled(const Napi::CallbackInfo& info) {
+    model_->set_adapter_enabled(info[0].ToBoolean().Value());
+    return info.Env().Undefined();
+  }
+
+  Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const int n = info[0].ToNumber().Int32Value();
+    guard(env, [&] {
+      model_->set_threads(n);
+      return 0;
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model_->threads()); }
+  Napi::Value Step(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(model_->step())); }
+  Napi::Value SetStep(const Napi::CallbackInfo& info) {
+    model_->set_step(info[0].ToNumber().Int64Value());
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<Model> model_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("EngineModel", EngineModel::Init(env));
+  exports.Set("simd", Napi::String::New(env, temper::kernels().name));
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(temper_engine, Init)

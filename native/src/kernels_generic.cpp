@@ -1,0 +1,60 @@
+#include <cstdlib>
+#include <cstring>
+
+#include "kernels.h"
+
+namespace temper {
+namespace {
+
+void gemm_tile_generic(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
+                       bool accumulate) {
+  float acc[kGemmMR][kGemmNR];
+  std::memset(acc, 0, sizeof(acc));
+  for (int k = 0; k < kc; ++k) {
+    const float* ak = a + k * kGemmMR;
+    const float* bk = b + k * kGemmNR;
+    for (int r = 0; r < kGemmMR; ++r) {
+      const float av = ak[r];
+      for (int j = 0; j < kGemmNR; ++j) acc[r][j] += av * bk[j];
+    }
+  }
+  for (int r = 0; r < kGemmMR; ++r) {
+    float* cr = c + r * ldc;
+    for (int j = 0; j < kGemmNR; ++j) cr[j] = (accumulate ? cr[j] : 0.0f) + alpha * acc[r][j];
+  }
+}
+
+float dot_generic(const float* x, const float* y, long n) {
+  // Eight independent partial sums: vectorisable without reassociation, fixed order.
+  float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) s[l] += x[i + l] * y[i + l];
+  float tail = 0.0f;
+  for (; i < n; ++i) tail += x[i] * y[i];
+  return ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])) + tail;
+}
+
+void axpy_generic(float a, const float* x, float* y, long n) {
+  for (long i = 0; i < n; ++i) y[i] += a * x[i];
+}
+
+}  // namespace
+
+const Kernels& generic_kernels() {
+  static const Kernels k{"generic", gemm_tile_generic, dot_generic, axpy_generic};
+  return k;
+}
+
+const Kernels& kernels() {
+  static const Kernels& chosen = [&]() -> const Kernels& {
+    const char* off = std::getenv("TEMPER_NO_AVX2");
+    if (off != nullptr && off[0] == '1') return generic_kernels();
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2_kernels();
+    return generic_kernels();
+  }();
+  return chosen;
+}
+
+}  // namespace temper

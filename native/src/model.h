@@ -1,0 +1,192 @@
+// A decoder-only transformer of the Llama/Qwen family (RMSNorm, RoPE, grouped-query causal
+// attention, optional Qwen3 q/k RMSNorm, SwiGLU MLP) with full backward, LoRA adapters,
+// AdamW and KV-cache sampling. Parameters use HuggingFace tensor names.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "gemm.h"
+#include "ops.h"
+#include "thread_pool.h"
+
+namespace temper {
+
+struct ModelConfig {
+  long vocab_size = 0;
+  long hidden_size = 0;
+  long intermediate_size = 0;
+  long num_layers = 0;
+  long num_heads = 0;
+  long num_kv_heads = 0;
+  long head_dim = 0;
+  float rms_norm_eps = 1e-6f;
+  double rope_theta = 10000.0;
+  long max_positions = 2048;
+  bool tie_word_embeddings = false;
+  bool qk_norm = false;
+};
+
+struct LoraConfig {
+  long rank = 0;  // 0 = no adapter: full-parameter training
+  float alpha = 0.0f;
+  std::vector<std::string> targets;  // q_proj k_proj v_proj o_proj gate_proj up_proj down_proj lm_head
+  uint64_t seed = 0;
+};
+
+struct Param {
+  std::string name;
+  std::vector<long> shape;
+  std::vector<float> value;
+  std::vector<float> grad;  // empty unless trainable
+  std::vector<float> m;     // AdamW first moment
+  std::vector<float> v;     // AdamW second moment
+  bool trainable = false;
+  long numel() const;
+};
+
+struct AdamParams {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float grad_clip = 0.0f;  // max global grad norm; 0 = off
+};
+
+struct Batch {
+  std::vector<int32_t> tokens;
+  std::vector<int32_t> targets;
+  std::vector<long> seq_lens;
+};
+
+struct SampleParams {
+  long n = 1;
+  long max_tokens = 16;
+  float temperature = 1.0f;  // 0 = greedy
+  long top_k = 0;            // 0 = off
+  float top_p = 1.0f;        // 1 = off
+  uint64_t seed = 0;
+  std::vector<int32_t> stop_tokens;
+  bool prompt_logprobs = false;
+};
+
+struct SampleResult {
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  bool stopped = false;  // finish reason: true = stop token, false = length
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& config, const LoraConfig& lora, int threads);
+
+  const ModelConfig& config() const { return config_; }
+  const std::vector<std::unique_ptr<Param>>& params() const { return params_; }
+  Param& param(const std::string& name);
+  int threads() const { return pool_->size(); }
+  void set_threads(int threads);
+  void set_adapter_enabled(bool on) { adapter_enabled_ = on; }
+  bool adapter_enabled() const { return adapter_enabled_; }
+  long step() const { return step_; }
+  void set_step(long step) { step_ = step; }
+
+  // Log-probability of targets[i] after tokens[..i] within each sequence.
+  // With save=true the activations are kept for backward().
+  std::vector<float> forward(const Batch& batch, bool save);
+  // Accumulates parameter gradients of Σ dlogprob[i]·logprob[i] for the last saved forward.
+  void backward(const std::vector<float>& dlogprob);
+  void zero_grad();
+  // Global L2 norm of all trainable gradients.
+  double grad_norm() const;
+  // Clips, applies decoupled AdamW, clears gradients. Returns the pre-clip grad norm.
+  double adamw_step(const AdamParams& p);
+
+  std::vector<SampleResult> sample(const std::vector<int32_t>& prompt, const SampleParams& p,
+                                   std::vector<float>* prompt_logprobs);
+
+ private:
+  struct Lora {
+    Param* a = nullptr;
+    Param* b = nullptr;
+  };
+  struct Linear {
+    Param* w = nullptr;
+    Lora lora;
+    long out = 0;
+    long in = 0;
+  };
+  enum LinearId { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearsPerLayer };
+  struct Layer {
+    Param* input_norm;
+    Param* post_norm;
+    Param* q_norm = nullptr;
+    Param* k_norm = nullptr;
+    std::array<Linear, kLinearsPerLayer> linears;
+  };
+  // Activations of one layer; grow-only buffers so steady-state calls do not allocate.
+  struct LayerActs {
+    std::vector<float> x_in, h1, rstd1, q_pre, k_pre, rstd_q, rstd_k, q, k, v, attn, lse, x_mid,
+        h2, rstd2, gate, up, act;
+    std::array<std::vector<float>, kLinearsPerLayer> lora_xa;
+  };
+  struct KvCache {
+    long slots = 0;
+    long capacity = 0;
+    std::vector<std::vector<float>> k, v;  // per layer: [slots][capacity][kv_dim]
+  };
+
+  Param* add_param(const std::string& name, std::vector<long> shape, bool trainable);
+  void build_params(const LoraConfig& lora);
+  void init_lora(uint64_t seed);
+  void build_rope_tables();
+  bool lora_on(const Linear& l) const { return adapter_enabled_ && l.lora.a != nullptr; }
+
+  void embed(const int32_t* tokens, long rows, float* x);
+  void linear_forward(const Linear& l, const float* x, long rows, float* y, std::vector<float>* xa);
+  void linear_backward(const Linear& l, const float* x, const float* dy, long rows, float* dx,
+                       bool accumulate_dx, const float* xa);
+  void layer_forward(long li, LayerActs& a, float* x, long rows, std::vector<SeqSpan>& spans,
+                     KvCache* cache, const std::vector<long>* slots);
+  void layer_backward(long li, LayerActs& a, float* dx, long rows);
+  // Final norm + unembedding over rows [r0, r1) of normed hidden states → logits chunk.
+  void logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk);
+  void check_batch(const Batch& batch) const;
+  void ensure_kv_cache(long slots, long capacity);
+
+  ModelConfig config_;
+  LoraConfig lora_config_;
+  float lora_scale_ = 0.0f;
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<Gemm> gemm_;
+  std::vector<std::unique_ptr<Param>> params_;
+  std::map<std::string, Param*> by_name_;
+  Param* embed_ = nullptr;
+  Param* final_norm_ = nullptr;
+  Linear lm_head_;
+  std::vector<Layer> layers_;
+  bool adapter_enabled_ = true;
+  long step_ = 0;
+
+  std::vector<float> rope_cos_, rope_sin_;
+
+  // Saved forward state (training).
+  std::vector<LayerActs> acts_;
+  LayerActs infer_acts_;
+  std::vector<SeqSpan> spans_;
+  std::vector<long> positions_;
+  std::vector<int32_t> saved_tokens_, saved_targets_;
+  std::vector<float> x_final_, hf_, rstd_final_, logit_lse_, lm_xa_;
+  long saved_rows_ = -1;
+  // Backward / scratch buffers.
+  std::vector<float> logits_buf_, dlogits_buf_, dx_, dh_, dtmp_, dq_, dk_, dv_, dattn_, dgate_,
+      dup_, dact_, dxa_, xa_tmp_;
+  std::vector<std::vector<float>> thread_scratch_;
+  KvCache cache_;
+};
+
+}  // namespace temper

@@ -1,0 +1,62 @@
+// Row-wise transformer operators with their backward passes. Each parallelises over rows,
+// heads or columns so that every output is written by exactly one task (see thread_pool.h).
+#pragma once
+
+#include <vector>
+
+#include "thread_pool.h"
+
+namespace temper {
+
+// y = x / sqrt(mean(x²) + eps) * w over rows of length dim; rstd[r] saved for backward.
+void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, float* y, float* rstd,
+                     long rows, long dim, float eps);
+
+// dx (= or +=) d/dx; dw += d/dw (dw may be null when the weight is frozen).
+void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const float* w,
+                      const float* rstd, float* dx, bool accumulate_dx, float* dw, long rows,
+                      long dim);
+
+// Rotary embedding (HF rotate_half layout) on `heads` heads of size hd per row, in place.
+// cos/sin tables are [positions x hd/2]; inverse=true applies the transposed rotation
+// (the backward pass).
+void rope_apply(ThreadPool& pool, float* x, long rows, long heads, long hd, const long* positions,
+                const float* cos_table, const float* sin_table, bool inverse);
+
+// act = silu(gate) * up
+void swiglu_forward(ThreadPool& pool, const float* gate, const float* up, float* act, long n);
+// dgate, dup from dact
+void swiglu_backward(ThreadPool& pool, const float* gate, const float* up, const float* dact,
+                     float* dgate, float* dup, long n);
+
+// One sequence as attention sees it: `len` new query rows starting at row `offset` of the
+// q buffer, at absolute positions start..start+len-1, attending causally to keys/values
+// rows 0..start+len-1 at `keys`/`values` (row stride kv_heads*hd).
+struct SeqSpan {
+  long offset;
+  long len;
+  long start;
+  const float* keys;
+  const float* values;
+};
+
+struct AttentionShape {
+  long heads;
+  long kv_heads;
+  long hd;
+  float scale;
+};
+
+// out[row, h, :] = softmax(q·kᵀ·scale) · v; lse[row * heads + h] saved for backward.
+void attention_forward(ThreadPool& pool, const AttentionShape& s, const std::vector<SeqSpan>& seqs,
+                       const float* q, float* out, float* lse,
+                       std::vector<std::vector<float>>& scratch);
+
+// Given dout, writes dq and accumulates dk, dv (same layout as keys/values of each span,
+// which must be the training buffers: start == 0).
+void attention_backward(ThreadPool& pool, const AttentionShape& s,
+                        const std::vector<SeqSpan>& seqs, const float* q, const float* out,
+                        const float* dout, const float* lse, float* dq, float* dk, float* dv,
+                        std::vector<std::vector<float>>& scratch);
+
+}  // namespace temper

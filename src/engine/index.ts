@@ -1,0 +1,4 @@
+export * from './config.js';
+export * from './dtype.js';
+export * from './model.js';
+export { listWeightFiles } from './weights-files.js';

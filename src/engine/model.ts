@@ -1,0 +1,316 @@
+// The engine's TypeScript face: a transformer with HuggingFace tensor names that computes
+// per-token log-probabilities, backpropagates any d(loss)/d(logprob), steps AdamW and samples.
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { z } from 'zod';
+import { readSafetensors, type TensorMap } from '../checkpoints/safetensors.js';
+import { type ModelConfig, readHfConfig } from './config.js';
+import { type NativeModel, type NativeTensorInfo, nativeEngine } from './native.js';
+import { listWeightFiles } from './weights-files.js';
+
+export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'] as const;
+export type LoraTarget = (typeof LORA_TARGETS)[number];
+export const DEFAULT_LORA_TARGETS: LoraTarget[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+
+export const loraOptionsSchema = z.object({
+  rank: z.number().int().positive().max(1024),
+  alpha: z.number().positive(),
+  targets: z.array(z.enum(LORA_TARGETS)).nonempty().default(DEFAULT_LORA_TARGETS),
+  seed: z.number().int().nonnegative().default(0),
+});
+export type LoraOptions = z.input<typeof loraOptionsSchema>;
+
+export interface ModelOptions {
+  /** Worker threads (default: the machine's core count). Results do not depend on it. */
+  threads?: number;
+  /** Train a LoRA adapter instead of all parameters. */
+  lora?: LoraOptions;
+}
+
+/** One training/scoring sequence: tokens[i] is the input at position i, targets[i] the token whose logprob is returned there. */
+export interface Sequence {
+  tokens: ArrayLike<number>;
+  targets: ArrayLike<number>;
+}
+
+export const adamParamsSchema = z.object({
+  learningRate: z.number().nonnegative().finite(),
+  beta1: z.number().min(0).lt(1).default(0.9),
+  beta2: z.number().min(0).lt(1).default(0.95),
+  eps: z.number().positive().default(1e-8),
+  weightDecay: z.number().nonnegative().default(0),
+  /** Maximum global gradient norm; 0 disables clipping. */
+  gradClipNorm: z.number().nonnegative().default(0),
+});
+export type AdamParams = z.input<typeof adamParamsSchema>;
+
+export const sampleParamsSchema = z.object({
+  n: z.number().int().min(1).max(4096).default(1),
+  maxTokens: z.number().int().min(1).default(16),
+  temperature: z.number().min(0).finite().default(1),
+  topK: z.number().int().min(0).default(0),
+  topP: z.number().gt(0).max(1).default(1),
+  seed: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).default(0),
+  stopTokens: z.array(z.number().int().nonnegative()).default([]),
+  promptLogprobs: z.boolean().default(false),
+});
+export type SampleParams = z.input<typeof sampleParamsSchema>;
+
+export interface SampledSequence {
+  tokens: number[];
+  /** Log-probability of each sampled token under the model (temperature 1, unfiltered). */
+  logprobs: number[];
+  finishReason: 'stop' | 'length';
+}
+
+export interface SampleOutput {
+  samples: SampledSequence[];
+  /** logprob of prompt[i] given prompt[..i]; null for i = 0. Present when requested. */
+  promptLogprobs?: (number | null)[];
+}
+
+export class EngineError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'EngineError';
+  }
+}
+
+function formatZod(where: string, err: z.ZodError): string {
+  return `${where}: ${err.issues.map((i) => `${i.path.join('.') || '(value)'}: ${i.message}`).join('; ')}`;
+}
+
+export class TransformerModel {
+  readonly config: ModelConfig;
+  readonly lora: z.output<typeof loraOptionsSchema> | null;
+  private readonly native: NativeModel;
+  private readonly info: Map<string, NativeTensorInfo>;
+  private savedRows = -1;
+
+  constructor(config: ModelConfig, options: ModelOptions = {}) {
+    this.config = config;
+    const lora = options.lora ? loraOptionsSchema.safeParse(options.lora) : null;
+    if (lora && !lora.success) throw new EngineError(formatZod('lora options', lora.error));
+    this.lora = lora ? lora.data : null;
+    const threads = options.threads ?? availableParallelism();
+    this.native = callNative(() => new (nativeEngine().EngineModel)(config, { threads, lora: this.lora }));
+    this.info = new Map(this.native.tensorInfo().map((t) => [t.name, t]));
+  }
+
+  /** Loads `config.json` and every `*.safetensors` weight file of an HF-layout directory. */
+  static async fromDirectory(dir: string, options: ModelOptions = {}): Promise<TransformerModel> {
+    const config = await readHfConfig(join(dir, 'config.json'));
+    const model = new TransformerModel(config, options);
+    for (const file of await listWeightFiles(dir)) model.loadTensors((await readSafetensors(file)).tensors, { source: file, partial: true });
+    model.assertBaseLoaded();
+    return model;
+  }
+
+  static simd(): string {
+    return nativeEngine().simd;
+  }
+
+  get threads(): number {
+    return this.native.threads();
+  }
+
+  set threads(n: number) {
+    callNative(() => this.native.setThreads(n));
+  }
+
+  /** Optimizer steps taken so far. */
+  get step(): number {
+    return this.native.step();
+  }
+
+  set step(n: number) {
+    this.native.setStep(n);
+  }
+
+  tensorInfo(): NativeTensorInfo[] {
+    return [...this.info.values()];
+  }
+
+  trainableNames(): string[] {
+    return this.tensorInfo()
+      .filter((t) => t.trainable)
+      .map((t) => t.name);
+  }
+
+  /**
+   * Sets tensors by HF name. Unknown names and wrong shapes are errors, checked for every
+   * tensor before any is written so a bad file changes nothing. With `partial: false`
+   * (default) every base weight must be present.
+   */
+  loadTensors(tensors: TensorMap, opts: { source?: string; partial?: boolean } = {}): void {
+    const source = opts.source ?? 'weights';
+    for (const [name, t] of tensors) {
+      const info = this.info.get(name);
+      if (!info) throw new EngineError(`${source}: unexpected tensor '${name}' for this model configuration`);
+      if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i]))
+        throw new EngineError(`${source}: tensor '${name}' has shape [${t.shape}], expected [${info.shape}]`);
+      for (let i = 0; i < t.data.length; i++)
+        if (!Number.isFinite(t.data[i])) throw new EngineError(`${source}: tensor '${name}' has a non-finite value at flat index ${i}`);
+    }
+    if (!opts.partial) {
+      const missing = this.baseNames().filter((n) => !tensors.has(n));
+      if (missing.length > 0) throw new EngineError(`${source}: missing tensors ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`);
+    }
+    for (const [name, t] of tensors) this.native.setTensor(name, t.data);
+    this.loaded = new Set([...this.loaded, ...tensors.keys()]);
+  }
+
+  private loaded = new Set<string>();
+
+  private baseNames(): string[] {
+    return this.tensorInfo()
+      .map((t) => t.name)
+      .filter((n) => !n.includes('.lora_'));
+  }
+
+  private assertBaseLoaded(): void {
+    const missing = this.baseNames().filter((n) => !this.loaded.has(n));
+    if (missing.length > 0) throw new EngineError(`model directory is missing tensors: ${missing.slice(0, 5).join(', ')}`);
+  }
+
+  getTensor(name: string): Float32Array {
+    return callNative(() => this.native.getTensor(name));
+  }
+
+  /** All tensors (base and adapter) by HF name. */
+  namedTensors(filter: (name: string) => boolean = () => true): TensorMap {
+    const out: TensorMap = new Map();
+    for (const t of this.tensorInfo()) if (filter(t.name)) out.set(t.name, { shape: t.shape, data: this.getTensor(t.name) });
+    return out;
+  }
+
+  getGrad(name: string): Float32Array | null {
+    return callNative(() => this.native.getGrad(name));
+  }
+
+  getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null {
+    return callNative(() => this.native.getOptimizerState(name));
+  }
+
+  setOptimizerState(name: string, m: Float32Array, v: Float32Array): void {
+    callNative(() => this.native.setOptimizerState(name, m, v));
+  }
+
+  /** Per-target-token log-probabilities, sequences concatenated in order. */
+  forward(sequences: Sequence[], opts: { saveForBackward?: boolean } = {}): Float32Array {
+    const { tokens, targets, seqLens } = this.pack(sequences);
+    const out = callNative(() => this.native.forward(tokens, targets, seqLens, opts.saveForBackward ?? false));
+    this.savedRows = opts.saveForBackward ? tokens.length : -1;
+    return out;
+  }
+
+  /** Accumulates gradients of Σ dlogprob[i]·logprob[i] for the last forward({saveForBackward}). */
+  backward(dlogprob: Float32Array | ArrayLike<number>): void {
+    if (this.savedRows < 0) throw new EngineError('backward() needs a preceding forward(..., {saveForBackward: true})');
+    if (dlogprob.length !== this.savedRows)
+      throw new EngineError(`backward(): got ${dlogprob.length} gradients for ${this.savedRows} target tokens`);
+    const d = dlogprob instanceof Float32Array ? dlogprob : Float32Array.from(dlogprob);
+    callNative(() => this.native.backward(d));
+  }
+
+  /**
+   * Fused weighted cross-entropy: loss = −Σ w_i·logprob_i (any real weights, negatives
+   * included); gradients accumulate. Returns the loss and the logprobs.
+   */
+  forwardBackwardCrossEntropy(sequences: Sequence[], weights: ArrayLike<number>): { loss: number; logprobs: Float32Array } {
+    const logprobs = this.forward(sequences, { saveForBackward: true });
+    if (weights.length !== logprobs.length)
+      throw new EngineError(`cross-entropy: got ${weights.length} weights for ${logprobs.length} target tokens`);
+    const d = new Float32Array(weights.length);
+    let loss = 0;
+    for (let i = 0; i < d.length; i++) {
+      const w = weights[i]!;
+      if (!Number.isFinite(w)) throw new EngineError(`cross-entropy: weight at position ${i} is not finite`);
+      d[i] = -w;
+      loss -= w * logprobs[i]!;
+    }
+    this.backward(d);
+    return { loss, logprobs };
+  }
+
+  zeroGrad(): void {
+    this.native.zeroGrad();
+  }
+
+  gradNorm(): number {
+    return this.native.gradNorm();
+  }
+
+  /** One decoupled AdamW step on the accumulated gradients, which are then cleared. Returns the pre-clip global grad norm. */
+  optimStep(params: AdamParams): { gradNorm: number; step: number } {
+    const p = adamParamsSchema.safeParse(params);
+    if (!p.success) throw new EngineError(formatZod('adam params', p.error));
+    const gradNorm = callNative(() => this.native.adamwStep(p.data));
+    return { gradNorm, step: this.step };
+  }
+
+  setAdapterEnabled(on: boolean): void {
+    if (!this.lora && !on) throw new EngineError('this model has no LoRA adapter to disable');
+    this.native.setAdapterEnabled(on);
+  }
+
+  sample(prompt: ArrayLike<number>, params: SampleParams = {}): SampleOutput {
+    const p = sampleParamsSchema.safeParse(params);
+    if (!p.success) throw new EngineError(formatZod('sampling params', p.error));
+    this.savedRows = -1;
+    const { stopTokens, ...rest } = p.data;
+    const out = callNative(() => this.native.sample(toInt32(prompt, 'prompt'), { ...rest, stopTokens: Int32Array.from(stopTokens) }));
+    const samples = out.samples.map((s) => ({ tokens: Array.from(s.tokens), logprobs: Array.from(s.logprobs), finishReason: s.finishReason }));
+    if (!out.promptLogprobs) return { samples };
+    return { samples, promptLogprobs: Array.from(out.promptLogprobs, (x, i) => (i === 0 ? null : x)) };
+  }
+
+  private pack(sequences: Sequence[]): { tokens: Int32Array; targets: Int32Array; seqLens: Int32Array } {
+    if (sequences.length === 0) throw new EngineError('batch is empty');
+    let total = 0;
+    sequences.forEach((s, i) => {
+      if (s.tokens.length !== s.targets.length)
+        throw new EngineError(`sequence ${i}: ${s.tokens.length} tokens but ${s.targets.length} targets`);
+      if (s.tokens.length === 0) throw new EngineError(`sequence ${i} is empty`);
+      total += s.tokens.length;
+    });
+    const tokens = new Int32Array(total);
+    const targets = new Int32Array(total);
+    const seqLens = new Int32Array(sequences.length);
+    let off = 0;
+    sequences.forEach((s, i) => {
+      for (let j = 0; j < s.tokens.length; j++) {
+        tokens[off + j] = checkId(s.tokens[j]!, this.config.vocabSize, `sequence ${i} token ${j}`);
+        targets[off + j] = checkId(s.targets[j]!, this.config.vocabSize, `sequence ${i} target ${j}`);
+      }
+      seqLens[i] = s.tokens.length;
+      off += s.tokens.length;
+    });
+    return { tokens, targets, seqLens };
+  }
+}
+
+function checkId(id: number, vocab: number, where: string): number {
+  if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineError(`${where}: token id ${id} is outside the vocabulary [0, ${vocab})`);
+  return id;
+}
+
+function toInt32(xs: ArrayLike<number>, what: string): Int32Array {
+  const out = new Int32Array(xs.length);
+  for (let i = 0; i < xs.length; i++) {
+    const x = xs[i]!;
+    if (!Number.isInteger(x)) throw new EngineError(`${what}[${i}] is not an integer token id`);
+    out[i] = x;
+  }
+  return out;
+}
+
+/** Runs a native call, re-raising its errors as EngineError. */
+function callNative<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    if (err instanceof EngineError) throw err;
+    throw new EngineError((err as Error).message);
+  }
+}

@@ -1,0 +1,70 @@
+// Loads the compiled engine (native/build/temper_engine.node) and types its surface.
+import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ModelConfig } from './config.js';
+
+export interface NativeTensorInfo {
+  name: string;
+  shape: number[];
+  trainable: boolean;
+}
+
+export interface NativeSample {
+  tokens: Int32Array;
+  logprobs: Float32Array;
+  finishReason: 'stop' | 'length';
+}
+
+export interface NativeModel {
+  tensorInfo(): NativeTensorInfo[];
+  setTensor(name: string, data: Float32Array): void;
+  getTensor(name: string): Float32Array;
+  getGrad(name: string): Float32Array | null;
+  getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
+  setOptimizerState(name: string, m: Float32Array, v: Float32Array): void;
+  forward(tokens: Int32Array, targets: Int32Array, seqLens: Int32Array, save: boolean): Float32Array;
+  backward(dlogprob: Float32Array): void;
+  zeroGrad(): void;
+  gradNorm(): number;
+  adamwStep(p: { learningRate: number; beta1: number; beta2: number; eps: number; weightDecay: number; gradClipNorm: number }): number;
+  sample(
+    prompt: Int32Array,
+    p: { n: number; maxTokens: number; temperature: number; topK: number; topP: number; seed: number; stopTokens: Int32Array; promptLogprobs: boolean },
+  ): { samples: NativeSample[]; promptLogprobs: Float32Array | null };
+  setAdapterEnabled(on: boolean): void;
+  setThreads(n: number): void;
+  threads(): number;
+  step(): number;
+  setStep(step: number): void;
+}
+
+export interface NativeLoraOptions {
+  rank: number;
+  alpha: number;
+  targets: string[];
+  seed: number;
+}
+
+interface NativeModule {
+  EngineModel: new (config: ModelConfig, options: { threads: number; lora: NativeLoraOptions | null }) => NativeModel;
+  simd: string;
+}
+
+function findAddon(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++) {
+    const candidate = join(dir, 'native', 'build', 'temper_engine.node');
+    if (existsSync(candidate)) return candidate;
+    dir = resolve(dir, '..');
+  }
+  throw new Error('native engine not built: run `npm run build:native` (native/build/temper_engine.node is missing)');
+}
+
+let cached: NativeModule | undefined;
+
+export function nativeEngine(): NativeModule {
+  if (!cached) cached = createRequire(import.meta.url)(findAddon()) as NativeModule;
+  return cached;
+}
