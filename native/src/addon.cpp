@@ -315,8 +315,45 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   std::unique_ptr<Model> model_;
 };
 
+// matmul(m, n, k, a, b, {transA, transB, threads}) → C = op(A)·op(B), row-major; exposed for
+// the GEMM tests and the GEMM benchmark against OpenBLAS.
+Napi::Value Matmul(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const long m = info[0].ToNumber().Int64Value();
+  const long n = info[1].ToNumber().Int64Value();
+  const long k = info[2].ToNumber().Int64Value();
+  if (!info[3].IsTypedArray() || !info[4].IsTypedArray()) throw Napi::TypeError::New(env, "matmul: a and b must be Float32Arrays");
+  Napi::Float32Array a = info[3].As<Napi::Float32Array>();
+  Napi::Float32Array b = info[4].As<Napi::Float32Array>();
+  bool ta = false, tb = false;
+  int threads = 1;
+  long repeat = 1;
+  if (info[5].IsObject()) {
+    const Napi::Object o = info[5].As<Napi::Object>();
+    ta = flag(o, "transA", false);
+    tb = flag(o, "transB", false);
+    threads = static_cast<int>(num(o, "threads", 1));
+    repeat = static_cast<long>(num(o, "repeat", 1));
+  }
+  if (m <= 0 || n <= 0 || k <= 0 || static_cast<long>(a.ElementLength()) != m * k || static_cast<long>(b.ElementLength()) != k * n)
+    throw Napi::Error::New(env, "matmul: a must have m*k and b k*n elements");
+  static std::unique_ptr<temper::ThreadPool> pool;
+  static std::unique_ptr<temper::Gemm> gemm;
+  if (!pool || pool->size() != threads) {
+    gemm.reset();
+    pool = std::make_unique<temper::ThreadPool>(threads);
+    gemm = std::make_unique<temper::Gemm>(*pool);
+  }
+  Napi::Float32Array c = Napi::Float32Array::New(env, m * n);
+  const temper::MatView av = ta ? temper::transposed(a.Data(), m) : temper::row_major(a.Data(), k);
+  const temper::MatView bv = tb ? temper::transposed(b.Data(), k) : temper::row_major(b.Data(), n);
+  for (long r = 0; r < repeat; ++r) gemm->run(m, n, k, 1.0f, av, bv, c.Data(), n, false);
+  return c;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EngineModel", EngineModel::Init(env));
+  exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("simd", Napi::String::New(env, temper::kernels().name));
   return exports;
 }

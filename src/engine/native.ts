@@ -50,6 +50,15 @@ export interface NativeLoraOptions {
 interface NativeModule {
   EngineModel: new (config: ModelConfig, options: { threads: number; lora: NativeLoraOptions | null }) => NativeModel;
   simd: string;
+  /** C = op(A)·op(B) with the engine's GEMM (tests and benchmarks). */
+  matmul(
+    m: number,
+    n: number,
+    k: number,
+    a: Float32Array,
+    b: Float32Array,
+    opts?: { transA?: boolean; transB?: boolean; threads?: number; repeat?: number },
+  ): Float32Array;
 }
 
 function findAddon(): string {
