@@ -59,7 +59,10 @@ function flagsFor(file) {
 }
 
 function newestInput(paths) {
-  return Math.max(...paths.map((p) => statSync(p).mtimeMs), statSync(fileURLToPath(import.meta.url)).mtimeMs);
+  return Math.max(
+    ...paths.map((p) => statSync(p).mtimeMs),
+    statSync(fileURLToPath(import.meta.url)).mtimeMs,
+  );
 }
 
 async function pool(items, limit, fn) {

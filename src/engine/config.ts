@@ -51,13 +51,17 @@ export class ConfigError extends Error {
 export function parseHfConfig(raw: unknown, source = 'config.json'): ModelConfig {
   const parsed = hfConfigSchema.safeParse(raw);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ');
+    const issues = parsed.error.issues
+      .map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`)
+      .join('; ');
     throw new ConfigError(`${source}: ${issues}`);
   }
   const c = parsed.data;
   const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
   if (c.num_attention_heads % numKvHeads !== 0)
-    throw new ConfigError(`${source}: num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
+    throw new ConfigError(
+      `${source}: num_attention_heads (${c.num_attention_heads}) must be a multiple of num_key_value_heads (${numKvHeads})`,
+    );
   const headDim = c.head_dim ?? c.hidden_size / c.num_attention_heads;
   if (!Number.isInteger(headDim) || headDim % 2 !== 0)
     throw new ConfigError(`${source}: head_dim must be an even integer (got ${headDim})`);
@@ -77,7 +81,10 @@ export function parseHfConfig(raw: unknown, source = 'config.json'): ModelConfig
   };
 }
 
-export function toHfConfig(c: ModelConfig, modelType: 'llama' | 'qwen3' = c.qkNorm ? 'qwen3' : 'llama'): Record<string, unknown> {
+export function toHfConfig(
+  c: ModelConfig,
+  modelType: 'llama' | 'qwen3' = c.qkNorm ? 'qwen3' : 'llama',
+): Record<string, unknown> {
   return {
     architectures: [modelType === 'qwen3' ? 'Qwen3ForCausalLM' : 'LlamaForCausalLM'],
     model_type: modelType,
@@ -113,7 +120,11 @@ export function countParameters(c: ModelConfig): number {
   const q = c.numHeads * c.headDim;
   const kv = c.numKvHeads * c.headDim;
   const perLayer =
-    2 * c.hiddenSize + c.hiddenSize * (q + 2 * kv) + q * c.hiddenSize + 3 * c.hiddenSize * c.intermediateSize + (c.qkNorm ? 2 * c.headDim : 0);
+    2 * c.hiddenSize +
+    c.hiddenSize * (q + 2 * kv) +
+    q * c.hiddenSize +
+    3 * c.hiddenSize * c.intermediateSize +
+    (c.qkNorm ? 2 * c.headDim : 0);
   const embed = c.vocabSize * c.hiddenSize;
   return embed * (c.tieWordEmbeddings ? 1 : 2) + c.numLayers * perLayer + c.hiddenSize;
 }

@@ -8,9 +8,26 @@ import { type ModelConfig, readHfConfig } from './config.js';
 import { type NativeModel, type NativeTensorInfo, nativeEngine } from './native.js';
 import { listWeightFiles } from './weights-files.js';
 
-export const LORA_TARGETS = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'] as const;
+export const LORA_TARGETS = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+  'lm_head',
+] as const;
 export type LoraTarget = (typeof LORA_TARGETS)[number];
-export const DEFAULT_LORA_TARGETS: LoraTarget[] = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+export const DEFAULT_LORA_TARGETS: LoraTarget[] = [
+  'q_proj',
+  'k_proj',
+  'v_proj',
+  'o_proj',
+  'gate_proj',
+  'up_proj',
+  'down_proj',
+];
 
 export const loraOptionsSchema = z.object({
   rank: z.number().int().positive().max(1024),
@@ -93,7 +110,9 @@ export class TransformerModel {
     if (lora && !lora.success) throw new EngineError(formatZod('lora options', lora.error));
     this.lora = lora ? lora.data : null;
     const threads = options.threads ?? availableParallelism();
-    this.native = callNative(() => new (nativeEngine().EngineModel)(config, { threads, lora: this.lora }));
+    this.native = callNative(
+      () => new (nativeEngine().EngineModel)(config, { threads, lora: this.lora }),
+    );
     this.info = new Map(this.native.tensorInfo().map((t) => [t.name, t]));
   }
 
@@ -101,7 +120,8 @@ export class TransformerModel {
   static async fromDirectory(dir: string, options: ModelOptions = {}): Promise<TransformerModel> {
     const config = await readHfConfig(join(dir, 'config.json'));
     const model = new TransformerModel(config, options);
-    for (const file of await listWeightFiles(dir)) model.loadTensors((await readSafetensors(file)).tensors, { source: file, partial: true });
+    for (const file of await listWeightFiles(dir))
+      model.loadTensors((await readSafetensors(file)).tensors, { source: file, partial: true });
     model.assertBaseLoaded();
     return model;
   }
@@ -146,15 +166,26 @@ export class TransformerModel {
     const source = opts.source ?? 'weights';
     for (const [name, t] of tensors) {
       const info = this.info.get(name);
-      if (!info) throw new EngineError(`${source}: unexpected tensor '${name}' for this model configuration`);
+      if (!info)
+        throw new EngineError(
+          `${source}: unexpected tensor '${name}' for this model configuration`,
+        );
       if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i]))
-        throw new EngineError(`${source}: tensor '${name}' has shape [${t.shape}], expected [${info.shape}]`);
+        throw new EngineError(
+          `${source}: tensor '${name}' has shape [${t.shape}], expected [${info.shape}]`,
+        );
       for (let i = 0; i < t.data.length; i++)
-        if (!Number.isFinite(t.data[i])) throw new EngineError(`${source}: tensor '${name}' has a non-finite value at flat index ${i}`);
+        if (!Number.isFinite(t.data[i]))
+          throw new EngineError(
+            `${source}: tensor '${name}' has a non-finite value at flat index ${i}`,
+          );
     }
     if (!opts.partial) {
       const missing = this.baseNames().filter((n) => !tensors.has(n));
-      if (missing.length > 0) throw new EngineError(`${source}: missing tensors ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`);
+      if (missing.length > 0)
+        throw new EngineError(
+          `${source}: missing tensors ${missing.slice(0, 5).join(', ')}${missing.length > 5 ? ` and ${missing.length - 5} more` : ''}`,
+        );
     }
     for (const [name, t] of tensors) this.native.setTensor(name, t.data);
     this.loaded = new Set([...this.loaded, ...tensors.keys()]);
@@ -170,7 +201,10 @@ export class TransformerModel {
 
   private assertBaseLoaded(): void {
     const missing = this.baseNames().filter((n) => !this.loaded.has(n));
-    if (missing.length > 0) throw new EngineError(`model directory is missing tensors: ${missing.slice(0, 5).join(', ')}`);
+    if (missing.length > 0)
+      throw new EngineError(
+        `model directory is missing tensors: ${missing.slice(0, 5).join(', ')}`,
+      );
   }
 
   getTensor(name: string): Float32Array {
@@ -180,7 +214,8 @@ export class TransformerModel {
   /** All tensors (base and adapter) by HF name. */
   namedTensors(filter: (name: string) => boolean = () => true): TensorMap {
     const out: TensorMap = new Map();
-    for (const t of this.tensorInfo()) if (filter(t.name)) out.set(t.name, { shape: t.shape, data: this.getTensor(t.name) });
+    for (const t of this.tensorInfo())
+      if (filter(t.name)) out.set(t.name, { shape: t.shape, data: this.getTensor(t.name) });
     return out;
   }
 
@@ -199,16 +234,21 @@ export class TransformerModel {
   /** Per-target-token log-probabilities, sequences concatenated in order. */
   forward(sequences: Sequence[], opts: { saveForBackward?: boolean } = {}): Float32Array {
     const { tokens, targets, seqLens } = this.pack(sequences);
-    const out = callNative(() => this.native.forward(tokens, targets, seqLens, opts.saveForBackward ?? false));
+    const out = callNative(() =>
+      this.native.forward(tokens, targets, seqLens, opts.saveForBackward ?? false),
+    );
     this.savedRows = opts.saveForBackward ? tokens.length : -1;
     return out;
   }
 
   /** Accumulates gradients of Σ dlogprob[i]·logprob[i] for the last forward({saveForBackward}). */
   backward(dlogprob: Float32Array | ArrayLike<number>): void {
-    if (this.savedRows < 0) throw new EngineError('backward() needs a preceding forward(..., {saveForBackward: true})');
+    if (this.savedRows < 0)
+      throw new EngineError('backward() needs a preceding forward(..., {saveForBackward: true})');
     if (dlogprob.length !== this.savedRows)
-      throw new EngineError(`backward(): got ${dlogprob.length} gradients for ${this.savedRows} target tokens`);
+      throw new EngineError(
+        `backward(): got ${dlogprob.length} gradients for ${this.savedRows} target tokens`,
+      );
     const d = dlogprob instanceof Float32Array ? dlogprob : Float32Array.from(dlogprob);
     callNative(() => this.native.backward(d));
   }
@@ -217,15 +257,21 @@ export class TransformerModel {
    * Fused weighted cross-entropy: loss = −Σ w_i·logprob_i (any real weights, negatives
    * included); gradients accumulate. Returns the loss and the logprobs.
    */
-  forwardBackwardCrossEntropy(sequences: Sequence[], weights: ArrayLike<number>): { loss: number; logprobs: Float32Array } {
+  forwardBackwardCrossEntropy(
+    sequences: Sequence[],
+    weights: ArrayLike<number>,
+  ): { loss: number; logprobs: Float32Array } {
     const logprobs = this.forward(sequences, { saveForBackward: true });
     if (weights.length !== logprobs.length)
-      throw new EngineError(`cross-entropy: got ${weights.length} weights for ${logprobs.length} target tokens`);
+      throw new EngineError(
+        `cross-entropy: got ${weights.length} weights for ${logprobs.length} target tokens`,
+      );
     const d = new Float32Array(weights.length);
     let loss = 0;
     for (let i = 0; i < d.length; i++) {
       const w = weights[i]!;
-      if (!Number.isFinite(w)) throw new EngineError(`cross-entropy: weight at position ${i} is not finite`);
+      if (!Number.isFinite(w))
+        throw new EngineError(`cross-entropy: weight at position ${i} is not finite`);
       d[i] = -w;
       loss -= w * logprobs[i]!;
     }
@@ -259,18 +305,36 @@ export class TransformerModel {
     if (!p.success) throw new EngineError(formatZod('sampling params', p.error));
     this.savedRows = -1;
     const { stopTokens, ...rest } = p.data;
-    const out = callNative(() => this.native.sample(toInt32(prompt, 'prompt'), { ...rest, stopTokens: Int32Array.from(stopTokens) }));
-    const samples = out.samples.map((s) => ({ tokens: Array.from(s.tokens), logprobs: Array.from(s.logprobs), finishReason: s.finishReason }));
+    const out = callNative(() =>
+      this.native.sample(toInt32(prompt, 'prompt'), {
+        ...rest,
+        stopTokens: Int32Array.from(stopTokens),
+      }),
+    );
+    const samples = out.samples.map((s) => ({
+      tokens: Array.from(s.tokens),
+      logprobs: Array.from(s.logprobs),
+      finishReason: s.finishReason,
+    }));
     if (!out.promptLogprobs) return { samples };
-    return { samples, promptLogprobs: Array.from(out.promptLogprobs, (x, i) => (i === 0 ? null : x)) };
+    return {
+      samples,
+      promptLogprobs: Array.from(out.promptLogprobs, (x, i) => (i === 0 ? null : x)),
+    };
   }
 
-  private pack(sequences: Sequence[]): { tokens: Int32Array; targets: Int32Array; seqLens: Int32Array } {
+  private pack(sequences: Sequence[]): {
+    tokens: Int32Array;
+    targets: Int32Array;
+    seqLens: Int32Array;
+  } {
     if (sequences.length === 0) throw new EngineError('batch is empty');
     let total = 0;
     sequences.forEach((s, i) => {
       if (s.tokens.length !== s.targets.length)
-        throw new EngineError(`sequence ${i}: ${s.tokens.length} tokens but ${s.targets.length} targets`);
+        throw new EngineError(
+          `sequence ${i}: ${s.tokens.length} tokens but ${s.targets.length} targets`,
+        );
       if (s.tokens.length === 0) throw new EngineError(`sequence ${i} is empty`);
       total += s.tokens.length;
     });
@@ -281,7 +345,11 @@ export class TransformerModel {
     sequences.forEach((s, i) => {
       for (let j = 0; j < s.tokens.length; j++) {
         tokens[off + j] = checkId(s.tokens[j]!, this.config.vocabSize, `sequence ${i} token ${j}`);
-        targets[off + j] = checkId(s.targets[j]!, this.config.vocabSize, `sequence ${i} target ${j}`);
+        targets[off + j] = checkId(
+          s.targets[j]!,
+          this.config.vocabSize,
+          `sequence ${i} target ${j}`,
+        );
       }
       seqLens[i] = s.tokens.length;
       off += s.tokens.length;
@@ -291,7 +359,8 @@ export class TransformerModel {
 }
 
 function checkId(id: number, vocab: number, where: string): number {
-  if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new EngineError(`${where}: token id ${id} is outside the vocabulary [0, ${vocab})`);
+  if (!Number.isInteger(id) || id < 0 || id >= vocab)
+    throw new EngineError(`${where}: token id ${id} is outside the vocabulary [0, ${vocab})`);
   return id;
 }
 

@@ -24,14 +24,35 @@ export interface NativeModel {
   getGrad(name: string): Float32Array | null;
   getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
   setOptimizerState(name: string, m: Float32Array, v: Float32Array): void;
-  forward(tokens: Int32Array, targets: Int32Array, seqLens: Int32Array, save: boolean): Float32Array;
+  forward(
+    tokens: Int32Array,
+    targets: Int32Array,
+    seqLens: Int32Array,
+    save: boolean,
+  ): Float32Array;
   backward(dlogprob: Float32Array): void;
   zeroGrad(): void;
   gradNorm(): number;
-  adamwStep(p: { learningRate: number; beta1: number; beta2: number; eps: number; weightDecay: number; gradClipNorm: number }): number;
+  adamwStep(p: {
+    learningRate: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weightDecay: number;
+    gradClipNorm: number;
+  }): number;
   sample(
     prompt: Int32Array,
-    p: { n: number; maxTokens: number; temperature: number; topK: number; topP: number; seed: number; stopTokens: Int32Array; promptLogprobs: boolean },
+    p: {
+      n: number;
+      maxTokens: number;
+      temperature: number;
+      topK: number;
+      topP: number;
+      seed: number;
+      stopTokens: Int32Array;
+      promptLogprobs: boolean;
+    },
   ): { samples: NativeSample[]; promptLogprobs: Float32Array | null };
   setAdapterEnabled(on: boolean): void;
   setThreads(n: number): void;
@@ -48,7 +69,10 @@ export interface NativeLoraOptions {
 }
 
 interface NativeModule {
-  EngineModel: new (config: ModelConfig, options: { threads: number; lora: NativeLoraOptions | null }) => NativeModel;
+  EngineModel: new (
+    config: ModelConfig,
+    options: { threads: number; lora: NativeLoraOptions | null },
+  ) => NativeModel;
   simd: string;
   /** C = op(A)·op(B) with the engine's GEMM (tests and benchmarks). */
   matmul(
@@ -68,7 +92,9 @@ function findAddon(): string {
     if (existsSync(candidate)) return candidate;
     dir = resolve(dir, '..');
   }
-  throw new Error('native engine not built: run `npm run build:native` (native/build/temper_engine.node is missing)');
+  throw new Error(
+    'native engine not built: run `npm run build:native` (native/build/temper_engine.node is missing)',
+  );
 }
 
 let cached: NativeModule | undefined;

@@ -2,14 +2,28 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { parseSafetensors, readSafetensors, serializeSafetensors, writeSafetensors } from '../../src/checkpoints/safetensors.js';
+import {
+  parseSafetensors,
+  readSafetensors,
+  serializeSafetensors,
+  writeSafetensors,
+} from '../../src/checkpoints/safetensors.js';
 import { bf16ToF32, f16ToF32, f32ToBf16, f32ToF16 } from '../../src/engine/dtype.js';
 
 describe('dtype conversion', () => {
   it('bf16 round-to-nearest-even and exact widening', () => {
     const x = Float32Array.from([1, -2.5, 1 + 2 ** -8, 1 + 3 * 2 ** -8, 3.38e38, 3.4e38, 0, -0]);
     const back = bf16ToF32(f32ToBf16(x));
-    expect(Array.from(back)).toEqual([1, -2.5, 1, 1 + 2 ** -6, 3.3762391092936863e38, Number.POSITIVE_INFINITY, 0, -0]);
+    expect(Array.from(back)).toEqual([
+      1,
+      -2.5,
+      1,
+      1 + 2 ** -6,
+      3.3762391092936863e38,
+      Number.POSITIVE_INFINITY,
+      0,
+      -0,
+    ]);
   });
   it('f16 handles normals, subnormals, overflow and NaN', () => {
     const x = Float32Array.from([1, 65504, 2 ** -24, 2 ** -15, 1e6, Number.NaN, -0.333251953125]);
@@ -40,8 +54,12 @@ describe('safetensors', () => {
   });
   it('names the problem in corrupt files', () => {
     const good = serializeSafetensors(tensors);
-    expect(() => parseSafetensors(good.subarray(0, 4), 'f.safetensors')).toThrow(/f.safetensors: file is shorter/);
-    expect(() => parseSafetensors(good.subarray(0, good.length - 4), 'f.safetensors')).toThrow(/byte range/);
+    expect(() => parseSafetensors(good.subarray(0, 4), 'f.safetensors')).toThrow(
+      /f.safetensors: file is shorter/,
+    );
+    expect(() => parseSafetensors(good.subarray(0, good.length - 4), 'f.safetensors')).toThrow(
+      /byte range/,
+    );
     const bad = Buffer.from(good);
     bad.write('{', 8);
     bad.write('X', 9);

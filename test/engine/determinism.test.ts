@@ -21,7 +21,10 @@ const config = {
 };
 
 function trainTwoSteps(threads: number, lora: boolean) {
-  const model = new TransformerModel(config, { threads, lora: lora ? { rank: 4, alpha: 8, seed: 5 } : undefined });
+  const model = new TransformerModel(config, {
+    threads,
+    lora: lora ? { rank: 4, alpha: 8, seed: 5 } : undefined,
+  });
   model.loadTensors(randomWeights(model, 3, 0.1), { partial: true });
   const seqs = randomSequences(4, [70, 33, 150, 5], config.vocabSize);
   const w = randomWeightsVector(9, 258);
@@ -30,14 +33,21 @@ function trainTwoSteps(threads: number, lora: boolean) {
     logprobs.push(model.forwardBackwardCrossEntropy(seqs, w).logprobs);
     model.optimStep({ learningRate: 1e-2, weightDecay: 0.01, gradClipNorm: 1 });
   }
-  return { logprobs, weights: model.namedTensors(), sample: model.sample([1, 2, 3], { n: 3, maxTokens: 12, seed: 7 }) };
+  return {
+    logprobs,
+    weights: model.namedTensors(),
+    sample: model.sample([1, 2, 3], { n: 3, maxTokens: 12, seed: 7 }),
+  };
 }
 
 describe('bitwise determinism across thread counts', () => {
   it.each([false, true])('lora=%s: 1 thread equals 2 threads', (lora) => {
     const a = trainTwoSteps(1, lora);
     const b = trainTwoSteps(2, lora);
-    for (let s = 0; s < 2; s++) expect(Buffer.from(a.logprobs[s]!.buffer).equals(Buffer.from(b.logprobs[s]!.buffer))).toBe(true);
+    for (let s = 0; s < 2; s++)
+      expect(Buffer.from(a.logprobs[s]!.buffer).equals(Buffer.from(b.logprobs[s]!.buffer))).toBe(
+        true,
+      );
     for (const [name, t] of a.weights) {
       const other = b.weights.get(name)!;
       expect(Buffer.from(t.data.buffer).equals(Buffer.from(other.data.buffer)), name).toBe(true);

@@ -14,7 +14,11 @@ function loss(model: TransformerModel): number {
   return l;
 }
 
-function checkTensor(model: TransformerModel, name: string, seed: number): { fd: number; analytic: number } {
+function checkTensor(
+  model: TransformerModel,
+  name: string,
+  seed: number,
+): { fd: number; analytic: number } {
   const base = model.getTensor(name);
   const grad = model.getGrad(name)!;
   const r = rng(seed);
@@ -24,7 +28,10 @@ function checkTensor(model: TransformerModel, name: string, seed: number): { fd:
   const eps = 3e-3;
   const shape = model.tensorInfo().find((t) => t.name === name)!.shape;
   const at = (s: number) => {
-    model.loadTensors(new Map([[name, { shape, data: base.map((v, i) => v + s * eps * dir[i]!) }]]), { partial: true });
+    model.loadTensors(
+      new Map([[name, { shape, data: base.map((v, i) => v + s * eps * dir[i]!) }]]),
+      { partial: true },
+    );
     return loss(model);
   };
   // Fourth-order central difference: the error is O(eps⁴), so float32 noise dominates.
@@ -36,22 +43,60 @@ function checkTensor(model: TransformerModel, name: string, seed: number): { fd:
 describe('finite-difference gradient checks', () => {
   it.each([
     ['full fine-tuning, q/k norm, untied', {}],
-    ['full fine-tuning, tied embeddings, no q/k norm', { config: { tieWordEmbeddings: true, qkNorm: false } }],
-    ['LoRA on every projection and the unembedding', { lora: { rank: 3, alpha: 6, targets: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj', 'lm_head'] as const, seed: 3 } }],
+    [
+      'full fine-tuning, tied embeddings, no q/k norm',
+      { config: { tieWordEmbeddings: true, qkNorm: false } },
+    ],
+    [
+      'LoRA on every projection and the unembedding',
+      {
+        lora: {
+          rank: 3,
+          alpha: 6,
+          targets: [
+            'q_proj',
+            'k_proj',
+            'v_proj',
+            'o_proj',
+            'gate_proj',
+            'up_proj',
+            'down_proj',
+            'lm_head',
+          ] as const,
+          seed: 3,
+        },
+      },
+    ],
   ])('%s', (_label, opts) => {
     const model = tinyModel({ ...(opts as object), seed: 11 });
     if (model.lora) {
       // Non-zero B so that the A gradients are not trivially zero.
       for (const t of model.tensorInfo().filter((x) => x.name.includes('lora_B'))) {
         const r = rng(t.name.length);
-        model.loadTensors(new Map([[t.name, { shape: t.shape, data: Float32Array.from({ length: t.shape[0]! * t.shape[1]! }, () => (r() - 0.5) * 0.4) }]]), { partial: true });
+        model.loadTensors(
+          new Map([
+            [
+              t.name,
+              {
+                shape: t.shape,
+                data: Float32Array.from(
+                  { length: t.shape[0]! * t.shape[1]! },
+                  () => (r() - 0.5) * 0.4,
+                ),
+              },
+            ],
+          ]),
+          { partial: true },
+        );
       }
     }
     model.forwardBackwardCrossEntropy(seqs, weights);
     let seed = 100;
     for (const name of model.trainableNames()) {
       const { fd, analytic } = checkTensor(model, name, seed++);
-      expect(Math.abs(fd - analytic), `${name}: fd ${fd} vs analytic ${analytic}`).toBeLessThan(2e-3 * Math.max(1, Math.abs(analytic)));
+      expect(Math.abs(fd - analytic), `${name}: fd ${fd} vs analytic ${analytic}`).toBeLessThan(
+        2e-3 * Math.max(1, Math.abs(analytic)),
+      );
     }
   });
 });

@@ -45,8 +45,13 @@ export function randomWeights(model: TransformerModel, seed: number, scale = 0.2
   return out;
 }
 
-export function tinyModel(opts: ModelOptions & { seed?: number; config?: Partial<ModelConfig> } = {}): TransformerModel {
-  const model = new TransformerModel({ ...TINY, ...opts.config }, { threads: opts.threads ?? 1, lora: opts.lora });
+export function tinyModel(
+  opts: ModelOptions & { seed?: number; config?: Partial<ModelConfig> } = {},
+): TransformerModel {
+  const model = new TransformerModel(
+    { ...TINY, ...opts.config },
+    { threads: opts.threads ?? 1, lora: opts.lora },
+  );
   model.loadTensors(randomWeights(model, opts.seed ?? 1), { partial: true });
   return model;
 }

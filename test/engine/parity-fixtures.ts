@@ -7,20 +7,36 @@ import { parseHfConfig } from '../../src/engine/config.js';
 import { type LoraTarget, TransformerModel } from '../../src/engine/model.js';
 
 export const PARITY_DIR = join(import.meta.dirname, '..', 'fixtures', 'parity');
-export const PARITY_CASES = ['llama_gqa_untied', 'qwen3_tied_qknorm', 'qwen3_lora', 'llama_lora_unembed'];
+export const PARITY_CASES = [
+  'llama_gqa_untied',
+  'qwen3_tied_qknorm',
+  'qwen3_lora',
+  'llama_lora_unembed',
+];
 
 export interface ParityCase {
   name: string;
   sequences: { tokens: number[]; targets: number[]; weights: number[] }[];
   lora: { rank: number; alpha: number; target_modules: LoraTarget[] } | null;
-  adam: { lr: number; beta1: number; beta2: number; eps: number; weight_decay: number; grad_clip: number };
+  adam: {
+    lr: number;
+    beta1: number;
+    beta2: number;
+    eps: number;
+    weight_decay: number;
+    grad_clip: number;
+  };
   expected: Map<string, { shape: number[]; data: Float64Array }>;
 }
 
 export function loadCase(name: string): ParityCase {
   const dir = join(PARITY_DIR, name);
   const c = JSON.parse(readFileSync(join(dir, 'case.json'), 'utf8'));
-  return { name, ...c, expected: parseSafetensorsF64(readFileSync(join(dir, 'expected.safetensors'))) };
+  return {
+    name,
+    ...c,
+    expected: parseSafetensorsF64(readFileSync(join(dir, 'expected.safetensors'))),
+  };
 }
 
 export function buildModel(name: string, threads = 1): TransformerModel {
@@ -29,10 +45,15 @@ export function buildModel(name: string, threads = 1): TransformerModel {
   const config = parseHfConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
   const model = new TransformerModel(config, {
     threads,
-    lora: c.lora ? { rank: c.lora.rank, alpha: c.lora.alpha, targets: c.lora.target_modules } : undefined,
+    lora: c.lora
+      ? { rank: c.lora.rank, alpha: c.lora.alpha, targets: c.lora.target_modules }
+      : undefined,
   });
   model.loadTensors(parseSafetensors(readFileSync(join(dir, 'model.safetensors'))).tensors);
-  if (c.lora) model.loadTensors(parseSafetensors(readFileSync(join(dir, 'adapter.safetensors'))).tensors, { partial: true });
+  if (c.lora)
+    model.loadTensors(parseSafetensors(readFileSync(join(dir, 'adapter.safetensors'))).tensors, {
+      partial: true,
+    });
   return model;
 }
 

@@ -23,17 +23,30 @@ describe.each(PARITY_CASES)('parity with PyTorch: %s', (name) => {
   it('gradients of every trainable tensor, grad norm, one AdamW step', () => {
     const model = buildModel(name);
     const { loss } = model.forwardBackwardCrossEntropy(c.sequences, weights);
-    expect(Math.abs(loss - exp('loss')[0]!)).toBeLessThan(TOL * Math.max(1, Math.abs(exp('loss')[0]!)));
+    expect(Math.abs(loss - exp('loss')[0]!)).toBeLessThan(
+      TOL * Math.max(1, Math.abs(exp('loss')[0]!)),
+    );
     const trainable = model.trainableNames();
-    const expectedGrads = [...c.expected.keys()].filter((k) => k.startsWith('grad.')).map((k) => k.slice(5));
+    const expectedGrads = [...c.expected.keys()]
+      .filter((k) => k.startsWith('grad.'))
+      .map((k) => k.slice(5));
     expect(new Set(trainable)).toEqual(new Set(expectedGrads));
     for (const t of trainable) {
       const err = relativeError(model.getGrad(t)!, exp(`grad.${t}`));
       expect(err, `grad ${t}`).toBeLessThan(TOL);
     }
-    expect(Math.abs(model.gradNorm() - exp('grad_norm')[0]!) / exp('grad_norm')[0]!).toBeLessThan(TOL);
+    expect(Math.abs(model.gradNorm() - exp('grad_norm')[0]!) / exp('grad_norm')[0]!).toBeLessThan(
+      TOL,
+    );
     const a = c.adam;
-    model.optimStep({ learningRate: a.lr, beta1: a.beta1, beta2: a.beta2, eps: a.eps, weightDecay: a.weight_decay, gradClipNorm: a.grad_clip });
+    model.optimStep({
+      learningRate: a.lr,
+      beta1: a.beta1,
+      beta2: a.beta2,
+      eps: a.eps,
+      weightDecay: a.weight_decay,
+      gradClipNorm: a.grad_clip,
+    });
     for (const t of trainable) {
       const err = relativeError(model.getTensor(t), exp(`adam.${t}`));
       expect(err, `adam ${t}`).toBeLessThan(TOL);

@@ -35,21 +35,31 @@ describe('sampling with a KV cache', () => {
   });
 
   it('sampled logprobs equal the training forward on the same tokens', () => {
-    const { samples } = model.sample(prompt, { n: 2, maxTokens: 8, temperature: 1.3, topP: 0.9, seed: 1 });
+    const { samples } = model.sample(prompt, {
+      n: 2,
+      maxTokens: 8,
+      temperature: 1.3,
+      topP: 0.9,
+      seed: 1,
+    });
     for (const s of samples) {
       const seq = [...prompt, ...s.tokens];
       const lp = model.forward([{ tokens: seq.slice(0, -1), targets: seq.slice(1) }]);
       const tail = Array.from(lp.slice(prompt.length - 1));
-      tail.forEach((x, i) => expect(s.logprobs[i]).toBeCloseTo(x, 4));
+      tail.forEach((x, i) => {
+        expect(s.logprobs[i]).toBeCloseTo(x, 4);
+      });
     }
   });
 
   it('top-k = 1 is greedy; stop tokens end a sample with finish reason stop', () => {
     const greedy = model.sample(prompt, { temperature: 0, maxTokens: 6 }).samples[0]!;
-    const topk1 = model.sample(prompt, { temperature: 0.7, topK: 1, maxTokens: 6, seed: 9 }).samples[0]!;
+    const topk1 = model.sample(prompt, { temperature: 0.7, topK: 1, maxTokens: 6, seed: 9 })
+      .samples[0]!;
     expect(topk1.tokens).toEqual(greedy.tokens);
     const stop = greedy.tokens[2]!;
-    const stopped = model.sample(prompt, { temperature: 0, maxTokens: 6, stopTokens: [stop] }).samples[0]!;
+    const stopped = model.sample(prompt, { temperature: 0, maxTokens: 6, stopTokens: [stop] })
+      .samples[0]!;
     expect(stopped.finishReason).toBe('stop');
     expect(stopped.tokens).toEqual(greedy.tokens.slice(0, greedy.tokens.indexOf(stop) + 1));
   });
@@ -58,7 +68,9 @@ describe('sampling with a KV cache', () => {
     const out = model.sample(prompt, { maxTokens: 1, promptLogprobs: true });
     const lp = model.forward([{ tokens: prompt.slice(0, -1), targets: prompt.slice(1) }]);
     expect(out.promptLogprobs![0]).toBeNull();
-    lp.forEach((x, i) => expect(out.promptLogprobs![i + 1]).toBeCloseTo(x, 5));
+    lp.forEach((x, i) => {
+      expect(out.promptLogprobs![i + 1]).toBeCloseTo(x, 5);
+    });
   });
 
   it('rejects bad parameters with clear messages', () => {

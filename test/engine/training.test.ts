@@ -14,7 +14,9 @@ describe('training semantics', () => {
     for (const name of whole.trainableNames()) {
       const a = whole.getGrad(name)!;
       const b = split.getGrad(name)!;
-      a.forEach((x, i) => expect(b[i]).toBeCloseTo(x, 4));
+      a.forEach((x, i) => {
+        expect(b[i]).toBeCloseTo(x, 4);
+      });
     }
     split.optimStep({ learningRate: 1e-3 });
     expect(split.gradNorm()).toBe(0);
@@ -28,7 +30,8 @@ describe('training semantics', () => {
     const custom = tinyModel({ seed: 6 });
     custom.forward(seqs, { saveForBackward: true });
     custom.backward(w.map((x) => -x));
-    for (const name of fused.trainableNames()) expect(custom.getGrad(name)).toEqual(fused.getGrad(name));
+    for (const name of fused.trainableNames())
+      expect(custom.getGrad(name)).toEqual(fused.getGrad(name));
   });
 
   it('LoRA trains only the adapter; disabling it gives the base model', () => {
@@ -48,7 +51,9 @@ describe('training semantics', () => {
     expect(lora.forward(seqs)).toEqual(base.forward(seqs));
     lora.setAdapterEnabled(true);
     expect(lora.forward(seqs)).toEqual(tuned);
-    expect(lora.getTensor('model.layers.0.self_attn.q_proj.weight')).toEqual(base.getTensor('model.layers.0.self_attn.q_proj.weight'));
+    expect(lora.getTensor('model.layers.0.self_attn.q_proj.weight')).toEqual(
+      base.getTensor('model.layers.0.self_attn.q_proj.weight'),
+    );
   });
 
   it('repeated SFT steps lower the loss', () => {
@@ -69,9 +74,15 @@ describe('errors become exceptions with clear messages', () => {
   const model = tinyModel();
   it('bad batches', () => {
     expect(() => model.forward([])).toThrow(/batch is empty/);
-    expect(() => model.forward([{ tokens: [1, 2], targets: [1] }])).toThrow(/2 tokens but 1 targets/);
-    expect(() => model.forward([{ tokens: [1, 99], targets: [1, 2] }])).toThrow(/sequence 0 token 1: token id 99 is outside the vocabulary \[0, 37\)/);
-    expect(() => model.forward([{ tokens: new Array(200).fill(1), targets: new Array(200).fill(1) }])).toThrow(/max_position_embeddings/);
+    expect(() => model.forward([{ tokens: [1, 2], targets: [1] }])).toThrow(
+      /2 tokens but 1 targets/,
+    );
+    expect(() => model.forward([{ tokens: [1, 99], targets: [1, 2] }])).toThrow(
+      /sequence 0 token 1: token id 99 is outside the vocabulary \[0, 37\)/,
+    );
+    expect(() =>
+      model.forward([{ tokens: new Array(200).fill(1), targets: new Array(200).fill(1) }]),
+    ).toThrow(/max_position_embeddings/);
   });
   it('backward misuse and non-finite gradients', () => {
     const fresh = tinyModel();
@@ -84,20 +95,33 @@ describe('errors become exceptions with clear messages', () => {
     const before = model.getTensor('model.norm.weight');
     const good = { shape: [TINY.hiddenSize], data: new Float32Array(TINY.hiddenSize).fill(2) };
     expect(() =>
-      model.loadTensors(new Map([['model.norm.weight', good], ['model.nope', good]]), { partial: true }),
+      model.loadTensors(
+        new Map([
+          ['model.norm.weight', good],
+          ['model.nope', good],
+        ]),
+        { partial: true },
+      ),
     ).toThrow(/unexpected tensor 'model.nope'/);
-    expect(() => model.loadTensors(new Map([['model.norm.weight', { shape: [3], data: new Float32Array(3) }]]), { partial: true })).toThrow(
-      /shape \[3\], expected \[24\]/,
-    );
+    expect(() =>
+      model.loadTensors(
+        new Map([['model.norm.weight', { shape: [3], data: new Float32Array(3) }]]),
+        { partial: true },
+      ),
+    ).toThrow(/shape \[3\], expected \[24\]/);
     const nan = new Float32Array(TINY.hiddenSize);
     nan[5] = Number.NaN;
-    expect(() => model.loadTensors(new Map([['model.norm.weight', { shape: [TINY.hiddenSize], data: nan }]]), { partial: true })).toThrow(
-      /non-finite value at flat index 5/,
-    );
+    expect(() =>
+      model.loadTensors(new Map([['model.norm.weight', { shape: [TINY.hiddenSize], data: nan }]]), {
+        partial: true,
+      }),
+    ).toThrow(/non-finite value at flat index 5/);
     expect(model.getTensor('model.norm.weight')).toEqual(before);
   });
   it('bad configs and options', () => {
-    expect(() => new TransformerModel({ ...TINY, numKvHeads: 3 })).toThrow(/multiple of num_key_value_heads/);
+    expect(() => new TransformerModel({ ...TINY, numKvHeads: 3 })).toThrow(
+      /multiple of num_key_value_heads/,
+    );
     expect(() => new TransformerModel(TINY, { lora: { rank: 0, alpha: 1 } })).toThrow(/rank/);
     expect(() => tinyModel().optimStep({ learningRate: -1 })).toThrow(/learningRate/);
   });

@@ -1,0 +1,113 @@
+#!/usr/bin/env node
+// The `temper` command.
+import { Command, InvalidArgumentError } from 'commander';
+import { DEMO_DEFAULTS, runDemo } from './demo.js';
+import { parseTokenList, scoreModel } from './model-score.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0)
+    throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+export function buildProgram(): Command {
+  const program = new Command('temper')
+    .description('temper: self-hostable fine-tuning platform')
+    .showHelpAfterError();
+
+  program
+    .command('demo')
+    .description('fine-tune the bundled base model on the bundled SFT dataset, then sample from it')
+    .option('--model <name|dir>', 'catalog model name or HF-layout directory', DEMO_DEFAULTS.model)
+    .option(
+      '--dataset <name|path>',
+      'catalog dataset name or JSONL file of {"messages": [...]}',
+      DEMO_DEFAULTS.dataset,
+    )
+    .option('--steps <n>', 'optimizer steps', positiveInt, DEMO_DEFAULTS.steps)
+    .option('--batch-size <n>', 'conversations per step', positiveInt, DEMO_DEFAULTS.batchSize)
+    .option(
+      '--learning-rate <lr>',
+      'AdamW learning rate',
+      positiveNumber,
+      DEMO_DEFAULTS.learningRate,
+    )
+    .option(
+      '--lora-rank <r>',
+      'train a LoRA adapter of this rank (0 = full fine-tuning)',
+      nonNegativeInt,
+      DEMO_DEFAULTS.loraRank,
+    )
+    .option('--threads <n>', 'engine threads (default: all cores)', positiveInt)
+    .option('--seed <n>', 'data order seed', nonNegativeInt, DEMO_DEFAULTS.seed)
+    .action(async (opts) => {
+      await runDemo({ ...DEMO_DEFAULTS, ...opts });
+    });
+
+  const model = program.command('model').description('work with model directories');
+  model
+    .command('score')
+    .description(
+      'per-target-token logprobs of a text or token list under an HF-layout model directory',
+    )
+    .requiredOption(
+      '--model <dir>',
+      'HF-layout model directory (config.json + *.safetensors + tokenizer)',
+    )
+    .option('--text <s>', 'text to tokenize with the model tokenizer and score')
+    .option('--tokens <ids>', 'comma-separated token ids', parseTokenList)
+    .option('-o, --output <format>', 'json or text', 'text')
+    .option('--threads <n>', 'engine threads', positiveInt)
+    .action(
+      async (opts: {
+        model: string;
+        text?: string;
+        tokens?: number[];
+        output: string;
+        threads?: number;
+      }) => {
+        if ((opts.text === undefined) === (opts.tokens === undefined))
+          throw new Error('give exactly one of --text or --tokens');
+        if (opts.output !== 'json' && opts.output !== 'text')
+          throw new Error(`--output must be json or text, not '${opts.output}'`);
+        const result = await scoreModel(
+          opts.model,
+          { text: opts.text, tokens: opts.tokens },
+          opts.threads,
+        );
+        if (opts.output === 'json') {
+          process.stdout.write(`${JSON.stringify(result)}\n`);
+          return;
+        }
+        const lines = result.logprobs.map(
+          (lp, i) =>
+            `${String(i + 1).padStart(5)}  token ${String(result.tokens[i + 1]).padStart(6)}  ${lp.toFixed(6)}\n`,
+        );
+        process.stdout.write(lines.join(''));
+        process.stdout.write(
+          `sum ${result.sum.toFixed(6)} over ${result.logprobs.length} tokens\n`,
+        );
+      },
+    );
+  return program;
+}
+
+buildProgram()
+  .parseAsync(process.argv)
+  .catch((err: unknown) => {
+    process.stderr.write(`temper: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
