@@ -1,0 +1,635 @@
+// bench:engine — one training step (forward, backward, AdamW) of the same Llama-style model on
+// the same batch with the same thread count in temper and in PyTorch (fp32, CPU), at about
+// 3M and about 25M parameters, plus the engine's GEMM against OpenBLAS sgemm (numpy) at the
+// shapes the model uses. The anchors run in bench/torch_engine.py, in the same run.
+//
+//   npm run bench:engine [-- --threads N] [--steps S] [--warmup W] [--quick]
+//
+// Human-readable lines first; the last line of stdout is one JSON object:
+//   {"bench":"engine","threads":N,"torch_build":"..","configs":[{"params",..,"tokens_per_step",
+//    "temper_tokens_per_s","torch_tokens_per_s","ratio"}],"gemm_gflops":..,"openblas_gflops":..}
+// ratio = temper_tokens_per_s / torch_tokens_per_s; the GEMM figures are geometric means
+// over the shapes.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, loadavg, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { type TensorMap, writeSafetensors } from '../src/checkpoints/safetensors.js';
+import { countParameters, type ModelConfig, toHfConfig } from '../src/engine/config.js';
+import { type Sequence, TransformerModel } from '../src/engine/model.js';
+import { nativeEngine } from '../src/engine/native.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const VENV = '/root/.cache/temper/pyref';
+const PYTHON = join(VENV, 'bin', 'python');
+const TORCH_SCRIPT = join(ROOT, 'bench', 'torch_engine.py');
+const REQUIREMENTS = join(ROOT, 'scripts', 'reference', 'requirements.txt');
+
+const { values: argv } = parseArgs({
+  options: {
+    threads: { type: 'string' },
+    steps: { type: 'string', default: '5' },
+    warmup: { type: 'string', default: '2' },
+    batch: { type: 'string', default: '8' },
+    'seq-len': { type: 'string', default: '256' },
+    /** most seconds to wait for other processes to go quiet before each measurement */
+    'max-wait': { type: 'string', default: '120' },
+    quick: { type: 'boolean', default: false },
+    /** keep the temporary model directories (config.json, model.safetensors, batch.json) */
+    keep: { type: 'boolean', default: false },
+  },
+});
+
+const threads = argv.threads ? Number(argv.threads) : availableParallelism();
+const steps = argv.quick ? 3 : Number(argv.steps);
+const warmup = argv.quick ? 1 : Number(argv.warmup);
+const batchSize = Number(argv.batch);
+const seqLen = Number(argv['seq-len']);
+const maxWait = Number(argv['max-wait']);
+for (const [name, v] of Object.entries({ threads, steps, warmup, batchSize, seqLen }))
+  if (!Number.isInteger(v) || v < (name === 'warmup' ? 0 : 1))
+    throw new Error(`--${name} must be a positive integer (got ${v})`);
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+
+// --------------------------------------------------------------------------------------
+// The Python anchor environment
+// --------------------------------------------------------------------------------------
+
+function venvHasTorch(): boolean {
+  if (!existsSync(PYTHON)) return false;
+  const r = spawnSync(PYTHON, ['-c', 'import torch, numpy, safetensors'], { stdio: 'ignore' });
+  return r.status === 0;
+}
+
+function ensureVenv(): void {
+  if (venvHasTorch()) return;
+  log(
+    `anchor env: ${VENV} lacks torch/numpy/safetensors; creating it (pip install -r scripts/reference/requirements.txt)`,
+  );
+  if (!existsSync(PYTHON)) execFileSync('python3', ['-m', 'venv', VENV], { stdio: 'inherit' });
+  execFileSync(PYTHON, ['-m', 'pip', 'install', '--progress-bar', 'off', '-r', REQUIREMENTS], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  if (!venvHasTorch())
+    throw new Error(`anchor env: ${PYTHON} still cannot import torch, numpy and safetensors`);
+}
+
+function runPython<T>(args: string[]): T {
+  const env = {
+    ...process.env,
+    OMP_NUM_THREADS: String(threads),
+    MKL_NUM_THREADS: String(threads),
+    OPENBLAS_NUM_THREADS: String(threads),
+  };
+  const r = spawnSync(PYTHON, [TORCH_SCRIPT, ...args], {
+    env,
+    encoding: 'utf8',
+    maxBuffer: 64 << 20,
+  });
+  if (r.status !== 0)
+    throw new Error(`torch_engine.py ${args[0]} failed (exit ${r.status}):\n${r.stderr}`);
+  const lines = r.stdout.trim().split('\n');
+  return JSON.parse(lines[lines.length - 1]!) as T;
+}
+
+// --------------------------------------------------------------------------------------
+// Model, weights and batch (deterministic)
+// --------------------------------------------------------------------------------------
+
+interface BenchConfig {
+  name: string;
+  config: ModelConfig;
+}
+
+function llama(
+  vocab: number,
+  hidden: number,
+  layers: number,
+  heads: number,
+  kvHeads: number,
+  headDim: number,
+  inter: number,
+): ModelConfig {
+  return {
+    vocabSize: vocab,
+    hiddenSize: hidden,
+    intermediateSize: inter,
+    numLayers: layers,
+    numHeads: heads,
+    numKvHeads: kvHeads,
+    headDim,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositions: Math.max(2048, seqLen),
+    tieWordEmbeddings: false,
+    qkNorm: false,
+  };
+}
+
+const CONFIGS: BenchConfig[] = [
+  { name: '3M', config: llama(272, 256, 4, 4, 2, 64, 704) },
+  { name: '25M', config: llama(272, 512, 8, 8, 4, 64, 1536) },
+];
+
+/** mulberry32 + Box-Muller: the same numbers on every machine. */
+function rng(seed: number): { uniform: () => number; normal: () => number } {
+  let s = seed >>> 0;
+  const uniform = () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const normal = () => {
+    const u = 1 - uniform();
+    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
+  };
+  return { uniform, normal };
+}
+
+function randomWeights(model: TransformerModel, seed: number): TensorMap {
+  const r = rng(seed);
+  const out: TensorMap = new Map();
+  for (const t of model.tensorInfo()) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    if (t.name.endsWith('norm.weight')) for (let i = 0; i < n; i++) data[i] = 1 + 0.1 * r.normal();
+    else for (let i = 0; i < n; i++) data[i] = 0.02 * r.normal();
+    out.set(t.name, { shape: t.shape, data });
+  }
+  return out;
+}
+
+interface Batch {
+  sequences: Sequence[];
+  weights: Float32Array;
+  tokens: number[][];
+  targets: number[][];
+  weightRows: number[][];
+}
+
+/** B sequences of L tokens; the first 16 positions of each are "prompt" (weight 0), the rest weight 1. */
+function randomBatch(vocab: number, seed: number): Batch {
+  const r = rng(seed);
+  const tokens: number[][] = [];
+  const targets: number[][] = [];
+  const weightRows: number[][] = [];
+  for (let b = 0; b < batchSize; b++) {
+    const seq = Array.from({ length: seqLen + 1 }, () => Math.floor(r.uniform() * vocab));
+    tokens.push(seq.slice(0, seqLen));
+    targets.push(seq.slice(1));
+    weightRows.push(
+      Array.from({ length: seqLen }, (_, i) => (i < Math.min(16, seqLen - 1) ? 0 : 1)),
+    );
+  }
+  return {
+    sequences: tokens.map((t, i) => ({ tokens: t, targets: targets[i]! })),
+    weights: Float32Array.from(weightRows.flat()),
+    tokens,
+    targets,
+    weightRows,
+  };
+}
+
+const ADAM = {
+  learningRate: 1e-4,
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0.1,
+  gradClipNorm: 0,
+};
+
+// --------------------------------------------------------------------------------------
+// A shared machine: measure what other processes take, wait for quiet, keep quiet samples
+// --------------------------------------------------------------------------------------
+
+/** Other processes may use at most this many cores during a timed sample. */
+const QUIET_CORES = 0.25;
+const CLK_TCK = 100; // USER_HZ, fixed at 100 on Linux/x86
+
+function machineBusySeconds(): number {
+  const v = readFileSync('/proc/stat', 'utf8')
+    .split('\n', 1)[0]!
+    .trim()
+    .split(/\s+/)
+    .slice(1)
+    .map(Number);
+  // user nice system idle iowait irq softirq steal
+  return (v[0]! + v[1]! + v[2]! + v[5]! + v[6]! + v[7]!) / CLK_TCK;
+}
+
+function ownCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
+}
+
+/** Runs fn and returns its result with the cores other processes used meanwhile. */
+function withLoad<T>(fn: () => T): { value: T; foreign: number } {
+  const t0 = performance.now();
+  const b0 = machineBusySeconds();
+  const o0 = ownCpuSeconds();
+  const value = fn();
+  const wall = (performance.now() - t0) / 1e3;
+  const foreign = Math.max(
+    0,
+    (machineBusySeconds() - b0 - (ownCpuSeconds() - o0)) / Math.max(wall, 1e-9),
+  );
+  return { value, foreign };
+}
+
+/** Runs fn until `want` samples ran on a quiet machine, or `max` samples ran at all. */
+function timedSamples<T>(
+  fn: () => T,
+  want: number,
+  max: number,
+): { samples: T[]; foreign: number[]; use: T[]; quiet: boolean } {
+  const samples: T[] = [];
+  const foreign: number[] = [];
+  while (samples.length < max) {
+    const r = withLoad(fn);
+    samples.push(r.value);
+    foreign.push(r.foreign);
+    if (foreign.filter((x) => x < QUIET_CORES).length >= want) break;
+  }
+  const quietSamples = samples.filter((_, i) => foreign[i]! < QUIET_CORES);
+  const quiet = quietSamples.length >= want;
+  return { samples, foreign, use: quiet ? quietSamples : samples, quiet };
+}
+
+function sleepMs(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+/** Waits (up to --max-wait seconds) until other processes use less than QUIET_CORES for 2 s running. */
+function waitQuiet(what: string): boolean {
+  const deadline = performance.now() + maxWait * 1e3;
+  let calm = 0;
+  let said = false;
+  for (;;) {
+    const { foreign } = withLoad(() => sleepMs(500));
+    calm = foreign < QUIET_CORES ? calm + 1 : 0;
+    if (calm >= 4) return true;
+    if (performance.now() > deadline) {
+      log(
+        `  WARNING: machine still busy before ${what} (other processes use ${foreign.toFixed(2)} cores); measuring anyway`,
+      );
+      return false;
+    }
+    if (!said && calm === 0) {
+      log(
+        `  waiting for a quiet machine before ${what}: other processes use ${foreign.toFixed(2)} cores (up to ${maxWait} s)`,
+      );
+      said = true;
+    }
+  }
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : 0.5 * (s[mid - 1]! + s[mid]!);
+}
+
+interface TorchTrain {
+  threads: number;
+  step_s: number[];
+  foreign_cores: number[];
+  quiet: boolean;
+  median_step_s: number;
+  forward_s: number;
+  backward_s: number;
+  optim_s: number;
+  losses: number[];
+  params: number;
+}
+
+interface ConfigResult {
+  name: string;
+  params: number;
+  tokens_per_step: number;
+  temper_tokens_per_s: number;
+  torch_tokens_per_s: number;
+  ratio: number;
+  temper_step_s: number;
+  torch_step_s: number;
+  quiet: boolean;
+}
+
+function describeSamples(seconds: number[], foreign: number[], quiet: boolean): string {
+  const list = seconds
+    .map(
+      (s, i) =>
+        `${s.toFixed(3)}${foreign[i]! >= QUIET_CORES ? `(busy ${foreign[i]!.toFixed(1)})` : ''}`,
+    )
+    .join(' ');
+  return `[steps: ${list}]${quiet ? '' : '  WARNING: too few quiet steps, median over all'}`;
+}
+
+async function benchConfig(bc: BenchConfig, index: number): Promise<ConfigResult> {
+  const { config } = bc;
+  const params = countParameters(config);
+  const dir = mkdtempSync(join(tmpdir(), `temper-bench-engine-${bc.name}-`));
+  try {
+    // The model both sides load: config.json + model.safetensors + the batch.
+    const model = new TransformerModel(config, { threads });
+    const weights = randomWeights(model, 1234 + index);
+    writeFileSync(join(dir, 'config.json'), JSON.stringify(toHfConfig(config, 'llama'), null, 2));
+    await writeSafetensors(join(dir, 'model.safetensors'), weights);
+    const batch = randomBatch(config.vocabSize, 99 + index);
+    const tokensPerStep = batch.sequences.reduce((n, s) => n + s.tokens.length, 0);
+    writeFileSync(
+      join(dir, 'batch.json'),
+      JSON.stringify({
+        tokens: batch.tokens,
+        targets: batch.targets,
+        weights: batch.weightRows,
+        adam: {
+          lr: ADAM.learningRate,
+          beta1: ADAM.beta1,
+          beta2: ADAM.beta2,
+          eps: ADAM.eps,
+          weight_decay: ADAM.weightDecay,
+        },
+      }),
+    );
+    const loaded = await TransformerModel.fromDirectory(dir, { threads });
+    log(
+      `[${bc.name}] ${params.toLocaleString('en-US')} params (V${config.vocabSize} H${config.hiddenSize} I${config.intermediateSize} L${config.numLayers}, ${config.numHeads} heads / ${config.numKvHeads} kv, hd ${config.headDim}); batch ${batchSize}x${seqLen} = ${tokensPerStep} tokens; threads ${threads}`,
+    );
+
+    // temper, in-process: per-phase timings around the public API.
+    const temperLosses: number[] = [];
+    const step = (): [number, number, number, number] => {
+      const t0 = performance.now();
+      const logprobs = loaded.forward(batch.sequences, { saveForBackward: true });
+      const t1 = performance.now();
+      const d = new Float32Array(logprobs.length);
+      let loss = 0;
+      for (let j = 0; j < d.length; j++) {
+        d[j] = -batch.weights[j]!;
+        loss -= batch.weights[j]! * logprobs[j]!;
+      }
+      loaded.backward(d);
+      const t2 = performance.now();
+      loaded.optimStep(ADAM);
+      const t3 = performance.now();
+      temperLosses.push(loss);
+      return [(t3 - t0) / 1e3, (t1 - t0) / 1e3, (t2 - t1) / 1e3, (t3 - t2) / 1e3];
+    };
+    for (let i = 0; i < warmup; i++) step();
+    let quiet = waitQuiet(`temper ${bc.name}`);
+    const t = timedSamples(step, steps, 3 * steps);
+    quiet &&= t.quiet;
+    const temperStep = median(t.use.map((x) => x[0]));
+    log(
+      `[${bc.name}] temper: step ${temperStep.toFixed(3)} s (forward ${median(t.use.map((x) => x[1])).toFixed(3)}, backward ${median(t.use.map((x) => x[2])).toFixed(3)}, adamw ${median(t.use.map((x) => x[3])).toFixed(3)}) -> ${(tokensPerStep / temperStep).toFixed(0)} tok/s  ${describeSamples(
+        t.samples.map((x) => x[0]),
+        t.foreign,
+        t.quiet,
+      )}`,
+    );
+
+    quiet = waitQuiet(`torch ${bc.name}`) && quiet;
+    const torch = runPython<TorchTrain>([
+      'train',
+      '--dir',
+      dir,
+      '--threads',
+      String(threads),
+      '--warmup',
+      String(warmup),
+      '--steps',
+      String(steps),
+      '--max-steps',
+      String(3 * steps),
+    ]);
+    quiet &&= torch.quiet;
+    if (torch.params !== params)
+      throw new Error(`[${bc.name}] torch model has ${torch.params} parameters, temper ${params}`);
+    log(
+      `[${bc.name}] torch : step ${torch.median_step_s.toFixed(3)} s (forward ${torch.forward_s.toFixed(3)}, backward ${torch.backward_s.toFixed(3)}, adamw ${torch.optim_s.toFixed(3)}) -> ${(tokensPerStep / torch.median_step_s).toFixed(0)} tok/s  ${describeSamples(torch.step_s, torch.foreign_cores, torch.quiet)}`,
+    );
+    // Same model, same batch: the losses before each step must agree (float32 noise only).
+    const n = Math.min(temperLosses.length, torch.losses.length, 3);
+    const rel = Array.from(
+      { length: n },
+      (_, i) => Math.abs(temperLosses[i]! - torch.losses[i]!) / Math.abs(torch.losses[i]!),
+    );
+    log(
+      `[${bc.name}] same-model check: loss temper ${temperLosses
+        .slice(0, n)
+        .map((x) => x.toFixed(4))
+        .join(', ')} | torch ${torch.losses
+        .slice(0, n)
+        .map((x) => x.toFixed(4))
+        .join(', ')} | max rel diff ${Math.max(...rel).toExponential(2)}`,
+    );
+    if (!(Math.max(...rel) < 1e-3))
+      throw new Error(
+        `[${bc.name}] temper and torch disagree on the loss: the two sides are not running the same model`,
+      );
+
+    const temperTps = tokensPerStep / temperStep;
+    const torchTps = tokensPerStep / torch.median_step_s;
+    return {
+      name: bc.name,
+      params,
+      tokens_per_step: tokensPerStep,
+      temper_tokens_per_s: round(temperTps, 1),
+      torch_tokens_per_s: round(torchTps, 1),
+      ratio: round(temperTps / torchTps, 3),
+      temper_step_s: round(temperStep, 4),
+      torch_step_s: round(torch.median_step_s, 4),
+      quiet,
+    };
+  } finally {
+    if (argv.keep) log(`[${bc.name}] kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// --------------------------------------------------------------------------------------
+// GEMM: the engine's matmul vs OpenBLAS sgemm (numpy)
+// --------------------------------------------------------------------------------------
+
+interface Shape {
+  what: string;
+  m: number;
+  n: number;
+  k: number;
+  transA: boolean;
+  transB: boolean;
+}
+
+function gemmShapes(): Shape[] {
+  const tokens = batchSize * seqLen;
+  const shapes: Shape[] = [];
+  for (const { name, config: c } of CONFIGS) {
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    // forward X·Wᵀ (gate/up, q/o), backward dX = dY·W (down), weight grad dW = dYᵀ·X (gate/up)
+    shapes.push({
+      what: `${name} fwd gate/up  X·Wᵀ`,
+      m: tokens,
+      n: I,
+      k: H,
+      transA: false,
+      transB: true,
+    });
+    shapes.push({
+      what: `${name} fwd q/o      X·Wᵀ`,
+      m: tokens,
+      n: H,
+      k: H,
+      transA: false,
+      transB: true,
+    });
+    shapes.push({
+      what: `${name} bwd dX down  dY·W`,
+      m: tokens,
+      n: I,
+      k: H,
+      transA: false,
+      transB: false,
+    });
+    shapes.push({
+      what: `${name} bwd dW gate  dYᵀ·X`,
+      m: I,
+      n: H,
+      k: tokens,
+      transA: true,
+      transB: false,
+    });
+  }
+  shapes.push({ what: 'square 1024³', m: 1024, n: 1024, k: 1024, transA: false, transB: false });
+  return shapes;
+}
+
+function temperGemm(s: Shape, minTime: number, trials: number): { gflops: number; quiet: boolean } {
+  const { matmul } = nativeEngine();
+  const r = rng(7);
+  const a = Float32Array.from({ length: s.m * s.k }, () => r.normal());
+  const b = Float32Array.from({ length: s.k * s.n }, () => r.normal());
+  const opts = { transA: s.transA, transB: s.transB, threads };
+  matmul(s.m, s.n, s.k, a, b, { ...opts, repeat: 1 }); // warm-up: pool start, packing buffers
+  const t0 = performance.now();
+  matmul(s.m, s.n, s.k, a, b, { ...opts, repeat: 1 });
+  const once = Math.max((performance.now() - t0) / 1e3, 1e-6);
+  const repeat = Math.max(1, Math.floor(minTime / once));
+  const t = timedSamples(
+    () => {
+      const t1 = performance.now();
+      matmul(s.m, s.n, s.k, a, b, { ...opts, repeat });
+      return (performance.now() - t1) / 1e3 / repeat;
+    },
+    trials,
+    3 * trials,
+  );
+  return { gflops: (2 * s.m * s.n * s.k) / median(t.use) / 1e9, quiet: t.quiet };
+}
+
+function geomean(xs: number[]): number {
+  return Math.exp(xs.reduce((s, x) => s + Math.log(x), 0) / xs.length);
+}
+
+function round(x: number, digits: number): number {
+  const f = 10 ** digits;
+  return Math.round(x * f) / f;
+}
+
+// --------------------------------------------------------------------------------------
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  ensureVenv();
+  const info = runPython<{ torch_build: string; numpy_blas: string; numpy_version: string }>([
+    'info',
+  ]);
+  log(
+    `bench:engine  threads=${threads}  temper simd=${nativeEngine().simd}  anchor: ${info.torch_build}; GEMM anchor numpy ${info.numpy_version} -> ${info.numpy_blas}`,
+  );
+  log(
+    `load average before start: ${loadavg()
+      .map((x) => x.toFixed(2))
+      .join(' ')} (other processes on this machine skew both sides)`,
+  );
+  log(
+    `methodology: ${warmup} warm-up steps, then median of ${steps} timed steps; loss = -sum(w*logprob); AdamW lr ${ADAM.learningRate} wd ${ADAM.weightDecay}`,
+  );
+
+  const configs: ConfigResult[] = [];
+  for (const [i, bc] of CONFIGS.entries()) configs.push(await benchConfig(bc, i));
+
+  const shapes = gemmShapes();
+  const minTime = argv.quick ? 0.1 : 0.25;
+  const trials = argv.quick ? 3 : 5;
+  let gemmQuiet = waitQuiet('the OpenBLAS GEMMs');
+  const ob = runPython<{ results: { gflops: number; quiet: boolean }[] }>([
+    'gemm',
+    '--threads',
+    String(threads),
+    '--shapes',
+    JSON.stringify(shapes.map((s) => [s.m, s.n, s.k, s.transA ? 1 : 0, s.transB ? 1 : 0])),
+    '--min-time',
+    String(minTime),
+    '--trials',
+    String(trials),
+  ]).results;
+  gemmQuiet = waitQuiet('the temper GEMMs') && gemmQuiet && ob.every((r) => r.quiet);
+  log('GEMM (GFLOP/s, fp32, median of trials)      m     n     k   temper  openblas  ratio');
+  const temperG: number[] = [];
+  const blasG: number[] = [];
+  shapes.forEach((s, i) => {
+    const r = temperGemm(s, minTime, trials);
+    gemmQuiet &&= r.quiet;
+    const tg = r.gflops;
+    const bg = ob[i]!.gflops;
+    temperG.push(tg);
+    blasG.push(bg);
+    log(
+      `  ${s.what.padEnd(36)} ${String(s.m).padStart(6)} ${String(s.n).padStart(5)} ${String(s.k).padStart(5)} ${tg.toFixed(1).padStart(8)} ${bg.toFixed(1).padStart(9)} ${(tg / bg).toFixed(2).padStart(6)}`,
+    );
+  });
+  const gemm = geomean(temperG);
+  const openblas = geomean(blasG);
+  log(
+    `  ${'geometric mean'.padEnd(36)} ${''.padStart(18)} ${gemm.toFixed(1).padStart(8)} ${openblas.toFixed(1).padStart(9)} ${(gemm / openblas).toFixed(2).padStart(6)}`,
+  );
+
+  for (const c of configs)
+    log(
+      `[${c.name}] ratio temper/torch = ${c.ratio.toFixed(2)} (goal >= 1.5: ${c.ratio >= 1.5 ? 'met' : 'NOT met'}${c.quiet ? '' : ', measured on a busy machine'})`,
+    );
+  log(
+    `GEMM temper/openblas = ${(gemm / openblas).toFixed(2)} (goal >= 0.9: ${gemm / openblas >= 0.9 ? 'met' : 'NOT met'}${gemmQuiet ? '' : ', measured on a busy machine'})`,
+  );
+  const quiet = gemmQuiet && configs.every((c) => c.quiet);
+  if (!quiet)
+    log(
+      'WARNING: other processes were busy during part of this run (see "busy" marks); OpenMP/OpenBLAS anchors degrade far more than temper under contention, so the ratios are not trustworthy',
+    );
+  log(`bench took ${((performance.now() - started) / 1e3).toFixed(0)} s`);
+
+  const result = {
+    bench: 'engine',
+    threads,
+    torch_build: info.torch_build,
+    configs,
+    gemm_gflops: round(gemm, 1),
+    openblas_gflops: round(openblas, 1),
+    gemm_blas: info.numpy_blas,
+    temper_simd: nativeEngine().simd,
+    quiet,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:engine failed: ${(err as Error).stack ?? String(err)}\n`);
+  process.exit(1);
+});
