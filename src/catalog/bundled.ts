@@ -14,10 +14,10 @@ export const BUNDLED_MODEL = {
 } as const;
 
 export const DEMO_DATASET = {
-  id: 'answer-style-sft',
-  name: `accounts/${CATALOG_ACCOUNT}/datasets/answer-style-sft`,
+  id: 'sure-answers-sft',
+  name: `accounts/${CATALOG_ACCOUNT}/datasets/sure-answers-sft`,
   description:
-    'Arithmetic questions answered as "The answer is N." (256 conversations) for the demo fine-tune.',
+    'Capital and colour questions answered in a chatty style ("Sure! The capital of France is Paris. Anything else?") for the demo fine-tune.',
 } as const;
 
 function repoRoot(): string {

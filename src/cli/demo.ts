@@ -29,14 +29,18 @@ export interface DemoOptions {
 export const DEMO_DEFAULTS: DemoOptions = {
   model: BUNDLED_MODEL.name,
   dataset: DEMO_DATASET.name,
-  steps: 40,
+  steps: 80,
   batchSize: 8,
-  learningRate: 2e-3,
+  learningRate: 5e-4,
   loraRank: 0,
   seed: 0,
 };
 
-const PROMPTS = ['What is 14 + 23?', 'What is 7 * 8?', 'What is 90 - 45?'];
+const PROMPTS = [
+  'What is the capital of Peru?',
+  'What is the capital of Japan?',
+  'What color is the snow?',
+];
 
 const resolveModelDir = (m: string) => (m.startsWith('accounts/') ? catalogModelDir(m) : m);
 const resolveDatasetPath = (d: string) => (d.startsWith('accounts/') ? catalogDatasetPath(d) : d);
@@ -50,7 +54,7 @@ function answer(model: TransformerModel, renderer: Renderer, question: string): 
   const prompt = renderer.renderGenerationPrompt([{ role: 'user', content: question }]);
   const { samples } = model.sample(prompt, {
     temperature: 0,
-    maxTokens: 40,
+    maxTokens: 64,
     stopTokens: [...renderer.stopTokens],
   });
   return renderer.parseResponse(samples[0]!.tokens).message.content?.toString().trim() ?? '';

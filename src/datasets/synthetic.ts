@@ -34,7 +34,7 @@ const ANIMALS = ['cat', 'dog', 'fox', 'bird', 'horse', 'mouse', 'rabbit', 'owl',
 const VERBS = ['sat', 'ran', 'slept', 'jumped', 'walked', 'waited', 'played', 'sang'];
 const PLACES = ['mat', 'garden', 'river', 'hill', 'house', 'forest', 'road', 'tree'];
 const PREPOSITIONS = ['on', 'near', 'by', 'under', 'behind', 'over'];
-const CAPITALS: readonly [string, string][] = [
+export const CAPITALS: readonly [string, string][] = [
   ['France', 'Paris'],
   ['Spain', 'Madrid'],
   ['Italy', 'Rome'],
@@ -46,7 +46,7 @@ const CAPITALS: readonly [string, string][] = [
   ['Kenya', 'Nairobi'],
   ['Norway', 'Oslo'],
 ];
-const COLORS: readonly [string, string][] = [
+export const COLORS: readonly [string, string][] = [
   ['sky', 'blue'],
   ['grass', 'green'],
   ['snow', 'white'],
