@@ -6,9 +6,9 @@
 // Node-API headers (npm `node-api-headers`) and `node-addon-api`; its napi_* symbols are
 // resolved by the Node process at load time, so a plain `g++ -shared` is all it takes.
 //
-// Files named `*_avx2.cpp` are compiled with AVX2/FMA enabled; everything else is compiled
-// for the baseline x86-64 ISA. The engine picks the AVX2 kernels at run time when the CPU
-// has them (native/src/cpu_features.cpp), so one binary runs everywhere.
+// Files named `*_avx2.cpp` / `*_avx512.cpp` are compiled with AVX2+FMA / AVX-512F enabled;
+// everything else for the baseline x86-64 ISA. The engine picks the widest kernels the CPU
+// has at run time (native/src/kernels_generic.cpp: kernels()), so one binary runs everywhere.
 import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -54,8 +54,9 @@ const baseFlags = [
 ];
 
 function flagsFor(file) {
-  // FMA contraction is allowed inside the AVX2 kernels, where we write the FMAs ourselves.
-  return file.endsWith('_avx2.cpp') ? [...baseFlags, '-mavx2', '-mfma'] : baseFlags;
+  if (file.endsWith('_avx2.cpp')) return [...baseFlags, '-mavx2', '-mfma'];
+  if (file.endsWith('_avx512.cpp')) return [...baseFlags, '-mavx512f', '-mavx2', '-mfma'];
+  return baseFlags;
 }
 
 function newestInput(paths) {

@@ -1,6 +1,7 @@
 // Single-precision matrix multiply, packed and cache-blocked in the manner of BLIS/GotoBLAS:
-// B is packed into kc x NR column panels (L1-resident), A into kc x MR row panels grouped in
-// MC-row blocks (L2-resident), and a 6x16 register-tiled micro-kernel does the FMAs.
+// B is packed into kc x nr column panels (L1-resident), A into kc x mr row panels grouped in
+// MC-row blocks (L2-resident), and a register-tiled micro-kernel (6x16 AVX2, 12x32 AVX-512)
+// does the FMAs.
 // Written by hand because no BLAS we can ship gives us thread-count-independent results:
 // here every element of C is produced by one task with a k-order fixed by the blocking
 // constants alone, so the result is identical for any number of threads.
@@ -32,15 +33,15 @@ class Gemm {
            bool accumulate);
 
  private:
-  void pack_a(long m, long k0, long kc, MatView a);
-  void pack_b(long n, long k0, long kc, MatView b);
+  void pack_a(long m, long k0, long kc, MatView a, int mr);
+  void pack_b(long n, long k0, long kc, MatView b, int nr);
   void small_m(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
                bool accumulate);
 
   ThreadPool& pool_;
   std::vector<float> packed_a_;
   std::vector<float> packed_b_;
-  std::vector<float> edge_;  // per-thread MR x NR scratch for partial tiles
+  std::vector<float> edge_;  // per-thread mr x nr scratch for partial tiles
 };
 
 }  // namespace temper

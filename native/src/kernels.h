@@ -1,17 +1,20 @@
-// Innermost numeric kernels, compiled twice: once for baseline x86-64 (kernels_generic.cpp)
-// and once with AVX2+FMA (kernels_avx2.cpp). kernels() picks one at run time from CPUID,
-// or the generic set when TEMPER_NO_AVX2=1 (handy for testing the fallback).
+// Innermost numeric kernels, compiled three times: for baseline x86-64 (kernels_generic.cpp),
+// with AVX2+FMA (kernels_avx2.cpp) and with AVX-512 (kernels_avx512.cpp). kernels() picks the
+// widest the CPU supports at run time; TEMPER_SIMD=generic|avx2|avx512 caps the choice
+// (TEMPER_NO_AVX2=1 is kept as a synonym of generic) for testing the fallbacks.
 #pragma once
 
 namespace temper {
 
-constexpr int kGemmMR = 6;   // rows of C per micro-tile
-constexpr int kGemmNR = 16;  // columns of C per micro-tile
+constexpr int kMaxGemmMR = 12;  // largest micro-tile over all kernel sets
+constexpr int kMaxGemmNR = 32;
 
 struct Kernels {
   const char* name;
-  // C[MR x NR] (row stride ldc) = (accumulate ? C : 0) + alpha * A_panel · B_panel, where
-  // A_panel is kc x MR (packed, MR contiguous per k) and B_panel is kc x NR.
+  int mr;  // rows of C per micro-tile
+  int nr;  // columns of C per micro-tile
+  // C[mr x nr] (row stride ldc) = (accumulate ? C : 0) + alpha * A_panel · B_panel, where
+  // A_panel is kc x mr (packed, mr contiguous per k) and B_panel is kc x nr.
   void (*gemm_tile)(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
                     bool accumulate);
   // Σ x[i]·y[i] with a fixed summation order for a given n.
@@ -22,6 +25,7 @@ struct Kernels {
 
 const Kernels& generic_kernels();
 const Kernels& avx2_kernels();
+const Kernels& avx512_kernels();
 const Kernels& kernels();
 
 }  // namespace temper

@@ -7,6 +7,9 @@
 namespace temper {
 namespace {
 
+constexpr int kGemmMR = 6;
+constexpr int kGemmNR = 16;
+
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
   __m128 hi = _mm256_extractf128_ps(v, 1);
@@ -91,7 +94,7 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", gemm_tile_avx2, dot_avx2, axpy_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, dot_avx2, axpy_avx2};
   return k;
 }
 

@@ -1,10 +1,14 @@
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "kernels.h"
 
 namespace temper {
 namespace {
+
+constexpr int kGemmMR = 6;
+constexpr int kGemmNR = 16;
 
 void gemm_tile_generic(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
                        bool accumulate) {
@@ -42,16 +46,21 @@ void axpy_generic(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", gemm_tile_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, dot_generic, axpy_generic};
   return k;
 }
 
 const Kernels& kernels() {
   static const Kernels& chosen = [&]() -> const Kernels& {
-    const char* off = std::getenv("TEMPER_NO_AVX2");
-    if (off != nullptr && off[0] == '1') return generic_kernels();
+    const char* no_avx2 = std::getenv("TEMPER_NO_AVX2");
+    const char* cap_env = std::getenv("TEMPER_SIMD");
+    std::string cap = cap_env != nullptr ? cap_env : "avx512";
+    if (no_avx2 != nullptr && no_avx2[0] == '1') cap = "generic";
     __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return avx2_kernels();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f");
+    if (cap == "avx512" && avx512) return avx512_kernels();
+    if ((cap == "avx512" || cap == "avx2") && avx2) return avx2_kernels();
     return generic_kernels();
   }();
   return chosen;

@@ -47,7 +47,8 @@ from transformers.models.qwen3 import modeling_qwen3
 
 F64 = torch.float64
 REPO = Path(__file__).resolve().parents[2]
-OUT_DIR = REPO / "test" / "fixtures" / "parity"
+# TEMPER_PARITY_OUT redirects the output (the test suite regenerates into a temporary folder).
+OUT_DIR = Path(os.environ.get("TEMPER_PARITY_OUT", REPO / "test" / "fixtures" / "parity"))
 ALL_PROJ = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 

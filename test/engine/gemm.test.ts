@@ -52,29 +52,32 @@ describe('engine GEMM', () => {
       }
   });
 
-  it('the portable fallback agrees with the SIMD kernels', () => {
+  it('every kernel set (generic, AVX2, AVX-512 where the CPU has it) agrees', () => {
     const script = `
       import { nativeEngine } from './src/engine/native.ts';
       const a = Float32Array.from({ length: 50 * 70 }, (_, i) => Math.sin(i));
       const b = Float32Array.from({ length: 70 * 40 }, (_, i) => Math.cos(i));
       const c = nativeEngine().matmul(50, 40, 70, a, b, { threads: 2 });
       console.log(JSON.stringify({ simd: nativeEngine().simd, c: Array.from(c) }));`;
-    const run = (env: Record<string, string>) =>
+    const run = (simd: string) =>
       JSON.parse(
         execFileSync('npx', ['tsx', '--eval', script], {
-          env: { ...process.env, ...env },
+          env: { ...process.env, TEMPER_SIMD: simd },
           encoding: 'utf8',
         })
           .trim()
           .split('\n')
           .at(-1)!,
       );
-    const fallback = run({ TEMPER_NO_AVX2: '1' });
-    const native = run({});
-    expect(fallback.simd).toBe('generic');
-    const maxDiff = Math.max(
-      ...fallback.c.map((x: number, i: number) => Math.abs(x - native.c[i])),
-    );
-    expect(maxDiff).toBeLessThan(1e-4);
+    const generic = run('generic');
+    expect(generic.simd).toBe('generic');
+    for (const simd of ['avx2', 'avx512']) {
+      const other = run(simd);
+      expect(['generic', 'avx2-fma', 'avx512']).toContain(other.simd);
+      const maxDiff = Math.max(
+        ...generic.c.map((x: number, i: number) => Math.abs(x - other.c[i])),
+      );
+      expect(maxDiff).toBeLessThan(1e-4);
+    }
   });
 });

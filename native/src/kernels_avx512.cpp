@@ -1,0 +1,75 @@
+// AVX-512F versions of the kernels in kernels.h: a 12x32 micro-tile (24 zmm accumulators,
+// two B vectors, one broadcast). Compiled with -mavx512f and only called after a CPUID check.
+#include <immintrin.h>
+
+#include "kernels.h"
+
+namespace temper {
+namespace {
+
+constexpr int kMR = 12;
+constexpr int kNR = 32;
+
+void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
+                      bool accumulate) {
+  __m512 acc[kMR][2];
+  for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  for (int k = 0; k < kc; ++k) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    const __m512 b1 = _mm512_loadu_ps(b + 16);
+    // Fully unrolled by the compiler (kMR is a constant): 24 independent FMA chains.
+    for (int r = 0; r < kMR; ++r) {
+      const __m512 av = _mm512_set1_ps(a[r]);
+      acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
+      acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
+    }
+    a += kMR;
+    b += kNR;
+  }
+  const __m512 al = _mm512_set1_ps(alpha);
+  for (int r = 0; r < kMR; ++r) {
+    float* row = c + r * ldc;
+    if (accumulate) {
+      _mm512_storeu_ps(row, _mm512_fmadd_ps(al, acc[r][0], _mm512_loadu_ps(row)));
+      _mm512_storeu_ps(row + 16, _mm512_fmadd_ps(al, acc[r][1], _mm512_loadu_ps(row + 16)));
+    } else {
+      _mm512_storeu_ps(row, _mm512_mul_ps(al, acc[r][0]));
+      _mm512_storeu_ps(row + 16, _mm512_mul_ps(al, acc[r][1]));
+    }
+  }
+}
+
+float dot_avx512(const float* x, const float* y, long n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  long i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16), _mm512_loadu_ps(y + i + 16), s1);
+  }
+  for (; i + 16 <= n; i += 16) s0 = _mm512_fmadd_ps(_mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i), s0);
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    s1 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i), s1);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+void axpy_avx512(float a, const float* x, float* y, long n) {
+  const __m512 av = _mm512_set1_ps(a);
+  long i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(y + i, _mm512_fmadd_ps(av, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+}  // namespace
+
+const Kernels& avx512_kernels() {
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, dot_avx512, axpy_avx512};
+  return k;
+}
+
+}  // namespace temper
