@@ -8,10 +8,10 @@
 namespace temper {
 namespace {
 
-constexpr long kKC = 256;       // depth of one packed block (fixed: it fixes the sum order)
-constexpr long kMC = 48;        // rows of A per task (a multiple of every kernel's mr)
-constexpr long kNC = 128;       // columns of B per task (a multiple of every kernel's nr)
-constexpr long kSmallM = 4;     // below this many rows, multiply without packing
+constexpr long kKC = 256;    // depth of one packed block (fixed: it fixes the sum order)
+constexpr long kMC = 48;     // rows of A per task (a multiple of every kernel's mr)
+constexpr long kNC = 128;    // columns of B per task (a multiple of every kernel's nr)
+constexpr long kSmallM = 4;  // below this many rows, multiply without packing
 
 long ceil_div(long a, long b) { return (a + b - 1) / b; }
 
@@ -20,145 +20,173 @@ void ensure(std::vector<T>& v, std::size_t n) {
   if (v.size() < n) v.resize(n);
 }
 
-}  // namespace
-
-void Gemm::pack_a(long m, long k0, long kc, MatView a, int mr) {
-  const long panels = ceil_div(m, mr);
-  ensure(packed_a_, static_cast<std::size_t>(panels * mr * kc));
-  float* dst = packed_a_.data();
-  pool_.parallel_for(panels, [&](std::size_t p, int) {
-    float* out = dst + p * mr * kc;
-    const long i0 = static_cast<long>(p) * mr;
-    const long rows = std::min<long>(mr, m - i0);
-    if (a.rs == 1) {  // columns of A contiguous (A = dYᵀ): copy column segments
-      for (long kk = 0; kk < kc; ++kk) {
-        const float* src = a.p + (k0 + kk) * a.cs + i0;
-        float* o = out + kk * mr;
-        long r = 0;
-        for (; r < rows; ++r) o[r] = src[r];
-        for (; r < mr; ++r) o[r] = 0.0f;
-      }
-      return;
-    }
-    // Rows of A contiguous: read the mr rows side by side (mr sequential streams) so the
-    // packed panel is written contiguously; zero rows past the edge.
-    const float* src[kMaxGemmMR];
-    for (long r = 0; r < mr; ++r) src[r] = a.p + (i0 + std::min(r, rows - 1)) * a.rs + k0 * a.cs;
+// Packs rows [i0, i0+mr) x depth [k0, k0+kc) of A as a kc x mr panel (zero rows past m).
+void pack_a_panel(float* out, long i0, long m, long k0, long kc, MatView a, int mr) {
+  const long rows = std::min<long>(mr, m - i0);
+  if (a.rs == 1) {  // columns of A contiguous (A = dYᵀ): copy column segments
     for (long kk = 0; kk < kc; ++kk) {
+      const float* src = a.p + (k0 + kk) * a.cs + i0;
       float* o = out + kk * mr;
       long r = 0;
-      for (; r < rows; ++r) o[r] = src[r][kk * a.cs];
+      for (; r < rows; ++r) o[r] = src[r];
       for (; r < mr; ++r) o[r] = 0.0f;
     }
-  });
+    return;
+  }
+  // Rows of A contiguous: read the mr rows side by side (mr sequential streams) so the
+  // panel is written contiguously.
+  const float* src[kMaxGemmMR];
+  for (long r = 0; r < mr; ++r) src[r] = a.p + (i0 + std::min(r, rows - 1)) * a.rs + k0 * a.cs;
+  for (long kk = 0; kk < kc; ++kk) {
+    float* o = out + kk * mr;
+    long r = 0;
+    for (; r < rows; ++r) o[r] = src[r][kk * a.cs];
+    for (; r < mr; ++r) o[r] = 0.0f;
+  }
 }
 
-void Gemm::pack_b(long n, long k0, long kc, MatView b, int nr) {
-  const long panels = ceil_div(n, nr);
-  ensure(packed_b_, static_cast<std::size_t>(panels * nr * kc));
-  float* dst = packed_b_.data();
-  pool_.parallel_for(panels, [&](std::size_t p, int) {
-    float* out = dst + p * nr * kc;
-    const long j0 = static_cast<long>(p) * nr;
-    const long cols = std::min<long>(nr, n - j0);
-    if (b.cs == 1) {  // rows of B contiguous: copy row segments
-      for (long kk = 0; kk < kc; ++kk) {
-        const float* src = b.p + (k0 + kk) * b.rs + j0;
-        float* o = out + kk * nr;
-        long c = 0;
-        for (; c < cols; ++c) o[c] = src[c];
-        for (; c < nr; ++c) o[c] = 0.0f;
-      }
-      return;
-    }
-    // Columns of B contiguous (B = Wᵀ): read the nr columns side by side, write rows of the
-    // panel contiguously.
-    const float* src[kMaxGemmNR];
-    for (long c = 0; c < nr; ++c) src[c] = b.p + k0 * b.rs + (j0 + std::min(c, cols - 1)) * b.cs;
+// Packs depth [k0, k0+kc) x columns [j0, j0+nr) of B as a kc x nr panel (zero past n).
+void pack_b_panel(float* out, long j0, long n, long k0, long kc, MatView b, int nr) {
+  const long cols = std::min<long>(nr, n - j0);
+  if (b.cs == 1) {  // rows of B contiguous: copy row segments
     for (long kk = 0; kk < kc; ++kk) {
+      const float* src = b.p + (k0 + kk) * b.rs + j0;
       float* o = out + kk * nr;
       long c = 0;
-      for (; c < cols; ++c) o[c] = src[c][kk * b.rs];
+      for (; c < cols; ++c) o[c] = src[c];
       for (; c < nr; ++c) o[c] = 0.0f;
     }
-  });
+    return;
+  }
+  // Columns of B contiguous (B = Wᵀ): read the nr columns side by side.
+  const float* src[kMaxGemmNR];
+  for (long c = 0; c < nr; ++c) src[c] = b.p + k0 * b.rs + (j0 + std::min(c, cols - 1)) * b.cs;
+  for (long kk = 0; kk < kc; ++kk) {
+    float* o = out + kk * nr;
+    long c = 0;
+    for (; c < cols; ++c) o[c] = src[c][kk * b.rs];
+    for (; c < nr; ++c) o[c] = 0.0f;
+  }
 }
 
-// Few rows (decoding one token per sequence): one dot product per output, parallel over
-// columns; packing a whole weight matrix for a handful of rows would cost more than it saves.
-void Gemm::small_m(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
-                   bool accumulate) {
-  const Kernels& kern = kernels();
-  const long chunk = 64;
-  const bool contiguous = a.cs == 1 && b.rs == 1;
-  pool_.parallel_for(ceil_div(n, chunk), [&](std::size_t t, int) {
-    const long j0 = static_cast<long>(t) * chunk;
-    const long j1 = std::min(n, j0 + chunk);
-    for (long i = 0; i < m; ++i) {
-      for (long j = j0; j < j1; ++j) {
-        float s;
-        if (contiguous) {
-          s = kern.dot(a.p + i * a.rs, b.p + j * b.cs, k);
-        } else {
-          s = 0.0f;
-          for (long kk = 0; kk < k; ++kk) s += a.p[i * a.rs + kk * a.cs] * b.p[kk * b.rs + j * b.cs];
-        }
-        float& out = c[i * ldc + j];
-        out = (accumulate ? out : 0.0f) + alpha * s;
+// Multiplies the packed rows [i_begin, i_end) by the packed columns [j_begin, j_end) of one
+// depth block into C. pa/pb point at the panels of row i_begin / column j_begin.
+void tile_range(const Kernels& kern, long i_begin, long i_end, long j_begin, long j_end, long m,
+                long n, long kc, const float* pa, const float* pb, float alpha, float* c, long ldc,
+                bool acc, float* edge) {
+  const int mr = kern.mr, nr = kern.nr;
+  for (long j0 = j_begin; j0 < j_end; j0 += nr) {
+    const float* bp = pb + ((j0 - j_begin) / nr) * nr * kc;
+    const long cols = std::min<long>(nr, n - j0);
+    for (long i0 = i_begin; i0 < i_end; i0 += mr) {
+      const float* ap = pa + ((i0 - i_begin) / mr) * mr * kc;
+      const long rows = std::min<long>(mr, m - i0);
+      float* ct = c + i0 * ldc + j0;
+      if (rows == mr && cols == nr) {
+        kern.gemm_tile(kc, ap, bp, ct, ldc, alpha, acc);
+        continue;
       }
+      kern.gemm_tile(kc, ap, bp, edge, nr, 1.0f, false);
+      for (long r = 0; r < rows; ++r)
+        for (long q = 0; q < cols; ++q) {
+          float& out = ct[r * ldc + q];
+          out = (acc ? out : 0.0f) + alpha * edge[r * nr + q];
+        }
     }
-  });
+  }
+}
+
+// Few rows (decoding one token per sequence): one dot product per output; packing a whole
+// weight matrix for a handful of rows would cost more than it saves.
+void small_m_columns(long j0, long j1, long m, long k, float alpha, MatView a, MatView b, float* c,
+                     long ldc, bool accumulate) {
+  const Kernels& kern = kernels();
+  const bool contiguous = a.cs == 1 && b.rs == 1;
+  for (long i = 0; i < m; ++i) {
+    for (long j = j0; j < j1; ++j) {
+      float s;
+      if (contiguous) {
+        s = kern.dot(a.p + i * a.rs, b.p + j * b.cs, k);
+      } else {
+        s = 0.0f;
+        for (long kk = 0; kk < k; ++kk) s += a.p[i * a.rs + kk * a.cs] * b.p[kk * b.rs + j * b.cs];
+      }
+      float& out = c[i * ldc + j];
+      out = (accumulate ? out : 0.0f) + alpha * s;
+    }
+  }
+}
+
+bool trivial(long m, long n, long k, float* c, long ldc, bool accumulate) {
+  if (m <= 0 || n <= 0) return true;
+  if (k > 0) return false;
+  if (!accumulate)
+    for (long i = 0; i < m; ++i) std::memset(c + i * ldc, 0, sizeof(float) * n);
+  return true;
+}
+
+}  // namespace
+
+void gemm_serial(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
+                 bool accumulate, GemmScratch& s) {
+  if (trivial(m, n, k, c, ldc, accumulate)) return;
+  if (m <= kSmallM) {
+    small_m_columns(0, n, m, k, alpha, a, b, c, ldc, accumulate);
+    return;
+  }
+  const Kernels& kern = kernels();
+  const int mr = kern.mr, nr = kern.nr;
+  ensure(s.edge, static_cast<std::size_t>(kMaxGemmMR * kMaxGemmNR));
+  const long b_panels = ceil_div(n, nr);
+  for (long k0 = 0; k0 < k; k0 += kKC) {
+    const long kc = std::min(kKC, k - k0);
+    const bool acc = accumulate || k0 > 0;
+    ensure(s.b, static_cast<std::size_t>(b_panels * nr * kc));
+    for (long p = 0; p < b_panels; ++p) pack_b_panel(s.b.data() + p * nr * kc, p * nr, n, k0, kc, b, nr);
+    ensure(s.a, static_cast<std::size_t>(kMC * kc));
+    for (long i0 = 0; i0 < m; i0 += kMC) {
+      const long i1 = std::min(m, i0 + kMC);
+      for (long i = i0; i < i1; i += mr) pack_a_panel(s.a.data() + (i - i0) * kc, i, m, k0, kc, a, mr);
+      tile_range(kern, i0, i1, 0, n, m, n, kc, s.a.data(), s.b.data(), alpha, c, ldc, acc, s.edge.data());
+    }
+  }
 }
 
 void Gemm::run(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
                bool accumulate) {
-  if (m <= 0 || n <= 0) return;
-  if (k <= 0) {
-    if (!accumulate)
-      for (long i = 0; i < m; ++i) std::memset(c + i * ldc, 0, sizeof(float) * n);
-    return;
-  }
+  if (trivial(m, n, k, c, ldc, accumulate)) return;
   if (m <= kSmallM) {
-    small_m(m, n, k, alpha, a, b, c, ldc, accumulate);
+    const long chunk = 64;
+    pool_.parallel_for(ceil_div(n, chunk), [&](std::size_t t, int) {
+      const long j0 = static_cast<long>(t) * chunk;
+      small_m_columns(j0, std::min(n, j0 + chunk), m, k, alpha, a, b, c, ldc, accumulate);
+    });
     return;
   }
   const Kernels& kern = kernels();
   const int mr = kern.mr, nr = kern.nr;
   ensure(edge_, static_cast<std::size_t>(pool_.size() * kMaxGemmMR * kMaxGemmNR));
+  const long a_panels = ceil_div(m, mr);
+  const long b_panels = ceil_div(n, nr);
   const long row_blocks = ceil_div(m, kMC);
   const long col_blocks = ceil_div(n, kNC);
   for (long k0 = 0; k0 < k; k0 += kKC) {
     const long kc = std::min(kKC, k - k0);
     const bool acc = accumulate || k0 > 0;
-    pack_b(n, k0, kc, b, nr);
-    pack_a(m, k0, kc, a, mr);
-    const float* pa = packed_a_.data();
-    const float* pb = packed_b_.data();
+    ensure(packed_a_, static_cast<std::size_t>(a_panels * mr * kc));
+    ensure(packed_b_, static_cast<std::size_t>(b_panels * nr * kc));
+    float* pa = packed_a_.data();
+    float* pb = packed_b_.data();
+    pool_.parallel_for(a_panels + b_panels, [&](std::size_t p, int) {
+      const long q = static_cast<long>(p);
+      if (q < a_panels) pack_a_panel(pa + q * mr * kc, q * mr, m, k0, kc, a, mr);
+      else pack_b_panel(pb + (q - a_panels) * nr * kc, (q - a_panels) * nr, n, k0, kc, b, nr);
+    });
     pool_.parallel_for(row_blocks * col_blocks, [&](std::size_t task, int thread) {
-      const long ib = static_cast<long>(task) / col_blocks;
-      const long jb = static_cast<long>(task) % col_blocks;
-      const long i_end = std::min(m, (ib + 1) * kMC);
-      const long j_end = std::min(n, (jb + 1) * kNC);
-      float* edge = edge_.data() + thread * kMaxGemmMR * kMaxGemmNR;
-      for (long j0 = jb * kNC; j0 < j_end; j0 += nr) {
-        const float* bp = pb + (j0 / nr) * nr * kc;
-        const long cols = std::min<long>(nr, n - j0);
-        for (long i0 = ib * kMC; i0 < i_end; i0 += mr) {
-          const float* ap = pa + (i0 / mr) * mr * kc;
-          const long rows = std::min<long>(mr, m - i0);
-          float* ct = c + i0 * ldc + j0;
-          if (rows == mr && cols == nr) {
-            kern.gemm_tile(kc, ap, bp, ct, ldc, alpha, acc);
-            continue;
-          }
-          kern.gemm_tile(kc, ap, bp, edge, nr, 1.0f, false);
-          for (long r = 0; r < rows; ++r)
-            for (long q = 0; q < cols; ++q) {
-              float& out = ct[r * ldc + q];
-              out = (acc ? out : 0.0f) + alpha * edge[r * nr + q];
-            }
-        }
-      }
+      const long i0 = (static_cast<long>(task) / col_blocks) * kMC;
+      const long j0 = (static_cast<long>(task) % col_blocks) * kNC;
+      tile_range(kern, i0, std::min(m, i0 + kMC), j0, std::min(n, j0 + kNC), m, n, kc, pa + (i0 / mr) * mr * kc,
+                 pb + (j0 / nr) * nr * kc, alpha, c, ldc, acc, edge_.data() + thread * kMaxGemmMR * kMaxGemmNR);
     });
   }
 }

@@ -24,6 +24,16 @@ struct MatView {
 inline MatView row_major(const float* p, long cols) { return {p, cols, 1}; }
 inline MatView transposed(const float* p, long cols) { return {p, 1, cols}; }
 
+// Per-thread buffers for gemm_serial.
+struct GemmScratch {
+  std::vector<float> a, b, edge;
+};
+
+// The same multiply on the calling thread only, for use inside parallel tasks (attention).
+// Identical blocking, so results do not depend on which thread runs it.
+void gemm_serial(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
+                 bool accumulate, GemmScratch& scratch);
+
 class Gemm {
  public:
   explicit Gemm(ThreadPool& pool) : pool_(pool) {}
@@ -33,10 +43,6 @@ class Gemm {
            bool accumulate);
 
  private:
-  void pack_a(long m, long k0, long kc, MatView a, int mr);
-  void pack_b(long n, long k0, long kc, MatView b, int nr);
-  void small_m(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
-               bool accumulate);
 
   ThreadPool& pool_;
   std::vector<float> packed_a_;

@@ -185,7 +185,7 @@ class Model {
   // Backward / scratch buffers.
   std::vector<float> logits_buf_, dlogits_buf_, dx_, dh_, dtmp_, dq_, dk_, dv_, dattn_, dgate_,
       dup_, dact_, dxa_, xa_tmp_;
-  std::vector<std::vector<float>> thread_scratch_;
+  std::vector<AttentionScratch> thread_scratch_;
   KvCache cache_;
 };
 

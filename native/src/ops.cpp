@@ -115,58 +115,66 @@ void swiglu_backward(ThreadPool& pool, const float* gate, const float* up, const
   });
 }
 
+namespace {
+
+constexpr long kAttnRows = 64;  // query rows per block
+
+// Q rows [r0, r1) of head h of a span, as a matrix view.
+MatView query_rows(const float* q, const SeqSpan& sp, long r0, long h, long q_stride, long hd) {
+  return {q + (sp.offset + r0) * q_stride + h * hd, q_stride, 1};
+}
+
+}  // namespace
+
 void attention_forward(ThreadPool& pool, const AttentionShape& s, const std::vector<SeqSpan>& seqs,
-                       const float* q, float* out, float* lse,
-                       std::vector<std::vector<float>>& scratch) {
-  const Kernels& kern = kernels();
+                       const float* q, float* out, float* lse, std::vector<AttentionScratch>& scratch) {
   const long hd = s.hd;
   const long kv_stride = s.kv_heads * hd;
   const long q_stride = s.heads * hd;
   const long group = s.heads / s.kv_heads;
   // Tasks: (sequence, head, block of query rows). Forward has no cross-row reduction.
-  constexpr long kRowBlock = 32;
   struct Task {
     long seq, head, row0;
   };
   std::vector<Task> tasks;
   for (long si = 0; si < static_cast<long>(seqs.size()); ++si)
     for (long h = 0; h < s.heads; ++h)
-      for (long r = 0; r < seqs[si].len; r += kRowBlock) tasks.push_back({si, h, r});
+      for (long r = 0; r < seqs[si].len; r += kAttnRows) tasks.push_back({si, h, r});
   pool.parallel_for(tasks.size(), [&](std::size_t ti, int thread) {
     const Task& task = tasks[ti];
     const SeqSpan& sp = seqs[task.seq];
     const long kvh = task.head / group;
-    std::vector<float>& p = scratch[thread];
-    if (static_cast<long>(p.size()) < sp.start + sp.len) p.resize(sp.start + sp.len);
-    const long r1 = std::min(sp.len, task.row0 + kRowBlock);
-    for (long i = task.row0; i < r1; ++i) {
-      const long row = sp.offset + i;
-      const float* qi = q + row * q_stride + task.head * hd;
-      const long nk = sp.start + i + 1;
+    const long r0 = task.row0;
+    const long rows = std::min(sp.len, r0 + kAttnRows) - r0;
+    const long nk = sp.start + r0 + rows;  // keys visible to the block's last row
+    AttentionScratch& scr = scratch[thread];
+    if (static_cast<long>(scr.scores.size()) < rows * nk) scr.scores.resize(rows * nk);
+    float* sc = scr.scores.data();
+    // scores = scale · Q·Kᵀ
+    gemm_serial(rows, nk, hd, s.scale, query_rows(q, sp, r0, task.head, q_stride, hd), {sp.keys + kvh * hd, 1, kv_stride}, sc,
+                nk, false, scr.gemm);
+    for (long i = 0; i < rows; ++i) {  // causal softmax, row by row
+      float* row = sc + i * nk;
+      const long valid = sp.start + r0 + i + 1;
       float mx = -INFINITY;
-      for (long j = 0; j < nk; ++j) {
-        const float sc = kern.dot(qi, sp.keys + j * kv_stride + kvh * hd, hd) * s.scale;
-        p[j] = sc;
-        mx = std::max(mx, sc);
-      }
+      for (long j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
       double sum = 0.0;
-      for (long j = 0; j < nk; ++j) {
-        p[j] = std::exp(p[j] - mx);
-        sum += p[j];
-      }
+      for (long j = 0; j < valid; ++j) sum += (row[j] = std::exp(row[j] - mx));
       const float inv = static_cast<float>(1.0 / sum);
-      float* oi = out + row * q_stride + task.head * hd;
-      std::memset(oi, 0, sizeof(float) * hd);
-      for (long j = 0; j < nk; ++j) kern.axpy(p[j] * inv, sp.values + j * kv_stride + kvh * hd, oi, hd);
-      lse[row * s.heads + task.head] = mx + static_cast<float>(std::log(sum));
+      for (long j = 0; j < valid; ++j) row[j] *= inv;
+      std::fill(row + valid, row + nk, 0.0f);
+      lse[(sp.offset + r0 + i) * s.heads + task.head] = mx + static_cast<float>(std::log(sum));
     }
+    // out = P·V
+    gemm_serial(rows, hd, nk, 1.0f, {sc, nk, 1}, {sp.values + kvh * hd, kv_stride, 1},
+                out + (sp.offset + r0) * q_stride + task.head * hd, q_stride, false, scr.gemm);
   });
 }
 
 void attention_backward(ThreadPool& pool, const AttentionShape& s,
                         const std::vector<SeqSpan>& seqs, const float* q, const float* out,
                         const float* dout, const float* lse, float* dq, float* dk, float* dv,
-                        std::vector<std::vector<float>>& scratch) {
+                        std::vector<AttentionScratch>& scratch) {
   const Kernels& kern = kernels();
   const long hd = s.hd;
   const long kv_stride = s.kv_heads * hd;
@@ -178,35 +186,44 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s,
   pool.parallel_for(ntasks, [&](std::size_t ti, int thread) {
     const SeqSpan& sp = seqs[ti / s.kv_heads];
     const long kvh = static_cast<long>(ti) % s.kv_heads;
-    std::vector<float>& buf = scratch[thread];
-    if (static_cast<long>(buf.size()) < 2 * sp.len) buf.resize(2 * sp.len);
-    float* p = buf.data();
-    float* dp = buf.data() + sp.len;
-    float* dk_seq = dk + sp.offset * kv_stride;
-    float* dv_seq = dv + sp.offset * kv_stride;
+    AttentionScratch& scr = scratch[thread];
+    const MatView keys{sp.keys + kvh * hd, kv_stride, 1};
+    const MatView keys_t{sp.keys + kvh * hd, 1, kv_stride};
+    const MatView values_t{sp.values + kvh * hd, 1, kv_stride};
+    float* dk_seq = dk + sp.offset * kv_stride + kvh * hd;
+    float* dv_seq = dv + sp.offset * kv_stride + kvh * hd;
     for (long h = kvh * group; h < (kvh + 1) * group; ++h) {
-      for (long i = 0; i < sp.len; ++i) {
-        const long row = sp.offset + i;
-        const float* qi = q + row * q_stride + h * hd;
-        const float* doi = dout + row * q_stride + h * hd;
-        const float* oi = out + row * q_stride + h * hd;
-        const float l = lse[row * s.heads + h];
-        const long nk = i + 1;
-        const float d_i = kern.dot(doi, oi, hd);
-        for (long j = 0; j < nk; ++j) {
-          const float* kj = sp.keys + j * kv_stride + kvh * hd;
-          const float* vj = sp.values + j * kv_stride + kvh * hd;
-          p[j] = std::exp(kern.dot(qi, kj, hd) * s.scale - l);
-          dp[j] = kern.dot(doi, vj, hd);
+      for (long r0 = 0; r0 < sp.len; r0 += kAttnRows) {
+        const long rows = std::min(sp.len, r0 + kAttnRows) - r0;
+        const long nk = r0 + rows;
+        if (static_cast<long>(scr.scores.size()) < rows * nk) scr.scores.resize(rows * nk);
+        if (static_cast<long>(scr.dprobs.size()) < rows * nk) scr.dprobs.resize(rows * nk);
+        float* p = scr.scores.data();
+        float* dp = scr.dprobs.data();
+        const MatView q_blk = query_rows(q, sp, r0, h, q_stride, hd);
+        const MatView do_blk = query_rows(dout, sp, r0, h, q_stride, hd);
+        // Recompute P = exp(scale·Q·Kᵀ − lse) and get dP = dO·Vᵀ.
+        gemm_serial(rows, nk, hd, s.scale, q_blk, keys_t, p, nk, false, scr.gemm);
+        gemm_serial(rows, nk, hd, 1.0f, do_blk, values_t, dp, nk, false, scr.gemm);
+        for (long i = 0; i < rows; ++i) {
+          const long row = sp.offset + r0 + i;
+          const float l = lse[row * s.heads + h];
+          const float d_i = kern.dot(dout + row * q_stride + h * hd, out + row * q_stride + h * hd, hd);
+          float* pi = p + i * nk;
+          float* dsi = dp + i * nk;  // dP becomes dS = P ⊙ (dP − D)·scale in place
+          const long valid = r0 + i + 1;
+          for (long j = 0; j < valid; ++j) {
+            pi[j] = std::exp(pi[j] - l);
+            dsi[j] = pi[j] * (dsi[j] - d_i) * s.scale;
+          }
+          std::fill(pi + valid, pi + nk, 0.0f);
+          std::fill(dsi + valid, dsi + nk, 0.0f);
         }
-        float* dqi = dq + row * q_stride + h * hd;
-        std::memset(dqi, 0, sizeof(float) * hd);
-        for (long j = 0; j < nk; ++j) {
-          const float ds = p[j] * (dp[j] - d_i) * s.scale;
-          kern.axpy(ds, sp.keys + j * kv_stride + kvh * hd, dqi, hd);
-          kern.axpy(ds, qi, dk_seq + j * kv_stride + kvh * hd, hd);
-          kern.axpy(p[j], doi, dv_seq + j * kv_stride + kvh * hd, hd);
-        }
+        // dQ = dS·K;  dK += dSᵀ·Q;  dV += Pᵀ·dO
+        gemm_serial(rows, hd, nk, 1.0f, {dp, nk, 1}, keys, dq + (sp.offset + r0) * q_stride + h * hd, q_stride, false,
+                    scr.gemm);
+        gemm_serial(nk, hd, rows, 1.0f, {dp, 1, nk}, q_blk, dk_seq, kv_stride, true, scr.gemm);
+        gemm_serial(nk, hd, rows, 1.0f, {p, 1, nk}, do_blk, dv_seq, kv_stride, true, scr.gemm);
       }
     }
   });

@@ -4,6 +4,7 @@
 
 #include <vector>
 
+#include "gemm.h"
 #include "thread_pool.h"
 
 namespace temper {
@@ -47,16 +48,23 @@ struct AttentionShape {
   float scale;
 };
 
+// Per-thread working memory of the attention kernels.
+struct AttentionScratch {
+  std::vector<float> scores;  // a block of query rows x keys
+  std::vector<float> dprobs;
+  GemmScratch gemm;
+};
+
 // out[row, h, :] = softmax(q·kᵀ·scale) · v; lse[row * heads + h] saved for backward.
+// Computed block by block as small matrix products (gemm_serial) on each thread.
 void attention_forward(ThreadPool& pool, const AttentionShape& s, const std::vector<SeqSpan>& seqs,
-                       const float* q, float* out, float* lse,
-                       std::vector<std::vector<float>>& scratch);
+                       const float* q, float* out, float* lse, std::vector<AttentionScratch>& scratch);
 
 // Given dout, writes dq and accumulates dk, dv (same layout as keys/values of each span,
 // which must be the training buffers: start == 0).
 void attention_backward(ThreadPool& pool, const AttentionShape& s,
                         const std::vector<SeqSpan>& seqs, const float* q, const float* out,
                         const float* dout, const float* lse, float* dq, float* dk, float* dv,
-                        std::vector<std::vector<float>>& scratch);
+                        std::vector<AttentionScratch>& scratch);
 
 }  // namespace temper
