@@ -33,16 +33,12 @@ void pack_a_panel(float* out, long i0, long m, long k0, long kc, MatView a, int 
     }
     return;
   }
-  // Rows of A contiguous: read the mr rows side by side (mr sequential streams) so the
-  // panel is written contiguously.
-  const float* src[kMaxGemmMR];
-  for (long r = 0; r < mr; ++r) src[r] = a.p + (i0 + std::min(r, rows - 1)) * a.rs + k0 * a.cs;
-  for (long kk = 0; kk < kc; ++kk) {
-    float* o = out + kk * mr;
-    long r = 0;
-    for (; r < rows; ++r) o[r] = src[r][kk * a.cs];
-    for (; r < mr; ++r) o[r] = 0.0f;
+  if (a.cs == 1) {  // rows of A contiguous: a transposing copy of mr rows side by side
+    kernels().pack_transpose(a.p + i0 * a.rs + k0, a.rs, static_cast<int>(rows), mr, kc, out);
+    return;
   }
+  for (long kk = 0; kk < kc; ++kk)  // general strides
+    for (long r = 0; r < mr; ++r) out[kk * mr + r] = r < rows ? a.p[(i0 + r) * a.rs + (k0 + kk) * a.cs] : 0.0f;
 }
 
 // Packs depth [k0, k0+kc) x columns [j0, j0+nr) of B as a kc x nr panel (zero past n).
@@ -58,15 +54,12 @@ void pack_b_panel(float* out, long j0, long n, long k0, long kc, MatView b, int 
     }
     return;
   }
-  // Columns of B contiguous (B = Wᵀ): read the nr columns side by side.
-  const float* src[kMaxGemmNR];
-  for (long c = 0; c < nr; ++c) src[c] = b.p + k0 * b.rs + (j0 + std::min(c, cols - 1)) * b.cs;
-  for (long kk = 0; kk < kc; ++kk) {
-    float* o = out + kk * nr;
-    long c = 0;
-    for (; c < cols; ++c) o[c] = src[c][kk * b.rs];
-    for (; c < nr; ++c) o[c] = 0.0f;
+  if (b.rs == 1) {  // columns of B contiguous (B = Wᵀ): a transposing copy of nr columns
+    kernels().pack_transpose(b.p + k0 + j0 * b.cs, b.cs, static_cast<int>(cols), nr, kc, out);
+    return;
   }
+  for (long kk = 0; kk < kc; ++kk)  // general strides
+    for (long c = 0; c < nr; ++c) out[kk * nr + c] = c < cols ? b.p[(k0 + kk) * b.rs + (j0 + c) * b.cs] : 0.0f;
 }
 
 // Multiplies the packed rows [i_begin, i_end) by the packed columns [j_begin, j_end) of one

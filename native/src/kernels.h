@@ -17,12 +17,16 @@ struct Kernels {
   // A_panel is kc x mr (packed, mr contiguous per k) and B_panel is kc x nr.
   void (*gemm_tile)(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
                     bool accumulate);
+  // Transposing copy used to pack GEMM panels: out[kk*width + r] = base[r*stride + kk] for
+  // r < rows, 0 for rows <= r < width, kk < kc. (Rows of A, or columns of Bᵀ, side by side.)
+  void (*pack_transpose)(const float* base, long stride, int rows, int width, long kc, float* out);
   // Σ x[i]·y[i] with a fixed summation order for a given n.
   float (*dot)(const float* x, const float* y, long n);
   // y[i] += a·x[i]
   void (*axpy)(float a, const float* x, float* y, long n);
 };
 
+void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);
 const Kernels& generic_kernels();
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();

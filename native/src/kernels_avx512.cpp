@@ -39,6 +39,34 @@ void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc
   }
 }
 
+// One gather per 16 output columns per k: the rows are equally strided, so their elements at
+// depth kk sit at base + kk + r*stride.
+void pack_transpose_avx512(const float* base, long stride, int rows, int width, long kc, float* out) {
+  if (stride * 32 > 0x7fffffffL || width > 32) {
+    pack_transpose_generic(base, stride, rows, width, kc, out);
+    return;
+  }
+  const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i idx0 = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(static_cast<int>(stride)));
+  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(static_cast<int>(16 * stride)));
+  const int rows0 = rows < 16 ? rows : 16;
+  const int rows1 = rows > 16 ? rows - 16 : 0;
+  const __mmask16 load0 = static_cast<__mmask16>((1u << rows0) - 1);
+  const __mmask16 load1 = static_cast<__mmask16>((1u << rows1) - 1);
+  const int w0 = width < 16 ? width : 16;
+  const __mmask16 store0 = static_cast<__mmask16>((1u << w0) - 1);
+  for (long kk = 0; kk < kc; ++kk) {
+    const float* b = base + kk;
+    float* o = out + kk * width;
+    const __m512 v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), load0, idx0, b, 4);
+    _mm512_mask_storeu_ps(o, store0, v0);
+    if (width > 16) {
+      const __m512 v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), load1, idx1, b, 4);
+      _mm512_mask_storeu_ps(o + 16, static_cast<__mmask16>((1u << (width - 16)) - 1), v1);
+    }
+  }
+}
+
 float dot_avx512(const float* x, const float* y, long n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   long i = 0;
@@ -68,7 +96,7 @@ void axpy_avx512(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, dot_avx512, axpy_avx512};
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, pack_transpose_avx512, dot_avx512, axpy_avx512};
   return k;
 }
 

@@ -45,8 +45,17 @@ void axpy_generic(float a, const float* x, float* y, long n) {
 
 }  // namespace
 
+void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out) {
+  for (long kk = 0; kk < kc; ++kk) {
+    float* o = out + kk * width;
+    int r = 0;
+    for (; r < rows; ++r) o[r] = base[r * stride + kk];
+    for (; r < width; ++r) o[r] = 0.0f;
+  }
+}
+
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, dot_generic, axpy_generic};
   return k;
 }
 
