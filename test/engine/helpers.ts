@@ -18,17 +18,9 @@ export const TINY: ModelConfig = {
   qkNorm: true,
 };
 
-/** Deterministic pseudo-random numbers (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as rng } from '../../src/util/seeded-random.js';
+
+export { rng };
 
 /** Random base weights (adapters keep the engine's PEFT-style initialisation). */
 export function randomWeights(model: TransformerModel, seed: number, scale = 0.2): TensorMap {

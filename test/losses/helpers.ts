@@ -3,17 +3,9 @@
 import { expect } from 'vitest';
 import { forward, forwardBackward, type LossDatum, type LossFn } from '../../src/losses/index.js';
 
-/** mulberry32: small, fast, deterministic. */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+import { seededRandom as rng } from '../../src/util/seeded-random.js';
+
+export { rng };
 
 export function uniform(r: () => number, n: number, lo: number, hi: number): Float64Array {
   const out = new Float64Array(n);

@@ -1,0 +1,14 @@
+/**
+ * mulberry32: a tiny seeded PRNG returning numbers in [0, 1). Used wherever results must be
+ * identical on every machine for a seed (synthetic corpora, data order, tests).
+ */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
