@@ -20,12 +20,15 @@ struct Kernels {
   // Transposing copy used to pack GEMM panels: out[kk*width + r] = base[r*stride + kk] for
   // r < rows, 0 for rows <= r < width, kk < kc. (Rows of A, or columns of Bᵀ, side by side.)
   void (*pack_transpose)(const float* base, long stride, int rows, int width, long kc, float* out);
+  // x[i] = exp(x[i] + shift), accurate to about 1 ulp (inputs below -87 give 0).
+  void (*exp_shifted)(float* x, long n, float shift);
   // Σ x[i]·y[i] with a fixed summation order for a given n.
   float (*dot)(const float* x, const float* y, long n);
   // y[i] += a·x[i]
   void (*axpy)(float a, const float* x, float* y, long n);
 };
 
+void exp_shifted_generic(float* x, long n, float shift);
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);
 const Kernels& generic_kernels();
 const Kernels& avx2_kernels();

@@ -94,7 +94,7 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, pack_transpose_generic, dot_avx2, axpy_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, pack_transpose_generic, exp_shifted_generic, dot_avx2, axpy_avx2};
   return k;
 }
 

@@ -67,6 +67,35 @@ void pack_transpose_avx512(const float* base, long stride, int rows, int width, 
   }
 }
 
+// exp by range reduction: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact
+// product), e^r by its degree-7 Taylor polynomial (truncation < 1.5e-8 relative), then
+// scaled by 2^n. Inputs are clamped to [-87.3, 88.7]; the low end rounds to ~0.
+inline __m512 exp_ps(__m512 x) {
+  x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(88.7f)), _mm512_set1_ps(-87.3f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+void exp_shifted_avx512(float* x, long n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  long i = 0;
+  for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, exp_ps(_mm512_add_ps(_mm512_loadu_ps(x + i), s)));
+  if (i < n) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, exp_ps(_mm512_add_ps(_mm512_maskz_loadu_ps(m, x + i), s)));
+  }
+}
+
 float dot_avx512(const float* x, const float* y, long n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   long i = 0;
@@ -96,7 +125,7 @@ void axpy_avx512(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, pack_transpose_avx512, dot_avx512, axpy_avx512};
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, pack_transpose_avx512, exp_shifted_avx512, dot_avx512, axpy_avx512};
   return k;
 }
 

@@ -1,3 +1,4 @@
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <string>
@@ -45,6 +46,10 @@ void axpy_generic(float a, const float* x, float* y, long n) {
 
 }  // namespace
 
+void exp_shifted_generic(float* x, long n, float shift) {
+  for (long i = 0; i < n; ++i) x[i] = std::exp(x[i] + shift);
+}
+
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out) {
   for (long kk = 0; kk < kc; ++kk) {
     float* o = out + kk * width;
@@ -55,7 +60,7 @@ void pack_transpose_generic(const float* base, long stride, int rows, int width,
 }
 
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, exp_shifted_generic, dot_generic, axpy_generic};
   return k;
 }
 

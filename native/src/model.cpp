@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "kernels.h"
 #include "rng.h"
 
 namespace temper {
@@ -339,6 +340,7 @@ std::vector<float> Model::forward(const Batch& batch, bool save) {
 
   std::vector<float> logprobs(rows);
   ensure(logits_buf_, kLogitRows * V);
+  ensure(dlogits_buf_, kLogitRows * V);
   const long r = lora_on(lm_head_) ? lm_head_.lora.a->shape[0] : 0;
   if (r > 0) ensure(lm_xa_, rows * r);
   for (long r0 = 0; r0 < rows; r0 += kLogitRows) {
@@ -348,8 +350,11 @@ std::vector<float> Model::forward(const Batch& batch, bool save) {
       const float* z = logits_buf_.data() + i * V;
       float mx = -INFINITY;
       for (long v = 0; v < V; ++v) mx = std::max(mx, z[v]);
+      float* e = dlogits_buf_.data() + i * V;  // scratch: exp(z - max)
+      std::copy(z, z + V, e);
+      kernels().exp_shifted(e, V, -mx);
       double sum = 0.0;
-      for (long v = 0; v < V; ++v) sum += std::exp(static_cast<double>(z[v] - mx));
+      for (long v = 0; v < V; ++v) sum += e[v];
       const float lse = mx + static_cast<float>(std::log(sum));
       logit_lse_[r0 + i] = lse;
       logprobs[r0 + i] = z[batch.targets[r0 + i]] - lse;
@@ -449,7 +454,9 @@ void Model::backward(const std::vector<float>& dlogprob) {
       float* dz = dlogits_buf_.data() + i * V;
       const float g = dlogprob[r0 + i];
       const float lse = logit_lse_[r0 + i];
-      for (long v = 0; v < V; ++v) dz[v] = -g * std::exp(z[v] - lse);
+      std::copy(z, z + V, dz);
+      kernels().exp_shifted(dz, V, -lse);
+      for (long v = 0; v < V; ++v) dz[v] *= -g;
       dz[saved_targets_[r0 + i]] += g;
     });
     linear_backward(lm_head_, hf_.data() + r0 * H, dlogits_buf_.data(), r1 - r0, dhf + r0 * H, false, xa);

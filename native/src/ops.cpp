@@ -91,12 +91,26 @@ void rope_apply(ThreadPool& pool, float* x, long rows, long heads, long hd, cons
   });
 }
 
+namespace {
+
+// sig[i] = 1 / (1 + exp(-g[i])) for a chunk of at most kSigmoidChunk elements.
+constexpr long kSigmoidChunk = 256;
+void sigmoid_chunk(const float* g, long n, float* sig) {
+  for (long i = 0; i < n; ++i) sig[i] = -g[i];
+  kernels().exp_shifted(sig, n, 0.0f);
+  for (long i = 0; i < n; ++i) sig[i] = 1.0f / (1.0f + sig[i]);
+}
+
+}  // namespace
+
 void swiglu_forward(ThreadPool& pool, const float* gate, const float* up, float* act, long n) {
   pool.parallel_for(ceil_div(n, kElemsPerTask), [&](std::size_t t, int) {
     const long i1 = std::min(n, static_cast<long>(t + 1) * kElemsPerTask);
-    for (long i = static_cast<long>(t) * kElemsPerTask; i < i1; ++i) {
-      const float g = gate[i];
-      act[i] = (g / (1.0f + std::exp(-g))) * up[i];
+    float sig[kSigmoidChunk];
+    for (long c = static_cast<long>(t) * kElemsPerTask; c < i1; c += kSigmoidChunk) {
+      const long len = std::min(kSigmoidChunk, i1 - c);
+      sigmoid_chunk(gate + c, len, sig);
+      for (long i = 0; i < len; ++i) act[c + i] = (gate[c + i] * sig[i]) * up[c + i];
     }
   });
 }
@@ -105,12 +119,17 @@ void swiglu_backward(ThreadPool& pool, const float* gate, const float* up, const
                      float* dgate, float* dup, long n) {
   pool.parallel_for(ceil_div(n, kElemsPerTask), [&](std::size_t t, int) {
     const long i1 = std::min(n, static_cast<long>(t + 1) * kElemsPerTask);
-    for (long i = static_cast<long>(t) * kElemsPerTask; i < i1; ++i) {
-      const float g = gate[i];
-      const float sig = 1.0f / (1.0f + std::exp(-g));
-      const float silu = g * sig;
-      dup[i] = dact[i] * silu;
-      dgate[i] = dact[i] * up[i] * (sig * (1.0f + g * (1.0f - sig)));
+    float sigs[kSigmoidChunk];
+    for (long c = static_cast<long>(t) * kElemsPerTask; c < i1; c += kSigmoidChunk) {
+      const long len = std::min(kSigmoidChunk, i1 - c);
+      sigmoid_chunk(gate + c, len, sigs);
+      for (long k = 0; k < len; ++k) {
+        const long i = c + k;
+        const float g = gate[i];
+        const float sig = sigs[k];
+        dup[i] = dact[i] * (g * sig);
+        dgate[i] = dact[i] * up[i] * (sig * (1.0f + g * (1.0f - sig)));
+      }
     }
   });
 }
@@ -158,8 +177,9 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const std::vec
       const long valid = sp.start + r0 + i + 1;
       float mx = -INFINITY;
       for (long j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+      kernels().exp_shifted(row, valid, -mx);
       double sum = 0.0;
-      for (long j = 0; j < valid; ++j) sum += (row[j] = std::exp(row[j] - mx));
+      for (long j = 0; j < valid; ++j) sum += row[j];
       const float inv = static_cast<float>(1.0 / sum);
       for (long j = 0; j < valid; ++j) row[j] *= inv;
       std::fill(row + valid, row + nk, 0.0f);
@@ -212,10 +232,8 @@ void attention_backward(ThreadPool& pool, const AttentionShape& s,
           float* pi = p + i * nk;
           float* dsi = dp + i * nk;  // dP becomes dS = P ⊙ (dP − D)·scale in place
           const long valid = r0 + i + 1;
-          for (long j = 0; j < valid; ++j) {
-            pi[j] = std::exp(pi[j] - l);
-            dsi[j] = pi[j] * (dsi[j] - d_i) * s.scale;
-          }
+          kern.exp_shifted(pi, valid, -l);
+          for (long j = 0; j < valid; ++j) dsi[j] = pi[j] * (dsi[j] - d_i) * s.scale;
           std::fill(pi + valid, pi + nk, 0.0f);
           std::fill(dsi + valid, dsi + nk, 0.0f);
         }
