@@ -25,7 +25,11 @@ export interface PutOptions {
 export interface ObjectStore {
   /** The store's URL (file:///abs/dir, s3://bucket/prefix, gs://bucket/prefix). */
   readonly url: string;
-  put(key: string, body: Buffer | Uint8Array | string | Readable, opts?: PutOptions): Promise<ObjectInfo>;
+  put(
+    key: string,
+    body: Buffer | Uint8Array | string | Readable,
+    opts?: PutOptions,
+  ): Promise<ObjectInfo>;
   /** Streams an object; ObjectStoreError 'not_found' when absent. */
   getStream(key: string): Promise<Readable>;
   get(key: string): Promise<Buffer>;
@@ -43,18 +47,30 @@ export class ObjectStoreError extends Error {
   constructor(
     readonly code: ObjectStoreErrorCode,
     message: string,
+    options?: ErrorOptions,
   ) {
-    super(message);
+    super(message, options);
     this.name = 'ObjectStoreError';
   }
 }
 
 /** Keys are relative, '/'-separated, with no empty, '.' or '..' segments (no path traversal). */
 export function validateKey(key: string): string {
-  if (key.length === 0 || key.length > 1024) throw new ObjectStoreError('invalid_key', `object key must be 1-1024 characters (got ${key.length})`);
+  if (key.length === 0 || key.length > 1024)
+    throw new ObjectStoreError(
+      'invalid_key',
+      `object key must be 1-1024 characters (got ${key.length})`,
+    );
   if (key.startsWith('/') || key.includes('\\') || key.includes('\0'))
-    throw new ObjectStoreError('invalid_key', `object key '${key}' must be relative and '/'-separated`);
+    throw new ObjectStoreError(
+      'invalid_key',
+      `object key '${key}' must be relative and '/'-separated`,
+    );
   for (const seg of key.split('/'))
-    if (seg === '' || seg === '.' || seg === '..') throw new ObjectStoreError('invalid_key', `object key '${key}' has an empty, '.' or '..' segment`);
+    if (seg === '' || seg === '.' || seg === '..')
+      throw new ObjectStoreError(
+        'invalid_key',
+        `object key '${key}' has an empty, '.' or '..' segment`,
+      );
   return key;
 }
