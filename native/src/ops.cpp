@@ -22,8 +22,7 @@ void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, float* y,
     const long r1 = std::min(rows, static_cast<long>(t + 1) * kRowsPerTask);
     for (long r = static_cast<long>(t) * kRowsPerTask; r < r1; ++r) {
       const float* xr = x + r * dim;
-      double ss = 0.0;  // double: the mean of squares is the one reduction worth guarding
-      for (long j = 0; j < dim; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+      const double ss = kernels().dot(xr, xr, dim);  // fixed-order SIMD sum of squares
       const float inv = static_cast<float>(1.0 / std::sqrt(ss / dim + eps));
       rstd[r] = inv;
       float* yr = y + r * dim;
@@ -37,17 +36,19 @@ void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const f
                       long dim) {
   // dx = rstd·(w⊙dy) − x·rstd³·mean(x ⊙ w⊙dy)
   pool.parallel_for(ceil_div(rows, kRowsPerTask), [&](std::size_t t, int) {
+    thread_local std::vector<float> dyw;  // w ⊙ dy of one row
+    if (static_cast<long>(dyw.size()) < dim) dyw.resize(dim);
     const long r1 = std::min(rows, static_cast<long>(t + 1) * kRowsPerTask);
     for (long r = static_cast<long>(t) * kRowsPerTask; r < r1; ++r) {
       const float* xr = x + r * dim;
       const float* dyr = dy + r * dim;
       const float inv = rstd[r];
-      double dot = 0.0;
-      for (long j = 0; j < dim; ++j) dot += static_cast<double>(dyr[j]) * w[j] * xr[j];
+      for (long j = 0; j < dim; ++j) dyw[j] = dyr[j] * w[j];
+      const double dot = kernels().dot(dyw.data(), xr, dim);
       const float coef = static_cast<float>(dot / dim) * inv * inv * inv;
       float* dxr = dx + r * dim;
       for (long j = 0; j < dim; ++j) {
-        const float g = (dyr[j] * w[j]) * inv - xr[j] * coef;
+        const float g = dyw[j] * inv - xr[j] * coef;
         dxr[j] = accumulate_dx ? dxr[j] + g : g;
       }
     }
