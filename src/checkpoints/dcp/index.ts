@@ -1,0 +1,37 @@
+// DCP train-state checkpoints: per-rank shard files + a metadata file committed last.
+export {
+  DcpCheckpoints,
+  type DcpCheckpointsOptions,
+  type DcpLoaded,
+  type DcpLoadOptions,
+  type DcpSaveInput,
+  type DcpShardResult,
+  type DcpSlice,
+  type SweepOptions,
+  type SweepResult,
+} from './checkpoints.js';
+export {
+  CheckpointError,
+  type CheckpointErrorCode,
+  validateCheckpointName,
+  validatePrefix,
+} from './errors.js';
+export {
+  DCP_FORMAT,
+  type DcpMetadata,
+  dcpMetadataSchema,
+  type JsonValue,
+  METADATA_FILE,
+  parseDcpMetadata,
+} from './metadata.js';
+export { type FlatRange, intersectRanges, partitionRange } from './partition.js';
+export {
+  captureTrainState,
+  EXP_AVG,
+  EXP_AVG_SQ,
+  type LoadedTrainState,
+  loadTrainState,
+  saveTrainState,
+  type TrainStateExtra,
+  WEIGHTS,
+} from './train-state.js';
