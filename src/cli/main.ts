@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `temper` command.
 import { Command, InvalidArgumentError } from 'commander';
+import { addTrainerCommand } from '../trainer/cli.js';
 import { DEMO_DEFAULTS, runDemo } from './demo.js';
 import { parseTokenList, scoreModel } from './model-score.js';
 
@@ -102,6 +103,7 @@ export function buildProgram(): Command {
         );
       },
     );
+  addTrainerCommand(program);
   return program;
 }
 

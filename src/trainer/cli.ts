@@ -1,0 +1,91 @@
+/** `temper trainer serve`: run a trainer pod in this process until SIGTERM or inactivity. */
+import { type Command, InvalidArgumentError } from 'commander';
+import { parseDuration } from './duration.js';
+import { DEFAULT_INACTIVITY_TIMEOUT_MS, serveTrainer } from './serve.js';
+
+function int(min: number): (value: string) => number {
+  return (value) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min)
+      throw new InvalidArgumentError(`expected an integer >= ${min}`);
+    return n;
+  };
+}
+
+function duration(value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+}
+
+function positive(value: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+interface ServeFlags {
+  baseModel: string;
+  host: string;
+  port: number;
+  loraRank: number;
+  loraAlpha?: number;
+  threads?: number;
+  inactivityTimeout: number;
+  forwardOnly?: boolean;
+  jobId?: string;
+  stateFile?: string;
+  maxModels: number;
+  logLevel?: string;
+}
+
+export function addTrainerCommand(program: Command): void {
+  const trainer = program.command('trainer').description('trainer pods (the Training API backend)');
+  trainer
+    .command('serve')
+    .description('serve one base model over gRPC (TrainerService) until SIGTERM or inactivity')
+    .requiredOption('--base-model <name|dir>', 'catalog model name or HF-layout directory')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('--port <n>', 'port to bind (0 = any free port)', int(0), 0)
+    .option(
+      '--lora-rank <r>',
+      'default LoRA rank of created models (0 = full-parameter)',
+      int(0),
+      0,
+    )
+    .option('--lora-alpha <a>', 'default LoRA alpha (default 2 x rank)', positive)
+    .option('--threads <n>', 'engine threads per model (default: all cores)', int(1))
+    .option(
+      '--inactivity-timeout <duration>',
+      'stop after this long with no operation or heartbeat, e.g. 30m, 2h; 0 disables',
+      duration,
+      DEFAULT_INACTIVITY_TIMEOUT_MS,
+    )
+    .option('--forward-only', 'only forward-only (reference) models')
+    .option('--job-id <id>', 'the trainer job id this pod serves')
+    .option('--state-file <path>', 'JSON file recording the address and state')
+    .option('--max-models <n>', 'models the pod holds at most', int(1), 8)
+    .option('--log-level <level>', 'pino log level (default info, or TEMPER_LOG_LEVEL)')
+    .action(async (flags: ServeFlags) => {
+      const running = await serveTrainer({
+        baseModel: flags.baseModel,
+        host: flags.host,
+        port: flags.port,
+        loraRank: flags.loraRank,
+        loraAlpha: flags.loraAlpha,
+        threads: flags.threads,
+        inactivityTimeoutMs: flags.inactivityTimeout,
+        forwardOnly: flags.forwardOnly ?? false,
+        jobId: flags.jobId,
+        stateFile: flags.stateFile,
+        maxModels: flags.maxModels,
+        logLevel: flags.logLevel,
+      });
+      process.on('SIGTERM', () => void running.stop('SIGTERM'));
+      process.on('SIGINT', () => void running.stop('SIGINT'));
+      await running.stopped;
+      process.exit(0);
+    });
+}

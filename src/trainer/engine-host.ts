@@ -1,0 +1,112 @@
+/**
+ * One engine instance on a pod and who may use it. A LoRA policy and its base reference share
+ * one engine (the reference runs with the adapter disabled), so every operation states the
+ * adapter setting it needs, and the engine remembers whose forward pass its saved activations
+ * belong to: a custom loss's backward pass recomputes its forward when another forward ran
+ * in between.
+ */
+import type { TensorMap } from '../checkpoints/safetensors.js';
+import type { ModelConfig } from '../engine/config.js';
+import { EngineError, type LoraOptions, type Sequence, TransformerModel } from '../engine/model.js';
+import { TrainerError } from './errors.js';
+
+/** LoRA settings that make a frozen model: a rank-1 adapter kept disabled, so no base tensor is trainable. */
+const FROZEN_LORA: LoraOptions = { rank: 1, alpha: 1, targets: ['o_proj'], seed: 0 };
+
+export class EngineHost {
+  readonly model: TransformerModel;
+  /** True when the engine is a frozen copy whose adapter is never enabled. */
+  readonly frozen: boolean;
+  /** Owner token of the activations saved by the last forward({saveForBackward: true}). */
+  private activationsOwner: object | null = null;
+
+  private constructor(model: TransformerModel, frozen: boolean) {
+    this.model = model;
+    this.frozen = frozen;
+  }
+
+  /** A trainable engine (full-parameter, or LoRA with `lora`) loaded with the base weights. */
+  static trainable(
+    config: ModelConfig,
+    base: TensorMap,
+    options: { threads: number; lora?: LoraOptions },
+  ): EngineHost {
+    return new EngineHost(build(config, base, options.threads, options.lora), false);
+  }
+
+  /** A frozen copy of the base weights (forward and sample only). */
+  static frozenBase(config: ModelConfig, base: TensorMap, threads: number): EngineHost {
+    const host = new EngineHost(build(config, base, threads, FROZEN_LORA), true);
+    host.model.setAdapterEnabled(false);
+    return host;
+  }
+
+  get isLora(): boolean {
+    return !this.frozen && this.model.lora !== null;
+  }
+
+  private setAdapter(on: boolean): void {
+    if (this.model.lora) this.model.setAdapterEnabled(on && !this.frozen);
+  }
+
+  /** Per-target logprobs without keeping activations. */
+  forward(sequences: Sequence[], adapter: boolean): Float32Array {
+    this.setAdapter(adapter);
+    this.activationsOwner = null;
+    return this.model.forward(sequences, { saveForBackward: false });
+  }
+
+  /** Forward pass keeping activations for a later backward by `owner`. */
+  forwardForBackward(sequences: Sequence[], adapter: boolean, owner: object): Float32Array {
+    this.setAdapter(adapter);
+    this.activationsOwner = null;
+    const out = this.model.forward(sequences, { saveForBackward: true });
+    this.activationsOwner = owner;
+    return out;
+  }
+
+  /**
+   * Back-propagates `dlogprob` through `owner`'s forward pass of `sequences`, recomputing
+   * that forward first when the engine's saved activations belong to someone else.
+   */
+  backward(sequences: Sequence[], adapter: boolean, owner: object, dlogprob: Float32Array): void {
+    if (this.activationsOwner !== owner) this.forwardForBackward(sequences, adapter, owner);
+    else this.setAdapter(adapter);
+    this.model.backward(dlogprob);
+  }
+
+  /** Forgets saved activations (after a step the weights they came from are gone). */
+  dropActivations(): void {
+    this.activationsOwner = null;
+  }
+
+  sample(...args: Parameters<TransformerModel['sample']>): ReturnType<TransformerModel['sample']> {
+    this.activationsOwner = null;
+    return this.model.sample(...args);
+  }
+
+  withAdapter<T>(adapter: boolean, fn: () => T): T {
+    this.setAdapter(adapter);
+    return fn();
+  }
+}
+
+function build(
+  config: ModelConfig,
+  base: TensorMap,
+  threads: number,
+  lora: LoraOptions | undefined,
+): TransformerModel {
+  try {
+    const model = new TransformerModel(config, { threads, lora });
+    model.loadTensors(base, { partial: true, source: 'base model' });
+    return model;
+  } catch (error) {
+    if (error instanceof EngineError) {
+      throw new TrainerError('invalid_argument', `cannot create the model: ${error.message}`, {
+        cause: error,
+      });
+    }
+    throw error;
+  }
+}

@@ -1,0 +1,423 @@
+/**
+ * The operations of one model on a pod: forward, forward_backward with a built-in loss, the
+ * two phases of a custom loss, optim_step with gradient-accumulation normalisation, and
+ * sampling. Each method runs to completion synchronously on the engine (callers order them
+ * through the model's OpQueue) and either returns a wire response or throws a typed error
+ * having changed nothing the caller could observe.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import { type AdamParams, adamParamsSchema, EngineError } from '../engine/model.js';
+import {
+  type BackwardRequest,
+  type BackwardResponseSchema,
+  type ForwardBackwardCustomRequest,
+  type ForwardBackwardOutputSchema,
+  type ForwardBackwardRequest,
+  type ForwardRequest,
+  GradAccumulationNormalization,
+  type ModelInfoSchema,
+  type OptimStepRequest,
+  type OptimStepResponseSchema,
+  type SampleRequest,
+  type SampleResponseSchema,
+  StopReason,
+} from '../gen/temper/trainer/v1/trainer_pb.js';
+import {
+  builtinLoss,
+  countLossSequences,
+  countLossTokens,
+  type GradAccNormalization,
+  GradAccumulationCounter,
+  type LossFn,
+  forward as lossForward,
+  forwardBackward as lossForwardBackward,
+  type Metrics,
+} from '../losses/index.js';
+import {
+  type BatchLimits,
+  type DecodedBatch,
+  decodeBatch,
+  packGradients,
+  splitLogprobs,
+} from './batch.js';
+import type { EngineHost } from './engine-host.js';
+import { TrainerError } from './errors.js';
+import { decodeBatched, decodeInt32, encodeArray, encodeBatched, encodeInt32 } from './wire.js';
+
+type OutputInit = MessageInitShape<typeof ForwardBackwardOutputSchema>;
+
+export interface ModelRuntimeOptions {
+  id: string;
+  sessionId: string;
+  baseModel: string;
+  host: EngineHost;
+  /** Whether the engine's adapter is on for this model (off for a base reference). */
+  adapter: boolean;
+  forwardOnly: boolean;
+  limits: BatchLimits;
+  /** The model whose engine this one shares, if any. */
+  sharesBaseWith?: string;
+}
+
+interface PendingForward {
+  seqId: number;
+  batch: DecodedBatch;
+  owner: object;
+}
+
+const NORMALIZATION: Record<GradAccumulationNormalization, GradAccNormalization> = {
+  [GradAccumulationNormalization.UNSPECIFIED]: 'none',
+  [GradAccumulationNormalization.NONE]: 'none',
+  [GradAccumulationNormalization.NUM_LOSS_TOKENS]: 'num_loss_tokens',
+  [GradAccumulationNormalization.NUM_SEQUENCES]: 'num_sequences',
+};
+
+function logprobsOutput(
+  batch: DecodedBatch,
+  logprobs: Float32Array[],
+  metrics: Metrics,
+  type: string,
+): OutputInit {
+  // Top-K datums carry [rows, k]; a batch mixing K values is sent without a trailing shape
+  // and each datum's logprobs keep its row-major layout.
+  const ks = new Set(batch.layouts.map((l) => (l.shape.length === 2 ? l.k : 0)));
+  const k = ks.size === 1 ? [...ks][0]! : 0;
+  return {
+    lossFnOutputType: type,
+    lossFnOutputs: { logprobs: encodeBatched(logprobs, 'float32', k > 0 ? [k] : []) },
+    numDatums: BigInt(batch.layouts.length),
+    metrics,
+  };
+}
+
+export class ModelRuntime {
+  readonly id: string;
+  readonly sessionId: string;
+  readonly baseModel: string;
+  readonly host: EngineHost;
+  readonly adapter: boolean;
+  readonly forwardOnly: boolean;
+  readonly limits: BatchLimits;
+  readonly sharesBaseWith: string | undefined;
+  private readonly counter = new GradAccumulationCounter();
+  private pending: PendingForward | null = null;
+  private readonly owner = {};
+
+  constructor(options: ModelRuntimeOptions) {
+    this.id = options.id;
+    this.sessionId = options.sessionId;
+    this.baseModel = options.baseModel;
+    this.host = options.host;
+    this.adapter = options.adapter;
+    this.forwardOnly = options.forwardOnly;
+    this.limits = options.limits;
+    this.sharesBaseWith = options.sharesBaseWith;
+  }
+
+  info(nextSeqId: number): MessageInitShape<typeof ModelInfoSchema> {
+    const model = this.host.model;
+    const lora = this.host.isLora && this.adapter ? model.lora : null;
+    const trainable = this.forwardOnly
+      ? 0
+      : model
+          .tensorInfo()
+          .filter((t) => t.trainable)
+          .reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+    return {
+      modelId: this.id,
+      sessionId: this.sessionId,
+      baseModel: this.baseModel,
+      isLora: lora !== null,
+      loraRank: lora?.rank ?? 0,
+      forwardOnly: this.forwardOnly,
+      vocabSize: this.limits.vocabSize,
+      maxContextLength: this.limits.maxContextLength,
+      step: BigInt(this.forwardOnly ? 0 : model.step),
+      nextSeqId,
+      trainableParameters: BigInt(trainable),
+      sharesBaseWithModelId: this.sharesBaseWith ?? '',
+    };
+  }
+
+  /** Gradients accumulated since the last step (tokens with a non-zero gradient). */
+  get accumulated(): { tokens: number; sequences: number; microBatches: number } {
+    return {
+      tokens: this.counter.tokens,
+      sequences: this.counter.sequences,
+      microBatches: this.counter.microBatches,
+    };
+  }
+
+  private assertTrainable(op: string): void {
+    if (this.forwardOnly) {
+      throw new TrainerError(
+        'forward_only',
+        `${op}: model ${this.id} is forward-only (a reference or base model); use forward or sample, or a training client`,
+      );
+    }
+  }
+
+  private decode(data: ForwardRequest['data']): DecodedBatch {
+    return decodeBatch(data, this.limits);
+  }
+
+  private lossFn(name: string, config: Record<string, number>): LossFn {
+    return builtinLoss(name, config);
+  }
+
+  forward(req: ForwardRequest): OutputInit {
+    const lossFn = req.lossFn ? this.lossFn(req.lossFn, req.lossFnConfig) : null;
+    const batch = this.decode(req.data);
+    const flat = this.host.forward(batch.sequences, this.adapter);
+    const logprobs = splitLogprobs(batch, flat);
+    const metrics = lossFn ? lossForward(lossFn, batch.datums, logprobs).metrics : {};
+    return logprobsOutput(batch, logprobs, metrics, req.lossFn || 'logprobs');
+  }
+
+  forwardBackward(req: ForwardBackwardRequest): OutputInit {
+    this.assertTrainable('forward_backward');
+    if (!req.lossFn) {
+      throw new TrainerError(
+        'unknown_loss',
+        'forward_backward: loss_fn is empty; name a built-in loss (cross_entropy, importance_sampling, ppo, cispo, dro) or use forward_backward_custom',
+        { field: 'loss_fn' },
+      );
+    }
+    const lossFn = this.lossFn(req.lossFn, req.lossFnConfig);
+    const batch = this.decode(req.data);
+    const owner = {};
+    const flat = this.host.forwardForBackward(batch.sequences, this.adapter, owner);
+    const logprobs = splitLogprobs(batch, flat);
+    const result = lossForwardBackward(lossFn, batch.datums, logprobs);
+    this.host.backward(batch.sequences, this.adapter, owner, packGradients(batch, result.grads));
+    this.counter.add(result.grads);
+    return logprobsOutput(batch, logprobs, result.metrics, req.lossFn);
+  }
+
+  /** Phase 1 of a custom loss: forward keeping activations; returns the logprobs. */
+  forwardBackwardCustom(req: ForwardBackwardCustomRequest, seqId: number): OutputInit {
+    this.assertTrainable('forward_backward_custom');
+    const batch = this.decode(req.data);
+    const flat = this.host.forwardForBackward(batch.sequences, this.adapter, this.owner);
+    this.pending = { seqId, batch, owner: this.owner };
+    return logprobsOutput(batch, splitLogprobs(batch, flat), {}, 'logprobs');
+  }
+
+  /** Phase 2 of a custom loss: back-propagates the client's d(loss)/d(logprob). */
+  backward(req: BackwardRequest): MessageInitShape<typeof BackwardResponseSchema> {
+    this.assertTrainable('backward');
+    const pending = this.pending;
+    if (!pending || pending.seqId !== req.forwardSeqId) {
+      throw new TrainerError(
+        'no_pending_forward',
+        pending
+          ? `backward: forward_seq_id ${req.forwardSeqId} is not the pending custom forward pass (seq_id ${pending.seqId})`
+          : `backward: no custom forward pass is pending (forward_seq_id ${req.forwardSeqId}); call forward_backward_custom first — an optimizer step or a completed backward consumes it`,
+        { field: 'forward_seq_id' },
+      );
+    }
+    if (req.abort) {
+      this.pending = null;
+      return { numLossTokens: 0n, numSequences: 0n };
+    }
+    if (!req.dLogprobs) {
+      throw new TrainerError('invalid_datum', 'backward: d_logprobs is missing', {
+        field: 'd_logprobs',
+      });
+    }
+    const { parts } = decodeBatched(req.dLogprobs, 'd_logprobs');
+    const packed = packGradients(pending.batch, parts);
+    this.host.backward(pending.batch.sequences, this.adapter, pending.owner, packed);
+    this.pending = null;
+    this.counter.add(parts);
+    return {
+      numLossTokens: BigInt(countLossTokens(parts)),
+      numSequences: BigInt(countLossSequences(parts)),
+    };
+  }
+
+  optimStep(req: OptimStepRequest): MessageInitShape<typeof OptimStepResponseSchema> {
+    this.assertTrainable('optim_step');
+    const a = req.adamParams;
+    if (!a || a.learningRate === undefined) {
+      throw new TrainerError(
+        'invalid_argument',
+        'optim_step: adam_params.learning_rate is required',
+        {
+          field: 'adam_params.learning_rate',
+        },
+      );
+    }
+    const params: AdamParams = { learningRate: a.learningRate };
+    if (a.beta1 !== undefined) params.beta1 = a.beta1;
+    if (a.beta2 !== undefined) params.beta2 = a.beta2;
+    if (a.eps !== undefined) params.eps = a.eps;
+    if (a.weightDecay !== undefined) params.weightDecay = a.weightDecay;
+    if (a.gradClipNorm !== undefined) params.gradClipNorm = a.gradClipNorm;
+    const parsed = adamParamsSchema.safeParse(params);
+    if (!parsed.success) {
+      throw new TrainerError(
+        'invalid_argument',
+        `optim_step: invalid adam_params: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        { field: 'adam_params' },
+      );
+    }
+    const mode = NORMALIZATION[req.gradAccumulationNormalization];
+    if (mode === undefined) {
+      throw new TrainerError(
+        'invalid_argument',
+        `optim_step: unknown grad_accumulation_normalization ${req.gradAccumulationNormalization}`,
+        { field: 'grad_accumulation_normalization' },
+      );
+    }
+    if (this.counter.microBatches === 0) {
+      throw new TrainerError(
+        'no_gradients',
+        'optim_step: no gradients were accumulated since the last step; call forward_backward or forward_backward_custom first',
+      );
+    }
+    const counts = { tokens: this.counter.tokens, sequences: this.counter.sequences };
+    const scale = this.counter.scale(mode);
+    let result: { gradNorm: number; step: number };
+    try {
+      result = scaledAdamStep(this.host, parsed.data, scale);
+    } catch (error) {
+      if (error instanceof EngineError && /not finite/.test(error.message)) {
+        throw new TrainerError(
+          'non_finite_gradients',
+          `optim_step: ${error.message}; lower the learning rate or check the loss for overflow`,
+          { cause: error },
+        );
+      }
+      throw error;
+    }
+    this.counter.reset();
+    this.pending = null;
+    this.host.dropActivations();
+    return {
+      gradNorm: result.gradNorm,
+      step: BigInt(result.step),
+      numLossTokens: BigInt(counts.tokens),
+      numSequences: BigInt(counts.sequences),
+      gradScale: scale,
+      metrics: {
+        'grad_norm:mean': result.gradNorm,
+        'learning_rate:mean': parsed.data.learningRate,
+        'step:max': result.step,
+      },
+    };
+  }
+
+  sample(req: SampleRequest): MessageInitShape<typeof SampleResponseSchema> {
+    const prompt = decodeInt32(req.prompt, 'prompt');
+    if (prompt.length === 0) {
+      throw new TrainerError('invalid_argument', 'sample: the prompt is empty', {
+        field: 'prompt',
+      });
+    }
+    for (let j = 0; j < prompt.length; j++) {
+      const id = prompt[j]!;
+      if (id < 0 || id >= this.limits.vocabSize) {
+        throw new TrainerError(
+          'out_of_vocab',
+          `sample: prompt[${j}] = ${id} is outside the vocabulary [0, ${this.limits.vocabSize}) of this model`,
+          { field: 'prompt' },
+        );
+      }
+    }
+    const p = req.samplingParams;
+    const maxTokens = p && p.maxTokens > 0 ? p.maxTokens : 16;
+    if (prompt.length + maxTokens > this.limits.maxContextLength) {
+      throw new TrainerError(
+        'invalid_argument',
+        `sample: ${prompt.length} prompt tokens + max_tokens ${maxTokens} exceed the context of ${this.limits.maxContextLength} tokens`,
+        { field: 'sampling_params.max_tokens' },
+      );
+    }
+    for (const t of p?.stopTokens ?? []) {
+      if (t < 0 || t >= this.limits.vocabSize) {
+        throw new TrainerError(
+          'out_of_vocab',
+          `sample: stop token ${t} is outside the vocabulary`,
+          {
+            field: 'sampling_params.stop_tokens',
+          },
+        );
+      }
+    }
+    let out: ReturnType<EngineHost['sample']>;
+    try {
+      out = this.host.withAdapter(this.adapter, () =>
+        this.host.sample(prompt, {
+          n: req.numSamples > 0 ? req.numSamples : 1,
+          maxTokens,
+          temperature: p?.temperature ?? 1,
+          topK: p && p.topK > 0 ? p.topK : 0,
+          topP: p?.topP ?? 1,
+          seed: Number(p?.seed ?? 0n),
+          stopTokens: p?.stopTokens ?? [],
+          promptLogprobs: req.promptLogprobs,
+        }),
+      );
+    } catch (error) {
+      if (error instanceof EngineError) {
+        throw new TrainerError('invalid_argument', error.message, { cause: error });
+      }
+      throw error;
+    }
+    return {
+      sequences: out.samples.map((s) => ({
+        stopReason: s.finishReason === 'stop' ? StopReason.STOP : StopReason.LENGTH,
+        tokens: encodeInt32(s.tokens),
+        logprobs: encodeArray(s.logprobs, 'float32'),
+      })),
+      ...(out.promptLogprobs
+        ? {
+            promptLogprobs: encodeArray(
+              out.promptLogprobs.map((x) => (x === null ? Number.NaN : x)),
+              'float32',
+            ),
+          }
+        : {}),
+    };
+  }
+}
+
+/**
+ * One AdamW step on the accumulated gradients multiplied by `scale`. The engine steps on the
+ * raw gradients, so the scale is folded into AdamW exactly: with g' = s·g the moments are
+ * m' = s·m̃ and v' = s²·ṽ for the moments m̃, ṽ of g, and m'/(√v' + ε) = m̃/(√ṽ + ε/s). The
+ * stored moments are divided by s (s²) before the step, which runs with ε/s and a clip norm
+ * of c/s, and multiplied back after it.
+ */
+function scaledAdamStep(
+  host: EngineHost,
+  params: ReturnType<typeof adamParamsSchema.parse>,
+  scale: number,
+): { gradNorm: number; step: number } {
+  const model = host.model;
+  if (scale === 1) return model.optimStep(params);
+  const names = model.trainableNames();
+  const rescale = (mFactor: number, vFactor: number) => {
+    for (const name of names) {
+      const state = model.getOptimizerState(name);
+      if (!state) continue;
+      const { m, v } = state;
+      for (let i = 0; i < m.length; i++) m[i]! *= mFactor;
+      for (let i = 0; i < v.length; i++) v[i]! *= vFactor;
+      model.setOptimizerState(name, m, v);
+    }
+  };
+  rescale(1 / scale, 1 / (scale * scale));
+  let result: { gradNorm: number; step: number };
+  try {
+    result = model.optimStep({
+      ...params,
+      eps: params.eps / scale,
+      gradClipNorm: params.gradClipNorm / scale,
+    });
+  } finally {
+    rescale(scale, scale * scale);
+  }
+  return { gradNorm: result.gradNorm * scale, step: result.step };
+}

@@ -1,0 +1,186 @@
+/**
+ * The gRPC face of a trainer pod: TrainerService (every RPC mapped to one TrainerPod method,
+ * ordered operations through the model's queue) plus the generic temper.v1.HealthService.
+ * Errors leave as the status of their TrainerError with the stable code in the trailing
+ * metadata (`temper-error-code`); loss errors keep their loss code; anything unexpected is
+ * INTERNAL and logged.
+ */
+import {
+  create,
+  type DescMethod,
+  type MessageInitShape,
+  type MessageShape,
+} from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { EngineError } from '../engine/model.js';
+import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
+import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/temper/v1/health_pb.js';
+import { LossError } from '../losses/index.js';
+import { addService, serviceDefinition } from '../rpc/grpc-service.js';
+import { TrainerError, toGrpcError } from './errors.js';
+import type { ModelRuntime } from './model-runtime.js';
+import { TRAINER_VERSION, type TrainerPod } from './pod.js';
+
+type Methods = typeof TrainerService.method;
+type Impl = {
+  [K in keyof Methods]: (
+    request: MessageShape<Methods[K]['input']>,
+  ) => MessageInitShape<Methods[K]['output']> | Promise<MessageInitShape<Methods[K]['output']>>;
+};
+
+/** gRPC channel options of trainer servers and clients: batches can be large. */
+export const TRAINER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': 1 << 30,
+  'grpc.max_send_message_length': 1 << 30,
+};
+
+/** The typed error a thrown value stands for. */
+export function asTrainerError(error: unknown): TrainerError {
+  if (error instanceof TrainerError) return error;
+  if (error instanceof LossError) {
+    return new TrainerError(error.code, error.message, {
+      datum: error.datum,
+      field: error.field,
+      cause: error,
+    });
+  }
+  if (error instanceof EngineError) {
+    return new TrainerError('internal', `engine: ${error.message}`, { cause: error });
+  }
+  const message = error instanceof Error ? error.message : String(error);
+  return new TrainerError('internal', message, { cause: error });
+}
+
+function notImplemented(what: string, missing: string): never {
+  throw new TrainerError(
+    'not_implemented',
+    `${what} is not available on trainer pods yet: it needs ${missing}, which is not wired into the trainer`,
+  );
+}
+
+const DCP = 'the DCP train-state checkpoints (src/checkpoints/dcp) and a checkpoint catalog';
+const EXPORTS =
+  'sampler exports and arc_v2 deltas (src/checkpoints/exports, src/checkpoints/deltas)';
+
+export function trainerImplementation(pod: TrainerPod): Impl {
+  const op = <T>(
+    req: { modelId: string; seqId: number },
+    kind: string,
+    fn: (runtime: ModelRuntime) => T | Promise<T>,
+  ) => pod.op(req.modelId, req.seqId, kind, fn);
+  return {
+    health: () => pod.health(),
+    createSession: (req) => ({ sessionId: pod.createSession(req) }),
+    heartbeat: (req) => {
+      pod.heartbeat(req.sessionId);
+      return { inactivityTimeoutMs: BigInt(pod.inactivityTimeoutMs) };
+    },
+    createModel: (req) => pod.createModel(req),
+    getInfo: (req) => ({ info: pod.info(req.modelId) }),
+    forward: async (req) => ({ output: await op(req, 'forward', (m) => m.forward(req)) }),
+    forwardBackward: async (req) => ({
+      output: await op(req, 'forward_backward', (m) => m.forwardBackward(req)),
+    }),
+    forwardBackwardCustom: async (req) => ({
+      output: await op(req, 'forward_backward_custom', (m) =>
+        m.forwardBackwardCustom(req, req.seqId),
+      ),
+    }),
+    backward: (req) => op(req, 'backward', (m) => m.backward(req)),
+    optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req)),
+    sample: (req) => op(req, 'sample', (m) => m.sample(req)),
+    saveState: (req) => op(req, 'save_state', () => notImplemented('save_state', DCP)),
+    loadState: (req) => op(req, 'load_state', () => notImplemented('load_state', DCP)),
+    loadStateWithOptimizer: (req) =>
+      op(req, 'load_state_with_optimizer', () => notImplemented('load_state_with_optimizer', DCP)),
+    saveWeightsForSampler: (req) =>
+      op(req, 'save_weights_for_sampler', () =>
+        notImplemented('save_weights_for_sampler', EXPORTS),
+      ),
+    listCheckpoints: (req) =>
+      op(req, 'list_checkpoints', () => notImplemented('list_checkpoints', DCP)),
+    resolveCheckpointPath: (req) =>
+      op(req, 'resolve_checkpoint_path', () => notImplemented('resolve_checkpoint_path', DCP)),
+    loadAdapter: (req) =>
+      op(req, 'load_adapter', () =>
+        notImplemented('load_adapter', 'PEFT adapter loading (src/checkpoints/exports)'),
+      ),
+  };
+}
+
+function handlers(impl: Impl, log: Logger): grpc.UntypedServiceImplementation {
+  const out: grpc.UntypedServiceImplementation = {};
+  const given = impl as unknown as Record<
+    string,
+    (request: unknown) => MessageInitShape<DescMethod['output']> | Promise<unknown>
+  >;
+  for (const method of TrainerService.methods) {
+    const fn = given[method.localName]!;
+    const handle: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
+      Promise.resolve()
+        .then(() => fn(call.request))
+        .then(
+          (response) => callback(null, create(method.output, response as never)),
+          (thrown: unknown) => {
+            const error = asTrainerError(thrown);
+            const fields = { rpc: method.name, code: error.code, err: error.message };
+            if (error.code === 'internal')
+              log.error({ ...fields, stack: (thrown as Error)?.stack }, 'operation failed');
+            else log.warn(fields, 'operation rejected');
+            callback(toGrpcError(error));
+          },
+        );
+    };
+    out[method.localName] = handle as grpc.UntypedHandleCall;
+  }
+  return out;
+}
+
+export interface TrainerServer {
+  server: grpc.Server;
+  /** Binds host:port (0 = any free port); resolves to `host:port`. */
+  listen(host: string, port: number): Promise<string>;
+  /** Graceful shutdown; forced after `graceMs`. */
+  shutdown(graceMs?: number): Promise<void>;
+}
+
+export function createTrainerServer(pod: TrainerPod, log: Logger): TrainerServer {
+  const server = new grpc.Server(TRAINER_CHANNEL_OPTIONS);
+  server.addService(serviceDefinition(TrainerService), handlers(trainerImplementation(pod), log));
+  addService(server, HealthService, {
+    check: (req) => ({
+      status:
+        req.service === '' || req.service === TrainerService.typeName
+          ? pod.isDraining
+            ? HealthCheckResponse_ServingStatus.NOT_SERVING
+            : HealthCheckResponse_ServingStatus.SERVING
+          : HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN,
+      version: TRAINER_VERSION,
+      uptimeMs: pod.health().uptimeMs,
+    }),
+  });
+  return {
+    server,
+    listen: (host, port) =>
+      new Promise((resolve, reject) => {
+        server.bindAsync(
+          `${host}:${port}`,
+          grpc.ServerCredentials.createInsecure(),
+          (error, bound) => (error ? reject(error) : resolve(`${host}:${bound}`)),
+        );
+      }),
+    shutdown: (graceMs = 5_000) =>
+      new Promise((resolve) => {
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          resolve();
+        }, graceMs);
+        force.unref();
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      }),
+  };
+}
