@@ -59,5 +59,50 @@ else
   echo "no $PYREF_REQUIREMENTS; skipped"
 fi
 
+# >>> object-store test servers (owner: src/checkpoints/object-store) >>>
+# Real local servers for the S3 and GCS runs of test/checkpoints/object-store*.test.ts,
+# started by test/support/object-store-servers.ts; nothing downloads at test time.
+#  - S3: moto's server mode, pinned, in its own venv (${TEMPER_S3_VENV:-~/.cache/temper/s3venv}).
+#  - GCS: fake-gcs-server built from its Go module into ${TEMPER_BIN_DIR:-~/.cache/temper/bin},
+#    skipped when that version is already there (a cold build takes about 2 minutes).
+step "Object-store test servers (moto S3 server, fake-gcs-server)"
+MOTO_VERSION=5.2.5
+S3_VENV="${TEMPER_S3_VENV:-$HOME/.cache/temper/s3venv}"
+if "$S3_VENV/bin/python" -c "import sys, importlib.metadata as m; sys.exit(m.version('moto') != '$MOTO_VERSION')" 2>/dev/null; then
+  echo "moto $MOTO_VERSION already in $S3_VENV"
+else
+  if [[ ! -x $S3_VENV/bin/python ]]; then
+    python3 -m venv "$S3_VENV"
+  fi
+  "$S3_VENV/bin/python" -m pip install -q "moto[server]==$MOTO_VERSION"
+  echo "moto $MOTO_VERSION installed in $S3_VENV"
+fi
+
+FAKE_GCS_MODULE=github.com/fsouza/fake-gcs-server
+FAKE_GCS_VERSION=v1.56.1
+OBJ_BIN_DIR="${TEMPER_BIN_DIR:-$HOME/.cache/temper/bin}"
+if [[ -z "$(command -v go || true)" && -x /usr/local/go/bin/go ]]; then
+  PATH="/usr/local/go/bin:$PATH"
+fi
+if [[ -x $OBJ_BIN_DIR/fake-gcs-server ]] && command -v go >/dev/null 2>&1 &&
+  go version -m "$OBJ_BIN_DIR/fake-gcs-server" 2>/dev/null |
+  grep -Eq "^[[:space:]]+mod[[:space:]]+${FAKE_GCS_MODULE}[[:space:]]+${FAKE_GCS_VERSION}[[:space:]]"; then
+  echo "fake-gcs-server $FAKE_GCS_VERSION already in $OBJ_BIN_DIR"
+else
+  if ! command -v go >/dev/null 2>&1; then
+    echo "Go is not installed: fake-gcs-server $FAKE_GCS_VERSION needs Go >= 1.26 to build" >&2
+    exit 1
+  fi
+  mkdir -p "$OBJ_BIN_DIR"
+  fake_gcs_stage=$(mktemp -d "$OBJ_BIN_DIR/.build-fake-gcs.XXXXXX")
+  GOTOOLCHAIN="${GOTOOLCHAIN:-local}" CGO_ENABLED=0 GOBIN="$fake_gcs_stage" go install -trimpath -ldflags "-s -w" \
+    "${FAKE_GCS_MODULE}@${FAKE_GCS_VERSION}"
+  # One step into place, so no reader ever sees a half-written binary.
+  mv -f "$fake_gcs_stage/fake-gcs-server" "$OBJ_BIN_DIR/fake-gcs-server"
+  rm -rf "$fake_gcs_stage"
+  echo "fake-gcs-server $FAKE_GCS_VERSION built into $OBJ_BIN_DIR"
+fi
+# <<< object-store test servers <<<
+
 step "npm run build"
 npm run build
