@@ -1,11 +1,12 @@
 // Writes a HuggingFace-layout model directory (config.json, generation_config.json,
 // tokenizer files, model.safetensors) atomically: everything goes to a sibling temporary
 // directory that is renamed into place, so readers never see a half-written model.
-import { mkdir, rename, rm, writeFile } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+// (A thin face over exports/: see exportHfModel for object stores, sharding and base-model
+// passthrough.)
 import type { ModelConfig } from '../engine/config.js';
-import { toHfConfig } from '../engine/config.js';
-import { serializeSafetensors, type TensorMap } from './safetensors.js';
+import { writeExportDirectory } from './exports/files.js';
+import { hfModelFiles, tensorMapWeights } from './exports/hf.js';
+import type { TensorMap } from './safetensors.js';
 
 export interface HfModelDirContents {
   config: ModelConfig;
@@ -14,35 +15,16 @@ export interface HfModelDirContents {
   generationConfig?: Record<string, unknown>;
   /** Extra files by name (tokenizer_config.json, tokenizer.json, README.md, ...). */
   files?: Record<string, string | Buffer>;
+  /** Shard the weights under this many tensor bytes (default: one model.safetensors up to 5 GB). */
+  maxShardBytes?: number;
 }
 
 export async function writeHfModelDir(dir: string, contents: HfModelDirContents): Promise<void> {
-  const tmp = join(dirname(dir), `.${basename(dir)}.tmp-${process.pid}`);
-  await rm(tmp, { recursive: true, force: true });
-  await mkdir(tmp, { recursive: true });
-  try {
-    await writeFile(
-      join(tmp, 'config.json'),
-      `${JSON.stringify(toHfConfig(contents.config), null, 2)}\n`,
-    );
-    if (contents.generationConfig)
-      await writeFile(
-        join(tmp, 'generation_config.json'),
-        `${JSON.stringify(contents.generationConfig, null, 2)}\n`,
-      );
-    for (const [name, body] of Object.entries(contents.files ?? {}))
-      await writeFile(join(tmp, name), body);
-    await writeFile(
-      join(tmp, 'model.safetensors'),
-      serializeSafetensors(contents.tensors, {
-        dtype: contents.dtype ?? 'F32',
-        metadata: { format: 'pt' },
-      }),
-    );
-    await rm(dir, { recursive: true, force: true });
-    await rename(tmp, dir);
-  } catch (err) {
-    await rm(tmp, { recursive: true, force: true });
-    throw err;
-  }
+  const files = await hfModelFiles(contents.config, tensorMapWeights(contents.tensors), {
+    dtype: contents.dtype,
+    generationConfig: contents.generationConfig,
+    files: contents.files,
+    maxShardBytes: contents.maxShardBytes,
+  });
+  await writeExportDirectory(dir, files, { kind: 'hf_base', manifest: false });
 }

@@ -86,7 +86,7 @@ describe('partitionRange', () => {
 
 describe('DCP checkpoints', () => {
   it('round-trips tensors, step and state with per-file checksums in the metadata', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store, { prefix: 'jobs/j1/dcp' });
     const state = sampleState();
     const meta = await ckpts.save('step-3', {
@@ -131,7 +131,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('reshards 2→1, 1→2 and 3→2 ranks to identical tensors', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
     const state = sampleState();
     for (const [from, to] of [
@@ -161,7 +161,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('detects corrupted, truncated and missing shards by checksum and names the file', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
     const state = sampleState();
     for (const name of ['flip', 'cut', 'gone'])
@@ -190,7 +190,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('refuses path traversal in names, prefixes and metadata', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
     for (const bad of ['../x', 'a/b', '..', '.hidden', '', 'x\\y', 'a..b', '/abs'])
       await expectCode(ckpts.save(bad, { tensors: sampleState(), step: 0 }), 'invalid_name');
@@ -208,7 +208,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('refuses to overwrite a committed checkpoint and changes nothing', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
     await ckpts.save('c', { tensors: sampleState(), step: 1 });
     const before = (await store.list('')).map((o) => o.key);
@@ -224,7 +224,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('hides uncommitted saves and garbage-collects them after the grace period', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
     await ckpts.save('done', { tensors: sampleState(), step: 1 });
     const attempt = ckpts.beginSave();
@@ -240,7 +240,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('expires checkpoints with a TTL and sweeps them', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     let now = new Date('2025-01-01T00:00:00Z');
     const ckpts = new DcpCheckpoints(store, { now: () => now });
     await ckpts.save('short', { tensors: sampleState(), step: 1, ttlSeconds: 60 });
@@ -260,7 +260,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('keeps the last K checkpoints', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     let t = Date.parse('2025-01-01T00:00:00Z');
     const ckpts = new DcpCheckpoints(store, { keepLast: 2, now: () => new Date(t) });
     for (let s = 1; s <= 4; s++) {
@@ -276,7 +276,7 @@ describe('DCP checkpoints', () => {
   });
 
   it('survives kill -9 of a writer mid-save: the previous checkpoint loads, the partial one is invisible and swept', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const script = join(import.meta.dirname, 'slow-writer.ts');
     const child = spawn('npx', ['tsx', script, store.root], {
       cwd: join(import.meta.dirname, '..', '..'),
@@ -355,7 +355,7 @@ describe('train state of a TransformerModel', () => {
 
   for (const lora of [undefined, { rank: 4, alpha: 8 }]) {
     it(`resumes ${lora ? 'a LoRA' : 'a full-parameter'} run bitwise (weights, moments, step, cursor)`, async () => {
-      const store = tempStore();
+      const store = await tempStore();
       const a = tinyModel({ seed: 3, lora });
       train(a, 2);
       const meta = await saveTrainState(a, store, 'step-2', {
@@ -389,7 +389,7 @@ describe('train state of a TransformerModel', () => {
   }
 
   it('refuses a checkpoint from a different model and changes nothing', async () => {
-    const store = tempStore();
+    const store = await tempStore();
     const a = tinyModel({ seed: 3 });
     await saveTrainState(a, store, 'full');
     const lora = tinyModel({ seed: 3, lora: { rank: 2, alpha: 4 } });

@@ -1,132 +1,30 @@
-// Test helpers for checkpoint tests: a minimal file-backed ObjectStore (atomic puts through a
-// staging directory beside the root, if-absent via link()), throttling and a tiny model.
-import { randomUUID } from 'node:crypto';
-import { createReadStream, createWriteStream, mkdtempSync } from 'node:fs';
-import {
-  link,
-  mkdir,
-  readdir,
-  readFile,
-  rename,
-  rm,
-  stat,
-  unlink,
-  writeFile,
-} from 'node:fs/promises';
+// Test helpers for checkpoint tests: temporary file:// stores, a throttled store (a slow
+// writer to kill) and deterministic data.
+import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Readable } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import {
-  type ObjectInfo,
+  FileObjectStore,
   type ObjectStore,
-  ObjectStoreError,
+  openObjectStore,
   type PutOptions,
-  validateKey,
-} from '../../src/checkpoints/object-store/types.js';
-
-export class TestFileStore implements ObjectStore {
-  readonly url: string;
-  private readonly staging: string;
-
-  constructor(readonly root: string) {
-    this.url = `file://${root}`;
-    this.staging = `${root}.staging`;
-  }
-
-  private path(key: string): string {
-    return join(this.root, ...validateKey(key).split('/'));
-  }
-
-  async put(
-    key: string,
-    body: Buffer | Uint8Array | string | Readable,
-    opts: PutOptions = {},
-  ): Promise<ObjectInfo> {
-    const target = this.path(key);
-    await mkdir(this.staging, { recursive: true });
-    const tmp = join(this.staging, randomUUID());
-    try {
-      if (body instanceof Readable) await pipeline(body, createWriteStream(tmp));
-      else await writeFile(tmp, body);
-      await mkdir(dirname(target), { recursive: true });
-      if (opts.ifAbsent) {
-        try {
-          await link(tmp, target);
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'EEXIST')
-            throw new ObjectStoreError('already_exists', `object '${key}' already exists`);
-          throw err;
-        }
-        await unlink(tmp);
-      } else await rename(tmp, target);
-    } finally {
-      await rm(tmp, { force: true });
-    }
-    return (await this.stat(key))!;
-  }
-
-  async getStream(key: string): Promise<Readable> {
-    const p = this.path(key);
-    try {
-      await stat(p);
-    } catch {
-      throw new ObjectStoreError('not_found', `object '${key}' not found`);
-    }
-    return createReadStream(p, { highWaterMark: 1 << 20 });
-  }
-
-  async get(key: string): Promise<Buffer> {
-    try {
-      return await readFile(this.path(key));
-    } catch {
-      throw new ObjectStoreError('not_found', `object '${key}' not found`);
-    }
-  }
-
-  async stat(key: string): Promise<ObjectInfo | null> {
-    try {
-      const st = await stat(this.path(key));
-      if (!st.isFile()) return null;
-      return { key, size: st.size, updated: st.mtime, etag: `${st.mtimeMs}-${st.size}` };
-    } catch {
-      return null;
-    }
-  }
-
-  async list(prefix: string): Promise<ObjectInfo[]> {
-    const out: ObjectInfo[] = [];
-    const walk = async (dir: string, rel: string): Promise<void> => {
-      let entries: import('node:fs').Dirent[];
-      try {
-        entries = await readdir(dir, { withFileTypes: true });
-      } catch {
-        return;
-      }
-      for (const e of entries) {
-        const key = rel ? `${rel}/${e.name}` : e.name;
-        if (e.isDirectory()) await walk(join(dir, e.name), key);
-        else if (key.startsWith(prefix)) {
-          const info = await this.stat(key);
-          if (info) out.push(info);
-        }
-      }
-    };
-    await walk(this.root, '');
-    return out.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-  }
-
-  async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
-  }
-}
+} from '../../src/checkpoints/object-store/index.js';
 
 export function tempDir(prefix = 'ckpt-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
 }
 
-export function tempStore(): TestFileStore {
-  return new TestFileStore(join(tempDir(), 'store'));
+/** A fresh file:// store (the real one, through openObjectStore) in a temporary directory. */
+export async function tempStore(): Promise<FileObjectStore> {
+  return fileStore(join(tempDir(), 'store'));
+}
+
+export async function fileStore(root: string): Promise<FileObjectStore> {
+  const store = await openObjectStore(`file://${root}`);
+  if (!(store instanceof FileObjectStore))
+    throw new Error('file:// did not open a FileObjectStore');
+  return store;
 }
 
 /** Wraps a store so every put streams at most `bytesPerSecond` (a slow writer to kill). */

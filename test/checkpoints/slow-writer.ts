@@ -2,7 +2,7 @@
 // `ckpt-b` slowly (throttled store, one rank at a time) and reports progress on stdout so the
 // parent can kill it mid-save. Usage: tsx slow-writer.ts <store root>
 import { DcpCheckpoints } from '../../src/checkpoints/dcp/index.js';
-import { randomData, TestFileStore, throttled } from './helpers.js';
+import { fileStore, randomData, throttled } from './helpers.js';
 
 export function stateA() {
   return new Map([
@@ -12,7 +12,7 @@ export function stateA() {
 }
 
 async function main(root: string): Promise<void> {
-  const store = new TestFileStore(root);
+  const store = await fileStore(root);
   process.stdout.write(`pid ${process.pid}\n`);
   await new DcpCheckpoints(store).save('ckpt-a', {
     tensors: stateA(),
