@@ -4,7 +4,10 @@
 #include <napi.h>
 
 #include <cmath>
+#include <atomic>
 #include <exception>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "kernels.h"
@@ -24,6 +27,49 @@ auto guard(const Napi::Env& env, F&& fn) -> decltype(fn()) {
     throw Napi::Error::New(env, e.what());
   }
 }
+
+// Runs engine work on a libuv worker thread and settles a promise with the result, so long
+// steps never block the JavaScript event loop (gRPC heartbeats, health checks). `busy` makes
+// concurrent use of one model an error instead of a data race.
+class EngineTask : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+  using Result = std::function<Napi::Value(Napi::Env)>;
+
+  EngineTask(Napi::Env env, std::atomic<bool>& busy, Work work, Result result)
+      : Napi::AsyncWorker(env), busy_(busy), work_(std::move(work)), result_(std::move(result)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    busy_ = false;
+    Napi::Env env = Env();
+    try {
+      deferred_.Resolve(result_(env));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override {
+    busy_ = false;
+    deferred_.Reject(e.Value());
+  }
+
+ private:
+  std::atomic<bool>& busy_;
+  Work work_;
+  Result result_;
+  Napi::Promise::Deferred deferred_;
+};
 
 double num(const Napi::Object& o, const char* key, double fallback) {
   const Napi::Value v = o.Get(key);
@@ -87,6 +133,10 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
                         InstanceMethod("gradNorm", &EngineModel::GradNorm),
                         InstanceMethod("adamwStep", &EngineModel::AdamwStep),
                         InstanceMethod("sample", &EngineModel::Sample),
+                        InstanceMethod("forwardAsync", &EngineModel::ForwardAsync),
+                        InstanceMethod("backwardAsync", &EngineModel::BackwardAsync),
+                        InstanceMethod("adamwStepAsync", &EngineModel::AdamwStepAsync),
+                        InstanceMethod("sampleAsync", &EngineModel::SampleAsync),
                         InstanceMethod("setAdapterEnabled", &EngineModel::SetAdapterEnabled),
                         InstanceMethod("setThreads", &EngineModel::SetThreads),
                         InstanceMethod("threads", &EngineModel::Threads),
@@ -154,6 +204,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value SetTensor(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     std::vector<float> data = float32s(info[1], "data");
@@ -172,12 +223,14 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value GetTensor(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     return guard(env, [&] { return to_js(env, model_->param(name).value); });
   }
 
   Napi::Value GetGrad(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     return guard(env, [&]() -> Napi::Value {
@@ -188,6 +241,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value GetOptimizerState(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     return guard(env, [&]() -> Napi::Value {
@@ -201,6 +255,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value SetOptimizerState(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     std::vector<float> m = float32s(info[1], "m");
@@ -218,6 +273,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value Forward(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     temper::Batch b = read_batch(info);
     const bool save = info[3].ToBoolean().Value();
@@ -225,6 +281,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value Backward(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     std::vector<float> d = float32s(info[0], "dlogprob");
     guard(env, [&] {
@@ -235,15 +292,18 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   Napi::Value ZeroGrad(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     model_->zero_grad();
     return info.Env().Undefined();
   }
 
-  Napi::Value GradNorm(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model_->grad_norm()); }
+  Napi::Value GradNorm(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
+    return Napi::Number::New(info.Env(), model_->grad_norm());
+  }
 
-  Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "adamwStep(params): params must be an object");
+  static temper::AdamParams read_adam(const Napi::CallbackInfo& info) {
+    if (!info[0].IsObject()) throw Napi::TypeError::New(info.Env(), "adamwStep(params): params must be an object");
     const Napi::Object o = info[0].As<Napi::Object>();
     temper::AdamParams p;
     p.lr = static_cast<float>(num(o, "learningRate", p.lr));
@@ -252,13 +312,18 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     p.eps = static_cast<float>(num(o, "eps", p.eps));
     p.weight_decay = static_cast<float>(num(o, "weightDecay", p.weight_decay));
     p.grad_clip = static_cast<float>(num(o, "gradClipNorm", p.grad_clip));
+    return p;
+  }
+
+  Napi::Value AdamwStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const temper::AdamParams p = read_adam(info);
+    check_idle(env);
     return guard(env, [&] { return Napi::Number::New(env, model_->adamw_step(p)); });
   }
 
-  Napi::Value Sample(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    std::vector<int32_t> prompt = int32s(info[0], "prompt");
-    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "sample(prompt, params): params must be an object");
+  static temper::SampleParams read_sample_params(const Napi::CallbackInfo& info) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(info.Env(), "sample(prompt, params): params must be an object");
     const Napi::Object o = info[1].As<Napi::Object>();
     temper::SampleParams p;
     p.n = static_cast<long>(num(o, "n", 1));
@@ -270,9 +335,11 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     p.prompt_logprobs = flag(o, "promptLogprobs", false);
     const Napi::Value stops = o.Get("stopTokens");
     if (!stops.IsUndefined() && !stops.IsNull()) p.stop_tokens = int32s(stops, "stopTokens");
-    return guard(env, [&] {
-      std::vector<float> plp;
-      auto results = model_->sample(prompt, p, p.prompt_logprobs ? &plp : nullptr);
+    return p;
+  }
+
+  static Napi::Object samples_to_js(Napi::Env env, const std::vector<temper::SampleResult>& results,
+                                    const std::vector<float>& plp, bool with_prompt) {
       Napi::Object out = Napi::Object::New(env);
       Napi::Array samples = Napi::Array::New(env, results.size());
       for (std::size_t i = 0; i < results.size(); ++i) {
@@ -285,17 +352,78 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
         samples.Set(i, s);
       }
       out.Set("samples", samples);
-      out.Set("promptLogprobs", p.prompt_logprobs ? Napi::Value(to_js(env, plp)) : env.Null());
+      out.Set("promptLogprobs", with_prompt ? Napi::Value(to_js(env, plp)) : env.Null());
       return out;
+  }
+
+  Napi::Value Sample(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::vector<int32_t> prompt = int32s(info[0], "prompt");
+    const temper::SampleParams p = read_sample_params(info);
+    check_idle(env);
+    return guard(env, [&] {
+      std::vector<float> plp;
+      auto results = model_->sample(prompt, p, p.prompt_logprobs ? &plp : nullptr);
+      return samples_to_js(env, results, plp, p.prompt_logprobs);
     });
   }
 
+  // ---- asynchronous variants: same work on a worker thread, promise results ----
+
+  void check_idle(Napi::Env env) {
+    if (busy_) throw Napi::Error::New(env, "the model is busy with another operation; await it first");
+  }
+
+  Napi::Value run_async(Napi::Env env, EngineTask::Work work, EngineTask::Result result) {
+    check_idle(env);
+    busy_ = true;
+    auto* task = new EngineTask(env, busy_, std::move(work), std::move(result));
+    Napi::Promise promise = task->promise();
+    task->Queue();  // the worker deletes itself when done
+    return promise;
+  }
+
+  Napi::Value ForwardAsync(const Napi::CallbackInfo& info) {
+    auto batch = std::make_shared<temper::Batch>(read_batch(info));
+    const bool save = info[3].ToBoolean().Value();
+    auto out = std::make_shared<std::vector<float>>();
+    return run_async(
+        info.Env(), [this, batch, save, out] { *out = model_->forward(*batch, save); },
+        [out](Napi::Env env) -> Napi::Value { return to_js(env, *out); });
+  }
+
+  Napi::Value BackwardAsync(const Napi::CallbackInfo& info) {
+    auto d = std::make_shared<std::vector<float>>(float32s(info[0], "dlogprob"));
+    return run_async(
+        info.Env(), [this, d] { model_->backward(*d); }, [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  }
+
+  Napi::Value AdamwStepAsync(const Napi::CallbackInfo& info) {
+    const temper::AdamParams p = read_adam(info);
+    auto norm = std::make_shared<double>(0.0);
+    return run_async(
+        info.Env(), [this, p, norm] { *norm = model_->adamw_step(p); },
+        [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); });
+  }
+
+  Napi::Value SampleAsync(const Napi::CallbackInfo& info) {
+    auto prompt = std::make_shared<std::vector<int32_t>>(int32s(info[0], "prompt"));
+    const temper::SampleParams p = read_sample_params(info);
+    auto results = std::make_shared<std::vector<temper::SampleResult>>();
+    auto plp = std::make_shared<std::vector<float>>();
+    return run_async(
+        info.Env(), [this, prompt, p, results, plp] { *results = model_->sample(*prompt, p, p.prompt_logprobs ? plp.get() : nullptr); },
+        [results, plp, p](Napi::Env env) -> Napi::Value { return samples_to_js(env, *results, *plp, p.prompt_logprobs); });
+  }
+
   Napi::Value SetAdapterEnabled(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     model_->set_adapter_enabled(info[0].ToBoolean().Value());
     return info.Env().Undefined();
   }
 
   Napi::Value SetThreads(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     Napi::Env env = info.Env();
     const int n = info[0].ToNumber().Int32Value();
     guard(env, [&] {
@@ -308,11 +436,13 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   Napi::Value Threads(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), model_->threads()); }
   Napi::Value Step(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(model_->step())); }
   Napi::Value SetStep(const Napi::CallbackInfo& info) {
+    check_idle(info.Env());
     model_->set_step(info[0].ToNumber().Int64Value());
     return info.Env().Undefined();
   }
 
   std::unique_ptr<Model> model_;
+  std::atomic<bool> busy_{false};
 };
 
 // matmul(m, n, k, a, b, {transA, transB, threads}) → C = op(A)·op(B), row-major; exposed for

@@ -5,7 +5,14 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { readSafetensors, type TensorMap } from '../checkpoints/safetensors.js';
 import { type ModelConfig, readHfConfig } from './config.js';
-import { type NativeModel, type NativeTensorInfo, nativeEngine } from './native.js';
+import {
+  type NativeAdamParams,
+  type NativeModel,
+  type NativeSampleOutput,
+  type NativeSampleParams,
+  type NativeTensorInfo,
+  nativeEngine,
+} from './native.js';
 import { listWeightFiles } from './weights-files.js';
 
 export const LORA_TARGETS = [
@@ -231,26 +238,42 @@ export class TransformerModel {
     callNative(() => this.native.setOptimizerState(name, m, v));
   }
 
+  // Each operation comes in two forms: a synchronous one, and an *Async one that runs the
+  // native work on a worker thread (the event loop stays free; the model is busy meanwhile).
+  // Both share the validation and conversion below, so they behave identically.
+
   /** Per-target-token log-probabilities, sequences concatenated in order. */
   forward(sequences: Sequence[], opts: { saveForBackward?: boolean } = {}): Float32Array {
     const { tokens, targets, seqLens } = this.pack(sequences);
-    const out = callNative(() =>
-      this.native.forward(tokens, targets, seqLens, opts.saveForBackward ?? false),
+    const save = opts.saveForBackward ?? false;
+    const out = callNative(() => this.native.forward(tokens, targets, seqLens, save));
+    this.savedRows = save ? tokens.length : -1;
+    return out;
+  }
+
+  async forwardAsync(
+    sequences: Sequence[],
+    opts: { saveForBackward?: boolean } = {},
+  ): Promise<Float32Array> {
+    const { tokens, targets, seqLens } = this.pack(sequences);
+    const save = opts.saveForBackward ?? false;
+    this.savedRows = -1;
+    const out = await callNativeAsync(() =>
+      this.native.forwardAsync(tokens, targets, seqLens, save),
     );
-    this.savedRows = opts.saveForBackward ? tokens.length : -1;
+    this.savedRows = save ? tokens.length : -1;
     return out;
   }
 
   /** Accumulates gradients of Σ dlogprob[i]·logprob[i] for the last forward({saveForBackward}). */
   backward(dlogprob: Float32Array | ArrayLike<number>): void {
-    if (this.savedRows < 0)
-      throw new EngineError('backward() needs a preceding forward(..., {saveForBackward: true})');
-    if (dlogprob.length !== this.savedRows)
-      throw new EngineError(
-        `backward(): got ${dlogprob.length} gradients for ${this.savedRows} target tokens`,
-      );
-    const d = dlogprob instanceof Float32Array ? dlogprob : Float32Array.from(dlogprob);
+    const d = this.checkDlogprob(dlogprob);
     callNative(() => this.native.backward(d));
+  }
+
+  async backwardAsync(dlogprob: Float32Array | ArrayLike<number>): Promise<void> {
+    const d = this.checkDlogprob(dlogprob);
+    await callNativeAsync(() => this.native.backwardAsync(d));
   }
 
   /**
@@ -261,21 +284,21 @@ export class TransformerModel {
     sequences: Sequence[],
     weights: ArrayLike<number>,
   ): { loss: number; logprobs: Float32Array } {
+    checkWeights(weights, sequences);
     const logprobs = this.forward(sequences, { saveForBackward: true });
-    if (weights.length !== logprobs.length)
-      throw new EngineError(
-        `cross-entropy: got ${weights.length} weights for ${logprobs.length} target tokens`,
-      );
-    const d = new Float32Array(weights.length);
-    let loss = 0;
-    for (let i = 0; i < d.length; i++) {
-      const w = weights[i]!;
-      if (!Number.isFinite(w))
-        throw new EngineError(`cross-entropy: weight at position ${i} is not finite`);
-      d[i] = -w;
-      loss -= w * logprobs[i]!;
-    }
+    const { d, loss } = crossEntropyGrad(weights, logprobs);
     this.backward(d);
+    return { loss, logprobs };
+  }
+
+  async forwardBackwardCrossEntropyAsync(
+    sequences: Sequence[],
+    weights: ArrayLike<number>,
+  ): Promise<{ loss: number; logprobs: Float32Array }> {
+    checkWeights(weights, sequences);
+    const logprobs = await this.forwardAsync(sequences, { saveForBackward: true });
+    const { d, loss } = crossEntropyGrad(weights, logprobs);
+    await this.backwardAsync(d);
     return { loss, logprobs };
   }
 
@@ -289,9 +312,14 @@ export class TransformerModel {
 
   /** One decoupled AdamW step on the accumulated gradients, which are then cleared. Returns the pre-clip global grad norm. */
   optimStep(params: AdamParams): { gradNorm: number; step: number } {
-    const p = adamParamsSchema.safeParse(params);
-    if (!p.success) throw new EngineError(formatZod('adam params', p.error));
-    const gradNorm = callNative(() => this.native.adamwStep(p.data));
+    const p = parseAdam(params);
+    const gradNorm = callNative(() => this.native.adamwStep(p));
+    return { gradNorm, step: this.step };
+  }
+
+  async optimStepAsync(params: AdamParams): Promise<{ gradNorm: number; step: number }> {
+    const p = parseAdam(params);
+    const gradNorm = await callNativeAsync(() => this.native.adamwStepAsync(p));
     return { gradNorm, step: this.step };
   }
 
@@ -301,26 +329,27 @@ export class TransformerModel {
   }
 
   sample(prompt: ArrayLike<number>, params: SampleParams = {}): SampleOutput {
-    const p = sampleParamsSchema.safeParse(params);
-    if (!p.success) throw new EngineError(formatZod('sampling params', p.error));
+    const p = parseSampleParams(params);
     this.savedRows = -1;
-    const { stopTokens, ...rest } = p.data;
-    const out = callNative(() =>
-      this.native.sample(toInt32(prompt, 'prompt'), {
-        ...rest,
-        stopTokens: Int32Array.from(stopTokens),
-      }),
+    return fromNativeSamples(callNative(() => this.native.sample(toInt32(prompt, 'prompt'), p)));
+  }
+
+  async sampleAsync(prompt: ArrayLike<number>, params: SampleParams = {}): Promise<SampleOutput> {
+    const p = parseSampleParams(params);
+    this.savedRows = -1;
+    return fromNativeSamples(
+      await callNativeAsync(() => this.native.sampleAsync(toInt32(prompt, 'prompt'), p)),
     );
-    const samples = out.samples.map((s) => ({
-      tokens: Array.from(s.tokens),
-      logprobs: Array.from(s.logprobs),
-      finishReason: s.finishReason,
-    }));
-    if (!out.promptLogprobs) return { samples };
-    return {
-      samples,
-      promptLogprobs: Array.from(out.promptLogprobs, (x, i) => (i === 0 ? null : x)),
-    };
+  }
+
+  private checkDlogprob(dlogprob: Float32Array | ArrayLike<number>): Float32Array {
+    if (this.savedRows < 0)
+      throw new EngineError('backward() needs a preceding forward(..., {saveForBackward: true})');
+    if (dlogprob.length !== this.savedRows)
+      throw new EngineError(
+        `backward(): got ${dlogprob.length} gradients for ${this.savedRows} target tokens`,
+      );
+    return dlogprob instanceof Float32Array ? dlogprob : Float32Array.from(dlogprob);
   }
 
   private pack(sequences: Sequence[]): {
@@ -358,6 +387,55 @@ export class TransformerModel {
   }
 }
 
+function checkWeights(weights: ArrayLike<number>, sequences: Sequence[]): void {
+  const n = sequences.reduce((a, q) => a + q.targets.length, 0);
+  if (weights.length !== n)
+    throw new EngineError(`cross-entropy: got ${weights.length} weights for ${n} target tokens`);
+  for (let i = 0; i < weights.length; i++)
+    if (!Number.isFinite(weights[i]))
+      throw new EngineError(`cross-entropy: weight at position ${i} is not finite`);
+}
+
+/** d(loss)/d(logprob) = −w and the loss −Σ w·logprob. */
+function crossEntropyGrad(
+  weights: ArrayLike<number>,
+  logprobs: Float32Array,
+): { d: Float32Array; loss: number } {
+  const d = new Float32Array(weights.length);
+  let loss = 0;
+  for (let i = 0; i < d.length; i++) {
+    d[i] = -weights[i]!;
+    loss -= weights[i]! * logprobs[i]!;
+  }
+  return { d, loss };
+}
+
+function parseAdam(params: AdamParams): NativeAdamParams {
+  const p = adamParamsSchema.safeParse(params);
+  if (!p.success) throw new EngineError(formatZod('adam params', p.error));
+  return p.data;
+}
+
+function parseSampleParams(params: SampleParams): NativeSampleParams {
+  const p = sampleParamsSchema.safeParse(params);
+  if (!p.success) throw new EngineError(formatZod('sampling params', p.error));
+  const { stopTokens, ...rest } = p.data;
+  return { ...rest, stopTokens: Int32Array.from(stopTokens) };
+}
+
+function fromNativeSamples(out: NativeSampleOutput): SampleOutput {
+  const samples = out.samples.map((s) => ({
+    tokens: Array.from(s.tokens),
+    logprobs: Array.from(s.logprobs),
+    finishReason: s.finishReason,
+  }));
+  if (!out.promptLogprobs) return { samples };
+  return {
+    samples,
+    promptLogprobs: Array.from(out.promptLogprobs, (x, i) => (i === 0 ? null : x)),
+  };
+}
+
 function checkId(id: number, vocab: number, where: string): number {
   if (!Number.isInteger(id) || id < 0 || id >= vocab)
     throw new EngineError(`${where}: token id ${id} is outside the vocabulary [0, ${vocab})`);
@@ -372,6 +450,16 @@ function toInt32(xs: ArrayLike<number>, what: string): Int32Array {
     out[i] = x;
   }
   return out;
+}
+
+/** Awaits a native promise, re-raising its errors as EngineError. */
+async function callNativeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof EngineError) throw err;
+    throw new EngineError((err as Error).message);
+  }
 }
 
 /** Runs a native call, re-raising its errors as EngineError. */

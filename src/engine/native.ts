@@ -17,6 +17,35 @@ export interface NativeSample {
   finishReason: 'stop' | 'length';
 }
 
+export interface NativeAdamParams {
+  learningRate: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  gradClipNorm: number;
+}
+
+export interface NativeSampleParams {
+  n: number;
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  seed: number;
+  stopTokens: Int32Array;
+  promptLogprobs: boolean;
+}
+
+export interface NativeSampleOutput {
+  samples: NativeSample[];
+  promptLogprobs: Float32Array | null;
+}
+
+/**
+ * The compiled model. The *Async methods run on a worker thread and keep the event loop
+ * free; while one is pending, every other call on the same model throws "busy".
+ */
 export interface NativeModel {
   tensorInfo(): NativeTensorInfo[];
   setTensor(name: string, data: Float32Array): void;
@@ -33,27 +62,17 @@ export interface NativeModel {
   backward(dlogprob: Float32Array): void;
   zeroGrad(): void;
   gradNorm(): number;
-  adamwStep(p: {
-    learningRate: number;
-    beta1: number;
-    beta2: number;
-    eps: number;
-    weightDecay: number;
-    gradClipNorm: number;
-  }): number;
-  sample(
-    prompt: Int32Array,
-    p: {
-      n: number;
-      maxTokens: number;
-      temperature: number;
-      topK: number;
-      topP: number;
-      seed: number;
-      stopTokens: Int32Array;
-      promptLogprobs: boolean;
-    },
-  ): { samples: NativeSample[]; promptLogprobs: Float32Array | null };
+  adamwStep(p: NativeAdamParams): number;
+  sample(prompt: Int32Array, p: NativeSampleParams): NativeSampleOutput;
+  forwardAsync(
+    tokens: Int32Array,
+    targets: Int32Array,
+    seqLens: Int32Array,
+    save: boolean,
+  ): Promise<Float32Array>;
+  backwardAsync(dlogprob: Float32Array): Promise<void>;
+  adamwStepAsync(p: NativeAdamParams): Promise<number>;
+  sampleAsync(prompt: Int32Array, p: NativeSampleParams): Promise<NativeSampleOutput>;
   setAdapterEnabled(on: boolean): void;
   setThreads(n: number): void;
   threads(): number;
