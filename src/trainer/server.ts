@@ -18,6 +18,7 @@ import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/temper/v1/health_pb.js';
 import { LossError } from '../losses/index.js';
 import { addService, serviceDefinition } from '../rpc/grpc-service.js';
+import { TRAINER_CHANNEL_OPTIONS } from './client.js';
 import { TrainerError, toGrpcError } from './errors.js';
 import type { ModelRuntime } from './model-runtime.js';
 import { TRAINER_VERSION, type TrainerPod } from './pod.js';
@@ -27,12 +28,6 @@ type Impl = {
   [K in keyof Methods]: (
     request: MessageShape<Methods[K]['input']>,
   ) => MessageInitShape<Methods[K]['output']> | Promise<MessageInitShape<Methods[K]['output']>>;
-};
-
-/** gRPC channel options of trainer servers and clients: batches can be large. */
-export const TRAINER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.max_receive_message_length': 1 << 30,
-  'grpc.max_send_message_length': 1 << 30,
 };
 
 /** The typed error a thrown value stands for. */

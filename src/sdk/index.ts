@@ -1,0 +1,36 @@
+/**
+ * The Training API client: ServiceClient → TrainingClient (forward, forwardBackward,
+ * forwardBackwardCustom, optimStep, sample; checkpoint methods once checkpoints are wired),
+ * datum builders, and the typed error every call rejects with.
+ */
+export { TrainerError, type TrainerErrorCode } from '../trainer/errors.js';
+export type { Launcher, TrainerEndpoint, TrainerLaunchSpec } from '../trainer/launcher/index.js';
+export { LocalProcessLauncher } from '../trainer/launcher/index.js';
+export { conversationDatum, type Datum, nextTokenDatum } from './datums.js';
+export {
+  type CloseOptions,
+  SDK_VERSION,
+  ServiceClient,
+  type ServiceClientOptions,
+  type ServiceConfig,
+  serviceConfigSchema,
+} from './service-client.js';
+export { type ForwardBackwardCustomOptions, TrainingClient } from './training-client.js';
+export {
+  type AdamParams,
+  type CustomForwardBackwardResult,
+  type DatumInput,
+  type EncodedTextChunk,
+  type ForwardBackwardResult,
+  type GradAccumulationNormalizationInput,
+  ModelInput,
+  type OptimStepResult,
+  type OutputTensor,
+  type SampledSequence,
+  type SampleOptions,
+  type SampleResult,
+  type TrainingDatum,
+  toLossDatum,
+  toTrainingDatum,
+  toWireDatum,
+} from './types.js';

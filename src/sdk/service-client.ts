@@ -1,0 +1,490 @@
+/**
+ * ServiceClient: the Training API entry point. `ServiceClient.fromConfig({...})` is lazy —
+ * the trainer (and a reference trainer when one is needed) is launched or reattached on the
+ * first client call, through a Launcher (the local process launcher for now; the control
+ * plane later). It hands out training, reference and base clients, keeps each pod's session
+ * alive with heartbeats, and `close()` releases what it created according to the cleanup
+ * options.
+ */
+import { z } from 'zod';
+import type { TrainerClient } from '../trainer/client.js';
+import { createTrainerClient } from '../trainer/client.js';
+import { parseDuration } from '../trainer/duration.js';
+import { fromGrpcError, TrainerError } from '../trainer/errors.js';
+import {
+  type Launcher,
+  LocalProcessLauncher,
+  type TrainerEndpoint,
+} from '../trainer/launcher/index.js';
+import { TrainingClient } from './training-client.js';
+
+export const SDK_VERSION = '0.1.0';
+
+const duration = z.union([
+  z.number().nonnegative(),
+  z.string().transform((s, ctx) => {
+    try {
+      return parseDuration(s);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', message: (error as Error).message });
+      return z.NEVER;
+    }
+  }),
+]);
+
+export const serviceConfigSchema = z.strictObject({
+  /** Control-plane credentials and URL (unused until the control plane exists). */
+  apiKey: z.string().optional(),
+  baseUrl: z.string().optional(),
+  /** Catalog model name or HF-layout directory. */
+  baseModel: z.string().min(1),
+  tokenizerModel: z.string().optional(),
+  /** 0 = full-parameter training. */
+  loraRank: z.number().int().nonnegative().default(0),
+  loraAlpha: z.number().positive().optional(),
+  trainingShapeId: z.string().optional(),
+  /** A separate forward-only reference trainer, even for LoRA. */
+  referenceTrainingShapeId: z.string().optional(),
+  /** Reattach to this trainer job instead of launching one. */
+  trainerJobId: z.string().optional(),
+  referenceTrainerJobId: z.string().optional(),
+  /** Inference deployments do not exist yet: true is refused on first use. */
+  createDeployment: z.boolean().default(false),
+  deploymentId: z.string().optional(),
+  deploymentShape: z.string().optional(),
+  /** Data-parallel trainer replicas (only 1 for now). */
+  trainerReplicaCount: z.number().int().positive().optional(),
+  replicaCount: z.number().int().positive().default(1),
+  /** Default learning rate of optimStep. */
+  learningRate: z.number().positive().optional(),
+  cleanupTrainerOnClose: z.boolean().default(false),
+  cleanupReferenceTrainerOnClose: z.boolean().default(true),
+  cleanupDeploymentOnClose: z.enum(['scale_to_zero', 'delete']).nullable().default(null),
+  /** Trainer inactivity timeout: ms or a duration ('30m'); 0 / unset = 60 min. */
+  inactivityTimeout: duration.optional(),
+  disableInactivityCleanup: z.boolean().default(false),
+  /** Engine threads per model on launched pods. */
+  threads: z.number().int().positive().optional(),
+  /** Session heartbeat interval (default 10 s, and at most a third of the inactivity timeout). */
+  heartbeatIntervalMs: z.number().int().positive().optional(),
+  /** Log level of launched pods. */
+  podLogLevel: z.string().optional(),
+});
+
+export type ServiceConfig = z.input<typeof serviceConfigSchema>;
+
+export interface ServiceClientOptions {
+  /** Starts and stops trainer pods (default: a LocalProcessLauncher). */
+  launcher?: Launcher;
+  /**
+   * Called with failures that happen outside a user's call (background heartbeats). Default:
+   * a process warning.
+   */
+  onBackgroundError?: (error: TrainerError) => void;
+}
+
+export interface CloseOptions {
+  cleanupTrainerOnClose?: boolean;
+  cleanupReferenceTrainerOnClose?: boolean;
+}
+
+interface Pod {
+  endpoint: TrainerEndpoint;
+  client: TrainerClient;
+  sessionId: string;
+  /** Launched by this service (cleanup applies), not reattached. */
+  owned: boolean;
+  maxContextLength: number;
+  heartbeat: NodeJS.Timeout | undefined;
+  modelSeq: number;
+}
+
+const DEFAULT_INACTIVITY_MS = 60 * 60_000;
+
+export class ServiceClient {
+  readonly config: z.output<typeof serviceConfigSchema>;
+  private readonly launcher: Launcher;
+  private readonly onBackgroundError: (error: TrainerError) => void;
+  private policy: Promise<Pod> | undefined;
+  private reference: Promise<Pod> | undefined;
+  private policyModelId: string | undefined;
+  private readonly clients = new Set<string>();
+  private closed = false;
+  private closing: Promise<void> | undefined;
+  private readonly pods: Pod[] = [];
+
+  private constructor(config: z.output<typeof serviceConfigSchema>, options: ServiceClientOptions) {
+    this.config = config;
+    this.launcher = options.launcher ?? new LocalProcessLauncher();
+    this.onBackgroundError =
+      options.onBackgroundError ??
+      ((error) =>
+        process.emitWarning(error.message, { code: `TEMPER_${error.code.toUpperCase()}` }));
+  }
+
+  /** A lazy service: nothing is launched until the first client is created. */
+  static fromConfig(config: ServiceConfig, options: ServiceClientOptions = {}): ServiceClient {
+    const parsed = serviceConfigSchema.safeParse(config);
+    if (!parsed.success) {
+      throw new TrainerError(
+        'invalid_argument',
+        `invalid service config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
+      );
+    }
+    if ((parsed.data.trainerReplicaCount ?? 1) > 1) {
+      throw new TrainerError(
+        'not_implemented',
+        'trainerReplicaCount > 1 (data-parallel trainers) is not available yet; use 1',
+      );
+    }
+    return new ServiceClient(parsed.data, options);
+  }
+
+  /** The policy trainer's job id (the configured one, or the launched one once it exists). */
+  get trainerJobId(): string | undefined {
+    return this.config.trainerJobId ?? this.launchedPolicyId;
+  }
+
+  /** The separate reference trainer's job id; undefined while the reference is shared. */
+  get referenceTrainerJobId(): string | undefined {
+    return this.config.referenceTrainerJobId ?? this.launchedReferenceId;
+  }
+
+  /** Deployments do not exist yet. */
+  get deploymentId(): string | undefined {
+    return this.config.deploymentId;
+  }
+
+  /** The trainer's context length; undefined before the trainer exists. */
+  get maxContextLength(): number | undefined {
+    return this.policyContext;
+  }
+
+  private launchedPolicyId: string | undefined;
+  private launchedReferenceId: string | undefined;
+  private policyContext: number | undefined;
+
+  private assertOpen = (): void => {
+    if (this.closed) {
+      throw new TrainerError('client_closed', 'this ServiceClient is closed; create a new one');
+    }
+  };
+
+  private inactivityMs(): number {
+    if (this.config.disableInactivityCleanup) return 0;
+    const t = this.config.inactivityTimeout;
+    return t === undefined || t === 0 ? DEFAULT_INACTIVITY_MS : t;
+  }
+
+  private async connect(
+    jobId: string | undefined,
+    spec: { forwardOnly: boolean; loraRank: number },
+  ): Promise<Pod> {
+    const owned = jobId === undefined;
+    const endpoint = owned
+      ? await this.launcher.launch({
+          baseModel: this.config.baseModel,
+          loraRank: spec.loraRank,
+          loraAlpha: this.config.loraAlpha,
+          forwardOnly: spec.forwardOnly,
+          threads: this.config.threads,
+          inactivityTimeoutMs: this.inactivityMs(),
+          logLevel: this.config.podLogLevel,
+        })
+      : await this.launcher.attach(jobId);
+    const client = createTrainerClient(endpoint.address);
+    const pod: Pod = {
+      endpoint,
+      client,
+      sessionId: '',
+      owned,
+      maxContextLength: 0,
+      heartbeat: undefined,
+      modelSeq: 1,
+    };
+    this.pods.push(pod);
+    try {
+      const health = await client.health({}, { timeoutMs: 10_000 });
+      pod.maxContextLength = health.maxContextLength;
+      const session = await client.createSession({ sdkVersion: SDK_VERSION, tags: ['temper-sdk'] });
+      pod.sessionId = session.sessionId;
+      const timeout = Number(health.inactivityTimeoutMs);
+      const every =
+        this.config.heartbeatIntervalMs ??
+        (timeout > 0 ? Math.max(50, Math.min(10_000, Math.floor(timeout / 3))) : 10_000);
+      pod.heartbeat = setInterval(() => {
+        client
+          .heartbeat({ sessionId: pod.sessionId }, { timeoutMs: 5_000 })
+          .catch((error: unknown) => {
+            this.onBackgroundError(fromGrpcError(error, `heartbeat to trainer ${endpoint.jobId}`));
+          });
+      }, every);
+      pod.heartbeat.unref();
+    } catch (error) {
+      throw fromGrpcError(error, `connecting to trainer ${endpoint.jobId} at ${endpoint.address}`);
+    }
+    return pod;
+  }
+
+  private policyPod(): Promise<Pod> {
+    if (!this.policy) {
+      if (this.config.createDeployment) {
+        this.policy = Promise.reject(
+          new TrainerError(
+            'not_implemented',
+            'createDeployment: inference deployments are not available yet; set createDeployment: false',
+          ),
+        );
+      } else {
+        this.policy = this.connect(this.config.trainerJobId, {
+          forwardOnly: false,
+          loraRank: this.config.loraRank,
+        }).then((pod) => {
+          if (pod.owned) this.launchedPolicyId = pod.endpoint.jobId;
+          this.policyContext = pod.maxContextLength;
+          return pod;
+        });
+      }
+    }
+    return this.policy;
+  }
+
+  private referencePod(): Promise<Pod> {
+    if (!this.reference) {
+      this.reference = this.connect(this.config.referenceTrainerJobId, {
+        forwardOnly: true,
+        loraRank: 0,
+      }).then((pod) => {
+        if (pod.owned) this.launchedReferenceId = pod.endpoint.jobId;
+        return pod;
+      });
+    }
+    return this.reference;
+  }
+
+  private checkModel(
+    method: string,
+    baseModel: string | undefined,
+    loraRank: number | undefined,
+  ): void {
+    if (baseModel !== undefined && baseModel !== this.config.baseModel) {
+      throw new TrainerError(
+        'invalid_argument',
+        `${method}: baseModel '${baseModel}' does not match the service's baseModel '${this.config.baseModel}'`,
+      );
+    }
+    if (loraRank !== undefined && loraRank !== this.config.loraRank) {
+      throw new TrainerError(
+        'invalid_argument',
+        `${method}: loraRank ${loraRank} does not match the service's loraRank ${this.config.loraRank}`,
+      );
+    }
+  }
+
+  private async createModel(
+    pod: Pod,
+    request: {
+      forwardOnly: boolean;
+      lora?: { rank: number; alpha: number };
+      shareBaseWithModelId?: string;
+    },
+    userMetadata: Record<string, string> | undefined,
+  ): Promise<TrainingClient> {
+    const modelSeqId = pod.modelSeq++;
+    let res: Awaited<ReturnType<TrainerClient['createModel']>>;
+    try {
+      res = await pod.client.createModel({
+        sessionId: pod.sessionId,
+        modelSeqId,
+        baseModel: this.config.baseModel,
+        forwardOnly: request.forwardOnly,
+        ...(request.lora ? { lora: request.lora } : {}),
+        shareBaseWithModelId: request.shareBaseWithModelId ?? '',
+        userMetadata: userMetadata ?? {},
+      });
+    } catch (error) {
+      throw fromGrpcError(error, 'create_model');
+    }
+    if (!res.info)
+      throw new TrainerError('internal', 'create_model: the trainer sent no model info');
+    return new TrainingClient({
+      client: pod.client,
+      info: res.info,
+      jobId: pod.endpoint.jobId,
+      learningRate: this.config.learningRate,
+      assertOpen: this.assertOpen,
+    });
+  }
+
+  /**
+   * The training client of (baseModel, loraRank) — both must match the service's. A second
+   * one on the same service is an error. `modelId` reattaches a model that already exists on
+   * a reattached trainer instead of creating one.
+   */
+  async createTrainingClient(
+    options: {
+      baseModel?: string;
+      loraRank?: number;
+      userMetadata?: Record<string, string>;
+      modelId?: string;
+    } = {},
+  ): Promise<TrainingClient> {
+    this.assertOpen();
+    this.checkModel('createTrainingClient', options.baseModel, options.loraRank);
+    const key = `${this.config.baseModel}|${this.config.loraRank}`;
+    if (this.clients.has(key)) {
+      throw new TrainerError(
+        'duplicate_client',
+        `a training client for (${this.config.baseModel}, loraRank ${this.config.loraRank}) already exists on this service; create a new ServiceClient for a separate trainer`,
+      );
+    }
+    this.clients.add(key);
+    try {
+      const pod = await this.policyPod();
+      this.assertOpen();
+      let client: TrainingClient;
+      if (options.modelId) {
+        let res: Awaited<ReturnType<TrainerClient['getInfo']>>;
+        try {
+          res = await pod.client.getInfo({ modelId: options.modelId });
+        } catch (error) {
+          throw fromGrpcError(error, 'get_info');
+        }
+        if (!res.info)
+          throw new TrainerError('internal', 'get_info: the trainer sent no model info');
+        client = new TrainingClient({
+          client: pod.client,
+          info: res.info,
+          jobId: pod.endpoint.jobId,
+          learningRate: this.config.learningRate,
+          assertOpen: this.assertOpen,
+        });
+      } else {
+        const rank = this.config.loraRank;
+        client = await this.createModel(
+          pod,
+          {
+            forwardOnly: false,
+            lora: { rank, alpha: rank > 0 ? (this.config.loraAlpha ?? 2 * rank) : 0 },
+          },
+          options.userMetadata,
+        );
+      }
+      this.policyModelId = client.modelId;
+      return client;
+    } catch (error) {
+      this.clients.delete(key);
+      throw error;
+    }
+  }
+
+  /**
+   * A frozen reference for KL / DPO baseline logprobs. A LoRA policy without an explicit
+   * reference shape or job shares the policy trainer with the adapter disabled; otherwise a
+   * separate forward-only trainer owned by this service serves it.
+   */
+  async createReferenceClient(
+    baseModel?: string,
+    loraRank = 0,
+    userMetadata?: Record<string, string>,
+  ): Promise<TrainingClient> {
+    this.assertOpen();
+    this.checkModel('createReferenceClient', baseModel, undefined);
+    if (loraRank !== 0 && loraRank !== this.config.loraRank) {
+      throw new TrainerError(
+        'invalid_argument',
+        `createReferenceClient: loraRank ${loraRank} does not match the service's loraRank ${this.config.loraRank}`,
+      );
+    }
+    const shared =
+      this.config.loraRank > 0 &&
+      this.config.referenceTrainingShapeId === undefined &&
+      this.config.referenceTrainerJobId === undefined;
+    if (shared) return this.createBaseTrainingClient(baseModel, userMetadata);
+    const pod = await this.referencePod();
+    this.assertOpen();
+    return this.createModel(pod, { forwardOnly: true }, userMetadata);
+  }
+
+  /**
+   * A base-only client on the policy trainer (forward and sample only): the frozen base
+   * weights, sharing the LoRA policy's engine with its adapter disabled when there is one.
+   */
+  async createBaseTrainingClient(
+    baseModel?: string,
+    userMetadata?: Record<string, string>,
+  ): Promise<TrainingClient> {
+    this.assertOpen();
+    this.checkModel('createBaseTrainingClient', baseModel, undefined);
+    const pod = await this.policyPod();
+    this.assertOpen();
+    return this.createModel(
+      pod,
+      { forwardOnly: true, shareBaseWithModelId: this.policyModelId },
+      userMetadata,
+    );
+  }
+
+  /** Checkpoint listing goes through the control plane, which does not exist yet. */
+  listCheckpoints(_jobId?: string): Promise<never> {
+    return Promise.reject(
+      new TrainerError(
+        'not_implemented',
+        'listCheckpoints is not available yet: it needs the checkpoint catalog (src/checkpoints/catalog)',
+      ),
+    );
+  }
+
+  promoteCheckpoint(_args: {
+    name: string;
+    outputModelId: string;
+    baseModel?: string;
+  }): Promise<never> {
+    return Promise.reject(
+      new TrainerError(
+        'not_implemented',
+        'promoteCheckpoint is not available yet: it needs checkpoint promotion (src/checkpoints/promotion)',
+      ),
+    );
+  }
+
+  /**
+   * Releases the service: stops heartbeats, closes connections, and stops the trainers it
+   * launched as the cleanup options say (policy: cleanupTrainerOnClose, default false;
+   * separate reference: cleanupReferenceTrainerOnClose, default true). Idempotent. Every
+   * failure is reported (an AggregateError when several happen).
+   */
+  close(options: CloseOptions = {}): Promise<void> {
+    if (!this.closing) this.closing = this.doClose(options);
+    return this.closing;
+  }
+
+  private async doClose(options: CloseOptions): Promise<void> {
+    this.closed = true;
+    const errors: unknown[] = [];
+    const settle = async (p: Promise<Pod> | undefined): Promise<Pod | undefined> => {
+      if (!p) return undefined;
+      try {
+        return await p;
+      } catch {
+        return undefined; // the failure was reported to the call that started it
+      }
+    };
+    const policy = await settle(this.policy);
+    const reference = await settle(this.reference);
+    for (const pod of this.pods) {
+      if (pod.heartbeat) clearInterval(pod.heartbeat);
+      pod.client.close();
+    }
+    const stopPolicy = options.cleanupTrainerOnClose ?? this.config.cleanupTrainerOnClose;
+    const stopReference =
+      options.cleanupReferenceTrainerOnClose ?? this.config.cleanupReferenceTrainerOnClose;
+    const stops: Promise<void>[] = [];
+    if (policy?.owned && stopPolicy) stops.push(this.launcher.stop(policy.endpoint.jobId));
+    if (reference?.owned && stopReference) stops.push(this.launcher.stop(reference.endpoint.jobId));
+    for (const r of await Promise.allSettled(stops))
+      if (r.status === 'rejected') errors.push(r.reason);
+    if (errors.length === 1) throw errors[0];
+    if (errors.length > 1) throw new AggregateError(errors, 'closing the service failed');
+  }
+}

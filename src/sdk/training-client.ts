@@ -1,0 +1,376 @@
+/**
+ * TrainingClient: one model on a trainer pod, driven from the user's loop. Every method
+ * returns a promise that rejects with a typed TrainerError on failure; nothing is swallowed.
+ *
+ * Ordering: each call takes its seq_id(s) when it is made, so operations run on the pod in
+ * the order the program issued them even when the promises are awaited later. A custom loss
+ * takes two consecutive seq_ids (forward, then backward), so an optim_step issued after it
+ * runs after its backward pass. Transport failures are retried with the same seq_id (the pod
+ * deduplicates), so a retry never applies an operation twice.
+ */
+import type { MessageInitShape } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import {
+  type AdamParamsSchema,
+  GradAccumulationNormalization,
+  type ModelInfo,
+  StopReason,
+} from '../gen/temper/trainer/v1/trainer_pb.js';
+import { FIELDS, type LossFn, forwardBackward as runLossForwardBackward } from '../losses/index.js';
+import type { TrainerClient } from '../trainer/client.js';
+import { ERROR_CODE_METADATA_KEY, fromGrpcError, TrainerError } from '../trainer/errors.js';
+import { decodeFloat32, decodeInt32, encodeBatched, encodeInt32 } from '../trainer/wire.js';
+import {
+  type AdamParams,
+  type CustomForwardBackwardResult,
+  type DatumInput,
+  decodeOutput,
+  type ForwardBackwardResult,
+  type GradAccumulationNormalizationInput,
+  ModelInput,
+  type OptimStepResult,
+  type SampleOptions,
+  type SampleResult,
+  toLossDatum,
+  toWireDatum,
+} from './types.js';
+
+export interface TrainingClientInit {
+  client: TrainerClient;
+  info: ModelInfo;
+  /** The trainer job the model lives on. */
+  jobId: string;
+  /** Default learning rate for optimStep (the service's `learningRate`). */
+  learningRate?: number;
+  /** Throws when the owning service was closed. */
+  assertOpen: () => void;
+  /** Transport retries per call (default 3). */
+  retries?: number;
+}
+
+export interface ForwardBackwardCustomOptions {
+  /** `embedding` (pooled hidden states) is not available yet. */
+  output?: 'logprobs' | 'embedding';
+  pooling?: 'mean' | 'last';
+}
+
+const NORMALIZATION = {
+  none: GradAccumulationNormalization.NONE,
+  num_loss_tokens: GradAccumulationNormalization.NUM_LOSS_TOKENS,
+  num_sequences: GradAccumulationNormalization.NUM_SEQUENCES,
+} as const;
+
+function notAvailable(method: string, missing: string): Promise<never> {
+  return Promise.reject(
+    new TrainerError(
+      'not_implemented',
+      `${method} is not available yet: it needs ${missing}, which trainer pods do not have yet`,
+    ),
+  );
+}
+
+export class TrainingClient {
+  readonly modelId: string;
+  readonly jobId: string;
+  readonly forwardOnly: boolean;
+  readonly loraRank: number;
+  readonly maxContextLength: number;
+  private readonly client: TrainerClient;
+  private readonly learningRate: number | undefined;
+  private readonly assertOpen: () => void;
+  private readonly retries: number;
+  private nextSeq: number;
+
+  constructor(init: TrainingClientInit) {
+    this.client = init.client;
+    this.modelId = init.info.modelId;
+    this.jobId = init.jobId;
+    this.forwardOnly = init.info.forwardOnly;
+    this.loraRank = init.info.loraRank;
+    this.maxContextLength = init.info.maxContextLength;
+    this.learningRate = init.learningRate;
+    this.assertOpen = init.assertOpen;
+    this.retries = init.retries ?? 3;
+    this.nextSeq = init.info.nextSeqId;
+  }
+
+  /** The seq_id the next operation gets. */
+  get nextSeqId(): number {
+    return this.nextSeq;
+  }
+
+  private reserve(n = 1): number {
+    const seq = this.nextSeq;
+    this.nextSeq += n;
+    return seq;
+  }
+
+  /** One RPC with transport retries (same seq_id) and typed errors. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await fn();
+      } catch (error) {
+        const e = error as Partial<grpc.ServiceError>;
+        const transport =
+          e?.code === grpc.status.UNAVAILABLE &&
+          e.metadata?.get(ERROR_CODE_METADATA_KEY).length === 0;
+        if (!transport || attempt >= this.retries) throw fromGrpcError(error, what);
+        await new Promise((r) => setTimeout(r, 200 * 2 ** attempt));
+      }
+    }
+  }
+
+  private guard(): Promise<void> {
+    try {
+      this.assertOpen();
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Model description from the pod (step, next seq_id, ...). */
+  async info(): Promise<ModelInfo> {
+    await this.guard();
+    const res = await this.call('get_info', () => this.client.getInfo({ modelId: this.modelId }));
+    if (!res.info) throw new TrainerError('internal', 'get_info: the trainer sent no info');
+    return res.info;
+  }
+
+  /**
+   * Forward pass only: per-datum logprobs (reference logprobs). With `lossType` the
+   * built-in loss's metrics are computed too (its inputs must then be present).
+   */
+  async forward(datums: readonly DatumInput[], lossType?: string): Promise<ForwardBackwardResult> {
+    await this.guard();
+    const data = datums.map((d) => toWireDatum(d));
+    const seqId = this.reserve();
+    const res = await this.call('forward', () =>
+      this.client.forward({ modelId: this.modelId, seqId, data, lossFn: lossType ?? '' }),
+    );
+    return decodeOutput(res.output, 'forward');
+  }
+
+  /** Forward and backward with a built-in loss (cross_entropy, importance_sampling, ppo, cispo, dro). */
+  async forwardBackward(
+    datums: readonly DatumInput[],
+    lossType: string,
+    lossFnConfig: Readonly<Record<string, number>> = {},
+  ): Promise<ForwardBackwardResult> {
+    await this.guard();
+    const data = datums.map((d) => toWireDatum(d));
+    const seqId = this.reserve();
+    const res = await this.call('forward_backward', () =>
+      this.client.forwardBackward({
+        modelId: this.modelId,
+        seqId,
+        data,
+        lossFn: lossType,
+        lossFnConfig: { ...lossFnConfig },
+      }),
+    );
+    return decodeOutput(res.output, 'forward_backward');
+  }
+
+  /**
+   * A custom loss: the pod computes logprobs, `lossFn` runs here with the src/losses autodiff,
+   * and d(loss)/d(logprob) goes back to the pod, which back-propagates it. Gradients
+   * accumulate until optimStep.
+   */
+  async forwardBackwardCustom(
+    datums: readonly DatumInput[],
+    lossFn: LossFn,
+    options: ForwardBackwardCustomOptions = {},
+  ): Promise<CustomForwardBackwardResult> {
+    await this.guard();
+    if (options.output === 'embedding') {
+      throw new TrainerError(
+        'not_implemented',
+        "forwardBackwardCustom: output 'embedding' is not available yet (it needs pooled hidden states from the engine); use output 'logprobs'",
+      );
+    }
+    const lossData = datums.map(toLossDatum);
+    const data = datums.map((d) => toWireDatum(d, [FIELDS.targetTokens]));
+    const seqId = this.reserve(2);
+    const fwd = await this.call('forward_backward_custom', () =>
+      this.client.forwardBackwardCustom({ modelId: this.modelId, seqId, data }),
+    );
+    const out = decodeOutput(fwd.output, 'forward_backward_custom');
+    const logprobs = out.lossFnOutputs.map((o) => o.logprobs.data);
+    let result: ReturnType<typeof runLossForwardBackward>;
+    try {
+      result = runLossForwardBackward(lossFn, lossData, logprobs);
+    } catch (lossError) {
+      // Release the pod's pending forward pass and the reserved seq_id, then report the loss's error.
+      try {
+        await this.call('backward', () =>
+          this.client.backward({
+            modelId: this.modelId,
+            seqId: seqId + 1,
+            forwardSeqId: seqId,
+            abort: true,
+          }),
+        );
+      } catch (abortError) {
+        throw new AggregateError(
+          [lossError, abortError],
+          `the custom loss failed (${(lossError as Error).message}) and releasing the trainer's forward pass failed too (${(abortError as Error).message})`,
+        );
+      }
+      throw lossError;
+    }
+    const bwd = await this.call('backward', () =>
+      this.client.backward({
+        modelId: this.modelId,
+        seqId: seqId + 1,
+        forwardSeqId: seqId,
+        dLogprobs: encodeBatched(
+          result.grads,
+          'float32',
+          out.lossFnOutputs[0]?.logprobs.shape.slice(1) ?? [],
+        ),
+        loss: result.loss,
+        metrics: result.metrics,
+      }),
+    );
+    return {
+      ...out,
+      metrics: result.metrics,
+      loss: result.loss,
+      numLossTokens: Number(bwd.numLossTokens),
+      numSequences: Number(bwd.numSequences),
+    };
+  }
+
+  /** One AdamW step on the accumulated gradients, normalised as asked (default: none). */
+  async optimStep(
+    adamParams: AdamParams = {},
+    gradAccumulationNormalization: GradAccumulationNormalizationInput = null,
+  ): Promise<OptimStepResult> {
+    await this.guard();
+    const learningRate = adamParams.learningRate ?? this.learningRate;
+    if (learningRate === undefined) {
+      throw new TrainerError(
+        'invalid_argument',
+        'optimStep: adamParams.learningRate is required (or set learningRate on the service)',
+      );
+    }
+    const mode = gradAccumulationNormalization ?? 'none';
+    if (!Object.hasOwn(NORMALIZATION, mode)) {
+      throw new TrainerError(
+        'invalid_argument',
+        `optimStep: gradAccumulationNormalization must be num_loss_tokens, num_sequences, none or null, got '${mode}'`,
+      );
+    }
+    const params: MessageInitShape<typeof AdamParamsSchema> = { learningRate };
+    if (adamParams.beta1 !== undefined) params.beta1 = adamParams.beta1;
+    if (adamParams.beta2 !== undefined) params.beta2 = adamParams.beta2;
+    if (adamParams.eps !== undefined) params.eps = adamParams.eps;
+    if (adamParams.weightDecay !== undefined) params.weightDecay = adamParams.weightDecay;
+    if (adamParams.gradClipNorm !== undefined) params.gradClipNorm = adamParams.gradClipNorm;
+    const seqId = this.reserve();
+    const res = await this.call('optim_step', () =>
+      this.client.optimStep({
+        modelId: this.modelId,
+        seqId,
+        adamParams: params,
+        gradAccumulationNormalization: NORMALIZATION[mode],
+      }),
+    );
+    return {
+      gradNorm: res.gradNorm,
+      step: Number(res.step),
+      numLossTokens: Number(res.numLossTokens),
+      numSequences: Number(res.numSequences),
+      gradScale: res.gradScale,
+      metrics: { ...res.metrics },
+    };
+  }
+
+  /** Samples continuations of `prompt` with the model's current weights (on the trainer). */
+  async sample(
+    prompt: ModelInput | readonly number[] | Int32Array,
+    options: SampleOptions = {},
+  ): Promise<SampleResult> {
+    await this.guard();
+    const tokens = ModelInput.toInts(prompt);
+    const seqId = this.reserve();
+    const res = await this.call('sample', () =>
+      this.client.sample({
+        modelId: this.modelId,
+        seqId,
+        prompt: encodeInt32(tokens),
+        numSamples: options.numSamples ?? 1,
+        promptLogprobs: options.promptLogprobs ?? false,
+        samplingParams: {
+          maxTokens: options.maxTokens ?? 16,
+          ...(options.temperature !== undefined ? { temperature: options.temperature } : {}),
+          topK: options.topK ?? 0,
+          ...(options.topP !== undefined ? { topP: options.topP } : {}),
+          seed: BigInt(options.seed ?? 0),
+          stopTokens: [...(options.stopTokens ?? [])],
+        },
+      }),
+    );
+    const result: SampleResult = {
+      sequences: res.sequences.map((s) => ({
+        tokens: Array.from(decodeInt32(s.tokens, 'sample tokens')),
+        logprobs: Array.from(decodeFloat32(s.logprobs, 'sample logprobs')),
+        stopReason: s.stopReason === StopReason.STOP ? 'stop' : 'length',
+      })),
+    };
+    if (res.promptLogprobs !== undefined) {
+      result.promptLogprobs = Array.from(
+        decodeFloat32(res.promptLogprobs, 'prompt logprobs'),
+        (x) => (Number.isNaN(x) ? null : x),
+      );
+    }
+    return result;
+  }
+
+  // ---- checkpoints: defined by the trainer contract, answered once src/checkpoints is wired ----
+
+  saveState(
+    _name: string,
+    _options: { ttlSeconds?: number; timeout?: number } = {},
+  ): Promise<{ path: string }> {
+    return notAvailable('saveState', 'DCP train-state checkpoints (src/checkpoints/dcp)');
+  }
+
+  loadState(_name: string): Promise<{ path: string; step: number }> {
+    return notAvailable('loadState', 'DCP train-state checkpoints (src/checkpoints/dcp)');
+  }
+
+  loadStateWithOptimizer(_name: string): Promise<{ path: string; step: number }> {
+    return notAvailable(
+      'loadStateWithOptimizer',
+      'DCP train-state checkpoints (src/checkpoints/dcp)',
+    );
+  }
+
+  saveWeightsForSampler(
+    _name: string,
+    _options: { checkpointType?: 'base' | 'delta'; ttlSeconds?: number } = {},
+  ): Promise<{ path: string; snapshotName: string }> {
+    return notAvailable(
+      'saveWeightsForSampler',
+      'sampler exports and arc_v2 deltas (src/checkpoints/exports, src/checkpoints/deltas)',
+    );
+  }
+
+  listCheckpoints(): Promise<string[]> {
+    return notAvailable('listCheckpoints', 'the checkpoint catalog (src/checkpoints/catalog)');
+  }
+
+  resolveCheckpointPath(_checkpointName: string, _sourceJobId: string): Promise<string> {
+    return notAvailable(
+      'resolveCheckpointPath',
+      'the checkpoint catalog (src/checkpoints/catalog)',
+    );
+  }
+
+  loadAdapter(_adapterPath: string): Promise<void> {
+    return notAvailable('loadAdapter', 'PEFT adapter loading (src/checkpoints/exports)');
+  }
+}
