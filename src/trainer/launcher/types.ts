@@ -17,6 +17,8 @@ export interface TrainerLaunchSpec {
   threads?: number;
   /** Stop after this long with no operation or heartbeat; 0 disables; default 60 min. */
   inactivityTimeoutMs?: number;
+  /** Models the pod holds at most (default 8). */
+  maxModels?: number;
   /** Use this job id instead of a generated one. */
   jobId?: string;
   displayName?: string;
