@@ -14,7 +14,9 @@ import { TINY, tinyModel } from '../engine/helpers.js';
 export { TINY };
 
 /** A temporary folder removed by the returned cleanup. */
-export async function tempDir(prefix: string): Promise<{ dir: string; cleanup: () => Promise<void> }> {
+export async function tempDir(
+  prefix: string,
+): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), `temper-${prefix}-`));
   return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
 }
@@ -63,7 +65,9 @@ export function wireDatum(
   };
   for (const [k, v] of Object.entries(inputs)) lossFnInputs[k] = encodeTensor(v, 'float32');
   return {
-    modelInput: [{ chunk: { case: 'encodedText' as const, value: { tokens: encodeInt32(tokens) } } }],
+    modelInput: [
+      { chunk: { case: 'encodedText' as const, value: { tokens: encodeInt32(tokens) } } },
+    ],
     lossFnInputs,
   };
 }
@@ -86,7 +90,10 @@ export async function expectGrpcError(
 }
 
 /** Asserts an SDK call rejects with a TrainerError of `code`. */
-export async function expectTrainerError(promise: Promise<unknown>, code: string): Promise<TrainerError> {
+export async function expectTrainerError(
+  promise: Promise<unknown>,
+  code: string,
+): Promise<TrainerError> {
   const error = await promise.then(
     () => {
       throw new Error(`expected a TrainerError ${code}`);

@@ -37,7 +37,12 @@ describe('trainer pod lifecycle', () => {
 
   it('stops an idle pod after the inactivity timeout; heartbeats keep a pod alive', async () => {
     const [idle, beating] = await Promise.all([
-      launcher.launch({ baseModel: modelDir, threads: 1, inactivityTimeoutMs: 1_200, logLevel: 'info' }),
+      launcher.launch({
+        baseModel: modelDir,
+        threads: 1,
+        inactivityTimeoutMs: 1_200,
+        logLevel: 'info',
+      }),
       launcher.launch({ baseModel: modelDir, threads: 1, inactivityTimeoutMs: 1_200 }),
     ]);
     launched.push(idle.jobId, beating.jobId);
@@ -50,7 +55,11 @@ describe('trainer pod lifecycle', () => {
       // Health polling is not activity: the idle pod still times out.
       const poll = setInterval(() => void idleClient.health({}).catch(() => {}), 100);
       try {
-        await waitFor(async () => (await launcher.get(idle.jobId))?.state === 'stopped', 8_000, 'idle pod to stop');
+        await waitFor(
+          async () => (await launcher.get(idle.jobId))?.state === 'stopped',
+          8_000,
+          'idle pod to stop',
+        );
       } finally {
         clearInterval(poll);
       }
@@ -59,7 +68,11 @@ describe('trainer pod lifecycle', () => {
       expect(Date.now() - started).toBeGreaterThan(700);
       expect((await launcher.get(beating.jobId))?.state).toBe('running');
       clearInterval(beat);
-      await waitFor(async () => (await launcher.get(beating.jobId))?.state === 'stopped', 8_000, 'pod to stop after heartbeats end');
+      await waitFor(
+        async () => (await launcher.get(beating.jobId))?.state === 'stopped',
+        8_000,
+        'pod to stop after heartbeats end',
+      );
       expect((await launcher.get(beating.jobId))?.reason).toBe('inactivity');
       const log = await readFile(info!.logPath!, 'utf8');
       expect(log).toContain('"reason":"inactivity"');
@@ -88,7 +101,6 @@ describe('trainer pod lifecycle', () => {
         return wireDatum(tokens, [...tokens.slice(1), 0], { weights: tokens.map(() => 1) });
       });
       // seq 1 is heavy; seq 3 waits for a seq 2 that never comes.
-      const t0 = Date.now();
       const heavy = client.forwardBackward({ modelId, seqId: 1, data, lossFn: 'cross_entropy' });
       const waiting = client.forward({ modelId, seqId: 3, data: data.slice(0, 1) });
       await new Promise((r) => setTimeout(r, 100));
@@ -126,7 +138,11 @@ describe('trainer pod lifecycle', () => {
   });
 
   it('attaches to a running pod from another launcher (another process) by job id', async () => {
-    const endpoint = await launcher.launch({ baseModel: modelDir, threads: 1, inactivityTimeoutMs: 0 });
+    const endpoint = await launcher.launch({
+      baseModel: modelDir,
+      threads: 1,
+      inactivityTimeoutMs: 0,
+    });
     launched.push(endpoint.jobId);
     const other = testLauncher(launcher.stateDir);
     expect(await other.attach(endpoint.jobId)).toEqual(endpoint);

@@ -53,9 +53,12 @@ describe('trainer pod over gRPC', () => {
     return res.modelId;
   }
 
-  function logprobsOf(output: { lossFnOutputs: Record<string, never> } | undefined): Float32Array[] {
-    const lp = (output as unknown as { lossFnOutputs: { logprobs: Parameters<typeof decodeBatched>[0] } })
-      .lossFnOutputs.logprobs;
+  function logprobsOf(
+    output: { lossFnOutputs: Record<string, never> } | undefined,
+  ): Float32Array[] {
+    const lp = (
+      output as unknown as { lossFnOutputs: { logprobs: Parameters<typeof decodeBatched>[0] } }
+    ).lossFnOutputs.logprobs;
     return decodeBatched(lp, 'logprobs').parts as Float32Array[];
   }
 
@@ -110,7 +113,13 @@ describe('trainer pod over gRPC', () => {
     ];
     for (const [loss, data, config] of cases) {
       const modelId = await newModel();
-      const res = await client.forwardBackward({ modelId, seqId: 1, data, lossFn: loss, lossFnConfig: config });
+      const res = await client.forwardBackward({
+        modelId,
+        seqId: 1,
+        data,
+        lossFn: loss,
+        lossFnConfig: config,
+      });
       const lps = logprobsOf(res.output as never);
       expect(lps.map((l) => l.length)).toEqual(batch.map((d) => d.tokens.length));
       // The same loss, computed here from the returned logprobs and the datums.
@@ -127,7 +136,11 @@ describe('trainer pod over gRPC', () => {
         lps,
       );
       expect(res.output?.metrics['loss:sum']).toBeCloseTo(local.metrics['loss:sum']!, 6);
-      const step = await client.optimStep({ modelId, seqId: 2, adamParams: { learningRate: 1e-2 } });
+      const step = await client.optimStep({
+        modelId,
+        seqId: 2,
+        adamParams: { learningRate: 1e-2 },
+      });
       expect(step.gradNorm, loss).toBeGreaterThan(0);
       expect(Number(step.step)).toBe(1);
     }
@@ -136,7 +149,12 @@ describe('trainer pod over gRPC', () => {
   it('built-in cross_entropy and the custom two-phase path give the same update', async () => {
     const builtin = await newModel();
     const custom = await newModel();
-    await client.forwardBackward({ modelId: builtin, seqId: 1, data: ceData, lossFn: 'cross_entropy' });
+    await client.forwardBackward({
+      modelId: builtin,
+      seqId: 1,
+      data: ceData,
+      lossFn: 'cross_entropy',
+    });
     const fwd = await client.forwardBackwardCustom({
       modelId: custom,
       seqId: 1,
@@ -148,18 +166,23 @@ describe('trainer pod over gRPC', () => {
       modelId: custom,
       seqId: 2,
       forwardSeqId: 1,
-      dLogprobs: encodeBatched(batch.map((d) => d.weights.map((w) => -w)), 'float32'),
+      dLogprobs: encodeBatched(
+        batch.map((d) => d.weights.map((w) => -w)),
+        'float32',
+      ),
     });
-    expect(Number(bwd.numLossTokens)).toBe(batch.reduce((n, d) => n + d.weights.filter((w) => w).length, 0));
+    expect(Number(bwd.numLossTokens)).toBe(
+      batch.reduce((n, d) => n + d.weights.filter((w) => w).length, 0),
+    );
     expect(Number(bwd.numSequences)).toBe(3);
     const adam = { learningRate: 1e-2, weightDecay: 0.01, gradClipNorm: 1 };
     const a = await client.optimStep({ modelId: builtin, seqId: 2, adamParams: adam });
     const b = await client.optimStep({ modelId: custom, seqId: 3, adamParams: adam });
     expect(b.gradNorm).toBe(a.gradNorm);
-    const after = async (modelId: string, seqId: number) =>
+    const logprobsAfter = async (modelId: string, seqId: number) =>
       logprobsOf((await client.forward({ modelId, seqId, data: ceData })).output as never);
-    const la = await after(builtin, 3);
-    const lb = await after(custom, 4);
+    const la = await logprobsAfter(builtin, 3);
+    const lb = await logprobsAfter(custom, 4);
     expect(lb).toEqual(la);
   });
 
@@ -171,10 +194,30 @@ describe('trainer pod over gRPC', () => {
       wireDatum(d.tokens, d.targets, { weights: d.weights.map((w) => w / tokens) }),
     );
     // Two micro-batches each.
-    await client.forwardBackward({ modelId: raw, seqId: 1, data: ceData.slice(0, 2), lossFn: 'cross_entropy' });
-    await client.forwardBackward({ modelId: raw, seqId: 2, data: ceData.slice(2), lossFn: 'cross_entropy' });
-    await client.forwardBackward({ modelId: mean, seqId: 1, data: meanData.slice(0, 2), lossFn: 'cross_entropy' });
-    await client.forwardBackward({ modelId: mean, seqId: 2, data: meanData.slice(2), lossFn: 'cross_entropy' });
+    await client.forwardBackward({
+      modelId: raw,
+      seqId: 1,
+      data: ceData.slice(0, 2),
+      lossFn: 'cross_entropy',
+    });
+    await client.forwardBackward({
+      modelId: raw,
+      seqId: 2,
+      data: ceData.slice(2),
+      lossFn: 'cross_entropy',
+    });
+    await client.forwardBackward({
+      modelId: mean,
+      seqId: 1,
+      data: meanData.slice(0, 2),
+      lossFn: 'cross_entropy',
+    });
+    await client.forwardBackward({
+      modelId: mean,
+      seqId: 2,
+      data: meanData.slice(2),
+      lossFn: 'cross_entropy',
+    });
     const adam = { learningRate: 5e-3, gradClipNorm: 0.5 };
     const a = await client.optimStep({
       modelId: raw,
@@ -188,7 +231,12 @@ describe('trainer pod over gRPC', () => {
     expect(a.gradNorm).toBeCloseTo(b.gradNorm, 5);
     // A second step exercises the rescaled optimizer moments.
     await client.forwardBackward({ modelId: raw, seqId: 4, data: ceData, lossFn: 'cross_entropy' });
-    await client.forwardBackward({ modelId: mean, seqId: 4, data: meanData, lossFn: 'cross_entropy' });
+    await client.forwardBackward({
+      modelId: mean,
+      seqId: 4,
+      data: meanData,
+      lossFn: 'cross_entropy',
+    });
     await client.optimStep({
       modelId: raw,
       seqId: 5,
@@ -196,22 +244,38 @@ describe('trainer pod over gRPC', () => {
       gradAccumulationNormalization: GradAccumulationNormalization.NUM_LOSS_TOKENS,
     });
     await client.optimStep({ modelId: mean, seqId: 5, adamParams: adam });
-    const la = logprobsOf((await client.forward({ modelId: raw, seqId: 6, data: ceData })).output as never);
-    const lb = logprobsOf((await client.forward({ modelId: mean, seqId: 6, data: ceData })).output as never);
-    la.forEach((l, i) => l.forEach((x, j) => expect(x).toBeCloseTo(lb[i]![j]!, 4)));
+    const la = logprobsOf(
+      (await client.forward({ modelId: raw, seqId: 6, data: ceData })).output as never,
+    );
+    const lb = logprobsOf(
+      (await client.forward({ modelId: mean, seqId: 6, data: ceData })).output as never,
+    );
+    for (const [i, l] of la.entries()) {
+      for (const [j, x] of l.entries()) expect(x).toBeCloseTo(lb[i]![j]!, 4);
+    }
   });
 
   it('executes operations in seq_id order and answers repeats without re-running them', async () => {
     const inOrder = await newModel();
     const shuffled = await newModel();
     const adam = { learningRate: 2e-2 };
-    await client.forwardBackward({ modelId: inOrder, seqId: 1, data: ceData, lossFn: 'cross_entropy' });
+    await client.forwardBackward({
+      modelId: inOrder,
+      seqId: 1,
+      data: ceData,
+      lossFn: 'cross_entropy',
+    });
     await client.optimStep({ modelId: inOrder, seqId: 2, adamParams: adam });
     const expected = await client.forward({ modelId: inOrder, seqId: 3, data: ceData });
     // The same three operations, sent last-first and all at once; and every one twice.
     const f3 = client.forward({ modelId: shuffled, seqId: 3, data: ceData });
     const s2 = client.optimStep({ modelId: shuffled, seqId: 2, adamParams: adam });
-    const b1 = client.forwardBackward({ modelId: shuffled, seqId: 1, data: ceData, lossFn: 'cross_entropy' });
+    const b1 = client.forwardBackward({
+      modelId: shuffled,
+      seqId: 1,
+      data: ceData,
+      lossFn: 'cross_entropy',
+    });
     const s2again = client.optimStep({ modelId: shuffled, seqId: 2, adamParams: adam });
     const [got, step, , stepAgain] = await Promise.all([f3, s2, b1, s2again]);
     expect(logprobsOf(got.output as never)).toEqual(logprobsOf(expected.output as never));
@@ -240,7 +304,11 @@ describe('trainer pod over gRPC', () => {
       grpc.status.NOT_FOUND,
       'unknown_session',
     );
-    await expectGrpcError(client.heartbeat({ sessionId: 'session-nope' }), grpc.status.NOT_FOUND, 'unknown_session');
+    await expectGrpcError(
+      client.heartbeat({ sessionId: 'session-nope' }),
+      grpc.status.NOT_FOUND,
+      'unknown_session',
+    );
     const d = batch[0]!;
     let seq = 1;
     await expectGrpcError(
@@ -280,7 +348,13 @@ describe('trainer pod over gRPC', () => {
       'unknown_loss',
     );
     await expectGrpcError(
-      client.forwardBackward({ modelId: m, seqId: seq++, data: ceData, lossFn: 'ppo', lossFnConfig: { clip: 2 } }),
+      client.forwardBackward({
+        modelId: m,
+        seqId: seq++,
+        data: ceData,
+        lossFn: 'ppo',
+        lossFnConfig: { clip: 2 },
+      }),
       grpc.status.INVALID_ARGUMENT,
       'invalid_loss_config',
     );
@@ -290,7 +364,12 @@ describe('trainer pod over gRPC', () => {
       'no_gradients',
     );
     await expectGrpcError(
-      client.backward({ modelId: m, seqId: seq++, forwardSeqId: 1, dLogprobs: encodeBatched([[0]], 'float32') }),
+      client.backward({
+        modelId: m,
+        seqId: seq++,
+        forwardSeqId: 1,
+        dLogprobs: encodeBatched([[0]], 'float32'),
+      }),
       grpc.status.FAILED_PRECONDITION,
       'no_pending_forward',
     );
@@ -304,7 +383,12 @@ describe('trainer pod over gRPC', () => {
     const fwdSeq = seq++;
     await client.forwardBackwardCustom({ modelId: m, seqId: fwdSeq, data: ceData });
     await expectGrpcError(
-      client.backward({ modelId: m, seqId: seq++, forwardSeqId: fwdSeq, dLogprobs: encodeBatched([[1, 2]], 'float32') }),
+      client.backward({
+        modelId: m,
+        seqId: seq++,
+        forwardSeqId: fwdSeq,
+        dLogprobs: encodeBatched([[1, 2]], 'float32'),
+      }),
       grpc.status.INVALID_ARGUMENT,
       'invalid_datum',
     );
@@ -312,9 +396,16 @@ describe('trainer pod over gRPC', () => {
       modelId: m,
       seqId: seq++,
       forwardSeqId: fwdSeq,
-      dLogprobs: encodeBatched(batch.map((x) => x.weights.map((w) => -w)), 'float32'),
+      dLogprobs: encodeBatched(
+        batch.map((x) => x.weights.map((w) => -w)),
+        'float32',
+      ),
     });
-    const step = await client.optimStep({ modelId: m, seqId: seq++, adamParams: { learningRate: 1e-3 } });
+    const step = await client.optimStep({
+      modelId: m,
+      seqId: seq++,
+      adamParams: { learningRate: 1e-3 },
+    });
     expect(Number(step.step)).toBe(1);
   });
 
@@ -322,7 +413,14 @@ describe('trainer pod over gRPC', () => {
     const ref = await newModel({ forwardOnly: true });
     const prompt = encodeInt32([1, 2, 3]);
     const greedy = { maxTokens: 5, temperature: 0, seed: 3n, stopTokens: [] };
-    const a = await client.sample({ modelId: ref, seqId: 1, prompt, numSamples: 2, samplingParams: greedy, promptLogprobs: true });
+    const a = await client.sample({
+      modelId: ref,
+      seqId: 1,
+      prompt,
+      numSamples: 2,
+      samplingParams: greedy,
+      promptLogprobs: true,
+    });
     expect(a.sequences).toHaveLength(2);
     const toks = a.sequences.map((s) => Array.from(decodeInt32(s.tokens, 't')));
     expect(toks[0]).toHaveLength(5);
@@ -339,7 +437,12 @@ describe('trainer pod over gRPC', () => {
       'forward_only',
     );
     await expectGrpcError(
-      client.sample({ modelId: ref, seqId: 3, prompt: encodeInt32([1, V]), samplingParams: greedy }),
+      client.sample({
+        modelId: ref,
+        seqId: 3,
+        prompt: encodeInt32([1, V]),
+        samplingParams: greedy,
+      }),
       grpc.status.INVALID_ARGUMENT,
       'out_of_vocab',
     );
@@ -355,7 +458,9 @@ describe('trainer pod over gRPC', () => {
     });
     expect(base.info?.sharesBaseWithModelId).toBe(policy);
     const frozen = await newModel({ forwardOnly: true });
-    const before = logprobsOf((await client.forward({ modelId: frozen, seqId: 1, data: ceData })).output as never);
+    const before = logprobsOf(
+      (await client.forward({ modelId: frozen, seqId: 1, data: ceData })).output as never,
+    );
     let pseq = 1;
     for (let i = 0; i < 3; i++) {
       // Phase 1, then a reference forward on the shared engine, then phase 2: the pod
@@ -367,12 +472,23 @@ describe('trainer pod over gRPC', () => {
         modelId: policy,
         seqId: pseq++,
         forwardSeqId: f,
-        dLogprobs: encodeBatched(batch.map((x) => x.weights.map((w) => -w)), 'float32'),
+        dLogprobs: encodeBatched(
+          batch.map((x) => x.weights.map((w) => -w)),
+          'float32',
+        ),
       });
-      await client.optimStep({ modelId: policy, seqId: pseq++, adamParams: { learningRate: 5e-2 } });
+      await client.optimStep({
+        modelId: policy,
+        seqId: pseq++,
+        adamParams: { learningRate: 5e-2 },
+      });
     }
-    const ref = logprobsOf((await client.forward({ modelId: base.modelId, seqId: 4, data: ceData })).output as never);
-    const pol = logprobsOf((await client.forward({ modelId: policy, seqId: pseq++, data: ceData })).output as never);
+    const ref = logprobsOf(
+      (await client.forward({ modelId: base.modelId, seqId: 4, data: ceData })).output as never,
+    );
+    const pol = logprobsOf(
+      (await client.forward({ modelId: policy, seqId: pseq++, data: ceData })).output as never,
+    );
     expect(ref).toEqual(before);
     const gain = (l: Float32Array[]) =>
       l.reduce((s, x, i) => s + x.reduce((t, v, j) => t + v * batch[i]!.weights[j]!, 0), 0);

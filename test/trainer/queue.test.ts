@@ -9,11 +9,12 @@ describe('OpQueue', () => {
   it('runs operations in seq_id order whatever order they arrive in', async () => {
     const q = new OpQueue({ name: 'm' });
     const ran: number[] = [];
-    const op = (n: number) => q.submit(n, 'op', async () => {
-      ran.push(n);
-      await tick();
-      return n * 10;
-    });
+    const op = (n: number) =>
+      q.submit(n, 'op', async () => {
+        ran.push(n);
+        await tick();
+        return n * 10;
+      });
     const results = await Promise.all([op(3), op(1), op(4), op(2)]);
     expect(results).toEqual([30, 10, 40, 20]);
     expect(ran).toEqual([1, 2, 3, 4]);
@@ -69,7 +70,14 @@ describe('OpQueue', () => {
   it('close() fails waiting operations and refuses new ones; the running one finishes', async () => {
     const q = new OpQueue({ name: 'm' });
     let release!: () => void;
-    const running = q.submit(1, 'op', () => new Promise<string>((r) => { release = () => r('done'); }));
+    const running = q.submit(
+      1,
+      'op',
+      () =>
+        new Promise<string>((r) => {
+          release = () => r('done');
+        }),
+    );
     const waiting = q.submit(3, 'op', () => 'never');
     q.close(new TrainerError('shutting_down', 'bye'));
     await expect(waiting).rejects.toMatchObject({ code: 'shutting_down' });

@@ -1,7 +1,13 @@
 // Tensor codec of the trainer wire (dense little-endian tensors, batched per-datum outputs).
-import { describe, expect, it } from 'vitest';
+
 import { create } from '@bufbuild/protobuf';
-import { BatchedTensorSchema, DType, TensorSchema } from '../../src/gen/temper/trainer/v1/trainer_pb.js';
+import { describe, expect, it } from 'vitest';
+import {
+  BatchedTensorSchema,
+  DatumSchema,
+  DType,
+  TensorSchema,
+} from '../../src/gen/temper/trainer/v1/trainer_pb.js';
 import { decodeBatch, packGradients, splitLogprobs } from '../../src/trainer/batch.js';
 import {
   decodeBatched,
@@ -53,25 +59,31 @@ describe('trainer wire tensors', () => {
   it('lays out top-K datums as K engine sequences and back', () => {
     const batch = decodeBatch(
       [
-        wireDatum([1, 2, 3], [2, 3, 4], { weights: [1, 1, 1] }),
-        {
+        create(DatumSchema, wireDatum([1, 2, 3], [2, 3, 4], { weights: [1, 1, 1] })),
+        create(DatumSchema, {
           ...wireDatum([5, 6], [0, 0]),
           lossFnInputs: { target_tokens: encodeTensor([6, 7, 8, 9], 'int64', [2, 2]) },
-        },
+        }),
       ],
       { vocabSize: 37, maxContextLength: 16 },
     );
-    expect(batch.sequences.map((s) => Array.from(s.targets))).toEqual([[2, 3, 4], [6, 8], [7, 9]]);
+    expect(batch.sequences.map((s) => Array.from(s.targets))).toEqual([
+      [2, 3, 4],
+      [6, 8],
+      [7, 9],
+    ]);
     expect(batch.layouts.map((l) => l.shape)).toEqual([[3], [2, 2]]);
     const flat = Float32Array.from([10, 11, 12, 20, 21, 30, 31]);
     const split = splitLogprobs(batch, flat);
-    expect(split.map((s) => Array.from(s))).toEqual([[10, 11, 12], [20, 30, 21, 31]]);
+    expect(split.map((s) => Array.from(s))).toEqual([
+      [10, 11, 12],
+      [20, 30, 21, 31],
+    ]);
     expect(Array.from(packGradients(batch, split))).toEqual(Array.from(flat));
   });
 
   it('uses next tokens as targets for a datum without target_tokens', () => {
-    const d = wireDatum([1, 2, 3, 4], []);
-    d.lossFnInputs = {};
+    const d = create(DatumSchema, { ...wireDatum([1, 2, 3, 4], []), lossFnInputs: {} });
     const batch = decodeBatch([d], { vocabSize: 37, maxContextLength: 16 });
     expect(Array.from(batch.sequences[0]!.tokens)).toEqual([1, 2, 3]);
     expect(Array.from(batch.sequences[0]!.targets)).toEqual([2, 3, 4]);
