@@ -1,5 +1,7 @@
 /**
- * One engine instance on a pod and who may use it. A LoRA policy and its base reference share
+ * One engine instance on a pod and who may use it. Engine work runs on the engine's worker
+ * thread (the *Async calls), so the pod keeps answering health checks and heartbeats while a
+ * step runs. A LoRA policy and its base reference share
  * one engine (the reference runs with the adapter disabled), so every operation states the
  * adapter setting it needs, and the engine remembers whose forward pass its saved activations
  * belong to: a custom loss's backward pass recomputes its forward when another forward ran
@@ -45,22 +47,41 @@ export class EngineHost {
     return !this.frozen && this.model.lora !== null;
   }
 
+  /**
+   * Runs `fn` with the engine to itself: operations of models sharing this engine never
+   * interleave (a policy's forward and backward are not split by its reference's forward).
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(fn);
+    this.queue = run.then(
+      () => undefined,
+      () => undefined,
+    );
+    return run;
+  }
+
+  private queue: Promise<void> = Promise.resolve();
+
   private setAdapter(on: boolean): void {
     if (this.model.lora) this.model.setAdapterEnabled(on && !this.frozen);
   }
 
-  /** Per-target logprobs without keeping activations. */
-  forward(sequences: Sequence[], adapter: boolean): Float32Array {
+  /** Per-target logprobs without keeping activations (on the engine's worker thread). */
+  forward(sequences: Sequence[], adapter: boolean): Promise<Float32Array> {
     this.setAdapter(adapter);
     this.activationsOwner = null;
-    return this.model.forward(sequences, { saveForBackward: false });
+    return this.model.forwardAsync(sequences, { saveForBackward: false });
   }
 
   /** Forward pass keeping activations for a later backward by `owner`. */
-  forwardForBackward(sequences: Sequence[], adapter: boolean, owner: object): Float32Array {
+  async forwardForBackward(
+    sequences: Sequence[],
+    adapter: boolean,
+    owner: object,
+  ): Promise<Float32Array> {
     this.setAdapter(adapter);
     this.activationsOwner = null;
-    const out = this.model.forward(sequences, { saveForBackward: true });
+    const out = await this.model.forwardAsync(sequences, { saveForBackward: true });
     this.activationsOwner = owner;
     return out;
   }
@@ -69,10 +90,15 @@ export class EngineHost {
    * Back-propagates `dlogprob` through `owner`'s forward pass of `sequences`, recomputing
    * that forward first when the engine's saved activations belong to someone else.
    */
-  backward(sequences: Sequence[], adapter: boolean, owner: object, dlogprob: Float32Array): void {
-    if (this.activationsOwner !== owner) this.forwardForBackward(sequences, adapter, owner);
+  async backward(
+    sequences: Sequence[],
+    adapter: boolean,
+    owner: object,
+    dlogprob: Float32Array,
+  ): Promise<void> {
+    if (this.activationsOwner !== owner) await this.forwardForBackward(sequences, adapter, owner);
     else this.setAdapter(adapter);
-    this.model.backward(dlogprob);
+    await this.model.backwardAsync(dlogprob);
   }
 
   /** Forgets saved activations (after a step the weights they came from are gone). */
@@ -80,14 +106,13 @@ export class EngineHost {
     this.activationsOwner = null;
   }
 
-  sample(...args: Parameters<TransformerModel['sample']>): ReturnType<TransformerModel['sample']> {
-    this.activationsOwner = null;
-    return this.model.sample(...args);
-  }
-
-  withAdapter<T>(adapter: boolean, fn: () => T): T {
+  sample(
+    adapter: boolean,
+    ...args: Parameters<TransformerModel['sampleAsync']>
+  ): ReturnType<TransformerModel['sampleAsync']> {
     this.setAdapter(adapter);
-    return fn();
+    this.activationsOwner = null;
+    return this.model.sampleAsync(...args);
   }
 }
 

@@ -1,9 +1,10 @@
 /**
  * The operations of one model on a pod: forward, forward_backward with a built-in loss, the
  * two phases of a custom loss, optim_step with gradient-accumulation normalisation, and
- * sampling. Each method runs to completion synchronously on the engine (callers order them
- * through the model's OpQueue) and either returns a wire response or throws a typed error
- * having changed nothing the caller could observe.
+ * sampling. Callers order a model's calls through its OpQueue; engine work runs on the
+ * engine's worker thread, holding the engine (EngineHost.exclusive) for the whole operation.
+ * Input is validated before the engine runs, so a call either returns a wire response or
+ * throws a typed error having changed nothing the caller could observe.
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { type AdamParams, adamParamsSchema, EngineError } from '../engine/model.js';
@@ -165,16 +166,18 @@ export class ModelRuntime {
     return builtinLoss(name, config);
   }
 
-  forward(req: ForwardRequest): OutputInit {
+  forward(req: ForwardRequest): Promise<OutputInit> {
     const lossFn = req.lossFn ? this.lossFn(req.lossFn, req.lossFnConfig) : null;
     const batch = this.decode(req.data);
-    const flat = this.host.forward(batch.sequences, this.adapter);
-    const logprobs = splitLogprobs(batch, flat);
-    const metrics = lossFn ? lossForward(lossFn, batch.datums, logprobs).metrics : {};
-    return logprobsOutput(batch, logprobs, metrics, req.lossFn || 'logprobs');
+    return this.host.exclusive(async () => {
+      const flat = await this.host.forward(batch.sequences, this.adapter);
+      const logprobs = splitLogprobs(batch, flat);
+      const metrics = lossFn ? lossForward(lossFn, batch.datums, logprobs).metrics : {};
+      return logprobsOutput(batch, logprobs, metrics, req.lossFn || 'logprobs');
+    });
   }
 
-  forwardBackward(req: ForwardBackwardRequest): OutputInit {
+  forwardBackward(req: ForwardBackwardRequest): Promise<OutputInit> {
     this.assertTrainable('forward_backward');
     if (!req.lossFn) {
       throw new TrainerError(
@@ -185,26 +188,32 @@ export class ModelRuntime {
     }
     const lossFn = this.lossFn(req.lossFn, req.lossFnConfig);
     const batch = this.decode(req.data);
-    const owner = {};
-    const flat = this.host.forwardForBackward(batch.sequences, this.adapter, owner);
-    const logprobs = splitLogprobs(batch, flat);
-    const result = lossForwardBackward(lossFn, batch.datums, logprobs);
-    this.host.backward(batch.sequences, this.adapter, owner, packGradients(batch, result.grads));
-    this.counter.add(result.grads);
-    return logprobsOutput(batch, logprobs, result.metrics, req.lossFn);
+    return this.host.exclusive(async () => {
+      const owner = {};
+      const flat = await this.host.forwardForBackward(batch.sequences, this.adapter, owner);
+      const logprobs = splitLogprobs(batch, flat);
+      const result = lossForwardBackward(lossFn, batch.datums, logprobs);
+      const d = packGradients(batch, result.grads);
+      await this.host.backward(batch.sequences, this.adapter, owner, d);
+      this.counter.add(result.grads);
+      return logprobsOutput(batch, logprobs, result.metrics, req.lossFn);
+    });
   }
 
   /** Phase 1 of a custom loss: forward keeping activations; returns the logprobs. */
-  forwardBackwardCustom(req: ForwardBackwardCustomRequest, seqId: number): OutputInit {
+  forwardBackwardCustom(req: ForwardBackwardCustomRequest, seqId: number): Promise<OutputInit> {
     this.assertTrainable('forward_backward_custom');
     const batch = this.decode(req.data);
-    const flat = this.host.forwardForBackward(batch.sequences, this.adapter, this.owner);
-    this.pending = { seqId, batch, owner: this.owner };
-    return logprobsOutput(batch, splitLogprobs(batch, flat), {}, 'logprobs');
+    return this.host.exclusive(async () => {
+      this.pending = null;
+      const flat = await this.host.forwardForBackward(batch.sequences, this.adapter, this.owner);
+      this.pending = { seqId, batch, owner: this.owner };
+      return logprobsOutput(batch, splitLogprobs(batch, flat), {}, 'logprobs');
+    });
   }
 
   /** Phase 2 of a custom loss: back-propagates the client's d(loss)/d(logprob). */
-  backward(req: BackwardRequest): MessageInitShape<typeof BackwardResponseSchema> {
+  async backward(req: BackwardRequest): Promise<MessageInitShape<typeof BackwardResponseSchema>> {
     this.assertTrainable('backward');
     const pending = this.pending;
     if (!pending || pending.seqId !== req.forwardSeqId) {
@@ -227,7 +236,9 @@ export class ModelRuntime {
     }
     const { parts } = decodeBatched(req.dLogprobs, 'd_logprobs');
     const packed = packGradients(pending.batch, parts);
-    this.host.backward(pending.batch.sequences, this.adapter, pending.owner, packed);
+    await this.host.exclusive(() =>
+      this.host.backward(pending.batch.sequences, this.adapter, pending.owner, packed),
+    );
     this.pending = null;
     this.counter.add(parts);
     return {
@@ -236,7 +247,9 @@ export class ModelRuntime {
     };
   }
 
-  optimStep(req: OptimStepRequest): MessageInitShape<typeof OptimStepResponseSchema> {
+  async optimStep(
+    req: OptimStepRequest,
+  ): Promise<MessageInitShape<typeof OptimStepResponseSchema>> {
     this.assertTrainable('optim_step');
     const a = req.adamParams;
     if (!a || a.learningRate === undefined) {
@@ -280,7 +293,7 @@ export class ModelRuntime {
     const scale = this.counter.scale(mode);
     let result: { gradNorm: number; step: number };
     try {
-      result = scaledAdamStep(this.host, parsed.data, scale);
+      result = await this.host.exclusive(() => scaledAdamStep(this.host, parsed.data, scale));
     } catch (error) {
       if (error instanceof EngineError && /not finite/.test(error.message)) {
         throw new TrainerError(
@@ -308,7 +321,7 @@ export class ModelRuntime {
     };
   }
 
-  sample(req: SampleRequest): MessageInitShape<typeof SampleResponseSchema> {
+  async sample(req: SampleRequest): Promise<MessageInitShape<typeof SampleResponseSchema>> {
     const prompt = decodeInt32(req.prompt, 'prompt');
     if (prompt.length === 0) {
       throw new TrainerError('invalid_argument', 'sample: the prompt is empty', {
@@ -345,10 +358,10 @@ export class ModelRuntime {
         );
       }
     }
-    let out: ReturnType<EngineHost['sample']>;
+    let out: Awaited<ReturnType<EngineHost['sample']>>;
     try {
-      out = this.host.withAdapter(this.adapter, () =>
-        this.host.sample(prompt, {
+      out = await this.host.exclusive(() =>
+        this.host.sample(this.adapter, prompt, {
           n: req.numSamples > 0 ? req.numSamples : 1,
           maxTokens,
           temperature: p?.temperature ?? 1,
@@ -390,13 +403,13 @@ export class ModelRuntime {
  * stored moments are divided by s (s²) before the step, which runs with ε/s and a clip norm
  * of c/s, and multiplied back after it.
  */
-function scaledAdamStep(
+async function scaledAdamStep(
   host: EngineHost,
   params: ReturnType<typeof adamParamsSchema.parse>,
   scale: number,
-): { gradNorm: number; step: number } {
+): Promise<{ gradNorm: number; step: number }> {
   const model = host.model;
-  if (scale === 1) return model.optimStep(params);
+  if (scale === 1) return model.optimStepAsync(params);
   const names = model.trainableNames();
   const rescale = (mFactor: number, vFactor: number) => {
     for (const name of names) {
@@ -411,7 +424,7 @@ function scaledAdamStep(
   rescale(1 / scale, 1 / (scale * scale));
   let result: { gradNorm: number; step: number };
   try {
-    result = model.optimStep({
+    result = await model.optimStepAsync({
       ...params,
       eps: params.eps / scale,
       gradClipNorm: params.gradClipNorm / scale,

@@ -4,6 +4,7 @@ import { readFile } from 'node:fs/promises';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL } from '../../src/catalog/bundled.js';
+import { ServingStatus } from '../../src/gen/temper/trainer/v1/trainer_pb.js';
 import { createTrainerClient } from '../../src/trainer/client.js';
 import { ERROR_CODE_METADATA_KEY } from '../../src/trainer/errors.js';
 import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
@@ -101,9 +102,22 @@ describe('trainer pod lifecycle', () => {
         return wireDatum(tokens, [...tokens.slice(1), 0], { weights: tokens.map(() => 1) });
       });
       // seq 1 is heavy; seq 3 waits for a seq 2 that never comes.
+      let heavyAt = 0;
       const heavy = client.forwardBackward({ modelId, seqId: 1, data, lossFn: 'cross_entropy' });
+      void heavy.then(
+        () => {
+          heavyAt = Date.now();
+        },
+        () => {
+          heavyAt = Date.now();
+        },
+      );
       const waiting = client.forward({ modelId, seqId: 3, data: data.slice(0, 1) });
       await new Promise((r) => setTimeout(r, 100));
+      // The engine works on its own thread: the pod answers while the step runs.
+      const health = await client.health({});
+      const healthAt = Date.now();
+      expect(health.status).toBe(ServingStatus.SERVING);
       const stopping = launcher.stop(endpoint.jobId, { graceMs: 15_000 });
       const [h, w] = await Promise.allSettled([heavy, waiting]);
       await stopping;
@@ -113,6 +127,7 @@ describe('trainer pod lifecycle', () => {
         expect([grpc.status.UNAVAILABLE]).toContain(e.code);
       } else {
         expect(h.value.output?.metrics['loss:sum']).toBeGreaterThan(0);
+        expect(healthAt).toBeLessThan(heavyAt);
       }
       expect(w.status).toBe('rejected');
       const e = (w as PromiseRejectedResult).reason as grpc.ServiceError;
