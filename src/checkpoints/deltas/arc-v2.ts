@@ -1,0 +1,245 @@
+// arc_v2 deltas, byte-compatible with the reference platform's published implementation
+// (PyPI `fireworks-delta-compression`, backend "arc_v2"). The format, as we write and read it:
+//
+// Tensor delta. Old and new tensor must have the same dtype and shape. Take both as their
+// raw little-endian bytes (exactly as a safetensors file stores them), XOR them byte by
+// byte, and compress the XOR with zstd (one standard frame; the reference uses level 3).
+// Unchanged bytes XOR to zero, and a small weight update only flips low mantissa bits, so
+// the XOR is mostly zero bytes and compresses well. The checksum is Adler-32 of the NEW
+// tensor's bytes, written as a decimal string (`checksum_format: "alder32"`).
+// An empty tensor (a zero dimension) has an empty XOR; its payload is whatever frame the
+// encoder made of zero bytes and is never decoded.
+//
+// Delta file. For a weights file `model-00000.safetensors` of the new snapshot, the delta
+// file has the same name and is itself a safetensors file: one 1-D U8 tensor per tensor of
+// the original, under the same name, holding the compressed XOR; `__metadata__` maps every
+// tensor name to its checksum. The delta does not repeat dtypes or shapes: they come from
+// the previous snapshot's file, which must hold the same tensor names. Applying a delta:
+// decompress each payload (it must be exactly as long as the old tensor's bytes), XOR it
+// into the old tensor's bytes, and compare Adler-32 of the result with the checksum.
+//
+// We apply a delta to the previous file's bytes in place (as the reference's in-place path
+// does): header and layout come from the previous file, so the result is the new file
+// exactly when both files have the same header. Encoding therefore insists on identical
+// headers by default (`exactFile`), so a delta we write always reconstructs the exact file;
+// the snapshot manifest (snapshot.ts) also records the new file's sha256 to prove it.
+import { CheckpointError } from '../dcp/errors.js';
+import { alder32String } from './adler32.js';
+import {
+  parseRawSafetensors,
+  type RawSafetensors,
+  serializeU8Safetensors,
+  tensorBytes,
+} from './raw-safetensors.js';
+import { DEFAULT_ZSTD_LEVEL, zstdCompress, zstdDecompress } from './zstd.js';
+
+export const COMPRESSION_FORMAT = 'arc_v2';
+export const CHECKSUM_FORMAT = 'alder32';
+
+/** out[i] = a[i] ^ b[i]; out may alias a or b. Uses 32-bit words where alignment allows. */
+export function xorBytes(out: Uint8Array, a: Uint8Array, b: Uint8Array): void {
+  const n = out.length;
+  if (a.length !== n || b.length !== n) throw new RangeError('xorBytes: lengths differ');
+  let i = 0;
+  const align = out.byteOffset & 3;
+  if ((a.byteOffset & 3) === align && (b.byteOffset & 3) === align) {
+    const head = Math.min(n, (4 - align) & 3);
+    for (; i < head; i++) out[i] = a[i]! ^ b[i]!;
+    const words = (n - i) >>> 2;
+    if (words > 0) {
+      const o32 = new Int32Array(out.buffer, out.byteOffset + i, words);
+      const a32 = new Int32Array(a.buffer, a.byteOffset + i, words);
+      const b32 = new Int32Array(b.buffer, b.byteOffset + i, words);
+      for (let w = 0; w < words; w++) o32[w] = a32[w]! ^ b32[w]!;
+      i += words * 4;
+    }
+  }
+  for (; i < n; i++) out[i] = a[i]! ^ b[i]!;
+}
+
+export interface TensorDelta {
+  /** The zstd frame of old XOR new. */
+  payload: Buffer;
+  /** Adler-32 of the new bytes, decimal. */
+  checksum: string;
+}
+
+/** Encodes one tensor (raw bytes of the same dtype and shape). */
+export function encodeTensorDelta(
+  prev: Uint8Array,
+  next: Uint8Array,
+  level = DEFAULT_ZSTD_LEVEL,
+): TensorDelta {
+  if (prev.length !== next.length)
+    throw new RangeError(`tensor byte lengths differ: ${prev.length} != ${next.length}`);
+  const diff = Buffer.allocUnsafe(next.length);
+  xorBytes(diff, prev, next);
+  return { payload: zstdCompress(diff, level), checksum: alder32String(next) };
+}
+
+/**
+ * Decodes one tensor into `out` (which may be `prev` itself, for in-place application) and
+ * verifies the checksum. Throws Error with a plain message; callers add the file and tensor.
+ */
+export function applyTensorDelta(
+  prev: Uint8Array,
+  payload: Uint8Array,
+  checksum: string,
+  out: Uint8Array = new Uint8Array(prev.length),
+): Uint8Array {
+  if (prev.length > 0) {
+    const diff = zstdDecompress(payload, prev.length);
+    xorBytes(out, prev, diff);
+  }
+  const actual = alder32String(out);
+  if (actual !== checksum)
+    throw new Error(
+      `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${checksum}`,
+    );
+  return out;
+}
+
+export interface EncodeFileOptions {
+  /** zstd level (default 3, the reference's); any level decodes the same way. */
+  level?: number;
+  /**
+   * Require byte-identical safetensors headers so that applying the delta reproduces the
+   * new file exactly (default true). With false only names, dtypes and shapes must agree,
+   * and the reconstruction has the new tensors in the previous file's layout.
+   */
+  exactFile?: boolean;
+  /** Names for error messages. */
+  prevSource?: string;
+  nextSource?: string;
+}
+
+function parse(file: Buffer, source: string): RawSafetensors {
+  try {
+    return parseRawSafetensors(file, source);
+  } catch (err) {
+    throw new CheckpointError('corrupt', (err as Error).message, { file: source, cause: err });
+  }
+}
+
+/** Checks that two files hold the same tensors (names, dtypes, shapes). */
+function checkSameTensors(
+  prev: RawSafetensors,
+  next: RawSafetensors,
+  ps: string,
+  ns: string,
+): void {
+  const missing = prev.entries.filter((e) => !next.byName.has(e.name)).map((e) => e.name);
+  const extra = next.entries.filter((e) => !prev.byName.has(e.name)).map((e) => e.name);
+  if (missing.length || extra.length)
+    throw new CheckpointError(
+      'incompatible',
+      `${ns} and ${ps} hold different tensors (only in the previous: ${missing.slice(0, 5).join(', ') || '-'}; only in the new: ${extra.slice(0, 5).join(', ') || '-'}): write a full snapshot instead of a delta`,
+      { file: ns },
+    );
+  for (const e of next.entries) {
+    const p = prev.byName.get(e.name)!;
+    if (p.dtype !== e.dtype || JSON.stringify(p.shape) !== JSON.stringify(e.shape))
+      throw new CheckpointError(
+        'incompatible',
+        `tensor '${e.name}' is ${e.dtype}${JSON.stringify(e.shape)} in ${ns} but ${p.dtype}${JSON.stringify(p.shape)} in ${ps}: write a full snapshot instead of a delta`,
+        { file: ns },
+      );
+  }
+}
+
+export interface DeltaFile {
+  /** The delta safetensors file. */
+  file: Buffer;
+  /** Tensor name → Adler-32 of its new bytes (the file's `__metadata__`). */
+  checksums: Record<string, string>;
+}
+
+/** The arc_v2 delta of one safetensors file against its previous version. */
+export function encodeDeltaFile(
+  prevFile: Buffer,
+  nextFile: Buffer,
+  opts: EncodeFileOptions = {},
+): DeltaFile {
+  const ps = opts.prevSource ?? 'previous file';
+  const ns = opts.nextSource ?? 'new file';
+  const prev = parse(prevFile, ps);
+  const next = parse(nextFile, ns);
+  checkSameTensors(prev, next, ps, ns);
+  if ((opts.exactFile ?? true) && !prev.headerBytes.equals(next.headerBytes))
+    throw new CheckpointError(
+      'incompatible',
+      `${ns} has a different safetensors header (metadata or tensor layout) from ${ps}, so a delta could not reproduce it exactly: write a full snapshot instead`,
+      { file: ns },
+    );
+  const payloads = new Map<string, Uint8Array>();
+  const checksums: Record<string, string> = {};
+  for (const e of next.entries) {
+    const d = encodeTensorDelta(
+      tensorBytes(prev, prev.byName.get(e.name)!),
+      tensorBytes(next, e),
+      opts.level,
+    );
+    payloads.set(e.name, d.payload);
+    checksums[e.name] = d.checksum;
+  }
+  return { file: serializeU8Safetensors(payloads, checksums), checksums };
+}
+
+export interface ApplyFileOptions {
+  prevSource?: string;
+  deltaSource?: string;
+  /** Write into the previous file's buffer instead of a copy. */
+  inPlace?: boolean;
+}
+
+/**
+ * Applies an arc_v2 delta file to the previous version of the file and returns the new
+ * file's bytes; every tensor's Adler-32 is verified (CheckpointError 'corrupt' naming the
+ * file and tensor otherwise).
+ */
+export function applyDeltaFile(
+  prevFile: Buffer,
+  deltaFile: Buffer,
+  opts: ApplyFileOptions = {},
+): Buffer {
+  const ps = opts.prevSource ?? 'previous file';
+  const ds = opts.deltaSource ?? 'delta file';
+  const prev = parse(prevFile, ps);
+  const delta = parse(deltaFile, ds);
+  const missing = prev.entries.filter((e) => !delta.byName.has(e.name)).map((e) => e.name);
+  const extra = delta.entries.filter((e) => !prev.byName.has(e.name)).map((e) => e.name);
+  if (missing.length || extra.length)
+    throw new CheckpointError(
+      'incompatible',
+      `${ds} does not match ${ps}: tensors only in the previous file: ${missing.slice(0, 5).join(', ') || '-'}; only in the delta: ${extra.slice(0, 5).join(', ') || '-'} (is it a delta against another snapshot?)`,
+      { file: ds },
+    );
+  const out = opts.inPlace ? prevFile : Buffer.from(prevFile);
+  const target = opts.inPlace ? prev : { ...prev, file: out };
+  for (const e of prev.entries) {
+    const d = delta.byName.get(e.name)!;
+    if (d.dtype !== 'U8' || d.shape.length !== 1)
+      throw new CheckpointError(
+        'corrupt',
+        `${ds}: payload of '${e.name}' must be a 1-D U8 tensor (got ${d.dtype}${JSON.stringify(d.shape)})`,
+        { file: ds },
+      );
+    const checksum = delta.metadata[e.name];
+    if (checksum === undefined || !/^\d{1,10}$/.test(checksum))
+      throw new CheckpointError(
+        'corrupt',
+        `${ds}: no ${CHECKSUM_FORMAT} checksum for tensor '${e.name}' in __metadata__`,
+        { file: ds },
+      );
+    const region = tensorBytes(target, e);
+    try {
+      applyTensorDelta(region, tensorBytes(delta, d), checksum, region);
+    } catch (err) {
+      throw new CheckpointError('corrupt', `${ds}: tensor '${e.name}': ${(err as Error).message}`, {
+        file: ds,
+        cause: err,
+      });
+    }
+  }
+  return out;
+}

@@ -1,0 +1,40 @@
+// arc_v2 deltas: per-tensor XOR + zstd with Adler-32 checksums (arc-v2.ts), and incremental
+// snapshots made of delta files plus a committed manifest (snapshot.ts).
+export { adler32, alder32String } from './adler32.js';
+export {
+  type ApplyFileOptions,
+  applyDeltaFile,
+  applyTensorDelta,
+  CHECKSUM_FORMAT,
+  COMPRESSION_FORMAT,
+  type DeltaFile,
+  type EncodeFileOptions,
+  encodeDeltaFile,
+  encodeTensorDelta,
+  type TensorDelta,
+  xorBytes,
+} from './arc-v2.js';
+export {
+  parseRawSafetensors,
+  type RawSafetensors,
+  type RawTensorEntry,
+  serializeU8Safetensors,
+} from './raw-safetensors.js';
+export {
+  type ApplyDeltaSnapshotOptions,
+  applyDeltaSnapshot,
+  DELTA_FORMAT,
+  DELTA_MANIFEST,
+  type DeltaManifest,
+  deltaManifestSchema,
+  dirSnapshot,
+  incrementalSnapshotMetadata,
+  parseDeltaManifest,
+  readDeltaManifest,
+  type SnapshotReader,
+  type SnapshotTarget,
+  storeSnapshot,
+  type WriteDeltaSnapshotOptions,
+  writeDeltaSnapshot,
+} from './snapshot.js';
+export { DEFAULT_ZSTD_LEVEL, zstdCompress, zstdDecompress } from './zstd.js';
