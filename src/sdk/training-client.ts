@@ -12,6 +12,7 @@ import type { MessageInitShape } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import {
   type AdamParamsSchema,
+  CheckpointType,
   GradAccumulationNormalization,
   type ModelInfo,
   StopReason,
@@ -59,15 +60,6 @@ const NORMALIZATION = {
   num_loss_tokens: GradAccumulationNormalization.NUM_LOSS_TOKENS,
   num_sequences: GradAccumulationNormalization.NUM_SEQUENCES,
 } as const;
-
-function notAvailable(method: string, missing: string): Promise<never> {
-  return Promise.reject(
-    new TrainerError(
-      'not_implemented',
-      `${method} is not available yet: it needs ${missing}, which trainer pods do not have yet`,
-    ),
-  );
-}
 
 export class TrainingClient {
   readonly modelId: string;
@@ -329,48 +321,116 @@ export class TrainingClient {
     return result;
   }
 
-  // ---- checkpoints: defined by the trainer contract, answered once src/checkpoints is wired ----
+  // ---- checkpoints ----
 
-  saveState(
-    _name: string,
-    _options: { ttlSeconds?: number; timeout?: number } = {},
-  ): Promise<{ path: string }> {
-    return notAvailable('saveState', 'DCP train-state checkpoints (src/checkpoints/dcp)');
-  }
-
-  loadState(_name: string): Promise<{ path: string; step: number }> {
-    return notAvailable('loadState', 'DCP train-state checkpoints (src/checkpoints/dcp)');
-  }
-
-  loadStateWithOptimizer(_name: string): Promise<{ path: string; step: number }> {
-    return notAvailable(
-      'loadStateWithOptimizer',
-      'DCP train-state checkpoints (src/checkpoints/dcp)',
+  /** Saves the train state (weights, optimizer, step) as `name`; resumable with loadStateWithOptimizer. */
+  async saveState(
+    name: string,
+    options: { ttlSeconds?: number; timeout?: number } = {},
+  ): Promise<{ path: string; step: number }> {
+    await this.guard();
+    const seqId = this.reserve();
+    const res = await this.call('save_state', () =>
+      this.client.saveState(
+        { modelId: this.modelId, seqId, name, ttlSeconds: BigInt(options.ttlSeconds ?? 0) },
+        options.timeout !== undefined ? { timeoutMs: options.timeout * 1000 } : {},
+      ),
     );
+    return { path: res.path, step: Number(res.step) };
   }
 
-  saveWeightsForSampler(
-    _name: string,
-    _options: { checkpointType?: 'base' | 'delta'; ttlSeconds?: number } = {},
-  ): Promise<{ path: string; snapshotName: string }> {
-    return notAvailable(
-      'saveWeightsForSampler',
-      'sampler exports and arc_v2 deltas (src/checkpoints/exports, src/checkpoints/deltas)',
+  /** Loads the weights of a saveState checkpoint; the optimizer starts fresh (step 0). */
+  async loadState(path: string): Promise<{ path: string; step: number }> {
+    await this.guard();
+    const seqId = this.reserve();
+    const res = await this.call('load_state', () =>
+      this.client.loadState({ modelId: this.modelId, seqId, path }),
     );
+    return { path: res.path, step: Number(res.step) };
   }
 
-  listCheckpoints(): Promise<string[]> {
-    return notAvailable('listCheckpoints', 'the checkpoint catalog (src/checkpoints/catalog)');
-  }
-
-  resolveCheckpointPath(_checkpointName: string, _sourceJobId: string): Promise<string> {
-    return notAvailable(
-      'resolveCheckpointPath',
-      'the checkpoint catalog (src/checkpoints/catalog)',
+  /**
+   * Restores weights, optimizer state and step of a saveState checkpoint. A sampler snapshot
+   * is refused (`not_resumable`): it holds no optimizer state.
+   */
+  async loadStateWithOptimizer(path: string): Promise<{ path: string; step: number }> {
+    await this.guard();
+    const seqId = this.reserve();
+    const res = await this.call('load_state_with_optimizer', () =>
+      this.client.loadStateWithOptimizer({ modelId: this.modelId, seqId, path }),
     );
+    return { path: res.path, step: Number(res.step) };
   }
 
-  loadAdapter(_adapterPath: string): Promise<void> {
-    return notAvailable('loadAdapter', 'PEFT adapter loading (src/checkpoints/exports)');
+  /**
+   * Exports servable weights (HF layout; a PEFT adapter for LoRA). `path` is the snapshot
+   * identity: the name suffixed with the session id. `delta` is not available yet.
+   */
+  async saveWeightsForSampler(
+    name: string,
+    options: { checkpointType?: 'base' | 'delta'; ttlSeconds?: number } = {},
+  ): Promise<{
+    path: string;
+    snapshotName: string;
+    checkpointType: 'base' | 'delta';
+    uri: string;
+  }> {
+    await this.guard();
+    const type =
+      options.checkpointType === 'delta'
+        ? CheckpointType.DELTA
+        : options.checkpointType === 'base'
+          ? CheckpointType.BASE
+          : CheckpointType.UNSPECIFIED;
+    const seqId = this.reserve();
+    const res = await this.call('save_weights_for_sampler', () =>
+      this.client.saveWeightsForSampler({
+        modelId: this.modelId,
+        seqId,
+        name,
+        checkpointType: type,
+        ttlSeconds: BigInt(options.ttlSeconds ?? 0),
+      }),
+    );
+    return {
+      path: res.path,
+      snapshotName: res.path,
+      checkpointType: res.checkpointType === CheckpointType.DELTA ? 'delta' : 'base',
+      uri: res.uri,
+    };
+  }
+
+  /** Names of this trainer's resumable (saveState) checkpoints, oldest first. */
+  async listCheckpoints(): Promise<string[]> {
+    await this.guard();
+    const seqId = this.reserve();
+    const res = await this.call('list_checkpoints', () =>
+      this.client.listCheckpoints({ modelId: this.modelId, seqId }),
+    );
+    return res.checkpoints.map((c) => c.name);
+  }
+
+  /** The path of checkpoint `checkpointName` of trainer job `sourceJobId` (cross-job resume). */
+  async resolveCheckpointPath(checkpointName: string, sourceJobId: string): Promise<string> {
+    await this.guard();
+    const seqId = this.reserve();
+    const res = await this.call('resolve_checkpoint_path', () =>
+      this.client.resolveCheckpointPath({
+        modelId: this.modelId,
+        seqId,
+        checkpointName,
+        sourceJobId,
+      }),
+    );
+    return res.path;
+  }
+
+  /** Loads a PEFT adapter (directory, or a LoRA sampler snapshot of this trainer); weights only. */
+  async loadAdapter(adapterPath: string): Promise<void> {
+    await this.guard();
+    const seqId = this.reserve();
+    await this.call('load_adapter', () =>
+      this.client.loadAdapter({ modelId: this.modelId, seqId, adapterPath }),
+    );
   }
 }

@@ -37,6 +37,7 @@ interface ServeFlags {
   forwardOnly?: boolean;
   jobId?: string;
   stateFile?: string;
+  checkpointUrl?: string;
   maxModels: number;
   logLevel?: string;
 }
@@ -66,6 +67,10 @@ export function addTrainerCommand(program: Command): void {
     .option('--forward-only', 'only forward-only (reference) models')
     .option('--job-id <id>', 'the trainer job id this pod serves')
     .option('--state-file <path>', 'JSON file recording the address and state')
+    .option(
+      '--checkpoint-url <url>',
+      'checkpoint store root (file:///dir, s3://bucket/prefix, gs://bucket/prefix); checkpoints are refused without one',
+    )
     .option('--max-models <n>', 'models the pod holds at most', int(1), 8)
     .option('--log-level <level>', 'pino log level (default info, or TEMPER_LOG_LEVEL)')
     .action(async (flags: ServeFlags) => {
@@ -80,6 +85,7 @@ export function addTrainerCommand(program: Command): void {
         forwardOnly: flags.forwardOnly ?? false,
         jobId: flags.jobId,
         stateFile: flags.stateFile,
+        checkpointUrl: flags.checkpointUrl,
         maxModels: flags.maxModels,
         logLevel: flags.logLevel,
       });

@@ -22,6 +22,9 @@ export type TrainerErrorCode =
   | 'unknown_model'
   | 'unknown_session'
   | 'unknown_trainer'
+  | 'checkpoint_not_found'
+  // ALREADY_EXISTS
+  | 'checkpoint_exists'
   // FAILED_PRECONDITION: the request is well formed but the model's state refuses it.
   | 'no_gradients'
   | 'no_pending_forward'
@@ -32,6 +35,12 @@ export type TrainerErrorCode =
   | 'non_finite_gradients'
   | 'client_closed'
   | 'duplicate_client'
+  | 'checkpoint_incompatible'
+  | 'not_resumable'
+  | 'not_lora'
+  | 'no_checkpoint_store'
+  // DATA_LOSS: a stored checkpoint is damaged.
+  | 'checkpoint_corrupt'
   // RESOURCE_EXHAUSTED
   | 'too_many_models'
   // UNAVAILABLE: the pod is going away or cannot be reached.
@@ -55,6 +64,8 @@ const GRPC_STATUS: Record<TrainerErrorCode, grpc.status> = {
   unknown_model: grpc.status.NOT_FOUND,
   unknown_session: grpc.status.NOT_FOUND,
   unknown_trainer: grpc.status.NOT_FOUND,
+  checkpoint_not_found: grpc.status.NOT_FOUND,
+  checkpoint_exists: grpc.status.ALREADY_EXISTS,
   no_gradients: grpc.status.FAILED_PRECONDITION,
   no_pending_forward: grpc.status.FAILED_PRECONDITION,
   forward_only: grpc.status.FAILED_PRECONDITION,
@@ -64,6 +75,11 @@ const GRPC_STATUS: Record<TrainerErrorCode, grpc.status> = {
   non_finite_gradients: grpc.status.FAILED_PRECONDITION,
   client_closed: grpc.status.FAILED_PRECONDITION,
   duplicate_client: grpc.status.FAILED_PRECONDITION,
+  checkpoint_incompatible: grpc.status.FAILED_PRECONDITION,
+  not_resumable: grpc.status.FAILED_PRECONDITION,
+  not_lora: grpc.status.FAILED_PRECONDITION,
+  no_checkpoint_store: grpc.status.FAILED_PRECONDITION,
+  checkpoint_corrupt: grpc.status.DATA_LOSS,
   too_many_models: grpc.status.RESOURCE_EXHAUSTED,
   shutting_down: grpc.status.UNAVAILABLE,
   unavailable: grpc.status.UNAVAILABLE,
@@ -80,6 +96,8 @@ const HTTP_STATUS: Partial<Record<grpc.status, number>> = {
   [grpc.status.UNAVAILABLE]: 503,
   [grpc.status.UNIMPLEMENTED]: 501,
   [grpc.status.RESOURCE_EXHAUSTED]: 429,
+  [grpc.status.ALREADY_EXISTS]: 409,
+  [grpc.status.DATA_LOSS]: 500,
   [grpc.status.DEADLINE_EXCEEDED]: 504,
   [grpc.status.INTERNAL]: 500,
 };

@@ -149,6 +149,14 @@ export class ModelRuntime {
     };
   }
 
+  /** Forgets accumulated gradients and any pending custom forward (after loading weights). */
+  resetAccumulation(): void {
+    this.counter.reset();
+    this.pending = null;
+    this.host.dropActivations();
+    if (!this.forwardOnly) this.host.model.zeroGrad();
+  }
+
   private assertTrainable(op: string): void {
     if (this.forwardOnly) {
       throw new TrainerError(

@@ -26,6 +26,7 @@ import {
   type LoraConfig,
   ServingStatus,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
+import { TrainerCheckpoints } from './checkpoints.js';
 import { EngineHost } from './engine-host.js';
 import { TrainerError } from './errors.js';
 import { ModelRuntime } from './model-runtime.js';
@@ -50,6 +51,8 @@ export interface PodOptions {
   maxModels?: number;
   /** How long an operation waits for a missing earlier seq_id (default 120 s). */
   seqGapTimeoutMs?: number;
+  /** Object-store URL of the checkpoint root (file:///dir, s3://..., gs://...); none = checkpoints refused. */
+  checkpointUrl?: string;
   /** Inactivity timeout, reported in Health (the server enforces it); 0 = disabled. */
   inactivityTimeoutMs?: number;
   logger: Logger;
@@ -131,9 +134,30 @@ export class TrainerPod {
       for (const [name, t] of (await readSafetensors(file)).tensors) base.set(name, t);
     }
     const pod = new TrainerPod(options, dir, config, base);
+    if (options.checkpointUrl) {
+      pod.checkpointStore = await TrainerCheckpoints.open({
+        url: options.checkpointUrl,
+        jobId: pod.jobId,
+        baseModel: pod.baseModel,
+        baseDir: dir,
+      });
+    }
     // Fail at startup, not at the first CreateModel, if the weights do not fit the config.
     EngineHost.frozenBase(config, base, 1);
     return pod;
+  }
+
+  private checkpointStore: TrainerCheckpoints | null = null;
+
+  /** The checkpoint store, or a `no_checkpoint_store` error naming the operation. */
+  checkpoints(what: string): TrainerCheckpoints {
+    if (!this.checkpointStore) {
+      throw new TrainerError(
+        'no_checkpoint_store',
+        `${what}: this trainer has no checkpoint store; start it with --checkpoint-url (file:///dir, s3://bucket/prefix or gs://bucket/prefix)`,
+      );
+    }
+    return this.checkpointStore;
   }
 
   get limits(): { vocabSize: number; maxContextLength: number } {

@@ -13,11 +13,13 @@ import {
 } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
+import { CheckpointError } from '../checkpoints/dcp/errors.js';
 import { EngineError } from '../engine/model.js';
 import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/temper/v1/health_pb.js';
 import { LossError } from '../losses/index.js';
 import { addService, serviceDefinition } from '../rpc/grpc-service.js';
+import { checkpointErrorToTrainer } from './checkpoints.js';
 import { TRAINER_CHANNEL_OPTIONS } from './client.js';
 import { TrainerError, toGrpcError } from './errors.js';
 import type { ModelRuntime } from './model-runtime.js';
@@ -40,23 +42,13 @@ export function asTrainerError(error: unknown): TrainerError {
       cause: error,
     });
   }
+  if (error instanceof CheckpointError) return checkpointErrorToTrainer(error);
   if (error instanceof EngineError) {
     return new TrainerError('internal', `engine: ${error.message}`, { cause: error });
   }
   const message = error instanceof Error ? error.message : String(error);
   return new TrainerError('internal', message, { cause: error });
 }
-
-function notImplemented(what: string, missing: string): never {
-  throw new TrainerError(
-    'not_implemented',
-    `${what} is not available on trainer pods yet: it needs ${missing}, which is not wired into the trainer`,
-  );
-}
-
-const DCP = 'the DCP train-state checkpoints (src/checkpoints/dcp) and a checkpoint catalog';
-const EXPORTS =
-  'sampler exports and arc_v2 deltas (src/checkpoints/exports, src/checkpoints/deltas)';
 
 export function trainerImplementation(pod: TrainerPod): Impl {
   const op = <T>(
@@ -85,22 +77,37 @@ export function trainerImplementation(pod: TrainerPod): Impl {
     backward: (req) => op(req, 'backward', (m) => m.backward(req)),
     optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req)),
     sample: (req) => op(req, 'sample', (m) => m.sample(req)),
-    saveState: (req) => op(req, 'save_state', () => notImplemented('save_state', DCP)),
-    loadState: (req) => op(req, 'load_state', () => notImplemented('load_state', DCP)),
+    saveState: (req) =>
+      op(req, 'save_state', (m) =>
+        pod.checkpoints('save_state').saveState(m, req.name, Number(req.ttlSeconds)),
+      ),
+    loadState: (req) =>
+      op(req, 'load_state', (m) => pod.checkpoints('load_state').loadState(m, req.path, false)),
     loadStateWithOptimizer: (req) =>
-      op(req, 'load_state_with_optimizer', () => notImplemented('load_state_with_optimizer', DCP)),
+      op(req, 'load_state_with_optimizer', (m) =>
+        pod.checkpoints('load_state_with_optimizer').loadState(m, req.path, true),
+      ),
     saveWeightsForSampler: (req) =>
-      op(req, 'save_weights_for_sampler', () =>
-        notImplemented('save_weights_for_sampler', EXPORTS),
+      op(req, 'save_weights_for_sampler', (m) =>
+        pod
+          .checkpoints('save_weights_for_sampler')
+          .saveForSampler(m, req.name, req.checkpointType, Number(req.ttlSeconds)),
       ),
     listCheckpoints: (req) =>
-      op(req, 'list_checkpoints', () => notImplemented('list_checkpoints', DCP)),
+      op(req, 'list_checkpoints', async () => ({
+        checkpoints: await pod.checkpoints('list_checkpoints').list(),
+      })),
     resolveCheckpointPath: (req) =>
-      op(req, 'resolve_checkpoint_path', () => notImplemented('resolve_checkpoint_path', DCP)),
+      op(req, 'resolve_checkpoint_path', async () => ({
+        path: await pod
+          .checkpoints('resolve_checkpoint_path')
+          .resolve(req.checkpointName, req.sourceJobId),
+      })),
     loadAdapter: (req) =>
-      op(req, 'load_adapter', () =>
-        notImplemented('load_adapter', 'PEFT adapter loading (src/checkpoints/exports)'),
-      ),
+      op(req, 'load_adapter', async (m) => {
+        await pod.checkpoints('load_adapter').loadAdapter(m, req.adapterPath);
+        return {};
+      }),
   };
 }
 

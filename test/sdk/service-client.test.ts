@@ -1,8 +1,12 @@
 // The Training API client against real trainer pods launched by the local launcher: the
 // seed's quickstart loop on the bundled model (custom SFT loss, 10 steps, the loss falls),
 // reference and base clients, typed errors, and close() cleaning up what it launched.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL, bundledModelDir } from '../../src/catalog/bundled.js';
+import { TransformerModel } from '../../src/engine/model.js';
 import { addAll, dot, type LossFn, neg, sftLoss } from '../../src/losses/index.js';
 import { conversationDatum, ServiceClient, type TrainingDatum } from '../../src/sdk/index.js';
 import { getRenderer } from '../../src/tokenizers/index.js';
@@ -101,13 +105,22 @@ describe('ServiceClient and TrainingClient over real pods', () => {
     await expectTrainerError(reference.forwardBackward(batch, 'cross_entropy'), 'forward_only');
     await expectTrainerError(base.optimStep({ learningRate: 1e-3 }), 'forward_only');
 
-    // Checkpoints are not wired yet: clear errors, not silence.
-    await expectTrainerError(training.saveState('step-10'), 'not_implemented');
+    // Save for the sampler: an HF model directory the engine loads back with the same logprobs.
+    const saved = await training.saveWeightsForSampler('sft-final', { checkpointType: 'base' });
+    expect(saved.path).toMatch(/^sft-final-[0-9a-f]{8}$/);
+    expect(saved.checkpointType).toBe('base');
+    const exportDir = fileURLToPath(saved.uri);
+    const exported = await TransformerModel.fromDirectory(exportDir, { threads: 1 });
+    const trained = await training.forward(batch);
+    expect(exported.forward(batch)).toEqual(trained.lossFnOutputs[0]!.logprobs.data);
+    expect(existsSync(join(exportDir, 'tokenizer_config.json'))).toBe(true);
+    await training.saveState('step-10');
+    expect(await training.listCheckpoints()).toEqual(['step-10']);
+    await expectTrainerError(training.loadStateWithOptimizer(saved.path), 'not_resumable');
     await expectTrainerError(
-      training.saveWeightsForSampler('sft-final', { checkpointType: 'base' }),
+      service.promoteCheckpoint({ name: saved.path, outputModelId: 'my-sft-model' }),
       'not_implemented',
     );
-    await expectTrainerError(training.loadStateWithOptimizer('step-10'), 'not_implemented');
 
     const jobs = [training.jobId, reference.jobId];
     await service.close();

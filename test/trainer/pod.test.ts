@@ -4,6 +4,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  CheckpointType,
   GradAccumulationNormalization,
   ServingStatus,
   StopReason,
@@ -374,9 +375,24 @@ describe('trainer pod over gRPC', () => {
       'no_pending_forward',
     );
     await expectGrpcError(
-      client.saveState({ modelId: m, seqId: seq++, name: 'step-1' }),
+      client.saveWeightsForSampler({
+        modelId: m,
+        seqId: seq++,
+        name: 's',
+        checkpointType: CheckpointType.DELTA,
+      }),
       grpc.status.UNIMPLEMENTED,
       'not_implemented',
+    );
+    await expectGrpcError(
+      client.loadStateWithOptimizer({ modelId: m, seqId: seq++, path: 'never-saved' }),
+      grpc.status.NOT_FOUND,
+      'checkpoint_not_found',
+    );
+    await expectGrpcError(
+      client.loadState({ modelId: m, seqId: seq++, path: '../../etc/passwd' }),
+      grpc.status.INVALID_ARGUMENT,
+      'invalid_argument',
     );
     // A custom forward whose backward has the wrong length is rejected and changes nothing;
     // the model then trains normally.

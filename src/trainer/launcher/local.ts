@@ -11,8 +11,8 @@ import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { mkdir, readdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ServingStatus } from '../../gen/temper/trainer/v1/trainer_pb.js';
 import { createTrainerClient } from '../client.js';
 import { TrainerError } from '../errors.js';
@@ -35,6 +35,11 @@ export interface LocalLauncherOptions {
   env?: NodeJS.ProcessEnv;
   /** Interface pods bind (default 127.0.0.1). */
   host?: string;
+  /**
+   * Checkpoint store root every pod gets (default file://<stateDir>/../checkpoints, shared by
+   * the pods so that one job can resume from another's checkpoints).
+   */
+  checkpointUrl?: string;
 }
 
 interface JobRecord {
@@ -137,6 +142,7 @@ export class LocalProcessLauncher implements Launcher {
   private readonly startTimeoutMs: number;
   private readonly env: NodeJS.ProcessEnv;
   private readonly host: string;
+  readonly checkpointUrl: string;
   private readonly owned = new Map<string, Owned>();
 
   constructor(options: LocalLauncherOptions = {}) {
@@ -145,6 +151,8 @@ export class LocalProcessLauncher implements Launcher {
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
     this.env = options.env ?? process.env;
     this.host = options.host ?? '127.0.0.1';
+    this.checkpointUrl =
+      options.checkpointUrl ?? pathToFileURL(join(dirname(this.stateDir), 'checkpoints')).href;
   }
 
   private paths(jobId: string) {
@@ -193,6 +201,7 @@ export class LocalProcessLauncher implements Launcher {
     ];
     if (spec.loraAlpha !== undefined) args.push('--lora-alpha', String(spec.loraAlpha));
     if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
+    args.push('--checkpoint-url', spec.checkpointUrl ?? this.checkpointUrl);
     if (spec.maxModels !== undefined) args.push('--max-models', String(spec.maxModels));
     if (spec.forwardOnly) args.push('--forward-only');
     if (spec.logLevel) args.push('--log-level', spec.logLevel);

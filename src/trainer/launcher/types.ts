@@ -17,6 +17,8 @@ export interface TrainerLaunchSpec {
   threads?: number;
   /** Stop after this long with no operation or heartbeat; 0 disables; default 60 min. */
   inactivityTimeoutMs?: number;
+  /** Checkpoint store root URL (default: the launcher's). */
+  checkpointUrl?: string;
   /** Models the pod holds at most (default 8). */
   maxModels?: number;
   /** Use this job id instead of a generated one. */
