@@ -546,17 +546,20 @@ function encode(data: Float32Array, dtype: WriteDtype): Buffer {
 export type TensorSource = (name: string) => Float32Array | Promise<Float32Array>;
 
 /** Largest piece handed to the stream at once (bounds bfloat16 conversion buffers too). */
-const WRITE_CHUNK_ELEMENTS = 4 << 20;
+const WRITE_CHUNK_ELEMENTS = 1 << 20;
 
 /**
- * A Readable producing the file: header first, then each tensor, asking `source` for a
- * tensor only when it is its turn (so at most one tensor need be in memory). `onBytes` sees
- * every byte produced (for checksums).
+ * A Readable of Buffers producing the file: header first, then each tensor in pieces of at
+ * most 4 MiB of float32, asking `source` for a tensor only when the stream reaches it (plus
+ * `readAheadChunks` pieces of read-ahead, 4 by default, so producing the next piece overlaps
+ * the consumer's write of the last; float32 pieces are views, not copies). The stream is in
+ * object mode so pieces are handed over as they are, never concatenated. `onBytes` sees every
+ * byte produced (checksums).
  */
 export function safetensorsReadable(
   specs: readonly TensorSpec[],
   source: TensorSource,
-  opts: WriteOptions & { onBytes?: (chunk: Buffer) => void } = {},
+  opts: WriteOptions & { onBytes?: (chunk: Buffer) => void; readAheadChunks?: number } = {},
 ): { layout: SafetensorsLayout; stream: Readable } {
   const dtype = opts.dtype ?? 'F32';
   const layout = layoutSafetensors(specs, opts);
@@ -578,7 +581,8 @@ export function safetensorsReadable(
       }
     }
   }
-  return { layout, stream: Readable.from(generate(), { objectMode: false, highWaterMark: 1 }) };
+  const highWaterMark = Math.max(1, opts.readAheadChunks ?? 4);
+  return { layout, stream: Readable.from(generate(), { objectMode: true, highWaterMark }) };
 }
 
 function tensorMapSource(tensors: TensorMap): TensorSource {

@@ -1,6 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import {
   CheckpointError,
@@ -14,7 +16,7 @@ import {
 import type { Tensor } from '../../src/checkpoints/safetensors.js';
 import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
 import { randomSequences, tinyModel } from '../engine/helpers.js';
-import { randomData, tempStore } from './helpers.js';
+import { opaque, randomData, tempStore } from './helpers.js';
 import { stateA } from './slow-writer.js';
 
 function sampleState(): Map<string, Tensor> {
@@ -24,7 +26,7 @@ function sampleState(): Map<string, Tensor> {
     ['weights/odd', { shape: [7], data: randomData(7, 13) }],
     ['weights/one', { shape: [1], data: randomData(1, 14) }],
     ['weights/empty', { shape: [0, 5], data: new Float32Array(0) }],
-    ['optim/exp_avg/embed', { shape: [37, 24], data: randomData(37 * 24, 15) }],
+    ['optim/embed/exp_avg', { shape: [37, 24], data: randomData(37 * 24, 15) }],
   ]);
 }
 
@@ -84,6 +86,9 @@ describe('partitionRange', () => {
   });
 });
 
+/** Loads through the file:// fast path (positioned reads) and through plain streams. */
+const PATHS = ['file', 'stream'] as const;
+
 describe('DCP checkpoints', () => {
   it('round-trips tensors, step and state with per-file checksums in the metadata', async () => {
     const store = await tempStore();
@@ -98,7 +103,7 @@ describe('DCP checkpoints', () => {
     expect(meta.files.map((f) => f.rank)).toEqual([0, 1]);
     for (const f of meta.files) {
       expect(f.path).toMatch(/^data-[a-z0-9]+\/rank-0000[01]-of-00002\.safetensors$/);
-      expect(f.sha256).toMatch(/^[0-9a-f]{64}$/);
+      expect(f.checksum).toMatch(/^crc32:[0-9a-f]{8}$/);
       const bytes = await store.get(`jobs/j1/dcp/step-3/${f.path}`);
       expect(bytes.length).toBe(f.size);
       // Shards are plain safetensors files of 1-D float32 slices.
@@ -130,9 +135,39 @@ describe('DCP checkpoints', () => {
     expect((await ckpts.latest())?.name).toBe('step-3');
   });
 
-  it('reshards 2→1, 1→2 and 3→2 ranks to identical tensors', async () => {
+  it('records crc32 (default) or sha256 checksums that match the files', async () => {
     const store = await tempStore();
     const ckpts = new DcpCheckpoints(store);
+    for (const checksum of ['crc32', 'sha256'] as const) {
+      const meta = await ckpts.save(checksum, {
+        tensors: sampleState(),
+        step: 1,
+        worldSize: 2,
+        checksum,
+      });
+      for (const f of meta.files) {
+        const bytes = await store.get(`${checksum}/${f.path}`);
+        const want =
+          checksum === 'sha256'
+            ? `sha256:${createHash('sha256').update(bytes).digest('hex')}`
+            : `crc32:${(crc32(bytes) >>> 0).toString(16).padStart(8, '0')}`;
+        expect(f.checksum).toBe(want);
+      }
+      const file = join(store.root, checksum, meta.files[0]!.path);
+      const bytes = readFileSync(file);
+      bytes[100] = bytes[100]! ^ 0x80;
+      writeFileSync(file, bytes);
+      await expectCode(
+        ckpts.load(checksum),
+        'corrupt',
+        new RegExp(`${meta.files[0]!.path} fails its checksum \\(${checksum}:`),
+      );
+    }
+  });
+
+  it.each(PATHS)('reshards 2→1, 1→2 and 3→2 ranks to identical tensors (%s)', async (path) => {
+    const store = await tempStore();
+    const ckpts = new DcpCheckpoints(path === 'stream' ? opaque(store) : store);
     const state = sampleState();
     for (const [from, to] of [
       [2, 1],
@@ -160,34 +195,37 @@ describe('DCP checkpoints', () => {
     await expectCode(ckpts.load('r2-to-1', { rank: 2, worldSize: 2 }), 'invalid_argument');
   });
 
-  it('detects corrupted, truncated and missing shards by checksum and names the file', async () => {
-    const store = await tempStore();
-    const ckpts = new DcpCheckpoints(store);
-    const state = sampleState();
-    for (const name of ['flip', 'cut', 'gone'])
-      await ckpts.save(name, { tensors: state, step: 1, worldSize: 2 });
-    const fileOf = async (name: string, rank: number) =>
-      (await ckpts.metadata(name)).files[rank]!.path;
+  it.each(PATHS)(
+    'detects corrupted, truncated and missing shards by checksum and names the file (%s)',
+    async (path) => {
+      const store = await tempStore();
+      const ckpts = new DcpCheckpoints(path === 'stream' ? opaque(store) : store);
+      const state = sampleState();
+      for (const name of ['flip', 'cut', 'gone'])
+        await ckpts.save(name, { tensors: state, step: 1, worldSize: 2 });
+      const fileOf = async (name: string, rank: number) =>
+        (await ckpts.metadata(name)).files[rank]!.path;
 
-    const flipped = join(store.root, 'flip', await fileOf('flip', 1));
-    const bytes = readFileSync(flipped);
-    bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0x01;
-    writeFileSync(flipped, bytes);
-    const e1 = await expectCode(ckpts.load('flip'), 'corrupt', /checksum/);
-    expect(e1.message).toContain(await fileOf('flip', 1));
-    expect(e1.file).toBe(await fileOf('flip', 1));
-    // A rank that does not read the damaged file still loads.
-    await ckpts.load('flip', { rank: 0, worldSize: 2 });
+      const flipped = join(store.root, 'flip', await fileOf('flip', 1));
+      const bytes = readFileSync(flipped);
+      bytes[bytes.length - 3] = bytes[bytes.length - 3]! ^ 0x01;
+      writeFileSync(flipped, bytes);
+      const e1 = await expectCode(ckpts.load('flip'), 'corrupt', /checksum/);
+      expect(e1.message).toContain(await fileOf('flip', 1));
+      expect(e1.file).toBe(await fileOf('flip', 1));
+      // A rank that does not read the damaged file still loads.
+      await ckpts.load('flip', { rank: 0, worldSize: 2 });
 
-    const cut = join(store.root, 'cut', await fileOf('cut', 0));
-    truncateSync(cut, statSync(cut).size - 100);
-    const e2 = await expectCode(ckpts.load('cut'), 'corrupt', /truncated/);
-    expect(e2.message).toContain(await fileOf('cut', 0));
+      const cut = join(store.root, 'cut', await fileOf('cut', 0));
+      truncateSync(cut, statSync(cut).size - 100);
+      const e2 = await expectCode(ckpts.load('cut'), 'corrupt', /truncated/);
+      expect(e2.message).toContain(await fileOf('cut', 0));
 
-    await store.delete(`gone/${await fileOf('gone', 0)}`);
-    const e3 = await expectCode(ckpts.load('gone'), 'corrupt', /missing/);
-    expect(e3.message).toContain(await fileOf('gone', 0));
-  });
+      await store.delete(`gone/${await fileOf('gone', 0)}`);
+      const e3 = await expectCode(ckpts.load('gone'), 'corrupt', /missing/);
+      expect(e3.message).toContain(await fileOf('gone', 0));
+    },
+  );
 
   it('refuses path traversal in names, prefixes and metadata', async () => {
     const store = await tempStore();

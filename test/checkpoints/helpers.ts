@@ -64,3 +64,16 @@ export function randomData(n: number, seed: number): Float32Array {
   }
   return out;
 }
+
+/** The same store behind a plain object (no file:// fast paths: everything streams). */
+export function opaque(store: ObjectStore): ObjectStore {
+  return {
+    url: store.url,
+    put: (key, body, opts) => store.put(key, body, opts),
+    getStream: (key) => store.getStream(key),
+    get: (key) => store.get(key),
+    stat: (key) => store.stat(key),
+    list: (prefix) => store.list(prefix),
+    delete: (key) => store.delete(key),
+  };
+}

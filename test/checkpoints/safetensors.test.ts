@@ -117,10 +117,14 @@ describe('streaming safetensors', () => {
 
   it('asks for each tensor only when the writer reaches it', async () => {
     const asked: string[] = [];
-    const { stream } = safetensorsReadable(specs, (n) => {
-      asked.push(n);
-      return tensors.get(n)!.data;
-    });
+    const { stream } = safetensorsReadable(
+      specs,
+      (n) => {
+        asked.push(n);
+        return tensors.get(n)!.data;
+      },
+      { readAheadChunks: 1 },
+    );
     const seen: number[] = [];
     for await (const _ of stream) seen.push(asked.length);
     expect(seen[0]).toBeLessThanOrEqual(1); // the header went out before the tensors were asked for

@@ -22,7 +22,7 @@ async function main(root: string): Promise<void> {
   process.stdout.write('committed ckpt-a\n');
   const big = new Map([
     ['weights/w', { shape: [4096, 1024], data: randomData(4096 * 1024, 3) }],
-    ['optim/exp_avg/w', { shape: [4096, 1024], data: randomData(4096 * 1024, 4) }],
+    ['optim/w/exp_avg', { shape: [4096, 1024], data: randomData(4096 * 1024, 4) }],
   ]);
   const slow = new DcpCheckpoints(throttled(store, 8 << 20), { concurrency: 1 });
   process.stdout.write('saving ckpt-b\n');

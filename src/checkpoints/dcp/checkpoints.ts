@@ -7,7 +7,10 @@
 //   {name}/data-{attempt}/rank-{r:05}-of-{R:05}.safetensors  rank r's slice of every tensor
 // A checkpoint without metadata.json is invisible; a writer killed mid-save leaves only
 // data-{attempt}/ files, which sweep() deletes once they are older than the grace period.
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FileObjectStore } from '../object-store/file.js';
 import { type ObjectInfo, type ObjectStore, ObjectStoreError } from '../object-store/types.js';
 import {
   ByteStreamReader,
@@ -15,6 +18,7 @@ import {
   type Tensor,
   type TensorSpec,
 } from '../safetensors.js';
+import { type ChecksumAlgorithm, checksumLike, DEFAULT_CHECKSUM, newChecksum } from './checksum.js';
 import { CheckpointError, validateCheckpointName, validatePrefix } from './errors.js';
 import {
   DCP_FORMAT,
@@ -41,9 +45,16 @@ export interface DcpCheckpointsOptions {
   now?: () => Date;
 }
 
+/**
+ * A tensor to save: its values, or a function that reads them when the writer reaches the
+ * tensor (so a save need not copy the whole state up front; the caller keeps the values
+ * unchanged until save() resolves).
+ */
+export type SaveTensor = Tensor | { shape: number[]; read: () => Float32Array };
+
 export interface DcpSaveInput {
   /** Tensors by key (e.g. `weights/model.norm.weight`), full (unsharded) values. */
-  tensors: ReadonlyMap<string, Tensor>;
+  tensors: ReadonlyMap<string, SaveTensor>;
   step: number;
   /** Caller state stored verbatim: data cursor, RNG state, hyperparameters, model config. */
   state?: JsonValue;
@@ -53,6 +64,8 @@ export interface DcpSaveInput {
   worldSize?: number;
   /** The checkpoint expires (is hidden, then swept) this many seconds after it is written. */
   ttlSeconds?: number;
+  /** File checksum: crc32 (default, fast) or sha256. */
+  checksum?: ChecksumAlgorithm;
 }
 
 /** What one rank wrote: its file and the chunks inside it. */
@@ -94,6 +107,13 @@ export interface SweepResult {
 }
 
 const DEFAULT_GRACE_MS = 60 * 60 * 1000;
+/** Piece size of positioned reads on the file:// fast path. */
+const LOCAL_READ_BYTES = 1 << 20;
+/**
+ * Reads in flight on the file:// fast path while the checksum runs on the main thread (2 x
+ * 1 MiB measured best on a 2-core machine: 0.73-0.76 of a plain sequential read).
+ */
+const LOCAL_READ_DEPTH = 2;
 
 function isCheckpointName(name: string): boolean {
   try {
@@ -192,7 +212,7 @@ export class DcpCheckpoints {
         `ttlSeconds must be positive (got ${input.ttlSeconds})`,
       );
     for (const [key, t] of input.tensors)
-      if (t.data.length !== numel(t.shape))
+      if ('data' in t && t.data.length !== numel(t.shape))
         throw new CheckpointError(
           'invalid_argument',
           `tensor '${key}' has ${t.data.length} values for shape [${t.shape}]`,
@@ -206,7 +226,7 @@ export class DcpCheckpoints {
     const shards = await forEachLimited(
       Array.from({ length: worldSize }, (_, r) => r),
       this.concurrency,
-      (rank) => this.writeShard(name, attempt, rank, worldSize, input.tensors),
+      (rank) => this.writeShard(name, attempt, rank, worldSize, input.tensors, input.checksum),
     );
     const meta = await this.commit(name, input, shards);
     if (this.opts.keepLast !== undefined) await this.sweep({ keepLast: this.opts.keepLast });
@@ -228,7 +248,8 @@ export class DcpCheckpoints {
     attempt: string,
     rank: number,
     worldSize: number,
-    tensors: ReadonlyMap<string, Tensor>,
+    tensors: ReadonlyMap<string, SaveTensor>,
+    checksum: ChecksumAlgorithm = DEFAULT_CHECKSUM,
   ): Promise<DcpShardResult> {
     validateCheckpointName(name);
     if (!/^data-[a-z0-9]{4,32}$/.test(attempt))
@@ -238,16 +259,26 @@ export class DcpCheckpoints {
       );
     const path = shardFileName(attempt, rank, worldSize);
     const specs: TensorSpec[] = [];
-    const slices = new Map<string, { range: FlatRange; data: Float32Array }>();
+    const ranges = new Map<string, FlatRange>();
     for (const key of [...tensors.keys()].sort()) {
-      const t = tensors.get(key)!;
-      const range = partitionRange(t.data.length, rank, worldSize);
+      const range = partitionRange(numel(tensors.get(key)!.shape), rank, worldSize);
       if (range.end === range.start) continue;
       specs.push({ name: key, shape: [range.end - range.start] });
-      slices.set(key, { range, data: t.data.subarray(range.start, range.end) });
+      ranges.set(key, range);
     }
-    const hash = createHash('sha256');
-    const { layout, stream } = safetensorsReadable(specs, (key) => slices.get(key)!.data, {
+    const slice = (key: string): Float32Array => {
+      const t = tensors.get(key)!;
+      const data = 'data' in t ? t.data : t.read();
+      if (data.length !== numel(t.shape))
+        throw new CheckpointError(
+          'invalid_argument',
+          `tensor '${key}' has ${data.length} values for shape [${t.shape}]`,
+        );
+      const r = ranges.get(key)!;
+      return data.subarray(r.start, r.end);
+    };
+    const hash = newChecksum(checksum);
+    const { layout, stream } = safetensorsReadable(specs, slice, {
       metadata: {
         format: DCP_FORMAT,
         checkpoint: name,
@@ -258,7 +289,7 @@ export class DcpCheckpoints {
     });
     await this.store.put(this.key(name, path), stream, { contentType: 'application/octet-stream' });
     const chunks = layout.entries.map((e) => {
-      const s = slices.get(e.name)!;
+      const s = { range: ranges.get(e.name)! };
       return {
         key: e.name,
         chunk: {
@@ -269,7 +300,7 @@ export class DcpCheckpoints {
         },
       };
     });
-    return { file: { path, rank, size: layout.size, sha256: hash.digest('hex') }, chunks };
+    return { file: { path, rank, size: layout.size, checksum: hash.digest() }, chunks };
   }
 
   /**
@@ -436,7 +467,7 @@ export class DcpCheckpoints {
 
   /**
    * Rank `rank` of `worldSize`'s slice of every tensor (the partition save used, applied to
-   * the new world size). Every file read is checked against its size and sha256 before
+   * the new world size). Every file read is checked against its size and checksum before
    * anything is returned.
    */
   async load(name: string, opts: DcpLoadOptions = {}): Promise<DcpLoaded> {
@@ -495,7 +526,11 @@ export class DcpCheckpoints {
     reads: { begin: number; target: Uint8Array }[],
   ): Promise<void> {
     const where = `checkpoint '${name}' file ${file.path}`;
-    const hash = createHash('sha256');
+    if (this.store instanceof FileObjectStore) {
+      const path = join(this.store.root, ...this.key(name, file.path).split('/'));
+      return this.readLocalFile(path, where, file, reads);
+    }
+    const hash = checksumLike(file.checksum);
     let stream: AsyncIterable<unknown>;
     try {
       stream = await this.store.getStream(this.key(name, file.path));
@@ -524,19 +559,95 @@ export class DcpCheckpoints {
         { file: file.path, cause: err },
       );
     }
+    this.checkFile(where, file, size, hash.digest());
+  }
+
+  private checkFile(where: string, file: DcpFileEntry, size: number, digest: string): void {
     if (size !== file.size)
       throw new CheckpointError(
         'corrupt',
         `${where} has ${size} bytes, expected ${file.size} (truncated or overwritten)`,
         { file: file.path },
       );
-    const digest = hash.digest('hex');
-    if (digest !== file.sha256)
+    if (digest !== file.checksum)
       throw new CheckpointError(
         'corrupt',
-        `${where} fails its checksum (sha256 ${digest}, expected ${file.sha256})`,
+        `${where} fails its checksum (${digest}, expected ${file.checksum})`,
         { file: file.path },
       );
+  }
+
+  /**
+   * The file:// fast path: positioned reads straight into the targets (gaps into scratch
+   * buffers), the next read in flight while the last piece is hashed.
+   */
+  private async readLocalFile(
+    path: string,
+    where: string,
+    file: DcpFileEntry,
+    reads: { begin: number; target: Uint8Array }[],
+  ): Promise<void> {
+    let fh: Awaited<ReturnType<typeof open>>;
+    try {
+      fh = await open(path, 'r');
+    } catch (err) {
+      throw new CheckpointError('corrupt', `${where} is missing`, { file: file.path, cause: err });
+    }
+    try {
+      const size = (await fh.stat()).size;
+      if (size !== file.size) return this.checkFile(where, file, size, '');
+      // Pieces in file order: targets are read in place, gaps into rotating scratch buffers;
+      // LOCAL_READ_DEPTH reads are in flight while the checksum runs over the last piece.
+      const pieces: { at: number; len: number; target: Uint8Array | null }[] = [];
+      const add = (at: number, len: number, target: Uint8Array | null) => {
+        for (let o = 0; o < len; o += LOCAL_READ_BYTES)
+          pieces.push({
+            at: at + o,
+            len: Math.min(LOCAL_READ_BYTES, len - o),
+            target: target ? target.subarray(o, o + LOCAL_READ_BYTES) : null,
+          });
+      };
+      let pos = 0;
+      for (const r of reads) {
+        if (r.begin > pos) add(pos, r.begin - pos, null);
+        add(r.begin, r.target.byteLength, r.target);
+        pos = r.begin + r.target.byteLength;
+      }
+      if (size > pos) add(pos, size - pos, null);
+      const scratch = Array.from(
+        { length: LOCAL_READ_DEPTH + 1 },
+        () => new Uint8Array(Math.min(LOCAL_READ_BYTES, size)),
+      );
+      const readPiece = async (i: number): Promise<Uint8Array> => {
+        const p = pieces[i]!;
+        const bytes = p.target ?? scratch[i % scratch.length]!.subarray(0, p.len);
+        let done = 0;
+        while (done < p.len) {
+          const { bytesRead } = await fh.read(bytes, done, p.len - done, p.at + done);
+          if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${p.at + done}`);
+          done += bytesRead;
+        }
+        return bytes;
+      };
+      const hash = checksumLike(file.checksum);
+      const inFlight: Promise<Uint8Array>[] = [];
+      for (let i = 0; i < Math.min(LOCAL_READ_DEPTH, pieces.length); i++)
+        inFlight.push(readPiece(i));
+      for (let i = 0; i < pieces.length; i++) {
+        const bytes = await inFlight.shift()!;
+        if (i + LOCAL_READ_DEPTH < pieces.length) inFlight.push(readPiece(i + LOCAL_READ_DEPTH));
+        hash.update(bytes);
+      }
+      this.checkFile(where, file, size, hash.digest());
+    } catch (err) {
+      if (err instanceof CheckpointError) throw err;
+      throw new CheckpointError('corrupt', `${where} is unreadable: ${(err as Error).message}`, {
+        file: file.path,
+        cause: err,
+      });
+    } finally {
+      await fh.close();
+    }
   }
 
   // ---------------------------------------------------------------------- delete, sweep

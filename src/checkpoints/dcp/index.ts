@@ -7,9 +7,15 @@ export {
   type DcpSaveInput,
   type DcpShardResult,
   type DcpSlice,
+  type SaveTensor,
   type SweepOptions,
   type SweepResult,
 } from './checkpoints.js';
+export {
+  type ChecksumAlgorithm,
+  DEFAULT_CHECKSUM,
+  newChecksum,
+} from './checksum.js';
 export {
   CheckpointError,
   type CheckpointErrorCode,
@@ -27,11 +33,12 @@ export {
 export { type FlatRange, intersectRanges, partitionRange } from './partition.js';
 export {
   captureTrainState,
-  EXP_AVG,
-  EXP_AVG_SQ,
+  expAvgKey,
+  expAvgSqKey,
   type LoadedTrainState,
   loadTrainState,
   saveTrainState,
   type TrainStateExtra,
-  WEIGHTS,
+  trainStateTensors,
+  weightKey,
 } from './train-state.js';

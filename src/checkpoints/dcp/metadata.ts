@@ -7,7 +7,7 @@
 //   "createTime": RFC3339, "expireTime": RFC3339 | null,
 //   "step": 100, "worldSize": 2, "partition": "contiguous-flat",
 //   "files": [{"path": "data-1a2b3c4d5e6f/rank-00000-of-00002.safetensors",
-//              "rank": 0, "size": 1234, "sha256": "…"}],
+//              "rank": 0, "size": 1234, "checksum": "crc32:1a2b3c4d"}],  // or "sha256:…"
 //   "tensors": {"weights/model.norm.weight": {"shape": [256], "dtype": "F32",
 //       "chunks": [{"file": "data-…/rank-00000-of-00002.safetensors", "rank": 0,
 //                   "byteRange": [begin, end], "flatRange": [start, end]}]}},
@@ -18,6 +18,7 @@
 // of the tensor's row-major flat index it holds. Shard files are themselves safetensors files
 // (1-D float32 tensors named by the tensor key), so any safetensors tool can inspect them.
 import { z } from 'zod';
+import { CHECKSUM_PATTERN } from './checksum.js';
 import { CheckpointError } from './errors.js';
 
 export const DCP_FORMAT = 'temper-dcp';
@@ -46,7 +47,8 @@ export const fileEntrySchema = z.object({
   path: z.string().regex(SHARD_PATH),
   rank: int,
   size: int,
-  sha256: z.string().regex(/^[0-9a-f]{64}$/),
+  /** "crc32:<8 hex>" (default) or "sha256:<64 hex>" of the whole file. */
+  checksum: z.string().regex(CHECKSUM_PATTERN),
 });
 
 export const dcpMetadataSchema = z.object({

@@ -1,21 +1,30 @@
 // Train state of a TransformerModel as a DCP checkpoint: weights, AdamW moments, step, data
 // cursor, RNG state and hyperparameters. Resuming from it reproduces the uninterrupted run.
 //
-// Tensor keys: `weights/{name}`, `optim/exp_avg/{name}` (m), `optim/exp_avg_sq/{name}` (v).
-// Full-parameter models save every tensor; LoRA models save the adapter (and its moments)
-// only, unless `includeFrozen` adds the base weights.
+// Tensor keys: `weights/{name}`, `optim/{name}/exp_avg` (m), `optim/{name}/exp_avg_sq` (v)
+// (a parameter's two moments sort next to each other). Full-parameter models save every
+// tensor; LoRA models save the adapter (and its moments) only, unless `includeFrozen` adds
+// the base weights. By default tensors are read from the engine as the writer reaches them
+// (no up-front copy of the whole state); the model must not change until the save resolves
+// (the trainer's op queue guarantees that), or pass `snapshot: true`.
 import { z } from 'zod';
 import type { ModelConfig } from '../../engine/config.js';
 import type { TransformerModel } from '../../engine/model.js';
 import type { ObjectStore } from '../object-store/types.js';
 import type { Tensor, TensorMap } from '../safetensors.js';
-import { DcpCheckpoints } from './checkpoints.js';
+import { DcpCheckpoints, type SaveTensor } from './checkpoints.js';
+import type { ChecksumAlgorithm } from './checksum.js';
 import { CheckpointError } from './errors.js';
 import type { DcpMetadata, JsonValue } from './metadata.js';
 
 export const WEIGHTS = 'weights/';
-export const EXP_AVG = 'optim/exp_avg/';
-export const EXP_AVG_SQ = 'optim/exp_avg_sq/';
+export const OPTIM = 'optim/';
+export const EXP_AVG = '/exp_avg';
+export const EXP_AVG_SQ = '/exp_avg_sq';
+
+export const weightKey = (name: string) => `${WEIGHTS}${name}`;
+export const expAvgKey = (name: string) => `${OPTIM}${name}${EXP_AVG}`;
+export const expAvgSqKey = (name: string) => `${OPTIM}${name}${EXP_AVG_SQ}`;
 
 export interface TrainStateExtra {
   /** Where the data loader is (opaque JSON, e.g. {epoch, offset}). */
@@ -31,6 +40,10 @@ export interface TrainStateExtra {
   ttlSeconds?: number;
   /** LoRA: also store the frozen base weights (default false). */
   includeFrozen?: boolean;
+  /** File checksum: crc32 (default) or sha256. */
+  checksum?: ChecksumAlgorithm;
+  /** Copy the whole state before writing (default false: read each tensor when it is written). */
+  snapshot?: boolean;
   /** Anything else the caller wants back (opaque JSON). */
   user?: JsonValue;
 }
@@ -86,18 +99,49 @@ export function captureTrainState(
   opts: { includeFrozen?: boolean } = {},
 ): TensorMap {
   const tensors: TensorMap = new Map();
-  for (const info of model.tensorInfo()) {
-    if (!info.trainable && model.lora && !opts.includeFrozen) continue;
-    tensors.set(WEIGHTS + info.name, { shape: info.shape, data: model.getTensor(info.name) });
-    if (!info.trainable) continue;
-    const st = model.getOptimizerState(info.name);
+  for (const [key, t] of trainStateTensors(model, opts))
+    tensors.set(key, 'data' in t ? t : { shape: t.shape, data: t.read() });
+  return tensors;
+}
+
+/** The model's train state as tensors read from the engine when the writer reaches them. */
+export function trainStateTensors(
+  model: TransformerModel,
+  opts: { includeFrozen?: boolean } = {},
+): Map<string, SaveTensor> {
+  const tensors = new Map<string, SaveTensor>();
+  // getOptimizerState returns m and v together: keep v until its turn (it comes right after m).
+  const pendingV = new Map<string, Float32Array>();
+  const moments = (name: string) => {
+    const st = model.getOptimizerState(name);
     if (!st)
       throw new CheckpointError(
         'incompatible',
-        `tensor '${info.name}' is trainable but has no optimizer state`,
+        `tensor '${name}' is trainable but has no optimizer state`,
       );
-    tensors.set(EXP_AVG + info.name, { shape: info.shape, data: st.m });
-    tensors.set(EXP_AVG_SQ + info.name, { shape: info.shape, data: st.v });
+    return st;
+  };
+  for (const info of model.tensorInfo()) {
+    if (!info.trainable && model.lora && !opts.includeFrozen) continue;
+    const name = info.name;
+    tensors.set(weightKey(name), { shape: info.shape, read: () => model.getTensor(name) });
+    if (!info.trainable) continue;
+    tensors.set(expAvgKey(name), {
+      shape: info.shape,
+      read: () => {
+        const st = moments(name);
+        pendingV.set(name, st.v);
+        return st.m;
+      },
+    });
+    tensors.set(expAvgSqKey(name), {
+      shape: info.shape,
+      read: () => {
+        const v = pendingV.get(name) ?? moments(name).v;
+        pendingV.delete(name);
+        return v;
+      },
+    });
   }
   return tensors;
 }
@@ -121,12 +165,13 @@ export async function saveTrainState(
     user: extra.user ?? null,
   };
   return checkpoints.save(name, {
-    tensors: captureTrainState(model, extra),
+    tensors: extra.snapshot ? captureTrainState(model, extra) : trainStateTensors(model, extra),
     step: model.step,
     state,
     checkpointType: model.lora ? 'TRAINING_LORA' : 'TRAINING',
     worldSize: extra.worldSize,
     ttlSeconds: extra.ttlSeconds,
+    checksum: extra.checksum,
   });
 }
 
@@ -186,15 +231,15 @@ export async function loadTrainState(
     return s ? { shape: s.shape, data: s.data } : null;
   };
   for (const key of tensors.keys()) {
-    const [prefix, n] = key.startsWith(WEIGHTS)
-      ? [WEIGHTS, key.slice(WEIGHTS.length)]
-      : key.startsWith(EXP_AVG)
-        ? [EXP_AVG, key.slice(EXP_AVG.length)]
-        : key.startsWith(EXP_AVG_SQ)
-          ? [EXP_AVG_SQ, key.slice(EXP_AVG_SQ.length)]
-          : ['', key];
-    const t = info.get(n);
-    if (!prefix || !t)
+    const n = key.startsWith(WEIGHTS)
+      ? key.slice(WEIGHTS.length)
+      : key.startsWith(OPTIM) && key.endsWith(EXP_AVG)
+        ? key.slice(OPTIM.length, -EXP_AVG.length)
+        : key.startsWith(OPTIM) && key.endsWith(EXP_AVG_SQ)
+          ? key.slice(OPTIM.length, -EXP_AVG_SQ.length)
+          : null;
+    const t = n === null ? undefined : info.get(n);
+    if (!t)
       throw new CheckpointError(
         'incompatible',
         `${where} holds tensor '${key}', which this model does not have`,
@@ -207,11 +252,11 @@ export async function loadTrainState(
       );
   }
   for (const t of info.values()) {
-    const w = tensorOf(WEIGHTS + t.name);
+    const w = tensorOf(weightKey(t.name));
     if (w) weights.set(t.name, w);
     if (!t.trainable) continue;
-    const m = tensorOf(EXP_AVG + t.name);
-    const v = tensorOf(EXP_AVG_SQ + t.name);
+    const m = tensorOf(expAvgKey(t.name));
+    const v = tensorOf(expAvgSqKey(t.name));
     if (!w || !m || !v)
       throw new CheckpointError(
         'incompatible',

@@ -103,7 +103,8 @@ function hashed(body: ExportBody): {
     }
   }
   return {
-    stream: Readable.from(gen(), { objectMode: false, highWaterMark: 1 }),
+    // Object mode: pieces pass through as they are (a byte-mode Readable would concatenate them).
+    stream: Readable.from(gen(), { objectMode: true, highWaterMark: 4 }),
     done: () => ({ size, sha256: hash.digest('hex') }),
   };
 }
