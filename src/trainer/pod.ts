@@ -109,7 +109,16 @@ export class TrainerPod {
   private readonly sessions = new Map<string, Session>();
   private readonly models = new Map<string, ModelEntry>();
 
-  private constructor(options: PodOptions, dir: string, config: ModelConfig, base: TensorMap) {
+  private readonly frozen: EngineHost;
+
+  private constructor(
+    options: PodOptions,
+    dir: string,
+    config: ModelConfig,
+    base: TensorMap,
+    frozen: EngineHost,
+  ) {
+    this.frozen = frozen;
     this.options = options;
     this.baseModel = options.baseModel;
     this.baseDir = dir;
@@ -133,7 +142,10 @@ export class TrainerPod {
     for (const file of await listWeightFiles(dir)) {
       for (const [name, t] of (await readSafetensors(file)).tensors) base.set(name, t);
     }
-    const pod = new TrainerPod(options, dir, config, base);
+    // Building the frozen base checks the weights fit the config at startup, not at the first
+    // CreateModel; forward-only models without an adapter to share all use this one engine.
+    const frozen = EngineHost.frozenBase(config, base, options.threads ?? 1);
+    const pod = new TrainerPod(options, dir, config, base, frozen);
     if (options.checkpointUrl) {
       pod.checkpointStore = await TrainerCheckpoints.open({
         url: options.checkpointUrl,
@@ -142,8 +154,6 @@ export class TrainerPod {
         baseDir: dir,
       });
     }
-    // Fail at startup, not at the first CreateModel, if the weights do not fit the config.
-    EngineHost.frozenBase(config, base, 1);
     return pod;
   }
 
@@ -332,7 +342,7 @@ export class TrainerPod {
         host = shared.runtime.host;
         sharesBaseWith = shared.runtime.id;
       } else {
-        host = EngineHost.frozenBase(this.config, this.base, threads);
+        host = this.frozen;
       }
       adapter = false;
     } else {
