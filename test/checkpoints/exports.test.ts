@@ -219,6 +219,21 @@ describe('PEFT exports', () => {
     await expectCode(loadAdapter(b, join(store.root, 'nowhere')), 'not_found');
   });
 
+  it('checks an exported adapter against its manifest checksums', async () => {
+    const a = loraModel(6, { rank: 2, alpha: 4, targets: ['q_proj'] });
+    const dir = join(tempDir(), 'ad');
+    await exportPeftAdapter(a, { dir });
+    const file = join(dir, ADAPTER_WEIGHTS);
+    const bytes = readFileSync(file);
+    bytes[bytes.length - 2] = bytes[bytes.length - 2]! ^ 0x10;
+    writeFileSync(file, bytes);
+    await expectCode(
+      loadAdapter(a, dir),
+      'corrupt',
+      /adapter_model.safetensors fails its checksum/,
+    );
+  });
+
   it('refuses adapters it cannot apply exactly', async () => {
     const a = loraModel(5, { rank: 2, alpha: 4, targets: ['q_proj'] });
     const dir = join(tempDir(), 'ad');

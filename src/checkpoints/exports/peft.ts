@@ -5,11 +5,13 @@
 // adapter_model.safetensors: PEFT names, which are the engine's names with the
 // `base_model.model.` prefix: base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight.
 // The scale is lora_alpha / r (no rsLoRA, no DoRA).
+import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { type LoraTarget, TransformerModel } from '../../engine/model.js';
 import { CheckpointError } from '../dcp/errors.js';
 import {
   openSafetensorsStream,
+  parseSafetensors,
   SafetensorsError,
   safetensorsReadable,
   type TensorMap,
@@ -17,10 +19,12 @@ import {
 } from '../safetensors.js';
 import {
   asSource,
+  EXPORT_MANIFEST,
   type ExportFile,
   type ExportManifest,
   type ExportSource,
   type ExportTarget,
+  readExportManifest,
   writeExport,
 } from './files.js';
 import type { ExportCommitOptions } from './hf.js';
@@ -174,6 +178,23 @@ const KNOWN_TARGETS = new Set([
   'lm_head',
 ]);
 
+function checkAgainstManifest(
+  manifest: ExportManifest,
+  path: string,
+  bytes: Buffer,
+  where: string,
+): void {
+  const entry = manifest.files.find((f) => f.path === path);
+  if (!entry) return;
+  const digest = createHash('sha256').update(bytes).digest('hex');
+  if (bytes.length !== entry.size || digest !== entry.sha256)
+    throw new CheckpointError(
+      'corrupt',
+      `${where}/${path} fails its checksum (${bytes.length} bytes, sha256 ${digest}; ${EXPORT_MANIFEST} says ${entry.size} bytes, sha256 ${entry.sha256})`,
+      { file: path },
+    );
+}
+
 /** Reads and validates a PEFT adapter directory (adapter_config.json + adapter_model.safetensors). */
 export async function readPeftAdapter(source: ExportSource | string): Promise<PeftAdapter> {
   const src = asSource(source);
@@ -220,11 +241,19 @@ export async function readPeftAdapter(source: ExportSource | string): Promise<Pe
       { file: ADAPTER_WEIGHTS },
     );
   const wsource = `${src.where}/${ADAPTER_WEIGHTS}`;
+  // A committed temper export lists sha256s: check them (adapters are small, read whole).
+  const manifest = await readExportManifest(src);
   let peftTensors: TensorMap;
   try {
-    peftTensors = (
-      await (await openSafetensorsStream(await src.stream(ADAPTER_WEIGHTS), wsource)).readAll()
-    ).tensors;
+    if (manifest) {
+      const bytes = await src.read(ADAPTER_WEIGHTS);
+      checkAgainstManifest(manifest, ADAPTER_WEIGHTS, bytes, src.where);
+      checkAgainstManifest(manifest, ADAPTER_CONFIG, await src.read(ADAPTER_CONFIG), src.where);
+      peftTensors = parseSafetensors(bytes, wsource).tensors;
+    } else {
+      const reader = await openSafetensorsStream(await src.stream(ADAPTER_WEIGHTS), wsource);
+      peftTensors = (await reader.readAll()).tensors;
+    }
   } catch (err) {
     if (err instanceof SafetensorsError)
       throw new CheckpointError('corrupt', err.message, { file: ADAPTER_WEIGHTS, cause: err });
