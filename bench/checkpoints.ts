@@ -1,0 +1,318 @@
+// bench:checkpoints — how small arc_v2 deltas are, how fast they encode and decode, and how
+// fast DCP train-state checkpoints save and load, each next to its anchor, in the same run.
+//
+//   npm run bench:checkpoints [-- --steps 10] [--batch 4] [--seq-len 256] [--quick]
+//
+// For the bundled model (byte-lm-3m) and a ~25M-parameter model of the same family:
+// - export the weights as a sampler export would (HF safetensors, bfloat16 — what the
+//   reference serves and hot-loads; float32 is reported beside it), then train with
+//   forwardBackwardCrossEntropy + optimStep (AdamW, lr 1e-5) on synthetic-corpus bytes and
+//   export again after 1 and after 10 steps;
+// - delta ratio = full export size / arc_v2 delta size (delta against the step-0 export,
+//   as a base → delta chain does); anchors: zstd (level 3, the level arc_v2 uses) of the
+//   raw new weights, and the reference platform's published ~10x (SDK docs) / ~20x
+//   ("typically 20x+") for its deltas;
+// - delta encode and decode speed in MB/s of full export bytes (25M model, 1-step delta,
+//   best of 3, one thread);
+// - DCP save/load (src/checkpoints/dcp, file:// store with fsync, weights + AdamW moments)
+//   against a plain sequential write (+fsync) / read of the same bytes.
+//
+// Human-readable lines first; the last line of stdout is one JSON object:
+//   {"bench":"checkpoints","delta_ratio_1step":..,"delta_ratio_10step":..,"zstd_ratio":..,
+//    "encode_mb_s":..,"decode_mb_s":..,"dcp_save_vs_raw":..,"dcp_load_vs_raw":..,"models":[..]}
+// The headline ratios are the smaller of the two models' bfloat16 figures; dcp_*_vs_raw are
+// DCP throughput / plain throughput (1.0 = as fast as writing the bytes yourself).
+
+import { mkdtempSync } from 'node:fs';
+import { open, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { parseArgs } from 'node:util';
+import { DcpCheckpoints } from '../src/checkpoints/dcp/index.js';
+import { applyDeltaFile, encodeDeltaFile } from '../src/checkpoints/deltas/index.js';
+import { zstdCompress } from '../src/checkpoints/deltas/zstd.js';
+import { openObjectStore } from '../src/checkpoints/object-store/index.js';
+import { serializeSafetensors, type TensorMap } from '../src/checkpoints/safetensors.js';
+import { pretrainingDocument } from '../src/datasets/synthetic.js';
+import { countParameters, type ModelConfig } from '../src/engine/config.js';
+import { type Sequence, TransformerModel } from '../src/engine/model.js';
+import { seededRandom } from '../src/util/seeded-random.js';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const BUNDLED = join(ROOT, 'catalog', 'accounts', 'temper', 'models', 'byte-lm-3m');
+
+const { values: argv } = parseArgs({
+  options: {
+    steps: { type: 'string', default: '10' },
+    batch: { type: 'string', default: '4' },
+    'seq-len': { type: 'string', default: '256' },
+    quick: { type: 'boolean', default: false },
+  },
+});
+const STEPS = Number(argv.steps);
+const BATCH = Number(argv.batch);
+const SEQ = Number(argv['seq-len']);
+const LR = 1e-5;
+const ADAM = {
+  learningRate: LR,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  weightDecay: 0.01,
+  gradClipNorm: 1,
+};
+/** The reference platform's published delta ratios (SDK docs: ~10x; RL docs: typically 20x+). */
+const REFERENCE_RATIOS = [10, 20];
+
+const log = (line: string) => process.stdout.write(`${line}\n`);
+const mb = (bytes: number) => bytes / 1e6;
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+function config25M(): ModelConfig {
+  return {
+    vocabSize: 272,
+    hiddenSize: 512,
+    intermediateSize: 1536,
+    numLayers: 8,
+    numHeads: 8,
+    numKvHeads: 4,
+    headDim: 64,
+    rmsNormEps: 1e-6,
+    ropeTheta: 10000,
+    maxPositions: 2048,
+    tieWordEmbeddings: false,
+    qkNorm: false,
+  };
+}
+
+/** Normal(0, 0.02) weights, norms near 1 (the usual initialisation). */
+function initWeights(model: TransformerModel, seed: number): TensorMap {
+  const u = seededRandom(seed);
+  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
+  const out: TensorMap = new Map();
+  for (const t of model.tensorInfo()) {
+    const n = t.shape.reduce((a, b) => a * b, 1);
+    const data = new Float32Array(n);
+    const norm = t.name.endsWith('norm.weight');
+    for (let i = 0; i < n; i++) data[i] = norm ? 1 + 0.1 * normal() : 0.02 * normal();
+    out.set(t.name, { shape: t.shape, data });
+  }
+  return out;
+}
+
+/** Byte-token batches from the synthetic pretraining corpus (deterministic). */
+function batches(count: number, seed: number): { sequences: Sequence[]; weights: Float32Array }[] {
+  const r = seededRandom(seed);
+  let text = '';
+  const need = count * BATCH * (SEQ + 1);
+  while (text.length < need)
+    for (const part of pretrainingDocument(r)) text += 'text' in part ? part.text : '\n';
+  const bytes = Buffer.from(text, 'utf8');
+  const out: { sequences: Sequence[]; weights: Float32Array }[] = [];
+  let at = 0;
+  for (let b = 0; b < count; b++) {
+    const sequences: Sequence[] = [];
+    for (let s = 0; s < BATCH; s++) {
+      const seq = Array.from(bytes.subarray(at, at + SEQ + 1));
+      at += SEQ + 1;
+      sequences.push({ tokens: seq.slice(0, SEQ), targets: seq.slice(1) });
+    }
+    out.push({ sequences, weights: new Float32Array(BATCH * SEQ).fill(1 / (BATCH * SEQ)) });
+  }
+  return out;
+}
+
+function exportWeights(model: TransformerModel, dtype: 'BF16' | 'F32'): Buffer {
+  return serializeSafetensors(model.namedTensors(), { dtype, metadata: { format: 'pt' } });
+}
+
+function time<T>(fn: () => T): { value: T; seconds: number } {
+  const t = performance.now();
+  const value = fn();
+  return { value, seconds: (performance.now() - t) / 1000 };
+}
+
+async function timeAsync<T>(fn: () => Promise<T>): Promise<{ value: T; seconds: number }> {
+  const t = performance.now();
+  const value = await fn();
+  return { value, seconds: (performance.now() - t) / 1000 };
+}
+
+interface ModelResult {
+  model: string;
+  params: number;
+  full_bytes_bf16: number;
+  full_bytes_f32: number;
+  delta_bytes_1step_bf16: number;
+  delta_bytes_10step_bf16: number;
+  delta_ratio_1step: number;
+  delta_ratio_10step: number;
+  delta_ratio_1step_f32: number;
+  delta_ratio_10step_f32: number;
+  zstd_ratio: number;
+  zstd_ratio_f32: number;
+  encode_mb_s: number;
+  decode_mb_s: number;
+  losses: number[];
+}
+
+async function benchModel(name: string, model: TransformerModel): Promise<ModelResult> {
+  const params = model.tensorInfo().reduce((a, t) => a + t.shape.reduce((x, y) => x * y, 1), 0);
+  log(
+    `\n${name}: ${(params / 1e6).toFixed(2)}M parameters, ${STEPS} AdamW steps at lr ${LR}, batch ${BATCH}x${SEQ}`,
+  );
+  const base = { bf16: exportWeights(model, 'BF16'), f32: exportWeights(model, 'F32') };
+  const data = batches(STEPS, 42);
+  const after: Record<number, { bf16: Buffer; f32: Buffer }> = {};
+  const losses: number[] = [];
+  for (let step = 1; step <= STEPS; step++) {
+    const { sequences, weights } = data[step - 1]!;
+    const { loss } = model.forwardBackwardCrossEntropy(sequences, weights);
+    model.optimStep(ADAM);
+    losses.push(round(loss, 4));
+    if (step === 1 || step === STEPS)
+      after[step] = { bf16: exportWeights(model, 'BF16'), f32: exportWeights(model, 'F32') };
+  }
+  const one = after[1]!;
+  const last = after[STEPS]!;
+  // Best of a few runs: the machine may be shared.
+  const reps = argv.quick ? 1 : 3;
+  let enc1 = time(() => encodeDeltaFile(base.bf16, one.bf16));
+  let dec1 = time(() => applyDeltaFile(base.bf16, enc1.value.file));
+  for (let i = 1; i < reps; i++) {
+    const e = time(() => encodeDeltaFile(base.bf16, one.bf16));
+    if (e.seconds < enc1.seconds) enc1 = e;
+    const d = time(() => applyDeltaFile(base.bf16, enc1.value.file));
+    if (d.seconds < dec1.seconds) dec1 = d;
+  }
+  if (!dec1.value.equals(one.bf16))
+    throw new Error(`${name}: the 1-step delta did not reconstruct the export`);
+  const d10 = encodeDeltaFile(base.bf16, last.bf16).file;
+  if (!applyDeltaFile(base.bf16, d10).equals(last.bf16))
+    throw new Error(`${name}: the ${STEPS}-step delta did not reconstruct`);
+  const f1 = encodeDeltaFile(base.f32, one.f32).file;
+  const f10 = encodeDeltaFile(base.f32, last.f32).file;
+  const zstd = zstdCompress(one.bf16).length;
+  const zstdF32 = zstdCompress(one.f32).length;
+  const r: ModelResult = {
+    model: name,
+    params,
+    full_bytes_bf16: one.bf16.length,
+    full_bytes_f32: one.f32.length,
+    delta_bytes_1step_bf16: enc1.value.file.length,
+    delta_bytes_10step_bf16: d10.length,
+    delta_ratio_1step: round(one.bf16.length / enc1.value.file.length),
+    delta_ratio_10step: round(last.bf16.length / d10.length),
+    delta_ratio_1step_f32: round(one.f32.length / f1.length),
+    delta_ratio_10step_f32: round(last.f32.length / f10.length),
+    zstd_ratio: round(one.bf16.length / zstd),
+    zstd_ratio_f32: round(one.f32.length / zstdF32),
+    encode_mb_s: round(mb(one.bf16.length) / enc1.seconds, 1),
+    decode_mb_s: round(mb(one.bf16.length) / dec1.seconds, 1),
+    losses,
+  };
+  log(
+    `  full export: ${mb(r.full_bytes_bf16).toFixed(2)} MB bf16, ${mb(r.full_bytes_f32).toFixed(2)} MB f32`,
+  );
+  log(
+    `  arc_v2 delta after 1 step:  ${mb(r.delta_bytes_1step_bf16).toFixed(3)} MB  -> ${r.delta_ratio_1step}x (bf16), ${r.delta_ratio_1step_f32}x (f32)`,
+  );
+  log(
+    `  arc_v2 delta after ${STEPS} steps: ${mb(r.delta_bytes_10step_bf16).toFixed(3)} MB  -> ${r.delta_ratio_10step}x (bf16), ${r.delta_ratio_10step_f32}x (f32)`,
+  );
+  log(
+    `  anchor zstd -3 of the new weights: ${r.zstd_ratio}x (bf16), ${r.zstd_ratio_f32}x (f32); reference platform: ~${REFERENCE_RATIOS.join('x / ~')}x`,
+  );
+  log(
+    `  delta encode ${r.encode_mb_s} MB/s, decode ${r.decode_mb_s} MB/s (of export bytes); losses ${losses.join(' ')}`,
+  );
+  return r;
+}
+
+/** DCP save/load of weights + AdamW moments against a plain sequential write/read. */
+async function benchDcp(
+  model: TransformerModel,
+): Promise<{ save: number; load: number; bytes: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'temper-bench-ckpt-'));
+  try {
+    const tensors: TensorMap = new Map();
+    for (const t of model.tensorInfo()) {
+      tensors.set(`weights/${t.name}`, { shape: t.shape, data: model.getTensor(t.name) });
+      const st = model.getOptimizerState(t.name);
+      if (st) {
+        tensors.set(`optim/exp_avg/${t.name}`, { shape: t.shape, data: st.m });
+        tensors.set(`optim/exp_avg_sq/${t.name}`, { shape: t.shape, data: st.v });
+      }
+    }
+    const bytes = [...tensors.values()].reduce((a, t) => a + t.data.byteLength, 0);
+    const store = await openObjectStore(pathToFileURL(join(dir, 'store')).href);
+    const dcp = new DcpCheckpoints(store, { prefix: 'ckpts' });
+    const rawPath = join(dir, 'raw.bin');
+    const rawWrite = async () => {
+      const fh = await open(rawPath, 'w');
+      for (const t of tensors.values())
+        await fh.write(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
+      await fh.sync();
+      await fh.close();
+    };
+    const rounds = argv.quick ? 1 : 3;
+    const best = { rawW: Infinity, rawR: Infinity, dcpW: Infinity, dcpR: Infinity };
+    for (let i = 0; i < rounds; i++) {
+      await rm(rawPath, { force: true });
+      best.rawW = Math.min(best.rawW, (await timeAsync(rawWrite)).seconds);
+      best.rawR = Math.min(best.rawR, (await timeAsync(() => readFile(rawPath))).seconds);
+      const name = `step-${i}`;
+      best.dcpW = Math.min(
+        best.dcpW,
+        (await timeAsync(() => dcp.save(name, { tensors, step: i }))).seconds,
+      );
+      best.dcpR = Math.min(best.dcpR, (await timeAsync(() => dcp.load(name))).seconds);
+      await dcp.delete(name);
+    }
+    log(
+      `\nDCP (weights + AdamW moments, ${mb(bytes).toFixed(1)} MB, file:// with fsync, best of ${rounds}): ` +
+        `save ${(mb(bytes) / best.dcpW).toFixed(0)} MB/s vs plain write+fsync ${(mb(bytes) / best.rawW).toFixed(0)} MB/s; ` +
+        `load ${(mb(bytes) / best.dcpR).toFixed(0)} MB/s vs plain read ${(mb(bytes) / best.rawR).toFixed(0)} MB/s`,
+    );
+    return { save: best.rawW / best.dcpW, load: best.rawR / best.dcpR, bytes };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (![STEPS, BATCH, SEQ].every((v) => Number.isInteger(v) && v >= 1) || STEPS < 2)
+    throw new Error('--steps must be an integer >= 2; --batch and --seq-len positive integers');
+  const results: ModelResult[] = [];
+  const small = await TransformerModel.fromDirectory(BUNDLED);
+  results.push(await benchModel('byte-lm-3m', small));
+  const cfg = config25M();
+  const big = new TransformerModel(cfg);
+  big.loadTensors(initWeights(big, 7));
+  log(`\n(~25M model: ${countParameters(cfg)} parameters by config)`);
+  results.push(await benchModel('llama-25m', big));
+  let dcp: { save: number; load: number } | null = null;
+  try {
+    dcp = await benchDcp(big);
+  } catch (err) {
+    log(`DCP bench failed: ${(err as Error).message}`);
+  }
+  const [a, b] = results as [ModelResult, ModelResult];
+  const summary = {
+    bench: 'checkpoints',
+    delta_ratio_1step: Math.min(a.delta_ratio_1step, b.delta_ratio_1step),
+    delta_ratio_10step: Math.min(a.delta_ratio_10step, b.delta_ratio_10step),
+    zstd_ratio: Math.max(a.zstd_ratio, b.zstd_ratio),
+    encode_mb_s: b.encode_mb_s,
+    decode_mb_s: b.decode_mb_s,
+    dcp_save_vs_raw: dcp ? round(dcp.save) : null,
+    dcp_load_vs_raw: dcp ? round(dcp.load) : null,
+    reference_ratios: REFERENCE_RATIOS,
+    export_dtype: 'bf16',
+    models: results.map(({ losses: _l, ...rest }) => rest),
+  };
+  log(JSON.stringify(summary));
+}
+
+await main();
