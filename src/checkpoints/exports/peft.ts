@@ -7,7 +7,7 @@
 // The scale is lora_alpha / r (no rsLoRA, no DoRA).
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
-import { type LoraTarget, TransformerModel } from '../../engine/model.js';
+import { LORA_TARGETS, type LoraTarget, TransformerModel } from '../../engine/model.js';
 import { CheckpointError } from '../dcp/errors.js';
 import {
   openSafetensorsStream,
@@ -167,16 +167,7 @@ export interface PeftAdapter {
   ignored: string[];
 }
 
-const KNOWN_TARGETS = new Set([
-  'q_proj',
-  'k_proj',
-  'v_proj',
-  'o_proj',
-  'gate_proj',
-  'up_proj',
-  'down_proj',
-  'lm_head',
-]);
+const KNOWN_TARGETS: ReadonlySet<string> = new Set(LORA_TARGETS);
 
 function checkAgainstManifest(
   manifest: ExportManifest,
