@@ -11,11 +11,13 @@ import { CheckpointError } from '../../src/checkpoints/dcp/errors.js';
 import {
   adler32,
   applyDeltaFile,
+  applyDeltaFileAsync,
   applyDeltaSnapshot,
   applyTensorDelta,
   DELTA_MANIFEST,
   dirSnapshot,
   encodeDeltaFile,
+  encodeDeltaFileAsync,
   encodeTensorDelta,
   incrementalSnapshotMetadata,
   parseRawSafetensors,
@@ -174,6 +176,25 @@ describe('delta files', () => {
       expect(r1.equals(s1)).toBe(true);
       expect(applyDeltaFile(r1, d2).equals(s2)).toBe(true);
       expect(s0.equals(make(0))).toBe(true); // not in place unless asked
+    }
+  });
+
+  it('encode and apply the same bytes on the thread pool', async () => {
+    for (const make of [f32, bf16]) {
+      const [s0, s1] = [make(0), make(1)];
+      const sync = encodeDeltaFile(s0, s1).file;
+      const pooled = (await encodeDeltaFileAsync(s0, s1, { concurrency: 3 })).file;
+      expect(pooled.equals(sync)).toBe(true);
+      expect((await applyDeltaFileAsync(s0, pooled)).equals(s1)).toBe(true);
+      expect(s0.equals(make(0))).toBe(true);
+      const bad = Buffer.from(sync);
+      bad[bad.length - 3]! ^= 0x10;
+      await expect(
+        applyDeltaFileAsync(s0, bad, { deltaSource: 'x.safetensors' }),
+      ).rejects.toMatchObject({
+        code: 'corrupt',
+        file: 'x.safetensors',
+      });
     }
   });
 

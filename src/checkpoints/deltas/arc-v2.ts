@@ -23,6 +23,7 @@
 // exactly when both files have the same header. Encoding therefore insists on identical
 // headers by default (`exactFile`), so a delta we write always reconstructs the exact file;
 // the snapshot manifest (snapshot.ts) also records the new file's sha256 to prove it.
+import { availableParallelism } from 'node:os';
 import { CheckpointError } from '../dcp/errors.js';
 import { alder32String } from './adler32.js';
 import {
@@ -31,7 +32,13 @@ import {
   serializeU8Safetensors,
   tensorBytes,
 } from './raw-safetensors.js';
-import { DEFAULT_ZSTD_LEVEL, zstdCompress, zstdDecompress } from './zstd.js';
+import {
+  DEFAULT_ZSTD_LEVEL,
+  zstdCompress,
+  zstdCompressAsync,
+  zstdDecompress,
+  zstdDecompressAsync,
+} from './zstd.js';
 
 export const COMPRESSION_FORMAT = 'arc_v2';
 export const CHECKSUM_FORMAT = 'alder32';
@@ -154,12 +161,11 @@ export interface DeltaFile {
   checksums: Record<string, string>;
 }
 
-/** The arc_v2 delta of one safetensors file against its previous version. */
-export function encodeDeltaFile(
+function prepareEncode(
   prevFile: Buffer,
   nextFile: Buffer,
-  opts: EncodeFileOptions = {},
-): DeltaFile {
+  opts: EncodeFileOptions,
+): { prev: RawSafetensors; next: RawSafetensors } {
   const ps = opts.prevSource ?? 'previous file';
   const ns = opts.nextSource ?? 'new file';
   const prev = parse(prevFile, ps);
@@ -171,37 +177,103 @@ export function encodeDeltaFile(
       `${ns} has a different safetensors header (metadata or tensor layout) from ${ps}, so a delta could not reproduce it exactly: write a full snapshot instead`,
       { file: ns },
     );
+  return { prev, next };
+}
+
+function finishEncode(next: RawSafetensors, deltas: TensorDelta[]): DeltaFile {
   const payloads = new Map<string, Uint8Array>();
   const checksums: Record<string, string> = {};
-  for (const e of next.entries) {
-    const d = encodeTensorDelta(
-      tensorBytes(prev, prev.byName.get(e.name)!),
-      tensorBytes(next, e),
-      opts.level,
-    );
-    payloads.set(e.name, d.payload);
-    checksums[e.name] = d.checksum;
-  }
+  next.entries.forEach((e, i) => {
+    payloads.set(e.name, deltas[i]!.payload);
+    checksums[e.name] = deltas[i]!.checksum;
+  });
   return { file: serializeU8Safetensors(payloads, checksums), checksums };
+}
+
+/** The arc_v2 delta of one safetensors file against its previous version. */
+export function encodeDeltaFile(
+  prevFile: Buffer,
+  nextFile: Buffer,
+  opts: EncodeFileOptions = {},
+): DeltaFile {
+  const { prev, next } = prepareEncode(prevFile, nextFile, opts);
+  return finishEncode(
+    next,
+    next.entries.map((e) =>
+      encodeTensorDelta(
+        tensorBytes(prev, prev.byName.get(e.name)!),
+        tensorBytes(next, e),
+        opts.level,
+      ),
+    ),
+  );
+}
+
+/** Runs fn over items with at most `limit` in flight, results in order. */
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  fn: (item: T) => Promise<R>,
+): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, worker));
+  return out;
+}
+
+const defaultConcurrency = () => Math.max(2, availableParallelism());
+
+/**
+ * encodeDeltaFile with the zstd work on libuv's thread pool, several tensors at once (XOR
+ * and checksums stay on this thread). The same bytes as the synchronous version.
+ */
+export async function encodeDeltaFileAsync(
+  prevFile: Buffer,
+  nextFile: Buffer,
+  opts: EncodeFileOptions & { concurrency?: number } = {},
+): Promise<DeltaFile> {
+  const { prev, next } = prepareEncode(prevFile, nextFile, opts);
+  const deltas = await mapLimited(
+    next.entries,
+    opts.concurrency ?? defaultConcurrency(),
+    async (e) => {
+      const p = tensorBytes(prev, prev.byName.get(e.name)!);
+      const n = tensorBytes(next, e);
+      const diff = Buffer.allocUnsafe(n.length);
+      xorBytes(diff, p, n);
+      const checksum = alder32String(n);
+      return { payload: await zstdCompressAsync(diff, opts.level), checksum };
+    },
+  );
+  return finishEncode(next, deltas);
 }
 
 export interface ApplyFileOptions {
   prevSource?: string;
   deltaSource?: string;
-  /** Write into the previous file's buffer instead of a copy. */
+  /** Write into the previous file's buffer instead of a copy (left half-updated on error). */
   inPlace?: boolean;
 }
 
-/**
- * Applies an arc_v2 delta file to the previous version of the file and returns the new
- * file's bytes; every tensor's Adler-32 is verified (CheckpointError 'corrupt' naming the
- * file and tensor otherwise).
- */
-export function applyDeltaFile(
+interface ApplyJob {
+  name: string;
+  /** The region of the output to update. */
+  region: Buffer;
+  payload: Buffer;
+  checksum: string;
+}
+
+function prepareApply(
   prevFile: Buffer,
   deltaFile: Buffer,
-  opts: ApplyFileOptions = {},
-): Buffer {
+  opts: ApplyFileOptions,
+): { out: Buffer; jobs: ApplyJob[]; ds: string } {
   const ps = opts.prevSource ?? 'previous file';
   const ds = opts.deltaSource ?? 'delta file';
   const prev = parse(prevFile, ps);
@@ -214,8 +286,7 @@ export function applyDeltaFile(
       `${ds} does not match ${ps}: tensors only in the previous file: ${missing.slice(0, 5).join(', ') || '-'}; only in the delta: ${extra.slice(0, 5).join(', ') || '-'} (is it a delta against another snapshot?)`,
       { file: ds },
     );
-  const out = opts.inPlace ? prevFile : Buffer.from(prevFile);
-  const target = opts.inPlace ? prev : { ...prev, file: out };
+  const jobs: ApplyJob[] = [];
   for (const e of prev.entries) {
     const d = delta.byName.get(e.name)!;
     if (d.dtype !== 'U8' || d.shape.length !== 1)
@@ -229,17 +300,75 @@ export function applyDeltaFile(
       throw new CheckpointError(
         'corrupt',
         `${ds}: no ${CHECKSUM_FORMAT} checksum for tensor '${e.name}' in __metadata__`,
-        { file: ds },
+        {
+          file: ds,
+        },
       );
-    const region = tensorBytes(target, e);
+    jobs.push({
+      name: e.name,
+      region: tensorBytes(prev, e),
+      payload: tensorBytes(delta, d),
+      checksum,
+    });
+  }
+  if (opts.inPlace) return { out: prevFile, jobs, ds };
+  // Work on a copy: the regions move into it.
+  const out = Buffer.from(prevFile);
+  for (const j of jobs)
+    j.region = out.subarray(
+      j.region.byteOffset - prevFile.byteOffset,
+      j.region.byteOffset - prevFile.byteOffset + j.region.length,
+    );
+  return { out, jobs, ds };
+}
+
+function applyFailure(ds: string, name: string, err: unknown): CheckpointError {
+  return new CheckpointError('corrupt', `${ds}: tensor '${name}': ${(err as Error).message}`, {
+    file: ds,
+    cause: err,
+  });
+}
+
+/**
+ * Applies an arc_v2 delta file to the previous version of the file and returns the new
+ * file's bytes; every tensor's Adler-32 is verified (CheckpointError 'corrupt' naming the
+ * file and tensor otherwise).
+ */
+export function applyDeltaFile(
+  prevFile: Buffer,
+  deltaFile: Buffer,
+  opts: ApplyFileOptions = {},
+): Buffer {
+  const { out, jobs, ds } = prepareApply(prevFile, deltaFile, opts);
+  for (const j of jobs) {
     try {
-      applyTensorDelta(region, tensorBytes(delta, d), checksum, region);
+      applyTensorDelta(j.region, j.payload, j.checksum, j.region);
     } catch (err) {
-      throw new CheckpointError('corrupt', `${ds}: tensor '${e.name}': ${(err as Error).message}`, {
-        file: ds,
-        cause: err,
-      });
+      throw applyFailure(ds, j.name, err);
     }
   }
+  return out;
+}
+
+/** applyDeltaFile with the zstd work on libuv's thread pool, several tensors at once. */
+export async function applyDeltaFileAsync(
+  prevFile: Buffer,
+  deltaFile: Buffer,
+  opts: ApplyFileOptions & { concurrency?: number } = {},
+): Promise<Buffer> {
+  const { out, jobs, ds } = prepareApply(prevFile, deltaFile, opts);
+  await mapLimited(jobs, opts.concurrency ?? defaultConcurrency(), async (j) => {
+    try {
+      if (j.region.length > 0)
+        xorBytes(j.region, j.region, await zstdDecompressAsync(j.payload, j.region.length));
+      const actual = alder32String(j.region);
+      if (actual !== j.checksum)
+        throw new Error(
+          `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${j.checksum}`,
+        );
+    } catch (err) {
+      throw applyFailure(ds, j.name, err);
+    }
+  });
   return out;
 }

@@ -4,12 +4,14 @@ export { adler32, alder32String } from './adler32.js';
 export {
   type ApplyFileOptions,
   applyDeltaFile,
+  applyDeltaFileAsync,
   applyTensorDelta,
   CHECKSUM_FORMAT,
   COMPRESSION_FORMAT,
   type DeltaFile,
   type EncodeFileOptions,
   encodeDeltaFile,
+  encodeDeltaFileAsync,
   encodeTensorDelta,
   type TensorDelta,
   xorBytes,
@@ -37,4 +39,10 @@ export {
   type WriteDeltaSnapshotOptions,
   writeDeltaSnapshot,
 } from './snapshot.js';
-export { DEFAULT_ZSTD_LEVEL, zstdCompress, zstdDecompress } from './zstd.js';
+export {
+  DEFAULT_ZSTD_LEVEL,
+  zstdCompress,
+  zstdCompressAsync,
+  zstdDecompress,
+  zstdDecompressAsync,
+} from './zstd.js';

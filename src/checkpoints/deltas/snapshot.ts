@@ -21,7 +21,12 @@ import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { CheckpointError, validateCheckpointName, validatePrefix } from '../dcp/errors.js';
 import { type ObjectStore, ObjectStoreError } from '../object-store/types.js';
-import { applyDeltaFile, CHECKSUM_FORMAT, COMPRESSION_FORMAT, encodeDeltaFile } from './arc-v2.js';
+import {
+  applyDeltaFileAsync,
+  CHECKSUM_FORMAT,
+  COMPRESSION_FORMAT,
+  encodeDeltaFileAsync,
+} from './arc-v2.js';
 
 export const DELTA_MANIFEST = 'incremental_snapshot_metadata.json';
 export const DELTA_FORMAT = 'temper-arc-v2-snapshot';
@@ -271,11 +276,13 @@ export async function writeDeltaSnapshot(opts: WriteDeltaSnapshotOptions): Promi
       let stored = full;
       const isDelta = path.endsWith('.safetensors');
       if (isDelta)
-        stored = encodeDeltaFile(await opts.previous.read(path), full, {
-          level: opts.level,
-          prevSource: `${opts.previous.where}/${path}`,
-          nextSource: `${opts.next.where}/${path}`,
-        }).file;
+        stored = (
+          await encodeDeltaFileAsync(await opts.previous.read(path), full, {
+            level: opts.level,
+            prevSource: `${opts.previous.where}/${path}`,
+            nextSource: `${opts.next.where}/${path}`,
+          })
+        ).file;
       await out.write(path, stored);
       entries.push({
         path,
@@ -373,7 +380,7 @@ export async function applyDeltaSnapshot(opts: ApplyDeltaSnapshotOptions): Promi
           file: f.path,
         });
       const full = f.delta
-        ? applyDeltaFile(await opts.base.read(f.path), stored, {
+        ? await applyDeltaFileAsync(await opts.base.read(f.path), stored, {
             prevSource: `${opts.base.where}/${f.path}`,
             deltaSource: where,
             inPlace: true,

@@ -67,8 +67,7 @@ export function withContentSize(frame: Buffer, size: number): Buffer {
   return Buffer.concat([head, field, frame.subarray(h.fcsOffset)]);
 }
 
-/** One zstd frame holding `data`, with its content size in the header. */
-export function zstdCompress(data: Uint8Array, level = DEFAULT_ZSTD_LEVEL): Buffer {
+function encoder(level: number): Encoder {
   if (!Number.isInteger(level) || level < -7 || level > 22)
     throw new RangeError(`zstd level must be an integer in [-7, 22] (got ${level})`);
   let enc = encoders.get(level);
@@ -76,31 +75,67 @@ export function zstdCompress(data: Uint8Array, level = DEFAULT_ZSTD_LEVEL): Buff
     enc = new Encoder(level);
     encoders.set(level, enc);
   }
-  const input = Buffer.isBuffer(data)
-    ? data
-    : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  return withContentSize(enc.encodeSync(input), data.byteLength);
+  return enc;
 }
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+/** One zstd frame holding `data`, with its content size in the header. */
+export function zstdCompress(data: Uint8Array, level = DEFAULT_ZSTD_LEVEL): Buffer {
+  return withContentSize(encoder(level).encodeSync(asBuffer(data)), data.byteLength);
+}
+
+/** zstdCompress on libuv's thread pool (`data` must stay unchanged until it resolves). */
+export async function zstdCompressAsync(
+  data: Uint8Array,
+  level = DEFAULT_ZSTD_LEVEL,
+): Promise<Buffer> {
+  return withContentSize(await encoder(level).encode(asBuffer(data)), data.byteLength);
+}
+
+function checkDeclared(frame: Uint8Array, expectedSize: number): void {
+  const declared = frameContentSize(frame);
+  if (declared !== null && declared !== expectedSize)
+    throw new Error(`payload declares ${declared} bytes, expected ${expectedSize}`);
+}
+
+function checkSize(out: Buffer, expectedSize: number): Buffer {
+  if (out.length !== expectedSize)
+    throw new Error(`payload decompresses to ${out.length} bytes, expected ${expectedSize}`);
+  return out;
+}
+
+const notAFrame = (err: unknown) =>
+  new Error(`payload is not a valid zstd frame (${(err as Error).message})`);
 
 /**
  * Decompresses one payload that must hold exactly `expectedSize` bytes. A declared content
  * size is checked before decoding, so a corrupt header cannot make us inflate gigabytes.
  */
 export function zstdDecompress(frame: Uint8Array, expectedSize: number): Buffer {
-  const declared = frameContentSize(frame);
-  if (declared !== null && declared !== expectedSize)
-    throw new Error(`payload declares ${declared} bytes, expected ${expectedSize}`);
+  checkDeclared(frame, expectedSize);
   decoder ??= new Decoder();
-  const input = Buffer.isBuffer(frame)
-    ? frame
-    : Buffer.from(frame.buffer, frame.byteOffset, frame.byteLength);
+  try {
+    return checkSize(decoder.decodeSync(asBuffer(frame)), expectedSize);
+  } catch (err) {
+    throw (err as Error).message.startsWith('payload decompresses') ? err : notAFrame(err);
+  }
+}
+
+/** zstdDecompress on libuv's thread pool. */
+export async function zstdDecompressAsync(
+  frame: Uint8Array,
+  expectedSize: number,
+): Promise<Buffer> {
+  checkDeclared(frame, expectedSize);
+  decoder ??= new Decoder();
   let out: Buffer;
   try {
-    out = decoder.decodeSync(input);
+    out = await decoder.decode(asBuffer(frame));
   } catch (err) {
-    throw new Error(`payload is not a valid zstd frame (${(err as Error).message})`);
+    throw notAFrame(err);
   }
-  if (out.length !== expectedSize)
-    throw new Error(`payload decompresses to ${out.length} bytes, expected ${expectedSize}`);
-  return out;
+  return checkSize(out, expectedSize);
 }
