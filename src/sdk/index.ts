@@ -3,6 +3,9 @@
  * forwardBackwardCustom, optimStep, sample; checkpoint methods once checkpoints are wired),
  * datum builders, and the typed error every call rejects with.
  */
+
+export type { CheckpointRow } from '../checkpoints/catalog/index.js';
+export type { PromotedModel } from '../checkpoints/promotion.js';
 export { TrainerError, type TrainerErrorCode } from '../trainer/errors.js';
 export type { Launcher, TrainerEndpoint, TrainerLaunchSpec } from '../trainer/launcher/index.js';
 export { LocalProcessLauncher } from '../trainer/launcher/index.js';
@@ -15,7 +18,11 @@ export {
   type ServiceConfig,
   serviceConfigSchema,
 } from './service-client.js';
-export { type ForwardBackwardCustomOptions, TrainingClient } from './training-client.js';
+export {
+  type ForwardBackwardCustomOptions,
+  type SaveSamplerResult,
+  TrainingClient,
+} from './training-client.js';
 export {
   type AdamParams,
   type CustomForwardBackwardResult,

@@ -7,10 +7,14 @@
  * options.
  */
 import { z } from 'zod';
+import { CheckpointCatalog, type CheckpointRow } from '../checkpoints/catalog/index.js';
+import { CheckpointError } from '../checkpoints/dcp/errors.js';
+import { type ObjectStore, openObjectStore } from '../checkpoints/object-store/index.js';
+import { type PromotedModel, promoteCheckpoint } from '../checkpoints/promotion.js';
 import type { TrainerClient } from '../trainer/client.js';
 import { createTrainerClient } from '../trainer/client.js';
 import { parseDuration } from '../trainer/duration.js';
-import { fromGrpcError, TrainerError } from '../trainer/errors.js';
+import { checkpointErrorToTrainer, fromGrpcError, TrainerError } from '../trainer/errors.js';
 import {
   type Launcher,
   LocalProcessLauncher,
@@ -69,6 +73,10 @@ export const serviceConfigSchema = z.strictObject({
   heartbeatIntervalMs: z.number().int().positive().optional(),
   /** Log level of launched pods. */
   podLogLevel: z.string().optional(),
+  /** Account of the trainer jobs (checkpoint and model names). */
+  account: z.string().default('default'),
+  /** Checkpoint store root (default: the launcher's). */
+  checkpointUrl: z.string().optional(),
 });
 
 export type ServiceConfig = z.input<typeof serviceConfigSchema>;
@@ -190,6 +198,8 @@ export class ServiceClient {
           threads: this.config.threads,
           inactivityTimeoutMs: this.inactivityMs(),
           logLevel: this.config.podLogLevel,
+          account: this.config.account,
+          ...(this.config.checkpointUrl ? { checkpointUrl: this.config.checkpointUrl } : {}),
         })
       : await this.launcher.attach(jobId);
     const client = createTrainerClient(endpoint.address);
@@ -425,27 +435,62 @@ export class ServiceClient {
     );
   }
 
-  /** Checkpoint listing goes through the control plane, which does not exist yet. */
-  listCheckpoints(_jobId?: string): Promise<never> {
-    return Promise.reject(
-      new TrainerError(
-        'not_implemented',
-        'listCheckpoints is not available yet: it needs the checkpoint catalog (src/checkpoints/catalog)',
-      ),
-    );
+  private store: Promise<ObjectStore> | undefined;
+
+  /** The checkpoint store (read directly: listing and promotion need no running trainer). */
+  private checkpointStore(): Promise<ObjectStore> {
+    const url = this.config.checkpointUrl ?? this.launcher.checkpointUrl;
+    if (!url) {
+      return Promise.reject(
+        new TrainerError(
+          'no_checkpoint_store',
+          'no checkpoint store: set checkpointUrl, or use a launcher that has one',
+        ),
+      );
+    }
+    this.store ??= openObjectStore(url);
+    return this.store;
   }
 
-  promoteCheckpoint(_args: {
+  /**
+   * Every checkpoint of a trainer job (default: this service's trainer), oldest first, with
+   * its type and whether it is promotable — also after the trainer is gone.
+   */
+  async listCheckpoints(jobId?: string): Promise<CheckpointRow[]> {
+    const job = jobId ?? this.trainerJobId;
+    if (!job) {
+      throw new TrainerError(
+        'invalid_argument',
+        'listCheckpoints: no trainer job yet; pass a job id',
+      );
+    }
+    const store = await this.checkpointStore();
+    try {
+      return await new CheckpointCatalog(store).listAll(
+        `accounts/${this.config.account}/rlorTrainerJobs/${job}`,
+      );
+    } catch (error) {
+      if (error instanceof CheckpointError) throw checkpointErrorToTrainer(error);
+      throw error;
+    }
+  }
+
+  /**
+   * Promotes a promotable sampler checkpoint (its resource name from listCheckpoints) to the
+   * model accounts/{account}/models/{outputModelId}. The trainer may be in any state.
+   */
+  async promoteCheckpoint(args: {
     name: string;
     outputModelId: string;
     baseModel?: string;
-  }): Promise<never> {
-    return Promise.reject(
-      new TrainerError(
-        'not_implemented',
-        'promoteCheckpoint is not available yet: it needs checkpoint promotion (src/checkpoints/promotion)',
-      ),
-    );
+  }): Promise<PromotedModel> {
+    const store = await this.checkpointStore();
+    try {
+      return await promoteCheckpoint(store, args);
+    } catch (error) {
+      if (error instanceof CheckpointError) throw checkpointErrorToTrainer(error);
+      throw error;
+    }
   }
 
   /**

@@ -49,6 +49,19 @@ export interface TrainingClientInit {
   retries?: number;
 }
 
+export interface SaveSamplerResult {
+  /** Snapshot identity (name-sessionid), what a deployment hot-loads. */
+  path: string;
+  snapshotName: string;
+  checkpointType: 'base' | 'delta';
+  /** Checkpoint resource name: accounts/{a}/rlorTrainerJobs/{job}/checkpoints/{path}. */
+  name: string;
+  /** Object-store URL of the export. */
+  uri: string;
+  /** For a delta: the snapshot it applies on top of. */
+  previousSnapshotIdentity?: string;
+}
+
 export interface ForwardBackwardCustomOptions {
   /** `embedding` (pooled hidden states) is not available yet. */
   output?: 'logprobs' | 'embedding';
@@ -363,18 +376,15 @@ export class TrainingClient {
   }
 
   /**
-   * Exports servable weights (HF layout; a PEFT adapter for LoRA). `path` is the snapshot
-   * identity: the name suffixed with the session id. `delta` is not available yet.
+   * Exports servable weights: HF layout (full-parameter), a PEFT adapter (LoRA, always base),
+   * or an arc_v2 delta against this model's last base save. Full-parameter saves are base
+   * first and deltas afterwards unless `checkpointType` says otherwise. `path` is the
+   * snapshot identity: the name suffixed with the session id.
    */
   async saveWeightsForSampler(
     name: string,
     options: { checkpointType?: 'base' | 'delta'; ttlSeconds?: number } = {},
-  ): Promise<{
-    path: string;
-    snapshotName: string;
-    checkpointType: 'base' | 'delta';
-    uri: string;
-  }> {
+  ): Promise<SaveSamplerResult> {
     await this.guard();
     const type =
       options.checkpointType === 'delta'
@@ -396,18 +406,22 @@ export class TrainingClient {
       path: res.path,
       snapshotName: res.path,
       checkpointType: res.checkpointType === CheckpointType.DELTA ? 'delta' : 'base',
+      name: res.name,
       uri: res.uri,
+      ...(res.previousSnapshotIdentity
+        ? { previousSnapshotIdentity: res.previousSnapshotIdentity }
+        : {}),
     };
   }
 
-  /** Names of this trainer's resumable (saveState) checkpoints, oldest first. */
+  /** Ids of this trainer's resumable (saveState) checkpoints, oldest first. */
   async listCheckpoints(): Promise<string[]> {
     await this.guard();
     const seqId = this.reserve();
     const res = await this.call('list_checkpoints', () =>
       this.client.listCheckpoints({ modelId: this.modelId, seqId }),
     );
-    return res.checkpoints.map((c) => c.name);
+    return res.checkpoints.filter((c) => c.resumable).map((c) => c.name);
   }
 
   /** The path of checkpoint `checkpointName` of trainer job `sourceJobId` (cross-job resume). */

@@ -1,22 +1,37 @@
 /**
- * A trainer's checkpoints, through src/checkpoints: resumable DCP train states (weights,
- * AdamW moments, step) and servable sampler exports (HF layout for full-parameter models,
- * PEFT adapters for LoRA), all in one object store shared by the trainers of a deployment:
+ * A trainer's checkpoints, through src/checkpoints, in the catalog's layout of one object
+ * store shared by every trainer of a deployment:
  *
- *   {jobId}/checkpoints/{name}/...        DCP train state (save_state, load_state*)
- *   {jobId}/sampler/{name}-{session}/...  sampler export (save_weights_for_sampler)
+ *   accounts/{account}/rlorTrainerJobs/{job}/checkpoints/{checkpoint}/...
  *
- * A checkpoint path is `{jobId}/{name}`; a bare name is this trainer's. Every operation holds
- * the model's engine for its whole duration (tensors are streamed from the engine as they are
- * written), and refuses what it cannot do loudly: loading optimizer state from a sampler
- * snapshot, a delta export before arc_v2 deltas are wired, an adapter into a full model.
+ * where a checkpoint folder holds a DCP train state (save_state: weights, AdamW moments,
+ * step), a sampler export (save_weights_for_sampler: HF layout, or a PEFT adapter for LoRA),
+ * or an arc_v2 delta snapshot against the model's last base export. The catalog lists them
+ * (list_checkpoints), promotion turns promotable ones into models — both read the same blobs,
+ * with or without a running trainer.
+ *
+ * Checkpoint paths are full resource names (accounts/{a}/rlorTrainerJobs/{job}/checkpoints/
+ * {id}); a bare id means this trainer's. Every operation holds the model's engine for its
+ * whole duration (tensors stream from the engine as they are written), and what it cannot do
+ * it refuses loudly: optimizer state from a sampler snapshot, an adapter into a full model.
  */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
+import {
+  CheckpointCatalog,
+  type CheckpointName,
+  checkpointPrefix,
+  checkpointsPrefix,
+  formatCheckpointName,
+  parseCheckpointName,
+} from '../checkpoints/catalog/index.js';
 import { CheckpointError, validateCheckpointName } from '../checkpoints/dcp/errors.js';
 import { DcpCheckpoints, loadTrainState, saveTrainState } from '../checkpoints/dcp/index.js';
+import { dirSnapshot, storeSnapshot, writeDeltaSnapshot } from '../checkpoints/deltas/index.js';
 import {
   directorySource,
-  EXPORT_MANIFEST,
   exportHfModel,
   exportPeftAdapter,
   loadAdapter,
@@ -32,14 +47,17 @@ import {
   CheckpointType,
   type SaveWeightsForSamplerResponseSchema,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
-import { TrainerError } from './errors.js';
+import { checkpointErrorToTrainer, TrainerError } from './errors.js';
 import type { ModelRuntime } from './model-runtime.js';
 
-const JOB_ID = /^[a-z][a-z0-9-]{0,61}[a-z0-9]$/;
+/** Account of checkpoints when none is configured. */
+export const DEFAULT_ACCOUNT = 'default';
 
 export interface TrainerCheckpointsOptions {
   /** Object-store URL of the checkpoint root (file:///dir, s3://bucket/prefix, gs://...). */
   url: string;
+  /** Account the trainer job belongs to (default `default`). */
+  account?: string;
   jobId: string;
   /** The base model as named (recorded in checkpoints and exports). */
   baseModel: string;
@@ -47,57 +65,61 @@ export interface TrainerCheckpointsOptions {
   baseDir: string;
 }
 
-/** The typed error a checkpoint-layer error stands for. */
-export function checkpointErrorToTrainer(error: CheckpointError): TrainerError {
-  const code =
-    error.code === 'not_found'
-      ? 'checkpoint_not_found'
-      : error.code === 'already_exists'
-        ? 'checkpoint_exists'
-        : error.code === 'corrupt'
-          ? 'checkpoint_corrupt'
-          : error.code === 'incompatible'
-            ? 'checkpoint_incompatible'
-            : 'invalid_argument';
-  return new TrainerError(code, error.message, { cause: error });
+function wrap<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (error) {
+    if (error instanceof CheckpointError) throw checkpointErrorToTrainer(error);
+    throw error;
+  }
+}
+
+interface BaseExport {
+  identity: string;
+  prefix: string;
 }
 
 export class TrainerCheckpoints {
   readonly url: string;
+  readonly account: string;
   private readonly store: ObjectStore;
   private readonly options: TrainerCheckpointsOptions;
+  /** The last base sampler export of each model: what its deltas are taken against. */
+  private readonly lastBase = new Map<string, BaseExport>();
 
   private constructor(store: ObjectStore, options: TrainerCheckpointsOptions) {
     this.store = store;
     this.url = options.url;
+    this.account = options.account ?? DEFAULT_ACCOUNT;
     this.options = options;
+    // Fail at startup on an account or job id the catalog would refuse.
+    wrap(() => checkpointsPrefix(this.account, options.jobId));
   }
 
   static async open(options: TrainerCheckpointsOptions): Promise<TrainerCheckpoints> {
     return new TrainerCheckpoints(await openObjectStore(options.url), options);
   }
 
-  private dcp(jobId: string): DcpCheckpoints {
-    return new DcpCheckpoints(this.store, { prefix: `${jobId}/checkpoints` });
+  /** `accounts/{a}/rlorTrainerJobs/{job}`: the parent of this trainer's checkpoints. */
+  get parent(): string {
+    return `accounts/${this.account}/rlorTrainerJobs/${this.options.jobId}`;
   }
 
-  /** (jobId, name) of a checkpoint path: `name` (this trainer) or `jobId/name`. */
-  parsePath(path: string, what: string): { jobId: string; name: string } {
-    const parts = path.split('/');
-    const [jobId, name] = parts.length === 2 ? [parts[0]!, parts[1]!] : [this.options.jobId, path];
-    if (parts.length > 2 || !JOB_ID.test(jobId)) {
-      throw new TrainerError(
-        'invalid_argument',
-        `${what}: '${path}' is not a checkpoint path; use a checkpoint name, or {trainer_job_id}/{name} from save_state or resolve_checkpoint_path`,
-        { field: 'path' },
-      );
-    }
-    try {
-      validateCheckpointName(name);
-    } catch (error) {
-      throw checkpointErrorToTrainer(error as CheckpointError);
-    }
-    return { jobId, name };
+  private dcp(account: string, job: string): DcpCheckpoints {
+    return new DcpCheckpoints(this.store, { prefix: checkpointsPrefix(account, job) });
+  }
+
+  /** The (account, job, id) of a checkpoint path: a full resource name, or a bare id of this trainer. */
+  resolvePath(path: string): CheckpointName {
+    return wrap(() =>
+      path.includes('/')
+        ? parseCheckpointName(path)
+        : {
+            account: this.account,
+            job: this.options.jobId,
+            checkpoint: validateCheckpointName(path),
+          },
+    );
   }
 
   private requireTrainable(runtime: ModelRuntime, what: string): void {
@@ -109,25 +131,38 @@ export class TrainerCheckpoints {
     }
   }
 
+  private plainName(name: string, what: string): string {
+    if (name.includes('/')) {
+      throw new TrainerError(
+        'invalid_argument',
+        `${what}: '${name}' must be a plain checkpoint id`,
+        {
+          field: 'name',
+        },
+      );
+    }
+    return wrap(() => validateCheckpointName(name));
+  }
+
   async saveState(
     runtime: ModelRuntime,
     name: string,
     ttlSeconds: number,
   ): Promise<{ path: string; step: bigint }> {
     this.requireTrainable(runtime, 'save_state');
-    const { jobId } = this.parsePath(name, 'save_state');
-    if (name.includes('/')) {
-      throw new TrainerError('invalid_argument', `save_state: '${name}' must be a plain name`, {
-        field: 'name',
-      });
-    }
+    const id = this.plainName(name, 'save_state');
     const meta = await runtime.host.exclusive(() =>
-      saveTrainState(runtime.host.model, this.dcp(jobId), name, {
+      saveTrainState(runtime.host.model, this.dcp(this.account, this.options.jobId), id, {
         baseModel: this.options.baseModel,
         ...(ttlSeconds > 0 ? { ttlSeconds } : {}),
       }),
     );
-    return { path: `${jobId}/${name}`, step: BigInt(meta.step) };
+    const path = formatCheckpointName({
+      account: this.account,
+      job: this.options.jobId,
+      checkpoint: id,
+    });
+    return { path, step: BigInt(meta.step) };
   }
 
   /**
@@ -141,25 +176,26 @@ export class TrainerCheckpoints {
   ): Promise<{ path: string; step: bigint }> {
     const what = withOptimizer ? 'load_state_with_optimizer' : 'load_state';
     this.requireTrainable(runtime, what);
-    const { jobId, name } = this.parsePath(path, what);
-    const dcp = this.dcp(jobId);
+    const n = this.resolvePath(path);
+    const full = formatCheckpointName(n);
+    const dcp = this.dcp(n.account, n.job);
     try {
-      await dcp.metadata(name);
+      await dcp.metadata(n.checkpoint);
     } catch (error) {
       if (error instanceof CheckpointError && error.code === 'not_found') {
-        await this.refuseSnapshot(jobId, name, path, what);
+        await this.refuseSnapshot(full, what);
       }
       throw error;
     }
     const model = runtime.host.model;
     const loaded = await runtime.host.exclusive(async () => {
-      const state = await loadTrainState(model, dcp, name);
+      const state = await loadTrainState(model, dcp, n.checkpoint);
       if (!withOptimizer) {
-        for (const n of model.trainableNames()) {
-          const st = model.getOptimizerState(n);
+        for (const t of model.trainableNames()) {
+          const st = model.getOptimizerState(t);
           if (st)
             model.setOptimizerState(
-              n,
+              t,
               new Float32Array(st.m.length),
               new Float32Array(st.v.length),
             );
@@ -169,83 +205,145 @@ export class TrainerCheckpoints {
       runtime.resetAccumulation();
       return state;
     });
-    return { path: `${jobId}/${name}`, step: BigInt(withOptimizer ? loaded.step : 0) };
+    return { path: full, step: BigInt(withOptimizer ? loaded.step : 0) };
   }
 
-  /** A sampler snapshot or an HF/PEFT directory has no optimizer state: say so. */
-  private async refuseSnapshot(
-    jobId: string,
-    name: string,
-    path: string,
-    what: string,
-  ): Promise<void> {
-    const exported = await this.store.stat(`${jobId}/sampler/${name}/${EXPORT_MANIFEST}`);
-    if (exported) {
+  /** A sampler snapshot (HF, PEFT or delta) has no optimizer state: say so. */
+  private async refuseSnapshot(name: string, what: string): Promise<void> {
+    let entry: Awaited<ReturnType<CheckpointCatalog['get']>>;
+    try {
+      entry = await new CheckpointCatalog(this.store).get(name);
+    } catch {
+      return;
+    }
+    if (!entry.resumable) {
       throw new TrainerError(
         'not_resumable',
-        `${what}: '${path}' is a sampler snapshot (servable weights, no optimizer state or step); resume from a save_state checkpoint, or warm-start a LoRA model from it with load_adapter`,
+        `${what}: ${name} is a sampler snapshot (${entry.checkpointType}: servable weights, no optimizer state or step); resume from a save_state checkpoint, or warm-start a LoRA model from it with load_adapter`,
       );
     }
   }
 
+  /** This trainer's checkpoints (every kind), oldest first, as the catalog lists them. */
   async list(): Promise<MessageInitShape<typeof CheckpointInfoSchema>[]> {
-    const rows = await this.dcp(this.options.jobId).list();
-    return rows.map((m) => ({
-      name: m.name,
-      path: `${this.options.jobId}/${m.name}`,
-      checkpointKind: m.checkpointType,
-      promotable: false,
-      createTimeMs: BigInt(Date.parse(m.createTime)),
-      sizeBytes: BigInt(m.files.reduce((n, f) => n + f.size, 0)),
-      step: BigInt(m.step),
+    const catalog = new CheckpointCatalog(this.store);
+    const entries = await catalog.entries(this.account, this.options.jobId);
+    return entries.map((e) => ({
+      name: e.name.checkpoint,
+      path: formatCheckpointName(e.name),
+      checkpointKind: e.checkpointType,
+      promotable: e.promotable,
+      resumable: e.resumable,
+      createTimeMs: BigInt(e.createTime.getTime()),
     }));
   }
 
+  /** The path of checkpoint `checkpointName` of job `sourceJobId` (same account), checked to exist. */
   async resolve(checkpointName: string, sourceJobId: string): Promise<string> {
-    const jobId = sourceJobId || this.options.jobId;
-    const { name } = this.parsePath(`${jobId}/${checkpointName}`, 'resolve_checkpoint_path');
-    await this.dcp(jobId).metadata(name);
-    return `${jobId}/${name}`;
+    const job = sourceJobId || this.options.jobId;
+    const name = wrap(() =>
+      formatCheckpointName({
+        account: this.account,
+        job,
+        checkpoint: validateCheckpointName(checkpointName),
+      }),
+    );
+    const entry = await new CheckpointCatalog(this.store).get(name);
+    if (!entry.resumable) {
+      throw new TrainerError(
+        'not_resumable',
+        `resolve_checkpoint_path: ${name} is a ${entry.checkpointType} sampler snapshot, not a resumable train state`,
+      );
+    }
+    return name;
   }
 
   async saveForSampler(
     runtime: ModelRuntime,
     name: string,
-    type: CheckpointType,
+    requested: CheckpointType,
     ttlSeconds: number,
   ): Promise<MessageInitShape<typeof SaveWeightsForSamplerResponseSchema>> {
     this.requireTrainable(runtime, 'save_weights_for_sampler');
-    if (type === CheckpointType.DELTA) {
-      throw new TrainerError(
-        'not_implemented',
-        "save_weights_for_sampler: checkpoint_type 'delta' needs arc_v2 deltas (src/checkpoints/deltas), which are not wired into the trainer yet; save 'base'",
-      );
-    }
     const suffix = runtime.sessionId.replace(/^session-/, '');
-    const snapshot = `${name}-${suffix}`;
-    this.parsePath(snapshot, 'save_weights_for_sampler');
-    const prefix = `${this.options.jobId}/sampler/${snapshot}`;
-    const target = { store: this.store, prefix };
+    const identity = this.plainName(`${name}-${suffix}`, 'save_weights_for_sampler');
+    const prefix = wrap(() =>
+      checkpointPrefix({ account: this.account, job: this.options.jobId, checkpoint: identity }),
+    );
     const model = runtime.host.model;
     const commit = { baseModel: this.options.baseModel, ...(ttlSeconds > 0 ? { ttlSeconds } : {}) };
-    await runtime.host.exclusive(() =>
-      runtime.host.isLora
-        ? exportPeftAdapter(model, target, {
+    const lora = runtime.host.isLora;
+    const previous = this.lastBase.get(runtime.id);
+    // LoRA adapters are small: always base. Full-parameter: base first, deltas after by default.
+    const delta =
+      !lora &&
+      (requested === CheckpointType.DELTA ||
+        (requested === CheckpointType.UNSPECIFIED && previous !== undefined));
+    if (delta && !previous) {
+      throw new TrainerError(
+        'no_base_snapshot',
+        "save_weights_for_sampler: a 'delta' needs an earlier 'base' sampler save of this model to be taken against; save 'base' first",
+      );
+    }
+    const uri = `${this.store.url}/${prefix}`;
+    if (lora) {
+      await runtime.host.exclusive(() =>
+        exportPeftAdapter(
+          model,
+          { store: this.store, prefix },
+          {
             ...commit,
             baseModelNameOrPath: this.options.baseModel,
-          })
-        : exportHfModel(model, target, { ...commit, baseModelDir: this.options.baseDir }),
-    );
+          },
+        ),
+      );
+    } else if (!delta) {
+      await runtime.host.exclusive(() =>
+        exportHfModel(
+          model,
+          { store: this.store, prefix },
+          {
+            ...commit,
+            baseModelDir: this.options.baseDir,
+          },
+        ),
+      );
+      this.lastBase.set(runtime.id, { identity, prefix });
+    } else {
+      const base = previous!;
+      const scratch = await mkdtemp(join(tmpdir(), 'temper-snapshot-'));
+      try {
+        const full = join(scratch, 'full');
+        await runtime.host.exclusive(() =>
+          exportHfModel(model, { dir: full }, { baseModelDir: this.options.baseDir }),
+        );
+        await writeDeltaSnapshot({
+          previous: storeSnapshot(this.store, base.prefix),
+          next: dirSnapshot(full),
+          previousSnapshotIdentity: base.identity,
+          target: { store: this.store, prefix },
+          ...(ttlSeconds > 0 ? { ttlSeconds } : {}),
+        });
+      } finally {
+        await rm(scratch, { recursive: true, force: true });
+      }
+    }
     return {
-      path: snapshot,
-      checkpointType: CheckpointType.BASE,
-      uri: `${this.store.url}/${prefix}`,
+      path: identity,
+      checkpointType: delta ? CheckpointType.DELTA : CheckpointType.BASE,
+      uri,
+      name: formatCheckpointName({
+        account: this.account,
+        job: this.options.jobId,
+        checkpoint: identity,
+      }),
+      previousSnapshotIdentity: delta ? previous!.identity : '',
     };
   }
 
   /**
-   * Loads a PEFT adapter: a local directory (or file:// URL), or the name of a LoRA sampler
-   * snapshot of this trainer.
+   * Loads a PEFT adapter: a local directory (or file:// URL), or a LoRA sampler snapshot
+   * (its id, or full checkpoint name).
    */
   async loadAdapter(runtime: ModelRuntime, adapterPath: string): Promise<void> {
     this.requireTrainable(runtime, 'load_adapter');
@@ -257,9 +355,9 @@ export class TrainerCheckpoints {
     }
     const source = /^file:/i.test(adapterPath)
       ? directorySource(fileUrlToRoot(adapterPath))
-      : adapterPath.includes('/') || adapterPath.startsWith('.')
-        ? directorySource(adapterPath)
-        : storeSource(this.store, `${this.options.jobId}/sampler/${adapterPath}`);
+      : adapterPath.startsWith('accounts/') || !/[/.]/.test(adapterPath)
+        ? storeSource(this.store, checkpointPrefix(this.resolvePath(adapterPath)))
+        : directorySource(adapterPath);
     await runtime.host.exclusive(async () => {
       await loadAdapter(runtime.host.model, source);
       runtime.resetAccumulation();

@@ -38,6 +38,7 @@ interface ServeFlags {
   jobId?: string;
   stateFile?: string;
   checkpointUrl?: string;
+  account?: string;
   maxModels: number;
   logLevel?: string;
 }
@@ -71,6 +72,7 @@ export function addTrainerCommand(program: Command): void {
       '--checkpoint-url <url>',
       'checkpoint store root (file:///dir, s3://bucket/prefix, gs://bucket/prefix); checkpoints are refused without one',
     )
+    .option('--account <id>', 'account of the trainer job (checkpoint names)', 'default')
     .option('--max-models <n>', 'models the pod holds at most', int(1), 8)
     .option('--log-level <level>', 'pino log level (default info, or TEMPER_LOG_LEVEL)')
     .action(async (flags: ServeFlags) => {
@@ -86,6 +88,7 @@ export function addTrainerCommand(program: Command): void {
         jobId: flags.jobId,
         stateFile: flags.stateFile,
         checkpointUrl: flags.checkpointUrl,
+        account: flags.account,
         maxModels: flags.maxModels,
         logLevel: flags.logLevel,
       });

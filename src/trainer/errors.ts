@@ -5,6 +5,7 @@
  * error from a gRPC failure, so callers branch on `code`, never on message text.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { CheckpointError } from '../checkpoints/dcp/errors.js';
 
 export const ERROR_CODE_METADATA_KEY = 'temper-error-code';
 
@@ -39,6 +40,7 @@ export type TrainerErrorCode =
   | 'not_resumable'
   | 'not_lora'
   | 'no_checkpoint_store'
+  | 'no_base_snapshot'
   // DATA_LOSS: a stored checkpoint is damaged.
   | 'checkpoint_corrupt'
   // RESOURCE_EXHAUSTED
@@ -79,6 +81,7 @@ const GRPC_STATUS: Record<TrainerErrorCode, grpc.status> = {
   not_resumable: grpc.status.FAILED_PRECONDITION,
   not_lora: grpc.status.FAILED_PRECONDITION,
   no_checkpoint_store: grpc.status.FAILED_PRECONDITION,
+  no_base_snapshot: grpc.status.FAILED_PRECONDITION,
   checkpoint_corrupt: grpc.status.DATA_LOSS,
   too_many_models: grpc.status.RESOURCE_EXHAUSTED,
   shutting_down: grpc.status.UNAVAILABLE,
@@ -170,4 +173,19 @@ export function fromGrpcError(error: unknown, what: string): TrainerError {
       cause: error,
     },
   );
+}
+
+/** The typed error a checkpoint-layer error (src/checkpoints) stands for. */
+export function checkpointErrorToTrainer(error: CheckpointError): TrainerError {
+  const code: TrainerErrorCode =
+    error.code === 'not_found'
+      ? 'checkpoint_not_found'
+      : error.code === 'already_exists'
+        ? 'checkpoint_exists'
+        : error.code === 'corrupt'
+          ? 'checkpoint_corrupt'
+          : error.code === 'incompatible'
+            ? 'checkpoint_incompatible'
+            : 'invalid_argument';
+  return new TrainerError(code, error.message, { cause: error });
 }

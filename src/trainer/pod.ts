@@ -53,6 +53,8 @@ export interface PodOptions {
   seqGapTimeoutMs?: number;
   /** Object-store URL of the checkpoint root (file:///dir, s3://..., gs://...); none = checkpoints refused. */
   checkpointUrl?: string;
+  /** Account of the trainer job's checkpoints (default `default`). */
+  account?: string;
   /** Inactivity timeout, reported in Health (the server enforces it); 0 = disabled. */
   inactivityTimeoutMs?: number;
   logger: Logger;
@@ -149,6 +151,7 @@ export class TrainerPod {
     if (options.checkpointUrl) {
       pod.checkpointStore = await TrainerCheckpoints.open({
         url: options.checkpointUrl,
+        account: options.account,
         jobId: pod.jobId,
         baseModel: pod.baseModel,
         baseDir: dir,

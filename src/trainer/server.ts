@@ -19,9 +19,8 @@ import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/temper/v1/health_pb.js';
 import { LossError } from '../losses/index.js';
 import { addService, serviceDefinition } from '../rpc/grpc-service.js';
-import { checkpointErrorToTrainer } from './checkpoints.js';
 import { TRAINER_CHANNEL_OPTIONS } from './client.js';
-import { TrainerError, toGrpcError } from './errors.js';
+import { checkpointErrorToTrainer, TrainerError, toGrpcError } from './errors.js';
 import type { ModelRuntime } from './model-runtime.js';
 import { TRAINER_VERSION, type TrainerPod } from './pod.js';
 

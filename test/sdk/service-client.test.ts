@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL, bundledModelDir } from '../../src/catalog/bundled.js';
+import { applyDeltaSnapshot, dirSnapshot } from '../../src/checkpoints/deltas/index.js';
 import { TransformerModel } from '../../src/engine/model.js';
 import { addAll, dot, type LossFn, neg, sftLoss } from '../../src/losses/index.js';
 import { conversationDatum, ServiceClient, type TrainingDatum } from '../../src/sdk/index.js';
@@ -117,9 +118,58 @@ describe('ServiceClient and TrainingClient over real pods', () => {
     await training.saveState('step-10');
     expect(await training.listCheckpoints()).toEqual(['step-10']);
     await expectTrainerError(training.loadStateWithOptimizer(saved.path), 'not_resumable');
+    // The quickstart's last step: find the checkpoint row, promote it, the model files exist.
+    const rows = await service.listCheckpoints(service.trainerJobId);
+    const entry = rows.find((row) => row.name.endsWith(`/checkpoints/${saved.path}`));
+    expect(entry).toMatchObject({
+      checkpointType: 'INFERENCE_BASE',
+      promotable: true,
+      name: saved.name,
+    });
+    expect(rows.find((row) => row.name.endsWith('/checkpoints/step-10'))).toMatchObject({
+      checkpointType: 'TRAINING',
+      resumable: true,
+      promotable: false,
+    });
+    const model = await service.promoteCheckpoint({
+      name: entry!.name,
+      outputModelId: 'my-sft-model',
+      baseModel: BUNDLED_MODEL.name,
+    });
+    expect(model.name).toBe('accounts/default/models/my-sft-model');
+    const modelDir = join(
+      fileURLToPath(launcher.checkpointUrl),
+      'accounts/default/models/my-sft-model',
+    );
+    const promoted = await TransformerModel.fromDirectory(modelDir, { threads: 1 });
+    expect(promoted.forward(batch)).toEqual(trained.lossFnOutputs[0]!.logprobs.data);
     await expectTrainerError(
-      service.promoteCheckpoint({ name: saved.path, outputModelId: 'my-sft-model' }),
-      'not_implemented',
+      service.promoteCheckpoint({ name: entry!.name, outputModelId: 'Bad_Id' }),
+      'invalid_argument',
+    );
+
+    // A later save defaults to an arc_v2 delta against the base; deltas are not promotable.
+    await training.forwardBackwardCustom(batch, sftLoss());
+    await training.optimStep({});
+    const delta = await training.saveWeightsForSampler('sft-final-2');
+    expect(delta.checkpointType).toBe('delta');
+    expect(delta.previousSnapshotIdentity).toBe(saved.path);
+    // Applied onto the base it was taken against, the delta is the trained model.
+    const rebuilt = join(tmp.dir, 'rebuilt');
+    await applyDeltaSnapshot({
+      base: dirSnapshot(exportDir),
+      delta: dirSnapshot(fileURLToPath(delta.uri)),
+      target: { dir: rebuilt },
+    });
+    const afterDelta = await training.forward(batch);
+    expect((await TransformerModel.fromDirectory(rebuilt, { threads: 1 })).forward(batch)).toEqual(
+      afterDelta.lossFnOutputs[0]!.logprobs.data,
+    );
+    const deltaRow = (await service.listCheckpoints()).find((row) => row.name === delta.name);
+    expect(deltaRow).toMatchObject({ checkpointType: 'INFERENCE_ARC_V2', promotable: false });
+    await expectTrainerError(
+      service.promoteCheckpoint({ name: delta.name, outputModelId: 'from-delta' }),
+      'checkpoint_incompatible',
     );
 
     const jobs = [training.jobId, reference.jobId];

@@ -80,7 +80,7 @@ describe('trainer checkpoints', () => {
       await step(b, data[i]!);
       if ((i + 1) % 2 === 0) saved = (await b.saveState(`step-${i + 1}`)).path;
     }
-    expect(saved).toBe(`${b.jobId}/step-4`);
+    expect(saved).toBe(`accounts/default/rlorTrainerJobs/${b.jobId}/checkpoints/step-4`);
     const pid = (await launcher.get(b.jobId))?.pid;
     expect(pid).toBeGreaterThan(0);
     process.kill(pid!, 'SIGKILL');

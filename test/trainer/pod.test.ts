@@ -381,8 +381,8 @@ describe('trainer pod over gRPC', () => {
         name: 's',
         checkpointType: CheckpointType.DELTA,
       }),
-      grpc.status.UNIMPLEMENTED,
-      'not_implemented',
+      grpc.status.FAILED_PRECONDITION,
+      'no_base_snapshot',
     );
     await expectGrpcError(
       client.loadStateWithOptimizer({ modelId: m, seqId: seq++, path: 'never-saved' }),

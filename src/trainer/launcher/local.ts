@@ -202,6 +202,7 @@ export class LocalProcessLauncher implements Launcher {
     if (spec.loraAlpha !== undefined) args.push('--lora-alpha', String(spec.loraAlpha));
     if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
     args.push('--checkpoint-url', spec.checkpointUrl ?? this.checkpointUrl);
+    if (spec.account !== undefined) args.push('--account', spec.account);
     if (spec.maxModels !== undefined) args.push('--max-models', String(spec.maxModels));
     if (spec.forwardOnly) args.push('--forward-only');
     if (spec.logLevel) args.push('--log-level', spec.logLevel);

@@ -19,6 +19,8 @@ export interface TrainerLaunchSpec {
   inactivityTimeoutMs?: number;
   /** Checkpoint store root URL (default: the launcher's). */
   checkpointUrl?: string;
+  /** Account of the job's checkpoints (default `default`). */
+  account?: string;
   /** Models the pod holds at most (default 8). */
   maxModels?: number;
   /** Use this job id instead of a generated one. */
@@ -55,6 +57,8 @@ export interface StopOptions {
 export interface Launcher {
   /** `local`, `kubernetes`, ... */
   readonly kind: string;
+  /** The checkpoint store root the launched pods share (listing and promotion read it). */
+  readonly checkpointUrl?: string;
   /** Starts a pod and resolves once it answers Health as serving. */
   launch(spec: TrainerLaunchSpec): Promise<TrainerEndpoint>;
   /** A running pod by job id (possibly started by another process); NOT_FOUND if it is gone. */
