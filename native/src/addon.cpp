@@ -125,6 +125,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
                         InstanceMethod("setTensor", &EngineModel::SetTensor),
                         InstanceMethod("getTensor", &EngineModel::GetTensor),
                         InstanceMethod("getGrad", &EngineModel::GetGrad),
+                        InstanceMethod("tensorView", &EngineModel::TensorView),
                         InstanceMethod("getOptimizerState", &EngineModel::GetOptimizerState),
                         InstanceMethod("setOptimizerState", &EngineModel::SetOptimizerState),
                         InstanceMethod("forward", &EngineModel::Forward),
@@ -216,7 +217,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       for (std::size_t i = 0; i < data.size(); ++i)
         if (!std::isfinite(data[i]))
           throw std::invalid_argument("tensor '" + name + "' has a non-finite value at flat index " + std::to_string(i));
-      p.value = std::move(data);
+      std::copy(data.begin(), data.end(), p.value.begin());  // keep the storage (views alias it)
       return 0;
     });
     return env.Undefined();
@@ -227,6 +228,26 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
     return guard(env, [&] { return to_js(env, model_->param(name).value); });
+  }
+
+  // A Float32Array over the engine's own storage of a tensor ('value', 'm', 'v' or 'grad'):
+  // no copy. The buffer keeps the model alive (a reference released by its finalizer), and the
+  // storage never moves (setTensor copies into it), so the view stays valid.
+  Napi::Value TensorView(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_idle(env);
+    const std::string name = info[0].ToString().Utf8Value();
+    const std::string kind = info[1].IsString() ? info[1].ToString().Utf8Value() : "value";
+    return guard(env, [&]() -> Napi::Value {
+      temper::Param& p = model_->param(name);
+      std::vector<float>* store = kind == "value" ? &p.value : kind == "m" ? &p.m : kind == "v" ? &p.v : kind == "grad" ? &p.grad : nullptr;
+      if (store == nullptr) throw std::invalid_argument("tensorView: kind must be value, m, v or grad (got '" + kind + "')");
+      if (store->empty()) return env.Null();  // frozen tensors have no grad or moments
+      auto* keep = new Napi::ObjectReference(Napi::Persistent(Value()));
+      Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(
+          env, store->data(), store->size() * sizeof(float), [](Napi::Env, void*, Napi::ObjectReference* ref) { delete ref; }, keep);
+      return Napi::Float32Array::New(env, store->size(), buf, 0);
+    });
   }
 
   Napi::Value GetGrad(const Napi::CallbackInfo& info) {
@@ -265,8 +286,8 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       if (!p.trainable) throw std::invalid_argument("tensor '" + name + "' is frozen and has no optimizer state");
       if (static_cast<long>(m.size()) != p.numel() || static_cast<long>(v.size()) != p.numel())
         throw std::invalid_argument("optimizer state for '" + name + "' must have " + std::to_string(p.numel()) + " elements");
-      p.m = std::move(m);
-      p.v = std::move(v);
+      std::copy(m.begin(), m.end(), p.m.begin());
+      std::copy(v.begin(), v.end(), p.v.begin());
       return 0;
     });
     return env.Undefined();

@@ -226,6 +226,15 @@ export class TransformerModel {
     return out;
   }
 
+  /**
+   * The engine's own memory of a tensor (its values, AdamW moments `m`/`v`, or `grad`), without
+   * a copy: for streaming checkpoints and exports. Treat it as read-only; it changes in place
+   * with every optimizer step, so copy it for a snapshot. null for a frozen tensor's m/v/grad.
+   */
+  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad' = 'value'): Float32Array | null {
+    return callNative(() => this.native.tensorView(name, kind));
+  }
+
   getGrad(name: string): Float32Array | null {
     return callNative(() => this.native.getGrad(name));
   }

@@ -51,6 +51,7 @@ export interface NativeModel {
   setTensor(name: string, data: Float32Array): void;
   getTensor(name: string): Float32Array;
   getGrad(name: string): Float32Array | null;
+  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad'): Float32Array | null;
   getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
   setOptimizerState(name: string, m: Float32Array, v: Float32Array): void;
   forward(

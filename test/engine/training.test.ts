@@ -126,3 +126,36 @@ describe('errors become exceptions with clear messages', () => {
     expect(() => tinyModel().optimStep({ learningRate: -1 })).toThrow(/learningRate/);
   });
 });
+
+describe('zero-copy tensor views', () => {
+  it('alias the engine memory, follow optimizer steps and keep working after reloads', () => {
+    const model = tinyModel({ seed: 4 });
+    const name = 'model.layers.0.mlp.up_proj.weight';
+    const view = model.tensorView(name)!;
+    expect(view).toEqual(model.getTensor(name));
+    const seqs = randomSequences(2, [8]);
+    model.forwardBackwardCrossEntropy(seqs, new Array(8).fill(1));
+    expect(model.tensorView(name, 'grad')).toEqual(model.getGrad(name));
+    model.optimStep({ learningRate: 1e-2 });
+    expect(view).toEqual(model.getTensor(name)); // updated in place
+    expect(model.tensorView(name, 'm')).toEqual(model.getOptimizerState(name)!.m);
+    model.loadTensors(
+      new Map([
+        [
+          name,
+          {
+            shape: [TINY.intermediateSize, TINY.hiddenSize],
+            data: new Float32Array(view.length).fill(0.5),
+          },
+        ],
+      ]),
+      {
+        partial: true,
+      },
+    );
+    expect(view[0]).toBe(0.5); // loading writes into the same storage
+    const lora = tinyModel({ lora: { rank: 2, alpha: 4 } });
+    expect(lora.tensorView(name, 'm')).toBeNull();
+    expect(() => model.tensorView(name, 'x' as 'm')).toThrow(/kind must be/);
+  });
+});

@@ -100,48 +100,36 @@ export function captureTrainState(
 ): TensorMap {
   const tensors: TensorMap = new Map();
   for (const [key, t] of trainStateTensors(model, opts))
-    tensors.set(key, 'data' in t ? t : { shape: t.shape, data: t.read() });
+    tensors.set(key, 'data' in t ? t : { shape: t.shape, data: t.read().slice() });
   return tensors;
 }
 
-/** The model's train state as tensors read from the engine when the writer reaches them. */
+/**
+ * The model's train state as tensors read from the engine when the writer reaches them:
+ * zero-copy views of the engine's memory (TransformerModel.tensorView), so the model must not
+ * step until the save completes (captureTrainState copies instead).
+ */
 export function trainStateTensors(
   model: TransformerModel,
   opts: { includeFrozen?: boolean } = {},
 ): Map<string, SaveTensor> {
   const tensors = new Map<string, SaveTensor>();
-  // getOptimizerState returns m and v together: keep v until its turn (it comes right after m).
-  const pendingV = new Map<string, Float32Array>();
-  const moments = (name: string) => {
-    const st = model.getOptimizerState(name);
-    if (!st)
+  const view = (name: string, kind: 'value' | 'm' | 'v') => {
+    const data = model.tensorView(name, kind);
+    if (!data)
       throw new CheckpointError(
         'incompatible',
         `tensor '${name}' is trainable but has no optimizer state`,
       );
-    return st;
+    return data;
   };
   for (const info of model.tensorInfo()) {
     if (!info.trainable && model.lora && !opts.includeFrozen) continue;
     const name = info.name;
-    tensors.set(weightKey(name), { shape: info.shape, read: () => model.getTensor(name) });
+    tensors.set(weightKey(name), { shape: info.shape, read: () => view(name, 'value') });
     if (!info.trainable) continue;
-    tensors.set(expAvgKey(name), {
-      shape: info.shape,
-      read: () => {
-        const st = moments(name);
-        pendingV.set(name, st.v);
-        return st.m;
-      },
-    });
-    tensors.set(expAvgSqKey(name), {
-      shape: info.shape,
-      read: () => {
-        const v = pendingV.get(name) ?? moments(name).v;
-        pendingV.delete(name);
-        return v;
-      },
-    });
+    tensors.set(expAvgKey(name), { shape: info.shape, read: () => view(name, 'm') });
+    tensors.set(expAvgSqKey(name), { shape: info.shape, read: () => view(name, 'v') });
   }
   return tensors;
 }

@@ -54,7 +54,8 @@ export function modelWeights(model: TransformerModel): WeightsSpec {
     .filter((t) => !t.name.includes('.lora_'))
     .map((t) => ({ name: t.name, shape: t.shape }))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
-  return { specs, source: (name) => model.getTensor(name) };
+  // Zero-copy views: the export streams the engine's memory straight into the files.
+  return { specs, source: (name) => model.tensorView(name)! };
 }
 
 export interface HfExportOptions {
