@@ -1,0 +1,3 @@
+export * from './export.js';
+export * from './proto.js';
+export * from './session.js';
