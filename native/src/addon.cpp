@@ -333,6 +333,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     p.eps = static_cast<float>(num(o, "eps", p.eps));
     p.weight_decay = static_cast<float>(num(o, "weightDecay", p.weight_decay));
     p.grad_clip = static_cast<float>(num(o, "gradClipNorm", p.grad_clip));
+    p.grad_scale = static_cast<float>(num(o, "gradScale", p.grad_scale));
     return p;
   }
 

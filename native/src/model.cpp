@@ -498,11 +498,13 @@ double Model::adamw_step(const AdamParams& hp) {
   require(hp.eps > 0, "adam: eps must be positive");
   require(hp.weight_decay >= 0, "adam: weight_decay must be >= 0");
   require(hp.grad_clip >= 0, "adam: grad_clip_norm must be >= 0 (0 disables clipping)");
-  const double norm = grad_norm();
+  require(hp.grad_scale > 0 && std::isfinite(hp.grad_scale), "adam: grad_scale must be a finite number > 0");
+  const double norm = grad_norm() * hp.grad_scale;
   if (!std::isfinite(norm)) throw std::runtime_error("adam: gradient norm is not finite; step skipped, gradients kept");
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
   float clip = 1.0f;
   if (hp.grad_clip > 0) clip = std::min(1.0f, static_cast<float>(hp.grad_clip / (norm + 1e-6)));
+  const float gscale = hp.grad_scale * clip;
   ++step_;
   // Mirrors torch.optim.AdamW (single-tensor path) operation by operation.
   const float bc1 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta1), step_));
@@ -520,7 +522,7 @@ double Model::adamw_step(const AdamParams& hp) {
     pool_->parallel_for((n + 16383) / 16384, [&](std::size_t t, int) {
       const long i1 = std::min(n, static_cast<long>(t + 1) * 16384);
       for (long i = static_cast<long>(t) * 16384; i < i1; ++i) {
-        const float gi = g[i] * clip;
+        const float gi = g[i] * gscale;
         w[i] *= decay;
         m[i] += (gi - m[i]) * (1.0f - hp.beta1);
         v[i] = v[i] * hp.beta2 + (1.0f - hp.beta2) * gi * gi;

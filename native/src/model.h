@@ -56,6 +56,9 @@ struct AdamParams {
   float eps = 1e-8f;
   float weight_decay = 0.0f;
   float grad_clip = 0.0f;  // max global grad norm; 0 = off
+  // Multiplies the accumulated gradients before the step (gradient-accumulation
+  // normalisation: 1/num_tokens, 1/num_sequences); the norm and clipping see scaled values.
+  float grad_scale = 1.0f;
 };
 
 struct Batch {

@@ -65,6 +65,8 @@ export const adamParamsSchema = z.object({
   weightDecay: z.number().nonnegative().default(0),
   /** Maximum global gradient norm; 0 disables clipping. */
   gradClipNorm: z.number().nonnegative().default(0),
+  /** Multiplies the accumulated gradients first (grad-accumulation normalisation); 1 = none. */
+  gradScale: z.number().positive().finite().default(1),
 });
 export type AdamParams = z.input<typeof adamParamsSchema>;
 

@@ -24,6 +24,7 @@ export interface NativeAdamParams {
   eps: number;
   weightDecay: number;
   gradClipNorm: number;
+  gradScale: number;
 }
 
 export interface NativeSampleParams {

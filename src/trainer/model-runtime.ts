@@ -404,41 +404,11 @@ export class ModelRuntime {
   }
 }
 
-/**
- * One AdamW step on the accumulated gradients multiplied by `scale`. The engine steps on the
- * raw gradients, so the scale is folded into AdamW exactly: with g' = s·g the moments are
- * m' = s·m̃ and v' = s²·ṽ for the moments m̃, ṽ of g, and m'/(√v' + ε) = m̃/(√ṽ + ε/s). The
- * stored moments are divided by s (s²) before the step, which runs with ε/s and a clip norm
- * of c/s, and multiplied back after it.
- */
+/** One AdamW step on the accumulated gradients multiplied by `scale` (the normalisation). */
 async function scaledAdamStep(
   host: EngineHost,
   params: ReturnType<typeof adamParamsSchema.parse>,
   scale: number,
 ): Promise<{ gradNorm: number; step: number }> {
-  const model = host.model;
-  if (scale === 1) return model.optimStepAsync(params);
-  const names = model.trainableNames();
-  const rescale = (mFactor: number, vFactor: number) => {
-    for (const name of names) {
-      const state = model.getOptimizerState(name);
-      if (!state) continue;
-      const { m, v } = state;
-      for (let i = 0; i < m.length; i++) m[i]! *= mFactor;
-      for (let i = 0; i < v.length; i++) v[i]! *= vFactor;
-      model.setOptimizerState(name, m, v);
-    }
-  };
-  rescale(1 / scale, 1 / (scale * scale));
-  let result: { gradNorm: number; step: number };
-  try {
-    result = await model.optimStepAsync({
-      ...params,
-      eps: params.eps / scale,
-      gradClipNorm: params.gradClipNorm / scale,
-    });
-  } finally {
-    rescale(scale, scale * scale);
-  }
-  return { gradNorm: result.gradNorm * scale, step: result.step };
+  return host.model.optimStepAsync({ ...params, gradScale: scale });
 }

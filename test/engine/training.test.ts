@@ -159,3 +159,30 @@ describe('zero-copy tensor views', () => {
     expect(() => model.tensorView(name, 'x' as 'm')).toThrow(/kind must be/);
   });
 });
+
+describe('gradient scaling in the optimizer step', () => {
+  it('gradScale s equals training on weights multiplied by s', () => {
+    const seqs = randomSequences(7, [9, 5]);
+    const w = randomWeightsVector(8, 14);
+    const scaled = tinyModel({ seed: 12 });
+    const pre = tinyModel({ seed: 12 });
+    for (let step = 0; step < 3; step++) {
+      scaled.forwardBackwardCrossEntropy(seqs, w);
+      const a = scaled.optimStep({ learningRate: 1e-2, gradClipNorm: 0.5, gradScale: 1 / 14 });
+      pre.forwardBackwardCrossEntropy(
+        seqs,
+        w.map((x) => x / 14),
+      );
+      const b = pre.optimStep({ learningRate: 1e-2, gradClipNorm: 0.5 });
+      expect(a.gradNorm).toBeCloseTo(b.gradNorm, 5);
+    }
+    for (const name of pre.trainableNames()) {
+      const x = scaled.getTensor(name);
+      const y = pre.getTensor(name);
+      let diff = 0;
+      for (let i = 0; i < x.length; i++) diff = Math.max(diff, Math.abs(x[i]! - y[i]!));
+      expect(diff, name).toBeLessThan(1e-5);
+    }
+    expect(() => scaled.optimStep({ learningRate: 1e-2, gradScale: 0 })).toThrow(/gradScale/);
+  });
+});
