@@ -12,12 +12,14 @@ import {
   adler32,
   applyDeltaFile,
   applyDeltaFileAsync,
+  applyDeltaFileToPath,
   applyDeltaSnapshot,
   applyTensorDelta,
   DELTA_MANIFEST,
   dirSnapshot,
   encodeDeltaFile,
   encodeDeltaFileAsync,
+  encodeDeltaFileFromPaths,
   encodeTensorDelta,
   incrementalSnapshotMetadata,
   parseRawSafetensors,
@@ -196,6 +198,33 @@ describe('delta files', () => {
         file: 'x.safetensors',
       });
     }
+  });
+
+  it('encode and apply the same bytes from files on disk, one tensor at a time', async () => {
+    const p0 = join(work, 'disk-0.safetensors');
+    const p1 = join(work, 'disk-1.safetensors');
+    await writeFile(p0, bf16(0));
+    await writeFile(p1, bf16(1));
+    const delta = (await encodeDeltaFileFromPaths(p0, p1)).file;
+    expect(delta.equals(encodeDeltaFile(bf16(0), bf16(1)).file)).toBe(true);
+    const out = join(work, 'disk-out.safetensors');
+    await applyDeltaFileToPath(p0, delta, out);
+    expect((await readFile(out)).equals(bf16(1))).toBe(true);
+    // A failed apply leaves the output as it was and no temporary file behind.
+    await writeFile(out, 'previous content');
+    await expect(
+      applyDeltaFileToPath(join(work, 'disk-1.safetensors'), delta, out, { deltaSource: 'd' }),
+    ).rejects.toMatchObject({
+      code: 'corrupt',
+      message: expect.stringMatching(/checksum mismatch/),
+    });
+    expect(await readFile(out, 'utf8')).toBe('previous content');
+    expect((await readdir(work)).filter((f) => f.includes('.tmp-'))).toEqual([]);
+    await writeFile(p1, bf16(1).subarray(0, 100));
+    await expect(encodeDeltaFileFromPaths(p0, p1)).rejects.toMatchObject({
+      code: 'corrupt',
+      file: p1,
+    });
   });
 
   it('refuse different tensors, dtypes, shapes and headers with a clear error', () => {

@@ -23,12 +23,17 @@
 // exactly when both files have the same header. Encoding therefore insists on identical
 // headers by default (`exactFile`), so a delta we write always reconstructs the exact file;
 // the snapshot manifest (snapshot.ts) also records the new file's sha256 to prove it.
+import { copyFile, open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { CheckpointError } from '../dcp/errors.js';
 import { alder32String } from './adler32.js';
 import {
   parseRawSafetensors,
+  type RawHeader,
   type RawSafetensors,
+  type RawTensorEntry,
+  readFully,
+  readRawHeader,
   serializeU8Safetensors,
   tensorBytes,
 } from './raw-safetensors.js';
@@ -129,12 +134,7 @@ function parse(file: Buffer, source: string): RawSafetensors {
 }
 
 /** Checks that two files hold the same tensors (names, dtypes, shapes). */
-function checkSameTensors(
-  prev: RawSafetensors,
-  next: RawSafetensors,
-  ps: string,
-  ns: string,
-): void {
+function checkSameTensors(prev: RawHeader, next: RawHeader, ps: string, ns: string): void {
   const missing = prev.entries.filter((e) => !next.byName.has(e.name)).map((e) => e.name);
   const extra = next.entries.filter((e) => !prev.byName.has(e.name)).map((e) => e.name);
   if (missing.length || extra.length)
@@ -170,6 +170,13 @@ function prepareEncode(
   const ns = opts.nextSource ?? 'new file';
   const prev = parse(prevFile, ps);
   const next = parse(nextFile, ns);
+  checkEncodable(prev, next, opts);
+  return { prev, next };
+}
+
+function checkEncodable(prev: RawHeader, next: RawHeader, opts: EncodeFileOptions): void {
+  const ps = opts.prevSource ?? 'previous file';
+  const ns = opts.nextSource ?? 'new file';
   checkSameTensors(prev, next, ps, ns);
   if ((opts.exactFile ?? true) && !prev.headerBytes.equals(next.headerBytes))
     throw new CheckpointError(
@@ -177,10 +184,9 @@ function prepareEncode(
       `${ns} has a different safetensors header (metadata or tensor layout) from ${ps}, so a delta could not reproduce it exactly: write a full snapshot instead`,
       { file: ns },
     );
-  return { prev, next };
 }
 
-function finishEncode(next: RawSafetensors, deltas: TensorDelta[]): DeltaFile {
+function finishEncode(next: RawHeader, deltas: TensorDelta[]): DeltaFile {
   const payloads = new Map<string, Uint8Array>();
   const checksums: Record<string, string> = {};
   next.entries.forEach((e, i) => {
@@ -278,48 +284,16 @@ function prepareApply(
   const ds = opts.deltaSource ?? 'delta file';
   const prev = parse(prevFile, ps);
   const delta = parse(deltaFile, ds);
-  const missing = prev.entries.filter((e) => !delta.byName.has(e.name)).map((e) => e.name);
-  const extra = delta.entries.filter((e) => !prev.byName.has(e.name)).map((e) => e.name);
-  if (missing.length || extra.length)
-    throw new CheckpointError(
-      'incompatible',
-      `${ds} does not match ${ps}: tensors only in the previous file: ${missing.slice(0, 5).join(', ') || '-'}; only in the delta: ${extra.slice(0, 5).join(', ') || '-'} (is it a delta against another snapshot?)`,
-      { file: ds },
-    );
-  const jobs: ApplyJob[] = [];
-  for (const e of prev.entries) {
-    const d = delta.byName.get(e.name)!;
-    if (d.dtype !== 'U8' || d.shape.length !== 1)
-      throw new CheckpointError(
-        'corrupt',
-        `${ds}: payload of '${e.name}' must be a 1-D U8 tensor (got ${d.dtype}${JSON.stringify(d.shape)})`,
-        { file: ds },
-      );
-    const checksum = delta.metadata[e.name];
-    if (checksum === undefined || !/^\d{1,10}$/.test(checksum))
-      throw new CheckpointError(
-        'corrupt',
-        `${ds}: no ${CHECKSUM_FORMAT} checksum for tensor '${e.name}' in __metadata__`,
-        {
-          file: ds,
-        },
-      );
-    jobs.push({
-      name: e.name,
-      region: tensorBytes(prev, e),
-      payload: tensorBytes(delta, d),
-      checksum,
-    });
-  }
-  if (opts.inPlace) return { out: prevFile, jobs, ds };
-  // Work on a copy: the regions move into it.
-  const out = Buffer.from(prevFile);
-  for (const j of jobs)
-    j.region = out.subarray(
-      j.region.byteOffset - prevFile.byteOffset,
-      j.region.byteOffset - prevFile.byteOffset + j.region.length,
-    );
-  return { out, jobs, ds };
+  const matched = matchDelta(prev, delta, ps, ds);
+  // In place, or on a copy of the previous file.
+  const target = opts.inPlace ? prev : { ...prev, file: Buffer.from(prevFile) };
+  const jobs = matched.map((m) => ({
+    name: m.entry.name,
+    region: tensorBytes(target, m.entry),
+    payload: m.payload,
+    checksum: m.checksum,
+  }));
+  return { out: target.file, jobs, ds };
 }
 
 function applyFailure(ds: string, name: string, err: unknown): CheckpointError {
@@ -371,4 +345,154 @@ export async function applyDeltaFileAsync(
     }
   });
   return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Files on disk, one tensor at a time (weight shards are up to 5 GB, more than a Buffer or
+// readFile takes): the same bytes as the in-memory functions above.
+// ---------------------------------------------------------------------------------------
+
+async function headerOf(fh: Awaited<ReturnType<typeof open>>, source: string) {
+  try {
+    return await readRawHeader(fh, source);
+  } catch (err) {
+    throw new CheckpointError('corrupt', (err as Error).message, { file: source, cause: err });
+  }
+}
+
+/** encodeDeltaFile for two local files, reading one tensor at a time. */
+export async function encodeDeltaFileFromPaths(
+  prevPath: string,
+  nextPath: string,
+  opts: EncodeFileOptions & { concurrency?: number } = {},
+): Promise<DeltaFile> {
+  const o = {
+    ...opts,
+    prevSource: opts.prevSource ?? prevPath,
+    nextSource: opts.nextSource ?? nextPath,
+  };
+  const pf = await open(prevPath, 'r');
+  try {
+    const nf = await open(nextPath, 'r');
+    try {
+      const prev = await headerOf(pf, o.prevSource);
+      const next = await headerOf(nf, o.nextSource);
+      checkEncodable(prev, next, o);
+      const deltas = await mapLimited(
+        next.entries,
+        opts.concurrency ?? defaultConcurrency(),
+        async (e) => {
+          const pe = prev.byName.get(e.name)!;
+          const [p, n] = await Promise.all([
+            readFully(pf, pe.end - pe.begin, prev.dataStart + pe.begin, o.prevSource),
+            readFully(nf, e.end - e.begin, next.dataStart + e.begin, o.nextSource),
+          ]);
+          const checksum = alder32String(n);
+          xorBytes(n, p, n);
+          return { payload: await zstdCompressAsync(n, opts.level), checksum };
+        },
+      );
+      return finishEncode(next, deltas);
+    } finally {
+      await nf.close();
+    }
+  } finally {
+    await pf.close();
+  }
+}
+
+/**
+ * applyDeltaFile from a local previous file to a local output file (written next to it and
+ * renamed into place, so `outPath` is either the verified new file or untouched).
+ */
+export async function applyDeltaFileToPath(
+  prevPath: string,
+  deltaFile: Buffer,
+  outPath: string,
+  opts: ApplyFileOptions & { concurrency?: number } = {},
+): Promise<void> {
+  const ps = opts.prevSource ?? prevPath;
+  const ds = opts.deltaSource ?? 'delta file';
+  const delta = parse(deltaFile, ds);
+  const tmp = `${outPath}.tmp-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+  await copyFile(prevPath, tmp);
+  try {
+    const fh = await open(tmp, 'r+');
+    try {
+      const prev = await headerOf(fh, ps);
+      const jobs = matchDelta(prev, delta, ps, ds);
+      await mapLimited(jobs, opts.concurrency ?? defaultConcurrency(), async (j) => {
+        try {
+          const region = await readFully(
+            fh,
+            j.entry.end - j.entry.begin,
+            prev.dataStart + j.entry.begin,
+            ps,
+          );
+          if (region.length > 0)
+            xorBytes(region, region, await zstdDecompressAsync(j.payload, region.length));
+          const actual = alder32String(region);
+          if (actual !== j.checksum)
+            throw new Error(
+              `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${j.checksum}`,
+            );
+          let done = 0;
+          while (done < region.length) {
+            const { bytesWritten } = await fh.write(
+              region,
+              done,
+              Math.min(region.length - done, 1 << 30),
+              prev.dataStart + j.entry.begin + done,
+            );
+            done += bytesWritten;
+          }
+        } catch (err) {
+          throw applyFailure(ds, j.entry.name, err);
+        }
+      });
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, outPath);
+  } catch (err) {
+    await rm(tmp, { force: true });
+    throw err;
+  }
+}
+
+/** Pairs each tensor of the previous file with its payload and checksum in the delta. */
+function matchDelta(
+  prev: RawHeader,
+  delta: RawSafetensors,
+  ps: string,
+  ds: string,
+): { entry: RawTensorEntry; payload: Buffer; checksum: string }[] {
+  const missing = prev.entries.filter((e) => !delta.byName.has(e.name)).map((e) => e.name);
+  const extra = delta.entries.filter((e) => !prev.byName.has(e.name)).map((e) => e.name);
+  if (missing.length || extra.length)
+    throw new CheckpointError(
+      'incompatible',
+      `${ds} does not match ${ps}: tensors only in the previous file: ${missing.slice(0, 5).join(', ') || '-'}; only in the delta: ${extra.slice(0, 5).join(', ') || '-'} (is it a delta against another snapshot?)`,
+      { file: ds },
+    );
+  return prev.entries.map((entry) => {
+    const d = delta.byName.get(entry.name)!;
+    if (d.dtype !== 'U8' || d.shape.length !== 1)
+      throw new CheckpointError(
+        'corrupt',
+        `${ds}: payload of '${entry.name}' must be a 1-D U8 tensor (got ${d.dtype}${JSON.stringify(d.shape)})`,
+        { file: ds },
+      );
+    const checksum = delta.metadata[entry.name];
+    if (checksum === undefined || !/^\d{1,10}$/.test(checksum))
+      throw new CheckpointError(
+        'corrupt',
+        `${ds}: no ${CHECKSUM_FORMAT} checksum for tensor '${entry.name}' in __metadata__`,
+        {
+          file: ds,
+        },
+      );
+    return { entry, payload: tensorBytes(delta, d), checksum };
+  });
 }

@@ -2,6 +2,7 @@
 // string, for code that must not convert (deltas XOR the bytes exactly as stored, in any
 // dtype, and write their payloads as U8 tensors). The float-converting codec is
 // ../safetensors.ts.
+import type { FileHandle } from 'node:fs/promises';
 import { z } from 'zod';
 
 /** Bytes per element of every dtype safetensors defines with a whole-byte width. */
@@ -33,7 +34,7 @@ export interface RawTensorEntry {
   end: number;
 }
 
-export interface RawSafetensors {
+export interface RawHeader {
   /** The header's JSON bytes exactly as stored (trailing space padding included). */
   headerBytes: Buffer;
   metadata: Record<string, string>;
@@ -42,6 +43,9 @@ export interface RawSafetensors {
   byName: Map<string, RawTensorEntry>;
   /** Absolute offset of the data section: 8 + header length. */
   dataStart: number;
+}
+
+export interface RawSafetensors extends RawHeader {
   /** The whole file. */
   file: Buffer;
 }
@@ -56,16 +60,35 @@ const MAX_HEADER_BYTES = 100 * 1024 * 1024;
 
 /** Parses a whole safetensors file; throws Error with `source` in the message on any defect. */
 export function parseRawSafetensors(file: Buffer, source: string): RawSafetensors {
+  return { ...parseRawHeader(file, file.length, source), file };
+}
+
+/** The header length a file's first 8 bytes declare (checked against the file size). */
+export function rawHeaderLength(first8: Buffer, fileSize: number, source: string): number {
+  if (fileSize < 8 || first8.length < 8)
+    throw new Error(
+      `${source}: ${fileSize} bytes is too short for a safetensors file (truncated?)`,
+    );
+  const headerLen = Number(first8.readBigUInt64LE(0));
+  if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > fileSize)
+    throw new Error(
+      `${source}: header length ${headerLen} does not fit the file's ${fileSize} bytes (truncated?)`,
+    );
+  return headerLen;
+}
+
+/**
+ * Parses a safetensors header from `head` (the file's first 8 + header-length bytes, or
+ * more) for a file of `fileSize` bytes.
+ */
+export function parseRawHeader(head: Buffer, fileSize: number, source: string): RawHeader {
   const fail = (msg: string): never => {
     throw new Error(`${source}: ${msg}`);
   };
-  if (file.length < 8)
-    fail(`${file.length} bytes is too short for a safetensors file (truncated?)`);
-  const headerLen = Number(file.readBigUInt64LE(0));
-  if (headerLen > MAX_HEADER_BYTES || 8 + headerLen > file.length)
-    fail(`header length ${headerLen} does not fit the file's ${file.length} bytes (truncated?)`);
+  const headerLen = rawHeaderLength(head, fileSize, source);
   const dataStart = 8 + headerLen;
-  const headerBytes = file.subarray(8, dataStart);
+  if (head.length < dataStart) fail('header is cut short');
+  const headerBytes = head.subarray(8, dataStart);
   let header: unknown;
   try {
     header = JSON.parse(headerBytes.toString('utf8'));
@@ -74,7 +97,7 @@ export function parseRawSafetensors(file: Buffer, source: string): RawSafetensor
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header))
     fail('header is not a JSON object');
-  const dataSize = file.length - dataStart;
+  const dataSize = fileSize - dataStart;
   let metadata: Record<string, string> = {};
   const entries: RawTensorEntry[] = [];
   for (const [name, raw] of Object.entries(header as Record<string, unknown>)) {
@@ -111,7 +134,6 @@ export function parseRawSafetensors(file: Buffer, source: string): RawSafetensor
     entries,
     byName: new Map(entries.map((e) => [e.name, e])),
     dataStart,
-    file,
   };
 }
 
@@ -161,4 +183,40 @@ export function serializeU8Safetensors(
 /** Orders like Rust's String Ord (bytes; code units agree for the names we meet). */
 function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** Reads exactly `length` bytes at `position` (Error naming `source` when the file is short). */
+export async function readFully(
+  fh: FileHandle,
+  length: number,
+  position: number,
+  source: string,
+): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(length);
+  let done = 0;
+  while (done < length) {
+    const { bytesRead } = await fh.read(
+      buf,
+      done,
+      Math.min(length - done, 1 << 30),
+      position + done,
+    );
+    if (bytesRead === 0)
+      throw new Error(
+        `${source}: file ends at byte ${position + done}, expected ${position + length} (truncated?)`,
+      );
+    done += bytesRead;
+  }
+  return buf;
+}
+
+/** The header of an open safetensors file, and the file's size. */
+export async function readRawHeader(
+  fh: FileHandle,
+  source: string,
+): Promise<RawHeader & { size: number }> {
+  const { size } = await fh.stat();
+  const first = size >= 8 ? await readFully(fh, 8, 0, source) : Buffer.alloc(0);
+  const len = rawHeaderLength(first, size, source);
+  return { ...parseRawHeader(await readFully(fh, 8 + len, 0, source), size, source), size };
 }

@@ -16,6 +16,7 @@
 // snapshot stands for, which applying the delta must reproduce exactly. The reference's
 // tools ignore the manifest and read the delta files directly.
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
@@ -23,9 +24,11 @@ import { CheckpointError, validateCheckpointName, validatePrefix } from '../dcp/
 import { type ObjectStore, ObjectStoreError } from '../object-store/types.js';
 import {
   applyDeltaFileAsync,
+  applyDeltaFileToPath,
   CHECKSUM_FORMAT,
   COMPRESSION_FORMAT,
   encodeDeltaFileAsync,
+  encodeDeltaFileFromPaths,
 } from './arc-v2.js';
 
 export const DELTA_MANIFEST = 'incremental_snapshot_metadata.json';
@@ -91,11 +94,14 @@ export interface SnapshotReader {
   /** Plain file names directly in the snapshot, sorted. */
   list(): Promise<string[]>;
   read(path: string): Promise<Buffer>;
+  /** The file's local path when the snapshot is a directory (big files are then streamed). */
+  localPath?(path: string): string;
 }
 
 export function dirSnapshot(dir: string): SnapshotReader {
   return {
     where: dir,
+    localPath: (path) => join(dir, checkFileName(path, dir)),
     async list() {
       const entries = await readdir(dir, { withFileTypes: true });
       return entries
@@ -155,6 +161,8 @@ export type SnapshotTarget = { store: ObjectStore; prefix: string } | { dir: str
 interface TargetWriter {
   where: string;
   write(path: string, body: Buffer): Promise<void>;
+  /** Directory targets: where a file is to be written before commit. */
+  localPath?(path: string): string;
   commit(manifest: Buffer | null): Promise<void>;
   abort(): Promise<void>;
 }
@@ -172,6 +180,7 @@ async function openTarget(target: SnapshotTarget): Promise<TargetWriter> {
       async write(path, body) {
         await writeFile(join(tmp, path), body);
       },
+      localPath: (path) => join(tmp, path),
       async commit(manifest) {
         if (manifest) await writeFile(join(tmp, DELTA_MANIFEST), manifest);
         const existing = await stat(dir).catch(() => null);
@@ -220,6 +229,16 @@ async function openTarget(target: SnapshotTarget): Promise<TargetWriter> {
 }
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+async function hashFile(path: string): Promise<{ size: number; sha256: string }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
+    hash.update(chunk as Buffer);
+    size += (chunk as Buffer).length;
+  }
+  return { size, sha256: hash.digest('hex') };
+}
 
 // ---------------------------------------------------------------------------------------
 // Writing and applying
@@ -272,25 +291,41 @@ export async function writeDeltaSnapshot(opts: WriteDeltaSnapshotOptions): Promi
   try {
     const entries: DeltaManifest['files'] = [];
     for (const path of files) {
-      const full = await opts.next.read(path);
-      let stored = full;
       const isDelta = path.endsWith('.safetensors');
-      if (isDelta)
+      const prevLocal = opts.previous.localPath?.(path);
+      const nextLocal = opts.next.localPath?.(path);
+      const sources = {
+        prevSource: `${opts.previous.where}/${path}`,
+        nextSource: `${opts.next.where}/${path}`,
+      };
+      let stored: Buffer;
+      let full: { size: number; sha256: string };
+      if (isDelta && prevLocal && nextLocal) {
+        // Local files: one tensor at a time, whatever the file size.
         stored = (
-          await encodeDeltaFileAsync(await opts.previous.read(path), full, {
-            level: opts.level,
-            prevSource: `${opts.previous.where}/${path}`,
-            nextSource: `${opts.next.where}/${path}`,
-          })
+          await encodeDeltaFileFromPaths(prevLocal, nextLocal, { level: opts.level, ...sources })
         ).file;
+        full = await hashFile(nextLocal);
+      } else {
+        const body = await opts.next.read(path);
+        stored = isDelta
+          ? (
+              await encodeDeltaFileAsync(await opts.previous.read(path), body, {
+                level: opts.level,
+                ...sources,
+              })
+            ).file
+          : body;
+        full = { size: body.length, sha256: sha256(body) };
+      }
       await out.write(path, stored);
       entries.push({
         path,
         delta: isDelta,
         size: stored.length,
         sha256: sha256(stored),
-        fullSize: full.length,
-        fullSha256: isDelta ? sha256(full) : sha256(stored),
+        fullSize: full.size,
+        fullSha256: full.sha256,
       });
     }
     const now = opts.now?.() ?? new Date();
@@ -379,19 +414,29 @@ export async function applyDeltaSnapshot(opts: ApplyDeltaSnapshotOptions): Promi
         throw new CheckpointError('corrupt', `${where} fails its sha256 checksum`, {
           file: f.path,
         });
-      const full = f.delta
-        ? await applyDeltaFileAsync(await opts.base.read(f.path), stored, {
-            prevSource: `${opts.base.where}/${f.path}`,
-            deltaSource: where,
-            inPlace: true,
-          })
-        : stored;
-      if (full.length !== f.fullSize || sha256(full) !== f.fullSha256)
-        throw new CheckpointError(
+      const mismatch = () =>
+        new CheckpointError(
           'corrupt',
           `${where}: the reconstructed file does not match the snapshot's checksum (is ${opts.base.where} the snapshot '${manifest.previous_snapshot_identity}'?)`,
           { file: f.path },
         );
+      const baseLocal = opts.base.localPath?.(f.path);
+      const outLocal = out.localPath?.(f.path);
+      const sources = { prevSource: `${opts.base.where}/${f.path}`, deltaSource: where };
+      if (f.delta && baseLocal && outLocal) {
+        // Local files: one tensor at a time, whatever the file size.
+        await applyDeltaFileToPath(baseLocal, stored, outLocal, sources);
+        const h = await hashFile(outLocal);
+        if (h.size !== f.fullSize || h.sha256 !== f.fullSha256) throw mismatch();
+        continue;
+      }
+      const full = f.delta
+        ? await applyDeltaFileAsync(await opts.base.read(f.path), stored, {
+            ...sources,
+            inPlace: true,
+          })
+        : stored;
+      if (full.length !== f.fullSize || sha256(full) !== f.fullSha256) throw mismatch();
       await out.write(f.path, full);
     }
     await out.commit(null);
