@@ -3,7 +3,13 @@
 // 3M and about 25M parameters, plus the engine's GEMM against OpenBLAS sgemm (numpy) at the
 // shapes the model uses. The anchors run in bench/torch_engine.py, in the same run.
 //
-//   npm run bench:engine [-- --threads N] [--steps S] [--warmup W] [--quick]
+//   npm run bench:engine [-- --threads N] [--steps S] [--warmup W] [--quick] [--max-wait SEC]
+//                           [--torch-adamw fused|foreach] [--keep]
+//
+// The machine may be shared: before each measurement the bench waits (up to --max-wait s)
+// until other processes use < 0.25 cores, times extra steps when some ran beside foreign
+// load, takes the median over the quiet ones, and says "quiet": false in the JSON when it
+// could not get enough of them (OpenMP anchors degrade far more than temper under contention).
 //
 // Human-readable lines first; the last line of stdout is one JSON object:
 //   {"bench":"engine","threads":N,"torch_build":"..","configs":[{"params",..,"tokens_per_step",
@@ -35,16 +41,20 @@ const { values: argv } = parseArgs({
     batch: { type: 'string', default: '8' },
     'seq-len': { type: 'string', default: '256' },
     /** most seconds to wait for other processes to go quiet before each measurement */
-    'max-wait': { type: 'string', default: '120' },
+    'max-wait': { type: 'string', default: '60' },
     quick: { type: 'boolean', default: false },
     /** keep the temporary model directories (config.json, model.safetensors, batch.json) */
     keep: { type: 'boolean', default: false },
+    /** the anchor's AdamW: 'fused' (the fastest stock path, default) or 'foreach' */
+    'torch-adamw': { type: 'string', default: 'fused' },
   },
 });
 
 const threads = argv.threads ? Number(argv.threads) : availableParallelism();
 const steps = argv.quick ? 3 : Number(argv.steps);
 const warmup = argv.quick ? 1 : Number(argv.warmup);
+if (argv['torch-adamw'] !== 'fused' && argv['torch-adamw'] !== 'foreach')
+  throw new Error(`--torch-adamw must be 'fused' or 'foreach' (got ${argv['torch-adamw']})`);
 const batchSize = Number(argv.batch);
 const seqLen = Number(argv['seq-len']);
 const maxWait = Number(argv['max-wait']);
@@ -258,7 +268,8 @@ function timedSamples<T>(
   }
   const quietSamples = samples.filter((_, i) => foreign[i]! < QUIET_CORES);
   const quiet = quietSamples.length >= want;
-  return { samples, foreign, use: quiet ? quietSamples : samples, quiet };
+  // Foreign load only ever slows a sample down: the quiet ones, however few, are the better estimate.
+  return { samples, foreign, use: quietSamples.length > 0 ? quietSamples : samples, quiet };
 }
 
 function sleepMs(ms: number): void {
@@ -297,6 +308,7 @@ function median(xs: number[]): number {
 
 interface TorchTrain {
   threads: number;
+  adamw: string;
   step_s: number[];
   foreign_cores: number[];
   quiet: boolean;
@@ -327,7 +339,9 @@ function describeSamples(seconds: number[], foreign: number[], quiet: boolean): 
         `${s.toFixed(3)}${foreign[i]! >= QUIET_CORES ? `(busy ${foreign[i]!.toFixed(1)})` : ''}`,
     )
     .join(' ');
-  return `[steps: ${list}]${quiet ? '' : '  WARNING: too few quiet steps, median over all'}`;
+  const nQuiet = foreign.filter((x) => x < QUIET_CORES).length;
+  const note = nQuiet > 0 ? `median of the ${nQuiet} quiet steps` : 'median over all';
+  return `[steps: ${list}]${quiet ? '' : `  WARNING: too few quiet steps, ${note}`}`;
 }
 
 async function benchConfig(bc: BenchConfig, index: number): Promise<ConfigResult> {
@@ -407,12 +421,18 @@ async function benchConfig(bc: BenchConfig, index: number): Promise<ConfigResult
       String(steps),
       '--max-steps',
       String(3 * steps),
+      '--adamw',
+      String(argv['torch-adamw']),
     ]);
     quiet &&= torch.quiet;
+    if (torch.threads !== threads)
+      throw new Error(
+        `[${bc.name}] torch ran with ${torch.threads} threads, temper with ${threads}`,
+      );
     if (torch.params !== params)
       throw new Error(`[${bc.name}] torch model has ${torch.params} parameters, temper ${params}`);
     log(
-      `[${bc.name}] torch : step ${torch.median_step_s.toFixed(3)} s (forward ${torch.forward_s.toFixed(3)}, backward ${torch.backward_s.toFixed(3)}, adamw ${torch.optim_s.toFixed(3)}) -> ${(tokensPerStep / torch.median_step_s).toFixed(0)} tok/s  ${describeSamples(torch.step_s, torch.foreign_cores, torch.quiet)}`,
+      `[${bc.name}] torch : step ${torch.median_step_s.toFixed(3)} s (forward ${torch.forward_s.toFixed(3)}, backward ${torch.backward_s.toFixed(3)}, adamw[${torch.adamw}] ${torch.optim_s.toFixed(3)}) -> ${(tokensPerStep / torch.median_step_s).toFixed(0)} tok/s  ${describeSamples(torch.step_s, torch.foreign_cores, torch.quiet)}`,
     );
     // Same model, same batch: the losses before each step must agree (float32 noise only).
     const n = Math.min(temperLosses.length, torch.losses.length, 3);
