@@ -6,11 +6,13 @@
  * alive with heartbeats, and `close()` releases what it created according to the cleanup
  * options.
  */
+import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { CheckpointCatalog, type CheckpointRow } from '../checkpoints/catalog/index.js';
 import { CheckpointError } from '../checkpoints/dcp/errors.js';
 import { type ObjectStore, openObjectStore } from '../checkpoints/object-store/index.js';
 import { type PromotedModel, promoteCheckpoint } from '../checkpoints/promotion.js';
+import type { ModelInfo } from '../gen/temper/trainer/v1/trainer_pb.js';
 import type { TrainerClient } from '../trainer/client.js';
 import { createTrainerClient } from '../trainer/client.js';
 import { parseDuration } from '../trainer/duration.js';
@@ -56,7 +58,11 @@ export const serviceConfigSchema = z.strictObject({
   createDeployment: z.boolean().default(false),
   deploymentId: z.string().optional(),
   deploymentShape: z.string().optional(),
-  /** Data-parallel trainer replicas (only 1 for now). */
+  /**
+   * Data-parallel trainer replicas: that many pods (job ids `{id}`, `{id}-r1`, ...) serve the
+   * policy; batches are sharded over them and gradients all-reduced at each optimStep
+   * (src/trainer/data-parallel.ts).
+   */
   trainerReplicaCount: z.number().int().positive().optional(),
   replicaCount: z.number().int().positive().default(1),
   /** Default learning rate of optimStep. */
@@ -139,12 +145,6 @@ export class ServiceClient {
         `invalid service config: ${parsed.error.issues.map((i) => `${i.path.join('.') || '(root)'}: ${i.message}`).join('; ')}`,
       );
     }
-    if ((parsed.data.trainerReplicaCount ?? 1) > 1) {
-      throw new TrainerError(
-        'not_implemented',
-        'trainerReplicaCount > 1 (data-parallel trainers) is not available yet; use 1',
-      );
-    }
     return new ServiceClient(parsed.data, options);
   }
 
@@ -186,11 +186,12 @@ export class ServiceClient {
 
   private async connect(
     jobId: string | undefined,
-    spec: { forwardOnly: boolean; loraRank: number },
+    spec: { forwardOnly: boolean; loraRank: number; launchJobId?: string },
   ): Promise<Pod> {
     const owned = jobId === undefined;
     const endpoint = owned
       ? await this.launcher.launch({
+          ...(spec.launchJobId ? { jobId: spec.launchJobId } : {}),
           baseModel: this.config.baseModel,
           loraRank: spec.loraRank,
           loraAlpha: this.config.loraAlpha,
@@ -246,10 +247,25 @@ export class ServiceClient {
           ),
         );
       } else {
-        this.policy = this.connect(this.config.trainerJobId, {
-          forwardOnly: false,
-          loraRank: this.config.loraRank,
-        }).then((pod) => {
+        const world = this.config.trainerReplicaCount ?? 1;
+        const base = this.config.trainerJobId;
+        const launchId =
+          base ?? (world > 1 ? `trainer-${randomBytes(4).toString('hex')}` : undefined);
+        // Rank r > 0 is job `{rank 0's id}-r{r}`, launched (or reattached) with rank 0.
+        const ranks = Array.from({ length: world }, (_, r) => {
+          const id = r === 0 ? launchId : `${launchId}-r${r}`;
+          return this.connect(base === undefined ? undefined : id, {
+            forwardOnly: false,
+            loraRank: this.config.loraRank,
+            ...(base === undefined && id ? { launchJobId: id } : {}),
+          });
+        });
+        this.policyRanks = ranks;
+        for (const r of ranks) r.catch(() => undefined);
+        this.policyReplicas = Promise.all(ranks);
+        this.policyReplicas.catch(() => undefined);
+        this.policy = this.policyReplicas.then((pods) => {
+          const pod = pods[0]!;
           if (pod.owned) this.launchedPolicyId = pod.endpoint.jobId;
           this.policyContext = pod.maxContextLength;
           return pod;
@@ -258,6 +274,10 @@ export class ServiceClient {
     }
     return this.policy;
   }
+
+  /** Every policy replica, rank order (one without data parallelism). */
+  private policyReplicas: Promise<Pod[]> | undefined;
+  private policyRanks: Promise<Pod>[] = [];
 
   private referencePod(): Promise<Pod> {
     if (!this.reference) {
@@ -299,7 +319,40 @@ export class ServiceClient {
       shareBaseWithModelId?: string;
     },
     userMetadata: Record<string, string> | undefined,
+    replicas: readonly Pod[] = [],
   ): Promise<TrainingClient> {
+    const one = (p: Pod) => this.createModelOn(p, request, userMetadata);
+    const [info, ...others] = await Promise.all([one(pod), ...replicas.map(one)]);
+    return new TrainingClient({
+      client: pod.client,
+      info: info!,
+      jobId: pod.endpoint.jobId,
+      learningRate: this.config.learningRate,
+      assertOpen: this.assertOpen,
+      ...(replicas.length > 0
+        ? {
+            dataParallel: {
+              rootAddress: pod.endpoint.address,
+              replicas: replicas.map((p, i) => ({
+                client: p.client,
+                info: others[i]!,
+                jobId: p.endpoint.jobId,
+              })),
+            },
+          }
+        : {}),
+    });
+  }
+
+  private async createModelOn(
+    pod: Pod,
+    request: {
+      forwardOnly: boolean;
+      lora?: { rank: number; alpha: number };
+      shareBaseWithModelId?: string;
+    },
+    userMetadata: Record<string, string> | undefined,
+  ): Promise<ModelInfo> {
     const modelSeqId = pod.modelSeq++;
     let res: Awaited<ReturnType<TrainerClient['createModel']>>;
     try {
@@ -317,13 +370,7 @@ export class ServiceClient {
     }
     if (!res.info)
       throw new TrainerError('internal', 'create_model: the trainer sent no model info');
-    return new TrainingClient({
-      client: pod.client,
-      info: res.info,
-      jobId: pod.endpoint.jobId,
-      learningRate: this.config.learningRate,
-      assertOpen: this.assertOpen,
-    });
+    return res.info;
   }
 
   /**
@@ -353,6 +400,13 @@ export class ServiceClient {
       const pod = await this.policyPod();
       this.assertOpen();
       let client: TrainingClient;
+      const replicas = ((await this.policyReplicas) ?? []).slice(1);
+      if (options.modelId && replicas.length > 0) {
+        throw new TrainerError(
+          'not_implemented',
+          'createTrainingClient: reattaching a model by modelId is not available with trainerReplicaCount > 1; create a new model and loadStateWithOptimizer',
+        );
+      }
       if (options.modelId) {
         let res: Awaited<ReturnType<TrainerClient['getInfo']>>;
         try {
@@ -378,6 +432,7 @@ export class ServiceClient {
             lora: { rank, alpha: rank > 0 ? (this.config.loraAlpha ?? 2 * rank) : 0 },
           },
           options.userMetadata,
+          replicas,
         );
       }
       this.policyModelId = client.modelId;
@@ -516,6 +571,11 @@ export class ServiceClient {
       }
     };
     const policy = await settle(this.policy);
+    const replicas: Pod[] = [];
+    for (const r of this.policyRanks.slice(1)) {
+      const pod = await settle(r);
+      if (pod) replicas.push(pod);
+    }
     const reference = await settle(this.reference);
     for (const pod of this.pods) {
       if (pod.heartbeat) clearInterval(pod.heartbeat);
@@ -526,6 +586,8 @@ export class ServiceClient {
       options.cleanupReferenceTrainerOnClose ?? this.config.cleanupReferenceTrainerOnClose;
     const stops: Promise<void>[] = [];
     if (policy?.owned && stopPolicy) stops.push(this.launcher.stop(policy.endpoint.jobId));
+    for (const r of replicas)
+      if (r.owned && stopPolicy) stops.push(this.launcher.stop(r.endpoint.jobId));
     if (reference?.owned && stopReference) stops.push(this.launcher.stop(reference.endpoint.jobId));
     for (const r of await Promise.allSettled(stops))
       if (r.status === 'rejected') errors.push(r.reason);

@@ -17,8 +17,14 @@ import {
   type ModelInfo,
   StopReason,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
-import { FIELDS, type LossFn, forwardBackward as runLossForwardBackward } from '../losses/index.js';
+import {
+  FIELDS,
+  type LossFn,
+  mergeMetrics,
+  forwardBackward as runLossForwardBackward,
+} from '../losses/index.js';
 import type { TrainerClient } from '../trainer/client.js';
+import { shardRanges } from '../trainer/data-parallel.js';
 import { ERROR_CODE_METADATA_KEY, fromGrpcError, TrainerError } from '../trainer/errors.js';
 import { decodeFloat32, decodeInt32, encodeBatched, encodeInt32 } from '../trainer/wire.js';
 import {
@@ -47,6 +53,39 @@ export interface TrainingClientInit {
   assertOpen: () => void;
   /** Transport retries per call (default 3). */
   retries?: number;
+  /**
+   * Data parallelism: the other replicas (ranks 1..N-1) of the model and rank 0's pod
+   * address. Batches are sharded over the ranks and optimStep all-reduces their gradients
+   * (src/trainer/data-parallel.ts); checkpoints and sampling go to rank 0.
+   */
+  dataParallel?: {
+    rootAddress: string;
+    replicas: ReadonlyArray<{ client: TrainerClient; info: ModelInfo; jobId: string }>;
+  };
+}
+
+/** One replica of the model: rank 0 is the client's own model. */
+interface Rank {
+  client: TrainerClient;
+  modelId: string;
+  jobId: string;
+  nextSeq: number;
+}
+
+/** A batch shard: datums [start, end) go to `rank`. */
+interface Shard {
+  rank: Rank;
+  start: number;
+  end: number;
+}
+
+function mergeOutputs(parts: readonly ForwardBackwardResult[]): ForwardBackwardResult {
+  if (parts.length === 1) return parts[0]!;
+  return {
+    lossFnOutputs: parts.flatMap((p) => p.lossFnOutputs),
+    metrics: mergeMetrics(parts.map((p) => p.metrics)),
+    lossFnOutputType: parts[0]?.lossFnOutputType ?? '',
+  };
 }
 
 export interface SaveSamplerResult {
@@ -84,7 +123,9 @@ export class TrainingClient {
   private readonly learningRate: number | undefined;
   private readonly assertOpen: () => void;
   private readonly retries: number;
-  private nextSeq: number;
+  /** Replicas in rank order; ranks[0] is this client's own model. */
+  private readonly ranks: Rank[];
+  private readonly rootAddress: string;
 
   constructor(init: TrainingClientInit) {
     this.client = init.client;
@@ -96,18 +137,53 @@ export class TrainingClient {
     this.learningRate = init.learningRate;
     this.assertOpen = init.assertOpen;
     this.retries = init.retries ?? 3;
-    this.nextSeq = init.info.nextSeqId;
+    this.ranks = [
+      {
+        client: init.client,
+        modelId: init.info.modelId,
+        jobId: init.jobId,
+        nextSeq: init.info.nextSeqId,
+      },
+      ...(init.dataParallel?.replicas ?? []).map((r) => ({
+        client: r.client,
+        modelId: r.info.modelId,
+        jobId: r.jobId,
+        nextSeq: r.info.nextSeqId,
+      })),
+    ];
+    this.rootAddress = init.dataParallel?.rootAddress ?? '';
   }
 
-  /** The seq_id the next operation gets. */
+  /** Data-parallel replicas serving this model (1 = a single pod). */
+  get replicaCount(): number {
+    return this.ranks.length;
+  }
+
+  /** Trainer job ids of the replicas, in rank order. */
+  get replicaJobIds(): string[] {
+    return this.ranks.map((r) => r.jobId);
+  }
+
+  /** The seq_id the next operation gets (on rank 0). */
   get nextSeqId(): number {
-    return this.nextSeq;
+    return this.ranks[0]!.nextSeq;
   }
 
   private reserve(n = 1): number {
-    const seq = this.nextSeq;
-    this.nextSeq += n;
+    return this.reserveOn(this.ranks[0]!, n);
+  }
+
+  private reserveOn(rank: Rank, n = 1): number {
+    const seq = rank.nextSeq;
+    rank.nextSeq += n;
     return seq;
+  }
+
+  /** The fixed split of a batch over the replicas (empty shards left out). */
+  private shards(n: number): Shard[] {
+    return shardRanges(n, this.ranks.length)
+      .map(([start, end], r) => ({ rank: this.ranks[r]!, start, end }))
+      .filter((s, i) => s.end > s.start || (n === 0 && i === 0));
   }
 
   /** One RPC with transport retries (same seq_id) and typed errors. */
@@ -150,11 +226,19 @@ export class TrainingClient {
   async forward(datums: readonly DatumInput[], lossType?: string): Promise<ForwardBackwardResult> {
     await this.guard();
     const data = datums.map((d) => toWireDatum(d));
-    const seqId = this.reserve();
-    const res = await this.call('forward', () =>
-      this.client.forward({ modelId: this.modelId, seqId, data, lossFn: lossType ?? '' }),
-    );
-    return decodeOutput(res.output, 'forward');
+    const parts = this.shards(data.length).map(async ({ rank, start, end }) => {
+      const seqId = this.reserveOn(rank);
+      const res = await this.call('forward', () =>
+        rank.client.forward({
+          modelId: rank.modelId,
+          seqId,
+          data: data.slice(start, end),
+          lossFn: lossType ?? '',
+        }),
+      );
+      return decodeOutput(res.output, 'forward');
+    });
+    return mergeOutputs(await Promise.all(parts));
   }
 
   /** Forward and backward with a built-in loss (cross_entropy, importance_sampling, ppo, cispo, dro). */
@@ -165,17 +249,20 @@ export class TrainingClient {
   ): Promise<ForwardBackwardResult> {
     await this.guard();
     const data = datums.map((d) => toWireDatum(d));
-    const seqId = this.reserve();
-    const res = await this.call('forward_backward', () =>
-      this.client.forwardBackward({
-        modelId: this.modelId,
-        seqId,
-        data,
-        lossFn: lossType,
-        lossFnConfig: { ...lossFnConfig },
-      }),
-    );
-    return decodeOutput(res.output, 'forward_backward');
+    const parts = this.shards(data.length).map(async ({ rank, start, end }) => {
+      const seqId = this.reserveOn(rank);
+      const res = await this.call('forward_backward', () =>
+        rank.client.forwardBackward({
+          modelId: rank.modelId,
+          seqId,
+          data: data.slice(start, end),
+          lossFn: lossType,
+          lossFnConfig: { ...lossFnConfig },
+        }),
+      );
+      return decodeOutput(res.output, 'forward_backward');
+    });
+    return mergeOutputs(await Promise.all(parts));
   }
 
   /**
@@ -197,54 +284,85 @@ export class TrainingClient {
     }
     const lossData = datums.map(toLossDatum);
     const data = datums.map((d) => toWireDatum(d, [FIELDS.targetTokens]));
-    const seqId = this.reserve(2);
-    const fwd = await this.call('forward_backward_custom', () =>
-      this.client.forwardBackwardCustom({ modelId: this.modelId, seqId, data }),
+    // Phase 1 on every replica (its shard); the loss runs here over the whole batch.
+    const shards = this.shards(data.length).map((shard) => ({
+      ...shard,
+      seqId: this.reserveOn(shard.rank, 2),
+    }));
+    const forwards = await Promise.allSettled(
+      shards.map(async ({ rank, start, end, seqId }) => {
+        const fwd = await this.call('forward_backward_custom', () =>
+          rank.client.forwardBackwardCustom({
+            modelId: rank.modelId,
+            seqId,
+            data: data.slice(start, end),
+          }),
+        );
+        return decodeOutput(fwd.output, 'forward_backward_custom');
+      }),
     );
-    const out = decodeOutput(fwd.output, 'forward_backward_custom');
+    const abortAll = async (): Promise<unknown[]> => {
+      const aborts = await Promise.allSettled(
+        shards.map(({ rank, seqId }) =>
+          this.call('backward', () =>
+            rank.client.backward({
+              modelId: rank.modelId,
+              seqId: seqId + 1,
+              forwardSeqId: seqId,
+              abort: true,
+            }),
+          ),
+        ),
+      );
+      return aborts.flatMap((a) => (a.status === 'rejected' ? [a.reason] : []));
+    };
+    const failed = forwards.find((f) => f.status === 'rejected');
+    if (failed) {
+      // Release the replicas whose forward pass did run (an abort of a failed one is a no-op
+      // error we do not report), then report the first failure.
+      await abortAll();
+      throw failed.reason;
+    }
+    const out = mergeOutputs(
+      forwards.map((f) => (f as PromiseFulfilledResult<ForwardBackwardResult>).value),
+    );
     const logprobs = out.lossFnOutputs.map((o) => o.logprobs.data);
     let result: ReturnType<typeof runLossForwardBackward>;
     try {
       result = runLossForwardBackward(lossFn, lossData, logprobs);
     } catch (lossError) {
-      // Release the pod's pending forward pass and the reserved seq_id, then report the loss's error.
-      try {
-        await this.call('backward', () =>
-          this.client.backward({
-            modelId: this.modelId,
-            seqId: seqId + 1,
-            forwardSeqId: seqId,
-            abort: true,
-          }),
-        );
-      } catch (abortError) {
+      // Release the pods' pending forward passes and the reserved seq_ids, then report the loss's error.
+      const abortErrors = await abortAll();
+      if (abortErrors.length > 0) {
+        const first = abortErrors[0] as Error;
         throw new AggregateError(
-          [lossError, abortError],
-          `the custom loss failed (${(lossError as Error).message}) and releasing the trainer's forward pass failed too (${(abortError as Error).message})`,
+          [lossError, ...abortErrors],
+          `the custom loss failed (${(lossError as Error).message}) and releasing the trainer's forward pass failed too (${first.message})`,
         );
       }
       throw lossError;
     }
-    const bwd = await this.call('backward', () =>
-      this.client.backward({
-        modelId: this.modelId,
-        seqId: seqId + 1,
-        forwardSeqId: seqId,
-        dLogprobs: encodeBatched(
-          result.grads,
-          'float32',
-          out.lossFnOutputs[0]?.logprobs.shape.slice(1) ?? [],
+    const trailing = out.lossFnOutputs[0]?.logprobs.shape.slice(1) ?? [];
+    const bwds = await Promise.all(
+      shards.map(({ rank, start, end, seqId }) =>
+        this.call('backward', () =>
+          rank.client.backward({
+            modelId: rank.modelId,
+            seqId: seqId + 1,
+            forwardSeqId: seqId,
+            dLogprobs: encodeBatched(result.grads.slice(start, end), 'float32', trailing),
+            loss: result.loss,
+            metrics: result.metrics,
+          }),
         ),
-        loss: result.loss,
-        metrics: result.metrics,
-      }),
+      ),
     );
     return {
       ...out,
       metrics: result.metrics,
       loss: result.loss,
-      numLossTokens: Number(bwd.numLossTokens),
-      numSequences: Number(bwd.numSequences),
+      numLossTokens: bwds.reduce((n, b) => n + Number(b.numLossTokens), 0),
+      numSequences: bwds.reduce((n, b) => n + Number(b.numSequences), 0),
     };
   }
 
@@ -274,15 +392,34 @@ export class TrainingClient {
     if (adamParams.eps !== undefined) params.eps = adamParams.eps;
     if (adamParams.weightDecay !== undefined) params.weightDecay = adamParams.weightDecay;
     if (adamParams.gradClipNorm !== undefined) params.gradClipNorm = adamParams.gradClipNorm;
-    const seqId = this.reserve();
-    const res = await this.call('optim_step', () =>
-      this.client.optimStep({
-        modelId: this.modelId,
-        seqId,
-        adamParams: params,
-        gradAccumulationNormalization: NORMALIZATION[mode],
+    // Every replica steps; with several, each all-reduces its gradients with rank 0 first and
+    // all apply the same update (the answers are identical; rank 0's is returned).
+    const world = this.ranks.length;
+    const root = this.ranks[0]!;
+    const results = await Promise.all(
+      this.ranks.map((rank, r) => {
+        const seqId = this.reserveOn(rank);
+        return this.call('optim_step', () =>
+          rank.client.optimStep({
+            modelId: rank.modelId,
+            seqId,
+            adamParams: params,
+            gradAccumulationNormalization: NORMALIZATION[mode],
+            ...(world > 1
+              ? {
+                  dataParallel: {
+                    rank: r,
+                    worldSize: world,
+                    rootAddress: this.rootAddress,
+                    rootModelId: root.modelId,
+                  },
+                }
+              : {}),
+          }),
+        );
       }),
     );
+    const res = results[0]!;
     return {
       gradNorm: res.gradNorm,
       step: Number(res.step),
@@ -355,10 +492,15 @@ export class TrainingClient {
   /** Loads the weights of a saveState checkpoint; the optimizer starts fresh (step 0). */
   async loadState(path: string): Promise<{ path: string; step: number }> {
     await this.guard();
-    const seqId = this.reserve();
-    const res = await this.call('load_state', () =>
-      this.client.loadState({ modelId: this.modelId, seqId, path }),
+    const all = await Promise.all(
+      this.ranks.map((rank) => {
+        const seqId = this.reserveOn(rank);
+        return this.call('load_state', () =>
+          rank.client.loadState({ modelId: rank.modelId, seqId, path }),
+        );
+      }),
     );
+    const res = all[0]!;
     return { path: res.path, step: Number(res.step) };
   }
 
@@ -368,10 +510,15 @@ export class TrainingClient {
    */
   async loadStateWithOptimizer(path: string): Promise<{ path: string; step: number }> {
     await this.guard();
-    const seqId = this.reserve();
-    const res = await this.call('load_state_with_optimizer', () =>
-      this.client.loadStateWithOptimizer({ modelId: this.modelId, seqId, path }),
+    const all = await Promise.all(
+      this.ranks.map((rank) => {
+        const seqId = this.reserveOn(rank);
+        return this.call('load_state_with_optimizer', () =>
+          rank.client.loadStateWithOptimizer({ modelId: rank.modelId, seqId, path }),
+        );
+      }),
     );
+    const res = all[0]!;
     return { path: res.path, step: Number(res.step) };
   }
 
@@ -442,9 +589,13 @@ export class TrainingClient {
   /** Loads a PEFT adapter (directory, or a LoRA sampler snapshot of this trainer); weights only. */
   async loadAdapter(adapterPath: string): Promise<void> {
     await this.guard();
-    const seqId = this.reserve();
-    await this.call('load_adapter', () =>
-      this.client.loadAdapter({ modelId: this.modelId, seqId, adapterPath }),
+    await Promise.all(
+      this.ranks.map((rank) => {
+        const seqId = this.reserveOn(rank);
+        return this.call('load_adapter', () =>
+          rank.client.loadAdapter({ modelId: rank.modelId, seqId, adapterPath }),
+        );
+      }),
     );
   }
 }

@@ -11,6 +11,7 @@ import { type AdamParams, adamParamsSchema, EngineError } from '../engine/model.
 import {
   type BackwardRequest,
   type BackwardResponseSchema,
+  type DataParallel,
   type ForwardBackwardCustomRequest,
   type ForwardBackwardOutputSchema,
   type ForwardBackwardRequest,
@@ -29,6 +30,7 @@ import {
   countLossTokens,
   type GradAccNormalization,
   GradAccumulationCounter,
+  gradAccumulationScale,
   type LossFn,
   forward as lossForward,
   forwardBackward as lossForwardBackward,
@@ -41,6 +43,7 @@ import {
   packGradients,
   splitLogprobs,
 } from './batch.js';
+import { flattenGrads, type GradContribution, writeGrads } from './data-parallel.js';
 import type { EngineHost } from './engine-host.js';
 import { TrainerError } from './errors.js';
 import { decodeBatched, decodeInt32, encodeArray, encodeBatched, encodeInt32 } from './wire.js';
@@ -59,6 +62,17 @@ export interface ModelRuntimeOptions {
   /** The model whose engine this one shares, if any. */
   sharesBaseWith?: string;
 }
+
+/**
+ * All-reduces one rank's gradients with the other replicas of a data-parallel run (see
+ * data-parallel.ts); resolves to the global sum and counts.
+ */
+export type AllReduce = (
+  runtime: ModelRuntime,
+  dp: DataParallel,
+  step: number,
+  local: GradContribution,
+) => Promise<GradContribution>;
 
 interface PendingForward {
   seqId: number;
@@ -257,6 +271,7 @@ export class ModelRuntime {
 
   async optimStep(
     req: OptimStepRequest,
+    allReduce?: AllReduce,
   ): Promise<MessageInitShape<typeof OptimStepResponseSchema>> {
     this.assertTrainable('optim_step');
     const a = req.adamParams;
@@ -291,17 +306,41 @@ export class ModelRuntime {
         { field: 'grad_accumulation_normalization' },
       );
     }
-    if (this.counter.microBatches === 0) {
-      throw new TrainerError(
+    const dp = req.dataParallel && req.dataParallel.worldSize > 1 ? req.dataParallel : undefined;
+    const noGradients = () =>
+      new TrainerError(
         'no_gradients',
-        'optim_step: no gradients were accumulated since the last step; call forward_backward or forward_backward_custom first',
+        dp
+          ? 'optim_step: no replica of this data-parallel run accumulated gradients since the last step; call forward_backward or forward_backward_custom first'
+          : 'optim_step: no gradients were accumulated since the last step; call forward_backward or forward_backward_custom first',
       );
+    if (!dp && this.counter.microBatches === 0) throw noGradients();
+    let counts = { tokens: this.counter.tokens, sequences: this.counter.sequences };
+    let reduced: Float32Array | undefined;
+    if (dp) {
+      if (!allReduce) {
+        throw new TrainerError('internal', 'optim_step: data-parallel step without an all-reduce');
+      }
+      const model = this.host.model;
+      const step = model.step;
+      const grads = await this.host.exclusive(async () => flattenGrads(model));
+      const global = await allReduce(this, dp, step, {
+        grads,
+        tokens: this.counter.tokens,
+        sequences: this.counter.sequences,
+        microBatches: this.counter.microBatches,
+      });
+      if (global.microBatches === 0) throw noGradients();
+      counts = { tokens: global.tokens, sequences: global.sequences };
+      reduced = global.grads;
     }
-    const counts = { tokens: this.counter.tokens, sequences: this.counter.sequences };
-    const scale = this.counter.scale(mode);
+    const scale = gradAccumulationScale(mode, counts);
     let result: { gradNorm: number; step: number };
     try {
-      result = await this.host.exclusive(() => scaledAdamStep(this.host, parsed.data, scale));
+      result = await this.host.exclusive(async () => {
+        if (reduced) writeGrads(this.host.model, reduced);
+        return scaledAdamStep(this.host, parsed.data, scale);
+      });
     } catch (error) {
       if (error instanceof EngineError && /not finite/.test(error.message)) {
         throw new TrainerError(

@@ -19,6 +19,8 @@ import {
 } from '../engine/model.js';
 import { listWeightFiles } from '../engine/weights-files.js';
 import {
+  type AllReduceGradientsRequest,
+  type AllReduceGradientsResponseSchema,
   type CreateModelRequest,
   type CreateModelResponseSchema,
   type CreateSessionRequest,
@@ -27,9 +29,16 @@ import {
   ServingStatus,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { TrainerCheckpoints } from './checkpoints.js';
+import { createTrainerClient, type TrainerClient } from './client.js';
+import {
+  bytesToFloat32,
+  float32ToBytes,
+  type GradContribution,
+  GradientReducer,
+} from './data-parallel.js';
 import { EngineHost } from './engine-host.js';
-import { TrainerError } from './errors.js';
-import { ModelRuntime } from './model-runtime.js';
+import { fromGrpcError, TrainerError } from './errors.js';
+import { type AllReduce, ModelRuntime } from './model-runtime.js';
 import { OpQueue } from './queue.js';
 
 export const TRAINER_VERSION = '0.1.0';
@@ -446,6 +455,107 @@ export class TrainerPod {
       `trainer ${this.jobId} is shutting down (${reason})`,
     );
     for (const { queue } of this.models.values()) queue.close(this.draining);
+    for (const reducer of this.reducers.values()) reducer.close(this.draining);
+    for (const client of this.peers.values()) client.close();
+    this.peers.clear();
+  }
+
+  // ---- data parallelism (see data-parallel.ts) ----
+
+  /** Rank 0's reducers, by model id. */
+  private readonly reducers = new Map<string, GradientReducer>();
+  /** Clients of root replicas, by address. */
+  private readonly peers = new Map<string, TrainerClient>();
+
+  private reducer(modelId: string): GradientReducer {
+    let r = this.reducers.get(modelId);
+    if (!r) {
+      r = new GradientReducer(this.options.seqGapTimeoutMs ?? 120_000);
+      this.reducers.set(modelId, r);
+    }
+    return r;
+  }
+
+  /** optim_step's all-reduce: rank 0 reduces locally, other ranks call rank 0. */
+  readonly allReduce: AllReduce = async (runtime, dp, step, local) => {
+    if (dp.rank >= dp.worldSize) {
+      throw new TrainerError(
+        'invalid_argument',
+        `data_parallel: rank ${dp.rank} is not in [0, ${dp.worldSize})`,
+        { field: 'data_parallel.rank' },
+      );
+    }
+    if (dp.rank === 0) return this.reducer(runtime.id).contribute(step, 0, dp.worldSize, local);
+    if (!dp.rootAddress || !dp.rootModelId) {
+      throw new TrainerError(
+        'invalid_argument',
+        'data_parallel: root_address and root_model_id are required for rank > 0',
+        { field: 'data_parallel' },
+      );
+    }
+    let client = this.peers.get(dp.rootAddress);
+    if (!client) {
+      client = createTrainerClient(dp.rootAddress);
+      this.peers.set(dp.rootAddress, client);
+    }
+    let res: Awaited<ReturnType<TrainerClient['allReduceGradients']>>;
+    try {
+      res = await client.allReduceGradients(
+        {
+          modelId: dp.rootModelId,
+          step: BigInt(step),
+          rank: dp.rank,
+          worldSize: dp.worldSize,
+          grads: float32ToBytes(local.grads),
+          numLossTokens: BigInt(local.tokens),
+          numSequences: BigInt(local.sequences),
+          microBatches: BigInt(local.microBatches),
+        },
+        { timeoutMs: (this.options.seqGapTimeoutMs ?? 120_000) + 10_000 },
+      );
+    } catch (error) {
+      throw fromGrpcError(error, `all-reduce with the root replica at ${dp.rootAddress}`);
+    }
+    return {
+      grads: bytesToFloat32(res.grads),
+      tokens: Number(res.numLossTokens),
+      sequences: Number(res.numSequences),
+      microBatches: Number(res.microBatches),
+    };
+  };
+
+  /** The AllReduceGradients RPC: a rank > 0 contributes to a step of root model `modelId`. */
+  async allReduceGradients(
+    req: AllReduceGradientsRequest,
+  ): Promise<MessageInitShape<typeof AllReduceGradientsResponseSchema>> {
+    this.assertOpen('all_reduce_gradients');
+    const entry = this.entry(req.modelId, 'all_reduce_gradients');
+    if (entry.runtime.forwardOnly) {
+      throw new TrainerError(
+        'forward_only',
+        'all_reduce_gradients: the root model is forward-only',
+      );
+    }
+    this.touch();
+    const part: GradContribution = {
+      grads: bytesToFloat32(req.grads),
+      tokens: Number(req.numLossTokens),
+      sequences: Number(req.numSequences),
+      microBatches: Number(req.microBatches),
+    };
+    const sum = await this.reducer(req.modelId).contribute(
+      Number(req.step),
+      req.rank,
+      req.worldSize,
+      part,
+    );
+    this.touch();
+    return {
+      grads: float32ToBytes(sum.grads),
+      numLossTokens: BigInt(sum.tokens),
+      numSequences: BigInt(sum.sequences),
+      microBatches: BigInt(sum.microBatches),
+    };
   }
 
   /** Resolves once no operation runs on any model. */

@@ -74,7 +74,8 @@ export function trainerImplementation(pod: TrainerPod): Impl {
       ),
     }),
     backward: (req) => op(req, 'backward', (m) => m.backward(req)),
-    optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req)),
+    optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req, pod.allReduce)),
+    allReduceGradients: (req) => pod.allReduceGradients(req),
     sample: (req) => op(req, 'sample', (m) => m.sample(req)),
     saveState: (req) =>
       op(req, 'save_state', (m) =>
