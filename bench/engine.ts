@@ -612,7 +612,7 @@ async function main(): Promise<void> {
     temperG.push(tg);
     blasG.push(bg);
     log(
-      `  ${s.what.padEnd(36)} ${String(s.m).padStart(6)} ${String(s.n).padStart(5)} ${String(s.k).padStart(5)} ${tg.toFixed(1).padStart(8)} ${bg.toFixed(1).padStart(9)} ${(tg / bg).toFixed(2).padStart(6)}`,
+      `  ${s.what.padEnd(36)} ${String(s.m).padStart(6)} ${String(s.n).padStart(5)} ${String(s.k).padStart(5)} ${tg.toFixed(1).padStart(8)} ${bg.toFixed(1).padStart(9)} ${(tg / bg).toFixed(2).padStart(6)}${r.quiet ? '' : '  (temper: busy machine)'}${ob[i]!.quiet ? '' : '  (openblas: busy machine)'}`,
     );
   });
   const gemm = geomean(temperG);
