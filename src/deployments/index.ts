@@ -1,0 +1,7 @@
+export * from './gateway/ledger.js';
+export * from './gateway/server.js';
+export * from './onnx/index.js';
+export * from './registry.js';
+export * from './replica/launcher.js';
+export type * from './replica/runtime.js';
+export * from './replica/snapshots.js';

@@ -1,0 +1,222 @@
+// Deployment lifecycle in one process: create / get / list / scale / delete. Each deployment
+// is a gateway (in this process) over N replica processes started by a launcher.
+import { z } from 'zod';
+import { Gateway } from './gateway/server.js';
+import {
+  LocalReplicaLauncher,
+  type ReplicaHandle,
+  type ReplicaLauncher,
+} from './replica/launcher.js';
+
+export type DeploymentState = 'CREATING' | 'READY' | 'UPDATING' | 'DELETING' | 'DELETED' | 'FAILED';
+
+const ID = /^[a-z][a-z0-9-]{0,62}$/;
+
+export const createDeploymentSchema = z.object({
+  account: z.string().regex(ID),
+  deploymentId: z
+    .string()
+    .regex(ID)
+    .refine((s) => !s.endsWith('-'), 'must not end with a hyphen'),
+  baseModel: z.string().regex(/^accounts\/[a-z0-9-]+\/models\/[a-z0-9-]+$/),
+  baseModelDir: z.string(),
+  hotLoad: z.object({
+    bucketType: z.enum(['FW_HOSTED', 'S3', 'MINIO', 'NEBIUS']).default('FW_HOSTED'),
+    bucketUrl: z.string().refine((u) => !u.endsWith('/'), 'bucket URL must not end with a slash'),
+    transitionType: z.enum(['ASYNC', 'SYNC']).default('ASYNC'),
+  }),
+  minReplicaCount: z.number().int().min(0).default(1),
+  maxReplicaCount: z.number().int().min(0).default(1),
+  apiKey: z.string().optional(),
+  /** Per-replica knobs (threads, test hooks). */
+  replica: z
+    .object({
+      threads: z.number().int().positive().optional(),
+      maxConcurrent: z.number().int().positive().optional(),
+      stepDelayMs: z.number().nonnegative().optional(),
+    })
+    .default({}),
+});
+export type CreateDeploymentRequest = z.input<typeof createDeploymentSchema>;
+
+export interface DeploymentResource {
+  name: string;
+  baseModel: string;
+  state: DeploymentState;
+  minReplicaCount: number;
+  maxReplicaCount: number;
+  replicaCount: number;
+  hotLoad: { bucketType: string; bucketUrl: string; transitionType: 'ASYNC' | 'SYNC' };
+  gatewayUrl: string | null;
+  createTime: string;
+  updateTime: string;
+  status: { reason: string | null };
+}
+
+export class DeploymentError extends Error {
+  constructor(
+    readonly code: 'invalid_argument' | 'not_found' | 'already_exists' | 'failed_precondition',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DeploymentError';
+  }
+}
+
+interface Entry {
+  req: z.output<typeof createDeploymentSchema>;
+  resource: DeploymentResource;
+  gateway: Gateway | null;
+  replicas: ReplicaHandle[];
+  seq: number;
+}
+
+function targetReplicas(min: number, max: number): number {
+  return Math.max(min, Math.min(1, max));
+}
+
+export class DeploymentRegistry {
+  private readonly entries = new Map<string, Entry>();
+  constructor(private readonly launcher: ReplicaLauncher = new LocalReplicaLauncher()) {}
+
+  async create(input: CreateDeploymentRequest): Promise<DeploymentResource> {
+    const p = createDeploymentSchema.safeParse(input);
+    if (!p.success)
+      throw new DeploymentError(
+        'invalid_argument',
+        p.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '),
+      );
+    const req = p.data;
+    if (req.minReplicaCount > req.maxReplicaCount)
+      throw new DeploymentError(
+        'invalid_argument',
+        `minReplicaCount (${req.minReplicaCount}) exceeds maxReplicaCount (${req.maxReplicaCount})`,
+      );
+    const name = `accounts/${req.account}/deployments/${req.deploymentId}`;
+    if (this.entries.has(name))
+      throw new DeploymentError('already_exists', `${name} already exists`);
+    const now = new Date().toISOString();
+    const entry: Entry = {
+      req,
+      gateway: null,
+      replicas: [],
+      seq: 0,
+      resource: {
+        name,
+        baseModel: req.baseModel,
+        state: 'CREATING',
+        minReplicaCount: req.minReplicaCount,
+        maxReplicaCount: req.maxReplicaCount,
+        replicaCount: 0,
+        hotLoad: { ...req.hotLoad },
+        gatewayUrl: null,
+        createTime: now,
+        updateTime: now,
+        status: { reason: null },
+      },
+    };
+    this.entries.set(name, entry);
+    try {
+      entry.gateway = await Gateway.create({
+        account: req.account,
+        deploymentId: req.deploymentId,
+        model: req.baseModel,
+        baseModelDir: req.baseModelDir,
+        bucketUrl: req.hotLoad.bucketUrl,
+        transition: req.hotLoad.transitionType,
+        replicas: [],
+        apiKey: req.apiKey,
+      });
+      entry.resource.gatewayUrl = await entry.gateway.listen();
+      await this.resize(entry, targetReplicas(req.minReplicaCount, req.maxReplicaCount));
+      entry.resource.state = 'READY';
+    } catch (err) {
+      entry.resource.state = 'FAILED';
+      entry.resource.status.reason = (err as Error).message;
+    }
+    entry.resource.updateTime = new Date().toISOString();
+    return this.get(name);
+  }
+
+  get(name: string): DeploymentResource {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    return structuredClone(e.resource);
+  }
+
+  gateway(name: string): Gateway {
+    const e = this.entries.get(name);
+    if (!e?.gateway) throw new DeploymentError('not_found', `${name} has no gateway`);
+    return e.gateway;
+  }
+
+  list(account: string): DeploymentResource[] {
+    return [...this.entries.values()]
+      .filter((e) => e.resource.name.startsWith(`accounts/${account}/deployments/`))
+      .map((e) => structuredClone(e.resource));
+  }
+
+  private async resize(e: Entry, n: number): Promise<void> {
+    while (e.replicas.length > n) await e.replicas.pop()?.stop();
+    const started = await Promise.all(
+      Array.from({ length: n - e.replicas.length }, () =>
+        this.launcher.launch({
+          replicaId: `${e.req.deploymentId}-r${e.seq++}`,
+          baseModelDir: e.req.baseModelDir,
+          bucketUrl: e.req.hotLoad.bucketUrl,
+          transition: e.req.hotLoad.transitionType,
+          ...e.req.replica,
+        }),
+      ),
+    );
+    e.replicas.push(...started);
+    e.gateway?.setReplicas(e.replicas.map((r) => ({ id: r.id, url: r.url })));
+    e.resource.replicaCount = e.replicas.length;
+  }
+
+  /** Sets min/max replicas; min = max = 0 scales to zero and keeps the resource. */
+  async scale(
+    name: string,
+    counts: { minReplicaCount: number; maxReplicaCount: number },
+  ): Promise<DeploymentResource> {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    if (counts.minReplicaCount < 0 || counts.minReplicaCount > counts.maxReplicaCount)
+      throw new DeploymentError(
+        'invalid_argument',
+        `need 0 <= minReplicaCount <= maxReplicaCount (got ${counts.minReplicaCount}, ${counts.maxReplicaCount})`,
+      );
+    if (e.resource.state !== 'READY')
+      throw new DeploymentError('failed_precondition', `${name} is ${e.resource.state}`);
+    e.resource.state = 'UPDATING';
+    e.resource.minReplicaCount = counts.minReplicaCount;
+    e.resource.maxReplicaCount = counts.maxReplicaCount;
+    try {
+      await this.resize(e, targetReplicas(counts.minReplicaCount, counts.maxReplicaCount));
+      e.resource.state = 'READY';
+    } catch (err) {
+      e.resource.state = 'FAILED';
+      e.resource.status.reason = (err as Error).message;
+    }
+    e.resource.updateTime = new Date().toISOString();
+    return this.get(name);
+  }
+
+  async scaleToZero(name: string): Promise<DeploymentResource> {
+    return this.scale(name, { minReplicaCount: 0, maxReplicaCount: 0 });
+  }
+
+  async delete(name: string): Promise<void> {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    e.resource.state = 'DELETING';
+    await this.resize(e, 0);
+    await e.gateway?.close();
+    e.resource.state = 'DELETED';
+    this.entries.delete(name);
+  }
+
+  async close(): Promise<void> {
+    for (const name of [...this.entries.keys()]) await this.delete(name);
+  }
+}

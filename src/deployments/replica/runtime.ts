@@ -1,0 +1,439 @@
+// One replica's serving state: the ONNX decoder of the snapshot it serves, generation with
+// a prefix cache, and hot-load (download in parallel with inference, then an ASYNC or SYNC
+// swap of the weights without restarting the process).
+import * as ort from 'onnxruntime-node';
+import type { SnapshotReader } from '../../checkpoints/deltas/snapshot.js';
+import type { ModelConfig } from '../../engine/config.js';
+import { type KvCache, OnnxDecoder } from '../onnx/session.js';
+import { createRng, sampleToken, topLogprobs } from './sampling.js';
+import {
+  checkIdentity,
+  type HeldSnapshot,
+  HotLoadError,
+  type IncrementalMetadata,
+  parseJsonObject,
+  readSnapshot,
+  snapshotTensors,
+  validateSnapshotConfig,
+} from './snapshots.js';
+
+export type TransitionType = 'ASYNC' | 'SYNC';
+export type ResetPromptCache = 'all' | 'none' | 'new_session';
+
+export interface GenerateRequest {
+  prompt: number[];
+  maxTokens: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  seed?: number | undefined;
+  stopTokens: number[];
+  topLogprobs: number;
+  /** Return training-aligned prompt logprobs (disables prefix-cache reuse for this request). */
+  echo: boolean;
+  sessionId?: string | undefined;
+  /** ASYNC swaps: how long a new request may wait for a swap before 425 (default 90 s). */
+  drainTimeoutMs?: number | undefined;
+}
+
+export type GenerateEvent =
+  | {
+      type: 'prompt';
+      promptLogprobs: (number | null)[] | null;
+      cachedTokens: number;
+      prefillQueueMs: number;
+      prefillMs: number;
+      snapshot: string | null;
+    }
+  | {
+      type: 'token';
+      token: number;
+      logprob: number;
+      top: { token: number; logprob: number }[];
+      snapshot: string | null;
+    }
+  | { type: 'done'; finishReason: 'stop' | 'length'; decodeMs: number; snapshot: string | null };
+
+export interface LoadSignal {
+  identity: string;
+  incremental_snapshot_metadata?: IncrementalMetadata | undefined;
+  reset_prompt_cache?: ResetPromptCache | undefined;
+  validation?: { extra_fields_ignore?: string[] | undefined } | undefined;
+}
+
+export interface LoadRecord {
+  identity: string;
+  kind: 'full' | 'delta';
+  signaledAt: string;
+  readyAt: string | null;
+  error: string | null;
+  /** Milliseconds: fetch+reconstruct, session build, swap. */
+  timing: { fetchMs: number; buildMs: number; swapMs: number } | null;
+}
+
+export interface ReplicaStatus {
+  replica_id: string;
+  readiness: boolean;
+  current_snapshot_identity: string | null;
+  loading_state: { stage: string; identity: string | null; error: string | null };
+  loads: LoadRecord[];
+  prefix_cache: { entries: number; hits: number; lookups: number };
+}
+
+interface CacheEntry {
+  tokens: number[];
+  cache: KvCache;
+  sessionId: string | undefined;
+  sessionOnly: boolean;
+}
+
+export interface ReplicaRuntimeOptions {
+  replicaId: string;
+  config: ModelConfig;
+  baseConfig: Record<string, unknown>;
+  /** Weights of the base model (served until the first hot-load). */
+  baseWeights: HeldSnapshot;
+  openSnapshot: (identity: string) => SnapshotReader;
+  transition: TransitionType;
+  maxConcurrent?: number;
+  threads?: number;
+  /** Test hook: sleep this long before every decode step. */
+  stepDelayMs?: number;
+  prefixCacheEntries?: number;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function sliceCache(cache: KvCache, len: number): KvCache {
+  if (len === cache.len) return cache;
+  const cut = (t: ort.Tensor): ort.Tensor => {
+    const [b, h, L, d] = t.dims as [number, number, number, number];
+    const src = t.data as Float32Array;
+    const out = new Float32Array(b * h * len * d);
+    for (let i = 0; i < b * h; i++)
+      out.set(src.subarray(i * L * d, i * L * d + len * d), i * len * d);
+    return new ort.Tensor('float32', out, [b, h, len, d]);
+  };
+  return { len, keys: cache.keys.map(cut), values: cache.values.map(cut) };
+}
+
+export class ReplicaRuntime {
+  readonly id: string;
+  private readonly opts: ReplicaRuntimeOptions;
+  private decoder!: OnnxDecoder;
+  private held: HeldSnapshot;
+  private identity: string | null = null;
+  private stage = 'ready';
+  private stageIdentity: string | null = null;
+  private stageError: string | null = null;
+  private readonly loads: LoadRecord[] = [];
+  private readonly prefetched = new Map<string, Map<string, Buffer>>();
+  private loadChain: Promise<void> = Promise.resolve();
+  // swap gates
+  private barrier: Promise<void> | null = null;
+  private draining = false;
+  private running = 0;
+  private inflight = 0;
+  private idleWaiters: (() => void)[] = [];
+  // admission
+  private active = 0;
+  private queue: (() => void)[] = [];
+  // prefix cache
+  private entries: CacheEntry[] = [];
+  private hits = 0;
+  private lookups = 0;
+
+  private constructor(opts: ReplicaRuntimeOptions) {
+    this.id = opts.replicaId;
+    this.opts = opts;
+    this.held = opts.baseWeights;
+  }
+
+  static async start(opts: ReplicaRuntimeOptions): Promise<ReplicaRuntime> {
+    const r = new ReplicaRuntime(opts);
+    r.decoder = await OnnxDecoder.create(opts.config, snapshotTensors(opts.baseWeights), {
+      threads: opts.threads,
+    });
+    return r;
+  }
+
+  get currentIdentity(): string | null {
+    return this.identity;
+  }
+
+  status(): ReplicaStatus {
+    return {
+      replica_id: this.id,
+      readiness: this.stage === 'ready' || this.stage === 'failed',
+      current_snapshot_identity: this.identity,
+      loading_state: { stage: this.stage, identity: this.stageIdentity, error: this.stageError },
+      loads: this.loads.map((l) => ({ ...l })),
+      prefix_cache: { entries: this.entries.length, hits: this.hits, lookups: this.lookups },
+    };
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Generation
+  // ---------------------------------------------------------------------------------------
+
+  private async admit(drainTimeoutMs: number): Promise<void> {
+    if (this.draining)
+      throw new HotLoadError('too_early', 'a SYNC weight swap is in progress; retry shortly');
+    if (this.barrier) {
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<'timeout'>((r) => {
+        timer = setTimeout(() => r('timeout'), drainTimeoutMs);
+      });
+      const res = await Promise.race([this.barrier.then(() => 'ok' as const), timeout]);
+      clearTimeout(timer);
+      if (res === 'timeout')
+        throw new HotLoadError(
+          'too_early',
+          `the weight swap did not finish within the drain timeout (${drainTimeoutMs / 1000} s)`,
+        );
+    }
+    const max = this.opts.maxConcurrent ?? 8;
+    if (this.active >= max) await new Promise<void>((r) => this.queue.push(r));
+    this.active++;
+  }
+
+  private release(): void {
+    this.active--;
+    this.queue.shift()?.();
+  }
+
+  /** One forward step on the current weights; waits at an ASYNC swap barrier. */
+  private async step(tokens: number[], cache: KvCache | undefined) {
+    while (this.barrier) await this.barrier;
+    this.running++;
+    const identity = this.identity;
+    try {
+      const out = await this.decoder.step(tokens, cache ?? this.decoder.emptyCache());
+      return { ...out, snapshot: identity };
+    } finally {
+      this.running--;
+      if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  private lookup(
+    prompt: number[],
+    sessionId: string | undefined,
+  ): { entry: CacheEntry; len: number } | null {
+    this.lookups++;
+    let best: { entry: CacheEntry; len: number } | null = null;
+    for (const e of this.entries) {
+      if (e.sessionOnly && (sessionId === undefined || e.sessionId !== sessionId)) continue;
+      let m = 0;
+      const lim = Math.min(e.tokens.length, prompt.length - 1);
+      while (m < lim && e.tokens[m] === prompt[m]) m++;
+      if (m > 0 && (!best || m > best.len)) best = { entry: e, len: m };
+    }
+    if (best) this.hits++;
+    return best;
+  }
+
+  private remember(tokens: number[], cache: KvCache, sessionId: string | undefined): void {
+    this.entries = this.entries.filter((e) => e.sessionId !== sessionId || sessionId === undefined);
+    this.entries.unshift({ tokens, cache, sessionId, sessionOnly: false });
+    this.entries.length = Math.min(this.entries.length, this.opts.prefixCacheEntries ?? 16);
+  }
+
+  async generate(
+    req: GenerateRequest,
+    emit: (e: GenerateEvent) => void,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const V = this.opts.config.vocabSize;
+    for (const t of req.prompt)
+      if (!Number.isInteger(t) || t < 0 || t >= V)
+        throw new HotLoadError('invalid_argument', `prompt token ${t} is outside [0, ${V})`);
+    if (req.prompt.length === 0) throw new HotLoadError('invalid_argument', 'prompt is empty');
+    if (req.prompt.length + req.maxTokens > this.opts.config.maxPositions)
+      throw new HotLoadError(
+        'invalid_argument',
+        `prompt (${req.prompt.length}) + max_tokens (${req.maxTokens}) exceeds the context of ${this.opts.config.maxPositions} tokens`,
+      );
+    const arrived = performance.now();
+    await this.admit(req.drainTimeoutMs ?? 90_000);
+    this.inflight++;
+    try {
+      const queued = performance.now() - arrived;
+      const t0 = performance.now();
+      const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId);
+      let cache: KvCache | undefined = hit ? sliceCache(hit.entry.cache, hit.len) : undefined;
+      const rest = req.prompt.slice(hit?.len ?? 0);
+      let r = await this.step(rest, cache);
+      cache = r.cache;
+      let promptLogprobs: (number | null)[] | null = null;
+      if (req.echo) {
+        promptLogprobs = [null];
+        for (let i = 1; i < req.prompt.length; i++)
+          promptLogprobs.push(r.logprobs[(i - 1) * V + (req.prompt[i] as number)] as number);
+      }
+      emit({
+        type: 'prompt',
+        promptLogprobs,
+        cachedTokens: hit?.len ?? 0,
+        prefillQueueMs: queued,
+        prefillMs: performance.now() - t0,
+        snapshot: r.snapshot,
+      });
+      const rng = createRng(req.seed ?? Math.floor(Math.random() * 2 ** 32));
+      const tokens = [...req.prompt];
+      let finish: 'stop' | 'length' = 'length';
+      const t1 = performance.now();
+      for (let n = 0; n < req.maxTokens; n++) {
+        if (signal?.aborted) break;
+        const rows = r.logprobs.length / V;
+        const row = r.logprobs.subarray((rows - 1) * V, rows * V);
+        const tok = sampleToken(row, req, rng);
+        emit({
+          type: 'token',
+          token: tok,
+          logprob: row[tok] as number,
+          top: topLogprobs(row, req.topLogprobs),
+          snapshot: r.snapshot,
+        });
+        if (req.stopTokens.includes(tok)) {
+          finish = 'stop';
+          break;
+        }
+        if (n + 1 === req.maxTokens) break;
+        tokens.push(tok);
+        if (this.opts.stepDelayMs) await sleep(this.opts.stepDelayMs);
+        r = await this.step([tok], cache);
+        cache = r.cache;
+      }
+      this.remember(tokens.slice(0, cache.len), cache, req.sessionId);
+      emit({
+        type: 'done',
+        finishReason: finish,
+        decodeMs: performance.now() - t1,
+        snapshot: r.snapshot,
+      });
+    } finally {
+      this.inflight--;
+      this.release();
+      if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Hot-load
+  // ---------------------------------------------------------------------------------------
+
+  /** Prefetches one file of a snapshot (per-file hint). */
+  hint(identity: string, filename: string): void {
+    checkIdentity(identity);
+    const files = this.prefetched.get(identity) ?? new Map<string, Buffer>();
+    this.prefetched.set(identity, files);
+    void this.opts
+      .openSnapshot(identity)
+      .read(filename)
+      .then((b) => files.set(filename, b))
+      .catch(() => {});
+  }
+
+  /** Starts a load in the background (loads run one after another); returns at once. */
+  signal(sig: LoadSignal): LoadRecord {
+    checkIdentity(sig.identity);
+    const rec: LoadRecord = {
+      identity: sig.identity,
+      kind: sig.incremental_snapshot_metadata ? 'delta' : 'full',
+      signaledAt: new Date().toISOString(),
+      readyAt: null,
+      error: null,
+      timing: null,
+    };
+    this.loads.push(rec);
+    this.stage = 'queued';
+    this.stageIdentity = sig.identity;
+    this.stageError = null;
+    this.loadChain = this.loadChain.then(() => this.load(sig, rec));
+    return rec;
+  }
+
+  /** Resolves when every signalled load has finished (ready or failed). */
+  async settled(): Promise<void> {
+    await this.loadChain;
+  }
+
+  private waitIdle(what: 'running' | 'inflight'): Promise<void> {
+    return new Promise((resolve) => {
+      const check = () => {
+        if ((what === 'running' ? this.running : this.inflight) === 0) resolve();
+        else this.idleWaiters.push(check);
+      };
+      check();
+    });
+  }
+
+  private async load(sig: LoadSignal, rec: LoadRecord): Promise<void> {
+    this.stageIdentity = sig.identity;
+    try {
+      this.stage = 'downloading';
+      const t0 = performance.now();
+      const next = await readSnapshot(
+        this.opts.openSnapshot(sig.identity),
+        sig.identity,
+        sig.incremental_snapshot_metadata,
+        // the held snapshot of the base model has no identity a delta can name
+        this.identity === null ? null : this.held,
+        this.prefetched.get(sig.identity),
+      );
+      this.prefetched.delete(sig.identity);
+      const cfg = next.files.get('config.json');
+      if (!cfg) throw new HotLoadError('not_found', `snapshot ${sig.identity} has no config.json`);
+      const problem = validateSnapshotConfig(
+        this.opts.baseConfig,
+        parseJsonObject(cfg, `${sig.identity}/config.json`),
+        sig.validation?.extra_fields_ignore ?? [],
+      );
+      if (problem) throw new HotLoadError('config_validation', problem);
+      this.stage = 'building';
+      const t1 = performance.now();
+      const decoder = await OnnxDecoder.create(this.opts.config, snapshotTensors(next), {
+        threads: this.opts.threads,
+      });
+      const t2 = performance.now();
+      this.stage = 'swapping';
+      const old = this.decoder;
+      if (this.opts.transition === 'SYNC') {
+        this.draining = true;
+        await this.waitIdle('inflight');
+        this.install(decoder, next, sig);
+        this.draining = false;
+      } else {
+        let open!: () => void;
+        this.barrier = new Promise((r) => {
+          open = r;
+        });
+        await this.waitIdle('running');
+        this.install(decoder, next, sig);
+        this.barrier = null;
+        open();
+      }
+      const t3 = performance.now();
+      void old.release().catch(() => {});
+      rec.readyAt = new Date().toISOString();
+      rec.timing = { fetchMs: t1 - t0, buildMs: t2 - t1, swapMs: t3 - t2 };
+      this.stage = 'ready';
+      this.stageError = null;
+    } catch (err) {
+      this.draining = false;
+      rec.error = (err as Error).message;
+      this.stage = 'failed';
+      this.stageError = rec.error;
+    }
+  }
+
+  private install(decoder: OnnxDecoder, next: HeldSnapshot, sig: LoadSignal): void {
+    this.decoder = decoder;
+    this.held = next;
+    this.identity = sig.identity;
+    const reset = sig.reset_prompt_cache ?? 'all';
+    if (reset === 'all') this.entries = [];
+    else if (reset === 'new_session') for (const e of this.entries) e.sessionOnly = true;
+  }
+}

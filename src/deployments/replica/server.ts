@@ -1,0 +1,150 @@
+// The replica's loopback HTTP face, used by the gateway:
+//   POST /generate  (NDJSON stream of GenerateEvents; 425 during a SYNC swap or past the drain timeout)
+//   POST /load      (start a hot-load; 202)        POST /hint  (prefetch one file)
+//   GET  /status
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { z } from 'zod';
+import type { ReplicaRuntime } from './runtime.js';
+import { HotLoadError } from './snapshots.js';
+
+export const generateBodySchema = z.object({
+  prompt: z.array(z.number().int().nonnegative()).min(1),
+  max_tokens: z.number().int().min(1),
+  temperature: z.number().min(0).finite().default(1),
+  top_p: z.number().gt(0).max(1).default(1),
+  top_k: z.number().int().min(0).default(0),
+  seed: z.number().int().nonnegative().optional(),
+  stop_tokens: z.array(z.number().int().nonnegative()).default([]),
+  top_logprobs: z.number().int().min(0).max(20).default(0),
+  echo: z.boolean().default(false),
+  session_id: z.string().optional(),
+  drain_timeout_s: z.number().positive().optional(),
+});
+
+const incrementalSchema = z.object({
+  previous_snapshot_identity: z.string().min(1),
+  compression_format: z.literal('arc_v2'),
+  checksum_format: z.literal('alder32'),
+});
+
+export const loadBodySchema = z.object({
+  identity: z.string().min(1),
+  incremental_snapshot_metadata: incrementalSchema.optional(),
+  reset_prompt_cache: z.enum(['all', 'none', 'new_session']).default('all'),
+  validation: z.object({ extra_fields_ignore: z.array(z.string()).optional() }).optional(),
+});
+
+export const hintBodySchema = z.object({
+  snapshot: z.object({
+    identity: z.string().min(1),
+    incremental_snapshot_metadata: incrementalSchema.optional(),
+  }),
+  filename: z.string().min(1),
+});
+
+export async function readJson(req: IncomingMessage): Promise<unknown> {
+  const parts: Buffer[] = [];
+  for await (const c of req) parts.push(c as Buffer);
+  const text = Buffer.concat(parts).toString('utf8');
+  if (text.length === 0) return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new HotLoadError('invalid_argument', 'request body is not valid JSON');
+  }
+}
+
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...headers });
+  res.end(JSON.stringify(body));
+}
+
+export function zodMessage(err: z.ZodError): string {
+  return err.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.message}`).join('; ');
+}
+
+export function errorStatus(err: unknown): number {
+  if (err instanceof HotLoadError)
+    return err.code === 'too_early' ? 425 : err.code === 'not_found' ? 404 : 400;
+  return 500;
+}
+
+export function startReplicaServer(
+  rt: ReplicaRuntime,
+  port = 0,
+  host = '127.0.0.1',
+): Promise<Server> {
+  const server = createServer((req, res) => {
+    void handle(rt, req, res).catch((err: unknown) => {
+      if (!res.headersSent)
+        sendJson(res, errorStatus(err), {
+          error: {
+            code: (err as HotLoadError).code ?? 'internal',
+            message: (err as Error).message,
+          },
+        });
+      else res.end();
+    });
+  });
+  return new Promise((resolve) => server.listen(port, host, () => resolve(server)));
+}
+
+export function serverPort(s: Server): number {
+  return (s.address() as AddressInfo).port;
+}
+
+async function handle(
+  rt: ReplicaRuntime,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
+  const url = req.url ?? '/';
+  if (req.method === 'GET' && url === '/status') return sendJson(res, 200, rt.status());
+  if (req.method === 'POST' && url === '/load') {
+    const p = loadBodySchema.safeParse(await readJson(req));
+    if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
+    return sendJson(res, 202, rt.signal(p.data));
+  }
+  if (req.method === 'POST' && url === '/hint') {
+    const p = hintBodySchema.safeParse(await readJson(req));
+    if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
+    rt.hint(p.data.snapshot.identity, p.data.filename);
+    return sendJson(res, 200, {});
+  }
+  if (req.method === 'POST' && url === '/generate') {
+    const p = generateBodySchema.safeParse(await readJson(req));
+    if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
+    const b = p.data;
+    const abort = new AbortController();
+    res.on('close', () => abort.abort());
+    await rt.generate(
+      {
+        prompt: b.prompt,
+        maxTokens: b.max_tokens,
+        temperature: b.temperature,
+        topP: b.top_p,
+        topK: b.top_k,
+        seed: b.seed,
+        stopTokens: b.stop_tokens,
+        topLogprobs: b.top_logprobs,
+        echo: b.echo,
+        sessionId: b.session_id,
+        drainTimeoutMs: b.drain_timeout_s !== undefined ? b.drain_timeout_s * 1000 : undefined,
+      },
+      (e) => {
+        if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+        res.write(`${JSON.stringify(e)}\n`);
+      },
+      abort.signal,
+    );
+    res.end();
+    return;
+  }
+  sendJson(res, 404, { error: { code: 'not_found', message: `no route ${req.method} ${url}` } });
+}
