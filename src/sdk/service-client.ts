@@ -12,7 +12,7 @@ import { CheckpointCatalog, type CheckpointRow } from '../checkpoints/catalog/in
 import { CheckpointError } from '../checkpoints/dcp/errors.js';
 import { type ObjectStore, openObjectStore } from '../checkpoints/object-store/index.js';
 import { type PromotedModel, promoteCheckpoint } from '../checkpoints/promotion.js';
-import type { ModelInfo } from '../gen/temper/trainer/v1/trainer_pb.js';
+import { type ModelInfo, ServingStatus } from '../gen/temper/trainer/v1/trainer_pb.js';
 import type { TrainerClient } from '../trainer/client.js';
 import { createTrainerClient } from '../trainer/client.js';
 import { parseDuration } from '../trainer/duration.js';
@@ -115,6 +115,25 @@ interface Pod {
 
 const DEFAULT_INACTIVITY_MS = 60 * 60_000;
 
+const reconnectOptionsSchema = z.strictObject({
+  timeoutS: z.number().positive().default(600),
+  maxWaitForResumableS: z.number().nonnegative().default(120),
+});
+
+/** Whether a pod at `address` answers Health as serving (within 2 s). */
+async function servingAt(address: string): Promise<boolean> {
+  if (!address) return false;
+  const client = createTrainerClient(address);
+  try {
+    const health = await client.health({}, { timeoutMs: 2_000 });
+    return health.status === ServingStatus.SERVING;
+  } catch {
+    return false;
+  } finally {
+    client.close();
+  }
+}
+
 export class ServiceClient {
   readonly config: z.output<typeof serviceConfigSchema>;
   private readonly launcher: Launcher;
@@ -187,22 +206,25 @@ export class ServiceClient {
   private async connect(
     jobId: string | undefined,
     spec: { forwardOnly: boolean; loraRank: number; launchJobId?: string },
+    revived?: { endpoint: TrainerEndpoint; owned: boolean },
   ): Promise<Pod> {
-    const owned = jobId === undefined;
-    const endpoint = owned
-      ? await this.launcher.launch({
-          ...(spec.launchJobId ? { jobId: spec.launchJobId } : {}),
-          baseModel: this.config.baseModel,
-          loraRank: spec.loraRank,
-          loraAlpha: this.config.loraAlpha,
-          forwardOnly: spec.forwardOnly,
-          threads: this.config.threads,
-          inactivityTimeoutMs: this.inactivityMs(),
-          logLevel: this.config.podLogLevel,
-          account: this.config.account,
-          ...(this.config.checkpointUrl ? { checkpointUrl: this.config.checkpointUrl } : {}),
-        })
-      : await this.launcher.attach(jobId);
+    const owned = revived ? revived.owned : jobId === undefined;
+    const endpoint = revived
+      ? revived.endpoint
+      : jobId === undefined
+        ? await this.launcher.launch({
+            ...(spec.launchJobId ? { jobId: spec.launchJobId } : {}),
+            baseModel: this.config.baseModel,
+            loraRank: spec.loraRank,
+            loraAlpha: this.config.loraAlpha,
+            forwardOnly: spec.forwardOnly,
+            threads: this.config.threads,
+            inactivityTimeoutMs: this.inactivityMs(),
+            logLevel: this.config.podLogLevel,
+            account: this.config.account,
+            ...(this.config.checkpointUrl ? { checkpointUrl: this.config.checkpointUrl } : {}),
+          })
+        : await this.launcher.attach(jobId);
     const client = createTrainerClient(endpoint.address);
     const pod: Pod = {
       endpoint,
@@ -273,6 +295,122 @@ export class ServiceClient {
       }
     }
     return this.policy;
+  }
+
+  /**
+   * After the policy trainer died (preemption, kill -9): waits for the job to be resumable,
+   * resumes it (the launcher relaunches the job id with its spec; a pod that is still healthy
+   * is kept), polls until it serves, reconnects and returns a new training client on the
+   * fresh model — the old client is dead. The caller then restores its state with
+   * `loadStateWithOptimizer(lastSaveStatePath)` and replays its data from the saved cursor.
+   * With trainerReplicaCount > 1 every replica is resumed.
+   *
+   * `maxWaitForResumableS` (default 120): how long a job that still looks alive but does not
+   * answer may take to become resumable (to be seen as stopped); `timeoutS` (default 600):
+   * the whole wait. Errors: `deadline_exceeded`, `unavailable`, `unknown_trainer`.
+   */
+  async reconnectAndWait(
+    jobId?: string,
+    options: { timeoutS?: number; maxWaitForResumableS?: number } = {},
+  ): Promise<TrainingClient> {
+    this.assertOpen();
+    const parsed = reconnectOptionsSchema.safeParse(options);
+    if (!parsed.success) {
+      throw new TrainerError(
+        'invalid_argument',
+        `reconnectAndWait: ${parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+      );
+    }
+    const id = jobId ?? this.trainerJobId;
+    if (!id) {
+      throw new TrainerError(
+        'invalid_argument',
+        'reconnectAndWait: this service has no trainer job yet; pass a job id',
+      );
+    }
+    if (this.trainerJobId !== undefined && id !== this.trainerJobId) {
+      throw new TrainerError(
+        'invalid_argument',
+        `reconnectAndWait: '${id}' is not this service's trainer job ('${this.trainerJobId}')`,
+      );
+    }
+    const { timeoutS, maxWaitForResumableS } = parsed.data;
+    const deadline = Date.now() + timeoutS * 1000;
+    const world = this.config.trainerReplicaCount ?? 1;
+    const ids = Array.from({ length: world }, (_, r) => (r === 0 ? id : `${id}-r${r}`));
+    // Retire the old connections (their pods are gone or about to be replaced).
+    const old: Pod[] = [];
+    for (const p of this.policyRanks) {
+      try {
+        old.push(await p);
+      } catch {
+        // never connected
+      }
+    }
+    const owned = old[0]?.owned ?? this.config.trainerJobId === undefined;
+    for (const pod of old) {
+      if (pod.heartbeat) clearInterval(pod.heartbeat);
+      pod.client.close();
+      const at = this.pods.indexOf(pod);
+      if (at >= 0) this.pods.splice(at, 1);
+    }
+    const endpoints = await Promise.all(
+      ids.map((rankId) => this.revive(rankId, deadline, maxWaitForResumableS * 1000)),
+    );
+    this.assertOpen();
+    const ranks = endpoints.map((endpoint) =>
+      this.connect(
+        undefined,
+        { forwardOnly: false, loraRank: this.config.loraRank },
+        { endpoint, owned },
+      ),
+    );
+    this.policyRanks = ranks;
+    for (const r of ranks) r.catch(() => undefined);
+    this.policyReplicas = Promise.all(ranks);
+    this.policyReplicas.catch(() => undefined);
+    this.policy = this.policyReplicas.then((pods) => {
+      const pod = pods[0]!;
+      if (pod.owned) this.launchedPolicyId = pod.endpoint.jobId;
+      this.policyContext = pod.maxContextLength;
+      return pod;
+    });
+    this.clients.delete(`${this.config.baseModel}|${this.config.loraRank}`);
+    this.policyModelId = undefined;
+    return this.createTrainingClient();
+  }
+
+  /** One job back to serving: kept if healthy, relaunched with its spec once resumable. */
+  private async revive(
+    jobId: string,
+    deadline: number,
+    maxWaitForResumableMs: number,
+  ): Promise<TrainerEndpoint> {
+    const resumableBy = Math.min(deadline, Date.now() + maxWaitForResumableMs);
+    for (;;) {
+      const info = await this.launcher.get(jobId);
+      if (!info) {
+        throw new TrainerError(
+          'unknown_trainer',
+          `reconnectAndWait: trainer job '${jobId}' is not known to the ${this.launcher.kind} launcher`,
+        );
+      }
+      if (info.state === 'stopped' || info.state === 'failed') {
+        // Resumable: the same job id comes back with the spec it was launched with.
+        const { jobId: _, ...spec } = info.spec;
+        return this.launcher.launch({ ...spec, jobId });
+      }
+      if (info.state === 'running' && (await servingAt(info.address))) {
+        return { jobId, address: info.address };
+      }
+      if (Date.now() > resumableBy) {
+        throw new TrainerError(
+          Date.now() > deadline ? 'deadline_exceeded' : 'unavailable',
+          `reconnectAndWait: trainer job '${jobId}' is ${info.state} but does not answer, and did not become resumable within ${Math.round(maxWaitForResumableMs / 1000)} s`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** Every policy replica, rank order (one without data parallelism). */
