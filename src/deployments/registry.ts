@@ -34,6 +34,7 @@ export const createDeploymentSchema = z.object({
       threads: z.number().int().positive().optional(),
       maxConcurrent: z.number().int().positive().optional(),
       stepDelayMs: z.number().nonnegative().optional(),
+      swapDelayMs: z.number().nonnegative().optional(),
     })
     .default({}),
 });
@@ -169,6 +170,13 @@ export class DeploymentRegistry {
         }),
       ),
     );
+    // new replicas serve what the deployment serves before they take traffic
+    try {
+      for (const r of started) await e.gateway?.catchUp({ id: r.id, url: r.url });
+    } catch (err) {
+      await Promise.all(started.map((r) => r.stop()));
+      throw err;
+    }
     e.replicas.push(...started);
     e.gateway?.setReplicas(e.replicas.map((r) => ({ id: r.id, url: r.url })));
     e.resource.replicaCount = e.replicas.length;

@@ -151,6 +151,60 @@ export class Gateway {
     this.replicas = [...replicas];
   }
 
+  /** Signal bodies by identity (to replay a delta chain onto a new replica). */
+  private readonly signals = new Map<string, z.infer<typeof loadBodySchema>>();
+
+  /**
+   * Brings a new replica to what the deployment serves: replays the chain from the last full
+   * snapshot through its deltas, and waits until the replica serves the newest one.
+   */
+  async catchUp(replica: GatewayReplica, timeoutMs = 120_000): Promise<string | null> {
+    this.ledger.update(await this.statuses());
+    const rows = this.ledger.list();
+    const latest = rows.find(
+      (r) =>
+        r.load_error === null &&
+        r.replicas.some((x) => x.readiness_transitions.some((t) => t.readiness)),
+    );
+    if (!latest) return null;
+    const chain: string[] = [];
+    let row: (typeof rows)[number] | undefined = latest;
+    while (row) {
+      chain.unshift(row.identity);
+      if (row.snapshot_type === 'full') break;
+      const prev: string | null = row.previous_snapshot_identity;
+      row = rows.find((r) => r.identity === prev && r.load_error === null);
+    }
+    for (const id of chain) {
+      const body = this.signals.get(id) ?? { identity: id, reset_prompt_cache: 'all' as const };
+      const out = await fetch(`${replica.url}/load`, {
+        method: 'POST',
+        body: JSON.stringify(body),
+      });
+      if (!out.ok)
+        throw new GatewayError(502, 'replica_error', `${replica.id}: ${await out.text()}`);
+    }
+    const t0 = Date.now();
+    for (;;) {
+      const s = (await (await fetch(`${replica.url}/status`)).json()) as ReplicaStatus;
+      if (s.current_snapshot_identity === latest.identity && s.loading_state.stage === 'ready')
+        return latest.identity;
+      if (s.loading_state.stage === 'failed')
+        throw new GatewayError(
+          502,
+          'replica_error',
+          `${replica.id} failed to catch up to ${latest.identity}: ${s.loading_state.error}`,
+        );
+      if (Date.now() - t0 > timeoutMs)
+        throw new GatewayError(
+          504,
+          'deadline_exceeded',
+          `${replica.id} did not catch up to ${latest.identity}`,
+        );
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   get deploymentName(): string {
     return `accounts/${this.opts.account}/deployments/${this.opts.deploymentId}`;
   }
@@ -292,6 +346,7 @@ export class Gateway {
       throw new GatewayError(400, 'config_validation', problem);
     }
     this.ledger.add(row);
+    this.signals.set(body.identity, body);
     await Promise.all(
       this.replicas.map(async (r) => {
         const out = await fetch(`${r.url}/load`, { method: 'POST', body: JSON.stringify(body) });
@@ -423,7 +478,7 @@ export class Gateway {
     );
     const bad = streams.find((s) => !s.r.ok);
     if (bad) {
-      for (const s of streams) s.ctl.abort();
+      for (const s of streams) if (s !== bad) s.ctl.abort();
       const body = (await bad.r.json().catch(() => ({}))) as {
         error?: { code?: string; message?: string };
       };

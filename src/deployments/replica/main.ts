@@ -19,6 +19,7 @@ export const replicaConfigSchema = z.object({
   threads: z.number().int().positive().default(1),
   maxConcurrent: z.number().int().positive().default(8),
   stepDelayMs: z.number().nonnegative().default(0),
+  swapDelayMs: z.number().nonnegative().default(0),
 });
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;
 
@@ -43,6 +44,7 @@ async function main(): Promise<void> {
     threads: cfg.threads,
     maxConcurrent: cfg.maxConcurrent,
     stepDelayMs: cfg.stepDelayMs,
+    swapDelayMs: cfg.swapDelayMs,
   });
   const server = await startReplicaServer(rt, cfg.port);
   process.stdout.write(`${JSON.stringify({ ready: true, port: serverPort(server) })}\n`);

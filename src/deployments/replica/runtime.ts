@@ -99,6 +99,8 @@ export interface ReplicaRuntimeOptions {
   threads?: number;
   /** Test hook: sleep this long before every decode step. */
   stepDelayMs?: number;
+  /** Test hook: hold the swap barrier (ASYNC) this long, as a slow weight swap would. */
+  swapDelayMs?: number;
   prefixCacheEntries?: number;
 }
 
@@ -410,6 +412,7 @@ export class ReplicaRuntime {
           open = r;
         });
         await this.waitIdle('running');
+        if (this.opts.swapDelayMs) await sleep(this.opts.swapDelayMs);
         this.install(decoder, next, sig);
         this.barrier = null;
         open();
