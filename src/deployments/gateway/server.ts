@@ -719,6 +719,7 @@ export class Gateway {
       index: c.index,
       text: echo ? promptText + c.text : c.text,
       token_ids: c.tokens,
+      raw_output: { completion: c.text, completion_token_ids: c.tokens },
       logprobs: lp,
       finish_reason: c.finishReason,
       snapshot_identity: c.snapshot,
