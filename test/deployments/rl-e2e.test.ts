@@ -1,0 +1,142 @@
+// End-to-end RL smoke: trainer pod -> saveWeightsForSampler (base) -> hot-load -> sample with
+// logprobs -> importance-sampling policy step -> saveWeightsForSampler (arc_v2 delta) -> delta
+// hot-load -> sample again; the deployment's logprobs match the trainer's on the same tokens.
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+import { BUNDLED_MODEL } from '../../src/catalog/bundled.js';
+import { DeploymentRegistry } from '../../src/deployments/index.js';
+import {
+  DeploymentSampler,
+  HotLoadClient,
+  type SampledCompletion,
+} from '../../src/sdk/deployment-sampler.js';
+import { ServiceClient, type TrainingClient, type TrainingDatum } from '../../src/sdk/index.js';
+import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
+import { testLauncher } from '../trainer/helpers.js';
+import { baseDir, mae } from './fixtures.js';
+
+const registry = new DeploymentRegistry();
+let launcher: LocalProcessLauncher | undefined;
+let service: ServiceClient | undefined;
+afterAll(async () => {
+  await registry.close();
+  await service?.close();
+  for (const job of (await launcher?.list()) ?? [])
+    await launcher?.stop(job.jobId, { graceMs: 2_000 });
+});
+
+function datum(c: SampledCompletion, advantage: number): TrainingDatum {
+  const full = c.fullTokens;
+  const P = c.promptLen;
+  const n = full.length - 1;
+  const logprobs = Array.from({ length: n }, (_, j) =>
+    j >= P - 1 ? (c.inferenceLogprobs?.[j - (P - 1)] ?? 0) : 0,
+  );
+  const advantages = Array.from({ length: n }, (_, j) => (j >= P - 1 ? advantage : 0));
+  return {
+    modelInput: full.slice(0, -1),
+    lossFnInputs: { target_tokens: full.slice(1), logprobs, advantages },
+  };
+}
+
+async function trainerMae(training: TrainingClient, samples: SampledCompletion[]): Promise<number> {
+  const out = await training.forward(
+    samples.map((c) => ({
+      modelInput: c.fullTokens.slice(0, -1),
+      lossFnInputs: {
+        target_tokens: c.fullTokens.slice(1),
+        weights: c.fullTokens.slice(1).map(() => 1),
+      },
+    })),
+    'cross_entropy',
+  );
+  const a: number[] = [];
+  const b: number[] = [];
+  samples.forEach((c, i) => {
+    const lp = Array.from(out.lossFnOutputs[i]?.logprobs.data ?? []);
+    a.push(...lp.slice(c.promptLen - 1));
+    b.push(...(c.inferenceLogprobs ?? []));
+  });
+  expect(a).toHaveLength(b.length);
+  return mae(a, b);
+}
+
+describe('RL loop through a hot-loaded deployment', () => {
+  it('base snapshot, rollouts, policy step, delta snapshot, rollouts on the new policy', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'temper-rl-'));
+    launcher = testLauncher(join(tmp, 'jobs'));
+    service = ServiceClient.fromConfig(
+      {
+        baseModel: BUNDLED_MODEL.name,
+        loraRank: 0,
+        learningRate: 5e-3,
+        threads: 1,
+        createDeployment: false,
+        cleanupTrainerOnClose: true,
+      },
+      { launcher },
+    );
+    const training = await service.createTrainingClient({
+      baseModel: BUNDLED_MODEL.name,
+      loraRank: 0,
+    });
+    const s0 = await training.saveWeightsForSampler('policy', { checkpointType: 'base' });
+    const exportDir = fileURLToPath(s0.uri);
+    expect(basename(exportDir)).toBe(s0.path);
+    const d = await registry.create({
+      account: 'rl',
+      deploymentId: 'rollouts',
+      baseModel: BUNDLED_MODEL.name,
+      baseModelDir: baseDir,
+      hotLoad: { bucketUrl: pathToFileURL(dirname(exportDir)).href },
+    });
+    const hl = new HotLoadClient({ inferenceUrl: d.gatewayUrl as string, deployment: d.name });
+    const sampler = new DeploymentSampler({
+      inferenceUrl: d.gatewayUrl as string,
+      deployment: d.name,
+    });
+    await hl.hotloadAndWait(s0.path);
+
+    const prompt = Array.from(Buffer.from('Q: 4+5= A:'));
+    const r0 = await sampler.sampleWithTokens({
+      promptTokens: prompt,
+      n: 4,
+      maxTokens: 8,
+      logprobs: true,
+      seed: 1,
+    });
+    expect(r0.every((c) => c.snapshotIdentity === s0.path)).toBe(true);
+    const mae0 = await trainerMae(training, r0);
+    expect(mae0).toBeLessThan(1e-4);
+
+    // GRPO-style step: reward = completion length parity, group-normalised advantages
+    const rewards = r0.map((c) => (c.completionLen % 2 === 0 ? 1 : 0) + c.completionLen / 100);
+    const mean = rewards.reduce((x, y) => x + y, 0) / rewards.length;
+    await training.forwardBackward(
+      r0.map((c, i) => datum(c, (rewards[i] as number) - mean)),
+      'importance_sampling',
+    );
+    await training.optimStep({});
+
+    const s1 = await training.saveWeightsForSampler('policy-1');
+    expect(s1.checkpointType).toBe('delta');
+    expect(s1.previousSnapshotIdentity).toBe(s0.path);
+    expect(dirname(fileURLToPath(s1.uri))).toBe(dirname(exportDir));
+    await hl.hotloadAndWait(s1.path, { previousSnapshotIdentity: s0.path });
+
+    const r1 = await sampler.sampleWithTokens({
+      promptTokens: prompt,
+      n: 4,
+      maxTokens: 8,
+      logprobs: true,
+      seed: 1,
+    });
+    expect(r1.every((c) => c.snapshotIdentity === s1.path)).toBe(true);
+    const mae1 = await trainerMae(training, r1);
+    expect(mae1).toBeLessThan(1e-4);
+    console.log(JSON.stringify({ rl_e2e_logprob_mae_base: mae0, rl_e2e_logprob_mae_delta: mae1 }));
+  });
+});
