@@ -5,7 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sftLoss } from '../../src/losses/index.js';
 import { ServiceClient, type TrainingDatum } from '../../src/sdk/index.js';
 import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
-import { randomTokens, rng, tempDir, testLauncher, writeTinyModelDir } from '../trainer/helpers.js';
+import {
+  expectTrainerError,
+  randomTokens,
+  rng,
+  tempDir,
+  testLauncher,
+  writeTinyModelDir,
+} from '../trainer/helpers.js';
 
 function datum(tokens: number[], from: number): TrainingDatum {
   return {
@@ -119,4 +126,55 @@ describe('data-parallel trainer replicas', () => {
     // The weights did move.
     expect(one.gradNorms[0]).toBeGreaterThan(0);
   }, 60_000);
+
+  it('checkpoints with replicas: rank 0 saves, every rank restores; no gradients anywhere is a typed error', async () => {
+    const service = ServiceClient.fromConfig(
+      { baseModel: modelDir, loraRank: 0, threads: 1, trainerReplicaCount: 2 },
+      { launcher },
+    );
+    try {
+      const training = await service.createTrainingClient();
+      await expectTrainerError(training.optimStep({ learningRate: 1e-2 }), 'no_gradients');
+      const r = rng(8);
+      const batch = () => [0, 1, 2].map(() => datum(randomTokens(r, 9), 1));
+      const probeData = [0, 1].map(() => datum(randomTokens(rng(4), 10), 0));
+      const probe = async () =>
+        (await training.forward(probeData)).lossFnOutputs.map((o) => Array.from(o.logprobs.data));
+      await training.forwardBackward(batch(), 'cross_entropy');
+      await training.optimStep({ learningRate: 1e-2 }, 'num_sequences');
+      const saved = await training.saveState('dp-1');
+      const atSave = await probe();
+      // A single datum goes to rank 1 alone; rank 0 contributes zeros.
+      await training.forwardBackward(batch().slice(0, 1), 'cross_entropy');
+      const moved = await training.optimStep({ learningRate: 1e-2 }, 'num_sequences');
+      expect(moved.numSequences).toBe(1);
+      expect((await probe())[0]).not.toEqual(atSave[0]);
+      const restored = await training.loadStateWithOptimizer(saved.path);
+      expect(restored.step).toBe(1);
+      const back = await probe();
+      expect(back).toEqual(atSave);
+      expect(back[1]).toEqual(back[0]);
+      const sample = await training.sample([1, 2, 3], { maxTokens: 4, seed: 3 });
+      expect(sample.sequences[0]?.tokens).toHaveLength(4);
+
+      // Rank 1 is killed: reconnectAndWait relaunches it (rank 0 is healthy and kept), and
+      // both restore the saved state.
+      const [rank0, rank1] = training.replicaJobIds;
+      const pid0 = (await launcher.get(rank0!))?.pid;
+      process.kill((await launcher.get(rank1!))!.pid!, 'SIGKILL');
+      const resumed = await service.reconnectAndWait(undefined, {
+        timeoutS: 60,
+        maxWaitForResumableS: 10,
+      });
+      expect(resumed.replicaJobIds).toEqual([rank0, rank1]);
+      expect((await launcher.get(rank0!))?.pid).toBe(pid0);
+      await resumed.loadStateWithOptimizer(saved.path);
+      const again = (await resumed.forward(probeData)).lossFnOutputs.map((o) =>
+        Array.from(o.logprobs.data),
+      );
+      expect(again).toEqual(atSave);
+    } finally {
+      await service.close({ cleanupTrainerOnClose: true });
+    }
+  }, 30_000);
 });
