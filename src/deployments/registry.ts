@@ -35,6 +35,7 @@ export const createDeploymentSchema = z.object({
       maxConcurrent: z.number().int().positive().optional(),
       stepDelayMs: z.number().nonnegative().optional(),
       swapDelayMs: z.number().nonnegative().optional(),
+      weightsAs: z.enum(['initializers', 'inputs']).optional(),
     })
     .default({}),
 });

@@ -41,6 +41,39 @@ describe('ONNX export served by onnxruntime-node', () => {
     await dec.release();
   });
 
+  it('weights as graph inputs: same numerics, and withWeights swaps a snapshot without a new session', async () => {
+    const model = await TransformerModel.fromDirectory(dir, { threads: 1 });
+    const weights = (await readSafetensors(`${dir}/model.safetensors`)).tensors;
+    const dec = await OnnxDecoder.create(model.config, weights, { weightsAs: 'inputs' });
+    const toks = Array.from(Buffer.from('Swap me: 1, 2, 3, 4.'));
+    const ref = model.forward([{ tokens: toks.slice(0, -1), targets: toks.slice(1) }]);
+    const a = (await dec.promptLogprobs(toks)).logprobs.slice(1) as number[];
+    expect(a.reduce((s, v, i) => s + Math.abs(v - (ref[i] as number)), 0) / a.length).toBeLessThan(
+      1e-4,
+    );
+    // a scaled final norm changes every logprob; the swapped decoder matches the engine on it
+    const changed = new Map(weights);
+    const norm = weights.get('model.norm.weight');
+    if (!norm) throw new Error('no final norm');
+    changed.set('model.norm.weight', { shape: norm.shape, data: norm.data.map((v) => v * 1.5) });
+    const t0 = performance.now();
+    const swapped = dec.withWeights(changed);
+    const swapMs = performance.now() - t0;
+    model.loadTensors(changed);
+    const ref2 = model.forward([{ tokens: toks.slice(0, -1), targets: toks.slice(1) }]);
+    const b = (await swapped.promptLogprobs(toks)).logprobs.slice(1) as number[];
+    expect(b.reduce((s, v, i) => s + Math.abs(v - (ref2[i] as number)), 0) / b.length).toBeLessThan(
+      1e-4,
+    );
+    expect(Math.abs((b[3] as number) - (a[3] as number))).toBeGreaterThan(1e-3);
+    // the first decoder still serves the old weights until released
+    const again = (await dec.promptLogprobs(toks)).logprobs.slice(1);
+    expect(again).toEqual(a);
+    console.log(JSON.stringify({ onnx_inputs_swap_ms: swapMs }));
+    await dec.release();
+    await swapped.release();
+  });
+
   it('refuses weights that do not fit the config, naming the tensor', async () => {
     const config = parseHfConfig({
       vocab_size: 16,

@@ -112,9 +112,12 @@ describe('RL loop through a hot-loaded deployment', () => {
     const mae0 = await trainerMae(training, r0);
     expect(mae0).toBeLessThan(1e-4);
 
-    // GRPO-style step: reward = completion length parity, group-normalised advantages
-    const rewards = r0.map((c) => (c.completionLen % 2 === 0 ? 1 : 0) + c.completionLen / 100);
+    // GRPO-style step: a toy reward that differs across the group, group-centred advantages
+    const rewards = r0.map(
+      (c) => new Set(c.fullTokens.slice(c.promptLen)).size + (c.fullTokens.at(-1) ?? 0) / 256,
+    );
     const mean = rewards.reduce((x, y) => x + y, 0) / rewards.length;
+    expect(new Set(rewards).size).toBeGreaterThan(1);
     await training.forwardBackward(
       r0.map((c, i) => datum(c, (rewards[i] as number) - mean)),
       'importance_sampling',
@@ -136,7 +139,25 @@ describe('RL loop through a hot-loaded deployment', () => {
     });
     expect(r1.every((c) => c.snapshotIdentity === s1.path)).toBe(true);
     const mae1 = await trainerMae(training, r1);
+    // the policy moved: the first rollout's tokens now score differently on the deployment
+    const first = r0[0] as SampledCompletion;
+    const [rescored] = await sampler.sampleWithTokens({
+      promptTokens: first.fullTokens,
+      maxTokens: 1,
+      echo: true,
+    });
+    const moved = mae(
+      rescored?.inferenceLogprobs?.slice(first.promptLen - 1, first.fullTokens.length - 1) ?? [],
+      first.inferenceLogprobs ?? [],
+    );
+    expect(moved).toBeGreaterThan(1e-3);
     expect(mae1).toBeLessThan(1e-4);
-    console.log(JSON.stringify({ rl_e2e_logprob_mae_base: mae0, rl_e2e_logprob_mae_delta: mae1 }));
+    console.log(
+      JSON.stringify({
+        rl_e2e_logprob_mae_base: mae0,
+        rl_e2e_logprob_mae_delta: mae1,
+        policy_shift: moved,
+      }),
+    );
   });
 });

@@ -90,6 +90,19 @@ export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Arr
 
 class GraphBuilder {
   readonly nodes: OnnxNode[] = [];
+  /** Weights-as-inputs mode: the weight inputs the graph declares (name -> dims). */
+  readonly weightInputs = new Map<string, number[]>();
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly weightsAsInputs: boolean,
+  ) {}
+
+  /** A weight by HF name: an initializer, or a graph input in weights-as-inputs mode. */
+  weight(name: string): string {
+    if (this.weightsAsInputs) this.weightInputs.set(name, expectedWeightShape(this.config, name));
+    return name;
+  }
+
   readonly initializers: OnnxTensor[] = [];
   private counter = 0;
   private consts = new Map<string, string>();
@@ -155,11 +168,17 @@ class GraphBuilder {
     const rstd = this.op('Reciprocal', [
       this.op('Sqrt', [this.op('Add', [mean, this.scalar(eps)])]),
     ]);
-    return this.op('Mul', [this.op('Mul', [x, rstd]), weight], undefined, 'rmsnorm');
+    return this.op('Mul', [this.op('Mul', [x, rstd]), this.weight(weight)], undefined, 'rmsnorm');
   }
 
   /** x @ W^T for an HF [out, in] weight (the transpose is constant-folded at session start). */
   linear(x: string, weight: string): string {
+    if (this.weightsAsInputs) {
+      // fed pre-transposed ([in, out]) so no Transpose runs per step
+      const [o, i] = expectedWeightShape(this.config, weight) as [number, number];
+      this.weightInputs.set(transposedName(weight), [i, o]);
+      return this.op('MatMul', [x, transposedName(weight)], undefined, 'linear');
+    }
     const wt = this.op('Transpose', [weight], { perm: { kind: 'ints', value: [1, 0] } }, 'wT');
     return this.op('MatMul', [x, wt], undefined, 'linear');
   }
@@ -177,14 +196,57 @@ class GraphBuilder {
 
 export interface ExportOptions {
   graphName?: string;
+  /**
+   * 'initializers' (default): weights are baked into the model; a new snapshot needs a new
+   * session. 'inputs': weights are graph inputs fed on every run (linear weights
+   * pre-transposed), so a new snapshot is swapped in without touching the session.
+   */
+  weightsAs?: 'initializers' | 'inputs';
 }
 
-/** Builds the ONNX model bytes for `config` with `weights` (HF names) as initializers. */
-export function exportOnnxModel(
+/** The graph-input name of a linear weight fed transposed. */
+export function transposedName(name: string): string {
+  return `${name}.T`;
+}
+
+/**
+ * The weight inputs of a weights-as-inputs graph, from HF weights: norms and the embedding as
+ * they are, linear weights transposed to [in, out].
+ */
+export function weightInputTensors(
   c: ModelConfig,
   weights: ReadonlyMap<string, WeightTensor>,
-  opts: ExportOptions = {},
-): Uint8Array {
+): Map<string, WeightTensor> {
+  checkWeights(c, weights);
+  const out = new Map<string, WeightTensor>();
+  const head = c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  for (const name of expectedWeightNames(c)) {
+    const t = weights.get(name) as WeightTensor;
+    const linear = t.shape.length === 2 && (name !== 'model.embed_tokens.weight' || name === head);
+    if (name === 'model.embed_tokens.weight' || t.shape.length === 1) out.set(name, t);
+    if (linear) {
+      const [o, i] = t.shape as [number, number];
+      const tr = new Float32Array(o * i);
+      transpose(t.data, tr, o, i);
+      out.set(transposedName(name), { shape: [i, o], data: tr });
+    }
+  }
+  return out;
+}
+
+/** out[k, r] = src[r, k] for src [rows, cols], in cache-sized blocks. */
+function transpose(src: Float32Array, out: Float32Array, rows: number, cols: number): void {
+  const B = 32;
+  for (let r0 = 0; r0 < rows; r0 += B)
+    for (let k0 = 0; k0 < cols; k0 += B) {
+      const r1 = Math.min(rows, r0 + B);
+      const k1 = Math.min(cols, k0 + B);
+      for (let r = r0; r < r1; r++)
+        for (let k = k0; k < k1; k++) out[k * rows + r] = src[r * cols + k] as number;
+    }
+}
+
+function checkWeights(c: ModelConfig, weights: ReadonlyMap<string, WeightTensor>): void {
   for (const name of expectedWeightNames(c)) {
     const t = weights.get(name);
     if (!t) throw new OnnxExportError(`missing weight ${name}`);
@@ -192,10 +254,26 @@ export function exportOnnxModel(
     if (t.shape.join(',') !== want.join(','))
       throw new OnnxExportError(`${name}: shape [${t.shape}] but the config needs [${want}]`);
   }
-  const g = new GraphBuilder();
-  for (const name of expectedWeightNames(c)) {
-    const t = weights.get(name) as WeightTensor;
-    g.initializers.push(floatTensor(name, t.data, t.shape));
+}
+
+/**
+ * Builds the ONNX model bytes for `config`: with `weights` (HF names) as initializers, or
+ * (weightsAs 'inputs', weights null) a graph whose weights are inputs (see weightInputTensors).
+ */
+export function exportOnnxModel(
+  c: ModelConfig,
+  weights: ReadonlyMap<string, WeightTensor> | null,
+  opts: ExportOptions = {},
+): Uint8Array {
+  const asInputs = opts.weightsAs === 'inputs';
+  const g = new GraphBuilder(c, asInputs);
+  if (!asInputs) {
+    if (!weights) throw new OnnxExportError('weights are required unless weightsAs is "inputs"');
+    checkWeights(c, weights);
+    for (const name of expectedWeightNames(c)) {
+      const t = weights.get(name) as WeightTensor;
+      g.initializers.push(floatTensor(name, t.data, t.shape));
+    }
   }
   const half = c.headDim / 2;
   const { cos, sin } = ropeTables(c);
@@ -226,7 +304,7 @@ export function exportOnnxModel(
 
   let x = g.op(
     'Gather',
-    ['model.embed_tokens.weight', 'input_ids'],
+    [g.weight('model.embed_tokens.weight'), 'input_ids'],
     { axis: { kind: 'int', value: 0 } },
     'embed',
   );
@@ -297,6 +375,8 @@ export function exportOnnxModel(
   const logits = g.linear(hf, head);
   g.opNamed('LogSoftmax', [logits], 'logprobs', { axis: { kind: 'int', value: -1 } });
 
+  for (const [name, dims] of g.weightInputs)
+    inputs.push({ name, elemType: TensorDataType.FLOAT, shape: dims });
   return encodeModel({
     irVersion: IR_VERSION,
     opsetVersion: OPSET_VERSION,

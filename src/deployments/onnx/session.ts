@@ -1,7 +1,7 @@
 // An onnxruntime-node (CPU) session over the exported decoder, with a KV cache per sequence.
 import * as ort from 'onnxruntime-node';
 import type { ModelConfig } from '../../engine/config.js';
-import { exportOnnxModel, type WeightTensor } from './export.js';
+import { exportOnnxModel, type WeightTensor, weightInputTensors } from './export.js';
 
 /** The KV cache of one sequence (batch 1): per layer [kvHeads, len, headDim]. */
 export interface KvCache {
@@ -19,22 +19,45 @@ export interface StepResult {
 export interface OnnxDecoderOptions {
   /** intra-op threads (default 1: replicas are processes, parallelism comes from them). */
   threads?: number;
+  /**
+   * 'initializers' (default): weights baked into the session (a new snapshot opens a new
+   * session). 'inputs': one session for the graph, weights fed per run, so withWeights()
+   * swaps a snapshot in without building a session.
+   */
+  weightsAs?: 'initializers' | 'inputs';
+}
+
+interface SharedSession {
+  session: ort.InferenceSession;
+  refs: number;
 }
 
 export class OnnxDecoder {
   readonly config: ModelConfig;
-  private readonly session: ort.InferenceSession;
-  /** Milliseconds spent encoding the graph and opening the session. */
+  readonly weightsAs: 'initializers' | 'inputs';
+  private readonly shared: SharedSession;
+  private readonly weightFeeds: Record<string, ort.Tensor>;
+  private released = false;
+  /** Milliseconds spent encoding the graph and opening the session (or preparing the weight feeds). */
   readonly buildMs: { encode: number; session: number };
 
   private constructor(
     config: ModelConfig,
-    session: ort.InferenceSession,
+    shared: SharedSession,
+    weightFeeds: Record<string, ort.Tensor>,
+    weightsAs: 'initializers' | 'inputs',
     buildMs: { encode: number; session: number },
   ) {
     this.config = config;
-    this.session = session;
+    this.shared = shared;
+    this.weightFeeds = weightFeeds;
+    this.weightsAs = weightsAs;
     this.buildMs = buildMs;
+    shared.refs++;
+  }
+
+  private get session(): ort.InferenceSession {
+    return this.shared.session;
   }
 
   static async create(
@@ -42,8 +65,10 @@ export class OnnxDecoder {
     weights: ReadonlyMap<string, WeightTensor>,
     opts: OnnxDecoderOptions = {},
   ): Promise<OnnxDecoder> {
+    const weightsAs = opts.weightsAs ?? 'initializers';
     const t0 = performance.now();
-    const bytes = exportOnnxModel(config, weights);
+    const bytes = exportOnnxModel(config, weightsAs === 'inputs' ? null : weights, { weightsAs });
+    const feeds = weightsAs === 'inputs' ? OnnxDecoder.feedsOf(config, weights) : {};
     const t1 = performance.now();
     const session = await ort.InferenceSession.create(bytes, {
       graphOptimizationLevel: 'all',
@@ -52,7 +77,35 @@ export class OnnxDecoder {
       executionMode: 'sequential',
     });
     const t2 = performance.now();
-    return new OnnxDecoder(config, session, { encode: t1 - t0, session: t2 - t1 });
+    return new OnnxDecoder(config, { session, refs: 0 }, feeds, weightsAs, {
+      encode: t1 - t0,
+      session: t2 - t1,
+    });
+  }
+
+  private static feedsOf(
+    config: ModelConfig,
+    weights: ReadonlyMap<string, WeightTensor>,
+  ): Record<string, ort.Tensor> {
+    const feeds: Record<string, ort.Tensor> = {};
+    for (const [name, t] of weightInputTensors(config, weights))
+      feeds[name] = new ort.Tensor('float32', t.data, t.shape);
+    return feeds;
+  }
+
+  /**
+   * A decoder over the same session with other weights (weights-as-inputs mode only): the
+   * hot-load path that builds no session. Release each decoder when done with it.
+   */
+  withWeights(weights: ReadonlyMap<string, WeightTensor>): OnnxDecoder {
+    if (this.weightsAs !== 'inputs')
+      throw new Error('withWeights needs a decoder created with weightsAs: "inputs"');
+    const t0 = performance.now();
+    const feeds = OnnxDecoder.feedsOf(this.config, weights);
+    return new OnnxDecoder(this.config, this.shared, feeds, 'inputs', {
+      encode: performance.now() - t0,
+      session: 0,
+    });
   }
 
   emptyCache(): KvCache {
@@ -84,6 +137,7 @@ export class OnnxDecoder {
     for (let i = 0; i < S; i++)
       for (let j = past + i + 1; j < total; j++) bias[i * total + j] = Number.NEGATIVE_INFINITY;
     const feeds: Record<string, ort.Tensor> = {
+      ...this.weightFeeds,
       input_ids: new ort.Tensor('int64', ids, [1, S]),
       position_ids: new ort.Tensor('int64', pos, [1, S]),
       attention_bias: new ort.Tensor('float32', bias, [1, 1, S, total]),
@@ -114,6 +168,8 @@ export class OnnxDecoder {
   }
 
   async release(): Promise<void> {
-    await this.session.release();
+    if (this.released) return;
+    this.released = true;
+    if (--this.shared.refs === 0) await this.shared.session.release();
   }
 }

@@ -20,6 +20,7 @@ export const replicaConfigSchema = z.object({
   maxConcurrent: z.number().int().positive().default(8),
   stepDelayMs: z.number().nonnegative().default(0),
   swapDelayMs: z.number().nonnegative().default(0),
+  weightsAs: z.enum(['initializers', 'inputs']).default('inputs'),
 });
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;
 
@@ -45,6 +46,7 @@ async function main(): Promise<void> {
     maxConcurrent: cfg.maxConcurrent,
     stepDelayMs: cfg.stepDelayMs,
     swapDelayMs: cfg.swapDelayMs,
+    weightsAs: cfg.weightsAs,
   });
   const server = await startReplicaServer(rt, cfg.port);
   process.stdout.write(`${JSON.stringify({ ready: true, port: serverPort(server) })}\n`);

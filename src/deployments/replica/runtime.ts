@@ -97,6 +97,8 @@ export interface ReplicaRuntimeOptions {
   transition: TransitionType;
   maxConcurrent?: number;
   threads?: number;
+  /** How weights reach the ONNX session (default 'inputs': hot-load builds no session). */
+  weightsAs?: 'initializers' | 'inputs';
   /** Test hook: sleep this long before every decode step. */
   stepDelayMs?: number;
   /** Test hook: hold the swap barrier (ASYNC) this long, as a slow weight swap would. */
@@ -155,6 +157,7 @@ export class ReplicaRuntime {
     const r = new ReplicaRuntime(opts);
     r.decoder = await OnnxDecoder.create(opts.config, snapshotTensors(opts.baseWeights), {
       threads: opts.threads,
+      weightsAs: opts.weightsAs ?? 'inputs',
     });
     return r;
   }
@@ -395,9 +398,11 @@ export class ReplicaRuntime {
       if (problem) throw new HotLoadError('config_validation', problem);
       this.stage = 'building';
       const t1 = performance.now();
-      const decoder = await OnnxDecoder.create(this.opts.config, snapshotTensors(next), {
-        threads: this.opts.threads,
-      });
+      const tensors = snapshotTensors(next);
+      const decoder =
+        this.decoder.weightsAs === 'inputs'
+          ? this.decoder.withWeights(tensors)
+          : await OnnxDecoder.create(this.opts.config, tensors, { threads: this.opts.threads });
       const t2 = performance.now();
       this.stage = 'swapping';
       const old = this.decoder;
