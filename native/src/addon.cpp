@@ -135,6 +135,10 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
                         InstanceMethod("adamwStep", &EngineModel::AdamwStep),
                         InstanceMethod("sample", &EngineModel::Sample),
                         InstanceMethod("forwardAsync", &EngineModel::ForwardAsync),
+                        InstanceMethod("forwardHidden", &EngineModel::ForwardHidden),
+                        InstanceMethod("backwardHidden", &EngineModel::BackwardHidden),
+                        InstanceMethod("forwardHiddenAsync", &EngineModel::ForwardHiddenAsync),
+                        InstanceMethod("backwardHiddenAsync", &EngineModel::BackwardHiddenAsync),
                         InstanceMethod("backwardAsync", &EngineModel::BackwardAsync),
                         InstanceMethod("adamwStepAsync", &EngineModel::AdamwStepAsync),
                         InstanceMethod("sampleAsync", &EngineModel::SampleAsync),
@@ -412,6 +416,58 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     return run_async(
         info.Env(), [this, batch, save, out] { *out = model_->forward(*batch, save); },
         [out](Napi::Env env) -> Napi::Value { return to_js(env, *out); });
+  }
+
+  // forwardHidden(tokens, seqLens, pooling 'mean'|'last', save): pooled final hidden states.
+  static temper::Pooling read_pooling(const Napi::Value& v) {
+    const std::string s = v.IsString() ? v.ToString().Utf8Value() : "mean";
+    if (s == "mean") return temper::Pooling::kMean;
+    if (s == "last") return temper::Pooling::kLast;
+    throw Napi::Error::New(v.Env(), "pooling must be 'mean' or 'last' (got '" + s + "')");
+  }
+
+  static temper::Batch read_hidden_batch(const Napi::CallbackInfo& info) {
+    temper::Batch b;
+    b.tokens = int32s(info[0], "tokens");
+    b.targets = b.tokens;  // no targets: only hidden states are returned
+    for (int32_t n : int32s(info[1], "seqLens")) b.seq_lens.push_back(n);
+    return b;
+  }
+
+  Napi::Value ForwardHidden(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_idle(env);
+    temper::Batch b = read_hidden_batch(info);
+    const temper::Pooling pooling = read_pooling(info[2]);
+    const bool save = info[3].ToBoolean().Value();
+    return guard(env, [&] { return to_js(env, model_->forward_hidden(b, pooling, save)); });
+  }
+
+  Napi::Value BackwardHidden(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_idle(env);
+    std::vector<float> d = float32s(info[0], "dpooled");
+    guard(env, [&] {
+      model_->backward_hidden(d);
+      return 0;
+    });
+    return env.Undefined();
+  }
+
+  Napi::Value ForwardHiddenAsync(const Napi::CallbackInfo& info) {
+    auto batch = std::make_shared<temper::Batch>(read_hidden_batch(info));
+    const temper::Pooling pooling = read_pooling(info[2]);
+    const bool save = info[3].ToBoolean().Value();
+    auto out = std::make_shared<std::vector<float>>();
+    return run_async(
+        info.Env(), [this, batch, pooling, save, out] { *out = model_->forward_hidden(*batch, pooling, save); },
+        [out](Napi::Env env) -> Napi::Value { return to_js(env, *out); });
+  }
+
+  Napi::Value BackwardHiddenAsync(const Napi::CallbackInfo& info) {
+    auto d = std::make_shared<std::vector<float>>(float32s(info[0], "dpooled"));
+    return run_async(
+        info.Env(), [this, d] { model_->backward_hidden(*d); }, [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
   }
 
   Napi::Value BackwardAsync(const Napi::CallbackInfo& info) {

@@ -314,11 +314,13 @@ void Model::check_batch(const Batch& b) const {
   }
 }
 
-std::vector<float> Model::forward(const Batch& batch, bool save) {
+// Embedding, every layer and the final norm: leaves the normed hidden states in hf_.
+void Model::run_layers(const Batch& batch, bool save) {
   check_batch(batch);
   const ModelConfig& c = config_;
   const long rows = static_cast<long>(batch.tokens.size());
-  const long H = c.hidden_size, V = c.vocab_size;
+  const long H = c.hidden_size;
+  saved_rows_ = -1;
   spans_.clear();
   positions_.resize(rows);
   long off = 0;
@@ -337,7 +339,19 @@ std::vector<float> Model::forward(const Batch& batch, bool save) {
   for (long li = 0; li < c.num_layers; ++li)
     layer_forward(li, save ? acts_[li] : infer_acts_, x, rows, spans_, nullptr, nullptr);
   rmsnorm_forward(*pool_, x, final_norm_->value.data(), hf_.data(), rstd_final_.data(), rows, H, c.rms_norm_eps);
+  if (save) {
+    saved_rows_ = rows;
+    saved_tokens_ = batch.tokens;
+    saved_targets_ = batch.targets;
+  }
+}
 
+std::vector<float> Model::forward(const Batch& batch, bool save) {
+  run_layers(batch, save);
+  saved_logits_ = false;
+  const ModelConfig& c = config_;
+  const long rows = static_cast<long>(batch.tokens.size());
+  const long V = c.vocab_size;
   std::vector<float> logprobs(rows);
   ensure(logits_buf_, kLogitRows * V);
   ensure(dlogits_buf_, kLogitRows * V);
@@ -364,14 +378,55 @@ std::vector<float> Model::forward(const Batch& batch, bool save) {
     if (!std::isfinite(logprobs[i]))
       throw std::runtime_error("forward produced a non-finite log-probability at position " + std::to_string(i) +
                                " (the weights contain NaN/Inf or have diverged)");
-  if (save) {
-    saved_rows_ = rows;
-    saved_tokens_ = batch.tokens;
-    saved_targets_ = batch.targets;
-  } else {
-    saved_rows_ = -1;
-  }
+  saved_logits_ = save;
   return logprobs;
+}
+
+std::vector<float> Model::forward_hidden(const Batch& batch, Pooling pooling, bool save) {
+  run_layers(batch, save);
+  saved_logits_ = false;
+  saved_pooling_ = pooling;
+  const long H = config_.hidden_size;
+  std::vector<float> pooled(spans_.size() * H, 0.0f);
+  for (std::size_t s = 0; s < spans_.size(); ++s) {
+    const SeqSpan& sp = spans_[s];
+    float* out = pooled.data() + s * H;
+    if (pooling == Pooling::kLast) {
+      std::copy(hf_.data() + (sp.offset + sp.len - 1) * H, hf_.data() + (sp.offset + sp.len) * H, out);
+      continue;
+    }
+    for (long i = 0; i < sp.len; ++i)  // mean, rows added in order
+      for (long j = 0; j < H; ++j) out[j] += hf_[(sp.offset + i) * H + j];
+    const float inv = 1.0f / static_cast<float>(sp.len);
+    for (long j = 0; j < H; ++j) out[j] *= inv;
+  }
+  return pooled;
+}
+
+void Model::backward_hidden(const std::vector<float>& dpooled) {
+  if (saved_rows_ < 0) throw std::logic_error("backward_hidden() needs a preceding forward_hidden() with saved activations");
+  const long H = config_.hidden_size;
+  const long rows = saved_rows_;
+  require(static_cast<long>(dpooled.size()) == static_cast<long>(spans_.size()) * H,
+          "backward_hidden: got " + std::to_string(dpooled.size()) + " gradients for " + std::to_string(spans_.size()) +
+              " sequences of hidden size " + std::to_string(H));
+  for (std::size_t i = 0; i < dpooled.size(); ++i)
+    require(std::isfinite(dpooled[i]), "backward_hidden: gradient at flat index " + std::to_string(i) + " is not finite");
+  ensure(dtmp_, rows * H);
+  float* dhf = dtmp_.data();
+  std::fill(dhf, dhf + rows * H, 0.0f);
+  for (std::size_t s = 0; s < spans_.size(); ++s) {
+    const SeqSpan& sp = spans_[s];
+    const float* d = dpooled.data() + s * H;
+    if (saved_pooling_ == Pooling::kLast) {
+      std::copy(d, d + H, dhf + (sp.offset + sp.len - 1) * H);
+      continue;
+    }
+    const float inv = 1.0f / static_cast<float>(sp.len);
+    for (long i = 0; i < sp.len; ++i)
+      for (long j = 0; j < H; ++j) dhf[(sp.offset + i) * H + j] = d[j] * inv;
+  }
+  backward_from_hidden(dhf);
 }
 
 void Model::layer_backward(long li, LayerActs& a, float* dx, long rows) {
@@ -430,7 +485,8 @@ void Model::layer_backward(long li, LayerActs& a, float* dx, long rows) {
 }
 
 void Model::backward(const std::vector<float>& dlogprob) {
-  if (saved_rows_ < 0) throw std::logic_error("backward() needs a preceding forward() with saved activations");
+  if (saved_rows_ < 0 || !saved_logits_)
+    throw std::logic_error("backward() needs a preceding forward() with saved activations");
   const long rows = saved_rows_;
   require(static_cast<long>(dlogprob.size()) == rows, "backward: got " + std::to_string(dlogprob.size()) +
                                                           " gradients for " + std::to_string(rows) + " target tokens");
@@ -461,6 +517,15 @@ void Model::backward(const std::vector<float>& dlogprob) {
     });
     linear_backward(lm_head_, hf_.data() + r0 * H, dlogits_buf_.data(), r1 - r0, dhf + r0 * H, false, xa);
   }
+  backward_from_hidden(dhf);
+}
+
+// From d(loss)/d(final normed hidden states) down to every parameter.
+void Model::backward_from_hidden(const float* dhf) {
+  const ModelConfig& c = config_;
+  const long rows = saved_rows_;
+  const long H = c.hidden_size;
+  ensure(dx_, rows * H);
   float* dx = dx_.data();
   rmsnorm_backward(*pool_, dhf, x_final_.data(), final_norm_->value.data(), rstd_final_.data(), dx, false,
                    final_norm_->trainable ? final_norm_->grad.data() : nullptr, rows, H);

@@ -84,6 +84,8 @@ struct SampleResult {
   bool stopped = false;  // finish reason: true = stop token, false = length
 };
 
+enum class Pooling { kMean, kLast };
+
 class Model {
  public:
   Model(const ModelConfig& config, const LoraConfig& lora, int threads);
@@ -103,6 +105,11 @@ class Model {
   std::vector<float> forward(const Batch& batch, bool save);
   // Accumulates parameter gradients of Σ dlogprob[i]·logprob[i] for the last saved forward.
   void backward(const std::vector<float>& dlogprob);
+  // Final normed hidden states pooled per sequence (mean over its tokens, or its last token):
+  // [sequences x hidden]. With save=true, backward_hidden() can follow.
+  std::vector<float> forward_hidden(const Batch& batch, Pooling pooling, bool save);
+  // Accumulates parameter gradients of Σ dpooled·pooled for the last saved forward_hidden.
+  void backward_hidden(const std::vector<float>& dpooled);
   void zero_grad();
   // Global L2 norm of all trainable gradients.
   double grad_norm() const;
@@ -156,6 +163,8 @@ class Model {
   void layer_forward(long li, LayerActs& a, float* x, long rows, std::vector<SeqSpan>& spans,
                      KvCache* cache, const std::vector<long>* slots);
   void layer_backward(long li, LayerActs& a, float* dx, long rows);
+  void run_layers(const Batch& batch, bool save);
+  void backward_from_hidden(const float* dhf);
   // Final norm + unembedding over rows [r0, r1) of normed hidden states → logits chunk.
   void logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk);
   void check_batch(const Batch& batch) const;
@@ -185,6 +194,8 @@ class Model {
   std::vector<int32_t> saved_tokens_, saved_targets_;
   std::vector<float> x_final_, hf_, rstd_final_, logit_lse_, lm_xa_;
   long saved_rows_ = -1;
+  bool saved_logits_ = false;  // the saved forward computed logits (backward() may follow)
+  Pooling saved_pooling_ = Pooling::kMean;
   // Backward / scratch buffers.
   std::vector<float> logits_buf_, dlogits_buf_, dx_, dh_, dtmp_, dq_, dk_, dv_, dattn_, dgate_,
       dup_, dact_, dxa_, xa_tmp_;

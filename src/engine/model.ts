@@ -12,6 +12,7 @@ import {
   type NativeSampleParams,
   type NativeTensorInfo,
   nativeEngine,
+  type Pooling,
 } from './native.js';
 import { listWeightFiles } from './weights-files.js';
 
@@ -55,6 +56,11 @@ export interface ModelOptions {
 export interface Sequence {
   tokens: ArrayLike<number>;
   targets: ArrayLike<number>;
+}
+
+/** A sequence of input tokens (for embeddings). */
+export interface TokenSequence {
+  tokens: ArrayLike<number>;
 }
 
 export const adamParamsSchema = z.object({
@@ -259,6 +265,7 @@ export class TransformerModel {
     const save = opts.saveForBackward ?? false;
     const out = callNative(() => this.native.forward(tokens, targets, seqLens, save));
     this.savedRows = save ? tokens.length : -1;
+    this.savedHidden = -1;
     return out;
   }
 
@@ -273,6 +280,7 @@ export class TransformerModel {
       this.native.forwardAsync(tokens, targets, seqLens, save),
     );
     this.savedRows = save ? tokens.length : -1;
+    this.savedHidden = -1;
     return out;
   }
 
@@ -342,15 +350,82 @@ export class TransformerModel {
   sample(prompt: ArrayLike<number>, params: SampleParams = {}): SampleOutput {
     const p = parseSampleParams(params);
     this.savedRows = -1;
+    this.savedHidden = -1;
     return fromNativeSamples(callNative(() => this.native.sample(toInt32(prompt, 'prompt'), p)));
   }
 
   async sampleAsync(prompt: ArrayLike<number>, params: SampleParams = {}): Promise<SampleOutput> {
     const p = parseSampleParams(params);
     this.savedRows = -1;
+    this.savedHidden = -1;
     return fromNativeSamples(
       await callNativeAsync(() => this.native.sampleAsync(toInt32(prompt, 'prompt'), p)),
     );
+  }
+
+  /**
+   * Embeddings: the final normed hidden states pooled per sequence (`mean` over its tokens or
+   * its `last` token), as [sequences × hidden] row-major. `targets` are not needed.
+   */
+  forwardHidden(
+    sequences: TokenSequence[],
+    opts: { pooling?: Pooling; saveForBackward?: boolean } = {},
+  ): Float32Array {
+    const { tokens, seqLens } = this.packTokens(sequences);
+    const save = opts.saveForBackward ?? false;
+    const out = callNative(() =>
+      this.native.forwardHidden(tokens, seqLens, opts.pooling ?? 'mean', save),
+    );
+    this.savedHidden = save ? seqLens.length * this.config.hiddenSize : -1;
+    this.savedRows = -1;
+    return out;
+  }
+
+  async forwardHiddenAsync(
+    sequences: TokenSequence[],
+    opts: { pooling?: Pooling; saveForBackward?: boolean } = {},
+  ): Promise<Float32Array> {
+    const { tokens, seqLens } = this.packTokens(sequences);
+    const save = opts.saveForBackward ?? false;
+    this.savedHidden = -1;
+    this.savedRows = -1;
+    const out = await callNativeAsync(() =>
+      this.native.forwardHiddenAsync(tokens, seqLens, opts.pooling ?? 'mean', save),
+    );
+    this.savedHidden = save ? seqLens.length * this.config.hiddenSize : -1;
+    return out;
+  }
+
+  /** Accumulates gradients of Σ dpooled·pooled for the last forwardHidden({saveForBackward}). */
+  backwardHidden(dpooled: Float32Array | ArrayLike<number>): void {
+    const d = this.checkDpooled(dpooled);
+    callNative(() => this.native.backwardHidden(d));
+  }
+
+  async backwardHiddenAsync(dpooled: Float32Array | ArrayLike<number>): Promise<void> {
+    const d = this.checkDpooled(dpooled);
+    await callNativeAsync(() => this.native.backwardHiddenAsync(d));
+  }
+
+  private checkDpooled(dpooled: Float32Array | ArrayLike<number>): Float32Array {
+    if (this.savedHidden < 0)
+      throw new EngineError(
+        'backwardHidden() needs a preceding forwardHidden(..., {saveForBackward: true})',
+      );
+    if (dpooled.length !== this.savedHidden)
+      throw new EngineError(
+        `backwardHidden(): got ${dpooled.length} gradients for ${this.savedHidden} pooled hidden values`,
+      );
+    return dpooled instanceof Float32Array ? dpooled : Float32Array.from(dpooled);
+  }
+
+  private savedHidden = -1;
+
+  private packTokens(sequences: TokenSequence[]): { tokens: Int32Array; seqLens: Int32Array } {
+    const { tokens, seqLens } = this.pack(
+      sequences.map((s) => ({ tokens: s.tokens, targets: s.tokens })),
+    );
+    return { tokens, seqLens };
   }
 
   private checkDlogprob(dlogprob: Float32Array | ArrayLike<number>): Float32Array {

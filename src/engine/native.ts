@@ -17,6 +17,9 @@ export interface NativeSample {
   finishReason: 'stop' | 'length';
 }
 
+/** How per-token hidden states become one embedding per sequence. */
+export type Pooling = 'mean' | 'last';
+
 export interface NativeAdamParams {
   learningRate: number;
   beta1: number;
@@ -73,6 +76,20 @@ export interface NativeModel {
     save: boolean,
   ): Promise<Float32Array>;
   backwardAsync(dlogprob: Float32Array): Promise<void>;
+  forwardHidden(
+    tokens: Int32Array,
+    seqLens: Int32Array,
+    pooling: Pooling,
+    save: boolean,
+  ): Float32Array;
+  backwardHidden(dpooled: Float32Array): void;
+  forwardHiddenAsync(
+    tokens: Int32Array,
+    seqLens: Int32Array,
+    pooling: Pooling,
+    save: boolean,
+  ): Promise<Float32Array>;
+  backwardHiddenAsync(dpooled: Float32Array): Promise<void>;
   adamwStepAsync(p: NativeAdamParams): Promise<number>;
   sampleAsync(prompt: Int32Array, p: NativeSampleParams): Promise<NativeSampleOutput>;
   setAdapterEnabled(on: boolean): void;
