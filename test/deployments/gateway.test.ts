@@ -162,6 +162,44 @@ describe('OpenAI-compatible completions', () => {
     expect(chunks.some((e) => e.choices[0]?.finish_reason === 'length')).toBe(true);
   });
 
+  it('SSE streams hold back a partial stop string and end at it; chat streams deltas', async () => {
+    const base = { prompt: 'The cat sat on the', max_tokens: 20, temperature: 0 };
+    const full = ((await (await post('/inference/v1/completions', base)).json()) as Json).choices[0]
+      .text as string;
+    const stop = full.slice(4, 7);
+    const plain = (await (
+      await post('/inference/v1/completions', { ...base, stop })
+    ).json()) as Json;
+    const events = (
+      await sse(await post('/inference/v1/completions', { ...base, stop, stream: true }))
+    ).slice(0, -1) as Json[];
+    const text = events.flatMap((e) => e.choices.map((c: Json) => c.text ?? '')).join('');
+    expect(text).toBe(plain.choices[0].text);
+    expect(text).not.toContain(stop);
+    expect(events.some((e) => e.choices[0]?.finish_reason === 'stop')).toBe(true);
+    const chat = (await sse(
+      await post('/inference/v1/chat/completions', {
+        messages: [{ role: 'user', content: 'Hi' }],
+        max_tokens: 12,
+        temperature: 0,
+        stream: true,
+      }),
+    )) as (Json | string)[];
+    expect(chat.at(-1)).toBe('[DONE]');
+    const deltas = (chat.slice(0, -1) as Json[])
+      .flatMap((e) => e.choices.map((c: Json) => c.delta?.content ?? ''))
+      .join('');
+    const nonStream = (await (
+      await post('/inference/v1/chat/completions', {
+        messages: [{ role: 'user', content: 'Hi' }],
+        max_tokens: 12,
+        temperature: 0,
+      })
+    ).json()) as Json;
+    expect(deltas).toBe(nonStream.choices[0].message.content);
+    expect((chat[0] as Json).object).toBe('chat.completion.chunk');
+  });
+
   it('chat completions render the conversation and return an assistant message', async () => {
     const res = await post('/inference/v1/chat/completions', {
       messages: [{ role: 'user', content: 'What is 3+4?' }],

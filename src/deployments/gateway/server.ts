@@ -8,6 +8,7 @@ import { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
 import { getRenderer, type Renderer, type Tokenizer } from '../../tokenizers/index.js';
 import { loadModelTokenizer, modelRendererName } from '../../tokenizers/model-files.js';
+import { type Logger, silentLogger } from '../log.js';
 import type { GenerateEvent, ReplicaStatus, TransitionType } from '../replica/runtime.js';
 import {
   hintBodySchema,
@@ -39,7 +40,8 @@ export interface GatewayOptions {
   transition: TransitionType;
   replicas: GatewayReplica[];
   /** When set, every call must carry `Authorization: Bearer <apiKey>`. */
-  apiKey?: string;
+  apiKey?: string | undefined;
+  logger?: Logger;
 }
 
 export class GatewayError extends Error {
@@ -117,6 +119,7 @@ function heldBack(text: string, stops: string[]): number {
 export class Gateway {
   readonly opts: GatewayOptions;
   readonly ledger = new Ledger();
+  private readonly log: Logger;
   private replicas: GatewayReplica[];
   private rr = 0;
   private server: Server | null = null;
@@ -129,6 +132,7 @@ export class Gateway {
   ) {
     this.opts = opts;
     this.replicas = [...opts.replicas];
+    this.log = opts.logger ?? silentLogger();
   }
 
   static async create(opts: GatewayOptions): Promise<Gateway> {
@@ -342,11 +346,20 @@ export class Gateway {
       body.validation?.extra_fields_ignore ?? [],
     );
     if (problem) {
+      this.log.warn({ identity: body.identity, problem }, 'snapshot config refused');
       this.ledger.add({ ...row, load_error: problem });
       throw new GatewayError(400, 'config_validation', problem);
     }
     this.ledger.add(row);
     this.signals.set(body.identity, body);
+    this.log.info(
+      {
+        identity: body.identity,
+        type: row.snapshot_type,
+        previous: row.previous_snapshot_identity,
+      },
+      'hot-load signalled',
+    );
     await Promise.all(
       this.replicas.map(async (r) => {
         const out = await fetch(`${r.url}/load`, { method: 'POST', body: JSON.stringify(body) });

@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { storeSnapshot } from '../../checkpoints/deltas/snapshot.js';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { parseHfConfig } from '../../engine/config.js';
+import { deploymentLogger } from '../log.js';
 import { ReplicaRuntime } from './runtime.js';
 import { serverPort, startReplicaServer } from './server.js';
 import { parseJsonObject } from './snapshots.js';
@@ -47,6 +48,7 @@ async function main(): Promise<void> {
     stepDelayMs: cfg.stepDelayMs,
     swapDelayMs: cfg.swapDelayMs,
     weightsAs: cfg.weightsAs,
+    logger: deploymentLogger(`temper-replica:${cfg.replicaId}`),
   });
   const server = await startReplicaServer(rt, cfg.port);
   process.stdout.write(`${JSON.stringify({ ready: true, port: serverPort(server) })}\n`);

@@ -4,6 +4,7 @@
 import * as ort from 'onnxruntime-node';
 import type { SnapshotReader } from '../../checkpoints/deltas/snapshot.js';
 import type { ModelConfig } from '../../engine/config.js';
+import { type Logger, silentLogger } from '../log.js';
 import { type KvCache, OnnxDecoder } from '../onnx/session.js';
 import { createRng, sampleToken, topLogprobs } from './sampling.js';
 import {
@@ -104,6 +105,7 @@ export interface ReplicaRuntimeOptions {
   /** Test hook: hold the swap barrier (ASYNC) this long, as a slow weight swap would. */
   swapDelayMs?: number;
   prefixCacheEntries?: number;
+  logger?: Logger;
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -147,8 +149,11 @@ export class ReplicaRuntime {
   private hits = 0;
   private lookups = 0;
 
+  private readonly log: Logger;
+
   private constructor(opts: ReplicaRuntimeOptions) {
     this.id = opts.replicaId;
+    this.log = opts.logger ?? silentLogger();
     this.opts = opts;
     this.held = opts.baseWeights;
   }
@@ -426,11 +431,16 @@ export class ReplicaRuntime {
       void old.release().catch(() => {});
       rec.readyAt = new Date().toISOString();
       rec.timing = { fetchMs: t1 - t0, buildMs: t2 - t1, swapMs: t3 - t2 };
+      this.log.info({ identity: sig.identity, kind: rec.kind, ...rec.timing }, 'snapshot loaded');
       this.stage = 'ready';
       this.stageError = null;
     } catch (err) {
       this.draining = false;
       rec.error = (err as Error).message;
+      this.log.warn(
+        { identity: sig.identity, kind: rec.kind, error: rec.error },
+        'snapshot load failed; still serving the previous snapshot',
+      );
       this.stage = 'failed';
       this.stageError = rec.error;
     }

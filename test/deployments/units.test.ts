@@ -1,0 +1,157 @@
+// In-process pieces of deployments: config validation, identities, sampling, and the
+// gateway's refusals (no replica processes needed).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Gateway } from '../../src/deployments/gateway/server.js';
+import { createRng, sampleToken, topLogprobs } from '../../src/deployments/replica/sampling.js';
+import {
+  checkIdentity,
+  HotLoadError,
+  validateSnapshotConfig,
+} from '../../src/deployments/replica/snapshots.js';
+import { baseConfig, baseDir, makeBucket } from './fixtures.js';
+
+describe('snapshot config validation', () => {
+  it('reports the documented messages and honours extra_fields_ignore', async () => {
+    const base = await baseConfig();
+    expect(validateSnapshotConfig(base, { ...base })).toBeNull();
+    expect(validateSnapshotConfig(base, { ...base, torch_dtype: 'bfloat16' })).toBeNull();
+    expect(validateSnapshotConfig(base, { ...base, hidden_size: 512 })).toMatch(
+      /^Config value mismatch for hidden_size/,
+    );
+    expect(validateSnapshotConfig(base, { ...base, extra_meta: 'x' })).toMatch(
+      /^Extra snapshot model config options: extra_meta$/,
+    );
+    expect(validateSnapshotConfig(base, { ...base, extra_meta: 'x' }, ['extra_meta'])).toBeNull();
+    const { rope_theta: _r, ...noRope } = base;
+    expect(validateSnapshotConfig(base, noRope)).toMatch(
+      /^Extra base model config options: rope_theta$/,
+    );
+    expect(validateSnapshotConfig(base, noRope, ['rope_theta'])).toBeNull();
+    expect(validateSnapshotConfig(base, { ...base, architectures: ['LlamaForCausalLM'] })).toMatch(
+      /^Types mismatch/,
+    );
+  });
+
+  it('identities are one path segment', () => {
+    expect(checkIdentity('step_00100')).toBe('step_00100');
+    for (const bad of ['a/b', '', '..', 'a\\b'])
+      expect(() => checkIdentity(bad)).toThrow(HotLoadError);
+  });
+});
+
+describe('sampling', () => {
+  const row = Float32Array.from([Math.log(0.6), Math.log(0.3), Math.log(0.1)]);
+  it('greedy, top-k 1 and a tiny top-p pick the argmax; a seed reproduces draws', () => {
+    const rng = createRng(1);
+    expect(sampleToken(row, { temperature: 0, topK: 0, topP: 1 }, rng)).toBe(0);
+    for (let i = 0; i < 20; i++) {
+      expect(sampleToken(row, { temperature: 1, topK: 1, topP: 1 }, rng)).toBe(0);
+      expect(sampleToken(row, { temperature: 1, topK: 0, topP: 0.5 }, rng)).toBe(0);
+    }
+    const draw = (seed: number) => {
+      const r = createRng(seed);
+      return Array.from({ length: 50 }, () =>
+        sampleToken(row, { temperature: 1, topK: 0, topP: 1 }, r),
+      );
+    };
+    expect(draw(9)).toEqual(draw(9));
+    expect(draw(9)).not.toEqual(draw(10));
+  });
+
+  it('draws follow the distribution; top-p 0.9 drops the tail; top logprobs are sorted', () => {
+    const rng = createRng(123);
+    const counts = [0, 0, 0];
+    const N = 6000;
+    for (let i = 0; i < N; i++)
+      (counts[sampleToken(row, { temperature: 1, topK: 0, topP: 1 }, rng)] as number)++;
+    expect((counts[0] as number) / N).toBeCloseTo(0.6, 1);
+    expect((counts[2] as number) / N).toBeCloseTo(0.1, 1);
+    for (let i = 0; i < 200; i++)
+      expect(sampleToken(row, { temperature: 1, topK: 0, topP: 0.85 }, rng)).not.toBe(2);
+    expect(topLogprobs(row, 2).map((t) => t.token)).toEqual([0, 1]);
+  });
+});
+
+describe('gateway refusals without replicas', () => {
+  let gw: Gateway;
+  let url: string;
+  const dep = 'accounts/u/deployments/empty';
+  beforeAll(async () => {
+    const bucket = await makeBucket();
+    gw = await Gateway.create({
+      account: 'u',
+      deploymentId: 'empty',
+      model: 'accounts/temper/models/byte-lm-3m',
+      baseModelDir: baseDir,
+      bucketUrl: bucket.url,
+      transition: 'ASYNC',
+      replicas: [],
+      apiKey: 'k',
+    });
+    url = await gw.listen();
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+  const call = (
+    path: string,
+    body?: unknown,
+    auth = 'Bearer k',
+    method = body === undefined ? 'GET' : 'POST',
+  ) =>
+    fetch(`${url}${path}`, {
+      method,
+      headers: {
+        authorization: auth,
+        'fireworks-deployment': dep,
+        'content-type': 'application/json',
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+  const message = async (r: Response) =>
+    ((await r.json()) as { error: { message: string } }).error.message;
+
+  it('authenticates, routes, validates and says what to do', async () => {
+    expect((await call('/inference/v1/completions', { prompt: 'x' }, 'Bearer wrong')).status).toBe(
+      401,
+    );
+    const none = await call('/inference/v1/completions', { prompt: 'x' });
+    expect(none.status).toBe(503);
+    expect(await message(none)).toMatch(/no replicas/);
+    expect((await call('/inference/v1/embeddings', { input: 'x' })).status).toBe(404);
+    const bad = await call('/hot_load/v1/models/hot_load', {
+      identity: 'v1',
+      reset_prompt_cache: 'sometimes',
+    });
+    expect(bad.status).toBe(400);
+    expect(await message(bad)).toMatch(/reset_prompt_cache/);
+    const fmt = await call('/hot_load/v1/models/hot_load', {
+      identity: 'v1',
+      incremental_snapshot_metadata: {
+        previous_snapshot_identity: 'v0',
+        compression_format: 'zip',
+        checksum_format: 'alder32',
+      },
+    });
+    expect(await message(fmt)).toMatch(/compression_format/);
+    const missing = await call('/hot_load/v1/models/hot_load', { identity: 'not-uploaded' });
+    expect(missing.status).toBe(404);
+    expect(await message(missing)).toMatch(/upload the snapshot before signalling it/);
+    const hint = await call('/hot_load/v1/models/hot_load/hint', {
+      snapshot: { identity: 'x/y' },
+      filename: 'model-00000.safetensors',
+    });
+    expect(hint.status).toBe(400);
+    const ledger = (await (await call(`/v1/${dep}/ledger`)).json()) as {
+      snapshots: { identity: string; load_error: string }[];
+    };
+    expect(ledger.snapshots[0]).toMatchObject({
+      identity: 'not-uploaded',
+      load_error: 'config.json not found',
+    });
+    expect((await call(`/v1/${dep}/ledger`, undefined, 'Bearer k', 'DELETE')).status).toBe(200);
+    expect(
+      ((await (await call(`/v1/${dep}/ledger`)).json()) as { snapshots: unknown[] }).snapshots,
+    ).toEqual([]);
+  });
+});
