@@ -267,3 +267,41 @@ export class HotLoadClient {
     await this.waitForIdentity(identity, timeoutMs);
   }
 }
+
+/** A saved sampler snapshot (TrainingClient.saveWeightsForSampler's result has this shape). */
+export interface SnapshotRef {
+  path: string;
+  checkpointType: 'base' | 'delta';
+  previousSnapshotIdentity?: string | undefined;
+}
+
+/**
+ * A sampler on a deployment that serves `snapshot`: hot-loads it (a base as a full snapshot,
+ * a delta as arc_v2 against its previous snapshot) and waits until every replica serves it.
+ */
+export async function createDeploymentSampler(
+  opts: DeploymentSamplerOptions & { snapshot?: SnapshotRef; timeoutMs?: number },
+): Promise<DeploymentSampler> {
+  const { snapshot, timeoutMs, ...samplerOpts } = opts;
+  if (snapshot) {
+    if (snapshot.checkpointType === 'delta' && !snapshot.previousSnapshotIdentity)
+      throw new DeploymentSamplerError(
+        400,
+        `delta snapshot ${snapshot.path} has no previousSnapshotIdentity`,
+      );
+    const hl = new HotLoadClient({
+      inferenceUrl: opts.inferenceUrl,
+      deployment: opts.deployment,
+      ...(opts.model ? { model: opts.model } : {}),
+      ...(opts.apiKey ? { apiKey: opts.apiKey } : {}),
+    });
+    await hl.hotloadAndWait(
+      snapshot.path,
+      snapshot.checkpointType === 'delta'
+        ? { previousSnapshotIdentity: snapshot.previousSnapshotIdentity }
+        : {},
+      timeoutMs,
+    );
+  }
+  return new DeploymentSampler(samplerOpts);
+}

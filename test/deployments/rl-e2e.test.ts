@@ -9,6 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { BUNDLED_MODEL } from '../../src/catalog/bundled.js';
 import { DeploymentRegistry } from '../../src/deployments/index.js';
 import {
+  createDeploymentSampler,
   DeploymentSampler,
   HotLoadClient,
   type SampledCompletion,
@@ -128,9 +129,17 @@ describe('RL loop through a hot-loaded deployment', () => {
     expect(s1.checkpointType).toBe('delta');
     expect(s1.previousSnapshotIdentity).toBe(s0.path);
     expect(dirname(fileURLToPath(s1.uri))).toBe(dirname(exportDir));
-    await hl.hotloadAndWait(s1.path, { previousSnapshotIdentity: s0.path });
+    // the SDK path: a sampler on the delta snapshot (hot-loaded as arc_v2 against s0, waited for)
+    const onS1 = await createDeploymentSampler({
+      inferenceUrl: d.gatewayUrl as string,
+      deployment: d.name,
+      snapshot: s1,
+    });
+    expect((await hl.status()).replicas.every((r) => r.current_snapshot_identity === s1.path)).toBe(
+      true,
+    );
 
-    const r1 = await sampler.sampleWithTokens({
+    const r1 = await onS1.sampleWithTokens({
       promptTokens: prompt,
       n: 4,
       maxTokens: 8,
