@@ -623,10 +623,10 @@ async function main(): Promise<void> {
 
   for (const c of configs)
     log(
-      `[${c.name}] ratio temper/torch = ${c.ratio.toFixed(2)} (goal >= 1.5: ${c.ratio >= 1.5 ? 'met' : 'NOT met'}${c.quiet ? '' : ', measured on a busy machine'})`,
+      `[${c.name}] ratio temper/torch = ${c.ratio.toFixed(2)} (goal >= 1.5: ${!c.quiet ? 'not judged, measured on a busy machine' : c.ratio >= 1.5 ? 'met' : 'NOT met'})`,
     );
   log(
-    `GEMM temper/openblas = ${(gemm / openblas).toFixed(2)} (goal >= 0.9: ${gemm / openblas >= 0.9 ? 'met' : 'NOT met'}${gemmQuiet ? '' : ', measured on a busy machine'})`,
+    `GEMM temper/openblas = ${(gemm / openblas).toFixed(2)} (goal >= 0.9: ${!gemmQuiet ? 'not judged, measured on a busy machine' : gemm / openblas >= 0.9 ? 'met' : 'NOT met'})`,
   );
   const quiet = gemmQuiet && configs.every((c) => c.quiet);
   if (!quiet)
