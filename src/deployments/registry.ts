@@ -52,7 +52,7 @@ export interface DeploymentResource {
   gatewayUrl: string | null;
   createTime: string;
   updateTime: string;
-  status: { reason: string | null };
+  status: { reason: string | null; replicaRestarts: number };
 }
 
 export class DeploymentError extends Error {
@@ -71,6 +71,10 @@ interface Entry {
   gateway: Gateway | null;
   replicas: ReplicaHandle[];
   seq: number;
+  /** Replicas being stopped on purpose (their exit is not a crash). */
+  stopping: Set<ReplicaHandle>;
+  /** Replica restarts after crashes. */
+  restarts: number;
 }
 
 function targetReplicas(min: number, max: number): number {
@@ -103,6 +107,8 @@ export class DeploymentRegistry {
       gateway: null,
       replicas: [],
       seq: 0,
+      stopping: new Set(),
+      restarts: 0,
       resource: {
         name,
         baseModel: req.baseModel,
@@ -114,7 +120,7 @@ export class DeploymentRegistry {
         gatewayUrl: null,
         createTime: now,
         updateTime: now,
-        status: { reason: null },
+        status: { reason: null, replicaRestarts: 0 },
       },
     };
     this.entries.set(name, entry);
@@ -152,14 +158,54 @@ export class DeploymentRegistry {
     return e.gateway;
   }
 
+  /** The replica processes of a deployment (id, url, pid). */
+  replicas(name: string): { id: string; url: string; pid: number }[] {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    return e.replicas.map((r) => ({ id: r.id, url: r.url, pid: r.pid }));
+  }
+
   list(account: string): DeploymentResource[] {
     return [...this.entries.values()]
       .filter((e) => e.resource.name.startsWith(`accounts/${account}/deployments/`))
       .map((e) => structuredClone(e.resource));
   }
 
+  private async stopReplica(e: Entry, r: ReplicaHandle): Promise<void> {
+    e.stopping.add(r);
+    await r.stop();
+  }
+
+  /** A replica that exits while it should be serving is replaced (and caught up). */
+  private watch(e: Entry, r: ReplicaHandle): void {
+    void r.exited.then(async (code) => {
+      if (e.stopping.has(r) || !e.replicas.includes(r)) return;
+      e.replicas = e.replicas.filter((x) => x !== r);
+      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url })));
+      e.resource.replicaCount = e.replicas.length;
+      e.resource.status.reason = `replica ${r.id} exited (${code ?? 'signal'}); restarting it`;
+      e.restarts++;
+      e.resource.status.replicaRestarts = e.restarts;
+      if (e.resource.state !== 'READY') return;
+      try {
+        await this.resize(
+          e,
+          targetReplicas(e.resource.minReplicaCount, e.resource.maxReplicaCount),
+        );
+        e.resource.status.reason = `replica ${r.id} exited (${code ?? 'signal'}); replaced`;
+      } catch (err) {
+        e.resource.status.reason = `replica ${r.id} exited and could not be replaced: ${(err as Error).message}`;
+      }
+      e.resource.updateTime = new Date().toISOString();
+    });
+  }
+
   private async resize(e: Entry, n: number): Promise<void> {
-    while (e.replicas.length > n) await e.replicas.pop()?.stop();
+    while (e.replicas.length > n) {
+      const r = e.replicas.pop() as ReplicaHandle;
+      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url })));
+      await this.stopReplica(e, r);
+    }
     const started = await Promise.all(
       Array.from({ length: n - e.replicas.length }, () =>
         this.launcher.launch({
@@ -175,10 +221,11 @@ export class DeploymentRegistry {
     try {
       for (const r of started) await e.gateway?.catchUp({ id: r.id, url: r.url });
     } catch (err) {
-      await Promise.all(started.map((r) => r.stop()));
+      await Promise.all(started.map((r) => this.stopReplica(e, r)));
       throw err;
     }
     e.replicas.push(...started);
+    for (const r of started) this.watch(e, r);
     e.gateway?.setReplicas(e.replicas.map((r) => ({ id: r.id, url: r.url })));
     e.resource.replicaCount = e.replicas.length;
   }

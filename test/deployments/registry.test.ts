@@ -93,6 +93,21 @@ describe('deployment lifecycle', () => {
     const st = (await waitLoaded(url, 'step-2')) as Json;
     expect(st.replicas).toHaveLength(2);
 
+    // a replica that dies is replaced, and the replacement catches up on the chain
+    const victim = registry.replicas(d.name)[0] as { id: string; pid: number };
+    process.kill(victim.pid, 'SIGKILL');
+    const t0 = Date.now();
+    while (
+      registry.get(d.name).status.replicaRestarts === 0 ||
+      registry.get(d.name).replicaCount < 2
+    ) {
+      if (Date.now() - t0 > 30_000) throw new Error('replica not replaced');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect(registry.replicas(d.name).map((r) => r.id)).not.toContain(victim.id);
+    expect(registry.get(d.name).status.reason).toMatch(/replaced/);
+    await waitLoaded(url, 'step-2');
+
     // step-3 is a delta against step-1: in the ledger, but no replica holds step-1 any more
     expect(
       (

@@ -460,7 +460,10 @@ export class Gateway {
         'invalid_argument',
         'x-fireworks-hot-load-drain-timeout must be a positive number of seconds',
       );
-    const maxTokens = b.max_tokens ?? (chat ? 256 : 16);
+    // an unset max_tokens never asks for more than the context has left
+    const context = Number(this.baseConfig.max_position_embeddings ?? 2048);
+    const maxTokens =
+      b.max_tokens ?? Math.max(1, Math.min(chat ? 256 : 16, context - prompt.length));
     const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
     const created = Math.floor(Date.now() / 1000);
 

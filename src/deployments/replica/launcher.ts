@@ -9,6 +9,8 @@ export interface ReplicaHandle {
   pid: number;
   /** Milliseconds from spawn to serving. */
   startMs: number;
+  /** Resolves with the exit code (null when killed by a signal) when the process ends. */
+  exited: Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -58,12 +60,16 @@ export class LocalReplicaLauncher implements ReplicaLauncher {
         if (!line) return;
         clearTimeout(timer);
         const { port } = JSON.parse(line) as { port: number };
-        const exited = new Promise<void>((r) => child.once('exit', () => r()));
+        const exited = new Promise<number | null>((r) => {
+          if (child.exitCode !== null || child.signalCode !== null) r(child.exitCode);
+          else child.once('exit', (code) => r(code));
+        });
         resolve({
           id: config.replicaId,
           url: `http://127.0.0.1:${port}`,
           pid: child.pid ?? -1,
           startMs: performance.now() - t0,
+          exited,
           async stop() {
             if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
             await exited;
