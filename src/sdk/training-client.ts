@@ -13,14 +13,22 @@ import * as grpc from '@grpc/grpc-js';
 import {
   type AdamParamsSchema,
   CheckpointType,
+  CustomOutput,
+  type ForwardBackwardCustomResponse,
   GradAccumulationNormalization,
   type ModelInfo,
+  Pooling,
   StopReason,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
 import {
+  backward,
   FIELDS,
+  type LossDatum,
+  LossError,
   type LossFn,
   mergeMetrics,
+  normalizeMetrics,
+  param,
   forwardBackward as runLossForwardBackward,
 } from '../losses/index.js';
 import type { TrainerClient } from '../trainer/client.js';
@@ -29,13 +37,16 @@ import { ERROR_CODE_METADATA_KEY, fromGrpcError, TrainerError } from '../trainer
 import { decodeFloat32, decodeInt32, encodeBatched, encodeInt32 } from '../trainer/wire.js';
 import {
   type AdamParams,
+  type CustomEmbeddingResult,
   type CustomForwardBackwardResult,
   type DatumInput,
+  decodeEmbeddingOutput,
   decodeOutput,
   type ForwardBackwardResult,
   type GradAccumulationNormalizationInput,
   ModelInput,
   type OptimStepResult,
+  type OutputTensor,
   type SampleOptions,
   type SampleResult,
   toLossDatum,
@@ -102,9 +113,73 @@ export interface SaveSamplerResult {
 }
 
 export interface ForwardBackwardCustomOptions {
-  /** `embedding` (pooled hidden states) is not available yet. */
+  /**
+   * What lossFn gets per datum: `logprobs` (default, shaped like its targets) or `embedding`
+   * (the pooled final hidden state of its whole model input, [hiddenSize]).
+   */
   output?: 'logprobs' | 'embedding';
+  /** With `embedding`: `mean` over the datum's tokens (default) or its `last` token. */
   pooling?: 'mean' | 'last';
+}
+
+/**
+ * Runs a custom loss on per-datum embeddings: d(loss)/d(embedding) per datum, checked finite.
+ */
+function embeddingForwardBackward(
+  lossFn: LossFn,
+  data: readonly LossDatum[],
+  embeddings: readonly Float32Array[],
+): ReturnType<typeof runLossForwardBackward> {
+  if (data.length !== embeddings.length) {
+    throw new LossError(
+      'invalid_loss_input',
+      `got ${data.length} datums but ${embeddings.length} embeddings; there must be one per datum`,
+    );
+  }
+  const leaves = embeddings.map((e, i) => {
+    for (let j = 0; j < e.length; j++) {
+      if (!Number.isFinite(e[j]!)) {
+        throw new LossError(
+          'invalid_loss_input',
+          `datum ${i}: embedding[${j}] is ${e[j]}; the trainer returned a non-finite embedding`,
+        );
+      }
+    }
+    return param(e);
+  });
+  const out = lossFn(data, leaves);
+  if (out === null || typeof out !== 'object' || !out.loss || out.loss.length !== 1) {
+    throw new LossError(
+      'invalid_loss_output',
+      'a loss function must return {loss, metrics} with a scalar (length-1) loss; reduce it with sum() or mean()',
+    );
+  }
+  const loss = out.loss.item();
+  if (!Number.isFinite(loss)) {
+    throw new LossError('invalid_loss_output', `the loss is ${loss}`);
+  }
+  backward(out.loss);
+  const grads = leaves.map((v, i) => {
+    const g = v.grad ?? new Float64Array(v.length);
+    for (let j = 0; j < g.length; j++) {
+      if (!Number.isFinite(g[j]!)) {
+        throw new LossError(
+          'invalid_loss_input',
+          `datum ${i}: d(loss)/d(embedding)[${j}] is ${g[j]}; the loss is not differentiable at these inputs`,
+        );
+      }
+    }
+    return g;
+  });
+  const lossFnOutputs = leaves.map((v) => ({
+    logprobs: { data: v.value, shape: [v.length], dtype: 'float64' as const },
+  }));
+  return {
+    loss,
+    metrics: normalizeMetrics(out.metrics ?? {}),
+    loss_fn_outputs: lossFnOutputs,
+    grads,
+  };
 }
 
 const NORMALIZATION = {
@@ -266,24 +341,57 @@ export class TrainingClient {
   }
 
   /**
-   * A custom loss: the pod computes logprobs, `lossFn` runs here with the src/losses autodiff,
-   * and d(loss)/d(logprob) goes back to the pod, which back-propagates it. Gradients
-   * accumulate until optimStep.
+   * A custom loss: the pod computes logprobs (or, with `output: 'embedding'`, each datum's
+   * pooled final hidden state over its whole model input), `lossFn` runs here with the
+   * src/losses autodiff on one Vector per datum, and d(loss)/d(logprob) (or
+   * d(loss)/d(embedding)) goes back to the pod, which back-propagates it. Gradients accumulate
+   * until optimStep.
    */
+  forwardBackwardCustom(
+    datums: readonly DatumInput[],
+    lossFn: LossFn,
+    options: ForwardBackwardCustomOptions & { output: 'embedding' },
+  ): Promise<CustomEmbeddingResult>;
+  forwardBackwardCustom(
+    datums: readonly DatumInput[],
+    lossFn: LossFn,
+    options?: ForwardBackwardCustomOptions & { output?: 'logprobs' },
+  ): Promise<CustomForwardBackwardResult>;
+  forwardBackwardCustom(
+    datums: readonly DatumInput[],
+    lossFn: LossFn,
+    options?: ForwardBackwardCustomOptions,
+  ): Promise<CustomForwardBackwardResult | CustomEmbeddingResult>;
   async forwardBackwardCustom(
     datums: readonly DatumInput[],
     lossFn: LossFn,
     options: ForwardBackwardCustomOptions = {},
-  ): Promise<CustomForwardBackwardResult> {
+  ): Promise<CustomForwardBackwardResult | CustomEmbeddingResult> {
     await this.guard();
-    if (options.output === 'embedding') {
+    const output = options.output ?? 'logprobs';
+    if (output !== 'logprobs' && output !== 'embedding') {
       throw new TrainerError(
-        'not_implemented',
-        "forwardBackwardCustom: output 'embedding' is not available yet (it needs pooled hidden states from the engine); use output 'logprobs'",
+        'invalid_argument',
+        `forwardBackwardCustom: output must be 'logprobs' or 'embedding', got '${String(output)}'`,
+      );
+    }
+    const embedding = output === 'embedding';
+    const pooling = options.pooling ?? 'mean';
+    if (pooling !== 'mean' && pooling !== 'last') {
+      throw new TrainerError(
+        'invalid_argument',
+        `forwardBackwardCustom: pooling must be 'mean' or 'last', got '${String(pooling)}'`,
       );
     }
     const lossData = datums.map(toLossDatum);
-    const data = datums.map((d) => toWireDatum(d, [FIELDS.targetTokens]));
+    // Embeddings read only the model input; logprobs need the targets.
+    const data = datums.map((d) => toWireDatum(d, embedding ? [] : [FIELDS.targetTokens]));
+    const kind = embedding
+      ? {
+          output: CustomOutput.EMBEDDING,
+          pooling: pooling === 'last' ? Pooling.LAST : Pooling.MEAN,
+        }
+      : {};
     // Phase 1 on every replica (its shard); the loss runs here over the whole batch.
     const shards = this.shards(data.length).map((shard) => ({
       ...shard,
@@ -296,9 +404,10 @@ export class TrainingClient {
             modelId: rank.modelId,
             seqId,
             data: data.slice(start, end),
+            ...kind,
           }),
         );
-        return decodeOutput(fwd.output, 'forward_backward_custom');
+        return fwd.output;
       }),
     );
     const abortAll = async (): Promise<unknown[]> => {
@@ -323,13 +432,30 @@ export class TrainingClient {
       await abortAll();
       throw failed.reason;
     }
-    const out = mergeOutputs(
-      forwards.map((f) => (f as PromiseFulfilledResult<ForwardBackwardResult>).value),
+    const wire = forwards.map(
+      (f) => (f as PromiseFulfilledResult<ForwardBackwardCustomResponse['output']>).value,
     );
-    const logprobs = out.lossFnOutputs.map((o) => o.logprobs.data);
+    let out:
+      | ForwardBackwardResult
+      | (Omit<ForwardBackwardResult, 'lossFnOutputs'> & {
+          lossFnOutputs: { embedding: OutputTensor }[];
+        });
+    let vectors: Float32Array[];
     let result: ReturnType<typeof runLossForwardBackward>;
     try {
-      result = runLossForwardBackward(lossFn, lossData, logprobs);
+      if (embedding) {
+        const parts = wire.map((w) => decodeEmbeddingOutput(w, 'forward_backward_custom'));
+        const lossFnOutputs = parts.flatMap((p) => p.lossFnOutputs);
+        out = { lossFnOutputs, metrics: {}, lossFnOutputType: 'embedding' };
+        vectors = lossFnOutputs.map((o) => o.embedding.data);
+      } else {
+        const logprobs = mergeOutputs(wire.map((w) => decodeOutput(w, 'forward_backward_custom')));
+        out = logprobs;
+        vectors = logprobs.lossFnOutputs.map((o) => o.logprobs.data);
+      }
+      result = embedding
+        ? embeddingForwardBackward(lossFn, lossData, vectors)
+        : runLossForwardBackward(lossFn, lossData, vectors);
     } catch (lossError) {
       // Release the pods' pending forward passes and the reserved seq_ids, then report the loss's error.
       const abortErrors = await abortAll();
@@ -342,20 +468,23 @@ export class TrainingClient {
       }
       throw lossError;
     }
-    const trailing = out.lossFnOutputs[0]?.logprobs.shape.slice(1) ?? [];
+    const trailing = embedding
+      ? []
+      : ((out as ForwardBackwardResult).lossFnOutputs[0]?.logprobs.shape.slice(1) ?? []);
     const bwds = await Promise.all(
-      shards.map(({ rank, start, end, seqId }) =>
-        this.call('backward', () =>
+      shards.map(({ rank, start, end, seqId }) => {
+        const grads = encodeBatched(result.grads.slice(start, end), 'float32', trailing);
+        return this.call('backward', () =>
           rank.client.backward({
             modelId: rank.modelId,
             seqId: seqId + 1,
             forwardSeqId: seqId,
-            dLogprobs: encodeBatched(result.grads.slice(start, end), 'float32', trailing),
+            ...(embedding ? { dEmbeddings: grads } : { dLogprobs: grads }),
             loss: result.loss,
             metrics: result.metrics,
           }),
-        ),
-      ),
+        );
+      }),
     );
     return {
       ...out,
@@ -363,7 +492,7 @@ export class TrainingClient {
       loss: result.loss,
       numLossTokens: bwds.reduce((n, b) => n + Number(b.numLossTokens), 0),
       numSequences: bwds.reduce((n, b) => n + Number(b.numSequences), 0),
-    };
+    } as CustomForwardBackwardResult | CustomEmbeddingResult;
   }
 
   /** One AdamW step on the accumulated gradients, normalised as asked (default: none). */

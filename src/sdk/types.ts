@@ -152,6 +152,32 @@ export interface CustomForwardBackwardResult extends ForwardBackwardResult {
   numSequences: number;
 }
 
+/** forwardBackwardCustom with `output: 'embedding'`: per-datum pooled embeddings. */
+export interface CustomEmbeddingResult extends Omit<CustomForwardBackwardResult, 'lossFnOutputs'> {
+  /** Per datum: its pooled final hidden state, shape [hiddenSize]. */
+  lossFnOutputs: { embedding: OutputTensor }[];
+}
+
+/** Per-datum embeddings from a forward_backward_custom answer with output EMBEDDING. */
+export function decodeEmbeddingOutput(
+  output: WireOutput | undefined,
+  what: string,
+): { lossFnOutputs: { embedding: OutputTensor }[] } {
+  if (!output) throw new TrainerError('internal', `${what}: the trainer sent no output`);
+  const e = output.lossFnOutputs.embedding;
+  if (!e) throw new TrainerError('internal', `${what}: the trainer sent no embeddings`);
+  const { parts } = decodeBatched(e, `${what} embeddings`);
+  return {
+    lossFnOutputs: parts.map((p) => ({
+      embedding: {
+        data: p instanceof Float32Array ? p : Float32Array.from(p),
+        shape: [p.length],
+        dtype: 'float32' as const,
+      },
+    })),
+  };
+}
+
 export function decodeOutput(output: WireOutput | undefined, what: string): ForwardBackwardResult {
   if (!output) throw new TrainerError('internal', `${what}: the trainer sent no output`);
   const lp = output.lossFnOutputs.logprobs;

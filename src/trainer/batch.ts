@@ -233,3 +233,79 @@ export function packGradients(
   });
   return out;
 }
+
+/** A batch for embeddings: each datum's whole model input, one engine sequence per datum. */
+export interface DecodedTokenBatch {
+  sequences: { tokens: Int32Array }[];
+}
+
+/**
+ * Decodes and validates a batch whose datums are embedded (pooled hidden states of the whole
+ * model input T[0..N-1]); loss_fn_inputs are the client's business and are not read.
+ */
+export function decodeTokenBatch(data: readonly Datum[], limits: BatchLimits): DecodedTokenBatch {
+  if (data.length === 0) {
+    throw new TrainerError('invalid_datum', 'the batch is empty; send at least one datum', {
+      field: 'data',
+    });
+  }
+  const sequences = data.map((d, i) => {
+    const tokens = datumTokens(d, i);
+    if (tokens.length === 0) {
+      throw new TrainerError('invalid_datum', `datum ${i}: model_input is empty`, {
+        datum: i,
+        field: 'model_input',
+      });
+    }
+    if (tokens.length > limits.maxContextLength) {
+      throw new TrainerError(
+        'invalid_datum',
+        `datum ${i}: ${tokens.length} tokens exceed this model's context of ${limits.maxContextLength} tokens; truncate the datum`,
+        { datum: i, field: 'model_input' },
+      );
+    }
+    checkIds(tokens, limits.vocabSize, i, 'model_input');
+    return { tokens };
+  });
+  return { sequences };
+}
+
+/**
+ * The engine's flat d(loss)/d(pooled hidden) ([datums × hidden]) from per-datum gradients of
+ * `hidden` finite values each.
+ */
+export function packEmbeddingGradients(
+  datums: number,
+  hidden: number,
+  grads: readonly ArrayLike<number>[],
+): Float32Array {
+  if (grads.length !== datums) {
+    throw new TrainerError(
+      'invalid_datum',
+      `got embedding gradients for ${grads.length} datums but the forward pass had ${datums}`,
+      { field: 'd_embeddings' },
+    );
+  }
+  const out = new Float32Array(datums * hidden);
+  grads.forEach((g, i) => {
+    if (g.length !== hidden) {
+      throw new TrainerError(
+        'invalid_datum',
+        `datum ${i}: got ${g.length} embedding gradient values but its embedding has ${hidden}`,
+        { datum: i, field: 'd_embeddings' },
+      );
+    }
+    for (let j = 0; j < hidden; j++) {
+      const v = g[j]!;
+      if (v - v !== 0) {
+        throw new TrainerError(
+          'invalid_datum',
+          `datum ${i}: d_embeddings[${j}] is ${v}; gradients must be finite`,
+          { datum: i, field: 'd_embeddings' },
+        );
+      }
+      out[i * hidden + j] = v;
+    }
+  });
+  return out;
+}

@@ -9,7 +9,14 @@
  */
 import type { TensorMap } from '../checkpoints/safetensors.js';
 import type { ModelConfig } from '../engine/config.js';
-import { EngineError, type LoraOptions, type Sequence, TransformerModel } from '../engine/model.js';
+import {
+  EngineError,
+  type LoraOptions,
+  type Sequence,
+  type TokenSequence,
+  TransformerModel,
+} from '../engine/model.js';
+import type { Pooling } from '../engine/native.js';
 import { TrainerError } from './errors.js';
 
 /** LoRA settings that make a frozen model: a rank-1 adapter kept disabled, so no base tensor is trainable. */
@@ -101,6 +108,41 @@ export class EngineHost {
     await this.model.backwardAsync(dlogprob);
   }
 
+  /**
+   * Pooled final hidden states ([sequences × hidden] row-major) keeping activations for a
+   * later backwardHidden by `owner`. Hidden-state and logprob activations are told apart, so a
+   * backward of one kind never runs on the other's saved pass.
+   */
+  async forwardHiddenForBackward(
+    sequences: TokenSequence[],
+    pooling: Pooling,
+    adapter: boolean,
+    owner: object,
+  ): Promise<Float32Array> {
+    this.setAdapter(adapter);
+    this.activationsOwner = null;
+    const out = await this.model.forwardHiddenAsync(sequences, { pooling, saveForBackward: true });
+    this.activationsOwner = hiddenOwner(owner);
+    return out;
+  }
+
+  /**
+   * Back-propagates d(loss)/d(pooled hidden) through `owner`'s forwardHiddenForBackward of
+   * `sequences`, recomputing that forward first when the saved activations are someone else's.
+   */
+  async backwardHidden(
+    sequences: TokenSequence[],
+    pooling: Pooling,
+    adapter: boolean,
+    owner: object,
+    dpooled: Float32Array,
+  ): Promise<void> {
+    if (this.activationsOwner !== hiddenOwner(owner)) {
+      await this.forwardHiddenForBackward(sequences, pooling, adapter, owner);
+    } else this.setAdapter(adapter);
+    await this.model.backwardHiddenAsync(dpooled);
+  }
+
   /** Forgets saved activations (after a step the weights they came from are gone). */
   dropActivations(): void {
     this.activationsOwner = null;
@@ -114,6 +156,18 @@ export class EngineHost {
     this.activationsOwner = null;
     return this.model.sampleAsync(...args);
   }
+}
+
+const HIDDEN_OWNERS = new WeakMap<object, object>();
+
+/** The owner token of `owner`'s hidden-state forward (distinct from its logprob forward). */
+function hiddenOwner(owner: object): object {
+  let token = HIDDEN_OWNERS.get(owner);
+  if (!token) {
+    token = {};
+    HIDDEN_OWNERS.set(owner, token);
+  }
+  return token;
 }
 
 function build(

@@ -8,9 +8,11 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { type AdamParams, adamParamsSchema, EngineError } from '../engine/model.js';
+import type { Pooling as EnginePooling } from '../engine/native.js';
 import {
   type BackwardRequest,
   type BackwardResponseSchema,
+  CustomOutput,
   type DataParallel,
   type ForwardBackwardCustomRequest,
   type ForwardBackwardOutputSchema,
@@ -20,6 +22,7 @@ import {
   type ModelInfoSchema,
   type OptimStepRequest,
   type OptimStepResponseSchema,
+  Pooling,
   type SampleRequest,
   type SampleResponseSchema,
   StopReason,
@@ -39,7 +42,10 @@ import {
 import {
   type BatchLimits,
   type DecodedBatch,
+  type DecodedTokenBatch,
   decodeBatch,
+  decodeTokenBatch,
+  packEmbeddingGradients,
   packGradients,
   splitLogprobs,
 } from './batch.js';
@@ -74,11 +80,22 @@ export type AllReduce = (
   local: GradContribution,
 ) => Promise<GradContribution>;
 
-interface PendingForward {
-  seqId: number;
-  batch: DecodedBatch;
-  owner: object;
-}
+type PendingForward =
+  | { kind: 'logprobs'; seqId: number; batch: DecodedBatch; owner: object }
+  | {
+      kind: 'embedding';
+      seqId: number;
+      batch: DecodedTokenBatch;
+      pooling: EnginePooling;
+      hidden: number;
+      owner: object;
+    };
+
+const POOLING: Record<Pooling, EnginePooling> = {
+  [Pooling.UNSPECIFIED]: 'mean',
+  [Pooling.MEAN]: 'mean',
+  [Pooling.LAST]: 'last',
+};
 
 const NORMALIZATION: Record<GradAccumulationNormalization, GradAccNormalization> = {
   [GradAccumulationNormalization.UNSPECIFIED]: 'none',
@@ -222,15 +239,59 @@ export class ModelRuntime {
     });
   }
 
-  /** Phase 1 of a custom loss: forward keeping activations; returns the logprobs. */
+  /**
+   * Phase 1 of a custom loss: forward keeping activations; returns the logprobs, or with
+   * output EMBEDDING each datum's pooled final hidden state.
+   */
   forwardBackwardCustom(req: ForwardBackwardCustomRequest, seqId: number): Promise<OutputInit> {
     this.assertTrainable('forward_backward_custom');
+    if (req.output === CustomOutput.EMBEDDING) return this.forwardEmbeddingCustom(req, seqId);
+    if (req.output !== CustomOutput.UNSPECIFIED && req.output !== CustomOutput.LOGPROBS) {
+      throw new TrainerError(
+        'invalid_argument',
+        `forward_backward_custom: unknown output ${req.output}; expected logprobs or embedding`,
+        { field: 'output' },
+      );
+    }
     const batch = this.decode(req.data);
     return this.host.exclusive(async () => {
       this.pending = null;
       const flat = await this.host.forwardForBackward(batch.sequences, this.adapter, this.owner);
-      this.pending = { seqId, batch, owner: this.owner };
+      this.pending = { kind: 'logprobs', seqId, batch, owner: this.owner };
       return logprobsOutput(batch, splitLogprobs(batch, flat), {}, 'logprobs');
+    });
+  }
+
+  private forwardEmbeddingCustom(
+    req: ForwardBackwardCustomRequest,
+    seqId: number,
+  ): Promise<OutputInit> {
+    const pooling = POOLING[req.pooling];
+    if (pooling === undefined) {
+      throw new TrainerError(
+        'invalid_argument',
+        `forward_backward_custom: unknown pooling ${req.pooling}; expected mean or last`,
+        { field: 'pooling' },
+      );
+    }
+    const batch = decodeTokenBatch(req.data, this.limits);
+    const hidden = this.host.model.config.hiddenSize;
+    return this.host.exclusive(async () => {
+      this.pending = null;
+      const flat = await this.host.forwardHiddenForBackward(
+        batch.sequences,
+        pooling,
+        this.adapter,
+        this.owner,
+      );
+      this.pending = { kind: 'embedding', seqId, batch, pooling, hidden, owner: this.owner };
+      const parts = batch.sequences.map((_, i) => flat.slice(i * hidden, (i + 1) * hidden));
+      return {
+        lossFnOutputType: 'embedding',
+        lossFnOutputs: { embedding: encodeBatched(parts, 'float32', []) },
+        numDatums: BigInt(parts.length),
+        metrics: {},
+      };
     });
   }
 
@@ -251,6 +312,14 @@ export class ModelRuntime {
       this.pending = null;
       return { numLossTokens: 0n, numSequences: 0n };
     }
+    if (pending.kind === 'embedding') return this.backwardEmbedding(req, pending);
+    if (req.dEmbeddings) {
+      throw new TrainerError(
+        'invalid_datum',
+        `backward: d_embeddings sent but the pending forward pass (seq_id ${pending.seqId}) returned logprobs; send d_logprobs`,
+        { field: 'd_embeddings' },
+      );
+    }
     if (!req.dLogprobs) {
       throw new TrainerError('invalid_datum', 'backward: d_logprobs is missing', {
         field: 'd_logprobs',
@@ -266,6 +335,40 @@ export class ModelRuntime {
     return {
       numLossTokens: BigInt(countLossTokens(parts)),
       numSequences: BigInt(countLossSequences(parts)),
+    };
+  }
+
+  private async backwardEmbedding(
+    req: BackwardRequest,
+    pending: Extract<PendingForward, { kind: 'embedding' }>,
+  ): Promise<MessageInitShape<typeof BackwardResponseSchema>> {
+    if (!req.dEmbeddings) {
+      throw new TrainerError(
+        'invalid_datum',
+        req.dLogprobs
+          ? `backward: the pending forward pass (seq_id ${pending.seqId}) returned embeddings; send d_embeddings, not d_logprobs`
+          : 'backward: d_embeddings is missing',
+        { field: 'd_embeddings' },
+      );
+    }
+    const { parts } = decodeBatched(req.dEmbeddings, 'd_embeddings');
+    const { sequences } = pending.batch;
+    const packed = packEmbeddingGradients(sequences.length, pending.hidden, parts);
+    await this.host.exclusive(() =>
+      this.host.backwardHidden(sequences, pending.pooling, this.adapter, pending.owner, packed),
+    );
+    this.pending = null;
+    // A datum with a non-zero d(embedding) is one sequence and the tokens it pools over.
+    const weights = parts.map((g, i) => {
+      let any = false;
+      for (let j = 0; j < g.length; j++) if (g[j] !== 0) any = true;
+      const n = pending.pooling === 'mean' ? sequences[i]!.tokens.length : 1;
+      return new Float32Array(n).fill(any ? 1 : 0);
+    });
+    this.counter.add(weights);
+    return {
+      numLossTokens: BigInt(countLossTokens(weights)),
+      numSequences: BigInt(countLossSequences(weights)),
     };
   }
 

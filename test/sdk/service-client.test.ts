@@ -236,8 +236,11 @@ describe('ServiceClient and TrainingClient over real pods', () => {
     };
     await expectTrainerError(training.forward([ragged]), 'invalid_datum');
     await expectTrainerError(
-      training.forwardBackwardCustom(data, custom, { output: 'embedding' }),
-      'not_implemented',
+      training.forwardBackwardCustom(data, custom, {
+        output: 'embedding',
+        pooling: 'max' as 'mean',
+      }),
+      'invalid_argument',
     );
 
     for (let i = 0; i < 3; i++) {
