@@ -27,6 +27,7 @@ export {
   type AdamParams,
   type CustomForwardBackwardResult,
   type DatumInput,
+  type CustomEmbeddingResult,
   type EncodedTextChunk,
   type ForwardBackwardResult,
   type GradAccumulationNormalizationInput,
