@@ -139,6 +139,14 @@ describe('deployment lifecycle', () => {
     expect(none.status).toBe(503);
     expect(registry.get(d.name).name).toBe(d.name);
 
+    // a snapshot signalled at zero replicas is what the next replica serves
+    await writeFull(bucket.dir, 'step-4', perturb(w2, 24));
+    expect((await post('/hot_load/v1/models/hot_load', { identity: 'step-4' })).status).toBe(200);
+    expect(
+      (await registry.scale(d.name, { minReplicaCount: 1, maxReplicaCount: 1 })).replicaCount,
+    ).toBe(1);
+    await waitLoaded(url, 'step-4');
+
     await registry.delete(d.name);
     expect(() => registry.get(d.name)).toThrow(/not found/);
   });

@@ -166,4 +166,36 @@ describe('weight swap transitions', () => {
     await load('s2', 'all');
     expect(await run('a')).toBe(0);
   });
+
+  it('a stream that lives through a swap with reset all leaves no old-weight KV for its next turn', async () => {
+    const hdr = { 'x-multi-turn-session-id': 'across' };
+    const prompt = 'A conversation that spans a weight swap:';
+    const stream = post(
+      async_,
+      '/inference/v1/completions',
+      { prompt, max_tokens: 300, ignore_eos: true, temperature: 0 },
+      hdr,
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    expect(
+      (
+        await post(async_, '/hot_load/v1/models/hot_load', {
+          identity: 's1',
+          reset_prompt_cache: 'all',
+        })
+      ).status,
+    ).toBe(200);
+    const first = (await (await stream).json()) as Json;
+    expect(first.snapshot_identity).toBe('s1'); // it ended on the new weights
+    await waitLoaded(async_.url, 's1');
+    const next = (await (
+      await post(
+        async_,
+        '/inference/v1/completions',
+        { prompt: `${prompt}${first.choices[0].text} and then`, max_tokens: 2 },
+        hdr,
+      )
+    ).json()) as Json;
+    expect(next.usage.prompt_tokens_details.cached_tokens).toBe(0);
+  });
 });

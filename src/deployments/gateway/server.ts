@@ -155,6 +155,8 @@ export class Gateway {
     this.replicas = [...replicas];
   }
 
+  /** Snapshots signalled while the deployment had no replicas (loaded on scale-up). */
+  private readonly pendingAtZero = new Set<string>();
   /** Signal bodies by identity (to replay a delta chain onto a new replica). */
   private readonly signals = new Map<string, z.infer<typeof loadBodySchema>>();
 
@@ -165,10 +167,12 @@ export class Gateway {
   async catchUp(replica: GatewayReplica, timeoutMs = 120_000): Promise<string | null> {
     this.ledger.update(await this.statuses());
     const rows = this.ledger.list();
+    // the newest good snapshot some replica served, or one signalled while at zero replicas
     const latest = rows.find(
       (r) =>
         r.load_error === null &&
-        r.replicas.some((x) => x.readiness_transitions.some((t) => t.readiness)),
+        (this.pendingAtZero.has(r.identity) ||
+          r.replicas.some((x) => x.readiness_transitions.some((t) => t.readiness))),
     );
     if (!latest) return null;
     const chain: string[] = [];
@@ -352,6 +356,7 @@ export class Gateway {
     }
     this.ledger.add(row);
     this.signals.set(body.identity, body);
+    if (this.replicas.length === 0) this.pendingAtZero.add(body.identity);
     this.log.info(
       {
         identity: body.identity,

@@ -146,6 +146,8 @@ export class ReplicaRuntime {
   private queue: (() => void)[] = [];
   // prefix cache
   private entries: CacheEntry[] = [];
+  /** The reset_prompt_cache of every swap so far (a request's epoch is the length at its start). */
+  private readonly resets: ResetPromptCache[] = [];
   private hits = 0;
   private lookups = 0;
 
@@ -243,9 +245,22 @@ export class ReplicaRuntime {
     return best;
   }
 
-  private remember(tokens: number[], cache: KvCache, sessionId: string | undefined): void {
+  /**
+   * Keeps a finished sequence's KV for reuse. A sequence that lived through weight swaps
+   * carries old-weight KV: after a swap with reset 'all' it is not kept, after 'new_session'
+   * only its own session may reuse it.
+   */
+  private remember(
+    tokens: number[],
+    cache: KvCache,
+    sessionId: string | undefined,
+    epoch: number,
+  ): void {
+    const swaps = this.resets.slice(epoch);
+    if (swaps.includes('all')) return;
+    const sessionOnly = swaps.includes('new_session');
     this.entries = this.entries.filter((e) => e.sessionId !== sessionId || sessionId === undefined);
-    this.entries.unshift({ tokens, cache, sessionId, sessionOnly: false });
+    this.entries.unshift({ tokens, cache, sessionId, sessionOnly });
     this.entries.length = Math.min(this.entries.length, this.opts.prefixCacheEntries ?? 16);
   }
 
@@ -269,6 +284,7 @@ export class ReplicaRuntime {
     this.inflight++;
     try {
       const queued = performance.now() - arrived;
+      const epoch = this.resets.length;
       const t0 = performance.now();
       const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId);
       let cache: KvCache | undefined = hit ? sliceCache(hit.entry.cache, hit.len) : undefined;
@@ -315,7 +331,7 @@ export class ReplicaRuntime {
         r = await this.step([tok], cache);
         cache = r.cache;
       }
-      this.remember(tokens.slice(0, cache.len), cache, req.sessionId);
+      this.remember(tokens.slice(0, cache.len), cache, req.sessionId, epoch);
       emit({
         type: 'done',
         finishReason: finish,
@@ -451,6 +467,7 @@ export class ReplicaRuntime {
     this.held = next;
     this.identity = sig.identity;
     const reset = sig.reset_prompt_cache ?? 'all';
+    this.resets.push(reset);
     if (reset === 'all') this.entries = [];
     else if (reset === 'new_session') for (const e of this.entries) e.sessionOnly = true;
   }
