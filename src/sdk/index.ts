@@ -9,7 +9,16 @@ export type { PromotedModel } from '../checkpoints/promotion.js';
 export { TrainerError, type TrainerErrorCode } from '../trainer/errors.js';
 export type { Launcher, TrainerEndpoint, TrainerLaunchSpec } from '../trainer/launcher/index.js';
 export { LocalProcessLauncher } from '../trainer/launcher/index.js';
-export { conversationDatum, type Datum, nextTokenDatum } from './datums.js';
+export {
+  conversationDatum,
+  conversationTrainingDatum,
+  type Datum,
+  type DatumOptions,
+  datumFromModelInputWeights,
+  nextTokenDatum,
+  targetTokenDatum,
+  truncateSequence,
+} from './datums.js';
 export {
   type CloseOptions,
   SDK_VERSION,
@@ -25,9 +34,9 @@ export {
 } from './training-client.js';
 export {
   type AdamParams,
+  type CustomEmbeddingResult,
   type CustomForwardBackwardResult,
   type DatumInput,
-  type CustomEmbeddingResult,
   type EncodedTextChunk,
   type ForwardBackwardResult,
   type GradAccumulationNormalizationInput,
