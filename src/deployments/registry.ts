@@ -36,6 +36,7 @@ export const createDeploymentSchema = z.object({
       stepDelayMs: z.number().nonnegative().optional(),
       swapDelayMs: z.number().nonnegative().optional(),
       weightsAs: z.enum(['initializers', 'inputs']).optional(),
+      maxDecodeBatch: z.number().int().positive().optional(),
     })
     .default({}),
 });

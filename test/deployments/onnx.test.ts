@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { bundledModelDir } from '../../src/catalog/bundled.js';
 import { readSafetensors } from '../../src/checkpoints/safetensors.js';
@@ -5,6 +6,12 @@ import { exportOnnxModel, OnnxDecoder, OnnxExportError } from '../../src/deploym
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 
 const dir = bundledModelDir();
+
+function mae(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += Math.abs((a[i] as number) - (b[i] as number));
+  return s / a.length;
+}
 
 describe('ONNX export served by onnxruntime-node', () => {
   it('matches the engine logprobs (prefill and KV-cache decode) under 1e-4 mean absolute', async () => {
@@ -72,6 +79,28 @@ describe('ONNX export served by onnxruntime-node', () => {
     console.log(JSON.stringify({ onnx_inputs_swap_ms: swapMs }));
     await dec.release();
     await swapped.release();
+  });
+
+  it('a batched decode step over caches of different lengths matches single steps', async () => {
+    const config = parseHfConfig(JSON.parse(await readFile(`${dir}/config.json`, 'utf8')));
+    const weights = (await readSafetensors(`${dir}/model.safetensors`)).tensors;
+    const dec = await OnnxDecoder.create(config, weights);
+    const prompts = [5, 1, 12, 30].map((n) => Array.from(Buffer.from(`Seq ${'y'.repeat(n)}:`)));
+    const caches = await Promise.all(prompts.map(async (p) => (await dec.step(p)).cache));
+    const toks = [65, 66, 67, 68];
+    const single = await Promise.all(caches.map((k, i) => dec.step([toks[i] as number], k)));
+    const batched = await dec.stepBatch(toks, caches);
+    for (let i = 0; i < toks.length; i++) {
+      const a = single[i]?.logprobs as Float32Array;
+      const b = batched.rows[i] as Float32Array;
+      expect(mae(a, b)).toBeLessThan(1e-5);
+      expect(batched.caches[i]?.len).toBe((prompts[i] as number[]).length + 1);
+    }
+    // the grown caches carry on like the single-step ones
+    const s2 = await dec.step([70], single[2]?.cache);
+    const b2 = await dec.step([70], batched.caches[2]);
+    expect(mae(s2.logprobs, b2.logprobs)).toBeLessThan(1e-5);
+    await dec.release();
   });
 
   it('refuses weights that do not fit the config, naming the tensor', async () => {

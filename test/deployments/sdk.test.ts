@@ -93,6 +93,7 @@ describe('DeploymentSampler on a real deployment', () => {
       baseModel: 'accounts/temper/models/byte-lm-3m',
       baseModelDir: baseDir,
       hotLoad: { bucketUrl: bucket.url },
+      replica: { maxDecodeBatch: 8 },
     });
     url = d.gatewayUrl as string;
     name = d.name;
@@ -123,6 +124,11 @@ describe('DeploymentSampler on a real deployment', () => {
       expect(c.logprobsEchoed).toBe(false);
     }
     expect(ctl.stepCompleted().requests).toBe(4);
+    // the two concurrent rollouts (window 2) decoded together in batched session calls
+    const st = (await (await fetch(`${url}/hot_load/v1/models/hot_load`)).json()) as {
+      replicas: { decode_batches: { batches: number; steps: number } }[];
+    };
+    expect(st.replicas[0]?.decode_batches.batches).toBeGreaterThan(0);
 
     const w = perturb(await baseTensors(), 31);
     await writeFull(bucket.dir, 'policy-1', w);

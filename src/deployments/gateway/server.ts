@@ -778,6 +778,7 @@ function publicStatus(s: ReplicaStatus): unknown {
     current_snapshot_identity: s.current_snapshot_identity,
     loading_state: s.loading_state,
     prefix_cache: s.prefix_cache,
+    decode_batches: s.decode_batches,
   };
 }
 

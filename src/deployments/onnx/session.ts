@@ -155,6 +155,74 @@ export class OnnxDecoder {
     return { logprobs: (out.logprobs as ort.Tensor).data as Float32Array, cache: next };
   }
 
+  /**
+   * One decode step for several sequences at once (batch B): sequence b feeds tokens[b] at
+   * position caches[b].len. Caches of different lengths are right-padded to the longest and
+   * the padding masked out, so each row equals what step([token], cache) gives.
+   */
+  async stepBatch(
+    tokens: readonly number[],
+    caches: readonly KvCache[],
+  ): Promise<{ rows: Float32Array[]; caches: KvCache[] }> {
+    const c = this.config;
+    const B = tokens.length;
+    if (B !== caches.length || B === 0) throw new Error('stepBatch: one cache per token');
+    const lens = caches.map((k) => k.len);
+    const Lmax = Math.max(...lens);
+    const T = Lmax + 1;
+    if (T > c.maxPositions)
+      throw new Error(`sequence of ${T} tokens exceeds max_position_embeddings ${c.maxPositions}`);
+    const nkv = c.numKvHeads;
+    const hd = c.headDim;
+    const ids = BigInt64Array.from(tokens, (t) => BigInt(t));
+    const pos = BigInt64Array.from(lens, (l) => BigInt(l));
+    const bias = new Float32Array(B * T);
+    for (let b = 0; b < B; b++)
+      for (let j = lens[b] as number; j < Lmax; j++) bias[b * T + j] = Number.NEGATIVE_INFINITY;
+    const feeds: Record<string, ort.Tensor> = {
+      ...this.weightFeeds,
+      input_ids: new ort.Tensor('int64', ids, [B, 1]),
+      position_ids: new ort.Tensor('int64', pos, [B, 1]),
+      attention_bias: new ort.Tensor('float32', bias, [B, 1, 1, T]),
+    };
+    const pad = (pick: (k: KvCache) => ort.Tensor): ort.Tensor => {
+      const out = new Float32Array(B * nkv * Lmax * hd);
+      for (let b = 0; b < B; b++) {
+        const L = lens[b] as number;
+        const src = pick(caches[b] as KvCache).data as Float32Array;
+        for (let h = 0; h < nkv; h++)
+          out.set(src.subarray(h * L * hd, (h + 1) * L * hd), (b * nkv + h) * Lmax * hd);
+      }
+      return new ort.Tensor('float32', out, [B, nkv, Lmax, hd]);
+    };
+    for (let l = 0; l < c.numLayers; l++) {
+      feeds[`past_key_values.${l}.key`] = pad((k) => k.keys[l] as ort.Tensor);
+      feeds[`past_key_values.${l}.value`] = pad((k) => k.values[l] as ort.Tensor);
+    }
+    const out = await this.session.run(feeds);
+    const V = c.vocabSize;
+    const lp = (out.logprobs as ort.Tensor).data as Float32Array;
+    const rows = Array.from({ length: B }, (_, b) => lp.slice(b * V, (b + 1) * V));
+    const grow = (b: number, old: ort.Tensor, present: ort.Tensor): ort.Tensor => {
+      const L = lens[b] as number;
+      const src = old.data as Float32Array;
+      const p = present.data as Float32Array;
+      const next = new Float32Array(nkv * (L + 1) * hd);
+      for (let h = 0; h < nkv; h++) {
+        next.set(src.subarray(h * L * hd, (h + 1) * L * hd), h * (L + 1) * hd);
+        const at = ((b * nkv + h) * T + Lmax) * hd;
+        next.set(p.subarray(at, at + hd), (h * (L + 1) + L) * hd);
+      }
+      return new ort.Tensor('float32', next, [1, nkv, L + 1, hd]);
+    };
+    const nextCaches = caches.map((k, b) => ({
+      len: k.len + 1,
+      keys: k.keys.map((t, l) => grow(b, t, out[`present.${l}.key`] as ort.Tensor)),
+      values: k.values.map((t, l) => grow(b, t, out[`present.${l}.value`] as ort.Tensor)),
+    }));
+    return { rows, caches: nextCaches };
+  }
+
   /** Training-aligned prompt logprobs: entry i is log p(tokens[i] | tokens[..i]); null at 0. */
   async promptLogprobs(
     tokens: readonly number[],

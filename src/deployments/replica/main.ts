@@ -22,6 +22,7 @@ export const replicaConfigSchema = z.object({
   stepDelayMs: z.number().nonnegative().default(0),
   swapDelayMs: z.number().nonnegative().default(0),
   weightsAs: z.enum(['initializers', 'inputs']).default('inputs'),
+  maxDecodeBatch: z.number().int().positive().default(1),
 });
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;
 
@@ -48,6 +49,7 @@ async function main(): Promise<void> {
     stepDelayMs: cfg.stepDelayMs,
     swapDelayMs: cfg.swapDelayMs,
     weightsAs: cfg.weightsAs,
+    maxDecodeBatch: cfg.maxDecodeBatch,
     logger: deploymentLogger(`temper-replica:${cfg.replicaId}`),
   });
   const server = await startReplicaServer(rt, cfg.port);

@@ -79,6 +79,21 @@ export interface ReplicaStatus {
   loading_state: { stage: string; identity: string | null; error: string | null };
   loads: LoadRecord[];
   prefix_cache: { entries: number; hits: number; lookups: number };
+  /** Batched decode: session calls that carried several sequences, and the steps they carried. */
+  decode_batches: { batches: number; steps: number };
+}
+
+interface StepOut {
+  logprobs: Float32Array;
+  cache: KvCache;
+  snapshot: string | null;
+}
+
+interface PendingDecode {
+  token: number;
+  cache: KvCache;
+  resolve: (out: StepOut) => void;
+  reject: (err: unknown) => void;
 }
 
 interface CacheEntry {
@@ -105,6 +120,12 @@ export interface ReplicaRuntimeOptions {
   /** Test hook: hold the swap barrier (ASYNC) this long, as a slow weight swap would. */
   swapDelayMs?: number;
   prefixCacheEntries?: number;
+  /**
+   * Decode steps of up to this many concurrent sequences run as one batch (default 1: none).
+   * Batching raises throughput but a row's last bits then depend on its batch-mates, so a seed
+   * no longer reproduces a completion bit for bit.
+   */
+  maxDecodeBatch?: number;
   logger?: Logger;
 }
 
@@ -146,6 +167,10 @@ export class ReplicaRuntime {
   private queue: (() => void)[] = [];
   // prefix cache
   private entries: CacheEntry[] = [];
+  // decode batching
+  private pendingDecode: PendingDecode[] = [];
+  private flushing = false;
+  private readonly batchStats = { batches: 0, steps: 0 };
   /** The reset_prompt_cache of every swap so far (a request's epoch is the length at its start). */
   private readonly resets: ResetPromptCache[] = [];
   private hits = 0;
@@ -181,6 +206,7 @@ export class ReplicaRuntime {
       loading_state: { stage: this.stage, identity: this.stageIdentity, error: this.stageError },
       loads: this.loads.map((l) => ({ ...l })),
       prefix_cache: { entries: this.entries.length, hits: this.hits, lookups: this.lookups },
+      decode_batches: { ...this.batchStats },
     };
   }
 
@@ -215,7 +241,7 @@ export class ReplicaRuntime {
   }
 
   /** One forward step on the current weights; waits at an ASYNC swap barrier. */
-  private async step(tokens: number[], cache: KvCache | undefined) {
+  private async step(tokens: number[], cache: KvCache | undefined): Promise<StepOut> {
     while (this.barrier) await this.barrier;
     this.running++;
     const identity = this.identity;
@@ -225,6 +251,61 @@ export class ReplicaRuntime {
     } finally {
       this.running--;
       if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
+    }
+  }
+
+  /**
+   * One decode step; with batching on, the steps of concurrent sequences wait a tick and run
+   * together in one session call.
+   */
+  private decodeStep(token: number, cache: KvCache): Promise<StepOut> {
+    if ((this.opts.maxDecodeBatch ?? 1) <= 1) return this.step([token], cache);
+    return new Promise((resolve, reject) => {
+      this.pendingDecode.push({ token, cache, resolve, reject });
+      if (!this.flushing) {
+        this.flushing = true;
+        setImmediate(() => void this.flushDecode());
+      }
+    });
+  }
+
+  private async flushDecode(): Promise<void> {
+    try {
+      while (this.pendingDecode.length > 0) {
+        while (this.barrier) await this.barrier;
+        const batch = this.pendingDecode.splice(0, this.opts.maxDecodeBatch ?? 1);
+        if (batch.length === 1) {
+          const one = batch[0] as PendingDecode;
+          this.step([one.token], one.cache).then(one.resolve, one.reject);
+        } else {
+          this.running++;
+          const identity = this.identity;
+          this.batchStats.batches++;
+          this.batchStats.steps += batch.length;
+          try {
+            const out = await this.decoder.stepBatch(
+              batch.map((b) => b.token),
+              batch.map((b) => b.cache),
+            );
+            batch.forEach((b, i) => {
+              b.resolve({
+                logprobs: out.rows[i] as Float32Array,
+                cache: out.caches[i] as KvCache,
+                snapshot: identity,
+              });
+            });
+          } catch (err) {
+            for (const b of batch) b.reject(err);
+          } finally {
+            this.running--;
+            if (this.running === 0) for (const w of this.idleWaiters.splice(0)) w();
+          }
+        }
+        // let the sequences just served sample and queue their next step
+        await new Promise<void>((r) => setImmediate(r));
+      }
+    } finally {
+      this.flushing = false;
     }
   }
 
@@ -328,7 +409,7 @@ export class ReplicaRuntime {
         if (n + 1 === req.maxTokens) break;
         tokens.push(tok);
         if (this.opts.stepDelayMs) await sleep(this.opts.stepDelayMs);
-        r = await this.step([tok], cache);
+        r = await this.decodeStep(tok, cache);
         cache = r.cache;
       }
       this.remember(tokens.slice(0, cache.len), cache, req.sessionId, epoch);
