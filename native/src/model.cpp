@@ -231,7 +231,7 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
   ensure(a.up, rows * I);
   ensure(a.act, rows * I);
 
-  std::memcpy(a.x_in.data(), x, sizeof(float) * rows * H);
+  parallel_copy(x, a.x_in.data(), rows * H);
   rmsnorm_forward(*pool_, x, L.input_norm->value.data(), a.h1.data(), a.rstd1.data(), rows, H, c.rms_norm_eps);
   linear_forward(L.linears[kQ], a.h1.data(), rows, a.q.data(), &a.lora_xa[kQ]);
   linear_forward(L.linears[kK], a.h1.data(), rows, a.k.data(), &a.lora_xa[kK]);
@@ -271,14 +271,14 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
 
   // x_mid = x + o_proj(attn)
   linear_forward(L.linears[kO], a.attn.data(), rows, a.x_mid.data(), &a.lora_xa[kO]);
-  for (long i = 0; i < rows * H; ++i) a.x_mid[i] += x[i];
+  parallel_add(a.x_mid.data(), x, rows * H);
   rmsnorm_forward(*pool_, a.x_mid.data(), L.post_norm->value.data(), a.h2.data(), a.rstd2.data(), rows, H, c.rms_norm_eps);
   linear_forward(L.linears[kGate], a.h2.data(), rows, a.gate.data(), &a.lora_xa[kGate]);
   linear_forward(L.linears[kUp], a.h2.data(), rows, a.up.data(), &a.lora_xa[kUp]);
   swiglu_forward(*pool_, a.gate.data(), a.up.data(), a.act.data(), rows * I);
   // x = x_mid + down_proj(act)
   linear_forward(L.linears[kDown], a.act.data(), rows, x, &a.lora_xa[kDown]);
-  for (long i = 0; i < rows * H; ++i) x[i] += a.x_mid[i];
+  parallel_add(x, a.x_mid.data(), rows * H);
 }
 
 void Model::logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk) {
@@ -546,15 +546,42 @@ void Model::zero_grad() {
     if (p->trainable) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
 }
 
+// Σ g² over every trainable tensor: fixed chunks summed with the SIMD dot in parallel, the
+// chunk sums added in order in double, so the norm is the same for any thread count.
 double Model::grad_norm() const {
-  double total = 0.0;
+  constexpr long kChunk = 1 << 15;
+  struct Chunk {
+    const float* p;
+    long n;
+  };
+  std::vector<Chunk> chunks;
   for (const auto& p : params_) {
     if (!p->trainable) continue;
-    double s = 0.0;
-    for (float g : p->grad) s += static_cast<double>(g) * g;
-    total += s;
+    const long n = p->numel();
+    for (long i = 0; i < n; i += kChunk) chunks.push_back({p->grad.data() + i, std::min(kChunk, n - i)});
   }
+  std::vector<double> sums(chunks.size());
+  const Kernels& kern = kernels();
+  pool_->parallel_for(chunks.size(), [&](std::size_t c, int) { sums[c] = kern.dot(chunks[c].p, chunks[c].p, chunks[c].n); });
+  double total = 0.0;
+  for (double x : sums) total += x;
   return std::sqrt(total);
+}
+
+void Model::parallel_copy(const float* src, float* dst, long n) {
+  constexpr long kChunk = 1 << 14;
+  pool_->parallel_for((n + kChunk - 1) / kChunk, [&](std::size_t t, int) {
+    const long i0 = static_cast<long>(t) * kChunk;
+    std::memcpy(dst + i0, src + i0, sizeof(float) * std::min(kChunk, n - i0));
+  });
+}
+
+void Model::parallel_add(float* y, const float* x, long n) {
+  constexpr long kChunk = 1 << 14;
+  pool_->parallel_for((n + kChunk - 1) / kChunk, [&](std::size_t t, int) {
+    const long i1 = std::min(n, static_cast<long>(t + 1) * kChunk);
+    for (long i = static_cast<long>(t) * kChunk; i < i1; ++i) y[i] += x[i];
+  });
 }
 
 double Model::adamw_step(const AdamParams& hp) {

@@ -164,6 +164,8 @@ class Model {
                      KvCache* cache, const std::vector<long>* slots);
   void layer_backward(long li, LayerActs& a, float* dx, long rows);
   void run_layers(const Batch& batch, bool save);
+  void parallel_copy(const float* src, float* dst, long n);
+  void parallel_add(float* y, const float* x, long n);  // y += x
   void backward_from_hidden(const float* dhf);
   // Final norm + unembedding over rows [r0, r1) of normed hidden states → logits chunk.
   void logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk);
