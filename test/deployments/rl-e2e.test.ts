@@ -17,7 +17,7 @@ import {
 import { ServiceClient, type TrainingClient, type TrainingDatum } from '../../src/sdk/index.js';
 import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
 import { testLauncher } from '../trainer/helpers.js';
-import { baseDir, mae } from './fixtures.js';
+import { baseDir, engineLogprobs, mae } from './fixtures.js';
 
 const registry = new DeploymentRegistry();
 let launcher: LocalProcessLauncher | undefined;
@@ -168,5 +168,67 @@ describe('RL loop through a hot-loaded deployment', () => {
         policy_shift: moved,
       }),
     );
+  });
+
+  it('LoRA: the PEFT adapter snapshot is merged onto the base on hot-load; logprobs match the trainer', async () => {
+    const tmp = await mkdtemp(join(tmpdir(), 'temper-rl-lora-'));
+    const lora = ServiceClient.fromConfig(
+      {
+        baseModel: BUNDLED_MODEL.name,
+        loraRank: 4,
+        learningRate: 2e-2,
+        threads: 1,
+        createDeployment: false,
+        cleanupTrainerOnClose: true,
+      },
+      { launcher: launcher ?? testLauncher(join(tmp, 'jobs')) },
+    );
+    try {
+      const training = await lora.createTrainingClient({
+        baseModel: BUNDLED_MODEL.name,
+        loraRank: 4,
+      });
+      const prompt = Array.from(Buffer.from('Say: hello'));
+      const full = [...prompt, ...Array.from(Buffer.from(' world'))];
+      // one SFT step so the adapter is not zero
+      const sft: TrainingDatum = {
+        modelInput: full.slice(0, -1),
+        lossFnInputs: { target_tokens: full.slice(1), weights: full.slice(1).map(() => 1) },
+      };
+      await training.forwardBackward([sft], 'cross_entropy');
+      await training.optimStep({});
+      const saved = await training.saveWeightsForSampler('adapter', { checkpointType: 'base' });
+      const dir = fileURLToPath(saved.uri);
+      const d = await registry.create({
+        account: 'rl',
+        deploymentId: 'lora-rollouts',
+        baseModel: BUNDLED_MODEL.name,
+        baseModelDir: baseDir,
+        hotLoad: { bucketUrl: pathToFileURL(dirname(dir)).href },
+      });
+      const sampler = await createDeploymentSampler({
+        inferenceUrl: d.gatewayUrl as string,
+        deployment: d.name,
+        snapshot: saved,
+      });
+      const rollouts = await sampler.sampleWithTokens({
+        promptTokens: prompt,
+        n: 2,
+        maxTokens: 6,
+        logprobs: true,
+        seed: 4,
+      });
+      expect(rollouts.every((c) => c.snapshotIdentity === saved.path)).toBe(true);
+      const err = await trainerMae(training, rollouts);
+      // and the adapter mattered: the base model scores these tokens differently
+      const first = rollouts[0] as SampledCompletion;
+      const base = await engineLogprobs(null, first.fullTokens);
+      const shift = mae(Array.from(base).slice(first.promptLen - 1), first.inferenceLogprobs ?? []);
+      expect(shift).toBeGreaterThan(1e-3);
+      console.log(JSON.stringify({ rl_lora_logprob_mae: err, lora_vs_base_shift: shift }));
+      expect(err).toBeLessThan(1e-4);
+    } finally {
+      await lora.close();
+    }
   });
 });

@@ -333,10 +333,18 @@ export class Gateway {
       signal_time: new Date().toISOString(),
       load_error: null as string | null,
     };
-    let cfg: Buffer;
+    let cfg: Buffer | null;
     try {
       cfg = await this.store.get(`${body.identity}/config.json`);
     } catch {
+      cfg = null;
+    }
+    // a LoRA adapter snapshot (PEFT layout) has no config.json; it merges onto the base
+    const isAdapter =
+      cfg === null &&
+      !inc &&
+      (await this.store.stat(`${body.identity}/adapter_config.json`)) !== null;
+    if (cfg === null && !isAdapter) {
       this.ledger.add({ ...row, load_error: 'config.json not found' });
       throw new GatewayError(
         404,
@@ -344,11 +352,13 @@ export class Gateway {
         `${this.store.url}/${body.identity}/config.json does not exist: upload the snapshot before signalling it`,
       );
     }
-    const problem = validateSnapshotConfig(
-      this.baseConfig,
-      parseJsonObject(cfg, `${body.identity}/config.json`),
-      body.validation?.extra_fields_ignore ?? [],
-    );
+    const problem = cfg
+      ? validateSnapshotConfig(
+          this.baseConfig,
+          parseJsonObject(cfg, `${body.identity}/config.json`),
+          body.validation?.extra_fields_ignore ?? [],
+        )
+      : null;
     if (problem) {
       this.log.warn({ identity: body.identity, problem }, 'snapshot config refused');
       this.ledger.add({ ...row, load_error: problem });

@@ -5,6 +5,7 @@ import * as ort from 'onnxruntime-node';
 import type { SnapshotReader } from '../../checkpoints/deltas/snapshot.js';
 import type { ModelConfig } from '../../engine/config.js';
 import { type Logger, silentLogger } from '../log.js';
+import type { WeightTensor } from '../onnx/export.js';
 import { type KvCache, OnnxDecoder } from '../onnx/session.js';
 import { createRng, sampleToken, topLogprobs } from './sampling.js';
 import {
@@ -12,6 +13,8 @@ import {
   type HeldSnapshot,
   HotLoadError,
   type IncrementalMetadata,
+  isAdapterSnapshot,
+  mergedAdapterTensors,
   parseJsonObject,
   readSnapshot,
   snapshotTensors,
@@ -148,6 +151,8 @@ export class ReplicaRuntime {
   readonly id: string;
   private readonly opts: ReplicaRuntimeOptions;
   private decoder!: OnnxDecoder;
+  /** The base model's weights (LoRA adapter snapshots merge onto them). */
+  private baseTensors!: Map<string, WeightTensor>;
   private held: HeldSnapshot;
   private identity: string | null = null;
   private stage = 'ready';
@@ -187,7 +192,8 @@ export class ReplicaRuntime {
 
   static async start(opts: ReplicaRuntimeOptions): Promise<ReplicaRuntime> {
     const r = new ReplicaRuntime(opts);
-    r.decoder = await OnnxDecoder.create(opts.config, snapshotTensors(opts.baseWeights), {
+    r.baseTensors = snapshotTensors(opts.baseWeights);
+    r.decoder = await OnnxDecoder.create(opts.config, r.baseTensors, {
       threads: opts.threads,
       weightsAs: opts.weightsAs ?? 'inputs',
     });
@@ -490,17 +496,23 @@ export class ReplicaRuntime {
         this.prefetched.get(sig.identity),
       );
       this.prefetched.delete(sig.identity);
+      const adapter = isAdapterSnapshot(next);
       const cfg = next.files.get('config.json');
-      if (!cfg) throw new HotLoadError('not_found', `snapshot ${sig.identity} has no config.json`);
-      const problem = validateSnapshotConfig(
-        this.opts.baseConfig,
-        parseJsonObject(cfg, `${sig.identity}/config.json`),
-        sig.validation?.extra_fields_ignore ?? [],
-      );
-      if (problem) throw new HotLoadError('config_validation', problem);
+      if (!cfg && !adapter)
+        throw new HotLoadError('not_found', `snapshot ${sig.identity} has no config.json`);
+      if (cfg) {
+        const problem = validateSnapshotConfig(
+          this.opts.baseConfig,
+          parseJsonObject(cfg, `${sig.identity}/config.json`),
+          sig.validation?.extra_fields_ignore ?? [],
+        );
+        if (problem) throw new HotLoadError('config_validation', problem);
+      }
       this.stage = 'building';
       const t1 = performance.now();
-      const tensors = snapshotTensors(next);
+      const tensors = adapter
+        ? await mergedAdapterTensors(next, this.baseTensors)
+        : snapshotTensors(next);
       const decoder =
         this.decoder.weightsAs === 'inputs'
           ? this.decoder.withWeights(tensors)

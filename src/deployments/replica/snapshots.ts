@@ -7,6 +7,8 @@ import {
   readDeltaManifest,
   type SnapshotReader,
 } from '../../checkpoints/deltas/snapshot.js';
+import { mergeLinear } from '../../checkpoints/exports/merged.js';
+import { ADAPTER_CONFIG, readPeftAdapter } from '../../checkpoints/exports/peft.js';
 import {
   type ObjectInfo,
   type ObjectStore,
@@ -168,10 +170,10 @@ export async function readSnapshot(
     return { identity, files };
   }
   const names = await cached.list();
-  if (!names.includes('config.json'))
+  if (!names.includes('config.json') && !names.includes(ADAPTER_CONFIG))
     throw new HotLoadError(
       'not_found',
-      `${reader.where} has no config.json (is '${identity}' uploaded?)`,
+      `${reader.where} has no config.json (nor ${ADAPTER_CONFIG}): is '${identity}' uploaded?`,
     );
   const files = new Map<string, Buffer>();
   for (const n of names) if (n !== DELTA_MANIFEST) files.set(n, await cached.read(n));
@@ -230,4 +232,53 @@ export function parseJsonObject(buf: Buffer, where: string): Record<string, unkn
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw))
     throw new HotLoadError('invalid_argument', `${where} must be a JSON object`);
   return raw as Record<string, unknown>;
+}
+
+/** Whether a snapshot is a PEFT LoRA adapter (always a full adapter, merged onto the base). */
+export function isAdapterSnapshot(held: HeldSnapshot): boolean {
+  return held.files.has(ADAPTER_CONFIG) && !held.files.has('config.json');
+}
+
+/** The base weights with the snapshot's LoRA adapter merged in: W + (alpha/r)·B·A per target. */
+export async function mergedAdapterTensors(
+  held: HeldSnapshot,
+  base: ReadonlyMap<string, WeightTensor>,
+): Promise<Map<string, WeightTensor>> {
+  const where = `snapshot ${held.identity}`;
+  const file = (p: string): Buffer => {
+    const b = held.files.get(p);
+    if (!b) throw new HotLoadError('not_found', `${where} has no ${p}`);
+    return b;
+  };
+  let adapter: Awaited<ReturnType<typeof readPeftAdapter>>;
+  try {
+    adapter = await readPeftAdapter({
+      where,
+      read: async (p) => file(p),
+      stream: async (p) => Readable.from([file(p)]),
+      size: async (p) => held.files.get(p)?.length ?? null,
+    });
+  } catch (err) {
+    if (err instanceof HotLoadError) throw err;
+    throw new HotLoadError('corrupt', (err as Error).message);
+  }
+  const out = new Map(base);
+  const scale = adapter.alpha / adapter.rank;
+  for (const [name, a] of adapter.tensors) {
+    if (!name.endsWith('.lora_A.weight')) continue;
+    const target = name.replace(/\.lora_A\.weight$/, '.weight');
+    const b = adapter.tensors.get(name.replace(/\.lora_A\.weight$/, '.lora_B.weight'));
+    const w = base.get(target);
+    if (!b || !w)
+      throw new HotLoadError(
+        'corrupt',
+        `${where}: adapter tensor ${name} has no ${b ? 'base weight' : 'lora_B'} to merge with`,
+      );
+    const [o, i] = w.shape as [number, number];
+    out.set(target, {
+      shape: w.shape,
+      data: mergeLinear(w.data, a.data, b.data, scale, o, i, adapter.rank),
+    });
+  }
+  return out;
 }
