@@ -200,6 +200,30 @@ describe('OpenAI-compatible completions', () => {
     expect((chat[0] as Json).object).toBe('chat.completion.chunk');
   });
 
+  it('a client that disconnects mid-stream stops the generation on the replica', async () => {
+    const status = async () =>
+      ((await (await fetch(`${url}/hot_load/v1/models/hot_load`)).json()) as Json)
+        .replicas as Json[];
+    const before = (await status()).reduce((n: number, r: Json) => n + r.generated_tokens, 0);
+    const ctl = new AbortController();
+    const res = await fetch(`${url}/inference/v1/completions`, {
+      method: 'POST',
+      headers: H,
+      signal: ctl.signal,
+      body: JSON.stringify({ prompt: 'Go', max_tokens: 480, ignore_eos: true, stream: true }),
+    });
+    const reader = res.body?.getReader();
+    await reader?.read();
+    ctl.abort();
+    const t0 = Date.now();
+    while ((await status()).some((r) => r.inflight > 0)) {
+      if (Date.now() - t0 > 10_000) throw new Error('generation did not stop');
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const after = (await status()).reduce((n: number, r: Json) => n + r.generated_tokens, 0);
+    expect(after - before).toBeLessThan(480);
+  });
+
   it('chat completions render the conversation and return an assistant message', async () => {
     const res = await post('/inference/v1/chat/completions', {
       messages: [{ role: 'user', content: 'What is 3+4?' }],

@@ -307,9 +307,24 @@ export class Gateway {
 
   async statuses(): Promise<ReplicaStatus[]> {
     return Promise.all(
-      this.replicas.map(async (r) => {
-        const res = await fetch(`${r.url}/status`);
-        return (await res.json()) as ReplicaStatus;
+      this.replicas.map(async (r): Promise<ReplicaStatus> => {
+        try {
+          const res = await fetch(`${r.url}/status`);
+          return (await res.json()) as ReplicaStatus;
+        } catch (err) {
+          // an unreachable replica is reported, not fatal to the status call
+          return {
+            replica_id: r.id,
+            readiness: false,
+            current_snapshot_identity: null,
+            loading_state: { stage: 'unreachable', identity: null, error: (err as Error).message },
+            loads: [],
+            prefix_cache: { entries: 0, hits: 0, lookups: 0 },
+            decode_batches: { batches: 0, steps: 0 },
+            inflight: 0,
+            generated_tokens: 0,
+          };
+        }
       }),
     );
   }
@@ -523,6 +538,10 @@ export class Gateway {
       );
     }
 
+    // a client that goes away stops its generations on the replicas
+    res.on('close', () => {
+      if (!res.writableFinished) for (const s of streams) s.ctl.abort();
+    });
     const sse = b.stream;
     if (sse)
       res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
@@ -789,6 +808,8 @@ function publicStatus(s: ReplicaStatus): unknown {
     loading_state: s.loading_state,
     prefix_cache: s.prefix_cache,
     decode_batches: s.decode_batches,
+    inflight: s.inflight,
+    generated_tokens: s.generated_tokens,
   };
 }
 

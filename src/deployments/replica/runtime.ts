@@ -84,6 +84,9 @@ export interface ReplicaStatus {
   prefix_cache: { entries: number; hits: number; lookups: number };
   /** Batched decode: session calls that carried several sequences, and the steps they carried. */
   decode_batches: { batches: number; steps: number };
+  /** Requests being served now, and tokens generated since start. */
+  inflight: number;
+  generated_tokens: number;
 }
 
 interface StepOut {
@@ -176,6 +179,7 @@ export class ReplicaRuntime {
   private pendingDecode: PendingDecode[] = [];
   private flushing = false;
   private readonly batchStats = { batches: 0, steps: 0 };
+  private generatedTokens = 0;
   /** The reset_prompt_cache of every swap so far (a request's epoch is the length at its start). */
   private readonly resets: ResetPromptCache[] = [];
   private hits = 0;
@@ -213,6 +217,8 @@ export class ReplicaRuntime {
       loads: this.loads.map((l) => ({ ...l })),
       prefix_cache: { entries: this.entries.length, hits: this.hits, lookups: this.lookups },
       decode_batches: { ...this.batchStats },
+      inflight: this.inflight,
+      generated_tokens: this.generatedTokens,
     };
   }
 
@@ -401,6 +407,7 @@ export class ReplicaRuntime {
         const rows = r.logprobs.length / V;
         const row = r.logprobs.subarray((rows - 1) * V, rows * V);
         const tok = sampleToken(row, req, rng);
+        this.generatedTokens++;
         emit({
           type: 'token',
           token: tok,
