@@ -2,7 +2,13 @@ import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { bundledModelDir } from '../../src/catalog/bundled.js';
 import { readSafetensors } from '../../src/checkpoints/safetensors.js';
-import { exportOnnxModel, OnnxDecoder, OnnxExportError } from '../../src/deployments/onnx/index.js';
+import {
+  expectedWeightNames,
+  expectedWeightShape,
+  exportOnnxModel,
+  OnnxDecoder,
+  OnnxExportError,
+} from '../../src/deployments/onnx/index.js';
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 
 const dir = bundledModelDir();
@@ -101,6 +107,55 @@ describe('ONNX export served by onnxruntime-node', () => {
     const b2 = await dec.step([70], batched.caches[2]);
     expect(mae(s2.logprobs, b2.logprobs)).toBeLessThan(1e-5);
     await dec.release();
+  });
+
+  it('Llama layout (untied lm_head, no q/k norm, 4 query heads per KV head) matches the engine in both weight modes', async () => {
+    const config = parseHfConfig({
+      model_type: 'llama',
+      vocab_size: 96,
+      hidden_size: 64,
+      intermediate_size: 160,
+      num_hidden_layers: 2,
+      num_attention_heads: 8,
+      num_key_value_heads: 2,
+      rms_norm_eps: 1e-5,
+      rope_theta: 500000,
+      max_position_embeddings: 128,
+      tie_word_embeddings: false,
+    });
+    let seed = 7;
+    const rnd = () => {
+      seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+      return seed / 2 ** 32 - 0.5;
+    };
+    const weights = new Map(
+      expectedWeightNames(config).map((name) => {
+        const shape = expectedWeightShape(config, name);
+        const n = shape.reduce((a, b) => a * b, 1);
+        const data = Float32Array.from({ length: n }, () =>
+          name.includes('norm') ? 1 + 0.1 * rnd() : 0.2 * rnd(),
+        );
+        return [name, { shape, data }] as const;
+      }),
+    );
+    const model = new TransformerModel(config, { threads: 1 });
+    model.loadTensors(new Map(weights));
+    const toks = Array.from({ length: 40 }, (_, i) => (i * 37 + 11) % 96);
+    const ref = model.forward([{ tokens: toks.slice(0, -1), targets: toks.slice(1) }]);
+    for (const weightsAs of ['initializers', 'inputs'] as const) {
+      const dec = await OnnxDecoder.create(config, weights, { weightsAs });
+      const lp = (await dec.promptLogprobs(toks)).logprobs.slice(1) as number[];
+      expect(mae(lp, ref)).toBeLessThan(1e-4);
+      let r = await dec.step(toks.slice(0, 5));
+      const V = config.vocabSize;
+      const got: number[] = [];
+      for (let i = 5; i < toks.length; i++) {
+        got.push(r.logprobs[(r.logprobs.length / V - 1) * V + (toks[i] as number)] as number);
+        r = await dec.step([toks[i] as number], r.cache);
+      }
+      expect(mae(got, Array.from(ref).slice(4))).toBeLessThan(1e-4);
+      await dec.release();
+    }
   });
 
   it('refuses weights that do not fit the config, naming the tensor', async () => {
