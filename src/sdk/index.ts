@@ -10,6 +10,10 @@ export { TrainerError, type TrainerErrorCode } from '../trainer/errors.js';
 export type { Launcher, TrainerEndpoint, TrainerLaunchSpec } from '../trainer/launcher/index.js';
 export { LocalProcessLauncher } from '../trainer/launcher/index.js';
 export {
+  AdaptiveConcurrencyController,
+  FixedConcurrencyController,
+} from './concurrency.js';
+export {
   conversationDatum,
   conversationTrainingDatum,
   type Datum,
@@ -20,7 +24,19 @@ export {
   truncateSequence,
 } from './datums.js';
 export {
+  createDeploymentSampler,
+  DeploymentSampler,
+  DeploymentSamplerError,
+  type DeploymentSamplerOptions,
+  HotLoadClient,
+  type HotLoadOptions,
+  type SampledCompletion,
+  type SampleWithTokensOptions,
+  type SnapshotRef,
+} from './deployment-sampler.js';
+export {
   type CloseOptions,
+  type SamplingClientOptions,
   SDK_VERSION,
   ServiceClient,
   type ServiceClientOptions,

@@ -7,11 +7,16 @@
  * options.
  */
 import { randomBytes } from 'node:crypto';
+import { basename, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
+import { catalogModelDir } from '../catalog/bundled.js';
 import { CheckpointCatalog, type CheckpointRow } from '../checkpoints/catalog/index.js';
 import { CheckpointError } from '../checkpoints/dcp/errors.js';
+import { DELTA_MANIFEST, deltaManifestSchema } from '../checkpoints/deltas/snapshot.js';
 import { type ObjectStore, openObjectStore } from '../checkpoints/object-store/index.js';
 import { type PromotedModel, promoteCheckpoint } from '../checkpoints/promotion.js';
+import { DeploymentRegistry, type DeploymentResource } from '../deployments/registry.js';
 import { type ModelInfo, ServingStatus } from '../gen/temper/trainer/v1/trainer_pb.js';
 import type { TrainerClient } from '../trainer/client.js';
 import { createTrainerClient } from '../trainer/client.js';
@@ -22,6 +27,11 @@ import {
   LocalProcessLauncher,
   type TrainerEndpoint,
 } from '../trainer/launcher/index.js';
+import {
+  DeploymentSampler,
+  type DeploymentSamplerOptions,
+  HotLoadClient,
+} from './deployment-sampler.js';
 import { TrainingClient } from './training-client.js';
 
 export const SDK_VERSION = '0.1.0';
@@ -54,7 +64,11 @@ export const serviceConfigSchema = z.strictObject({
   /** Reattach to this trainer job instead of launching one. */
   trainerJobId: z.string().optional(),
   referenceTrainerJobId: z.string().optional(),
-  /** Inference deployments do not exist yet: true is refused on first use. */
+  /**
+   * Create the inference deployment (`deploymentId`, or a generated id) through the deployment
+   * registry on the first createSamplingClient / createDeploymentSampler call. False: those
+   * calls need `deploymentId` to name a deployment the registry already has.
+   */
   createDeployment: z.boolean().default(false),
   deploymentId: z.string().optional(),
   deploymentShape: z.string().optional(),
@@ -95,6 +109,25 @@ export interface ServiceClientOptions {
    * a process warning.
    */
   onBackgroundError?: (error: TrainerError) => void;
+  /**
+   * Where sampling deployments live (default: an in-process registry with local replica
+   * processes, owned by the service and closed with it). A registry passed here is not
+   * closed; cleanupDeploymentOnClose applies to the deployment the service created on it.
+   */
+  deployments?: DeploymentRegistry;
+}
+
+/** createSamplingClient / createDeploymentSampler options. */
+export interface SamplingClientOptions
+  extends Omit<DeploymentSamplerOptions, 'inferenceUrl' | 'deployment'> {
+  /**
+   * The saved sampler snapshot to serve: its object-store URL (SaveSamplerResult.uri) or local
+   * directory. Its parent is the deployment's hot-load bucket; a delta's chain of previous
+   * snapshots (from each delta's manifest) is loaded base first.
+   */
+  modelPath: string;
+  /** How long to wait for every replica to serve each snapshot (default 10 min). */
+  timeoutMs?: number;
 }
 
 export interface CloseOptions {
@@ -149,6 +182,7 @@ export class ServiceClient {
   private constructor(config: z.output<typeof serviceConfigSchema>, options: ServiceClientOptions) {
     this.config = config;
     this.launcher = options.launcher ?? new LocalProcessLauncher();
+    this.deploymentRegistry = options.deployments;
     this.onBackgroundError =
       options.onBackgroundError ??
       ((error) =>
@@ -177,9 +211,9 @@ export class ServiceClient {
     return this.config.referenceTrainerJobId ?? this.launchedReferenceId;
   }
 
-  /** Deployments do not exist yet. */
+  /** The sampling deployment's id (configured, or generated once the service created it). */
   get deploymentId(): string | undefined {
-    return this.config.deploymentId;
+    return this.config.deploymentId ?? this.createdDeploymentId;
   }
 
   /** The trainer's context length; undefined before the trainer exists. */
@@ -261,14 +295,7 @@ export class ServiceClient {
 
   private policyPod(): Promise<Pod> {
     if (!this.policy) {
-      if (this.config.createDeployment) {
-        this.policy = Promise.reject(
-          new TrainerError(
-            'not_implemented',
-            'createDeployment: inference deployments are not available yet; set createDeployment: false',
-          ),
-        );
-      } else {
+      {
         const world = this.config.trainerReplicaCount ?? 1;
         const base = this.config.trainerJobId;
         const launchId =
@@ -686,6 +713,123 @@ export class ServiceClient {
     }
   }
 
+  private deploymentRegistry: DeploymentRegistry | undefined;
+  private ownsRegistry = false;
+  private createdDeploymentId: string | undefined;
+  private deployment: Promise<DeploymentResource> | undefined;
+  private deploymentBucket: string | undefined;
+
+  /**
+   * A sampler on the service's deployment serving the snapshot at `modelPath`: the snapshot is
+   * hot-loaded (base first as a full snapshot, then each delta as arc_v2 against its previous;
+   * snapshots the deployment already serves are skipped) and every replica serves it before
+   * this resolves.
+   */
+  async createDeploymentSampler(options: SamplingClientOptions): Promise<DeploymentSampler> {
+    this.assertOpen();
+    const { modelPath, timeoutMs, ...samplerOpts } = options;
+    const { bucketUrl, identity } = splitSnapshotPath(modelPath);
+    this.checkBucket(bucketUrl);
+    const store = await openObjectStore(bucketUrl);
+    const chain = await snapshotChain(store, identity);
+    const d = await this.ensureDeployment(bucketUrl);
+    const model = samplerOpts.model ?? d.baseModel;
+    const auth = samplerOpts.apiKey ? { apiKey: samplerOpts.apiKey } : {};
+    const target = { inferenceUrl: d.gatewayUrl as string, deployment: d.name, model, ...auth };
+    const hl = new HotLoadClient(target);
+    const served = (await hl.status()).replicas;
+    // resume after the newest chain element that every replica already serves
+    let from = 0;
+    for (let i = chain.length - 1; i >= 0; i--)
+      if (served.length > 0 && served.every((r) => r.current_snapshot_identity === chain[i])) {
+        from = i + 1;
+        break;
+      }
+    for (let i = from; i < chain.length; i++) {
+      const id = chain[i] as string;
+      const prev = chain[i - 1];
+      await hl.hotloadAndWait(id, prev ? { previousSnapshotIdentity: prev } : {}, timeoutMs);
+    }
+    return new DeploymentSampler({ ...samplerOpts, ...target });
+  }
+
+  /** The Training API name for createDeploymentSampler. */
+  createSamplingClient(options: SamplingClientOptions): Promise<DeploymentSampler> {
+    return this.createDeploymentSampler(options);
+  }
+
+  /** The deployment's hot-load bucket is fixed at creation: snapshots elsewhere are refused. */
+  private checkBucket(bucketUrl: string): void {
+    if (this.deploymentBucket !== undefined && this.deploymentBucket !== bucketUrl)
+      throw new TrainerError(
+        'invalid_argument',
+        `the deployment hot-loads from ${this.deploymentBucket}; ${bucketUrl} is another bucket`,
+      );
+  }
+
+  private ensureDeployment(bucketUrl: string): Promise<DeploymentResource> {
+    this.checkBucket(bucketUrl);
+    this.deploymentBucket = bucketUrl;
+    this.deployment ??= this.openDeployment(bucketUrl);
+    this.deployment.catch(() => {
+      this.deployment = undefined;
+      this.deploymentBucket = undefined;
+    });
+    return this.deployment;
+  }
+
+  private async openDeployment(bucketUrl: string): Promise<DeploymentResource> {
+    if (!this.deploymentRegistry) {
+      this.deploymentRegistry = new DeploymentRegistry();
+      this.ownsRegistry = true;
+    }
+    const registry = this.deploymentRegistry;
+    const account = this.config.account;
+    const id = this.config.deploymentId;
+    if (id) {
+      const existing = registry.list(account).find((d) => d.name.endsWith(`/deployments/${id}`));
+      if (existing) return existing;
+    }
+    if (!this.config.createDeployment)
+      throw new TrainerError(
+        'invalid_argument',
+        id
+          ? `deployment ${id} does not exist in account ${account}; set createDeployment: true to create it`
+          : 'no sampling deployment: set deploymentId, or createDeployment: true',
+      );
+    const isCatalogName = /^accounts\/[a-z0-9-]+\/models\/[a-z0-9-]+$/.test(this.config.baseModel);
+    const baseModelDir = isCatalogName
+      ? catalogModelDir(this.config.baseModel)
+      : resolve(this.config.baseModel);
+    const baseModel = isCatalogName
+      ? this.config.baseModel
+      : `accounts/${account}/models/${basename(baseModelDir)
+          .toLowerCase()
+          .replace(/[^a-z0-9-]/g, '-')}`;
+    const deploymentId = id ?? `sampler-${randomBytes(4).toString('hex')}`;
+    const n = this.config.replicaCount;
+    const d = await registry.create({
+      account,
+      deploymentId,
+      baseModel,
+      baseModelDir,
+      hotLoad: { bucketUrl },
+      minReplicaCount: n,
+      maxReplicaCount: n,
+      replica: this.config.threads ? { threads: this.config.threads } : {},
+    });
+    if (!id) this.createdDeploymentId = deploymentId;
+    if (d.state !== 'READY' || !d.gatewayUrl)
+      throw new TrainerError(
+        'unavailable',
+        `deployment ${d.name} is ${d.state}: ${d.status.reason ?? 'no gateway'}`,
+      );
+    this.createdDeployment = d.name;
+    return d;
+  }
+
+  private createdDeployment: string | undefined;
+
   /**
    * Releases the service: stops heartbeats, closes connections, and stops the trainers it
    * launched as the cleanup options say (policy: cleanupTrainerOnClose, default false;
@@ -727,9 +871,57 @@ export class ServiceClient {
     for (const r of replicas)
       if (r.owned && stopPolicy) stops.push(this.launcher.stop(r.endpoint.jobId));
     if (reference?.owned && stopReference) stops.push(this.launcher.stop(reference.endpoint.jobId));
+    const registry = this.deploymentRegistry;
+    if (registry && this.ownsRegistry) stops.push(registry.close());
+    else if (registry && this.createdDeployment) {
+      const name = this.createdDeployment;
+      if (this.config.cleanupDeploymentOnClose === 'delete') stops.push(registry.delete(name));
+      else if (this.config.cleanupDeploymentOnClose === 'scale_to_zero')
+        stops.push(registry.scaleToZero(name).then(() => undefined));
+    }
     for (const r of await Promise.allSettled(stops))
       if (r.status === 'rejected') errors.push(r.reason);
     if (errors.length === 1) throw errors[0];
     if (errors.length > 1) throw new AggregateError(errors, 'closing the service failed');
+  }
+}
+
+/** Bucket URL and snapshot identity of a saved sampler snapshot's URL or local directory. */
+function splitSnapshotPath(modelPath: string): { bucketUrl: string; identity: string } {
+  const url = modelPath.includes('://')
+    ? modelPath.replace(/\/+$/, '')
+    : pathToFileURL(resolve(modelPath)).href;
+  const cut = url.lastIndexOf('/');
+  const identity = url.slice(cut + 1);
+  if (cut < 0 || !identity || url.slice(0, cut).endsWith(':/'))
+    throw new TrainerError('invalid_argument', `modelPath ${modelPath}: not a snapshot location`);
+  return { bucketUrl: url.slice(0, cut), identity: decodeURIComponent(identity) };
+}
+
+/** [base, delta1, ..., identity]: each delta's manifest names the snapshot it applies to. */
+async function snapshotChain(store: ObjectStore, identity: string): Promise<string[]> {
+  const chain = [identity];
+  for (;;) {
+    const head = chain[0] as string;
+    const manifest = await store.get(`${head}/${DELTA_MANIFEST}`).catch(() => null);
+    if (!manifest) {
+      const files = await store.list(`${head}/`);
+      if (files.length === 0)
+        throw new TrainerError(
+          'checkpoint_not_found',
+          `snapshot ${head} not found in ${store.url}`,
+        );
+      return chain;
+    }
+    const m = deltaManifestSchema.safeParse(JSON.parse(manifest.toString('utf8')));
+    if (!m.success)
+      throw new TrainerError(
+        'invalid_argument',
+        `${head}/${DELTA_MANIFEST} is not a delta manifest`,
+      );
+    const prev = m.data.previous_snapshot_identity;
+    if (chain.includes(prev) || chain.length > 1_000)
+      throw new TrainerError('invalid_argument', `snapshot chain of ${identity} loops at ${prev}`);
+    chain.unshift(prev);
   }
 }
