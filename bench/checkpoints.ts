@@ -45,8 +45,10 @@ import { openObjectStore } from '../src/checkpoints/object-store/index.js';
 import { serializeSafetensors, type TensorMap } from '../src/checkpoints/safetensors.js';
 import { pretrainingDocument } from '../src/datasets/synthetic.js';
 import { countParameters, type ModelConfig } from '../src/engine/config.js';
+import { initialWeights } from '../src/engine/init.js';
 import { type Sequence, TransformerModel } from '../src/engine/model.js';
 import { seededRandom } from '../src/util/seeded-random.js';
+import { LLAMA_25M } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLED = join(ROOT, 'catalog', 'accounts', 'temper', 'models', 'byte-lm-3m');
@@ -77,38 +79,6 @@ const REFERENCE_RATIOS = [10, 20];
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const mb = (bytes: number) => bytes / 1e6;
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-
-function config25M(): ModelConfig {
-  return {
-    vocabSize: 272,
-    hiddenSize: 512,
-    intermediateSize: 1536,
-    numLayers: 8,
-    numHeads: 8,
-    numKvHeads: 4,
-    headDim: 64,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    maxPositions: 2048,
-    tieWordEmbeddings: false,
-    qkNorm: false,
-  };
-}
-
-/** Normal(0, 0.02) weights, norms near 1 (the usual initialisation). */
-function initWeights(model: TransformerModel, seed: number): TensorMap {
-  const u = seededRandom(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  const out: TensorMap = new Map();
-  for (const t of model.tensorInfo()) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    const norm = t.name.endsWith('norm.weight');
-    for (let i = 0; i < n; i++) data[i] = norm ? 1 + 0.1 * normal() : 0.02 * normal();
-    out.set(t.name, { shape: t.shape, data });
-  }
-  return out;
-}
 
 /** Byte-token batches from the synthetic pretraining corpus (deterministic). */
 function batches(count: number, seed: number): { sequences: Sequence[]; weights: Float32Array }[] {
@@ -342,9 +312,9 @@ async function main(): Promise<void> {
   const results: ModelResult[] = [];
   const small = await TransformerModel.fromDirectory(BUNDLED);
   results.push(await benchModel('byte-lm-3m', small));
-  const cfg = config25M();
+  const cfg = LLAMA_25M;
   const big = new TransformerModel(cfg);
-  big.loadTensors(initWeights(big, 7));
+  big.loadTensors(initialWeights(big, 7, { normJitter: 0.1 }));
   log(`\n(~25M model: ${countParameters(cfg)} parameters by config)`);
   results.push(await benchModel('llama-25m', big));
   let dcp: { save: number; load: number } | null = null;

@@ -24,8 +24,11 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { type TensorMap, writeSafetensors } from '../src/checkpoints/safetensors.js';
 import { countParameters, type ModelConfig, toHfConfig } from '../src/engine/config.js';
+import { initialWeights, standardNormal } from '../src/engine/init.js';
 import { type Sequence, TransformerModel } from '../src/engine/model.js';
 import { nativeEngine } from '../src/engine/native.js';
+import { seededRandom } from '../src/util/seeded-random.js';
+import { median } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const VENV = '/root/.cache/temper/pyref';
@@ -144,36 +147,6 @@ const CONFIGS: BenchConfig[] = [
   { name: '25M', config: llama(272, 512, 8, 8, 4, 64, 1536) },
 ];
 
-/** mulberry32 + Box-Muller: the same numbers on every machine. */
-function rng(seed: number): { uniform: () => number; normal: () => number } {
-  let s = seed >>> 0;
-  const uniform = () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  const normal = () => {
-    const u = 1 - uniform();
-    return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * uniform());
-  };
-  return { uniform, normal };
-}
-
-function randomWeights(model: TransformerModel, seed: number): TensorMap {
-  const r = rng(seed);
-  const out: TensorMap = new Map();
-  for (const t of model.tensorInfo()) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    if (t.name.endsWith('norm.weight')) for (let i = 0; i < n; i++) data[i] = 1 + 0.1 * r.normal();
-    else for (let i = 0; i < n; i++) data[i] = 0.02 * r.normal();
-    out.set(t.name, { shape: t.shape, data });
-  }
-  return out;
-}
-
 interface Batch {
   sequences: Sequence[];
   weights: Float32Array;
@@ -184,12 +157,12 @@ interface Batch {
 
 /** B sequences of L tokens; the first 16 positions of each are "prompt" (weight 0), the rest weight 1. */
 function randomBatch(vocab: number, seed: number): Batch {
-  const r = rng(seed);
+  const uniform = seededRandom(seed);
   const tokens: number[][] = [];
   const targets: number[][] = [];
   const weightRows: number[][] = [];
   for (let b = 0; b < batchSize; b++) {
-    const seq = Array.from({ length: seqLen + 1 }, () => Math.floor(r.uniform() * vocab));
+    const seq = Array.from({ length: seqLen + 1 }, () => Math.floor(uniform() * vocab));
     tokens.push(seq.slice(0, seqLen));
     targets.push(seq.slice(1));
     weightRows.push(
@@ -300,12 +273,6 @@ function waitQuiet(what: string): boolean {
   }
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : 0.5 * (s[mid - 1]! + s[mid]!);
-}
-
 interface TorchTrain {
   threads: number;
   adamw: string;
@@ -351,7 +318,7 @@ async function benchConfig(bc: BenchConfig, index: number): Promise<ConfigResult
   try {
     // The model both sides load: config.json + model.safetensors + the batch.
     const model = new TransformerModel(config, { threads });
-    const weights = randomWeights(model, 1234 + index);
+    const weights = initialWeights(model, 1234 + index, { normJitter: 0.1 });
     writeFileSync(join(dir, 'config.json'), JSON.stringify(toHfConfig(config, 'llama'), null, 2));
     await writeSafetensors(join(dir, 'model.safetensors'), weights);
     const batch = randomBatch(config.vocabSize, 99 + index);
@@ -532,9 +499,9 @@ function gemmShapes(): Shape[] {
 
 function temperGemm(s: Shape, minTime: number, trials: number): { gflops: number; quiet: boolean } {
   const { matmul } = nativeEngine();
-  const r = rng(7);
-  const a = Float32Array.from({ length: s.m * s.k }, () => r.normal());
-  const b = Float32Array.from({ length: s.k * s.n }, () => r.normal());
+  const u = seededRandom(7);
+  const a = Float32Array.from({ length: s.m * s.k }, () => standardNormal(u));
+  const b = Float32Array.from({ length: s.k * s.n }, () => standardNormal(u));
   const opts = { transA: s.transA, transB: s.transB, threads };
   matmul(s.m, s.n, s.k, a, b, { ...opts, repeat: 1 }); // warm-up: pool start, packing buffers
   const t0 = performance.now();

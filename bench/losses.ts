@@ -20,6 +20,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { forwardBackward, grpoLoss, type LossDatum } from '../src/losses/index.js';
+import { seededRandom } from '../src/util/seeded-random.js';
+import { median } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const PYTHON = '/root/.cache/temper/pyref/bin/python';
@@ -58,17 +60,6 @@ const CONFIG = { eps_clip: 0.2, kl_beta: 0.001, tis_cap: 5 };
 // A deterministic batch shaped like real rollouts
 // ---------------------------------------------------------------------------------------
 
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 interface Batch {
   lp: Float64Array[];
   old: Float64Array[];
@@ -84,7 +75,7 @@ interface Batch {
  * capped), the reference further away; prompts of 64-512 tokens masked out.
  */
 function makeBatch(): Batch {
-  const r = rng(2048);
+  const r = seededRandom(2048);
   const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
   const b: Batch = { lp: [], old: [], rollout: [], ref: [], mask: [], adv: new Float64Array(B) };
   for (let i = 0; i < B; i++) {
@@ -134,12 +125,6 @@ function writeBatch(dir: string, b: Batch): void {
 // ---------------------------------------------------------------------------------------
 // temper
 // ---------------------------------------------------------------------------------------
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, c) => a - c);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
 
 function runTemper(b: Batch) {
   const loss = grpoLoss({

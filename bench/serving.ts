@@ -40,9 +40,11 @@ import {
 } from '../src/checkpoints/safetensors.js';
 import { DeploymentRegistry } from '../src/deployments/index.js';
 import { countParameters, type ModelConfig, toHfConfig } from '../src/engine/config.js';
+import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { HotLoadClient } from '../src/sdk/deployment-sampler.js';
 import { seededRandom } from '../src/util/seeded-random.js';
+import { LLAMA_25M, median } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLED = join(ROOT, 'catalog', 'accounts', 'temper', 'models', 'byte-lm-3m');
@@ -64,11 +66,6 @@ if (![REPS, PROMPT, DECODE].every((v) => Number.isInteger(v) && v >= 1) || DECOD
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? (s[m] as number) : ((s[m - 1] as number) + (s[m] as number)) / 2;
-};
 let noisy = false;
 /** Median of reps; flags the run noisy when max/min spread is over 25%. */
 function settle(label: string, xs: number[]): number {
@@ -79,38 +76,6 @@ function settle(label: string, xs: number[]): number {
     log(`  (noisy: ${label} reps ${xs.map((x) => round(x, 2)).join(', ')})`);
   }
   return median(xs);
-}
-
-function config25M(): ModelConfig {
-  return {
-    vocabSize: 272,
-    hiddenSize: 512,
-    intermediateSize: 1536,
-    numLayers: 8,
-    numHeads: 8,
-    numKvHeads: 4,
-    headDim: 64,
-    rmsNormEps: 1e-6,
-    ropeTheta: 10000,
-    maxPositions: 2048,
-    tieWordEmbeddings: false,
-    qkNorm: false,
-  };
-}
-
-/** Normal(0, 0.02) weights, norms near 1. */
-function initWeights(model: TransformerModel, seed: number): TensorMap {
-  const u = seededRandom(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  const out: TensorMap = new Map();
-  for (const t of model.tensorInfo()) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    const norm = t.name.endsWith('norm.weight');
-    for (let i = 0; i < n; i++) data[i] = norm ? 1 + 0.1 * normal() : 0.02 * normal();
-    out.set(t.name, { shape: t.shape, data });
-  }
-  return out;
 }
 
 /** A "training step": a tenth of every tensor's entries moved a little. */
@@ -373,11 +338,11 @@ async function main(): Promise<void> {
   const smallW = (await readSafetensors(join(BUNDLED, 'model.safetensors'))).tensors;
   results.push(await benchModel('byte-lm-3m', BUNDLED, smallCfg, smallW));
 
-  const cfg = config25M();
+  const cfg = LLAMA_25M;
   const bigDir = await mkdtemp(join(tmpdir(), 'temper-bench-llama-25m-'));
   try {
     const init = new TransformerModel(cfg, { threads: 1 });
-    const w = initWeights(init, 7);
+    const w = initialWeights(init, 7, { normJitter: 0.1 });
     const hf = toHfConfig(cfg);
     await writeFull(bigDir, hf, w, 'model.safetensors');
     results.push(await benchModel('llama-25m', bigDir, hf, w));

@@ -19,6 +19,7 @@ import { create } from '@bufbuild/protobuf';
 import { writeHfModelDir } from '../src/checkpoints/hf-model-dir.js';
 import type { TensorMap } from '../src/checkpoints/safetensors.js';
 import type { ModelConfig } from '../src/engine/config.js';
+import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import {
   ForwardBackwardRequestSchema,
@@ -32,6 +33,7 @@ import { EngineHost } from '../src/trainer/engine-host.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import { ModelRuntime } from '../src/trainer/model-runtime.js';
 import { seededRandom } from '../src/util/seeded-random.js';
+import { LLAMA_25M } from './support/common.js';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
@@ -41,35 +43,7 @@ const BATCH = 4;
 const SEQ = 128;
 const THREADS = Math.min(2, availableParallelism());
 
-const CONFIG: ModelConfig = {
-  vocabSize: 272,
-  hiddenSize: 512,
-  intermediateSize: 1536,
-  numLayers: 8,
-  numHeads: 8,
-  numKvHeads: 4,
-  headDim: 64,
-  rmsNormEps: 1e-6,
-  ropeTheta: 10000,
-  maxPositions: 2048,
-  tieWordEmbeddings: false,
-  qkNorm: false,
-};
-
-function randomWeights(model: TransformerModel, seed: number): TensorMap {
-  const u = seededRandom(seed);
-  const normal = () => Math.sqrt(-2 * Math.log(1 - u())) * Math.cos(2 * Math.PI * u());
-  const out: TensorMap = new Map();
-  for (const t of model.tensorInfo()) {
-    if (t.name.includes('.lora_')) continue;
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const data = new Float32Array(n);
-    if (t.name.endsWith('norm.weight')) for (let i = 0; i < n; i++) data[i] = 1 + 0.1 * normal();
-    else for (let i = 0; i < n; i++) data[i] = 0.02 * normal();
-    out.set(t.name, { shape: t.shape, data });
-  }
-  return out;
-}
+const CONFIG: ModelConfig = LLAMA_25M;
 
 function makeBatch(): TrainingDatum[] {
   const u = seededRandom(77);
@@ -108,7 +82,7 @@ async function main(): Promise<void> {
     const loadStart = loadavg()[0]!;
     log(`bench:trainer — ${availableParallelism()} cores, load average ${loadStart.toFixed(2)}`);
     const init = new TransformerModel(CONFIG, { threads: 1 });
-    const base = randomWeights(init, 1234);
+    const base = initialWeights(init, 1234, { normJitter: 0.1 });
     const params = [...base.values()].reduce((n, t) => n + t.data.length, 0);
     const modelDir = join(dir, 'model-25m');
     await writeHfModelDir(modelDir, { config: CONFIG, tensors: base });

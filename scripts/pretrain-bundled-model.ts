@@ -13,6 +13,7 @@ import { writeHfModelDir } from '../src/checkpoints/hf-model-dir.js';
 import type { TensorMap } from '../src/checkpoints/safetensors.js';
 import { pretrainingDocument, seededRandom } from '../src/datasets/synthetic.js';
 import { countParameters, type ModelConfig } from '../src/engine/config.js';
+import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { BYTE_MODEL_VOCAB_SIZE, createByteTokenizer } from '../src/tokenizers/index.js';
 import { byteTokenizerFiles } from '../src/tokenizers/model-files.js';
@@ -49,21 +50,6 @@ const seqLen = Number(args['seq-len']);
 const peakLr = Number(args.lr);
 const seed = Number(args.seed);
 
-/** Gaussian init N(0, std²) as HF's `initializer_range`, norms at one. */
-function initialWeights(model: TransformerModel, r: () => number, std = 0.02): TensorMap {
-  const out: TensorMap = new Map();
-  const gauss = () => Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
-  for (const t of model.tensorInfo()) {
-    const n = t.shape.reduce((a, b) => a * b, 1);
-    const data =
-      t.shape.length === 1
-        ? new Float32Array(n).fill(1)
-        : Float32Array.from({ length: n }, () => gauss() * std);
-    out.set(t.name, { shape: t.shape, data });
-  }
-  return out;
-}
-
 /** An endless stream of corpus tokens: documents separated by <|endoftext|>. */
 function* tokenStream(r: () => number): Generator<number> {
   const tok = createByteTokenizer();
@@ -92,7 +78,7 @@ function learningRate(step: number): number {
 
 async function main(): Promise<void> {
   const model = new TransformerModel(CONFIG, { threads: Number(args.threads) });
-  model.loadTensors(initialWeights(model, seededRandom(seed)));
+  model.loadTensors(initialWeights(model, seed));
   const train = tokenStream(seededRandom(seed + 1));
   const heldOut = nextBatch(tokenStream(seededRandom(seed + 2)));
   const tokensPerStep = seqs * seqLen;

@@ -1,5 +1,6 @@
 export * from './config.js';
 export * from './dtype.js';
+export { type InitOptions, initialWeights, standardNormal } from './init.js';
 export * from './model.js';
 export type { Pooling } from './native.js';
 export { listWeightFiles } from './weights-files.js';
