@@ -8,7 +8,7 @@
 namespace temper {
 namespace {
 
-constexpr long kKC = 192;  // depth of one packed block: B panel (kc x 32) + two A panels fit L1 (48 KiB); fixed, it fixes the sum order
+constexpr long kKC = 256;  // depth of one packed block (measured best of 128/192/256); fixed, it fixes the sum order
 constexpr long kMC = 48;     // rows of A per task (a multiple of every kernel's mr)
 constexpr long kNC = 128;    // columns of B per task (a multiple of every kernel's nr)
 constexpr long kSmallM = 4;  // below this many rows, multiply without packing
