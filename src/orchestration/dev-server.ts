@@ -6,11 +6,11 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Connection } from '@temporalio/client';
+import { getFreePort, sleep, waitForExit } from '../util/processes.js';
 import { resolveTemporalBinary } from './temporal-binary.js';
 
 export interface DevServerOptions {
@@ -62,37 +62,6 @@ export class TemporalDevServerError extends Error {
 
 const LOG_TAIL_LINES = 40;
 const STOP_GRACE_MS = 10_000;
-
-/** A TCP port that is free on `ip` right now. */
-export function getFreePort(ip = '127.0.0.1'): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, ip, () => {
-      const addr = probe.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      probe.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port found'))));
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit);
-      resolve(false);
-    }, timeoutMs);
-    function onExit(): void {
-      clearTimeout(timer);
-      resolve(true);
-    }
-    child.once('exit', onExit);
-  });
-}
 
 /** Starts `temporal server start-dev` and resolves once `namespace` is served. */
 export async function startDevServer(options: DevServerOptions = {}): Promise<TemporalDevServer> {

@@ -8,9 +8,9 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { getFreePort, sleep, waitForExit } from '../../src/util/processes.js';
 
 export interface LocalObjectServer {
   /** http://127.0.0.1:PORT */
@@ -46,42 +46,12 @@ export function gcsServerBinary(): string {
   return bin;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const probe = createServer();
-    probe.unref();
-    probe.once('error', reject);
-    probe.listen(0, '127.0.0.1', () => {
-      const addr = probe.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      probe.close(() => (port > 0 ? resolve(port) : reject(new Error('no free port'))));
-    });
-  });
-}
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-function exited(child: ChildProcess, timeoutMs: number): Promise<boolean> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      child.off('exit', onExit);
-      resolve(false);
-    }, timeoutMs);
-    function onExit(): void {
-      clearTimeout(timer);
-      resolve(true);
-    }
-    child.once('exit', onExit);
-  });
-}
-
 async function stopChild(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return;
   child.kill('SIGTERM');
-  if (!(await exited(child, STOP_GRACE_MS))) {
+  if (!(await waitForExit(child, STOP_GRACE_MS))) {
     child.kill('SIGKILL');
-    await exited(child, STOP_GRACE_MS);
+    await waitForExit(child, STOP_GRACE_MS);
   }
 }
 
@@ -96,7 +66,7 @@ async function launch(
 ): Promise<{ child: ChildProcess; endpoint: string }> {
   let lastError: unknown;
   for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
+    const port = await getFreePort();
     const { command, args } = argv(port);
     const child = spawn(command, args, {
       stdio: ['ignore', 'pipe', 'pipe'],
