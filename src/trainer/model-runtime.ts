@@ -442,7 +442,8 @@ export class ModelRuntime {
     try {
       result = await this.host.exclusive(async () => {
         if (reduced) writeGrads(this.host.model, reduced);
-        return scaledAdamStep(this.host, parsed.data, scale);
+        // the normalisation scale multiplies the accumulated gradients inside the step
+        return this.host.model.optimStepAsync({ ...parsed.data, gradScale: scale });
       });
     } catch (error) {
       if (error instanceof EngineError && /not finite/.test(error.message)) {
@@ -544,13 +545,4 @@ export class ModelRuntime {
         : {}),
     };
   }
-}
-
-/** One AdamW step on the accumulated gradients multiplied by `scale` (the normalisation). */
-async function scaledAdamStep(
-  host: EngineHost,
-  params: ReturnType<typeof adamParamsSchema.parse>,
-  scale: number,
-): Promise<{ gradNorm: number; step: number }> {
-  return host.model.optimStepAsync({ ...params, gradScale: scale });
 }
