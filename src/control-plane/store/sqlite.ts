@@ -1,0 +1,290 @@
+/**
+ * The embedded store: one SQLite file (or `:memory:`) through better-sqlite3.
+ *
+ * better-sqlite3 is synchronous, so every method runs to completion before the next one
+ * starts in this process: read-modify-write in `update` cannot interleave with another call
+ * here. Other processes on the same file are kept out by write transactions that start with
+ * BEGIN IMMEDIATE (the write lock is taken before the read), and they wait for each other up
+ * to the busy timeout instead of failing at once.
+ */
+import Database from 'better-sqlite3';
+import {
+  alreadyExists,
+  apiKeyLookupHash,
+  apiKeyRecord,
+  checkCollection,
+  checkId,
+  checkMetricQuery,
+  checkPageSize,
+  conflictError,
+  decodePageToken,
+  encodeJson,
+  metricRow,
+  newApiKey,
+  notFound,
+  now,
+  prepareMetrics,
+  type RawMetric,
+  type RawResource,
+  resourceName,
+  resourceRow,
+  toPage,
+} from './common.js';
+import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
+import type {
+  ApiKeyRecord,
+  Collection,
+  ListOptions,
+  MetricRow,
+  Page,
+  ResourceRow,
+  Store,
+} from './types.js';
+import { StoreError } from './types.js';
+
+export interface SqliteStoreOptions {
+  /** How long a write waits for another process's write lock, in ms (default 10 s). */
+  busyTimeoutMs?: number;
+}
+
+interface RawApiKey {
+  key_id: string;
+  account: string;
+  display_name: string;
+  create_time: string;
+}
+
+export class SqliteStore implements Store {
+  readonly dialect = 'sqlite';
+  private readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
+
+  /** `path` is a file path or `:memory:`. */
+  constructor(path: string, options: SqliteStoreOptions = {}) {
+    this.db = new Database(path);
+    // The busy timeout first: switching to WAL takes a lock another process may hold.
+    this.db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 10_000}`);
+    this.db.pragma('journal_mode = WAL');
+    // WAL + NORMAL stays consistent after a crash; only the last commits may be lost on
+    // power failure, which is the documented trade-off for not syncing every commit.
+    this.db.pragma('synchronous = NORMAL');
+    this.db.pragma('foreign_keys = ON');
+  }
+
+  async migrate(): Promise<void> {
+    this.db
+      .transaction(() => {
+        this.db.exec(SCHEMA_MIGRATIONS_TABLE.sqlite);
+        const applied = this.db
+          .prepare('SELECT version FROM schema_migrations')
+          .pluck()
+          .all() as number[];
+        const record = this.db.prepare(
+          'INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)',
+        );
+        for (const migration of pendingMigrations(applied)) {
+          this.db.exec(migrationSql(migration, 'sqlite'));
+          record.run(migration.version, migration.description, now());
+        }
+      })
+      .immediate();
+  }
+
+  async close(): Promise<void> {
+    if (this.db.open) this.db.close();
+  }
+
+  // ---- accounts and API keys ----
+
+  async ensureAccount(account: string, displayName = ''): Promise<void> {
+    checkId('account', account);
+    this.statement(
+      'INSERT INTO accounts (account, display_name, create_time) VALUES (?, ?, ?) ON CONFLICT DO NOTHING',
+    ).run(account, displayName, now());
+  }
+
+  async accountExists(account: string): Promise<boolean> {
+    return this.statement('SELECT 1 FROM accounts WHERE account = ?').get(account) !== undefined;
+  }
+
+  async createApiKey(
+    account: string,
+    displayName = '',
+  ): Promise<{ key: ApiKeyRecord; secret: string }> {
+    const { keyId, secret, secretSha256 } = newApiKey();
+    const key = { keyId, account, displayName, createTime: now() };
+    try {
+      this.statement(
+        'INSERT INTO api_keys (key_id, account, secret_sha256, display_name, create_time) VALUES (?, ?, ?, ?, ?)',
+      ).run(keyId, account, secretSha256, displayName, key.createTime);
+    } catch (error) {
+      if ((error as { code?: string }).code === 'SQLITE_CONSTRAINT_FOREIGNKEY')
+        throw new StoreError('not_found', `account ${account} not found: ensureAccount first`);
+      throw error;
+    }
+    return { key, secret };
+  }
+
+  async resolveApiKey(secret: string): Promise<ApiKeyRecord | undefined> {
+    const hash = apiKeyLookupHash(secret);
+    if (hash === undefined) return undefined;
+    const row = this.statement(
+      'SELECT key_id, account, display_name, create_time FROM api_keys WHERE secret_sha256 = ?',
+    ).get(hash) as RawApiKey | undefined;
+    return row && apiKeyRecord(row);
+  }
+
+  async listApiKeys(account: string): Promise<ApiKeyRecord[]> {
+    const rows = this.statement(
+      'SELECT key_id, account, display_name, create_time FROM api_keys WHERE account = ? ORDER BY create_time, key_id',
+    ).all(account) as RawApiKey[];
+    return rows.map(apiKeyRecord);
+  }
+
+  async deleteApiKey(account: string, keyId: string): Promise<boolean> {
+    return (
+      this.statement('DELETE FROM api_keys WHERE account = ? AND key_id = ?').run(account, keyId)
+        .changes > 0
+    );
+  }
+
+  // ---- resources ----
+
+  async create<T>(
+    collection: Collection,
+    account: string,
+    id: string,
+    body: T,
+  ): Promise<ResourceRow<T>> {
+    checkCollection(collection);
+    checkId('account', account);
+    checkId('id', id);
+    const json = encodeJson(body, 'body');
+    const time = now();
+    const inserted = this.statement(
+      `INSERT INTO resources (account, collection, id, body, version, create_time, update_time)
+         VALUES (?, ?, ?, ?, 1, ?, ?) ON CONFLICT DO NOTHING`,
+    ).run(account, collection, id, json, time, time);
+    if (inserted.changes === 0) throw alreadyExists(resourceName(collection, account, id));
+    return this.read<T>(collection, account, id)!;
+  }
+
+  async get<T>(
+    collection: Collection,
+    account: string,
+    id: string,
+  ): Promise<ResourceRow<T> | undefined> {
+    checkCollection(collection);
+    return this.read<T>(collection, account, id);
+  }
+
+  async list<T>(
+    collection: Collection,
+    account: string,
+    options: ListOptions = {},
+  ): Promise<Page<T>> {
+    checkCollection(collection);
+    const pageSize = checkPageSize(options.pageSize);
+    const after = decodePageToken(options.pageToken);
+    // Row-value comparison walks resources_by_create_time from the cursor on.
+    const rows = this.statement(
+      `SELECT * FROM resources
+         WHERE account = ? AND collection = ? AND (create_time, id) > (?, ?)
+         ORDER BY create_time, id LIMIT ?`,
+    ).all(
+      account,
+      collection,
+      after?.createTime ?? '',
+      after?.id ?? '',
+      pageSize + 1,
+    ) as RawResource[];
+    return toPage(
+      rows.map((row) => resourceRow<T>(row)),
+      pageSize,
+    );
+  }
+
+  async update<T>(
+    collection: Collection,
+    account: string,
+    id: string,
+    mutate: (body: T) => T,
+    options: { expectVersion?: number } = {},
+  ): Promise<ResourceRow<T>> {
+    checkCollection(collection);
+    const name = resourceName(collection, account, id);
+    return this.db
+      .transaction(() => {
+        const current = this.read<T>(collection, account, id);
+        if (current === undefined) throw notFound(name);
+        const { expectVersion } = options;
+        if (expectVersion !== undefined && current.version !== expectVersion)
+          throw conflictError(name, expectVersion, current.version);
+        const json = encodeJson(mutate(current.body), 'the body returned by mutate');
+        this.statement(
+          `UPDATE resources SET body = ?, version = version + 1, update_time = ?
+             WHERE account = ? AND collection = ? AND id = ?`,
+        ).run(json, now(), account, collection, id);
+        return this.read<T>(collection, account, id)!;
+      })
+      .immediate();
+  }
+
+  async delete(collection: Collection, account: string, id: string): Promise<boolean> {
+    checkCollection(collection);
+    return this.db
+      .transaction(() => {
+        const deleted = this.statement(
+          'DELETE FROM resources WHERE account = ? AND collection = ? AND id = ?',
+        ).run(account, collection, id);
+        this.statement('DELETE FROM metrics WHERE name = ?').run(
+          resourceName(collection, account, id),
+        );
+        return deleted.changes > 0;
+      })
+      .immediate();
+  }
+
+  // ---- metrics ----
+
+  async putMetrics(name: string, rows: MetricRow[]): Promise<void> {
+    const prepared = prepareMetrics(name, rows);
+    const upsert = this.statement(
+      `INSERT INTO metrics (name, step, metric_values, time) VALUES (?, ?, ?, ?)
+       ON CONFLICT (name, step) DO UPDATE SET metric_values = excluded.metric_values, time = excluded.time`,
+    );
+    this.db
+      .transaction(() => {
+        for (const row of prepared) upsert.run(name, row.step, row.valuesJson, row.time);
+      })
+      .immediate();
+  }
+
+  async listMetrics(
+    name: string,
+    options?: { afterStep?: number; limit?: number },
+  ): Promise<MetricRow[]> {
+    const { afterStep, limit } = checkMetricQuery(options);
+    const rows = this.statement(
+      'SELECT step, metric_values, time FROM metrics WHERE name = ? AND step > ? ORDER BY step LIMIT ?',
+    ).all(name, afterStep, limit ?? -1) as RawMetric[];
+    return rows.map(metricRow);
+  }
+
+  /** Statements are compiled once per connection; the SQL text is the cache key. */
+  private statement(sql: string): Database.Statement {
+    let statement = this.statements.get(sql);
+    if (statement === undefined) {
+      statement = this.db.prepare(sql);
+      this.statements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  private read<T>(collection: Collection, account: string, id: string): ResourceRow<T> | undefined {
+    const row = this.statement(
+      'SELECT * FROM resources WHERE account = ? AND collection = ? AND id = ?',
+    ).get(account, collection, id) as RawResource | undefined;
+    return row && resourceRow<T>(row);
+  }
+}

@@ -1,0 +1,135 @@
+/**
+ * The control plane's persistence: one interface, two implementations (SQLite embedded,
+ * PostgreSQL for the multi-machine shape) over one schema with numbered migrations.
+ *
+ * Resources are stored generically: a row per `accounts/{account}/{collection}/{id}` holding
+ * the resource body as JSON, a monotonically increasing `version` (optimistic concurrency)
+ * and create/update times. Collection-specific shape and validation live in the REST layer
+ * (zod schemas); the store only guarantees atomicity, uniqueness and paging.
+ */
+
+/** Collections the store holds (the REST collections plus internal ones). */
+export const COLLECTIONS = [
+  'datasets',
+  'supervisedFineTuningJobs',
+  'dpoJobs',
+  'reinforcementFineTuningJobs',
+  'rlorTrainerJobs',
+  'models',
+  'deployments',
+  'evaluators',
+  'secrets',
+] as const;
+export type Collection = (typeof COLLECTIONS)[number];
+
+export interface ResourceRow<T = unknown> {
+  account: string;
+  collection: Collection;
+  id: string;
+  /** `accounts/{account}/{collection}/{id}` */
+  name: string;
+  body: T;
+  /** Starts at 1, +1 on every update. */
+  version: number;
+  /** RFC 3339 with milliseconds, UTC. */
+  createTime: string;
+  updateTime: string;
+}
+
+export interface ListOptions {
+  /** 1-200, default 50. */
+  pageSize?: number;
+  /** Opaque token from a previous page's `nextPageToken`. */
+  pageToken?: string;
+}
+
+export interface Page<T> {
+  /** Oldest first (create time, then id). */
+  items: ResourceRow<T>[];
+  /** Absent on the last page. */
+  nextPageToken?: string;
+}
+
+export interface ApiKeyRecord {
+  keyId: string;
+  account: string;
+  displayName: string;
+  createTime: string;
+}
+
+export interface MetricRow {
+  /** Training step (or evaluation step) the values belong to. */
+  step: number;
+  /** `name:reduction` keys, as the trainer reports them, plus anything the workflow adds. */
+  values: Record<string, number | string | null>;
+  time: string;
+}
+
+/** Stable error codes; the REST layer maps them to HTTP statuses. */
+export type StoreErrorCode = 'already_exists' | 'not_found' | 'conflict' | 'invalid_argument';
+
+export class StoreError extends Error {
+  constructor(
+    readonly code: StoreErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}
+
+export interface Store {
+  /** `sqlite` or `postgres`. */
+  readonly dialect: string;
+  /** Applies pending migrations (idempotent; safe to call from several processes). */
+  migrate(): Promise<void>;
+  close(): Promise<void>;
+
+  // ---- accounts and API keys ----
+  /** Creates the account if it does not exist (idempotent). */
+  ensureAccount(account: string, displayName?: string): Promise<void>;
+  accountExists(account: string): Promise<boolean>;
+  /**
+   * Issues a new key for the account. The secret (`tmp_` + 32 random bytes, base64url) is
+   * returned once; only its SHA-256 is stored. `not_found` if the account does not exist.
+   */
+  createApiKey(
+    account: string,
+    displayName?: string,
+  ): Promise<{ key: ApiKeyRecord; secret: string }>;
+  /** The key's record when the secret is valid, else undefined. */
+  resolveApiKey(secret: string): Promise<ApiKeyRecord | undefined>;
+  listApiKeys(account: string): Promise<ApiKeyRecord[]>;
+  deleteApiKey(account: string, keyId: string): Promise<boolean>;
+
+  // ---- resources ----
+  /**
+   * Inserts a new resource at version 1; `already_exists` if the name is taken,
+   * `invalid_argument` for an id or account outside the id rule (DESIGN.md) or a body JSON
+   * cannot hold. The account row is not required (API keys are what need an account).
+   */
+  create<T>(collection: Collection, account: string, id: string, body: T): Promise<ResourceRow<T>>;
+  get<T>(collection: Collection, account: string, id: string): Promise<ResourceRow<T> | undefined>;
+  list<T>(collection: Collection, account: string, options?: ListOptions): Promise<Page<T>>;
+  /**
+   * Read-modify-write in one transaction: `mutate` gets the current body and returns the new
+   * one. `not_found` if absent; with `expectVersion`, `conflict` if the row moved on.
+   * `mutate` must be synchronous (it runs inside the transaction); if it throws, nothing
+   * changes and the error propagates.
+   */
+  update<T>(
+    collection: Collection,
+    account: string,
+    id: string,
+    mutate: (body: T) => T,
+    options?: { expectVersion?: number },
+  ): Promise<ResourceRow<T>>;
+  /** True when a row was deleted. Also deletes the resource's metrics. */
+  delete(collection: Collection, account: string, id: string): Promise<boolean>;
+
+  // ---- per-job metrics (append-only, keyed by resource name and step) ----
+  /** Appends rows; a row for an existing (name, step) replaces it (a resumed job re-reports). */
+  putMetrics(name: string, rows: MetricRow[]): Promise<void>;
+  /** Rows in step order. */
+  listMetrics(name: string, options?: { afterStep?: number; limit?: number }): Promise<MetricRow[]>;
+}
