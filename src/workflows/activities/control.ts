@@ -1,0 +1,171 @@
+/**
+ * Activities any worker can run (the shared task queue): reading and updating jobs in the
+ * store, promotion, and claiming a host. They hold no per-job state, so Temporal may retry
+ * them anywhere.
+ */
+import { createHash } from 'node:crypto';
+import { ApplicationFailure } from '@temporalio/activity';
+import { CheckpointError } from '../../checkpoints/dcp/errors.js';
+import type { ObjectStore } from '../../checkpoints/object-store/index.js';
+import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
+import type { Store } from '../../control-plane/store/types.js';
+import type {
+  ControlActivities,
+  JobRef,
+  JobStatusUpdate,
+  ModelSummary,
+  PromoteInput,
+  TrainingPlan,
+} from '../types.js';
+import { FAILURE, workflowIdOf } from '../types.js';
+import { DEFAULT_BATCH_TOKENS, defaultLearningRate, trainingJobBodySchema } from './job-body.js';
+import { buildJobData, modelRenderer, readDatasetText } from './job-data.js';
+import { modelContextLength, resolveModel } from './models.js';
+
+export interface ControlDeps {
+  store: Store;
+  /** Uploaded datasets and other artifacts. */
+  artifacts: ObjectStore;
+  /** Checkpoints and promoted models. */
+  checkpoints: ObjectStore;
+  /** This worker's host task queue (what claimHost answers). */
+  hostQueue: string;
+}
+
+const TERMINAL = new Set(['JOB_STATE_COMPLETED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EARLY_STOPPED']);
+
+function invalid(message: string): ApplicationFailure {
+  return ApplicationFailure.nonRetryable(message, FAILURE.jobInvalid);
+}
+
+/** A data-order seed derived from the job name when the job gives none. */
+function nameSeed(name: string): number {
+  return createHash('sha256').update(name).digest().readUInt32BE(0);
+}
+
+export function createControlActivities(deps: ControlDeps): ControlActivities {
+  const { store } = deps;
+
+  async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
+    await store.update<Record<string, unknown>>(ref.collection, ref.account, ref.id, (body) => ({
+      ...body,
+      ...update.fields,
+      state: update.state,
+      status: {
+        code: update.state === 'JOB_STATE_FAILED' ? 'ERROR' : 'OK',
+        message: update.message ?? '',
+      },
+      ...(TERMINAL.has(update.state) || update.state === 'JOB_STATE_FAILED'
+        ? { completedTime: new Date().toISOString() }
+        : {}),
+    }));
+  }
+
+  async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {
+    if (ref.collection !== 'supervisedFineTuningJobs' && ref.collection !== 'dpoJobs')
+      throw invalid(`prepareTrainingJob: ${ref.collection} is not an SFT or DPO job`);
+    const row = await store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id);
+    if (!row) throw invalid(`job ${workflowIdOf(ref)} does not exist`);
+    if (typeof row.body.state === 'string' && TERMINAL.has(row.body.state))
+      throw invalid(`job ${workflowIdOf(ref)} already ended (${row.body.state})`);
+    await setJobStatus(ref, { state: 'JOB_STATE_VALIDATING' });
+    const parsed = trainingJobBodySchema.safeParse(row.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw invalid(`invalid job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
+    }
+    const body = parsed.data;
+    const modelName = (body.warmStartFrom ?? body.baseModel)!;
+    let plan: TrainingPlan;
+    try {
+      const model = await resolveModel(modelName, deps.checkpoints.url);
+      const baseDir = model.adapter?.baseDir ?? model.dir;
+      const contextLimit = await modelContextLength(baseDir);
+      const maxContextLength = Math.min(body.maxContextLength ?? contextLimit, contextLimit);
+      const loraRank = model.adapter ? Math.max(body.loraRank, 1) : body.loraRank;
+      plan = {
+        method: ref.collection === 'dpoJobs' ? 'dpo' : 'sft',
+        jobName: workflowIdOf(ref),
+        account: ref.account,
+        baseModel: model.adapter?.baseModel ?? modelName,
+        warmStartFrom: body.warmStartFrom ?? null,
+        dataset: body.dataset,
+        outputModelId: (body.outputModel ?? ref.id).split('/').pop()!,
+        loraRank,
+        maxContextLength,
+        batchTokens: body.batchSize ?? DEFAULT_BATCH_TOKENS,
+        epochs: body.epochs,
+        learningRate: body.learningRate ?? defaultLearningRate(loraRank),
+        warmupSteps: body.learningRateWarmupSteps,
+        gradientAccumulationSteps: body.gradientAccumulationSteps,
+        checkpointEvery: body.checkpointFrequency,
+        beta: body.beta,
+        seed: body.seed || nameSeed(workflowIdOf(ref)),
+        totalSteps: 0,
+        exampleCount: 0,
+        maxTrainerRestarts: 5,
+        resumeFrom: body.lastCheckpoint ?? null,
+      };
+      const text = await readDatasetText(body.dataset, deps.artifacts);
+      const data = buildJobData(plan, text, await modelRenderer(baseDir));
+      plan.totalSteps = data.steps.length;
+      plan.exampleCount = data.units.length;
+    } catch (error) {
+      if (error instanceof ApplicationFailure) throw error;
+      throw invalid((error as Error).message);
+    }
+    await setJobStatus(ref, {
+      state: 'JOB_STATE_RUNNING',
+      fields: {
+        jobProgress: { step: 0, totalSteps: plan.totalSteps, percent: 0 },
+        exampleCount: plan.exampleCount,
+        startTime: new Date().toISOString(),
+      },
+    });
+    return plan;
+  }
+
+  async function promote(input: PromoteInput): Promise<ModelSummary> {
+    let model: PromotedModel;
+    try {
+      model = await promoteCheckpoint(deps.checkpoints, {
+        name: input.checkpoint,
+        outputModelId: input.outputModelId,
+        ...(input.baseModel ? { baseModel: input.baseModel } : {}),
+      });
+    } catch (error) {
+      // A retried promotion finds its own earlier commit: same source, same model.
+      const existing = await existingPromotion(input);
+      if (!existing) throw asActivityFailure(error);
+      model = existing;
+    }
+    const body = { ...model, ...(input.sourceJob ? { sourceJob: input.sourceJob } : {}) };
+    if (!(await store.get('models', input.account, input.outputModelId)))
+      await store.create('models', input.account, input.outputModelId, body);
+    return { name: model.name, kind: model.kind, state: model.state };
+  }
+
+  async function existingPromotion(input: PromoteInput): Promise<PromotedModel | undefined> {
+    const key = `accounts/${input.account}/models/${input.outputModelId}/${MODEL_FILE}`;
+    try {
+      const model = JSON.parse((await deps.checkpoints.get(key)).toString('utf8')) as PromotedModel;
+      return model.sourceCheckpoint === input.checkpoint ? model : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  return {
+    prepareTrainingJob,
+    setJobStatus,
+    claimHost: async () => deps.hostQueue,
+    promoteCheckpoint: promote,
+  };
+}
+
+/** Checkpoint errors are caller mistakes or bad data (bad id, not promotable, taken): no retry. */
+function asActivityFailure(error: unknown): unknown {
+  if (error instanceof CheckpointError)
+    return ApplicationFailure.nonRetryable(error.message, `CheckpointError.${error.code}`);
+  return error;
+}

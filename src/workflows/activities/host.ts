@@ -1,0 +1,265 @@
+/**
+ * Activities that run on the host owning a job's trainer pod (the host's own task queue):
+ * launch the pod, train segments of steps, export the final weights, stop the pod.
+ *
+ * The worker keeps one open Training API session per pod in memory; a worker that restarted
+ * reattaches to a still-running pod by its job id and model id. Training data is rebuilt from
+ * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
+ */
+import { createHash } from 'node:crypto';
+import { Context } from '@temporalio/activity';
+import type { ObjectStore } from '../../checkpoints/object-store/index.js';
+import type { Store } from '../../control-plane/store/types.js';
+import { dpoLoss } from '../../losses/index.js';
+import { ServiceClient } from '../../sdk/service-client.js';
+import type { TrainingClient } from '../../sdk/training-client.js';
+import type { TrainingDatum } from '../../sdk/types.js';
+import type { Launcher } from '../../trainer/launcher/index.js';
+import type {
+  FinishInput,
+  HostActivities,
+  SegmentInput,
+  SegmentResult,
+  TrainerHandle,
+  TrainingPlan,
+} from '../types.js';
+import { buildJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
+import { resolveModel } from './models.js';
+
+export interface HostDeps {
+  store: Store;
+  launcher: Launcher;
+  artifacts: ObjectStore;
+  /** Checkpoint store root the pods share. */
+  checkpointUrl: string;
+  hostQueue: string;
+  /** Engine threads per pod. */
+  threads?: number;
+}
+
+interface Session {
+  service: ServiceClient;
+  client: TrainingClient;
+}
+
+/** Pod job ids: readable, unique per (job, attempt), within the 63-character limit. */
+export function podJobId(jobName: string, attempt: number): string {
+  const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
+  const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
+  return `${id}-${hash}-t${attempt}`;
+}
+
+/** Linear warmup over `warmupSteps`, then constant. */
+export function learningRateAt(plan: TrainingPlan, step: number): number {
+  if (plan.warmupSteps <= 0) return plan.learningRate;
+  return plan.learningRate * Math.min(1, (step + 1) / plan.warmupSteps);
+}
+
+function weightSum(batch: readonly TrainingDatum[]): number {
+  let total = 0;
+  for (const d of batch) {
+    const w = d.lossFnInputs.weights;
+    if (Array.isArray(w)) for (const x of w as number[]) total += x;
+  }
+  return total;
+}
+
+export function createHostActivities(deps: HostDeps): HostActivities {
+  const sessions = new Map<string, Session>();
+  const data = new Map<string, Promise<JobData>>();
+
+  async function modelSource(plan: TrainingPlan) {
+    const model = await resolveModel(plan.warmStartFrom ?? plan.baseModel, deps.checkpointUrl);
+    const baseDir = model.adapter?.baseDir ?? model.dir;
+    // Catalog models keep their resource name (it is recorded in exports); others go by path.
+    const baseModel =
+      plan.baseModel.startsWith('accounts/temper/') && !model.adapter && !plan.warmStartFrom
+        ? plan.baseModel
+        : baseDir;
+    return { baseModel, baseDir, adapterDir: model.adapter ? model.dir : null };
+  }
+
+  async function open(
+    plan: TrainingPlan,
+    trainer: Pick<TrainerHandle, 'podJobId'>,
+    modelId?: string,
+  ) {
+    const source = await modelSource(plan);
+    const service = ServiceClient.fromConfig(
+      {
+        baseModel: source.baseModel,
+        loraRank: plan.loraRank,
+        trainerJobId: trainer.podJobId,
+        account: plan.account,
+        checkpointUrl: deps.checkpointUrl,
+      },
+      { launcher: deps.launcher },
+    );
+    const client = await service.createTrainingClient(modelId ? { modelId } : {});
+    const session = { service, client };
+    sessions.set(trainer.podJobId, session);
+    return { session, source };
+  }
+
+  async function session(plan: TrainingPlan, trainer: TrainerHandle): Promise<Session> {
+    const existing = sessions.get(trainer.podJobId);
+    if (existing) return existing;
+    return (await open(plan, trainer, trainer.modelId)).session;
+  }
+
+  function jobData(plan: TrainingPlan): Promise<JobData> {
+    let pending = data.get(plan.jobName);
+    if (!pending) {
+      pending = (async () => {
+        const { baseDir } = await modelSource(plan);
+        const text = await readDatasetText(plan.dataset, deps.artifacts);
+        return buildJobData(plan, text, await modelRenderer(baseDir));
+      })();
+      pending.catch(() => data.delete(plan.jobName));
+      data.set(plan.jobName, pending);
+    }
+    return pending;
+  }
+
+  async function launchTrainer(plan: TrainingPlan, attempt: number): Promise<TrainerHandle> {
+    const jobId = podJobId(plan.jobName, attempt);
+    // A pod left by an earlier try of this very activity is replaced, not reused.
+    await deps.launcher.stop(jobId).catch(() => undefined);
+    sessions.delete(jobId);
+    const source = await modelSource(plan);
+    await deps.launcher.launch({
+      baseModel: source.baseModel,
+      loraRank: plan.loraRank,
+      jobId,
+      account: plan.account,
+      checkpointUrl: deps.checkpointUrl,
+      displayName: plan.jobName,
+      ...(deps.threads ? { threads: deps.threads } : {}),
+    });
+    const { session: s } = await open(plan, { podJobId: jobId });
+    if (source.adapterDir) await s.client.loadAdapter(source.adapterDir);
+    return { podJobId: jobId, modelId: s.client.modelId, hostQueue: deps.hostQueue };
+  }
+
+  /** DPO reference logprobs: computed once from the starting weights, kept in artifacts. */
+  async function attachReferenceLogprobs(
+    plan: TrainingPlan,
+    s: Session,
+    job: JobData,
+    fresh: boolean,
+  ) {
+    const key = `${plan.jobName}/reference-logprobs.json`;
+    let ref: number[][];
+    if (await deps.artifacts.stat(key)) {
+      ref = JSON.parse((await deps.artifacts.get(key)).toString('utf8')) as number[][];
+    } else {
+      if (!fresh)
+        throw new Error(
+          `${plan.jobName}: reference logprobs are missing and the weights already moved`,
+        );
+      const datums = job.units.flat();
+      const out = await s.client.forward(datums);
+      ref = out.lossFnOutputs.map((o) => Array.from(o.logprobs.data as ArrayLike<number>));
+      await deps.artifacts.put(key, JSON.stringify(ref));
+    }
+    job.units.flat().forEach((d, i) => {
+      (d.lossFnInputs as Record<string, unknown>).ref_logprobs = ref[i]!;
+    });
+  }
+
+  async function trainStep(
+    plan: TrainingPlan,
+    client: TrainingClient,
+    micro: TrainingDatum[][],
+    step: number,
+  ) {
+    let loss = 0;
+    let tokens = 0;
+    const metrics: Record<string, number> = {};
+    for (const batch of micro) {
+      if (plan.method === 'sft') {
+        const out = await client.forwardBackward(batch, 'cross_entropy');
+        loss += out.metrics['loss:sum'] ?? 0;
+        tokens += weightSum(batch);
+      } else {
+        const out = await client.forwardBackwardCustom(batch, dpoLoss({ beta: plan.beta }));
+        loss += out.loss;
+        tokens += 1;
+        for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
+      }
+    }
+    const learningRate = learningRateAt(plan, step);
+    await client.optimStep(
+      { learningRate, beta1: 0.9, beta2: 0.999, weightDecay: 0, gradClipNorm: 1 },
+      plan.method === 'sft' ? 'num_loss_tokens' : 'num_sequences',
+    );
+    return { ...metrics, 'loss:mean': loss / Math.max(tokens, 1), learning_rate: learningRate };
+  }
+
+  async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
+    const { plan } = input;
+    const ctx = Context.current();
+    const s = await session(plan, input.trainer);
+    if (input.restoreFrom) await s.client.loadStateWithOptimizer(input.restoreFrom);
+    const job = await jobData(plan);
+    if (plan.method === 'dpo')
+      await attachReferenceLogprobs(plan, s, job, input.fromStep === 0 && !input.restoreFrom);
+    const rows = [];
+    let lastLoss: number | null = null;
+    for (let step = input.fromStep; step < input.toStep; step++) {
+      if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
+      const values = await trainStep(plan, s.client, job.steps[step]!, step);
+      lastLoss = values['loss:mean']!;
+      rows.push({ step: step + 1, values, time: new Date().toISOString() });
+      ctx.heartbeat({ step: step + 1 });
+      if (rows.length >= 10 || step + 1 === input.toStep)
+        await flush(plan, rows.splice(0), step + 1);
+    }
+    let checkpoint: string | null = null;
+    if (input.save) {
+      checkpoint = (await s.client.saveState(`step-${input.toStep}`)).path;
+      await updateJob(plan, { lastCheckpoint: { checkpoint, step: input.toStep } });
+    }
+    return { step: input.toStep, checkpoint, lastLoss };
+  }
+
+  /** Metrics and progress to the store, so `get` and `--wait` see the job move. */
+  async function flush(
+    plan: TrainingPlan,
+    rows: { step: number; values: Record<string, number>; time: string }[],
+    step: number,
+  ) {
+    await deps.store.putMetrics(plan.jobName, rows);
+    await updateJob(plan, {
+      jobProgress: {
+        step,
+        totalSteps: plan.totalSteps,
+        percent: Math.round((100 * step) / Math.max(plan.totalSteps, 1)),
+        loss: rows.at(-1)?.values['loss:mean'] ?? null,
+      },
+    });
+  }
+
+  async function updateJob(plan: TrainingPlan, fields: Record<string, unknown>) {
+    const [, account, collection, id] = plan.jobName.split('/') as [string, string, never, string];
+    await deps.store.update<Record<string, unknown>>(collection, account, id, (body) => ({
+      ...body,
+      ...fields,
+    }));
+  }
+
+  async function exportFinalWeights(input: FinishInput): Promise<string> {
+    const s = await session(input.plan, input.trainer);
+    const saved = await s.client.saveWeightsForSampler('final', { checkpointType: 'base' });
+    return saved.name;
+  }
+
+  async function stopTrainer(jobId: string): Promise<void> {
+    const s = sessions.get(jobId);
+    sessions.delete(jobId);
+    await s?.service.close({ cleanupTrainerOnClose: false }).catch(() => undefined);
+    await deps.launcher.stop(jobId);
+  }
+
+  return { launchTrainer, trainSegment, exportFinalWeights, stopTrainer };
+}

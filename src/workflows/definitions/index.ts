@@ -1,0 +1,3 @@
+// The workflow bundle's entry: every workflow the workers register.
+export { promotionWorkflow } from './promotion.js';
+export { trainingJobWorkflow } from './training-job.js';

@@ -1,0 +1,165 @@
+/**
+ * Managed SFT and DPO jobs. The workflow only decides; activities do the work:
+ *
+ *   prepare (validate dataset, resolve every default, count steps)
+ *   → claim a host → launch a trainer pod there
+ *   → train in segments that end at checkpoint boundaries (several steps per activity, so
+ *     orchestration costs little; each segment saves a resumable DCP checkpoint if due)
+ *   → export the final weights → promote them to the output model → COMPLETED.
+ *
+ * A segment that fails because its pod or host died is not retried in place: the workflow
+ * claims a host again (any worker may answer), launches a fresh pod, restores the last
+ * checkpoint and continues from its step. Training is deterministic (the data order is a
+ * function of the plan, the engine is bitwise reproducible), so the final weights equal an
+ * uninterrupted run's. Cancelling the workflow stops the pod and keeps the checkpoints.
+ */
+import {
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  log,
+  proxyActivities,
+} from '@temporalio/workflow';
+import type {
+  ControlActivities,
+  HostActivities,
+  JobRef,
+  SegmentResult,
+  TrainerHandle,
+  TrainingPlan,
+} from '../types.js';
+
+const control = proxyActivities<ControlActivities>({
+  startToCloseTimeout: '10 minutes',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
+});
+
+/** Pod activities, pinned to the host that runs the pod. No retries: the workflow recovers. */
+function hostActivities(hostQueue: string) {
+  return proxyActivities<HostActivities>({
+    taskQueue: hostQueue,
+    startToCloseTimeout: '24 hours',
+    // A host that stops heartbeating is presumed dead; its work moves to another host.
+    heartbeatTimeout: '2 minutes',
+    scheduleToStartTimeout: '2 minutes',
+    retry: { maximumAttempts: 1 },
+  });
+}
+
+export interface TrainingJobResult {
+  outputModel: string;
+  steps: number;
+  trainerRestarts: number;
+}
+
+/** The step a segment starting at `from` ends at: the next checkpoint boundary or the end. */
+export function segmentEnd(plan: TrainingPlan, from: number): number {
+  if (plan.checkpointEvery <= 0) return plan.totalSteps;
+  const next = (Math.floor(from / plan.checkpointEvery) + 1) * plan.checkpointEvery;
+  return Math.min(next, plan.totalSteps);
+}
+
+export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResult> {
+  let trainer: TrainerHandle | undefined;
+  try {
+    const plan = await control.prepareTrainingJob(ref);
+    // The newest resumable checkpoint and the step it was saved at.
+    let checkpoint: string | null = plan.resumeFrom?.checkpoint ?? null;
+    let checkpointAt = plan.resumeFrom?.step ?? 0;
+    let step = checkpointAt;
+    let restarts = 0;
+    for (;;) {
+      const hostQueue = await control.claimHost();
+      const host = hostActivities(hostQueue);
+      try {
+        trainer = await host.launchTrainer(plan, restarts);
+        let restoreFrom: string | null = checkpoint;
+        while (step < plan.totalSteps) {
+          const toStep = segmentEnd(plan, step);
+          const save = plan.checkpointEvery > 0 && toStep < plan.totalSteps;
+          const result: SegmentResult = await host.trainSegment({
+            plan,
+            trainer,
+            fromStep: step,
+            toStep,
+            save,
+            restoreFrom,
+          });
+          restoreFrom = null;
+          step = result.step;
+          if (result.checkpoint) {
+            checkpoint = result.checkpoint;
+            checkpointAt = result.step;
+          }
+        }
+        const finalWeights = await host.exportFinalWeights({ plan, trainer });
+        const model = await control.promoteCheckpoint({
+          account: plan.account,
+          checkpoint: finalWeights,
+          outputModelId: plan.outputModelId,
+          baseModel: plan.baseModel,
+          sourceJob: plan.jobName,
+        });
+        await host.stopTrainer(trainer.podJobId);
+        trainer = undefined;
+        await control.setJobStatus(ref, {
+          state: 'JOB_STATE_COMPLETED',
+          fields: { outputModel: model.name, trainerRestarts: restarts },
+        });
+        return { outputModel: model.name, steps: step, trainerRestarts: restarts };
+      } catch (error) {
+        if (isCancellation(error) || restarts >= plan.maxTrainerRestarts) throw error;
+        restarts += 1;
+        log.warn('trainer lost; relaunching from the last checkpoint', {
+          job: plan.jobName,
+          step,
+          checkpoint,
+          restarts,
+          error: String(error),
+        });
+        // Best effort: the old pod may be alive (an activity failed, not the pod) or gone.
+        const lost = trainer;
+        trainer = undefined;
+        if (lost) await stopQuietly(lost);
+        // Resume from the last checkpoint: steps after it are replayed identically.
+        step = checkpointAt;
+        await control.setJobStatus(ref, {
+          state: 'JOB_STATE_RUNNING',
+          fields: {
+            trainerRestarts: restarts,
+            restoredFrom: checkpoint === null ? null : { checkpoint, step: checkpointAt },
+          },
+        });
+      }
+    }
+  } catch (error) {
+    await CancellationScope.nonCancellable(async () => {
+      if (trainer) await stopQuietly(trainer);
+      if (isCancellation(error)) {
+        await control.setJobStatus(ref, { state: 'JOB_STATE_CANCELLED' });
+      } else {
+        await control.setJobStatus(ref, {
+          state: 'JOB_STATE_FAILED',
+          message: failureMessage(error),
+        });
+      }
+    });
+    throw error;
+  }
+}
+
+async function stopQuietly(trainer: TrainerHandle): Promise<void> {
+  try {
+    await hostActivities(trainer.hostQueue).stopTrainer(trainer.podJobId);
+  } catch {
+    // The host itself may be gone; its pods stop on their inactivity timeout.
+  }
+}
+
+/** The innermost message: what went wrong in the activity, not Temporal's wrapping. */
+function failureMessage(error: unknown): string {
+  let e: unknown = error;
+  while (e instanceof Error && 'cause' in e && e.cause instanceof Error) e = e.cause;
+  if (e instanceof ApplicationFailure || e instanceof Error) return e.message;
+  return String(e);
+}

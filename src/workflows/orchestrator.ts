@@ -1,0 +1,86 @@
+/**
+ * The control plane's JobOrchestrator on Temporal: one workflow per job, its id the job's
+ * resource name, so starting twice is a no-op and any process can find a job's workflow.
+ */
+import {
+  type Client,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+} from '@temporalio/client';
+import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
+import { promotionWorkflow, trainingJobWorkflow } from './definitions/index.js';
+import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
+
+export class OrchestrationError extends Error {
+  constructor(
+    readonly code: 'unimplemented' | 'failed_precondition' | 'not_found',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'OrchestrationError';
+  }
+}
+
+export class TemporalOrchestrator implements JobOrchestrator {
+  constructor(
+    private readonly client: Client,
+    private readonly taskQueue = SHARED_TASK_QUEUE,
+  ) {}
+
+  async start(job: JobRef): Promise<void> {
+    if (job.collection !== 'supervisedFineTuningJobs' && job.collection !== 'dpoJobs')
+      throw new OrchestrationError(
+        'unimplemented',
+        `managed ${job.collection} are not orchestrated yet; use the Training API (ServiceClient) for custom loops`,
+      );
+    try {
+      await this.client.workflow.start(trainingJobWorkflow, {
+        taskQueue: this.taskQueue,
+        workflowId: workflowIdOf(job),
+        args: [job],
+      });
+    } catch (error) {
+      if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;
+    }
+  }
+
+  async cancel(job: JobRef): Promise<void> {
+    try {
+      await this.client.workflow.getHandle(workflowIdOf(job)).cancel();
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError)
+        throw new OrchestrationError(
+          'not_found',
+          `job ${workflowIdOf(job)} has no running workflow`,
+        );
+      throw error;
+    }
+  }
+
+  /** A new run of the job's workflow; it continues from the job's last checkpoint. */
+  async resume(job: JobRef): Promise<void> {
+    const handle = this.client.workflow.getHandle(workflowIdOf(job));
+    const description = await handle.describe().catch(() => undefined);
+    if (description?.status.name === 'RUNNING')
+      throw new OrchestrationError(
+        'failed_precondition',
+        `job ${workflowIdOf(job)} is still running`,
+      );
+    await this.start(job);
+  }
+
+  async promote(request: PromoteRequest): Promise<unknown> {
+    return this.client.workflow.execute(promotionWorkflow, {
+      taskQueue: this.taskQueue,
+      workflowId: `promote/${request.checkpoint}/${request.outputModelId}`,
+      args: [
+        {
+          account: request.account,
+          checkpoint: request.checkpoint,
+          outputModelId: request.outputModelId,
+          ...(request.baseModel ? { baseModel: request.baseModel } : {}),
+        },
+      ],
+    });
+  }
+}

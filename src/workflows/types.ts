@@ -1,0 +1,154 @@
+/**
+ * What workflows and activities exchange. Everything here is plain JSON (Temporal serialises
+ * activity inputs and results), small (the data itself never travels through Temporal: the
+ * host activities read and render the dataset themselves, deterministically), and free of
+ * imports that do I/O, because the workflow bundle imports it.
+ */
+import type { JobCollection, JobRef } from '../control-plane/orchestrator.js';
+
+export type { JobCollection, JobRef };
+
+export type JobState =
+  | 'JOB_STATE_CREATING'
+  | 'JOB_STATE_PENDING'
+  | 'JOB_STATE_VALIDATING'
+  | 'JOB_STATE_RUNNING'
+  | 'JOB_STATE_IDLE'
+  | 'JOB_STATE_COMPLETED'
+  | 'JOB_STATE_FAILED'
+  | 'JOB_STATE_CANCELLED'
+  | 'JOB_STATE_EARLY_STOPPED';
+
+export type TrainingMethod = 'sft' | 'dpo';
+
+/** Everything a host needs to train a managed job, resolved once by prepareJob. */
+export interface TrainingPlan {
+  method: TrainingMethod;
+  /** accounts/{a}/{collection}/{id} */
+  jobName: string;
+  account: string;
+  /** Base model resource name (or, for a warm start, the model the weights come from). */
+  baseModel: string;
+  /** Warm start: a promoted model whose weights replace the base model's at step 0. */
+  warmStartFrom: string | null;
+  /** accounts/{a}/datasets/{id} */
+  dataset: string;
+  outputModelId: string;
+  loraRank: number;
+  maxContextLength: number;
+  /** Token budget of one optimizer step (sequences are packed whole). */
+  batchTokens: number;
+  epochs: number;
+  learningRate: number;
+  warmupSteps: number;
+  gradientAccumulationSteps: number;
+  /** Save a resumable checkpoint every this many optimizer steps (0 = only at the end). */
+  checkpointEvery: number;
+  /** DPO beta. */
+  beta: number;
+  /** Seed of the data order. */
+  seed: number;
+  /** Optimizer steps in the whole job. */
+  totalSteps: number;
+  /** Examples after validation (and unrolling). */
+  exampleCount: number;
+  /** How often a lost trainer is replaced before the job fails. */
+  maxTrainerRestarts: number;
+  /** A resumed job continues from its last resumable checkpoint. */
+  resumeFrom: { checkpoint: string; step: number } | null;
+}
+
+/** A trainer pod serving one job's model. */
+export interface TrainerHandle {
+  /** The pod's trainer job id (rlorTrainerJobs id; checkpoints are named under it). */
+  podJobId: string;
+  /** The model on the pod that holds the job's weights. */
+  modelId: string;
+  /** Task queue of the host that runs the pod (every pod activity goes there). */
+  hostQueue: string;
+}
+
+export interface SegmentInput {
+  plan: TrainingPlan;
+  trainer: TrainerHandle;
+  /** First optimizer step of the segment (0-based). */
+  fromStep: number;
+  /** Steps [fromStep, toStep) run; a resumable checkpoint is saved at toStep if `save`. */
+  toStep: number;
+  save: boolean;
+  /** Restore this resumable checkpoint (weights + optimizer + step) before the first step. */
+  restoreFrom: string | null;
+}
+
+export interface SegmentResult {
+  /** The next step to run. */
+  step: number;
+  /** The resumable checkpoint saved at `step`, if one was. */
+  checkpoint: string | null;
+  /** Mean loss of the segment's last step. */
+  lastLoss: number | null;
+}
+
+export interface FinishInput {
+  plan: TrainingPlan;
+  trainer: TrainerHandle;
+}
+
+export interface PromoteInput {
+  account: string;
+  checkpoint: string;
+  outputModelId: string;
+  baseModel?: string;
+  /** The job the model comes from (recorded on the model). */
+  sourceJob?: string;
+}
+
+export interface ModelSummary {
+  name: string;
+  kind: string;
+  state: string;
+}
+
+export interface JobStatusUpdate {
+  state: JobState;
+  message?: string;
+  /** Merged into the job body (progress, output model, ...). */
+  fields?: Record<string, unknown>;
+}
+
+/** Activities any worker runs (shared queue): the store and host selection. */
+export interface ControlActivities {
+  /** Reads and validates the job, sets VALIDATING then RUNNING; throws JobInvalid. */
+  prepareTrainingJob(ref: JobRef): Promise<TrainingPlan>;
+  setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void>;
+  /** The task queue of the worker that picked this up: the host that will run the pod. */
+  claimHost(): Promise<string>;
+  /** Promotes a checkpoint to a model and records it in the store. */
+  promoteCheckpoint(input: PromoteInput): Promise<ModelSummary>;
+}
+
+/** Activities that run on the host that owns the pod (its own task queue). */
+export interface HostActivities {
+  launchTrainer(plan: TrainingPlan, attempt: number): Promise<TrainerHandle>;
+  trainSegment(input: SegmentInput): Promise<SegmentResult>;
+  /** Exports the final sampler weights; returns the checkpoint name to promote. */
+  exportFinalWeights(input: FinishInput): Promise<string>;
+  /** Stops the pod; a pod that is already gone is fine. */
+  stopTrainer(podJobId: string): Promise<void>;
+}
+
+/** Application failure types the workflows treat specially. */
+export const FAILURE = {
+  /** The job or its dataset is invalid: fail the job, never retry. */
+  jobInvalid: 'JobInvalid',
+} as const;
+
+export const SHARED_TASK_QUEUE = 'temper-jobs';
+
+export function hostTaskQueue(hostId: string): string {
+  return `temper-host-${hostId}`;
+}
+
+export function workflowIdOf(ref: JobRef): string {
+  return `accounts/${ref.account}/${ref.collection}/${ref.id}`;
+}

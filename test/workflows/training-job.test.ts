@@ -1,0 +1,158 @@
+// Managed SFT/DPO jobs end to end on the real platform parts: the Temporal dev server, the
+// SQLite store, local trainer pods training the bundled model, promotion to a model.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRef } from '../../src/control-plane/orchestrator.js';
+import { workflowIdOf } from '../../src/workflows/types.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+const BASE = 'accounts/temper/models/byte-lm-3m';
+const DATASET = 'accounts/temper/datasets/sure-answers-sft';
+
+let platform: TestPlatform;
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+}, 120_000);
+
+afterAll(async () => {
+  await platform?.close();
+});
+
+async function createSftJob(id: string, extra: Record<string, unknown> = {}): Promise<JobRef> {
+  const ref: JobRef = { collection: 'supervisedFineTuningJobs', account: 'acme', id };
+  await platform.store.create(ref.collection, ref.account, ref.id, {
+    state: 'JOB_STATE_PENDING',
+    baseModel: BASE,
+    dataset: DATASET,
+    outputModel: `accounts/acme/models/${id}-model`,
+    batchSize: 1024,
+    epochs: 1,
+    learningRate: 5e-4,
+    loraRank: 0,
+    checkpointFrequency: 2,
+    // The same data order for every job here, so their weights can be compared.
+    seed: 7,
+    ...extra,
+  });
+  return ref;
+}
+
+async function body(ref: JobRef): Promise<Record<string, unknown>> {
+  const row = await platform.store.get<Record<string, unknown>>(
+    ref.collection,
+    ref.account,
+    ref.id,
+  );
+  return row!.body;
+}
+
+async function modelWeights(id: string): Promise<Buffer> {
+  const files = await platform.checkpoints.list(`accounts/acme/models/${id}/`);
+  const weights = files.filter((f) => f.key.endsWith('.safetensors'));
+  expect(weights.length).toBeGreaterThan(0);
+  return Buffer.concat(await Promise.all(weights.map((f) => platform.checkpoints.get(f.key))));
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe('managed SFT job workflow', () => {
+  let uninterrupted: Buffer;
+
+  it('runs to completion, records progress and metrics, and promotes the output model', async () => {
+    const ref = await createSftJob('sft-plain');
+    await platform.orchestrator.start(ref);
+    await platform.orchestrator.start(ref); // idempotent: one workflow per job
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    expect(job.outputModel).toBe('accounts/acme/models/sft-plain-model');
+    const progress = job.jobProgress as { step: number; totalSteps: number; percent: number };
+    expect(progress.step).toBe(progress.totalSteps);
+    expect(progress.percent).toBe(100);
+    expect(result.steps).toBe(progress.totalSteps);
+    expect(result.trainerRestarts).toBe(0);
+    const metrics = await platform.store.listMetrics(workflowIdOf(ref));
+    expect(metrics.map((m) => m.step)).toEqual(
+      Array.from({ length: progress.totalSteps }, (_, i) => i + 1),
+    );
+    const losses = metrics.map((m) => m.values['loss:mean'] as number);
+    expect(losses.at(-1)!).toBeLessThan(losses[0]!);
+    const model = await platform.store.get<Record<string, unknown>>(
+      'models',
+      'acme',
+      'sft-plain-model',
+    );
+    expect(model?.body).toMatchObject({ kind: 'HF_BASE_MODEL', state: 'READY' });
+    uninterrupted = await modelWeights('sft-plain-model');
+    // Pods are stopped at the end.
+    const pods = await platform.launcher.list();
+    expect(pods.filter((p) => p.state === 'running')).toEqual([]);
+  }, 300_000);
+
+  it('survives kill -9 of its trainer pod and ends with bitwise the same weights', async () => {
+    const ref = await createSftJob('sft-killed');
+    await platform.orchestrator.start(ref);
+    // Wait until a checkpoint exists and training went past it, then kill the pod.
+    await waitFor('a checkpoint and one more step', async () => {
+      const job = await body(ref);
+      const cp = job.lastCheckpoint as { step: number } | undefined;
+      const step = (job.jobProgress as { step: number } | undefined)?.step ?? 0;
+      return cp && step > cp.step ? true : undefined;
+    });
+    const pods = (await platform.launcher.list()).filter((p) => p.state === 'running');
+    expect(pods).toHaveLength(1);
+    process.kill(pods[0]!.pid!, 'SIGKILL');
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect(result.trainerRestarts).toBe(1);
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    // The new pod continued from the checkpoint, not from scratch.
+    expect((job.restoredFrom as { step: number }).step).toBeGreaterThanOrEqual(2);
+    const weights = await modelWeights('sft-killed-model');
+    expect(weights.equals(uninterrupted)).toBe(true);
+  }, 300_000);
+
+  it('fails a job whose dataset is invalid, naming the line, without starting a pod', async () => {
+    await platform.artifacts.put(
+      'accounts/acme/datasets/broken/data.jsonl',
+      '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}\n{not json\n',
+    );
+    const ref = await createSftJob('sft-broken', { dataset: 'accounts/acme/datasets/broken' });
+    const before = (await platform.launcher.list()).length;
+    await platform.orchestrator.start(ref);
+    await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_FAILED');
+    expect((job.status as { message: string }).message).toMatch(/line 2|:2:/);
+    expect((await platform.launcher.list()).length).toBe(before);
+  }, 120_000);
+
+  it('cancel stops the pod and keeps the last checkpoint', async () => {
+    const ref = await createSftJob('sft-cancel', { epochs: 3 });
+    await platform.orchestrator.start(ref);
+    await waitFor('a checkpoint', async () =>
+      (await body(ref)).lastCheckpoint ? true : undefined,
+    );
+    await platform.orchestrator.cancel(ref);
+    await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_CANCELLED');
+    const cp = job.lastCheckpoint as { checkpoint: string };
+    const files = await platform.checkpoints.list(
+      `${cp.checkpoint.replace(/^accounts/, 'accounts')}/`,
+    );
+    expect(files.length).toBeGreaterThan(0);
+    await waitFor('pods to stop', async () => {
+      const running = (await platform.launcher.list()).filter((p) => p.state === 'running');
+      return running.length === 0 ? true : undefined;
+    });
+  }, 300_000);
+});
