@@ -153,7 +153,7 @@ function countIssues(
   if (count < min) {
     return issue(
       'too_few_examples',
-      `the dataset has ${fmt(count)} example${count === 1 ? '' : 's'}; a ${kind.toUpperCase()} dataset needs at least ${fmt(min)}`,
+      `the dataset has ${fmt(count)} example${count === 1 ? '' : 's'}; ${kind.toUpperCase()} datasets need at least ${fmt(min)}`,
     );
   }
   if (count > max) {
