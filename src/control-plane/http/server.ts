@@ -1,0 +1,45 @@
+/**
+ * The Fastify application: API-key authentication on every `/v1/` route, the one error
+ * shape (errors.ts), multipart uploads, and the collections' routes.
+ */
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { Deps } from '../context.js';
+import { authenticate } from './auth.js';
+import { ApiError, toApiError } from './errors.js';
+import { type CollectionRoutes, registerCollection } from './router.js';
+
+/** JSON bodies: evaluator sources travel inline, so more than Fastify's 1 MiB default. */
+const JSON_BODY_LIMIT = 8 << 20;
+
+export function buildServer(deps: Deps, collections: CollectionRoutes[]): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: deps.log as FastifyBaseLogger,
+    // Errors are logged by the error handler; one line per request is noise at this rate.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: JSON_BODY_LIMIT,
+  });
+  app.register(multipart, { limits: { fileSize: deps.maxUploadBytes, files: 1 } });
+
+  app.addHook('onRequest', async (req) => {
+    if (req.url.startsWith('/v1/')) req.principal = await authenticate(deps.store, req);
+  });
+
+  app.setErrorHandler((err, req, reply) => {
+    const api = toApiError(err);
+    if (api.httpStatus >= 500) req.log.error({ err, url: req.url }, api.message);
+    else req.log.debug({ url: req.url, status: api.status }, api.message);
+    return reply.status(api.httpStatus).send(api.toJSON());
+  });
+
+  app.setNotFoundHandler((req, reply) => {
+    const api = new ApiError('NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`);
+    return reply.status(api.httpStatus).send(api.toJSON());
+  });
+
+  app.get('/healthz', async () => ({ ok: true }));
+  app.register(async (scope) => {
+    for (const c of collections) registerCollection(scope, c);
+  });
+  return app;
+}

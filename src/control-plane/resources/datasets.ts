@@ -1,0 +1,197 @@
+/**
+ * `datasets`: create (state UPLOADING), `:upload` (multipart field `file`, streamed to the
+ * artifact store at accounts/{a}/datasets/{id}/data.jsonl, then validated; READY with the
+ * validated exampleCount), get, list, delete, `:validate`.
+ *
+ * A file that fails validation is deleted again and the dataset stays UPLOADING: nothing is
+ * left behind by a bad upload. An uploaded dataset is immutable (a second upload is refused);
+ * make a new dataset instead, as jobs refer to datasets by name.
+ *
+ * The kind (sft, dpo, rft) decides which checks apply and which jobs may use the dataset. It
+ * may be given at create time; otherwise it is read off the first example: preference fields
+ * make DPO, a conversation ending with an assistant turn SFT, anything else RFT prompts.
+ */
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { catalogDatasetPath } from '../../catalog/bundled.js';
+import { DatasetValidationError } from '../../datasets/errors.js';
+import { type DatasetKind, validateDataset } from '../../datasets/validate.js';
+import type { Deps } from '../context.js';
+import { bodyObject, createId, parseBody } from '../http/body.js';
+import { invalid, notFound, precondition, tooLarge } from '../http/errors.js';
+import { resourceName } from '../http/ids.js';
+import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
+import type { CollectionRoutes, RequestCtx } from '../http/router.js';
+import { catalogDataset, catalogDatasets, isCatalog } from './catalog.js';
+import { type Body, deletePrefix, getRow, listRows, render } from './common.js';
+
+const KINDS = ['sft', 'dpo', 'rft'] as const;
+
+const createSchema = z.strictObject({
+  dataset: z
+    .strictObject({
+      displayName: z.string().max(200).optional(),
+      description: z.string().max(2000).optional(),
+      userUploaded: z.strictObject({}).optional(),
+      exampleCount: z.coerce.number().int().nonnegative().optional(),
+      kind: z.enum(KINDS).optional(),
+      format: z.string().optional(),
+    })
+    .default({}),
+});
+
+const validateSchema = z.strictObject({
+  kind: z.enum(KINDS).optional(),
+  epochs: z.number().positive().optional(),
+});
+
+export const datasetDataKey = (name: string) => `${name}/data.jsonl`;
+
+/** The kind the first JSON line looks like (validation then says what is wrong, by line). */
+export function detectKind(bytes: Uint8Array): DatasetKind {
+  const text = Buffer.from(bytes.subarray(0, 1 << 20)).toString('utf8');
+  for (const line of text.split('\n')) {
+    if (line.trim() === '') continue;
+    let row: unknown;
+    try {
+      row = JSON.parse(line);
+    } catch {
+      return 'sft';
+    }
+    if (typeof row !== 'object' || row === null) return 'sft';
+    const r = row as Record<string, unknown>;
+    if ('preferred_output' in r || 'non_preferred_output' in r || 'chosen' in r) return 'dpo';
+    const messages = Array.isArray(r.messages) ? r.messages : [];
+    const last = messages[messages.length - 1] as { role?: unknown } | undefined;
+    return last?.role === 'assistant' ? 'sft' : 'rft';
+  }
+  return 'sft';
+}
+
+async function create(deps: Deps, ctx: RequestCtx) {
+  const { id, body } = createId(ctx.req, 'dataset', { required: true });
+  const { dataset } = parseBody(createSchema, body);
+  const row = await deps.store.create<Body>('datasets', ctx.account, id, {
+    displayName: dataset.displayName ?? id,
+    ...(dataset.description ? { description: dataset.description } : {}),
+    userUploaded: {},
+    state: 'UPLOADING',
+    kind: dataset.kind ?? null,
+    exampleCount: dataset.exampleCount ?? 0,
+    ...(dataset.format ? { format: dataset.format } : {}),
+    createdBy: ctx.principal.keyId,
+  });
+  return render(row);
+}
+
+/** Streams the multipart `file` into the artifact store; returns its bytes. */
+async function receiveFile(deps: Deps, ctx: RequestCtx, key: string): Promise<Uint8Array> {
+  if (!ctx.req.isMultipart())
+    throw invalid("upload the dataset as multipart/form-data with the JSONL file in field 'file'");
+  const part = await ctx.req.file({ limits: { fileSize: deps.maxUploadBytes, files: 1 } });
+  if (part?.fieldname !== 'file')
+    throw invalid("multipart field 'file' is required (the JSONL dataset)");
+  await deps.artifacts.put(key, part.file, { contentType: 'application/jsonl' });
+  if (part.file.truncated) {
+    await deps.artifacts.delete(key);
+    throw tooLarge(`dataset file is larger than the upload limit of ${deps.maxUploadBytes} bytes`);
+  }
+  return new Uint8Array(await deps.artifacts.get(key));
+}
+
+async function upload(deps: Deps, ctx: RequestCtx, id: string) {
+  const row = await getRow(deps, 'datasets', ctx.account, id);
+  if (row.body.state === 'READY')
+    throw precondition(
+      `${row.name} is already uploaded (READY); datasets are immutable: create a new dataset for new data`,
+    );
+  const key = datasetDataKey(row.name);
+  const bytes = await receiveFile(deps, ctx, key);
+  const kind = (row.body.kind as DatasetKind | null) ?? detectKind(bytes);
+  let summary: ReturnType<typeof validateDataset>;
+  try {
+    summary = validateDataset(kind, bytes);
+  } catch (err) {
+    await deps.artifacts.delete(key);
+    throw err;
+  }
+  const updated = await deps.store.update<Body>(
+    'datasets',
+    ctx.account,
+    id,
+    (body) => ({
+      ...body,
+      state: 'READY',
+      kind,
+      exampleCount: summary.exampleCount,
+      sizeBytes: bytes.length,
+      summary,
+    }),
+    { expectVersion: row.version },
+  );
+  return render(updated);
+}
+
+async function validate(deps: Deps, ctx: RequestCtx, id: string) {
+  const opts = parseBody(validateSchema, bodyObject(ctx.req));
+  const name = resourceName(ctx.account, 'datasets', id);
+  const stored = isCatalog(ctx.account) ? await catalogDataset(name) : undefined;
+  const row = stored ? undefined : await getRow(deps, 'datasets', ctx.account, id);
+  if (row && row.body.state !== 'READY')
+    throw precondition(`${name} has no file yet: upload it with :upload first`);
+  const kind = opts.kind ?? ((stored ?? row?.body)?.kind as DatasetKind);
+  const bytes = new Uint8Array(
+    stored
+      ? await readFile(catalogDatasetPath(name))
+      : await deps.artifacts.get(datasetDataKey(name)),
+  );
+  try {
+    const summary = validateDataset(kind, bytes, opts.epochs ? { epochs: opts.epochs } : {});
+    return { dataset: name, valid: true, kind, exampleCount: summary.exampleCount, summary };
+  } catch (err) {
+    if (!(err instanceof DatasetValidationError)) throw err;
+    const errors = err.issues.map((i) => ({
+      code: i.code,
+      line: i.line ?? null,
+      detail: i.detail,
+    }));
+    return { dataset: name, valid: false, kind, message: err.message, errors };
+  }
+}
+
+async function remove(deps: Deps, ctx: RequestCtx, id: string) {
+  const row = await getRow(deps, 'datasets', ctx.account, id);
+  await deps.store.delete('datasets', ctx.account, id);
+  await deletePrefix(deps.artifacts, row.name);
+  return {};
+}
+
+async function get(deps: Deps, ctx: RequestCtx, id: string) {
+  if (isCatalog(ctx.account)) {
+    const name = resourceName(ctx.account, 'datasets', id);
+    const found = await catalogDataset(name);
+    if (!found) throw notFound(`${name} not found`);
+    return found;
+  }
+  return render(await getRow(deps, 'datasets', ctx.account, id));
+}
+
+async function list(deps: Deps, ctx: RequestCtx) {
+  if (!isCatalog(ctx.account)) return listRows(deps, ctx, 'datasets');
+  const page = pageArray(await catalogDatasets(), parseListQuery(ctx.req.query), ctx.account);
+  return listResponse('datasets', page.items, page.nextPageToken);
+}
+
+export function datasetRoutes(deps: Deps): CollectionRoutes {
+  return {
+    collection: 'datasets',
+    list: (ctx) => list(deps, ctx),
+    create: (ctx) => create(deps, ctx),
+    get: (ctx, id) => get(deps, ctx, id),
+    delete: (ctx, id) => remove(deps, ctx, id),
+    verbs: {
+      upload: { handler: (ctx, id) => upload(deps, ctx, id) },
+      validate: { access: 'read', handler: (ctx, id) => validate(deps, ctx, id) },
+    },
+  };
+}
