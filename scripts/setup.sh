@@ -18,6 +18,8 @@ APT_PACKAGES=(
   g++
   python3-venv         # the Python reference environment below
   libopenblas0-pthread # OpenBLAS runtime, pthreads build
+  postgresql           # server binaries for the control-plane store tests, which start a
+                       # private server (test/support/postgres-server.ts), not this one
 )
 
 step "apt packages"

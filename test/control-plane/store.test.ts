@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import Database from 'better-sqlite3';
-import { afterAll, afterEach, beforeEach, describe, expect, it } from 'vitest';
+import pg from 'pg';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   LATEST_VERSION,
   MIGRATIONS,
@@ -18,6 +19,7 @@ import {
   type StoreErrorCode,
 } from '../../src/control-plane/store/index.js';
 import { sleep } from '../../src/util/processes.js';
+import { type LocalPostgres, startPostgres } from '../support/postgres-server.js';
 
 /** How a suite run reaches its database engine. */
 interface StoreTarget {
@@ -491,6 +493,55 @@ storeSuite({
       db.close();
     }
   },
+});
+
+// ---- PostgreSQL: one private server for the file, a new database per case ----
+
+describe('PostgreSQL', () => {
+  let server: LocalPostgres | undefined;
+  let databases = 0;
+
+  // No server, no pass: a missing PostgreSQL fails here with the setup command to run.
+  beforeAll(async () => {
+    server = await startPostgres();
+  });
+
+  afterAll(async () => {
+    await server?.stop();
+  });
+
+  function running(): LocalPostgres {
+    if (!server) throw new Error('the PostgreSQL test server did not start (see beforeAll)');
+    return server;
+  }
+
+  storeSuite({
+    name: 'PostgreSQL',
+    freshUrl: () => running().createDatabase(`case_${++databases}`),
+    rawRows: async (url, table) => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        return (await client.query(`SELECT * FROM ${table}`)).rows;
+      } finally {
+        await client.end();
+      }
+    },
+  });
+
+  it('opens postgres:// and postgresql:// URLs', async () => {
+    for (const scheme of ['postgres', 'postgresql']) {
+      const url = (await running().createDatabase(`scheme_${scheme}`)).replace(/^postgres/, scheme);
+      const store = openStore(url);
+      try {
+        expect(store.dialect).toBe('postgres');
+        await store.migrate();
+        expect(await store.accountExists('nobody')).toBe(false);
+      } finally {
+        await store.close();
+      }
+    }
+  });
 });
 
 describe('openStore', () => {

@@ -9,10 +9,12 @@
  * The store comes back unmigrated: call `migrate()` once before use (cheap when up to date).
  */
 import { fileURLToPath } from 'node:url';
+import { PostgresStore } from './postgres.js';
 import { SqliteStore } from './sqlite.js';
 import { type Store, StoreError } from './types.js';
 
 export { LATEST_VERSION, MIGRATIONS, type Migration } from './migrations.js';
+export { PostgresStore, type PostgresStoreOptions } from './postgres.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export * from './types.js';
 
@@ -20,7 +22,7 @@ export function openStore(url: string): Store {
   if (url === 'sqlite::memory:') return new SqliteStore(':memory:');
   if (url.startsWith('sqlite://')) return new SqliteStore(sqlitePath(url));
   if (url.startsWith('postgres://') || url.startsWith('postgresql://'))
-    throw new StoreError('invalid_argument', 'the PostgreSQL store is not built yet');
+    return new PostgresStore(url);
   throw new StoreError(
     'invalid_argument',
     `unsupported store URL "${redact(url)}": use sqlite:///abs/path.db, sqlite::memory: or postgres://...`,
