@@ -4,6 +4,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { addTrainerCommand } from '../trainer/cli.js';
 import { DEMO_DEFAULTS, runDemo } from './demo.js';
 import { parseTokenList, scoreModel } from './model-score.js';
+import { addWorkerCommand } from './stack/worker-command.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -104,6 +105,7 @@ export function buildProgram(): Command {
       },
     );
   addTrainerCommand(program);
+  addWorkerCommand(program);
   return program;
 }
 

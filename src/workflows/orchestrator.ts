@@ -9,6 +9,7 @@ import {
 } from '@temporalio/client';
 import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
 import { promotionWorkflow, trainingJobWorkflow } from './definitions/index.js';
+import type { WorkflowSettings } from './definitions/training-job.js';
 import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
 
 export class OrchestrationError extends Error {
@@ -25,6 +26,7 @@ export class TemporalOrchestrator implements JobOrchestrator {
   constructor(
     private readonly client: Client,
     private readonly taskQueue = SHARED_TASK_QUEUE,
+    private readonly settings: WorkflowSettings = {},
   ) {}
 
   async start(job: JobRef): Promise<void> {
@@ -37,7 +39,7 @@ export class TemporalOrchestrator implements JobOrchestrator {
       await this.client.workflow.start(trainingJobWorkflow, {
         taskQueue: this.taskQueue,
         workflowId: workflowIdOf(job),
-        args: [job],
+        args: [job, this.settings],
       });
     } catch (error) {
       if (!(error instanceof WorkflowExecutionAlreadyStartedError)) throw error;

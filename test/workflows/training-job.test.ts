@@ -131,7 +131,9 @@ describe('managed SFT job workflow', () => {
     await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
     const job = await body(ref);
     expect(job.state).toBe('JOB_STATE_FAILED');
-    expect((job.status as { message: string }).message).toMatch(/line 2|:2:/);
+    expect((job.status as { message: string }).message).toMatch(
+      /^Dataset validation failed: invalid JSON on line 2/,
+    );
     expect((await platform.launcher.list()).length).toBe(before);
   }, 120_000);
 
@@ -154,5 +156,56 @@ describe('managed SFT job workflow', () => {
       const running = (await platform.launcher.list()).filter((p) => p.state === 'running');
       return running.length === 0 ? true : undefined;
     });
+  }, 300_000);
+});
+
+describe('managed DPO job workflow', () => {
+  it('trains LoRA pairs against cached reference logprobs and promotes an adapter', async () => {
+    const pair = (q: string, good: string, bad: string) =>
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: q }] },
+        preferred_output: [{ role: 'assistant', content: good }],
+        non_preferred_output: [{ role: 'assistant', content: bad }],
+      });
+    await platform.artifacts.put(
+      'accounts/acme/datasets/prefs/data.jsonl',
+      [
+        pair('What is the capital of Peru?', 'Sure! Lima. Anything else?', 'Lima.'),
+        pair('What color is snow?', 'Sure! White. Anything else?', 'White.'),
+        pair('What is the capital of Japan?', 'Sure! Tokyo. Anything else?', 'Tokyo.'),
+        pair('What color is the sky?', 'Sure! Blue. Anything else?', 'Blue.'),
+      ].join('\n'),
+    );
+    const ref: JobRef = { collection: 'dpoJobs', account: 'acme', id: 'dpo-1' };
+    await platform.store.create(ref.collection, ref.account, ref.id, {
+      state: 'JOB_STATE_PENDING',
+      baseModel: BASE,
+      dataset: 'accounts/acme/datasets/prefs',
+      outputModel: 'accounts/acme/models/dpo-1-model',
+      batchSize: 256,
+      epochs: 3,
+      learningRate: 2e-3,
+      loraRank: 4,
+      beta: 0.1,
+      seed: 3,
+    });
+    await platform.orchestrator.start(ref);
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    const metrics = await platform.store.listMetrics(workflowIdOf(ref));
+    expect(metrics.length).toBeGreaterThan(2);
+    // DPO starts at log 2 (policy = reference) and the margin grows as it learns.
+    expect(metrics[0]!.values['loss:mean'] as number).toBeCloseTo(Math.LN2, 2);
+    expect(metrics.at(-1)!.values['margin:mean'] as number).toBeGreaterThan(0);
+    expect(
+      await platform.artifacts.stat(`${workflowIdOf(ref)}/reference-logprobs.json`),
+    ).not.toBeNull();
+    const model = await platform.store.get<Record<string, unknown>>(
+      'models',
+      'acme',
+      'dpo-1-model',
+    );
+    expect(model?.body).toMatchObject({ kind: 'HF_PEFT_ADDON', baseModel: BASE });
   }, 300_000);
 });

@@ -37,6 +37,8 @@ export interface HostDeps {
   threads?: number;
 }
 
+const POD_INACTIVITY_MS = 10 * 60_000;
+
 interface Session {
   service: ServiceClient;
   client: TrainingClient;
@@ -47,6 +49,20 @@ export function podJobId(jobName: string, attempt: number): string {
   const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
   const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
   return `${id}-${hash}-t${attempt}`;
+}
+
+/**
+ * Heartbeats every 2 s while `work` runs, whatever its steps take: the workflow's heartbeat
+ * timeout then measures whether this host is alive, not how long a step is.
+ */
+async function withHeartbeats<T>(work: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const timer = setInterval(() => ctx.heartbeat(), 2_000);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
 }
 
 /** Linear warmup over `warmupSteps`, then constant. */
@@ -121,11 +137,19 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return pending;
   }
 
-  async function launchTrainer(plan: TrainingPlan, attempt: number): Promise<TrainerHandle> {
+  function launchTrainer(plan: TrainingPlan, attempt: number): Promise<TrainerHandle> {
+    return withHeartbeats(() => launch(plan, attempt));
+  }
+
+  async function launch(plan: TrainingPlan, attempt: number): Promise<TrainerHandle> {
     const jobId = podJobId(plan.jobName, attempt);
-    // A pod left by an earlier try of this very activity is replaced, not reused.
-    await deps.launcher.stop(jobId).catch(() => undefined);
-    sessions.delete(jobId);
+    // Pods of earlier attempts still running on this host (an activity failed, not its pod)
+    // and one left by an earlier try of this very activity are replaced, not reused.
+    for (let k = 0; k <= attempt; k++) {
+      const old = podJobId(plan.jobName, k);
+      sessions.delete(old);
+      await deps.launcher.stop(old).catch(() => undefined);
+    }
     const source = await modelSource(plan);
     await deps.launcher.launch({
       baseModel: source.baseModel,
@@ -134,10 +158,13 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       account: plan.account,
       checkpointUrl: deps.checkpointUrl,
       displayName: plan.jobName,
+      // A pod whose worker died unnoticed stops by itself.
+      inactivityTimeoutMs: POD_INACTIVITY_MS,
       ...(deps.threads ? { threads: deps.threads } : {}),
     });
     const { session: s } = await open(plan, { podJobId: jobId });
     if (source.adapterDir) await s.client.loadAdapter(source.adapterDir);
+    await updateJob(plan, { trainerHost: deps.hostQueue, trainerJobId: jobId });
     return { podJobId: jobId, modelId: s.client.modelId, hostQueue: deps.hostQueue };
   }
 
@@ -197,6 +224,10 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   }
 
   async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
+    return withHeartbeats(() => runSegment(input));
+  }
+
+  async function runSegment(input: SegmentInput): Promise<SegmentResult> {
     const { plan } = input;
     const ctx = Context.current();
     const s = await session(plan, input.trainer);

@@ -2,18 +2,17 @@
  * A managed job's training data, step by step. Deterministic by construction: the same plan
  * always yields the same batches for the same step, which is what lets a relaunched trainer
  * resume from a checkpoint and reproduce an uninterrupted run bitwise. Hosts rebuild it from
- * the dataset (cached per process) instead of shipping tokens through Temporal.
+ * the dataset (cached per process) instead of shipping tokens through Temporal. Validation,
+ * rendering and packing are src/datasets'; this module only arranges the result per step.
  */
 import { readFile } from 'node:fs/promises';
-import { z } from 'zod';
 import { CATALOG_ACCOUNT, catalogDatasetPath } from '../../catalog/bundled.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
-import { parseJsonl } from '../../datasets/jsonl.js';
-import { conversationTrainingDatum } from '../../sdk/datums.js';
+import { dpoPairs, parseDataset, planSteps, type Sized, sftDatums } from '../../datasets/index.js';
 import type { TrainingDatum } from '../../sdk/types.js';
-import { getRenderer, messagesSchema, type Renderer } from '../../tokenizers/index.js';
+import { toTrainingDatum } from '../../sdk/types.js';
+import { getRenderer, type Renderer } from '../../tokenizers/index.js';
 import { loadModelTokenizer, modelRendererName } from '../../tokenizers/model-files.js';
-import { seededRandom } from '../../util/seeded-random.js';
 import type { TrainingPlan } from '../types.js';
 
 /** One optimizer step: its micro-batches (gradient accumulation), each a list of datums. */
@@ -38,123 +37,43 @@ export async function modelRenderer(modelDir: string): Promise<Renderer> {
   return getRenderer(await modelRendererName(modelDir), await loadModelTokenizer(modelDir));
 }
 
-const sftRow = z.object({ messages: messagesSchema }).passthrough();
-const dpoRow = z.union([
-  z
-    .object({
-      input: z.object({ messages: messagesSchema }).passthrough(),
-      preferred_output: messagesSchema,
-      non_preferred_output: messagesSchema,
-    })
-    .passthrough()
-    .transform((r) => ({
-      prompt: r.input.messages,
-      chosen: r.preferred_output,
-      rejected: r.non_preferred_output,
-    })),
-  z
-    .object({
-      chosen: z.object({ messages: messagesSchema }).passthrough(),
-      rejected: z.object({ messages: messagesSchema }).passthrough(),
-    })
-    .passthrough()
-    .transform((r) => ({ prompt: [], chosen: r.chosen.messages, rejected: r.rejected.messages })),
-]);
+type DataPlan = Pick<
+  TrainingPlan,
+  'method' | 'maxContextLength' | 'epochs' | 'seed' | 'batchTokens' | 'gradientAccumulationSteps'
+>;
 
-/** Training units of the dataset: one datum (SFT) or a [chosen, rejected] pair (DPO). */
-export function renderUnits(
-  plan: Pick<TrainingPlan, 'method' | 'maxContextLength' | 'dataset'>,
-  text: string,
-  renderer: Renderer,
-): TrainingDatum[][] {
-  const opts = { maxLength: plan.maxContextLength };
+/** Validated, rendered units and their sizes for packing. */
+function renderUnits(plan: DataPlan, text: string, renderer: Renderer) {
+  const opts = { maxContextLength: plan.maxContextLength };
   if (plan.method === 'sft') {
-    return parseJsonl(text, sftRow, plan.dataset).map((row) => [
-      conversationTrainingDatum(renderer, row.messages, opts),
-    ]);
+    const examples = sftDatums(parseDataset('sft', text).rows, renderer, opts);
+    return {
+      units: examples.map((e) => [toTrainingDatum(e.datum)]),
+      sizes: examples as Sized[],
+    };
   }
-  return parseJsonl(text, dpoRow, plan.dataset).map((row) => [
-    conversationTrainingDatum(renderer, [...row.prompt, ...row.chosen], opts),
-    conversationTrainingDatum(renderer, [...row.prompt, ...row.rejected], opts),
-  ]);
-}
-
-function unitTokens(unit: readonly TrainingDatum[]): number {
-  let n = 0;
-  for (const d of unit) {
-    const input = d.modelInput;
-    n += Array.isArray(input) || ArrayBuffer.isView(input) ? input.length : countTokens(input);
-  }
-  return n;
-}
-
-function countTokens(input: TrainingDatum['modelInput']): number {
-  const chunks = (input as { chunks: { tokens: ArrayLike<number> }[] }).chunks;
-  return chunks.reduce((n, c) => n + c.tokens.length, 0);
-}
-
-/** Example order over `epochs` (fractional: the last epoch is cut), reshuffled per epoch. */
-export function epochOrder(unitCount: number, epochs: number, seed: number): number[] {
-  const total = Math.max(1, Math.round(unitCount * epochs));
-  const rand = seededRandom(seed);
-  const order: number[] = [];
-  while (order.length < total) {
-    const epoch = Array.from({ length: unitCount }, (_, i) => i);
-    for (let i = epoch.length - 1; i > 0; i--) {
-      const j = Math.floor(rand() * (i + 1));
-      [epoch[i], epoch[j]] = [epoch[j]!, epoch[i]!];
-    }
-    order.push(...epoch.slice(0, total - order.length));
-  }
-  return order;
+  const pairs = dpoPairs(parseDataset('dpo', text).rows, renderer, opts);
+  return {
+    units: pairs.map((p) => [toTrainingDatum(p.chosen), toTrainingDatum(p.rejected)]),
+    sizes: pairs as Sized[],
+  };
 }
 
 /**
- * Packs units in order into micro-batches of at most `batchTokens` tokens (a unit larger
- * than the budget goes alone), then groups `accumulation` micro-batches per optimizer step.
+ * Units packed into micro-batches of `batchTokens` (per epoch, seeded order), then
+ * `gradientAccumulationSteps` consecutive micro-batches per optimizer step. Throws the
+ * dataset's DatasetValidationError (with its line number) on bad data.
  */
-export function packSteps(
-  units: readonly TrainingDatum[][],
-  order: readonly number[],
-  batchTokens: number,
-  accumulation: number,
-): StepBatches[] {
-  const micro: TrainingDatum[][] = [];
-  let current: TrainingDatum[] = [];
-  let tokens = 0;
-  for (const index of order) {
-    const unit = units[index]!;
-    const n = unitTokens(unit);
-    if (current.length > 0 && tokens + n > batchTokens) {
-      micro.push(current);
-      current = [];
-      tokens = 0;
-    }
-    current.push(...unit);
-    tokens += n;
-  }
-  if (current.length > 0) micro.push(current);
+export function buildJobData(plan: DataPlan, text: string, renderer: Renderer): JobData {
+  const { units, sizes } = renderUnits(plan, text, renderer);
+  const planned = planSteps(sizes, {
+    epochs: plan.epochs,
+    seed: plan.seed,
+    batchTokens: plan.batchTokens,
+  });
+  const micro = planned.steps.map((s) => s.indices.flatMap((i) => units[i]!));
   const steps: StepBatches[] = [];
-  for (let i = 0; i < micro.length; i += accumulation) steps.push(micro.slice(i, i + accumulation));
-  return steps;
-}
-
-export function buildJobData(
-  plan: Pick<
-    TrainingPlan,
-    | 'method'
-    | 'maxContextLength'
-    | 'dataset'
-    | 'epochs'
-    | 'seed'
-    | 'batchTokens'
-    | 'gradientAccumulationSteps'
-  >,
-  text: string,
-  renderer: Renderer,
-): JobData {
-  const units = renderUnits(plan, text, renderer);
-  const order = epochOrder(units.length, plan.epochs, plan.seed);
-  const steps = packSteps(units, order, plan.batchTokens, plan.gradientAccumulationSteps);
+  const k = plan.gradientAccumulationSteps;
+  for (let i = 0; i < micro.length; i += k) steps.push(micro.slice(i, i + k));
   return { units, steps };
 }

@@ -35,15 +35,21 @@ const control = proxyActivities<ControlActivities>({
 });
 
 /** Pod activities, pinned to the host that runs the pod. No retries: the workflow recovers. */
-function hostActivities(hostQueue: string) {
+function hostActivities(hostQueue: string, settings: WorkflowSettings, startWithinMs = 120_000) {
   return proxyActivities<HostActivities>({
     taskQueue: hostQueue,
     startToCloseTimeout: '24 hours',
     // A host that stops heartbeating is presumed dead; its work moves to another host.
-    heartbeatTimeout: '2 minutes',
-    scheduleToStartTimeout: '2 minutes',
+    heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
+    scheduleToStartTimeout: startWithinMs,
     retry: { maximumAttempts: 1 },
   });
+}
+
+/** Knobs of the orchestration itself (not of the job). */
+export interface WorkflowSettings {
+  /** How long a host may go without a heartbeat before its work moves elsewhere (20 s). */
+  hostHeartbeatTimeoutMs?: number;
 }
 
 export interface TrainingJobResult {
@@ -59,7 +65,10 @@ export function segmentEnd(plan: TrainingPlan, from: number): number {
   return Math.min(next, plan.totalSteps);
 }
 
-export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResult> {
+export async function trainingJobWorkflow(
+  ref: JobRef,
+  settings: WorkflowSettings = {},
+): Promise<TrainingJobResult> {
   let trainer: TrainerHandle | undefined;
   try {
     const plan = await control.prepareTrainingJob(ref);
@@ -70,7 +79,7 @@ export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResul
     let restarts = 0;
     for (;;) {
       const hostQueue = await control.claimHost();
-      const host = hostActivities(hostQueue);
+      const host = hostActivities(hostQueue, settings);
       try {
         trainer = await host.launchTrainer(plan, restarts);
         let restoreFrom: string | null = checkpoint;
@@ -120,7 +129,7 @@ export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResul
         // Best effort: the old pod may be alive (an activity failed, not the pod) or gone.
         const lost = trainer;
         trainer = undefined;
-        if (lost) await stopQuietly(lost);
+        if (lost) await stopQuietly(lost, settings);
         // Resume from the last checkpoint: steps after it are replayed identically.
         step = checkpointAt;
         await control.setJobStatus(ref, {
@@ -134,7 +143,7 @@ export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResul
     }
   } catch (error) {
     await CancellationScope.nonCancellable(async () => {
-      if (trainer) await stopQuietly(trainer);
+      if (trainer) await stopQuietly(trainer, settings);
       if (isCancellation(error)) {
         await control.setJobStatus(ref, { state: 'JOB_STATE_CANCELLED' });
       } else {
@@ -148,9 +157,10 @@ export async function trainingJobWorkflow(ref: JobRef): Promise<TrainingJobResul
   }
 }
 
-async function stopQuietly(trainer: TrainerHandle): Promise<void> {
+async function stopQuietly(trainer: TrainerHandle, settings: WorkflowSettings): Promise<void> {
   try {
-    await hostActivities(trainer.hostQueue).stopTrainer(trainer.podJobId);
+    // A dead host never picks this up: give up soon (its pods stop on inactivity).
+    await hostActivities(trainer.hostQueue, settings, 15_000).stopTrainer(trainer.podJobId);
   } catch {
     // The host itself may be gone; its pods stop on their inactivity timeout.
   }

@@ -1,0 +1,67 @@
+/**
+ * Where the platform's parts are, for `temper up`, `temper worker` and the CLI: one data
+ * directory (TEMPER_HOME, default ~/.temper) holding the SQLite store, the artifacts and
+ * checkpoint stores, trainer pod state and the Temporal dev server's database; every part can
+ * be pointed elsewhere (PostgreSQL, s3://, a Temporal cluster) by a flag or environment
+ * variable, which is the multi-machine shape.
+ */
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { z } from 'zod';
+import { SHARED_TASK_QUEUE } from '../../workflows/types.js';
+
+export const settingsSchema = z.strictObject({
+  dataDir: z.string().min(1),
+  /** sqlite:///abs/path.db or postgres://... */
+  storeUrl: z.string().min(1),
+  artifactsUrl: z.string().min(1),
+  checkpointsUrl: z.string().min(1),
+  /** host:port of the Temporal frontend. */
+  temporalAddress: z.string().min(1),
+  temporalNamespace: z.string().min(1),
+  /** Shared task queue of workflows and control activities (one per platform). */
+  taskQueue: z.string().min(1),
+  /** Where local trainer pods keep their job folders. */
+  trainersDir: z.string().min(1),
+  /** Control plane port (`temper up`). */
+  apiPort: z.number().int().min(0).max(65535),
+});
+
+export type PlatformSettings = z.output<typeof settingsSchema>;
+
+type Env = Record<string, string | undefined>;
+
+/** Defaults under the data directory, then TEMPER_* environment variables, then overrides. */
+export function platformSettings(
+  overrides: Partial<PlatformSettings> = {},
+  env: Env = process.env,
+): PlatformSettings {
+  const dataDir = overrides.dataDir ?? env.TEMPER_HOME ?? join(homedir(), '.temper');
+  const pick = (key: keyof PlatformSettings, name: string, fallback: string | number) =>
+    overrides[key] ?? env[name] ?? fallback;
+  const parsed = settingsSchema.safeParse({
+    dataDir,
+    storeUrl: pick('storeUrl', 'TEMPER_STORE_URL', `sqlite://${join(dataDir, 'temper.db')}`),
+    artifactsUrl: pick('artifactsUrl', 'TEMPER_ARTIFACTS_URL', fileUrl(dataDir, 'artifacts')),
+    checkpointsUrl: pick(
+      'checkpointsUrl',
+      'TEMPER_CHECKPOINTS_URL',
+      fileUrl(dataDir, 'checkpoints'),
+    ),
+    temporalAddress: pick('temporalAddress', 'TEMPER_TEMPORAL_ADDRESS', '127.0.0.1:7233'),
+    temporalNamespace: pick('temporalNamespace', 'TEMPER_TEMPORAL_NAMESPACE', 'default'),
+    taskQueue: pick('taskQueue', 'TEMPER_TASK_QUEUE', SHARED_TASK_QUEUE),
+    trainersDir: pick('trainersDir', 'TEMPER_TRAINERS_DIR', join(dataDir, 'trainers')),
+    apiPort: Number(pick('apiPort', 'TEMPER_API_PORT', 8080)),
+  });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new Error(`invalid platform settings: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+function fileUrl(dir: string, sub: string): string {
+  return pathToFileURL(join(dir, sub)).href;
+}

@@ -1,0 +1,53 @@
+/** `temper worker`: this machine's worker host, until SIGINT/SIGTERM. */
+import { type Command, InvalidArgumentError } from 'commander';
+import { platformSettings } from './settings.js';
+import { defaultHostId, startWorkerHost } from './worker-host.js';
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+export function addWorkerCommand(program: Command): void {
+  program
+    .command('worker')
+    .description(
+      'run this machine as a worker host: managed-job workflows plus the trainer pods it launches',
+    )
+    .option(
+      '--host-id <id>',
+      "this host's id (its task queue is temper-host-<id>)",
+      defaultHostId(),
+    )
+    .option('--threads <n>', 'engine threads per trainer pod', positiveInt)
+    .option('--data-dir <dir>', 'platform data directory (default $TEMPER_HOME or ~/.temper)')
+    .option('--temporal-address <host:port>', 'Temporal frontend (default 127.0.0.1:7233)')
+    .option('--store-url <url>', 'sqlite:///path.db or postgres://...')
+    .action(
+      async (opts: {
+        hostId: string;
+        threads?: number;
+        dataDir?: string;
+        temporalAddress?: string;
+        storeUrl?: string;
+      }) => {
+        const settings = platformSettings({
+          ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
+          ...(opts.temporalAddress ? { temporalAddress: opts.temporalAddress } : {}),
+          ...(opts.storeUrl ? { storeUrl: opts.storeUrl } : {}),
+        });
+        const worker = await startWorkerHost(settings, {
+          hostId: opts.hostId,
+          ...(opts.threads ? { threads: opts.threads } : {}),
+        });
+        process.stdout.write(
+          `${JSON.stringify({ event: 'worker_started', hostQueue: worker.hostQueue, pid: process.pid })}\n`,
+        );
+        const stop = () => void worker.close().then(() => process.exit(0));
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await worker.done;
+      },
+    );
+}

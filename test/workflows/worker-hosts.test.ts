@@ -1,0 +1,106 @@
+// Worker hosts as separate `temper worker` processes: a job whose host dies mid-training
+// (kill -9 of the worker) moves to another host and ends with the same weights.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRef } from '../../src/control-plane/orchestrator.js';
+import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
+import { workflowIdOf } from '../../src/workflows/types.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+let platform: TestPlatform;
+let orchestrator: TemporalOrchestrator;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  platform = await startTestPlatform({ workers: 0 });
+  orchestrator = new TemporalOrchestrator(platform.client, platform.sharedQueue, {
+    hostHeartbeatTimeoutMs: 5_000,
+  });
+}, 120_000);
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await platform?.close();
+});
+
+/** A `temper worker` process on this platform; resolves once it polls. */
+async function startWorkerProcess(hostId: string): Promise<ChildProcess> {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--host-id', hostId, '--threads', '1'],
+    {
+      env: {
+        ...process.env,
+        TEMPER_HOME: platform.dir,
+        TEMPER_TEMPORAL_ADDRESS: platform.server.address,
+        TEMPER_TASK_QUEUE: platform.sharedQueue,
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  children.push(child);
+  const lines = createInterface({ input: child.stdout! });
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`worker ${hostId} exited with ${code}`)));
+    lines.on('line', (line) => {
+      if (line.includes('worker_started')) resolve();
+    });
+  });
+  return child;
+}
+
+async function createJob(id: string): Promise<JobRef> {
+  const ref: JobRef = { collection: 'supervisedFineTuningJobs', account: 'acme', id };
+  await platform.store.create(ref.collection, ref.account, ref.id, {
+    state: 'JOB_STATE_PENDING',
+    baseModel: 'accounts/temper/models/byte-lm-3m',
+    dataset: 'accounts/temper/datasets/sure-answers-sft',
+    outputModel: `accounts/acme/models/${id}`,
+    batchSize: 1024,
+    learningRate: 5e-4,
+    loraRank: 4,
+    checkpointFrequency: 2,
+    seed: 11,
+  });
+  return ref;
+}
+
+async function job(ref: JobRef): Promise<Record<string, unknown>> {
+  return (await platform.store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id))!
+    .body;
+}
+
+async function weights(id: string): Promise<Buffer> {
+  const files = await platform.checkpoints.list(`accounts/acme/models/${id}/`);
+  const tensors = files.filter((f) => f.key.endsWith('.safetensors'));
+  expect(tensors.length).toBeGreaterThan(0);
+  return Buffer.concat(await Promise.all(tensors.map((f) => platform.checkpoints.get(f.key))));
+}
+
+describe('worker hosts', () => {
+  it('moves a job to another host when its worker is killed, with identical final weights', async () => {
+    const first = await startWorkerProcess('alpha');
+    const reference = await createJob('lora-reference');
+    await orchestrator.start(reference);
+    await platform.client.workflow.getHandle(workflowIdOf(reference)).result();
+
+    const ref = await createJob('lora-moved');
+    await orchestrator.start(ref);
+    for (;;) {
+      const body = await job(ref);
+      const cp = body.lastCheckpoint as { step: number } | undefined;
+      const step = (body.jobProgress as { step: number } | undefined)?.step ?? 0;
+      if (cp && step > cp.step) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    first.kill('SIGKILL');
+    await startWorkerProcess('beta');
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect(result.trainerRestarts).toBeGreaterThanOrEqual(1);
+    const body = await job(ref);
+    expect(body.state).toBe('JOB_STATE_COMPLETED');
+    expect(body.trainerHost).toBe('temper-host-beta');
+    expect((await weights('lora-moved')).equals(await weights('lora-reference'))).toBe(true);
+  }, 300_000);
+});
