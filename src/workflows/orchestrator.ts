@@ -30,10 +30,10 @@ export class TemporalOrchestrator implements JobOrchestrator {
   ) {}
 
   async start(job: JobRef): Promise<void> {
-    if (job.collection !== 'supervisedFineTuningJobs' && job.collection !== 'dpoJobs')
+    if (job.collection === 'rlorTrainerJobs')
       throw new OrchestrationError(
         'unimplemented',
-        `managed ${job.collection} are not orchestrated yet; use the Training API (ServiceClient) for custom loops`,
+        'rlorTrainerJobs are not orchestrated yet; use the Training API (ServiceClient) for custom loops',
       );
     try {
       await this.client.workflow.start(trainingJobWorkflow, {

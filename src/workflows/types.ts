@@ -19,7 +19,25 @@ export type JobState =
   | 'JOB_STATE_CANCELLED'
   | 'JOB_STATE_EARLY_STOPPED';
 
-export type TrainingMethod = 'sft' | 'dpo';
+export type TrainingMethod = 'sft' | 'dpo' | 'rft';
+
+/** Reinforcement fine-tuning settings (managed-jobs.md, RFT), resolved with defaults. */
+export interface RftSettings {
+  /** accounts/{a}/evaluators/{id} */
+  evaluator: string;
+  /** Prompts per policy step (the whole dataset when it has < 2 x chunkSize, or -1). */
+  chunkSize: number;
+  /** Rollouts per prompt. */
+  n: number;
+  temperature: number;
+  topP: number;
+  topK: number;
+  maxTokens: number;
+  maxConcurrentRollouts: number;
+  rolloutTimeoutMs: number;
+  lossMethod: string;
+  klBeta: number;
+}
 
 /** Everything a host needs to train a managed job, resolved once by prepareJob. */
 export interface TrainingPlan {
@@ -54,6 +72,8 @@ export interface TrainingPlan {
   exampleCount: number;
   /** How often a lost trainer is replaced before the job fails. */
   maxTrainerRestarts: number;
+  /** RFT only. */
+  rft: RftSettings | null;
   /** A resumed job continues from its last resumable checkpoint. */
   resumeFrom: { checkpoint: string; step: number } | null;
 }
@@ -87,6 +107,8 @@ export interface SegmentResult {
   checkpoint: string | null;
   /** Mean loss of the segment's last step. */
   lastLoss: number | null;
+  /** RFT: every rollout of a full epoch scored the same; the job stops early. */
+  earlyStop?: boolean;
 }
 
 export interface FinishInput {

@@ -16,6 +16,7 @@ import {
 } from '@temporalio/worker';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import type { Store } from '../control-plane/store/types.js';
+import { DeploymentRegistry } from '../deployments/registry.js';
 import type { Launcher } from '../trainer/launcher/index.js';
 import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
@@ -68,6 +69,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
     workflowBundle,
     activities: createControlActivities({ ...options, hostQueue }),
   });
+  const deployments = new DeploymentRegistry();
   const host = await Worker.create({
     ...common,
     taskQueue: hostQueue,
@@ -75,6 +77,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
       ...options,
       checkpointUrl: options.checkpoints.url,
       hostQueue,
+      deployments,
     }),
   });
   const done = Promise.all([shared.run(), host.run()]).then(() => undefined);
@@ -86,6 +89,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
       stopping ??= (async () => {
         for (const w of [shared, host]) if (w.getState() === 'RUNNING') w.shutdown();
         await done.catch(() => undefined);
+        await deployments.close();
         await connection.close();
       })();
       return stopping;

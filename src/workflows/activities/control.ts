@@ -15,12 +15,19 @@ import type {
   JobStatusUpdate,
   ModelSummary,
   PromoteInput,
+  RftSettings,
   TrainingPlan,
 } from '../types.js';
 import { FAILURE, workflowIdOf } from '../types.js';
-import { DEFAULT_BATCH_TOKENS, defaultLearningRate, trainingJobBodySchema } from './job-body.js';
+import {
+  DEFAULT_BATCH_TOKENS,
+  defaultLearningRate,
+  rftJobFieldsSchema,
+  trainingJobBodySchema,
+} from './job-body.js';
 import { buildJobData, modelRenderer, readDatasetText } from './job-data.js';
 import { modelContextLength, resolveModel } from './models.js';
+import { buildRftData } from './rft.js';
 
 export interface ControlDeps {
   store: Store;
@@ -33,6 +40,40 @@ export interface ControlDeps {
 }
 
 const TERMINAL = new Set(['JOB_STATE_COMPLETED', 'JOB_STATE_CANCELLED', 'JOB_STATE_EARLY_STOPPED']);
+
+const METHODS = {
+  supervisedFineTuningJobs: 'sft',
+  dpoJobs: 'dpo',
+  reinforcementFineTuningJobs: 'rft',
+} as const;
+
+/** `x`, `accounts/{a}/evaluators/x` → [account, id] (a bare id is the job's account's). */
+function evaluatorRef(name: string, account: string): [string, string] {
+  const parts = name.split('/');
+  return parts.length === 4 ? [parts[1]!, parts[3]!] : [account, name];
+}
+
+function rftSettings(body: unknown): RftSettings {
+  const parsed = rftJobFieldsSchema.safeParse(body);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw invalid(`invalid job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
+  }
+  const f = parsed.data;
+  return {
+    evaluator: f.evaluator,
+    chunkSize: f.chunkSize,
+    n: f.responseCandidatesCount ?? f.n ?? 8,
+    temperature: f.temperature,
+    topP: f.topP,
+    topK: f.topK,
+    maxTokens: f.maxTokens,
+    maxConcurrentRollouts: f.maxConcurrentRollouts,
+    rolloutTimeoutMs: f.rolloutTimeout * 1000,
+    lossMethod: f.rlLossMethod,
+    klBeta: f.rlKlBeta,
+  };
+}
 
 function invalid(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, FAILURE.jobInvalid);
@@ -62,8 +103,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
   }
 
   async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {
-    if (ref.collection !== 'supervisedFineTuningJobs' && ref.collection !== 'dpoJobs')
-      throw invalid(`prepareTrainingJob: ${ref.collection} is not an SFT or DPO job`);
+    if (ref.collection === 'rlorTrainerJobs')
+      throw invalid(`prepareTrainingJob: ${ref.collection} are not managed training jobs`);
     const row = await store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id);
     if (!row) throw invalid(`job ${workflowIdOf(ref)} does not exist`);
     if (typeof row.body.state === 'string' && TERMINAL.has(row.body.state))
@@ -75,6 +116,9 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       throw invalid(`invalid job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
     }
     const body = parsed.data;
+    const rft = ref.collection === 'reinforcementFineTuningJobs' ? rftSettings(row.body) : null;
+    if (rft && !(await store.get('evaluators', ...evaluatorRef(rft.evaluator, ref.account))))
+      throw invalid(`Evaluator '${rft.evaluator.split('/').pop()}' not found in account`);
     const modelName = (body.warmStartFrom ?? body.baseModel)!;
     let plan: TrainingPlan;
     try {
@@ -84,7 +128,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       const maxContextLength = Math.min(body.maxContextLength ?? contextLimit, contextLimit);
       const loraRank = model.adapter ? Math.max(body.loraRank, 1) : body.loraRank;
       plan = {
-        method: ref.collection === 'dpoJobs' ? 'dpo' : 'sft',
+        method: METHODS[ref.collection],
         jobName: workflowIdOf(ref),
         account: ref.account,
         baseModel: model.adapter?.baseModel ?? modelName,
@@ -95,7 +139,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         maxContextLength,
         batchTokens: body.batchSize ?? DEFAULT_BATCH_TOKENS,
         epochs: body.epochs,
-        learningRate: body.learningRate ?? defaultLearningRate(loraRank),
+        learningRate: body.learningRate ?? (rft ? 1e-4 : defaultLearningRate(loraRank)),
         warmupSteps: body.learningRateWarmupSteps,
         gradientAccumulationSteps: body.gradientAccumulationSteps,
         checkpointEvery: body.checkpointFrequency,
@@ -105,11 +149,19 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         exampleCount: 0,
         maxTrainerRestarts: 5,
         resumeFrom: body.lastCheckpoint ?? null,
+        rft,
       };
       const text = await readDatasetText(body.dataset, deps.artifacts);
-      const data = buildJobData(plan, text, await modelRenderer(baseDir));
-      plan.totalSteps = data.steps.length;
-      plan.exampleCount = data.units.length;
+      const renderer = await modelRenderer(baseDir);
+      if (plan.rft) {
+        const data = buildRftData({ ...plan, rft: plan.rft }, text, renderer);
+        plan.totalSteps = data.steps.length;
+        plan.exampleCount = data.prompts.length;
+      } else {
+        const data = buildJobData(plan, text, renderer);
+        plan.totalSteps = data.steps.length;
+        plan.exampleCount = data.units.length;
+      }
     } catch (error) {
       if (error instanceof ApplicationFailure) throw error;
       throw invalid((error as Error).message);

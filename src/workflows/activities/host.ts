@@ -10,7 +10,8 @@ import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import type { Store } from '../../control-plane/store/types.js';
-import { dpoLoss } from '../../losses/index.js';
+import type { DeploymentRegistry } from '../../deployments/registry.js';
+import { dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
@@ -18,16 +19,21 @@ import type { Launcher } from '../../trainer/launcher/index.js';
 import type {
   FinishInput,
   HostActivities,
+  RftSettings,
   SegmentInput,
   SegmentResult,
   TrainerHandle,
   TrainingPlan,
 } from '../types.js';
+import { loadEvaluator } from './evaluators.js';
 import { buildJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { resolveModel } from './models.js';
+import { buildRftData, type RftData, runRftStep } from './rft.js';
 
 export interface HostDeps {
   store: Store;
+  /** Where this host runs RFT jobs' rollout deployments. */
+  deployments: DeploymentRegistry;
   launcher: Launcher;
   artifacts: ObjectStore;
   /** Checkpoint store root the pods share. */
@@ -42,6 +48,8 @@ const POD_INACTIVITY_MS = 10 * 60_000;
 interface Session {
   service: ServiceClient;
   client: TrainingClient;
+  /** RFT with a KL term: the frozen reference (the pod's base with the adapter off, or a pod). */
+  reference?: Promise<TrainingClient>;
 }
 
 /** Pod job ids: readable, unique per (job, attempt), within the 63-character limit. */
@@ -49,6 +57,21 @@ export function podJobId(jobName: string, attempt: number): string {
   const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
   const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
   return `${id}-${hash}-t${attempt}`;
+}
+
+/** One promise per key; a failed one is forgotten so the next call retries. */
+function cached<T>(map: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
+  let pending = map.get(key);
+  if (!pending) {
+    pending = make();
+    pending.catch(() => map.delete(key));
+    map.set(key, pending);
+  }
+  return pending;
+}
+
+function evaluatorName(name: string, account: string): string {
+  return name.includes('/') ? name : `accounts/${account}/evaluators/${name}`;
 }
 
 /**
@@ -108,8 +131,18 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         trainerJobId: trainer.podJobId,
         account: plan.account,
         checkpointUrl: deps.checkpointUrl,
+        // RFT rolls out through a deployment of its own that serves the current weights.
+        ...(plan.rft
+          ? {
+              createDeployment: true,
+              deploymentId: `${trainer.podJobId}-rollouts`,
+              replicaCount: 1,
+              cleanupDeploymentOnClose: 'delete' as const,
+              ...(deps.threads ? { threads: deps.threads } : {}),
+            }
+          : {}),
       },
-      { launcher: deps.launcher },
+      { launcher: deps.launcher, deployments: deps.deployments },
     );
     const client = await service.createTrainingClient(modelId ? { modelId } : {});
     const session = { service, client };
@@ -123,18 +156,21 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return (await open(plan, trainer, trainer.modelId)).session;
   }
 
+  const rftCache = new Map<string, Promise<RftData>>();
+  function rftData(plan: TrainingPlan & { rft: RftSettings }): Promise<RftData> {
+    return cached(rftCache, plan.jobName, async () => {
+      const { baseDir } = await modelSource(plan);
+      const text = await readDatasetText(plan.dataset, deps.artifacts);
+      return buildRftData(plan, text, await modelRenderer(baseDir));
+    });
+  }
+
   function jobData(plan: TrainingPlan): Promise<JobData> {
-    let pending = data.get(plan.jobName);
-    if (!pending) {
-      pending = (async () => {
-        const { baseDir } = await modelSource(plan);
-        const text = await readDatasetText(plan.dataset, deps.artifacts);
-        return buildJobData(plan, text, await modelRenderer(baseDir));
-      })();
-      pending.catch(() => data.delete(plan.jobName));
-      data.set(plan.jobName, pending);
-    }
-    return pending;
+    return cached(data, plan.jobName, async () => {
+      const { baseDir } = await modelSource(plan);
+      const text = await readDatasetText(plan.dataset, deps.artifacts);
+      return buildJobData(plan, text, await modelRenderer(baseDir));
+    });
   }
 
   function launchTrainer(plan: TrainingPlan, attempt: number): Promise<TrainerHandle> {
@@ -229,9 +265,85 @@ export function createHostActivities(deps: HostDeps): HostActivities {
 
   async function runSegment(input: SegmentInput): Promise<SegmentResult> {
     const { plan } = input;
-    const ctx = Context.current();
     const s = await session(plan, input.trainer);
     if (input.restoreFrom) await s.client.loadStateWithOptimizer(input.restoreFrom);
+    const result = plan.rft
+      ? await runRftSegment(input, { ...plan, rft: plan.rft }, s)
+      : await runSupervisedSegment(input, s);
+    if (input.save && !result.earlyStop) {
+      result.checkpoint = (await s.client.saveState(`step-${result.step}`)).path;
+      await updateJob(plan, {
+        lastCheckpoint: { checkpoint: result.checkpoint, step: result.step },
+      });
+    }
+    return result;
+  }
+
+  async function runRftSegment(
+    input: SegmentInput,
+    plan: TrainingPlan & { rft: RftSettings },
+    s: Session,
+  ): Promise<SegmentResult> {
+    const ctx = Context.current();
+    const data = await rftData(plan);
+    const evaluate = await loadEvaluator(
+      evaluatorName(plan.rft.evaluator, plan.account),
+      deps,
+      plan.rft.rolloutTimeoutMs,
+    );
+    const klBeta = resolveRlLossMethod({
+      method: plan.rft.lossMethod,
+      klBeta: plan.rft.klBeta,
+    }).klBeta;
+    if (klBeta > 0) s.reference ??= s.service.createReferenceClient();
+    const reference = klBeta > 0 ? await s.reference! : null;
+    let lastLoss: number | null = null;
+    for (let step = input.fromStep; step < input.toStep; step++) {
+      if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
+      const snapshot = await s.client.saveWeightsForSampler(`rollout-${step}`);
+      const sampler = await s.service.createDeploymentSampler({ modelPath: snapshot.uri });
+      const { values, rollouts } = await runRftStep(
+        {
+          plan,
+          data,
+          policy: s.client,
+          reference,
+          sampler,
+          evaluate,
+          learningRate: learningRateAt(plan, step),
+        },
+        step,
+      );
+      lastLoss = values['loss:mean'];
+      await deps.artifacts.put(
+        `${plan.jobName}/rollouts/step-${String(step + 1).padStart(6, '0')}.jsonl`,
+        rollouts.map((r) => JSON.stringify(r)).join('\n'),
+      );
+      await flush(plan, [{ step: step + 1, values, time: new Date().toISOString() }], step + 1);
+      ctx.heartbeat({ step: step + 1 });
+      if (data.steps[step]!.endsEpoch && (await epochScoredUniformly(plan, data, step))) {
+        return { step: step + 1, checkpoint: null, lastLoss, earlyStop: true };
+      }
+    }
+    return { step: input.toStep, checkpoint: null, lastLoss };
+  }
+
+  /** Every rollout of the epoch ending at `step` got the same score (read back from metrics). */
+  async function epochScoredUniformly(plan: TrainingPlan, data: RftData, step: number) {
+    const epoch = data.steps[step]!.epoch;
+    const first = data.steps.findIndex((x) => x.epoch === epoch);
+    const rows = await deps.store.listMetrics(plan.jobName, {
+      afterStep: first,
+      limit: step + 1 - first,
+    });
+    const lows = rows.map((r) => r.values['reward:min']);
+    const highs = rows.map((r) => r.values['reward:max']);
+    return rows.length === step + 1 - first && [...lows, ...highs].every((v) => v === lows[0]);
+  }
+
+  async function runSupervisedSegment(input: SegmentInput, s: Session): Promise<SegmentResult> {
+    const { plan } = input;
+    const ctx = Context.current();
     const job = await jobData(plan);
     if (plan.method === 'dpo')
       await attachReferenceLogprobs(plan, s, job, input.fromStep === 0 && !input.restoreFrom);
@@ -246,12 +358,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       if (rows.length >= 10 || step + 1 === input.toStep)
         await flush(plan, rows.splice(0), step + 1);
     }
-    let checkpoint: string | null = null;
-    if (input.save) {
-      checkpoint = (await s.client.saveState(`step-${input.toStep}`)).path;
-      await updateJob(plan, { lastCheckpoint: { checkpoint, step: input.toStep } });
-    }
-    return { step: input.toStep, checkpoint, lastLoss };
+    return { step: input.toStep, checkpoint: null, lastLoss };
   }
 
   /** Metrics and progress to the store, so `get` and `--wait` see the job move. */
@@ -288,6 +395,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   async function stopTrainer(jobId: string): Promise<void> {
     const s = sessions.get(jobId);
     sessions.delete(jobId);
+    // Closing the service deletes an RFT job's rollout deployment; the pod stops below.
     await s?.service.close({ cleanupTrainerOnClose: false }).catch(() => undefined);
     await deps.launcher.stop(jobId);
   }

@@ -44,3 +44,24 @@ export function defaultLearningRate(loraRank: number): number {
 
 /** Default tokens per step when the job names none. */
 export const DEFAULT_BATCH_TOKENS = 4096;
+
+/** The RFT-specific fields (managed-jobs.md, RFT), with the chosen defaults. */
+export const rftJobFieldsSchema = z
+  .object({
+    evaluator: z.string().min(1),
+    chunkSize: z.number().int().default(200),
+    rlLossMethod: z.enum(['grpo', 'dapo', 'gspo-token']).default('grpo'),
+    rlKlBeta: z.number().nonnegative().default(0),
+    temperature: z.number().min(0.1).max(2).default(0.7),
+    topP: z.number().gt(0).max(1).default(1),
+    topK: z.number().int().nonnegative().default(40),
+    responseCandidatesCount: z.number().int().min(2).optional(),
+    n: z.number().int().min(2).optional(),
+    maxTokens: z.number().int().min(16).max(16384).default(2048),
+    maxConcurrentRollouts: positiveInt.default(96),
+    /** Seconds. */
+    rolloutTimeout: z.number().positive().default(60),
+  })
+  .passthrough();
+
+export type RftJobFields = z.output<typeof rftJobFieldsSchema>;

@@ -77,6 +77,7 @@ export async function trainingJobWorkflow(
     let checkpointAt = plan.resumeFrom?.step ?? 0;
     let step = checkpointAt;
     let restarts = 0;
+    let earlyStopped = false;
     for (;;) {
       const hostQueue = await control.claimHost();
       const host = hostActivities(hostQueue, settings);
@@ -96,6 +97,10 @@ export async function trainingJobWorkflow(
           });
           restoreFrom = null;
           step = result.step;
+          if (result.earlyStop) {
+            earlyStopped = true;
+            break;
+          }
           if (result.checkpoint) {
             checkpoint = result.checkpoint;
             checkpointAt = result.step;
@@ -112,7 +117,7 @@ export async function trainingJobWorkflow(
         await host.stopTrainer(trainer.podJobId);
         trainer = undefined;
         await control.setJobStatus(ref, {
-          state: 'JOB_STATE_COMPLETED',
+          state: earlyStopped ? 'JOB_STATE_EARLY_STOPPED' : 'JOB_STATE_COMPLETED',
           fields: { outputModel: model.name, trainerRestarts: restarts },
         });
         return { outputModel: model.name, steps: step, trainerRestarts: restarts };

@@ -1,0 +1,210 @@
+/**
+ * One managed-RFT policy step: serve the current weights on the job's deployment (a sampler
+ * snapshot hot-loaded into it: base first, arc_v2 deltas after), roll out n candidates per
+ * prompt of the chunk with inference logprobs, score each with the evaluator, turn the groups'
+ * scores into advantages (zero-variance groups dropped, not replaced), and take one step of
+ * the job's loss method (grpo / dapo / gspo-token; src/losses) on the kept rollouts.
+ *
+ * Deterministic for resume: prompt order and chunks come from the plan, each request has a
+ * seed derived from (job seed, step, prompt), and seeded deployment sampling is reproducible.
+ */
+
+import { parseDataset, planEpochs, type RftPrompt, rftPrompts } from '../../datasets/index.js';
+import { computeGroupAdvantages, FIELDS, rlMethodLoss } from '../../losses/index.js';
+import type { DeploymentSampler, SampledCompletion } from '../../sdk/deployment-sampler.js';
+import type { TrainingClient } from '../../sdk/training-client.js';
+import type { TrainingDatum } from '../../sdk/types.js';
+import type { Renderer } from '../../tokenizers/index.js';
+import type { RftSettings, TrainingPlan } from '../types.js';
+import type { Evaluate, Evaluation } from './evaluators.js';
+
+export interface RftStepPlan {
+  epoch: number;
+  /** Indices into the prompts. */
+  prompts: number[];
+  /** The epoch's last step (early stopping is decided there). */
+  endsEpoch: boolean;
+}
+
+export interface RftData {
+  prompts: RftPrompt[];
+  steps: RftStepPlan[];
+}
+
+/** Prompts per step: the chunk size, or the whole dataset when it has < 2 chunks (or -1). */
+export function chunkLength(promptCount: number, chunkSize: number): number {
+  if (chunkSize <= 0 || promptCount < 2 * chunkSize) return promptCount;
+  return chunkSize;
+}
+
+export function buildRftData(
+  plan: Pick<TrainingPlan, 'epochs' | 'seed'> & { rft: Pick<RftSettings, 'chunkSize'> },
+  text: string,
+  renderer: Renderer,
+): RftData {
+  const prompts = rftPrompts(parseDataset('rft', text).rows, renderer);
+  const chunk = chunkLength(prompts.length, plan.rft.chunkSize);
+  const steps: RftStepPlan[] = [];
+  planEpochs(prompts.length, { epochs: plan.epochs, seed: plan.seed }).forEach((order, epoch) => {
+    for (let i = 0; i < order.length; i += chunk) {
+      steps.push({
+        epoch,
+        prompts: order.slice(i, i + chunk),
+        endsEpoch: i + chunk >= order.length,
+      });
+    }
+  });
+  return { prompts, steps };
+}
+
+export interface RolloutRecord {
+  step: number;
+  rowId: string;
+  line: number;
+  candidate: number;
+  completion: string;
+  score: number;
+  valid: boolean;
+  reason: string;
+  snapshot: string | null;
+}
+
+export interface RftStepContext {
+  plan: TrainingPlan & { rft: RftSettings };
+  data: RftData;
+  policy: TrainingClient;
+  /** Forward-only reference for the KL term (grpo's default k3 KL needs it). */
+  reference: TrainingClient | null;
+  sampler: DeploymentSampler;
+  evaluate: Evaluate;
+  learningRate: number;
+}
+
+/** Runs `work` over `items` with at most `limit` in flight, keeping the order of results. */
+async function mapLimited<T, R>(
+  items: readonly T[],
+  limit: number,
+  work: (x: T, i: number) => Promise<R>,
+) {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await work(items[i]!, i);
+    }
+  });
+  await Promise.all(lanes);
+  return out;
+}
+
+/** A rollout as a policy-loss datum: the completion's tokens trained, the prompt masked. */
+function rolloutDatum(c: SampledCompletion, advantage: number): TrainingDatum {
+  const n = c.fullTokens.length - 1;
+  const logprobs = new Array<number>(n).fill(0);
+  const mask = new Array<number>(n).fill(0);
+  const inf = c.inferenceLogprobs ?? [];
+  for (let j = c.promptLen - 1; j < n; j++) {
+    logprobs[j] = inf[j - (c.promptLen - 1)] ?? 0;
+    mask[j] = 1;
+  }
+  return {
+    modelInput: c.fullTokens.slice(0, -1),
+    lossFnInputs: {
+      [FIELDS.targetTokens]: c.fullTokens.slice(1),
+      [FIELDS.weights]: mask,
+      [FIELDS.logprobs]: logprobs,
+      [FIELDS.advantages]: [advantage],
+    },
+  };
+}
+
+function requestSeed(seed: number, step: number, prompt: number): number {
+  return (Math.imul(seed ^ 0x9e3779b9, 31) + step * 100_003 + prompt * 7919) >>> 0;
+}
+
+export async function runRftStep(ctx: RftStepContext, step: number) {
+  const { plan, data } = ctx;
+  const s = plan.rft;
+  const chosen = data.steps[step]!.prompts;
+  const groups = await mapLimited(
+    chosen,
+    Math.max(1, Math.floor(s.maxConcurrentRollouts / s.n)),
+    async (index, i) => {
+      const prompt = data.prompts[index]!;
+      const completions = await ctx.sampler.sampleWithTokens({
+        promptTokens: prompt.promptTokens,
+        n: s.n,
+        maxTokens: s.maxTokens,
+        temperature: s.temperature,
+        topP: s.topP,
+        topK: s.topK,
+        logprobs: true,
+        seed: requestSeed(plan.seed, step, i),
+      });
+      const scores: Evaluation[] = await Promise.all(
+        completions.map((c) =>
+          ctx.evaluate({
+            messages: prompt.messages,
+            completion: c.text,
+            groundTruth: prompt.groundTruth,
+            row: prompt.extra,
+          }),
+        ),
+      );
+      return { prompt, completions, scores };
+    },
+  );
+  const rewards = groups.map((g) => g.scores.map((e) => e.score));
+  const adv = computeGroupAdvantages(rewards);
+  const datums: TrainingDatum[] = [];
+  adv.kept.forEach((g, k) => {
+    groups[g]!.completions.forEach((c, j) => datums.push(rolloutDatum(c, adv.advantages[k]![j]!)));
+  });
+  const metrics: Record<string, number> = {};
+  if (datums.length > 0) {
+    if (ctx.reference) {
+      const ref = await ctx.reference.forward(datums);
+      datums.forEach((d, i) => {
+        (d.lossFnInputs as Record<string, unknown>)[FIELDS.refLogprobs] = Array.from(
+          ref.lossFnOutputs[i]!.logprobs.data as ArrayLike<number>,
+        );
+      });
+    }
+    const loss = rlMethodLoss({ method: s.lossMethod, klBeta: s.klBeta });
+    const out = await ctx.policy.forwardBackwardCustom(datums, loss);
+    await ctx.policy.optimStep(
+      { learningRate: ctx.learningRate, beta1: 0.9, beta2: 0.999, weightDecay: 0, gradClipNorm: 1 },
+      'none',
+    );
+    metrics['policy_loss:mean'] = out.loss;
+    for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
+  }
+  const all = rewards.flat();
+  const values = {
+    ...metrics,
+    'reward:mean': all.reduce((a, b) => a + b, 0) / Math.max(all.length, 1),
+    'reward:min': Math.min(...all),
+    'reward:max': Math.max(...all),
+    'rollouts:sum': all.length,
+    'valid:mean':
+      groups.flatMap((g) => g.scores).filter((e) => e.valid).length / Math.max(all.length, 1),
+    'groups_kept:sum': adv.kept.length,
+    'groups_dropped:sum': adv.dropped.length,
+    'loss:mean': metrics['policy_loss:mean'] ?? 0,
+  };
+  const rollouts: RolloutRecord[] = groups.flatMap((g) =>
+    g.completions.map((c, j) => ({
+      step: step + 1,
+      rowId: g.prompt.rowId,
+      line: g.prompt.line,
+      candidate: j,
+      completion: c.text,
+      score: g.scores[j]!.score,
+      valid: g.scores[j]!.valid,
+      reason: g.scores[j]!.reason,
+      snapshot: c.snapshotIdentity,
+    })),
+  );
+  return { values, rollouts };
+}

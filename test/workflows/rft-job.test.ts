@@ -1,0 +1,107 @@
+// Managed RFT end to end: rollouts through a hot-loaded deployment, an uploaded evaluator
+// module, group advantages, GRPO steps on a LoRA trainer, promotion; and early stopping.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRef } from '../../src/control-plane/orchestrator.js';
+import { workflowIdOf } from '../../src/workflows/types.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+let platform: TestPlatform;
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+  const prompts = ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?'];
+  await platform.artifacts.put(
+    'accounts/acme/datasets/questions/data.jsonl',
+    prompts
+      .map((q, i) =>
+        JSON.stringify({ messages: [{ role: 'user', content: q }], ground_truth: `answer-${i}` }),
+      )
+      .join('\n'),
+  );
+  // Rewards answers that start politely; a constant evaluator for the early-stop case.
+  await platform.store.create('evaluators', 'acme', 'polite', {
+    source:
+      'export default ({ completion }) => ({ score: /^\\s*Sure/.test(completion) ? 1 : completion.length > 20 ? 0.5 : 0, reason: "prefix" });',
+  });
+  await platform.store.create('evaluators', 'acme', 'constant', {
+    source: 'export function evaluate() { return 1; }',
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await platform?.close();
+});
+
+async function createRftJob(id: string, evaluator: string, epochs: number): Promise<JobRef> {
+  const ref: JobRef = { collection: 'reinforcementFineTuningJobs', account: 'acme', id };
+  await platform.store.create(ref.collection, ref.account, ref.id, {
+    state: 'JOB_STATE_PENDING',
+    baseModel: 'accounts/temper/models/byte-lm-3m',
+    dataset: 'accounts/acme/datasets/questions',
+    evaluator: `accounts/acme/evaluators/${evaluator}`,
+    outputModel: `accounts/acme/models/${id}`,
+    epochs,
+    learningRate: 1e-3,
+    loraRank: 4,
+    n: 4,
+    temperature: 1,
+    maxTokens: 24,
+    seed: 5,
+  });
+  return ref;
+}
+
+async function body(ref: JobRef): Promise<Record<string, unknown>> {
+  return (await platform.store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id))!
+    .body;
+}
+
+describe('managed RFT job workflow', () => {
+  it('rolls out through a deployment, scores, steps with GRPO and promotes the adapter', async () => {
+    const ref = await createRftJob('rft-polite', 'polite', 2);
+    await platform.orchestrator.start(ref);
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    const metrics = await platform.store.listMetrics(workflowIdOf(ref));
+    expect(metrics.map((m) => m.step)).toEqual([1, 2]);
+    for (const m of metrics) {
+      expect(m.values['rollouts:sum']).toBe(12);
+      expect(m.values['reward:mean']).toBeGreaterThanOrEqual(0);
+      expect(m.values['reward:mean']).toBeLessThanOrEqual(1);
+    }
+    const rollouts = (
+      await platform.artifacts.get(`${workflowIdOf(ref)}/rollouts/step-000001.jsonl`)
+    )
+      .toString()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { score: number; reason: string; snapshot: string });
+    expect(rollouts).toHaveLength(12);
+    expect(rollouts.every((r) => r.reason === 'prefix' && r.snapshot)).toBe(true);
+    const model = await platform.store.get<Record<string, unknown>>('models', 'acme', 'rft-polite');
+    expect(model?.body).toMatchObject({ kind: 'HF_PEFT_ADDON' });
+    // The rollout deployment is gone with the trainer.
+    expect((await platform.launcher.list()).filter((p) => p.state === 'running')).toEqual([]);
+  }, 300_000);
+
+  it('stops early when every rollout of an epoch scored the same', async () => {
+    const ref = await createRftJob('rft-constant', 'constant', 3);
+    await platform.orchestrator.start(ref);
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect(result.steps).toBe(1);
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_EARLY_STOPPED');
+    const metrics = await platform.store.listMetrics(workflowIdOf(ref));
+    expect(metrics[0]!.values['groups_dropped:sum']).toBe(3);
+    expect(job.outputModel).toBe('accounts/acme/models/rft-constant');
+  }, 300_000);
+
+  it('fails creation-time checks for an evaluator that does not exist', async () => {
+    const ref = await createRftJob('rft-missing', 'nope', 1);
+    await platform.orchestrator.start(ref);
+    await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
+    expect(((await body(ref)).status as { message: string }).message).toBe(
+      "Evaluator 'nope' not found in account",
+    );
+  }, 120_000);
+});
