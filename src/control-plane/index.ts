@@ -14,11 +14,41 @@ import { openObjectStore } from '../checkpoints/object-store/index.js';
 import type { ControlPlaneOptions, Deps } from './context.js';
 import { buildServer } from './http/server.js';
 import { datasetRoutes } from './resources/datasets.js';
+import { deploymentRoutes } from './resources/deployments.js';
+import { evaluatorRoutes } from './resources/evaluators.js';
+import { dpoRoutes } from './resources/jobs/dpo.js';
+import { rftRoutes } from './resources/jobs/rft.js';
+import { rlorRoutes } from './resources/jobs/rlor.js';
+import { sftRoutes } from './resources/jobs/sft.js';
+import { modelRoutes } from './resources/models.js';
+import { secretRoutes } from './resources/secrets.js';
+import { trainingShapeRoutes } from './resources/training-shapes.js';
 
 export { type BootstrapResult, bootstrapAccount } from './bootstrap.js';
 export type { ControlPlaneOptions } from './context.js';
 export { ApiError, type ApiStatus } from './http/errors.js';
 export type { JobOrchestrator, JobRef, PromoteRequest } from './orchestrator.js';
+export { datasetDataKey } from './resources/datasets.js';
+export { RFT_DEFAULTS } from './resources/jobs/rft.js';
+export { DEFAULT_INACTIVITY_SECONDS } from './resources/jobs/rlor.js';
+export {
+  FINAL_STATES,
+  INITIAL_PROGRESS,
+  JOB_STATES,
+  type JobProgress,
+  type JobState,
+  type JobStatus,
+} from './resources/jobs/states.js';
+export {
+  DEFAULT_BATCH_TOKENS,
+  DEFAULT_LORA_RANK,
+  defaultLearningRate,
+} from './resources/jobs/training.js';
+export {
+  resolveProfile,
+  TRAINING_SHAPES,
+  type TrainingShape,
+} from './resources/training-shapes.js';
 
 export interface ControlPlane {
   app: FastifyInstance;
@@ -48,7 +78,18 @@ function makeDeps(opts: ControlPlaneOptions): Deps {
 
 export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
   const deps = makeDeps(opts);
-  const app = buildServer(deps, [datasetRoutes(deps)]);
+  const app = buildServer(deps, [
+    datasetRoutes(deps),
+    sftRoutes(deps),
+    dpoRoutes(deps),
+    rftRoutes(deps),
+    rlorRoutes(deps),
+    modelRoutes(deps),
+    deploymentRoutes(deps),
+    trainingShapeRoutes(),
+    evaluatorRoutes(deps),
+    secretRoutes(deps),
+  ]);
   return {
     app,
     async listen(port = 0, host = '127.0.0.1') {

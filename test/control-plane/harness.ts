@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
+import { promoteCheckpoint } from '../../src/checkpoints/promotion.js';
 import {
   bootstrapAccount,
   type ControlPlane,
@@ -32,11 +33,20 @@ export interface OrchestratorCall {
   request?: unknown;
 }
 
-/** Records calls; `fail` makes the next call of that op throw; promote writes a model row. */
+export interface Stores {
+  store: Store;
+  checkpoints: ObjectStore;
+}
+
+/**
+ * Records calls; `fail` makes the next call of that op throw. Promotion is the real one (the
+ * files are copied by src/checkpoints/promotion and the model row written, as the workflow's
+ * promotion activity does), so the models routes see real promoted models.
+ */
 export class RecordingOrchestrator implements JobOrchestrator {
   readonly calls: OrchestratorCall[] = [];
   fail = new Set<OrchestratorCall['op']>();
-  constructor(private readonly store: () => Store) {}
+  constructor(private readonly stores: () => Stores) {}
 
   private record(op: OrchestratorCall['op'], arg: JobRef | PromoteRequest, request?: unknown) {
     this.calls.push({ op, arg, ...(request === undefined ? {} : { request }) });
@@ -54,15 +64,14 @@ export class RecordingOrchestrator implements JobOrchestrator {
   }
   async promote(request: PromoteRequest) {
     this.record('promote', request);
-    const model = {
-      state: 'READY',
-      kind: 'HF_BASE_MODEL',
-      baseModel: request.baseModel ?? null,
-      peftDetails: null,
-      sourceCheckpoint: request.checkpoint,
-    };
-    const row = await this.store().create('models', request.account, request.outputModelId, model);
-    return { name: row.name, ...model };
+    const { store, checkpoints } = this.stores();
+    const model = await promoteCheckpoint(checkpoints, {
+      name: request.checkpoint,
+      outputModelId: request.outputModelId,
+      ...(request.baseModel ? { baseModel: request.baseModel } : {}),
+    });
+    await store.create('models', request.account, request.outputModelId, model);
+    return model;
   }
 }
 
@@ -98,7 +107,7 @@ export interface Harness {
 
 export async function startHarness(
   opts: {
-    orchestrator?: (store: () => Store) => RecordingOrchestrator;
+    orchestrator?: (stores: () => Stores) => RecordingOrchestrator;
     deployments?: DeploymentRegistry;
     maxUploadBytes?: number;
   } = {},
@@ -108,7 +117,10 @@ export async function startHarness(
   await store.migrate();
   const artifacts = await openObjectStore(pathToFileURL(join(dir, 'artifacts')).href);
   const checkpoints = await openObjectStore(pathToFileURL(join(dir, 'checkpoints')).href);
-  const orchestrator = (opts.orchestrator ?? ((s) => new RecordingOrchestrator(s)))(() => store);
+  const orchestrator = (opts.orchestrator ?? ((s) => new RecordingOrchestrator(s)))(() => ({
+    store,
+    checkpoints,
+  }));
   const cp = createControlPlane({
     store,
     orchestrator,

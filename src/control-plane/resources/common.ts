@@ -8,6 +8,7 @@ import { isValidId, resourceName } from '../http/ids.js';
 import { listResponse, parseListQuery } from '../http/paging.js';
 import type { RequestCtx } from '../http/router.js';
 import type { Collection, ResourceRow } from '../store/types.js';
+import { isFinal } from './jobs/states.js';
 
 export type Resource = Record<string, unknown> & { name: string };
 export type Body = Record<string, unknown>;
@@ -51,4 +52,32 @@ export async function deletePrefix(
   prefix: string,
 ): Promise<void> {
   for (const o of await store.list(`${prefix}/`)) await store.delete(o.key);
+}
+
+/**
+ * Names of the jobs in `collections` that have not ended and whose `fields` name `target`
+ * (a dataset or evaluator about to be deleted would pull the rug from under them).
+ */
+export async function activeJobsUsing(
+  deps: Deps,
+  account: string,
+  collections: readonly Collection[],
+  fields: readonly string[],
+  target: string,
+): Promise<string[]> {
+  const found: string[] = [];
+  for (const collection of collections) {
+    let pageToken: string | undefined;
+    do {
+      const page = await deps.store.list<Body>(collection, account, {
+        pageSize: 200,
+        ...(pageToken ? { pageToken } : {}),
+      });
+      for (const row of page.items)
+        if (!isFinal(row.body.state) && fields.some((f) => row.body[f] === target))
+          found.push(row.name);
+      pageToken = page.nextPageToken;
+    } while (pageToken);
+  }
+  return found;
 }

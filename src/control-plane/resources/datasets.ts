@@ -23,9 +23,14 @@ import { resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogDataset, catalogDatasets, isCatalog } from './catalog.js';
-import { type Body, deletePrefix, getRow, listRows, render } from './common.js';
+import { activeJobsUsing, type Body, deletePrefix, getRow, listRows, render } from './common.js';
 
 const KINDS = ['sft', 'dpo', 'rft'] as const;
+const TRAINING_JOBS = [
+  'supervisedFineTuningJobs',
+  'dpoJobs',
+  'reinforcementFineTuningJobs',
+] as const;
 
 const createSchema = z.strictObject({
   dataset: z
@@ -161,6 +166,17 @@ async function validate(deps: Deps, ctx: RequestCtx, id: string) {
 
 async function remove(deps: Deps, ctx: RequestCtx, id: string) {
   const row = await getRow(deps, 'datasets', ctx.account, id);
+  const users = await activeJobsUsing(
+    deps,
+    ctx.account,
+    TRAINING_JOBS,
+    ['dataset', 'evaluationDataset'],
+    row.name,
+  );
+  if (users.length)
+    throw precondition(
+      `${row.name} is used by ${users.join(', ')}: wait for them to end or cancel them`,
+    );
   await deps.store.delete('datasets', ctx.account, id);
   await deletePrefix(deps.artifacts, row.name);
   return {};

@@ -1,0 +1,173 @@
+/**
+ * `reinforcementFineTuningJobs` (`temper create rftj`): the shared training fields plus the
+ * rollout and loss settings, with the spec's defaults and ranges (managed-jobs.md, RFT) and
+ * its messages: `Learning rate 1e-2 outside valid range [1e-5, 5e-4]`, n ≥ 2, temperature
+ * in [0.1, 2.0] (0 rejected), `Evaluator 'x' not found in account`, and the KL-beta rules of
+ * the loss methods, which come from src/losses (resolveRlLossMethod) word for word.
+ */
+import { z } from 'zod';
+import { resolveRlLossMethod } from '../../../losses/rl/methods.js';
+import { parseDuration } from '../../../trainer/duration.js';
+import type { Deps } from '../../context.js';
+import { parseBody } from '../../http/body.js';
+import { invalid } from '../../http/errors.js';
+import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
+import { resolveEvaluator } from '../refs.js';
+import { jobRoutes } from './routes.js';
+import { isPowerOfTwo, Problems, resolveTraining, sci, trainingFields } from './training.js';
+
+export const RFT_DEFAULTS = {
+  epochs: 1,
+  learningRate: 1e-4,
+  loraRank: 8,
+  batchSize: 32768,
+  chunkSize: 200,
+  rlLossMethod: 'grpo',
+  temperature: 0.7,
+  topP: 1,
+  topK: 40,
+  responseCandidatesCount: 8,
+  maxTokens: 2048,
+  maxConcurrentRollouts: 96,
+  rolloutTimeout: '60s',
+} as const;
+
+const rftSchema = z.strictObject({
+  ...trainingFields,
+  evaluator: z.string().min(1),
+  chunkSize: z.number().optional(),
+  rlLossMethod: z.string().optional(),
+  rlKlBeta: z.number().optional(),
+  temperature: z.number().optional(),
+  topP: z.number().optional(),
+  topK: z.number().optional(),
+  responseCandidatesCount: z.number().optional(),
+  /** `--n`, the same as responseCandidatesCount. */
+  n: z.number().optional(),
+  maxTokens: z.number().optional(),
+  maxConcurrentRollouts: z.number().int().positive().optional(),
+  /** Seconds, or a duration: "60s", "2m". */
+  rolloutTimeout: z.union([z.string(), z.number()]).optional(),
+  remoteServerUrl: z.url({ protocol: /^https?$/ }).optional(),
+});
+type RftInput = z.output<typeof rftSchema>;
+
+const whole = (x: number) => Number.isInteger(x);
+
+function candidates(input: RftInput): number | undefined {
+  const { n, responseCandidatesCount: count } = input;
+  if (n !== undefined && count !== undefined && n !== count)
+    throw invalid(`n (${n}) and responseCandidatesCount (${count}) are the same setting; give one`);
+  return count ?? n;
+}
+
+function timeoutSeconds(value: string | number | undefined): number {
+  if (value === undefined) return 60;
+  const ms = typeof value === 'number' ? value * 1000 : parseDurationOrThrow(value);
+  if (!(ms > 0)) throw invalid(`rolloutTimeout ${value} must be a positive duration`);
+  return ms / 1000;
+}
+
+function parseDurationOrThrow(text: string): number {
+  try {
+    return parseDuration(text);
+  } catch (err) {
+    throw invalid(`rolloutTimeout: ${(err as Error).message}`);
+  }
+}
+
+function checkRanges(input: RftInput, n: number | undefined): void {
+  const p = new Problems();
+  const {
+    epochs,
+    learningRate: lr,
+    loraRank,
+    temperature: t,
+    topP,
+    topK,
+    maxTokens,
+    chunkSize,
+  } = input;
+  if (lr !== undefined)
+    p.check(lr >= 1e-5 && lr <= 5e-4, `Learning rate ${sci(lr)} outside valid range [1e-5, 5e-4]`);
+  if (epochs !== undefined)
+    p.check(
+      whole(epochs) && epochs >= 1 && epochs <= 10,
+      `Epochs ${epochs} must be a whole number in [1, 10]`,
+    );
+  if (loraRank !== undefined)
+    p.check(
+      isPowerOfTwo(loraRank) && loraRank >= 4 && loraRank <= 32,
+      `LoRA rank ${loraRank} must be a power of 2 in [4, 32]`,
+    );
+  if (t !== undefined)
+    p.check(t >= 0.1 && t <= 2, `Temperature ${t} outside valid range [0.1, 2.0]`);
+  if (topP !== undefined)
+    p.check(topP > 0 && topP <= 1, `Top-p ${topP} outside valid range (0, 1]`);
+  if (topK !== undefined)
+    p.check(whole(topK) && topK >= 0, `Top-k ${topK} must be a whole number >= 0 (0 = off)`);
+  if (n !== undefined)
+    p.check(
+      whole(n) && n >= 2,
+      `Response candidates count (n) ${n} is below the minimum of 2: RFT compares several responses per prompt`,
+    );
+  if (maxTokens !== undefined)
+    p.check(
+      whole(maxTokens) && maxTokens >= 16 && maxTokens <= 16384,
+      `Max tokens ${maxTokens} outside valid range [16, 16384]`,
+    );
+  if (chunkSize !== undefined)
+    p.check(
+      whole(chunkSize) && (chunkSize === -1 || chunkSize >= 1),
+      `Chunk size ${chunkSize} must be -1 (off) or a positive whole number`,
+    );
+  p.throwIfAny();
+}
+
+async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
+  const input = parseBody(rftSchema, body);
+  const n = candidates(input);
+  checkRanges(input, n);
+  const lossConfig = resolveRlLossMethod({
+    method: input.rlLossMethod ?? RFT_DEFAULTS.rlLossMethod,
+    ...(input.rlKlBeta !== undefined ? { klBeta: input.rlKlBeta } : {}),
+  });
+  const rolloutTimeout = `${timeoutSeconds(input.rolloutTimeout)}s`;
+  const evaluator = await resolveEvaluator(deps, ctx, input.evaluator);
+  const t = await resolveTraining(
+    deps,
+    ctx,
+    { ...input, loraRank: input.loraRank ?? RFT_DEFAULTS.loraRank },
+    'rft',
+  );
+  if (t.loraRank === 0)
+    throw invalid('LoRA rank 0 must be a power of 2 in [4, 32]: RFT trains LoRA adapters');
+  return {
+    ...t.fields,
+    evaluator,
+    learningRate: input.learningRate ?? RFT_DEFAULTS.learningRate,
+    batchSize: input.batchSize ?? RFT_DEFAULTS.batchSize,
+    chunkSize: input.chunkSize ?? RFT_DEFAULTS.chunkSize,
+    rlLossMethod: lossConfig.method,
+    rlKlBeta: input.rlKlBeta ?? 0,
+    lossConfig,
+    temperature: input.temperature ?? RFT_DEFAULTS.temperature,
+    topP: input.topP ?? RFT_DEFAULTS.topP,
+    topK: input.topK ?? RFT_DEFAULTS.topK,
+    responseCandidatesCount: n ?? RFT_DEFAULTS.responseCandidatesCount,
+    maxTokens: input.maxTokens ?? RFT_DEFAULTS.maxTokens,
+    maxConcurrentRollouts: input.maxConcurrentRollouts ?? RFT_DEFAULTS.maxConcurrentRollouts,
+    rolloutTimeout,
+    ...(input.remoteServerUrl ? { remoteServerUrl: input.remoteServerUrl } : {}),
+  };
+}
+
+export function rftRoutes(deps: Deps): CollectionRoutes {
+  return jobRoutes(deps, {
+    collection: 'reinforcementFineTuningJobs',
+    singular: 'reinforcementFineTuningJob',
+    resumable: ['JOB_STATE_FAILED'],
+    deleteActive: 'refuse',
+    build: (ctx, body) => build(deps, ctx, body),
+  });
+}

@@ -1,0 +1,141 @@
+/**
+ * `rlorTrainerJobs`: a trainer the user drives through the Training API (training-api.md).
+ * Fields: baseModel (or taken from trainingShapeRef), trainingShapeRef, loraRank (0 = full
+ * parameter, the default), maxContextLength, learningRate (1e-5), displayName, region,
+ * forwardOnly, replicaCount, inactivityTimeout (a protobuf JSON duration such as "1800s";
+ * 0 or unset = 60 minutes; stored normalised, e.g. "3600s"), disableInactivityCleanup, and
+ * the manual accelerator fields (recorded; every trainer here runs on the CPU engine).
+ *
+ * DELETE of a live trainer cancels it first; `:executeTrainStep` goes to the orchestrator
+ * when it implements it; the checkpoint routes are in checkpoints.ts.
+ */
+import { z } from 'zod';
+import { parseDuration } from '../../../trainer/duration.js';
+import type { Deps } from '../../context.js';
+import { parseBody } from '../../http/body.js';
+import { ApiError, invalid, notFound, precondition } from '../../http/errors.js';
+import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
+import { checkpointSubRoutes } from '../checkpoints.js';
+import { getRow } from '../common.js';
+import { resolveModel } from '../refs.js';
+import { defaultShape, findShape, type TrainerMode } from '../training-shapes.js';
+import { jobRoutes } from './routes.js';
+import { isFinal } from './states.js';
+
+export const DEFAULT_INACTIVITY_SECONDS = 3600;
+
+const rlorSchema = z.strictObject({
+  displayName: z.string().max(200).optional(),
+  baseModel: z.string().min(1).optional(),
+  trainingShapeRef: z.string().min(1).optional(),
+  loraRank: z.number().int().min(0).max(256).optional(),
+  maxContextLength: z.number().int().positive().optional(),
+  learningRate: z.number().positive().max(1).optional(),
+  region: z.string().max(100).optional(),
+  forwardOnly: z.boolean().optional(),
+  replicaCount: z.number().int().min(1).max(64).optional(),
+  inactivityTimeout: z.union([z.string(), z.number().nonnegative()]).optional(),
+  disableInactivityCleanup: z.boolean().optional(),
+  acceleratorType: z.string().optional(),
+  acceleratorCount: z.number().int().positive().optional(),
+  nodeCount: z.number().int().positive().optional(),
+});
+type RlorInput = z.output<typeof rlorSchema>;
+
+/** "1800s", "30m", 1800 → seconds; 0 or unset → the 60-minute default. */
+export function inactivitySeconds(value: string | number | undefined): number {
+  if (value === undefined) return DEFAULT_INACTIVITY_SECONDS;
+  let ms: number;
+  try {
+    ms = typeof value === 'number' ? value * 1000 : parseDuration(value);
+  } catch (err) {
+    throw invalid(`inactivityTimeout: ${(err as Error).message}`);
+  }
+  return ms === 0 ? DEFAULT_INACTIVITY_SECONDS : Math.ceil(ms / 1000);
+}
+
+function trainerShape(input: RlorInput, baseModel: string | null, mode: TrainerMode) {
+  if (input.trainingShapeRef === undefined)
+    return baseModel ? defaultShape(baseModel, mode)?.name : undefined;
+  const shape = findShape(input.trainingShapeRef);
+  if (!shape) throw notFound(`Training shape '${input.trainingShapeRef}' not found`);
+  if (baseModel && shape.baseModel !== baseModel)
+    throw invalid(`trainingShapeRef: ${shape.name} is for ${shape.baseModel}, not ${baseModel}`);
+  if (shape.trainerMode !== mode)
+    throw invalid(
+      `trainingShapeRef: ${shape.name} is a ${shape.trainerMode} shape; this trainer needs ${mode}`,
+    );
+  return shape.name;
+}
+
+async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
+  const input = parseBody(rlorSchema, body);
+  const fromShape = input.trainingShapeRef
+    ? findShape(input.trainingShapeRef)?.baseModel
+    : undefined;
+  const requested = input.baseModel ?? fromShape;
+  if (!requested) throw invalid('baseModel is required (or a trainingShapeRef that names one)');
+  const model = await resolveModel(deps, ctx, requested, 'baseModel');
+  if (model.kind === 'HF_PEFT_ADDON')
+    throw invalid(
+      `baseModel: ${model.name} is a LoRA adapter; start from its base model and load the adapter (loadAdapter)`,
+    );
+  const loraRank = input.loraRank ?? 0;
+  const mode: TrainerMode = input.forwardOnly
+    ? 'FORWARD_ONLY'
+    : loraRank > 0
+      ? 'LORA_TRAINER'
+      : 'POLICY_TRAINER';
+  const shape = trainerShape(input, model.root, mode);
+  const limit = model.contextLength;
+  if (input.maxContextLength !== undefined && limit !== null && input.maxContextLength > limit)
+    throw invalid(
+      `maxContextLength ${input.maxContextLength} exceeds the model's context length ${limit}`,
+    );
+  const { baseModel: _b, trainingShapeRef: _s, inactivityTimeout: _i, ...rest } = input;
+  return {
+    ...rest,
+    baseModel: model.name,
+    ...(shape ? { trainingShapeRef: shape } : {}),
+    loraRank,
+    ...(input.maxContextLength !== undefined || limit !== null
+      ? { maxContextLength: input.maxContextLength ?? limit }
+      : {}),
+    learningRate: input.learningRate ?? 1e-5,
+    forwardOnly: input.forwardOnly ?? false,
+    replicaCount: input.replicaCount ?? 1,
+    inactivityTimeout: `${inactivitySeconds(input.inactivityTimeout)}s`,
+    disableInactivityCleanup: input.disableInactivityCleanup ?? false,
+  };
+}
+
+async function executeTrainStep(deps: Deps, ctx: RequestCtx, id: string) {
+  const row = await getRow(deps, 'rlorTrainerJobs', ctx.account, id);
+  const run = deps.orchestrator.executeTrainStep?.bind(deps.orchestrator);
+  if (!run)
+    throw new ApiError(
+      'UNIMPLEMENTED',
+      'executeTrainStep is not supported by this control plane: drive the trainer with the Training API (forwardBackward, optimStep) instead',
+    );
+  if (isFinal(row.body.state))
+    throw precondition(
+      `${row.name} is ${String(row.body.state)}: resume it or create a new trainer`,
+    );
+  const result = await run(
+    { collection: 'rlorTrainerJobs', account: ctx.account, id },
+    ctx.req.body ?? {},
+  );
+  return result ?? {};
+}
+
+export function rlorRoutes(deps: Deps): CollectionRoutes {
+  return jobRoutes(deps, {
+    collection: 'rlorTrainerJobs',
+    singular: 'rlorTrainerJob',
+    resumable: ['JOB_STATE_FAILED'],
+    deleteActive: 'cancel',
+    build: (ctx, body) => build(deps, ctx, body),
+    verbs: { executeTrainStep: { handler: (ctx, id) => executeTrainStep(deps, ctx, id) } },
+    sub: checkpointSubRoutes(deps),
+  });
+}
