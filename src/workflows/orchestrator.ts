@@ -8,7 +8,7 @@ import {
   WorkflowNotFoundError,
 } from '@temporalio/client';
 import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
-import { promotionWorkflow, trainingJobWorkflow } from './definitions/index.js';
+import { promotionWorkflow, trainerJobWorkflow, trainingJobWorkflow } from './definitions/index.js';
 import type { WorkflowSettings } from './definitions/training-job.js';
 import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
 
@@ -30,13 +30,10 @@ export class TemporalOrchestrator implements JobOrchestrator {
   ) {}
 
   async start(job: JobRef): Promise<void> {
-    if (job.collection === 'rlorTrainerJobs')
-      throw new OrchestrationError(
-        'unimplemented',
-        'rlorTrainerJobs are not orchestrated yet; use the Training API (ServiceClient) for custom loops',
-      );
+    const workflow =
+      job.collection === 'rlorTrainerJobs' ? trainerJobWorkflow : trainingJobWorkflow;
     try {
-      await this.client.workflow.start(trainingJobWorkflow, {
+      await this.client.workflow.start(workflow, {
         taskQueue: this.taskQueue,
         workflowId: workflowIdOf(job),
         args: [job, this.settings],

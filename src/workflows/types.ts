@@ -138,6 +138,26 @@ export interface JobStatusUpdate {
   fields?: Record<string, unknown>;
 }
 
+/** An rlorTrainerJob's pod, as its REST resource asks for it. */
+export interface TrainerJobSpec {
+  jobName: string;
+  account: string;
+  /** The pod's job id is the resource id: checkpoints live under the job's name. */
+  jobId: string;
+  baseModel: string;
+  loraRank: number;
+  forwardOnly: boolean;
+  /** 0 = never (disableInactivityCleanup). */
+  inactivityTimeoutMs: number;
+}
+
+/** How a supervised pod ended. */
+export interface TrainerExit {
+  /** stopped: inactivity or a requested stop; lost: crashed, killed, or its host died. */
+  kind: 'stopped' | 'lost';
+  reason: string;
+}
+
 /** Activities any worker runs (shared queue): the store and host selection. */
 export interface ControlActivities {
   /** Reads and validates the job, sets VALIDATING then RUNNING; throws JobInvalid. */
@@ -147,6 +167,8 @@ export interface ControlActivities {
   claimHost(): Promise<string>;
   /** Promotes a checkpoint to a model and records it in the store. */
   promoteCheckpoint(input: PromoteInput): Promise<ModelSummary>;
+  /** Reads an rlorTrainerJob, sets CREATING; throws JobInvalid. */
+  prepareTrainerJob(ref: JobRef): Promise<TrainerJobSpec>;
 }
 
 /** Activities that run on the host that owns the pod (its own task queue). */
@@ -157,6 +179,10 @@ export interface HostActivities {
   exportFinalWeights(input: FinishInput): Promise<string>;
   /** Stops the pod; a pod that is already gone is fine. */
   stopTrainer(podJobId: string): Promise<void>;
+  /** Starts an rlorTrainerJob's pod; resolves with its gRPC address once it serves. */
+  launchTrainerJob(spec: TrainerJobSpec): Promise<string>;
+  /** Watches the pod until it exits (heartbeating); cancelled: stops it. */
+  superviseTrainer(podJobId: string): Promise<TrainerExit>;
 }
 
 /** Application failure types the workflows treat specially. */

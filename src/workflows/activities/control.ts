@@ -9,6 +9,7 @@ import { CheckpointError } from '../../checkpoints/dcp/errors.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
 import type { Store } from '../../control-plane/store/types.js';
+import { parseDuration } from '../../trainer/duration.js';
 import type {
   ControlActivities,
   JobRef,
@@ -16,6 +17,7 @@ import type {
   ModelSummary,
   PromoteInput,
   RftSettings,
+  TrainerJobSpec,
   TrainingPlan,
 } from '../types.js';
 import { FAILURE, workflowIdOf } from '../types.js';
@@ -23,6 +25,7 @@ import {
   DEFAULT_BATCH_TOKENS,
   defaultLearningRate,
   rftJobFieldsSchema,
+  trainerJobBodySchema,
   trainingJobBodySchema,
 } from './job-body.js';
 import { buildJobData, modelRenderer, readDatasetText } from './job-data.js';
@@ -207,7 +210,31 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     }
   }
 
+  async function prepareTrainerJob(ref: JobRef): Promise<TrainerJobSpec> {
+    const row = await store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id);
+    if (!row) throw invalid(`trainer job ${workflowIdOf(ref)} does not exist`);
+    const parsed = trainerJobBodySchema.safeParse(row.body);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0]!;
+      throw invalid(`invalid trainer job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
+    }
+    const b = parsed.data;
+    await setJobStatus(ref, { state: 'JOB_STATE_CREATING' });
+    const seconds =
+      b.inactivityTimeout === undefined ? 3600 : parseDuration(b.inactivityTimeout) / 1000;
+    return {
+      jobName: workflowIdOf(ref),
+      account: ref.account,
+      jobId: ref.id,
+      baseModel: b.baseModel,
+      loraRank: b.loraRank,
+      forwardOnly: b.forwardOnly,
+      inactivityTimeoutMs: b.disableInactivityCleanup ? 0 : (seconds || 3600) * 1000,
+    };
+  }
+
   return {
+    prepareTrainerJob,
     prepareTrainingJob,
     setJobStatus,
     claimHost: async () => deps.hostQueue,

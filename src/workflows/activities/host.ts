@@ -22,7 +22,9 @@ import type {
   RftSettings,
   SegmentInput,
   SegmentResult,
+  TrainerExit,
   TrainerHandle,
+  TrainerJobSpec,
   TrainingPlan,
 } from '../types.js';
 import { loadEvaluator } from './evaluators.js';
@@ -400,5 +402,56 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     await deps.launcher.stop(jobId);
   }
 
-  return { launchTrainer, trainSegment, exportFinalWeights, stopTrainer };
+  async function launchTrainerJob(spec: TrainerJobSpec): Promise<string> {
+    return withHeartbeats(async () => {
+      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
+      if (model.adapter)
+        throw new Error(`${spec.baseModel} is a LoRA adapter; start from its base model`);
+      const baseModel = spec.baseModel.startsWith('accounts/temper/') ? spec.baseModel : model.dir;
+      // A resumed job reuses its id: whatever is left of the previous pod goes first.
+      await deps.launcher.stop(spec.jobId).catch(() => undefined);
+      const endpoint = await deps.launcher.launch({
+        baseModel,
+        loraRank: spec.loraRank,
+        forwardOnly: spec.forwardOnly,
+        jobId: spec.jobId,
+        account: spec.account,
+        checkpointUrl: deps.checkpointUrl,
+        displayName: spec.jobName,
+        inactivityTimeoutMs: spec.inactivityTimeoutMs,
+        ...(deps.threads ? { threads: deps.threads } : {}),
+      });
+      return endpoint.address;
+    });
+  }
+
+  async function superviseTrainer(jobId: string): Promise<TrainerExit> {
+    const ctx = Context.current();
+    for (;;) {
+      const info = await deps.launcher.get(jobId);
+      if (!info) return { kind: 'lost', reason: 'the trainer pod is unknown on its host' };
+      if (info.state === 'stopped' || info.state === 'failed') {
+        const stopped =
+          info.state === 'stopped' && /inactivity|requested|SIGTERM/i.test(info.reason ?? '');
+        return { kind: stopped ? 'stopped' : 'lost', reason: info.reason ?? info.state };
+      }
+      ctx.heartbeat();
+      try {
+        await ctx.sleep(1_000);
+      } catch (error) {
+        // Cancelled (the job was deleted): the pod goes with it.
+        await deps.launcher.stop(jobId).catch(() => undefined);
+        throw error;
+      }
+    }
+  }
+
+  return {
+    launchTrainer,
+    trainSegment,
+    exportFinalWeights,
+    stopTrainer,
+    launchTrainerJob,
+    superviseTrainer,
+  };
 }

@@ -65,3 +65,15 @@ export const rftJobFieldsSchema = z
   .passthrough();
 
 export type RftJobFields = z.output<typeof rftJobFieldsSchema>;
+
+/** The fields of an rlorTrainerJob the workflow reads (training-api.md, Trainer jobs). */
+export const trainerJobBodySchema = z
+  .object({
+    baseModel: z.string().min(1),
+    loraRank: z.number().int().nonnegative().default(0),
+    forwardOnly: z.boolean().default(false),
+    /** Protobuf JSON duration ("1800s"); 0 or unset = 60 minutes. */
+    inactivityTimeout: z.string().optional(),
+    disableInactivityCleanup: z.boolean().default(false),
+  })
+  .passthrough();

@@ -1,0 +1,74 @@
+/**
+ * An rlorTrainerJob (a Training API trainer the user drives): launch its pod on a host,
+ * publish the address, and watch it. The pod ends by itself after its inactivity timeout
+ * (→ COMPLETED) or when the job is deleted (workflow cancelled → CANCELLED). A pod that
+ * crashes or whose host dies is preemption (→ FAILED, resumable): `:resume` starts a new run
+ * with a fresh pod under the same job id, and the client reloads its last checkpoint
+ * (ServiceClient.reconnectAndWait).
+ */
+import { CancellationScope, isCancellation, proxyActivities } from '@temporalio/workflow';
+import type { ControlActivities, HostActivities, JobRef, TrainerExit } from '../types.js';
+import type { WorkflowSettings } from './training-job.js';
+
+const control = proxyActivities<ControlActivities>({
+  startToCloseTimeout: '10 minutes',
+  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
+});
+
+function host(queue: string, settings: WorkflowSettings, startWithinMs = 120_000) {
+  return proxyActivities<HostActivities>({
+    taskQueue: queue,
+    startToCloseTimeout: '30 days',
+    heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
+    scheduleToStartTimeout: startWithinMs,
+    retry: { maximumAttempts: 1 },
+  });
+}
+
+export async function trainerJobWorkflow(
+  ref: JobRef,
+  settings: WorkflowSettings = {},
+): Promise<TrainerExit> {
+  let hostQueue: string | undefined;
+  const spec = await control.prepareTrainerJob(ref);
+  try {
+    hostQueue = await control.claimHost();
+    const address = await host(hostQueue, settings).launchTrainerJob(spec);
+    await control.setJobStatus(ref, {
+      state: 'JOB_STATE_RUNNING',
+      fields: { trainerAddress: address, trainerHost: hostQueue },
+    });
+    let exit: TrainerExit;
+    try {
+      exit = await host(hostQueue, settings).superviseTrainer(spec.jobId);
+    } catch (error) {
+      if (isCancellation(error)) throw error;
+      exit = { kind: 'lost', reason: 'the trainer host stopped responding' };
+    }
+    await control.setJobStatus(ref, {
+      state: exit.kind === 'stopped' ? 'JOB_STATE_COMPLETED' : 'JOB_STATE_FAILED',
+      message:
+        exit.kind === 'stopped'
+          ? `trainer stopped: ${exit.reason}`
+          : `trainer lost (${exit.reason}); resume the job to get a new trainer`,
+      fields: { trainerAddress: null },
+    });
+    return exit;
+  } catch (error) {
+    await CancellationScope.nonCancellable(async () => {
+      if (hostQueue) {
+        try {
+          await host(hostQueue, settings, 15_000).stopTrainer(spec.jobId);
+        } catch {
+          // host gone: the pod stops on inactivity
+        }
+      }
+      await control.setJobStatus(ref, {
+        state: isCancellation(error) ? 'JOB_STATE_CANCELLED' : 'JOB_STATE_FAILED',
+        message: isCancellation(error) ? '' : String((error as Error).message ?? error),
+        fields: { trainerAddress: null },
+      });
+    });
+    throw error;
+  }
+}

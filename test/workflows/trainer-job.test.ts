@@ -1,0 +1,108 @@
+// rlorTrainerJobs: the trainer lifecycle workflow launches the pod a Training API client
+// drives; pod loss marks the job FAILED (resumable), resume brings a new pod under the same id,
+// inactivity completes it, cancel (delete) stops it.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { JobRef } from '../../src/control-plane/orchestrator.js';
+import { ServiceClient } from '../../src/sdk/index.js';
+import { workflowIdOf } from '../../src/workflows/types.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+let platform: TestPlatform;
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+}, 120_000);
+
+afterAll(async () => {
+  await platform?.close();
+});
+
+async function createTrainer(id: string, extra: Record<string, unknown> = {}): Promise<JobRef> {
+  const ref: JobRef = { collection: 'rlorTrainerJobs', account: 'acme', id };
+  await platform.store.create(ref.collection, ref.account, ref.id, {
+    state: 'JOB_STATE_PENDING',
+    baseModel: 'accounts/temper/models/byte-lm-3m',
+    loraRank: 0,
+    inactivityTimeout: '3600s',
+    ...extra,
+  });
+  return ref;
+}
+
+async function waitForState(ref: JobRef, state: string, timeoutMs = 60_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const row = await platform.store.get<Record<string, unknown>>(
+      ref.collection,
+      ref.account,
+      ref.id,
+    );
+    if (row?.body.state === state) return row.body;
+    if (Date.now() > deadline)
+      throw new Error(`${ref.id} never reached ${state} (is ${String(row?.body.state)})`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function service(jobId: string) {
+  return ServiceClient.fromConfig(
+    {
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      trainerJobId: jobId,
+      account: 'acme',
+      learningRate: 1e-3,
+      checkpointUrl: platform.checkpoints.url,
+    },
+    { launcher: platform.launcher },
+  );
+}
+
+const tokens = Array.from(Buffer.from('Q: capital of Peru? A: Lima'));
+const datum = {
+  modelInput: tokens.slice(0, -1),
+  lossFnInputs: { target_tokens: tokens.slice(1), weights: tokens.slice(1).map(() => 1) },
+};
+
+describe('rlorTrainerJob lifecycle workflow', () => {
+  it('serves a trainer, survives pod loss through resume, and stops on cancel', async () => {
+    const ref = await createTrainer('tr-main');
+    await platform.orchestrator.start(ref);
+    const running = await waitForState(ref, 'JOB_STATE_RUNNING');
+    expect(running.trainerAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+
+    const first = service('tr-main');
+    const client = await first.createTrainingClient();
+    await client.forwardBackward([datum], 'cross_entropy');
+    await client.optimStep({});
+    const saved = await client.saveState('after-one');
+    expect(saved.path).toBe('accounts/acme/rlorTrainerJobs/tr-main/checkpoints/after-one');
+    await first.close();
+
+    // Preemption: the pod dies; the job says so and can be resumed.
+    const pod = (await platform.launcher.get('tr-main'))!;
+    process.kill(pod.pid!, 'SIGKILL');
+    const lost = await waitForState(ref, 'JOB_STATE_FAILED');
+    expect((lost.status as { message: string }).message).toMatch(/trainer lost/);
+    await platform.orchestrator.resume(ref);
+    await waitForState(ref, 'JOB_STATE_RUNNING');
+    const second = service('tr-main');
+    const resumed = await second.createTrainingClient();
+    const loaded = await resumed.loadStateWithOptimizer(saved.path);
+    expect(loaded.step).toBe(1);
+    await second.close();
+
+    await platform.orchestrator.cancel(ref);
+    await waitForState(ref, 'JOB_STATE_CANCELLED');
+    const after = await platform.launcher.get('tr-main');
+    expect(['stopped', 'failed']).toContain(after?.state);
+  }, 180_000);
+
+  it('completes when the trainer stops after its inactivity timeout', async () => {
+    const ref = await createTrainer('tr-idle', { inactivityTimeout: '2s' });
+    await platform.orchestrator.start(ref);
+    await waitForState(ref, 'JOB_STATE_RUNNING');
+    const done = await waitForState(ref, 'JOB_STATE_COMPLETED', 30_000);
+    expect((done.status as { message: string }).message).toMatch(/inactivity/);
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+  }, 60_000);
+});
