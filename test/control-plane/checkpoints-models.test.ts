@@ -16,7 +16,10 @@ function tensors(): TensorMap {
 beforeAll(async () => {
   h = await startHarness();
   let t = Date.UTC(2026, 0, 1);
-  const now = () => new Date((t += 60_000));
+  const now = () => {
+    t += 60_000;
+    return new Date(t);
+  };
   await writeExport(
     { store: h.checkpoints, prefix: `${ROOT}/step-1` },
     [

@@ -6,7 +6,7 @@ import multipart from '@fastify/multipart';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { Deps } from '../context.js';
 import { authenticate } from './auth.js';
-import { ApiError, toApiError } from './errors.js';
+import { ApiError, invalid, toApiError } from './errors.js';
 import { type CollectionRoutes, registerCollection } from './router.js';
 
 /** JSON bodies: evaluator sources travel inline, so more than Fastify's 1 MiB default. */
@@ -20,6 +20,20 @@ export function buildServer(deps: Deps, collections: CollectionRoutes[]): Fastif
     bodyLimit: JSON_BODY_LIMIT,
   });
   app.register(multipart, { limits: { fileSize: deps.maxUploadBytes, files: 1 } });
+  // Custom methods (`:cancel`) are often sent with a JSON content type and no body.
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (_req, body, done) => {
+    if (String(body).trim() === '') return done(null, undefined);
+    try {
+      // No prototype keys: bodies are copied with spreads further down.
+      done(
+        null,
+        JSON.parse(String(body), (k, v) => (k === '__proto__' ? undefined : v)),
+      );
+    } catch (err) {
+      done(invalid(`body is not valid JSON: ${(err as Error).message}`));
+    }
+  });
 
   app.addHook('onRequest', async (req) => {
     if (req.url.startsWith('/v1/')) req.principal = await authenticate(deps.store, req);

@@ -3,8 +3,9 @@
  * artifact store at accounts/{a}/datasets/{id}/data.jsonl, then validated; READY with the
  * validated exampleCount), get, list, delete, `:validate`.
  *
- * A file that fails validation is deleted again and the dataset stays UPLOADING: nothing is
- * left behind by a bad upload. An uploaded dataset is immutable (a second upload is refused);
+ * The upload streams to a staging key, is validated, and only then becomes data.jsonl; a file
+ * that fails validation is deleted and the dataset stays UPLOADING: nothing is left behind by
+ * a bad upload. An uploaded dataset is immutable (a second upload is refused);
  * make a new dataset instead, as jobs refer to datasets by name.
  *
  * The kind (sft, dpo, rft) decides which checks apply and which jobs may use the dataset. It
@@ -14,12 +15,13 @@
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { catalogDatasetPath } from '../../catalog/bundled.js';
+import { ObjectStoreError } from '../../checkpoints/object-store/types.js';
 import { DatasetValidationError } from '../../datasets/errors.js';
 import { type DatasetKind, validateDataset } from '../../datasets/validate.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
 import { invalid, notFound, precondition, tooLarge } from '../http/errors.js';
-import { resourceName } from '../http/ids.js';
+import { randomId, resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogDataset, catalogDatasets, isCatalog } from './catalog.js';
@@ -97,11 +99,23 @@ async function receiveFile(deps: Deps, ctx: RequestCtx, key: string): Promise<Ui
   if (part?.fieldname !== 'file')
     throw invalid("multipart field 'file' is required (the JSONL dataset)");
   await deps.artifacts.put(key, part.file, { contentType: 'application/jsonl' });
-  if (part.file.truncated) {
-    await deps.artifacts.delete(key);
+  if (part.file.truncated)
     throw tooLarge(`dataset file is larger than the upload limit of ${deps.maxUploadBytes} bytes`);
-  }
   return new Uint8Array(await deps.artifacts.get(key));
+}
+
+/** The validated file becomes data.jsonl if-absent: of two concurrent uploads one wins. */
+async function commitFile(deps: Deps, name: string, bytes: Uint8Array): Promise<void> {
+  try {
+    await deps.artifacts.put(datasetDataKey(name), Buffer.from(bytes), {
+      ifAbsent: true,
+      contentType: 'application/jsonl',
+    });
+  } catch (err) {
+    if (err instanceof ObjectStoreError && err.code === 'already_exists')
+      throw precondition(`${name} was uploaded by another request first`);
+    throw err;
+  }
 }
 
 async function upload(deps: Deps, ctx: RequestCtx, id: string) {
@@ -110,31 +124,37 @@ async function upload(deps: Deps, ctx: RequestCtx, id: string) {
     throw precondition(
       `${row.name} is already uploaded (READY); datasets are immutable: create a new dataset for new data`,
     );
-  const key = datasetDataKey(row.name);
-  const bytes = await receiveFile(deps, ctx, key);
-  const kind = (row.body.kind as DatasetKind | null) ?? detectKind(bytes);
+  // Streamed to a staging key first, so a bad or concurrent upload never touches data.jsonl.
+  const staging = `${row.name}/staging/${randomId()}.jsonl`;
+  let bytes: Uint8Array;
   let summary: ReturnType<typeof validateDataset>;
+  let kind: DatasetKind;
   try {
+    bytes = await receiveFile(deps, ctx, staging);
+    kind = (row.body.kind as DatasetKind | null) ?? detectKind(bytes);
     summary = validateDataset(kind, bytes);
+    await commitFile(deps, row.name, bytes);
+  } finally {
+    await deps.artifacts.delete(staging);
+  }
+  const ready = (body: Body) => ({
+    ...body,
+    state: 'READY',
+    kind,
+    exampleCount: summary.exampleCount,
+    sizeBytes: bytes.length,
+    summary,
+  });
+  try {
+    return render(
+      await deps.store.update<Body>('datasets', ctx.account, id, ready, {
+        expectVersion: row.version,
+      }),
+    );
   } catch (err) {
-    await deps.artifacts.delete(key);
+    await deps.artifacts.delete(datasetDataKey(row.name));
     throw err;
   }
-  const updated = await deps.store.update<Body>(
-    'datasets',
-    ctx.account,
-    id,
-    (body) => ({
-      ...body,
-      state: 'READY',
-      kind,
-      exampleCount: summary.exampleCount,
-      sizeBytes: bytes.length,
-      summary,
-    }),
-    { expectVersion: row.version },
-  );
-  return render(updated);
 }
 
 async function validate(deps: Deps, ctx: RequestCtx, id: string) {

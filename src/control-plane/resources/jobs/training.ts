@@ -7,11 +7,18 @@
 import { z } from 'zod';
 import { DATASET_LIMITS, type DatasetKind } from '../../../datasets/validate.js';
 import type { Deps } from '../../context.js';
-import { invalid, notFound } from '../../http/errors.js';
+import { ApiError, invalid, notFound } from '../../http/errors.js';
 import { randomId } from '../../http/ids.js';
 import type { RequestCtx } from '../../http/router.js';
+import { activeJobsUsing } from '../common.js';
 import { type ModelRef, resolveDataset, resolveModel, resolveOutputModel } from '../refs.js';
 import { defaultShape, findShape } from '../training-shapes.js';
+
+const TRAINING_JOBS = [
+  'supervisedFineTuningJobs',
+  'dpoJobs',
+  'reinforcementFineTuningJobs',
+] as const;
 
 export const trainingFields = {
   displayName: z.string().max(200).optional(),
@@ -129,6 +136,18 @@ export async function resolveTraining(
     );
   const trainingShape = resolveShape(model, loraRank, input.trainingShape);
   const outputModel = await resolveOutputModel(deps, ctx, input.outputModel ?? randomId());
+  const rivals = await activeJobsUsing(
+    deps,
+    ctx.account,
+    TRAINING_JOBS,
+    ['outputModel'],
+    outputModel,
+  );
+  if (rivals.length)
+    throw new ApiError(
+      'ALREADY_EXISTS',
+      `outputModel: ${outputModel} is already the output of ${rivals.join(', ')}`,
+    );
   const fields: Record<string, unknown> = {
     ...(input.displayName ? { displayName: input.displayName } : {}),
     ...(input.baseModel !== undefined ? { baseModel: model.name } : { warmStartFrom: model.name }),
