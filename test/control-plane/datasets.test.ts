@@ -122,6 +122,23 @@ describe('datasets', () => {
     expect(dup.json.error.status).toBe('ALREADY_EXISTS');
   });
 
+  it('pages the list', async () => {
+    const seen: string[] = [];
+    let token = '';
+    do {
+      const r = await h.call('GET', `/v1/accounts/alice/datasets?pageSize=1&pageToken=${token}`);
+      expect(r.json.datasets.length).toBeLessThanOrEqual(1);
+      seen.push(...r.json.datasets.map((d: { name: string }) => d.name));
+      token = r.json.nextPageToken;
+    } while (token);
+    expect(seen).toEqual([
+      'accounts/alice/datasets/chat',
+      'accounts/alice/datasets/bad',
+      'accounts/alice/datasets/prefs',
+      'accounts/alice/datasets/prompts',
+    ]);
+  });
+
   it('deletes the row and the file', async () => {
     const d = await h.call('DELETE', '/v1/accounts/alice/datasets/prompts');
     expect(d.status).toBe(200);
@@ -133,6 +150,14 @@ describe('datasets', () => {
     const g = await h.call('GET', '/v1/accounts/temper/datasets/sure-answers-sft');
     expect(g.json).toMatchObject({ state: 'READY', kind: 'sft', public: true });
     expect(g.json.exampleCount).toBeGreaterThan(3);
+    const v = await h.call('POST', '/v1/accounts/temper/datasets/sure-answers-sft:validate', {
+      key: h.bob,
+    });
+    expect(v.json).toMatchObject({ valid: true, kind: 'sft' });
+    const l = await h.call('GET', '/v1/accounts/temper/datasets', { key: h.bob });
+    expect(l.json.datasets.map((d: { name: string }) => d.name)).toEqual([
+      'accounts/temper/datasets/sure-answers-sft',
+    ]);
     const del = await h.call('DELETE', '/v1/accounts/temper/datasets/sure-answers-sft');
     expect(del.status).toBe(403);
     expect(del.json.error.status).toBe('PERMISSION_DENIED');

@@ -157,22 +157,38 @@ async function upload(deps: Deps, ctx: RequestCtx, id: string) {
   }
 }
 
+/** The stored file of a READY dataset (the repository's file for a catalog dataset). */
+async function storedFile(deps: Deps, ctx: RequestCtx, id: string) {
+  const name = resourceName(ctx.account, 'datasets', id);
+  const bundled = isCatalog(ctx.account) ? await catalogDataset(name) : undefined;
+  if (bundled)
+    return {
+      name,
+      kind: bundled.kind as DatasetKind,
+      bytes: await readFile(catalogDatasetPath(name)),
+    };
+  const row = await getRow(deps, 'datasets', ctx.account, id);
+  if (row.body.state !== 'READY')
+    throw precondition(`${name} has no file yet: upload it with :upload first`);
+  return {
+    name,
+    kind: row.body.kind as DatasetKind,
+    bytes: await deps.artifacts.get(datasetDataKey(name)),
+  };
+}
+
+/** Re-validates a stored dataset, optionally as another kind or for a number of epochs. */
 async function validate(deps: Deps, ctx: RequestCtx, id: string) {
   const opts = parseBody(validateSchema, bodyObject(ctx.req));
-  const name = resourceName(ctx.account, 'datasets', id);
-  const stored = isCatalog(ctx.account) ? await catalogDataset(name) : undefined;
-  const row = stored ? undefined : await getRow(deps, 'datasets', ctx.account, id);
-  if (row && row.body.state !== 'READY')
-    throw precondition(`${name} has no file yet: upload it with :upload first`);
-  const kind = opts.kind ?? ((stored ?? row?.body)?.kind as DatasetKind);
-  const bytes = new Uint8Array(
-    stored
-      ? await readFile(catalogDatasetPath(name))
-      : await deps.artifacts.get(datasetDataKey(name)),
-  );
+  const file = await storedFile(deps, ctx, id);
+  const kind = opts.kind ?? file.kind;
   try {
-    const summary = validateDataset(kind, bytes, opts.epochs ? { epochs: opts.epochs } : {});
-    return { dataset: name, valid: true, kind, exampleCount: summary.exampleCount, summary };
+    const summary = validateDataset(
+      kind,
+      new Uint8Array(file.bytes),
+      opts.epochs ? { epochs: opts.epochs } : {},
+    );
+    return { dataset: file.name, valid: true, kind, exampleCount: summary.exampleCount, summary };
   } catch (err) {
     if (!(err instanceof DatasetValidationError)) throw err;
     const errors = err.issues.map((i) => ({
@@ -180,7 +196,7 @@ async function validate(deps: Deps, ctx: RequestCtx, id: string) {
       line: i.line ?? null,
       detail: i.detail,
     }));
-    return { dataset: name, valid: false, kind, message: err.message, errors };
+    return { dataset: file.name, valid: false, kind, message: err.message, errors };
   }
 }
 
