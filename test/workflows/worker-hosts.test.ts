@@ -87,13 +87,7 @@ describe('worker hosts', () => {
 
     const ref = await createJob('lora-moved');
     await orchestrator.start(ref);
-    for (;;) {
-      const body = await job(ref);
-      const cp = body.lastCheckpoint as { step: number } | undefined;
-      const step = (body.jobProgress as { step: number } | undefined)?.step ?? 0;
-      if (cp && step > cp.step) break;
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    while (!(await job(ref)).lastCheckpoint) await new Promise((r) => setTimeout(r, 50));
     first.kill('SIGKILL');
     await startWorkerProcess('beta');
     const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();

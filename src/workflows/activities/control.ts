@@ -28,7 +28,7 @@ import {
   trainerJobBodySchema,
   trainingJobBodySchema,
 } from './job-body.js';
-import { buildJobData, modelRenderer, readDatasetText } from './job-data.js';
+import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
 import { modelContextLength, resolveModel } from './models.js';
 import { buildRftData } from './rft.js';
 
@@ -161,7 +161,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.prompts.length;
       } else {
-        const data = buildJobData(plan, text, renderer);
+        const data = cachedJobData(plan.jobName, plan, text, renderer);
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.units.length;
       }

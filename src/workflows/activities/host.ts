@@ -28,7 +28,7 @@ import type {
   TrainingPlan,
 } from '../types.js';
 import { loadEvaluator } from './evaluators.js';
-import { buildJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
+import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { resolveModel } from './models.js';
 import { buildRftData, type RftData, runRftStep } from './rft.js';
 
@@ -171,7 +171,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return cached(data, plan.jobName, async () => {
       const { baseDir } = await modelSource(plan);
       const text = await readDatasetText(plan.dataset, deps.artifacts);
-      return buildJobData(plan, text, await modelRenderer(baseDir));
+      return cachedJobData(plan.jobName, plan, text, await modelRenderer(baseDir));
     });
   }
 
@@ -351,14 +351,19 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       await attachReferenceLogprobs(plan, s, job, input.fromStep === 0 && !input.restoreFrom);
     const rows = [];
     let lastLoss: number | null = null;
+    // Progress reaches the store at most every second (and at the end): a write per step
+    // would cost more than a small model's step.
+    let flushedAt = Date.now();
     for (let step = input.fromStep; step < input.toStep; step++) {
       if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
       const values = await trainStep(plan, s.client, job.steps[step]!, step);
       lastLoss = values['loss:mean']!;
       rows.push({ step: step + 1, values, time: new Date().toISOString() });
       ctx.heartbeat({ step: step + 1 });
-      if (rows.length >= 10 || step + 1 === input.toStep)
+      if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
         await flush(plan, rows.splice(0), step + 1);
+        flushedAt = Date.now();
+      }
     }
     return { step: input.toStep, checkpoint: null, lastLoss };
   }

@@ -64,6 +64,28 @@ function renderUnits(plan: DataPlan, text: string, renderer: Renderer) {
  * `gradientAccumulationSteps` consecutive micro-batches per optimizer step. Throws the
  * dataset's DatasetValidationError (with its line number) on bad data.
  */
+const built = new Map<string, JobData>();
+
+/**
+ * buildJobData, remembered per (job, plan) in this process: a worker that validated a job
+ * (prepare) and then trains it (host) renders its dataset once. Plans are small; jobs few.
+ */
+export function cachedJobData(
+  key: string,
+  plan: DataPlan,
+  text: string,
+  renderer: Renderer,
+): JobData {
+  const full = `${key}|${JSON.stringify([plan.method, plan.maxContextLength, plan.epochs, plan.seed, plan.batchTokens, plan.gradientAccumulationSteps])}`;
+  let data = built.get(full);
+  if (!data) {
+    data = buildJobData(plan, text, renderer);
+    if (built.size >= 16) built.delete(built.keys().next().value!);
+    built.set(full, data);
+  }
+  return data;
+}
+
 export function buildJobData(plan: DataPlan, text: string, renderer: Renderer): JobData {
   const { units, sizes } = renderUnits(plan, text, renderer);
   const planned = planSteps(sizes, {
