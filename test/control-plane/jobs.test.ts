@@ -310,7 +310,7 @@ describe('reinforcementFineTuningJobs', () => {
       responseCandidatesCount: 8,
       maxTokens: 2048,
       maxConcurrentRollouts: 96,
-      rolloutTimeout: '60s',
+      rolloutTimeout: 60,
     });
   });
 
@@ -376,7 +376,7 @@ describe('reinforcementFineTuningJobs', () => {
       rlKlBeta: 0.01,
       lossConfig: { klBeta: 0.01 },
       responseCandidatesCount: 4,
-      rolloutTimeout: '120s',
+      rolloutTimeout: 120,
       remoteServerUrl: 'http://127.0.0.1:9000',
       temperature: 1,
     });
@@ -466,5 +466,24 @@ describe('rlorTrainerJobs', () => {
     const r = await h.call('POST', '/v1/accounts/alice/rlorTrainerJobs/t1:explode');
     expect(r.status).toBe(404);
     expect(r.json.error.message).toBe("no method POST ':explode' on rlorTrainerJobs");
+  });
+});
+
+describe('the stored bodies are what the workflows read', () => {
+  it('parse with the workflow schemas', async () => {
+    const { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } = await import(
+      '../../src/workflows/activities/job-body.js'
+    );
+    const body = async (collection: Parameters<typeof h.store.list>[0]) =>
+      (await h.store.list<Record<string, unknown>>(collection, 'alice')).items.map((r) => r.body);
+    for (const b of [...(await body('supervisedFineTuningJobs')), ...(await body('dpoJobs'))])
+      expect(trainingJobBodySchema.safeParse(b).success).toBe(true);
+    for (const b of await body('reinforcementFineTuningJobs')) {
+      expect(trainingJobBodySchema.safeParse(b).success).toBe(true);
+      expect(rftJobFieldsSchema.safeParse(b).success).toBe(true);
+    }
+    const trainers = await body('rlorTrainerJobs');
+    expect(trainers.length).toBeGreaterThan(0);
+    for (const b of trainers) expect(trainerJobBodySchema.safeParse(b).success).toBe(true);
   });
 });

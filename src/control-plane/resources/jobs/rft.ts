@@ -29,7 +29,8 @@ export const RFT_DEFAULTS = {
   responseCandidatesCount: 8,
   maxTokens: 2048,
   maxConcurrentRollouts: 96,
-  rolloutTimeout: '60s',
+  /** Seconds (stored as a number; the request may also say "60s" or "2m"). */
+  rolloutTimeout: 60,
 } as const;
 
 const rftSchema = z.strictObject({
@@ -62,7 +63,7 @@ function candidates(input: RftInput): number | undefined {
 }
 
 function timeoutSeconds(value: string | number | undefined): number {
-  if (value === undefined) return 60;
+  if (value === undefined) return RFT_DEFAULTS.rolloutTimeout;
   const ms = typeof value === 'number' ? value * 1000 : parseDurationOrThrow(value);
   if (!(ms > 0)) throw invalid(`rolloutTimeout ${value} must be a positive duration`);
   return ms / 1000;
@@ -132,7 +133,7 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     method: input.rlLossMethod ?? RFT_DEFAULTS.rlLossMethod,
     ...(input.rlKlBeta !== undefined ? { klBeta: input.rlKlBeta } : {}),
   });
-  const rolloutTimeout = `${timeoutSeconds(input.rolloutTimeout)}s`;
+  const rolloutTimeout = timeoutSeconds(input.rolloutTimeout);
   const evaluator = await resolveEvaluator(deps, ctx, input.evaluator);
   const t = await resolveTraining(
     deps,
