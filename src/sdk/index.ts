@@ -14,6 +14,10 @@ export {
   FixedConcurrencyController,
 } from './concurrency.js';
 export {
+  ControlPlaneLauncher,
+  type ControlPlaneLauncherOptions,
+} from './control-plane-launcher.js';
+export {
   conversationDatum,
   conversationTrainingDatum,
   type Datum,

@@ -27,6 +27,7 @@ import {
   LocalProcessLauncher,
   type TrainerEndpoint,
 } from '../trainer/launcher/index.js';
+import { ControlPlaneLauncher } from './control-plane-launcher.js';
 import {
   DeploymentSampler,
   type DeploymentSamplerOptions,
@@ -49,7 +50,11 @@ const duration = z.union([
 ]);
 
 export const serviceConfigSchema = z.strictObject({
-  /** Control-plane credentials and URL (unused until the control plane exists). */
+  /**
+   * Control-plane URL and API key: trainers are then rlorTrainerJobs created through the
+   * platform (ControlPlaneLauncher) instead of local processes. An explicit `launcher` option
+   * wins.
+   */
   apiKey: z.string().optional(),
   baseUrl: z.string().optional(),
   /** Catalog model name or HF-layout directory. */
@@ -167,6 +172,20 @@ async function servingAt(address: string): Promise<boolean> {
   }
 }
 
+function defaultLauncher(config: z.output<typeof serviceConfigSchema>): Launcher {
+  if (config.baseUrl === undefined) return new LocalProcessLauncher();
+  if (!config.apiKey)
+    throw new TrainerError(
+      'invalid_argument',
+      'baseUrl needs an apiKey (the control plane requires one)',
+    );
+  return new ControlPlaneLauncher({
+    baseUrl: config.baseUrl,
+    apiKey: config.apiKey,
+    account: config.account,
+  });
+}
+
 export class ServiceClient {
   readonly config: z.output<typeof serviceConfigSchema>;
   private readonly launcher: Launcher;
@@ -181,7 +200,7 @@ export class ServiceClient {
 
   private constructor(config: z.output<typeof serviceConfigSchema>, options: ServiceClientOptions) {
     this.config = config;
-    this.launcher = options.launcher ?? new LocalProcessLauncher();
+    this.launcher = options.launcher ?? defaultLauncher(config);
     this.deploymentRegistry = options.deployments;
     this.onBackgroundError =
       options.onBackgroundError ??

@@ -38,7 +38,7 @@ const evaluatorBodySchema = z
     /** Inline source. */
     source: z.string().optional(),
     /** File name the source was uploaded as (its extension picks JS or TS). */
-    fileName: z.string().optional(),
+    sourceFilename: z.string().optional(),
   })
   .passthrough();
 
@@ -93,7 +93,7 @@ export async function loadEvaluator(
     body.source ??
     (body.sourceKey ? (await deps.artifacts.get(body.sourceKey)).toString('utf8') : undefined);
   if (source === undefined) throw new Error(`evaluator ${name} has no source`);
-  const ext = /\.(ts|mts)$/.test(body.fileName ?? '') ? '.ts' : '.mjs';
+  const ext = /\.m?ts$/.test(body.sourceFilename ?? '') ? '.ts' : '.mjs';
   const fn = await importSource(source, ext);
   return async (rollout) => {
     try {
