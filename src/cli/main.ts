@@ -2,8 +2,16 @@
 // The `temper` command.
 import { Command, InvalidArgumentError } from 'commander';
 import { addTrainerCommand } from '../trainer/cli.js';
+import { addDeploymentCommands } from './commands/deployments.js';
+import { addGenericVerbs } from './commands/generic.js';
+import { addCreateCommand } from './commands/jobs.js';
+import { addModelVerbs, addResourceCommands } from './commands/resources.js';
+import { addTrainerVerbs } from './commands/trainer.js';
 import { DEMO_DEFAULTS, runDemo } from './demo.js';
+import { printError } from './errors.js';
 import { parseTokenList, scoreModel } from './model-score.js';
+import { addQuickstartCommand } from './quickstart-command.js';
+import { addUpCommands } from './stack/up-command.js';
 import { addWorkerCommand } from './stack/worker-command.js';
 
 function positiveInt(value: string): number {
@@ -59,7 +67,7 @@ export function buildProgram(): Command {
       await runDemo({ ...DEMO_DEFAULTS, ...opts });
     });
 
-  const model = program.command('model').description('work with model directories');
+  const model = program.command('model').description("models: the account's, and directories");
   model
     .command('score')
     .description(
@@ -104,14 +112,22 @@ export function buildProgram(): Command {
         );
       },
     );
+  addModelVerbs(model);
   addTrainerCommand(program);
+  addTrainerVerbs(program);
   addWorkerCommand(program);
+  addUpCommands(program);
+  addQuickstartCommand(program);
+  addCreateCommand(program);
+  addGenericVerbs(program);
+  addResourceCommands(program);
+  addDeploymentCommands(program);
   return program;
 }
 
 buildProgram()
   .parseAsync(process.argv)
   .catch((err: unknown) => {
-    process.stderr.write(`temper: ${err instanceof Error ? err.message : String(err)}\n`);
+    printError(err);
     process.exit(1);
   });

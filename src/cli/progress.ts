@@ -23,10 +23,15 @@ export function createProgress(
     };
   }
   const every = Math.max(1, Math.round(total / 10));
+  // Progress may jump several steps between updates (a polled job): print a line whenever a
+  // tenth of the way is crossed, not only when `done` lands exactly on one.
+  let last = 0;
   return {
     update: (done, fields) => {
-      if (done === 1 || done % every === 0 || done === total)
+      const crossed = Math.floor(done / every) > Math.floor(last / every);
+      if ((done === 1 && last === 0) || crossed || (done === total && last !== total))
         out.write(`${label} ${done}/${total} | ${formatFields(fields)}\n`);
+      last = done;
     },
     stop: () => {},
   };

@@ -32,12 +32,22 @@ export type PlatformSettings = z.output<typeof settingsSchema>;
 
 type Env = Record<string, string | undefined>;
 
+/** The data directory: TEMPER_HOME, else ~/.temper. */
+export function defaultDataDir(env: Env = process.env): string {
+  return env.TEMPER_HOME || join(homedir(), '.temper');
+}
+
+/** Where `temper up` writes the API URL, account and key the CLI uses by default. */
+export function credentialsPath(dataDir: string): string {
+  return join(dataDir, 'credentials.json');
+}
+
 /** Defaults under the data directory, then TEMPER_* environment variables, then overrides. */
 export function platformSettings(
   overrides: Partial<PlatformSettings> = {},
   env: Env = process.env,
 ): PlatformSettings {
-  const dataDir = overrides.dataDir ?? env.TEMPER_HOME ?? join(homedir(), '.temper');
+  const dataDir = overrides.dataDir ?? defaultDataDir(env);
   const pick = (key: keyof PlatformSettings, name: string, fallback: string | number) =>
     overrides[key] ?? env[name] ?? fallback;
   const parsed = settingsSchema.safeParse({

@@ -1,11 +1,21 @@
 /**
  * A worker host from settings: opens the store and object stores, a local pod launcher and
  * the Temporal worker. What `temper worker` runs, and what `temper up` embeds.
+ *
+ * Closing the host stops the trainer pods it launched (they run detached, so nothing else
+ * would): a host going away takes its pods with it, and the workflows move the jobs to
+ * another host from their last checkpoint. A host killed outright leaves them to their
+ * inactivity timeout.
  */
 import { hostname } from 'node:os';
+import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { openStore } from '../../control-plane/store/index.js';
-import { LocalProcessLauncher } from '../../trainer/launcher/index.js';
+import {
+  type Launcher,
+  LocalProcessLauncher,
+  type TrainerLaunchSpec,
+} from '../../trainer/launcher/index.js';
 import { startTemperWorker, type TemperWorker } from '../../workflows/worker.js';
 import type { PlatformSettings } from './settings.js';
 
@@ -13,6 +23,13 @@ export interface WorkerHostOptions {
   /** Default: the machine's host name, made a valid id. */
   hostId?: string;
   threads?: number;
+  /** A workflow bundle made beforehand (`temper up` bundles while the dev server starts). */
+  workflowBundle?: WorkflowBundleWithSourceMap;
+}
+
+export interface WorkerHost extends TemperWorker {
+  /** Stops the worker, then the pods this host launched, then closes the store. */
+  close(): Promise<void>;
 }
 
 export function defaultHostId(): string {
@@ -24,20 +41,58 @@ export function defaultHostId(): string {
   );
 }
 
+/** A launcher that remembers the pods it started, so the host can stop exactly those. */
+class TrackingLauncher implements Launcher {
+  readonly launched = new Set<string>();
+  constructor(private readonly inner: Launcher) {}
+  get kind() {
+    return this.inner.kind;
+  }
+  get checkpointUrl() {
+    return this.inner.checkpointUrl;
+  }
+  async launch(spec: TrainerLaunchSpec) {
+    // Known before the launch where the caller names it, so a pod that is still starting
+    // when the host closes is stopped too.
+    if (spec.jobId) this.launched.add(spec.jobId);
+    const endpoint = await this.inner.launch(spec);
+    this.launched.add(endpoint.jobId);
+    return endpoint;
+  }
+  attach(jobId: string) {
+    return this.inner.attach(jobId);
+  }
+  stop(...args: Parameters<Launcher['stop']>) {
+    return this.inner.stop(...args);
+  }
+  get(jobId: string) {
+    return this.inner.get(jobId);
+  }
+  list() {
+    return this.inner.list();
+  }
+  async stopLaunched(): Promise<void> {
+    await Promise.all(
+      [...this.launched].map((id) =>
+        this.inner.stop(id, { graceMs: 5_000 }).catch(() => undefined),
+      ),
+    );
+  }
+}
+
 export async function startWorkerHost(
   settings: PlatformSettings,
   options: WorkerHostOptions = {},
-): Promise<TemperWorker & { close(): Promise<void> }> {
+): Promise<WorkerHost> {
   const store = await openStore(settings.storeUrl);
   await store.migrate();
   const [artifacts, checkpoints] = await Promise.all([
     openObjectStore(settings.artifactsUrl),
     openObjectStore(settings.checkpointsUrl),
   ]);
-  const launcher = new LocalProcessLauncher({
-    stateDir: settings.trainersDir,
-    checkpointUrl: checkpoints.url,
-  });
+  const launcher = new TrackingLauncher(
+    new LocalProcessLauncher({ stateDir: settings.trainersDir, checkpointUrl: checkpoints.url }),
+  );
   const worker = await startTemperWorker({
     address: settings.temporalAddress,
     namespace: settings.temporalNamespace,
@@ -48,6 +103,7 @@ export async function startWorkerHost(
     launcher,
     sharedQueue: settings.taskQueue,
     ...(options.threads ? { threads: options.threads } : {}),
+    ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : {}),
   });
   return {
     hostQueue: worker.hostQueue,
@@ -55,6 +111,7 @@ export async function startWorkerHost(
     stop: () => worker.stop(),
     async close() {
       await worker.stop();
+      await launcher.stopLaunched();
       await store.close();
     },
   };

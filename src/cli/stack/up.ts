@@ -1,0 +1,212 @@
+/**
+ * The embedded stack of `temper up`: every part of the platform on one machine, in one
+ * process tree, with its data under one directory:
+ *
+ *   Temporal dev server   child process, SQLite history at <dataDir>/temporal/temporal.db
+ *   control plane         REST API on SQLite (<dataDir>/temper.db), deployments in-process
+ *   worker host           the workflows plus the trainer pods it launches (local processes)
+ *   stores                <dataDir>/artifacts, <dataDir>/checkpoints, <dataDir>/trainers
+ *
+ * On first start it makes the account `default` and an API key (the store keeps its hash)
+ * and writes the plain key with the API URL and account to <dataDir>/credentials.json
+ * (mode 0600), which the CLI reads by default. close() stops everything in the reverse order.
+ */
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, type LogEntry, Runtime } from '@temporalio/worker';
+import pino from 'pino';
+import { openObjectStore } from '../../checkpoints/object-store/index.js';
+import { bootstrapAccount, createControlPlane } from '../../control-plane/index.js';
+import { openStore } from '../../control-plane/store/index.js';
+import type { Store } from '../../control-plane/store/types.js';
+import { DeploymentRegistry } from '../../deployments/registry.js';
+import { startDevServer, type TemporalDevServer } from '../../orchestration/dev-server.js';
+import { TemporalOrchestrator } from '../../workflows/orchestrator.js';
+import { bundleWorkflows } from '../../workflows/worker.js';
+import { type Credentials, readCredentials, writeCredentials } from '../api/connection.js';
+import { credentialsPath, type PlatformSettings } from './settings.js';
+import { defaultHostId, startWorkerHost, type WorkerHost } from './worker-host.js';
+
+export interface StackOptions {
+  settings: PlatformSettings;
+  /** Interface the API binds (default 127.0.0.1). */
+  apiHost?: string;
+  /** Engine threads per trainer pod (default: all cores). */
+  threads?: number;
+  /** The account bootstrapped with a key (default `default`). */
+  account?: string;
+  /** Progress lines while starting ("Temporal dev server ready", ...). */
+  onStep?: (line: string) => void;
+}
+
+export interface Stack {
+  settings: PlatformSettings;
+  apiUrl: string;
+  credentials: Credentials;
+  credentialsPath: string;
+  temporal: { address: string; namespace: string; dbFilename: string; pid: number };
+  hostQueue: string;
+  logFile: string;
+  /** Settles when the embedded worker stops (rejects if it failed). */
+  done: Promise<void>;
+  /** Stops the control plane, deployments, worker and its pods, and the dev server. */
+  close(): Promise<void>;
+}
+
+/** `host:port` → its parts; port 0 means "any free port". */
+function splitAddress(address: string): { ip: string; port: number } {
+  const colon = address.lastIndexOf(':');
+  const port = Number(address.slice(colon + 1));
+  if (colon < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
+    throw new Error(`Temporal address '${address}' is not host:port`);
+  return { ip: address.slice(0, colon), port };
+}
+
+/**
+ * Temporal's own warnings to stderr, minus the one every host queue triggers by design: the
+ * host worker runs activities only ("No workflows registered, not polling...").
+ */
+function installTemporalRuntime(): void {
+  const write = (entry: LogEntry) => {
+    if (entry.message.startsWith('No workflows registered')) return;
+    const meta = entry.meta === undefined ? '' : ` ${JSON.stringify(entry.meta)}`;
+    process.stderr.write(`[temporal ${entry.level}] ${entry.message}${meta}\n`);
+  };
+  try {
+    Runtime.install({ logger: new DefaultLogger('WARN', write) });
+  } catch {
+    // Already installed by this process (a test, or a second stack): keep that one.
+  }
+}
+
+/** The credentials file's key if the store still knows it, else a new key for `account`. */
+async function ensureCredentials(
+  store: Store,
+  path: string,
+  account: string,
+  apiUrl: string,
+): Promise<Credentials> {
+  const existing = await readCredentials(path).catch(() => undefined);
+  if (existing?.account === account && (await store.resolveApiKey(existing.apiKey))) {
+    const current = { ...existing, apiUrl };
+    if (existing.apiUrl !== apiUrl) await writeCredentials(path, current);
+    return current;
+  }
+  const boot = await bootstrapAccount(store, account, { keyName: 'temper-up' });
+  const fresh: Credentials = {
+    apiUrl,
+    apiKey: boot.apiKey,
+    account,
+    keyId: boot.keyId,
+    createdAt: new Date().toISOString(),
+  };
+  await writeCredentials(path, fresh);
+  return fresh;
+}
+
+/** Runs `steps` in reverse, each even if an earlier one failed; rethrows the first error. */
+async function closeAll(steps: (() => Promise<unknown>)[]): Promise<void> {
+  let first: unknown;
+  for (const step of steps.reverse()) {
+    try {
+      await step();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first) throw first;
+}
+
+export async function startStack(opts: StackOptions): Promise<Stack> {
+  const { settings } = opts;
+  const step = opts.onStep ?? (() => {});
+  const dataDir = settings.dataDir;
+  await mkdir(join(dataDir, 'temporal'), { recursive: true });
+  await mkdir(join(dataDir, 'logs'), { recursive: true });
+  installTemporalRuntime();
+  const closers: (() => Promise<unknown>)[] = [];
+  try {
+    return await assemble(opts, closers, step);
+  } catch (err) {
+    await closeAll(closers).catch(() => undefined);
+    throw err;
+  }
+}
+
+async function assemble(
+  opts: StackOptions,
+  closers: (() => Promise<unknown>)[],
+  step: (line: string) => void,
+): Promise<Stack> {
+  const { settings } = opts;
+  const dataDir = settings.dataDir;
+  const { ip, port } = splitAddress(settings.temporalAddress);
+  // Bundling the workflow code (webpack) and starting the dev server overlap.
+  const bundle = bundleWorkflows();
+  bundle.catch(() => undefined);
+  const server: TemporalDevServer = await startDevServer({
+    ip,
+    ...(port ? { port } : {}),
+    namespace: settings.temporalNamespace,
+    dbFilename: join(dataDir, 'temporal', 'temporal.db'),
+  });
+  closers.push(() => server.stop());
+  step(`Temporal dev server ready at ${server.address}`);
+  const live: PlatformSettings = { ...settings, temporalAddress: server.address };
+
+  const store = openStore(live.storeUrl);
+  closers.push(() => store.close());
+  await store.migrate();
+  const artifacts = await openObjectStore(live.artifactsUrl);
+  const connection = await Connection.connect({ address: server.address });
+  closers.push(() => connection.close());
+  const client = new Client({ connection, namespace: live.temporalNamespace });
+
+  const worker: WorkerHost = await startWorkerHost(live, {
+    hostId: defaultHostId(),
+    workflowBundle: await bundle,
+    ...(opts.threads ? { threads: opts.threads } : {}),
+  });
+  closers.push(() => worker.close());
+  step(`worker host polling ${worker.hostQueue}`);
+
+  const deployments = new DeploymentRegistry();
+  closers.push(() => deployments.close());
+  const logFile = join(dataDir, 'logs', 'control-plane.log');
+  const logger = pino({ level: 'info' }, pino.destination({ dest: logFile, sync: false }));
+  const cp = createControlPlane({
+    store,
+    orchestrator: new TemporalOrchestrator(client, live.taskQueue),
+    artifacts,
+    deployments,
+    checkpointUrl: live.checkpointsUrl,
+    logger,
+  });
+  closers.push(() => cp.close());
+  const apiUrl = await cp.listen(live.apiPort, opts.apiHost ?? '127.0.0.1');
+  step(`control plane listening at ${apiUrl}`);
+
+  const credsPath = credentialsPath(dataDir);
+  const credentials = await ensureCredentials(store, credsPath, opts.account ?? 'default', apiUrl);
+  let closing: Promise<void> | undefined;
+  return {
+    settings: live,
+    apiUrl,
+    credentials,
+    credentialsPath: credsPath,
+    temporal: {
+      address: server.address,
+      namespace: server.namespace,
+      dbFilename: server.dbFilename,
+      pid: server.pid,
+    },
+    hostQueue: worker.hostQueue,
+    logFile,
+    done: worker.done,
+    close() {
+      closing ??= closeAll(closers);
+      return closing;
+    },
+  };
+}
