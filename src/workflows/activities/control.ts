@@ -8,6 +8,7 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { CheckpointError } from '../../checkpoints/dcp/errors.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
+import { RFT_DEFAULTS } from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { parseDuration } from '../../trainer/duration.js';
 import type {
@@ -66,7 +67,7 @@ function rftSettings(body: unknown): RftSettings {
   return {
     evaluator: f.evaluator,
     chunkSize: f.chunkSize,
-    n: f.responseCandidatesCount ?? f.n ?? 8,
+    n: f.responseCandidatesCount ?? f.n ?? RFT_DEFAULTS.responseCandidatesCount,
     temperature: f.temperature,
     topP: f.topP,
     topK: f.topK,
@@ -142,7 +143,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         maxContextLength,
         batchTokens: body.batchSize ?? DEFAULT_BATCH_TOKENS,
         epochs: body.epochs,
-        learningRate: body.learningRate ?? (rft ? 1e-4 : defaultLearningRate(loraRank)),
+        learningRate:
+          body.learningRate ?? (rft ? RFT_DEFAULTS.learningRate : defaultLearningRate(loraRank)),
         warmupSteps: body.learningRateWarmupSteps,
         gradientAccumulationSteps: body.gradientAccumulationSteps,
         checkpointEvery: body.checkpointFrequency,

@@ -1,10 +1,18 @@
 /**
- * The fields of a stored SFT or DPO job that the workflow reads, with the spec's defaults.
- * The REST layer validated them already; this parse is the workflow's own boundary check, so
- * a row edited by hand or written by an older control plane fails loudly instead of training
- * with surprises.
+ * The fields of a stored job that the workflow reads. The REST layer validated them and
+ * resolved every default already; this parse is the workflow's own boundary check, so a row
+ * edited by hand or written by an older control plane fails loudly instead of training with
+ * surprises. Defaults, where a row lacks a field, are the control plane's own constants.
  */
 import { z } from 'zod';
+import {
+  DEFAULT_BATCH_TOKENS,
+  DEFAULT_LORA_RANK,
+  defaultLearningRate,
+  RFT_DEFAULTS,
+} from '../../control-plane/index.js';
+
+export { DEFAULT_BATCH_TOKENS, defaultLearningRate };
 
 const positiveInt = z.number().int().positive();
 
@@ -23,7 +31,7 @@ export const trainingJobBodySchema = z
     learningRate: z.number().positive().optional(),
     learningRateWarmupSteps: z.number().int().nonnegative().default(0),
     gradientAccumulationSteps: positiveInt.default(1),
-    loraRank: z.number().int().nonnegative().default(8),
+    loraRank: z.number().int().nonnegative().default(DEFAULT_LORA_RANK),
     checkpointFrequency: z.number().int().nonnegative().default(0),
     beta: z.number().gt(0).lt(0.5).default(0.1),
     seed: z.number().int().nonnegative().default(0),
@@ -37,30 +45,24 @@ export const trainingJobBodySchema = z
 
 export type TrainingJobBody = z.output<typeof trainingJobBodySchema>;
 
-/** The model's default learning rate for a managed job (LoRA trains adapters, larger steps). */
-export function defaultLearningRate(loraRank: number): number {
-  return loraRank > 0 ? 1e-3 : 1e-4;
-}
-
-/** Default tokens per step when the job names none. */
-export const DEFAULT_BATCH_TOKENS = 4096;
-
 /** The RFT-specific fields (managed-jobs.md, RFT), with the chosen defaults. */
 export const rftJobFieldsSchema = z
   .object({
     evaluator: z.string().min(1),
-    chunkSize: z.number().int().default(200),
-    rlLossMethod: z.enum(['grpo', 'dapo', 'gspo-token']).default('grpo'),
+    chunkSize: z.number().int().default(RFT_DEFAULTS.chunkSize),
+    rlLossMethod: z.enum(['grpo', 'dapo', 'gspo-token']).default(RFT_DEFAULTS.rlLossMethod),
     rlKlBeta: z.number().nonnegative().default(0),
-    temperature: z.number().min(0.1).max(2).default(0.7),
-    topP: z.number().gt(0).max(1).default(1),
-    topK: z.number().int().nonnegative().default(40),
+    temperature: z.number().min(0.1).max(2).default(RFT_DEFAULTS.temperature),
+    topP: z.number().gt(0).max(1).default(RFT_DEFAULTS.topP),
+    topK: z.number().int().nonnegative().default(RFT_DEFAULTS.topK),
     responseCandidatesCount: z.number().int().min(2).optional(),
     n: z.number().int().min(2).optional(),
-    maxTokens: z.number().int().min(16).max(16384).default(2048),
-    maxConcurrentRollouts: positiveInt.default(96),
+    maxTokens: z.number().int().min(16).max(16384).default(RFT_DEFAULTS.maxTokens),
+    maxConcurrentRollouts: positiveInt.default(RFT_DEFAULTS.maxConcurrentRollouts),
     /** Seconds. */
-    rolloutTimeout: z.number().positive().default(60),
+    rolloutTimeout: z.number().positive().default(RFT_DEFAULTS.rolloutTimeout),
+    /** Remote environment (`--remote-server-url`): rollouts run there, not here. */
+    remoteServerUrl: z.string().url().optional(),
   })
   .passthrough();
 
