@@ -27,6 +27,7 @@ import {
   serializeU8Safetensors,
   storeSnapshot,
   writeDeltaSnapshot,
+  xorAdler32,
   xorBytes,
   zstdCompress,
   zstdDecompress,
@@ -103,6 +104,28 @@ describe('xorBytes', () => {
     }
     const c = Buffer.from(a);
     xorBytes(c, c, b);
+    xorBytes(c, c, b);
+    expect(c.equals(a)).toBe(true);
+  });
+});
+
+describe('xorAdler32', () => {
+  it('is xorBytes then adler32, at every alignment and length, also in place', () => {
+    const a = randomBytes(20_011, 4);
+    const b = randomBytes(20_011, 5);
+    for (const n of [0, 1, 3, 15, 16, 17, 1388, 5553, 20_000])
+      for (let off = 0; off < 4; off++)
+        for (const bOff of [0, off, 3]) {
+          const x = a.subarray(off, off + n);
+          const y = b.subarray(bOff, bOff + n);
+          const want = Buffer.alloc(n);
+          xorBytes(want, x, y);
+          const out = new Uint8Array(n + off).subarray(off);
+          expect(xorAdler32(out, x, y)).toBe(adler32(want));
+          expect(Buffer.from(out).equals(want)).toBe(true);
+        }
+    const c = Buffer.from(a);
+    expect(xorAdler32(c, c, b)).toBe(adler32(c));
     xorBytes(c, c, b);
     expect(c.equals(a)).toBe(true);
   });
@@ -197,6 +220,26 @@ describe('delta files', () => {
         code: 'corrupt',
         file: 'x.safetensors',
       });
+    }
+  });
+
+  it('apply into a separate buffer, leaving the previous file as it was even when corrupt', async () => {
+    for (const make of [f32, bf16]) {
+      const [s0, s1] = [make(0), make(1)];
+      const delta = encodeDeltaFile(s0, s1).file;
+      const into = Buffer.alloc(s0.length, 0xaa);
+      expect(await applyDeltaFileAsync(s0, delta, { into })).toBe(into);
+      expect(into.equals(s1)).toBe(true);
+      expect(s0.equals(make(0))).toBe(true);
+      const bad = Buffer.from(delta);
+      bad[bad.length - 3]! ^= 0x10;
+      await expect(applyDeltaFileAsync(s0, bad, { into })).rejects.toMatchObject({
+        code: 'corrupt',
+      });
+      expect(s0.equals(make(0))).toBe(true);
+      await expect(applyDeltaFileAsync(s0, delta, { into: Buffer.alloc(3) })).rejects.toThrow(
+        /into has 3 bytes/,
+      );
     }
   });
 

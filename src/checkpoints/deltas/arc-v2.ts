@@ -26,7 +26,7 @@
 import { copyFile, open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { CheckpointError } from '../dcp/errors.js';
-import { alder32String } from './adler32.js';
+import { alder32String, xorAdler32 } from './adler32.js';
 import {
   parseRawSafetensors,
   type RawHeader,
@@ -99,16 +99,16 @@ export function applyTensorDelta(
   checksum: string,
   out: Uint8Array = new Uint8Array(prev.length),
 ): Uint8Array {
-  if (prev.length > 0) {
-    const diff = zstdDecompress(payload, prev.length);
-    xorBytes(out, prev, diff);
-  }
-  const actual = alder32String(out);
-  if (actual !== checksum)
+  const sum = prev.length > 0 ? xorAdler32(out, prev, zstdDecompress(payload, prev.length)) : 1;
+  checkSum(sum, checksum);
+  return out;
+}
+
+function checkSum(actual: number, checksum: string): void {
+  if (String(actual) !== checksum)
     throw new Error(
       `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${checksum}`,
     );
-  return out;
 }
 
 export interface EncodeFileOptions {
@@ -265,11 +265,18 @@ export interface ApplyFileOptions {
   deltaSource?: string;
   /** Write into the previous file's buffer instead of a copy (left half-updated on error). */
   inPlace?: boolean;
+  /**
+   * Write the new file into this buffer (the previous file's size) and leave the previous
+   * file untouched: no copy of the previous file first, and a buffer can be reused from one
+   * load to the next. Left half-written on error.
+   */
+  into?: Buffer;
 }
 
 interface ApplyJob {
   name: string;
-  /** The region of the output to update. */
+  /** The tensor's bytes in the previous file, and the region of the output to write. */
+  source: Buffer;
   region: Buffer;
   payload: Buffer;
   checksum: string;
@@ -285,15 +292,33 @@ function prepareApply(
   const prev = parse(prevFile, ps);
   const delta = parse(deltaFile, ds);
   const matched = matchDelta(prev, delta, ps, ds);
-  // In place, or on a copy of the previous file.
-  const target = opts.inPlace ? prev : { ...prev, file: Buffer.from(prevFile) };
+  // Into the given buffer, in place, or on a copy of the previous file.
+  let target: RawSafetensors;
+  if (opts.into) target = { ...prev, file: withBytesOutsideTensors(prev, opts.into) };
+  else target = opts.inPlace ? prev : { ...prev, file: Buffer.from(prevFile) };
   const jobs = matched.map((m) => ({
     name: m.entry.name,
+    source: tensorBytes(prev, m.entry),
     region: tensorBytes(target, m.entry),
     payload: m.payload,
     checksum: m.checksum,
   }));
   return { out: target.file, jobs, ds };
+}
+
+/** `into` holding the previous file's header and any bytes between tensors (deltas keep them). */
+function withBytesOutsideTensors(prev: RawSafetensors, into: Buffer): Buffer {
+  if (into.length !== prev.file.length)
+    throw new RangeError(`into has ${into.length} bytes, the previous file ${prev.file.length}`);
+  const regions = [...prev.entries].sort((a, b) => a.begin - b.begin);
+  let at = 0;
+  for (const e of regions) {
+    const begin = prev.dataStart + e.begin;
+    if (begin > at) prev.file.copy(into, at, at, begin);
+    at = Math.max(at, prev.dataStart + e.end);
+  }
+  if (at < into.length) prev.file.copy(into, at, at);
+  return into;
 }
 
 function applyFailure(ds: string, name: string, err: unknown): CheckpointError {
@@ -316,7 +341,7 @@ export function applyDeltaFile(
   const { out, jobs, ds } = prepareApply(prevFile, deltaFile, opts);
   for (const j of jobs) {
     try {
-      applyTensorDelta(j.region, j.payload, j.checksum, j.region);
+      applyTensorDelta(j.source, j.payload, j.checksum, j.region);
     } catch (err) {
       throw applyFailure(ds, j.name, err);
     }
@@ -331,15 +356,13 @@ export async function applyDeltaFileAsync(
   opts: ApplyFileOptions & { concurrency?: number } = {},
 ): Promise<Buffer> {
   const { out, jobs, ds } = prepareApply(prevFile, deltaFile, opts);
+  // zstd runs on libuv's pool while this thread XORs and checks the tensors already decoded
   await mapLimited(jobs, opts.concurrency ?? defaultConcurrency(), async (j) => {
     try {
-      if (j.region.length > 0)
-        xorBytes(j.region, j.region, await zstdDecompressAsync(j.payload, j.region.length));
-      const actual = alder32String(j.region);
-      if (actual !== j.checksum)
-        throw new Error(
-          `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${j.checksum}`,
-        );
+      const n = j.region.length;
+      const sum =
+        n > 0 ? xorAdler32(j.region, j.source, await zstdDecompressAsync(j.payload, n)) : 1;
+      checkSum(sum, j.checksum);
     } catch (err) {
       throw applyFailure(ds, j.name, err);
     }
@@ -429,13 +452,11 @@ export async function applyDeltaFileToPath(
             prev.dataStart + j.entry.begin,
             ps,
           );
-          if (region.length > 0)
-            xorBytes(region, region, await zstdDecompressAsync(j.payload, region.length));
-          const actual = alder32String(region);
-          if (actual !== j.checksum)
-            throw new Error(
-              `checksum mismatch: reconstructed bytes have Adler-32 ${actual}, the delta says ${j.checksum}`,
-            );
+          const sum =
+            region.length > 0
+              ? xorAdler32(region, region, await zstdDecompressAsync(j.payload, region.length))
+              : 1;
+          checkSum(sum, j.checksum);
           let done = 0;
           while (done < region.length) {
             const { bytesWritten } = await fh.write(
