@@ -17,6 +17,7 @@ import {
   type Store,
   StoreError,
   type StoreErrorCode,
+  type UsageEvent,
 } from '../../src/control-plane/store/index.js';
 import { sleep } from '../../src/util/processes.js';
 import { type LocalPostgres, startPostgres } from '../support/postgres-server.js';
@@ -408,6 +409,16 @@ function storeSuite(target: StoreTarget): void {
         expect(await store.listApiKeys('acme')).toEqual([second.key]);
       });
 
+      it('reads an account with its display name', async () => {
+        await store.ensureAccount('acme', 'ops@acme.example');
+        expect(await store.getAccount('acme')).toMatchObject({
+          account: 'acme',
+          displayName: 'ops@acme.example',
+        });
+        expect((await store.getAccount('acme'))?.createTime).toMatch(/Z$/);
+        expect(await store.getAccount('ghost')).toBeUndefined();
+      });
+
       it('refuses a key for an account that does not exist', async () => {
         await expectStoreError(store.createApiKey('ghost'), 'not_found');
         expect(await target.rawRows(url, 'api_keys')).toEqual([]);
@@ -471,6 +482,112 @@ function storeSuite(target: StoreTarget): void {
         );
         await expectStoreError(store.listMetrics(job, { limit: 0 }), 'invalid_argument');
         expect(await store.listMetrics(job)).toHaveLength(1);
+      });
+    });
+
+    describe('usage events', () => {
+      const at = (day: number, s = 0) => new Date(Date.UTC(2025, 9, day, 17, 16, s)).toISOString();
+      const training: UsageEvent = {
+        id: 'sft-1-segment-0',
+        account: 'acme',
+        startTime: at(20),
+        endTime: at(20, 48),
+        usageType: 'FINE_TUNING_USAGE',
+        acceleratorType: 'CPU',
+        acceleratorSeconds: 48.25,
+        baseModelName: 'accounts/temper/models/byte-lm-3m',
+        parameterCount: 3_000_000,
+        source: 'accounts/acme/supervisedFineTuningJobs/sft-1',
+      };
+      const inference: UsageEvent = {
+        id: 'rollout-1',
+        account: 'acme',
+        startTime: at(19),
+        endTime: at(19),
+        usageType: 'TEXT_COMPLETION_INFERENCE_USAGE',
+        baseModelName: 'accounts/fireworks/models/llama4-maverick-instruct-basic',
+        modelBucket: 'Llama 4 Maverick Basic',
+        parameterCount: 401_583_781_376,
+        promptTokens: 803,
+        completionTokens: 109,
+      };
+      const october = { startTime: at(1), endTime: at(31) };
+
+      it('records events and lists one account in [start, end), oldest first, absent fields absent', async () => {
+        const other = { ...inference, id: 'bob-1', account: 'bob' };
+        await store.recordUsage([training, inference, other]);
+        expect(await store.listUsage('acme', october)).toEqual([inference, training]);
+        expect(Object.keys((await store.listUsage('acme', october))[0]!)).not.toContain(
+          'acceleratorSeconds',
+        );
+        expect(await store.listUsage('bob', october)).toEqual([other]);
+        // Half-open: an event starting exactly at the end is out, one at the start is in.
+        expect(await store.listUsage('acme', { startTime: at(19), endTime: at(20) })).toEqual([
+          inference,
+        ]);
+        expect(
+          await store.listUsage('acme', {
+            startTime: '2025-10-20T19:16:00+02:00',
+            endTime: at(21),
+          }),
+        ).toEqual([training]);
+        expect(await store.listUsage('acme', { startTime: at(21), endTime: at(22) })).toEqual([]);
+        expect(await target.rawRows(url, 'usage_events')).toHaveLength(3);
+      });
+
+      it('skips ids already recorded (a retried activity meters once) and orders ties by id', async () => {
+        await store.recordUsage([training]);
+        await store.recordUsage([
+          { ...training, acceleratorSeconds: 999 },
+          { ...training, id: 'sft-1-segment-1', startTime: training.startTime },
+          { ...training, id: 'sft-1-segment-1', acceleratorSeconds: 7 },
+        ]);
+        const rows = await store.listUsage('acme', october);
+        expect(rows.map((r) => [r.id, r.acceleratorSeconds])).toEqual([
+          ['sft-1-segment-0', 48.25],
+          ['sft-1-segment-1', 48.25],
+        ]);
+        await store.recordUsage([]);
+      });
+
+      it('normalises times to milliseconds UTC and refuses malformed events, writing none of the batch', async () => {
+        await store.recordUsage([
+          {
+            ...inference,
+            startTime: '2025-10-19T19:16:00.5+02:00',
+            endTime: '2025-10-19T17:16:01Z',
+          },
+        ]);
+        expect((await store.listUsage('acme', october))[0]).toMatchObject({
+          startTime: '2025-10-19T17:16:00.500Z',
+          endTime: '2025-10-19T17:16:01.000Z',
+        });
+        const bad: Partial<UsageEvent>[] = [
+          { id: '' },
+          { account: 'Not An Id' },
+          { usageType: 'fine tuning' },
+          { startTime: 'yesterday' },
+          { endTime: at(18) },
+          { startTime: '+010000-01-01T00:00:00.000Z' },
+          { promptTokens: -1 },
+          { completionTokens: 1.5 },
+          { acceleratorSeconds: Number.POSITIVE_INFINITY },
+          { baseModelName: 'nul\0char' },
+          { modelBucket: '' },
+        ];
+        for (const change of bad)
+          await expectStoreError(
+            store.recordUsage([
+              { ...training, id: 'fine' },
+              { ...inference, ...change },
+            ]),
+            'invalid_argument',
+          );
+        expect(await target.rawRows(url, 'usage_events')).toHaveLength(1);
+        await expectStoreError(
+          store.listUsage('acme', { startTime: 'soon', endTime: at(2) }),
+          'invalid_argument',
+        );
       });
     });
   });

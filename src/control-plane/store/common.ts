@@ -5,12 +5,15 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import {
+  type AccountRecord,
   type ApiKeyRecord,
   COLLECTIONS,
   type Collection,
   type MetricRow,
   type ResourceRow,
   StoreError,
+  type TimeRange,
+  type UsageEvent,
 } from './types.js';
 
 export const DEFAULT_PAGE_SIZE = 50;
@@ -271,4 +274,181 @@ export function notFound(name: string): StoreError {
 
 export function alreadyExists(name: string): StoreError {
   return new StoreError('already_exists', `${name} already exists`);
+}
+
+export function accountRecord(row: {
+  account: string;
+  display_name: string;
+  create_time: string | Date;
+}): AccountRecord {
+  return {
+    account: row.account,
+    displayName: row.display_name,
+    createTime: isoTime(row.create_time),
+  };
+}
+
+// ---- usage events ----
+
+/** A usage event as one row of `usage_events`: column order of USAGE_COLUMNS, NULL for absent. */
+export type UsageValues = [
+  id: string,
+  account: string,
+  startTime: string,
+  endTime: string,
+  usageType: string,
+  acceleratorType: string | null,
+  acceleratorSeconds: number | null,
+  baseModelName: string | null,
+  modelBucket: string | null,
+  parameterCount: number | null,
+  promptTokens: number | null,
+  completionTokens: number | null,
+  source: string | null,
+];
+
+export const USAGE_COLUMNS =
+  'id, account, start_time, end_time, usage_type, accelerator_type, accelerator_seconds, ' +
+  'base_model_name, model_bucket, parameter_count, prompt_tokens, completion_tokens, source';
+
+const USAGE_TYPE_PATTERN = /^[A-Z][A-Z0-9_]{0,63}$/;
+const MAX_USAGE_TEXT = 1024;
+
+/**
+ * A usage time as stored: RFC 3339 with milliseconds, UTC. Years are kept to 0001-9999 so
+ * the text form sorts like the instant it names (SQLite compares the text).
+ */
+export function usageTime(value: unknown, what: string): string {
+  const ms = typeof value === 'string' ? Date.parse(value) : Number.NaN;
+  const iso = Number.isNaN(ms) ? '' : new Date(ms).toISOString();
+  if (!/^\d{4}-/.test(iso) || iso.startsWith('0000'))
+    throw new StoreError('invalid_argument', `${what} "${String(value)}" is not an RFC 3339 time`);
+  return iso;
+}
+
+export function usageRange(range: TimeRange): TimeRange {
+  return {
+    startTime: usageTime(range?.startTime, 'range startTime'),
+    endTime: usageTime(range?.endTime, 'range endTime'),
+  };
+}
+
+function usageText(value: unknown, what: string, max = MAX_USAGE_TEXT): string | null {
+  if (value === undefined || value === null) return null;
+  // PostgreSQL text cannot hold NUL; refused in both dialects so they agree.
+  if (typeof value !== 'string' || value === '' || value.length > max || value.includes('\0'))
+    throw new StoreError(
+      'invalid_argument',
+      `usage ${what} must be a non-empty string of at most ${max} characters without NUL`,
+    );
+  return value;
+}
+
+function usageCount(value: unknown, what: string): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)
+    throw new StoreError(
+      'invalid_argument',
+      `usage ${what} must be an integer >= 0, got ${String(value)}`,
+    );
+  return value;
+}
+
+function usageSeconds(value: unknown): number | null {
+  if (value === undefined || value === null) return null;
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0)
+    throw new StoreError(
+      'invalid_argument',
+      `usage acceleratorSeconds must be a finite number >= 0, got ${String(value)}`,
+    );
+  return value;
+}
+
+function usageValues(event: UsageEvent): UsageValues {
+  const id = usageText(event.id, 'id', 256);
+  if (id === null) throw new StoreError('invalid_argument', 'a usage event needs an id');
+  checkId('account', event.account);
+  if (typeof event.usageType !== 'string' || !USAGE_TYPE_PATTERN.test(event.usageType))
+    throw new StoreError(
+      'invalid_argument',
+      `usage type "${String(event.usageType)}" must be UPPER_SNAKE_CASE (e.g. FINE_TUNING_USAGE)`,
+    );
+  const startTime = usageTime(event.startTime, `usage ${id} startTime`);
+  const endTime = usageTime(event.endTime, `usage ${id} endTime`);
+  if (endTime < startTime)
+    throw new StoreError(
+      'invalid_argument',
+      `usage ${id} ends (${endTime}) before it starts (${startTime})`,
+    );
+  return [
+    id,
+    event.account,
+    startTime,
+    endTime,
+    event.usageType,
+    usageText(event.acceleratorType, 'acceleratorType'),
+    usageSeconds(event.acceleratorSeconds),
+    usageText(event.baseModelName, 'baseModelName'),
+    usageText(event.modelBucket, 'modelBucket'),
+    usageCount(event.parameterCount, 'parameterCount'),
+    usageCount(event.promptTokens, 'promptTokens'),
+    usageCount(event.completionTokens, 'completionTokens'),
+    usageText(event.source, 'source'),
+  ];
+}
+
+/**
+ * Checked rows for recordUsage. Every event is checked before anything is written (a batch
+ * is all or none); an id given twice keeps its first event, as a stored id does.
+ */
+export function prepareUsage(events: UsageEvent[]): UsageValues[] {
+  if (!Array.isArray(events))
+    throw new StoreError('invalid_argument', 'recordUsage takes an array of usage events');
+  const byId = new Map<string, UsageValues>();
+  for (const event of events) {
+    const values = usageValues(event);
+    if (!byId.has(values[0])) byId.set(values[0], values);
+  }
+  return [...byId.values()];
+}
+
+/** A usage row as either driver returns it (PostgreSQL: Dates, bigint as text). */
+export interface RawUsage {
+  id: string;
+  account: string;
+  start_time: string | Date;
+  end_time: string | Date;
+  usage_type: string;
+  accelerator_type: string | null;
+  accelerator_seconds: number | string | null;
+  base_model_name: string | null;
+  model_bucket: string | null;
+  parameter_count: number | string | null;
+  prompt_tokens: number | string | null;
+  completion_tokens: number | string | null;
+  source: string | null;
+}
+
+export function usageEventRow(raw: RawUsage): UsageEvent {
+  const event: UsageEvent = {
+    id: raw.id,
+    account: raw.account,
+    startTime: isoTime(raw.start_time),
+    endTime: isoTime(raw.end_time),
+    usageType: raw.usage_type,
+  };
+  // Absent fields stay absent (not undefined-valued keys), so rows compare and print cleanly.
+  const optional = {
+    acceleratorType: raw.accelerator_type,
+    acceleratorSeconds: raw.accelerator_seconds === null ? null : Number(raw.accelerator_seconds),
+    baseModelName: raw.base_model_name,
+    modelBucket: raw.model_bucket,
+    parameterCount: raw.parameter_count === null ? null : Number(raw.parameter_count),
+    promptTokens: raw.prompt_tokens === null ? null : Number(raw.prompt_tokens),
+    completionTokens: raw.completion_tokens === null ? null : Number(raw.completion_tokens),
+    source: raw.source,
+  };
+  for (const [key, value] of Object.entries(optional))
+    if (value !== null) Object.assign(event, { [key]: value });
+  return event;
 }

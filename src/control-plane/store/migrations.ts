@@ -93,6 +93,51 @@ export const MIGRATIONS: readonly Migration[] = [
       `,
     },
   },
+  {
+    version: 2,
+    description: 'usage events (billing export)',
+    // Columns that do not apply to a usage type are NULL. Counts are 64-bit (parameter counts
+    // pass 2^31); the (account, start_time) index serves the export's range scan, with id
+    // last so rows starting in the same millisecond come back in a stable order.
+    sql: {
+      sqlite: `
+        CREATE TABLE usage_events (
+          id                  TEXT PRIMARY KEY,
+          account             TEXT NOT NULL,
+          start_time          TEXT NOT NULL,
+          end_time            TEXT NOT NULL,
+          usage_type          TEXT NOT NULL,
+          accelerator_type    TEXT,
+          accelerator_seconds REAL,
+          base_model_name     TEXT,
+          model_bucket        TEXT,
+          parameter_count     INTEGER,
+          prompt_tokens       INTEGER,
+          completion_tokens   INTEGER,
+          source              TEXT
+        ) STRICT;
+        CREATE INDEX usage_events_by_start_time ON usage_events (account, start_time, id);
+      `,
+      postgres: `
+        CREATE TABLE usage_events (
+          id                  text COLLATE "C" PRIMARY KEY,
+          account             text COLLATE "C" NOT NULL,
+          start_time          timestamptz NOT NULL,
+          end_time            timestamptz NOT NULL,
+          usage_type          text NOT NULL,
+          accelerator_type    text,
+          accelerator_seconds double precision,
+          base_model_name     text,
+          model_bucket        text,
+          parameter_count     bigint,
+          prompt_tokens       bigint,
+          completion_tokens   bigint,
+          source              text
+        );
+        CREATE INDEX usage_events_by_start_time ON usage_events (account, start_time, id);
+      `,
+    },
+  },
 ];
 
 /** Created before anything else, outside the numbered list (it records that list). */

@@ -9,6 +9,7 @@
  */
 import pg from 'pg';
 import {
+  accountRecord,
   alreadyExists,
   apiKeyLookupHash,
   apiKeyRecord,
@@ -24,14 +25,20 @@ import {
   notFound,
   now,
   prepareMetrics,
+  prepareUsage,
   type RawMetric,
   type RawResource,
+  type RawUsage,
   resourceName,
   resourceRow,
   toPage,
+  USAGE_COLUMNS,
+  usageEventRow,
+  usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
 import type {
+  AccountRecord,
   ApiKeyRecord,
   Collection,
   ListOptions,
@@ -39,6 +46,8 @@ import type {
   Page,
   ResourceRow,
   Store,
+  TimeRange,
+  UsageEvent,
 } from './types.js';
 import { StoreError } from './types.js';
 
@@ -51,6 +60,23 @@ export interface PostgresStoreOptions {
 const MIGRATION_LOCK_KEY = '127978976601458'; // 0x74656d706572
 
 const RESOURCE_COLUMNS = 'account, collection, id, body, version, create_time, update_time';
+
+/** PostgreSQL array types of the usage_events columns, in USAGE_COLUMNS order. */
+const USAGE_ARRAY_TYPES = [
+  'text',
+  'text',
+  'timestamptz',
+  'timestamptz',
+  'text',
+  'text',
+  'float8',
+  'text',
+  'text',
+  'int8',
+  'int8',
+  'int8',
+  'text',
+] as const;
 
 interface RawApiKey {
   key_id: string;
@@ -104,6 +130,15 @@ export class PostgresStore implements Store {
   async accountExists(account: string): Promise<boolean> {
     const result = await this.pool.query('SELECT 1 FROM accounts WHERE account = $1', [account]);
     return result.rowCount !== null && result.rowCount > 0;
+  }
+
+  async getAccount(account: string): Promise<AccountRecord | undefined> {
+    const result = await this.pool.query<Parameters<typeof accountRecord>[0]>(
+      'SELECT account, display_name, create_time FROM accounts WHERE account = $1',
+      [account],
+    );
+    const row = result.rows[0];
+    return row && accountRecord(row);
   }
 
   async createApiKey(
@@ -285,6 +320,33 @@ export class PostgresStore implements Store {
       [name, afterStep, limit ?? null],
     );
     return result.rows.map(metricRow);
+  }
+
+  // ---- usage ----
+
+  async recordUsage(events: UsageEvent[]): Promise<void> {
+    const rows = prepareUsage(events);
+    if (rows.length === 0) return;
+    // One statement for the batch (atomic on its own): a column array per field, unnested
+    // into rows. prepareUsage made the ids unique within the batch.
+    const columns = USAGE_ARRAY_TYPES.map((_, i) => rows.map((row) => row[i] ?? null));
+    const params = USAGE_ARRAY_TYPES.map((type, i) => `$${i + 1}::${type}[]`).join(', ');
+    await this.pool.query(
+      `INSERT INTO usage_events (${USAGE_COLUMNS})
+       SELECT * FROM unnest(${params})
+       ON CONFLICT (id) DO NOTHING`,
+      columns,
+    );
+  }
+
+  async listUsage(account: string, range: TimeRange): Promise<UsageEvent[]> {
+    const { startTime, endTime } = usageRange(range);
+    const result = await this.pool.query<RawUsage>(
+      `SELECT ${USAGE_COLUMNS} FROM usage_events
+       WHERE account = $1 AND start_time >= $2 AND start_time < $3 ORDER BY start_time, id`,
+      [account, startTime, endTime],
+    );
+    return result.rows.map(usageEventRow);
   }
 
   /**

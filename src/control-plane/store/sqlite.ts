@@ -9,6 +9,7 @@
  */
 import Database from 'better-sqlite3';
 import {
+  accountRecord,
   alreadyExists,
   apiKeyLookupHash,
   apiKeyRecord,
@@ -24,14 +25,20 @@ import {
   notFound,
   now,
   prepareMetrics,
+  prepareUsage,
   type RawMetric,
   type RawResource,
+  type RawUsage,
   resourceName,
   resourceRow,
   toPage,
+  USAGE_COLUMNS,
+  usageEventRow,
+  usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
 import type {
+  AccountRecord,
   ApiKeyRecord,
   Collection,
   ListOptions,
@@ -39,6 +46,8 @@ import type {
   Page,
   ResourceRow,
   Store,
+  TimeRange,
+  UsageEvent,
 } from './types.js';
 import { StoreError } from './types.js';
 
@@ -105,6 +114,13 @@ export class SqliteStore implements Store {
 
   async accountExists(account: string): Promise<boolean> {
     return this.statement('SELECT 1 FROM accounts WHERE account = ?').get(account) !== undefined;
+  }
+
+  async getAccount(account: string): Promise<AccountRecord | undefined> {
+    const row = this.statement(
+      'SELECT account, display_name, create_time FROM accounts WHERE account = ?',
+    ).get(account) as Parameters<typeof accountRecord>[0] | undefined;
+    return row && accountRecord(row);
   }
 
   async createApiKey(
@@ -269,6 +285,31 @@ export class SqliteStore implements Store {
       'SELECT step, metric_values, time FROM metrics WHERE name = ? AND step > ? ORDER BY step LIMIT ?',
     ).all(name, afterStep, limit ?? -1) as RawMetric[];
     return rows.map(metricRow);
+  }
+
+  // ---- usage ----
+
+  async recordUsage(events: UsageEvent[]): Promise<void> {
+    const rows = prepareUsage(events);
+    const insert = this.statement(
+      `INSERT INTO usage_events (${USAGE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (id) DO NOTHING`,
+    );
+    this.db
+      .transaction(() => {
+        for (const row of rows) insert.run(...row);
+      })
+      .immediate();
+  }
+
+  async listUsage(account: string, range: TimeRange): Promise<UsageEvent[]> {
+    const { startTime, endTime } = usageRange(range);
+    // Stored times share one text form (usageTime), so text order is time order here.
+    const rows = this.statement(
+      `SELECT ${USAGE_COLUMNS} FROM usage_events
+         WHERE account = ? AND start_time >= ? AND start_time < ? ORDER BY start_time, id`,
+    ).all(account, startTime, endTime) as RawUsage[];
+    return rows.map(usageEventRow);
   }
 
   /** Statements are compiled once per connection; the SQL text is the cache key. */

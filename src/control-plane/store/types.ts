@@ -65,6 +65,47 @@ export interface MetricRow {
   time: string;
 }
 
+export interface AccountRecord {
+  account: string;
+  displayName: string;
+  createTime: string;
+}
+
+/**
+ * One metered piece of usage (billing export rows). Fields that do not apply to a usage type
+ * are absent (NULL in the database): trainer time has no tokens, inference has no
+ * accelerator seconds on serverless-style rows.
+ */
+export interface UsageEvent {
+  /**
+   * Unique across the store. Recording an id that exists already is a no-op, so a retried
+   * activity that rebuilds the same event with the same id is metered once.
+   */
+  id: string;
+  account: string;
+  /** RFC 3339; stored and returned with milliseconds, UTC. */
+  startTime: string;
+  /** Not before startTime (equal for instantaneous usage such as one request). */
+  endTime: string;
+  /** `UPPER_SNAKE_CASE`, e.g. FINE_TUNING_USAGE (src/control-plane/usage.ts). */
+  usageType: string;
+  acceleratorType?: string;
+  acceleratorSeconds?: number;
+  baseModelName?: string;
+  modelBucket?: string;
+  parameterCount?: number;
+  promptTokens?: number;
+  completionTokens?: number;
+  /** The resource that caused it, e.g. `accounts/a/supervisedFineTuningJobs/j`. */
+  source?: string;
+}
+
+/** A half-open time range [startTime, endTime), RFC 3339. */
+export interface TimeRange {
+  startTime: string;
+  endTime: string;
+}
+
 /** Stable error codes; the REST layer maps them to HTTP statuses. */
 export type StoreErrorCode = 'already_exists' | 'not_found' | 'conflict' | 'invalid_argument';
 
@@ -89,6 +130,8 @@ export interface Store {
   /** Creates the account if it does not exist (idempotent). */
   ensureAccount(account: string, displayName?: string): Promise<void>;
   accountExists(account: string): Promise<boolean>;
+  /** The account's row, or undefined when it does not exist. */
+  getAccount(account: string): Promise<AccountRecord | undefined>;
   /**
    * Issues a new key for the account. The secret (`tmp_` + 32 random bytes, base64url) is
    * returned once; only its SHA-256 is stored. `not_found` if the account does not exist.
@@ -132,4 +175,13 @@ export interface Store {
   putMetrics(name: string, rows: MetricRow[]): Promise<void>;
   /** Rows in step order. */
   listMetrics(name: string, options?: { afterStep?: number; limit?: number }): Promise<MetricRow[]>;
+
+  // ---- usage metering (billing export) ----
+  /**
+   * Appends usage events in one transaction: all or none. An event whose id is stored
+   * already is skipped (first write wins). `invalid_argument` for a malformed event.
+   */
+  recordUsage(events: UsageEvent[]): Promise<void>;
+  /** The account's events whose startTime is in [range.startTime, range.endTime), oldest first. */
+  listUsage(account: string, range: TimeRange): Promise<UsageEvent[]>;
 }
