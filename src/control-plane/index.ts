@@ -13,6 +13,7 @@ import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import { openObjectStore } from '../checkpoints/object-store/index.js';
 import type { ControlPlaneOptions, Deps } from './context.js';
 import { buildServer } from './http/server.js';
+import { billingRoutes } from './resources/billing.js';
 import { datasetRoutes } from './resources/datasets.js';
 import { deploymentRoutes } from './resources/deployments.js';
 import { evaluatorRoutes } from './resources/evaluators.js';
@@ -28,6 +29,7 @@ export { type BootstrapResult, bootstrapAccount } from './bootstrap.js';
 export type { ControlPlaneOptions } from './context.js';
 export { ApiError, type ApiStatus } from './http/errors.js';
 export type { JobOrchestrator, JobRef, PromoteRequest } from './orchestrator.js';
+export { BILLING_CSV_COLUMNS } from './resources/billing.js';
 export { datasetDataKey } from './resources/datasets.js';
 export { RFT_DEFAULTS } from './resources/jobs/rft.js';
 export { DEFAULT_INACTIVITY_SECONDS } from './resources/jobs/rlor.js';
@@ -49,6 +51,19 @@ export {
   TRAINING_SHAPES,
   type TrainingShape,
 } from './resources/training-shapes.js';
+
+export type { UsageEvent } from './store/types.js';
+export {
+  FINE_TUNING_USAGE,
+  MAX_EXPORT_DAYS,
+  parseUsageTime,
+  TEXT_COMPLETION_INFERENCE_USAGE,
+  TRAINER_USAGE,
+  USAGE_TYPES,
+  type UsageEventFields,
+  type UsageType,
+  usageEvent,
+} from './usage.js';
 
 export interface ControlPlane {
   app: FastifyInstance;
@@ -90,6 +105,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     evaluatorRoutes(deps),
     secretRoutes(deps),
   ]);
+  billingRoutes(app, deps);
   return {
     app,
     async listen(port = 0, host = '127.0.0.1') {
