@@ -1,13 +1,17 @@
 import { readFile } from 'node:fs/promises';
 import { describe, expect, it } from 'vitest';
 import { bundledModelDir } from '../../src/catalog/bundled.js';
+import { parseRawSafetensors, tensorBytes } from '../../src/checkpoints/deltas/raw-safetensors.js';
 import { readSafetensors } from '../../src/checkpoints/safetensors.js';
 import {
+  cachePrefix,
+  type DecoderWeight,
   expectedWeightNames,
   expectedWeightShape,
   exportOnnxModel,
   OnnxDecoder,
   OnnxExportError,
+  type WeightDtype,
 } from '../../src/deployments/onnx/index.js';
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 
@@ -156,6 +160,57 @@ describe('ONNX export served by onnxruntime-node', () => {
       expect(mae(got, Array.from(ref).slice(4))).toBeLessThan(1e-4);
       await dec.release();
     }
+  });
+
+  it('builds from the raw bfloat16 bytes of the file (no conversion in JS) with the same logprobs', async () => {
+    const config = parseHfConfig(JSON.parse(await readFile(`${dir}/config.json`, 'utf8')));
+    const file = await readFile(`${dir}/model.safetensors`);
+    const st = parseRawSafetensors(file, 'model.safetensors');
+    const raw = new Map<string, DecoderWeight>(
+      st.entries.map((e) => [
+        e.name,
+        { shape: e.shape, dtype: e.dtype as WeightDtype, bytes: tensorBytes(st, e) },
+      ]),
+    );
+    expect(st.entries[0]?.dtype).toBe('BF16');
+    const f32 = (await readSafetensors(`${dir}/model.safetensors`)).tensors;
+    const toks = Array.from(Buffer.from('Raw bytes in, same numbers out.'));
+    // bit for bit in each mode (the two modes run different matmul kernels)
+    for (const weightsAs of ['initializers', 'inputs'] as const) {
+      const ref = await OnnxDecoder.create(config, f32, { weightsAs });
+      const dec = await OnnxDecoder.create(config, raw, { weightsAs });
+      expect((await dec.promptLogprobs(toks)).logprobs).toEqual(
+        (await ref.promptLogprobs(toks)).logprobs,
+      );
+      await dec.release();
+      await ref.release();
+    }
+  });
+
+  it('a step from an older cache value forks: every continuation is bit for bit an unshared one', async () => {
+    const config = parseHfConfig(JSON.parse(await readFile(`${dir}/config.json`, 'utf8')));
+    const weights = (await readSafetensors(`${dir}/model.safetensors`)).tensors;
+    const dec = await OnnxDecoder.create(config, weights);
+    const V = config.vocabSize;
+    const last = (lp: Float32Array) => lp.subarray(lp.length - V);
+    const p = Array.from(Buffer.from('Fork here: '));
+    const base = await dec.step(p);
+    const a = await dec.step([65], base.cache); // appends in place
+    const b = await dec.step([66], base.cache); // base is no longer the latest: copies
+    const a2 = await dec.step([67], a.cache);
+    // the same steps along an unshared chain: bit for bit
+    const chain = async (...t: number[]) => {
+      let r = await dec.step(p);
+      for (const x of t) r = await dec.step([x], r.cache);
+      return last(r.logprobs);
+    };
+    expect(last(b.logprobs)).toEqual(await chain(66));
+    expect(last(a2.logprobs)).toEqual(await chain(65, 67));
+    // a prefix of a longer cache continues from the shorter length
+    const cut = await dec.step([68], cachePrefix(a2.cache, p.length));
+    expect(last(cut.logprobs)).toEqual(await chain(68));
+    expect(cut.cache.len).toBe(p.length + 1);
+    await dec.release();
   });
 
   it('refuses weights that do not fit the config, naming the tensor', async () => {

@@ -1,15 +1,28 @@
 // Exports our decoder-only transformer (Llama / Qwen3 family, src/engine/config.ts) to an
-// ONNX graph with a KV cache: the graph is fixed by the config, the weights are initializers
-// named exactly as the HF tensors (model.layers.N.self_attn.q_proj.weight, ...), so a new
-// snapshot is served by re-encoding the initializers and opening a new session.
+// ONNX graph served by onnxruntime's CPU provider. Every weight keeps its HF name and HF
+// layout ([out, in] for linear layers, multiplied with FusedMatMul transB=1), so in
+// weights-as-inputs mode the tensors of a safetensors file are fed to the session as they
+// are, without a copy or a transpose; a hot-load then changes buffers, never the session.
 //
-// Inputs:  input_ids [batch, seq] int64, position_ids [batch, seq] int64,
-//          attention_bias [batch, 1, seq, total] float (0 where visible, -inf where masked),
-//          past_key_values.{i}.key / .value [batch, kv_heads, past, head_dim] float
+// The layers use onnxruntime's fused contrib operators (one kernel where plain ONNX needs
+// five to twenty): SimplifiedLayerNormalization / SkipSimplifiedLayerNormalization (RMSNorm,
+// with the residual add fused in), RotaryEmbedding (HF rotate-half), GroupQueryAttention
+// (causal GQA over a KV cache, each sequence's length from seqlens_k) and QuickGelu (SiLU
+// with alpha 1). Fewer nodes is what makes decoding fast: a decode step is ~100 kernels.
+//
+// Inputs:  input_ids [batch, seq] int64, position_ids [batch, seq] int64 (past length + i),
+//          seqlens_k [batch] int32 (past length + seq − 1: the index of the last token),
+//          total_sequence_length [] int32 (max over the batch of past length + seq),
+//          past_key_values.{i}.key / .value [batch, kv_heads, capacity, head_dim] float (the
+//          first past-length rows of each head are used; capacity may be larger)
 // Outputs: logprobs [batch, seq, vocab] (log-softmax of the logits),
-//          present.{i}.key / .value [batch, kv_heads, total, head_dim]
+//          new_kv [batch, seq, 2·layers·kv_heads·head_dim]: each layer's rotated key and value
+//          rows of the new tokens (layer-major, key before value), which the caller appends to
+//          its cache. Only the new rows leave the session: copying whole caches out of
+//          onnxruntime-node on every step costs more than the step's attention.
 import type { ModelConfig } from '../../engine/config.js';
 import {
+  type AttributeValue,
   encodeModel,
   floatTensor,
   int64Tensor,
@@ -21,6 +34,7 @@ import {
 
 export const OPSET_VERSION = 17;
 export const IR_VERSION = 8;
+const MS = 'com.microsoft';
 
 /** Tensors the exported graph needs, by HF name. */
 export function expectedWeightNames(c: ModelConfig): string[] {
@@ -65,6 +79,44 @@ export interface WeightTensor {
   data: Float32Array;
 }
 
+/** Storage dtypes a weight may arrive in (float32 is what the graph computes in). */
+export type WeightDtype = 'F32' | 'BF16' | 'F16' | 'F64';
+
+/**
+ * A weight as a snapshot file stores it: little-endian bytes of `dtype` (a view into the file,
+ * no copy). The graph converts other dtypes to float32 with a Cast that onnxruntime folds
+ * into the weight when the session is built.
+ */
+export interface RawWeight {
+  shape: number[];
+  dtype: WeightDtype;
+  bytes: Uint8Array;
+}
+
+/** What a decoder can be built from: float32 arrays or raw file bytes, by HF name. */
+export type DecoderWeight = WeightTensor | RawWeight;
+
+export function isRawWeight(w: DecoderWeight): w is RawWeight {
+  return 'bytes' in w;
+}
+
+const ONNX_DTYPE = {
+  F32: TensorDataType.FLOAT,
+  BF16: TensorDataType.BFLOAT16,
+  F16: TensorDataType.FLOAT16,
+  F64: TensorDataType.DOUBLE,
+} as const;
+const DTYPE_WIDTH: Record<WeightDtype, number> = { F32: 4, BF16: 2, F16: 2, F64: 8 };
+
+/** A weight's dtype and bytes (a float32 array's own buffer, not a copy). */
+export function weightBytes(w: DecoderWeight): { dtype: WeightDtype; bytes: Uint8Array } {
+  if (isRawWeight(w)) return w;
+  return {
+    dtype: 'F32',
+    bytes: new Uint8Array(w.data.buffer, w.data.byteOffset, w.data.byteLength),
+  };
+}
+
 export class OnnxExportError extends Error {
   constructor(message: string) {
     super(message);
@@ -88,52 +140,86 @@ export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Arr
   return { cos, sin };
 }
 
+type Attrs = Record<string, AttributeValue>;
+const int = (value: number): AttributeValue => ({ kind: 'int', value });
+const float = (value: number): AttributeValue => ({ kind: 'float', value });
+
+/**
+ * Where the weights go: graph inputs fed on every run, initializers with their bytes inside
+ * the model, or initializers whose bytes are handed to onnxruntime beside the model
+ * (`externalData`: no protobuf encoding of megabytes of weights).
+ */
+type Placement =
+  | { kind: 'inputs' }
+  | { kind: 'inline'; weights: ReadonlyMap<string, DecoderWeight> }
+  | { kind: 'external'; weights: ReadonlyMap<string, DecoderWeight>; data: ExternalData[] };
+
+export interface ExternalData {
+  path: string;
+  data: Uint8Array;
+}
+
 class GraphBuilder {
   readonly nodes: OnnxNode[] = [];
+  readonly initializers: OnnxTensor[] = [];
   /** Weights-as-inputs mode: the weight inputs the graph declares (name -> dims). */
   readonly weightInputs = new Map<string, number[]>();
-  constructor(
-    private readonly config: ModelConfig,
-    private readonly weightsAsInputs: boolean,
-  ) {}
-
-  /** A weight by HF name: an initializer, or a graph input in weights-as-inputs mode. */
-  weight(name: string): string {
-    if (this.weightsAsInputs) this.weightInputs.set(name, expectedWeightShape(this.config, name));
-    return name;
-  }
-
-  readonly initializers: OnnxTensor[] = [];
   private counter = 0;
   private consts = new Map<string, string>();
+  private placed = new Map<string, string>();
 
-  op(opType: string, inputs: string[], attributes?: OnnxNode['attributes'], hint = opType): string {
-    const out = `${hint}_${this.counter++}`;
-    this.nodes.push({
-      opType,
-      inputs,
-      outputs: [out],
-      name: out,
-      ...(attributes ? { attributes } : {}),
-    });
+  constructor(
+    private readonly config: ModelConfig,
+    private readonly placement: Placement,
+  ) {}
+
+  /** A weight by HF name, as float32 (a graph input, or an initializer cast if need be). */
+  weight(name: string): string {
+    const done = this.placed.get(name);
+    if (done) return done;
+    const shape = expectedWeightShape(this.config, name);
+    const p = this.placement;
+    let out = name;
+    if (p.kind === 'inputs') this.weightInputs.set(name, shape);
+    else {
+      const { dtype, bytes } = weightBytes(p.weights.get(name) as DecoderWeight);
+      const t: OnnxTensor = { name, dims: shape, dataType: ONNX_DTYPE[dtype] };
+      if (p.kind === 'inline') t.raw = bytes;
+      else {
+        const path = `w${p.data.length}.bin`;
+        p.data.push({ path, data: bytes });
+        t.external = { location: path, offset: 0, length: bytes.length };
+      }
+      this.initializers.push(t);
+      if (dtype !== 'F32')
+        out = this.op('Cast', [name], { to: int(TensorDataType.FLOAT) }, { hint: `${name}.f32` });
+    }
+    this.placed.set(name, out);
     return out;
   }
 
-  /** Names `out` explicitly (graph outputs). */
-  opNamed(
-    opType: string,
-    inputs: string[],
-    out: string,
-    attributes?: OnnxNode['attributes'],
-  ): string {
+  /** Adds a node; its outputs are named after `hint` unless `outputs` names them. */
+  node(opType: string, inputs: string[], attrs?: Attrs, opts: NodeOpts = {}): string[] {
+    const outs =
+      opts.outputs ??
+      Array.from(
+        { length: opts.count ?? 1 },
+        (_, i) => `${opts.hint ?? opType}_${this.counter}_${i}`,
+      );
+    this.counter++;
     this.nodes.push({
       opType,
       inputs,
-      outputs: [out],
-      name: out,
-      ...(attributes ? { attributes } : {}),
+      outputs: outs,
+      name: `${opType}_${this.counter}`,
+      ...(opts.domain ? { domain: opts.domain } : {}),
+      ...(attrs ? { attributes: attrs } : {}),
     });
-    return out;
+    return outs;
+  }
+
+  op(opType: string, inputs: string[], attrs?: Attrs, opts: NodeOpts = {}): string {
+    return this.node(opType, inputs, attrs, opts)[0] as string;
   }
 
   ints(values: number[]): string {
@@ -147,246 +233,240 @@ class GraphBuilder {
     return name;
   }
 
-  scalar(value: number): string {
-    const key = `f32:${value}`;
-    let name = this.consts.get(key);
-    if (!name) {
-      name = `const_f32_${this.consts.size}`;
-      this.initializers.push(floatTensor(name, Float32Array.of(value), []));
-      this.consts.set(key, name);
-    }
-    return name;
-  }
-
-  /** RMSNorm over the last axis: x / sqrt(mean(x^2) + eps) * w. */
-  rmsNorm(x: string, weight: string, eps: number): string {
-    const sq = this.op('Mul', [x, x], undefined, 'sq');
-    const mean = this.op('ReduceMean', [sq], {
-      axes: { kind: 'ints', value: [-1] },
-      keepdims: { kind: 'int', value: 1 },
-    });
-    const rstd = this.op('Reciprocal', [
-      this.op('Sqrt', [this.op('Add', [mean, this.scalar(eps)])]),
-    ]);
-    return this.op('Mul', [this.op('Mul', [x, rstd]), this.weight(weight)], undefined, 'rmsnorm');
-  }
-
-  /** x @ W^T for an HF [out, in] weight (the transpose is constant-folded at session start). */
+  /** x @ W^T for an HF [out, in] weight: FusedMatMul reads W as stored (no transpose copy). */
   linear(x: string, weight: string): string {
-    if (this.weightsAsInputs) {
-      // fed pre-transposed ([in, out]) so no Transpose runs per step
-      const [o, i] = expectedWeightShape(this.config, weight) as [number, number];
-      this.weightInputs.set(transposedName(weight), [i, o]);
-      return this.op('MatMul', [x, transposedName(weight)], undefined, 'linear');
-    }
-    const wt = this.op('Transpose', [weight], { perm: { kind: 'ints', value: [1, 0] } }, 'wT');
-    return this.op('MatMul', [x, wt], undefined, 'linear');
+    return this.op(
+      'FusedMatMul',
+      [x, this.weight(weight)],
+      { transB: int(1), alpha: float(1) },
+      {
+        domain: MS,
+        hint: 'linear',
+      },
+    );
   }
 
-  /** HF rotate-half RoPE on [B, heads, S, hd] with cos/sin [B, 1, S, hd/2]. */
-  rope(x: string, cos: string, sin: string, half: number): string {
-    const axes = this.ints([3]);
-    const x1 = this.op('Slice', [x, this.ints([0]), this.ints([half]), axes]);
-    const x2 = this.op('Slice', [x, this.ints([half]), this.ints([2 * half]), axes]);
-    const o1 = this.op('Sub', [this.op('Mul', [x1, cos]), this.op('Mul', [x2, sin])]);
-    const o2 = this.op('Add', [this.op('Mul', [x2, cos]), this.op('Mul', [x1, sin])]);
-    return this.op('Concat', [o1, o2], { axis: { kind: 'int', value: 3 } }, 'rope');
+  /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
+  rmsNorm(x: string, weight: string): string {
+    return this.op(
+      'SimplifiedLayerNormalization',
+      [x, this.weight(weight)],
+      { axis: int(-1), epsilon: float(this.config.rmsNormEps) },
+      { hint: 'rmsnorm' },
+    );
   }
+
+  /** RMSNorm of x + residual, fused: returns [normed, x + residual]. */
+  addRmsNorm(x: string, residual: string, weight: string): [string, string] {
+    const outs = this.node(
+      'SkipSimplifiedLayerNormalization',
+      [x, residual, this.weight(weight)],
+      { epsilon: float(this.config.rmsNormEps) },
+      { domain: MS, outputs: [`rmsnorm_${this.counter}`, '', '', `resid_${this.counter}`] },
+    );
+    return [outs[0] as string, outs[3] as string];
+  }
+
+  /** Qwen3's per-head RMSNorm of q or k: [B, S, heads·hd] through [B, S, heads, hd]. */
+  headNorm(x: string, heads: number, weight: string): string {
+    const c = this.config;
+    const split = this.op('Reshape', [x, this.ints([0, 0, heads, c.headDim])]);
+    return this.op('Reshape', [this.rmsNorm(split, weight), this.ints([0, 0, heads * c.headDim])]);
+  }
+
+  /** HF rotate-half RoPE on [B, S, heads·hd] at position_ids. */
+  rope(x: string, heads: number): string {
+    return this.op(
+      'RotaryEmbedding',
+      [x, 'position_ids', 'rope_cos', 'rope_sin'],
+      { interleaved: int(0), num_heads: int(heads) },
+      { domain: MS, hint: 'rope' },
+    );
+  }
+}
+
+interface NodeOpts {
+  domain?: string;
+  hint?: string;
+  count?: number;
+  /** Explicit output names ('' leaves an optional output out). */
+  outputs?: string[];
 }
 
 export interface ExportOptions {
   graphName?: string;
   /**
    * 'initializers' (default): weights are baked into the model; a new snapshot needs a new
-   * session. 'inputs': weights are graph inputs fed on every run (linear weights
-   * pre-transposed), so a new snapshot is swapped in without touching the session.
+   * session. 'inputs': weights are graph inputs fed on every run in their HF layout, so a new
+   * snapshot is swapped in without touching the session.
    */
   weightsAs?: 'initializers' | 'inputs';
 }
 
-/** The graph-input name of a linear weight fed transposed. */
-export function transposedName(name: string): string {
-  return `${name}.T`;
-}
-
-/**
- * The weight inputs of a weights-as-inputs graph, from HF weights: norms and the embedding as
- * they are, linear weights transposed to [in, out].
- */
-export function weightInputTensors(
-  c: ModelConfig,
-  weights: ReadonlyMap<string, WeightTensor>,
-): Map<string, WeightTensor> {
-  checkWeights(c, weights);
-  const out = new Map<string, WeightTensor>();
-  const head = c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-  for (const name of expectedWeightNames(c)) {
-    const t = weights.get(name) as WeightTensor;
-    const linear = t.shape.length === 2 && (name !== 'model.embed_tokens.weight' || name === head);
-    if (name === 'model.embed_tokens.weight' || t.shape.length === 1) out.set(name, t);
-    if (linear) {
-      const [o, i] = t.shape as [number, number];
-      const tr = new Float32Array(o * i);
-      transpose(t.data, tr, o, i);
-      out.set(transposedName(name), { shape: [i, o], data: tr });
-    }
-  }
-  return out;
-}
-
-/** out[k, r] = src[r, k] for src [rows, cols], in cache-sized blocks. */
-function transpose(src: Float32Array, out: Float32Array, rows: number, cols: number): void {
-  const B = 32;
-  for (let r0 = 0; r0 < rows; r0 += B)
-    for (let k0 = 0; k0 < cols; k0 += B) {
-      const r1 = Math.min(rows, r0 + B);
-      const k1 = Math.min(cols, k0 + B);
-      for (let r = r0; r < r1; r++)
-        for (let k = k0; k < k1; k++) out[k * rows + r] = src[r * cols + k] as number;
-    }
-}
-
-function checkWeights(c: ModelConfig, weights: ReadonlyMap<string, WeightTensor>): void {
+/** Every weight the config needs, present with its shape (and raw bytes of the right size). */
+export function checkWeights(c: ModelConfig, weights: ReadonlyMap<string, DecoderWeight>): void {
   for (const name of expectedWeightNames(c)) {
     const t = weights.get(name);
     if (!t) throw new OnnxExportError(`missing weight ${name}`);
     const want = expectedWeightShape(c, name);
     if (t.shape.join(',') !== want.join(','))
       throw new OnnxExportError(`${name}: shape [${t.shape}] but the config needs [${want}]`);
+    const n = want.reduce((a, b) => a * b, 1);
+    const { dtype, bytes } = weightBytes(t);
+    if (bytes.length !== n * DTYPE_WIDTH[dtype] || !(dtype in ONNX_DTYPE))
+      throw new OnnxExportError(`${name}: ${bytes.length} bytes of ${dtype} for ${n} values`);
   }
 }
 
-/**
- * Builds the ONNX model bytes for `config`: with `weights` (HF names) as initializers, or
- * (weightsAs 'inputs', weights null) a graph whose weights are inputs (see weightInputTensors).
- */
-export function exportOnnxModel(
-  c: ModelConfig,
-  weights: ReadonlyMap<string, WeightTensor> | null,
-  opts: ExportOptions = {},
-): Uint8Array {
-  const asInputs = opts.weightsAs === 'inputs';
-  const g = new GraphBuilder(c, asInputs);
-  if (!asInputs) {
-    if (!weights) throw new OnnxExportError('weights are required unless weightsAs is "inputs"');
-    checkWeights(c, weights);
-    for (const name of expectedWeightNames(c)) {
-      const t = weights.get(name) as WeightTensor;
-      g.initializers.push(floatTensor(name, t.data, t.shape));
-    }
-  }
-  const half = c.headDim / 2;
-  const { cos, sin } = ropeTables(c);
-  g.initializers.push(floatTensor('rope_cos', cos, [c.maxPositions, half]));
-  g.initializers.push(floatTensor('rope_sin', sin, [c.maxPositions, half]));
+function checkConfig(c: ModelConfig): void {
+  // GroupQueryAttention and RotaryEmbedding's CPU kernels need these
+  if (c.headDim % 8 !== 0)
+    throw new OnnxExportError(`head_dim ${c.headDim} is not a multiple of 8 (GroupQueryAttention)`);
+  if (c.numHeads % c.numKvHeads !== 0)
+    throw new OnnxExportError(
+      `num_attention_heads ${c.numHeads} is not a multiple of num_key_value_heads ${c.numKvHeads}`,
+    );
+}
 
+/** The graph's inputs other than weights. */
+function runtimeInputs(c: ModelConfig): OnnxValueInfo[] {
   const inputs: OnnxValueInfo[] = [
     { name: 'input_ids', elemType: TensorDataType.INT64, shape: ['batch', 'seq'] },
     { name: 'position_ids', elemType: TensorDataType.INT64, shape: ['batch', 'seq'] },
-    { name: 'attention_bias', elemType: TensorDataType.FLOAT, shape: ['batch', 1, 'seq', 'total'] },
+    { name: 'seqlens_k', elemType: TensorDataType.INT32, shape: ['batch'] },
+    { name: 'total_sequence_length', elemType: TensorDataType.INT32, shape: [] },
   ];
-  const outputs: OnnxValueInfo[] = [
-    { name: 'logprobs', elemType: TensorDataType.FLOAT, shape: ['batch', 'seq', c.vocabSize] },
-  ];
-  const kvShape = (len: string): (string | number)[] => ['batch', c.numKvHeads, len, c.headDim];
+  for (let l = 0; l < c.numLayers; l++)
+    for (const kv of ['key', 'value'])
+      inputs.push({
+        name: `past_key_values.${l}.${kv}`,
+        elemType: TensorDataType.FLOAT,
+        shape: ['batch', c.numKvHeads, 'capacity', c.headDim],
+      });
+  return inputs;
+}
 
-  const cosB = g.op('Unsqueeze', [
-    g.op('Gather', ['rope_cos', 'position_ids'], { axis: { kind: 'int', value: 0 } }),
-    g.ints([1]),
-  ]);
-  const sinB = g.op('Unsqueeze', [
-    g.op('Gather', ['rope_sin', 'position_ids'], { axis: { kind: 'int', value: 0 } }),
-    g.ints([1]),
-  ]);
-  const group = c.numHeads / c.numKvHeads;
-  const bias5 = g.op('Unsqueeze', ['attention_bias', g.ints([1])]); // [B,1,1,S,T]
-  const scale = g.scalar(1 / Math.sqrt(c.headDim));
-
-  let x = g.op(
-    'Gather',
-    [g.weight('model.embed_tokens.weight'), 'input_ids'],
-    { axis: { kind: 'int', value: 0 } },
-    'embed',
-  );
-  for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}`;
-    const pastK = `past_key_values.${l}.key`;
-    const pastV = `past_key_values.${l}.value`;
-    inputs.push(
-      { name: pastK, elemType: TensorDataType.FLOAT, shape: kvShape('past') },
-      { name: pastV, elemType: TensorDataType.FLOAT, shape: kvShape('past') },
-    );
-    outputs.push(
-      { name: `present.${l}.key`, elemType: TensorDataType.FLOAT, shape: kvShape('total') },
-      { name: `present.${l}.value`, elemType: TensorDataType.FLOAT, shape: kvShape('total') },
-    );
-    const h = g.rmsNorm(x, `${p}.input_layernorm.weight`, c.rmsNormEps);
-    // [B,S,heads*hd] -> [B,S,heads,hd]
-    let q = g.op('Reshape', [
-      g.linear(h, `${p}.self_attn.q_proj.weight`),
-      g.ints([0, 0, c.numHeads, c.headDim]),
-    ]);
-    let k = g.op('Reshape', [
-      g.linear(h, `${p}.self_attn.k_proj.weight`),
-      g.ints([0, 0, c.numKvHeads, c.headDim]),
-    ]);
-    const v = g.op('Reshape', [
-      g.linear(h, `${p}.self_attn.v_proj.weight`),
-      g.ints([0, 0, c.numKvHeads, c.headDim]),
-    ]);
-    if (c.qkNorm) {
-      q = g.rmsNorm(q, `${p}.self_attn.q_norm.weight`, c.rmsNormEps);
-      k = g.rmsNorm(k, `${p}.self_attn.k_norm.weight`, c.rmsNormEps);
-    }
-    const perm = { perm: { kind: 'ints' as const, value: [0, 2, 1, 3] } };
-    q = g.rope(g.op('Transpose', [q], perm), cosB, sinB, half);
-    k = g.rope(g.op('Transpose', [k], perm), cosB, sinB, half);
-    const vT = g.op('Transpose', [v], perm);
-    const axis2 = { axis: { kind: 'int' as const, value: 2 } };
-    const kAll = g.opNamed('Concat', [pastK, k], `present.${l}.key`, axis2);
-    const vAll = g.opNamed('Concat', [pastV, vT], `present.${l}.value`, axis2);
-    // GQA without copying K/V: q [B,kv,group,S,hd] x k [B,kv,1,hd,T]
-    const q5 = g.op('Reshape', [q, g.ints([0, c.numKvHeads, group, -1, c.headDim])]);
-    const k5 = g.op('Unsqueeze', [kAll, g.ints([2])]);
-    const v5 = g.op('Unsqueeze', [vAll, g.ints([2])]);
-    const kT = g.op('Transpose', [k5], { perm: { kind: 'ints', value: [0, 1, 2, 4, 3] } });
-    const scores = g.op('Add', [g.op('Mul', [g.op('MatMul', [q5, kT]), scale]), bias5]);
-    const probs = g.op('Softmax', [scores], { axis: { kind: 'int', value: -1 } });
-    const ctx5 = g.op('MatMul', [probs, v5]); // [B,kv,group,S,hd]
-    const ctx = g.op('Reshape', [ctx5, g.ints([0, c.numHeads, -1, c.headDim])]);
-    const ctxT = g.op('Reshape', [
-      g.op('Transpose', [ctx], perm),
-      g.ints([0, 0, c.numHeads * c.headDim]),
-    ]);
-    x = g.op('Add', [x, g.linear(ctxT, `${p}.self_attn.o_proj.weight`)], undefined, 'resid');
-    const h2 = g.rmsNorm(x, `${p}.post_attention_layernorm.weight`, c.rmsNormEps);
-    const gate = g.linear(h2, `${p}.mlp.gate_proj.weight`);
-    const up = g.linear(h2, `${p}.mlp.up_proj.weight`);
-    const act = g.op(
-      'Mul',
-      [g.op('Mul', [gate, g.op('Sigmoid', [gate])]), up],
-      undefined,
-      'swiglu',
-    );
-    x = g.op('Add', [x, g.linear(act, `${p}.mlp.down_proj.weight`)], undefined, 'resid');
+/** One decoder layer; returns the residual stream and the layer's new K and V rows. */
+function decoderLayer(
+  g: GraphBuilder,
+  c: ModelConfig,
+  l: number,
+  h: string,
+  x: string,
+): { x: string; k: string; v: string; mlp: string } {
+  const p = `model.layers.${l}`;
+  let q = g.linear(h, `${p}.self_attn.q_proj.weight`);
+  let k = g.linear(h, `${p}.self_attn.k_proj.weight`);
+  const v = g.linear(h, `${p}.self_attn.v_proj.weight`);
+  if (c.qkNorm) {
+    q = g.headNorm(q, c.numHeads, `${p}.self_attn.q_norm.weight`);
+    k = g.headNorm(k, c.numKvHeads, `${p}.self_attn.k_norm.weight`);
   }
-  const hf = g.rmsNorm(x, 'model.norm.weight', c.rmsNormEps);
-  const head = c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
-  const logits = g.linear(hf, head);
-  g.opNamed('LogSoftmax', [logits], 'logprobs', { axis: { kind: 'int', value: -1 } });
+  q = g.rope(q, c.numHeads);
+  k = g.rope(k, c.numKvHeads);
+  const [attn] = g.node(
+    'GroupQueryAttention',
+    [
+      q,
+      k,
+      v,
+      `past_key_values.${l}.key`,
+      `past_key_values.${l}.value`,
+      'seqlens_k',
+      'total_sequence_length',
+    ],
+    {
+      num_heads: int(c.numHeads),
+      kv_num_heads: int(c.numKvHeads),
+      scale: float(1 / Math.sqrt(c.headDim)),
+    },
+    { domain: MS, outputs: [`attn_${l}`, `present_${l}_key`, `present_${l}_value`] },
+  );
+  const o = g.linear(attn as string, `${p}.self_attn.o_proj.weight`);
+  const [h2, x2] = g.addRmsNorm(o, x, `${p}.post_attention_layernorm.weight`);
+  const gate = g.linear(h2, `${p}.mlp.gate_proj.weight`);
+  const up = g.linear(h2, `${p}.mlp.up_proj.weight`);
+  const silu = g.op('QuickGelu', [gate], { alpha: float(1) }, { domain: MS });
+  const mlp = g.linear(
+    g.op('Mul', [silu, up], undefined, { hint: 'swiglu' }),
+    `${p}.mlp.down_proj.weight`,
+  );
+  return { x: x2, k, v, mlp };
+}
 
+/**
+ * Builds the ONNX model bytes for `config`: with `weights` (HF names and layout) as
+ * initializers inside the model, or (weightsAs 'inputs', weights null) a graph whose weights
+ * are inputs. A standalone model, e.g. to save as a .onnx file.
+ */
+export function exportOnnxModel(
+  c: ModelConfig,
+  weights: ReadonlyMap<string, DecoderWeight> | null,
+  opts: ExportOptions = {},
+): Uint8Array {
+  if (opts.weightsAs === 'inputs') return buildGraph(c, { kind: 'inputs' }, opts);
+  if (!weights) throw new OnnxExportError('weights are required unless weightsAs is "inputs"');
+  checkWeights(c, weights);
+  return buildGraph(c, { kind: 'inline', weights }, opts);
+}
+
+/**
+ * The model with its weights as external initializers: `externalData` (views of the weights'
+ * own bytes, no copy) goes to InferenceSession.create beside the model bytes.
+ */
+export function exportOnnxGraph(
+  c: ModelConfig,
+  weights: ReadonlyMap<string, DecoderWeight>,
+  opts: Pick<ExportOptions, 'graphName'> = {},
+): { model: Uint8Array; externalData: ExternalData[] } {
+  checkWeights(c, weights);
+  const data: ExternalData[] = [];
+  const model = buildGraph(c, { kind: 'external', weights, data }, opts);
+  return { model, externalData: data };
+}
+
+function buildGraph(c: ModelConfig, placement: Placement, opts: ExportOptions): Uint8Array {
+  const g = new GraphBuilder(c, placement);
+  checkConfig(c);
+  const { cos, sin } = ropeTables(c);
+  g.initializers.push(floatTensor('rope_cos', cos, [c.maxPositions, c.headDim / 2]));
+  g.initializers.push(floatTensor('rope_sin', sin, [c.maxPositions, c.headDim / 2]));
+
+  const embed = g.op('Gather', [g.weight('model.embed_tokens.weight'), 'input_ids'], {
+    axis: int(0),
+  });
+  let x = embed;
+  let h = g.rmsNorm(embed, 'model.layers.0.input_layernorm.weight');
+  const newKv: string[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const out = decoderLayer(g, c, l, h, x);
+    newKv.push(out.k, out.v);
+    const norm =
+      l + 1 < c.numLayers ? `model.layers.${l + 1}.input_layernorm.weight` : 'model.norm.weight';
+    [h, x] = g.addRmsNorm(out.mlp, out.x, norm);
+  }
+  const head = c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+  g.node('LogSoftmax', [g.linear(h, head)], { axis: int(-1) }, { outputs: ['logprobs'] });
+  g.node('Concat', newKv, { axis: int(-1) }, { outputs: ['new_kv'] });
+
+  const inputs = runtimeInputs(c);
   for (const [name, dims] of g.weightInputs)
     inputs.push({ name, elemType: TensorDataType.FLOAT, shape: dims });
+  const kvWidth = 2 * c.numLayers * c.numKvHeads * c.headDim;
   return encodeModel({
     irVersion: IR_VERSION,
     opsetVersion: OPSET_VERSION,
     producerName: 'temper',
+    domainOpsets: [{ domain: MS, version: 1 }],
     graph: {
       name: opts.graphName ?? 'temper_decoder',
       nodes: g.nodes,
       initializers: g.initializers,
       inputs,
-      outputs,
+      outputs: [
+        { name: 'logprobs', elemType: TensorDataType.FLOAT, shape: ['batch', 'seq', c.vocabSize] },
+        { name: 'new_kv', elemType: TensorDataType.FLOAT, shape: ['batch', 'seq', kvWidth] },
+      ],
     },
   });
 }

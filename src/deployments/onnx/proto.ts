@@ -3,7 +3,14 @@
 // Field numbers follow https://github.com/onnx/onnx/blob/main/onnx/onnx.proto.
 import { BinaryWriter, WireType } from '@bufbuild/protobuf/wire';
 
-export const TensorDataType = { FLOAT: 1, INT32: 6, INT64: 7 } as const;
+export const TensorDataType = {
+  FLOAT: 1,
+  INT32: 6,
+  INT64: 7,
+  FLOAT16: 10,
+  DOUBLE: 11,
+  BFLOAT16: 16,
+} as const;
 export type TensorDataTypeId = (typeof TensorDataType)[keyof typeof TensorDataType];
 
 export type AttributeValue =
@@ -25,8 +32,10 @@ export interface OnnxTensor {
   name: string;
   dims: number[];
   dataType: TensorDataTypeId;
-  /** Little-endian raw bytes of the tensor. */
-  raw: Uint8Array;
+  /** Little-endian raw bytes of the tensor (absent when it is `external`). */
+  raw?: Uint8Array;
+  /** Where the bytes are instead: a region of an external data blob given at session creation. */
+  external?: { location: string; offset: number; length: number };
 }
 
 /** A dimension: a fixed size or a symbolic name. */
@@ -51,6 +60,8 @@ export interface OnnxModel {
   opsetVersion: number;
   producerName: string;
   graph: OnnxGraph;
+  /** Opsets of other domains the nodes use (e.g. com.microsoft contrib operators). */
+  domainOpsets?: { domain: string; version: number }[];
 }
 
 const LEN = WireType.LengthDelimited;
@@ -93,7 +104,17 @@ function writeTensor(w: BinaryWriter, t: OnnxTensor): void {
   for (const d of t.dims) w.tag(1, VARINT).int64(d);
   w.tag(2, VARINT).int32(t.dataType);
   w.tag(8, LEN).string(t.name);
-  w.tag(9, LEN).bytes(t.raw);
+  if (t.raw) w.tag(9, LEN).bytes(t.raw);
+  if (t.external) {
+    const { location, offset, length } = t.external;
+    for (const [key, value] of [
+      ['location', location],
+      ['offset', String(offset)],
+      ['length', String(length)],
+    ] as const)
+      w.tag(13, LEN).fork().tag(1, LEN).string(key).tag(2, LEN).string(value).join();
+    w.tag(14, VARINT).int32(1); // data_location: EXTERNAL
+  }
 }
 
 function writeValueInfo(w: BinaryWriter, v: OnnxValueInfo): void {
@@ -140,10 +161,12 @@ export function encodeModel(m: OnnxModel): Uint8Array {
     w.join();
   }
   w.join();
-  w.tag(8, LEN).fork();
-  w.tag(1, LEN).string('');
-  w.tag(2, VARINT).int64(m.opsetVersion);
-  w.join();
+  for (const o of [{ domain: '', version: m.opsetVersion }, ...(m.domainOpsets ?? [])]) {
+    w.tag(8, LEN).fork();
+    w.tag(1, LEN).string(o.domain);
+    w.tag(2, VARINT).int64(o.version);
+    w.join();
+  }
   return w.finish();
 }
 

@@ -21,7 +21,7 @@ export const replicaConfigSchema = z.object({
   maxConcurrent: z.number().int().positive().default(8),
   stepDelayMs: z.number().nonnegative().default(0),
   swapDelayMs: z.number().nonnegative().default(0),
-  weightsAs: z.enum(['initializers', 'inputs']).default('inputs'),
+  weightsAs: z.enum(['initializers', 'inputs']).default('initializers'),
   maxDecodeBatch: z.number().int().positive().default(1),
 });
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;

@@ -1,12 +1,11 @@
 // One replica's serving state: the ONNX decoder of the snapshot it serves, generation with
 // a prefix cache, and hot-load (download in parallel with inference, then an ASYNC or SYNC
 // swap of the weights without restarting the process).
-import * as ort from 'onnxruntime-node';
 import type { SnapshotReader } from '../../checkpoints/deltas/snapshot.js';
 import type { ModelConfig } from '../../engine/config.js';
 import { type Logger, silentLogger } from '../log.js';
-import type { WeightTensor } from '../onnx/export.js';
-import { type KvCache, OnnxDecoder } from '../onnx/session.js';
+import type { DecoderWeight } from '../onnx/export.js';
+import { cachePrefix, type KvCache, OnnxDecoder } from '../onnx/session.js';
 import { createRng, sampleToken, topLogprobs } from './sampling.js';
 import {
   checkIdentity,
@@ -17,7 +16,8 @@ import {
   mergedAdapterTensors,
   parseJsonObject,
   readSnapshot,
-  snapshotTensors,
+  SpareBuffers,
+  snapshotWeights,
   validateSnapshotConfig,
 } from './snapshots.js';
 
@@ -119,7 +119,11 @@ export interface ReplicaRuntimeOptions {
   transition: TransitionType;
   maxConcurrent?: number;
   threads?: number;
-  /** How weights reach the ONNX session (default 'inputs': hot-load builds no session). */
+  /**
+   * How weights reach the ONNX session. 'initializers' (default): every snapshot opens a
+   * session over its weights (onnxruntime prepacks them: decoding ~1.3x faster than with
+   * 'inputs' on our shapes). 'inputs': one session, a snapshot swaps in without building one.
+   */
   weightsAs?: 'initializers' | 'inputs';
   /** Test hook: sleep this long before every decode step. */
   stepDelayMs?: number;
@@ -137,26 +141,15 @@ export interface ReplicaRuntimeOptions {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function sliceCache(cache: KvCache, len: number): KvCache {
-  if (len === cache.len) return cache;
-  const cut = (t: ort.Tensor): ort.Tensor => {
-    const [b, h, L, d] = t.dims as [number, number, number, number];
-    const src = t.data as Float32Array;
-    const out = new Float32Array(b * h * len * d);
-    for (let i = 0; i < b * h; i++)
-      out.set(src.subarray(i * L * d, i * L * d + len * d), i * len * d);
-    return new ort.Tensor('float32', out, [b, h, len, d]);
-  };
-  return { len, keys: cache.keys.map(cut), values: cache.values.map(cut) };
-}
-
 export class ReplicaRuntime {
   readonly id: string;
   private readonly opts: ReplicaRuntimeOptions;
   private decoder!: OnnxDecoder;
   /** The base model's weights (LoRA adapter snapshots merge onto them). */
-  private baseTensors!: Map<string, WeightTensor>;
+  private baseWeights!: Map<string, DecoderWeight>;
   private held: HeldSnapshot;
+  /** Buffers of snapshots no longer held, reused by the next delta. */
+  private readonly spare = new SpareBuffers();
   private identity: string | null = null;
   private stage = 'ready';
   private stageIdentity: string | null = null;
@@ -196,10 +189,10 @@ export class ReplicaRuntime {
 
   static async start(opts: ReplicaRuntimeOptions): Promise<ReplicaRuntime> {
     const r = new ReplicaRuntime(opts);
-    r.baseTensors = snapshotTensors(opts.baseWeights);
-    r.decoder = await OnnxDecoder.create(opts.config, r.baseTensors, {
+    r.baseWeights = snapshotWeights(opts.baseWeights);
+    r.decoder = await OnnxDecoder.create(opts.config, r.baseWeights, {
       threads: opts.threads,
-      weightsAs: opts.weightsAs ?? 'inputs',
+      weightsAs: opts.weightsAs ?? 'initializers',
     });
     return r;
   }
@@ -380,7 +373,7 @@ export class ReplicaRuntime {
       const epoch = this.resets.length;
       const t0 = performance.now();
       const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId);
-      let cache: KvCache | undefined = hit ? sliceCache(hit.entry.cache, hit.len) : undefined;
+      let cache: KvCache | undefined = hit ? cachePrefix(hit.entry.cache, hit.len) : undefined;
       const rest = req.prompt.slice(hit?.len ?? 0);
       let r = await this.step(rest, cache);
       cache = r.cache;
@@ -501,6 +494,7 @@ export class ReplicaRuntime {
         // the held snapshot of the base model has no identity a delta can name
         this.identity === null ? null : this.held,
         this.prefetched.get(sig.identity),
+        this.spare,
       );
       this.prefetched.delete(sig.identity);
       const adapter = isAdapterSnapshot(next);
@@ -517,13 +511,13 @@ export class ReplicaRuntime {
       }
       this.stage = 'building';
       const t1 = performance.now();
-      const tensors = adapter
-        ? await mergedAdapterTensors(next, this.baseTensors)
-        : snapshotTensors(next);
+      const weights = adapter
+        ? await mergedAdapterTensors(next, this.baseWeights)
+        : snapshotWeights(next);
       const decoder =
         this.decoder.weightsAs === 'inputs'
-          ? this.decoder.withWeights(tensors)
-          : await OnnxDecoder.create(this.opts.config, tensors, { threads: this.opts.threads });
+          ? this.decoder.withWeights(weights)
+          : await OnnxDecoder.create(this.opts.config, weights, { threads: this.opts.threads });
       const t2 = performance.now();
       this.stage = 'swapping';
       const old = this.decoder;
@@ -564,11 +558,22 @@ export class ReplicaRuntime {
 
   private install(decoder: OnnxDecoder, next: HeldSnapshot, sig: LoadSignal): void {
     this.decoder = decoder;
+    this.retire(this.held, next);
     this.held = next;
     this.identity = sig.identity;
     const reset = sig.reset_prompt_cache ?? 'all';
     this.resets.push(reset);
     if (reset === 'all') this.entries = [];
     else if (reset === 'new_session') for (const e of this.entries) e.sessionOnly = true;
+  }
+
+  /**
+   * Gives the buffers of the snapshot being replaced to the next delta. Called at the swap,
+   * when no step runs on the old decoder any more; the base model's files (LoRA merges read
+   * them) and files the new snapshot carries over are kept.
+   */
+  private retire(old: HeldSnapshot, next: HeldSnapshot): void {
+    const keep = new Set([...next.files.values(), ...this.opts.baseWeights.files.values()]);
+    this.spare.keep([...old.files.values()].filter((b) => !keep.has(b)));
   }
 }

@@ -1,21 +1,21 @@
 // Snapshots as a replica holds them: the raw files of the snapshot it serves (so that the
-// next arc_v2 delta can be applied against them), read from the deployment's bucket.
+// next arc_v2 delta can be applied against them), read from the deployment's bucket. The
+// model weights are views into those files (no copy); a delta is decoded straight into a
+// second set of buffers, checked tensor by tensor, and only then becomes the held snapshot.
+import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { applyDeltaFileAsync } from '../../checkpoints/deltas/arc-v2.js';
+import { parseRawSafetensors, tensorBytes } from '../../checkpoints/deltas/raw-safetensors.js';
 import {
-  applyDeltaSnapshot,
   DELTA_MANIFEST,
+  type DeltaManifest,
   readDeltaManifest,
   type SnapshotReader,
 } from '../../checkpoints/deltas/snapshot.js';
 import { mergeLinear } from '../../checkpoints/exports/merged.js';
 import { ADAPTER_CONFIG, readPeftAdapter } from '../../checkpoints/exports/peft.js';
-import {
-  type ObjectInfo,
-  type ObjectStore,
-  ObjectStoreError,
-} from '../../checkpoints/object-store/index.js';
-import { parseSafetensors } from '../../checkpoints/safetensors.js';
-import type { WeightTensor } from '../onnx/export.js';
+import type { DecoderWeight, RawWeight, WeightDtype } from '../onnx/export.js';
+import { float32Of } from '../onnx/session.js';
 
 export type HotLoadErrorCode =
   | 'invalid_argument'
@@ -61,55 +61,31 @@ export function checkIdentity(identity: string): string {
   return identity;
 }
 
-export function heldReader(held: HeldSnapshot): SnapshotReader {
-  return {
-    where: `memory:${held.identity}`,
-    async list() {
-      return [...held.files.keys()].sort();
-    },
-    async read(path) {
-      const b = held.files.get(path);
-      if (!b) throw new HotLoadError('not_found', `snapshot ${held.identity} has no ${path}`);
-      return b;
-    },
-  };
-}
+/**
+ * Buffers of a snapshot no longer served, kept to receive the next delta: writing into
+ * memory already mapped avoids the page faults of fresh allocations (about a third of a
+ * delta's cost on a 100 MB model).
+ */
+export class SpareBuffers {
+  private bySize = new Map<number, Buffer[]>();
 
-/** An in-memory ObjectStore (the target that a delta is reconstructed into). */
-export class MemoryObjectStore implements ObjectStore {
-  readonly url = 'memory://';
-  readonly objects = new Map<string, Buffer>();
-  async put(key: string, body: Buffer | Uint8Array | string | Readable): Promise<ObjectInfo> {
-    let buf: Buffer;
-    if (typeof body === 'string') buf = Buffer.from(body);
-    else if (body instanceof Readable) {
-      const parts: Buffer[] = [];
-      for await (const c of body) parts.push(Buffer.from(c as Uint8Array));
-      buf = Buffer.concat(parts);
-    } else buf = Buffer.from(body);
-    this.objects.set(key, buf);
-    return { key, size: buf.length, updated: new Date(), etag: String(buf.length) };
+  take(size: number): Buffer {
+    return this.bySize.get(size)?.pop() ?? Buffer.allocUnsafeSlow(size);
   }
-  async getStream(key: string): Promise<Readable> {
-    return Readable.from([await this.get(key)]);
+
+  /** Keeps `buffers` for reuse, dropping what was kept before (one snapshot's worth). */
+  keep(buffers: Iterable<Buffer>): void {
+    this.bySize = new Map();
+    this.give(buffers);
   }
-  async get(key: string): Promise<Buffer> {
-    const b = this.objects.get(key);
-    if (!b) throw new ObjectStoreError('not_found', `${key} not found`);
-    return b;
-  }
-  async stat(key: string): Promise<ObjectInfo | null> {
-    const b = this.objects.get(key);
-    return b ? { key, size: b.length, updated: new Date(), etag: String(b.length) } : null;
-  }
-  async list(prefix: string): Promise<ObjectInfo[]> {
-    return [...this.objects.entries()]
-      .filter(([k]) => k.startsWith(prefix))
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-      .map(([key, b]) => ({ key, size: b.length, updated: new Date(), etag: String(b.length) }));
-  }
-  async delete(key: string): Promise<void> {
-    this.objects.delete(key);
+
+  /** Returns taken buffers unused (a load that failed). */
+  give(buffers: Iterable<Buffer>): void {
+    for (const b of buffers) {
+      const list = this.bySize.get(b.length) ?? [];
+      list.push(b);
+      this.bySize.set(b.length, list);
+    }
   }
 }
 
@@ -121,7 +97,9 @@ export interface IncrementalMetadata {
 
 /**
  * Reads a full snapshot, or reconstructs a delta against `held` (which must be the snapshot
- * named by previous_snapshot_identity). `prefetched` holds files already fetched by hints.
+ * named by previous_snapshot_identity). `prefetched` holds files already fetched by hints;
+ * `spare` gives the buffers a delta is decoded into. `held` is never modified: on any error
+ * the replica still holds (and serves) exactly what it held.
  */
 export async function readSnapshot(
   reader: SnapshotReader,
@@ -129,6 +107,7 @@ export async function readSnapshot(
   incremental: IncrementalMetadata | undefined,
   held: HeldSnapshot | null,
   prefetched: Map<string, Buffer> = new Map(),
+  spare: SpareBuffers = new SpareBuffers(),
 ): Promise<HeldSnapshot> {
   const cached: SnapshotReader = {
     where: reader.where,
@@ -153,21 +132,7 @@ export async function readSnapshot(
         'invalid_argument',
         `${reader.where}/${DELTA_MANIFEST} says the delta is against '${manifest.previous_snapshot_identity}', the signal says '${prev}'`,
       );
-    const out = new MemoryObjectStore();
-    try {
-      await applyDeltaSnapshot({
-        base: heldReader(held),
-        delta: cached,
-        target: { store: out, prefix: 'x' },
-      });
-    } catch (err) {
-      throw new HotLoadError('corrupt', (err as Error).message);
-    }
-    const files = new Map<string, Buffer>();
-    for (const [k, v] of out.objects) files.set(k.slice('x/'.length), v);
-    // non-weight files the delta did not carry stay as they were
-    for (const [k, v] of held.files) if (!files.has(k)) files.set(k, v);
-    return { identity, files };
+    return applyDelta(cached, identity, manifest, held, spare);
   }
   const names = await cached.list();
   if (!names.includes('config.json') && !names.includes(ADAPTER_CONFIG))
@@ -175,17 +140,88 @@ export async function readSnapshot(
       'not_found',
       `${reader.where} has no config.json (nor ${ADAPTER_CONFIG}): is '${identity}' uploaded?`,
     );
-  const files = new Map<string, Buffer>();
-  for (const n of names) if (n !== DELTA_MANIFEST) files.set(n, await cached.read(n));
+  const wanted = names.filter((n) => n !== DELTA_MANIFEST);
+  const bodies = await Promise.all(wanted.map((n) => cached.read(n)));
+  return { identity, files: new Map(wanted.map((n, i) => [n, bodies[i] as Buffer])) };
+}
+
+const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+/**
+ * The snapshot a delta stands for, decoded into spare buffers. Weights files are checked the
+ * way arc_v2 defines: each payload must inflate to exactly its tensor's size and each tensor's
+ * new bytes must have the Adler-32 the delta carries; header and layout come from the held
+ * file (a delta reproduces them by construction). That is the whole file, so the manifest's
+ * sha256 of the reconstruction is not recomputed (it would be a second pass over every
+ * byte). Small copied files (config, tokenizer) are checked against the manifest's sha256.
+ */
+async function applyDelta(
+  delta: SnapshotReader,
+  identity: string,
+  manifest: DeltaManifest,
+  held: HeldSnapshot,
+  spare: SpareBuffers,
+): Promise<HeldSnapshot> {
+  // non-weight files the delta does not carry stay as they were
+  const files = new Map(held.files);
+  const made: Buffer[] = [];
+  try {
+    for (const f of manifest.files) {
+      const where = `${delta.where}/${f.path}`;
+      const stored = await delta.read(f.path);
+      if (stored.length !== f.size)
+        throw corrupt(`${where} has ${stored.length} bytes, expected ${f.size} (truncated?)`);
+      if (!f.delta) {
+        if (sha256(stored) !== f.sha256) throw corrupt(`${where} fails its sha256 checksum`);
+        files.set(f.path, stored);
+        continue;
+      }
+      const base = held.files.get(f.path);
+      if (!base || base.length !== f.fullSize)
+        throw corrupt(
+          `${where} is a delta of a ${f.fullSize}-byte file, but snapshot '${held.identity}' has ${base ? `${base.length} bytes of` : 'no'} ${f.path}`,
+        );
+      const out = spare.take(base.length);
+      made.push(out);
+      await applyDeltaFileAsync(base, stored, {
+        into: out,
+        prevSource: `snapshot '${held.identity}'/${f.path}`,
+        deltaSource: where,
+      });
+      files.set(f.path, out);
+    }
+  } catch (err) {
+    spare.give(made);
+    if (err instanceof HotLoadError) throw err;
+    throw corrupt(`delta snapshot '${identity}' is corrupt: ${(err as Error).message}`);
+  }
   return { identity, files };
 }
 
-/** The model weights of a held snapshot, by HF tensor name. */
-export function snapshotTensors(held: HeldSnapshot): Map<string, WeightTensor> {
-  const out = new Map<string, WeightTensor>();
+const corrupt = (message: string) => new HotLoadError('corrupt', message);
+
+const DTYPES = new Set<string>(['F32', 'BF16', 'F16', 'F64']);
+
+/** The model weights of a held snapshot, by HF tensor name: views of the files' bytes. */
+export function snapshotWeights(held: HeldSnapshot): Map<string, RawWeight> {
+  const out = new Map<string, RawWeight>();
   for (const [name, buf] of held.files) {
     if (!WEIGHTS.test(name) || SKIP.test(name)) continue;
-    for (const [k, t] of parseSafetensors(buf, `${held.identity}/${name}`).tensors) out.set(k, t);
+    const where = `${held.identity || 'base model'}/${name}`;
+    let st: ReturnType<typeof parseRawSafetensors>;
+    try {
+      st = parseRawSafetensors(buf, where);
+    } catch (err) {
+      throw corrupt((err as Error).message);
+    }
+    for (const e of st.entries) {
+      if (!DTYPES.has(e.dtype))
+        throw new HotLoadError(
+          'invalid_argument',
+          `${where}: tensor '${e.name}' is ${e.dtype}; serving takes F32, BF16, F16 or F64`,
+        );
+      out.set(e.name, { shape: e.shape, dtype: e.dtype as WeightDtype, bytes: tensorBytes(st, e) });
+    }
   }
   if (out.size === 0)
     throw new HotLoadError('not_found', `snapshot ${held.identity} has no .safetensors weights`);
@@ -242,8 +278,8 @@ export function isAdapterSnapshot(held: HeldSnapshot): boolean {
 /** The base weights with the snapshot's LoRA adapter merged in: W + (alpha/r)·B·A per target. */
 export async function mergedAdapterTensors(
   held: HeldSnapshot,
-  base: ReadonlyMap<string, WeightTensor>,
-): Promise<Map<string, WeightTensor>> {
+  base: ReadonlyMap<string, DecoderWeight>,
+): Promise<Map<string, DecoderWeight>> {
   const where = `snapshot ${held.identity}`;
   const file = (p: string): Buffer => {
     const b = held.files.get(p);
@@ -262,7 +298,7 @@ export async function mergedAdapterTensors(
     if (err instanceof HotLoadError) throw err;
     throw new HotLoadError('corrupt', (err as Error).message);
   }
-  const out = new Map(base);
+  const out = new Map<string, DecoderWeight>(base);
   const scale = adapter.alpha / adapter.rank;
   for (const [name, a] of adapter.tensors) {
     if (!name.endsWith('.lora_A.weight')) continue;
@@ -277,7 +313,7 @@ export async function mergedAdapterTensors(
     const [o, i] = w.shape as [number, number];
     out.set(target, {
       shape: w.shape,
-      data: mergeLinear(w.data, a.data, b.data, scale, o, i, adapter.rank),
+      data: mergeLinear(float32Of(w), a.data, b.data, scale, o, i, adapter.rank),
     });
   }
   return out;
