@@ -93,6 +93,7 @@ async function up(flags: UpFlags): Promise<void> {
     trainers: settings.trainersDir,
     temporal: `${stack.temporal.address} (namespace ${stack.temporal.namespace})`,
     temporalDb: stack.temporal.dbFilename,
+    temporalPid: stack.temporal.pid,
     workerQueue: stack.hostQueue,
     log: stack.logFile,
     pid: process.pid,
