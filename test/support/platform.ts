@@ -40,11 +40,19 @@ export interface TestPlatform {
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
-export async function startTestPlatform(options: { workers?: number } = {}): Promise<TestPlatform> {
+export async function startTestPlatform(
+  options: {
+    workers?: number /** Temporal binds here (0.0.0.0 for network-namespace hosts). */;
+    temporalIp?: string;
+  } = {},
+): Promise<TestPlatform> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
   bundle ??= bundleWorkflows();
   const dir = await mkdtemp(join(tmpdir(), 'temper-platform-'));
-  const [server, workflowBundle] = await Promise.all([startDevServer(), bundle]);
+  const [server, workflowBundle] = await Promise.all([
+    startDevServer(options.temporalIp ? { ip: options.temporalIp } : {}),
+    bundle,
+  ]);
   const store = await openStore(`sqlite://${join(dir, 'temper.db')}`);
   await store.migrate();
   const artifacts = await openObjectStore(pathToFileURL(join(dir, 'artifacts')).href);

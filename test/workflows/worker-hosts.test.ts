@@ -1,39 +1,59 @@
-// Worker hosts as separate `temper worker` processes: a job whose host dies mid-training
-// (kill -9 of the worker) moves to another host and ends with the same weights.
+// Worker hosts as `temper worker` processes on separate network hosts (Linux network
+// namespaces: each has its own loopback, so a pod on one host is unreachable from the other).
+// A job's pod activities must reach the host that runs its pod; a job whose host dies
+// mid-training (kill -9 of the worker) moves to the other host and ends with the same weights.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
+import { createTestHost, type TestHost } from '../support/netns.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 
 let platform: TestPlatform;
 let orchestrator: TemporalOrchestrator;
 const children: ChildProcess[] = [];
+const hosts: TestHost[] = [];
 
 beforeAll(async () => {
-  platform = await startTestPlatform({ workers: 0 });
+  platform = await startTestPlatform({ workers: 0, temporalIp: '0.0.0.0' });
+  hosts.push(createTestHost(0), createTestHost(1));
   orchestrator = new TemporalOrchestrator(platform.client, platform.sharedQueue, {
     hostHeartbeatTimeoutMs: 5_000,
+    hostStartTimeoutMs: 5_000,
   });
 }, 120_000);
 
 afterAll(async () => {
   for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
   await platform?.close();
+  for (const h of hosts) h.destroy();
 });
 
-/** A `temper worker` process on this platform; resolves once it polls. */
-async function startWorkerProcess(hostId: string): Promise<ChildProcess> {
+/** A `temper worker` process on `host`; resolves once it polls. */
+async function startWorkerProcess(hostId: string, host: TestHost): Promise<ChildProcess> {
+  const port = platform.server.address.split(':').pop();
+  const [command, ...prefix] = host.exec;
   const child = spawn(
-    process.execPath,
-    ['--import', 'tsx', 'src/cli/main.ts', 'worker', '--host-id', hostId, '--threads', '1'],
+    command!,
+    [
+      ...prefix,
+      process.execPath,
+      '--import',
+      'tsx',
+      'src/cli/main.ts',
+      'worker',
+      '--host-id',
+      hostId,
+      '--threads',
+      '1',
+    ],
     {
       env: {
         ...process.env,
         TEMPER_HOME: platform.dir,
-        TEMPER_TEMPORAL_ADDRESS: platform.server.address,
+        TEMPER_TEMPORAL_ADDRESS: `${host.gatewayIp}:${port}`,
         TEMPER_TASK_QUEUE: platform.sharedQueue,
       },
       stdio: ['ignore', 'pipe', 'inherit'],
@@ -80,7 +100,7 @@ async function weights(id: string): Promise<Buffer> {
 
 describe('worker hosts', () => {
   it('moves a job to another host when its worker is killed, with identical final weights', async () => {
-    const first = await startWorkerProcess('alpha');
+    const first = await startWorkerProcess('alpha', hosts[0]!);
     const reference = await createJob('lora-reference');
     await orchestrator.start(reference);
     await platform.client.workflow.getHandle(workflowIdOf(reference)).result();
@@ -89,7 +109,7 @@ describe('worker hosts', () => {
     await orchestrator.start(ref);
     while (!(await job(ref)).lastCheckpoint) await new Promise((r) => setTimeout(r, 50));
     first.kill('SIGKILL');
-    await startWorkerProcess('beta');
+    await startWorkerProcess('beta', hosts[1]!);
     const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
     expect(result.trainerRestarts).toBeGreaterThanOrEqual(1);
     const body = await job(ref);

@@ -15,12 +15,12 @@ const control = proxyActivities<ControlActivities>({
   retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
 });
 
-function host(queue: string, settings: WorkflowSettings, startWithinMs = 120_000) {
+function host(queue: string, settings: WorkflowSettings, startWithinMs?: number) {
   return proxyActivities<HostActivities>({
     taskQueue: queue,
     startToCloseTimeout: '30 days',
     heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
-    scheduleToStartTimeout: startWithinMs,
+    scheduleToStartTimeout: startWithinMs ?? settings.hostStartTimeoutMs ?? 30_000,
     retry: { maximumAttempts: 1 },
   });
 }

@@ -35,13 +35,14 @@ const control = proxyActivities<ControlActivities>({
 });
 
 /** Pod activities, pinned to the host that runs the pod. No retries: the workflow recovers. */
-function hostActivities(hostQueue: string, settings: WorkflowSettings, startWithinMs = 120_000) {
+function hostActivities(hostQueue: string, settings: WorkflowSettings, startWithinMs?: number) {
   return proxyActivities<HostActivities>({
     taskQueue: hostQueue,
     startToCloseTimeout: '24 hours',
     // A host that stops heartbeating is presumed dead; its work moves to another host.
     heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
-    scheduleToStartTimeout: startWithinMs,
+    // A live host picks its activities up at once; one that does not is gone.
+    scheduleToStartTimeout: startWithinMs ?? settings.hostStartTimeoutMs ?? 30_000,
     retry: { maximumAttempts: 1 },
   });
 }
@@ -50,6 +51,8 @@ function hostActivities(hostQueue: string, settings: WorkflowSettings, startWith
 export interface WorkflowSettings {
   /** How long a host may go without a heartbeat before its work moves elsewhere (20 s). */
   hostHeartbeatTimeoutMs?: number;
+  /** How long an activity may wait for its host to pick it up before the host counts as gone (30 s). */
+  hostStartTimeoutMs?: number;
 }
 
 export interface TrainingJobResult {
