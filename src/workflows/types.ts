@@ -37,6 +37,8 @@ export interface RftSettings {
   rolloutTimeoutMs: number;
   lossMethod: string;
   klBeta: number;
+  /** Remote environment: rollouts run on the user's server (POST /init). */
+  remoteServerUrl: string | null;
 }
 
 /** Everything a host needs to train a managed job, resolved once by prepareJob. */

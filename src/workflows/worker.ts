@@ -20,6 +20,7 @@ import { DeploymentRegistry } from '../deployments/registry.js';
 import type { Launcher } from '../trainer/launcher/index.js';
 import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
+import { RolloutTracer } from './activities/remote-rollouts.js';
 import { hostTaskQueue, SHARED_TASK_QUEUE } from './types.js';
 
 export interface TemperWorkerOptions {
@@ -38,6 +39,8 @@ export interface TemperWorkerOptions {
   workflowBundle?: WorkflowBundleWithSourceMap;
   /** Shared queue name (tests isolate runs with their own). */
   sharedQueue?: string;
+  /** Address remote RFT environments reach this host's rollout tracer at (127.0.0.1). */
+  advertiseHost?: string;
 }
 
 export interface TemperWorker {
@@ -70,6 +73,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
     activities: createControlActivities({ ...options, hostQueue }),
   });
   const deployments = new DeploymentRegistry();
+  const tracer = await RolloutTracer.start(options.advertiseHost);
   const host = await Worker.create({
     ...common,
     taskQueue: hostQueue,
@@ -78,6 +82,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
       checkpointUrl: options.checkpoints.url,
       hostQueue,
       deployments,
+      tracer,
     }),
   });
   const done = Promise.all([shared.run(), host.run()]).then(() => undefined);
@@ -90,6 +95,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
         for (const w of [shared, host]) if (w.getState() === 'RUNNING') w.shutdown();
         await done.catch(() => undefined);
         await deployments.close();
+        await tracer.close();
         await connection.close();
       })();
       return stopping;

@@ -76,6 +76,7 @@ function rftSettings(body: unknown): RftSettings {
     rolloutTimeoutMs: f.rolloutTimeout * 1000,
     lossMethod: f.rlLossMethod,
     klBeta: f.rlKlBeta,
+    remoteServerUrl: f.remoteServerUrl ?? null,
   };
 }
 

@@ -30,12 +30,15 @@ import type {
 import { loadEvaluator } from './evaluators.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { resolveModel } from './models.js';
+import type { RolloutTracer } from './remote-rollouts.js';
 import { buildRftData, type RftData, runRftStep } from './rft.js';
 
 export interface HostDeps {
   store: Store;
   /** Where this host runs RFT jobs' rollout deployments. */
   deployments: DeploymentRegistry;
+  /** Model calls of remote-environment rollouts come through here. */
+  tracer: RolloutTracer;
   launcher: Launcher;
   artifacts: ObjectStore;
   /** Checkpoint store root the pods share. */
@@ -304,6 +307,9 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
       const snapshot = await s.client.saveWeightsForSampler(`rollout-${step}`);
       const sampler = await s.service.createDeploymentSampler({ modelPath: snapshot.uri });
+      const remote = plan.rft.remoteServerUrl
+        ? { tracer: deps.tracer, gatewayUrl: rolloutGateway(plan, s) }
+        : null;
       const { values, rollouts } = await runRftStep(
         {
           plan,
@@ -313,6 +319,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
           sampler,
           evaluate,
           learningRate: learningRateAt(plan, step),
+          remote,
         },
         step,
       );
@@ -328,6 +335,15 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       }
     }
     return { step: input.toStep, checkpoint: null, lastLoss };
+  }
+
+  /** The gateway URL of the job's rollout deployment. */
+  function rolloutGateway(plan: TrainingPlan, s: Session): string {
+    const url = deps.deployments.get(
+      `accounts/${plan.account}/deployments/${s.service.deploymentId}`,
+    ).gatewayUrl;
+    if (!url) throw new Error(`the rollout deployment of ${plan.jobName} has no gateway`);
+    return url;
   }
 
   /** Every rollout of the epoch ending at `step` got the same score (read back from metrics). */

@@ -17,6 +17,7 @@ import type { TrainingDatum } from '../../sdk/types.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import type { RftSettings, TrainingPlan } from '../types.js';
 import type { Evaluate, Evaluation } from './evaluators.js';
+import type { RolloutTracer } from './remote-rollouts.js';
 
 export interface RftStepPlan {
   epoch: number;
@@ -69,6 +70,24 @@ export interface RolloutRecord {
   snapshot: string | null;
 }
 
+/** What a rollout left to train on: the sampled tokens and their inference logprobs. */
+type RolloutSample = Pick<
+  SampledCompletion,
+  'fullTokens' | 'promptLen' | 'inferenceLogprobs' | 'text' | 'snapshotIdentity'
+>;
+
+interface Group {
+  prompt: RftPrompt;
+  /** null: the rollout produced nothing to train on (a remote rollout that failed). */
+  samples: (RolloutSample | null)[];
+  scores: Evaluation[];
+}
+
+export interface RemoteEnvironment {
+  tracer: RolloutTracer;
+  gatewayUrl: string;
+}
+
 export interface RftStepContext {
   plan: TrainingPlan & { rft: RftSettings };
   data: RftData;
@@ -78,6 +97,8 @@ export interface RftStepContext {
   sampler: DeploymentSampler;
   evaluate: Evaluate;
   learningRate: number;
+  /** Set when the job has a remote server: rollouts run there through the tracer. */
+  remote: RemoteEnvironment | null;
 }
 
 /** Runs `work` over `items` with at most `limit` in flight, keeping the order of results. */
@@ -99,7 +120,7 @@ async function mapLimited<T, R>(
 }
 
 /** A rollout as a policy-loss datum: the completion's tokens trained, the prompt masked. */
-function rolloutDatum(c: SampledCompletion, advantage: number): TrainingDatum {
+function rolloutDatum(c: RolloutSample, advantage: number): TrainingDatum {
   const n = c.fullTokens.length - 1;
   const logprobs = new Array<number>(n).fill(0);
   const mask = new Array<number>(n).fill(0);
@@ -123,6 +144,92 @@ function requestSeed(seed: number, step: number, prompt: number): number {
   return (Math.imul(seed ^ 0x9e3779b9, 31) + step * 100_003 + prompt * 7919) >>> 0;
 }
 
+/** n samples of one prompt from the deployment, scored by the evaluator. */
+async function localGroup(ctx: RftStepContext, prompt: RftPrompt, seed: number): Promise<Group> {
+  const s = ctx.plan.rft;
+  const samples = await ctx.sampler.sampleWithTokens({
+    promptTokens: prompt.promptTokens,
+    n: s.n,
+    maxTokens: s.maxTokens,
+    temperature: s.temperature,
+    topP: s.topP,
+    topK: s.topK,
+    logprobs: true,
+    seed,
+  });
+  const scores = await Promise.all(
+    samples.map((c) =>
+      ctx.evaluate({
+        messages: prompt.messages,
+        completion: c.text,
+        groundTruth: prompt.groundTruth,
+        row: prompt.extra,
+      }),
+    ),
+  );
+  return { prompt, samples, scores };
+}
+
+/** n rollouts of one prompt on the user's server; each trains on its last model call. */
+async function remoteGroup(
+  ctx: RftStepContext,
+  remote: RemoteEnvironment,
+  prompt: RftPrompt,
+  step: number,
+): Promise<Group> {
+  const s = ctx.plan.rft;
+  const runs = await Promise.all(
+    Array.from({ length: s.n }, (_, j) =>
+      remote.tracer.run({
+        remoteServerUrl: s.remoteServerUrl!,
+        gatewayUrl: remote.gatewayUrl,
+        rolloutId: `${ctx.plan.jobName.split('/').pop()}-s${step + 1}-r${prompt.rowIndex}-c${j}`,
+        metadata: {
+          invocation_id: ctx.plan.jobName,
+          experiment_id: ctx.plan.jobName.split('/').pop()!,
+          run_id: `step-${step + 1}`,
+          row_id: prompt.rowId,
+        },
+        messages: prompt.messages,
+        tools: prompt.tools,
+        completionParams: {
+          model: ctx.plan.baseModel,
+          temperature: s.temperature,
+          max_tokens: s.maxTokens,
+          top_p: s.topP,
+          top_k: s.topK,
+        },
+        timeoutMs: s.rolloutTimeoutMs,
+      }),
+    ),
+  );
+  const samples = runs.map((r): RolloutSample | null => {
+    const last = r.calls.at(-1);
+    if (r.status !== 'finished' || !last) return null;
+    return {
+      fullTokens: [...last.promptTokens, ...last.completionTokens],
+      promptLen: last.promptTokens.length,
+      inferenceLogprobs: last.logprobs,
+      text: last.text,
+      snapshotIdentity: last.snapshot,
+    };
+  });
+  const scores = await Promise.all(
+    runs.map(async (r, j): Promise<Evaluation> => {
+      const sample = samples[j];
+      if (!sample) return { score: 0, valid: false, reason: r.message || 'no model call was made' };
+      const last = r.calls.at(-1)!;
+      return ctx.evaluate({
+        messages: [...last.messages, { role: 'assistant', content: sample.text }],
+        completion: sample.text,
+        groundTruth: prompt.groundTruth,
+        row: prompt.extra,
+      });
+    }),
+  );
+  return { prompt, samples, scores };
+}
+
 export async function runRftStep(ctx: RftStepContext, step: number) {
   const { plan, data } = ctx;
   const s = plan.rft;
@@ -130,36 +237,20 @@ export async function runRftStep(ctx: RftStepContext, step: number) {
   const groups = await mapLimited(
     chosen,
     Math.max(1, Math.floor(s.maxConcurrentRollouts / s.n)),
-    async (index, i) => {
+    (index, i) => {
       const prompt = data.prompts[index]!;
-      const completions = await ctx.sampler.sampleWithTokens({
-        promptTokens: prompt.promptTokens,
-        n: s.n,
-        maxTokens: s.maxTokens,
-        temperature: s.temperature,
-        topP: s.topP,
-        topK: s.topK,
-        logprobs: true,
-        seed: requestSeed(plan.seed, step, i),
-      });
-      const scores: Evaluation[] = await Promise.all(
-        completions.map((c) =>
-          ctx.evaluate({
-            messages: prompt.messages,
-            completion: c.text,
-            groundTruth: prompt.groundTruth,
-            row: prompt.extra,
-          }),
-        ),
-      );
-      return { prompt, completions, scores };
+      return ctx.remote
+        ? remoteGroup(ctx, ctx.remote, prompt, step)
+        : localGroup(ctx, prompt, requestSeed(plan.seed, step, i));
     },
   );
   const rewards = groups.map((g) => g.scores.map((e) => e.score));
   const adv = computeGroupAdvantages(rewards);
   const datums: TrainingDatum[] = [];
   adv.kept.forEach((g, k) => {
-    groups[g]!.completions.forEach((c, j) => datums.push(rolloutDatum(c, adv.advantages[k]![j]!)));
+    groups[g]!.samples.forEach((c, j) => {
+      if (c) datums.push(rolloutDatum(c, adv.advantages[k]![j]!));
+    });
   });
   const metrics: Record<string, number> = {};
   if (datums.length > 0) {
@@ -194,16 +285,16 @@ export async function runRftStep(ctx: RftStepContext, step: number) {
     'loss:mean': metrics['policy_loss:mean'] ?? 0,
   };
   const rollouts: RolloutRecord[] = groups.flatMap((g) =>
-    g.completions.map((c, j) => ({
+    g.samples.map((c, j) => ({
       step: step + 1,
       rowId: g.prompt.rowId,
       line: g.prompt.line,
       candidate: j,
-      completion: c.text,
+      completion: c?.text ?? '',
       score: g.scores[j]!.score,
       valid: g.scores[j]!.valid,
       reason: g.scores[j]!.reason,
-      snapshot: c.snapshotIdentity,
+      snapshot: c?.snapshotIdentity ?? null,
     })),
   );
   return { values, rollouts };
