@@ -11,6 +11,7 @@ import { DEMO_DEFAULTS, runDemo } from './demo.js';
 import { printError } from './errors.js';
 import { parseTokenList, scoreModel } from './model-score.js';
 import { addQuickstartCommand } from './quickstart-command.js';
+import { addControlPlaneCommands } from './stack/control-plane-command.js';
 import { addUpCommands } from './stack/up-command.js';
 import { addWorkerCommand } from './stack/worker-command.js';
 
@@ -117,6 +118,7 @@ export function buildProgram(): Command {
   addTrainerVerbs(program);
   addWorkerCommand(program);
   addUpCommands(program);
+  addControlPlaneCommands(program);
   addQuickstartCommand(program);
   addCreateCommand(program);
   addGenericVerbs(program);

@@ -13,18 +13,14 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, type LogEntry, Runtime } from '@temporalio/worker';
 import pino from 'pino';
-import { openObjectStore } from '../../checkpoints/object-store/index.js';
-import { bootstrapAccount, createControlPlane } from '../../control-plane/index.js';
-import { openStore } from '../../control-plane/store/index.js';
+import { bootstrapAccount } from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
-import { DeploymentRegistry } from '../../deployments/registry.js';
 import { startDevServer, type TemporalDevServer } from '../../orchestration/dev-server.js';
-import { TemporalOrchestrator } from '../../workflows/orchestrator.js';
 import { bundleWorkflows } from '../../workflows/worker.js';
 import { type Credentials, readCredentials, writeCredentials } from '../api/connection.js';
+import { closeAll, startApiHost } from './api-host.js';
 import { credentialsPath, type PlatformSettings } from './settings.js';
 import { defaultHostId, startWorkerHost, type WorkerHost } from './worker-host.js';
 
@@ -105,19 +101,6 @@ async function ensureCredentials(
   return fresh;
 }
 
-/** Runs `steps` in reverse, each even if an earlier one failed; rethrows the first error. */
-async function closeAll(steps: (() => Promise<unknown>)[]): Promise<void> {
-  let first: unknown;
-  for (const step of steps.reverse()) {
-    try {
-      await step();
-    } catch (err) {
-      first ??= err;
-    }
-  }
-  if (first) throw first;
-}
-
 export async function startStack(opts: StackOptions): Promise<Stack> {
   const { settings } = opts;
   const step = opts.onStep ?? (() => {});
@@ -155,14 +138,6 @@ async function assemble(
   step(`Temporal dev server ready at ${server.address}`);
   const live: PlatformSettings = { ...settings, temporalAddress: server.address };
 
-  const store = openStore(live.storeUrl);
-  closers.push(() => store.close());
-  await store.migrate();
-  const artifacts = await openObjectStore(live.artifactsUrl);
-  const connection = await Connection.connect({ address: server.address });
-  closers.push(() => connection.close());
-  const client = new Client({ connection, namespace: live.temporalNamespace });
-
   const worker: WorkerHost = await startWorkerHost(live, {
     hostId: defaultHostId(),
     workflowBundle: await bundle,
@@ -171,20 +146,11 @@ async function assemble(
   closers.push(() => worker.close());
   step(`worker host polling ${worker.hostQueue}`);
 
-  const deployments = new DeploymentRegistry();
-  closers.push(() => deployments.close());
   const logFile = join(dataDir, 'logs', 'control-plane.log');
   const logger = pino({ level: 'info' }, pino.destination({ dest: logFile, sync: false }));
-  const cp = createControlPlane({
-    store,
-    orchestrator: new TemporalOrchestrator(client, live.taskQueue),
-    artifacts,
-    deployments,
-    checkpointUrl: live.checkpointsUrl,
-    logger,
-  });
-  closers.push(() => cp.close());
-  const apiUrl = await cp.listen(live.apiPort, opts.apiHost ?? '127.0.0.1');
+  const api = await startApiHost(live, { host: opts.apiHost ?? '127.0.0.1', logger });
+  closers.push(() => api.close());
+  const { apiUrl, store } = api;
   step(`control plane listening at ${apiUrl}`);
 
   const credsPath = credentialsPath(dataDir);

@@ -1,0 +1,76 @@
+/**
+ * The control plane from settings: the store (migrated), the artifact store, a Temporal client
+ * for the orchestrator, an in-process deployment registry (replicas are local processes of
+ * this host), and the REST API listening. What `temper control-plane` runs on its own and
+ * what `temper up` embeds next to the dev server and a worker.
+ */
+import { Client, Connection } from '@temporalio/client';
+import type { Logger } from 'pino';
+import { openObjectStore } from '../../checkpoints/object-store/index.js';
+import { createControlPlane } from '../../control-plane/index.js';
+import { openStore } from '../../control-plane/store/index.js';
+import type { Store } from '../../control-plane/store/types.js';
+import { DeploymentRegistry } from '../../deployments/registry.js';
+import { TemporalOrchestrator } from '../../workflows/orchestrator.js';
+import type { PlatformSettings } from './settings.js';
+
+export interface ApiHost {
+  apiUrl: string;
+  /** The host's store connection (bootstrap writes keys through it). */
+  store: Store;
+  /** Stops the API, the deployments' replicas, the Temporal client and the store. */
+  close(): Promise<void>;
+}
+
+/** Runs `steps` last first, each even if an earlier one failed; rethrows the first error. */
+export async function closeAll(steps: (() => Promise<unknown>)[]): Promise<void> {
+  let first: unknown;
+  for (const step of [...steps].reverse()) {
+    try {
+      await step();
+    } catch (err) {
+      first ??= err;
+    }
+  }
+  if (first) throw first;
+}
+
+export async function startApiHost(
+  settings: PlatformSettings,
+  opts: { host: string; logger: Logger },
+): Promise<ApiHost> {
+  const closers: (() => Promise<unknown>)[] = [];
+  try {
+    const store = openStore(settings.storeUrl);
+    closers.push(() => store.close());
+    await store.migrate();
+    const artifacts = await openObjectStore(settings.artifactsUrl);
+    const connection = await Connection.connect({ address: settings.temporalAddress });
+    closers.push(() => connection.close());
+    const client = new Client({ connection, namespace: settings.temporalNamespace });
+    const deployments = new DeploymentRegistry();
+    closers.push(() => deployments.close());
+    const cp = createControlPlane({
+      store,
+      orchestrator: new TemporalOrchestrator(client, settings.taskQueue),
+      artifacts,
+      deployments,
+      checkpointUrl: settings.checkpointsUrl,
+      logger: opts.logger,
+    });
+    closers.push(() => cp.close());
+    const apiUrl = await cp.listen(settings.apiPort, opts.host);
+    let closing: Promise<void> | undefined;
+    return {
+      apiUrl,
+      store,
+      close() {
+        closing ??= closeAll(closers);
+        return closing;
+      },
+    };
+  } catch (err) {
+    await closeAll(closers).catch(() => undefined);
+    throw err;
+  }
+}
