@@ -28,6 +28,7 @@ import {
   storeSnapshot,
   writeDeltaSnapshot,
   xorAdler32,
+  xorAdler32Portable,
   xorBytes,
   zstdCompress,
   zstdDecompress,
@@ -128,6 +129,21 @@ describe('xorAdler32', () => {
     expect(xorAdler32(c, c, b)).toBe(adler32(c));
     xorBytes(c, c, b);
     expect(c.equals(a)).toBe(true);
+  });
+
+  it('the SIMD kernel and the portable loop agree on long inputs (several kernel chunks)', () => {
+    const n = 3 * 32768 + 4099;
+    const a = randomBytes(n + 3, 6);
+    const b = randomBytes(n + 3, 7);
+    for (const off of [0, 1, 3]) {
+      const x = a.subarray(off, off + n);
+      const y = b.subarray(3 - off, 3 - off + n);
+      const o1 = Buffer.alloc(n);
+      const o2 = Buffer.alloc(n);
+      expect(xorAdler32(o1, x, y)).toBe(xorAdler32Portable(o2, x, y));
+      expect(o1.equals(o2)).toBe(true);
+      expect(xorAdler32Portable(o2, x, y)).toBe(zlibAdler(o2));
+    }
   });
 });
 

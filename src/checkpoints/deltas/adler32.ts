@@ -2,6 +2,8 @@
 // "alder32"` (sic, the reference platform's spelling) is the decimal string of this value
 // over the tensor's little-endian bytes, the same number Python's zlib.adler32 gives.
 
+import { xorAdler32Simd } from './xor-adler-wasm.js';
+
 const MOD = 65521;
 /** Largest run of bytes before b can pass 2^32 (zlib's NMAX); doubles would allow more. */
 const NMAX = 5552;
@@ -50,10 +52,20 @@ export function alder32String(bytes: Uint8Array): string {
 
 /**
  * out = a XOR b, returning Adler-32 of out: applying an arc_v2 tensor delta and checking it in
- * one pass over memory (`out` may alias `a` or `b`). 32-bit words when the three views share
- * their alignment, which makes it about twice as fast as xor then adler32.
+ * one pass over memory (`out` may alias `a` or `b`). A WebAssembly SIMD kernel from 1 KiB up
+ * (~30 ms per 100 MB, copies in and out included), else xorAdler32Portable.
  */
 export function xorAdler32(out: Uint8Array, a: Uint8Array, b: Uint8Array): number {
+  const n = out.length;
+  if (a.length !== n || b.length !== n) throw new RangeError('xorAdler32: lengths differ');
+  return (n >= 1024 ? xorAdler32Simd(out, a, b) : null) ?? xorAdler32Portable(out, a, b);
+}
+
+/**
+ * xorAdler32 in plain JavaScript: 32-bit words when the three views share their alignment
+ * (~100 ms per 100 MB, about twice xor then adler32).
+ */
+export function xorAdler32Portable(out: Uint8Array, a: Uint8Array, b: Uint8Array): number {
   const n = out.length;
   if (a.length !== n || b.length !== n) throw new RangeError('xorAdler32: lengths differ');
   const align = out.byteOffset & 3;

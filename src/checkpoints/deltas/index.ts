@@ -1,6 +1,6 @@
 // arc_v2 deltas: per-tensor XOR + zstd with Adler-32 checksums (arc-v2.ts), and incremental
 // snapshots made of delta files plus a committed manifest (snapshot.ts).
-export { adler32, alder32String, xorAdler32 } from './adler32.js';
+export { adler32, alder32String, xorAdler32, xorAdler32Portable } from './adler32.js';
 export {
   type ApplyFileOptions,
   applyDeltaFile,
