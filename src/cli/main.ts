@@ -2,6 +2,7 @@
 // The `temper` command.
 import { Command, InvalidArgumentError } from 'commander';
 import { addTrainerCommand } from '../trainer/cli.js';
+import { addBillingCommand } from './billing-command.js';
 import { addDeploymentCommands } from './commands/deployments.js';
 import { addGenericVerbs } from './commands/generic.js';
 import { addCreateCommand } from './commands/jobs.js';
@@ -124,6 +125,7 @@ export function buildProgram(): Command {
   addGenericVerbs(program);
   addResourceCommands(program);
   addDeploymentCommands(program);
+  addBillingCommand(program);
   return program;
 }
 
