@@ -184,7 +184,7 @@ export interface HostActivities {
   /** Starts an rlorTrainerJob's pod; resolves with its gRPC address once it serves. */
   launchTrainerJob(spec: TrainerJobSpec): Promise<string>;
   /** Watches the pod until it exits (heartbeating); cancelled: stops it. */
-  superviseTrainer(podJobId: string): Promise<TrainerExit>;
+  superviseTrainer(spec: TrainerJobSpec): Promise<TrainerExit>;
 }
 
 /** Application failure types the workflows treat specially. */

@@ -86,6 +86,18 @@ describe('managed RFT job workflow', () => {
       .map((l) => JSON.parse(l) as { score: number; reason: string; snapshot: string });
     expect(rollouts).toHaveLength(12);
     expect(rollouts.every((r) => r.reason === 'prefix' && r.snapshot)).toBe(true);
+    const tokens = (
+      await platform.store.listUsage('acme', {
+        startTime: '2020-01-01T00:00:00Z',
+        endTime: '2100-01-01T00:00:00Z',
+      })
+    ).filter(
+      (u) => u.source === workflowIdOf(ref) && u.usageType === 'TEXT_COMPLETION_INFERENCE_USAGE',
+    );
+    expect(tokens).toHaveLength(2);
+    expect(tokens.every((u) => (u.promptTokens ?? 0) > 0 && (u.completionTokens ?? 0) > 0)).toBe(
+      true,
+    );
     const model = await platform.store.get<Record<string, unknown>>('models', 'acme', 'rft-polite');
     expect(model?.body).toMatchObject({ kind: 'HF_PEFT_ADDON' });
     // The rollout deployment is gone with the trainer.

@@ -104,5 +104,14 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     const done = await waitForState(ref, 'JOB_STATE_COMPLETED', 30_000);
     expect((done.status as { message: string }).message).toMatch(/inactivity/);
     await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    const usage = (
+      await platform.store.listUsage('acme', {
+        startTime: '2020-01-01T00:00:00Z',
+        endTime: '2100-01-01T00:00:00Z',
+      })
+    ).filter((u) => u.source === workflowIdOf(ref));
+    expect(usage).toHaveLength(1);
+    expect(usage[0]).toMatchObject({ usageType: 'TRAINER_USAGE', acceleratorType: 'CPU' });
+    expect(usage[0]!.acceleratorSeconds!).toBeGreaterThan(1);
   }, 60_000);
 });

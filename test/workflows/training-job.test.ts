@@ -92,6 +92,18 @@ describe('managed SFT job workflow', () => {
     );
     expect(model?.body).toMatchObject({ kind: 'HF_BASE_MODEL', state: 'READY' });
     uninterrupted = await modelWeights('sft-plain-model');
+    // Metered for the billing export: trainer time of the job's segments.
+    const usage = (
+      await platform.store.listUsage('acme', {
+        startTime: '2020-01-01T00:00:00Z',
+        endTime: '2100-01-01T00:00:00Z',
+      })
+    ).filter((u) => u.source === workflowIdOf(ref));
+    expect(usage.length).toBeGreaterThan(0);
+    expect(
+      usage.every((u) => u.usageType === 'FINE_TUNING_USAGE' && u.acceleratorType === 'CPU'),
+    ).toBe(true);
+    expect(usage[0]!.parameterCount).toBe(3_021_568);
     // Pods are stopped at the end.
     const pods = await platform.launcher.list();
     expect(pods.filter((p) => p.state === 'running')).toEqual([]);

@@ -32,6 +32,7 @@ import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './j
 import { resolveModel } from './models.js';
 import type { RolloutTracer } from './remote-rollouts.js';
 import { buildRftData, type RftData, runRftStep } from './rft.js';
+import { recordRolloutTokens, recordTrainingUsage, TRAINER_USAGE } from './usage.js';
 
 export interface HostDeps {
   store: Store;
@@ -272,9 +273,19 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     const { plan } = input;
     const s = await session(plan, input.trainer);
     if (input.restoreFrom) await s.client.loadStateWithOptimizer(input.restoreFrom);
+    const start = new Date();
     const result = plan.rft
       ? await runRftSegment(input, { ...plan, rft: plan.rft }, s)
       : await runSupervisedSegment(input, s);
+    await recordTrainingUsage(deps.store, {
+      id: `${plan.jobName}/${input.trainer.podJobId}/steps-${input.fromStep}-${result.step}`,
+      account: plan.account,
+      source: plan.jobName,
+      baseModel: plan.baseModel,
+      modelDir: (await modelSource(plan)).baseDir,
+      start,
+      end: new Date(),
+    });
     if (input.save && !result.earlyStop) {
       result.checkpoint = (await s.client.saveState(`step-${result.step}`)).path;
       await updateJob(plan, {
@@ -310,7 +321,8 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       const remote = plan.rft.remoteServerUrl
         ? { tracer: deps.tracer, gatewayUrl: rolloutGateway(plan, s) }
         : null;
-      const { values, rollouts } = await runRftStep(
+      const rolloutStart = new Date();
+      const { values, rollouts, tokens } = await runRftStep(
         {
           plan,
           data,
@@ -324,6 +336,16 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         step,
       );
       lastLoss = values['loss:mean'];
+      await recordRolloutTokens(deps.store, {
+        id: `${plan.jobName}/${input.trainer.podJobId}/rollouts-${step + 1}`,
+        account: plan.account,
+        source: plan.jobName,
+        baseModel: plan.baseModel,
+        start: rolloutStart,
+        end: new Date(),
+        promptTokens: tokens.prompt,
+        completionTokens: tokens.completion,
+      });
       await deps.artifacts.put(
         `${plan.jobName}/rollouts/step-${String(step + 1).padStart(6, '0')}.jsonl`,
         rollouts.map((r) => JSON.stringify(r)).join('\n'),
@@ -446,12 +468,31 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     });
   }
 
-  async function superviseTrainer(jobId: string): Promise<TrainerExit> {
+  async function superviseTrainer(spec: TrainerJobSpec): Promise<TrainerExit> {
     const ctx = Context.current();
+    const jobId = spec.jobId;
+    const start = new Date();
+    const meter = async () => {
+      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
+      await recordTrainingUsage(
+        deps.store,
+        {
+          id: `${spec.jobName}/${ctx.info.workflowExecution?.runId ?? start.toISOString()}/pod`,
+          account: spec.account,
+          source: spec.jobName,
+          baseModel: spec.baseModel,
+          modelDir: model.dir,
+          start: new Date((await deps.launcher.get(jobId))?.createdAt ?? start),
+          end: new Date(),
+        },
+        TRAINER_USAGE,
+      );
+    };
     for (;;) {
       const info = await deps.launcher.get(jobId);
       if (!info) return { kind: 'lost', reason: 'the trainer pod is unknown on its host' };
       if (info.state === 'stopped' || info.state === 'failed') {
+        await meter();
         const stopped =
           info.state === 'stopped' && /inactivity|requested|SIGTERM/i.test(info.reason ?? '');
         return { kind: stopped ? 'stopped' : 'lost', reason: info.reason ?? info.state };
@@ -462,6 +503,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       } catch (error) {
         // Cancelled (the job was deleted): the pod goes with it.
         await deps.launcher.stop(jobId).catch(() => undefined);
+        await meter().catch(() => undefined);
         throw error;
       }
     }

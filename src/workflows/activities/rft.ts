@@ -297,5 +297,13 @@ export async function runRftStep(ctx: RftStepContext, step: number) {
       snapshot: c?.snapshotIdentity ?? null,
     })),
   );
-  return { values, rollouts };
+  let promptTokens = 0;
+  let completionTokens = 0;
+  for (const g of groups)
+    for (const c of g.samples)
+      if (c) {
+        promptTokens += c.promptLen;
+        completionTokens += c.fullTokens.length - c.promptLen;
+      }
+  return { values, rollouts, tokens: { prompt: promptTokens, completion: completionTokens } };
 }

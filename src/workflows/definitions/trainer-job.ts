@@ -40,7 +40,7 @@ export async function trainerJobWorkflow(
     });
     let exit: TrainerExit;
     try {
-      exit = await host(hostQueue, settings).superviseTrainer(spec.jobId);
+      exit = await host(hostQueue, settings).superviseTrainer(spec);
     } catch (error) {
       if (isCancellation(error)) throw error;
       exit = { kind: 'lost', reason: 'the trainer host stopped responding' };
