@@ -70,10 +70,10 @@ export async function waitForJob(
     if (!bar && total > 0) bar = createProgress(kind.label, total, out);
     bar?.update(step, {
       [metric.label]: value === undefined || value === null ? '-' : value.toFixed(4),
-      state: short(job.state),
     });
     if (FINAL_STATES.includes(job.state)) {
       bar?.stop();
+      if (bar) out.write(`${name}: ${short(job.state)}\n`);
       return job;
     }
     await new Promise((r) => setTimeout(r, opts.pollMs ?? 500));
