@@ -107,6 +107,8 @@ export interface SegmentResult {
   step: number;
   /** The resumable checkpoint saved at `step`, if one was. */
   checkpoint: string | null;
+  /** The servable (promotable) export saved with it: what a cancelled job keeps as its model. */
+  samplerCheckpoint?: string | null;
   /** Mean loss of the segment's last step. */
   lastLoss: number | null;
   /** RFT: every rollout of a full epoch scored the same; the job stops early. */

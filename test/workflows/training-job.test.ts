@@ -149,13 +149,25 @@ describe('managed SFT job workflow', () => {
   it('cancel stops the pod and keeps the last checkpoint', async () => {
     const ref = await createSftJob('sft-cancel', { epochs: 3 });
     await platform.orchestrator.start(ref);
-    await waitFor('a checkpoint', async () =>
-      (await body(ref)).lastCheckpoint ? true : undefined,
-    );
+    // A second checkpoint means the workflow has taken in the first one's weights.
+    await waitFor('two checkpoints', async () => {
+      const cp = (await body(ref)).lastCheckpoint as { step: number } | undefined;
+      return cp && cp.step >= 4 ? true : undefined;
+    });
     await platform.orchestrator.cancel(ref);
     await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
     const job = await body(ref);
     expect(job.state).toBe('JOB_STATE_CANCELLED');
+    // The weights at the last checkpoint are kept as the output model.
+    expect(job.outputModel).toBe('accounts/acme/models/sft-cancel-model');
+    expect(job.outputModelStep).toBeGreaterThanOrEqual(2);
+    expect(job.outputModelStep).toBeLessThanOrEqual((job.lastCheckpoint as { step: number }).step);
+    const model = await platform.store.get<Record<string, unknown>>(
+      'models',
+      'acme',
+      'sft-cancel-model',
+    );
+    expect(model?.body).toMatchObject({ kind: 'HF_BASE_MODEL', state: 'READY' });
     const cp = job.lastCheckpoint as { checkpoint: string };
     const files = await platform.checkpoints.list(
       `${cp.checkpoint.replace(/^accounts/, 'accounts')}/`,

@@ -73,8 +73,11 @@ export async function trainingJobWorkflow(
   settings: WorkflowSettings = {},
 ): Promise<TrainingJobResult> {
   let trainer: TrainerHandle | undefined;
+  let plan: TrainingPlan | undefined;
+  // The servable export of the newest checkpoint: a cancelled job's model.
+  let lastWeights: { checkpoint: string; step: number } | null = null;
   try {
-    const plan = await control.prepareTrainingJob(ref);
+    plan = await control.prepareTrainingJob(ref);
     // The newest resumable checkpoint and the step it was saved at.
     let checkpoint: string | null = plan.resumeFrom?.checkpoint ?? null;
     let checkpointAt = plan.resumeFrom?.step ?? 0;
@@ -108,6 +111,8 @@ export async function trainingJobWorkflow(
             checkpoint = result.checkpoint;
             checkpointAt = result.step;
           }
+          if (result.samplerCheckpoint)
+            lastWeights = { checkpoint: result.samplerCheckpoint, step: result.step };
         }
         const finalWeights = await host.exportFinalWeights({ plan, trainer });
         const model = await control.promoteCheckpoint({
@@ -153,7 +158,10 @@ export async function trainingJobWorkflow(
     await CancellationScope.nonCancellable(async () => {
       if (trainer) await stopQuietly(trainer, settings);
       if (isCancellation(error)) {
-        await control.setJobStatus(ref, { state: 'JOB_STATE_CANCELLED' });
+        await control.setJobStatus(ref, {
+          state: 'JOB_STATE_CANCELLED',
+          fields: await keepLastWeights(plan, lastWeights),
+        });
       } else {
         await control.setJobStatus(ref, {
           state: 'JOB_STATE_FAILED',
@@ -162,6 +170,27 @@ export async function trainingJobWorkflow(
       }
     });
     throw error;
+  }
+}
+
+/** Promotes the last checkpoint's weights to the output model (cancelled jobs keep them). */
+async function keepLastWeights(
+  plan: TrainingPlan | undefined,
+  weights: { checkpoint: string; step: number } | null,
+): Promise<Record<string, unknown>> {
+  if (!plan || !weights) return {};
+  try {
+    const model = await control.promoteCheckpoint({
+      account: plan.account,
+      checkpoint: weights.checkpoint,
+      outputModelId: plan.outputModelId,
+      baseModel: plan.baseModel,
+      sourceJob: plan.jobName,
+    });
+    return { outputModel: model.name, outputModelStep: weights.step };
+  } catch (error) {
+    log.warn('could not keep the last checkpoint as a model', { error: String(error) });
+    return {};
   }
 }
 
