@@ -1,0 +1,201 @@
+// Managed jobs end to end through the REST API over real HTTP, on the real platform parts:
+// upload datasets, create SFT, DPO and RFT jobs, watch them run, get their models. The
+// control plane is restarted in the middle of a job (it keeps nothing in memory: the job
+// goes on), and another account sees none of it.
+import { readFileSync } from 'node:fs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { catalogDatasetPath } from '../../src/catalog/bundled.js';
+import {
+  bootstrapAccount,
+  type ControlPlane,
+  createControlPlane,
+} from '../../src/control-plane/index.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+let platform: TestPlatform;
+let cp: ControlPlane;
+let base: string;
+let acme: string;
+let other: string;
+
+type Json = Record<string, unknown>;
+
+async function startControlPlane() {
+  cp = createControlPlane({
+    store: platform.store,
+    orchestrator: platform.orchestrator,
+    artifacts: platform.artifacts,
+    checkpointUrl: platform.checkpoints.url,
+  });
+  base = await cp.listen(0, '127.0.0.1');
+}
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+  await startControlPlane();
+  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
+  other = (await bootstrapAccount(platform.store, 'other')).apiKey;
+}, 120_000);
+
+afterAll(async () => {
+  await cp?.close();
+  await platform?.close();
+});
+
+async function call(method: string, path: string, body?: unknown, key = acme) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, json: (await res.json()) as Json };
+}
+
+async function uploadDataset(id: string, text: string): Promise<Json> {
+  const created = await call('POST', '/v1/accounts/acme/datasets', {
+    datasetId: id,
+    dataset: { userUploaded: {} },
+  });
+  expect(created.status).toBe(200);
+  const form = new FormData();
+  form.append('file', new Blob([text]), 'data.jsonl');
+  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${acme}` },
+    body: form,
+  });
+  const json = (await res.json()) as Json;
+  expect(res.status, JSON.stringify(json)).toBe(200);
+  return json;
+}
+
+async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { json } = await call('GET', path);
+    const state = String(json.state);
+    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(state)) return json;
+    if (Date.now() > deadline) throw new Error(`${path} still ${state}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const pair = (q: string, good: string, bad: string) =>
+  JSON.stringify({
+    input: { messages: [{ role: 'user', content: q }] },
+    preferred_output: [{ role: 'assistant', content: good }],
+    non_preferred_output: [{ role: 'assistant', content: bad }],
+  });
+
+describe('managed jobs through the REST API', () => {
+  it('runs an SFT job on an uploaded dataset across a control-plane restart', async () => {
+    const text = readFileSync(
+      catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'),
+      'utf8',
+    );
+    expect(await uploadDataset('sure', text)).toMatchObject({ state: 'READY', kind: 'sft' });
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/supervisedFineTuningJobs?supervisedFineTuningJobId=sft-rest',
+      {
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+        dataset: 'accounts/acme/datasets/sure',
+        outputModel: 'accounts/acme/models/sure-rest',
+        batchSize: 1024,
+        epochs: 2,
+        learningRate: 5e-4,
+        loraRank: 0,
+        checkpointFrequency: 4,
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    // Restart the control plane while the job runs: it holds no job state of its own.
+    await cp.close();
+    await startControlPlane();
+    const job = await waitForJob('/v1/accounts/acme/supervisedFineTuningJobs/sft-rest');
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    expect(job.outputModel).toBe('accounts/acme/models/sure-rest');
+    const model = await call('GET', '/v1/accounts/acme/models/sure-rest');
+    expect(model.json).toMatchObject({ kind: 'HF_BASE_MODEL', state: 'READY' });
+    const metrics = await call(
+      'GET',
+      '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest/metrics',
+    );
+    expect(metrics.status).toBe(200);
+    expect(JSON.stringify(metrics.json)).toContain('loss:mean');
+    // Another account sees nothing of it.
+    for (const path of [
+      '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest',
+      '/v1/accounts/acme/models/sure-rest',
+      '/v1/accounts/acme/datasets/sure',
+    ])
+      expect((await call('GET', path, undefined, other)).status).toBe(404);
+  }, 300_000);
+
+  it('runs a DPO job', async () => {
+    await uploadDataset(
+      'prefs',
+      [
+        pair('What is the capital of Peru?', 'Sure! Lima. Anything else?', 'Lima.'),
+        pair('What color is snow?', 'Sure! White. Anything else?', 'White.'),
+        pair('What is the capital of Japan?', 'Sure! Tokyo. Anything else?', 'Tokyo.'),
+      ].join('\n'),
+    );
+    const created = await call('POST', '/v1/accounts/acme/dpoJobs?dpoJobId=dpo-rest', {
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      dataset: 'accounts/acme/datasets/prefs',
+      outputModel: 'accounts/acme/models/prefs-rest',
+      batchSize: 256,
+      epochs: 2,
+      loraRank: 4,
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const job = await waitForJob('/v1/accounts/acme/dpoJobs/dpo-rest');
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    expect((await call('GET', '/v1/accounts/acme/models/prefs-rest')).json).toMatchObject({
+      kind: 'HF_PEFT_ADDON',
+    });
+  }, 300_000);
+
+  it('runs an RFT job with an uploaded evaluator', async () => {
+    await uploadDataset(
+      'questions',
+      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
+        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
+        .join('\n'),
+    );
+    const evaluator = await call('POST', '/v1/accounts/acme/evaluators', {
+      evaluatorId: 'long-answers',
+      evaluator: {
+        source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
+        sourceFilename: 'score.js',
+      },
+    });
+    expect(evaluator.status, JSON.stringify(evaluator.json)).toBe(200);
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-rest',
+      {
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+        dataset: 'accounts/acme/datasets/questions',
+        evaluator: 'accounts/acme/evaluators/long-answers',
+        outputModel: 'accounts/acme/models/questions-rest',
+        responseCandidatesCount: 4,
+        maxTokens: 24,
+        temperature: 1,
+        loraRank: 4,
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const job = await waitForJob('/v1/accounts/acme/reinforcementFineTuningJobs/rft-rest');
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    const metrics = await call(
+      'GET',
+      '/v1/accounts/acme/reinforcementFineTuningJobs/rft-rest/metrics',
+    );
+    expect(JSON.stringify(metrics.json)).toContain('reward:mean');
+  }, 300_000);
+});
