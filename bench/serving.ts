@@ -16,7 +16,11 @@
 //   temperature 1, no EOS stop (ignore_eos), median over reps.
 // - hot-load: signal → every replica serves the identity (status polled every 5 ms) for a
 //   full fp32 snapshot and for an arc_v2 delta of a "training step" (a tenth of each tensor's
-//   entries moved) against it; median over reps.
+//   entries moved) against it; median over reps. Both are the replica's real loads from the
+//   file:// bucket (files just written, so in the page cache): a full load reads every file,
+//   a delta reads the delta files and decodes them against the held snapshot; with weights
+//   as initializers (the default) each then builds its session. The replica's own phases
+//   (fetch+decode, build, swap; from the ledger) are printed beside the totals.
 // - logprob MAE: echoed prompt logprobs from the deployment vs TransformerModel.forward on the
 //   same tokens, on the base weights and again after the delta hot-load (max reported).
 //
@@ -39,7 +43,7 @@ import {
   type TensorMap,
 } from '../src/checkpoints/safetensors.js';
 import { DeploymentRegistry } from '../src/deployments/index.js';
-import { countParameters, type ModelConfig, toHfConfig } from '../src/engine/config.js';
+import { countParameters, toHfConfig } from '../src/engine/config.js';
 import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { HotLoadClient } from '../src/sdk/deployment-sampler.js';
@@ -113,6 +117,7 @@ interface ModelResult {
   ort_decode_server_tok_s: number;
   hotload_full_ms: number;
   hotload_delta_ms: number;
+  hotload_phases_ms: { full: Phase; delta: Phase };
   full_mb: number;
   delta_mb: number;
   logprob_mae: number;
@@ -264,6 +269,7 @@ async function benchModel(
     };
     const fullMs: number[] = [];
     const deltaMs: number[] = [];
+    const phases = { full: [] as Phase[], delta: [] as Phase[] };
     let last: TensorMap = base;
     let fullBytes = 0;
     let deltaBytes = 0;
@@ -285,6 +291,8 @@ async function benchModel(
       deltaBytes = await dirBytes(join(bucket, deltaId));
       fullMs.push(await timeLoad(fullId));
       deltaMs.push(await timeLoad(deltaId, fullId));
+      phases.full.push(await loadPhases(url, d.name, headers, fullId));
+      phases.delta.push(await loadPhases(url, d.name, headers, deltaId));
       last = step;
       await rm(staging, { recursive: true, force: true });
     }
@@ -292,6 +300,10 @@ async function benchModel(
     const hotload_delta_ms = settle(`${name} hot-load delta`, deltaMs);
     log(
       `hot-load: full ${round(hotload_full_ms)} ms (${round(fullBytes / 1e6, 2)} MB), arc_v2 delta ${round(hotload_delta_ms)} ms (${round(deltaBytes / 1e6, 2)} MB); delta/full ${round(hotload_delta_ms / hotload_full_ms, 3)}`,
+    );
+    const hotload_phases_ms = { full: medianPhase(phases.full), delta: medianPhase(phases.delta) };
+    log(
+      `  replica phases (median ms): full ${JSON.stringify(hotload_phases_ms.full)}, delta ${JSON.stringify(hotload_phases_ms.delta)}`,
     );
     const maeDelta = await lpMae(last, `delta-${REPS - 1}`);
     log(
@@ -308,6 +320,7 @@ async function benchModel(
       ort_decode_server_tok_s: round(ort_decode_server_tok_s),
       hotload_full_ms: round(hotload_full_ms),
       hotload_delta_ms: round(hotload_delta_ms),
+      hotload_phases_ms,
       full_mb: round(fullBytes / 1e6, 2),
       delta_mb: round(deltaBytes / 1e6, 2),
       logprob_mae: Math.max(maeBase, maeDelta),
@@ -316,6 +329,29 @@ async function benchModel(
     await registry.close();
     await rm(tmp, { recursive: true, force: true });
   }
+}
+
+/** A replica's phases of one load (ms), from the deployment's ledger. */
+type Phase = { fetch: number; build: number; swap: number };
+
+async function loadPhases(
+  url: string,
+  deployment: string,
+  headers: Record<string, string>,
+  identity: string,
+): Promise<Phase> {
+  const res = await fetch(`${url}/v1/${deployment}/ledger`, { headers });
+  const ledger = (await res.json()) as {
+    snapshots: { identity: string; replicas: { timing_ms: Phase | null }[] }[];
+  };
+  const timing = ledger.snapshots.find((s) => s.identity === identity)?.replicas[0]?.timing_ms;
+  if (!timing) throw new Error(`the ledger has no timing for ${identity}`);
+  return timing;
+}
+
+function medianPhase(xs: Phase[]): Phase {
+  const pick = (k: keyof Phase) => round(median(xs.map((x) => x[k])));
+  return { fetch: pick('fetch'), build: pick('build'), swap: pick('swap') };
 }
 
 async function dirBytes(dir: string): Promise<number> {

@@ -484,10 +484,11 @@ export class ReplicaRuntime {
 
   private async load(sig: LoadSignal, rec: LoadRecord): Promise<void> {
     this.stageIdentity = sig.identity;
+    let next: HeldSnapshot | null = null;
     try {
       this.stage = 'downloading';
       const t0 = performance.now();
-      const next = await readSnapshot(
+      next = await readSnapshot(
         this.opts.openSnapshot(sig.identity),
         sig.identity,
         sig.incremental_snapshot_metadata,
@@ -546,6 +547,8 @@ export class ReplicaRuntime {
       this.stageError = null;
     } catch (err) {
       this.draining = false;
+      // a snapshot decoded but refused later (config, session) returns its buffers
+      if (next && next !== this.held) this.spare.give(this.ownBuffers(next, this.held));
       rec.error = (err as Error).message;
       this.log.warn(
         { identity: sig.identity, kind: rec.kind, error: rec.error },
@@ -573,7 +576,12 @@ export class ReplicaRuntime {
    * them) and files the new snapshot carries over are kept.
    */
   private retire(old: HeldSnapshot, next: HeldSnapshot): void {
-    const keep = new Set([...next.files.values(), ...this.opts.baseWeights.files.values()]);
-    this.spare.keep([...old.files.values()].filter((b) => !keep.has(b)));
+    this.spare.keep(this.ownBuffers(old, next));
+  }
+
+  /** The buffers of `snap` that neither `other` nor the base model holds. */
+  private ownBuffers(snap: HeldSnapshot, other: HeldSnapshot): Buffer[] {
+    const keep = new Set([...other.files.values(), ...this.opts.baseWeights.files.values()]);
+    return [...snap.files.values()].filter((b) => !keep.has(b));
   }
 }
