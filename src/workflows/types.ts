@@ -53,6 +53,8 @@ export interface TrainingPlan {
   warmStartFrom: string | null;
   /** accounts/{a}/datasets/{id} */
   dataset: string;
+  /** SFT: held-out dataset; null = carve a split out of `dataset`. */
+  evaluationDataset: string | null;
   outputModelId: string;
   loraRank: number;
   maxContextLength: number;

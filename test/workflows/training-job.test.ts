@@ -83,6 +83,16 @@ describe('managed SFT job workflow', () => {
     expect(metrics.map((m) => m.step)).toEqual(
       Array.from({ length: progress.totalSteps }, (_, i) => i + 1),
     );
+    // No evaluation dataset: 10% of the rows are held out and scored at the end.
+    expect(job.evaluationExampleCount).toBe(12);
+    expect(job.exampleCount).toBe(116);
+    expect(metrics.at(-1)!.values['eval_loss:mean']).toBeGreaterThan(0);
+    const samples = (await platform.artifacts.get(`${workflowIdOf(ref)}/render-samples.jsonl`))
+      .toString()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(samples).toHaveLength(20);
+    expect(samples[0]).toMatchObject({ source_jsonl_line_number: 1, renderer: 'simple' });
     const losses = metrics.map((m) => m.values['loss:mean'] as number);
     expect(losses.at(-1)!).toBeLessThan(losses[0]!);
     const model = await platform.store.get<Record<string, unknown>>(

@@ -10,6 +10,8 @@ import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
 import { RFT_DEFAULTS } from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
+import { parseDataset, renderSamples } from '../../datasets/index.js';
+import type { Renderer } from '../../tokenizers/index.js';
 import { parseDuration } from '../../trainer/duration.js';
 import type {
   ControlActivities,
@@ -126,6 +128,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       throw invalid(`Evaluator '${rft.evaluator.split('/').pop()}' not found in account`);
     const modelName = (body.warmStartFrom ?? body.baseModel)!;
     let plan: TrainingPlan;
+    let evaluationExamples = 0;
     try {
       const model = await resolveModel(modelName, deps.checkpoints.url);
       const baseDir = model.adapter?.baseDir ?? model.dir;
@@ -139,6 +142,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         baseModel: model.adapter?.baseModel ?? modelName,
         warmStartFrom: body.warmStartFrom ?? null,
         dataset: body.dataset,
+        evaluationDataset: body.evaluationDataset ?? null,
         outputModelId: (body.outputModel ?? ref.id).split('/').pop()!,
         loraRank,
         maxContextLength,
@@ -164,9 +168,14 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.prompts.length;
       } else {
-        const data = cachedJobData(plan.jobName, plan, text, renderer);
+        const evalText = plan.evaluationDataset
+          ? await readDatasetText(plan.evaluationDataset, deps.artifacts)
+          : null;
+        const data = cachedJobData(plan.jobName, plan, text, renderer, evalText);
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.units.length;
+        evaluationExamples = data.eval.length;
+        if (plan.method === 'sft') await keepRenderSamples(plan, text, renderer);
       }
     } catch (error) {
       if (error instanceof ApplicationFailure) throw error;
@@ -177,10 +186,21 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       fields: {
         jobProgress: { step: 0, totalSteps: plan.totalSteps, percent: 0 },
         exampleCount: plan.exampleCount,
+        evaluationExampleCount: evaluationExamples,
         startTime: new Date().toISOString(),
       },
     });
     return plan;
+  }
+
+  /** Up to 20 rendered records (tokens, weights, targets) for users to check the rendering. */
+  async function keepRenderSamples(plan: TrainingPlan, text: string, renderer: Renderer) {
+    const rows = parseDataset('sft', text).rows;
+    const samples = renderSamples(rows, renderer, { maxContextLength: plan.maxContextLength });
+    await deps.artifacts.put(
+      `${plan.jobName}/render-samples.jsonl`,
+      samples.map((r) => JSON.stringify(r)).join('\n'),
+    );
   }
 
   async function promote(input: PromoteInput): Promise<ModelSummary> {

@@ -175,7 +175,10 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return cached(data, plan.jobName, async () => {
       const { baseDir } = await modelSource(plan);
       const text = await readDatasetText(plan.dataset, deps.artifacts);
-      return cachedJobData(plan.jobName, plan, text, await modelRenderer(baseDir));
+      const evalText = plan.evaluationDataset
+        ? await readDatasetText(plan.evaluationDataset, deps.artifacts)
+        : null;
+      return cachedJobData(plan.jobName, plan, text, await modelRenderer(baseDir), evalText);
     });
   }
 
@@ -400,8 +403,16 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     let flushedAt = Date.now();
     for (let step = input.fromStep; step < input.toStep; step++) {
       if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-      const values = await trainStep(plan, s.client, job.steps[step]!, step);
+      const values: Record<string, number> = await trainStep(
+        plan,
+        s.client,
+        job.steps[step]!,
+        step,
+      );
       lastLoss = values['loss:mean']!;
+      // The held-out loss at the end of every segment (checkpoint boundaries and the end).
+      if (step + 1 === input.toStep && job.eval.length > 0)
+        values['eval_loss:mean'] = await evalLoss(plan, s.client, job.eval);
       rows.push({ step: step + 1, values, time: new Date().toISOString() });
       ctx.heartbeat({ step: step + 1 });
       if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
@@ -410,6 +421,25 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       }
     }
     return { step: input.toStep, checkpoint: null, lastLoss };
+  }
+
+  /** Token-mean cross-entropy of the held-out datums, in micro-batches of the job's size. */
+  async function evalLoss(plan: TrainingPlan, client: TrainingClient, datums: TrainingDatum[]) {
+    let loss = 0;
+    let tokens = 0;
+    for (let i = 0; i < datums.length; ) {
+      const batch: TrainingDatum[] = [];
+      let size = 0;
+      while (i < datums.length && (batch.length === 0 || size < plan.batchTokens)) {
+        const d = datums[i++]!;
+        size += (d.modelInput as readonly number[]).length;
+        batch.push(d);
+      }
+      const out = await client.forward(batch, 'cross_entropy');
+      loss += out.metrics['loss:sum'] ?? 0;
+      tokens += weightSum(batch);
+    }
+    return loss / Math.max(tokens, 1);
   }
 
   /** Metrics and progress to the store, so `get` and `--wait` see the job move. */

@@ -8,7 +8,14 @@
 import { readFile } from 'node:fs/promises';
 import { CATALOG_ACCOUNT, catalogDatasetPath } from '../../catalog/bundled.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
-import { dpoPairs, parseDataset, planSteps, type Sized, sftDatums } from '../../datasets/index.js';
+import {
+  carveEvalSplit,
+  dpoPairs,
+  parseDataset,
+  planSteps,
+  type Sized,
+  sftDatums,
+} from '../../datasets/index.js';
 import type { TrainingDatum } from '../../sdk/types.js';
 import { toTrainingDatum } from '../../sdk/types.js';
 import { getRenderer, type Renderer } from '../../tokenizers/index.js';
@@ -23,6 +30,8 @@ export interface JobData {
   units: TrainingDatum[][];
   /** The same datum objects, arranged per optimizer step. */
   steps: StepBatches[];
+  /** Held-out datums (SFT): evaluated at every segment end. */
+  eval: TrainingDatum[];
 }
 
 /** The dataset's JSONL: bundled datasets from the repository, uploaded ones from artifacts. */
@@ -42,28 +51,54 @@ type DataPlan = Pick<
   'method' | 'maxContextLength' | 'epochs' | 'seed' | 'batchTokens' | 'gradientAccumulationSteps'
 >;
 
+interface Rendered {
+  /** One datum (SFT) or a [chosen, rejected] pair (DPO) per unit. */
+  units: TrainingDatum[][];
+  sizes: Sized[];
+  /** The source row of each unit (unrolled conversations give several units per row). */
+  rowOf: number[];
+  rowCount: number;
+}
+
 /** Validated, rendered units and their sizes for packing. */
-function renderUnits(plan: DataPlan, text: string, renderer: Renderer) {
+function renderUnits(plan: DataPlan, text: string, renderer: Renderer): Rendered {
   const opts = { maxContextLength: plan.maxContextLength };
   if (plan.method === 'sft') {
-    const examples = sftDatums(parseDataset('sft', text).rows, renderer, opts);
+    const rows = parseDataset('sft', text).rows;
+    const examples = sftDatums(rows, renderer, opts);
     return {
       units: examples.map((e) => [toTrainingDatum(e.datum)]),
       sizes: examples as Sized[],
+      rowOf: examples.map((e) => e.rowIndex),
+      rowCount: rows.length,
     };
   }
-  const pairs = dpoPairs(parseDataset('dpo', text).rows, renderer, opts);
+  const rows = parseDataset('dpo', text).rows;
+  const pairs = dpoPairs(rows, renderer, opts);
   return {
     units: pairs.map((p) => [toTrainingDatum(p.chosen), toTrainingDatum(p.rejected)]),
     sizes: pairs as Sized[],
+    rowOf: pairs.map((p) => p.rowIndex),
+    rowCount: rows.length,
   };
 }
 
 /**
- * Units packed into micro-batches of `batchTokens` (per epoch, seeded order), then
- * `gradientAccumulationSteps` consecutive micro-batches per optimizer step. Throws the
- * dataset's DatasetValidationError (with its line number) on bad data.
+ * SFT's held-out set: the evaluation dataset when the job names one, else rows carved out of
+ * the training set (src/datasets carveEvalSplit, seeded by the job). DPO jobs are not
+ * evaluated here and keep every row for training.
  */
+function splitEval(plan: DataPlan, train: Rendered, evalSet: Rendered | null) {
+  const all = train.units.map((_, i) => i);
+  if (plan.method !== 'sft') return { keep: all, evalUnits: [] as TrainingDatum[][] };
+  if (evalSet) return { keep: all, evalUnits: evalSet.units };
+  const held = new Set(carveEvalSplit(train.rowCount, { seed: plan.seed }).eval);
+  return {
+    keep: all.filter((i) => !held.has(train.rowOf[i]!)),
+    evalUnits: all.filter((i) => held.has(train.rowOf[i]!)).map((i) => train.units[i]!),
+  };
+}
+
 const built = new Map<string, JobData>();
 
 /**
@@ -75,27 +110,40 @@ export function cachedJobData(
   plan: DataPlan,
   text: string,
   renderer: Renderer,
+  evalText: string | null = null,
 ): JobData {
-  const full = `${key}|${JSON.stringify([plan.method, plan.maxContextLength, plan.epochs, plan.seed, plan.batchTokens, plan.gradientAccumulationSteps])}`;
+  const full = `${key}|${JSON.stringify([plan.method, plan.maxContextLength, plan.epochs, plan.seed, plan.batchTokens, plan.gradientAccumulationSteps, evalText !== null])}`;
   let data = built.get(full);
   if (!data) {
-    data = buildJobData(plan, text, renderer);
+    data = buildJobData(plan, text, renderer, evalText);
     if (built.size >= 16) built.delete(built.keys().next().value!);
     built.set(full, data);
   }
   return data;
 }
 
-export function buildJobData(plan: DataPlan, text: string, renderer: Renderer): JobData {
-  const { units, sizes } = renderUnits(plan, text, renderer);
-  const planned = planSteps(sizes, {
-    epochs: plan.epochs,
-    seed: plan.seed,
-    batchTokens: plan.batchTokens,
-  });
+/**
+ * Units packed into micro-batches of `batchTokens` (per epoch, seeded order), then
+ * `gradientAccumulationSteps` consecutive micro-batches per optimizer step. Throws the
+ * dataset's DatasetValidationError (with its line number) on bad data.
+ */
+export function buildJobData(
+  plan: DataPlan,
+  text: string,
+  renderer: Renderer,
+  evalText: string | null = null,
+): JobData {
+  const train = renderUnits(plan, text, renderer);
+  const evalSet = evalText === null ? null : renderUnits(plan, evalText, renderer);
+  const { keep, evalUnits } = splitEval(plan, train, evalSet);
+  const units = keep.map((i) => train.units[i]!);
+  const planned = planSteps(
+    keep.map((i) => train.sizes[i]!),
+    { epochs: plan.epochs, seed: plan.seed, batchTokens: plan.batchTokens },
+  );
   const micro = planned.steps.map((s) => s.indices.flatMap((i) => units[i]!));
   const steps: StepBatches[] = [];
   const k = plan.gradientAccumulationSteps;
   for (let i = 0; i < micro.length; i += k) steps.push(micro.slice(i, i + k));
-  return { units, steps };
+  return { units, steps, eval: evalUnits.flat() };
 }
