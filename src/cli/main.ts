@@ -1,7 +1,6 @@
 #!/usr/bin/env node
 // The `temper` command.
 import { Command, InvalidArgumentError } from 'commander';
-import { addTrainerCommand } from '../trainer/cli.js';
 import { addBillingCommand } from './billing-command.js';
 import { addDeploymentCommands } from './commands/deployments.js';
 import { addGenericVerbs } from './commands/generic.js';
@@ -35,7 +34,18 @@ function positiveNumber(value: string): number {
   return n;
 }
 
-export function buildProgram(): Command {
+/**
+ * `temper trainer serve` (src/trainer/cli.ts) loads the gRPC server and the engine; the API
+ * verbs need neither, so it is only loaded when the command line could reach it.
+ */
+async function addTrainerServe(program: Command, argv: string[]): Promise<void> {
+  const command = argv.slice(2).find((a) => !a.startsWith('-'));
+  if (command !== undefined && command !== 'trainer' && command !== 'help') return;
+  const { addTrainerCommand } = await import('../trainer/cli.js');
+  addTrainerCommand(program);
+}
+
+export async function buildProgram(argv: string[] = process.argv): Promise<Command> {
   const program = new Command('temper')
     .description('temper: self-hostable fine-tuning platform')
     .showHelpAfterError();
@@ -115,7 +125,7 @@ export function buildProgram(): Command {
       },
     );
   addModelVerbs(model);
-  addTrainerCommand(program);
+  await addTrainerServe(program, argv);
   addTrainerVerbs(program);
   addWorkerCommand(program);
   addUpCommands(program);
@@ -130,7 +140,7 @@ export function buildProgram(): Command {
 }
 
 buildProgram()
-  .parseAsync(process.argv)
+  .then((program) => program.parseAsync(process.argv))
   .catch((err: unknown) => {
     printError(err);
     process.exit(1);

@@ -5,7 +5,7 @@
  * be pointed elsewhere (PostgreSQL, s3://, a Temporal cluster) by a flag or environment
  * variable, which is the multi-machine shape.
  */
-import { homedir } from 'node:os';
+import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
@@ -74,4 +74,14 @@ export function platformSettings(
 
 function fileUrl(dir: string, sub: string): string {
   return pathToFileURL(join(dir, sub)).href;
+}
+
+/** This machine's worker host id: its host name, made a valid id. */
+export function defaultHostId(): string {
+  return (
+    hostname()
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '') || 'host'
+  );
 }

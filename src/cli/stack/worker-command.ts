@@ -1,7 +1,6 @@
 /** `temper worker`: this machine's worker host, until SIGINT/SIGTERM. */
 import { type Command, InvalidArgumentError } from 'commander';
-import { platformSettings } from './settings.js';
-import { defaultHostId, startWorkerHost } from './worker-host.js';
+import { defaultHostId, platformSettings } from './settings.js';
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -37,6 +36,8 @@ export function addWorkerCommand(program: Command): void {
           ...(opts.temporalAddress ? { temporalAddress: opts.temporalAddress } : {}),
           ...(opts.storeUrl ? { storeUrl: opts.storeUrl } : {}),
         });
+        // Loaded on use: the worker pulls in Temporal and the store, which other verbs skip.
+        const { startWorkerHost } = await import('./worker-host.js');
         const worker = await startWorkerHost(settings, {
           hostId: opts.hostId,
           ...(opts.threads ? { threads: opts.threads } : {}),

@@ -7,7 +7,6 @@
  * another host from their last checkpoint. A host killed outright leaves them to their
  * inactivity timeout.
  */
-import { hostname } from 'node:os';
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { openStore } from '../../control-plane/store/index.js';
@@ -17,7 +16,9 @@ import {
   type TrainerLaunchSpec,
 } from '../../trainer/launcher/index.js';
 import { startTemperWorker, type TemperWorker } from '../../workflows/worker.js';
-import type { PlatformSettings } from './settings.js';
+import { defaultHostId, type PlatformSettings } from './settings.js';
+
+export { defaultHostId };
 
 export interface WorkerHostOptions {
   /** Default: the machine's host name, made a valid id. */
@@ -30,15 +31,6 @@ export interface WorkerHostOptions {
 export interface WorkerHost extends TemperWorker {
   /** Stops the worker, then the pods this host launched, then closes the store. */
   close(): Promise<void>;
-}
-
-export function defaultHostId(): string {
-  return (
-    hostname()
-      .toLowerCase()
-      .replace(/[^a-z0-9-]+/g, '-')
-      .replace(/^-+|-+$/g, '') || 'host'
-  );
 }
 
 /** A launcher that remembers the pods it started, so the host can stop exactly those. */
