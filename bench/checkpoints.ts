@@ -2,6 +2,7 @@
 // fast DCP train-state checkpoints save and load, each next to its anchor, in the same run.
 //
 //   npm run bench:checkpoints [-- --steps 10] [--batch 4] [--seq-len 256] [--quick]
+//                             [--dcp-only] [--rounds N]
 //
 // For the bundled model (byte-lm-3m) and a ~25M-parameter model of the same family:
 // - export the weights as a sampler export would (HF safetensors, bfloat16 — what the
@@ -14,8 +15,12 @@
 //   ("typically 20x+") for its deltas;
 // - delta encode and decode speed in MB/s of full export bytes (25M model, 1-step delta,
 //   best of 3; zstd on the thread pool as snapshot writers run it, one-thread figures beside);
-// - DCP save/load (src/checkpoints/dcp, file:// store with fsync, weights + AdamW moments)
-//   against a plain sequential write (+fsync) / read of the same bytes.
+// - DCP save/load (src/checkpoints/dcp, file:// store with fsync, weights + AdamW moments of
+//   the 25M model as zero-copy engine views, as the trainer saves them) against the same
+//   bytes written by a plain careful writer (one write per tensor, in order, to a temporary
+//   file; fsync; rename into place; fsync of the directory) and read back by readFile. Rounds
+//   interleave the two (alternating which goes first); the ratios are medians of per-round
+//   ratios (`--rounds`, default 9, 5 with --quick; `--dcp-only` runs just this part).
 //
 // Human-readable lines first; the last line of stdout is one JSON object:
 //   {"bench":"checkpoints","delta_ratio_1step":..,"delta_ratio_10step":..,"zstd_ratio":..,
@@ -27,12 +32,12 @@
 // DCP throughput / plain throughput (1.0 = as fast as writing the bytes yourself).
 
 import { mkdtempSync } from 'node:fs';
-import { open, readFile, rm } from 'node:fs/promises';
+import { open, readFile, rename, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
-import { DcpCheckpoints } from '../src/checkpoints/dcp/index.js';
+import { DcpCheckpoints, trainStateTensors } from '../src/checkpoints/dcp/index.js';
 import {
   applyDeltaFile,
   applyDeltaFileAsync,
@@ -42,13 +47,13 @@ import {
 } from '../src/checkpoints/deltas/index.js';
 import { zstdCompress } from '../src/checkpoints/deltas/zstd.js';
 import { openObjectStore } from '../src/checkpoints/object-store/index.js';
-import { serializeSafetensors, type TensorMap } from '../src/checkpoints/safetensors.js';
+import { serializeSafetensors } from '../src/checkpoints/safetensors.js';
 import { pretrainingDocument } from '../src/datasets/synthetic.js';
-import { countParameters, type ModelConfig } from '../src/engine/config.js';
+import { countParameters } from '../src/engine/config.js';
 import { initialWeights } from '../src/engine/init.js';
 import { type Sequence, TransformerModel } from '../src/engine/model.js';
 import { seededRandom } from '../src/util/seeded-random.js';
-import { LLAMA_25M } from './support/common.js';
+import { LLAMA_25M, median } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLED = join(ROOT, 'catalog', 'accounts', 'temper', 'models', 'byte-lm-3m');
@@ -59,6 +64,10 @@ const { values: argv } = parseArgs({
     batch: { type: 'string', default: '4' },
     'seq-len': { type: 'string', default: '256' },
     quick: { type: 'boolean', default: false },
+    /** Only the DCP save/load part (on the ~25M model after one AdamW step). */
+    'dcp-only': { type: 'boolean', default: false },
+    /** Interleaved DCP rounds (default 9, 5 with --quick). */
+    rounds: { type: 'string' },
   },
 });
 const STEPS = Number(argv.steps);
@@ -255,74 +264,139 @@ async function benchModel(name: string, model: TransformerModel): Promise<ModelR
   return r;
 }
 
-/** DCP save/load of weights + AdamW moments against a plain sequential write/read. */
-async function benchDcp(
-  model: TransformerModel,
-): Promise<{ save: number; load: number; bytes: number }> {
+/**
+ * The anchor for DCP save: what a plain careful writer does with the same bytes: write them
+ * sequentially, one write per tensor straight from the engine's memory, into a temporary file
+ * in the target directory, fsync it, rename it into place and fsync the directory (the same
+ * durability and atomicity a committed DCP shard gets).
+ */
+async function plainCarefulWrite(path: string, tensors: readonly Float32Array[]): Promise<void> {
+  const tmp = `${path}.tmp`;
+  const fh = await open(tmp, 'wx');
+  for (const t of tensors) {
+    const bytes = new Uint8Array(t.buffer, t.byteOffset, t.byteLength);
+    for (let at = 0; at < bytes.byteLength; )
+      at += (await fh.write(bytes, at, bytes.byteLength - at)).bytesWritten;
+  }
+  await fh.sync();
+  await fh.close();
+  await rename(tmp, path);
+  const dirHandle = await open(dirname(path), 'r');
+  await dirHandle.sync();
+  await dirHandle.close();
+}
+
+/**
+ * DCP save/load of weights + AdamW moments (zero-copy engine views, as the trainer saves them)
+ * against a plain careful write (plainCarefulWrite) / a plain readFile of the same bytes.
+ * Rounds interleave the two, alternating which goes first; each round gives one ratio and the
+ * result is the median ratio (the machine is shared, so single timings are noisy).
+ */
+async function benchDcp(model: TransformerModel): Promise<DcpResult> {
   const dir = mkdtempSync(join(tmpdir(), 'temper-bench-ckpt-'));
   try {
-    const tensors: TensorMap = new Map();
-    for (const t of model.tensorInfo()) {
-      tensors.set(`weights/${t.name}`, { shape: t.shape, data: model.getTensor(t.name) });
-      const st = model.getOptimizerState(t.name);
-      if (st) {
-        tensors.set(`optim/exp_avg/${t.name}`, { shape: t.shape, data: st.m });
-        tensors.set(`optim/exp_avg_sq/${t.name}`, { shape: t.shape, data: st.v });
-      }
-    }
-    const bytes = [...tensors.values()].reduce((a, t) => a + t.data.byteLength, 0);
+    const tensors = trainStateTensors(model);
+    const views = [...tensors.values()].map((t) => ('data' in t ? t.data : t.read()));
+    const bytes = views.reduce((a, t) => a + t.byteLength, 0);
     const store = await openObjectStore(pathToFileURL(join(dir, 'store')).href);
     const dcp = new DcpCheckpoints(store, { prefix: 'ckpts' });
     const rawPath = join(dir, 'raw.bin');
-    const rawWrite = async () => {
-      const fh = await open(rawPath, 'w');
-      for (const t of tensors.values())
-        await fh.write(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength));
-      await fh.sync();
-      await fh.close();
-    };
-    const rounds = argv.quick ? 1 : 3;
-    const best = { rawW: Infinity, rawR: Infinity, dcpW: Infinity, dcpR: Infinity };
+    const rounds = Number(argv.rounds ?? (argv.quick ? 5 : 9));
+    const runs: { rawW: number; rawR: number; dcpW: number; dcpR: number }[] = [];
     for (let i = 0; i < rounds; i++) {
-      await rm(rawPath, { force: true });
-      best.rawW = Math.min(best.rawW, (await timeAsync(rawWrite)).seconds);
-      best.rawR = Math.min(best.rawR, (await timeAsync(() => readFile(rawPath))).seconds);
       const name = `step-${i}`;
-      best.dcpW = Math.min(
-        best.dcpW,
-        (await timeAsync(() => dcp.save(name, { tensors, step: i }))).seconds,
-      );
-      best.dcpR = Math.min(best.dcpR, (await timeAsync(() => dcp.load(name))).seconds);
+      const raw = async () => ({
+        w: (await timeAsync(() => plainCarefulWrite(rawPath, views))).seconds,
+        r: (await timeAsync(() => readFile(rawPath))).seconds,
+      });
+      const ours = async () => ({
+        w: (await timeAsync(() => dcp.save(name, { tensors, step: i }))).seconds,
+        r: (await timeAsync(() => dcp.load(name))).seconds,
+      });
+      let a: { w: number; r: number };
+      let b: { w: number; r: number };
+      if (i % 2 === 0) {
+        a = await raw();
+        b = await ours();
+      } else {
+        b = await ours();
+        a = await raw();
+      }
+      runs.push({ rawW: a.w, rawR: a.r, dcpW: b.w, dcpR: b.r });
+      await rm(rawPath, { force: true });
       await dcp.delete(name);
     }
+    const mbs = (s: number[]) => (mb(bytes) / median(s)).toFixed(0);
+    const result: DcpResult = {
+      save: median(runs.map((r) => r.rawW / r.dcpW)),
+      load: median(runs.map((r) => r.rawR / r.dcpR)),
+      bytes,
+      rounds,
+    };
     log(
-      `\nDCP (weights + AdamW moments, ${mb(bytes).toFixed(1)} MB, file:// with fsync, best of ${rounds}): ` +
-        `save ${(mb(bytes) / best.dcpW).toFixed(0)} MB/s vs plain write+fsync ${(mb(bytes) / best.rawW).toFixed(0)} MB/s; ` +
-        `load ${(mb(bytes) / best.dcpR).toFixed(0)} MB/s vs plain read ${(mb(bytes) / best.rawR).toFixed(0)} MB/s`,
+      `\nDCP (weights + AdamW moments, ${mb(bytes).toFixed(1)} MB, file:// with fsync, median of ${rounds} interleaved rounds): ` +
+        `save ${mbs(runs.map((r) => r.dcpW))} MB/s vs plain careful write ${mbs(runs.map((r) => r.rawW))} MB/s; ` +
+        `load ${mbs(runs.map((r) => r.dcpR))} MB/s vs plain read ${mbs(runs.map((r) => r.rawR))} MB/s`,
     );
-    return { save: best.rawW / best.dcpW, load: best.rawR / best.dcpR, bytes };
+    log(
+      `  per-round save ratios ${runs.map((r) => round(r.rawW / r.dcpW)).join(' ')}; load ratios ${runs.map((r) => round(r.rawR / r.dcpR)).join(' ')}`,
+    );
+    return result;
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
 }
 
+interface DcpResult {
+  save: number;
+  load: number;
+  bytes: number;
+  rounds: number;
+}
+
+/** The ~25M model (seeded weights); `steps` AdamW steps give it optimizer state to save. */
+function bigModel(steps: number): TransformerModel {
+  const big = new TransformerModel(LLAMA_25M);
+  big.loadTensors(initialWeights(big, 7, { normJitter: 0.1 }));
+  for (const { sequences, weights } of batches(steps, 42)) {
+    big.forwardBackwardCrossEntropy(sequences, weights);
+    big.optimStep(ADAM);
+  }
+  return big;
+}
+
+async function dcpOrNull(model: TransformerModel): Promise<DcpResult | null> {
+  try {
+    return await benchDcp(model);
+  } catch (err) {
+    log(`DCP bench failed: ${(err as Error).message}`);
+    return null;
+  }
+}
+
+function dcpFields(dcp: DcpResult | null) {
+  return {
+    dcp_save_vs_raw: dcp ? round(dcp.save) : null,
+    dcp_load_vs_raw: dcp ? round(dcp.load) : null,
+    dcp_rounds: dcp?.rounds ?? null,
+  };
+}
+
 async function main(): Promise<void> {
   if (![STEPS, BATCH, SEQ].every((v) => Number.isInteger(v) && v >= 1) || STEPS < 2)
     throw new Error('--steps must be an integer >= 2; --batch and --seq-len positive integers');
+  if (argv['dcp-only']) {
+    const dcp = await dcpOrNull(bigModel(1));
+    log(JSON.stringify({ bench: 'checkpoints', ...dcpFields(dcp) }));
+    return;
+  }
   const results: ModelResult[] = [];
   const small = await TransformerModel.fromDirectory(BUNDLED);
   results.push(await benchModel('byte-lm-3m', small));
-  const cfg = LLAMA_25M;
-  const big = new TransformerModel(cfg);
-  big.loadTensors(initialWeights(big, 7, { normJitter: 0.1 }));
-  log(`\n(~25M model: ${countParameters(cfg)} parameters by config)`);
+  const big = bigModel(0);
+  log(`\n(~25M model: ${countParameters(LLAMA_25M)} parameters by config)`);
   results.push(await benchModel('llama-25m', big));
-  let dcp: { save: number; load: number } | null = null;
-  try {
-    dcp = await benchDcp(big);
-  } catch (err) {
-    log(`DCP bench failed: ${(err as Error).message}`);
-  }
+  const dcp = await dcpOrNull(big);
   const [a, b] = results as [ModelResult, ModelResult];
   const summary = {
     bench: 'checkpoints',
@@ -332,8 +406,7 @@ async function main(): Promise<void> {
     entropy_bound_1step: Math.min(a.entropy_bound_1step, b.entropy_bound_1step),
     encode_mb_s: b.encode_mb_s,
     decode_mb_s: b.decode_mb_s,
-    dcp_save_vs_raw: dcp ? round(dcp.save) : null,
-    dcp_load_vs_raw: dcp ? round(dcp.load) : null,
+    ...dcpFields(dcp),
     reference_ratios: REFERENCE_RATIOS,
     export_dtype: 'bf16',
     models: results.map(({ losses: _l, ...rest }) => rest),

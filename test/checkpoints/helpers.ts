@@ -27,24 +27,33 @@ export async function fileStore(root: string): Promise<FileObjectStore> {
   return store;
 }
 
-/** Wraps a store so every put streams at most `bytesPerSecond` (a slow writer to kill). */
+/** Yields `chunks` in 64 KiB pieces, at most `bytesPerSecond`. */
+async function* slowly(
+  chunks: Iterable<Uint8Array> | AsyncIterable<Uint8Array>,
+  bytesPerSecond: number,
+): AsyncGenerator<Uint8Array> {
+  for await (const chunk of chunks)
+    for (let i = 0; i < chunk.byteLength; i += 1 << 16) {
+      const piece = chunk.subarray(i, i + (1 << 16));
+      await new Promise((r) => setTimeout(r, (piece.byteLength / bytesPerSecond) * 1000));
+      yield piece;
+    }
+}
+
+/**
+ * Wraps a store so every streamed put (and the file:// store's putPieces) writes at most
+ * `bytesPerSecond` (a slow writer to kill).
+ */
 export function throttled(store: ObjectStore, bytesPerSecond: number): ObjectStore {
   return new Proxy(store, {
     get(target, prop, receiver) {
+      if (prop === 'putPieces' && target instanceof FileObjectStore)
+        return (key: string, pieces: Iterable<Uint8Array>, opts?: PutOptions) =>
+          target.putPieces(key, slowly(pieces, bytesPerSecond), opts);
       if (prop !== 'put') return Reflect.get(target, prop, receiver);
       return (key: string, body: Buffer | Uint8Array | string | Readable, opts?: PutOptions) => {
         if (!(body instanceof Readable)) return target.put(key, body, opts);
-        async function* slow(): AsyncGenerator<Buffer> {
-          for await (const chunk of body as Readable) {
-            const buf = chunk as Buffer;
-            for (let i = 0; i < buf.length; i += 1 << 16) {
-              const piece = buf.subarray(i, i + (1 << 16));
-              await new Promise((r) => setTimeout(r, (piece.length / bytesPerSecond) * 1000));
-              yield piece;
-            }
-          }
-        }
-        return target.put(key, Readable.from(slow()), opts);
+        return target.put(key, Readable.from(slowly(body, bytesPerSecond)), opts);
       };
     },
   });

@@ -11,14 +11,25 @@ import { randomBytes } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FileObjectStore } from '../object-store/file.js';
+import { IO_PIECE_BYTES, readFullySync, YieldBudget } from '../object-store/local-io.js';
 import { type ObjectInfo, type ObjectStore, ObjectStoreError } from '../object-store/types.js';
 import {
   ByteStreamReader,
+  layoutSafetensors,
+  type SafetensorsLayout,
   safetensorsReadable,
   type Tensor,
   type TensorSpec,
 } from '../safetensors.js';
-import { type ChecksumAlgorithm, checksumLike, DEFAULT_CHECKSUM, newChecksum } from './checksum.js';
+import {
+  type ChecksumAlgorithm,
+  checksumLike,
+  crc32Combine,
+  crc32Update,
+  DEFAULT_CHECKSUM,
+  formatCrc32,
+  newChecksum,
+} from './checksum.js';
 import { CheckpointError, validateCheckpointName, validatePrefix } from './errors.js';
 import {
   DCP_FORMAT,
@@ -31,6 +42,12 @@ import {
   parseDcpMetadata,
 } from './metadata.js';
 import { type FlatRange, intersectRanges, partitionRange } from './partition.js';
+import {
+  type FilePiece,
+  readWorkerLimit,
+  sharedMemoryOf,
+  startWorkerReads,
+} from './read-workers.js';
 
 export interface DcpCheckpointsOptions {
   /** Key prefix of every checkpoint ('' = the store root). */
@@ -41,6 +58,11 @@ export interface DcpCheckpointsOptions {
   graceMs?: number;
   /** Files written or read at once. */
   concurrency?: number;
+  /**
+   * Worker threads a file:// load may use to read and checksum one large shard on several
+   * cores (read-workers.ts); default one fewer than the cores, at most 3; 0 = none.
+   */
+  readWorkers?: number;
   /** Clock (tests). */
   now?: () => Date;
 }
@@ -107,14 +129,6 @@ export interface SweepResult {
 }
 
 const DEFAULT_GRACE_MS = 60 * 60 * 1000;
-/** Piece size of positioned reads on the file:// fast path. */
-const LOCAL_READ_BYTES = 1 << 20;
-/**
- * Reads in flight on the file:// fast path while the checksum runs on the main thread (2 x
- * 1 MiB measured best on a 2-core machine: 0.73-0.76 of a plain sequential read).
- */
-const LOCAL_READ_DEPTH = 2;
-
 function isCheckpointName(name: string): boolean {
   try {
     validateCheckpointName(name);
@@ -157,6 +171,87 @@ async function forEachLimited<T, R>(
   return out;
 }
 
+/**
+ * A shard file's bytes for FileObjectStore.putPieces: the header, then each tensor's float32
+ * values as views of the caller's memory (no copy), asking for a tensor only when the writer
+ * reaches it.
+ */
+function* shardPieces(
+  layout: SafetensorsLayout,
+  values: (key: string) => Float32Array,
+): Generator<Uint8Array> {
+  yield layout.headerBytes;
+  for (const e of layout.entries) {
+    const data = values(e.name);
+    yield new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  }
+}
+
+/** A file part is given to a read worker only when it is at least this large. */
+const WORKER_PART_BYTES = 32 << 20;
+
+/** Reads `pieces` from `fd` on this thread, handing each to `update` right after reading it. */
+async function readPiecesHere(
+  fd: number,
+  pieces: readonly FilePiece[],
+  update: (bytes: Uint8Array) => void,
+): Promise<void> {
+  const budget = new YieldBudget();
+  let scratch: Uint8Array | null = null;
+  for (const p of pieces) {
+    if (!p.target && (!scratch || scratch.byteLength < p.len)) scratch = new Uint8Array(p.len);
+    const bytes = p.target ?? scratch!.subarray(0, p.len);
+    readFullySync(fd, bytes, p.at);
+    update(bytes);
+    await budget.spent(p.len);
+  }
+}
+
+/**
+ * A whole file as IO_PIECE_BYTES pieces in file order: the parts that `reads` want go straight
+ * into their targets (target set), the gaps between them are read only to be checksummed.
+ */
+function* filePieces(
+  reads: readonly { begin: number; target: Uint8Array }[],
+  size: number,
+): Generator<FilePiece> {
+  function* split(at: number, len: number, target: Uint8Array | null) {
+    for (let o = 0; o < len; o += IO_PIECE_BYTES) {
+      const n = Math.min(IO_PIECE_BYTES, len - o);
+      yield { at: at + o, len: n, target: target ? target.subarray(o, o + n) : null };
+    }
+  }
+  let pos = 0;
+  for (const r of reads) {
+    if (r.begin > pos) yield* split(pos, r.begin - pos, null);
+    yield* split(r.begin, r.target.byteLength, r.target);
+    pos = r.begin + r.target.byteLength;
+  }
+  if (size > pos) yield* split(pos, size - pos, null);
+}
+
+/**
+ * Float32Arrays for load() to fill, carved from one allocation: one large allocation instead
+ * of one per tensor spares V8 a garbage collection every few tensors ("external memory
+ * pressure"; ~15% of a load). The views keep the whole block alive as long as any of them is.
+ * - `shared`: a SharedArrayBuffer, which read workers can fill too (zeroed, but a block this
+ *   large is fresh pages from the OS, so the zeroing costs nothing up front);
+ * - otherwise memory that is not zeroed first (zeroing is a whole extra pass; a plain readFile
+ *   skips it too). Safe because parseDcpMetadata checks that a tensor's chunks tile it, so
+ *   reads cover every element, and load() returns nothing when a read fails.
+ */
+function tensorBlock(lengths: readonly number[], shared: boolean): Float32Array[] {
+  // 64-byte aligned starts: a tensor never shares a cache line with the one before it.
+  const starts: number[] = [];
+  let bytes = 0;
+  for (const n of lengths) {
+    starts.push(bytes);
+    bytes += Math.ceil((n * 4) / 64) * 64;
+  }
+  const block = shared ? new SharedArrayBuffer(bytes) : Buffer.allocUnsafeSlow(bytes).buffer;
+  return lengths.map((n, i) => new Float32Array(block, starts[i], n));
+}
+
 export class DcpCheckpoints {
   readonly store: ObjectStore;
   readonly prefix: string;
@@ -179,6 +274,10 @@ export class DcpCheckpoints {
 
   private get concurrency(): number {
     return this.opts.concurrency ?? 4;
+  }
+
+  private get readWorkers(): number {
+    return Math.min(this.opts.readWorkers ?? readWorkerLimit(), readWorkerLimit());
   }
 
   /** Store key of a file of a checkpoint. */
@@ -278,16 +377,30 @@ export class DcpCheckpoints {
       return data.subarray(r.start, r.end);
     };
     const hash = newChecksum(checksum);
-    const { layout, stream } = safetensorsReadable(specs, slice, {
-      metadata: {
-        format: DCP_FORMAT,
-        checkpoint: name,
-        rank: String(rank),
-        world_size: String(worldSize),
-      },
-      onBytes: (b) => hash.update(b),
-    });
-    await this.store.put(this.key(name, path), stream, { contentType: 'application/octet-stream' });
+    const metadata = {
+      format: DCP_FORMAT,
+      checkpoint: name,
+      rank: String(rank),
+      world_size: String(worldSize),
+    };
+    const key = this.key(name, path);
+    const contentType = 'application/octet-stream';
+    let layout: SafetensorsLayout;
+    if (this.store instanceof FileObjectStore) {
+      layout = layoutSafetensors(specs, { metadata });
+      // Checksummed right after each piece is written, while its bytes are still cached.
+      await this.store.putPieces(key, shardPieces(layout, slice), {
+        contentType,
+        onWritten: (piece) => hash.update(piece),
+      });
+    } else {
+      const readable = safetensorsReadable(specs, slice, {
+        metadata,
+        onBytes: (b) => hash.update(b),
+      });
+      layout = readable.layout;
+      await this.store.put(key, readable.stream, { contentType });
+    }
     const chunks = layout.entries.map((e) => {
       const s = { range: ranges.get(e.name)! };
       return {
@@ -489,10 +602,18 @@ export class DcpCheckpoints {
     const tensors = new Map<string, DcpSlice>();
     type Read = { begin: number; target: Uint8Array };
     const reads = new Map<string, Read[]>();
-    for (const [key, t] of Object.entries(meta.tensors)) {
-      if (opts.select && !opts.select(key)) continue;
-      const want = partitionRange(numel(t.shape), rank, worldSize);
-      const data = new Float32Array(want.end - want.start);
+    const wanted = Object.entries(meta.tensors)
+      .filter(([key]) => !opts.select || opts.select(key))
+      .map(([key, t]) => ({ key, t, want: partitionRange(numel(t.shape), rank, worldSize) }));
+    const lengths = wanted.map(({ want }) => want.end - want.start);
+    // Shared memory when read workers may help: a local store and enough bytes for two parts.
+    const shared =
+      this.store instanceof FileObjectStore &&
+      this.readWorkers > 0 &&
+      lengths.reduce((a, n) => a + n * 4, 0) >= 2 * WORKER_PART_BYTES;
+    const blocks = tensorBlock(lengths, shared);
+    for (const [i, { key, t, want }] of wanted.entries()) {
+      const data = blocks[i]!;
       tensors.set(key, { shape: t.shape, range: want, data });
       for (const c of t.chunks) {
         const overlap = intersectRanges({ start: c.flatRange[0], end: c.flatRange[1] }, want);
@@ -578,8 +699,10 @@ export class DcpCheckpoints {
   }
 
   /**
-   * The file:// fast path: positioned reads straight into the targets (gaps into scratch
-   * buffers), the next read in flight while the last piece is hashed.
+   * The file:// fast path: synchronous positioned reads of IO_PIECE_BYTES straight into the
+   * targets (gaps into a scratch buffer), each piece checksummed right after it is read, while
+   * it is still in the CPU cache (see object-store/local-io.ts). A large crc32 file whose
+   * targets are shared memory is split with read workers (read-workers.ts) across cores.
    */
   private async readLocalFile(
     path: string,
@@ -593,52 +716,28 @@ export class DcpCheckpoints {
     } catch (err) {
       throw new CheckpointError('corrupt', `${where} is missing`, { file: file.path, cause: err });
     }
+    const running: Promise<number>[] = [];
     try {
       const size = (await fh.stat()).size;
       if (size !== file.size) return this.checkFile(where, file, size, '');
-      // Pieces in file order: targets are read in place, gaps into rotating scratch buffers;
-      // LOCAL_READ_DEPTH reads are in flight while the checksum runs over the last piece.
-      const pieces: { at: number; len: number; target: Uint8Array | null }[] = [];
-      const add = (at: number, len: number, target: Uint8Array | null) => {
-        for (let o = 0; o < len; o += LOCAL_READ_BYTES)
-          pieces.push({
-            at: at + o,
-            len: Math.min(LOCAL_READ_BYTES, len - o),
-            target: target ? target.subarray(o, o + LOCAL_READ_BYTES) : null,
-          });
-      };
-      let pos = 0;
-      for (const r of reads) {
-        if (r.begin > pos) add(pos, r.begin - pos, null);
-        add(r.begin, r.target.byteLength, r.target);
-        pos = r.begin + r.target.byteLength;
+      const pieces = [...filePieces(reads, size)];
+      const memory = file.checksum.startsWith('crc32:') ? sharedMemoryOf(pieces) : null;
+      if (!memory) {
+        const hash = checksumLike(file.checksum);
+        await readPiecesHere(fh.fd, pieces, (bytes) => hash.update(bytes));
+        return this.checkFile(where, file, size, hash.digest());
       }
-      if (size > pos) add(pos, size - pos, null);
-      const scratch = Array.from(
-        { length: LOCAL_READ_DEPTH + 1 },
-        () => new Uint8Array(Math.min(LOCAL_READ_BYTES, size)),
-      );
-      const readPiece = async (i: number): Promise<Uint8Array> => {
-        const p = pieces[i]!;
-        const bytes = p.target ?? scratch[i % scratch.length]!.subarray(0, p.len);
-        let done = 0;
-        while (done < p.len) {
-          const { bytesRead } = await fh.read(bytes, done, p.len - done, p.at + done);
-          if (bytesRead === 0) throw new Error(`unexpected end of file at byte ${p.at + done}`);
-          done += bytesRead;
-        }
-        return bytes;
-      };
-      const hash = checksumLike(file.checksum);
-      const inFlight: Promise<Uint8Array>[] = [];
-      for (let i = 0; i < Math.min(LOCAL_READ_DEPTH, pieces.length); i++)
-        inFlight.push(readPiece(i));
-      for (let i = 0; i < pieces.length; i++) {
-        const bytes = await inFlight.shift()!;
-        if (i + LOCAL_READ_DEPTH < pieces.length) inFlight.push(readPiece(i + LOCAL_READ_DEPTH));
-        hash.update(bytes);
-      }
-      this.checkFile(where, file, size, hash.digest());
+      const { own, parts } = startWorkerReads(fh.fd, memory, pieces, {
+        maxWorkers: this.readWorkers,
+        minPartBytes: WORKER_PART_BYTES,
+      });
+      running.push(...parts.map((p) => p.crc));
+      let value = 0;
+      await readPiecesHere(fh.fd, own, (bytes) => {
+        value = crc32Update(bytes, value);
+      });
+      for (const part of parts) value = crc32Combine(value, await part.crc, part.bytes);
+      this.checkFile(where, file, size, formatCrc32(value));
     } catch (err) {
       if (err instanceof CheckpointError) throw err;
       throw new CheckpointError('corrupt', `${where} is unreadable: ${(err as Error).message}`, {
@@ -646,6 +745,7 @@ export class DcpCheckpoints {
         cause: err,
       });
     } finally {
+      await Promise.allSettled(running); // no worker may still read the descriptor we close
       await fh.close();
     }
   }
