@@ -22,6 +22,8 @@ export class OrchestrationError extends Error {
   }
 }
 
+const RESUME_CLOSE_WAIT_MS = 30_000;
+
 export class TemporalOrchestrator implements JobOrchestrator {
   constructor(
     private readonly client: Client,
@@ -56,15 +58,26 @@ export class TemporalOrchestrator implements JobOrchestrator {
     }
   }
 
-  /** A new run of the job's workflow; it continues from the job's last checkpoint. */
+  /**
+   * A new run of the job's workflow; it continues from the job's last checkpoint. A run that
+   * has just marked the job FAILED may still be closing (it records the state before it
+   * ends): give it a moment before refusing.
+   */
   async resume(job: JobRef): Promise<void> {
     const handle = this.client.workflow.getHandle(workflowIdOf(job));
-    const description = await handle.describe().catch(() => undefined);
-    if (description?.status.name === 'RUNNING')
-      throw new OrchestrationError(
-        'failed_precondition',
-        `job ${workflowIdOf(job)} is still running`,
-      );
+    const running = async () =>
+      (await handle.describe().catch(() => undefined))?.status.name === 'RUNNING';
+    if (await running()) {
+      await Promise.race([
+        handle.result().catch(() => undefined),
+        new Promise((r) => setTimeout(r, RESUME_CLOSE_WAIT_MS)),
+      ]);
+      if (await running())
+        throw new OrchestrationError(
+          'failed_precondition',
+          `job ${workflowIdOf(job)} is still running`,
+        );
+    }
     await this.start(job);
   }
 
