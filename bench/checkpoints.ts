@@ -20,7 +20,7 @@
 //   bytes written by a plain careful writer (one write per tensor, in order, to a temporary
 //   file; fsync; rename into place; fsync of the directory) and read back by readFile. Rounds
 //   interleave the two (alternating which goes first); the ratios are medians of per-round
-//   ratios (`--rounds`, default 9, 5 with --quick; `--dcp-only` runs just this part).
+//   ratios (`--rounds`, default 15, 7 with --quick; `--dcp-only` runs just this part).
 //
 // Human-readable lines first; the last line of stdout is one JSON object:
 //   {"bench":"checkpoints","delta_ratio_1step":..,"delta_ratio_10step":..,"zstd_ratio":..,
@@ -66,7 +66,7 @@ const { values: argv } = parseArgs({
     quick: { type: 'boolean', default: false },
     /** Only the DCP save/load part (on the ~25M model after one AdamW step). */
     'dcp-only': { type: 'boolean', default: false },
-    /** Interleaved DCP rounds (default 9, 5 with --quick). */
+    /** Interleaved DCP rounds (default 15, 7 with --quick). */
     rounds: { type: 'string' },
   },
 });
@@ -301,7 +301,7 @@ async function benchDcp(model: TransformerModel): Promise<DcpResult> {
     const store = await openObjectStore(pathToFileURL(join(dir, 'store')).href);
     const dcp = new DcpCheckpoints(store, { prefix: 'ckpts' });
     const rawPath = join(dir, 'raw.bin');
-    const rounds = Number(argv.rounds ?? (argv.quick ? 5 : 9));
+    const rounds = Number(argv.rounds ?? (argv.quick ? 7 : 15));
     const runs: { rawW: number; rawR: number; dcpW: number; dcpR: number }[] = [];
     for (let i = 0; i < rounds; i++) {
       const name = `step-${i}`;
