@@ -126,11 +126,23 @@ describe('managed jobs through the REST API', () => {
     );
     expect(metrics.status).toBe(200);
     expect(JSON.stringify(metrics.json)).toContain('loss:mean');
+    // Its checkpoints (resumable ones at the frequency, servable exports beside them and at
+    // the end) are listed under the job.
+    const checkpoints = await call(
+      'GET',
+      '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest/checkpoints',
+    );
+    const types = (checkpoints.json.checkpoints as { checkpointType: string }[]).map(
+      (c) => c.checkpointType,
+    );
+    expect(types).toContain('TRAINING');
+    expect(types.filter((t) => t === 'INFERENCE_BASE').length).toBeGreaterThanOrEqual(2);
     // Another account sees nothing of it.
     for (const path of [
       '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest',
       '/v1/accounts/acme/models/sure-rest',
       '/v1/accounts/acme/datasets/sure',
+      '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest/checkpoints',
     ])
       expect((await call('GET', path, undefined, other)).status).toBe(404);
   }, 300_000);

@@ -20,6 +20,8 @@ import { bodyObject, parseBody } from '../http/body.js';
 import { ApiError, invalid, notFound, precondition, zodMessage } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
 import type { RequestCtx, SubRoute } from '../http/router.js';
+import type { Collection } from '../store/types.js';
+import { getRow } from './common.js';
 import { resolveModel } from './refs.js';
 
 const listQuery = z.looseObject({
@@ -73,6 +75,28 @@ async function promote(deps: Deps, ctx: RequestCtx, name: string) {
     outputModelId,
     ...(baseModel ? { baseModel } : {}),
   });
+}
+
+/**
+ * A managed job's checkpoints: those of every trainer pod it ran on (a job relaunched after
+ * preemption has several, recorded by the workflow in `trainerJobIds`), oldest first.
+ */
+export async function managedJobCheckpoints(
+  deps: Deps,
+  ctx: RequestCtx,
+  collection: Collection,
+  id: string,
+) {
+  const row = await getRow(deps, collection, ctx.account, id);
+  const pods = Array.isArray(row.body.trainerJobIds) ? (row.body.trainerJobIds as string[]) : [];
+  const cat = await catalog(deps);
+  const rows = (
+    await Promise.all(
+      pods.map((pod) => cat.listAll(resourceName(ctx.account, 'rlorTrainerJobs', pod))),
+    )
+  ).flat();
+  rows.sort((a, b) => a.createTime.localeCompare(b.createTime) || a.name.localeCompare(b.name));
+  return { job: row.name, checkpoints: rows };
 }
 
 function checkpointName(ctx: RequestCtx, job: string, checkpoint: string): string {

@@ -209,7 +209,14 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     });
     const { session: s } = await open(plan, { podJobId: jobId });
     if (source.adapterDir) await s.client.loadAdapter(source.adapterDir);
-    await updateJob(plan, { trainerHost: deps.hostQueue, trainerJobId: jobId });
+    await updateJob(plan, (body) => ({
+      trainerHost: deps.hostQueue,
+      trainerJobId: jobId,
+      // Every pod the job ran on: where its checkpoints are (GET .../{job}/checkpoints).
+      trainerJobIds: [
+        ...new Set([...(Array.isArray(body.trainerJobIds) ? body.trainerJobIds : []), jobId]),
+      ],
+    }));
     return { podJobId: jobId, modelId: s.client.modelId, hostQueue: deps.hostQueue };
   }
 
@@ -459,11 +466,15 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     });
   }
 
-  async function updateJob(plan: TrainingPlan, fields: Record<string, unknown>) {
+  /** Merges fields (or what `fields` makes of the current body) into the job's row. */
+  async function updateJob(
+    plan: TrainingPlan,
+    fields: Record<string, unknown> | ((body: Record<string, unknown>) => Record<string, unknown>),
+  ) {
     const [, account, collection, id] = plan.jobName.split('/') as [string, string, never, string];
     await deps.store.update<Record<string, unknown>>(collection, account, id, (body) => ({
       ...body,
-      ...fields,
+      ...(typeof fields === 'function' ? fields(body) : fields),
     }));
   }
 

@@ -19,6 +19,7 @@ import { createId } from '../../http/body.js';
 import { ApiError, invalid, precondition, zodMessage } from '../../http/errors.js';
 import type { CollectionRoutes, RequestCtx, SubRoute, Verb } from '../../http/router.js';
 import type { JobCollection, JobRef } from '../../orchestrator.js';
+import { managedJobCheckpoints } from '../checkpoints.js';
 import { type Body, getRow, listRows, render } from '../common.js';
 import { INITIAL_PROGRESS, isFinal, type JobState } from './states.js';
 
@@ -177,7 +178,15 @@ export function jobRoutes(deps: Deps, spec: JobSpec): CollectionRoutes {
     },
     sub: [
       { method: 'GET', path: 'metrics', handler: (ctx, p) => metrics(deps, spec, ctx, p.id ?? '') },
-      ...(spec.sub ?? []),
+      // A trainer job's own routes list its checkpoints; a managed job's come from its pods.
+      ...(spec.sub ?? [
+        {
+          method: 'GET' as const,
+          path: 'checkpoints',
+          handler: (ctx: RequestCtx, p: Record<string, string | undefined>) =>
+            managedJobCheckpoints(deps, ctx, spec.collection, p.id ?? ''),
+        },
+      ]),
     ],
   };
 }
