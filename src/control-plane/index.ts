@@ -13,6 +13,7 @@ import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import { openObjectStore } from '../checkpoints/object-store/index.js';
 import type { ControlPlaneOptions, Deps } from './context.js';
 import { buildServer } from './http/server.js';
+import { accountRoutes } from './resources/accounts.js';
 import { billingRoutes } from './resources/billing.js';
 import { datasetRoutes } from './resources/datasets.js';
 import { deploymentRoutes } from './resources/deployments.js';
@@ -106,6 +107,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     secretRoutes(deps),
   ]);
   billingRoutes(app, deps);
+  accountRoutes(app, deps);
   return {
     app,
     async listen(port = 0, host = '127.0.0.1') {

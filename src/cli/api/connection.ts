@@ -77,11 +77,32 @@ export async function resolveConnection(
     throw new Error(
       `no API key: start the stack with \`temper up\` (it writes ${path}), or pass --api-key / set TEMPER_API_KEY`,
     );
-  // A key from the file belongs to the file's account; a key given alone to `default`.
+  // A key from the file belongs to the file's account; a key given alone is asked about.
   const keyAccount = apiKey === undefined || apiKey === file?.apiKey ? file?.account : undefined;
+  const url = trimSlash(apiUrl ?? file?.apiUrl ?? 'http://127.0.0.1:8080');
   return {
-    apiUrl: trimSlash(apiUrl ?? file?.apiUrl ?? 'http://127.0.0.1:8080'),
+    apiUrl: url,
     apiKey: key,
-    account: account ?? keyAccount ?? 'default',
+    account: account ?? keyAccount ?? (await accountOfKey(url, key)),
   };
+}
+
+/** The account a key belongs to (`GET /v1/accounts` lists exactly the caller's). */
+async function accountOfKey(apiUrl: string, apiKey: string): Promise<string> {
+  let res: Response;
+  try {
+    res = await fetch(`${apiUrl}/v1/accounts`, { headers: { authorization: `Bearer ${apiKey}` } });
+  } catch (error) {
+    throw new Error(`cannot reach the control plane at ${apiUrl}: ${(error as Error).message}`);
+  }
+  const body = (await res.json().catch(() => ({}))) as {
+    accounts?: { name?: string }[];
+    error?: { message?: string };
+  };
+  const name = body.accounts?.[0]?.name;
+  if (!res.ok || !name)
+    throw new Error(
+      `cannot find the API key's account: ${body.error?.message ?? `HTTP ${res.status}`}`,
+    );
+  return name.split('/').pop()!;
 }
