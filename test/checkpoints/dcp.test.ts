@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
@@ -13,6 +13,7 @@ import {
   partitionRange,
   saveTrainState,
 } from '../../src/checkpoints/dcp/index.js';
+import { STAGING_DIR } from '../../src/checkpoints/object-store/file.js';
 import type { Tensor } from '../../src/checkpoints/safetensors.js';
 import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
 import { randomSequences, tinyModel } from '../engine/helpers.js';
@@ -353,6 +354,12 @@ describe('DCP checkpoints', () => {
     const partial = await store.list('ckpt-b/');
     expect(partial.length).toBeGreaterThan(0);
     expect(partial.some((o) => o.key.endsWith(METADATA_FILE))).toBe(false);
+    // Shards appear whole or not at all: each listed one holds its 2 x 1 Mi floats, and the
+    // one being written when the writer died is a staging file no listing shows.
+    for (const o of partial) expect(o.size, o.key).toBeGreaterThan(2 * (1 << 20) * 4);
+    expect(readdirSync(join(store.root, STAGING_DIR)).length).toBeLessThanOrEqual(1);
+    await store.sweepStaging(0);
+    expect(readdirSync(join(store.root, STAGING_DIR))).toEqual([]);
 
     const ckpts = new DcpCheckpoints(store);
     expect((await ckpts.list()).map((m) => m.name)).toEqual(['ckpt-a']);
