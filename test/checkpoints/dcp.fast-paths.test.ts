@@ -7,10 +7,16 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { crc32Combine } from '../../src/checkpoints/dcp/checksum.js';
-import { CheckpointError, DcpCheckpoints } from '../../src/checkpoints/dcp/index.js';
+import {
+  CheckpointError,
+  DcpCheckpoints,
+  loadTrainState,
+  saveTrainState,
+} from '../../src/checkpoints/dcp/index.js';
 import { readWorkerLimit } from '../../src/checkpoints/dcp/read-workers.js';
 import { STAGING_DIR } from '../../src/checkpoints/object-store/file.js';
 import type { Tensor } from '../../src/checkpoints/safetensors.js';
+import { randomSequences, tinyModel } from '../engine/helpers.js';
 import { randomData, tempStore } from './helpers.js';
 import { expectStoreError, pseudoRandomBytes } from './object-store.suite.js';
 
@@ -183,5 +189,33 @@ describe('DCP file:// fast paths', () => {
     );
     flipByte(join(store.root, 'sha', meta.files[0]!.path), -4);
     await expectCorrupt(ckpts.load('sha'), meta.files[0]!.path, /fails its checksum \(sha256:/);
+  });
+
+  it('resumes a model from a train state large enough for read workers, bitwise', async () => {
+    // ~6.3M parameters: weights + two moments are ~75 MB, so the load goes through workers.
+    const config = {
+      vocabSize: 272,
+      hiddenSize: 512,
+      intermediateSize: 1536,
+      numLayers: 2,
+      numHeads: 8,
+      numKvHeads: 4,
+      headDim: 64,
+    };
+    const a = tinyModel({ seed: 5, config });
+    const batch = randomSequences(7, [16, 9], config.vocabSize);
+    a.forwardBackwardCrossEntropy(batch, new Array(25).fill(1 / 25));
+    a.optimStep({ learningRate: 1e-3 });
+    const store = await tempStore();
+    await saveTrainState(a, store, 'big-state');
+    const b = tinyModel({ seed: 6, config });
+    await loadTrainState(b, store, 'big-state');
+    expect(b.step).toBe(1);
+    for (const name of a.tensorInfo().map((t) => t.name)) {
+      expect(sameBits(b.getTensor(name), a.getTensor(name)), name).toBe(true);
+      const ma = a.getOptimizerState(name)!;
+      const mb = b.getOptimizerState(name)!;
+      expect(sameBits(mb.m, ma.m) && sameBits(mb.v, ma.v), `${name} moments`).toBe(true);
+    }
   });
 });
