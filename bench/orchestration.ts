@@ -6,7 +6,8 @@
  * promoted model) against the anchor: the same 100 steps driven directly through the SDK on
  * the same pod configuration (launch the pod, the same batches in the same order, export,
  * promote). Each optimizer step is 8 micro-batches of one example (batchSize 1 token packs one
- * sequence per micro-batch), over 800 examples: exactly 100 steps.
+ * sequence per micro-batch), over 800 training examples: exactly 100 steps; both score the
+ * 88 held-out examples at the end.
  *
  *   npm run bench:orchestration [-- --rounds 3]
  */
@@ -43,10 +44,14 @@ const MICRO = 8;
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1] ?? 1) || 1;
 const log = (line: string) => process.stderr.write(`${line}\n`);
 
-/** 800 examples: the bundled SFT set repeated, so 100 steps of 8 one-example micro-batches. */
+/**
+ * 888 examples (the bundled SFT set repeated): the job holds out 10% (88) for evaluation and
+ * trains on 800, 100 steps of 8 one-example micro-batches.
+ */
+const ROWS = 888;
 function datasetText(): string {
   const lines = readFileSync(catalogDatasetPath(DEMO_DATASET.name), 'utf8').trim().split('\n');
-  return Array.from({ length: STEPS * MICRO }, (_, i) => lines[i % lines.length]).join('\n');
+  return Array.from({ length: ROWS }, (_, i) => lines[i % lines.length]).join('\n');
 }
 
 const JOB = {
@@ -151,6 +156,9 @@ async function main() {
         'num_loss_tokens',
       );
     }
+    // The job scores its held-out examples at the end; so does the anchor.
+    for (let i = 0; i < data.eval.length; i += MICRO)
+      await training.forward(data.eval.slice(i, i + MICRO), 'cross_entropy');
     const saved = await training.saveWeightsForSampler('final', { checkpointType: 'base' });
     await promoteCheckpoint(checkpoints, { name: saved.name, outputModelId: `direct-${round}` });
     await service.close();
