@@ -20,6 +20,8 @@ APT_PACKAGES=(
   libopenblas0-pthread # OpenBLAS runtime, pthreads build
   postgresql           # server binaries for the control-plane store tests, which start a
                        # private server (test/support/postgres-server.ts), not this one
+  iproute2             # `ip netns`: the worker-host tests put each host in its own network
+                       # namespace (test/support/netns.ts)
 )
 
 step "apt packages"
