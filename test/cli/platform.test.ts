@@ -171,6 +171,71 @@ describe('accounts', () => {
   });
 });
 
+describe('temper create dpoj|rftj --wait', () => {
+  it('runs DPO and RFT jobs with --wait (an uploaded evaluator for RFT)', async () => {
+    const pair = (q: string, good: string, bad: string) =>
+      JSON.stringify({
+        input: { messages: [{ role: 'user', content: q }] },
+        preferred_output: [{ role: 'assistant', content: good }],
+        non_preferred_output: [{ role: 'assistant', content: bad }],
+      });
+    const prefs = join(home, 'prefs.jsonl');
+    await writeFile(
+      prefs,
+      [
+        pair('What is the capital of Peru?', 'Sure! Lima.', 'Lima.'),
+        pair('What color is snow?', 'Sure! White.', 'White.'),
+        pair('What is the capital of Japan?', 'Sure! Tokyo.', 'Tokyo.'),
+      ].join('\n'),
+    );
+    const prompts = join(home, 'prompts.jsonl');
+    await writeFile(
+      prompts,
+      ['What is 2+2?', 'What color is the sky?', 'What is the capital of Spain?']
+        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
+        .join('\n'),
+    );
+    const scorer = join(home, 'score.mjs');
+    await writeFile(
+      scorer,
+      'export default ({ completion }) => (completion.startsWith("Sure") ? 1 : 0);\n',
+    );
+    for (const args of [
+      ['dataset', 'create', 'prefs', prefs],
+      ['dataset', 'create', 'prompts', prompts],
+      ['evaluator', 'create', 'sure', scorer],
+    ]) {
+      const r = await temper(args, env);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    const dpo = await temper(
+      ['create', 'dpoj', '--base-model', BASE, '--dataset', 'prefs', '--job-id', 'dpo1'].concat([
+        '--lora-rank',
+        '4',
+        '--epochs',
+        '2',
+        '--batch-size',
+        '512',
+        '--wait',
+        '-o',
+        'json',
+      ]),
+      env,
+    );
+    expect(dpo.code, dpo.stderr).toBe(0);
+    expect(json(dpo.stdout)).toMatchObject({ state: 'JOB_STATE_COMPLETED' });
+    const rft = await temper(
+      ['create', 'rftj', '--base-model', BASE, '--dataset', 'prompts', '--evaluator', 'sure']
+        .concat(['--job-id', 'rft1', '--n', '4', '--max-tokens', '24', '--temperature', '1'])
+        .concat(['--wait', '-o', 'json']),
+      env,
+    );
+    expect(rft.code, rft.stderr).toBe(0);
+    expect(json(rft.stdout).state).toMatch(/JOB_STATE_(COMPLETED|EARLY_STOPPED)/);
+    expect(rft.stderr).toMatch(/reward/);
+  }, 240_000);
+});
+
 describe('stopping temper up', () => {
   it('SIGTERM stops everything it started and exits 0', async () => {
     // A live deployment and a job mid-training, so that a replica and a trainer pod must be
