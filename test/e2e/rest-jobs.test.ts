@@ -10,10 +10,12 @@ import {
   type ControlPlane,
   createControlPlane,
 } from '../../src/control-plane/index.js';
+import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 
 let platform: TestPlatform;
 let cp: ControlPlane;
+const deployments = new DeploymentRegistry();
 let base: string;
 let acme: string;
 let other: string;
@@ -26,6 +28,7 @@ async function startControlPlane() {
     orchestrator: platform.orchestrator,
     artifacts: platform.artifacts,
     checkpointUrl: platform.checkpoints.url,
+    deployments,
   });
   base = await cp.listen(0, '127.0.0.1');
 }
@@ -39,6 +42,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cp?.close();
+  await deployments.close();
   await platform?.close();
 });
 
@@ -170,6 +174,23 @@ describe('managed jobs through the REST API', () => {
     expect((await call('GET', '/v1/accounts/acme/models/prefs-rest')).json).toMatchObject({
       kind: 'HF_PEFT_ADDON',
     });
+    // A LoRA model deploys as its base with the adapter hot-loaded on top.
+    const deployment = await call('POST', '/v1/accounts/acme/deployments?deploymentId=prefs', {
+      baseModel: 'accounts/acme/models/prefs-rest',
+    });
+    expect(deployment.status, JSON.stringify(deployment.json)).toBe(200);
+    expect(deployment.json).toMatchObject({
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      model: 'accounts/acme/models/prefs-rest',
+    });
+    const completion = (await (
+      await fetch(`${deployment.json.gatewayUrl}/inference/v1/completions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ prompt: 'What color is snow?', max_tokens: 8, temperature: 0 }),
+      })
+    ).json()) as Json;
+    expect(completion.snapshot_identity).toBe('prefs-rest-adapter');
   }, 300_000);
 
   it('runs an RFT job with an uploaded evaluator', async () => {

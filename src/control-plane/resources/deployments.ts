@@ -13,8 +13,10 @@ import { join, relative, sep } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { CATALOG_ACCOUNT, catalogModelDir } from '../../catalog/bundled.js';
-import { fileUrlToRoot } from '../../checkpoints/object-store/index.js';
+import { fileUrlToRoot, openObjectStore } from '../../checkpoints/object-store/index.js';
+import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
+import { HotLoadClient } from '../../sdk/deployment-sampler.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
 import { ApiError, invalid, precondition } from '../http/errors.js';
@@ -73,13 +75,29 @@ function bucketUrl(deps: Deps, account: string, id: string, given: string | unde
   return given;
 }
 
-/** The directory the replicas load the base weights from. */
-async function baseModelDir(deps: Deps, ctx: RequestCtx, value: string) {
+/**
+ * What the replicas load: the base model's directory, and for a LoRA model (an adapter) the
+ * adapter, served as the deployment's first hot-loaded snapshot on top of its base.
+ */
+async function deployedModel(deps: Deps, ctx: RequestCtx, value: string) {
   const model = await resolveModel(deps, ctx, value, 'baseModel');
+  if (model.kind !== 'HF_PEFT_ADDON')
+    return { base: await baseModelDir(deps, ctx, model), adapter: null };
+  const row = await deps.store.get<{
+    peftDetails?: { baseModel?: string } | null;
+    baseModel?: string | null;
+  }>('models', model.name.split('/')[1]!, model.name.split('/').pop()!);
+  const parent = row?.body.peftDetails?.baseModel ?? row?.body.baseModel;
+  if (!parent)
+    throw precondition(`baseModel: LoRA model ${model.name} does not record its base model`);
+  const base = await resolveModel(deps, ctx, parent, 'baseModel');
+  return { base: await baseModelDir(deps, ctx, base), adapter: model.name };
+}
+
+/** The directory the replicas load the base weights from. */
+async function baseModelDir(deps: Deps, ctx: RequestCtx, model: { name: string; kind: string }) {
   if (model.kind === 'HF_PEFT_ADDON')
-    throw precondition(
-      `baseModel: ${model.name} is a LoRA adapter: deploy its base model and hot-load the adapter snapshot`,
-    );
+    throw precondition(`baseModel: ${model.name} is a LoRA adapter of a LoRA adapter`);
   if (model.name.startsWith(`accounts/${CATALOG_ACCOUNT}/`))
     return { name: model.name, dir: catalogModelDir(model.name) };
   if (!isFileUrl(deps.checkpointUrl))
@@ -93,21 +111,56 @@ async function create(deps: Deps, ctx: RequestCtx) {
   const reg = registry(deps);
   const { id, body } = createId(ctx.req, 'deployment');
   const input = parseBody(createSchema, body);
-  const base = await baseModelDir(deps, ctx, input.baseModel);
-  return reg.create({
+  const { base, adapter } = await deployedModel(deps, ctx, input.baseModel);
+  const bucket = bucketUrl(deps, ctx.account, id, input.hotLoadBucketUrl);
+  const created = await reg.create({
     account: ctx.account,
     deploymentId: id,
     baseModel: base.name,
     baseModelDir: base.dir,
     hotLoad: {
       bucketType: input.hotLoadBucketType,
-      bucketUrl: bucketUrl(deps, ctx.account, id, input.hotLoadBucketUrl),
+      bucketUrl: bucket,
       transitionType: input.hotLoadTransitionType,
     },
     minReplicaCount: input.minReplicaCount,
     maxReplicaCount: input.maxReplicaCount,
     replica: input.replica,
   });
+  if (!adapter) return created;
+  try {
+    await serveAdapter(deps, created, bucket, adapter);
+  } catch (err) {
+    await reg.delete(created.name).catch(() => undefined);
+    throw precondition(`could not load ${adapter} on its base: ${(err as Error).message}`);
+  }
+  return { ...reg.get(created.name), model: adapter };
+}
+
+/**
+ * A LoRA model's files (a promoted PEFT export: its manifest, config and weights) copied into
+ * the deployment's hot-load bucket as a snapshot named after the model, then hot-loaded on
+ * every replica.
+ */
+async function serveAdapter(
+  deps: Deps,
+  deployment: { name: string; gatewayUrl: string | null },
+  bucket: string,
+  model: string,
+) {
+  if (!deployment.gatewayUrl) throw new Error('the deployment has no gateway');
+  const identity = `${model.split('/').pop()}-adapter`;
+  const [from, to] = [await deps.checkpoints(), await openObjectStore(bucket)];
+  for (const f of await from.list(`${model}/`)) {
+    const path = f.key.slice(model.length + 1);
+    if (path === MODEL_FILE) continue;
+    await to.put(`${identity}/${path}`, await from.getStream(f.key));
+  }
+  const client = new HotLoadClient({
+    inferenceUrl: deployment.gatewayUrl,
+    deployment: deployment.name,
+  });
+  await client.hotloadAndWait(identity, {}, 120_000);
 }
 
 async function ledger(deps: Deps, ctx: RequestCtx, id: string, reset: boolean) {
