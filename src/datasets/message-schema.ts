@@ -12,6 +12,7 @@
 
 import { z } from 'zod';
 import type { MessageInput, ToolSpecInput } from '../tokenizers/index.js';
+import { jsonPath, valueAtPath } from '../util/json-path.js';
 import { describeValue, RowIssue } from './errors.js';
 
 export const ROLES = ['system', 'user', 'assistant', 'tool'] as const;
@@ -66,27 +67,11 @@ const toolSpecSchema = z.looseObject({
 
 const DATA_URI = /^data:image\/(png|jpe?g);base64,[A-Za-z0-9+/=\r\n]+$/i;
 
-/** `messages[2].tool_calls[0].function` from a root and a zod path. */
-export function joinPath(root: string, path: readonly PropertyKey[]): string {
-  let out = root;
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `.${String(p)}`;
-  return out;
-}
-
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
-  let v: unknown = root;
-  for (const p of path) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<PropertyKey, unknown>)[p];
-  }
-  return v;
-}
-
 /** The first zod issue as a RowIssue: missing fields, message weights, anything else. */
 function zodIssue(root: string, input: unknown, error: z.ZodError): RowIssue {
   const issue = error.issues[0]!;
-  const where = joinPath(root, issue.path);
-  const got = valueAt(input, issue.path);
+  const where = jsonPath(root, issue.path);
+  const got = valueAtPath(input, issue.path);
   if (got === undefined) return new RowIssue('missing_field', `Missing required field '${where}'`);
   if (issue.path.length === 1 && issue.path[0] === 'weight') {
     return new RowIssue(
@@ -121,7 +106,7 @@ function checkContent(content: unknown, where: string, role: string, rules: Mess
   let images = 0;
   content.forEach((part: unknown, j) => {
     const at = `${where}[${j}]`;
-    const type = valueAt(part, ['type']);
+    const type = valueAtPath(part, ['type']);
     if (type === 'image_url') {
       checkImagePart(part, at, role, rules);
       images++;

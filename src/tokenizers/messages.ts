@@ -4,6 +4,7 @@
  */
 
 import { z } from 'zod';
+import { jsonPath, valueAtPath } from '../util/json-path.js';
 import { TokenizerError } from './errors.js';
 
 const weightSchema = z.union([z.literal(0), z.literal(1)], {
@@ -120,36 +121,20 @@ export type ToolSpec = Readonly<Record<string, unknown>> & {
   readonly function: { readonly name: string };
 };
 
-/** Turn a zod path into `messages[2].tool_calls[0].function.name`. */
-export function formatPath(root: string, path: readonly PropertyKey[]): string {
-  let out = root;
-  for (const p of path) out += typeof p === 'number' ? `[${p}]` : `.${String(p)}`;
-  return out;
-}
-
 function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'string' ? 'a string' : typeof value;
 }
 
-function valueAt(root: unknown, path: readonly PropertyKey[]): unknown {
-  let v: unknown = root;
-  for (const p of path) {
-    if (v === null || typeof v !== 'object') return undefined;
-    v = (v as Record<PropertyKey, unknown>)[p];
-  }
-  return v;
-}
-
 function zodToError(rootName: string, input: unknown, err: z.ZodError): TokenizerError {
   const lines = err.issues.slice(0, 5).map((issue) => {
-    const where = formatPath(rootName, issue.path);
+    const where = jsonPath(rootName, issue.path);
     let msg = issue.message;
     if (issue.code === 'invalid_union' && issue.path.at(-1) === 'role') {
-      msg = `role must be one of system, user, assistant, tool (got ${JSON.stringify(valueAt(input, issue.path))})`;
+      msg = `role must be one of system, user, assistant, tool (got ${JSON.stringify(valueAtPath(input, issue.path))})`;
     } else if (issue.code === 'invalid_type') {
-      const got = valueAt(input, issue.path);
+      const got = valueAtPath(input, issue.path);
       msg =
         got === undefined
           ? `is required (${issue.message})`
