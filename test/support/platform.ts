@@ -11,6 +11,7 @@ import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
+import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { openStore } from '../../src/control-plane/store/index.js';
 import type { Store } from '../../src/control-plane/store/types.js';
 import { startDevServer, type TemporalDevServer } from '../../src/orchestration/dev-server.js';
@@ -35,10 +36,29 @@ export interface TestPlatform {
   workers: TemperWorker[];
   /** Starts another worker host (its own host queue, same shared queue). */
   addWorker(hostId: string): Promise<TemperWorker>;
+  /** A job's stored body. */
+  jobBody(ref: JobRef): Promise<Record<string, unknown>>;
+  /** The weight files of a promoted model, concatenated (for bitwise comparisons). */
+  modelWeights(account: string, id: string): Promise<Buffer>;
   close(): Promise<void>;
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
+
+/** Polls `probe` until it returns a value (every 100 ms); fails naming `what` after the timeout. */
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | undefined>,
+  timeoutMs = 120_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
 
 export async function startTestPlatform(
   options: {
@@ -94,6 +114,17 @@ export async function startTestPlatform(
     sharedQueue,
     workers,
     addWorker,
+    async jobBody(ref) {
+      const row = await store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id);
+      if (!row) throw new Error(`no job ${ref.id}`);
+      return row.body;
+    },
+    async modelWeights(account, id) {
+      const files = await checkpoints.list(`accounts/${account}/models/${id}/`);
+      const weights = files.filter((f) => f.key.endsWith('.safetensors'));
+      if (weights.length === 0) throw new Error(`model ${id} has no weight files`);
+      return Buffer.concat(await Promise.all(weights.map((f) => checkpoints.get(f.key))));
+    },
     async close() {
       await Promise.all(workers.map((w) => w.stop()));
       for (const pod of await launcher.list())

@@ -59,10 +59,7 @@ async function createRftJob(
   return ref;
 }
 
-async function body(ref: JobRef): Promise<Record<string, unknown>> {
-  return (await platform.store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id))!
-    .body;
-}
+const body = (ref: JobRef) => platform.jobBody(ref);
 
 describe('managed RFT job workflow', () => {
   it('rolls out through a deployment, scores, steps with GRPO and promotes the adapter', async () => {

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { ServiceClient } from '../../src/sdk/index.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
 
 let platform: TestPlatform;
 
@@ -29,19 +29,16 @@ async function createTrainer(id: string, extra: Record<string, unknown> = {}): P
   return ref;
 }
 
-async function waitForState(ref: JobRef, state: string, timeoutMs = 60_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const row = await platform.store.get<Record<string, unknown>>(
-      ref.collection,
-      ref.account,
-      ref.id,
-    );
-    if (row?.body.state === state) return row.body;
-    if (Date.now() > deadline)
-      throw new Error(`${ref.id} never reached ${state} (is ${String(row?.body.state)})`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
+/** The job's body once it is in `state`. */
+function waitForState(ref: JobRef, state: string, timeoutMs = 60_000) {
+  return waitFor(
+    `${ref.id} to be ${state}`,
+    async () => {
+      const body = await platform.jobBody(ref);
+      return body.state === state ? body : undefined;
+    },
+    timeoutMs,
+  );
 }
 
 function service(jobId: string) {

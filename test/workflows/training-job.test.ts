@@ -3,7 +3,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const DATASET = 'accounts/temper/datasets/sure-answers-sft';
@@ -37,31 +37,8 @@ async function createSftJob(id: string, extra: Record<string, unknown> = {}): Pr
   return ref;
 }
 
-async function body(ref: JobRef): Promise<Record<string, unknown>> {
-  const row = await platform.store.get<Record<string, unknown>>(
-    ref.collection,
-    ref.account,
-    ref.id,
-  );
-  return row!.body;
-}
-
-async function modelWeights(id: string): Promise<Buffer> {
-  const files = await platform.checkpoints.list(`accounts/acme/models/${id}/`);
-  const weights = files.filter((f) => f.key.endsWith('.safetensors'));
-  expect(weights.length).toBeGreaterThan(0);
-  return Buffer.concat(await Promise.all(weights.map((f) => platform.checkpoints.get(f.key))));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 120_000) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const body = (ref: JobRef) => platform.jobBody(ref);
+const modelWeights = (id: string) => platform.modelWeights('acme', id);
 
 describe('managed SFT job workflow', () => {
   let uninterrupted: Buffer;

@@ -86,17 +86,8 @@ async function createJob(id: string): Promise<JobRef> {
   return ref;
 }
 
-async function job(ref: JobRef): Promise<Record<string, unknown>> {
-  return (await platform.store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id))!
-    .body;
-}
-
-async function weights(id: string): Promise<Buffer> {
-  const files = await platform.checkpoints.list(`accounts/acme/models/${id}/`);
-  const tensors = files.filter((f) => f.key.endsWith('.safetensors'));
-  expect(tensors.length).toBeGreaterThan(0);
-  return Buffer.concat(await Promise.all(tensors.map((f) => platform.checkpoints.get(f.key))));
-}
+const job = (ref: JobRef) => platform.jobBody(ref);
+const weights = (id: string) => platform.modelWeights('acme', id);
 
 describe('worker hosts', () => {
   it('moves a job to another host when its worker is killed, with identical final weights', async () => {
