@@ -6,10 +6,15 @@ import {
   type Client,
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
 } from '@temporalio/client';
+import { z } from 'zod';
+import { ApiError } from '../control-plane/index.js';
 import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
 import { promotionWorkflow, trainerJobWorkflow, trainingJobWorkflow } from './definitions/index.js';
+import { executeTrainStepUpdate } from './definitions/trainer-job.js';
 import type { WorkflowSettings } from './definitions/training-job.js';
+import type { TrainStepResult } from './types.js';
 import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
 
 export class OrchestrationError extends Error {
@@ -23,6 +28,38 @@ export class OrchestrationError extends Error {
 }
 
 const RESUME_CLOSE_WAIT_MS = 30_000;
+
+const trainStepRequestSchema = z.strictObject({
+  modelId: z.string().min(1).optional(),
+  datums: z
+    .array(
+      z.strictObject({
+        modelInput: z.array(z.number().int().nonnegative()).min(1),
+        lossFnInputs: z.record(z.string(), z.array(z.number())),
+      }),
+    )
+    .min(1, 'datums: give at least one datum'),
+  lossFn: z.string().optional(),
+  lossFnConfig: z.record(z.string(), z.number()).optional(),
+  adamParams: z
+    .strictObject({
+      learningRate: z.number().positive().optional(),
+      beta1: z.number().optional(),
+      beta2: z.number().optional(),
+      eps: z.number().optional(),
+      weightDecay: z.number().optional(),
+      gradClipNorm: z.number().optional(),
+    })
+    .optional(),
+  gradAccumulationNormalization: z.enum(['num_loss_tokens', 'num_sequences', 'none']).optional(),
+});
+
+/** What went wrong at the bottom of Temporal's wrapping (the activity's own message). */
+function innermost(error: Error): string {
+  let e: unknown = error;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return (e as Error).message;
+}
 
 export class TemporalOrchestrator implements JobOrchestrator {
   constructor(
@@ -79,6 +116,25 @@ export class TemporalOrchestrator implements JobOrchestrator {
         );
     }
     await this.start(job);
+  }
+
+  /** `:executeTrainStep`: an update of the trainer job's workflow, run by the pod's host. */
+  async executeTrainStep(job: JobRef, request: unknown): Promise<TrainStepResult> {
+    const parsed = trainStepRequestSchema.parse(request);
+    try {
+      return await this.client.workflow
+        .getHandle(workflowIdOf(job))
+        .executeUpdate(executeTrainStepUpdate, { args: [parsed] });
+    } catch (error) {
+      if (error instanceof WorkflowUpdateFailedError)
+        throw new ApiError('FAILED_PRECONDITION', `executeTrainStep: ${innermost(error)}`);
+      if (error instanceof WorkflowNotFoundError)
+        throw new ApiError(
+          'FAILED_PRECONDITION',
+          `trainer job ${workflowIdOf(job)} is not running`,
+        );
+      throw error;
+    }
   }
 
   async promote(request: PromoteRequest): Promise<unknown> {

@@ -164,6 +164,34 @@ export interface TrainerExit {
   reason: string;
 }
 
+/**
+ * `:executeTrainStep` on an rlorTrainerJob: one optimizer step on the trainer over datums
+ * given inline (Training API datum JSON), with a built-in loss. `modelId` names a model on the
+ * pod; without it the job's own model (created by the first such call) is used.
+ */
+export interface TrainStepRequest {
+  modelId?: string;
+  datums: { modelInput: number[]; lossFnInputs: Record<string, number[]> }[];
+  lossFn?: string;
+  lossFnConfig?: Record<string, number>;
+  adamParams?: {
+    learningRate?: number;
+    beta1?: number;
+    beta2?: number;
+    eps?: number;
+    weightDecay?: number;
+    gradClipNorm?: number;
+  };
+  gradAccumulationNormalization?: 'num_loss_tokens' | 'num_sequences' | 'none';
+}
+
+export interface TrainStepResult {
+  modelId: string;
+  /** The model's optimizer step after this one. */
+  step: number;
+  metrics: Record<string, number>;
+}
+
 /** Activities any worker runs (shared queue): the store and host selection. */
 export interface ControlActivities {
   /** Reads and validates the job, sets VALIDATING then RUNNING; throws JobInvalid. */
@@ -187,6 +215,8 @@ export interface HostActivities {
   stopTrainer(podJobId: string): Promise<void>;
   /** Starts an rlorTrainerJob's pod; resolves with its gRPC address once it serves. */
   launchTrainerJob(spec: TrainerJobSpec): Promise<string>;
+  /** One optimizer step on a trainer job's pod (`:executeTrainStep`). */
+  executeTrainStep(spec: TrainerJobSpec, request: TrainStepRequest): Promise<TrainStepResult>;
   /** Watches the pod until it exits (heartbeating); cancelled: stops it. */
   superviseTrainer(spec: TrainerJobSpec): Promise<TrainerExit>;
 }

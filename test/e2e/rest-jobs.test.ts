@@ -231,4 +231,35 @@ describe('managed jobs through the REST API', () => {
     );
     expect(JSON.stringify(metrics.json)).toContain('reward:mean');
   }, 300_000);
+
+  it('steps a trainer job with :executeTrainStep', async () => {
+    const created = await call('POST', '/v1/accounts/acme/rlorTrainerJobs?rlorTrainerJobId=keep', {
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      loraRank: 0,
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const path = '/v1/accounts/acme/rlorTrainerJobs/keep';
+    for (let i = 0; i < 300 && (await call('GET', path)).json.state !== 'JOB_STATE_RUNNING'; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const tokens = Array.from(Buffer.from('Q: capital of Peru? A: Lima'));
+    const request = {
+      datums: [
+        {
+          modelInput: tokens.slice(0, -1),
+          lossFnInputs: { target_tokens: tokens.slice(1), weights: tokens.slice(1).map(() => 1) },
+        },
+      ],
+      adamParams: { learningRate: 1e-3 },
+    };
+    const first = await call('POST', `${path}:executeTrainStep`, request);
+    expect(first.status, JSON.stringify(first.json)).toBe(200);
+    const second = await call('POST', `${path}:executeTrainStep`, request);
+    expect(second.json).toMatchObject({ modelId: first.json.modelId, step: 2 });
+    const loss = (r: { json: Json }) => (r.json.metrics as Record<string, number>)['loss:sum']!;
+    expect(loss(second)).toBeLessThan(loss(first));
+    const bad = await call('POST', `${path}:executeTrainStep`, { datums: [] });
+    expect(bad.status).toBe(400);
+    expect((bad.json.error as { message: string }).message).toMatch(/at least one datum/);
+    expect((await call('DELETE', path)).status).toBe(200);
+  }, 120_000);
 });

@@ -26,6 +26,8 @@ import type {
   TrainerHandle,
   TrainerJobSpec,
   TrainingPlan,
+  TrainStepRequest,
+  TrainStepResult,
 } from '../types.js';
 import { loadEvaluator } from './evaluators.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
@@ -515,6 +517,52 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     });
   }
 
+  /** Clients of trainer jobs' models, one service each (a service holds one training client). */
+  const stepClients = new Map<
+    string,
+    Promise<{ service: ServiceClient; client: TrainingClient }>
+  >();
+
+  async function stepClient(spec: TrainerJobSpec, modelId: string | undefined) {
+    const key = `${spec.jobId}|${modelId ?? ''}`;
+    return cached(stepClients, key, async () => {
+      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
+      const service = ServiceClient.fromConfig(
+        {
+          baseModel: spec.baseModel.startsWith('accounts/temper/') ? spec.baseModel : model.dir,
+          loraRank: spec.loraRank,
+          trainerJobId: spec.jobId,
+          account: spec.account,
+          checkpointUrl: deps.checkpointUrl,
+        },
+        { launcher: deps.launcher },
+      );
+      const client = await service.createTrainingClient(modelId ? { modelId } : {});
+      return { service, client };
+    });
+  }
+
+  async function executeTrainStep(
+    spec: TrainerJobSpec,
+    request: TrainStepRequest,
+  ): Promise<TrainStepResult> {
+    const { client } = await stepClient(spec, request.modelId);
+    const out = await client.forwardBackward(
+      request.datums,
+      request.lossFn ?? 'cross_entropy',
+      request.lossFnConfig ?? {},
+    );
+    const step = await client.optimStep(
+      request.adamParams ?? {},
+      request.gradAccumulationNormalization ?? 'none',
+    );
+    return {
+      modelId: client.modelId,
+      step: step.step,
+      metrics: { ...out.metrics, ...step.metrics, grad_norm: step.gradNorm },
+    };
+  }
+
   async function superviseTrainer(spec: TrainerJobSpec): Promise<TrainerExit> {
     const ctx = Context.current();
     const jobId = spec.jobId;
@@ -562,6 +610,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     exportFinalWeights,
     stopTrainer,
     launchTrainerJob,
+    executeTrainStep,
     superviseTrainer,
   };
 }

@@ -6,8 +6,21 @@
  * with a fresh pod under the same job id, and the client reloads its last checkpoint
  * (ServiceClient.reconnectAndWait).
  */
-import { CancellationScope, isCancellation, proxyActivities } from '@temporalio/workflow';
-import type { ControlActivities, HostActivities, JobRef, TrainerExit } from '../types.js';
+import {
+  CancellationScope,
+  defineUpdate,
+  isCancellation,
+  proxyActivities,
+  setHandler,
+} from '@temporalio/workflow';
+import type {
+  ControlActivities,
+  HostActivities,
+  JobRef,
+  TrainerExit,
+  TrainStepRequest,
+  TrainStepResult,
+} from '../types.js';
 import type { WorkflowSettings } from './training-job.js';
 
 const control = proxyActivities<ControlActivities>({
@@ -25,12 +38,43 @@ function host(queue: string, settings: WorkflowSettings, startWithinMs?: number)
   });
 }
 
+/** `:executeTrainStep`: one step on the job's trainer, run by the host that owns the pod. */
+export const executeTrainStepUpdate = defineUpdate<TrainStepResult, [TrainStepRequest]>(
+  'executeTrainStep',
+);
+
 export async function trainerJobWorkflow(
   ref: JobRef,
   settings: WorkflowSettings = {},
 ): Promise<TrainerExit> {
   let hostQueue: string | undefined;
+  let serving = false;
   const spec = await control.prepareTrainerJob(ref);
+  // Steps run one at a time, in arrival order, on the pod's own host; a request without a
+  // modelId trains the job's own model (made by the first such step).
+  let queue: Promise<unknown> = Promise.resolve();
+  let ownModel: string | undefined;
+  setHandler(
+    executeTrainStepUpdate,
+    (request: TrainStepRequest): Promise<TrainStepResult> => {
+      const run = queue.then(async () => {
+        const modelId = request.modelId ?? ownModel;
+        const result = await host(hostQueue!, settings).executeTrainStep(
+          spec,
+          modelId ? { ...request, modelId } : request,
+        );
+        if (!request.modelId) ownModel = result.modelId;
+        return result;
+      });
+      queue = run.catch(() => undefined);
+      return run;
+    },
+    {
+      validator: (_request: TrainStepRequest) => {
+        if (!serving) throw new Error(`trainer job ${spec.jobName} is not serving`);
+      },
+    },
+  );
   try {
     hostQueue = await control.claimHost();
     const address = await host(hostQueue, settings).launchTrainerJob(spec);
@@ -38,6 +82,7 @@ export async function trainerJobWorkflow(
       state: 'JOB_STATE_RUNNING',
       fields: { trainerAddress: address, trainerHost: hostQueue },
     });
+    serving = true;
     let exit: TrainerExit;
     try {
       exit = await host(hostQueue, settings).superviseTrainer(spec);
@@ -45,6 +90,7 @@ export async function trainerJobWorkflow(
       if (isCancellation(error)) throw error;
       exit = { kind: 'lost', reason: 'the trainer host stopped responding' };
     }
+    serving = false;
     await control.setJobStatus(ref, {
       state: exit.kind === 'stopped' ? 'JOB_STATE_COMPLETED' : 'JOB_STATE_FAILED',
       message:
