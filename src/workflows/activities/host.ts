@@ -1,115 +1,46 @@
 /**
  * Activities that run on the host owning a job's trainer pod (the host's own task queue):
- * launch the pod, train segments of steps, export the final weights, stop the pod.
+ * launch the pod, train segments of steps, export the final weights, stop the pod (and, from
+ * trainer-jobs.ts, the activities of rlorTrainerJobs).
  *
  * The worker keeps one open Training API session per pod in memory; a worker that restarted
  * reattaches to a still-running pod by its job id and model id. Training data is rebuilt from
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
-import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
-import type { ObjectStore } from '../../checkpoints/object-store/index.js';
-import type { Store } from '../../control-plane/store/types.js';
-import type { DeploymentRegistry } from '../../deployments/registry.js';
 import { dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
-import type { Launcher } from '../../trainer/launcher/index.js';
 import type {
   FinishInput,
   HostActivities,
   RftSettings,
   SegmentInput,
   SegmentResult,
-  TrainerExit,
   TrainerHandle,
-  TrainerJobSpec,
   TrainingPlan,
-  TrainStepRequest,
-  TrainStepResult,
 } from '../types.js';
 import { loadEvaluator } from './evaluators.js';
+import {
+  cached,
+  evaluatorName,
+  type HostDeps,
+  learningRateAt,
+  POD_INACTIVITY_MS,
+  podBaseModel,
+  podJobId,
+  type Session,
+  weightSum,
+  withHeartbeats,
+} from './host-support.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { resolveModel } from './models.js';
-import type { RolloutTracer } from './remote-rollouts.js';
 import { buildRftData, type RftData, runRftStep } from './rft.js';
-import { recordRolloutTokens, recordTrainingUsage, TRAINER_USAGE } from './usage.js';
+import { createTrainerJobActivities } from './trainer-jobs.js';
+import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
 
-export interface HostDeps {
-  store: Store;
-  /** Where this host runs RFT jobs' rollout deployments. */
-  deployments: DeploymentRegistry;
-  /** Model calls of remote-environment rollouts come through here. */
-  tracer: RolloutTracer;
-  launcher: Launcher;
-  artifacts: ObjectStore;
-  /** Checkpoint store root the pods share. */
-  checkpointUrl: string;
-  hostQueue: string;
-  /** Engine threads per pod. */
-  threads?: number;
-}
-
-const POD_INACTIVITY_MS = 10 * 60_000;
-
-interface Session {
-  service: ServiceClient;
-  client: TrainingClient;
-  /** RFT with a KL term: the frozen reference (the pod's base with the adapter off, or a pod). */
-  reference?: Promise<TrainingClient>;
-}
-
-/** Pod job ids: readable, unique per (job, attempt), within the 63-character limit. */
-export function podJobId(jobName: string, attempt: number): string {
-  const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
-  const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
-  return `${id}-${hash}-t${attempt}`;
-}
-
-/** One promise per key; a failed one is forgotten so the next call retries. */
-function cached<T>(map: Map<string, Promise<T>>, key: string, make: () => Promise<T>): Promise<T> {
-  let pending = map.get(key);
-  if (!pending) {
-    pending = make();
-    pending.catch(() => map.delete(key));
-    map.set(key, pending);
-  }
-  return pending;
-}
-
-function evaluatorName(name: string, account: string): string {
-  return name.includes('/') ? name : `accounts/${account}/evaluators/${name}`;
-}
-
-/**
- * Heartbeats every 2 s while `work` runs, whatever its steps take: the workflow's heartbeat
- * timeout then measures whether this host is alive, not how long a step is.
- */
-async function withHeartbeats<T>(work: () => Promise<T>): Promise<T> {
-  const ctx = Context.current();
-  const timer = setInterval(() => ctx.heartbeat(), 2_000);
-  try {
-    return await work();
-  } finally {
-    clearInterval(timer);
-  }
-}
-
-/** Linear warmup over `warmupSteps`, then constant. */
-export function learningRateAt(plan: TrainingPlan, step: number): number {
-  if (plan.warmupSteps <= 0) return plan.learningRate;
-  return plan.learningRate * Math.min(1, (step + 1) / plan.warmupSteps);
-}
-
-function weightSum(batch: readonly TrainingDatum[]): number {
-  let total = 0;
-  for (const d of batch) {
-    const w = d.lossFnInputs.weights;
-    if (Array.isArray(w)) for (const x of w as number[]) total += x;
-  }
-  return total;
-}
+export { type HostDeps, learningRateAt, podJobId } from './host-support.js';
 
 export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
@@ -118,11 +49,8 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   async function modelSource(plan: TrainingPlan) {
     const model = await resolveModel(plan.warmStartFrom ?? plan.baseModel, deps.checkpointUrl);
     const baseDir = model.adapter?.baseDir ?? model.dir;
-    // Catalog models keep their resource name (it is recorded in exports); others go by path.
-    const baseModel =
-      plan.baseModel.startsWith('accounts/temper/') && !model.adapter && !plan.warmStartFrom
-        ? plan.baseModel
-        : baseDir;
+    // A warm start trains on the started-from weights, whatever the plan's base model says.
+    const baseModel = plan.warmStartFrom ? baseDir : podBaseModel(plan.baseModel, baseDir);
     return { baseModel, baseDir, adapterDir: model.adapter ? model.dir : null };
   }
 
@@ -494,123 +422,11 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     await deps.launcher.stop(jobId);
   }
 
-  async function launchTrainerJob(spec: TrainerJobSpec): Promise<string> {
-    return withHeartbeats(async () => {
-      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
-      if (model.adapter)
-        throw new Error(`${spec.baseModel} is a LoRA adapter; start from its base model`);
-      const baseModel = spec.baseModel.startsWith('accounts/temper/') ? spec.baseModel : model.dir;
-      // A resumed job reuses its id: whatever is left of the previous pod goes first.
-      await deps.launcher.stop(spec.jobId).catch(() => undefined);
-      const endpoint = await deps.launcher.launch({
-        baseModel,
-        loraRank: spec.loraRank,
-        forwardOnly: spec.forwardOnly,
-        jobId: spec.jobId,
-        account: spec.account,
-        checkpointUrl: deps.checkpointUrl,
-        displayName: spec.jobName,
-        inactivityTimeoutMs: spec.inactivityTimeoutMs,
-        ...(deps.threads ? { threads: deps.threads } : {}),
-      });
-      return endpoint.address;
-    });
-  }
-
-  /** Clients of trainer jobs' models, one service each (a service holds one training client). */
-  const stepClients = new Map<
-    string,
-    Promise<{ service: ServiceClient; client: TrainingClient }>
-  >();
-
-  async function stepClient(spec: TrainerJobSpec, modelId: string | undefined) {
-    const key = `${spec.jobId}|${modelId ?? ''}`;
-    return cached(stepClients, key, async () => {
-      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
-      const service = ServiceClient.fromConfig(
-        {
-          baseModel: spec.baseModel.startsWith('accounts/temper/') ? spec.baseModel : model.dir,
-          loraRank: spec.loraRank,
-          trainerJobId: spec.jobId,
-          account: spec.account,
-          checkpointUrl: deps.checkpointUrl,
-        },
-        { launcher: deps.launcher },
-      );
-      const client = await service.createTrainingClient(modelId ? { modelId } : {});
-      return { service, client };
-    });
-  }
-
-  async function executeTrainStep(
-    spec: TrainerJobSpec,
-    request: TrainStepRequest,
-  ): Promise<TrainStepResult> {
-    const { client } = await stepClient(spec, request.modelId);
-    const out = await client.forwardBackward(
-      request.datums,
-      request.lossFn ?? 'cross_entropy',
-      request.lossFnConfig ?? {},
-    );
-    const step = await client.optimStep(
-      request.adamParams ?? {},
-      request.gradAccumulationNormalization ?? 'none',
-    );
-    return {
-      modelId: client.modelId,
-      step: step.step,
-      metrics: { ...out.metrics, ...step.metrics, grad_norm: step.gradNorm },
-    };
-  }
-
-  async function superviseTrainer(spec: TrainerJobSpec): Promise<TrainerExit> {
-    const ctx = Context.current();
-    const jobId = spec.jobId;
-    const start = new Date();
-    const meter = async () => {
-      const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
-      await recordTrainingUsage(
-        deps.store,
-        {
-          id: `${spec.jobName}/${ctx.info.workflowExecution?.runId ?? start.toISOString()}/pod`,
-          account: spec.account,
-          source: spec.jobName,
-          baseModel: spec.baseModel,
-          modelDir: model.dir,
-          start: new Date((await deps.launcher.get(jobId))?.createdAt ?? start),
-          end: new Date(),
-        },
-        TRAINER_USAGE,
-      );
-    };
-    for (;;) {
-      const info = await deps.launcher.get(jobId);
-      if (!info) return { kind: 'lost', reason: 'the trainer pod is unknown on its host' };
-      if (info.state === 'stopped' || info.state === 'failed') {
-        await meter();
-        const stopped =
-          info.state === 'stopped' && /inactivity|requested|SIGTERM/i.test(info.reason ?? '');
-        return { kind: stopped ? 'stopped' : 'lost', reason: info.reason ?? info.state };
-      }
-      ctx.heartbeat();
-      try {
-        await ctx.sleep(1_000);
-      } catch (error) {
-        // Cancelled (the job was deleted): the pod goes with it.
-        await deps.launcher.stop(jobId).catch(() => undefined);
-        await meter().catch(() => undefined);
-        throw error;
-      }
-    }
-  }
-
   return {
     launchTrainer,
     trainSegment,
     exportFinalWeights,
     stopTrainer,
-    launchTrainerJob,
-    executeTrainStep,
-    superviseTrainer,
+    ...createTrainerJobActivities(deps),
   };
 }

@@ -1,0 +1,99 @@
+/**
+ * What the host activities share: their dependencies and small helpers (pod ids, the
+ * learning-rate schedule, per-process caches, timed heartbeats).
+ */
+import { createHash } from 'node:crypto';
+import { Context } from '@temporalio/activity';
+import type { ObjectStore } from '../../checkpoints/object-store/index.js';
+import type { Store } from '../../control-plane/store/types.js';
+import type { DeploymentRegistry } from '../../deployments/registry.js';
+import type { ServiceClient } from '../../sdk/service-client.js';
+import type { TrainingClient } from '../../sdk/training-client.js';
+import type { TrainingDatum } from '../../sdk/types.js';
+import type { Launcher } from '../../trainer/launcher/index.js';
+import type { TrainingPlan } from '../types.js';
+import type { RolloutTracer } from './remote-rollouts.js';
+
+export interface HostDeps {
+  store: Store;
+  /** Where this host runs RFT jobs' rollout deployments. */
+  deployments: DeploymentRegistry;
+  /** Model calls of remote-environment rollouts come through here. */
+  tracer: RolloutTracer;
+  launcher: Launcher;
+  artifacts: ObjectStore;
+  /** Checkpoint store root the pods share. */
+  checkpointUrl: string;
+  hostQueue: string;
+  /** Engine threads per pod. */
+  threads?: number;
+}
+
+export const POD_INACTIVITY_MS = 10 * 60_000;
+
+export interface Session {
+  service: ServiceClient;
+  client: TrainingClient;
+  /** RFT with a KL term: the frozen reference (the pod's base with the adapter off, or a pod). */
+  reference?: Promise<TrainingClient>;
+}
+
+/** Pod job ids: readable, unique per (job, attempt), within the 63-character limit. */
+export function podJobId(jobName: string, attempt: number): string {
+  const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
+  const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
+  return `${id}-${hash}-t${attempt}`;
+}
+
+/** One promise per key; a failed one is forgotten so the next call retries. */
+export function cached<T>(
+  map: Map<string, Promise<T>>,
+  key: string,
+  make: () => Promise<T>,
+): Promise<T> {
+  let pending = map.get(key);
+  if (!pending) {
+    pending = make();
+    pending.catch(() => map.delete(key));
+    map.set(key, pending);
+  }
+  return pending;
+}
+
+export function evaluatorName(name: string, account: string): string {
+  return name.includes('/') ? name : `accounts/${account}/evaluators/${name}`;
+}
+
+/**
+ * Heartbeats every 2 s while `work` runs, whatever its steps take: the workflow's heartbeat
+ * timeout then measures whether this host is alive, not how long a step is.
+ */
+export async function withHeartbeats<T>(work: () => Promise<T>): Promise<T> {
+  const ctx = Context.current();
+  const timer = setInterval(() => ctx.heartbeat(), 2_000);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/** Linear warmup over `warmupSteps`, then constant. */
+export function learningRateAt(plan: TrainingPlan, step: number): number {
+  if (plan.warmupSteps <= 0) return plan.learningRate;
+  return plan.learningRate * Math.min(1, (step + 1) / plan.warmupSteps);
+}
+
+export function weightSum(batch: readonly TrainingDatum[]): number {
+  let total = 0;
+  for (const d of batch) {
+    const w = d.lossFnInputs.weights;
+    if (Array.isArray(w)) for (const x of w as number[]) total += x;
+  }
+  return total;
+}
+
+/** The base model a pod is launched with: catalog models by name (recorded in exports), others by path. */
+export function podBaseModel(name: string, dir: string): string {
+  return name.startsWith('accounts/temper/') ? name : dir;
+}
