@@ -56,6 +56,8 @@ describe('managed SFT job workflow', () => {
     expect(progress.percent).toBe(100);
     expect(result.steps).toBe(progress.totalSteps);
     expect(result.trainerRestarts).toBe(0);
+    // A resumable checkpoint at the end too.
+    expect((job.lastCheckpoint as { step: number }).step).toBe(progress.totalSteps);
     const metrics = await platform.store.listMetrics(workflowIdOf(ref));
     expect(metrics.map((m) => m.step)).toEqual(
       Array.from({ length: progress.totalSteps }, (_, i) => i + 1),

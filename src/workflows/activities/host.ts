@@ -228,12 +228,14 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     });
     if (input.save && !result.earlyStop) {
       result.checkpoint = (await s.client.saveState(`step-${result.step}`)).path;
-      // A servable export beside it: a cancelled job keeps this as its model.
-      result.samplerCheckpoint = (
-        await s.client.saveWeightsForSampler(`step-${result.step}-weights`, {
-          checkpointType: 'base',
-        })
-      ).name;
+      // A servable export beside it: a cancelled job keeps this as its model. (At the end,
+      // the final export is that.)
+      if (result.step < plan.totalSteps)
+        result.samplerCheckpoint = (
+          await s.client.saveWeightsForSampler(`step-${result.step}-weights`, {
+            checkpointType: 'base',
+          })
+        ).name;
       await updateJob(plan, {
         lastCheckpoint: { checkpoint: result.checkpoint, step: result.step },
       });

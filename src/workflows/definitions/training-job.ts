@@ -92,7 +92,9 @@ export async function trainingJobWorkflow(
         let restoreFrom: string | null = checkpoint;
         while (step < plan.totalSteps) {
           const toStep = segmentEnd(plan, step);
-          const save = plan.checkpointEvery > 0 && toStep < plan.totalSteps;
+          // Resumable checkpoints at the frequency and at the end (a finished job's train
+          // state can seed another run with its optimizer).
+          const save = plan.checkpointEvery > 0 || toStep === plan.totalSteps;
           const result: SegmentResult = await host.trainSegment({
             plan,
             trainer,
