@@ -5,6 +5,7 @@
  * imports that do I/O, because the workflow bundle imports it.
  */
 import type { JobCollection, JobRef } from '../control-plane/orchestrator.js';
+import type { AdamParams } from '../sdk/types.js';
 
 export type { JobCollection, JobRef };
 
@@ -174,14 +175,7 @@ export interface TrainStepRequest {
   datums: { modelInput: number[]; lossFnInputs: Record<string, number[]> }[];
   lossFn?: string;
   lossFnConfig?: Record<string, number>;
-  adamParams?: {
-    learningRate?: number;
-    beta1?: number;
-    beta2?: number;
-    eps?: number;
-    weightDecay?: number;
-    gradClipNorm?: number;
-  };
+  adamParams?: AdamParams;
   gradAccumulationNormalization?: 'num_loss_tokens' | 'num_sequences' | 'none';
 }
 
