@@ -26,6 +26,11 @@ export const settingsSchema = z.strictObject({
   trainersDir: z.string().min(1),
   /** Control plane port (`temper up`). */
   apiPort: z.number().int().min(0).max(65535),
+  /**
+   * The address this host's RFT rollout tracer binds and hands to remote environments as
+   * `model_base_url` (127.0.0.1; a routable address when the user's server runs elsewhere).
+   */
+  rolloutTracerHost: z.string().min(1),
 });
 
 export type PlatformSettings = z.output<typeof settingsSchema>;
@@ -64,6 +69,7 @@ export function platformSettings(
     taskQueue: pick('taskQueue', 'TEMPER_TASK_QUEUE', SHARED_TASK_QUEUE),
     trainersDir: pick('trainersDir', 'TEMPER_TRAINERS_DIR', join(dataDir, 'trainers')),
     apiPort: Number(pick('apiPort', 'TEMPER_API_PORT', 8080)),
+    rolloutTracerHost: pick('rolloutTracerHost', 'TEMPER_ROLLOUT_TRACER_HOST', '127.0.0.1'),
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

@@ -94,6 +94,7 @@ export async function startWorkerHost(
     checkpoints,
     launcher,
     sharedQueue: settings.taskQueue,
+    advertiseHost: settings.rolloutTracerHost,
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : {}),
   });
