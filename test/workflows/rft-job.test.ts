@@ -20,6 +20,12 @@ beforeAll(async () => {
       )
       .join('\n'),
   );
+  await platform.artifacts.put(
+    'accounts/acme/datasets/held-out/data.jsonl',
+    ['What is the capital of Japan?', 'What color is grass?']
+      .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
+      .join('\n'),
+  );
   // Rewards answers that start politely; a constant evaluator for the early-stop case.
   await platform.store.create('evaluators', 'acme', 'polite', {
     source:
@@ -63,13 +69,22 @@ const body = (ref: JobRef) => platform.jobBody(ref);
 
 describe('managed RFT job workflow', () => {
   it('rolls out through a deployment, scores, steps with GRPO and promotes the adapter', async () => {
-    const ref = await createRftJob('rft-polite', 'polite', 2);
+    const ref = await createRftJob('rft-polite', 'polite', 2, {
+      evaluationDataset: 'accounts/acme/datasets/held-out',
+      checkpointFrequency: 1,
+    });
     await platform.orchestrator.start(ref);
     await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
     const job = await body(ref);
     expect(job.state).toBe('JOB_STATE_COMPLETED');
     const metrics = await platform.store.listMetrics(workflowIdOf(ref));
     expect(metrics.map((m) => m.step)).toEqual([1, 2]);
+    // The evaluation dataset is scored at every segment end (one step each here).
+    for (const m of metrics) {
+      expect(m.values['eval_reward:mean']).toBeGreaterThanOrEqual(0);
+      expect(m.values['eval_reward:mean']).toBeLessThanOrEqual(1);
+    }
+    expect(job.evaluationExampleCount).toBe(2);
     for (const m of metrics) {
       expect(m.values['rollouts:sum']).toBe(12);
       expect(m.values['reward:mean']).toBeGreaterThanOrEqual(0);

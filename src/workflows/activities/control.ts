@@ -163,14 +163,15 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       };
       const text = await readDatasetText(body.dataset, deps.artifacts);
       const renderer = await modelRenderer(baseDir);
+      const evalText = plan.evaluationDataset
+        ? await readDatasetText(plan.evaluationDataset, deps.artifacts)
+        : null;
       if (plan.rft) {
-        const data = buildRftData({ ...plan, rft: plan.rft }, text, renderer);
+        const data = buildRftData({ ...plan, rft: plan.rft }, text, renderer, evalText);
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.prompts.length;
+        evaluationExamples = data.evalPrompts.length;
       } else {
-        const evalText = plan.evaluationDataset
-          ? await readDatasetText(plan.evaluationDataset, deps.artifacts)
-          : null;
         const data = cachedJobData(plan.jobName, plan, text, renderer, evalText);
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.units.length;

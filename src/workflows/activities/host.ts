@@ -36,7 +36,7 @@ import {
 } from './host-support.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { resolveModel } from './models.js';
-import { buildRftData, type RftData, runRftStep } from './rft.js';
+import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
 import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
 
@@ -97,7 +97,10 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return cached(rftCache, plan.jobName, async () => {
       const { baseDir } = await modelSource(plan);
       const text = await readDatasetText(plan.dataset, deps.artifacts);
-      return buildRftData(plan, text, await modelRenderer(baseDir));
+      const evalText = plan.evaluationDataset
+        ? await readDatasetText(plan.evaluationDataset, deps.artifacts)
+        : null;
+      return buildRftData(plan, text, await modelRenderer(baseDir), evalText);
     });
   }
 
@@ -298,6 +301,17 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         `${plan.jobName}/rollouts/step-${String(step + 1).padStart(6, '0')}.jsonl`,
         rollouts.map((r) => JSON.stringify(r)).join('\n'),
       );
+      // Eval reward of the updated weights at the end of every segment.
+      if (step + 1 === input.toStep && data.evalPrompts.length > 0) {
+        const evalSnapshot = await s.client.saveWeightsForSampler(`eval-${step + 1}`);
+        const evalSampler = await s.service.createDeploymentSampler({
+          modelPath: evalSnapshot.uri,
+        });
+        (values as Record<string, number>)['eval_reward:mean'] = await evalReward(
+          { plan, sampler: evalSampler, evaluate },
+          data.evalPrompts,
+        );
+      }
       await flush(plan, [{ step: step + 1, values, time: new Date().toISOString() }], step + 1);
       ctx.heartbeat({ step: step + 1 });
       if (data.steps[step]!.endsEpoch && (await epochScoredUniformly(plan, data, step))) {

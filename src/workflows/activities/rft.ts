@@ -30,6 +30,8 @@ export interface RftStepPlan {
 export interface RftData {
   prompts: RftPrompt[];
   steps: RftStepPlan[];
+  /** The evaluation dataset's prompts (empty without one): eval reward at segment ends. */
+  evalPrompts: RftPrompt[];
 }
 
 /** Prompts per step: the chunk size, or the whole dataset when it has < 2 chunks (or -1). */
@@ -42,8 +44,10 @@ export function buildRftData(
   plan: Pick<TrainingPlan, 'epochs' | 'seed'> & { rft: Pick<RftSettings, 'chunkSize'> },
   text: string,
   renderer: Renderer,
+  evalText: string | null = null,
 ): RftData {
   const prompts = rftPrompts(parseDataset('rft', text).rows, renderer);
+  const evalPrompts = evalText ? rftPrompts(parseDataset('rft', evalText).rows, renderer) : [];
   const chunk = chunkLength(prompts.length, plan.rft.chunkSize);
   const steps: RftStepPlan[] = [];
   planEpochs(prompts.length, { epochs: plan.epochs, seed: plan.seed }).forEach((order, epoch) => {
@@ -55,7 +59,41 @@ export function buildRftData(
       });
     }
   });
-  return { prompts, steps };
+  return { prompts, steps, evalPrompts };
+}
+
+/**
+ * Mean evaluator score of one sample per evaluation prompt from the deployment's current
+ * weights, at the job's sampling settings with fixed seeds (comparable across steps).
+ */
+export async function evalReward(
+  ctx: Pick<RftStepContext, 'plan' | 'sampler' | 'evaluate'>,
+  prompts: readonly RftPrompt[],
+): Promise<number> {
+  const s = ctx.plan.rft;
+  const scores = await mapLimited(
+    prompts,
+    Math.max(1, s.maxConcurrentRollouts),
+    async (prompt, i) => {
+      const [sample] = await ctx.sampler.sampleWithTokens({
+        promptTokens: prompt.promptTokens,
+        n: 1,
+        maxTokens: s.maxTokens,
+        temperature: s.temperature,
+        topP: s.topP,
+        topK: s.topK,
+        seed: requestSeed(ctx.plan.seed, -1, i),
+      });
+      const scored = await ctx.evaluate({
+        messages: prompt.messages,
+        completion: sample?.text ?? '',
+        groundTruth: prompt.groundTruth,
+        row: prompt.extra,
+      });
+      return scored.score;
+    },
+  );
+  return scores.reduce((a, b) => a + b, 0) / Math.max(scores.length, 1);
 }
 
 export interface RolloutRecord {
