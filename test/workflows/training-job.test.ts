@@ -186,6 +186,14 @@ describe('managed DPO job workflow', () => {
         pair('What color is the sky?', 'Sure! Blue. Anything else?', 'Blue.'),
       ].join('\n'),
     );
+    await platform.artifacts.put(
+      'accounts/acme/datasets/prefs-held-out/data.jsonl',
+      [
+        pair('What is the capital of Spain?', 'Sure! Madrid. Anything else?', 'Madrid.'),
+        pair('What color is grass?', 'Sure! Green. Anything else?', 'Green.'),
+        pair('What is the capital of Italy?', 'Sure! Rome. Anything else?', 'Rome.'),
+      ].join('\n'),
+    );
     const ref: JobRef = { collection: 'dpoJobs', account: 'acme', id: 'dpo-1' };
     await platform.store.create(ref.collection, ref.account, ref.id, {
       state: 'JOB_STATE_PENDING',
@@ -198,6 +206,7 @@ describe('managed DPO job workflow', () => {
       loraRank: 4,
       beta: 0.1,
       seed: 3,
+      evaluationDataset: 'accounts/acme/datasets/prefs-held-out',
     });
     await platform.orchestrator.start(ref);
     await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
@@ -208,6 +217,9 @@ describe('managed DPO job workflow', () => {
     // DPO starts at log 2 (policy = reference) and the margin grows as it learns.
     expect(metrics[0]!.values['loss:mean'] as number).toBeCloseTo(Math.LN2, 2);
     expect(metrics.at(-1)!.values['margin:mean'] as number).toBeGreaterThan(0);
+    // Held-out pairs: their DPO loss starts near log 2 and falls as the preference generalises.
+    expect(job.evaluationExampleCount).toBe(3);
+    expect(metrics.at(-1)!.values['eval_loss:mean'] as number).toBeLessThan(Math.LN2);
     expect(
       await platform.artifacts.stat(`${workflowIdOf(ref)}/reference-logprobs.json`),
     ).not.toBeNull();

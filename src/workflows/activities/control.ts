@@ -175,7 +175,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         const data = cachedJobData(plan.jobName, plan, text, renderer, evalText);
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.units.length;
-        evaluationExamples = data.eval.length;
+        // DPO holds out pairs: two datums each.
+        evaluationExamples = plan.method === 'dpo' ? data.eval.length / 2 : data.eval.length;
         if (plan.method === 'sft') await keepRenderSamples(plan, text, renderer);
       }
     } catch (error) {

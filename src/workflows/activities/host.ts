@@ -8,10 +8,10 @@
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
 import { Context } from '@temporalio/activity';
-import { dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
+import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
-import type { TrainingDatum } from '../../sdk/types.js';
+import { type TrainingDatum, toLossDatum } from '../../sdk/types.js';
 import type {
   FinishInput,
   HostActivities,
@@ -169,14 +169,18 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         throw new Error(
           `${plan.jobName}: reference logprobs are missing and the weights already moved`,
         );
-      const datums = job.units.flat();
-      const out = await s.client.forward(datums);
+      const out = await s.client.forward(referenced(job));
       ref = out.lossFnOutputs.map((o) => Array.from(o.logprobs.data as ArrayLike<number>));
       await deps.artifacts.put(key, JSON.stringify(ref));
     }
-    job.units.flat().forEach((d, i) => {
+    referenced(job).forEach((d, i) => {
       (d.lossFnInputs as Record<string, unknown>).ref_logprobs = ref[i]!;
     });
+  }
+
+  /** The datums DPO needs reference logprobs for: training pairs, then held-out pairs. */
+  function referenced(job: JobData): TrainingDatum[] {
+    return [...job.units.flat(), ...job.eval];
   }
 
   async function trainStep(
@@ -365,7 +369,10 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       lastLoss = values['loss:mean']!;
       // The held-out loss at the end of every segment (checkpoint boundaries and the end).
       if (step + 1 === input.toStep && job.eval.length > 0)
-        values['eval_loss:mean'] = await evalLoss(plan, s.client, job.eval);
+        values['eval_loss:mean'] =
+          plan.method === 'dpo'
+            ? await evalDpoLoss(plan, s.client, job.eval)
+            : await evalLoss(plan, s.client, job.eval);
       rows.push({ step: step + 1, values, time: new Date().toISOString() });
       ctx.heartbeat({ step: step + 1 });
       if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
@@ -393,6 +400,14 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       tokens += weightSum(batch);
     }
     return loss / Math.max(tokens, 1);
+  }
+
+  /** DPO loss of the held-out pairs (against their cached reference logprobs). */
+  async function evalDpoLoss(plan: TrainingPlan, client: TrainingClient, pairs: TrainingDatum[]) {
+    const out = await client.forward(pairs);
+    const logprobs = out.lossFnOutputs.map((o) => constant(o.logprobs.data as ArrayLike<number>));
+    const { loss } = dpoLoss({ beta: plan.beta })(pairs.map(toLossDatum), logprobs);
+    return loss.item();
   }
 
   /** Metrics and progress to the store, so `get` and `--wait` see the job move. */

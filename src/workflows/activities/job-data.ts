@@ -30,7 +30,7 @@ export interface JobData {
   units: TrainingDatum[][];
   /** The same datum objects, arranged per optimizer step. */
   steps: StepBatches[];
-  /** Held-out datums (SFT): evaluated at every segment end. */
+  /** Held-out datums (SFT sequences; DPO [chosen, rejected] pairs): evaluated at segment ends. */
   eval: TrainingDatum[];
 }
 
@@ -84,15 +84,13 @@ function renderUnits(plan: DataPlan, text: string, renderer: Renderer): Rendered
 }
 
 /**
- * SFT's held-out set: the evaluation dataset when the job names one, else rows carved out of
- * the training set (src/datasets carveEvalSplit, seeded by the job). DPO jobs are not
- * evaluated here and keep every row for training.
+ * The held-out set: the evaluation dataset when the job names one, else rows carved out of
+ * the training set (src/datasets carveEvalSplit, seeded by the job; none under 10 rows).
  */
-function splitEval(plan: DataPlan, train: Rendered, evalSet: Rendered | null) {
+function splitEval(train: Rendered, evalSet: Rendered | null, seed: number) {
   const all = train.units.map((_, i) => i);
-  if (plan.method !== 'sft') return { keep: all, evalUnits: [] as TrainingDatum[][] };
   if (evalSet) return { keep: all, evalUnits: evalSet.units };
-  const held = new Set(carveEvalSplit(train.rowCount, { seed: plan.seed }).eval);
+  const held = new Set(carveEvalSplit(train.rowCount, { seed }).eval);
   return {
     keep: all.filter((i) => !held.has(train.rowOf[i]!)),
     evalUnits: all.filter((i) => held.has(train.rowOf[i]!)).map((i) => train.units[i]!),
@@ -135,7 +133,7 @@ export function buildJobData(
 ): JobData {
   const train = renderUnits(plan, text, renderer);
   const evalSet = evalText === null ? null : renderUnits(plan, evalText, renderer);
-  const { keep, evalUnits } = splitEval(plan, train, evalSet);
+  const { keep, evalUnits } = splitEval(train, evalSet, plan.seed);
   const units = keep.map((i) => train.units[i]!);
   const planned = planSteps(
     keep.map((i) => train.sizes[i]!),
