@@ -150,6 +150,15 @@ describe('temper create sftj --wait', () => {
 });
 
 describe('accounts', () => {
+  it("lists a managed job's checkpoints with --kind", async () => {
+    const r = await temper(['checkpoint', 'list', 'first', '--kind', 'sftj', '-o', 'json'], env);
+    expect(r.code, r.stderr).toBe(0);
+    const types = (JSON.parse(r.stdout) as { checkpointType: string }[]).map(
+      (c) => c.checkpointType,
+    );
+    expect(types).toEqual(expect.arrayContaining(['TRAINING', 'INFERENCE_BASE']));
+  });
+
   it("another account's key finds none of this account's resources", async () => {
     const store = openStore(`sqlite://${join(home, 'temper.db')}`);
     const other = await bootstrapAccount(store, 'other');

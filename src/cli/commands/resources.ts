@@ -88,11 +88,19 @@ const CHECKPOINT =
 
 function addCheckpointCommand(program: Command): void {
   const checkpoint = program.command('checkpoint').description("a trainer job's checkpoints");
-  withApiFlags(checkpoint.command('list').argument('<trainer-job>', 'trainer job id or name'))
-    .description('list checkpoints, oldest first (a managed job shows its trainerJobId)')
+  withApiFlags(
+    checkpoint
+      .command('list')
+      .argument('<job>', 'trainer job (or, with --kind, managed job) id or name'),
+  )
+    .description(
+      "list a job's checkpoints, oldest first (a managed job's: those of every pod it ran on)",
+    )
+    .option('--kind <kind>', 'the job kind: trainer, sftj, dpoj or rftj', 'trainer')
     .action(
-      apiAction(async ({ api, output }, [job]) => {
-        const path = `${itemPath(api, kindOf('trainer'), job!)}/checkpoints`;
+      apiAction<ApiFlags & { kind?: string }>(async ({ api, output }, [job], flags) => {
+        const kind = kindOf(flags.kind ?? 'trainer');
+        const path = `${itemPath(api, kind, job!)}/checkpoints`;
         printList(await listAll(api, 'checkpoints', path), checkpointColumns, output);
       }),
     );
