@@ -1,13 +1,18 @@
 // In-process pieces of deployments: config validation, identities, sampling, and the
-// gateway's refusals (no replica processes needed).
+// gateway's refusals, a replica runtime's HTTP face in process (no replica processes needed).
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Gateway } from '../../src/deployments/gateway/server.js';
+import { ReplicaRuntime } from '../../src/deployments/replica/runtime.js';
 import { createRng, sampleToken, topLogprobs } from '../../src/deployments/replica/sampling.js';
+import { serverPort, startReplicaServer } from '../../src/deployments/replica/server.js';
 import {
   checkIdentity,
   HotLoadError,
   validateSnapshotConfig,
 } from '../../src/deployments/replica/snapshots.js';
+import { parseHfConfig } from '../../src/engine/config.js';
 import { baseConfig, baseDir, makeBucket } from './fixtures.js';
 
 describe('snapshot config validation', () => {
@@ -69,6 +74,112 @@ describe('sampling', () => {
     for (let i = 0; i < 200; i++)
       expect(sampleToken(row, { temperature: 1, topK: 0, topP: 0.85 }, rng)).not.toBe(2);
     expect(topLogprobs(row, 2).map((t) => t.token)).toEqual([0, 1]);
+  });
+});
+
+describe('sampling order', () => {
+  /** The comparator-sort sampler sampleToken replaced (same picks for the same seed). */
+  function reference(
+    row: Float32Array,
+    p: { temperature: number; topK: number; topP: number },
+    rng: () => number,
+  ): number {
+    const V = row.length;
+    let ids = Array.from({ length: V }, (_, i) => i);
+    ids.sort((a, b) => (row[b] as number) - (row[a] as number) || a - b);
+    if (p.topK > 0 && p.topK < V) ids = ids.slice(0, p.topK);
+    const max = row[ids[0] as number] as number;
+    let weights = ids.map((i) => Math.exp(((row[i] as number) - max) / p.temperature));
+    let total = weights.reduce((a, b) => a + b, 0);
+    if (p.topP < 1) {
+      let acc = 0;
+      let keep = 0;
+      while (keep < ids.length) {
+        acc += (weights[keep] as number) / total;
+        keep++;
+        if (acc >= p.topP) break;
+      }
+      ids = ids.slice(0, keep);
+      weights = weights.slice(0, keep);
+      total = weights.reduce((a, b) => a + b, 0);
+    }
+    let u = rng() * total;
+    for (let i = 0; i < ids.length; i++) {
+      u -= weights[i] as number;
+      if (u < 0) return ids[i] as number;
+    }
+    return ids[ids.length - 1] as number;
+  }
+
+  it('picks what a comparator sort by (log-prob desc, id asc) picks: ties, -0, subarray rows', () => {
+    const V = 272;
+    const gen = createRng(5);
+    const params = [
+      { temperature: 1, topK: 0, topP: 1 },
+      { temperature: 0.7, topK: 40, topP: 0.9 },
+      { temperature: 1.3, topK: 0, topP: 0.5 },
+      { temperature: 1, topK: 1000, topP: 1 },
+    ];
+    for (let t = 0; t < 300; t++) {
+      const row = new Float32Array(V + 3).subarray(3);
+      // every third row is full of ties
+      for (let i = 0; i < V; i++) row[i] = t % 3 === 0 ? -Math.round(gen() * 4) : -gen() * 12;
+      row[t % V] = 0;
+      row[(t * 7 + 1) % V] = -0;
+      for (const p of params) {
+        const a = createRng(t);
+        const b = createRng(t);
+        for (let k = 0; k < 4; k++) expect(sampleToken(row, p, a)).toBe(reference(row, p, b));
+      }
+    }
+  });
+});
+
+describe('replica /generate', () => {
+  it('stream: false sends the same events as stream: true (token events held back)', async () => {
+    const cfg = await baseConfig();
+    const files = new Map<string, Buffer>();
+    for (const f of ['config.json', 'model.safetensors'])
+      files.set(f, await readFile(join(baseDir, f)));
+    const rt = await ReplicaRuntime.start({
+      replicaId: 'r0',
+      config: parseHfConfig(cfg),
+      baseConfig: cfg,
+      baseWeights: { identity: '', files },
+      openSnapshot: () => {
+        throw new Error('no snapshots here');
+      },
+      transition: 'ASYNC',
+    });
+    const server = await startReplicaServer(rt);
+    try {
+      const events = async (stream: boolean | undefined) => {
+        const res = await fetch(`http://127.0.0.1:${serverPort(server)}/generate`, {
+          method: 'POST',
+          body: JSON.stringify({
+            prompt: Array.from(Buffer.from('Stream or not:')),
+            max_tokens: 9,
+            seed: 4,
+            top_logprobs: 2,
+            echo: true, // no prefix-cache reuse: every request computes the same
+            stream,
+          }),
+        });
+        expect(res.status).toBe(200);
+        const lines = (await res.text()).split('\n').filter((l) => l);
+        // timings differ from run to run
+        return lines.map((l) => {
+          const { prefillQueueMs: _q, prefillMs: _p, decodeMs: _d, ...e } = JSON.parse(l);
+          return e;
+        });
+      };
+      const streamed = await events(undefined);
+      expect(streamed).toHaveLength(11);
+      expect(await events(false)).toEqual(streamed);
+      expect(await events(true)).toEqual(streamed);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 

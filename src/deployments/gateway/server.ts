@@ -517,6 +517,10 @@ export class Gateway {
             echo: b.echo,
             session_id: sessionId,
             drain_timeout_s: drainS,
+            // events one by one only where they are used as they come: SSE, and stop strings
+            // (the generation is cut where one appears); otherwise all at the end, which
+            // spares the replica a socket write per token
+            stream: b.stream || stops.length > 0,
           }),
         });
         return { replica, r, ctl, i };

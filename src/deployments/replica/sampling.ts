@@ -19,6 +19,40 @@ export function createRng(seed: number): () => number {
   };
 }
 
+// Scratch for the ordering below: one 64-bit key per token (high word: the log-prob mapped so
+// that larger sorts first, low word: the token id), sorted natively without a comparator.
+let keys = new BigUint64Array(0);
+let keyWords = new Uint32Array(0);
+/** The low word's index within a key (0 on little-endian machines). */
+const lo = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1 ? 0 : 1;
+
+/**
+ * Token ids by decreasing log-prob, ties by increasing id: the order of
+ * `sort((a, b) => row[b] - row[a] || a - b)`, from one native sort of packed keys.
+ */
+function descendingOrder(row: Float32Array, limit: number): number[] {
+  const V = row.length;
+  if (keys.length < V) {
+    keys = new BigUint64Array(V);
+    keyWords = new Uint32Array(keys.buffer);
+  }
+  const bits = new Uint32Array(row.buffer, row.byteOffset, V);
+  const k = keys.subarray(0, V);
+  for (let i = 0; i < V; i++) {
+    let b = bits[i] as number;
+    if (b === 0x80000000) b = 0; // -0 ties with +0, as in the comparator
+    // ascending-sortable image of the float, then inverted: larger log-probs first
+    const asc = b & 0x80000000 ? ~b >>> 0 : (b | 0x80000000) >>> 0;
+    keyWords[2 * i + lo] = i;
+    keyWords[2 * i + 1 - lo] = ~asc >>> 0;
+  }
+  k.sort();
+  const n = Math.min(limit, V);
+  const ids = new Array<number>(n);
+  for (let i = 0; i < n; i++) ids[i] = keyWords[2 * i + lo] as number;
+  return ids;
+}
+
 /** Picks a token from `row` (log-probabilities over the vocabulary). */
 export function sampleToken(row: Float32Array, p: SamplingParams, rng: () => number): number {
   const V = row.length;
@@ -27,9 +61,7 @@ export function sampleToken(row: Float32Array, p: SamplingParams, rng: () => num
     for (let i = 1; i < V; i++) if ((row[i] as number) > (row[best] as number)) best = i;
     return best;
   }
-  let ids = Array.from({ length: V }, (_, i) => i);
-  ids.sort((a, b) => (row[b] as number) - (row[a] as number) || a - b);
-  if (p.topK > 0 && p.topK < V) ids = ids.slice(0, p.topK);
+  let ids = descendingOrder(row, p.topK > 0 && p.topK < V ? p.topK : V);
   const max = row[ids[0] as number] as number;
   let weights = ids.map((i) => Math.exp(((row[i] as number) - max) / p.temperature));
   let total = weights.reduce((a, b) => a + b, 0);

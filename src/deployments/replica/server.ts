@@ -1,5 +1,6 @@
 // The replica's loopback HTTP face, used by the gateway:
-//   POST /generate  (NDJSON stream of GenerateEvents; 425 during a SYNC swap or past the drain timeout)
+//   POST /generate  (NDJSON stream of GenerateEvents; stream: false holds token events back and
+//                    sends them in bunches; 425 during a SYNC swap or past the drain timeout)
 //   POST /load      (start a hot-load; 202)        POST /hint  (prefetch one file)
 //   GET  /status
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -20,6 +21,13 @@ export const generateBodySchema = z.object({
   echo: z.boolean().default(false),
   session_id: z.string().optional(),
   drain_timeout_s: z.number().positive().optional(),
+  /**
+   * true (default): one NDJSON line goes out per event as it happens. false: token events are
+   * held and sent together (at the end, or once a second in a long generation), for a caller
+   * that has no use for them earlier: a socket write per token is a syscall, and a wake-up of
+   * the reader, on the thread that runs the decoder.
+   */
+  stream: z.boolean().default(true),
 });
 
 const incrementalSchema = z.object({
@@ -75,6 +83,9 @@ export function errorStatus(err: unknown): number {
   return 500;
 }
 
+/** With stream: false, held events still go out at least this often (milliseconds). */
+const HOLD_MS = 1000;
+
 export function startReplicaServer(
   rt: ReplicaRuntime,
   port = 0,
@@ -123,26 +134,44 @@ async function handle(
     const b = p.data;
     const abort = new AbortController();
     res.on('close', () => abort.abort());
-    await rt.generate(
-      {
-        prompt: b.prompt,
-        maxTokens: b.max_tokens,
-        temperature: b.temperature,
-        topP: b.top_p,
-        topK: b.top_k,
-        seed: b.seed,
-        stopTokens: b.stop_tokens,
-        topLogprobs: b.top_logprobs,
-        echo: b.echo,
-        sessionId: b.session_id,
-        drainTimeoutMs: b.drain_timeout_s !== undefined ? b.drain_timeout_s * 1000 : undefined,
-      },
-      (e) => {
-        if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-ndjson' });
-        res.write(`${JSON.stringify(e)}\n`);
-      },
-      abort.signal,
-    );
+    // events not yet written (stream: false), and when something last went out
+    let held = '';
+    let wrote = performance.now();
+    try {
+      await rt.generate(
+        {
+          prompt: b.prompt,
+          maxTokens: b.max_tokens,
+          temperature: b.temperature,
+          topP: b.top_p,
+          topK: b.top_k,
+          seed: b.seed,
+          stopTokens: b.stop_tokens,
+          topLogprobs: b.top_logprobs,
+          echo: b.echo,
+          sessionId: b.session_id,
+          drainTimeoutMs: b.drain_timeout_s !== undefined ? b.drain_timeout_s * 1000 : undefined,
+        },
+        (e) => {
+          if (!res.headersSent) res.writeHead(200, { 'content-type': 'application/x-ndjson' });
+          const line = `${JSON.stringify(e)}\n`;
+          // the prompt event goes out at once (headers with it), and held tokens at least
+          // every HOLD_MS, so a long generation never looks like a stalled response
+          if (b.stream || e.type === 'prompt') res.write(line);
+          else {
+            held += line;
+            if (performance.now() - wrote < HOLD_MS) return;
+            res.write(held);
+            held = '';
+          }
+          wrote = performance.now();
+        },
+        abort.signal,
+      );
+    } finally {
+      // what was generated before a failure still goes out
+      if (held) res.write(held);
+    }
     res.end();
     return;
   }
