@@ -12,8 +12,9 @@ import { z } from 'zod';
 import { ApiError } from '../control-plane/index.js';
 import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
 import { promotionWorkflow, trainerJobWorkflow, trainingJobWorkflow } from './definitions/index.js';
+import type { WorkflowSettings } from './definitions/proxies.js';
 import { executeTrainStepUpdate } from './definitions/trainer-job.js';
-import type { WorkflowSettings } from './definitions/training-job.js';
+import { innermostMessage } from './errors.js';
 import type { TrainStepResult } from './types.js';
 import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
 
@@ -53,13 +54,6 @@ const trainStepRequestSchema = z.strictObject({
     .optional(),
   gradAccumulationNormalization: z.enum(['num_loss_tokens', 'num_sequences', 'none']).optional(),
 });
-
-/** What went wrong at the bottom of Temporal's wrapping (the activity's own message). */
-function innermost(error: Error): string {
-  let e: unknown = error;
-  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
-  return (e as Error).message;
-}
 
 export class TemporalOrchestrator implements JobOrchestrator {
   constructor(
@@ -127,7 +121,7 @@ export class TemporalOrchestrator implements JobOrchestrator {
         .executeUpdate(executeTrainStepUpdate, { args: [parsed] });
     } catch (error) {
       if (error instanceof WorkflowUpdateFailedError)
-        throw new ApiError('FAILED_PRECONDITION', `executeTrainStep: ${innermost(error)}`);
+        throw new ApiError('FAILED_PRECONDITION', `executeTrainStep: ${innermostMessage(error)}`);
       if (error instanceof WorkflowNotFoundError)
         throw new ApiError(
           'FAILED_PRECONDITION',

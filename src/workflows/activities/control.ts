@@ -8,7 +8,11 @@ import { ApplicationFailure } from '@temporalio/activity';
 import { CheckpointError } from '../../checkpoints/dcp/errors.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
-import { RFT_DEFAULTS } from '../../control-plane/index.js';
+import {
+  DEFAULT_BATCH_TOKENS,
+  defaultLearningRate,
+  RFT_DEFAULTS,
+} from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { parseDataset, renderSamples } from '../../datasets/index.js';
 import type { Renderer } from '../../tokenizers/index.js';
@@ -24,13 +28,7 @@ import type {
   TrainingPlan,
 } from '../types.js';
 import { FAILURE, workflowIdOf } from '../types.js';
-import {
-  DEFAULT_BATCH_TOKENS,
-  defaultLearningRate,
-  rftJobFieldsSchema,
-  trainerJobBodySchema,
-  trainingJobBodySchema,
-} from './job-body.js';
+import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
 import { modelContextLength, resolveModel } from './models.js';
 import { buildRftData } from './rft.js';

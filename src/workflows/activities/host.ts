@@ -46,12 +46,19 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
   const data = new Map<string, Promise<JobData>>();
 
-  async function modelSource(plan: TrainingPlan) {
-    const model = await resolveModel(plan.warmStartFrom ?? plan.baseModel, deps.checkpointUrl);
-    const baseDir = model.adapter?.baseDir ?? model.dir;
-    // A warm start trains on the started-from weights, whatever the plan's base model says.
-    const baseModel = plan.warmStartFrom ? baseDir : podBaseModel(plan.baseModel, baseDir);
-    return { baseModel, baseDir, adapterDir: model.adapter ? model.dir : null };
+  /** Where the job's weights come from, resolved once per job and process. */
+  const sources = new Map<
+    string,
+    Promise<{ baseModel: string; baseDir: string; adapterDir: string | null }>
+  >();
+  function modelSource(plan: TrainingPlan) {
+    return cached(sources, plan.jobName, async () => {
+      const model = await resolveModel(plan.warmStartFrom ?? plan.baseModel, deps.checkpointUrl);
+      const baseDir = model.adapter?.baseDir ?? model.dir;
+      // A warm start trains on the started-from weights, whatever the plan's base model says.
+      const baseModel = plan.warmStartFrom ? baseDir : podBaseModel(plan.baseModel, baseDir);
+      return { baseModel, baseDir, adapterDir: model.adapter ? model.dir : null };
+    });
   }
 
   async function open(
@@ -290,7 +297,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         },
         step,
       );
-      lastLoss = values['loss:mean'];
+      lastLoss = values['loss:mean'] ?? null;
       await recordRolloutTokens(deps.store, {
         id: `${plan.jobName}/${input.trainer.podJobId}/rollouts-${step + 1}`,
         account: plan.account,
@@ -311,7 +318,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         const evalSampler = await s.service.createDeploymentSampler({
           modelPath: evalSnapshot.uri,
         });
-        (values as Record<string, number>)['eval_reward:mean'] = await evalReward(
+        values['eval_reward:mean'] = await evalReward(
           { plan, sampler: evalSampler, evaluate },
           data.evalPrompts,
         );

@@ -5,14 +5,7 @@
  * surprises. Defaults, where a row lacks a field, are the control plane's own constants.
  */
 import { z } from 'zod';
-import {
-  DEFAULT_BATCH_TOKENS,
-  DEFAULT_LORA_RANK,
-  defaultLearningRate,
-  RFT_DEFAULTS,
-} from '../../control-plane/index.js';
-
-export { DEFAULT_BATCH_TOKENS, defaultLearningRate };
+import { DEFAULT_LORA_RANK, RFT_DEFAULTS } from '../../control-plane/index.js';
 
 const positiveInt = z.number().int().positive();
 

@@ -310,7 +310,7 @@ export async function runRftStep(ctx: RftStepContext, step: number) {
     for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
   }
   const all = rewards.flat();
-  const values = {
+  const values: Record<string, number> = {
     ...metrics,
     'reward:mean': all.reduce((a, b) => a + b, 0) / Math.max(all.length, 1),
     'reward:min': Math.min(...all),

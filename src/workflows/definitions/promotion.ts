@@ -1,11 +1,9 @@
 /** Promotion of a checkpoint to a model, as its own workflow so it survives restarts. */
-import { proxyActivities } from '@temporalio/workflow';
-import type { ControlActivities, ModelSummary, PromoteInput } from '../types.js';
+import type { ModelSummary, PromoteInput } from '../types.js';
+import { controlActivities } from './proxies.js';
 
-const control = proxyActivities<ControlActivities>({
-  startToCloseTimeout: '30 minutes',
-  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
-});
+// Copying a large model's files may take a while.
+const control = controlActivities('30 minutes');
 
 export async function promotionWorkflow(input: PromoteInput): Promise<ModelSummary> {
   return control.promoteCheckpoint(input);

@@ -6,36 +6,21 @@
  * with a fresh pod under the same job id, and the client reloads its last checkpoint
  * (ServiceClient.reconnectAndWait).
  */
+import { CancellationScope, defineUpdate, isCancellation, setHandler } from '@temporalio/workflow';
+import { innermostMessage } from '../errors.js';
+import type { JobRef, TrainerExit, TrainStepRequest, TrainStepResult } from '../types.js';
 import {
-  CancellationScope,
-  defineUpdate,
-  isCancellation,
-  proxyActivities,
-  setHandler,
-} from '@temporalio/workflow';
-import type {
-  ControlActivities,
-  HostActivities,
-  JobRef,
-  TrainerExit,
-  TrainStepRequest,
-  TrainStepResult,
-} from '../types.js';
-import type { WorkflowSettings } from './training-job.js';
+  controlActivities,
+  hostActivities,
+  stopPodQuietly,
+  type WorkflowSettings,
+} from './proxies.js';
 
-const control = proxyActivities<ControlActivities>({
-  startToCloseTimeout: '10 minutes',
-  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
-});
+const control = controlActivities();
 
-function host(queue: string, settings: WorkflowSettings, startWithinMs?: number) {
-  return proxyActivities<HostActivities>({
-    taskQueue: queue,
-    startToCloseTimeout: '30 days',
-    heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
-    scheduleToStartTimeout: startWithinMs ?? settings.hostStartTimeoutMs ?? 30_000,
-    retry: { maximumAttempts: 1 },
-  });
+/** The trainer is supervised for as long as it lives. */
+function host(queue: string, settings: WorkflowSettings) {
+  return hostActivities(queue, settings, { startToCloseTimeout: '30 days' });
 }
 
 /** `:executeTrainStep`: one step on the job's trainer, run by the host that owns the pod. */
@@ -102,16 +87,10 @@ export async function trainerJobWorkflow(
     return exit;
   } catch (error) {
     await CancellationScope.nonCancellable(async () => {
-      if (hostQueue) {
-        try {
-          await host(hostQueue, settings, 15_000).stopTrainer(spec.jobId);
-        } catch {
-          // host gone: the pod stops on inactivity
-        }
-      }
+      if (hostQueue) await stopPodQuietly(hostQueue, spec.jobId, settings);
       await control.setJobStatus(ref, {
         state: isCancellation(error) ? 'JOB_STATE_CANCELLED' : 'JOB_STATE_FAILED',
-        message: isCancellation(error) ? '' : String((error as Error).message ?? error),
+        message: isCancellation(error) ? '' : innermostMessage(error),
         fields: { trainerAddress: null },
       });
     });

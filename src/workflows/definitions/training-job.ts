@@ -13,47 +13,19 @@
  * function of the plan, the engine is bitwise reproducible), so the final weights equal an
  * uninterrupted run's. Cancelling the workflow stops the pod and keeps the checkpoints.
  */
+import { CancellationScope, isCancellation, log } from '@temporalio/workflow';
+import { innermostMessage } from '../errors.js';
+import type { JobRef, SegmentResult, TrainerHandle, TrainingPlan } from '../types.js';
 import {
-  ApplicationFailure,
-  CancellationScope,
-  isCancellation,
-  log,
-  proxyActivities,
-} from '@temporalio/workflow';
-import type {
-  ControlActivities,
-  HostActivities,
-  JobRef,
-  SegmentResult,
-  TrainerHandle,
-  TrainingPlan,
-} from '../types.js';
+  controlActivities,
+  hostActivities,
+  stopPodQuietly,
+  type WorkflowSettings,
+} from './proxies.js';
 
-const control = proxyActivities<ControlActivities>({
-  startToCloseTimeout: '10 minutes',
-  retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
-});
+const control = controlActivities();
 
-/** Pod activities, pinned to the host that runs the pod. No retries: the workflow recovers. */
-function hostActivities(hostQueue: string, settings: WorkflowSettings, startWithinMs?: number) {
-  return proxyActivities<HostActivities>({
-    taskQueue: hostQueue,
-    startToCloseTimeout: '24 hours',
-    // A host that stops heartbeating is presumed dead; its work moves to another host.
-    heartbeatTimeout: settings.hostHeartbeatTimeoutMs ?? 20_000,
-    // A live host picks its activities up at once; one that does not is gone.
-    scheduleToStartTimeout: startWithinMs ?? settings.hostStartTimeoutMs ?? 30_000,
-    retry: { maximumAttempts: 1 },
-  });
-}
-
-/** Knobs of the orchestration itself (not of the job). */
-export interface WorkflowSettings {
-  /** How long a host may go without a heartbeat before its work moves elsewhere (20 s). */
-  hostHeartbeatTimeoutMs?: number;
-  /** How long an activity may wait for its host to pick it up before the host counts as gone (30 s). */
-  hostStartTimeoutMs?: number;
-}
+export type { WorkflowSettings };
 
 export interface TrainingJobResult {
   outputModel: string;
@@ -167,7 +139,7 @@ export async function trainingJobWorkflow(
       } else {
         await control.setJobStatus(ref, {
           state: 'JOB_STATE_FAILED',
-          message: failureMessage(error),
+          message: innermostMessage(error),
         });
       }
     });
@@ -196,19 +168,6 @@ async function keepLastWeights(
   }
 }
 
-async function stopQuietly(trainer: TrainerHandle, settings: WorkflowSettings): Promise<void> {
-  try {
-    // A dead host never picks this up: give up soon (its pods stop on inactivity).
-    await hostActivities(trainer.hostQueue, settings, 15_000).stopTrainer(trainer.podJobId);
-  } catch {
-    // The host itself may be gone; its pods stop on their inactivity timeout.
-  }
-}
-
-/** The innermost message: what went wrong in the activity, not Temporal's wrapping. */
-function failureMessage(error: unknown): string {
-  let e: unknown = error;
-  while (e instanceof Error && 'cause' in e && e.cause instanceof Error) e = e.cause;
-  if (e instanceof ApplicationFailure || e instanceof Error) return e.message;
-  return String(e);
+function stopQuietly(trainer: TrainerHandle, settings: WorkflowSettings): Promise<void> {
+  return stopPodQuietly(trainer.hostQueue, trainer.podJobId, settings);
 }
