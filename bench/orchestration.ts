@@ -31,12 +31,15 @@ import { openStore } from '../src/control-plane/store/index.js';
 import { startDevServer } from '../src/orchestration/dev-server.js';
 import { ServiceClient } from '../src/sdk/service-client.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
-import { learningRateAt } from '../src/workflows/activities/host.js';
-import { buildJobData, modelRenderer } from '../src/workflows/activities/job-data.js';
-import { TemporalOrchestrator } from '../src/workflows/orchestrator.js';
-import type { TrainingPlan } from '../src/workflows/types.js';
-import { workflowIdOf } from '../src/workflows/types.js';
-import { startTemperWorker } from '../src/workflows/worker.js';
+import {
+  buildJobData,
+  learningRateAt,
+  modelRenderer,
+  startTemperWorker,
+  TemporalOrchestrator,
+  type TrainingPlan,
+  workflowIdOf,
+} from '../src/workflows/index.js';
 import { median } from './support/common.js';
 
 const STEPS = 100;

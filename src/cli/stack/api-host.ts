@@ -11,7 +11,7 @@ import { createControlPlane } from '../../control-plane/index.js';
 import { openStore } from '../../control-plane/store/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { DeploymentRegistry } from '../../deployments/registry.js';
-import { TemporalOrchestrator } from '../../workflows/orchestrator.js';
+import { TemporalOrchestrator } from '../../workflows/index.js';
 import type { PlatformSettings } from './settings.js';
 
 export interface ApiHost {

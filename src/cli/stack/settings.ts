@@ -9,7 +9,7 @@ import { homedir, hostname } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
-import { SHARED_TASK_QUEUE } from '../../workflows/types.js';
+import { SHARED_TASK_QUEUE } from '../../workflows/index.js';
 
 export const settingsSchema = z.strictObject({
   dataDir: z.string().min(1),

@@ -18,7 +18,7 @@ import pino from 'pino';
 import { bootstrapAccount } from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { startDevServer, type TemporalDevServer } from '../../orchestration/dev-server.js';
-import { bundleWorkflows } from '../../workflows/worker.js';
+import { bundleWorkflows } from '../../workflows/index.js';
 import { type Credentials, readCredentials, writeCredentials } from '../api/connection.js';
 import { closeAll, startApiHost } from './api-host.js';
 import { credentialsPath, type PlatformSettings } from './settings.js';

@@ -15,7 +15,7 @@ import {
   LocalProcessLauncher,
   type TrainerLaunchSpec,
 } from '../../trainer/launcher/index.js';
-import { startTemperWorker, type TemperWorker } from '../../workflows/worker.js';
+import { startTemperWorker, type TemperWorker } from '../../workflows/index.js';
 import { defaultHostId, type PlatformSettings } from './settings.js';
 
 export { defaultHostId };

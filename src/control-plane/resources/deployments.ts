@@ -16,7 +16,7 @@ import { CATALOG_ACCOUNT, catalogModelDir } from '../../catalog/bundled.js';
 import { fileUrlToRoot, openObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
-import { HotLoadClient } from '../../sdk/deployment-sampler.js';
+import { HotLoadClient } from '../../sdk/index.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
 import { ApiError, invalid, precondition } from '../http/errors.js';

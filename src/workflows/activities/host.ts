@@ -40,8 +40,6 @@ import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
 import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
 
-export { type HostDeps, learningRateAt, podJobId } from './host-support.js';
-
 export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
   const data = new Map<string, Promise<JobData>>();
