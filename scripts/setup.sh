@@ -63,6 +63,15 @@ else
   echo "no $PYREF_REQUIREMENTS; skipped"
 fi
 
+step "Pinned Python client environments (scripts/python-envs/*.txt)"
+# One venv per file, at a path named by the file's hash (scripts/python-env.sh); the real PyPI
+# clients the conformance suites run unmodified (test/support/python-env.ts finds them).
+for requirements in scripts/python-envs/*.txt; do
+  [[ -e $requirements ]] || continue
+  env_name=$(basename "$requirements" .txt)
+  echo "$env_name: $(bash scripts/python-env.sh "$env_name")"
+done
+
 # >>> object-store test servers (owner: src/checkpoints/object-store) >>>
 # Real local servers for the S3 and GCS runs of test/checkpoints/object-store*.test.ts,
 # started by test/support/object-store-servers.ts; nothing downloads at test time.
