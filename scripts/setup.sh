@@ -22,6 +22,7 @@ APT_PACKAGES=(
                        # private server (test/support/postgres-server.ts), not this one
   iproute2             # `ip netns`: the worker-host tests put each host in its own network
                        # namespace (test/support/netns.ts)
+  bubblewrap           # `bwrap`: RFT evaluators run in their own namespaces (src/evaluators)
 )
 
 step "apt packages"
