@@ -10,7 +10,7 @@
 // everything else for the baseline x86-64 ISA. The engine picks the widest kernels the CPU
 // has at run time (native/src/kernels_generic.cpp: kernels()), so one binary runs everywhere.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, renameSync, statSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { cpus } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -102,7 +102,11 @@ async function main() {
     stale.length > 0 || !existsSync(target) || statSync(target).mtimeMs < newestInput(objects);
   if (linkNeeded) {
     const linkFlags = ['-shared', '-pthread', ...(debug ? ['-fsanitize=address,undefined'] : [])];
-    await run(cxx, [...linkFlags, ...objects, '-o', target]);
+    // Link beside the addon and rename over it: a test process loading the addon meanwhile
+    // sees the old file or the new one, never a half-written one.
+    const staged = `${target}.${process.pid}.tmp`;
+    await run(cxx, [...linkFlags, ...objects, '-o', staged]);
+    renameSync(staged, target);
     process.stdout.write(`  built ${target}\n`);
   }
 }
