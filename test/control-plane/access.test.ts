@@ -70,7 +70,8 @@ describe('authentication', () => {
     expect(none.json.error).toEqual({
       code: 401,
       status: 'UNAUTHENTICATED',
-      message: 'missing API key: send the header "Authorization: Bearer <key>"',
+      message:
+        'missing API key: send the header "X-Api-Key: <key>" or "Authorization: Bearer <key>"',
     });
     const bad = await h.call('GET', '/v1/accounts/alice/datasets', { key: 'tk_nope' });
     expect(bad.json.error.message).toBe('invalid API key');

@@ -22,16 +22,56 @@ declare module 'fastify' {
   }
 }
 
-/** Resolves `Authorization: Bearer <key>` to its account; UNAUTHENTICATED otherwise. */
-export async function authenticate(store: Store, req: FastifyRequest): Promise<Principal> {
+/**
+ * The key a request presents: `X-Api-Key: <key>` (header names are case-insensitive; the
+ * Fireworks SDK sends only this one on REST calls) or `Authorization: Bearer <key>` (the
+ * plain REST clients). When both are present they must agree, so a request never runs as a
+ * key other than the one it seems to carry.
+ */
+function presentedKey(req: FastifyRequest): string {
+  const raw = req.headers['x-api-key'];
+  const xApiKey = (Array.isArray(raw) ? raw[0] : raw)?.trim();
   const header = req.headers.authorization;
-  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
-  if (!match?.[1])
+  const bearer = header ? /^Bearer\s+(\S+)\s*$/i.exec(header)?.[1] : undefined;
+  if (header && !bearer && !xApiKey)
+    throw new ApiError('UNAUTHENTICATED', 'the Authorization header must be "Bearer <key>"');
+  if (xApiKey && bearer && xApiKey !== bearer)
     throw new ApiError(
       'UNAUTHENTICATED',
-      'missing API key: send the header "Authorization: Bearer <key>"',
+      'X-Api-Key and Authorization: Bearer carry different keys: send one key',
     );
-  const key = await store.resolveApiKey(match[1]);
+  const key = xApiKey || bearer;
+  if (!key)
+    throw new ApiError(
+      'UNAUTHENTICATED',
+      'missing API key: send the header "X-Api-Key: <key>" or "Authorization: Bearer <key>"',
+    );
+  return key;
+}
+
+/**
+ * Tinker clients refuse keys that do not start with `tml-`, so where they talk (the trainer
+ * gateway) `tml-<temper key>` stands for `<temper key>`. Temper's own keys start with
+ * `tmp_` (store/common.ts), never with `tml-` or `eyJ`, which those clients read as a Tinker
+ * key or a JWT.
+ */
+export const TINKER_KEY_PREFIX = 'tml-';
+
+export interface AuthOptions {
+  /** Accept `tml-<key>` as `<key>` (the Tinker-wire trainer gateway). */
+  tinkerPrefix?: boolean;
+}
+
+/** Resolves the presented API key to its account; UNAUTHENTICATED otherwise. */
+export async function authenticate(
+  store: Store,
+  req: FastifyRequest,
+  opts: AuthOptions = {},
+): Promise<Principal> {
+  let secret = presentedKey(req);
+  if (opts.tinkerPrefix && secret.startsWith(TINKER_KEY_PREFIX))
+    secret = secret.slice(TINKER_KEY_PREFIX.length);
+  const key = await store.resolveApiKey(secret);
   if (!key) throw new ApiError('UNAUTHENTICATED', 'invalid API key');
   return { keyId: key.keyId, account: key.account };
 }

@@ -12,6 +12,14 @@ import { type CollectionRoutes, registerCollection } from './router.js';
 /** JSON bodies: evaluator sources travel inline, so more than Fastify's 1 MiB default. */
 const JSON_BODY_LIMIT = 8 << 20;
 
+/** The Tinker-wire trainer gateway (Python SDK); the only place `tml-` keys are accepted. */
+export const TRAINER_GATEWAY_PREFIX = '/training/v1/';
+/**
+ * Every path that needs a key: the REST API, and the trainer, hot-load and inference
+ * gateways the Python SDK reaches on this same origin.
+ */
+const AUTHENTICATED_PREFIXES = ['/v1/', TRAINER_GATEWAY_PREFIX, '/hot_load/v1/', '/inference/v1/'];
+
 export function buildServer(deps: Deps, collections: CollectionRoutes[]): FastifyInstance {
   const app = Fastify({
     loggerInstance: deps.log as FastifyBaseLogger,
@@ -36,7 +44,11 @@ export function buildServer(deps: Deps, collections: CollectionRoutes[]): Fastif
   });
 
   app.addHook('onRequest', async (req) => {
-    if (req.url.startsWith('/v1/')) req.principal = await authenticate(deps.store, req);
+    const prefix = AUTHENTICATED_PREFIXES.find((p) => req.url.startsWith(p));
+    if (prefix)
+      req.principal = await authenticate(deps.store, req, {
+        tinkerPrefix: prefix === TRAINER_GATEWAY_PREFIX,
+      });
   });
 
   app.setErrorHandler((err, req, reply) => {
