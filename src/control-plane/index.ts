@@ -12,9 +12,11 @@ import pino from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import { openObjectStore } from '../checkpoints/object-store/index.js';
 import type { ControlPlaneOptions, Deps } from './context.js';
+import { trainerGatewayRoutes } from './gateway/trainer/index.js';
 import { buildServer } from './http/server.js';
 import { accountRoutes } from './resources/accounts.js';
 import { billingRoutes } from './resources/billing.js';
+import { accountCheckpointRoutes } from './resources/checkpoints.js';
 import { datasetRoutes } from './resources/datasets.js';
 import { deploymentRoutes } from './resources/deployments.js';
 import { evaluatorRoutes } from './resources/evaluators.js';
@@ -105,9 +107,11 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     trainingShapeRoutes(),
     evaluatorRoutes(deps),
     secretRoutes(deps),
+    accountCheckpointRoutes(deps),
   ]);
   billingRoutes(app, deps);
   accountRoutes(app, deps);
+  trainerGatewayRoutes(app, deps);
   return {
     app,
     async listen(port = 0, host = '127.0.0.1') {

@@ -263,10 +263,14 @@ export class TrainerCheckpoints {
     name: string,
     requested: CheckpointType,
     ttlSeconds: number,
+    exactName = false,
   ): Promise<MessageInitShape<typeof SaveWeightsForSamplerResponseSchema>> {
     this.requireTrainable(runtime, 'save_weights_for_sampler');
     const suffix = runtime.sessionId.replace(/^session-/, '');
-    const identity = this.plainName(`${name}-${suffix}`, 'save_weights_for_sampler');
+    const identity = this.plainName(
+      exactName ? name : `${name}-${suffix}`,
+      'save_weights_for_sampler',
+    );
     const prefix = wrap(() =>
       checkpointPrefix({ account: this.account, job: this.options.jobId, checkpoint: identity }),
     );

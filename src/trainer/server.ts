@@ -91,7 +91,7 @@ export function trainerImplementation(pod: TrainerPod): Impl {
       op(req, 'save_weights_for_sampler', (m) =>
         pod
           .checkpoints('save_weights_for_sampler')
-          .saveForSampler(m, req.name, req.checkpointType, Number(req.ttlSeconds)),
+          .saveForSampler(m, req.name, req.checkpointType, Number(req.ttlSeconds), req.exactName),
       ),
     listCheckpoints: (req) =>
       op(req, 'list_checkpoints', async () => ({

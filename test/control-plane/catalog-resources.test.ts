@@ -29,21 +29,30 @@ describe('trainingShapes', () => {
       'GET',
       '/v1/accounts/temper/trainingShapes/byte-lm-3m-lora/versions/latest',
     );
-    expect(p.json).toEqual({
-      trainingShapeVersion: 'accounts/temper/trainingShapes/byte-lm-3m-lora/versions/1',
-      trainerImageTag: 'local-process',
-      maxSupportedContextLength: 512,
-      nodeCount: 1,
-      deploymentShapeVersion: null,
-      acceleratorType: 'CPU',
-      acceleratorCount: 1,
-      baseModelWeightPrecision: 'FLOAT32',
-      pipelineParallelism: 1,
-      trainerMode: 'LORA_TRAINER',
-      trainingShape: 'accounts/temper/trainingShapes/byte-lm-3m-lora',
-      deploymentShape: null,
-      supportsLora: true,
-    });
+    const version = {
+      name: 'accounts/temper/trainingShapes/byte-lm-3m-lora/versions/1',
+      latestValidated: true,
+      snapshot: {
+        trainerImageTag: 'local-process',
+        maxSupportedContextLength: 512,
+        nodeCount: 1,
+        deploymentShapeVersion: 'accounts/temper/deploymentShapes/byte-lm-3m-cpu/versions/1',
+        deploymentImageTag: 'local-process',
+        acceleratorType: 'CPU',
+        acceleratorCount: 1,
+        baseModelWeightPrecision: 'FLOAT32',
+        trainerShardingScheme: { pipelineParallelism: 1 },
+        trainerMode: 'LORA_TRAINER',
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+      },
+    };
+    expect(p.json).toEqual(version);
+    // What resolve_training_profile sends for an unversioned shape name.
+    const latest = await h.call(
+      'GET',
+      '/v1/accounts/temper/trainingShapes/byte-lm-3m-lora/versions?filter=latest_validated=true&pageSize=1',
+    );
+    expect(latest.json).toEqual({ trainingShapeVersions: [version], nextPageToken: '' });
     const g = await h.call('GET', '/v1/accounts/temper/trainingShapes/byte-lm-3m-full');
     expect(g.json).toMatchObject({
       trainerMode: 'POLICY_TRAINER',

@@ -19,7 +19,7 @@ import type { Deps } from '../context.js';
 import { bodyObject, parseBody } from '../http/body.js';
 import { ApiError, invalid, notFound, precondition, zodMessage } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
-import type { RequestCtx, SubRoute } from '../http/router.js';
+import type { CollectionRoutes, RequestCtx, SubRoute } from '../http/router.js';
 import type { Collection } from '../store/types.js';
 import { getRow } from './common.js';
 import { resolveModel } from './refs.js';
@@ -54,9 +54,19 @@ async function promote(deps: Deps, ctx: RequestCtx, name: string) {
   const body = parseBody(promoteSchema, bodyObject(ctx.req));
   if (body.name !== undefined && body.name !== name)
     throw invalid(`name '${body.name}' does not match the checkpoint in the path (${name})`);
-  const outputModelId = validateOutputModelId(body.outputModelId);
-  const baseModel = body.baseModel
-    ? (await resolveModel(deps, ctx, body.baseModel, 'baseModel')).name
+  return promoteCheckpoint(deps, ctx, name, body.outputModelId, body.baseModel);
+}
+
+async function promoteCheckpoint(
+  deps: Deps,
+  ctx: RequestCtx,
+  name: string,
+  outputModelIdIn: string,
+  baseModelIn: string | undefined,
+) {
+  const outputModelId = validateOutputModelId(outputModelIdIn);
+  const baseModel = baseModelIn
+    ? (await resolveModel(deps, ctx, baseModelIn, 'baseModel')).name
     : undefined;
   const modelName = resourceName(ctx.account, 'models', outputModelId);
   if (await deps.store.get('models', ctx.account, outputModelId))
@@ -127,4 +137,58 @@ export function checkpointSubRoutes(deps: Deps): SubRoute[] {
       },
     },
   ];
+}
+
+/**
+ * `POST /v1/accounts/{a}/checkpoints/{checkpoint}:promote` as the Fireworks SDK sends it
+ * (`promote_checkpoint`): the trainer job and the output model in the body, as resource
+ * names, in snake_case. Promotion is synchronous here, so the answer is `{model}` at once
+ * (the SDK also accepts a long-running operation; `async_promotion` needs none).
+ */
+const sdkPromoteSchema = z.looseObject({
+  output_model: z.string().min(1),
+  trainer_job_id: z.string().min(1),
+  base_model: z.string().min(1).nullish(),
+  async_promotion: z.boolean().nullish(),
+});
+
+function lastSegment(value: string, account: string, collection: string, field: string): string {
+  const m = /^accounts\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(value);
+  if (!m) return value;
+  if (m[2] !== collection)
+    throw invalid(
+      `${field}: '${value}' is not a resource name accounts/{account}/${collection}/{id}`,
+    );
+  if (m[1] !== account)
+    throw invalid(`${field}: '${value}' is not in accounts/${account}, the account in the path`);
+  return m[3]!;
+}
+
+export function accountCheckpointRoutes(deps: Deps): CollectionRoutes {
+  return {
+    collection: 'checkpoints',
+    verbs: {
+      promote: {
+        handler: async (ctx, checkpoint) => {
+          const body = parseBody(sdkPromoteSchema, bodyObject(ctx.req));
+          const job = lastSegment(
+            body.trainer_job_id,
+            ctx.account,
+            'rlorTrainerJobs',
+            'trainer_job_id',
+          );
+          const output = lastSegment(body.output_model, ctx.account, 'models', 'output_model');
+          const name = checkpointName(ctx, job, checkpoint);
+          const model = await promoteCheckpoint(
+            deps,
+            ctx,
+            name,
+            output,
+            body.base_model ?? undefined,
+          );
+          return { model };
+        },
+      },
+    },
+  };
 }

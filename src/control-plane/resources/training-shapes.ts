@@ -2,7 +2,8 @@
  * `trainingShapes`: a small static catalog in the public account (accounts/temper/...), one
  * shape per way a trainer can hold a bundled model (LoRA, full parameter, forward-only
  * reference), and their resolution to a profile (`GET .../trainingShapes/{id}/versions/{v}`,
- * v = 1 or latest) with the fields training-api.md lists. Every shape runs on the CPU engine,
+ * v = 1 or latest, and the version list) in the shape the Fireworks SDK reads: `{name,
+ * snapshot: {...}}`, the settings training-api.md lists inside `snapshot`. Every shape runs on the CPU engine,
  * one node, no pipeline parallelism: the profile says so rather than inventing accelerators.
  */
 import { BUNDLED_MODEL, CATALOG_ACCOUNT } from '../../catalog/bundled.js';
@@ -57,22 +58,58 @@ export function defaultShape(baseModel: string, mode: TrainerMode): TrainingShap
   return TRAINING_SHAPES.find((s) => s.baseModel === baseModel && s.trainerMode === mode);
 }
 
+/**
+ * The deployment shape that serves a shape's sampler snapshots (the SDK-managed service
+ * creates its deployment with it): one CPU shape per bundled base model.
+ */
+export function deploymentShapeOf(s: TrainingShape): string {
+  const model = s.baseModel.split('/').pop();
+  return `accounts/${CATALOG_ACCOUNT}/deploymentShapes/${model}-cpu`;
+}
+
 export async function resolveProfile(s: TrainingShape) {
   const model = await catalogModel(s.baseModel);
+  const deploymentShape = deploymentShapeOf(s);
   return {
     trainingShapeVersion: `${s.name}/versions/${SHAPE_VERSION}`,
     trainerImageTag: 'local-process',
     maxSupportedContextLength: model?.contextLength ?? null,
     nodeCount: 1,
-    deploymentShapeVersion: null,
+    deploymentShapeVersion: `${deploymentShape}/versions/${SHAPE_VERSION}`,
+    deploymentImageTag: 'local-process',
     acceleratorType: 'CPU',
     acceleratorCount: 1,
     baseModelWeightPrecision: 'FLOAT32',
     pipelineParallelism: 1,
     trainerMode: s.trainerMode,
     trainingShape: s.name,
-    deploymentShape: null,
+    deploymentShape,
     supportsLora: s.supportsLora,
+  };
+}
+
+/**
+ * A shape version as the Fireworks SDK reads it (`resolve_training_profile`): the version's
+ * name, and every setting inside `snapshot`.
+ */
+export async function shapeVersion(s: TrainingShape) {
+  const p = await resolveProfile(s);
+  return {
+    name: p.trainingShapeVersion,
+    latestValidated: true,
+    snapshot: {
+      trainerImageTag: p.trainerImageTag,
+      maxSupportedContextLength: p.maxSupportedContextLength,
+      nodeCount: p.nodeCount,
+      deploymentShapeVersion: p.deploymentShapeVersion,
+      deploymentImageTag: p.deploymentImageTag,
+      acceleratorType: p.acceleratorType,
+      acceleratorCount: p.acceleratorCount,
+      baseModelWeightPrecision: p.baseModelWeightPrecision,
+      trainerShardingScheme: { pipelineParallelism: p.pipelineParallelism },
+      trainerMode: p.trainerMode,
+      baseModel: s.baseModel,
+    },
   };
 }
 
@@ -104,8 +141,9 @@ export function trainingShapeRoutes(): CollectionRoutes {
       {
         method: 'GET',
         path: 'versions',
+        // One version per shape, validated; `?filter=latest_validated=true` selects it too.
         handler: async (ctx, p) => ({
-          versions: [await resolveProfile(lookup(ctx, p.id ?? ''))],
+          trainingShapeVersions: [await shapeVersion(lookup(ctx, p.id ?? ''))],
           nextPageToken: '',
         }),
       },
@@ -118,7 +156,7 @@ export function trainingShapeRoutes(): CollectionRoutes {
             throw notFound(
               `${s.name}/versions/${p.version} not found (versions: ${SHAPE_VERSION}, latest)`,
             );
-          return resolveProfile(s);
+          return shapeVersion(s);
         },
       },
     ],

@@ -6,7 +6,9 @@
  * 0 or unset = 60 minutes; stored normalised, e.g. "3600s"), disableInactivityCleanup, and
  * the manual accelerator fields (recorded; every trainer here runs on the CPU engine).
  *
- * DELETE of a live trainer cancels it first; `:executeTrainStep` goes to the orchestrator
+ * The Fireworks SDK's body (`trainingConfig{...}`, `?trainingShape=`, hosted-only fields) is
+ * flattened to this form first. `:resume` takes any stopped trainer (FAILED, CANCELLED,
+ * PAUSED, COMPLETED). DELETE of a live trainer cancels it first; `:executeTrainStep` goes to the orchestrator
  * when it implements it; the checkpoint routes are in checkpoints.ts.
  */
 import { z } from 'zod';
@@ -42,6 +44,72 @@ const rlorSchema = z.strictObject({
 });
 type RlorInput = z.output<typeof rlorSchema>;
 
+/**
+ * The body the Fireworks training SDK (TrainerJobManager) sends: the model settings nested
+ * in `trainingConfig`, the shape in the `?trainingShape=` query, and fields about hosted
+ * capacity (reservations, images, node pools, superuser knobs) that a local trainer has no
+ * use for: those are accepted and dropped. `trainingConfig` is validated like the flat form.
+ */
+const sdkTrainingConfig = z.strictObject({
+  baseModel: z.string().min(1).optional(),
+  loraRank: z.number().int().min(0).max(256).optional(),
+  learningRate: z.number().positive().max(1).optional(),
+  maxContextLength: z.number().int().positive().optional(),
+  region: z.string().max(100).optional(),
+  acceleratorType: z.string().optional(),
+  acceleratorCount: z.number().int().positive().optional(),
+  customImageTag: z.string().optional(),
+  extraArgs: z.array(z.string()).optional(),
+  projectionHeadDim: z.number().int().nonnegative().optional(),
+});
+const SDK_IGNORED = [
+  'serviceMode',
+  'keepAlive',
+  'dataset',
+  'useReservation',
+  'reservationTarget',
+  'hotLoadDeploymentId',
+  'extraValues',
+  'purpose',
+  'preemptible',
+  'managedBy',
+] as const;
+const SDK_CONFIG_IGNORED = ['customImageTag', 'extraArgs', 'projectionHeadDim'] as const;
+
+/** The SDK's body as the flat form: trainingConfig merged in, hosted-only fields dropped. */
+function flattenSdkBody(
+  body: Record<string, unknown>,
+  query: Record<string, unknown>,
+): Record<string, unknown> {
+  const flat = { ...body };
+  for (const key of SDK_IGNORED) delete flat[key];
+  if (flat.trainerReplicaCount !== undefined) {
+    if (flat.replicaCount !== undefined && flat.replicaCount !== flat.trainerReplicaCount)
+      throw invalid('trainerReplicaCount and replicaCount disagree: give one');
+    flat.replicaCount = flat.trainerReplicaCount;
+    delete flat.trainerReplicaCount;
+  }
+  if (flat.trainingConfig !== undefined) {
+    const config = parseBody(sdkTrainingConfig, flat.trainingConfig);
+    delete flat.trainingConfig;
+    for (const key of SDK_CONFIG_IGNORED) delete config[key];
+    for (const [key, value] of Object.entries(config)) {
+      if (flat[key] !== undefined && flat[key] !== value)
+        throw invalid(
+          `${key} is given both at the top level and in trainingConfig, with different values`,
+        );
+      flat[key] = value;
+    }
+  }
+  const shape = query.trainingShape;
+  if (typeof shape === 'string' && shape !== '') {
+    if (flat.trainingShapeRef !== undefined && flat.trainingShapeRef !== shape)
+      throw invalid('trainingShape (query) and trainingShapeRef (body) disagree: give one');
+    flat.trainingShapeRef = shape;
+  }
+  return flat;
+}
+
 /** "1800s", "30m", 1800 → seconds; 0 or unset → the 60-minute default. */
 export function inactivitySeconds(value: string | number | undefined): number {
   if (value === undefined) return DEFAULT_INACTIVITY_SECONDS;
@@ -69,7 +137,10 @@ function trainerShape(input: RlorInput, baseModel: string | null, mode: TrainerM
 }
 
 async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
-  const input = parseBody(rlorSchema, body);
+  const input = parseBody(
+    rlorSchema,
+    flattenSdkBody(body, (ctx.req.query ?? {}) as Record<string, unknown>),
+  );
   const fromShape = input.trainingShapeRef
     ? findShape(input.trainingShapeRef)?.baseModel
     : undefined;
@@ -132,7 +203,15 @@ export function rlorRoutes(deps: Deps): CollectionRoutes {
   return jobRoutes(deps, {
     collection: 'rlorTrainerJobs',
     singular: 'rlorTrainerJob',
-    resumable: ['JOB_STATE_FAILED'],
+    // A trainer holds no job progress of its own: whatever stopped it (a crash, deletion of
+    // its pod, the inactivity timeout, a pause), resuming starts a fresh pod under the same
+    // id and the client reloads its last checkpoint (TrainerJobManager.reconnect_and_wait).
+    resumable: [
+      'JOB_STATE_FAILED',
+      'JOB_STATE_CANCELLED',
+      'JOB_STATE_PAUSED',
+      'JOB_STATE_COMPLETED',
+    ],
     deleteActive: 'cancel',
     build: (ctx, body) => build(deps, ctx, body),
     verbs: { executeTrainStep: { handler: (ctx, id) => executeTrainStep(deps, ctx, id) } },

@@ -11,7 +11,8 @@
  *   cancelled and then deleted, as the Training API's cleanup-on-close expects. Checkpoints
  *   are blobs in the checkpoint store and outlive the row either way.
  * - `:resume` sets the job back to JOB_STATE_PENDING before asking the orchestrator, and
- *   restores the previous state if that fails. Cancelled jobs cannot resume.
+ *   restores the previous state if that fails. Cancelled managed jobs cannot resume (a
+ *   trainer job can: spec.resumable says which states).
  */
 import { z } from 'zod';
 import type { Deps } from '../../context.js';
@@ -83,7 +84,7 @@ const ref = (spec: JobSpec, ctx: RequestCtx, id: string): JobRef => ({
 async function resume(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
   const row = await getRow(deps, spec.collection, ctx.account, id);
   const state = String(row.body.state);
-  if (state === 'JOB_STATE_CANCELLED')
+  if (state === 'JOB_STATE_CANCELLED' && !spec.resumable.includes(state as JobState))
     throw precondition(
       `${row.name} was cancelled and cannot be resumed: create a new job with warmStartFrom set to the model of its last checkpoint`,
     );

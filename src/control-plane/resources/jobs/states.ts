@@ -12,6 +12,8 @@ export const JOB_STATES = [
   'JOB_STATE_FAILED',
   'JOB_STATE_CANCELLED',
   'JOB_STATE_EARLY_STOPPED',
+  // Trainer jobs only: stopped by the platform, resumable (none of temper's own flows pause).
+  'JOB_STATE_PAUSED',
 ] as const;
 export type JobState = (typeof JOB_STATES)[number];
 
