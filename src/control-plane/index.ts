@@ -19,7 +19,8 @@ import { billingRoutes } from './resources/billing.js';
 import { accountCheckpointRoutes } from './resources/checkpoints.js';
 import { datasetRoutes } from './resources/datasets.js';
 import { deploymentRoutes } from './resources/deployments.js';
-import { evaluatorRoutes } from './resources/evaluators.js';
+import { evalProtocolRoutes } from './resources/eval-protocol.js';
+import { evaluatorRoutes, evaluatorV2Routes } from './resources/evaluators.js';
 import { dpoRoutes } from './resources/jobs/dpo.js';
 import { rftRoutes } from './resources/jobs/rft.js';
 import { rlorRoutes } from './resources/jobs/rlor.js';
@@ -34,6 +35,12 @@ export { ApiError, type ApiStatus } from './http/errors.js';
 export type { JobOrchestrator, JobRef, PromoteRequest } from './orchestrator.js';
 export { BILLING_CSV_COLUMNS } from './resources/billing.js';
 export { datasetDataKey } from './resources/datasets.js';
+export {
+  isStatusRecordKey,
+  type RolloutLogRecord,
+  rolloutLogPrefix,
+  rolloutLogRecordSchema,
+} from './resources/rollout-logs.js';
 export { RFT_DEFAULTS } from './resources/jobs/rft.js';
 export { DEFAULT_INACTIVITY_SECONDS } from './resources/jobs/rlor.js';
 export {
@@ -106,11 +113,13 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     deploymentRoutes(deps),
     trainingShapeRoutes(),
     evaluatorRoutes(deps),
+    evaluatorV2Routes(deps),
     secretRoutes(deps),
     accountCheckpointRoutes(deps),
   ]);
   billingRoutes(app, deps);
   accountRoutes(app, deps);
+  evalProtocolRoutes(app, deps);
   trainerGatewayRoutes(app, deps);
   return {
     app,

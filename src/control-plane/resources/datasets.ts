@@ -11,6 +11,8 @@
  * The kind (sft, dpo, rft) decides which checks apply and which jobs may use the dataset. It
  * may be given at create time; otherwise it is read off the first example: preference fields
  * make DPO, a conversation ending with an assistant turn SFT, anything else RFT prompts.
+ * eval-protocol's uploads (`evalProtocol: {}`, rows of its EvaluationRow: `messages`,
+ * `ground_truth` and its own metadata fields) are read the same way.
  */
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
@@ -43,6 +45,8 @@ const createSchema = z.strictObject({
       exampleCount: z.coerce.number().int().nonnegative().optional(),
       kind: z.enum(KINDS).optional(),
       format: z.string().optional(),
+      /** eval-protocol marks the datasets it uploads (EvaluationRow JSONL) with `{}`. */
+      evalProtocol: z.looseObject({}).optional(),
     })
     .default({}),
 });
@@ -86,6 +90,7 @@ async function create(deps: Deps, ctx: RequestCtx) {
     kind: dataset.kind ?? null,
     exampleCount: dataset.exampleCount ?? 0,
     ...(dataset.format ? { format: dataset.format } : {}),
+    ...(dataset.evalProtocol ? { evalProtocol: dataset.evalProtocol } : {}),
     createdBy: ctx.principal.keyId,
   });
   return render(row);

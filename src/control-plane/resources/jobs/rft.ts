@@ -4,13 +4,18 @@
  * its messages: `Learning rate 1e-2 outside valid range [1e-5, 5e-4]`, n ≥ 2, temperature
  * in [0.1, 2.0] (0 rejected), `Evaluator 'x' not found in account`, and the KL-beta rules of
  * the loss methods, which come from src/losses (resolveRlLossMethod) word for word.
+ *
+ * The Fireworks SDK's body (what `eval-protocol create rft` sends: `trainingConfig{...}`,
+ * `lossConfig{method, klBeta}`, `inferenceParameters{...}`) is flattened to this form first
+ * and then validated like it; hosted-only fields are accepted and dropped, and settings that
+ * would change training but that temper does not have are refused by name.
  */
 import { z } from 'zod';
 import { resolveRlLossMethod } from '../../../losses/rl/methods.js';
 import { parseDuration } from '../../../trainer/duration.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
-import { invalid } from '../../http/errors.js';
+import { invalid, zodMessage } from '../../http/errors.js';
 import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
 import { resolveEvaluator } from '../refs.js';
 import { jobRoutes } from './routes.js';
@@ -52,6 +57,118 @@ const rftSchema = z.strictObject({
   remoteServerUrl: z.url({ protocol: /^https?$/ }).optional(),
 });
 type RftInput = z.output<typeof rftSchema>;
+
+const refuse = (what: string, instead: string) =>
+  z.unknown().refine(() => false, `${what} is not supported here: ${instead}`);
+
+/** The SDK's nested settings; each key maps to the flat field named in FLAT_NAMES. */
+const sdkTrainingConfig = z.strictObject({
+  baseModel: z.string().optional(),
+  warmStartFrom: z.string().optional(),
+  outputModel: z.string().optional(),
+  epochs: z.number().optional(),
+  learningRate: z.number().optional(),
+  learningRateWarmupSteps: z.number().optional(),
+  loraRank: z.number().optional(),
+  maxContextLength: z.number().optional(),
+  batchSize: z.number().optional(),
+  gradientAccumulationSteps: z.number().optional(),
+  samplerCheckpointSaveIntervalSteps: z.number().optional(),
+  optimizerWeightDecay: z
+    .number()
+    .refine(
+      (x) => x === 0,
+      'optimizerWeightDecay is not supported here: RFT steps use no weight decay',
+    )
+    .optional(),
+  batchSizeSamples: refuse('batchSizeSamples', 'give batchSize in tokens').optional(),
+  jinjaTemplate: refuse('jinjaTemplate', 'the model renders its own chat template').optional(),
+  region: z.string().optional(),
+});
+const sdkLossConfig = z.strictObject({
+  /** GRPO, DAPO, GSPO_TOKEN (the SDK's enum) or grpo, dapo, gspo-token (the CLI's words). */
+  method: z.string().optional(),
+  klBeta: z.number().optional(),
+  dpo: refuse('lossConfig.dpo', 'RFT jobs train with grpo, dapo or gspo-token').optional(),
+});
+const sdkInferenceParameters = z.strictObject({
+  temperature: z.number().optional(),
+  topP: z.number().optional(),
+  topK: z.number().optional(),
+  maxOutputTokens: z.number().optional(),
+  responseCandidatesCount: z.number().optional(),
+  extraBody: z
+    .string()
+    .refine(
+      (s) => s.trim() === '' || s.trim() === '{}',
+      'inferenceParameters.extraBody is not supported here: use the named sampling settings',
+    )
+    .optional(),
+});
+const FLAT_NAMES: Record<string, string> = {
+  samplerCheckpointSaveIntervalSteps: 'checkpointFrequency',
+  maxOutputTokens: 'maxTokens',
+  method: 'rlLossMethod',
+  klBeta: 'rlKlBeta',
+};
+/** Fields about hosted capacity, logging services and concurrency of evaluation: dropped. */
+const SDK_IGNORED = [
+  'nodeCount',
+  'reservationTarget',
+  'maxInferenceReplicaCount',
+  'maxConcurrentEvaluations',
+  'wandbConfig',
+] as const;
+const SDK_CONFIG_IGNORED = ['region', 'optimizerWeightDecay'] as const;
+const SDK_REFUSED: Record<string, string> = {
+  mcpServer: 'mcpServer is not supported here: run tools in a remote environment (remoteServerUrl)',
+  awsS3Config: 'awsS3Config is not supported here: upload the dataset (:upload)',
+  azureBlobStorageConfig:
+    'azureBlobStorageConfig is not supported here: upload the dataset (:upload)',
+};
+
+/** `GRPO`, `GSPO_TOKEN`, `gspo-token` → the loss method names of src/losses. */
+function lossMethodName(method: string | undefined): string | undefined {
+  if (method === undefined || method === '' || method === 'METHOD_UNSPECIFIED') return undefined;
+  return method.toLowerCase().replaceAll('_', '-');
+}
+
+/** The SDK's body as the flat form (nested settings merged in, hosted-only fields dropped). */
+export function flattenSdkBody(body: Record<string, unknown>): Record<string, unknown> {
+  const flat = { ...body };
+  for (const key of SDK_IGNORED) delete flat[key];
+  for (const [key, message] of Object.entries(SDK_REFUSED))
+    if (flat[key] !== undefined) throw invalid(message);
+  if (flat.evalAutoCarveout === true)
+    throw invalid('evalAutoCarveout is not supported here: give an evaluationDataset');
+  delete flat.evalAutoCarveout;
+  const nested: [string, z.ZodType<Record<string, unknown>>, readonly string[]][] = [
+    ['trainingConfig', sdkTrainingConfig, SDK_CONFIG_IGNORED],
+    ['lossConfig', sdkLossConfig, []],
+    ['inferenceParameters', sdkInferenceParameters, []],
+  ];
+  for (const [field, schema, ignored] of nested) {
+    if (flat[field] === undefined) continue;
+    const r = schema.safeParse(flat[field]);
+    if (!r.success) {
+      for (const issue of r.error.issues) issue.path.unshift(field);
+      throw invalid(zodMessage(r.error));
+    }
+    delete flat[field];
+    for (const [key, raw] of Object.entries(r.data)) {
+      if (raw === undefined || ignored.includes(key)) continue;
+      const name = FLAT_NAMES[key] ?? key;
+      const value = key === 'method' ? lossMethodName(raw as string) : raw;
+      if (value === undefined) continue;
+      if (flat[name] !== undefined && flat[name] !== value)
+        throw invalid(
+          `${name} is given both at the top level and in ${field}, with different values`,
+        );
+      flat[name] = value;
+    }
+  }
+  return flat;
+}
 
 const whole = (x: number) => Number.isInteger(x);
 
@@ -126,7 +243,7 @@ function checkRanges(input: RftInput, n: number | undefined): void {
 }
 
 async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
-  const input = parseBody(rftSchema, body);
+  const input = parseBody(rftSchema, flattenSdkBody(body));
   const n = candidates(input);
   checkRanges(input, n);
   const lossConfig = resolveRlLossMethod({
