@@ -12,6 +12,7 @@ import pino from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import { openObjectStore } from '../checkpoints/object-store/index.js';
 import type { ControlPlaneOptions, Deps } from './context.js';
+import { deploymentGatewayRoutes } from './gateway/deployments/index.js';
 import { trainerGatewayRoutes } from './gateway/trainer/index.js';
 import { buildServer } from './http/server.js';
 import { accountRoutes } from './resources/accounts.js';
@@ -119,6 +120,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
   ]);
   billingRoutes(app, deps);
   accountRoutes(app, deps);
+  deploymentGatewayRoutes(app, deps);
   evalProtocolRoutes(app, deps);
   trainerGatewayRoutes(app, deps);
   return {

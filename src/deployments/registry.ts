@@ -28,6 +28,11 @@ export const createDeploymentSchema = z.object({
   minReplicaCount: z.number().int().min(0).default(1),
   maxReplicaCount: z.number().int().min(0).default(1),
   apiKey: z.string().optional(),
+  /**
+   * Fields of the caller's (the control plane's) resource that the registry keeps with the
+   * deployment and hands back unchanged: description, the trainer a bucket belongs to, ...
+   */
+  fields: z.record(z.string(), z.unknown()).default({}),
   /** Per-replica knobs (threads, test hooks). */
   replica: z
     .object({
@@ -54,6 +59,8 @@ export interface DeploymentResource {
   createTime: string;
   updateTime: string;
   status: { reason: string | null; replicaRestarts: number };
+  /** The caller's fields, as given at create or by `setFields`. */
+  fields: Record<string, unknown>;
 }
 
 export class DeploymentError extends Error {
@@ -122,9 +129,17 @@ export class DeploymentRegistry {
         createTime: now,
         updateTime: now,
         status: { reason: null, replicaRestarts: 0 },
+        fields: structuredClone(req.fields),
       },
     };
     this.entries.set(name, entry);
+    await this.open(entry, targetReplicas(req.minReplicaCount, req.maxReplicaCount));
+    return this.get(name);
+  }
+
+  /** Starts the gateway and `replicas` replicas; the entry ends READY, or FAILED with a reason. */
+  private async open(entry: Entry, replicas: number): Promise<void> {
+    const req = entry.req;
     try {
       entry.gateway = await Gateway.create({
         account: req.account,
@@ -137,13 +152,49 @@ export class DeploymentRegistry {
         apiKey: req.apiKey,
       });
       entry.resource.gatewayUrl = await entry.gateway.listen();
-      await this.resize(entry, targetReplicas(req.minReplicaCount, req.maxReplicaCount));
+      await this.resize(entry, replicas);
       entry.resource.state = 'READY';
+      entry.resource.status.reason = null;
     } catch (err) {
       entry.resource.state = 'FAILED';
       entry.resource.status.reason = (err as Error).message;
     }
     entry.resource.updateTime = new Date().toISOString();
+  }
+
+  /** Replaces the caller's fields (they are not interpreted here). */
+  setFields(name: string, fields: Record<string, unknown>): DeploymentResource {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    e.resource.fields = structuredClone(fields);
+    e.resource.updateTime = new Date().toISOString();
+    return this.get(name);
+  }
+
+  /**
+   * Points a deployment at another hot-load bucket (or transition type): its replicas and
+   * gateway are restarted on the base model, since what they served came from the old bucket,
+   * and the ledger starts empty (the next hot-load must be a full snapshot).
+   */
+  async setHotLoad(
+    name: string,
+    hotLoad: { bucketUrl?: string; transitionType?: 'ASYNC' | 'SYNC' },
+  ): Promise<DeploymentResource> {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    if (e.resource.state !== 'READY')
+      throw new DeploymentError('failed_precondition', `${name} is ${e.resource.state}`);
+    if (hotLoad.bucketUrl?.endsWith('/'))
+      throw new DeploymentError('invalid_argument', 'bucket URL must not end with a slash');
+    e.resource.state = 'UPDATING';
+    const replicas = e.replicas.length;
+    await this.resize(e, 0);
+    await e.gateway?.close();
+    e.gateway = null;
+    e.resource.gatewayUrl = null;
+    e.req.hotLoad = { ...e.req.hotLoad, ...hotLoad };
+    e.resource.hotLoad = { ...e.req.hotLoad };
+    await this.open(e, replicas);
     return this.get(name);
   }
 

@@ -245,7 +245,7 @@ export class HotLoadClient {
       )
         return;
       const failed = s.replicas.find(
-        (r) => r.loading_state.stage === 'failed' && r.current_snapshot_identity !== identity,
+        (r) => r.loading_state.stage === 'error' && r.current_snapshot_identity !== identity,
       );
       if (failed)
         throw new DeploymentSamplerError(

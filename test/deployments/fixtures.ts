@@ -124,7 +124,7 @@ export async function waitLoaded(
       s.replicas.every((r) => r.readiness && r.current_snapshot_identity === identity)
     )
       return s;
-    if (s.replicas.some((r) => r.loading_state.stage === 'failed'))
+    if (s.replicas.some((r) => r.loading_state.stage === 'error'))
       throw new Error(`load of ${identity} failed: ${JSON.stringify(s)}`);
     if (Date.now() - t0 > timeoutMs)
       throw new Error(`timeout waiting for ${identity}: ${JSON.stringify(s)}`);
@@ -141,7 +141,7 @@ export async function waitSettled(url: string, timeoutMs = 20_000): Promise<void
     };
     if (
       s.replicas.every(
-        (r) => r.loading_state.stage === 'ready' || r.loading_state.stage === 'failed',
+        (r) => r.loading_state.stage === 'ready' || r.loading_state.stage === 'error',
       )
     )
       return;

@@ -1,21 +1,21 @@
 /**
- * `deployments` through the in-process DeploymentRegistry (src/deployments): create with
- * hot-load settings, get, list, delete, `:scale` (PATCH), and the hot-load ledger
- * (`GET`/`DELETE .../deployments/{id}/ledger`, hot-load.md). Without a registry the routes
- * answer UNIMPLEMENTED (list: empty).
+ * `deployments` through the in-process DeploymentRegistry (src/deployments): create, get,
+ * list, PATCH (replica counts, the hot-load target, descriptive fields; `?updateMask=`),
+ * delete, `:scale` (PATCH), and the hot-load ledger (`GET`/`DELETE .../deployments/{id}/ledger`,
+ * hot-load.md). Without a registry the routes answer UNIMPLEMENTED (list: empty). The request
+ * and resource shapes, including the Fireworks SDK's fields, are in deployment-spec.ts.
  *
  * The registry holds deployments in memory (they are processes of this host), so they are
- * not rows in the store. Accounts stay apart: names carry the account, and a file:// hot-load
- * bucket must lie under the account's own folder of the checkpoint store. A bucket URL left
- * out defaults to accounts/{a}/deployments/{id}/snapshots in the checkpoint store.
+ * not rows in the store. Accounts stay apart: names carry the account, a file:// hot-load
+ * bucket must lie under the account's own folder of the checkpoint store, and
+ * `hotLoadTrainerJob` must be a trainer of the caller's account. A bucket left out defaults to
+ * accounts/{a}/deployments/{id}/snapshots in the checkpoint store.
  */
-import { join, relative, sep } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { z } from 'zod';
+import { join } from 'node:path';
 import { CATALOG_ACCOUNT, catalogModelDir } from '../../catalog/bundled.js';
 import { fileUrlToRoot, openObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE } from '../../checkpoints/promotion.js';
-import type { DeploymentRegistry } from '../../deployments/registry.js';
+import type { DeploymentRegistry, DeploymentResource } from '../../deployments/registry.js';
 import { HotLoadClient } from '../../sdk/index.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
@@ -23,56 +23,27 @@ import { ApiError, invalid, precondition } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
+import {
+  checkDeploymentShape,
+  createSchema,
+  givenBucket,
+  isFileUrl,
+  ownBucket,
+  type PatchInput,
+  patchedFields,
+  patchSchema,
+  type Recorded,
+  renderDeployment,
+  scaleSchema,
+  trainerBucket,
+  withoutIgnored,
+} from './deployment-spec.js';
 import { resolveModel } from './refs.js';
-
-const createSchema = z.strictObject({
-  displayName: z.string().max(200).optional(),
-  baseModel: z.string().min(1),
-  minReplicaCount: z.number().int().min(0).max(64).default(0),
-  maxReplicaCount: z.number().int().min(0).max(64).default(1),
-  enableHotLoad: z.boolean().default(true),
-  hotLoadBucketType: z.enum(['FW_HOSTED', 'S3', 'MINIO', 'NEBIUS']).default('FW_HOSTED'),
-  hotLoadBucketUrl: z.string().min(1).optional(),
-  hotLoadTransitionType: z.enum(['ASYNC', 'SYNC']).default('ASYNC'),
-  replica: z
-    .strictObject({
-      threads: z.number().int().positive().optional(),
-      maxConcurrent: z.number().int().positive().optional(),
-      maxDecodeBatch: z.number().int().positive().optional(),
-    })
-    .default({}),
-});
-
-const scaleSchema = z.strictObject({
-  minReplicaCount: z.number().int().min(0).max(64),
-  maxReplicaCount: z.number().int().min(0).max(64),
-});
 
 function registry(deps: Deps): DeploymentRegistry {
   if (!deps.deployments)
     throw new ApiError('UNIMPLEMENTED', 'deployments are not enabled on this control plane');
   return deps.deployments;
-}
-
-const isFileUrl = (url: string) => !/^[a-z][a-z0-9+.-]*:\/\//i.test(url) || /^file:/i.test(url);
-
-/** The hot-load bucket: the default one, or the caller's (file:// only inside its account). */
-function bucketUrl(deps: Deps, account: string, id: string, given: string | undefined): string {
-  const accountDir = join(fileUrlToRoot(deps.checkpointUrl), 'accounts', account);
-  if (given === undefined) {
-    if (!isFileUrl(deps.checkpointUrl))
-      return `${deps.checkpointUrl}/accounts/${account}/deployments/${id}/snapshots`;
-    return pathToFileURL(join(accountDir, 'deployments', id, 'snapshots')).href;
-  }
-  if (given.endsWith('/')) throw invalid('hotLoadBucketUrl must not end with a slash');
-  if (isFileUrl(given)) {
-    const rel = relative(accountDir, fileUrlToRoot(given));
-    if (rel.startsWith('..') || rel.startsWith(sep) || rel === '')
-      throw invalid(
-        `hotLoadBucketUrl: a file:// bucket must lie under ${pathToFileURL(accountDir).href}/`,
-      );
-  }
-  return given;
 }
 
 /**
@@ -107,34 +78,133 @@ async function baseModelDir(deps: Deps, ctx: RequestCtx, model: { name: string; 
   return { name: model.name, dir: join(fileUrlToRoot(deps.checkpointUrl), model.name) };
 }
 
+/** The hot-load bucket a create or update asks for (a trainer's, a given one, or its own). */
+async function hotLoadTarget(
+  deps: Deps,
+  ctx: RequestCtx,
+  id: string,
+  baseModel: string,
+  input: { hotLoadTrainerJob?: string | undefined; hotLoadBucketUrl?: string | undefined },
+): Promise<{ bucketUrl: string; trainerJob: string | undefined }> {
+  if (input.hotLoadTrainerJob && input.hotLoadBucketUrl)
+    throw invalid(
+      "give hotLoadTrainerJob (serve that trainer's sampler snapshots) or hotLoadBucketUrl, not both",
+    );
+  if (input.hotLoadTrainerJob) {
+    const t = await trainerBucket(deps, ctx, input.hotLoadTrainerJob, baseModel);
+    return { bucketUrl: t.bucketUrl, trainerJob: t.job };
+  }
+  if (input.hotLoadBucketUrl)
+    return {
+      bucketUrl: givenBucket(deps, ctx.account, input.hotLoadBucketUrl),
+      trainerJob: undefined,
+    };
+  return { bucketUrl: ownBucket(deps, ctx.account, id), trainerJob: undefined };
+}
+
 async function create(deps: Deps, ctx: RequestCtx) {
   const reg = registry(deps);
   const { id, body } = createId(ctx.req, 'deployment');
-  const input = parseBody(createSchema, body);
+  const input = parseBody(createSchema, withoutIgnored(body));
   const { base, adapter } = await deployedModel(deps, ctx, input.baseModel);
-  const bucket = bucketUrl(deps, ctx.account, id, input.hotLoadBucketUrl);
+  if (input.deploymentShape) checkDeploymentShape(input.deploymentShape, base.name);
+  const target = await hotLoadTarget(deps, ctx, id, base.name, input);
+  const {
+    baseModel: _b,
+    minReplicaCount,
+    maxReplicaCount,
+    hotLoadBucketType,
+    hotLoadBucketUrl: _u,
+    hotLoadTrainerJob: _t,
+    hotLoadTransitionType,
+    replica,
+    ...recorded
+  } = input;
+  const fields: Recorded = {
+    ...recorded,
+    ...(target.trainerJob ? { hotLoadTrainerJob: target.trainerJob } : {}),
+    ...(adapter ? { model: adapter } : {}),
+  };
   const created = await reg.create({
     account: ctx.account,
     deploymentId: id,
     baseModel: base.name,
     baseModelDir: base.dir,
     hotLoad: {
-      bucketType: input.hotLoadBucketType,
-      bucketUrl: bucket,
-      transitionType: input.hotLoadTransitionType,
+      bucketType: hotLoadBucketType,
+      bucketUrl: target.bucketUrl,
+      transitionType: hotLoadTransitionType,
     },
-    minReplicaCount: input.minReplicaCount,
-    maxReplicaCount: input.maxReplicaCount,
-    replica: input.replica,
+    minReplicaCount,
+    maxReplicaCount,
+    replica,
+    fields: { ...fields },
   });
-  if (!adapter) return created;
+  if (!adapter) return renderDeployment(created);
   try {
-    await serveAdapter(deps, created, bucket, adapter);
+    await serveAdapter(deps, created, target.bucketUrl, adapter);
   } catch (err) {
     await reg.delete(created.name).catch(() => undefined);
     throw precondition(`could not load ${adapter} on its base: ${(err as Error).message}`);
   }
-  return { ...reg.get(created.name), model: adapter };
+  return renderDeployment(reg.get(created.name));
+}
+
+/**
+ * PATCH: the named fields (see patchedFields), validated all together before anything
+ * changes. Descriptive fields are set at once; a new hot-load target restarts the replicas on
+ * the base model (the old bucket's snapshots are gone from view); replica counts scale.
+ */
+async function update(deps: Deps, ctx: RequestCtx, id: string) {
+  const reg = registry(deps);
+  const name = resourceName(ctx.account, 'deployments', id);
+  const current = reg.get(name);
+  const body = parseBody(patchSchema, withoutIgnored(bodyObject(ctx.req)));
+  const fields = patchedFields(body, (ctx.req.query as Record<string, unknown>)?.updateMask);
+  const has = (k: keyof PatchInput) => fields.includes(k);
+  const recorded = { ...(current.fields as Recorded) };
+  for (const k of ['displayName', 'description', 'annotations', 'forTraining'] as const)
+    if (has(k)) {
+      if (body[k] === undefined) delete recorded[k];
+      else (recorded as Record<string, unknown>)[k] = body[k];
+    }
+  let hotLoad: { bucketUrl?: string; transitionType?: 'ASYNC' | 'SYNC' } | undefined;
+  if (has('hotLoadTrainerJob') || has('hotLoadBucketUrl')) {
+    const target = await hotLoadTarget(deps, ctx, id, current.baseModel, {
+      hotLoadTrainerJob: has('hotLoadTrainerJob') ? body.hotLoadTrainerJob || undefined : undefined,
+      hotLoadBucketUrl: has('hotLoadBucketUrl') ? body.hotLoadBucketUrl : undefined,
+    });
+    if (target.trainerJob) recorded.hotLoadTrainerJob = target.trainerJob;
+    else delete recorded.hotLoadTrainerJob;
+    if (target.bucketUrl !== current.hotLoad.bucketUrl) hotLoad = { bucketUrl: target.bucketUrl };
+  }
+  if (has('hotLoadTransitionType')) {
+    const t = body.hotLoadTransitionType ?? 'ASYNC';
+    if (t !== current.hotLoad.transitionType) hotLoad = { ...hotLoad, transitionType: t };
+  }
+  const counts = {
+    minReplicaCount: has('minReplicaCount') ? (body.minReplicaCount ?? 0) : current.minReplicaCount,
+    maxReplicaCount: has('maxReplicaCount') ? (body.maxReplicaCount ?? 1) : current.maxReplicaCount,
+  };
+  if (counts.minReplicaCount > counts.maxReplicaCount)
+    throw invalid(
+      `minReplicaCount (${counts.minReplicaCount}) exceeds maxReplicaCount (${counts.maxReplicaCount})`,
+    );
+  if (
+    (hotLoad ||
+      counts.minReplicaCount !== current.minReplicaCount ||
+      counts.maxReplicaCount !== current.maxReplicaCount) &&
+    current.state !== 'READY'
+  )
+    throw precondition(`${name} is ${current.state}: wait until it is READY to change it`);
+  reg.setFields(name, { ...recorded });
+  if (hotLoad) await reg.setHotLoad(name, hotLoad);
+  if (
+    counts.minReplicaCount !== current.minReplicaCount ||
+    counts.maxReplicaCount !== current.maxReplicaCount
+  )
+    await reg.scale(name, counts);
+  return renderDeployment(reg.get(name));
 }
 
 /**
@@ -144,7 +214,7 @@ async function create(deps: Deps, ctx: RequestCtx) {
  */
 async function serveAdapter(
   deps: Deps,
-  deployment: { name: string; gatewayUrl: string | null },
+  deployment: DeploymentResource,
   bucket: string,
   model: string,
 ) {
@@ -176,12 +246,14 @@ export function deploymentRoutes(deps: Deps): CollectionRoutes {
   return {
     collection: 'deployments',
     list: async (ctx) => {
-      const all = deps.deployments?.list(ctx.account) ?? [];
+      const all = (deps.deployments?.list(ctx.account) ?? []).map(renderDeployment);
       const page = pageArray(all, parseListQuery(ctx.req.query), ctx.account);
       return listResponse('deployments', page.items, page.nextPageToken);
     },
     create: (ctx) => create(deps, ctx),
-    get: async (ctx, id) => registry(deps).get(name(ctx, id)),
+    get: async (ctx, id) => renderDeployment(registry(deps).get(name(ctx, id))),
+    patch: (ctx, id) => update(deps, ctx, id),
+    // `?ignoreChecks=true&hard=true` (the SDK's) change nothing: deletion is always immediate.
     delete: async (ctx, id) => {
       await registry(deps).delete(name(ctx, id));
       return {};
@@ -189,8 +261,10 @@ export function deploymentRoutes(deps: Deps): CollectionRoutes {
     verbs: {
       scale: {
         method: 'PATCH',
-        handler: (ctx, id) =>
-          registry(deps).scale(name(ctx, id), parseBody(scaleSchema, bodyObject(ctx.req))),
+        handler: async (ctx, id) =>
+          renderDeployment(
+            await registry(deps).scale(name(ctx, id), parseBody(scaleSchema, bodyObject(ctx.req))),
+          ),
       },
     },
     sub: [

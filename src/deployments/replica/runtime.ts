@@ -79,7 +79,18 @@ export interface ReplicaStatus {
   replica_id: string;
   readiness: boolean;
   current_snapshot_identity: string | null;
-  loading_state: { stage: string; identity: string | null; error: string | null };
+  /**
+   * `stage`: queued, downloading, building, swapping, ready, or error (the last load failed;
+   * the previous snapshot is still served). `target_snapshot_identity` is the snapshot the
+   * stage is about (the Fireworks SDK reads it to tell its own failed load from a stale one);
+   * `identity` is the same value under its older name.
+   */
+  loading_state: {
+    stage: string;
+    identity: string | null;
+    target_snapshot_identity?: string | null;
+    error: string | null;
+  };
   loads: LoadRecord[];
   prefix_cache: { entries: number; hits: number; lookups: number };
   /** Batched decode: session calls that carried several sequences, and the steps they carried. */
@@ -204,9 +215,14 @@ export class ReplicaRuntime {
   status(): ReplicaStatus {
     return {
       replica_id: this.id,
-      readiness: this.stage === 'ready' || this.stage === 'failed',
+      readiness: this.stage === 'ready' || this.stage === 'error',
       current_snapshot_identity: this.identity,
-      loading_state: { stage: this.stage, identity: this.stageIdentity, error: this.stageError },
+      loading_state: {
+        stage: this.stage,
+        identity: this.stageIdentity,
+        target_snapshot_identity: this.stageIdentity,
+        error: this.stageError,
+      },
       loads: this.loads.map((l) => ({ ...l })),
       prefix_cache: { entries: this.entries.length, hits: this.hits, lookups: this.lookups },
       decode_batches: { ...this.batchStats },
@@ -554,7 +570,7 @@ export class ReplicaRuntime {
         { identity: sig.identity, kind: rec.kind, error: rec.error },
         'snapshot load failed; still serving the previous snapshot',
       );
-      this.stage = 'failed';
+      this.stage = 'error';
       this.stageError = rec.error;
     }
   }

@@ -39,7 +39,16 @@ const incrementalSchema = z.object({
 export const loadBodySchema = z.object({
   identity: z.string().min(1),
   incremental_snapshot_metadata: incrementalSchema.optional(),
-  reset_prompt_cache: z.enum(['all', 'none', 'new_session']).default('all'),
+  /**
+   * hot-load.md names the modes; the Fireworks SDK sends a boolean (true: drop the prompt
+   * cache, i.e. 'all'; false: keep it, 'none').
+   */
+  reset_prompt_cache: z
+    .union([
+      z.enum(['all', 'none', 'new_session']),
+      z.boolean().transform((reset) => (reset ? ('all' as const) : ('none' as const))),
+    ])
+    .default('all'),
   validation: z.object({ extra_fields_ignore: z.array(z.string()).optional() }).optional(),
 });
 
