@@ -14,6 +14,7 @@ import {
   LATEST_VERSION,
   MIGRATIONS,
   openStore,
+  SecretsKey,
   type Store,
   StoreError,
   type StoreErrorCode,
@@ -113,6 +114,83 @@ function storeSuite(target: StoreTarget): void {
         const created = await stores[0]!.create('models', 'acme', 'after-migrate', { ok: true });
         expect(created.version).toBe(1);
       }, 60_000);
+    });
+
+    describe('secrets at rest', () => {
+      const PLAIN = 'hunter2-plaintext-value-7f3a';
+      const key = SecretsKey.generate().key;
+
+      function keyed(secretsKey: SecretsKey | undefined): Store {
+        const s = openStore(url, secretsKey ? { secretsKey } : {});
+        opened.push(s);
+        return s;
+      }
+
+      it('stores only ciphertext, bound to the secret, and gives callers the value', async () => {
+        const s = keyed(key);
+        await s.migrate();
+        const created = await s.create('secrets', 'acme', 'api-key', {
+          keyName: 'API_KEY',
+          value: PLAIN,
+        });
+        expect(created.body).toEqual({ keyName: 'API_KEY', value: PLAIN });
+        const updated = await s.update<{ value: string }>('secrets', 'acme', 'api-key', (b) => ({
+          ...b,
+          value: `${PLAIN}-2`,
+        }));
+        expect(updated.body.value).toBe(`${PLAIN}-2`);
+        expect((await s.get('secrets', 'acme', 'api-key'))?.body).toEqual({
+          keyName: 'API_KEY',
+          value: `${PLAIN}-2`,
+        });
+        expect((await s.list('secrets', 'acme')).items[0]?.body).toMatchObject({
+          value: `${PLAIN}-2`,
+        });
+        const raw = JSON.stringify(await target.rawRows(url, 'resources'));
+        expect(raw).not.toContain(PLAIN);
+        expect(raw).toContain(key.id);
+        // Other collections are stored as given.
+        await s.create('models', 'acme', 'm', { value: PLAIN });
+        expect(JSON.stringify(await target.rawRows(url, 'resources'))).toContain(PLAIN);
+        // Without the key a sealed secret is refused, not returned sealed.
+        await expectStoreError(
+          keyed(undefined).get('secrets', 'acme', 'api-key'),
+          'failed_precondition',
+        );
+      });
+
+      it('refuses to start with another key or none, seals old plain values, and rotates', async () => {
+        const legacy = keyed(undefined);
+        // Without a key nothing can be written as a secret...
+        await expectStoreError(
+          legacy.create('secrets', 'acme', 'refused', { keyName: 'K', value: PLAIN }),
+          'failed_precondition',
+        );
+        await legacy.create('secrets', 'acme', 'no-value', { keyName: 'OLD' });
+        const first = keyed(key);
+        await first.migrate();
+        await first.create('secrets', 'acme', 'new', { keyName: 'NEW', value: PLAIN });
+        expect(JSON.stringify(await target.rawRows(url, 'resources'))).not.toContain(PLAIN);
+
+        const wrong = SecretsKey.generate().key;
+        const refused = await keyed(wrong)
+          .migrate()
+          .catch((e: unknown) => e as StoreError);
+        expect(refused).toBeInstanceOf(StoreError);
+        expect((refused as StoreError).message).toMatch(
+          new RegExp(`encrypted with secrets key ${key.id}, but this temper has key ${wrong.id}`),
+        );
+        await expectStoreError(keyed(undefined).migrate(), 'failed_precondition');
+
+        // Rotation: the data keys are re-wrapped; only the new key opens them afterwards.
+        expect(await first.rewrapSecrets(wrong)).toBe(2);
+        const rotated = keyed(wrong);
+        await rotated.migrate();
+        expect((await rotated.get<{ value: string }>('secrets', 'acme', 'new'))?.body.value).toBe(
+          PLAIN,
+        );
+        await expectStoreError(keyed(key).migrate(), 'failed_precondition');
+      });
     });
 
     describe('resources', () => {
@@ -251,6 +329,63 @@ function storeSuite(target: StoreTarget): void {
           'not_found',
         );
         expect(await store.get('supervisedFineTuningJobs', 'acme', 'j')).toEqual(done);
+      });
+
+      it('never lets a guarded update overwrite a final state, even racing from another connection', async () => {
+        const FINAL = ['COMPLETED', 'CANCELLED'];
+        const unless = { field: 'state', values: FINAL };
+        await store.create('supervisedFineTuningJobs', 'acme', 'race', { state: 'RUNNING', n: 0 });
+        const other = openAnother();
+        // Progress writes from another connection race one final write from this one.
+        const progress = Array.from({ length: 40 }, (_, i) =>
+          other
+            .update<{ state: string; n: number }>(
+              'supervisedFineTuningJobs',
+              'acme',
+              'race',
+              (body) => ({ ...body, state: 'RUNNING', n: i + 1 }),
+              { unless },
+            )
+            .then(
+              () => 'applied',
+              (e: unknown) => (e as StoreError).code,
+            ),
+        );
+        await sleep(1);
+        const cancelled = await store.update<{ state: string; n: number }>(
+          'supervisedFineTuningJobs',
+          'acme',
+          'race',
+          (body) => ({ ...body, state: 'CANCELLED' }),
+          { unless },
+        );
+        const outcomes = await Promise.all(progress);
+        expect(outcomes.every((o) => o === 'applied' || o === 'failed_precondition')).toBe(true);
+        const after = await store.get<{ state: string; n: number }>(
+          'supervisedFineTuningJobs',
+          'acme',
+          'race',
+        );
+        expect(after?.body.state).toBe('CANCELLED');
+        // Every write that landed did so before the final one: the version counts them.
+        const applied = outcomes.filter((o) => o === 'applied').length;
+        expect(after?.version).toBe(1 + applied + 1);
+        expect(cancelled.version).toBe(after?.version);
+        // Once final, a guarded write fails and changes nothing; an unguarded one (resume) works.
+        await expectStoreError(
+          store.update('supervisedFineTuningJobs', 'acme', 'race', (b) => b, { unless }),
+          'failed_precondition',
+        );
+        expect((await store.get('supervisedFineTuningJobs', 'acme', 'race'))?.version).toBe(
+          after?.version,
+        );
+        const resumed = await store.update<{ state: string }>(
+          'supervisedFineTuningJobs',
+          'acme',
+          'race',
+          (b) => ({ ...b, state: 'PENDING' }),
+        );
+        expect(resumed.body.state).toBe('PENDING');
       });
 
       it('leaves the row untouched when mutate throws or returns something unstorable', async () => {

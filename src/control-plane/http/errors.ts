@@ -81,6 +81,7 @@ const STORE: Record<StoreError['code'], ApiStatus> = {
   not_found: 'NOT_FOUND',
   conflict: 'ABORTED',
   invalid_argument: 'INVALID_ARGUMENT',
+  failed_precondition: 'FAILED_PRECONDITION',
 };
 
 const CHECKPOINT: Record<CheckpointError['code'], ApiStatus> = {

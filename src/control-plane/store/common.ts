@@ -13,6 +13,7 @@ import {
   type ResourceRow,
   StoreError,
   type TimeRange,
+  type UpdateOptions,
   type UsageEvent,
 } from './types.js';
 
@@ -266,6 +267,30 @@ export function conflictError(name: string, expected: number, actual: number): S
     'conflict',
     `${name} is at version ${actual}, not ${expected}: read it again and retry`,
   );
+}
+
+/**
+ * The checks of a conditional update, in the order both dialects apply them inside their
+ * transaction: the version first (the caller's read is stale), then the guard.
+ */
+export function checkUpdate(
+  name: string,
+  current: { version: number; body: unknown },
+  options: UpdateOptions,
+): void {
+  const { expectVersion, unless } = options;
+  if (expectVersion !== undefined && current.version !== expectVersion)
+    throw conflictError(name, expectVersion, current.version);
+  if (unless === undefined) return;
+  const value =
+    typeof current.body === 'object' && current.body !== null
+      ? (current.body as Record<string, unknown>)[unless.field]
+      : undefined;
+  if (typeof value === 'string' && unless.values.includes(value))
+    throw new StoreError(
+      'failed_precondition',
+      `${name} is ${value}, which this update must not overwrite (its ${unless.field} is one of ${unless.values.join(', ')})`,
+    );
 }
 
 export function notFound(name: string): StoreError {

@@ -7,22 +7,32 @@
  *                                  node-postgres reads them
  *
  * The store comes back unmigrated: call `migrate()` once before use (cheap when up to date).
+ * `migrate()` also checks the secrets: it refuses a database holding secrets the given
+ * `secretsKey` cannot open, and seals any stored in plain text by an older temper.
  */
 import { fileURLToPath } from 'node:url';
 import { PostgresStore } from './postgres.js';
+import type { SecretsKey } from './secrets-key.js';
 import { SqliteStore } from './sqlite.js';
 import { type Store, StoreError } from './types.js';
 
 export { LATEST_VERSION, MIGRATIONS, type Migration } from './migrations.js';
 export { PostgresStore, type PostgresStoreOptions } from './postgres.js';
+export { type SealedValue, SecretsKey } from './secrets-key.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export * from './types.js';
 
-export function openStore(url: string): Store {
-  if (url === 'sqlite::memory:') return new SqliteStore(':memory:');
-  if (url.startsWith('sqlite://')) return new SqliteStore(sqlitePath(url));
+export interface OpenStoreOptions {
+  /** The operator's key that seals secret values at rest (see secrets-key.ts). */
+  secretsKey?: SecretsKey;
+}
+
+export function openStore(url: string, options: OpenStoreOptions = {}): Store {
+  const key = options.secretsKey ? { secretsKey: options.secretsKey } : {};
+  if (url === 'sqlite::memory:') return new SqliteStore(':memory:', key);
+  if (url.startsWith('sqlite://')) return new SqliteStore(sqlitePath(url), key);
   if (url.startsWith('postgres://') || url.startsWith('postgresql://'))
-    return new PostgresStore(url);
+    return new PostgresStore(url, key);
   throw new StoreError(
     'invalid_argument',
     `unsupported store URL "${redact(url)}": use sqlite:///abs/path.db, sqlite::memory: or postgres://...`,

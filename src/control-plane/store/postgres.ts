@@ -17,7 +17,7 @@ import {
   checkId,
   checkMetricQuery,
   checkPageSize,
-  conflictError,
+  checkUpdate,
   decodePageToken,
   encodeJson,
   metricRow,
@@ -37,6 +37,8 @@ import {
   usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
+import { checkStoredSecret, openRow, rewrapBody, sealBody } from './secret-bodies.js';
+import type { SecretsKey } from './secrets-key.js';
 import type {
   AccountRecord,
   ApiKeyRecord,
@@ -47,6 +49,7 @@ import type {
   ResourceRow,
   Store,
   TimeRange,
+  UpdateOptions,
   UsageEvent,
 } from './types.js';
 import { StoreError } from './types.js';
@@ -54,6 +57,8 @@ import { StoreError } from './types.js';
 export interface PostgresStoreOptions {
   /** Pool size (default 10). */
   maxConnections?: number;
+  /** Seals secret values at rest (without one, secrets cannot be written). */
+  secretsKey?: SecretsKey;
 }
 
 /** Any fixed 64-bit number works; this one is "temper" in ASCII, to be recognisable in pg_locks. */
@@ -88,12 +93,14 @@ interface RawApiKey {
 export class PostgresStore implements Store {
   readonly dialect = 'postgres';
   private readonly pool: pg.Pool;
+  private readonly secretsKey: SecretsKey | undefined;
 
   constructor(connectionString: string, options: PostgresStoreOptions = {}) {
     this.pool = new pg.Pool({ connectionString, max: options.maxConnections ?? 10 });
     // An idle client whose connection drops (server restart) emits here; without a listener
     // that would crash the process. The pool discards it and the next query reconnects.
     this.pool.on('error', () => {});
+    this.secretsKey = options.secretsKey;
   }
 
   async migrate(): Promise<void> {
@@ -110,7 +117,43 @@ export class PostgresStore implements Store {
           [migration.version, migration.description, now()],
         );
       }
+      // Start-up check of the secrets: refuses (throws) when one cannot be opened with this
+      // store's key, and seals values stored in plain text by an older temper.
+      for (const row of await this.secretRows(client))
+        if (checkStoredSecret(this.secretsKey, row.name, row.body) === 'seal')
+          await this.rewriteBody(
+            client,
+            row,
+            sealBody(this.secretsKey, 'secrets', row.name, row.body),
+          );
     });
+  }
+
+  async rewrapSecrets(next: SecretsKey): Promise<number> {
+    const key = this.secretsKey;
+    if (!key)
+      throw new StoreError('failed_precondition', 'rewrapSecrets needs the current secrets key');
+    return this.transaction(async (client) => {
+      const rows = await this.secretRows(client, true);
+      for (const row of rows)
+        await this.rewriteBody(client, row, rewrapBody(key, next, row.name, row.body));
+      return rows.length;
+    });
+  }
+
+  private async secretRows(client: pg.PoolClient, lock = false): Promise<ResourceRow[]> {
+    const result = await client.query<RawResource>(
+      `SELECT ${RESOURCE_COLUMNS} FROM resources WHERE collection = 'secrets' ORDER BY account, id${lock ? ' FOR UPDATE' : ''}`,
+    );
+    return result.rows.map((raw) => resourceRow(raw));
+  }
+
+  /** A new stored form of the same resource (version and times unchanged: nothing the user set changed). */
+  private async rewriteBody(client: pg.PoolClient, row: ResourceRow, body: unknown) {
+    await client.query(
+      'UPDATE resources SET body = $4::jsonb WHERE account = $1 AND collection = $2 AND id = $3',
+      [row.account, row.collection, row.id, encodeJson(body, 'body')],
+    );
   }
 
   async close(): Promise<void> {
@@ -198,7 +241,8 @@ export class PostgresStore implements Store {
     checkCollection(collection);
     checkId('account', account);
     checkId('id', id);
-    const json = encodeJson(body, 'body');
+    const name = resourceName(collection, account, id);
+    const json = encodeJson(sealBody(this.secretsKey, collection, name, body), 'body');
     const time = now();
     const result = await this.pool.query<RawResource>(
       `INSERT INTO resources (${RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4::jsonb, 1, $5, $5)
@@ -206,8 +250,8 @@ export class PostgresStore implements Store {
       [account, collection, id, json, time],
     );
     const row = result.rows[0];
-    if (row === undefined) throw alreadyExists(resourceName(collection, account, id));
-    return resourceRow<T>(row);
+    if (row === undefined) throw alreadyExists(name);
+    return openRow(this.secretsKey, resourceRow<T>(row));
   }
 
   async get<T>(
@@ -221,7 +265,7 @@ export class PostgresStore implements Store {
       [account, collection, id],
     );
     const row = result.rows[0];
-    return row && resourceRow<T>(row);
+    return row && openRow(this.secretsKey, resourceRow<T>(row));
   }
 
   async list<T>(
@@ -240,7 +284,7 @@ export class PostgresStore implements Store {
       [account, collection, after?.createTime ?? '-infinity', after?.id ?? '', pageSize + 1],
     );
     return toPage(
-      result.rows.map((row) => resourceRow<T>(row)),
+      result.rows.map((row) => openRow(this.secretsKey, resourceRow<T>(row))),
       pageSize,
     );
   }
@@ -250,7 +294,7 @@ export class PostgresStore implements Store {
     account: string,
     id: string,
     mutate: (body: T) => T,
-    options: { expectVersion?: number } = {},
+    options: UpdateOptions = {},
   ): Promise<ResourceRow<T>> {
     checkCollection(collection);
     const name = resourceName(collection, account, id);
@@ -262,17 +306,18 @@ export class PostgresStore implements Store {
       );
       const raw = locked.rows[0];
       if (raw === undefined) throw notFound(name);
-      const current = resourceRow<T>(raw);
-      const { expectVersion } = options;
-      if (expectVersion !== undefined && current.version !== expectVersion)
-        throw conflictError(name, expectVersion, current.version);
-      const json = encodeJson(mutate(current.body), 'the body returned by mutate');
+      const current = openRow(this.secretsKey, resourceRow<T>(raw));
+      checkUpdate(name, current, options);
+      const json = encodeJson(
+        sealBody(this.secretsKey, collection, name, mutate(current.body)),
+        'the body returned by mutate',
+      );
       const updated = await client.query<RawResource>(
         `UPDATE resources SET body = $4::jsonb, version = version + 1, update_time = $5
          WHERE account = $1 AND collection = $2 AND id = $3 RETURNING ${RESOURCE_COLUMNS}`,
         [account, collection, id, json, now()],
       );
-      return resourceRow<T>(updated.rows[0]!);
+      return openRow(this.secretsKey, resourceRow<T>(updated.rows[0]!));
     });
   }
 

@@ -17,7 +17,7 @@ import {
   checkId,
   checkMetricQuery,
   checkPageSize,
-  conflictError,
+  checkUpdate,
   decodePageToken,
   encodeJson,
   metricRow,
@@ -37,6 +37,8 @@ import {
   usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
+import { checkStoredSecret, openRow, rewrapBody, sealBody } from './secret-bodies.js';
+import type { SecretsKey } from './secrets-key.js';
 import type {
   AccountRecord,
   ApiKeyRecord,
@@ -47,6 +49,7 @@ import type {
   ResourceRow,
   Store,
   TimeRange,
+  UpdateOptions,
   UsageEvent,
 } from './types.js';
 import { StoreError } from './types.js';
@@ -54,6 +57,8 @@ import { StoreError } from './types.js';
 export interface SqliteStoreOptions {
   /** How long a write waits for another process's write lock, in ms (default 10 s). */
   busyTimeoutMs?: number;
+  /** Seals secret values at rest (without one, secrets cannot be written). */
+  secretsKey?: SecretsKey;
 }
 
 interface RawApiKey {
@@ -67,6 +72,7 @@ export class SqliteStore implements Store {
   readonly dialect = 'sqlite';
   private readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
+  private readonly secretsKey: SecretsKey | undefined;
 
   /** `path` is a file path or `:memory:`. */
   constructor(path: string, options: SqliteStoreOptions = {}) {
@@ -78,6 +84,7 @@ export class SqliteStore implements Store {
     // power failure, which is the documented trade-off for not syncing every commit.
     this.db.pragma('synchronous = NORMAL');
     this.db.pragma('foreign_keys = ON');
+    this.secretsKey = options.secretsKey;
   }
 
   async migrate(): Promise<void> {
@@ -95,8 +102,47 @@ export class SqliteStore implements Store {
           this.db.exec(migrationSql(migration, 'sqlite'));
           record.run(migration.version, migration.description, now());
         }
+        this.sweepSecrets();
       })
       .immediate();
+  }
+
+  /**
+   * Start-up check of the secrets: refuses (throws) when one cannot be opened with this
+   * store's key, and seals values stored in plain text by an older temper.
+   */
+  private sweepSecrets(): void {
+    for (const raw of this.secretRows()) {
+      const row = resourceRow(raw);
+      if (checkStoredSecret(this.secretsKey, row.name, row.body) === 'seal')
+        this.rewriteBody(row, sealBody(this.secretsKey, 'secrets', row.name, row.body));
+    }
+  }
+
+  async rewrapSecrets(next: SecretsKey): Promise<number> {
+    const key = this.secretsKey;
+    if (!key)
+      throw new StoreError('failed_precondition', 'rewrapSecrets needs the current secrets key');
+    return this.db
+      .transaction(() => {
+        const rows = this.secretRows().map((raw) => resourceRow(raw));
+        for (const row of rows) this.rewriteBody(row, rewrapBody(key, next, row.name, row.body));
+        return rows.length;
+      })
+      .immediate();
+  }
+
+  private secretRows(): RawResource[] {
+    return this.statement(
+      "SELECT * FROM resources WHERE collection = 'secrets' ORDER BY account, id",
+    ).all() as RawResource[];
+  }
+
+  /** A new stored form of the same resource (version and times unchanged: nothing the user set changed). */
+  private rewriteBody(row: ResourceRow, body: unknown): void {
+    this.statement(
+      'UPDATE resources SET body = ? WHERE account = ? AND collection = ? AND id = ?',
+    ).run(encodeJson(body, 'body'), row.account, row.collection, row.id);
   }
 
   async close(): Promise<void> {
@@ -175,7 +221,8 @@ export class SqliteStore implements Store {
     checkCollection(collection);
     checkId('account', account);
     checkId('id', id);
-    const json = encodeJson(body, 'body');
+    const name = resourceName(collection, account, id);
+    const json = encodeJson(sealBody(this.secretsKey, collection, name, body), 'body');
     const time = now();
     const inserted = this.statement(
       `INSERT INTO resources (account, collection, id, body, version, create_time, update_time)
@@ -215,7 +262,7 @@ export class SqliteStore implements Store {
       pageSize + 1,
     ) as RawResource[];
     return toPage(
-      rows.map((row) => resourceRow<T>(row)),
+      rows.map((row) => openRow(this.secretsKey, resourceRow<T>(row))),
       pageSize,
     );
   }
@@ -225,7 +272,7 @@ export class SqliteStore implements Store {
     account: string,
     id: string,
     mutate: (body: T) => T,
-    options: { expectVersion?: number } = {},
+    options: UpdateOptions = {},
   ): Promise<ResourceRow<T>> {
     checkCollection(collection);
     const name = resourceName(collection, account, id);
@@ -233,10 +280,11 @@ export class SqliteStore implements Store {
       .transaction(() => {
         const current = this.read<T>(collection, account, id);
         if (current === undefined) throw notFound(name);
-        const { expectVersion } = options;
-        if (expectVersion !== undefined && current.version !== expectVersion)
-          throw conflictError(name, expectVersion, current.version);
-        const json = encodeJson(mutate(current.body), 'the body returned by mutate');
+        checkUpdate(name, current, options);
+        const json = encodeJson(
+          sealBody(this.secretsKey, collection, name, mutate(current.body)),
+          'the body returned by mutate',
+        );
         this.statement(
           `UPDATE resources SET body = ?, version = version + 1, update_time = ?
              WHERE account = ? AND collection = ? AND id = ?`,
@@ -326,6 +374,6 @@ export class SqliteStore implements Store {
     const row = this.statement(
       'SELECT * FROM resources WHERE account = ? AND collection = ? AND id = ?',
     ).get(account, collection, id) as RawResource | undefined;
-    return row && resourceRow<T>(row);
+    return row && openRow(this.secretsKey, resourceRow<T>(row));
   }
 }

@@ -8,6 +8,8 @@
  * (zod schemas); the store only guarantees atomicity, uniqueness and paging.
  */
 
+import type { SecretsKey } from './secrets-key.js';
+
 /** Collections the store holds (the REST collections plus internal ones). */
 export const COLLECTIONS = [
   'datasets',
@@ -107,7 +109,13 @@ export interface TimeRange {
 }
 
 /** Stable error codes; the REST layer maps them to HTTP statuses. */
-export type StoreErrorCode = 'already_exists' | 'not_found' | 'conflict' | 'invalid_argument';
+export type StoreErrorCode =
+  | 'already_exists'
+  | 'not_found'
+  | 'conflict'
+  | 'invalid_argument'
+  /** A conditional update found the row in a state it must not leave (UpdateOptions.unless). */
+  | 'failed_precondition';
 
 export class StoreError extends Error {
   constructor(
@@ -117,6 +125,25 @@ export class StoreError extends Error {
     super(message);
     this.name = 'StoreError';
   }
+}
+
+/**
+ * A condition on the stored body under which an update must not happen: the body's top-level
+ * `field` holds one of `values`. Job rows use it so that a final state (COMPLETED, CANCELLED,
+ * ...) is never overwritten by a late progress or status write of an activity that had not yet
+ * noticed the job ended. Checked inside the update's transaction, under the row's write lock,
+ * so no write can slip in between the check and the update.
+ */
+export interface UpdateGuard {
+  field: string;
+  values: readonly string[];
+}
+
+export interface UpdateOptions {
+  /** `conflict` if the row is at another version. */
+  expectVersion?: number;
+  /** `failed_precondition` (and nothing changes) if the stored body matches. */
+  unless?: UpdateGuard;
 }
 
 export interface Store {
@@ -157,6 +184,7 @@ export interface Store {
   /**
    * Read-modify-write in one transaction: `mutate` gets the current body and returns the new
    * one. `not_found` if absent; with `expectVersion`, `conflict` if the row moved on.
+   * With `unless`, `failed_precondition` if the stored body matches the guard (nothing changes).
    * `mutate` must be synchronous (it runs inside the transaction); if it throws, nothing
    * changes and the error propagates.
    */
@@ -165,10 +193,18 @@ export interface Store {
     account: string,
     id: string,
     mutate: (body: T) => T,
-    options?: { expectVersion?: number },
+    options?: UpdateOptions,
   ): Promise<ResourceRow<T>>;
   /** True when a row was deleted. Also deletes the resource's metrics. */
   delete(collection: Collection, account: string, id: string): Promise<boolean>;
+
+  // ---- secrets at rest (see secrets-key.ts) ----
+  /**
+   * Re-wraps every secret's data key with `next` in one transaction (all or none); the store's
+   * own key must open them. Resolves with how many secrets were re-wrapped. Afterwards only
+   * `next` opens them: start temper with it.
+   */
+  rewrapSecrets(next: SecretsKey): Promise<number>;
 
   // ---- per-job metrics (append-only, keyed by resource name and step) ----
   /** Appends rows; a row for an existing (name, step) replaces it (a resumed job re-reports). */
