@@ -142,14 +142,20 @@ describe('OpenAI-compatible completions', () => {
     expect(stopped.choices[0].text).toBe(text.slice(0, text.indexOf(stop)));
   });
 
-  it('SSE streaming yields the same text as the plain response, then usage and [DONE]', async () => {
+  it('SSE streaming yields the same text as the plain response, then usage (when asked) and [DONE]', async () => {
     const body = { prompt: 'Hello', max_tokens: 10, seed: 3, temperature: 0.8 };
     const plain = (await (
       await post('/inference/v1/completions', body, { 'x-session-affinity': 's1' })
     ).json()) as Json;
+    // without stream_options.include_usage no chunk has an empty choices list
+    const bare = (await sse(
+      await post('/inference/v1/completions', { ...body, stream: true }),
+    )) as (Json | string)[];
+    expect(bare.at(-1)).toBe('[DONE]');
+    expect((bare.slice(0, -1) as Json[]).every((e) => e.choices.length === 1)).toBe(true);
     const res = await post(
       '/inference/v1/completions',
-      { ...body, stream: true, logprobs: 1 },
+      { ...body, stream: true, logprobs: 1, stream_options: { include_usage: true } },
       { 'x-session-affinity': 's1' },
     );
     expect(res.headers.get('content-type')).toBe('text/event-stream');
@@ -159,6 +165,7 @@ describe('OpenAI-compatible completions', () => {
     const text = chunks.flatMap((e) => e.choices.map((c: Json) => c.text ?? '')).join('');
     expect(text).toBe(plain.choices[0].text);
     expect(chunks.at(-1)?.usage.completion_tokens).toBe(10);
+    expect(chunks.at(-1)?.choices).toEqual([]);
     expect(chunks.some((e) => e.choices[0]?.finish_reason === 'length')).toBe(true);
   });
 

@@ -1,15 +1,15 @@
-// The deployment gateway: OpenAI-compatible completions over the replicas (session affinity,
-// n fan-out, stop strings, logprobs, echo, SSE), and the hot-load API with its ledger.
-import { createHash, randomUUID } from 'node:crypto';
+// The deployment gateway: the OpenAI-compatible inference API over the replicas (models,
+// completions, chat completions: inference.ts), and the hot-load API with its ledger.
+import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { join } from 'node:path';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
 import { getRenderer, type Renderer, type Tokenizer } from '../../tokenizers/index.js';
 import { loadModelTokenizer, modelRendererName } from '../../tokenizers/model-files.js';
 import { type Logger, silentLogger } from '../log.js';
-import type { GenerateEvent, ReplicaStatus, TransitionType } from '../replica/runtime.js';
+import type { ReplicaStatus, TransitionType } from '../replica/runtime.js';
 import {
   hintBodySchema,
   loadBodySchema,
@@ -23,7 +23,14 @@ import {
   parseJsonObject,
   validateSnapshotConfig,
 } from '../replica/snapshots.js';
+import { errorBody, GatewayError } from './errors.js';
+import { serveInference } from './inference.js';
 import { Ledger } from './ledger.js';
+import { parseChat, parseCompletions } from './requests.js';
+import { TokenSpelling } from './shapes.js';
+
+export { GatewayError } from './errors.js';
+export { chatBodySchema, completionsBodySchema } from './requests.js';
 
 export interface GatewayReplica {
   id: string;
@@ -44,78 +51,6 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
-export class GatewayError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly headers: Record<string, string> = {},
-  ) {
-    super(message);
-    this.name = 'GatewayError';
-  }
-}
-
-const stopSchema = z.union([z.string(), z.array(z.string()).max(8)]).optional();
-const commonSchema = {
-  model: z.string().optional(),
-  max_tokens: z.number().int().min(1).optional(),
-  temperature: z.number().min(0).max(2).default(1),
-  top_p: z.number().gt(0).max(1).default(1),
-  top_k: z.number().int().min(0).default(0),
-  n: z.number().int().min(1).max(128).default(1),
-  seed: z.number().int().nonnegative().optional(),
-  stop: stopSchema.nullable(),
-  stream: z.boolean().default(false),
-  user: z.string().optional(),
-  echo: z.boolean().default(false),
-  /** Keep sampling past the end-of-text token (benchmarks, long streams). */
-  ignore_eos: z.boolean().default(false),
-};
-export const completionsBodySchema = z.object({
-  ...commonSchema,
-  prompt: z.union([z.string(), z.array(z.number().int().nonnegative()).min(1)]),
-  logprobs: z
-    .union([z.boolean(), z.number().int().min(0).max(20)])
-    .nullable()
-    .optional(),
-  top_logprobs: z.number().int().min(0).max(20).optional(),
-});
-export const chatBodySchema = z.object({
-  ...commonSchema,
-  messages: z.array(z.object({ role: z.string(), content: z.string() }).passthrough()).min(1),
-  logprobs: z.boolean().nullable().optional(),
-  top_logprobs: z.number().int().min(0).max(20).optional(),
-});
-
-interface Choice {
-  index: number;
-  tokens: number[];
-  logprobs: number[];
-  top: { token: number; logprob: number }[][];
-  text: string;
-  finishReason: 'stop' | 'length';
-  snapshot: string | null;
-  promptLogprobs: (number | null)[] | null;
-  cachedTokens: number;
-  prefillQueueMs: number;
-  prefillMs: number;
-  decodeMs: number;
-  replicaId: string;
-}
-
-/** Longest suffix of `text` that is a proper prefix of a stop string (held back while streaming). */
-function heldBack(text: string, stops: string[]): number {
-  let hold = 0;
-  for (const s of stops)
-    for (let k = Math.min(s.length - 1, text.length); k > hold; k--)
-      if (text.endsWith(s.slice(0, k))) {
-        hold = k;
-        break;
-      }
-  return hold;
-}
-
 export class Gateway {
   readonly opts: GatewayOptions;
   readonly ledger = new Ledger();
@@ -123,6 +58,10 @@ export class Gateway {
   private replicas: GatewayReplica[];
   private rr = 0;
   private server: Server | null = null;
+  private readonly spelling: TokenSpelling;
+  /** LoRA models this deployment serves on its base (their names, as /models lists them). */
+  private addons: string[] = [];
+  private readonly createdAt = Math.floor(Date.now() / 1000);
   private constructor(
     opts: GatewayOptions,
     private readonly tokenizer: Tokenizer,
@@ -133,6 +72,7 @@ export class Gateway {
     this.opts = opts;
     this.replicas = [...opts.replicas];
     this.log = opts.logger ?? silentLogger();
+    this.spelling = new TokenSpelling(tokenizer);
   }
 
   static async create(opts: GatewayOptions): Promise<Gateway> {
@@ -153,6 +93,14 @@ export class Gateway {
 
   setReplicas(replicas: GatewayReplica[]): void {
     this.replicas = [...replicas];
+  }
+
+  /**
+   * The LoRA models served on the base (a deployment of a LoRA model hot-loads its adapter):
+   * /models lists them after the base, and responses name the first as their model.
+   */
+  setAddons(models: string[]): void {
+    this.addons = [...models];
   }
 
   /** Snapshots signalled while the deployment had no replicas (loaded on scale-up). */
@@ -197,7 +145,7 @@ export class Gateway {
       const s = (await (await fetch(`${replica.url}/status`)).json()) as ReplicaStatus;
       if (s.current_snapshot_identity === latest.identity && s.loading_state.stage === 'ready')
         return latest.identity;
-      if (s.loading_state.stage === 'error')
+      if (s.loading_state.stage === 'failed')
         throw new GatewayError(
           502,
           'replica_error',
@@ -234,22 +182,28 @@ export class Gateway {
   }
 
   private fail(res: ServerResponse, err: unknown): void {
+    const status =
+      err instanceof GatewayError
+        ? err.status
+        : err instanceof HotLoadError
+          ? err.code === 'too_early'
+            ? 425
+            : err.code === 'not_found'
+              ? 404
+              : 400
+          : 500;
+    const code = err instanceof GatewayError || err instanceof HotLoadError ? err.code : 'internal';
+    const param = err instanceof GatewayError ? err.param : null;
+    const body = errorBody(status, (err as Error).message, code, param);
+    if (status >= 500) this.log.warn({ err: (err as Error).message }, 'request failed');
     if (res.headersSent) {
-      if (res.getHeader('content-type') === 'text/event-stream')
-        res.end(`data: ${JSON.stringify({ error: { message: (err as Error).message } })}\n\n`);
-      else res.end();
+      // a stream that fails after it began ends with an error event, as OpenAI's do
+      if (res.getHeader('content-type') === 'text/event-stream' && !res.writableEnded)
+        res.end(`data: ${JSON.stringify(body)}\n\n`);
+      else if (!res.writableEnded) res.end();
       return;
     }
-    if (err instanceof GatewayError) {
-      sendJson(res, err.status, { error: { code: err.code, message: err.message } }, err.headers);
-      return;
-    }
-    if (err instanceof HotLoadError) {
-      const status = err.code === 'too_early' ? 425 : err.code === 'not_found' ? 404 : 400;
-      sendJson(res, status, { error: { code: err.code, message: err.message } });
-      return;
-    }
-    sendJson(res, 500, { error: { code: 'internal', message: (err as Error).message } });
+    sendJson(res, status, body, err instanceof GatewayError ? err.headers : {});
   }
 
   private checkHeaders(req: IncomingMessage): void {
@@ -283,9 +237,26 @@ export class Gateway {
     this.checkHeaders(req);
     const ledgerPath = `/v1/${this.deploymentName}/ledger`;
     if (req.method === 'POST' && path === '/inference/v1/completions')
-      return this.completions(req, res, false);
+      return this.infer(req, res, false);
     if (req.method === 'POST' && path === '/inference/v1/chat/completions')
-      return this.completions(req, res, true);
+      return this.infer(req, res, true);
+    if (req.method === 'GET' && path === '/inference/v1/models')
+      return sendJson(res, 200, { object: 'list', data: this.models() });
+    if (req.method === 'GET' && path.startsWith('/inference/v1/models/')) {
+      const id = decodeURIComponent(path.slice('/inference/v1/models/'.length));
+      const m = this.models().find((x) => x.id === id);
+      if (!m)
+        throw new GatewayError(
+          404,
+          'model_not_found',
+          `The model '${id}' does not exist on ${this.deploymentName} (it serves ${this.models()
+            .map((x) => x.id)
+            .join(', ')})`,
+          {},
+          'model',
+        );
+      return sendJson(res, 200, m);
+    }
     if (path === '/hot_load/v1/models/hot_load' && req.method === 'POST')
       return this.signal(req, res);
     if (path === '/hot_load/v1/models/hot_load' && req.method === 'GET')
@@ -435,372 +406,35 @@ export class Gateway {
     return this.replicas[(this.rr++ + i) % n] as GatewayReplica;
   }
 
-  private async completions(
-    req: IncomingMessage,
-    res: ServerResponse,
-    chat: boolean,
-  ): Promise<void> {
-    const raw = await readJson(req);
-    const tok = this.tokenizer;
-    let prompt: number[];
-    let stopTokens: number[];
-    let promptText: string;
-    let wantLogprobs: boolean;
-    let topN: number;
-    let b: z.infer<typeof completionsBodySchema> | z.infer<typeof chatBodySchema>;
-    if (chat) {
-      const p = chatBodySchema.safeParse(raw);
-      if (!p.success) throw new GatewayError(400, 'invalid_argument', zodMessage(p.error));
-      b = p.data;
-      try {
-        prompt = this.renderer.renderGenerationPrompt(p.data.messages as never);
-      } catch (err) {
-        throw new GatewayError(400, 'invalid_argument', (err as Error).message);
-      }
-      stopTokens = p.data.ignore_eos ? [] : [...this.renderer.stopTokens];
-      wantLogprobs = p.data.logprobs === true;
-      topN = p.data.top_logprobs ?? 0;
-      promptText = tok.decode(prompt);
-    } else {
-      const p = completionsBodySchema.safeParse(raw);
-      if (!p.success) throw new GatewayError(400, 'invalid_argument', zodMessage(p.error));
-      b = p.data;
-      if (typeof p.data.prompt === 'string') {
-        prompt = tok.encode(p.data.prompt);
-        promptText = p.data.prompt;
-      } else {
-        prompt = p.data.prompt;
-        promptText = tok.decode(prompt.filter((t) => t < tok.vocabSize));
-      }
-      if (prompt.length === 0) throw new GatewayError(400, 'invalid_argument', 'prompt is empty');
-      stopTokens = p.data.ignore_eos ? [] : [tok.eosId];
-      const lp = p.data.logprobs;
-      wantLogprobs = lp === true || (typeof lp === 'number' && lp >= 0);
-      topN = typeof lp === 'number' ? lp : (p.data.top_logprobs ?? 0);
-    }
-    const stops = b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop;
-    const affinity =
-      header(req, 'x-session-affinity') ?? header(req, 'x-multi-turn-session-id') ?? b.user;
-    const sessionId = header(req, 'x-multi-turn-session-id') ?? affinity;
-    const drain = header(req, 'x-fireworks-hot-load-drain-timeout');
-    const drainS = drain !== undefined ? Number(drain) : undefined;
-    if (drainS !== undefined && !(drainS > 0))
-      throw new GatewayError(
-        400,
-        'invalid_argument',
-        'x-fireworks-hot-load-drain-timeout must be a positive number of seconds',
-      );
-    // an unset max_tokens never asks for more than the context has left
-    const context = Number(this.baseConfig.max_position_embeddings ?? 2048);
-    const maxTokens =
-      b.max_tokens ?? Math.max(1, Math.min(chat ? 256 : 16, context - prompt.length));
-    const id = `${chat ? 'chatcmpl' : 'cmpl'}-${randomUUID()}`;
-    const created = Math.floor(Date.now() / 1000);
+  /** The models this deployment answers for, in OpenAI's Model shape. */
+  private models(): { id: string; object: 'model'; created: number; owned_by: string }[] {
+    return [this.opts.model, ...this.addons].map((id) => ({
+      id,
+      object: 'model' as const,
+      created: this.createdAt,
+      owned_by: id.split('/')[1] ?? this.opts.account,
+    }));
+  }
 
-    // open every choice's replica stream; a 425/4xx before any output becomes the response
-    const streams = await Promise.all(
-      Array.from({ length: b.n }, async (_, i) => {
-        const replica = this.pickReplica(affinity, i);
-        const ctl = new AbortController();
-        const r = await fetch(`${replica.url}/generate`, {
-          method: 'POST',
-          signal: ctl.signal,
-          body: JSON.stringify({
-            prompt,
-            max_tokens: maxTokens,
-            temperature: b.temperature,
-            top_p: b.top_p,
-            top_k: b.top_k,
-            seed: b.seed !== undefined ? b.seed + i : undefined,
-            stop_tokens: stopTokens,
-            top_logprobs: topN,
-            echo: b.echo,
-            session_id: sessionId,
-            drain_timeout_s: drainS,
-            // events one by one only where they are used as they come: SSE, and stop strings
-            // (the generation is cut where one appears); otherwise all at the end, which
-            // spares the replica a socket write per token
-            stream: b.stream || stops.length > 0,
-          }),
-        });
-        return { replica, r, ctl, i };
-      }),
-    );
-    const bad = streams.find((s) => !s.r.ok);
-    if (bad) {
-      for (const s of streams) if (s !== bad) s.ctl.abort();
-      const body = (await bad.r.json().catch(() => ({}))) as {
-        error?: { code?: string; message?: string };
-      };
-      const headers: Record<string, string> =
-        bad.r.status === 425 ? { 'x-fireworks-hot-load-drain-timeout': String(drainS ?? 90) } : {};
-      throw new GatewayError(
-        bad.r.status,
-        body.error?.code ?? 'replica_error',
-        body.error?.message ?? 'replica error',
-        headers,
-      );
-    }
-
-    // a client that goes away stops its generations on the replicas
-    res.on('close', () => {
-      if (!res.writableFinished) for (const s of streams) s.ctl.abort();
+  private async infer(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
+    const raw = await readJson(req).catch(() => {
+      throw new GatewayError(400, 'invalid_argument', 'request body is not valid JSON');
     });
-    const sse = b.stream;
-    if (sse)
-      res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
-    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
-
-    const choices = await Promise.all(
-      streams.map(async ({ replica, r, ctl, i }): Promise<Choice> => {
-        const c: Choice = {
-          index: i,
-          tokens: [],
-          logprobs: [],
-          top: [],
-          text: '',
-          finishReason: 'length',
-          snapshot: null,
-          promptLogprobs: null,
-          cachedTokens: 0,
-          prefillQueueMs: 0,
-          prefillMs: 0,
-          decodeMs: 0,
-          replicaId: replica.id,
-        };
-        let emitted = 0; // chars of c.text already streamed
-        let stopped = false;
-        const visible = () => c.tokens.filter((t) => !stopTokens.includes(t) && t < tok.vocabSize);
-        const onEvent = (e: GenerateEvent) => {
-          if (stopped) return;
-          if (e.type === 'prompt') {
-            c.promptLogprobs = e.promptLogprobs;
-            c.cachedTokens = e.cachedTokens;
-            c.prefillQueueMs = e.prefillQueueMs;
-            c.prefillMs = e.prefillMs;
-            c.snapshot = e.snapshot;
-            return;
-          }
-          if (e.type === 'done') {
-            c.finishReason = e.finishReason;
-            c.decodeMs = e.decodeMs;
-            c.snapshot = e.snapshot;
-            return;
-          }
-          c.tokens.push(e.token);
-          c.logprobs.push(e.logprob);
-          c.top.push(e.top);
-          c.snapshot = e.snapshot;
-          let text = tok.decode(visible());
-          let hold = 0;
-          for (const s of stops) {
-            const at = text.indexOf(s);
-            if (at >= 0) {
-              text = text.slice(0, at);
-              stopped = true;
-              c.finishReason = 'stop';
-            }
-          }
-          if (!stopped) {
-            hold = heldBack(text, stops);
-            while (text.length - hold > emitted && text[text.length - hold - 1] === '\uFFFD')
-              hold++;
-          }
-          c.text = text;
-          if (stopped) ctl.abort();
-          if (sse) {
-            const upto = text.length - hold;
-            const piece = text.slice(emitted, upto);
-            emitted = Math.max(emitted, upto);
-            send(this.chunk(id, created, chat, i, piece, e, wantLogprobs, c.snapshot));
-          }
-        };
-        try {
-          await readNdjson(r, onEvent);
-        } catch (err) {
-          if (!stopped) throw err;
-        }
-        if (sse && emitted < c.text.length)
-          send(this.chunk(id, created, chat, i, c.text.slice(emitted), null, false, c.snapshot));
-        return c;
-      }),
+    const vocab = Number(this.baseConfig.vocab_size ?? this.tokenizer.vocabSize);
+    const r = chat ? parseChat(raw, this.renderer) : parseCompletions(raw, this.tokenizer, vocab);
+    await serveInference(
+      {
+        tokenizer: this.tokenizer,
+        renderer: this.renderer,
+        spelling: this.spelling,
+        model: () => this.addons[0] ?? this.opts.model,
+        contextLength: Number(this.baseConfig.max_position_embeddings ?? 2048),
+        pickReplica: (key, i) => this.pickReplica(key, i),
+      },
+      r,
+      req,
+      res,
     );
-    const usage = {
-      prompt_tokens: prompt.length,
-      completion_tokens: choices.reduce((a, c) => a + c.tokens.length, 0),
-      total_tokens: prompt.length * b.n + choices.reduce((a, c) => a + c.tokens.length, 0),
-      prompt_tokens_details: { cached_tokens: Math.max(0, ...choices.map((c) => c.cachedTokens)) },
-    };
-    const timing = {
-      prefill_queue_duration: Math.max(...choices.map((c) => c.prefillQueueMs)) / 1000,
-      prefill_duration: Math.max(...choices.map((c) => c.prefillMs)) / 1000,
-      decode_duration: Math.max(...choices.map((c) => c.decodeMs)) / 1000,
-    };
-    const snapshot = choices[0]?.snapshot ?? null;
-    if (sse) {
-      for (const c of choices)
-        send({
-          id,
-          object: chat ? 'chat.completion.chunk' : 'text_completion',
-          created,
-          model: this.opts.model,
-          choices: [
-            chat
-              ? { index: c.index, delta: {}, finish_reason: c.finishReason }
-              : { index: c.index, text: '', finish_reason: c.finishReason },
-          ],
-          snapshot_identity: c.snapshot,
-        });
-      send({
-        id,
-        object: chat ? 'chat.completion.chunk' : 'text_completion',
-        created,
-        model: this.opts.model,
-        choices: [],
-        usage,
-        server_timing: timing,
-        snapshot_identity: snapshot,
-        prompt_token_ids: prompt,
-      });
-      res.end('data: [DONE]\n\n');
-      return;
-    }
-    const body = {
-      id,
-      object: chat ? 'chat.completion' : 'text_completion',
-      created,
-      model: this.opts.model,
-      prompt_token_ids: prompt,
-      choices: choices.map((c) =>
-        chat
-          ? this.chatChoice(c, wantLogprobs)
-          : this.textChoice(c, prompt, promptText, b.echo, wantLogprobs),
-      ),
-      usage,
-      server_timing: timing,
-      snapshot_identity: snapshot,
-      replicas: choices.map((c) => c.replicaId),
-    };
-    res.setHeader(
-      'server-timing',
-      `prefill-queue;dur=${(timing.prefill_queue_duration * 1000).toFixed(3)}, prefill;dur=${(timing.prefill_duration * 1000).toFixed(3)}, decode;dur=${(timing.decode_duration * 1000).toFixed(3)}`,
-    );
-    if (snapshot) res.setHeader('x-snapshot-identity', snapshot);
-    sendJson(res, 200, body);
-  }
-
-  private tokenText(t: number): string {
-    return t < this.tokenizer.vocabSize ? this.tokenizer.decode([t]) : `<|${t}|>`;
-  }
-
-  private chunk(
-    id: string,
-    created: number,
-    chat: boolean,
-    index: number,
-    text: string,
-    e: Extract<GenerateEvent, { type: 'token' }> | null,
-    logprobs: boolean,
-    snapshot: string | null,
-  ): unknown {
-    const lp =
-      logprobs && e
-        ? chat
-          ? {
-              content: [
-                {
-                  token: this.tokenText(e.token),
-                  logprob: e.logprob,
-                  top_logprobs: e.top.map((x) => ({
-                    token: this.tokenText(x.token),
-                    logprob: x.logprob,
-                  })),
-                },
-              ],
-            }
-          : {
-              tokens: [this.tokenText(e.token)],
-              token_logprobs: [e.logprob],
-              top_logprobs: [
-                Object.fromEntries(e.top.map((x) => [this.tokenText(x.token), x.logprob])),
-              ],
-            }
-        : null;
-    return {
-      id,
-      object: chat ? 'chat.completion.chunk' : 'text_completion',
-      created,
-      model: this.opts.model,
-      choices: [
-        chat
-          ? {
-              index,
-              delta: { role: 'assistant', content: text },
-              logprobs: lp,
-              finish_reason: null,
-              token_ids: e ? [e.token] : [],
-            }
-          : { index, text, logprobs: lp, finish_reason: null, token_ids: e ? [e.token] : [] },
-      ],
-      snapshot_identity: snapshot,
-    };
-  }
-
-  private textChoice(
-    c: Choice,
-    prompt: number[],
-    promptText: string,
-    echo: boolean,
-    logprobs: boolean,
-  ): unknown {
-    let lp: unknown = null;
-    if (logprobs) {
-      const toks = echo ? [...prompt, ...c.tokens] : c.tokens;
-      const vals = echo
-        ? [...(c.promptLogprobs ?? prompt.map(() => null)), ...c.logprobs]
-        : c.logprobs;
-      const tops = echo ? [...prompt.map(() => null), ...c.top] : c.top;
-      lp = {
-        tokens: toks.map((t) => this.tokenText(t)),
-        token_ids: toks,
-        token_logprobs: vals,
-        top_logprobs: tops.map((t) =>
-          t ? Object.fromEntries(t.map((x) => [this.tokenText(x.token), x.logprob])) : null,
-        ),
-      };
-    }
-    return {
-      index: c.index,
-      text: echo ? promptText + c.text : c.text,
-      token_ids: c.tokens,
-      raw_output: { completion: c.text, completion_token_ids: c.tokens },
-      logprobs: lp,
-      finish_reason: c.finishReason,
-      snapshot_identity: c.snapshot,
-    };
-  }
-
-  private chatChoice(c: Choice, logprobs: boolean): unknown {
-    return {
-      index: c.index,
-      message: { role: 'assistant', content: c.text },
-      token_ids: c.tokens,
-      logprobs: logprobs
-        ? {
-            content: c.tokens.map((t, k) => ({
-              token: this.tokenText(t),
-              token_id: t,
-              logprob: c.logprobs[k],
-              top_logprobs: (c.top[k] ?? []).map((x) => ({
-                token: this.tokenText(x.token),
-                logprob: x.logprob,
-              })),
-            })),
-          }
-        : null,
-      finish_reason: c.finishReason,
-      snapshot_identity: c.snapshot,
-    };
   }
 }
 
@@ -815,25 +449,4 @@ function publicStatus(s: ReplicaStatus): unknown {
     inflight: s.inflight,
     generated_tokens: s.generated_tokens,
   };
-}
-
-function header(req: IncomingMessage, name: string): string | undefined {
-  const v = req.headers[name];
-  return typeof v === 'string' && v.length > 0 ? v : undefined;
-}
-
-async function readNdjson(r: Response, on: (e: GenerateEvent) => void): Promise<void> {
-  if (!r.body) return;
-  const dec = new TextDecoder();
-  let buf = '';
-  for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(chunk, { stream: true });
-    let nl = buf.indexOf('\n');
-    while (nl >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      if (line) on(JSON.parse(line) as GenerateEvent);
-      nl = buf.indexOf('\n');
-    }
-  }
 }

@@ -6,7 +6,7 @@ import type { ModelConfig } from '../../engine/config.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { DecoderWeight } from '../onnx/export.js';
 import { cachePrefix, type KvCache, OnnxDecoder } from '../onnx/session.js';
-import { createRng, sampleToken, topLogprobs } from './sampling.js';
+import { createRng, sampleWithLogprob, topLogprobs } from './sampling.js';
 import {
   checkIdentity,
   type HeldSnapshot,
@@ -33,7 +33,10 @@ export interface GenerateRequest {
   seed?: number | undefined;
   stopTokens: number[];
   topLogprobs: number;
-  /** Return training-aligned prompt logprobs (disables prefix-cache reuse for this request). */
+  /**
+   * Return training-aligned prompt logprobs, and with `topLogprobs` the alternatives at every
+   * prompt position after the first (disables prefix-cache reuse for this request).
+   */
   echo: boolean;
   sessionId?: string | undefined;
   /** ASYNC swaps: how long a new request may wait for a swap before 425 (default 90 s). */
@@ -44,6 +47,8 @@ export type GenerateEvent =
   | {
       type: 'prompt';
       promptLogprobs: (number | null)[] | null;
+      /** With echo: the `topLogprobs` likeliest tokens at each prompt position (null at 0). */
+      promptTop: ({ token: number; logprob: number }[] | null)[] | null;
       cachedTokens: number;
       prefillQueueMs: number;
       prefillMs: number;
@@ -53,6 +58,8 @@ export type GenerateEvent =
       type: 'token';
       token: number;
       logprob: number;
+      /** The token's logprob under the sampling distribution (temperature, top-k/p applied). */
+      samplingLogprob: number;
       top: { token: number; logprob: number }[];
       snapshot: string | null;
     }
@@ -235,7 +242,8 @@ export class ReplicaRuntime {
   // Generation
   // ---------------------------------------------------------------------------------------
 
-  private async admit(drainTimeoutMs: number): Promise<void> {
+  /** Resolves once the request may run; false when `signal` ended it while it waited. */
+  private async admit(drainTimeoutMs: number, signal?: AbortSignal): Promise<boolean> {
     if (this.draining)
       throw new HotLoadError('too_early', 'a SYNC weight swap is in progress; retry shortly');
     if (this.barrier) {
@@ -252,8 +260,29 @@ export class ReplicaRuntime {
         );
     }
     const max = this.opts.maxConcurrent ?? 8;
-    if (this.active >= max) await new Promise<void>((r) => this.queue.push(r));
+    if (this.active >= max) {
+      // a request whose caller went away leaves the queue at once instead of holding its place
+      const admitted = await new Promise<boolean>((resolve) => {
+        const go = () => {
+          signal?.removeEventListener('abort', gone);
+          resolve(true);
+        };
+        const gone = () => {
+          this.queue = this.queue.filter((q) => q !== go);
+          resolve(false);
+        };
+        if (signal?.aborted) return resolve(false);
+        signal?.addEventListener('abort', gone, { once: true });
+        this.queue.push(go);
+      });
+      if (!admitted) return false;
+    }
+    if (signal?.aborted) {
+      this.queue.shift()?.();
+      return false;
+    }
     this.active++;
+    return true;
   }
 
   private release(): void {
@@ -382,7 +411,7 @@ export class ReplicaRuntime {
         `prompt (${req.prompt.length}) + max_tokens (${req.maxTokens}) exceeds the context of ${this.opts.config.maxPositions} tokens`,
       );
     const arrived = performance.now();
-    await this.admit(req.drainTimeoutMs ?? 90_000);
+    if (!(await this.admit(req.drainTimeoutMs ?? 90_000, signal))) return;
     this.inflight++;
     try {
       const queued = performance.now() - arrived;
@@ -394,14 +423,19 @@ export class ReplicaRuntime {
       let r = await this.step(rest, cache);
       cache = r.cache;
       let promptLogprobs: (number | null)[] | null = null;
+      let promptTop: ({ token: number; logprob: number }[] | null)[] | null = null;
       if (req.echo) {
         promptLogprobs = [null];
-        for (let i = 1; i < req.prompt.length; i++)
+        promptTop = [null];
+        for (let i = 1; i < req.prompt.length; i++) {
           promptLogprobs.push(r.logprobs[(i - 1) * V + (req.prompt[i] as number)] as number);
+          promptTop.push(topLogprobs(r.logprobs.subarray((i - 1) * V, i * V), req.topLogprobs));
+        }
       }
       emit({
         type: 'prompt',
         promptLogprobs,
+        promptTop,
         cachedTokens: hit?.len ?? 0,
         prefillQueueMs: queued,
         prefillMs: performance.now() - t0,
@@ -415,12 +449,13 @@ export class ReplicaRuntime {
         if (signal?.aborted) break;
         const rows = r.logprobs.length / V;
         const row = r.logprobs.subarray((rows - 1) * V, rows * V);
-        const tok = sampleToken(row, req, rng);
+        const { token: tok, samplingLogprob } = sampleWithLogprob(row, req, rng);
         this.generatedTokens++;
         emit({
           type: 'token',
           token: tok,
           logprob: row[tok] as number,
+          samplingLogprob,
           top: topLogprobs(row, req.topLogprobs),
           snapshot: r.snapshot,
         });

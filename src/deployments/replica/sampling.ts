@@ -55,11 +55,24 @@ function descendingOrder(row: Float32Array, limit: number): number[] {
 
 /** Picks a token from `row` (log-probabilities over the vocabulary). */
 export function sampleToken(row: Float32Array, p: SamplingParams, rng: () => number): number {
+  return sampleWithLogprob(row, p, rng).token;
+}
+
+/**
+ * Picks a token from `row` and gives its log-probability under the distribution it was drawn
+ * from (temperature, top-k and top-p applied): the behaviour policy's logprob an RL loss wants,
+ * which equals the row's own only at temperature 1 without truncation. Greedy picks have 0.
+ */
+export function sampleWithLogprob(
+  row: Float32Array,
+  p: SamplingParams,
+  rng: () => number,
+): { token: number; samplingLogprob: number } {
   const V = row.length;
   if (p.temperature === 0) {
     let best = 0;
     for (let i = 1; i < V; i++) if ((row[i] as number) > (row[best] as number)) best = i;
-    return best;
+    return { token: best, samplingLogprob: 0 };
   }
   let ids = descendingOrder(row, p.topK > 0 && p.topK < V ? p.topK : V);
   const max = row[ids[0] as number] as number;
@@ -78,11 +91,18 @@ export function sampleToken(row: Float32Array, p: SamplingParams, rng: () => num
     total = weights.reduce((a, b) => a + b, 0);
   }
   let u = rng() * total;
+  let pick = ids.length - 1;
   for (let i = 0; i < ids.length; i++) {
     u -= weights[i] as number;
-    if (u < 0) return ids[i] as number;
+    if (u < 0) {
+      pick = i;
+      break;
+    }
   }
-  return ids[ids.length - 1] as number;
+  return {
+    token: ids[pick] as number,
+    samplingLogprob: Math.log((weights[pick] as number) / total),
+  };
 }
 
 /** The k most likely tokens of a row, most likely first. */
