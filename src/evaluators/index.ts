@@ -37,6 +37,24 @@
  * A throw, a score outside [0, 1], no score, or a limit hit makes that rollout invalid with
  * score 0 and the reason recorded; one bad rollout never fails the job.
  */
+
+export type { Evaluation, RolloutInput } from './evaluator-process.js';
+export {
+  checkEvaluator,
+  type Evaluate,
+  type Evaluator,
+  type EvaluatorDeps,
+  type EvaluatorStore,
+  type OpenOptions,
+  openEvaluator,
+} from './open.js';
+export {
+  type SandboxSettings,
+  type SandboxSettingsInput,
+  sandboxSettings,
+  sandboxSettingsFromEnv,
+  sandboxSettingsSchema,
+} from './settings.js';
 export {
   EVALUATOR_LANGUAGES,
   type EvaluatorLanguage,
@@ -47,3 +65,4 @@ export {
   resolveVersion,
   secretKeyName,
 } from './version.js';
+export { EvaluatorIntegrityError } from './workspace.js';

@@ -17,6 +17,7 @@ import {
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import type { Store } from '../control-plane/store/types.js';
 import { DeploymentRegistry } from '../deployments/registry.js';
+import type { SandboxSettings } from '../evaluators/index.js';
 import type { Launcher } from '../trainer/launcher/index.js';
 import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
@@ -41,6 +42,8 @@ export interface TemperWorkerOptions {
   sharedQueue?: string;
   /** Address remote RFT environments reach this host's rollout tracer at (127.0.0.1). */
   advertiseHost?: string;
+  /** Limits of RFT evaluator sandboxes (default: the schema's defaults). */
+  evaluatorSandbox?: SandboxSettings;
 }
 
 export interface TemperWorker {

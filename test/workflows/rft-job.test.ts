@@ -5,6 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
+import { putEvaluator } from '../support/evaluators.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 
 let platform: TestPlatform;
@@ -27,12 +28,12 @@ beforeAll(async () => {
       .join('\n'),
   );
   // Rewards answers that start politely; a constant evaluator for the early-stop case.
-  await platform.store.create('evaluators', 'acme', 'polite', {
-    source:
+  await putEvaluator(platform, 'acme', 'polite', {
+    'polite.mjs':
       'export default ({ completion }) => ({ score: /^\\s*Sure/.test(completion) ? 1 : completion.length > 20 ? 0.5 : 0, reason: "prefix" });',
   });
-  await platform.store.create('evaluators', 'acme', 'constant', {
-    source: 'export function evaluate() { return 1; }',
+  await putEvaluator(platform, 'acme', 'constant', {
+    'constant.mjs': 'export function evaluate() { return 1; }',
   });
 }, 120_000);
 

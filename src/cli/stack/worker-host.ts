@@ -10,6 +10,7 @@
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { openStore } from '../../control-plane/store/index.js';
+import { sandboxSettingsFromEnv } from '../../evaluators/index.js';
 import {
   type Launcher,
   LocalProcessLauncher,
@@ -95,6 +96,8 @@ export async function startWorkerHost(
     launcher,
     sharedQueue: settings.taskQueue,
     advertiseHost: settings.rolloutTracerHost,
+    // Operator limits of evaluator sandboxes: TEMPER_EVALUATOR_* (src/evaluators/settings.ts).
+    evaluatorSandbox: sandboxSettingsFromEnv(),
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : {}),
   });

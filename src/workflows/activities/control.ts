@@ -15,6 +15,7 @@ import {
 } from '../../control-plane/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { parseDataset, renderSamples } from '../../datasets/index.js';
+import { checkEvaluator } from '../../evaluators/index.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import { parseDuration } from '../../trainer/duration.js';
 import type {
@@ -124,6 +125,16 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     const rft = ref.collection === 'reinforcementFineTuningJobs' ? rftSettings(row.body) : null;
     if (rft && !(await store.get('evaluators', ...evaluatorRef(rft.evaluator, ref.account))))
       throw invalid(`Evaluator '${rft.evaluator.split('/').pop()}' not found in account`);
+    // A tampered, incomplete or unrunnable evaluator fails the job before any pod starts.
+    if (rft) {
+      const [account, id] = evaluatorRef(rft.evaluator, ref.account);
+      await checkEvaluator(`accounts/${account}/evaluators/${id}`, {
+        store,
+        artifacts: deps.artifacts,
+      }).catch((error: Error) => {
+        throw invalid(error.message);
+      });
+    }
     const modelName = (body.warmStartFrom ?? body.baseModel)!;
     let plan: TrainingPlan;
     let evaluationExamples = 0;

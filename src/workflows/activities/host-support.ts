@@ -7,6 +7,7 @@ import { Context } from '@temporalio/activity';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
+import type { SandboxSettings } from '../../evaluators/index.js';
 import type { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
@@ -27,6 +28,8 @@ export interface HostDeps {
   hostQueue: string;
   /** Engine threads per pod. */
   threads?: number;
+  /** Limits of RFT evaluator sandboxes (default: the schema's defaults). */
+  evaluatorSandbox?: SandboxSettings;
 }
 
 export const POD_INACTIVITY_MS = 10 * 60_000;

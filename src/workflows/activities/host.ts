@@ -8,6 +8,7 @@
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
 import { Context } from '@temporalio/activity';
+import { type Evaluate, openEvaluator } from '../../evaluators/index.js';
 import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
@@ -21,7 +22,6 @@ import type {
   TrainerHandle,
   TrainingPlan,
 } from '../types.js';
-import { loadEvaluator } from './evaluators.js';
 import {
   cached,
   evaluatorName,
@@ -255,18 +255,36 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return result;
   }
 
+  /** The job's evaluator runs sandboxed for the segment (one warm process), then is removed. */
   async function runRftSegment(
     input: SegmentInput,
     plan: TrainingPlan & { rft: RftSettings },
     s: Session,
   ): Promise<SegmentResult> {
+    const evaluator = await openEvaluator(
+      evaluatorName(plan.rft.evaluator, plan.account),
+      {
+        store: deps.store,
+        artifacts: deps.artifacts,
+        ...(deps.evaluatorSandbox ? { settings: deps.evaluatorSandbox } : {}),
+      },
+      { wallMs: plan.rft.rolloutTimeoutMs },
+    );
+    try {
+      return await runRftSteps(input, plan, s, evaluator.evaluate);
+    } finally {
+      await evaluator.close();
+    }
+  }
+
+  async function runRftSteps(
+    input: SegmentInput,
+    plan: TrainingPlan & { rft: RftSettings },
+    s: Session,
+    evaluate: Evaluate,
+  ): Promise<SegmentResult> {
     const ctx = Context.current();
     const data = await rftData(plan);
-    const evaluate = await loadEvaluator(
-      evaluatorName(plan.rft.evaluator, plan.account),
-      deps,
-      plan.rft.rolloutTimeoutMs,
-    );
     const klBeta = resolveRlLossMethod({
       method: plan.rft.lossMethod,
       klBeta: plan.rft.klBeta,

@@ -10,13 +10,13 @@
  */
 
 import { parseDataset, planEpochs, type RftPrompt, rftPrompts } from '../../datasets/index.js';
+import type { Evaluate, Evaluation } from '../../evaluators/index.js';
 import { computeGroupAdvantages, FIELDS, rlMethodLoss } from '../../losses/index.js';
 import type { DeploymentSampler, SampledCompletion } from '../../sdk/deployment-sampler.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import type { RftSettings, TrainingPlan } from '../types.js';
-import type { Evaluate, Evaluation } from './evaluators.js';
 import type { RolloutTracer } from './remote-rollouts.js';
 
 export interface RftStepPlan {

@@ -1,0 +1,109 @@
+/**
+ * A job's private copy of one evaluator version: every file fetched from the artifacts
+ * store, checked against the sha256 recorded at upload, written into a fresh 0700 directory
+ * owned by the sandbox's uid (nobody else on the machine can read it), with the runner beside
+ * it; removed when the job's evaluator closes. A mismatch or a missing file leaves nothing.
+ */
+import { createHash } from 'node:crypto';
+import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import type { ObjectStore } from '../checkpoints/object-store/index.js';
+import type { ResolvedVersion } from './version.js';
+
+/** The recorded sha256 and the fetched bytes differ: the evaluator changed after upload. */
+export class EvaluatorIntegrityError extends Error {
+  override readonly name = 'EvaluatorIntegrityError';
+}
+
+export interface Workspace {
+  /** The job's private directory (0700). */
+  dir: string;
+  /** The evaluator's files (mounted read-only at /evaluator). */
+  codeDir: string;
+  /** The runner script's folder (mounted read-only at /runner). */
+  runnerDir: string;
+  remove(): Promise<void>;
+}
+
+export interface WorkspaceSpec {
+  version: ResolvedVersion;
+  /** The files' bytes, verified (fetchVerifiedFiles), in the order of version.files. */
+  contents: Buffer[];
+  root: string;
+  /** Owner of the private directory: the sandbox uid (worker is root), or null (the worker). */
+  uid: number | null;
+  runner: { file: string; source: string };
+  /** Rewrites a file's text before it is written (TypeScript → JavaScript). */
+  transform?: (path: string, text: string) => Promise<{ path: string; text: string } | null>;
+}
+
+async function fetchVerified(
+  name: string,
+  artifacts: ObjectStore,
+  f: ResolvedVersion['files'][number],
+) {
+  let bytes: Buffer;
+  try {
+    bytes = await artifacts.get(f.key);
+  } catch (error) {
+    throw new Error(
+      `evaluator ${name}: its file ${f.path} is missing from the artifacts store (${(error as Error).message}); upload the evaluator again`,
+    );
+  }
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (actual !== f.sha256)
+    throw new EvaluatorIntegrityError(
+      `evaluator ${name}: ${f.path} does not match the sha256 recorded at upload (recorded ${f.sha256.slice(0, 12)}…, stored file ${actual.slice(0, 12)}…); it was changed after upload, so it is not run: upload the evaluator again`,
+    );
+  return bytes;
+}
+
+/** Every file of the version, fetched and checked against its recorded sha256. */
+export function fetchVerifiedFiles(
+  name: string,
+  version: ResolvedVersion,
+  artifacts: ObjectStore,
+): Promise<Buffer[]> {
+  return Promise.all(version.files.map((f) => fetchVerified(name, artifacts, f)));
+}
+
+/** The sandbox's uid must be able to pass through every folder above its work directory. */
+async function checkReachable(root: string): Promise<void> {
+  for (let dir = resolve(root); dir !== dirname(dir); dir = dirname(dir)) {
+    const st = await stat(dir);
+    if ((st.mode & 0o001) === 0)
+      throw new Error(
+        `the evaluator work directory ${root} is out of the sandbox user's reach: ${dir} is not searchable by others (chmod o+x it, or set TEMPER_EVALUATOR_WORK_DIR elsewhere)`,
+      );
+  }
+}
+
+export async function prepareWorkspace(spec: WorkspaceSpec): Promise<Workspace> {
+  const { contents } = spec;
+  await mkdir(spec.root, { recursive: true, mode: 0o711 });
+  await chmod(spec.root, 0o711);
+  if (spec.uid !== null) await checkReachable(spec.root);
+  const dir = await mkdtemp(join(spec.root, 'job-'));
+  const remove = () => rm(dir, { recursive: true, force: true });
+  try {
+    await chmod(dir, 0o700);
+    if (spec.uid !== null) await chown(dir, spec.uid, spec.uid);
+    const codeDir = join(dir, 'code');
+    const runnerDir = join(dir, 'runner');
+    await mkdir(codeDir, { mode: 0o755 });
+    await mkdir(runnerDir, { mode: 0o755 });
+    for (const [i, f] of spec.version.files.entries()) {
+      const target = join(codeDir, f.path);
+      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
+      await writeFile(target, contents[i]!, { mode: 0o644 });
+      const rewritten = await spec.transform?.(f.path, contents[i]!.toString('utf8'));
+      if (rewritten)
+        await writeFile(join(codeDir, rewritten.path), rewritten.text, { mode: 0o644 });
+    }
+    await writeFile(join(runnerDir, spec.runner.file), spec.runner.source, { mode: 0o644 });
+    return { dir, codeDir, runnerDir, remove };
+  } catch (error) {
+    await remove();
+    throw error;
+  }
+}
