@@ -20,7 +20,7 @@ import type {
   JobRef,
   PromoteRequest,
 } from '../../src/control-plane/orchestrator.js';
-import { openStore } from '../../src/control-plane/store/index.js';
+import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
 import type { Store } from '../../src/control-plane/store/types.js';
 import type { DeploymentRegistry } from '../../src/deployments/registry.js';
 
@@ -113,7 +113,10 @@ export async function startHarness(
   } = {},
 ): Promise<Harness> {
   const dir = await mkdtemp(join(tmpdir(), 'temper-cp-'));
-  const store = openStore(`sqlite://${join(dir, 'temper.db')}`);
+  // Secrets are sealed at rest with an operator key, as on a real stack.
+  const store = openStore(`sqlite://${join(dir, 'temper.db')}`, {
+    secretsKey: SecretsKey.generate().key,
+  });
   await store.migrate();
   const artifacts = await openObjectStore(pathToFileURL(join(dir, 'artifacts')).href);
   const checkpoints = await openObjectStore(pathToFileURL(join(dir, 'checkpoints')).href);

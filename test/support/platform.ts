@@ -12,7 +12,7 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
-import { openStore } from '../../src/control-plane/store/index.js';
+import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
 import type { Store } from '../../src/control-plane/store/types.js';
 import { startDevServer, type TemporalDevServer } from '../../src/orchestration/dev-server.js';
 import { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
@@ -73,7 +73,10 @@ export async function startTestPlatform(
     startDevServer(options.temporalIp ? { ip: options.temporalIp } : {}),
     bundle,
   ]);
-  const store = await openStore(`sqlite://${join(dir, 'temper.db')}`);
+  // Secrets are sealed at rest with an operator key, as on a real stack.
+  const store = openStore(`sqlite://${join(dir, 'temper.db')}`, {
+    secretsKey: SecretsKey.generate().key,
+  });
   await store.migrate();
   const artifacts = await openObjectStore(pathToFileURL(join(dir, 'artifacts')).href);
   const checkpoints = await openObjectStore(pathToFileURL(join(dir, 'checkpoints')).href);
