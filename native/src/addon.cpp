@@ -166,6 +166,14 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     mc.max_positions = static_cast<long>(num(c, "maxPositions", 2048));
     mc.tie_word_embeddings = flag(c, "tieWordEmbeddings", false);
     mc.qk_norm = flag(c, "qkNorm", false);
+    mc.qkv_bias = flag(c, "qkvBias", false);
+    mc.o_bias = flag(c, "oProjBias", false);
+    const Napi::Value inv_freq = c.Get("ropeInvFreq");
+    if (!inv_freq.IsUndefined() && !inv_freq.IsNull()) {
+      if (!inv_freq.IsTypedArray() || inv_freq.As<Napi::TypedArray>().TypedArrayType() != napi_float64_array)
+        throw Napi::TypeError::New(env, "'ropeInvFreq' must be a Float64Array");
+      mc.rope_inv_freq = copy_typed<double, Napi::Float64Array>(inv_freq, "ropeInvFreq");
+    }
     temper::LoraConfig lora;
     int threads = 1;
     if (info[1].IsObject()) {

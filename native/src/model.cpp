@@ -116,6 +116,8 @@ void Model::build_params(const LoraConfig& lora) {
       lin.out = dims[j][0];
       lin.in = dims[j][1];
       lin.w = add_param(pre + kLinearNames[j] + ".weight", {lin.out, lin.in}, full);
+      const bool biased = (j <= kV && c.qkv_bias) || (j == kO && c.o_bias);
+      if (biased) lin.bias = add_param(pre + kLinearNames[j] + ".bias", {lin.out}, full);
     }
     if (c.qk_norm) {
       L.q_norm = add_param(pre + "self_attn.q_norm.weight", {c.head_dim}, full);
@@ -127,9 +129,12 @@ void Model::build_params(const LoraConfig& lora) {
   lm_head_.out = c.vocab_size;
   lm_head_.in = c.hidden_size;
   lm_head_.w = c.tie_word_embeddings ? embed_ : add_param("lm_head.weight", {c.vocab_size, c.hidden_size}, full);
-  // Norm weights start at one (as HF initialises them) so an unloaded model is well defined.
-  for (auto& p : params_)
-    if (p->shape.size() == 1) std::fill(p->value.begin(), p->value.end(), 1.0f);
+  // Norm weights start at one and biases at zero (as HF initialises them) so an unloaded
+  // model is well defined.
+  for (auto& p : params_) {
+    const bool is_bias = p->name.size() > 5 && p->name.compare(p->name.size() - 5, 5, ".bias") == 0;
+    if (p->shape.size() == 1 && !is_bias) std::fill(p->value.begin(), p->value.end(), 1.0f);
+  }
   if (full) return;
   auto add_lora = [&](Linear& lin, const std::string& base) {
     lin.lora.a = add_param(base + ".lora_A.weight", {lora.rank, lin.in}, true);
@@ -156,8 +161,13 @@ void Model::build_rope_tables() {
   const long half = config_.head_dim / 2;
   rope_cos_.resize(config_.max_positions * half);
   rope_sin_.resize(config_.max_positions * half);
+  const std::vector<double>& table = config_.rope_inv_freq;
+  require(table.empty() || static_cast<long>(table.size()) == half,
+          "config: the RoPE inverse-frequency table must have head_dim/2 entries");
   for (long i = 0; i < half; ++i) {
-    const double inv_freq = 1.0 / std::pow(config_.rope_theta, (2.0 * i) / config_.head_dim);
+    const double inv_freq =
+        table.empty() ? 1.0 / std::pow(config_.rope_theta, (2.0 * i) / config_.head_dim) : table[i];
+    require(std::isfinite(inv_freq) && inv_freq > 0, "config: RoPE inverse frequencies must be positive");
     for (long pos = 0; pos < config_.max_positions; ++pos) {
       const double angle = pos * inv_freq;
       rope_cos_[pos * half + i] = static_cast<float>(std::cos(angle));
@@ -182,6 +192,7 @@ void Model::embed(const int32_t* tokens, long rows, float* x) {
 
 void Model::linear_forward(const Linear& l, const float* x, long rows, float* y, std::vector<float>* xa) {
   gemm_->run(rows, l.out, l.in, 1.0f, row_major(x, l.in), transposed(l.w->value.data(), l.in), y, l.out, false);
+  if (l.bias != nullptr) bias_add(*pool_, y, l.bias->value.data(), rows, l.out);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
   std::vector<float>& buf = xa != nullptr ? *xa : xa_tmp_;
@@ -193,6 +204,7 @@ void Model::linear_forward(const Linear& l, const float* x, long rows, float* y,
 void Model::linear_backward(const Linear& l, const float* x, const float* dy, long rows, float* dx,
                             bool accumulate_dx, const float* xa) {
   Param* w = l.w;
+  if (l.bias != nullptr && l.bias->trainable) bias_backward(*pool_, dy, l.bias->grad.data(), rows, l.out);
   if (w->trainable)  // dW += dyᵀ·x
     gemm_->run(l.out, l.in, rows, 1.0f, transposed(dy, l.out), row_major(x, l.in), w->grad.data(), l.in, true);
   if (dx != nullptr)  // dx = dy·W

@@ -1,6 +1,7 @@
-// A decoder-only transformer of the Llama/Qwen family (RMSNorm, RoPE, grouped-query causal
-// attention, optional Qwen3 q/k RMSNorm, SwiGLU MLP) with full backward, LoRA adapters,
-// AdamW and KV-cache sampling. Parameters use HuggingFace tensor names.
+// A decoder-only transformer of the Llama/Mistral/Qwen family (RMSNorm, RoPE with any
+// inverse-frequency table, grouped-query causal attention, optional q/k/v and o_proj biases,
+// optional Qwen3 q/k RMSNorm, SwiGLU MLP) with full backward, LoRA adapters, AdamW and
+// KV-cache sampling. Parameters use HuggingFace tensor names.
 #pragma once
 
 #include <array>
@@ -29,6 +30,11 @@ struct ModelConfig {
   long max_positions = 2048;
   bool tie_word_embeddings = false;
   bool qk_norm = false;
+  bool qkv_bias = false;  // q_proj/k_proj/v_proj have biases (Qwen2, attention_bias)
+  bool o_bias = false;    // o_proj has a bias (Llama/Qwen3 attention_bias)
+  // RoPE inverse frequencies (head_dim/2 of them), frequency scaling already applied; empty
+  // means plain RoPE, 1/rope_theta^(2i/head_dim).
+  std::vector<double> rope_inv_freq;
 };
 
 struct LoraConfig {
@@ -126,6 +132,7 @@ class Model {
   };
   struct Linear {
     Param* w = nullptr;
+    Param* bias = nullptr;  // [out], or none
     Lora lora;
     long out = 0;
     long in = 0;

@@ -69,6 +69,31 @@ void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const f
   });
 }
 
+void bias_add(ThreadPool& pool, float* y, const float* b, long rows, long n) {
+  pool.parallel_for(ceil_div(rows, kRowsPerTask), [&](std::size_t t, int) {
+    const long r1 = std::min(rows, static_cast<long>(t + 1) * kRowsPerTask);
+    for (long r = static_cast<long>(t) * kRowsPerTask; r < r1; ++r) {
+      float* yr = y + r * n;
+      for (long j = 0; j < n; ++j) yr[j] += b[j];
+    }
+  });
+}
+
+void bias_backward(ThreadPool& pool, const float* dy, float* db, long rows, long n) {
+  // A reduction over rows: split by columns so the sum order never depends on the threads.
+  constexpr long cols_per_task = 64;
+  pool.parallel_for(ceil_div(n, cols_per_task), [&](std::size_t t, int) {
+    const long j0 = static_cast<long>(t) * cols_per_task;
+    const long j1 = std::min(n, j0 + cols_per_task);
+    double acc[cols_per_task] = {};  // summed in double: thousands of rows lose no precision
+    for (long r = 0; r < rows; ++r) {
+      const float* dyr = dy + r * n;
+      for (long j = j0; j < j1; ++j) acc[j - j0] += dyr[j];
+    }
+    for (long j = j0; j < j1; ++j) db[j] += static_cast<float>(acc[j - j0]);
+  });
+}
+
 void rope_apply(ThreadPool& pool, float* x, long rows, long heads, long hd, const long* positions,
                 const float* cos_table, const float* sin_table, bool inverse) {
   const long half = hd / 2;

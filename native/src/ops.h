@@ -24,6 +24,11 @@ void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const f
 void rope_apply(ThreadPool& pool, float* x, long rows, long heads, long hd, const long* positions,
                 const float* cos_table, const float* sin_table, bool inverse);
 
+// y[r, :] += b for each of `rows` rows of width n (a linear layer's bias).
+void bias_add(ThreadPool& pool, float* y, const float* b, long rows, long n);
+// db += Σ_r dy[r, :] (a bias gradient: each column summed by one task, rows in order).
+void bias_backward(ThreadPool& pool, const float* dy, float* db, long rows, long n);
+
 // act = silu(gate) * up
 void swiglu_forward(ThreadPool& pool, const float* gate, const float* up, float* act, long n);
 // dgate, dup from dact

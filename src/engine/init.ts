@@ -1,5 +1,5 @@
 // Seeded random initialisation of a model's weights, the way HF initialises Llama/Qwen
-// (`initializer_range`): matrices ~ N(0, std²), norm weights at one. Used by the bundled
+// (`initializer_range`): matrices ~ N(0, std²), norm weights at one, biases at zero. Used by the bundled
 // model's pretraining and by benchmarks that need a realistic model of a given size.
 import type { TensorMap } from '../checkpoints/safetensors.js';
 import { seededRandom } from '../util/seeded-random.js';
@@ -31,7 +31,9 @@ export function initialWeights(
     if (t.name.includes('.lora_')) continue;
     const n = t.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    if (t.shape.length === 1) {
+    if (t.name.endsWith('.bias')) {
+      // HF initialises linear biases at zero; the array already is.
+    } else if (t.shape.length === 1) {
       if (jitter === 0) data.fill(1);
       else for (let i = 0; i < n; i++) data[i] = 1 + jitter * standardNormal(u);
     } else {

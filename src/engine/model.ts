@@ -4,7 +4,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { readSafetensors, type TensorMap } from '../checkpoints/safetensors.js';
-import { type ModelConfig, readHfConfig } from './config.js';
+import { type ModelConfig, readHfConfig, ropeInverseFrequencies } from './config.js';
 import {
   type NativeAdamParams,
   type NativeModel,
@@ -126,7 +126,11 @@ export class TransformerModel {
     this.lora = lora ? lora.data : null;
     const threads = options.threads ?? availableParallelism();
     this.native = callNative(
-      () => new (nativeEngine().EngineModel)(config, { threads, lora: this.lora }),
+      () =>
+        new (nativeEngine().EngineModel)(
+          { ...config, ropeInvFreq: ropeInverseFrequencies(config) },
+          { threads, lora: this.lora },
+        ),
     );
     this.info = new Map(this.native.tensorInfo().map((t) => [t.name, t]));
   }

@@ -108,7 +108,8 @@ export interface NativeLoraOptions {
 
 interface NativeModule {
   EngineModel: new (
-    config: ModelConfig,
+    // ropeInvFreq: the RoPE inverse frequencies (config.ts: ropeInverseFrequencies), scaling applied
+    config: ModelConfig & { ropeInvFreq: Float64Array },
     options: { threads: number; lora: NativeLoraOptions | null },
   ) => NativeModel;
   simd: string;

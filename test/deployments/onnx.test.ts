@@ -215,6 +215,7 @@ describe('ONNX export served by onnxruntime-node', () => {
 
   it('refuses weights that do not fit the config, naming the tensor', async () => {
     const config = parseHfConfig({
+      model_type: 'llama',
       vocab_size: 16,
       hidden_size: 8,
       intermediate_size: 16,

@@ -8,7 +8,7 @@
 // (no up-front copy of the whole state); the model must not change until the save resolves
 // (the trainer's op queue guarantees that), or pass `snapshot: true`.
 import { z } from 'zod';
-import type { ModelConfig } from '../../engine/config.js';
+import { configDifference, type ModelConfig } from '../../engine/index.js';
 import type { TransformerModel } from '../../engine/model.js';
 import type { ObjectStore } from '../object-store/types.js';
 import type { Tensor, TensorMap } from '../safetensors.js';
@@ -58,7 +58,7 @@ const loraSchema = z.object({
 const trainStateSchema = z.object({
   kind: z.enum(['full', 'lora']),
   model: z.object({
-    config: z.record(z.string(), z.union([z.number(), z.boolean()])),
+    config: z.record(z.string(), z.json()),
     lora: loraSchema.nullable(),
   }),
   trainable: z.array(z.string()),
@@ -163,10 +163,9 @@ export async function saveTrainState(
   });
 }
 
-function sameConfig(a: ModelConfig, b: Record<string, number | boolean>): string | null {
-  for (const [k, v] of Object.entries(a))
-    if (b[k] !== v) return `${k} is ${String(b[k])} in the checkpoint, ${String(v)} in the model`;
-  return null;
+function sameConfig(a: ModelConfig, b: Record<string, unknown>): string | null {
+  // Fields a checkpoint from before they existed lacks are read as off (configDifference).
+  return configDifference(b as unknown as ModelConfig, a, ['the checkpoint', 'the model']);
 }
 
 /**

@@ -1,8 +1,15 @@
 // Sampler exports in HuggingFace layout: config.json, generation_config.json, tokenizer files
 // passed through from the base model, and the weights as model.safetensors or as shards
 // under a size limit with model.safetensors.index.json, in float32 or bfloat16.
-import type { ModelConfig } from '../../engine/config.js';
-import { toHfConfig } from '../../engine/config.js';
+import {
+  checkHfConfig,
+  configDifference,
+  fitsModelType,
+  HF_MODEL_TYPES,
+  type ModelConfig,
+  OWNED_CONFIG_KEYS,
+  toHfConfig,
+} from '../../engine/index.js';
 import type { TransformerModel } from '../../engine/model.js';
 import {
   planShards,
@@ -81,6 +88,30 @@ async function readJsonObject(
     : null;
 }
 
+/**
+ * config.json for `config`. A base model whose config.json describes exactly this
+ * configuration keeps its own text (its RoPE spelling, window keys, token ids), so snapshots
+ * validate against it key for key; otherwise the math keys are written here and the base
+ * contributes only the keys that cannot change the math.
+ */
+function configJson(
+  config: ModelConfig,
+  baseConfig: Record<string, unknown> | null,
+): Record<string, unknown> {
+  const { dtype: _dropped, ...base } = baseConfig ?? {};
+  const parsed = baseConfig ? checkHfConfig(baseConfig).config : null;
+  if (parsed && configDifference(parsed, config) === null) return base;
+  // The family: the config's own, else the base model's when it can express the config (a
+  // Mistral stays a Mistral), else the one the config's features imply.
+  const baseType = HF_MODEL_TYPES.find((t) => t === base.model_type);
+  const ours = toHfConfig(
+    config,
+    config.modelType ?? (baseType && fitsModelType(config, baseType) ? baseType : undefined),
+  );
+  const harmless = Object.entries(base).filter(([k]) => !OWNED_CONFIG_KEYS.includes(k));
+  return { ...Object.fromEntries(harmless), ...ours };
+}
+
 /** The files of an HF model directory for `config` and `weights`. */
 export async function hfModelFiles(
   config: ModelConfig,
@@ -90,17 +121,8 @@ export async function hfModelFiles(
   const dtype = opts.dtype ?? 'F32';
   const base = opts.baseModelDir !== undefined ? asSource(opts.baseModelDir) : null;
   const baseConfig = base ? await readJsonObject(base, 'config.json') : null;
-  const baseType = baseConfig?.model_type;
-  const ours = toHfConfig(
-    config,
-    (baseType === 'llama' || baseType === 'qwen3') && (baseType === 'qwen3') === config.qkNorm
-      ? baseType
-      : undefined,
-  );
-  const { dtype: _dropped, ...passThrough } = baseConfig ?? {};
   const hfConfig = {
-    ...passThrough,
-    ...ours,
+    ...configJson(config, baseConfig),
     torch_dtype: dtype === 'BF16' ? 'bfloat16' : 'float32',
   };
   const files: ExportFile[] = [

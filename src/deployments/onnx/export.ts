@@ -1,5 +1,5 @@
-// Exports our decoder-only transformer (Llama / Qwen3 family, src/engine/config.ts) to an
-// ONNX graph served by onnxruntime's CPU provider. Every weight keeps its HF name and HF
+// Exports our decoder-only transformer (Llama / Mistral / Qwen2 / Qwen3, src/engine/config.ts)
+// to an ONNX graph served by onnxruntime's CPU provider. Every weight keeps its HF name and HF
 // layout ([out, in] for linear layers, multiplied with FusedMatMul transB=1), so in
 // weights-as-inputs mode the tensors of a safetensors file are fed to the session as they
 // are, without a copy or a transpose; a hot-load then changes buffers, never the session.
@@ -20,7 +20,7 @@
 //          rows of the new tokens (layer-major, key before value), which the caller appends to
 //          its cache. Only the new rows leave the session: copying whole caches out of
 //          onnxruntime-node on every step costs more than the step's attention.
-import type { ModelConfig } from '../../engine/config.js';
+import { type ModelConfig, ropeInverseFrequencies } from '../../engine/index.js';
 import {
   type AttributeValue,
   encodeModel,
@@ -54,6 +54,13 @@ export function expectedWeightNames(c: ModelConfig): string[] {
       `${p}.mlp.down_proj.weight`,
     );
     if (c.qkNorm) names.push(`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`);
+    if (c.qkvBias)
+      names.push(
+        `${p}.self_attn.q_proj.bias`,
+        `${p}.self_attn.k_proj.bias`,
+        `${p}.self_attn.v_proj.bias`,
+      );
+    if (c.oProjBias) names.push(`${p}.self_attn.o_proj.bias`);
   }
   return names;
 }
@@ -63,6 +70,9 @@ export function expectedWeightShape(c: ModelConfig, name: string): number[] {
   const kv = c.numKvHeads * c.headDim;
   const H = c.hiddenSize;
   const I = c.intermediateSize;
+  // a linear layer's bias: its weight's output dimension
+  if (name.endsWith('_proj.bias'))
+    return [expectedWeightShape(c, name.replace(/\.bias$/, '.weight'))[0] as number];
   if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') return [c.vocabSize, H];
   if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') return [H];
   if (name.endsWith('q_norm.weight') || name.endsWith('k_norm.weight')) return [c.headDim];
@@ -124,13 +134,17 @@ export class OnnxExportError extends Error {
   }
 }
 
-/** RoPE tables computed in double precision, rounded to float (as the engine does). */
+/**
+ * RoPE tables from the engine's inverse frequencies (frequency scaling included), computed in
+ * double precision and rounded to float, as the engine does.
+ */
 export function ropeTables(c: ModelConfig): { cos: Float32Array; sin: Float32Array } {
   const half = c.headDim / 2;
   const cos = new Float32Array(c.maxPositions * half);
   const sin = new Float32Array(c.maxPositions * half);
+  const inv = ropeInverseFrequencies(c);
   for (let i = 0; i < half; i++) {
-    const invFreq = 1 / c.ropeTheta ** ((2 * i) / c.headDim);
+    const invFreq = inv[i] as number;
     for (let pos = 0; pos < c.maxPositions; pos++) {
       const angle = pos * invFreq;
       cos[pos * half + i] = Math.cos(angle);
@@ -233,9 +247,12 @@ class GraphBuilder {
     return name;
   }
 
-  /** x @ W^T for an HF [out, in] weight: FusedMatMul reads W as stored (no transpose copy). */
-  linear(x: string, weight: string): string {
-    return this.op(
+  /**
+   * x @ W^T (+ b) for an HF [out, in] weight and an optional [out] bias: FusedMatMul reads W as
+   * stored (no transpose copy).
+   */
+  linear(x: string, weight: string, bias?: string): string {
+    const y = this.op(
       'FusedMatMul',
       [x, this.weight(weight)],
       { transB: int(1), alpha: float(1) },
@@ -244,6 +261,7 @@ class GraphBuilder {
         hint: 'linear',
       },
     );
+    return bias ? this.op('Add', [y, this.weight(bias)], undefined, { hint: 'bias' }) : y;
   }
 
   /** RMSNorm over the last axis: x / sqrt(mean(x²) + eps) · w. */
@@ -355,9 +373,10 @@ function decoderLayer(
   x: string,
 ): { x: string; k: string; v: string; mlp: string } {
   const p = `model.layers.${l}`;
-  let q = g.linear(h, `${p}.self_attn.q_proj.weight`);
-  let k = g.linear(h, `${p}.self_attn.k_proj.weight`);
-  const v = g.linear(h, `${p}.self_attn.v_proj.weight`);
+  const qkvBias = (m: string) => (c.qkvBias ? `${p}.self_attn.${m}.bias` : undefined);
+  let q = g.linear(h, `${p}.self_attn.q_proj.weight`, qkvBias('q_proj'));
+  let k = g.linear(h, `${p}.self_attn.k_proj.weight`, qkvBias('k_proj'));
+  const v = g.linear(h, `${p}.self_attn.v_proj.weight`, qkvBias('v_proj'));
   if (c.qkNorm) {
     q = g.headNorm(q, c.numHeads, `${p}.self_attn.q_norm.weight`);
     k = g.headNorm(k, c.numKvHeads, `${p}.self_attn.k_norm.weight`);
@@ -382,7 +401,11 @@ function decoderLayer(
     },
     { domain: MS, outputs: [`attn_${l}`, `present_${l}_key`, `present_${l}_value`] },
   );
-  const o = g.linear(attn as string, `${p}.self_attn.o_proj.weight`);
+  const o = g.linear(
+    attn as string,
+    `${p}.self_attn.o_proj.weight`,
+    c.oProjBias ? `${p}.self_attn.o_proj.bias` : undefined,
+  );
   const [h2, x2] = g.addRmsNorm(o, x, `${p}.post_attention_layernorm.weight`);
   const gate = g.linear(h2, `${p}.mlp.gate_proj.weight`);
   const up = g.linear(h2, `${p}.mlp.up_proj.weight`);
