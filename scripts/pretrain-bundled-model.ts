@@ -126,7 +126,7 @@ async function main(): Promise<void> {
       temperature: 1.0,
     },
     files: {
-      ...byteTokenizerFiles(),
+      ...byteTokenizerFiles(CONFIG.maxPositions),
       'temper_model.json': `${JSON.stringify(
         {
           name: BUNDLED_MODEL.name,

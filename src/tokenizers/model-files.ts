@@ -1,36 +1,35 @@
 // Tokenizer files inside an HF-layout model directory, and loading the right tokenizer for
-// a directory: our byte tokenizer is marked by `tokenizer_class: "TemperByteTokenizer"` in
-// tokenizer_config.json; anything with a tokenizer.json is a HuggingFace tokenizer.
+// a directory: our byte tokenizer is marked by `temper_tokenizer: "byte"` in
+// tokenizer_config.json (directories written before the HF files existed say
+// `tokenizer_class: "TemperByteTokenizer"`); anything else with a tokenizer.json is a
+// HuggingFace tokenizer. byte-hf-files.ts writes the byte tokenizer's files.
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BYTE_SPECIAL_TOKENS, createByteTokenizer } from './byte.js';
+import { createByteTokenizer } from './byte.js';
+import { TEMPER_TOKENIZER_FIELD } from './byte-hf-files.js';
 import { loadHfTokenizer } from './hf.js';
 import type { Tokenizer } from './types.js';
 
-export const BYTE_TOKENIZER_CLASS = 'TemperByteTokenizer';
+export { byteTokenizerFiles } from './byte-hf-files.js';
 
-export function byteTokenizerFiles(): Record<string, string> {
-  const config = {
-    tokenizer_class: BYTE_TOKENIZER_CLASS,
-    eos_token: '<|endoftext|>',
-    pad_token: '<|pad|>',
-    added_tokens: BYTE_SPECIAL_TOKENS,
-    chat_renderer: 'simple',
-  };
-  return { 'tokenizer_config.json': `${JSON.stringify(config, null, 2)}\n` };
-}
+/** The tokenizer_class of byte-tokenizer directories written before tokenizer.json was. */
+export const BYTE_TOKENIZER_CLASS = 'TemperByteTokenizer';
 
 /** The tokenizer a model directory declares. */
 export async function loadModelTokenizer(dir: string): Promise<Tokenizer> {
   const configPath = join(dir, 'tokenizer_config.json');
   if (existsSync(configPath)) {
-    const config = JSON.parse(await readFile(configPath, 'utf8')) as { tokenizer_class?: string };
-    if (config.tokenizer_class === BYTE_TOKENIZER_CLASS) return createByteTokenizer();
+    const config = JSON.parse(await readFile(configPath, 'utf8')) as Record<string, unknown>;
+    if (
+      config[TEMPER_TOKENIZER_FIELD] === 'byte' ||
+      config.tokenizer_class === BYTE_TOKENIZER_CLASS
+    )
+      return createByteTokenizer();
   }
   if (existsSync(join(dir, 'tokenizer.json'))) return loadHfTokenizer(dir);
   throw new Error(
-    `${dir}: no tokenizer (expected tokenizer.json, or tokenizer_config.json with tokenizer_class ${BYTE_TOKENIZER_CLASS})`,
+    `${dir}: no tokenizer (expected tokenizer.json, or tokenizer_config.json with ${TEMPER_TOKENIZER_FIELD}: "byte")`,
   );
 }
 

@@ -109,7 +109,7 @@ describe('HF exports', () => {
     const base = await TransformerModel.fromDirectory(bundledModelDir(), { threads: 1 });
     const dir = join(tempDir(), 'bf16');
     await exportHfModel(base, { dir }, { dtype: 'BF16', baseModelDir: bundledModelDir() });
-    for (const f of ['tokenizer_config.json', 'generation_config.json'])
+    for (const f of ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json'])
       expect(readFileSync(join(dir, f)).equals(readFileSync(join(bundledModelDir(), f))), f).toBe(
         true,
       );
@@ -129,6 +129,7 @@ describe('HF exports', () => {
       'generation_config.json',
       'model.safetensors',
       'temper_export.json',
+      'tokenizer.json',
       'tokenizer_config.json',
     ]);
   });
