@@ -18,6 +18,9 @@ const config = {
   maxPositions: 512,
   tieWordEmbeddings: false,
   qkNorm: true,
+  // bias gradients are reductions over rows too (split by columns across threads)
+  qkvBias: true,
+  oProjBias: true,
 };
 
 function trainTwoSteps(threads: number, lora: boolean) {

@@ -48,6 +48,29 @@ describe('finite-difference gradient checks', () => {
       { config: { tieWordEmbeddings: true, qkNorm: false } },
     ],
     [
+      'full fine-tuning, q/k/v and o_proj biases, llama3 RoPE scaling',
+      {
+        config: {
+          qkvBias: true,
+          oProjBias: true,
+          ropeScaling: {
+            type: 'llama3',
+            factor: 8,
+            lowFreqFactor: 1,
+            highFreqFactor: 4,
+            originalMaxPositions: 8,
+          },
+        },
+      },
+    ],
+    [
+      'LoRA on biased projections (biases frozen), linear RoPE scaling',
+      {
+        config: { qkvBias: true, ropeScaling: { type: 'linear', factor: 3 } },
+        lora: { rank: 2, alpha: 4, seed: 5 },
+      },
+    ],
+    [
       'LoRA on every projection and the unembedding',
       {
         lora: {

@@ -30,7 +30,7 @@ export function randomWeights(model: TransformerModel, seed: number, scale = 0.2
     if (t.name.includes('.lora_')) continue;
     const n = t.shape.reduce((a, b) => a * b, 1);
     const data = new Float32Array(n);
-    const isNorm = t.shape.length === 1;
+    const isNorm = t.shape.length === 1 && !t.name.endsWith('.bias');
     for (let i = 0; i < n; i++) data[i] = isNorm ? 1 + (r() - 0.5) * 0.2 : (r() - 0.5) * 2 * scale;
     out.set(t.name, { shape: t.shape, data });
   }
