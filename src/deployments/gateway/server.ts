@@ -145,7 +145,7 @@ export class Gateway {
       const s = (await (await fetch(`${replica.url}/status`)).json()) as ReplicaStatus;
       if (s.current_snapshot_identity === latest.identity && s.loading_state.stage === 'ready')
         return latest.identity;
-      if (s.loading_state.stage === 'failed')
+      if (s.loading_state.stage === 'error')
         throw new GatewayError(
           502,
           'replica_error',
