@@ -76,7 +76,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
     activities: createControlActivities({ ...options, hostQueue }),
   });
   const deployments = new DeploymentRegistry();
-  const tracer = await RolloutTracer.start(options.advertiseHost);
+  const tracer = await RolloutTracer.start(options.advertiseHost, options.artifacts);
   const host = await Worker.create({
     ...common,
     taskQueue: hostQueue,

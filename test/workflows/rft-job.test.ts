@@ -1,7 +1,6 @@
 // Managed RFT end to end: rollouts through a hot-loaded deployment, an uploaded evaluator
 // module, group advantages, GRPO steps on a LoRA trainer, promotion; and early stopping.
-import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+// (Remote environments: test/e2e/eval-protocol.test.ts, with eval-protocol's own server.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
@@ -137,73 +136,4 @@ describe('managed RFT job workflow', () => {
       "Evaluator 'nope' not found in account",
     );
   }, 120_000);
-
-  it('runs rollouts on a remote environment through /init and the traced model URL', async () => {
-    const inits: Record<string, unknown>[] = [];
-    // The user's agent: answers /init at once, then calls the model through model_base_url
-    // and reports the end; every fourth rollout reports an error instead.
-    const agent = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const init = JSON.parse(Buffer.concat(chunks).toString()) as {
-          model_base_url: string;
-          messages: unknown[];
-          completion_params: { temperature: number; max_tokens: number };
-          metadata: { rollout_id: string };
-        };
-        inits.push(init as unknown as Record<string, unknown>);
-        res.end(JSON.stringify({ status: 'started' }));
-        void (async () => {
-          if (init.metadata.rollout_id.endsWith('-c3')) {
-            await fetch(`${init.model_base_url}/status`, {
-              method: 'POST',
-              body: JSON.stringify({ status: 'error', message: 'tool crashed' }),
-            });
-            return;
-          }
-          await fetch(`${init.model_base_url}/chat/completions`, {
-            method: 'POST',
-            headers: { 'content-type': 'application/json' },
-            body: JSON.stringify({
-              messages: init.messages,
-              temperature: init.completion_params.temperature,
-              max_tokens: init.completion_params.max_tokens,
-            }),
-          });
-          await fetch(`${init.model_base_url}/status`, {
-            method: 'POST',
-            body: JSON.stringify({ status: 'finished' }),
-          });
-        })();
-      });
-    });
-    await new Promise<void>((r) => agent.listen(0, '127.0.0.1', r));
-    const url = `http://127.0.0.1:${(agent.address() as AddressInfo).port}`;
-    try {
-      const ref = await createRftJob('rft-remote', 'polite', 1, { remoteServerUrl: url });
-      await platform.orchestrator.start(ref);
-      await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
-      expect((await body(ref)).state).toBe('JOB_STATE_COMPLETED');
-      expect(inits).toHaveLength(12);
-      expect(Object.keys(inits[0]!).sort()).toEqual(
-        ['api_key', 'completion_params', 'messages', 'metadata', 'model_base_url', 'tools'].sort(),
-      );
-      expect(Object.keys(inits[0]!.metadata as object).sort()).toEqual(
-        ['experiment_id', 'invocation_id', 'rollout_id', 'row_id', 'run_id'].sort(),
-      );
-      const rollouts = (
-        await platform.artifacts.get(`${workflowIdOf(ref)}/rollouts/step-000001.jsonl`)
-      )
-        .toString()
-        .split('\n')
-        .map((l) => JSON.parse(l) as { valid: boolean; reason: string; snapshot: string | null });
-      const failed = rollouts.filter((r) => !r.valid);
-      expect(failed).toHaveLength(3);
-      expect(failed.every((r) => r.reason === 'tool crashed')).toBe(true);
-      expect(rollouts.filter((r) => r.valid).every((r) => r.snapshot)).toBe(true);
-    } finally {
-      agent.close();
-    }
-  }, 300_000);
 });

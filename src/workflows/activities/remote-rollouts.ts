@@ -1,19 +1,33 @@
 /**
- * Remote environments (`--remote-server-url`): the rollout runs on the user's server. For each
- * rollout the platform calls `POST {remoteServerUrl}/init` with the row's messages and tools,
- * the completion parameters, correlation metadata and a `model_base_url`; the user's agent
- * makes its model calls through that URL (OpenAI-compatible chat completions) and reports the
- * end with `POST {model_base_url}/status` `{status: "finished" | "error", message?}`.
+ * Remote environments (`remoteServerUrl`), as eval-protocol defines them: for each rollout the
+ * platform calls `POST {remoteServerUrl}/init` with eval-protocol's InitRequest (the row's
+ * messages and tools, `completion_params`, `metadata` {invocation_id, experiment_id,
+ * rollout_id, run_id, row_id}, `model_base_url` and `api_key`). The user's agent makes its
+ * model calls through `model_base_url` (OpenAI-compatible: `{model_base_url}/chat/completions`)
+ * with `api_key`, and reports the end the way eval-protocol's `FireworksTracingHttpHandler`
+ * does: a log record tagged `rollout_id:<id>` whose status is terminal (Status.rollout_finished()
+ * = code 100, or an error code), POSTed to `{FW_TRACING_GATEWAY_BASE_URL}/logs` — the control
+ * plane's origin here, which keeps the record in the artifact store under the key's account
+ * (src/control-plane/resources/rollout-logs.ts). This host polls there for it.
  *
- * `model_base_url` points at this worker host's tracer, which forwards each call to the job's
- * rollout deployment (the weights being trained) and records what was sampled — tokens and
- * inference logprobs — as the rollout's trace; the last call of a finished rollout is what the
- * evaluator scores and the policy trains on. (The reference platform joins logs and traces by
- * rollout id through its tracing service; here the status call is that signal.)
+ * `model_base_url` is this host's tracer, in the path layout of eval-protocol's tracing
+ * gateway (`/rollout_id/{id}/invocation_id/{id}/experiment_id/{id}/run_id/{id}/row_id/{id}`).
+ * The tracer forwards each call to the job's rollout deployment (the weights being trained)
+ * and records what was sampled — tokens and inference logprobs — as the rollout's trace; the
+ * last call of a finished rollout is what the evaluator scores and the policy trains on.
+ * `api_key` is a token made for the one rollout: it opens that rollout's model URL and nothing
+ * else (no account key leaves the platform).
  */
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
+import type { ObjectStore } from '../../checkpoints/object-store/index.js';
+import {
+  isStatusRecordKey,
+  rolloutLogPrefix,
+  rolloutLogRecordSchema,
+} from '../../control-plane/index.js';
 
 export interface TracedCall {
   messages: unknown[];
@@ -30,12 +44,22 @@ export interface RemoteRolloutResult {
   calls: TracedCall[];
 }
 
+export interface RolloutMetadata {
+  invocation_id: string;
+  experiment_id: string;
+  run_id: string;
+  row_id: string;
+}
+
 export interface RemoteRolloutRequest {
   remoteServerUrl: string;
   /** Gateway of the deployment serving the current weights. */
   gatewayUrl: string;
+  /** The job's account: its log records are kept there. */
+  account: string;
+  /** Unique among the account's rollouts, ever (a retried step makes new ones). */
   rolloutId: string;
-  metadata: { invocation_id: string; experiment_id: string; run_id: string; row_id: string };
+  metadata: RolloutMetadata;
   messages: unknown[];
   tools: unknown[] | undefined;
   completionParams: {
@@ -48,10 +72,14 @@ export interface RemoteRolloutRequest {
   timeoutMs: number;
 }
 
+/** eval-protocol's Status.Code: RUNNING goes on; FINISHED (and OK) end well; the rest fail. */
+const RUNNING = 101;
+const FINISHED = new Set([100, 0]);
+
 interface Live {
   gatewayUrl: string;
+  token: Buffer;
   calls: TracedCall[];
-  finish: (status: 'finished' | 'error', message: string) => void;
 }
 
 const chatResponse = z
@@ -74,11 +102,6 @@ const chatResponse = z
   })
   .passthrough();
 
-const statusBody = z.object({
-  status: z.enum(['finished', 'error']),
-  message: z.string().optional(),
-});
-
 async function readJson(req: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];
   for await (const c of req) chunks.push(c as Buffer);
@@ -90,48 +113,82 @@ function reply(res: ServerResponse, status: number, body: unknown) {
   res.end(JSON.stringify(body));
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The rollout id of a traced model URL, or null when the path is not one. */
+function rolloutOfPath(url: string): string | null {
+  const parts = (url.split('?')[0] ?? '').split('/').slice(1);
+  if (parts[0] !== 'rollout_id' || parts.length < 4) return null;
+  if (parts.at(-2) !== 'chat' || parts.at(-1) !== 'completions') return null;
+  try {
+    return decodeURIComponent(parts[1]!);
+  } catch {
+    return null;
+  }
+}
+
 export class RolloutTracer {
   private readonly live = new Map<string, Live>();
 
   private constructor(
     private readonly server: Server,
     private readonly origin: string,
+    private readonly logs: ObjectStore,
+    private readonly pollMs: number,
   ) {}
 
-  /** Starts the tracer on `host` (the address remote servers reach this worker at). */
-  static async start(host = '127.0.0.1'): Promise<RolloutTracer> {
+  /**
+   * Starts the tracer on `host` (the address remote servers reach this worker at); rollout
+   * ends are read from `logs` (the artifact store the control plane keeps log records in).
+   */
+  static async start(
+    host: string | undefined,
+    logs: ObjectStore,
+    opts: { pollMs?: number } = {},
+  ): Promise<RolloutTracer> {
     let tracer: RolloutTracer | undefined;
     const server = createServer((req, res) => {
       tracer!
         .handle(req, res)
         .catch((error: Error) => reply(res, 500, { error: { message: error.message } }));
     });
-    await new Promise<void>((resolve) => server.listen(0, host, resolve));
+    const bind = host ?? '127.0.0.1';
+    await new Promise<void>((resolve) => server.listen(0, bind, resolve));
     const { port } = server.address() as AddressInfo;
-    tracer = new RolloutTracer(server, `http://${host}:${port}`);
+    const origin = `http://${bind.includes(':') ? `[${bind}]` : bind}:${port}`;
+    tracer = new RolloutTracer(server, origin, logs, opts.pollMs ?? 250);
     return tracer;
   }
 
-  modelBaseUrl(rolloutId: string): string {
-    return `${this.origin}/rollouts/${rolloutId}/v1`;
+  /** eval-protocol's tracing URL layout, on this host. */
+  modelBaseUrl(rolloutId: string, m: RolloutMetadata): string {
+    const seg = (k: string, v: string) => `/${k}/${encodeURIComponent(v)}`;
+    return (
+      this.origin +
+      seg('rollout_id', rolloutId) +
+      seg('invocation_id', m.invocation_id) +
+      seg('experiment_id', m.experiment_id) +
+      seg('run_id', m.run_id) +
+      seg('row_id', m.row_id)
+    );
   }
 
   private async handle(req: IncomingMessage, res: ServerResponse) {
-    const m = /^\/rollouts\/([A-Za-z0-9._-]+)\/v1\/(chat\/completions|status)$/.exec(req.url ?? '');
-    const live = m ? this.live.get(m[1]!) : undefined;
-    if (!m || req.method !== 'POST') return reply(res, 404, { error: { message: 'not found' } });
-    if (!live) return reply(res, 404, { error: { message: `rollout ${m[1]} is not running` } });
-    const body = await readJson(req);
-    if (m[2] === 'status') {
-      const parsed = statusBody.safeParse(body);
-      if (!parsed.success)
-        return reply(res, 400, {
-          error: { message: 'status must be {"status": "finished" | "error", "message"?}' },
-        });
-      live.finish(parsed.data.status, parsed.data.message ?? '');
-      return reply(res, 200, {});
-    }
-    return this.forwardChat(live, body as Record<string, unknown>, res);
+    const rolloutId = rolloutOfPath(req.url ?? '');
+    if (rolloutId === null || req.method !== 'POST')
+      return reply(res, 404, {
+        error: { message: 'not found: POST {model_base_url}/chat/completions' },
+      });
+    const live = this.live.get(rolloutId);
+    if (!live)
+      return reply(res, 404, { error: { message: `rollout ${rolloutId} is not running` } });
+    const given = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? '')?.[1] ?? '';
+    const presented = Buffer.from(given);
+    if (presented.length !== live.token.length || !timingSafeEqual(presented, live.token))
+      return reply(res, 401, {
+        error: { message: 'use the api_key /init gave for this rollout as the Bearer key' },
+      });
+    return this.forwardChat(live, (await readJson(req)) as Record<string, unknown>, res);
   }
 
   /** Forwards a chat completion to the deployment with logprobs on, and records it. */
@@ -159,26 +216,40 @@ export class RolloutTracer {
     reply(res, upstream.status, payload);
   }
 
-  /** One remote rollout: /init, then wait for its status call (or the timeout). */
+  /** The first terminal status among the rollout's log records, polled until the deadline. */
+  private async awaitEnd(
+    prefix: string,
+    deadline: number,
+  ): Promise<{ status: 'finished' | 'error' | 'timeout'; message: string }> {
+    const seen = new Set<string>();
+    for (;;) {
+      for (const o of await this.logs.list(prefix)) {
+        if (seen.has(o.key) || !isStatusRecordKey(o.key)) continue;
+        seen.add(o.key);
+        const record = rolloutLogRecordSchema.safeParse(
+          JSON.parse((await this.logs.get(o.key)).toString('utf8')),
+        );
+        const status = record.success ? record.data.status : null;
+        if (!status || status.code === RUNNING) continue;
+        const message = status.message || record.data?.message || '';
+        if (FINISHED.has(status.code)) return { status: 'finished', message };
+        return {
+          status: 'error',
+          message: message || `rollout ended with status code ${status.code}`,
+        };
+      }
+      if (Date.now() >= deadline) return { status: 'timeout', message: '' };
+      await sleep(Math.min(this.pollMs, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  /** One remote rollout: /init, then wait for its terminal log record (or the timeout). */
   async run(r: RemoteRolloutRequest): Promise<RemoteRolloutResult> {
     const calls: TracedCall[] = [];
-    let timer: NodeJS.Timeout | undefined;
-    const ended = new Promise<RemoteRolloutResult>((resolve) => {
-      this.live.set(r.rolloutId, {
-        gatewayUrl: r.gatewayUrl,
-        calls,
-        finish: (status, message) => resolve({ status, message, calls }),
-      });
-      timer = setTimeout(
-        () =>
-          resolve({
-            status: 'timeout',
-            message: `rollout timed out after ${r.timeoutMs} ms`,
-            calls,
-          }),
-        r.timeoutMs,
-      );
-    });
+    const token = randomBytes(24).toString('base64url');
+    const prefix = rolloutLogPrefix(r.account, r.rolloutId);
+    const deadline = Date.now() + r.timeoutMs;
+    this.live.set(r.rolloutId, { gatewayUrl: r.gatewayUrl, token: Buffer.from(token), calls });
     try {
       const init = await fetch(`${r.remoteServerUrl.replace(/\/+$/, '')}/init`, {
         method: 'POST',
@@ -186,20 +257,33 @@ export class RolloutTracer {
         body: JSON.stringify({
           completion_params: r.completionParams,
           messages: r.messages,
-          tools: r.tools ?? [],
-          model_base_url: this.modelBaseUrl(r.rolloutId),
+          tools: r.tools ?? null,
+          model_base_url: this.modelBaseUrl(r.rolloutId, r.metadata),
           metadata: { ...r.metadata, rollout_id: r.rolloutId },
-          api_key: '',
+          api_key: token,
         }),
+        signal: AbortSignal.timeout(r.timeoutMs),
       }).catch((error: Error) => error);
       if (init instanceof Error || !init.ok) {
-        const why = init instanceof Error ? init.message : `HTTP ${init.status}`;
+        const why =
+          init instanceof Error
+            ? init.message
+            : `HTTP ${init.status}: ${(await init.text()).slice(0, 500)}`;
         return { status: 'error', message: `remote server /init failed: ${why}`, calls };
       }
-      return await ended;
+      const end = await this.awaitEnd(prefix, deadline);
+      return {
+        ...end,
+        message:
+          end.status === 'timeout'
+            ? `rollout ${r.rolloutId} timed out after ${r.timeoutMs} ms without a finished or error status in its logs`
+            : end.message,
+        calls,
+      };
     } finally {
-      clearTimeout(timer);
       this.live.delete(r.rolloutId);
+      for (const o of await this.logs.list(prefix).catch(() => []))
+        await this.logs.delete(o.key).catch(() => undefined);
     }
   }
 

@@ -9,6 +9,7 @@
  * seed derived from (job seed, step, prompt), and seeded deployment sampling is reproducible.
  */
 
+import { randomBytes } from 'node:crypto';
 import { parseDataset, planEpochs, type RftPrompt, rftPrompts } from '../../datasets/index.js';
 import type { Evaluate, Evaluation } from '../../evaluators/index.js';
 import { computeGroupAdvantages, FIELDS, rlMethodLoss } from '../../losses/index.js';
@@ -216,15 +217,20 @@ async function remoteGroup(
   step: number,
 ): Promise<Group> {
   const s = ctx.plan.rft;
+  const jobId = ctx.plan.jobName.split('/').pop()!;
+  // A step run again (a retried activity, a resumed job) makes new rollout ids, so a late
+  // record of an earlier attempt can never end one of this attempt's rollouts.
+  const attempt = randomBytes(3).toString('hex');
   const runs = await Promise.all(
     Array.from({ length: s.n }, (_, j) =>
       remote.tracer.run({
         remoteServerUrl: s.remoteServerUrl!,
         gatewayUrl: remote.gatewayUrl,
-        rolloutId: `${ctx.plan.jobName.split('/').pop()}-s${step + 1}-r${prompt.rowIndex}-c${j}`,
+        account: ctx.plan.account,
+        rolloutId: `${jobId}-s${step + 1}-r${prompt.rowIndex}-c${j}-${attempt}`,
         metadata: {
-          invocation_id: ctx.plan.jobName,
-          experiment_id: ctx.plan.jobName.split('/').pop()!,
+          invocation_id: jobId,
+          experiment_id: jobId,
           run_id: `step-${step + 1}`,
           row_id: prompt.rowId,
         },

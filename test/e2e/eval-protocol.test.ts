@@ -1,0 +1,249 @@
+// RFT as eval-protocol users run it, end to end on the real platform (Temporal, worker, trainer
+// pods, deployments, the control plane over HTTP) with eval-protocol 0.3.33 unmodified from its
+// pinned venv: an eval-protocol remote environment (FastAPI + FireworksTracingHttpHandler)
+// completing the rollouts of an RFT job; `ep local-test` on the math evaluator's folder,
+// rolled out against a temper deployment.
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { cp, mkdtemp, rm } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  bootstrapAccount,
+  type ControlPlane,
+  createControlPlane,
+} from '../../src/control-plane/index.js';
+import { DeploymentRegistry } from '../../src/deployments/index.js';
+import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
+import { pythonEnv } from '../support/python-env.js';
+
+const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'eval-protocol');
+const BASE_MODEL = 'accounts/temper/models/byte-lm-3m';
+const run = promisify(execFile);
+const ep = pythonEnv('eval-protocol');
+
+type Json = Record<string, unknown>;
+
+let platform: TestPlatform;
+let cpl: ControlPlane;
+const deployments = new DeploymentRegistry();
+let base: string;
+let acme: string;
+let work: string;
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+  cpl = createControlPlane({
+    store: platform.store,
+    orchestrator: platform.orchestrator,
+    artifacts: platform.artifacts,
+    checkpointUrl: platform.checkpoints.url,
+    deployments,
+  });
+  base = await cpl.listen(0, '127.0.0.1');
+  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
+  work = await mkdtemp(join(tmpdir(), 'temper-ep-e2e-'));
+}, 120_000);
+
+afterAll(async () => {
+  await cpl?.close();
+  await deployments.close();
+  await platform?.close();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+async function call(method: string, path: string, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${acme}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, json: (await res.json()) as Json };
+}
+
+async function uploadDataset(id: string, rows: unknown[]) {
+  expect((await call('POST', '/v1/accounts/acme/datasets', { datasetId: id })).status).toBe(200);
+  const form = new FormData();
+  form.append('file', new Blob([rows.map((r) => JSON.stringify(r)).join('\n')]), 'data.jsonl');
+  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${acme}` },
+    body: form,
+  });
+  expect(res.status, await res.clone().text()).toBe(200);
+}
+
+const waitForJob = (path: string, timeoutMs = 400_000) =>
+  waitFor(
+    `${path} to end`,
+    async () => {
+      const { json } = await call('GET', path);
+      return /COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(String(json.state)) ? json : undefined;
+    },
+    timeoutMs,
+  );
+
+/** The environment a user sets: their key, the platform's URL; nothing is downloaded. */
+const userEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
+  PATH: process.env.PATH,
+  HOME: work,
+  FIREWORKS_API_KEY: acme,
+  FIREWORKS_API_BASE: base,
+  LITELLM_LOCAL_MODEL_COST_MAP: 'True',
+  ...extra,
+});
+
+async function freePort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
+  const port = (s.address() as { port: number }).port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The math questions the bundled model was pretrained on (`User: What is 2 + 3?`). */
+const questions = (pairs: [number, number][]) =>
+  pairs.map(([a, b]) => ({
+    messages: [{ role: 'user', content: `What is ${a} + ${b}?` }],
+    ground_truth: String(a + b),
+  }));
+
+describe('an eval-protocol remote environment', () => {
+  let server: ChildProcess | undefined;
+  afterAll(() => {
+    server?.kill('SIGTERM');
+  });
+
+  it('completes the rollouts of an RFT step through /init, the traced model URL and its logs', async () => {
+    const port = await freePort();
+    let output = '';
+    server = spawn(
+      ep.python,
+      ['-m', 'uvicorn', 'server:app', '--host', '127.0.0.1', '--port', String(port)],
+      {
+        cwd: join(FIXTURES, 'remote-server'),
+        // Where a FireworksTracingHttpHandler sends its records: this platform, with the key.
+        env: userEnv({ FW_TRACING_GATEWAY_BASE_URL: base }),
+      },
+    );
+    server.stdout?.on('data', (d: Buffer) => (output += d));
+    server.stderr?.on('data', (d: Buffer) => (output += d));
+    await waitFor(
+      'the remote server to listen',
+      async () => (/Uvicorn running/.test(output) ? true : undefined),
+      60_000,
+    );
+    await uploadDataset('remote-math', [
+      ...questions([
+        [1, 2],
+        [2, 2],
+      ]),
+      { messages: [{ role: 'user', content: 'FAIL: What is 3 + 3?' }], ground_truth: '6' },
+    ]);
+    const evaluator = await call('POST', '/v1/accounts/acme/evaluators', {
+      evaluatorId: 'last-number',
+      evaluator: {
+        sourceFilename: 'score.mjs',
+        source:
+          'export default ({ completion, groundTruth }) => { const n = completion.match(/-?\\d+/g) ?? []; return { score: n.at(-1) === String(groundTruth) ? 1 : 0, reason: `answered ${n.at(-1) ?? "none"}` }; };',
+      },
+    });
+    expect(evaluator.status, JSON.stringify(evaluator.json)).toBe(200);
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=remote-rft',
+      {
+        dataset: 'remote-math',
+        evaluator: 'last-number',
+        remoteServerUrl: `http://127.0.0.1:${port}`,
+        trainingConfig: { baseModel: BASE_MODEL, outputModel: 'remote-rft', loraRank: 4 },
+        inferenceParameters: { responseCandidatesCount: 2, maxOutputTokens: 16, temperature: 1 },
+        rolloutTimeout: '60s',
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const job = await waitForJob('/v1/accounts/acme/reinforcementFineTuningJobs/remote-rft');
+    // One step; it may stop early there when every rollout scored the same.
+    expect(job.state, JSON.stringify(job.status)).toMatch(/^JOB_STATE_(COMPLETED|EARLY_STOPPED)$/);
+    const rollouts = (
+      await platform.artifacts.get(
+        'accounts/acme/reinforcementFineTuningJobs/remote-rft/rollouts/step-000001.jsonl',
+      )
+    )
+      .toString()
+      .split('\n')
+      .map(
+        (l) =>
+          JSON.parse(l) as {
+            rowId: string;
+            valid: boolean;
+            reason: string;
+            snapshot: string | null;
+            completion: string;
+          },
+      );
+    expect(rollouts).toHaveLength(6);
+    // The FAIL row's rollouts ended with the error status its server logged.
+    const failed = rollouts.filter((r) => !r.valid);
+    expect(failed.map((r) => r.reason)).toEqual([
+      'the tool this task needs crashed',
+      'the tool this task needs crashed',
+    ]);
+    // The others were scored on the model call the tracer recorded (tokens, logprobs, the
+    // snapshot that served them).
+    const done = rollouts.filter((r) => r.valid);
+    expect(done).toHaveLength(4);
+    for (const r of done) {
+      expect(r.snapshot).toBeTruthy();
+      expect(r.reason).toMatch(/^answered /);
+    }
+    expect(output).toMatch(/POST \/init HTTP\/1.1" 200/);
+    const usage = (
+      await platform.store.listUsage('acme', {
+        startTime: '2020-01-01T00:00:00Z',
+        endTime: '2100-01-01T00:00:00Z',
+      })
+    ).filter((u) => u.usageType === 'TEXT_COMPLETION_INFERENCE_USAGE');
+    expect(usage.some((u) => (u.completionTokens ?? 0) > 0)).toBe(true);
+    // The log records of ended rollouts are not kept.
+    expect(await platform.artifacts.list('accounts/acme/rolloutLogs/')).toEqual([]);
+  }, 500_000);
+});
+
+describe('ep local-test', () => {
+  it('runs the evaluator folder’s @evaluation_test against a temper deployment', async () => {
+    const dep = await call('POST', '/v1/accounts/acme/deployments?deploymentId=local', {
+      baseModel: BASE_MODEL,
+      minReplicaCount: 1,
+    });
+    expect(dep.status, JSON.stringify(dep.json)).toBe(200);
+    const gateway = await waitFor('the deployment to be READY', async () => {
+      const { json } = await call('GET', '/v1/accounts/acme/deployments/local');
+      return json.state === 'READY' && json.gatewayUrl ? String(json.gatewayUrl) : undefined;
+    });
+    const project = join(work, 'math-evaluator');
+    await cp(join(FIXTURES, 'math-evaluator'), project, { recursive: true });
+    let out = '';
+    let code = 0;
+    try {
+      const r = await run(ep.bin('ep'), ['local-test', '--yes'], {
+        cwd: project,
+        env: userEnv({ TEMPER_INFERENCE_URL: `${gateway}/inference/v1` }),
+        timeout: 300_000,
+      });
+      out = r.stdout + r.stderr;
+    } catch (error) {
+      const e = error as { code?: number; stdout?: string; stderr?: string };
+      code = e.code ?? 1;
+      out = (e.stdout ?? '') + (e.stderr ?? '');
+    }
+    expect(code, out).toBe(0);
+    expect(out).toContain('Running locally:');
+    expect(out).toMatch(/test_math\.py::test_math_answer.* PASSED/);
+  }, 400_000);
+});
