@@ -3,4 +3,5 @@ export * from './dtype.js';
 export { type InitOptions, initialWeights, standardNormal } from './init.js';
 export * from './model.js';
 export type { Pooling } from './native.js';
+export { baseTensorShapes } from './tensors.js';
 export { listWeightFiles } from './weights-files.js';

@@ -12,6 +12,8 @@ import {
   ropeInverseFrequencies,
   toHfConfig,
 } from '../../src/engine/config.js';
+import { TransformerModel } from '../../src/engine/model.js';
+import { baseTensorShapes } from '../../src/engine/tensors.js';
 
 const LLAMA2_7B = {
   architectures: ['LlamaForCausalLM'],
@@ -315,6 +317,33 @@ describe('config.json of real families', () => {
     expect(configDifference(c, { ...c, ropeScaling: { type: 'linear', factor: 2 } })).toMatch(
       /^ropeScaling/,
     );
+  });
+});
+
+describe('tensor layout', () => {
+  it("baseTensorShapes is the engine's own set of base tensors, biases included", () => {
+    const small = { vocab_size: 32, hidden_size: 16, intermediate_size: 24, num_hidden_layers: 2 };
+    for (const raw of [
+      { ...QWEN25_05B, ...small, num_attention_heads: 4, num_key_value_heads: 2 },
+      {
+        ...QWEN3_06B,
+        ...small,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        head_dim: 16,
+        attention_bias: true,
+      },
+      { ...LLAMA32_1B, ...small, num_attention_heads: 4, num_key_value_heads: 1, head_dim: 4 },
+      { ...MISTRAL_7B_V03, ...small, num_attention_heads: 4, num_key_value_heads: 4 },
+    ]) {
+      const c = parseHfConfig(raw);
+      const engine = new TransformerModel(c, { threads: 1 }).tensorInfo();
+      const ours = baseTensorShapes(c);
+      expect(new Map(engine.map((t) => [t.name, t.shape]))).toEqual(ours);
+      expect([...ours.values()].reduce((a, s) => a + s.reduce((x, y) => x * y, 1), 0)).toBe(
+        countParameters(c),
+      );
+    }
   });
 });
 

@@ -20,7 +20,7 @@
 //          rows of the new tokens (layer-major, key before value), which the caller appends to
 //          its cache. Only the new rows leave the session: copying whole caches out of
 //          onnxruntime-node on every step costs more than the step's attention.
-import { type ModelConfig, ropeInverseFrequencies } from '../../engine/index.js';
+import { baseTensorShapes, type ModelConfig, ropeInverseFrequencies } from '../../engine/index.js';
 import {
   type AttributeValue,
   encodeModel,
@@ -36,52 +36,15 @@ export const OPSET_VERSION = 17;
 export const IR_VERSION = 8;
 const MS = 'com.microsoft';
 
-/** Tensors the exported graph needs, by HF name. */
+/** Tensors the exported graph needs, by HF name (the engine's base tensors). */
 export function expectedWeightNames(c: ModelConfig): string[] {
-  const names = ['model.embed_tokens.weight', 'model.norm.weight'];
-  if (!c.tieWordEmbeddings) names.push('lm_head.weight');
-  for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}`;
-    names.push(
-      `${p}.input_layernorm.weight`,
-      `${p}.post_attention_layernorm.weight`,
-      `${p}.self_attn.q_proj.weight`,
-      `${p}.self_attn.k_proj.weight`,
-      `${p}.self_attn.v_proj.weight`,
-      `${p}.self_attn.o_proj.weight`,
-      `${p}.mlp.gate_proj.weight`,
-      `${p}.mlp.up_proj.weight`,
-      `${p}.mlp.down_proj.weight`,
-    );
-    if (c.qkNorm) names.push(`${p}.self_attn.q_norm.weight`, `${p}.self_attn.k_norm.weight`);
-    if (c.qkvBias)
-      names.push(
-        `${p}.self_attn.q_proj.bias`,
-        `${p}.self_attn.k_proj.bias`,
-        `${p}.self_attn.v_proj.bias`,
-      );
-    if (c.oProjBias) names.push(`${p}.self_attn.o_proj.bias`);
-  }
-  return names;
+  return [...baseTensorShapes(c).keys()];
 }
 
 export function expectedWeightShape(c: ModelConfig, name: string): number[] {
-  const q = c.numHeads * c.headDim;
-  const kv = c.numKvHeads * c.headDim;
-  const H = c.hiddenSize;
-  const I = c.intermediateSize;
-  // a linear layer's bias: its weight's output dimension
-  if (name.endsWith('_proj.bias'))
-    return [expectedWeightShape(c, name.replace(/\.bias$/, '.weight'))[0] as number];
-  if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') return [c.vocabSize, H];
-  if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') return [H];
-  if (name.endsWith('q_norm.weight') || name.endsWith('k_norm.weight')) return [c.headDim];
-  if (name.endsWith('q_proj.weight')) return [q, H];
-  if (name.endsWith('k_proj.weight') || name.endsWith('v_proj.weight')) return [kv, H];
-  if (name.endsWith('o_proj.weight')) return [H, q];
-  if (name.endsWith('gate_proj.weight') || name.endsWith('up_proj.weight')) return [I, H];
-  if (name.endsWith('down_proj.weight')) return [H, I];
-  throw new Error(`unknown weight ${name}`);
+  const shape = baseTensorShapes(c).get(name);
+  if (!shape) throw new Error(`unknown weight ${name}`);
+  return shape;
 }
 
 export interface WeightTensor {
