@@ -123,6 +123,21 @@ function toProtoDatum(d: z.output<typeof datum>, i: number): MessageInitShape<ty
   return { modelInput, lossFnInputs };
 }
 
+function withUnitWeights(d: z.output<typeof datum>): z.output<typeof datum> {
+  const targets = d.loss_fn_inputs.target_tokens;
+  if (d.loss_fn_inputs.weights || !targets) return d;
+  const shape = targets.shape ?? [targets.data.length];
+  if (shape.length !== 1) return d;
+  const n = shape[0]!;
+  return {
+    ...d,
+    loss_fn_inputs: {
+      ...d.loss_fn_inputs,
+      weights: { data: new Array<number>(n).fill(1), dtype: 'float32', shape },
+    },
+  };
+}
+
 /** Per-datum outputs and metrics as the client reads them. */
 export function fromProtoOutput(out: ForwardBackwardOutput | undefined) {
   const n = Number(out?.numDatums ?? 0);
@@ -208,10 +223,13 @@ export function toForwardRequest(
   body: { model_id: string; seq_id: number },
   input: z.output<typeof forwardInput>,
 ) {
+  // On the Tinker wire cross_entropy's `weights` are optional (every target counts once);
+  // temper's built-in loss reads them, so a datum without them gets ones.
+  const data = input.loss_fn === 'cross_entropy' ? input.data.map(withUnitWeights) : input.data;
   return {
     modelId: body.model_id,
     seqId: body.seq_id,
-    data: input.data.map(toProtoDatum),
+    data: data.map(toProtoDatum),
     lossFn: input.loss_fn,
     lossFnConfig: input.loss_fn_config,
   };
