@@ -57,7 +57,10 @@ export class TokenSpelling {
     const out: number[] = [];
     let chars = start;
     for (const t of tokens) {
-      out.push(chars);
+      const first = this.entry(t).bytes[0];
+      // a token that begins with a continuation byte begins inside the previous character
+      const inside = first !== undefined && (first & 0xc0) === 0x80 && chars > 0;
+      out.push(inside ? chars - 1 : chars);
       chars += this.chars(t);
     }
     return out;
