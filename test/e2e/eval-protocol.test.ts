@@ -244,6 +244,19 @@ describe('ep local-test', () => {
     }
     expect(code, out).toBe(0);
     expect(out).toContain('Running locally:');
-    expect(out).toMatch(/test_math\.py::test_math_answer.* PASSED/);
+    expect(out).toMatch(/test_math\.py::test_math_answer\[[^\]]*\][\s\S]*PASSED/);
+    // The test reports its results to the platform as eval-protocol does to Fireworks: an
+    // evalProtocol dataset of the scored rows (the answers the deployment gave, and why).
+    const datasets = (await call('GET', '/v1/accounts/acme/datasets')).json.datasets as Json[];
+    const results = datasets.find((d) => String(d.name).includes('/test-math-answer-'));
+    expect(results).toMatchObject({ state: 'READY', evalProtocol: {}, exampleCount: 8 });
+    const rows = (await platform.artifacts.get(`${String(results!.name)}/data.jsonl`))
+      .toString()
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { evals: { score: number }; eval_details: { reason: string } });
+    expect(rows.every((r) => /^answered .*, expected \d+$/.test(r.eval_details.reason))).toBe(true);
+    // `ep local-test` fails when every score is 0: the bundled model gets some sums right.
+    expect(rows.some((r) => r.evals.score === 1)).toBe(true);
   }, 400_000);
 });
