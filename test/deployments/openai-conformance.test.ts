@@ -8,7 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeploymentRegistry, type DeploymentResource } from '../../src/deployments/index.js';
 import { pythonEnv } from '../support/python-env.js';
-import { baseDir, makeBucket } from './fixtures.js';
+import { baseDir, baseTensors, makeBucket, perturb, waitLoaded, writeFull } from './fixtures.js';
 
 const MODEL = 'accounts/temper/models/byte-lm-3m';
 const ADDON = 'accounts/test/models/conformance-lora';
@@ -39,6 +39,8 @@ let report: Record<string, { ok: boolean; error?: string; detail?: unknown }>;
 
 beforeAll(async () => {
   const bucket = await makeBucket();
+  // a snapshot the soak hot-loads while its requests run
+  await writeFull(bucket.dir, 'v1', perturb(await baseTensors(), 1));
   dep = await registry.create({
     account: 'test',
     deploymentId: 'conformance',
@@ -82,11 +84,12 @@ describe('the openai package against a deployment', () => {
 });
 
 describe('no request hangs', () => {
-  it('500 requests that end at stop strings (n 1 and 2, plain and streamed) all answer', async () => {
+  it('500 requests that end at stop strings (n 1 and 2, plain and streamed, through a hot-load swap) all answer', async () => {
     const stops = [['.'], ['e'], [' t', 'o']];
     let hung = 0;
     let answered = 0;
     let stoppedByString = 0;
+    let onV1 = 0;
     const failures: string[] = [];
     const t0 = performance.now();
     const one = async (i: number) => {
@@ -113,6 +116,7 @@ describe('no request hangs', () => {
           failures.push(`${i}: incomplete ${text.slice(-200)}`);
         else answered++;
         if (text.includes('"finish_reason":"stop"')) stoppedByString++;
+        if (text.includes('"snapshot_identity":"v1"')) onV1++;
       } catch (err) {
         if ((err as Error).name === 'TimeoutError') hung++;
         else failures.push(`${i}: ${(err as Error).message}`);
@@ -121,15 +125,27 @@ describe('no request hangs', () => {
     let next = 0;
     await Promise.all(
       Array.from({ length: 4 }, async () => {
-        while (next < 500) await one(next++);
+        while (next < 500) {
+          // the weights swap (ASYNC) under the requests in flight
+          if (next === 150)
+            void fetch(`${url}/hot_load/v1/models/hot_load`, {
+              method: 'POST',
+              body: JSON.stringify({ identity: 'v1' }),
+            });
+          await one(next++);
+        }
       }),
     );
     const seconds = (performance.now() - t0) / 1000;
-    console.log(JSON.stringify({ soak_requests: 500, hung, answered, stoppedByString, seconds }));
+    console.log(
+      JSON.stringify({ soak_requests: 500, hung, answered, stoppedByString, onV1, seconds }),
+    );
     expect(failures).toEqual([]);
     expect(hung).toBe(0);
     expect(answered).toBe(500);
     expect(stoppedByString).toBeGreaterThan(400);
+    await waitLoaded(url, 'v1');
+    expect(onV1).toBeGreaterThan(0);
     const status = (await (await fetch(`${url}/hot_load/v1/models/hot_load`)).json()) as {
       replicas: { inflight: number }[];
     };

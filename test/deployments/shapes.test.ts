@@ -2,8 +2,12 @@
 // as bytes:\xNN), and the stop-string hold-back of streams.
 import { describe, expect, it } from 'vitest';
 import { heldBack } from '../../src/deployments/gateway/inference.js';
-import { legacyLogprobs, TokenSpelling } from '../../src/deployments/gateway/shapes.js';
-import { createByteTokenizer } from '../../src/tokenizers/index.js';
+import {
+  legacyLogprobs,
+  parseToolCalls,
+  TokenSpelling,
+} from '../../src/deployments/gateway/shapes.js';
+import { createByteTokenizer, getRenderer } from '../../src/tokenizers/index.js';
 
 const tok = createByteTokenizer();
 const sp = new TokenSpelling(tok);
@@ -49,5 +53,28 @@ describe('stop strings while streaming', () => {
     expect(heldBack('hello wor', ['world'])).toBe(3);
     expect(heldBack('hello', ['xyz'])).toBe(0);
     expect(heldBack('ab', ['b!', 'ab?'])).toBe(2);
+  });
+});
+
+describe('tool calls in a sampled turn', () => {
+  const renderer = getRenderer('simple', tok);
+
+  it('come out in OpenAI shape: arguments as a JSON string, content around them', () => {
+    const text =
+      ' Let me look.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>';
+    const out = parseToolCalls(renderer, [...tok.encode(text), tok.eosId]);
+    expect(out?.content).toBe('Let me look.');
+    expect(out?.toolCalls).toHaveLength(1);
+    const call = out?.toolCalls[0];
+    expect(call?.type).toBe('function');
+    expect(call?.id).toMatch(/^call_[0-9a-f]{24}$/);
+    expect(call?.function.name).toBe('get_weather');
+    expect(JSON.parse(call?.function.arguments as string)).toEqual({ city: 'Paris' });
+  });
+
+  it('a turn without a (valid) call is no tool call', () => {
+    expect(parseToolCalls(renderer, [...tok.encode(' Hello.'), tok.eosId])).toBeNull();
+    const broken = ' <tool_call>\n{"name": \n</tool_call>';
+    expect(parseToolCalls(renderer, [...tok.encode(broken), tok.eosId])).toBeNull();
   });
 });

@@ -11,7 +11,13 @@ import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
 import type { GenerateEvent } from '../replica/runtime.js';
 import { GatewayError } from './errors.js';
 import type { InferenceRequest } from './requests.js';
-import { type Alt, legacyLogprobs, type TokenSpelling } from './shapes.js';
+import {
+  type Alt,
+  legacyLogprobs,
+  parseToolCalls,
+  type TokenSpelling,
+  type ToolCallOut,
+} from './shapes.js';
 import { Upstream, type UpstreamReplica } from './upstream.js';
 
 export interface InferenceDeps {
@@ -323,18 +329,10 @@ async function serve(
       if (clientGone || failure) return c;
       let toolCalls: ToolCallOut[] | null = null;
       if (r.parseTools && !c.stopString) {
-        const parsed = deps.renderer.parseResponse(c.tokens);
-        if (parsed.message.toolCalls && parsed.message.toolCalls.length > 0) {
-          toolCalls = parsed.message.toolCalls.map((t) => ({
-            id: t.id ?? `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`,
-            type: 'function',
-            function: {
-              name: t.name,
-              arguments:
-                typeof t.arguments === 'string' ? t.arguments : JSON.stringify(t.arguments),
-            },
-          }));
-          c.text = parsed.message.content;
+        const parsed = parseToolCalls(deps.renderer, c.tokens);
+        if (parsed) {
+          toolCalls = parsed.toolCalls;
+          c.text = parsed.content;
           c.finishReason = 'tool_calls';
         }
       }
@@ -462,12 +460,6 @@ async function serve(
   if (snapshot) headers['x-snapshot-identity'] = snapshot;
   res.writeHead(200, headers);
   res.end(JSON.stringify(body));
-}
-
-interface ToolCallOut {
-  id: string;
-  type: 'function';
-  function: { name: string; arguments: string };
 }
 
 /** Logprobs of an echoed prompt (legacy or content), position 0 null: nothing predicts it. */

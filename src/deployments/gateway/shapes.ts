@@ -1,7 +1,8 @@
 // Token-level pieces of OpenAI responses: how a token is spelled, OpenAI's legacy completions
 // `logprobs` (tokens, token_logprobs, top_logprobs, text_offset) and the per-token `content`
 // entries of chat (and of Fireworks completions asked with `logprobs: true`).
-import type { Tokenizer } from '../../tokenizers/index.js';
+import { randomUUID } from 'node:crypto';
+import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
 
 export interface Alt {
   token: number;
@@ -126,5 +127,36 @@ export function legacyLogprobs(
     top_logprobs: alts.map((a) => (a ? sp.topDict(a) : null)),
     text_offset: sp.offsets(tokens, start),
     token_ids: [...tokens],
+  };
+}
+
+export interface ToolCallOut {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+/**
+ * The tool calls in a sampled assistant turn (as the model's chat template writes them), in
+ * OpenAI's shape with the arguments as a JSON string, and the content around them; null when
+ * the turn calls no tool.
+ */
+export function parseToolCalls(
+  renderer: Renderer,
+  tokens: readonly number[],
+): { content: string; toolCalls: ToolCallOut[] } | null {
+  const parsed = renderer.parseResponse(tokens);
+  const calls = parsed.message.toolCalls ?? [];
+  if (calls.length === 0) return null;
+  return {
+    content: parsed.message.content,
+    toolCalls: calls.map((t) => ({
+      id: t.id ?? `call_${randomUUID().replaceAll('-', '').slice(0, 24)}`,
+      type: 'function' as const,
+      function: {
+        name: t.name,
+        arguments: typeof t.arguments === 'string' ? t.arguments : JSON.stringify(t.arguments),
+      },
+    })),
   };
 }
