@@ -73,6 +73,21 @@ for requirements in scripts/python-envs/*.txt; do
   echo "$env_name: $(bash scripts/python-env.sh "$env_name")"
 done
 
+step "Wheels for the Python evaluator tests"
+# test/evaluators build a Python evaluator's own environment the way a worker does (pip install
+# -r its requirements.txt, inside the sandbox), but offline from these wheels (pip --no-index
+# --find-links), so nothing downloads at test time. Not under /root: the build runs as an
+# unprivileged sandbox uid that must read them (test/support/evaluators.ts finds them).
+if [[ $(id -u) -eq 0 ]]; then WHEELS_ROOT=/var/cache/temper/wheels; else WHEELS_ROOT="$HOME/.cache/temper/wheels"; fi
+WHEELS_ROOT="${TEMPER_WHEELS_DIR:-$WHEELS_ROOT}"
+mkdir -p "$WHEELS_ROOT/eval-protocol"
+chmod 755 "$WHEELS_ROOT" "$WHEELS_ROOT/eval-protocol" "$(dirname "$WHEELS_ROOT")"
+# `pip wheel` also turns the sdists among the pins into wheels (an offline build cannot fetch
+# their build backends).
+"$(bash scripts/python-env.sh eval-protocol)/bin/python" -m pip wheel -q --disable-pip-version-check \
+  -r scripts/python-envs/eval-protocol.txt -w "$WHEELS_ROOT/eval-protocol"
+echo "wheels: $WHEELS_ROOT/eval-protocol"
+
 # >>> object-store test servers (owner: src/checkpoints/object-store) >>>
 # Real local servers for the S3 and GCS runs of test/checkpoints/object-store*.test.ts,
 # started by test/support/object-store-servers.ts; nothing downloads at test time.
