@@ -2,14 +2,17 @@
 """Generate the parity fixtures the native engine is tested against.
 
 The reference is HuggingFace transformers' own model classes (LlamaForCausalLM,
-Qwen3ForCausalLM, attn_implementation="eager") plus PEFT for LoRA, run in float64 on
+MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, attn_implementation="eager") plus
+PEFT for LoRA, run in float64 on
 the CPU from weights that are exactly representable in float32 (the fixture stores
 them as float32; the reference computes with the very same values widened to float64).
 
 transformers computes three things in float32 even when the model is float64 (RMSNorm
 upcasts to float32, eager attention runs softmax in float32, and the rotary table is
 built from a float32 inv_freq in float32). For a float64 reference those three spots are
-patched below to stay in the input dtype; nothing else in the models is touched. An
+patched below to stay in the input dtype; nothing else in the models is touched. The
+rotary patch computes the (scaled) inverse frequencies in float64 with transformers'
+formulas and checks them against the model's own float32 `inv_freq` buffer first. An
 independent plain-torch float64 implementation of the same architecture checks that
 the patched models compute exactly what the conventions in README.md say.
 
@@ -25,6 +28,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,13 +40,20 @@ import peft
 import transformers
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from transformers import (
+    AutoConfig,
     AutoModelForCausalLM,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
     Qwen3Config,
     Qwen3ForCausalLM,
 )
 from transformers.models.llama import modeling_llama
+from transformers.models.mistral import modeling_mistral
+from transformers.models.qwen2 import modeling_qwen2
 from transformers.models.qwen3 import modeling_qwen3
 
 F64 = torch.float64
@@ -82,22 +93,48 @@ def _make_eager_attention(mod):
     return eager_attention_forward
 
 
+def inv_freq64(head_dim: int, theta: float, scaling: dict | None) -> torch.Tensor:
+    """RoPE inverse frequencies in float64, with transformers' rope_type formulas
+    (modeling_rope_utils: default, linear, llama3)."""
+    inv = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=F64) / head_dim))
+    kind = (scaling or {}).get("rope_type", "default")
+    if kind == "default":
+        return inv
+    if kind == "linear":
+        return inv / scaling["factor"]
+    assert kind == "llama3", kind
+    factor = scaling["factor"]
+    low, high = scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old_ctx = scaling["original_max_position_embeddings"]
+    low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    wavelen = 2 * math.pi / inv
+    scaled = torch.where(wavelen > low_wavelen, inv / factor, inv)
+    smooth = (old_ctx / wavelen - low) / (high - low)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
 def _rotary_forward(self, x, position_ids):
-    # Same layout as transformers (emb = cat(freqs, freqs), used with rotate_half), but
-    # inv_freq = 1 / theta^(2i/d) and the angles are computed in float64.
-    d = self._parity_head_dim
-    theta = self._parity_theta
-    inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=F64) / d))
-    freqs = position_ids[..., None].to(F64) * inv_freq
+    # Same layout as transformers (emb = cat(freqs, freqs), used with rotate_half), with the
+    # inverse frequencies and the angles in float64 (attach_rope_params checked them against
+    # the module's own float32 inv_freq).
+    freqs = position_ids[..., None].to(F64) * self._parity_inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos().to(x.dtype), emb.sin().to(x.dtype)
 
 
+FAMILY_MODULES = {
+    "llama": (modeling_llama, modeling_llama.LlamaRMSNorm, modeling_llama.LlamaRotaryEmbedding),
+    "mistral": (modeling_mistral, modeling_mistral.MistralRMSNorm, modeling_mistral.MistralRotaryEmbedding),
+    "qwen2": (modeling_qwen2, modeling_qwen2.Qwen2RMSNorm, modeling_qwen2.Qwen2RotaryEmbedding),
+    "qwen3": (modeling_qwen3, modeling_qwen3.Qwen3RMSNorm, modeling_qwen3.Qwen3RotaryEmbedding),
+}
+ROTARY_CLASSES = tuple(rot for _, _, rot in FAMILY_MODULES.values())
+
+
 def install_float64_patches() -> None:
-    for mod, norm, rot in (
-        (modeling_llama, modeling_llama.LlamaRMSNorm, modeling_llama.LlamaRotaryEmbedding),
-        (modeling_qwen3, modeling_qwen3.Qwen3RMSNorm, modeling_qwen3.Qwen3RotaryEmbedding),
-    ):
+    for mod, norm, rot in FAMILY_MODULES.values():
         norm.forward = _rmsnorm_forward
         rot.forward = _rotary_forward
         # The attention modules look this global up at call time (the "eager" default).
@@ -112,7 +149,7 @@ def install_float64_patches() -> None:
 @dataclass
 class Case:
     name: str
-    model_type: str  # "llama" | "qwen3"
+    model_type: str  # "llama" | "mistral" | "qwen2" | "qwen3"
     vocab: int
     hidden: int
     intermediate: int
@@ -134,7 +171,20 @@ class Case:
     std_lm_head: float = 0.2
     std_lora_a: float = 0.2
     std_lora_b: float = 0.1
+    std_bias: float = 0.3
+    # HF rope_scaling (classic form, rope_type key), None for plain RoPE
+    rope_scaling: dict | None = None
+    # llama / qwen3: attention_bias (q, k, v and o_proj); qwen2 always has q/k/v biases
+    attention_bias: bool = False
     extra: dict = field(default_factory=dict)
+
+    @property
+    def qkv_bias(self) -> bool:
+        return self.model_type == "qwen2" or self.attention_bias
+
+    @property
+    def o_bias(self) -> bool:
+        return self.model_type != "qwen2" and self.attention_bias
 
 
 CASES = [
@@ -210,7 +260,164 @@ CASES = [
         seed=4004,
         lora={"rank": 2, "alpha": 4, "target_modules": ["q_proj", "v_proj", "lm_head"]},
     ),
+    # --- real families, scaled down from their published shapes ---
+    Case(
+        # Llama 3.2 1B: tied, 4 query heads per kv head, llama3 RoPE scaling. theta and the
+        # original context are chosen so that the frequencies fall in all three llama3 bands
+        # (kept, smoothed, divided by the factor) and the sequences run past the original context.
+        name="llama3_rope_lora",
+        model_type="llama",
+        vocab=48,
+        hidden=64,
+        intermediate=96,
+        layers=2,
+        heads=4,
+        kv_heads=1,
+        head_dim=16,
+        tied=True,
+        rope_theta=500.0,
+        rms_eps=1e-5,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0},
+        seq_lens=[9, 40, 5],
+        seed=5005,
+        max_pos=64,
+        rope_scaling={
+            "rope_type": "llama3",
+            "factor": 8.0,
+            "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0,
+            "original_max_position_embeddings": 32,
+        },
+        lora={"rank": 4, "alpha": 8, "target_modules": list(ALL_PROJ)},
+    ),
+    Case(
+        # Llama 2 long-context fine-tunes: linear position interpolation, untied, full fine-tune.
+        name="llama_linear_rope",
+        model_type="llama",
+        vocab=48,
+        hidden=32,
+        intermediate=40,
+        layers=2,
+        heads=4,
+        kv_heads=4,
+        head_dim=8,
+        tied=False,
+        rope_theta=10000.0,
+        rms_eps=1e-5,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "grad_clip": 0.0},
+        seq_lens=[7, 30, 5],
+        seed=6006,
+        rope_scaling={"rope_type": "linear", "factor": 4.0},
+    ),
+    Case(
+        # Qwen2.5 0.5B: q/k/v biases (no o_proj bias), tied, 7 query heads per kv head
+        # scaled to 3 (q_proj wider than hidden); full fine-tune, so the bias gradients are
+        # compared.
+        name="qwen2_bias",
+        model_type="qwen2",
+        vocab=40,
+        hidden=32,
+        intermediate=40,
+        layers=2,
+        heads=6,
+        kv_heads=2,
+        head_dim=8,
+        tied=True,
+        rope_theta=1000000.0,
+        rms_eps=1e-6,
+        adam={"lr": 2e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3, "weight_decay": 0.01, "grad_clip": 0.5},
+        seq_lens=[7, 12, 5],
+        seed=7007,
+    ),
+    Case(
+        # Qwen2.5 with LoRA on every projection, biased ones included (the bias stays frozen,
+        # as PEFT's bias="none" keeps it).
+        name="qwen2_lora",
+        model_type="qwen2",
+        vocab=40,
+        hidden=32,
+        intermediate=48,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        head_dim=8,
+        tied=False,
+        rope_theta=1000000.0,
+        rms_eps=1e-6,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0},
+        seq_lens=[7, 12, 5],
+        seed=8008,
+        lora={"rank": 4, "alpha": 8, "target_modules": list(ALL_PROJ)},
+    ),
+    Case(
+        # Qwen3 dense with head_dim (32) twice hidden/heads and attention_bias: q/k/v/o biases
+        # together with the q/k norm; full fine-tune.
+        name="qwen3_bias_headdim",
+        model_type="qwen3",
+        vocab=40,
+        hidden=32,
+        intermediate=48,
+        layers=2,
+        heads=2,
+        kv_heads=1,
+        head_dim=32,
+        tied=False,
+        rope_theta=1000000.0,
+        rms_eps=1e-6,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.05, "grad_clip": 0.0},
+        seq_lens=[7, 12, 5],
+        seed=9009,
+        attention_bias=True,
+    ),
+    Case(
+        # Mistral 7B v0.3 (no sliding window): untied, 4 query heads per kv head, LoRA.
+        name="mistral_lora",
+        model_type="mistral",
+        vocab=48,
+        hidden=32,
+        intermediate=56,
+        layers=2,
+        heads=4,
+        kv_heads=1,
+        head_dim=8,
+        tied=False,
+        rope_theta=1000000.0,
+        rms_eps=1e-5,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0},
+        seq_lens=[7, 12, 5],
+        seed=10010,
+        lora={"rank": 4, "alpha": 16, "target_modules": list(ALL_PROJ)},
+    ),
+    Case(
+        # SmolLM2 135M: a Llama with 9 heads of 64 and 3 kv heads (3 query heads each), tied,
+        # theta 1e5; scaled to 3 heads of 16 over 1 kv head; LoRA on attention and MLP.
+        name="smollm_lora",
+        model_type="llama",
+        vocab=48,
+        hidden=48,
+        intermediate=128,
+        layers=3,
+        heads=3,
+        kv_heads=1,
+        head_dim=16,
+        tied=True,
+        rope_theta=100000.0,
+        rms_eps=1e-5,
+        adam={"lr": 1e-2, "beta1": 0.9, "beta2": 0.999, "eps": 1e-3, "weight_decay": 0.0, "grad_clip": 1.0},
+        seq_lens=[7, 12, 5],
+        seed=11011,
+        lora={"rank": 2, "alpha": 4, "target_modules": list(ALL_PROJ)},
+    ),
 ]
+
+QWEN2_WINDOW_OFF = {"use_sliding_window": False, "sliding_window": 4, "max_window_layers": 1}
+
+ARCHITECTURES = {
+    "llama": "LlamaForCausalLM",
+    "mistral": "MistralForCausalLM",
+    "qwen2": "Qwen2ForCausalLM",
+    "qwen3": "Qwen3ForCausalLM",
+}
 
 
 # --------------------------------------------------------------------------------------
@@ -244,8 +451,9 @@ class Rng:
 
 
 def hf_config_dict(c: Case) -> dict:
-    arch = "LlamaForCausalLM" if c.model_type == "llama" else "Qwen3ForCausalLM"
-    return {
+    """config.json in the classic form (rope_theta and rope_scaling at the top level)."""
+    arch = ARCHITECTURES[c.model_type]
+    out = {
         "architectures": [arch],
         "model_type": c.model_type,
         "vocab_size": c.vocab,
@@ -260,9 +468,20 @@ def hf_config_dict(c: Case) -> dict:
         "max_position_embeddings": c.max_pos,
         "tie_word_embeddings": c.tied,
         "hidden_act": "silu",
-        "attention_bias": False,
+        "attention_bias": c.attention_bias,
         "torch_dtype": "float32",
     }
+    if c.model_type in ("qwen2", "mistral"):
+        del out["attention_bias"]  # not a field of these families
+    if c.model_type == "qwen2":
+        # As Qwen2.5 configs carry it: a window that is off (use_sliding_window false). It is
+        # shorter than the sequences here, so the parity shows it is really ignored.
+        out.update(QWEN2_WINDOW_OFF)
+    if c.model_type == "mistral":
+        out["sliding_window"] = None  # MistralConfig's default would be 4096
+    if c.rope_scaling is not None:
+        out["rope_scaling"] = dict(c.rope_scaling)
+    return out
 
 
 def make_base_weights(c: Case, rng: Rng) -> dict[str, torch.Tensor]:
@@ -276,6 +495,12 @@ def make_base_weights(c: Case, rng: Rng) -> dict[str, torch.Tensor]:
         w[p + "self_attn.k_proj.weight"] = rng.normal32((kv_out, c.hidden), c.std_proj)
         w[p + "self_attn.v_proj.weight"] = rng.normal32((kv_out, c.hidden), c.std_proj)
         w[p + "self_attn.o_proj.weight"] = rng.normal32((c.hidden, q_out), c.std_proj)
+        if c.qkv_bias:
+            w[p + "self_attn.q_proj.bias"] = rng.normal32((q_out,), c.std_bias)
+            w[p + "self_attn.k_proj.bias"] = rng.normal32((kv_out,), c.std_bias)
+            w[p + "self_attn.v_proj.bias"] = rng.normal32((kv_out,), c.std_bias)
+        if c.o_bias:
+            w[p + "self_attn.o_proj.bias"] = rng.normal32((c.hidden,), c.std_bias)
         if c.model_type == "qwen3":
             w[p + "self_attn.q_norm.weight"] = rng.around_one32(c.head_dim)
             w[p + "self_attn.k_norm.weight"] = rng.around_one32(c.head_dim)
@@ -341,15 +566,28 @@ def build_hf_model(c: Case, base: dict[str, torch.Tensor]) -> torch.nn.Module:
         max_position_embeddings=c.max_pos,
         tie_word_embeddings=c.tied,
         hidden_act="silu",
-        attention_bias=False,
         attention_dropout=0.0,
     )
+    if c.rope_scaling is not None:
+        common["rope_scaling"] = dict(c.rope_scaling)
     if c.model_type == "llama":
-        model = LlamaForCausalLM._from_config(LlamaConfig(mlp_bias=False, **common), attn_implementation="eager")
+        cfg = LlamaConfig(mlp_bias=False, attention_bias=c.attention_bias, **common)
+        model = LlamaForCausalLM._from_config(cfg, attn_implementation="eager")
+    elif c.model_type == "mistral":
+        cfg = MistralConfig(sliding_window=None, **common)
+        model = MistralForCausalLM._from_config(cfg, attn_implementation="eager")
+    elif c.model_type == "qwen2":
+        cfg = Qwen2Config(**QWEN2_WINDOW_OFF, **common)
+        assert cfg.sliding_window is None and set(cfg.layer_types) == {"full_attention"}
+        model = Qwen2ForCausalLM._from_config(cfg, attn_implementation="eager")
     else:
-        model = Qwen3ForCausalLM._from_config(
-            Qwen3Config(use_sliding_window=False, **common), attn_implementation="eager"
-        )
+        cfg = Qwen3Config(use_sliding_window=False, attention_bias=c.attention_bias, **common)
+        model = Qwen3ForCausalLM._from_config(cfg, attn_implementation="eager")
+    assert model.config.rope_parameters["rope_type"] == (c.rope_scaling or {}).get("rope_type", "default")
+    # the biases the architecture really has are the ones the case says
+    attn = model.model.layers[0].self_attn
+    assert (attn.q_proj.bias is not None) == c.qkv_bias and (attn.v_proj.bias is not None) == c.qkv_bias
+    assert (attn.o_proj.bias is not None) == c.o_bias
     model = model.to(F64)
     attach_rope_params(model, c)
     sd = {k: v.to(F64) for k, v in base.items()}
@@ -366,11 +604,20 @@ def build_hf_model(c: Case, base: dict[str, torch.Tensor]) -> torch.nn.Module:
 
 
 def attach_rope_params(model: torch.nn.Module, c: Case) -> None:
+    found = 0
     for m in model.modules():
-        if isinstance(m, (modeling_llama.LlamaRotaryEmbedding, modeling_qwen3.Qwen3RotaryEmbedding)):
-            assert m.rope_type == "default"
-            m._parity_head_dim = c.head_dim
-            m._parity_theta = c.rope_theta
+        if isinstance(m, ROTARY_CLASSES):
+            found += 1
+            assert m.rope_type == (c.rope_scaling or {}).get("rope_type", "default"), m.rope_type
+            # these rope types scale frequencies only, never the cos/sin amplitude
+            assert m.attention_scaling == 1.0, m.attention_scaling
+            inv = inv_freq64(c.head_dim, c.rope_theta, c.rope_scaling)
+            # transformers' own (float32) table: the float64 one must be it, up to float32 rounding
+            theirs = m.inv_freq.to(F64)
+            assert theirs.shape == inv.shape, (theirs.shape, inv.shape)
+            assert torch.allclose(theirs, inv, rtol=2e-6, atol=0), (theirs, inv)
+            m._parity_inv_freq = inv
+    assert found >= 1
 
 
 def seq_logits(model: torch.nn.Module, tokens: list[int]) -> torch.Tensor:
@@ -397,6 +644,8 @@ def plain_forward(c: Case, w: dict[str, torch.Tensor], tokens: list[int], lora: 
 
     def lin(x, name):
         y = x @ w[name + ".weight"].T
+        if name + ".bias" in w:
+            y = y + w[name + ".bias"]
         if lora is not None and name + ".lora_A.weight" in lora:
             scale = c.lora["alpha"] / c.lora["rank"]
             y = y + scale * ((x @ lora[name + ".lora_A.weight"].T) @ lora[name + ".lora_B.weight"].T)
@@ -405,7 +654,7 @@ def plain_forward(c: Case, w: dict[str, torch.Tensor], tokens: list[int], lora: 
     T, d = len(tokens), c.head_dim
     x = w["model.embed_tokens.weight"][torch.tensor(tokens)]
     pos = torch.arange(T, dtype=F64)
-    inv = 1.0 / (c.rope_theta ** (torch.arange(0, d, 2, dtype=F64) / d))
+    inv = inv_freq64(d, c.rope_theta, c.rope_scaling)
     ang = pos[:, None] * inv[None, :]  # [T, d/2]
     cos, sin = torch.cos(ang), torch.sin(ang)
 
@@ -557,7 +806,7 @@ def run_case(c: Case) -> dict:
     grad_norm = torch.sqrt(sum((g * g).sum() for g in grads.values())).reshape(1)
 
     # tied embeddings: the single parameter gets both uses' gradients
-    if c.tied:
+    if c.tied and not c.lora:
         assert trainable["model.embed_tokens.weight"] is model.lm_head.weight
 
     # --- one AdamW step (after clipping when grad_clip > 0) ---
@@ -592,6 +841,12 @@ def run_case(c: Case) -> dict:
         shutil.rmtree(d)
     d.mkdir(parents=True)
     (d / "config.json").write_text(json.dumps(hf_config_dict(c), indent=2) + "\n")
+    # The same config as transformers 5 itself writes it (RoPE inside rope_parameters).
+    with tempfile.TemporaryDirectory() as t:
+        AutoConfig.from_pretrained(str(d)).save_pretrained(t)
+        v5 = json.loads((Path(t) / "config.json").read_text())
+    assert "rope_parameters" in v5 and "rope_scaling" not in v5, sorted(v5)
+    (d / "config.transformers5.json").write_text(json.dumps(v5, indent=2, sort_keys=True) + "\n")
     save_file({k: v.contiguous() for k, v in base32.items()}, str(d / "model.safetensors"), metadata={"format": "pt"})
     if adapter32 is not None:
         save_file({k: v.contiguous() for k, v in adapter32.items()}, str(d / "adapter.safetensors"), metadata={"format": "pt"})
@@ -627,12 +882,24 @@ def verify_written(c: Case, d: Path, base_logits: list[torch.Tensor], seqs: list
     assert m.config.tie_word_embeddings == c.tied
     assert m.config.rope_parameters["rope_theta"] == c.rope_theta
     assert m.config.head_dim == c.head_dim
+    assert m.config.rope_parameters["rope_type"] == (c.rope_scaling or {}).get("rope_type", "default")
     m = m.to(F64)
     attach_rope_params(m, c)
     m.eval()
     with torch.no_grad():
         for s, lg in zip(seqs, base_logits):
             assert torch.equal(seq_logits(m, s["tokens"]), lg), f"{c.name}: reloaded model differs"
+    # the transformers-5 spelling of the config loads to the very same model
+    with tempfile.TemporaryDirectory() as t:
+        shutil.copy(d / "config.transformers5.json", Path(t) / "config.json")
+        shutil.copy(d / "model.safetensors", Path(t) / "model.safetensors")
+        m5 = AutoModelForCausalLM.from_pretrained(t, dtype=torch.float32, attn_implementation="eager")
+        m5 = m5.to(F64)
+        attach_rope_params(m5, c)
+        m5.eval()
+        with torch.no_grad():
+            for s, lg in zip(seqs, base_logits):
+                assert torch.equal(seq_logits(m5, s["tokens"]), lg), f"{c.name}: transformers-5 config differs"
     stored = load_file(str(d / "model.safetensors"))
     assert all(v.dtype == torch.float32 for v in stored.values())
     exp = load_file(str(d / "expected.safetensors"))
@@ -659,7 +926,7 @@ def main() -> int:
         total += info["bytes"]
         print(json.dumps(info))
     print(f"total fixture bytes: {total}")
-    assert total < 2 * 1024 * 1024
+    assert total < 4 * 1024 * 1024
     return 0
 
 

@@ -72,8 +72,14 @@ interface Family {
   architecture: string;
   /** max_position_embeddings when the key is missing. */
   maxPositions: number;
-  /** head_dim when missing or null: hidden_size // num_attention_heads, or a fixed number. */
+  /** head_dim when missing: hidden_size // num_attention_heads, or a fixed number. */
   headDim: 'derived' | number;
+  /** Whether head_dim may be null (meaning derived); Qwen's attention cannot build with null. */
+  headDimNullable: boolean;
+  /** num_key_value_heads when missing (null always means num_attention_heads). */
+  numKvHeads: 'heads' | number;
+  /** transformers refuses hidden_size not divisible by num_attention_heads (LlamaConfig). */
+  headsDivideHidden: boolean;
   qkNorm: boolean;
   /** attention_bias: read (biases on q, k, v and o together), q/k/v always biased, or none. */
   bias: 'attention_bias' | 'qkv' | 'none';
@@ -88,6 +94,9 @@ const FAMILIES: Record<HfModelType, Family> = {
     architecture: 'LlamaForCausalLM',
     maxPositions: 2048,
     headDim: 'derived',
+    headDimNullable: true,
+    numKvHeads: 'heads',
+    headsDivideHidden: true,
     qkNorm: false,
     bias: 'attention_bias',
     sliding: 'none',
@@ -97,6 +106,9 @@ const FAMILIES: Record<HfModelType, Family> = {
     architecture: 'MistralForCausalLM',
     maxPositions: 4096 * 32,
     headDim: 'derived',
+    headDimNullable: true,
+    numKvHeads: 8,
+    headsDivideHidden: false,
     qkNorm: false,
     bias: 'none',
     sliding: 'mistral',
@@ -106,6 +118,9 @@ const FAMILIES: Record<HfModelType, Family> = {
     architecture: 'Qwen2ForCausalLM',
     maxPositions: 32768,
     headDim: 'derived',
+    headDimNullable: false,
+    numKvHeads: 32,
+    headsDivideHidden: false,
     qkNorm: false,
     bias: 'qkv',
     sliding: 'qwen',
@@ -115,6 +130,9 @@ const FAMILIES: Record<HfModelType, Family> = {
     architecture: 'Qwen3ForCausalLM',
     maxPositions: 32768,
     headDim: 128,
+    headDimNullable: false,
+    numKvHeads: 32,
+    headsDivideHidden: false,
     qkNorm: true,
     bias: 'attention_bias',
     sliding: 'qwen',
@@ -129,7 +147,7 @@ const FAMILIES: Record<HfModelType, Family> = {
 };
 
 /** Defaults every family shares (transformers' config classes agree on these). */
-const SHARED_DEFAULTS = { rmsNormEps: 1e-6, ropeTheta: 10000, mistralSlidingWindow: 4096 };
+const SHARED_DEFAULTS = { rmsNormEps: 1e-6, ropeTheta: 10000, slidingWindow: 4096 };
 
 /**
  * Keys that do not change the model's logits or gradients: provenance, token ids (the
@@ -320,10 +338,15 @@ const ROPE_KEYS: Record<string, readonly string[]> = {
   llama3: ['factor', 'low_freq_factor', 'high_freq_factor', 'original_max_position_embeddings'],
 };
 
-/** A rope_scaling / rope_parameters object → scaling (theta is read by the caller). */
+/**
+ * A rope_scaling / rope_parameters object → scaling (theta is read by the caller). A llama3
+ * scaling without original_max_position_embeddings takes max_position_embeddings, as
+ * transformers' standardize_rope_params does.
+ */
 function readRopeObject(
   obj: Record<string, unknown>,
   where: string,
+  maxPositions: number,
   p: Problems,
 ): RopeScaling | null | undefined {
   const typeKey = 'rope_type' in obj ? 'rope_type' : 'type' in obj ? 'type' : null;
@@ -380,11 +403,14 @@ function readRopeObject(
   if (type === 'linear') return ok ? { type, factor } : undefined;
   const lowFreqFactor = num('low_freq_factor', (x) => x > 0, 'a positive number');
   const highFreqFactor = num('high_freq_factor', (x) => x > 0, 'a positive number');
-  const originalMaxPositions = num(
-    'original_max_position_embeddings',
-    (x) => Number.isInteger(x) && x > 0,
-    'a positive integer',
-  );
+  const originalMaxPositions =
+    obj.original_max_position_embeddings === undefined
+      ? maxPositions
+      : num(
+          'original_max_position_embeddings',
+          (x) => Number.isInteger(x) && x > 0,
+          'a positive integer',
+        );
   if (ok && highFreqFactor <= lowFreqFactor) {
     p.add(`${where}.high_freq_factor`, `must be greater than low_freq_factor (${lowFreqFactor})`);
     ok = false;
@@ -399,7 +425,7 @@ function sameScaling(a: RopeScaling | null, b: RopeScaling | null): boolean {
 }
 
 /** RoPE from rope_parameters (transformers 5) and/or rope_theta + rope_scaling (classic). */
-function readRope(c: HfConfig, p: Problems): Rope | undefined {
+function readRope(c: HfConfig, maxPositions: number, p: Problems): Rope | undefined {
   const before = p.list.length;
   if (c.partial_rotary_factor !== undefined && c.partial_rotary_factor !== 1)
     p.add(
@@ -407,7 +433,7 @@ function readRope(c: HfConfig, p: Problems): Rope | undefined {
       `partial rotary embeddings are not supported (got ${c.partial_rotary_factor}, need 1)`,
     );
   let classic: RopeScaling | null | undefined = null;
-  if (c.rope_scaling) classic = readRopeObject(c.rope_scaling, 'rope_scaling', p);
+  if (c.rope_scaling) classic = readRopeObject(c.rope_scaling, 'rope_scaling', maxPositions, p);
   if (c.rope_parameters) {
     const rp = c.rope_parameters;
     const theta = rp.rope_theta;
@@ -416,7 +442,7 @@ function readRope(c: HfConfig, p: Problems): Rope | undefined {
         'rope_parameters.rope_theta',
         `must be a positive number (got ${JSON.stringify(theta)})`,
       );
-    const scaling = readRopeObject(rp, 'rope_parameters', p);
+    const scaling = readRopeObject(rp, 'rope_parameters', maxPositions, p);
     if (p.list.length > before || scaling === undefined || classic === undefined) return undefined;
     const t = typeof theta === 'number' ? theta : undefined;
     // Both forms present (a config touched by both transformers generations): they must agree.
@@ -447,8 +473,7 @@ function checkSlidingWindow(c: HfConfig, family: Family, maxPositions: number, p
     );
   if (family.sliding === 'mistral') {
     // MistralConfig: sliding_window defaults to 4096; null turns the window off.
-    const w =
-      c.sliding_window === undefined ? SHARED_DEFAULTS.mistralSlidingWindow : c.sliding_window;
+    const w = c.sliding_window === undefined ? SHARED_DEFAULTS.slidingWindow : c.sliding_window;
     if (w !== null && w < maxPositions)
       refuse(
         'sliding_window',
@@ -462,6 +487,13 @@ function checkSlidingWindow(c: HfConfig, family: Family, maxPositions: number, p
   if (family.sliding !== 'qwen') return;
   // Qwen2/Qwen3: the window applies only with use_sliding_window, to layers listed as
   // "sliding_attention" in layer_types (by default, layers from max_window_layers on).
+  // QwenConfig: sliding_window defaults to 4096 and is dropped without use_sliding_window.
+  const window =
+    c.use_sliding_window === true
+      ? c.sliding_window === undefined
+        ? SHARED_DEFAULTS.slidingWindow
+        : c.sliding_window
+      : null;
   const layers = c.num_hidden_layers;
   let types: string[];
   if (c.layer_types) {
@@ -475,18 +507,14 @@ function checkSlidingWindow(c: HfConfig, family: Family, maxPositions: number, p
   } else {
     const start = c.max_window_layers ?? 28;
     types = Array.from({ length: layers }, (_, i) =>
-      c.use_sliding_window === true && c.sliding_window != null && i >= start
-        ? 'sliding_attention'
-        : 'full_attention',
+      window !== null && i >= start ? 'sliding_attention' : 'full_attention',
     );
   }
   const sliding = types.filter((t) => t === 'sliding_attention').length;
-  if (sliding === 0) return;
-  const w = c.use_sliding_window === true ? (c.sliding_window ?? null) : null;
-  if (w !== null && w < maxPositions)
+  if (sliding > 0 && window !== null && window < maxPositions)
     refuse(
       c.layer_types ? 'layer_types' : 'use_sliding_window',
-      w,
+      window,
       `${sliding} of ${layers} layers`,
     );
 }
@@ -560,7 +588,20 @@ export function checkHfConfig(raw: unknown): {
   } else if (c.attention_bias === true)
     p.add('attention_bias', `${family.architecture} has no attention biases`);
 
-  const numKvHeads = c.num_key_value_heads ?? c.num_attention_heads;
+  // a missing key takes the family's default; null means one kv head per query head
+  const numKvHeads =
+    c.num_key_value_heads === undefined
+      ? family.numKvHeads === 'heads'
+        ? c.num_attention_heads
+        : family.numKvHeads
+      : (c.num_key_value_heads ?? c.num_attention_heads);
+  if (family.headsDivideHidden && c.hidden_size % c.num_attention_heads !== 0)
+    p.add(
+      'num_attention_heads',
+      `hidden_size (${c.hidden_size}) must be a multiple of num_attention_heads (${c.num_attention_heads}); ${family.architecture} requires it`,
+    );
+  if (c.head_dim === null && !family.headDimNullable)
+    p.add('head_dim', `must be a number for ${family.architecture} (null cannot be built)`);
   if (c.num_attention_heads % numKvHeads !== 0)
     p.add(
       'num_key_value_heads',
@@ -577,7 +618,7 @@ export function checkHfConfig(raw: unknown): {
       `head_dim must be a positive even integer (got ${headDim})`,
     );
   const maxPositions = c.max_position_embeddings ?? family.maxPositions;
-  const rope = readRope(c, p);
+  const rope = readRope(c, maxPositions, p);
   checkSlidingWindow(c, family, maxPositions, p);
 
   if (p.list.length > 0 || !rope) return { config: null, problems: p.list };

@@ -12,7 +12,18 @@ export const PARITY_CASES = [
   'qwen3_tied_qknorm',
   'qwen3_lora',
   'llama_lora_unembed',
+  // real families, scaled down from their published shapes
+  'llama3_rope_lora',
+  'llama_linear_rope',
+  'qwen2_bias',
+  'qwen2_lora',
+  'qwen3_bias_headdim',
+  'mistral_lora',
+  'smollm_lora',
 ];
+
+/** Each case's config.json (classic form) and the same config as transformers 5 writes it. */
+export const CONFIG_FILES = ['config.json', 'config.transformers5.json'] as const;
 
 export interface ParityCase {
   name: string;
@@ -39,10 +50,14 @@ export function loadCase(name: string): ParityCase {
   };
 }
 
-export function buildModel(name: string, threads = 1): TransformerModel {
+export function buildModel(
+  name: string,
+  threads = 1,
+  configFile: (typeof CONFIG_FILES)[number] = 'config.json',
+): TransformerModel {
   const dir = join(PARITY_DIR, name);
   const c = loadCase(name);
-  const config = parseHfConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+  const config = parseHfConfig(JSON.parse(readFileSync(join(dir, configFile), 'utf8')));
   const model = new TransformerModel(config, {
     threads,
     lora: c.lora

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseSafetensorsF64 } from '../../src/checkpoints/safetensors.js';
-import { PARITY_CASES, PARITY_DIR, relativeError } from './parity-fixtures.js';
+import { CONFIG_FILES, PARITY_CASES, PARITY_DIR, relativeError } from './parity-fixtures.js';
 
 const run = promisify(execFile);
 const PYTHON = join(
@@ -32,7 +32,7 @@ describe('PyTorch reference fixtures', () => {
       maxBuffer: 16 << 20,
     });
     for (const name of PARITY_CASES) {
-      for (const file of ['case.json', 'config.json', 'model.safetensors']) {
+      for (const file of ['case.json', ...CONFIG_FILES, 'model.safetensors']) {
         expect(
           readFileSync(join(out, name, file)).equals(readFileSync(join(PARITY_DIR, name, file))),
           `${name}/${file}`,
