@@ -1,13 +1,18 @@
 // The ONNX serving graph of each supported family (q/k/v and o_proj biases, scaled RoPE, head_dim
 // independent of hidden/heads) against the engine: prompt logprobs, KV-cache decode, and a
 // greedy generation token for token.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { mergeLinear } from '../../src/checkpoints/exports/index.js';
+import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
 import {
   expectedWeightNames,
   expectedWeightShape,
   OnnxDecoder,
 } from '../../src/deployments/onnx/index.js';
 import { type ModelConfig, parseHfConfig, TransformerModel } from '../../src/engine/index.js';
+import { loadCase, PARITY_CASES, PARITY_DIR, relativeError } from '../engine/parity-fixtures.js';
 
 const base = {
   vocab_size: 64,
@@ -180,5 +185,47 @@ describe.each(FAMILIES)('ONNX serving graph: %s', (_name, raw) => {
     expect(tokens).toEqual(sampled.tokens);
     expect(mae(logprobs, sampled.logprobs)).toBeLessThan(1e-4);
     await dec.release();
+  });
+});
+
+describe.each(PARITY_CASES)('ONNX serving graph against transformers (float64): %s', (name) => {
+  it('prompt logprobs of the base model, its LoRA adapter merged in', async () => {
+    const dir = join(PARITY_DIR, name);
+    const c = loadCase(name);
+    const config = parseHfConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+    const weights = parseSafetensors(readFileSync(join(dir, 'model.safetensors'))).tensors;
+    if (c.lora) {
+      // what a deployment of a LoRA fine-tune serves: W + (alpha/r)·B·A
+      const adapter = parseSafetensors(readFileSync(join(dir, 'adapter.safetensors'))).tensors;
+      for (const [key, a] of adapter) {
+        if (!key.endsWith('.lora_A.weight')) continue;
+        const target = key.replace('.lora_A.weight', '.weight');
+        const b = adapter.get(key.replace('lora_A', 'lora_B'))!;
+        const w = weights.get(target)!;
+        const [out, inDim] = w.shape as [number, number];
+        const data = mergeLinear(
+          w.data,
+          a.data,
+          b.data,
+          c.lora.alpha / c.lora.rank,
+          out,
+          inDim,
+          c.lora.rank,
+        );
+        weights.set(target, { shape: w.shape, data });
+      }
+    }
+    const dec = await OnnxDecoder.create(config, weights);
+    const got: number[] = [];
+    for (const s of c.sequences) {
+      // logprob of targets[i] after tokens[..i]: the row of position i
+      const V = config.vocabSize;
+      const rows = (await dec.step(s.tokens)).logprobs;
+      s.targets.forEach((t, i) => got.push(rows[i * V + t] as number));
+    }
+    await dec.release();
+    const err = relativeError(got, c.expected.get('logprobs')!.data);
+    console.log(JSON.stringify({ onnx_parity: name, logprobs_max_rel_err: err }));
+    expect(err).toBeLessThan(1e-5);
   });
 });
