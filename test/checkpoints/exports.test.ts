@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -132,6 +132,45 @@ describe('HF exports', () => {
       'tokenizer.json',
       'tokenizer_config.json',
     ]);
+  });
+
+  it('a merged export of a transformers-5 model keeps its config.json text; a changed config is written anew', async () => {
+    // the llama3-scaled parity model with its LoRA adapter, its base config as transformers 5 saves it
+    const fixture = join(import.meta.dirname, '..', 'fixtures', 'parity', 'llama3_rope_lora');
+    const baseDir = tempDir('v5-base-');
+    copyFileSync(join(fixture, 'config.transformers5.json'), join(baseDir, 'config.json'));
+    copyFileSync(join(fixture, 'model.safetensors'), join(baseDir, 'model.safetensors'));
+    const model = await TransformerModel.fromDirectory(baseDir, {
+      threads: 1,
+      lora: { rank: 4, alpha: 8, targets: ['q_proj', 'v_proj'] },
+    });
+    const seqs = randomSequences(3, [40, 9], model.config.vocabSize);
+    const ref = flatLogprobs(model, seqs);
+    const dir = join(tempDir(), 'merged');
+    await exportMergedModel(model, { dir }, { baseModelDir: baseDir });
+    const v5 = JSON.parse(readFileSync(join(baseDir, 'config.json'), 'utf8'));
+    const { dtype: _d, ...rest } = v5;
+    expect(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8'))).toEqual({
+      ...rest,
+      torch_dtype: 'float32',
+    });
+    expect(flatLogprobs(await TransformerModel.fromDirectory(dir, { threads: 1 }), seqs)).toEqual(
+      ref,
+    );
+    // another RoPE than the base's: the math keys are ours, the base adds only harmless ones
+    const other = new TransformerModel(
+      { ...model.config, ropeScaling: { type: 'linear', factor: 2 } },
+      { threads: 1 },
+    );
+    const otherDir = join(tempDir(), 'other');
+    await exportHfModel(other, { dir: otherDir }, { baseModelDir: baseDir });
+    const written = JSON.parse(readFileSync(join(otherDir, 'config.json'), 'utf8'));
+    expect(written.rope_parameters).toBeUndefined();
+    expect(written.rope_scaling).toEqual({ rope_type: 'linear', factor: 2 });
+    expect(written.bos_token_id).toBe(v5.bos_token_id);
+    expect((await TransformerModel.fromDirectory(otherDir, { threads: 1 })).config).toEqual(
+      other.config,
+    );
   });
 
   it('writeHfModelDir still writes a plain HF directory', async () => {
@@ -278,6 +317,34 @@ describe('PEFT exports', () => {
         name: 'llama-tied',
         lora: { rank: 2, alpha: 6, targets: ['q_proj', 'v_proj', 'up_proj'] },
         config: { qkNorm: false, tieWordEmbeddings: true },
+      },
+      {
+        // q/k/v biases under LoRA adapters of the biased projections
+        name: 'qwen2-bias',
+        lora: { rank: 2, alpha: 4, targets: ['q_proj', 'k_proj', 'v_proj', 'down_proj'] },
+        config: { qkNorm: false, qkvBias: true, modelType: 'qwen2' },
+      },
+      {
+        // Llama attention_bias (q/k/v and o_proj) with llama3 RoPE scaling
+        name: 'llama3-attention-bias',
+        lora: { rank: 2, alpha: 4, targets: ['o_proj', 'v_proj', 'gate_proj'] },
+        config: {
+          qkNorm: false,
+          qkvBias: true,
+          oProjBias: true,
+          ropeScaling: {
+            type: 'llama3',
+            factor: 8,
+            lowFreqFactor: 1,
+            highFreqFactor: 4,
+            originalMaxPositions: 8,
+          },
+        },
+      },
+      {
+        name: 'mistral-linear-rope',
+        lora: { rank: 2, alpha: 4, targets: ['q_proj', 'k_proj'] },
+        config: { qkNorm: false, modelType: 'mistral', ropeScaling: { type: 'linear', factor: 3 } },
       },
     ] as const;
     const root = tempDir('peft-x-');
