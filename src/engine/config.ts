@@ -469,7 +469,7 @@ function checkSlidingWindow(c: HfConfig, family: Family, maxPositions: number, p
   const refuse = (field: string, window: number, what: string) =>
     p.add(
       field,
-      `${what} uses sliding-window attention over ${window} tokens, shorter than max_position_embeddings (${maxPositions}); temper has no sliding-window attention`,
+      `sliding-window attention over ${window} tokens (${what}), shorter than max_position_embeddings (${maxPositions}); temper attends over the whole context and has no sliding window`,
     );
   if (family.sliding === 'mistral') {
     // MistralConfig: sliding_window defaults to 4096; null turns the window off.

@@ -288,6 +288,23 @@ describe('config.json of real families', () => {
     });
   });
 
+  it("missing keys take the values transformers' config classes give them", () => {
+    const { num_key_value_heads: _m, ...mistralNoKv } = MISTRAL_7B_V03;
+    expect(parseHfConfig(mistralNoKv).numKvHeads).toBe(8); // MistralConfig's default
+    expect(parseHfConfig({ ...MISTRAL_7B_V03, num_key_value_heads: null }).numKvHeads).toBe(32);
+    const { num_key_value_heads: _q, ...qwenNoKv } = QWEN3_06B;
+    expect(parseHfConfig({ ...qwenNoKv, num_attention_heads: 32 }).numKvHeads).toBe(32);
+    const { num_key_value_heads: _l, ...llamaNoKv } = LLAMA32_1B;
+    expect(parseHfConfig(llamaNoKv).numKvHeads).toBe(32);
+    const { rms_norm_eps: _e, max_position_embeddings: _p, ...qwenNoEps } = QWEN25_05B;
+    expect(parseHfConfig(qwenNoEps)).toMatchObject({ rmsNormEps: 1e-6, maxPositions: 32768 });
+    // llama3 without its original context: max_position_embeddings (standardize_rope_params)
+    const { original_max_position_embeddings: _o, ...scaling } = LLAMA32_1B.rope_scaling;
+    expect(parseHfConfig({ ...LLAMA32_1B, rope_scaling: scaling }).ropeScaling).toMatchObject({
+      originalMaxPositions: 131072,
+    });
+  });
+
   it('toHfConfig writes a config that parses back to the same configuration', () => {
     for (const raw of [
       LLAMA2_7B,
@@ -455,6 +472,36 @@ describe('refusals name their field', () => {
       /Qwen2ForCausalLM/,
     ],
     ['odd head_dim', { ...LLAMA2_7B, head_dim: 7 }, 'head_dim', /even/],
+    [
+      'Llama heads not dividing hidden',
+      { ...LLAMA2_7B, num_attention_heads: 24, num_key_value_heads: 8, head_dim: 128 },
+      'num_attention_heads',
+      /multiple of num_attention_heads/,
+    ],
+    ['Qwen head_dim null', { ...QWEN3_06B, head_dim: null }, 'head_dim', /must be a number/],
+    [
+      'Qwen window on, default 4096',
+      (({ sliding_window: _, ...r }) => ({ ...r, use_sliding_window: true, max_window_layers: 0 }))(
+        QWEN3_06B,
+      ),
+      'use_sliding_window',
+      /over 4096 tokens \(28 of 28 layers\)/,
+    ],
+    [
+      'rope parameter not of its type',
+      { ...LLAMA2_7B, rope_scaling: { rope_type: 'linear', factor: 2, beta_fast: 32 } },
+      'rope_scaling.beta_fast',
+      /not a parameter/,
+    ],
+    [
+      'v5 partial rotary',
+      {
+        ...LLAMA2_7B,
+        rope_parameters: { rope_type: 'default', rope_theta: 10000, partial_rotary_factor: 0.5 },
+      },
+      'rope_parameters.partial_rotary_factor',
+      /partial rotary/,
+    ],
   ];
   it.each(cases)('%s', (_name, raw, field, message) => {
     const found = problems(raw);
