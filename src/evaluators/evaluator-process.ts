@@ -70,6 +70,8 @@ interface Live {
   cpuBase: number | null;
   cpuNow: number;
   headStart: number;
+  /** Largest address space the runner was seen with (a crash near the limit is the limit). */
+  vsizePeak: number;
 }
 
 const resultSchema = z.union([
@@ -86,6 +88,8 @@ const messageSchema = z.union([
     value: z.unknown().optional(),
     error: z.string().optional(),
     kind: z.string().optional(),
+    /** Processes still alive in the sandbox once the rollout returned (counted by the runner). */
+    strays: z.number().optional(),
   }),
 ]);
 
@@ -132,6 +136,16 @@ function ownCpuSeconds(pid: number): number {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime..cstime are fields 14..17.
     return [11, 12, 13, 14].reduce((s, i) => s + Number(fields[i]), 0) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
+
+/** Virtual memory size of a process, bytes (0 when gone). */
+function vsizeOf(pid: number): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[20]);
   } catch {
     return 0;
   }
@@ -223,6 +237,7 @@ export class EvaluatorProcess {
       cpuBase: null,
       cpuNow: 0,
       headStart: 0,
+      vsizePeak: 0,
     };
     this.live = live;
     // A write to a process that just died is reported by its exit, not here.
@@ -286,7 +301,8 @@ export class EvaluatorProcess {
   }
 
   private onLine(live: Live, line: string, ready: () => void, fail: (e: Error) => void) {
-    if (!line.trim()) return;
+    // Once killed, what else it wrote is not trusted: those rollouts go to a fresh sandbox.
+    if (!line.trim() || live.killReason !== null) return;
     let message: z.infer<typeof messageSchema>;
     try {
       message = messageSchema.parse(JSON.parse(line, revive));
@@ -330,8 +346,10 @@ export class EvaluatorProcess {
       evaluation = { score: 0, valid: false, reason };
     }
     // No process may outlive the rollout that started it (a fork bomb's survivors, a daemon
-    // that would watch later rollouts): the rollout is invalid and the sandbox replaced.
-    const strays = restart || live.runnerPid === null ? 0 : childPids(live.runnerPid).length;
+    // that would watch later rollouts): the rollout is invalid and the sandbox replaced. The
+    // runner counts them as the rollout ends (the parent cannot: the runner is already on the
+    // next rollout when this line arrives); the parent sweeps again when a batch is done.
+    const strays = message.strays ?? 0;
     if (strays > 0 && !restart) {
       evaluation = {
         score: 0,
@@ -351,14 +369,16 @@ export class EvaluatorProcess {
       this.kill(live, null);
       return;
     }
-    if (
-      this.inflight.length === 0 &&
-      this.queue.length === 0 &&
-      live.cpuNow > this.spec.limits.lifetimeCpuSeconds / 2
-    ) {
-      live.retiring = true;
-      live.stdin.end();
-      return;
+    if (this.inflight.length === 0 && this.queue.length === 0) {
+      if (live.runnerPid !== null && childPids(live.runnerPid).length > 0) {
+        this.kill(live, null);
+        return;
+      }
+      if (live.cpuNow > this.spec.limits.lifetimeCpuSeconds / 2) {
+        live.retiring = true;
+        live.stdin.end();
+        return;
+      }
     }
     this.pump();
   }
@@ -374,6 +394,10 @@ export class EvaluatorProcess {
     )
       return limits.memory;
     if (/Resource temporarily unavailable|EAGAIN/.test(tail)) return limits.processes;
+    // Runtimes that cannot map more memory often just crash (SIGSEGV/SIGABRT, no message).
+    const crashed = signal !== null || (code !== null && code >= 128);
+    if (crashed && live.vsizePeak > 0.75 * this.spec.limits.memoryMb * 1024 * 1024)
+      return limits.memory;
     const lastLine = tail.trim().split('\n').at(-1)?.slice(0, 500) ?? '';
     const how = signal ? `was killed by ${signal}` : `exited with code ${code}`;
     return `evaluator process ${how}${lastLine ? `: ${lastLine}` : ''}`;
@@ -451,6 +475,7 @@ export class EvaluatorProcess {
     }
     if (live.runnerPid === null) return;
     const cpu = sandboxCpuSeconds(live.runnerPid);
+    live.vsizePeak = Math.max(live.vsizePeak, vsizeOf(live.runnerPid));
     live.cpuNow = cpu;
     if (live.cpuBase === null) live.cpuBase = cpu;
     else if (cpu - live.cpuBase > limits.cpuSeconds) this.kill(live, this.reasons().cpu);

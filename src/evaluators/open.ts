@@ -9,7 +9,9 @@ import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import { type Evaluation, EvaluatorProcess, type RolloutInput } from './evaluator-process.js';
+import { ensurePythonEnv } from './python-env.js';
 import { JS_RUNNER_FILE, JS_RUNNER_SOURCE } from './runners/js-runner.js';
+import { PY_RUNNER_FILE, PY_RUNNER_SOURCE } from './runners/py-runner.js';
 import {
   processCpuSeconds,
   runtimePrefix,
@@ -18,7 +20,7 @@ import {
   sandboxCommand,
 } from './sandbox.js';
 import { type SandboxSettings, sandboxSettings } from './settings.js';
-import { resolveVersion } from './version.js';
+import { type ResolvedVersion, resolveVersion } from './version.js';
 import { fetchVerifiedFiles, prepareWorkspace, type Workspace } from './workspace.js';
 
 /** What the evaluator needs of the store: its row and the account's secrets. */
@@ -124,6 +126,12 @@ async function transpileTypeScript(path: string, text: string) {
   return { path: path.replace(/\.m?ts$/, '.mjs'), text: out.outputText };
 }
 
+/** requirements.txt at the evaluator's root ('' without one). */
+function requirementsOf(version: ResolvedVersion, contents: Buffer[]): string {
+  const at = version.files.findIndex((f) => f.path === 'requirements.txt');
+  return at < 0 ? '' : contents[at]!.toString('utf8');
+}
+
 const BASE_ENV = {
   PATH: '/usr/local/bin:/usr/bin:/bin',
   HOME: '/tmp',
@@ -167,11 +175,10 @@ export async function openEvaluator(
   const settings = deps.settings ?? sandboxSettings();
   const log = deps.log ?? pino({ level: process.env.TEMPER_LOG_LEVEL ?? 'info' });
   const { version, secrets, contents } = await load(name, deps);
-  if (version.language === 'python')
-    throw new Error(`evaluator ${name} is a Python evaluator; this worker cannot run those yet`);
-  const python = null as { python: string; venv: string; runtime: string[] } | null;
-  const PY_RUNNER_FILE = 'py-runner.py';
-  const PY_RUNNER_SOURCE = '';
+  const python =
+    version.language === 'python'
+      ? await ensurePythonEnv(requirementsOf(version, contents), settings, log)
+      : null;
   const uid = allocateUid(settings);
   let workspace: Workspace | null = null;
   try {
@@ -199,12 +206,12 @@ export async function openEvaluator(
       : [
           process.execPath,
           // V8's heap limit under the address-space limit: running out is a clean report.
-          `--max-old-space-size=${Math.max(64, Math.floor(settings.memoryMb / 2))}`,
+          `--max-old-space-size=${Math.max(64, Math.floor(settings.memoryMb / 4))}`,
           `${SANDBOX_RUNNER_DIR}/${JS_RUNNER_FILE}`,
           entry,
           version.entryFunction ?? '',
         ];
-    const readOnly = python ? [python.venv, ...python.runtime] : [runtimePrefix(process.execPath)];
+    const readOnly = python ? python.readOnly : [runtimePrefix(process.execPath)];
     const proc = new EvaluatorProcess({
       name,
       allowNetwork: version.allowNetwork,

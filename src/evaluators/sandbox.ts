@@ -35,6 +35,10 @@ export interface SandboxSpec {
   runnerDir: string;
   /** Further host paths bound read-only at the same path (a venv, a runtime outside /usr). */
   readOnly: string[];
+  /** Host paths bound writable at the same path (only an environment being built). */
+  readWrite?: string[];
+  /** Limits other than the evaluator's (an environment build needs more room). */
+  limits?: { memoryMb: number; maxProcesses: number; fileMb: number | null };
   allowNetwork: boolean;
   /** uid/gid to run as (the worker is root), or null: the worker's own uid, mapped to nobody. */
   uid: number | null;
@@ -94,12 +98,17 @@ export function sandboxCommand(spec: SandboxSpec, settings: SandboxSettings): Sa
   const prlimit = which('prlimit');
   const mib = 1024 * 1024;
   const cpu = processCpuSeconds(settings);
+  const own = spec.limits ?? {
+    memoryMb: settings.memoryMb,
+    maxProcesses: settings.maxProcesses,
+    fileMb: settings.scratchMb,
+  };
   const limits = [
-    `--as=${settings.memoryMb * mib}`,
+    `--as=${own.memoryMb * mib}`,
     // Threads count as processes here; the two bwrap processes too.
-    `--nproc=${settings.maxProcesses + 2}`,
+    `--nproc=${own.maxProcesses + 2}`,
     `--cpu=${cpu}:${cpu + 5}`,
-    `--fsize=${settings.scratchMb * mib}`,
+    ...(own.fileMb === null ? [] : [`--fsize=${own.fileMb * mib}`]),
     '--core=0',
     '--nofile=1024',
   ];
@@ -147,6 +156,7 @@ export function sandboxCommand(spec: SandboxSpec, settings: SandboxSettings): Sa
     if (covered(p)) continue;
     view.push('--ro-bind', p, p);
   }
+  for (const p of spec.readWrite ?? []) view.push('--bind', p, p);
   view.push(
     '--ro-bind',
     spec.codeDir,

@@ -64,6 +64,12 @@ export const sandboxSettingsSchema = z.strictObject({
     ),
   /** The interpreter Python evaluator environments are made from (must be sandbox-readable). */
   python: z.string().min(1).default('/usr/bin/python3'),
+  /**
+   * Installed into every Python evaluator environment before its own requirements: what
+   * eval-protocol evaluators import (their requirements.txt may be empty, as on the hosted
+   * service).
+   */
+  basePackages: z.array(z.string().min(1)).default(['eval-protocol==0.3.33']),
   /** Extra `pip install` arguments for environment builds (a mirror, --no-index --find-links). */
   pipArgs: z.array(z.string()).default([]),
   /** Time an environment build may take, seconds. */

@@ -113,7 +113,9 @@ export function resolveVersion(name: string, body: unknown): ResolvedVersion {
   if (language === 'python') {
     // eval-protocol's pytest-style `path.py::function`; a bare `path.py` means `evaluate`
     // (or the file's single @evaluation_test function).
-    entryFile = filePart || (files.length === 1 ? files[0]!.path : 'main.py');
+    // Without an entry point: the only .py file, else main.py.
+    const python = files.filter((f) => f.path.endsWith('.py'));
+    entryFile = filePart || (python.length === 1 ? python[0]!.path : 'main.py');
     entryFunction = fnPart || null;
   } else if (language === 'dockerfile') {
     entryFile = filePart || 'Dockerfile';

@@ -10,6 +10,7 @@
 export const JS_RUNNER_FILE = 'js-runner.mjs';
 
 export const JS_RUNNER_SOURCE = String.raw`
+import { readdirSync, readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 
@@ -30,6 +31,22 @@ function kindOf(error) {
   if (error && (error.code === 'EAGAIN' || error.errno === -11) && /spawn|fork/i.test(text + (error.syscall || ''))) return 'processes';
   if (error && typeof error.code === 'string' && /^(ECONNREFUSED|ENETUNREACH|EAI_AGAIN|ENOTFOUND|EHOSTUNREACH)$/.test(error.code)) return 'network';
   return 'error';
+}
+
+// Processes alive under this one (pid 1 of the sandbox: orphans come here too).
+function strays() {
+  let n = 0;
+  try {
+    for (const tid of readdirSync('/proc/self/task')) {
+      const text = readFileSync('/proc/self/task/' + tid + '/children', 'utf8').trim();
+      if (text) n += text.split(' ').length;
+    }
+  } catch {}
+  return n;
+}
+function withStrays(message) {
+  const n = strays();
+  return n > 0 ? { ...message, strays: n } : message;
 }
 
 const [entry, exportName] = process.argv.slice(2);
@@ -53,9 +70,9 @@ for await (const line of lines) {
   const { id, rollout } = JSON.parse(line);
   try {
     const value = await evaluate(rollout);
-    send({ id, ok: true, value: value === undefined ? null : value });
+    send(withStrays({ id, ok: true, value: value === undefined ? null : value }));
   } catch (error) {
-    send({ id, ok: false, error: String(error && error.message ? error.message : error), kind: kindOf(error) });
+    send(withStrays({ id, ok: false, error: String(error && error.message ? error.message : error), kind: kindOf(error) }));
   }
 }
 process.exit(0);
