@@ -31,6 +31,12 @@ export interface JobOrchestrator {
   start(job: JobRef): Promise<void>;
   /** Asks the workflow to stop its pods and end as JOB_STATE_CANCELLED (keeps checkpoints). */
   cancel(job: JobRef): Promise<void>;
+  /**
+   * Whether the job's workflow is still running. A job whose row never reached a final state
+   * but whose workflow has closed (it died before recording its end) has nothing left to stop:
+   * it may be deleted. Without this method every such job counts as running.
+   */
+  isActive?(job: JobRef): Promise<boolean>;
   /** Restarts a FAILED (or preempted) job from its last checkpoint. */
   resume(job: JobRef): Promise<void>;
   /** rlorTrainerJobs: runs one train step on the job's trainer (executeTrainStep). */

@@ -89,6 +89,16 @@ export class TemporalOrchestrator implements JobOrchestrator {
     }
   }
 
+  async isActive(job: JobRef): Promise<boolean> {
+    try {
+      const described = await this.client.workflow.getHandle(workflowIdOf(job)).describe();
+      return described.status.name === 'RUNNING';
+    } catch (error) {
+      if (error instanceof WorkflowNotFoundError) return false;
+      throw error;
+    }
+  }
+
   /**
    * A new run of the job's workflow; it continues from the job's last checkpoint. A run that
    * has just marked the job FAILED may still be closing (it records the state before it

@@ -81,6 +81,13 @@ export interface TrainingPlan {
   rft: RftSettings | null;
   /** A resumed job continues from its last resumable checkpoint. */
   resumeFrom: { checkpoint: string; step: number } | null;
+  /**
+   * Every resumable checkpoint of the job so far, oldest first (resumeFrom is the last): when
+   * the newest fails verification the job restores the one before it.
+   */
+  checkpointHistory: { checkpoint: string; step: number }[];
+  /** Pod job ids are this plus `-t{attempt}` (so the workflow can name a pod being launched). */
+  podJobIdBase: string;
 }
 
 /** A trainer pod serving one job's model. */
@@ -219,7 +226,15 @@ export interface HostActivities {
 export const FAILURE = {
   /** The job or its dataset is invalid: fail the job, never retry. */
   jobInvalid: 'JobInvalid',
+  /**
+   * The resumable checkpoint a segment was to restore from fails verification (DATA_LOSS):
+   * restore an older one instead of retrying this one.
+   */
+  checkpointCorrupt: 'CheckpointCorrupt',
 } as const;
+
+/** An activity found its job already ended (cancelled, ...) and stopped: never retried. */
+export const JOB_ENDED = 'JobEnded';
 
 export const SHARED_TASK_QUEUE = 'temper-jobs';
 

@@ -80,6 +80,17 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     process.kill(pod.pid!, 'SIGKILL');
     const lost = await waitForState(ref, 'JOB_STATE_FAILED');
     expect((lost.status as { message: string }).message).toMatch(/trainer lost/);
+    // As `:resume` does: the job leaves its final state first (the workflow never overwrites
+    // a final state), then the orchestrator starts a new run.
+    await platform.store.update(
+      ref.collection,
+      ref.account,
+      ref.id,
+      (b: Record<string, unknown>) => ({
+        ...b,
+        state: 'JOB_STATE_PENDING',
+      }),
+    );
     await platform.orchestrator.resume(ref);
     await waitForState(ref, 'JOB_STATE_RUNNING');
     const second = service('tr-main');

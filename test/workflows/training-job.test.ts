@@ -1,5 +1,7 @@
 // Managed SFT/DPO jobs end to end on the real platform parts: the Temporal dev server, the
 // SQLite store, local trainer pods training the bundled model, promotion to a model.
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
@@ -116,6 +118,58 @@ describe('managed SFT job workflow', () => {
     expect((job.restoredFrom as { step: number }).step).toBeGreaterThanOrEqual(2);
     const weights = await modelWeights('sft-killed-model');
     expect(weights.equals(uninterrupted)).toBe(true);
+  }, 300_000);
+
+  it('restores the previous checkpoint when the newest fails verification, and says so', async () => {
+    const ref = await createSftJob('sft-corrupt');
+    await platform.orchestrator.start(ref);
+    await waitFor('two checkpoints', async () => {
+      const cp = (await body(ref)).lastCheckpoint as { step: number } | undefined;
+      return cp && cp.step >= 4 ? true : undefined;
+    });
+    // Freeze the pod so no newer checkpoint commits, let the worker record the newest one,
+    // then damage one bit of its shard and kill the pod: the new pod must not retry it.
+    const pod = (await platform.launcher.list()).find((p) => p.state === 'running')!;
+    process.kill(pod.pid!, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 1_500));
+    const frozen = await body(ref);
+    const newest = frozen.lastCheckpoint as { checkpoint: string; step: number };
+    const history = frozen.checkpointHistory as { checkpoint: string; step: number }[];
+    expect(history.at(-1)).toEqual(newest);
+    const previous = history.at(-2)!;
+    expect(previous.step).toBe(newest.step - 2);
+    const shards = (await platform.checkpoints.list(`${newest.checkpoint}/`)).filter((f) =>
+      f.key.endsWith('.safetensors'),
+    );
+    expect(shards.length).toBeGreaterThan(0);
+    const shard = join(platform.dir, 'checkpoints', shards[0]!.key);
+    const bytes = readFileSync(shard);
+    bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x10;
+    writeFileSync(shard, bytes);
+    process.kill(pod.pid!, 'SIGKILL');
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect(result.trainerRestarts).toBe(1);
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    // The job's status names the checkpoint it restored and the one it skipped.
+    const status = job.status as { code: string; message: string };
+    expect(status.code).toBe('OK');
+    expect(status.message).toContain(
+      `restored from ${previous.checkpoint} (step ${previous.step})`,
+    );
+    expect(status.message).toContain(
+      `${newest.checkpoint} (step ${newest.step}) failed verification`,
+    );
+    expect(job.restoredFrom).toMatchObject({
+      checkpoint: previous.checkpoint,
+      step: previous.step,
+      skipped: { checkpoint: newest.checkpoint, step: newest.step },
+    });
+    expect((job.restoredFrom as { skipped: { reason: string } }).skipped.reason).toMatch(
+      /checksum/,
+    );
+    // Replaying from the older checkpoint is as deterministic as from the newer one.
+    expect((await modelWeights('sft-corrupt-model')).equals(uninterrupted)).toBe(true);
   }, 300_000);
 
   it('fails a job whose dataset is invalid, naming the line, without starting a pod', async () => {

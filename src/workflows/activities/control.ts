@@ -4,7 +4,7 @@
  * them anywhere.
  */
 import { createHash } from 'node:crypto';
-import { ApplicationFailure } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { CheckpointError } from '../../checkpoints/dcp/errors.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
@@ -29,8 +29,10 @@ import type {
   TrainingPlan,
 } from '../types.js';
 import { FAILURE, workflowIdOf } from '../types.js';
+import { podJobIdBase, withHeartbeats } from './host-support.js';
 import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
+import { checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
 import { modelContextLength, resolveModel } from './models.js';
 import { buildRftData } from './rft.js';
 
@@ -93,8 +95,12 @@ function nameSeed(name: string): number {
 export function createControlActivities(deps: ControlDeps): ControlActivities {
   const { store } = deps;
 
-  async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
-    await store.update<Record<string, unknown>>(ref.collection, ref.account, ref.id, (body) => ({
+  /**
+   * Writes the job's state unless the job already ended (then nothing changes and it resolves
+   * false): a late write from a run that had not yet noticed a cancel must not revive the job.
+   */
+  async function writeJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<boolean> {
+    return updateLiveJob(store, ref, (body) => ({
       ...body,
       ...update.fields,
       state: update.state,
@@ -108,6 +114,11 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     }));
   }
 
+  async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
+    // A refused write is not an error to retry: the job's end is already recorded.
+    await writeJobStatus(ref, update);
+  }
+
   async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {
     if (ref.collection === 'rlorTrainerJobs')
       throw invalid(`prepareTrainingJob: ${ref.collection} are not managed training jobs`);
@@ -115,7 +126,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
     if (!row) throw invalid(`job ${workflowIdOf(ref)} does not exist`);
     if (typeof row.body.state === 'string' && TERMINAL.has(row.body.state))
       throw invalid(`job ${workflowIdOf(ref)} already ended (${row.body.state})`);
-    await setJobStatus(ref, { state: 'JOB_STATE_VALIDATING' });
+    if (!(await writeJobStatus(ref, { state: 'JOB_STATE_VALIDATING' }))) throw jobEnded(ref);
     const parsed = trainingJobBodySchema.safeParse(row.body);
     if (!parsed.success) {
       const issue = parsed.error.issues[0]!;
@@ -168,6 +179,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         exampleCount: 0,
         maxTrainerRestarts: 5,
         resumeFrom: body.lastCheckpoint ?? null,
+        checkpointHistory: body.lastCheckpoint ? checkpointHistory(row.body) : [],
+        podJobIdBase: podJobIdBase(workflowIdOf(ref)),
         rft,
       };
       const text = await readDatasetText(body.dataset, deps.artifacts);
@@ -192,7 +205,10 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       if (error instanceof ApplicationFailure) throw error;
       throw invalid((error as Error).message);
     }
-    await setJobStatus(ref, {
+    // Cancelled meanwhile (heartbeats carry the request here): nothing more to do.
+    const { cancellationSignal } = Context.current();
+    if (cancellationSignal.aborted) throw cancellationSignal.reason;
+    const running = await writeJobStatus(ref, {
       state: 'JOB_STATE_RUNNING',
       fields: {
         jobProgress: { step: 0, totalSteps: plan.totalSteps, percent: 0 },
@@ -201,6 +217,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         startTime: new Date().toISOString(),
       },
     });
+    if (!running) throw jobEnded(ref);
     return plan;
   }
 
@@ -253,7 +270,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       throw invalid(`invalid trainer job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
     }
     const b = parsed.data;
-    await setJobStatus(ref, { state: 'JOB_STATE_CREATING' });
+    if (!(await writeJobStatus(ref, { state: 'JOB_STATE_CREATING' }))) throw jobEnded(ref);
     const seconds =
       b.inactivityTimeout === undefined ? 3600 : parseDuration(b.inactivityTimeout) / 1000;
     return {
@@ -269,7 +286,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
 
   return {
     prepareTrainerJob,
-    prepareTrainingJob,
+    // Reading the dataset and counting steps can take a while: heartbeats let a cancel reach it.
+    prepareTrainingJob: (ref) => withHeartbeats(() => prepareTrainingJob(ref)),
     setJobStatus,
     claimHost: async () => deps.hostQueue,
     promoteCheckpoint: promote,

@@ -43,9 +43,14 @@ export interface Session {
 
 /** Pod job ids: readable, unique per (job, attempt), within the 63-character limit. */
 export function podJobId(jobName: string, attempt: number): string {
+  return `${podJobIdBase(jobName)}-t${attempt}`;
+}
+
+/** The part of a job's pod ids every attempt shares. */
+export function podJobIdBase(jobName: string): string {
   const id = jobName.split('/').pop()!.slice(0, 40).replace(/-+$/, '');
   const hash = createHash('sha256').update(jobName).digest('hex').slice(0, 6);
-  return `${id}-${hash}-t${attempt}`;
+  return `${id}-${hash}`;
 }
 
 /** One promise per key; a failed one is forgotten so the next call retries. */

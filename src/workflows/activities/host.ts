@@ -7,20 +7,22 @@
  * reattaches to a still-running pod by its job id and model id. Training data is rebuilt from
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { type Evaluate, openEvaluator } from '../../evaluators/index.js';
 import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import { type TrainingDatum, toLossDatum } from '../../sdk/types.js';
-import type {
-  FinishInput,
-  HostActivities,
-  RftSettings,
-  SegmentInput,
-  SegmentResult,
-  TrainerHandle,
-  TrainingPlan,
+import { TrainerError } from '../../trainer/errors.js';
+import {
+  FAILURE,
+  type FinishInput,
+  type HostActivities,
+  type RftSettings,
+  type SegmentInput,
+  type SegmentResult,
+  type TrainerHandle,
+  type TrainingPlan,
 } from '../types.js';
 import {
   cached,
@@ -35,6 +37,7 @@ import {
   withHeartbeats,
 } from './host-support.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
+import { checkpointHistory, jobEnded, refOf, updateLiveJob } from './job-rows.js';
 import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
@@ -145,17 +148,25 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       inactivityTimeoutMs: POD_INACTIVITY_MS,
       ...(deps.threads ? { threads: deps.threads } : {}),
     });
-    const { session: s } = await open(plan, { podJobId: jobId });
-    if (source.adapterDir) await s.client.loadAdapter(source.adapterDir);
-    await updateJob(plan, (body) => ({
-      trainerHost: deps.hostQueue,
-      trainerJobId: jobId,
-      // Every pod the job ran on: where its checkpoints are (GET .../{job}/checkpoints).
-      trainerJobIds: [
-        ...new Set([...(Array.isArray(body.trainerJobIds) ? body.trainerJobIds : []), jobId]),
-      ],
-    }));
-    return { podJobId: jobId, modelId: s.client.modelId, hostQueue: deps.hostQueue };
+    try {
+      const { session: s } = await open(plan, { podJobId: jobId });
+      if (source.adapterDir) await s.client.loadAdapter(source.adapterDir);
+      // Cancelled while the pod started: the workflow holds no handle to it, so it goes here.
+      const { cancellationSignal } = Context.current();
+      if (cancellationSignal.aborted) throw cancellationSignal.reason;
+      await updateJob(plan, (body) => ({
+        trainerHost: deps.hostQueue,
+        trainerJobId: jobId,
+        // Every pod the job ran on: where its checkpoints are (GET .../{job}/checkpoints).
+        trainerJobIds: [
+          ...new Set([...(Array.isArray(body.trainerJobIds) ? body.trainerJobIds : []), jobId]),
+        ],
+      }));
+      return { podJobId: jobId, modelId: s.client.modelId, hostQueue: deps.hostQueue };
+    } catch (error) {
+      await stopTrainer(jobId).catch(() => undefined);
+      throw error;
+    }
   }
 
   /** DPO reference logprobs: computed once from the starting weights, kept in artifacts. */
@@ -224,7 +235,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   async function runSegment(input: SegmentInput): Promise<SegmentResult> {
     const { plan } = input;
     const s = await session(plan, input.trainer);
-    if (input.restoreFrom) await s.client.loadStateWithOptimizer(input.restoreFrom);
+    if (input.restoreFrom) await restore(s, input.restoreFrom);
     const start = new Date();
     const result = plan.rft
       ? await runRftSegment(input, { ...plan, rft: plan.rft }, s)
@@ -248,11 +259,33 @@ export function createHostActivities(deps: HostDeps): HostActivities {
             checkpointType: 'base',
           })
         ).name;
-      await updateJob(plan, {
-        lastCheckpoint: { checkpoint: result.checkpoint, step: result.step },
-      });
+      const saved = { checkpoint: result.checkpoint, step: result.step };
+      await updateJob(plan, (body) => ({
+        lastCheckpoint: saved,
+        // Every resumable checkpoint, oldest first: when the newest fails verification, a
+        // restore (or :resume) falls back to the one before it.
+        checkpointHistory: [...checkpointHistory(body).filter((c) => c.step < saved.step), saved],
+      }));
     }
     return result;
+  }
+
+  /**
+   * Restores a resumable checkpoint into the pod. One that fails verification (a damaged or
+   * missing shard: the pod answers DATA_LOSS, and its model is left as it was, since shards
+   * are verified before anything is applied) is not worth retrying: the workflow is told so
+   * by a failure of its own type and restores an older checkpoint instead.
+   */
+  async function restore(s: Session, checkpoint: string): Promise<void> {
+    try {
+      await s.client.loadStateWithOptimizer(checkpoint);
+    } catch (error) {
+      if (error instanceof TrainerError && error.code === 'checkpoint_corrupt')
+        throw ApplicationFailure.nonRetryable(error.message, FAILURE.checkpointCorrupt, {
+          checkpoint,
+        });
+      throw error;
+    }
   }
 
   /** The job's evaluator runs sandboxed for the segment (one warm process), then is removed. */
@@ -455,11 +488,13 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     plan: TrainingPlan,
     fields: Record<string, unknown> | ((body: Record<string, unknown>) => Record<string, unknown>),
   ) {
-    const [, account, collection, id] = plan.jobName.split('/') as [string, string, never, string];
-    await deps.store.update<Record<string, unknown>>(collection, account, id, (body) => ({
+    const ref = refOf(plan.jobName);
+    const written = await updateLiveJob(deps.store, ref, (body) => ({
       ...body,
       ...(typeof fields === 'function' ? fields(body) : fields),
     }));
+    // The job ended under this activity (cancelled, say): its work is nobody's anymore.
+    if (!written) throw jobEnded(ref);
   }
 
   async function exportFinalWeights(input: FinishInput): Promise<string> {

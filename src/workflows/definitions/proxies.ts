@@ -5,7 +5,7 @@
  * elsewhere).
  */
 import { proxyActivities } from '@temporalio/workflow';
-import type { ControlActivities, HostActivities } from '../types.js';
+import { type ControlActivities, FAILURE, type HostActivities, JOB_ENDED } from '../types.js';
 
 /** Knobs of the orchestration itself (not of the job). */
 export interface WorkflowSettings {
@@ -18,7 +18,20 @@ export interface WorkflowSettings {
 export function controlActivities(startToCloseTimeout = '10 minutes') {
   return proxyActivities<ControlActivities>({
     startToCloseTimeout,
-    retry: { maximumAttempts: 5, nonRetryableErrorTypes: ['JobInvalid'] },
+    retry: { maximumAttempts: 5, nonRetryableErrorTypes: [FAILURE.jobInvalid, JOB_ENDED] },
+  });
+}
+
+/**
+ * Control activities that heartbeat while they work (preparing a job reads and renders its
+ * dataset): a cancel reaches them through the heartbeat's answer, within seconds, and they
+ * stop instead of finishing work nobody waits for.
+ */
+export function heartbeatingControlActivities() {
+  return proxyActivities<ControlActivities>({
+    startToCloseTimeout: '10 minutes',
+    heartbeatTimeout: '10 seconds',
+    retry: { maximumAttempts: 5, nonRetryableErrorTypes: [FAILURE.jobInvalid, JOB_ENDED] },
   });
 }
 

@@ -8,7 +8,14 @@
  */
 import { CancellationScope, defineUpdate, isCancellation, setHandler } from '@temporalio/workflow';
 import { innermostMessage } from '../errors.js';
-import type { JobRef, TrainerExit, TrainStepRequest, TrainStepResult } from '../types.js';
+import {
+  type JobRef,
+  type TrainerExit,
+  type TrainerJobSpec,
+  type TrainStepRequest,
+  type TrainStepResult,
+  workflowIdOf,
+} from '../types.js';
 import {
   controlActivities,
   hostActivities,
@@ -34,7 +41,7 @@ export async function trainerJobWorkflow(
 ): Promise<TrainerExit> {
   let hostQueue: string | undefined;
   let serving = false;
-  const spec = await control.prepareTrainerJob(ref);
+  let spec: TrainerJobSpec | undefined;
   // Steps run one at a time, in arrival order, on the pod's own host; a request without a
   // modelId trains the job's own model (made by the first such step).
   let queue: Promise<unknown> = Promise.resolve();
@@ -45,7 +52,7 @@ export async function trainerJobWorkflow(
       const run = queue.then(async () => {
         const modelId = request.modelId ?? ownModel;
         const result = await host(hostQueue!, settings).executeTrainStep(
-          spec,
+          spec!,
           modelId ? { ...request, modelId } : request,
         );
         if (!request.modelId) ownModel = result.modelId;
@@ -56,11 +63,13 @@ export async function trainerJobWorkflow(
     },
     {
       validator: (_request: TrainStepRequest) => {
-        if (!serving) throw new Error(`trainer job ${spec.jobName} is not serving`);
+        if (!serving) throw new Error(`trainer job ${workflowIdOf(ref)} is not serving`);
       },
     },
   );
   try {
+    // Inside the try: a cancel that arrives while the job is read still ends it CANCELLED.
+    spec = await control.prepareTrainerJob(ref);
     hostQueue = await control.claimHost();
     const address = await host(hostQueue, settings).launchTrainerJob(spec);
     await control.setJobStatus(ref, {
@@ -87,7 +96,7 @@ export async function trainerJobWorkflow(
     return exit;
   } catch (error) {
     await CancellationScope.nonCancellable(async () => {
-      if (hostQueue) await stopPodQuietly(hostQueue, spec.jobId, settings);
+      if (hostQueue && spec) await stopPodQuietly(hostQueue, spec.jobId, settings);
       await control.setJobStatus(ref, {
         state: isCancellation(error) ? 'JOB_STATE_CANCELLED' : 'JOB_STATE_FAILED',
         message: isCancellation(error) ? '' : innermostMessage(error),

@@ -12,18 +12,40 @@
  * checkpoint and continues from its step. Training is deterministic (the data order is a
  * function of the plan, the engine is bitwise reproducible), so the final weights equal an
  * uninterrupted run's. Cancelling the workflow stops the pod and keeps the checkpoints.
+ *
+ * A restore whose checkpoint fails verification (a damaged shard: DATA_LOSS) is not retried:
+ * the job restores the newest checkpoint before it that verifies and says so in its status.
  */
-import { CancellationScope, isCancellation, log } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  isCancellation,
+  log,
+} from '@temporalio/workflow';
 import { innermostMessage } from '../errors.js';
-import type { JobRef, SegmentResult, TrainerHandle, TrainingPlan } from '../types.js';
+import {
+  FAILURE,
+  type JobRef,
+  type SegmentResult,
+  type TrainerHandle,
+  type TrainingPlan,
+} from '../types.js';
 import {
   controlActivities,
+  heartbeatingControlActivities,
   hostActivities,
   stopPodQuietly,
   type WorkflowSettings,
 } from './proxies.js';
 
 const control = controlActivities();
+const prepare = heartbeatingControlActivities();
+
+interface SavedCheckpoint {
+  checkpoint: string;
+  step: number;
+}
 
 export type { WorkflowSettings };
 
@@ -45,46 +67,84 @@ export async function trainingJobWorkflow(
   settings: WorkflowSettings = {},
 ): Promise<TrainingJobResult> {
   let trainer: TrainerHandle | undefined;
+  // A pod being launched, which the workflow holds no handle to yet (a cancel must stop it).
+  let launching: { hostQueue: string; podJobId: string } | undefined;
   let plan: TrainingPlan | undefined;
   // The servable export of the newest checkpoint: a cancelled job's model.
   let lastWeights: { checkpoint: string; step: number } | null = null;
   try {
-    plan = await control.prepareTrainingJob(ref);
-    // The newest resumable checkpoint and the step it was saved at.
-    let checkpoint: string | null = plan.resumeFrom?.checkpoint ?? null;
-    let checkpointAt = plan.resumeFrom?.step ?? 0;
-    let step = checkpointAt;
+    plan = await prepare.prepareTrainingJob(ref);
+    // Resumable checkpoints, oldest first; the last is the newest (and what a restore uses
+    // unless it fails verification, then the one before it).
+    const history: SavedCheckpoint[] = [...(plan.checkpointHistory ?? [])];
+    if (plan.resumeFrom && history.at(-1)?.checkpoint !== plan.resumeFrom.checkpoint)
+      history.push(plan.resumeFrom);
+    const newest = () => history.at(-1) ?? null;
+    let step = newest()?.step ?? 0;
     let restarts = 0;
     let earlyStopped = false;
+    // What the user is told when a corrupt checkpoint was skipped (kept until the job ends).
+    let recovery: string | undefined;
     for (;;) {
       const hostQueue = await control.claimHost();
       const host = hostActivities(hostQueue, settings);
       try {
+        launching = { hostQueue, podJobId: `${plan.podJobIdBase}-t${restarts}` };
         trainer = await host.launchTrainer(plan, restarts);
-        let restoreFrom: string | null = checkpoint;
+        launching = undefined;
+        let restoreFrom: string | null = newest()?.checkpoint ?? null;
         while (step < plan.totalSteps) {
           const toStep = segmentEnd(plan, step);
           // Resumable checkpoints at the frequency and at the end (a finished job's train
           // state can seed another run with its optimizer).
           const save = plan.checkpointEvery > 0 || toStep === plan.totalSteps;
-          const result: SegmentResult = await host.trainSegment({
-            plan,
-            trainer,
-            fromStep: step,
-            toStep,
-            save,
-            restoreFrom,
-          });
+          let result: SegmentResult;
+          try {
+            result = await host.trainSegment({
+              plan,
+              trainer,
+              fromStep: step,
+              toStep,
+              save,
+              restoreFrom,
+            });
+          } catch (error) {
+            const bad = restoreFrom === null ? undefined : corruptCheckpoint(error);
+            if (bad === undefined) throw error;
+            // The pod refused the checkpoint before applying any of it: restore the one
+            // before it on the same pod (or start over from the starting weights).
+            const skipped = history.pop()!;
+            const previous = newest();
+            step = previous?.step ?? 0;
+            restoreFrom = previous?.checkpoint ?? null;
+            recovery = `restored from ${previous ? `${previous.checkpoint} (step ${previous.step})` : 'the starting weights (step 0)'}: ${skipped.checkpoint} (step ${skipped.step}) failed verification: ${bad}`;
+            log.warn('checkpoint failed verification; restoring an older one', {
+              job: plan.jobName,
+              skipped: skipped.checkpoint,
+              restoreFrom,
+            });
+            await control.setJobStatus(ref, {
+              state: 'JOB_STATE_RUNNING',
+              message: recovery,
+              fields: {
+                restoredFrom: {
+                  checkpoint: previous?.checkpoint ?? null,
+                  step,
+                  skipped: { checkpoint: skipped.checkpoint, step: skipped.step, reason: bad },
+                },
+                lastCheckpoint: previous ?? undefined,
+                checkpointHistory: [...history],
+              },
+            });
+            continue;
+          }
           restoreFrom = null;
           step = result.step;
           if (result.earlyStop) {
             earlyStopped = true;
             break;
           }
-          if (result.checkpoint) {
-            checkpoint = result.checkpoint;
-            checkpointAt = result.step;
-          }
+          if (result.checkpoint) history.push({ checkpoint: result.checkpoint, step: result.step });
           if (result.samplerCheckpoint)
             lastWeights = { checkpoint: result.samplerCheckpoint, step: result.step };
         }
@@ -100,37 +160,39 @@ export async function trainingJobWorkflow(
         trainer = undefined;
         await control.setJobStatus(ref, {
           state: earlyStopped ? 'JOB_STATE_EARLY_STOPPED' : 'JOB_STATE_COMPLETED',
+          ...(recovery ? { message: recovery } : {}),
           fields: { outputModel: model.name, trainerRestarts: restarts },
         });
         return { outputModel: model.name, steps: step, trainerRestarts: restarts };
       } catch (error) {
         if (isCancellation(error) || restarts >= plan.maxTrainerRestarts) throw error;
         restarts += 1;
+        const checkpoint = newest();
         log.warn('trainer lost; relaunching from the last checkpoint', {
           job: plan.jobName,
           step,
-          checkpoint,
+          checkpoint: checkpoint?.checkpoint ?? null,
           restarts,
           error: String(error),
         });
         // Best effort: the old pod may be alive (an activity failed, not the pod) or gone.
-        const lost = trainer;
+        const lost = trainer ?? launching;
         trainer = undefined;
-        if (lost) await stopQuietly(lost, settings);
+        launching = undefined;
+        if (lost) await stopPodQuietly(lost.hostQueue, lost.podJobId, settings);
         // Resume from the last checkpoint: steps after it are replayed identically.
-        step = checkpointAt;
+        step = checkpoint?.step ?? 0;
         await control.setJobStatus(ref, {
           state: 'JOB_STATE_RUNNING',
-          fields: {
-            trainerRestarts: restarts,
-            restoredFrom: checkpoint === null ? null : { checkpoint, step: checkpointAt },
-          },
+          ...(recovery ? { message: recovery } : {}),
+          fields: { trainerRestarts: restarts, restoredFrom: checkpoint },
         });
       }
     }
   } catch (error) {
     await CancellationScope.nonCancellable(async () => {
-      if (trainer) await stopQuietly(trainer, settings);
+      const pod = trainer ?? launching;
+      if (pod) await stopPodQuietly(pod.hostQueue, pod.podJobId, settings);
       if (isCancellation(error)) {
         await control.setJobStatus(ref, {
           state: 'JOB_STATE_CANCELLED',
@@ -145,6 +207,14 @@ export async function trainingJobWorkflow(
     });
     throw error;
   }
+}
+
+/** The verification failure of a restore (FAILURE.checkpointCorrupt), else undefined. */
+function corruptCheckpoint(error: unknown): string | undefined {
+  const cause = error instanceof ActivityFailure ? error.cause : error;
+  if (cause instanceof ApplicationFailure && cause.type === FAILURE.checkpointCorrupt)
+    return cause.message;
+  return undefined;
 }
 
 /** Promotes the last checkpoint's weights to the output model (cancelled jobs keep them). */
@@ -166,8 +236,4 @@ async function keepLastWeights(
     log.warn('could not keep the last checkpoint as a model', { error: String(error) });
     return {};
   }
-}
-
-function stopQuietly(trainer: TrainerHandle, settings: WorkflowSettings): Promise<void> {
-  return stopPodQuietly(trainer.hostQueue, trainer.podJobId, settings);
 }

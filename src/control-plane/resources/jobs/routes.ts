@@ -7,7 +7,8 @@
  * - If the orchestrator cannot start the job, the row is deleted again and the error is
  *   UNAVAILABLE: a create either starts a job or leaves nothing (retry with the same id).
  * - Deleting a job that has not ended is refused for managed jobs (cancel first: deleting
- *   would orphan a running workflow and its pods); a trainer job (rlorTrainerJobs) is
+ *   would orphan a running workflow and its pods), unless its workflow has closed (nothing
+ *   left to stop); a trainer job (rlorTrainerJobs) is
  *   cancelled and then deleted, as the Training API's cleanup-on-close expects. Checkpoints
  *   are blobs in the checkpoint store and outlive the row either way.
  * - `:resume` sets the job back to JOB_STATE_PENDING before asking the orchestrator, and
@@ -120,9 +121,20 @@ async function resume(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
   return render(updated);
 }
 
+/** Whether the job's workflow may still be running (true when the orchestrator cannot tell). */
+async function workflowActive(deps: Deps, job: JobRef): Promise<boolean> {
+  if (!deps.orchestrator.isActive) return true;
+  try {
+    return await deps.orchestrator.isActive(job);
+  } catch (err) {
+    throw unavailable(`could not look up the workflow of ${job.id}`, err);
+  }
+}
+
 async function remove(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
   const row = await getRow(deps, spec.collection, ctx.account, id);
-  if (!isFinal(row.body.state)) {
+  // A job whose workflow has closed without recording an end has nothing left to stop.
+  if (!isFinal(row.body.state) && (await workflowActive(deps, ref(spec, ctx, id)))) {
     if (spec.deleteActive === 'refuse')
       throw precondition(
         `${row.name} is ${String(row.body.state)}: cancel it first (:cancel) and delete it once it has ended`,
