@@ -167,6 +167,17 @@ describe('fireworks-ai[training] against temper up', () => {
     expect(out.restored).toBe(0);
   }, 300_000);
 
+  it('the plain tinker client: its basic loop with a tml- key, forward_backward in protobuf', async () => {
+    const out = await ok('tinker_basic.py', 'basic');
+    const losses = out.losses as number[];
+    expect(losses).toHaveLength(4);
+    expect(losses[3]!).toBeLessThan(losses[0]!);
+    expect(out.logprob_lengths).toEqual([30, 19]);
+    expect(out.saved_path).toBe('tinker-step-4');
+    expect(out).toMatchObject({ is_lora: true, lora_rank: 8 });
+    expect(out.models).toEqual(['accounts/temper/models/byte-lm-3m']);
+  }, 300_000);
+
   it('bad requests fail with the server’s message', async () => {
     const out = await ok('trainer_flows.py', 'errors');
     expect(String(out.create)).toContain(

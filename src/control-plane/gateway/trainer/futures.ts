@@ -11,7 +11,12 @@
 import { randomBytes } from 'node:crypto';
 
 export type FutureOutcome =
-  | { ok: true; value: Record<string, unknown> }
+  | {
+      ok: true;
+      value: Record<string, unknown>;
+      /** The same result in protobuf, for clients that accept it (forward ops). */
+      protobuf?: Uint8Array;
+    }
   | { ok: false; message: string; category: 'user' | 'server' | 'unknown' };
 
 interface Entry {

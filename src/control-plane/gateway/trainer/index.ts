@@ -19,6 +19,7 @@ import type { z } from 'zod';
 import { CheckpointCatalog } from '../../../checkpoints/catalog/catalog.js';
 import {
   type CreateModelRequestSchema,
+  type ForwardBackwardOutput,
   fromGrpcError,
   ServingStatus,
   type TrainerError,
@@ -27,6 +28,7 @@ import type { Deps } from '../../context.js';
 import { principalOf } from '../../http/auth.js';
 import { ApiError, invalid, notFound, toApiError, zodMessage } from '../../http/errors.js';
 import { type FutureOutcome, FutureTable, type FutureTableOptions } from './futures.js';
+import { decodeForwardBackward, encodeForwardOutput, PROTOBUF_CONTENT_TYPE } from './protobuf.js';
 import { TrainerChannels, type TrainerTarget } from './trainers.js';
 import {
   checkpointRef,
@@ -62,6 +64,8 @@ interface Params {
 
 interface OpCtx {
   req: FastifyRequest;
+  /** The JSON body (a protobuf forward_backward already decoded into the JSON form). */
+  body: unknown;
   reply: FastifyReply;
   trainer: () => Promise<TrainerTarget>;
   account: string;
@@ -125,7 +129,14 @@ async function outcome(
   call: () => Promise<Record<string, unknown>>,
 ): Promise<FutureOutcome> {
   try {
-    return { ok: true, value: await call() };
+    const value = await call();
+    const protobuf = value[PROTOBUF_RESULT];
+    delete value[PROTOBUF_RESULT];
+    return {
+      ok: true,
+      value,
+      ...(protobuf instanceof Uint8Array ? { protobuf } : {}),
+    };
   } catch (err) {
     const e = fromGrpcError(err, what);
     return {
@@ -134,6 +145,13 @@ async function outcome(
       category: USER_CODES.has(grpcName(e)) ? 'user' : 'server',
     };
   }
+}
+
+/** Where a forward op's result carries its protobuf form until the future settles. */
+const PROTOBUF_RESULT = '__protobuf';
+
+function forwardResult(out: ForwardBackwardOutput | undefined): Record<string, unknown> {
+  return { ...fromProtoOutput(out), [PROTOBUF_RESULT]: encodeForwardOutput(out) };
 }
 
 function parse<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
@@ -203,7 +221,7 @@ export function trainerGatewayRoutes(
       };
     },
     'POST create_session': async (ctx) => {
-      const body = parse(createSessionBody, ctx.req.body);
+      const body = parse(createSessionBody, ctx.body);
       const { client } = await ctx.trainer();
       const res = await client.createSession({
         tags: body.tags ?? [],
@@ -213,17 +231,20 @@ export function trainerGatewayRoutes(
       return { session_id: res.sessionId };
     },
     'POST session_heartbeat': async (ctx) => {
-      const body = parse(sessionBody, ctx.req.body);
+      const body = parse(sessionBody, ctx.body);
       const { client } = await ctx.trainer();
       await client.heartbeat({ sessionId: body.session_id });
       return {};
     },
+    // The plain tinker client's start-up call (the Fireworks SDK has this built in): plain
+    // HTTP transport, every other setting at the client's default.
+    'POST client/config': async () => ({ use_pyqwest_transport: false }),
     'POST telemetry': async (ctx) => {
-      parse(telemetryBody, ctx.req.body);
+      parse(telemetryBody, ctx.body);
       return { status: 'accepted' };
     },
     'POST create_model': async (ctx) => {
-      const b = parse(createModelBody, ctx.req.body);
+      const b = parse(createModelBody, ctx.body);
       return future(ctx, 'create_model', async ({ client }) => {
         // A reference is the frozen base without an adapter: asked for with `base_only`, or
         // any model of a forward-only trainer (the SDK creates a reference trainer's model
@@ -241,21 +262,21 @@ export function trainerGatewayRoutes(
       });
     },
     'POST forward': async (ctx) => {
-      const b = parse(forwardBody, ctx.req.body);
+      const b = parse(forwardBody, ctx.body);
       const request = toForwardRequest(b, b.forward_input);
       return future(ctx, 'forward', async ({ client }) =>
-        fromProtoOutput((await client.forward(request)).output),
+        forwardResult((await client.forward(request)).output),
       );
     },
     'POST forward_backward': async (ctx) => {
-      const b = parse(forwardBackwardBody, ctx.req.body);
+      const b = parse(forwardBackwardBody, ctx.body);
       const request = toForwardRequest(b, b.forward_backward_input);
       return future(ctx, 'forward_backward', async ({ client }) =>
-        fromProtoOutput((await client.forwardBackward(request)).output),
+        forwardResult((await client.forwardBackward(request)).output),
       );
     },
     'POST optim_step': async (ctx) => {
-      const b = parse(optimStepBody, ctx.req.body);
+      const b = parse(optimStepBody, ctx.body);
       const request = toOptimStepRequest(b);
       return future(ctx, 'optim_step', async ({ client }) => {
         const res = await client.optimStep(request);
@@ -263,7 +284,7 @@ export function trainerGatewayRoutes(
       });
     },
     'POST save_weights': async (ctx) => {
-      const b = parse(saveWeightsBody, ctx.req.body);
+      const b = parse(saveWeightsBody, ctx.body);
       return future(ctx, 'save_weights', async ({ client }) => {
         const res = await client.saveState({
           modelId: b.model_id,
@@ -275,7 +296,7 @@ export function trainerGatewayRoutes(
       });
     },
     'POST load_weights': async (ctx) => {
-      const b = parse(loadWeightsBody, ctx.req.body);
+      const b = parse(loadWeightsBody, ctx.body);
       const path = checkpointRef(ctx.account, b.path);
       const request = { modelId: b.model_id, seqId: b.seq_id, path };
       return future(ctx, 'load_weights', async ({ client }) => {
@@ -286,7 +307,7 @@ export function trainerGatewayRoutes(
       });
     },
     'POST save_weights_for_sampler': async (ctx) => {
-      const b = parse(saveForSamplerBody, ctx.req.body);
+      const b = parse(saveForSamplerBody, ctx.body);
       return future(ctx, 'save_weights_for_sampler', async ({ client }) => {
         const res = await client.saveWeightsForSampler({
           modelId: b.model_id,
@@ -300,7 +321,7 @@ export function trainerGatewayRoutes(
       });
     },
     'POST load_adapter': async (ctx) => {
-      const b = parse(loadAdapterBody, ctx.req.body);
+      const b = parse(loadAdapterBody, ctx.body);
       return future(ctx, 'load_adapter', async ({ client }) => {
         await client.loadAdapter({
           modelId: b.model_id,
@@ -311,45 +332,67 @@ export function trainerGatewayRoutes(
       });
     },
     'POST get_info': async (ctx) => {
-      const b = parse(getInfoBody, ctx.req.body);
+      const b = parse(getInfoBody, ctx.body);
       const { client } = await ctx.trainer();
       return infoJson((await client.getInfo({ modelId: b.model_id })).info, b.model_id);
     },
     'POST retrieve_future': async (ctx) => {
-      const b = parse(retrieveFutureBody, ctx.req.body);
+      const b = parse(retrieveFutureBody, ctx.body);
       const poll = await futures.poll(ctx.account, b.request_id);
       if (poll.state === 'unknown') throw notFound(`unknown request_id '${b.request_id}'`);
       if (poll.state === 'pending')
         return { type: 'try_again', request_id: b.request_id, queue_state: 'active' };
       const o = poll.outcome;
-      return o.ok ? o.value : { error: o.message, category: o.category };
+      if (!o.ok) return { error: o.message, category: o.category };
+      const accept = String(ctx.req.headers.accept ?? '');
+      if (o.protobuf && accept.includes(PROTOBUF_CONTENT_TYPE))
+        return ctx.reply.type(PROTOBUF_CONTENT_TYPE).send(Buffer.from(o.protobuf));
+      return o.value;
     },
   };
 
-  app.route({
-    method: ['GET', 'POST'],
-    url: TRAINER_GATEWAY_ROUTE,
-    handler: async (req, reply) => {
-      const p = req.params as Params;
-      const op = ops[`${req.method} ${p['*']}`];
-      if (!op) throw notFound(`no trainer gateway operation ${req.method} ${p['*']}`);
-      const principal = principalOf(req);
-      let target: Promise<TrainerTarget> | undefined;
-      const ctx: OpCtx = {
-        req,
-        reply,
-        account: p.account,
-        trainer: () => {
-          target ??= channels.resolve(principal.account, p.account, p.job);
-          return target;
-        },
-      };
-      try {
-        return await op(ctx);
-      } catch (err) {
-        throw gatewayError(err instanceof ApiError ? err : toGatewayInput(err), p['*']);
-      }
-    },
+  app.register(async (scope) => {
+    // The plain tinker client sends forward_backward as protobuf (protobuf.ts).
+    scope.addContentTypeParser(PROTOBUF_CONTENT_TYPE, { parseAs: 'buffer' }, (_req, body, done) =>
+      done(null, body),
+    );
+    scope.route({
+      method: ['GET', 'POST'],
+      url: TRAINER_GATEWAY_ROUTE,
+      handler: async (req, reply) => {
+        const p = req.params as Params;
+        let name = p['*'];
+        let body: unknown = req.body;
+        try {
+          if (Buffer.isBuffer(body)) {
+            if (name !== 'forward_backward')
+              throw invalid(`${name}: send JSON (only forward_backward takes a protobuf body)`);
+            ({ op: name, body } = decodeForwardBackward(body));
+          }
+        } catch (err) {
+          throw gatewayError(err, p['*']);
+        }
+        const op = ops[`${req.method} ${name}`];
+        if (!op) throw notFound(`no trainer gateway operation ${req.method} ${p['*']}`);
+        const principal = principalOf(req);
+        let target: Promise<TrainerTarget> | undefined;
+        const ctx: OpCtx = {
+          req,
+          reply,
+          body,
+          account: p.account,
+          trainer: () => {
+            target ??= channels.resolve(principal.account, p.account, p.job);
+            return target;
+          },
+        };
+        try {
+          return await op(ctx);
+        } catch (err) {
+          throw gatewayError(err instanceof ApiError ? err : toGatewayInput(err), p['*']);
+        }
+      },
+    });
   });
 }
 
