@@ -1,0 +1,3 @@
+// Models brought by users: the public face of src/models (validation of an HF model directory
+// before an import may use it).
+export { type ModelProblem, type ModelValidation, validateModelDirectory } from './validate.js';
