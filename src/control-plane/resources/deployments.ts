@@ -147,6 +147,8 @@ async function create(deps: Deps, ctx: RequestCtx) {
     await reg.delete(created.name).catch(() => undefined);
     throw precondition(`could not load ${adapter} on its base: ${(err as Error).message}`);
   }
+  // its gateway lists the LoRA model (GET /inference/v1/models) and names it in responses
+  reg.gateway(created.name).setAddons([adapter]);
   return renderDeployment(reg.get(created.name));
 }
 
