@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The `temper` command.
 import { Command, InvalidArgumentError } from 'commander';
+import { restrictFileModes } from '../util/private-files.js';
 import { addBillingCommand } from './billing-command.js';
 import { addDeploymentCommands } from './commands/deployments.js';
 import { addGenericVerbs } from './commands/generic.js';
@@ -138,6 +139,9 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
   addBillingCommand(program);
   return program;
 }
+
+// Before anything can create a file: data, keys and credentials are the owner's only.
+restrictFileModes();
 
 buildProgram()
   .then((program) => program.parseAsync(process.argv))

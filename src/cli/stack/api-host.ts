@@ -12,6 +12,7 @@ import { openStore } from '../../control-plane/store/index.js';
 import type { Store } from '../../control-plane/store/types.js';
 import { DeploymentRegistry } from '../../deployments/registry.js';
 import { TemporalOrchestrator } from '../../workflows/index.js';
+import { loadSecretsKey } from './secrets-key.js';
 import type { PlatformSettings } from './settings.js';
 
 export interface ApiHost {
@@ -41,7 +42,8 @@ export async function startApiHost(
 ): Promise<ApiHost> {
   const closers: (() => Promise<unknown>)[] = [];
   try {
-    const store = openStore(settings.storeUrl);
+    const secretsKey = await loadSecretsKey(settings, { create: false });
+    const store = openStore(settings.storeUrl, secretsKey ? { secretsKey } : {});
     closers.push(() => store.close());
     await store.migrate();
     const artifacts = await openObjectStore(settings.artifactsUrl);

@@ -31,6 +31,12 @@ export const settingsSchema = z.strictObject({
    * `model_base_url` (127.0.0.1; a routable address when the user's server runs elsewhere).
    */
   rolloutTracerHost: z.string().min(1),
+  /**
+   * The operator's key that seals secrets at rest (32 random bytes, base64): a file
+   * (`<dataDir>/secrets.key` by default, which `temper up` creates 0600 when missing). The
+   * TEMPER_SECRETS_KEY environment variable, when set, holds the key itself instead.
+   */
+  secretsKeyFile: z.string().min(1),
 });
 
 export type PlatformSettings = z.output<typeof settingsSchema>;
@@ -41,6 +47,8 @@ type Env = Record<string, string | undefined>;
 export function defaultDataDir(env: Env = process.env): string {
   return env.TEMPER_HOME || join(homedir(), '.temper');
 }
+
+export const SECRETS_KEY_FILE_NAME = 'secrets.key';
 
 /** Where `temper up` writes the API URL, account and key the CLI uses by default. */
 export function credentialsPath(dataDir: string): string {
@@ -70,6 +78,11 @@ export function platformSettings(
     trainersDir: pick('trainersDir', 'TEMPER_TRAINERS_DIR', join(dataDir, 'trainers')),
     apiPort: Number(pick('apiPort', 'TEMPER_API_PORT', 8080)),
     rolloutTracerHost: pick('rolloutTracerHost', 'TEMPER_ROLLOUT_TRACER_HOST', '127.0.0.1'),
+    secretsKeyFile: pick(
+      'secretsKeyFile',
+      'TEMPER_SECRETS_KEY_FILE',
+      join(dataDir, SECRETS_KEY_FILE_NAME),
+    ),
   });
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;

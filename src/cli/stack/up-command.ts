@@ -49,11 +49,15 @@ interface UpFlags {
   apiPort?: number;
   temporalPort?: number;
   threads?: number;
+  secretsKeyFile?: string;
   output: OutputFormat;
 }
 
 function upSettings(flags: UpFlags): PlatformSettings {
-  const base = platformSettings(flags.dataDir ? { dataDir: flags.dataDir } : {});
+  const base = platformSettings({
+    ...(flags.dataDir ? { dataDir: flags.dataDir } : {}),
+    ...(flags.secretsKeyFile ? { secretsKeyFile: flags.secretsKeyFile } : {}),
+  });
   const host = base.temporalAddress.slice(0, base.temporalAddress.lastIndexOf(':'));
   return {
     ...base,
@@ -87,6 +91,7 @@ async function up(flags: UpFlags): Promise<void> {
     account: stack.credentials.account,
     credentials: stack.credentialsPath,
     dataDir: settings.dataDir,
+    secretsKey: process.env.TEMPER_SECRETS_KEY ? 'TEMPER_SECRETS_KEY' : settings.secretsKeyFile,
     store: settings.storeUrl,
     artifacts: settings.artifactsUrl,
     checkpoints: settings.checkpointsUrl,
@@ -165,6 +170,10 @@ export function addUpCommands(program: Command): void {
     .option('--api-port <port>', 'control plane port (default $TEMPER_API_PORT or 8080)', port)
     .option('--temporal-port <port>', 'Temporal dev server port (default 7233)', port)
     .option('--threads <n>', 'engine threads per trainer pod (default: all cores)', positiveInt)
+    .option(
+      '--secrets-key-file <path>',
+      'key that seals secrets at rest (default $TEMPER_SECRETS_KEY_FILE or <data dir>/secrets.key, made when missing; $TEMPER_SECRETS_KEY holds the key itself)',
+    )
     .option('-o, --output <format>', 'json: one stack_ready line; text', parseOutputFormat, 'text')
     .action((flags: UpFlags) => up(flags));
 

@@ -9,18 +9,22 @@
  *
  * On first start it makes the account `default` and an API key (the store keeps its hash)
  * and writes the plain key with the API URL and account to <dataDir>/credentials.json
- * (mode 0600), which the CLI reads by default. close() stops everything in the reverse order.
+ * (mode 0600), which the CLI reads by default. Secrets are sealed with the key in
+ * <dataDir>/secrets.key (made 0600 on first start) or TEMPER_SECRETS_KEY; a store holding
+ * secrets that key cannot open stops the start with a clear message. close() stops everything
+ * in the reverse order.
  */
-import { mkdir } from 'node:fs/promises';
+import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DefaultLogger, type LogEntry, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { bootstrapAccount } from '../../control-plane/index.js';
-import type { Store } from '../../control-plane/store/types.js';
+import { openStore, type Store, StoreError } from '../../control-plane/store/index.js';
 import { startDevServer, type TemporalDevServer } from '../../orchestration/dev-server.js';
 import { bundleWorkflows } from '../../workflows/index.js';
 import { type Credentials, readCredentials, writeCredentials } from '../api/connection.js';
 import { closeAll, startApiHost } from './api-host.js';
+import { loadSecretsKey, SECRETS_KEY_ENV } from './secrets-key.js';
 import { credentialsPath, type PlatformSettings } from './settings.js';
 import { defaultHostId, startWorkerHost, type WorkerHost } from './worker-host.js';
 
@@ -105,8 +109,13 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   const { settings } = opts;
   const step = opts.onStep ?? (() => {});
   const dataDir = settings.dataDir;
+  // The data directory is its owner's only (the process umask makes what is created in it
+  // private too; an older data directory made before that is tightened here).
+  await mkdir(dataDir, { recursive: true, mode: 0o700 });
+  await chmod(dataDir, 0o700);
   await mkdir(join(dataDir, 'temporal'), { recursive: true });
   await mkdir(join(dataDir, 'logs'), { recursive: true });
+  await checkSecrets(settings);
   installTemporalRuntime();
   const closers: (() => Promise<unknown>)[] = [];
   try {
@@ -114,6 +123,26 @@ export async function startStack(opts: StackOptions): Promise<Stack> {
   } catch (err) {
     await closeAll(closers).catch(() => undefined);
     throw err;
+  }
+}
+
+/**
+ * Makes the secrets key file when there is none, and refuses to go on (before anything
+ * starts) when the store holds secrets that key cannot open.
+ */
+async function checkSecrets(settings: PlatformSettings): Promise<void> {
+  const secretsKey = await loadSecretsKey(settings, { create: true });
+  const store = openStore(settings.storeUrl, secretsKey ? { secretsKey } : {});
+  try {
+    await store.migrate();
+  } catch (err) {
+    if (err instanceof StoreError && err.code === 'failed_precondition')
+      throw new Error(
+        `temper up refuses to start: ${err.message}. The key in use is ${process.env[SECRETS_KEY_ENV] ? SECRETS_KEY_ENV : settings.secretsKeyFile}.`,
+      );
+    throw err;
+  } finally {
+    await store.close();
   }
 }
 

@@ -23,6 +23,10 @@ export function addWorkerCommand(program: Command): void {
     .option('--data-dir <dir>', 'platform data directory (default $TEMPER_HOME or ~/.temper)')
     .option('--temporal-address <host:port>', 'Temporal frontend (default 127.0.0.1:7233)')
     .option('--store-url <url>', 'sqlite:///path.db or postgres://...')
+    .option(
+      '--secrets-key-file <path>',
+      'key that opens secrets for evaluators (default $TEMPER_SECRETS_KEY_FILE or <data dir>/secrets.key; $TEMPER_SECRETS_KEY holds the key itself)',
+    )
     .action(
       async (opts: {
         hostId: string;
@@ -30,11 +34,13 @@ export function addWorkerCommand(program: Command): void {
         dataDir?: string;
         temporalAddress?: string;
         storeUrl?: string;
+        secretsKeyFile?: string;
       }) => {
         const settings = platformSettings({
           ...(opts.dataDir ? { dataDir: opts.dataDir } : {}),
           ...(opts.temporalAddress ? { temporalAddress: opts.temporalAddress } : {}),
           ...(opts.storeUrl ? { storeUrl: opts.storeUrl } : {}),
+          ...(opts.secretsKeyFile ? { secretsKeyFile: opts.secretsKeyFile } : {}),
         });
         // Loaded on use: the worker pulls in Temporal and the store, which other verbs skip.
         const { startWorkerHost } = await import('./worker-host.js');

@@ -17,6 +17,7 @@ import {
   type TrainerLaunchSpec,
 } from '../../trainer/launcher/index.js';
 import { startTemperWorker, type TemperWorker } from '../../workflows/index.js';
+import { loadSecretsKey } from './secrets-key.js';
 import { defaultHostId, type PlatformSettings } from './settings.js';
 
 export { defaultHostId };
@@ -77,7 +78,9 @@ export async function startWorkerHost(
   settings: PlatformSettings,
   options: WorkerHostOptions = {},
 ): Promise<WorkerHost> {
-  const store = await openStore(settings.storeUrl);
+  // Evaluators read the account's secrets: the worker opens them with the same key.
+  const secretsKey = await loadSecretsKey(settings, { create: false });
+  const store = openStore(settings.storeUrl, secretsKey ? { secretsKey } : {});
   await store.migrate();
   const [artifacts, checkpoints] = await Promise.all([
     openObjectStore(settings.artifactsUrl),

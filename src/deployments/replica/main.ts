@@ -6,6 +6,7 @@ import { z } from 'zod';
 import { storeSnapshot } from '../../checkpoints/deltas/snapshot.js';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { parseHfConfig } from '../../engine/config.js';
+import { restrictFileModes } from '../../util/private-files.js';
 import { deploymentLogger } from '../log.js';
 import { ReplicaRuntime } from './runtime.js';
 import { serverPort, startReplicaServer } from './server.js';
@@ -27,6 +28,8 @@ export const replicaConfigSchema = z.object({
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;
 
 async function main(): Promise<void> {
+  // Whatever a replica writes (logs, scratch) is its owner's only, as in every temper process.
+  restrictFileModes();
   const cfg = replicaConfigSchema.parse(JSON.parse(process.env.TEMPER_REPLICA_CONFIG ?? '{}'));
   const files = new Map<string, Buffer>();
   for (const f of await readdir(cfg.baseModelDir))
