@@ -1,6 +1,7 @@
 // Managed RFT end to end: rollouts through a hot-loaded deployment, an uploaded evaluator
 // module, group advantages, GRPO steps on a LoRA trainer, promotion; and early stopping.
 // (Remote environments: test/e2e/eval-protocol.test.ts, with eval-protocol's own server.)
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
@@ -134,6 +135,81 @@ describe('managed RFT job workflow', () => {
     await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
     expect(((await body(ref)).status as { message: string }).message).toBe(
       "Evaluator 'nope' not found in account",
+    );
+  }, 120_000);
+});
+
+describe('malicious evaluators in a real RFT job', () => {
+  const rolloutsOf = async (ref: JobRef) =>
+    (await platform.artifacts.get(`${workflowIdOf(ref)}/rollouts/step-000001.jsonl`))
+      .toString()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { score: number; valid: boolean; reason: string });
+
+  it("cannot read the store, credentials, another account's data or the worker's env", async () => {
+    await platform.artifacts.put('accounts/beta/datasets/private/data.jsonl', '{"x":"beta"}\n');
+    const targets = [
+      join(platform.dir, 'temper.db'),
+      join(platform.dir, 'artifacts', 'accounts/beta/datasets/private/data.jsonl'),
+      join(platform.dir, 'credentials.json'),
+    ];
+    await putEvaluator(platform, 'acme', 'snoop', {
+      'snoop.mjs': `
+        import { readFileSync } from 'node:fs';
+        const targets = ${JSON.stringify(targets)};
+        export default ({ completion }) => {
+          const seen = targets.map((t) => { try { readFileSync(t); return 'READ'; } catch (e) { return e.code; } });
+          return { score: Math.min(1, completion.length / 24), reason: seen.join(',') + '|' + Object.keys(process.env).sort().join(',') };
+        };`,
+    });
+    const ref = await createRftJob('rft-snoop', 'snoop', 1);
+    await platform.orchestrator.start(ref);
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect((await body(ref)).state).toBe('JOB_STATE_COMPLETED');
+    const reasons = new Set((await rolloutsOf(ref)).map((r) => r.reason));
+    expect([...reasons]).toEqual(['ENOENT,ENOENT,ENOENT|HOME,LANG,PATH,PWD,TMPDIR']);
+  }, 300_000);
+
+  it("an endless loop is killed per rollout at the job's rolloutTimeout; the worker keeps its timers", async () => {
+    await putEvaluator(platform, 'acme', 'spinner', {
+      'spin.mjs': 'export default () => { for (;;) {} };',
+    });
+    const ref = await createRftJob('rft-spinner', 'spinner', 2, { rolloutTimeout: 1 });
+    let ticks = 0;
+    const heartbeat = setInterval(() => ticks++, 100);
+    await platform.orchestrator.start(ref);
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    clearInterval(heartbeat);
+    const job = await body(ref);
+    // Every rollout scored 0 (invalid): the epoch scored uniformly, so the job stops early.
+    expect(job.state).toBe('JOB_STATE_EARLY_STOPPED');
+    const rollouts = await rolloutsOf(ref);
+    expect(rollouts).toHaveLength(12);
+    for (const r of rollouts)
+      expect(r).toMatchObject({
+        score: 0,
+        valid: false,
+        reason: 'evaluator exceeded its wall-time limit of 1 s',
+      });
+    // Twelve seconds of spinning evaluators, and this process's event loop never stopped.
+    expect(ticks).toBeGreaterThan(50);
+  }, 300_000);
+
+  it('an evaluator changed after upload fails the job, naming it, before a pod starts', async () => {
+    const name = await putEvaluator(platform, 'acme', 'swapped', {
+      'judge.mjs': 'export default () => 0.5;',
+    });
+    await platform.artifacts.put(`${name}/files/judge.mjs`, 'export default () => 1;');
+    const ref = await createRftJob('rft-swapped', 'swapped', 1);
+    await platform.orchestrator.start(ref);
+    await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_FAILED');
+    expect((job.status as { message: string }).message).toMatch(
+      /^evaluator accounts\/acme\/evaluators\/swapped: judge\.mjs does not match the sha256 recorded at upload/,
+    );
+    expect(await platform.launcher.list()).not.toContainEqual(
+      expect.objectContaining({ jobId: expect.stringContaining('rft-swapped') }),
     );
   }, 120_000);
 });
