@@ -162,6 +162,8 @@ export const HARMLESS_FIELDS: ReadonlySet<string> = new Set([
   '_name_or_path',
   'name_or_path',
   '_attn_implementation_autoset',
+  '_attn_implementation', // which kernel transformers runs attention with, not what it computes
+  'keys_to_ignore_at_inference',
   'bos_token_id',
   'eos_token_id',
   'pad_token_id',

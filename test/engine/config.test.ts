@@ -7,6 +7,8 @@ import {
   checkHfConfig,
   configDifference,
   countParameters,
+  HARMLESS_FIELDS,
+  hfConfigSchema,
   type ModelConfig,
   parseHfConfig,
   ropeInverseFrequencies,
@@ -516,6 +518,13 @@ describe('refusals name their field', () => {
     expect(
       parseHfConfig({ ...QWEN25_05B, use_sliding_window: true, sliding_window: 32768 }).qkvBias,
     ).toBe(true);
+  });
+
+  it('no key is both harmless and read', () => {
+    const read = Object.keys(hfConfigSchema.shape);
+    expect(
+      read.filter((k) => HARMLESS_FIELDS.has(k) && k !== 'architectures' && k !== 'model_type'),
+    ).toEqual([]);
   });
 
   it('every problem at once, each with its field', () => {
