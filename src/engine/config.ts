@@ -100,7 +100,7 @@ const FAMILIES: Record<HfModelType, Family> = {
     qkNorm: false,
     bias: 'attention_bias',
     sliding: 'none',
-    fields: ['attention_bias', 'mlp_bias', 'pretraining_tp'],
+    fields: ['attention_bias'],
   },
   mistral: {
     architecture: 'MistralForCausalLM',
@@ -112,7 +112,7 @@ const FAMILIES: Record<HfModelType, Family> = {
     qkNorm: false,
     bias: 'none',
     sliding: 'mistral',
-    fields: ['sliding_window'],
+    fields: ['sliding_window', 'attention_bias'],
   },
   qwen2: {
     architecture: 'Qwen2ForCausalLM',
@@ -124,7 +124,13 @@ const FAMILIES: Record<HfModelType, Family> = {
     qkNorm: false,
     bias: 'qkv',
     sliding: 'qwen',
-    fields: ['use_sliding_window', 'sliding_window', 'max_window_layers', 'layer_types'],
+    fields: [
+      'attention_bias',
+      'use_sliding_window',
+      'sliding_window',
+      'max_window_layers',
+      'layer_types',
+    ],
   },
   qwen3: {
     architecture: 'Qwen3ForCausalLM',
@@ -171,6 +177,7 @@ export const HARMLESS_FIELDS: ReadonlySet<string> = new Set([
   'decoder_start_token_id',
   'initializer_range',
   'use_cache',
+  'pretraining_tp', // transformers 4 split Llama's matmuls into this many slices: the same math
   'max_sequence_length', // Llama 1 configs: a note, not read by transformers
   'is_llama_config', // SmolLM (nanotron) export marker
   'output_attentions',
@@ -271,7 +278,6 @@ export const hfConfigSchema = z.looseObject({
   attention_bias: z.boolean().optional(),
   attention_dropout: z.number().min(0).optional(),
   mlp_bias: z.boolean().optional(),
-  pretraining_tp: z.number().int().positive().optional(),
   rope_theta: z.number().positive().optional(),
   rope_scaling: ropeObject.nullish(),
   rope_parameters: ropeObject.nullish(),
@@ -321,7 +327,15 @@ function unknownKeys(raw: Record<string, unknown>, family: Family | null, p: Pro
       );
       continue;
     }
-    if (family && FAMILY_FIELDS.has(key) && !family.fields.includes(key))
+    // another family's switch, left off (null/false), is as good as absent
+    const value = raw[key];
+    if (
+      family &&
+      FAMILY_FIELDS.has(key) &&
+      !family.fields.includes(key) &&
+      value !== null &&
+      value !== false
+    )
       p.add(
         key,
         `is not a field of ${family.architecture} (transformers ignores it there), so its intent is unclear; remove it`,

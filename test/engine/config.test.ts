@@ -513,6 +513,17 @@ describe('refusals name their field', () => {
     expect(() => parseHfConfig(raw)).toThrow(field);
   });
 
+  it("another family's switches, left off, are as good as absent", () => {
+    expect(parseHfConfig({ ...QWEN25_05B, attention_bias: true, mlp_bias: false }).qkvBias).toBe(
+      true,
+    );
+    expect(
+      parseHfConfig({ ...LLAMA2_7B, sliding_window: null, use_sliding_window: false }).modelType,
+    ).toBe('llama');
+    expect(parseHfConfig({ ...MISTRAL_7B_V03, attention_bias: false }).qkvBias).toBe(false);
+    expect(problems({ ...QWEN25_05B, mlp_bias: true })).toHaveLength(1);
+  });
+
   it('a window at least as long as the context is exact and accepted', () => {
     expect(parseHfConfig({ ...MISTRAL_7B_V03, sliding_window: 32768 }).modelType).toBe('mistral');
     expect(
