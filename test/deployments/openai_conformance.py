@@ -232,6 +232,12 @@ def completion_stream():
     assert last["choices"] == [] and last["usage"]["completion_tokens"] == 10
     assert all(e["usage"] is None for e in with_usage[:-1])
     strict(Completion, last)
+    # echo streams the prompt first (with its logprobs), then the completion
+    echoed = sse("completions", {**body, "stream": True, "echo": True})
+    first = echoed[0]["choices"][0]
+    assert first["text"] == PROMPT and len(first["logprobs"]["tokens"]) == len(PROMPT.encode())
+    assert first["logprobs"]["top_logprobs"][0] is None and all(first["logprobs"]["top_logprobs"][1:])
+    assert "".join(e["choices"][0]["text"] for e in echoed) == PROMPT + plain
     return len(events)
 
 
