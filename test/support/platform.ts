@@ -14,6 +14,7 @@ import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
 import type { Store } from '../../src/control-plane/store/types.js';
+import type { SandboxSettings } from '../../src/evaluators/index.js';
 import { startDevServer, type TemporalDevServer } from '../../src/orchestration/dev-server.js';
 import { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
 import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
@@ -64,6 +65,8 @@ export async function startTestPlatform(
   options: {
     workers?: number /** Temporal binds here (0.0.0.0 for network-namespace hosts). */;
     temporalIp?: string;
+    /** The workers' evaluator sandbox (e.g. pip reading a local wheelhouse). */
+    evaluatorSandbox?: SandboxSettings;
   } = {},
 ): Promise<TestPlatform> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -100,6 +103,7 @@ export async function startTestPlatform(
       threads: 1,
       workflowBundle,
       sharedQueue,
+      ...(options.evaluatorSandbox ? { evaluatorSandbox: options.evaluatorSandbox } : {}),
     });
     workers.push(worker);
     return worker;
