@@ -527,6 +527,12 @@ function checkSlidingWindow(c: HfConfig, family: Family, maxPositions: number, p
     );
   }
   const sliding = types.filter((t) => t === 'sliding_attention').length;
+  // transformers builds such a model but fails on its first forward
+  if (sliding > 0 && window === null && c.layer_types)
+    p.add(
+      'layer_types',
+      `lists ${sliding} sliding_attention layers but no window is set (use_sliding_window is not true); transformers cannot run this config`,
+    );
   if (sliding > 0 && window !== null && window < maxPositions)
     refuse(
       c.layer_types ? 'layer_types' : 'use_sliding_window',
