@@ -44,7 +44,7 @@ const createSchema = z.strictObject({
       userUploaded: z.strictObject({}).optional(),
       exampleCount: z.coerce.number().int().nonnegative().optional(),
       kind: z.enum(KINDS).optional(),
-      format: z.string().optional(),
+      format: z.string().max(100).optional(),
       /** eval-protocol marks the datasets it uploads (EvaluationRow JSONL) with `{}`. */
       evalProtocol: z.looseObject({}).optional(),
     })

@@ -14,6 +14,7 @@ import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { checkpointsPrefix } from '../../checkpoints/catalog/catalog.js';
 import { fileUrlToRoot } from '../../checkpoints/object-store/index.js';
+import { replicaSettings } from '../../deployments/index.js';
 import type { DeploymentResource } from '../../deployments/registry.js';
 import type { Deps } from '../context.js';
 import { invalid, notFound } from '../http/errors.js';
@@ -40,7 +41,7 @@ const recorded = {
   forTraining: z.boolean().optional(),
   enableHotLoad: z.boolean().optional(),
   deploymentShape: z.string().min(1).optional(),
-  acceleratorType: z.string().optional(),
+  acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
   annotations: stringMap.optional(),
   placement: z.looseObject({}).optional(),
@@ -84,9 +85,9 @@ export const createSchema = z.strictObject({
   hotLoadTransitionType: transitionType.default('ASYNC'),
   replica: z
     .strictObject({
-      threads: z.number().int().positive().optional(),
-      maxConcurrent: z.number().int().positive().optional(),
-      maxDecodeBatch: z.number().int().positive().optional(),
+      threads: replicaSettings.threads.optional(),
+      maxConcurrent: replicaSettings.maxConcurrent.optional(),
+      maxDecodeBatch: replicaSettings.maxDecodeBatch.optional(),
     })
     .default({}),
 });

@@ -10,6 +10,7 @@ import { restrictFileModes } from '../../util/private-files.js';
 import { deploymentLogger } from '../log.js';
 import { ReplicaRuntime } from './runtime.js';
 import { serverPort, startReplicaServer } from './server.js';
+import { replicaSettings } from './settings.js';
 import { parseJsonObject } from './snapshots.js';
 
 export const replicaConfigSchema = z.object({
@@ -18,12 +19,12 @@ export const replicaConfigSchema = z.object({
   bucketUrl: z.string(),
   transition: z.enum(['ASYNC', 'SYNC']).default('ASYNC'),
   port: z.number().int().nonnegative().default(0),
-  threads: z.number().int().positive().default(1),
-  maxConcurrent: z.number().int().positive().default(8),
+  threads: replicaSettings.threads.default(1),
+  maxConcurrent: replicaSettings.maxConcurrent.default(8),
   stepDelayMs: z.number().nonnegative().default(0),
   swapDelayMs: z.number().nonnegative().default(0),
   weightsAs: z.enum(['initializers', 'inputs']).default('initializers'),
-  maxDecodeBatch: z.number().int().positive().default(1),
+  maxDecodeBatch: replicaSettings.maxDecodeBatch.default(1),
 });
 export type ReplicaConfig = z.input<typeof replicaConfigSchema>;
 

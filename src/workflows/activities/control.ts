@@ -205,6 +205,12 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       if (error instanceof ApplicationFailure) throw error;
       throw invalid((error as Error).message);
     }
+    // Nothing to train (a sliver of an epoch over what is left after the held-out split): the
+    // job must fail, not "complete" and promote the untrained model.
+    if (plan.totalSteps === 0)
+      throw invalid(
+        `the job has no training steps: ${plan.epochs} epochs of ${plan.exampleCount} training examples trains none; raise epochs`,
+      );
     // Cancelled meanwhile (heartbeats carry the request here): nothing more to do.
     const { cancellationSignal } = Context.current();
     if (cancellationSignal.aborted) throw cancellationSignal.reason;

@@ -12,14 +12,21 @@
  */
 import { z } from 'zod';
 import { resolveRlLossMethod } from '../../../losses/rl/methods.js';
-import { parseDuration } from '../../../trainer/duration.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
 import { invalid, zodMessage } from '../../http/errors.js';
 import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
 import { resolveEvaluator } from '../refs.js';
+import { durationSeconds } from './durations.js';
 import { jobRoutes } from './routes.js';
-import { isPowerOfTwo, Problems, resolveTraining, sci, trainingFields } from './training.js';
+import {
+  isPowerOfTwo,
+  maxContextLengthSchema,
+  Problems,
+  resolveTraining,
+  sci,
+  trainingFields,
+} from './training.js';
 
 export const RFT_DEFAULTS = {
   epochs: 1,
@@ -52,8 +59,8 @@ const rftSchema = z.strictObject({
   n: z.number().optional(),
   maxTokens: z.number().optional(),
   maxConcurrentRollouts: z.number().int().positive().optional(),
-  /** Seconds, or a duration: "60s", "2m". */
-  rolloutTimeout: z.union([z.string(), z.number()]).optional(),
+  /** Seconds, or a duration: "60s", "2m"; at most an hour. */
+  rolloutTimeout: durationSeconds({ min: 1, max: 3600 }).optional(),
   remoteServerUrl: z.url({ protocol: /^https?$/ }).optional(),
 });
 type RftInput = z.output<typeof rftSchema>;
@@ -70,7 +77,7 @@ const sdkTrainingConfig = z.strictObject({
   learningRate: z.number().optional(),
   learningRateWarmupSteps: z.number().optional(),
   loraRank: z.number().optional(),
-  maxContextLength: z.number().optional(),
+  maxContextLength: maxContextLengthSchema.optional(),
   batchSize: z.number().optional(),
   gradientAccumulationSteps: z.number().optional(),
   samplerCheckpointSaveIntervalSteps: z.number().optional(),
@@ -179,21 +186,6 @@ function candidates(input: RftInput): number | undefined {
   return count ?? n;
 }
 
-function timeoutSeconds(value: string | number | undefined): number {
-  if (value === undefined) return RFT_DEFAULTS.rolloutTimeout;
-  const ms = typeof value === 'number' ? value * 1000 : parseDurationOrThrow(value);
-  if (!(ms > 0)) throw invalid(`rolloutTimeout ${value} must be a positive duration`);
-  return ms / 1000;
-}
-
-function parseDurationOrThrow(text: string): number {
-  try {
-    return parseDuration(text);
-  } catch (err) {
-    throw invalid(`rolloutTimeout: ${(err as Error).message}`);
-  }
-}
-
 function checkRanges(input: RftInput, n: number | undefined): void {
   const p = new Problems();
   const {
@@ -250,7 +242,7 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     method: input.rlLossMethod ?? RFT_DEFAULTS.rlLossMethod,
     ...(input.rlKlBeta !== undefined ? { klBeta: input.rlKlBeta } : {}),
   });
-  const rolloutTimeout = timeoutSeconds(input.rolloutTimeout);
+  const rolloutTimeout = input.rolloutTimeout ?? RFT_DEFAULTS.rolloutTimeout;
   const evaluator = await resolveEvaluator(deps, ctx, input.evaluator);
   const t = await resolveTraining(
     deps,

@@ -12,7 +12,6 @@
  * when it implements it; the checkpoint routes are in checkpoints.ts.
  */
 import { z } from 'zod';
-import { parseDuration } from '../../../trainer/duration.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
 import { ApiError, invalid, notFound, precondition } from '../../http/errors.js';
@@ -21,8 +20,10 @@ import { checkpointSubRoutes } from '../checkpoints.js';
 import { getRow } from '../common.js';
 import { resolveModel } from '../refs.js';
 import { defaultShape, findShape, type TrainerMode } from '../training-shapes.js';
+import { durationSeconds } from './durations.js';
 import { jobRoutes } from './routes.js';
 import { isFinal } from './states.js';
+import { maxContextLengthSchema } from './training.js';
 
 export const DEFAULT_INACTIVITY_SECONDS = 3600;
 
@@ -31,14 +32,15 @@ const rlorSchema = z.strictObject({
   baseModel: z.string().min(1).optional(),
   trainingShapeRef: z.string().min(1).optional(),
   loraRank: z.number().int().min(0).max(256).optional(),
-  maxContextLength: z.number().int().positive().optional(),
+  maxContextLength: maxContextLengthSchema.optional(),
   learningRate: z.number().positive().max(1).optional(),
   region: z.string().max(100).optional(),
   forwardOnly: z.boolean().optional(),
   replicaCount: z.number().int().min(1).max(64).optional(),
-  inactivityTimeout: z.union([z.string(), z.number().nonnegative()]).optional(),
+  /** Seconds, "1800s", "30m"; 0 = the 60-minute default; at most 30 days. */
+  inactivityTimeout: durationSeconds({ min: 1, max: 30 * 86_400, allowZero: true }).optional(),
   disableInactivityCleanup: z.boolean().optional(),
-  acceleratorType: z.string().optional(),
+  acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
   nodeCount: z.number().int().positive().optional(),
 });
@@ -54,9 +56,9 @@ const sdkTrainingConfig = z.strictObject({
   baseModel: z.string().min(1).optional(),
   loraRank: z.number().int().min(0).max(256).optional(),
   learningRate: z.number().positive().max(1).optional(),
-  maxContextLength: z.number().int().positive().optional(),
+  maxContextLength: maxContextLengthSchema.optional(),
   region: z.string().max(100).optional(),
-  acceleratorType: z.string().optional(),
+  acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
   customImageTag: z.string().optional(),
   extraArgs: z.array(z.string()).optional(),
@@ -108,18 +110,6 @@ function flattenSdkBody(
     flat.trainingShapeRef = shape;
   }
   return flat;
-}
-
-/** "1800s", "30m", 1800 → seconds; 0 or unset → the 60-minute default. */
-export function inactivitySeconds(value: string | number | undefined): number {
-  if (value === undefined) return DEFAULT_INACTIVITY_SECONDS;
-  let ms: number;
-  try {
-    ms = typeof value === 'number' ? value * 1000 : parseDuration(value);
-  } catch (err) {
-    throw invalid(`inactivityTimeout: ${(err as Error).message}`);
-  }
-  return ms === 0 ? DEFAULT_INACTIVITY_SECONDS : Math.ceil(ms / 1000);
 }
 
 function trainerShape(input: RlorInput, baseModel: string | null, mode: TrainerMode) {
@@ -175,7 +165,7 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     learningRate: input.learningRate ?? 1e-5,
     forwardOnly: input.forwardOnly ?? false,
     replicaCount: input.replicaCount ?? 1,
-    inactivityTimeout: `${inactivitySeconds(input.inactivityTimeout)}s`,
+    inactivityTimeout: `${input.inactivityTimeout || DEFAULT_INACTIVITY_SECONDS}s`,
     disableInactivityCleanup: input.disableInactivityCleanup ?? false,
   };
 }

@@ -20,6 +20,20 @@ const TRAINING_JOBS = [
   'reinforcementFineTuningJobs',
 ] as const;
 
+/**
+ * The shortest context a job may train with: a prompt and its answer must fit (a model cannot
+ * learn from sequences cut to a token or two; `maxContextLength: 1` used to be accepted and
+ * fail in the pod).
+ */
+export const MIN_CONTEXT_LENGTH = 32;
+
+/** maxContextLength, everywhere a job or trainer takes it (the model's own limit is checked at resolve). */
+export const maxContextLengthSchema = z
+  .number()
+  .int()
+  .min(MIN_CONTEXT_LENGTH, `must be at least ${MIN_CONTEXT_LENGTH} tokens`)
+  .max(1 << 20);
+
 export const trainingFields = {
   displayName: z.string().max(200).optional(),
   baseModel: z.string().min(1).optional(),
@@ -27,10 +41,16 @@ export const trainingFields = {
   dataset: z.string().min(1),
   evaluationDataset: z.string().min(1).optional(),
   outputModel: z.string().min(1).optional(),
-  maxContextLength: z.number().int().positive().optional(),
+  maxContextLength: maxContextLengthSchema.optional(),
   /** Tokens per optimizer step (whole sequences packed). */
-  batchSize: z.number().int().positive().optional(),
-  epochs: z.number().optional(),
+  batchSize: z
+    .number()
+    .int()
+    .positive()
+    .max(1 << 24)
+    .optional(),
+  /** Range and message in checkTrainingRanges (and RFT's); finite here. */
+  epochs: z.number().finite().optional(),
   learningRate: z.number().optional(),
   learningRateWarmupSteps: z.number().int().nonnegative().optional(),
   gradientAccumulationSteps: z.number().int().positive().optional(),
@@ -68,6 +88,12 @@ export class Problems {
 }
 
 export const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
+
+/** How many examples `epochs` passes over `count` examples train (batching.ts: planEpochs). */
+export function trainedExamples(count: number, epochs: number): number {
+  const whole = Math.floor(epochs);
+  return whole * count + Math.round((epochs - whole) * count);
+}
 
 export interface ResolvedTraining {
   fields: Record<string, unknown>;
@@ -133,6 +159,12 @@ export async function resolveTraining(
   if (dataset.exampleCount * epochs > DATASET_LIMITS.maxExampleEpochs)
     throw invalid(
       `${dataset.exampleCount} examples × ${epochs} epochs exceeds the limit of 3,000,000 examples × epochs`,
+    );
+  // A fraction of an epoch trains round(fraction × examples) of them: none is a job that
+  // would "complete" with 0 steps and promote the untrained model.
+  if (trainedExamples(dataset.exampleCount, epochs) < 1)
+    throw invalid(
+      `epochs: ${epochs} epochs of ${dataset.exampleCount} examples trains no example (0 steps): give at least ${sci(1 / Math.max(dataset.exampleCount, 1))}`,
     );
   const trainingShape = resolveShape(model, loraRank, input.trainingShape);
   const outputModel = await resolveOutputModel(deps, ctx, input.outputModel ?? randomId());
