@@ -31,7 +31,7 @@ def evaluate(row):
 `;
 
 const PLAIN = `
-import importlib.util, json, sys, time
+import importlib.util, json, os, sys, time
 spec = importlib.util.spec_from_file_location("evaluator", sys.argv[1])
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
@@ -42,10 +42,19 @@ if len(sys.argv) > 2:
         module.evaluate(row)
     print((time.perf_counter() - start) * 1000)
     sys.exit(0)
-for line in sys.stdin:
-    request = json.loads(line)
-    sys.stdout.write(json.dumps({"id": request["id"], "value": module.evaluate(request["rollout"])}) + "\\n")
-    sys.stdout.flush()
+# The same I/O as the sandbox's runner: the answers to one read go out in one write.
+pending = b""
+while True:
+    chunk = os.read(0, 1 << 16)
+    if not chunk:
+        break
+    *lines, pending = (pending + chunk).split(b"\\n")
+    out = [
+        (json.dumps({"id": r["id"], "value": module.evaluate(r["rollout"])}) + "\\n").encode()
+        for r in map(json.loads, filter(None, lines))
+    ]
+    if out:
+        os.write(1, b"".join(out))
 `;
 
 const rollouts = Array.from({ length: ROLLOUTS }, (_, i) => ({

@@ -103,6 +103,21 @@ export function toEvaluation(value: unknown): Evaluation {
   return { score: r.score, valid: r.valid ?? true, reason: ('reason' in r && r.reason) || '' };
 }
 
+type Message = z.infer<typeof messageSchema>;
+
+/** The common line, checked without zod (one per rollout: the hot path of warm calls). */
+function isResultLine(raw: unknown): raw is Extract<Message, { id: number }> {
+  if (typeof raw !== 'object' || raw === null) return false;
+  const m = raw as Record<string, unknown>;
+  return (
+    typeof m.id === 'number' &&
+    typeof m.ok === 'boolean' &&
+    (m.error === undefined || typeof m.error === 'string') &&
+    (m.kind === undefined || typeof m.kind === 'string') &&
+    (m.strays === undefined || typeof m.strays === 'number')
+  );
+}
+
 /** Runners send non-finite numbers as {"$num":"NaN"} (JSON has no NaN). */
 function revive(_key: string, value: unknown): unknown {
   if (value && typeof value === 'object' && !Array.isArray(value)) {
@@ -188,10 +203,30 @@ export class EvaluatorProcess {
   /** Starts the process and waits until the evaluator is loaded (its load error otherwise). */
   start(): Promise<void> {
     if (this.live?.ready) return Promise.resolve();
-    this.starting ??= this.spawnReady().finally(() => {
+    this.starting ??= this.spawnWithRetries().finally(() => {
       this.starting = null;
     });
     return this.starting;
+  }
+
+  /**
+   * A load that failed on an import race between threads inside the evaluator's packages (a
+   * deadlock or a partially initialised module: litellm 1.105, which eval-protocol 0.3.33
+   * imports, does this now and then) is tried again in a fresh process, twice at most.
+   */
+  private async spawnWithRetries(): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.spawnReady();
+      } catch (error) {
+        const racy = /_DeadlockError|deadlock detected by _ModuleLock|partially initialized module/;
+        if (attempt >= 3 || this.closed || !racy.test((error as Error).message)) throw error;
+        this.spec.log.warn(
+          { evaluator: this.spec.name, error: (error as Error).message },
+          'evaluator import raced; loading it again',
+        );
+      }
+    }
   }
 
   evaluate(rollout: RolloutInput): Promise<Evaluation> {
@@ -305,7 +340,9 @@ export class EvaluatorProcess {
     if (!line.trim() || live.killReason !== null) return;
     let message: z.infer<typeof messageSchema>;
     try {
-      message = messageSchema.parse(JSON.parse(line, revive));
+      // The reviver only where a non-finite number was sent: it costs on every key.
+      const raw: unknown = line.includes('"$num"') ? JSON.parse(line, revive) : JSON.parse(line);
+      message = isResultLine(raw) ? raw : messageSchema.parse(raw);
     } catch {
       this.spec.log.warn(
         { evaluator: this.spec.name },
