@@ -20,9 +20,10 @@
  *   Python — eval-protocol's pytest-style `path/to/file.py::function` (what `ep upload`
  *   sends); a bare `file.py` means its function `evaluate`, else its single
  *   `@evaluation_test` function. JS in `files` form uses `file.mjs::exportName` the same way.
- * - Python requirements: the file `requirements.txt` at the root of `files` (may be empty). Its
- *   content hash names a virtualenv built once per worker machine (needs PyPI, or the index the
- *   operator configured, at that first build only).
+ * - Python requirements: the file `requirements.txt` at the root of `files` (may be empty, or
+ *   absent). The environment is a virtualenv of the operator's base packages (eval-protocol,
+ *   settings.ts) plus these, named by their content hash and built once per worker machine
+ *   (needs PyPI, or the index the operator configured, at that first build only).
  * - `allowNetwork` (default false): without it the evaluator has no network at all.
  * - `secrets` (default []): keyNames of the account's secrets (accounts/{a}/secrets) given to
  *   the evaluator as environment variables; nothing else of the worker's environment is.
@@ -36,6 +37,12 @@
  * `ground_truth`) and returns it with `evaluation_result.score / reason / is_score_valid`.
  * A throw, a score outside [0, 1], no score, or a limit hit makes that rollout invalid with
  * score 0 and the reason recorded; one bad rollout never fails the job.
+ *
+ * ## How it runs
+ * checkEvaluator (before a job starts) and openEvaluator (per job segment) verify the files;
+ * openEvaluator then starts one sandboxed process (sandbox.ts: bubblewrap + rlimits + its own
+ * uid) running a runner (runners/) that speaks JSON lines; evaluator-process.ts queues
+ * rollouts to it, holds each to its wall and CPU limits, and replaces it when it dies.
  */
 
 export type { Evaluation, RolloutInput } from './evaluator-process.js';
