@@ -51,7 +51,12 @@ export const sandboxSettingsSchema = z.strictObject({
     .max(2 ** 31 - 70_000)
     .default(1_100_000),
   /** Where per-job work directories are made (0700, removed after the job). */
-  workDir: z.string().min(1).default(join(tmpdir(), 'temper-evaluators')),
+  workDir: z
+    .string()
+    .min(1)
+    .default(
+      join(tmpdir(), isRoot ? 'temper-evaluators' : `temper-evaluators-${process.getuid?.() ?? 0}`),
+    ),
   /**
    * Where Python evaluator environments are cached, one per requirements.txt hash. Must be
    * readable by the sandbox uid, hence not under root's home when the worker is root.
