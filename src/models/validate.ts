@@ -1,11 +1,18 @@
 // Validation of an HF model directory before anything may use it: its config.json (the
 // engine's rules: every field that changes the math understood), its safetensors weights
 // (names, shapes and dtypes against the configuration, read from the headers only) and its
-// tokenizer. Every problem is returned at once, each naming its file and field, so an import
+// tokenizer; and a PEFT LoRA adapter against its base. Every problem is returned at once, each naming its file and field, so an import
 // can be refused with the whole list instead of one error at a time.
 import type { Readable } from 'node:stream';
+import { CheckpointError } from '../checkpoints/dcp/index.js';
 import { parseRawHeader, type RawTensorEntry } from '../checkpoints/deltas/raw-safetensors.js';
-import { asSource, type ExportSource } from '../checkpoints/exports/index.js';
+import {
+  ADAPTER_WEIGHTS,
+  asSource,
+  type ExportSource,
+  readPeftAdapter,
+  toPeftName,
+} from '../checkpoints/exports/index.js';
 import { safetensorsIndexSchema } from '../checkpoints/safetensors.js';
 import { baseTensorShapes, checkHfConfig, type ModelConfig } from '../engine/index.js';
 
@@ -312,4 +319,58 @@ export async function validateModelDirectory(dir: string | ExportSource): Promis
     checkTensors(config, weights.tensors, weights.files, problems);
   await checkTokenizer(source, config, problems);
   return { ok: problems.length === 0, config, problems, tensors: weights?.tensors.size ?? 0 };
+}
+
+/**
+ * Validates a PEFT LoRA adapter directory against its base model's configuration: the adapter
+ * must be one the engine applies exactly (readPeftAdapter's rules: plain LoRA, safetensors)
+ * and every lora_A [r, in] / lora_B [out, r] must fit the base model's linear it adapts.
+ */
+export async function validateAdapterDirectory(
+  dir: string | ExportSource,
+  base: ModelConfig,
+): Promise<{ ok: boolean; problems: ModelProblem[]; tensors: number }> {
+  const problems: ModelProblem[] = [];
+  let adapter: Awaited<ReturnType<typeof readPeftAdapter>>;
+  try {
+    adapter = await readPeftAdapter(asSource(dir));
+  } catch (err) {
+    if (!(err instanceof CheckpointError)) throw err;
+    const file = err.file ?? '(directory)';
+    const message = err.message.replace(/^\S+: /, '');
+    problems.push({ file, field: '(adapter)', message });
+    return { ok: false, problems, tensors: 0 };
+  }
+  const shapes = baseTensorShapes(base);
+  const lmHead: number[] = [base.vocabSize, base.hiddenSize];
+  for (const [name, t] of adapter.tensors) {
+    const module = name.replace(/\.lora_[AB]\.weight$/, '');
+    const field = toPeftName(name);
+    const target =
+      module === 'lm_head'
+        ? base.tieWordEmbeddings
+          ? undefined
+          : lmHead
+        : shapes.get(`${module}.weight`);
+    if (!target) {
+      problems.push({
+        file: ADAPTER_WEIGHTS,
+        field,
+        message:
+          module === 'lm_head'
+            ? 'adapts lm_head, but the base model ties it to the embeddings'
+            : `adapts ${module}, which the base model does not have`,
+      });
+      continue;
+    }
+    const [out, inDim] = target as [number, number];
+    const want = name.endsWith('.lora_A.weight') ? [adapter.rank, inDim] : [out, adapter.rank];
+    if (t.shape.length !== 2 || t.shape[0] !== want[0] || t.shape[1] !== want[1])
+      problems.push({
+        file: ADAPTER_WEIGHTS,
+        field,
+        message: `has shape [${t.shape}] but rank ${adapter.rank} on the base model's ${module} needs [${want}]`,
+      });
+  }
+  return { ok: problems.length === 0, problems, tensors: adapter.tensors.size };
 }

@@ -4,11 +4,19 @@ import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { bundledModelDir } from '../../src/catalog/bundled.js';
-import { storeSource } from '../../src/checkpoints/exports/index.js';
+import {
+  ADAPTER_CONFIG,
+  exportPeftAdapter,
+  storeSource,
+} from '../../src/checkpoints/exports/index.js';
 import { writeHfModelDir } from '../../src/checkpoints/hf-model-dir.js';
 import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
-import { parseHfConfig } from '../../src/engine/index.js';
-import { type ModelProblem, validateModelDirectory } from '../../src/models/index.js';
+import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
+import {
+  type ModelProblem,
+  validateAdapterDirectory,
+  validateModelDirectory,
+} from '../../src/models/index.js';
 import { tempDir, tempStore } from '../checkpoints/helpers.js';
 
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'parity', 'qwen2_bias');
@@ -189,6 +197,47 @@ describe('validateModelDirectory', () => {
     const v = await validateModelDirectory(dir);
     expect(v.problems).toEqual([
       { file: 'model.safetensors', field: '(header)', message: expect.stringMatching(/truncated/) },
+    ]);
+  });
+});
+
+describe('validateAdapterDirectory', () => {
+  const dir = join(import.meta.dirname, '..', 'fixtures', 'parity', 'qwen2_lora');
+  const config = parseHfConfig(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+
+  async function exportedAdapter(): Promise<string> {
+    const model = new TransformerModel(config, { threads: 1, lora: { rank: 4, alpha: 8 } });
+    model.loadTensors(parseSafetensors(readFileSync(join(dir, 'adapter.safetensors'))).tensors, {
+      partial: true,
+    });
+    const out = join(tempDir(), 'adapter');
+    await exportPeftAdapter(model, { dir: out });
+    return out;
+  }
+
+  it('accepts a LoRA adapter of biased projections on its own base', async () => {
+    const v = await validateAdapterDirectory(await exportedAdapter(), config);
+    expect(v).toEqual({ ok: true, problems: [], tensors: 28 });
+  });
+
+  it('names every tensor that does not fit another base, and adapters it cannot apply', async () => {
+    const adapter = await exportedAdapter();
+    const wider = { ...config, intermediateSize: config.intermediateSize + 8 };
+    const v = await validateAdapterDirectory(adapter, wider);
+    // gate/up lora_B and down lora_A of both layers
+    expect(v.problems.map((p) => p.field).sort()).toEqual(
+      [0, 1].flatMap((l) => [
+        `base_model.model.model.layers.${l}.mlp.down_proj.lora_A.weight`,
+        `base_model.model.model.layers.${l}.mlp.gate_proj.lora_B.weight`,
+        `base_model.model.model.layers.${l}.mlp.up_proj.lora_B.weight`,
+      ]),
+    );
+    expect(v.problems[0]?.message).toMatch(/needs \[/);
+    const cfg = JSON.parse(readFileSync(join(adapter, ADAPTER_CONFIG), 'utf8'));
+    writeFileSync(join(adapter, ADAPTER_CONFIG), JSON.stringify({ ...cfg, use_dora: true }));
+    const dora = await validateAdapterDirectory(adapter, config);
+    expect(dora.problems).toEqual([
+      { file: ADAPTER_CONFIG, field: '(adapter)', message: expect.stringMatching(/use_dora/) },
     ]);
   });
 });
