@@ -88,6 +88,11 @@ export interface TrainingPlan {
   checkpointHistory: { checkpoint: string; step: number }[];
   /** Pod job ids are this plus `-t{attempt}` (so the workflow can name a pod being launched). */
   podJobIdBase: string;
+  /**
+   * The attempt number of this run's first pod: a resumed job's pods continue the numbering
+   * of the pods before them, so their checkpoint names never collide with the earlier ones'.
+   */
+  firstPodAttempt: number;
 }
 
 /** A trainer pod serving one job's model. */

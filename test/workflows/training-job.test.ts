@@ -172,6 +172,52 @@ describe('managed SFT job workflow', () => {
     expect((await modelWeights('sft-corrupt-model')).equals(uninterrupted)).toBe(true);
   }, 300_000);
 
+  it(':resume of a job whose newest checkpoint is corrupt restores the one before it', async () => {
+    const ref = await createSftJob('sft-resume-corrupt');
+    await platform.orchestrator.start(ref);
+    await waitFor('two checkpoints', async () => {
+      const cp = (await body(ref)).lastCheckpoint as { step: number } | undefined;
+      return cp && cp.step >= 4 ? true : undefined;
+    });
+    const pod = (await platform.launcher.list()).find((p) => p.state === 'running')!;
+    process.kill(pod.pid!, 'SIGSTOP');
+    await new Promise((r) => setTimeout(r, 1_500));
+    // The run dies with its pod (its host went away for good), leaving the job to be resumed.
+    await platform.client.workflow.getHandle(workflowIdOf(ref)).terminate('test: the host died');
+    process.kill(pod.pid!, 'SIGKILL');
+    const frozen = await body(ref);
+    const newest = frozen.lastCheckpoint as { checkpoint: string; step: number };
+    const previous = (frozen.checkpointHistory as { checkpoint: string; step: number }[]).at(-2)!;
+    const shard = (await platform.checkpoints.list(`${newest.checkpoint}/`)).find((f) =>
+      f.key.endsWith('.safetensors'),
+    )!;
+    const path = join(platform.dir, 'checkpoints', shard.key);
+    const bytes = readFileSync(path);
+    bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x10;
+    writeFileSync(path, bytes);
+    // What `:resume` does: the job leaves its state, then a new run starts.
+    await platform.store.update(
+      ref.collection,
+      ref.account,
+      ref.id,
+      (b: Record<string, unknown>) => ({
+        ...b,
+        state: 'JOB_STATE_PENDING',
+      }),
+    );
+    await platform.orchestrator.resume(ref);
+    const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
+    expect(result.trainerRestarts).toBe(0);
+    const job = await body(ref);
+    expect(job.state).toBe('JOB_STATE_COMPLETED');
+    expect((job.status as { message: string }).message).toContain(
+      `restored from ${previous.checkpoint} (step ${previous.step}): ${newest.checkpoint} (step ${newest.step}) failed verification`,
+    );
+    // The resumed run's pods are new ones (their checkpoint names do not collide).
+    expect((job.trainerJobIds as string[]).length).toBe(2);
+    expect((await modelWeights('sft-resume-corrupt-model')).equals(uninterrupted)).toBe(true);
+  }, 300_000);
+
   it('fails a job whose dataset is invalid, naming the line, without starting a pod', async () => {
     await platform.artifacts.put(
       'accounts/acme/datasets/broken/data.jsonl',

@@ -181,6 +181,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         resumeFrom: body.lastCheckpoint ?? null,
         checkpointHistory: body.lastCheckpoint ? checkpointHistory(row.body) : [],
         podJobIdBase: podJobIdBase(workflowIdOf(ref)),
+        firstPodAttempt: Array.isArray(row.body.trainerJobIds) ? row.body.trainerJobIds.length : 0,
         rft,
       };
       const text = await readDatasetText(body.dataset, deps.artifacts);

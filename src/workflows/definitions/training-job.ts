@@ -89,8 +89,9 @@ export async function trainingJobWorkflow(
       const hostQueue = await control.claimHost();
       const host = hostActivities(hostQueue, settings);
       try {
-        launching = { hostQueue, podJobId: `${plan.podJobIdBase}-t${restarts}` };
-        trainer = await host.launchTrainer(plan, restarts);
+        const attempt = (plan.firstPodAttempt ?? 0) + restarts;
+        launching = { hostQueue, podJobId: `${plan.podJobIdBase}-t${attempt}` };
+        trainer = await host.launchTrainer(plan, attempt);
         launching = undefined;
         let restoreFrom: string | null = newest()?.checkpoint ?? null;
         while (step < plan.totalSteps) {
