@@ -8,9 +8,11 @@
 # The first use provisions it into ${TEMPER_NODE_CACHE:-~/.cache/temper/node}/<version> from
 # the registry (checked against the integrity recorded in package-lock.json); later uses find it
 # there. Why npm itself must run on it, not only the scripts npm starts: npm checks every
-# package's `engines` against the Node npm runs on, and node-gyp builds ABI-specific addons
-# (better-sqlite3) for the Node that runs it, against headers named by `nodedir`, which is
-# pointed at this release so that a user-level nodedir (another Node's headers) cannot win.
+# package's `engines` against the Node npm runs on (EBADENGINE warnings otherwise). `nodedir` is
+# pointed at its headers too: node-gyp builds an addon for the Node that runs it against the
+# headers nodedir names, and a user-level nodedir (this machine's ~/.npmrc names /usr, Node 20's)
+# would otherwise give an ABI-specific addon the wrong headers (today's dependencies are all
+# Node-API: the engine, better-sqlite3 13's prebuilds, onnxruntime-node, Temporal's bridge).
 # Scripts npm starts find the same binary as node_modules/.bin/node (the dependency itself), so
 # `npm test`, `npm run ...` and `npx` run on it from any shell.
 

@@ -66,6 +66,9 @@ describe('the Node.js runtime', () => {
     expect(major(process.version)).toBe(24);
     expect(major(pkg.engines.node.replace(/^\^/, ''))).toBe(24);
     expect(major(pinned)).toBe(24);
+    // The images run the same release (docker/Dockerfile's official node:<version> images).
+    const dockerfile = readFileSync(join(root, 'docker', 'Dockerfile'), 'utf8');
+    expect(/^ARG NODE_VERSION=(\S+)$/m.exec(dockerfile)?.[1]).toBe(pinned);
   });
 
   it.runIf(process.platform === 'linux' && process.arch === 'x64')(
