@@ -11,8 +11,9 @@
 # package's `engines` against the Node npm runs on (EBADENGINE warnings otherwise). `nodedir` is
 # pointed at its headers too: node-gyp builds an addon for the Node that runs it against the
 # headers nodedir names, and a user-level nodedir (this machine's ~/.npmrc names /usr, Node 20's)
-# would otherwise give an ABI-specific addon the wrong headers (today's dependencies are all
-# Node-API: the engine, better-sqlite3 13's prebuilds, onnxruntime-node, Temporal's bridge).
+# would otherwise give an addon the wrong headers (today's addons are all Node-API: the engine,
+# onnxruntime-node, Temporal's bridge, and better-sqlite3, whose node-gyp run builds from source
+# only where the package has no prebuild for the platform).
 # Scripts npm starts find the same binary as node_modules/.bin/node (the dependency itself), so
 # `npm test`, `npm run ...` and `npx` run on it from any shell.
 
@@ -66,9 +67,14 @@ _temper_use_node() {
       rm -rf "$stage"
       return 1
     fi
-    rm -rf "$dir"
-    mv "$stage/node" "$dir"
+    # Into place in one rename; a concurrent provisioner that got there first wins the same bytes.
+    [[ -e $dir ]] && rm -rf "$dir"
+    mv -T "$stage/node" "$dir" 2>/dev/null || true
     rm -rf "$stage"
+    if [[ $("$dir/bin/node" --version 2>/dev/null) != "v$version" ]]; then
+      echo "use-node: could not put Node.js v$version into $dir" >&2
+      return 1
+    fi
     echo "use-node: Node.js v$version provisioned into $dir ($((SECONDS - started)) s)" >&2
   fi
   export PATH="$dir/bin:$PATH"
