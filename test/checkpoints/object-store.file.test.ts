@@ -19,8 +19,6 @@ import {
   pseudoRandomBytes,
 } from './object-store.suite.js';
 
-// The AWS SDK warns once per process that its 2027 releases need Node 22; not news here.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 let base: string;
 
 beforeAll(async () => {

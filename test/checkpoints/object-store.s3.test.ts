@@ -6,8 +6,6 @@ import { S3ObjectStore } from '../../src/checkpoints/object-store/s3.js';
 import { type LocalObjectServer, startS3Server } from '../support/object-store-servers.js';
 import { expectStoreError, objectStoreConformance } from './object-store.suite.js';
 
-// The AWS SDK warns once per process that its 2027 releases need Node 22; not news here.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const BUCKET = 'temper-test';
 const credentials = { accessKeyId: 'test', secretAccessKey: 'test' };
 let server: LocalObjectServer | undefined;

@@ -58,7 +58,8 @@ beforeAll(async () => {
   settings = sandboxSettings({
     workDir: join(dir, 'work'),
     cpuSeconds: 2,
-    memoryMb: 1024,
+    // Node 24 alone maps about 1.25 GB of address space (RLIMIT_AS counts it), Node 20 0.7 GB.
+    memoryMb: 1536,
     maxProcesses: 32,
     startSeconds: 30,
   });
@@ -283,7 +284,7 @@ describe('what a malicious evaluator cannot reach', () => {
         const buffer = new ArrayBuffer(20 * 2 ** 30);
         return buffer.byteLength > 0 ? 1 : 0;
       };`);
-    const reason = 'evaluator exceeded its memory limit of 1024 MiB';
+    const reason = 'evaluator exceeded its memory limit of 1536 MiB';
     expect(await attack(e)).toEqual({ score: 0, valid: false, reason });
     // Growing the JS heap until it breaks kills the process; that is reported the same way.
     expect(await attack(e, rollout('heap'))).toEqual({ score: 0, valid: false, reason });

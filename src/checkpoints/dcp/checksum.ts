@@ -2,9 +2,9 @@
 // - crc32 (default): CRC-32 (IEEE 802.3, zlib's), hardware-accelerated in Node's zlib at
 //   several GB/s, so checking it costs less than reading the file;
 // - sha256: slower (about 1 GB/s on one core) but cryptographic; `sha256sum` agrees with it.
-// (CRC-32C, GCS's checksum, has no native implementation in Node 20.)
+// (CRC-32C, GCS's checksum, has no native implementation in Node.)
 import { createHash } from 'node:crypto';
-import * as zlib from 'node:zlib';
+import { crc32 } from 'node:zlib';
 
 export type ChecksumAlgorithm = 'crc32' | 'sha256';
 
@@ -16,18 +16,13 @@ export interface Checksum {
   digest(): string;
 }
 
-type Crc32 = (data: Uint8Array, value?: number) => number;
-const crc32: Crc32 | undefined = (zlib as unknown as { crc32?: Crc32 }).crc32;
-
-/** crc32 where Node's zlib has it (Node ≥ 20.15), else sha256. */
-export const DEFAULT_CHECKSUM: ChecksumAlgorithm = crc32 ? 'crc32' : 'sha256';
+export const DEFAULT_CHECKSUM: ChecksumAlgorithm = 'crc32';
 
 export function newChecksum(algorithm: ChecksumAlgorithm): Checksum {
   if (algorithm === 'sha256') {
     const h = createHash('sha256');
     return { update: (b) => h.update(b), digest: () => `sha256:${h.digest('hex')}` };
   }
-  if (!crc32) throw new Error('crc32 checksums need Node >= 20.15 (zlib.crc32)');
   let value = 0;
   return {
     update: (b) => {
@@ -42,9 +37,8 @@ export function checksumLike(expected: string): Checksum {
   return newChecksum(expected.startsWith('sha256:') ? 'sha256' : 'crc32');
 }
 
-/** Continues a raw CRC-32 value over `bytes` (0 starts a new one); crc32 must be present. */
+/** Continues a raw CRC-32 value over `bytes` (0 starts a new one). */
 export function crc32Update(bytes: Uint8Array, value: number): number {
-  if (!crc32) throw new Error('crc32 checksums need Node >= 20.15 (zlib.crc32)');
   return crc32(bytes, value);
 }
 
