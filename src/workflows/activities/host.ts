@@ -8,7 +8,7 @@
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { type Evaluate, openEvaluator } from '../../evaluators/index.js';
+import { type Evaluate, type Evaluator, openEvaluator } from '../../evaluators/index.js';
 import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
@@ -42,6 +42,9 @@ import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
 import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
+
+/** How long a job's evaluator process waits for its next segment before it is closed. */
+const EVALUATOR_IDLE_MS = 5 * 60_000;
 
 export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
@@ -288,25 +291,57 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     }
   }
 
-  /** The job's evaluator runs sandboxed for the segment (one warm process), then is removed. */
+  /**
+   * Each RFT job's evaluator: one sandboxed process per job on this host, warm across its
+   * segments; closed (process killed, work directory removed) when the job's pod stops here or
+   * after EVALUATOR_IDLE_MS without a segment.
+   */
+  const evaluators = new Map<string, { evaluator: Promise<Evaluator>; idle?: NodeJS.Timeout }>();
+  const evaluatorOfPod = new Map<string, string>();
+
+  function jobEvaluator(plan: TrainingPlan & { rft: RftSettings }): Promise<Evaluator> {
+    let entry = evaluators.get(plan.jobName);
+    if (entry) clearTimeout(entry.idle);
+    else {
+      const evaluator = openEvaluator(
+        evaluatorName(plan.rft.evaluator, plan.account),
+        {
+          store: deps.store,
+          artifacts: deps.artifacts,
+          ...(deps.evaluatorSandbox ? { settings: deps.evaluatorSandbox } : {}),
+        },
+        { wallMs: plan.rft.rolloutTimeoutMs },
+      );
+      entry = { evaluator };
+      evaluators.set(plan.jobName, entry);
+      evaluator.catch(() => evaluators.delete(plan.jobName));
+    }
+    return entry.evaluator;
+  }
+
+  async function closeEvaluator(jobName: string): Promise<void> {
+    const entry = evaluators.get(jobName);
+    if (!entry) return;
+    evaluators.delete(jobName);
+    clearTimeout(entry.idle);
+    await (await entry.evaluator.catch(() => null))?.close();
+  }
+
   async function runRftSegment(
     input: SegmentInput,
     plan: TrainingPlan & { rft: RftSettings },
     s: Session,
   ): Promise<SegmentResult> {
-    const evaluator = await openEvaluator(
-      evaluatorName(plan.rft.evaluator, plan.account),
-      {
-        store: deps.store,
-        artifacts: deps.artifacts,
-        ...(deps.evaluatorSandbox ? { settings: deps.evaluatorSandbox } : {}),
-      },
-      { wallMs: plan.rft.rolloutTimeoutMs },
-    );
+    evaluatorOfPod.set(input.trainer.podJobId, plan.jobName);
+    const evaluator = await jobEvaluator(plan);
     try {
       return await runRftSteps(input, plan, s, evaluator.evaluate);
     } finally {
-      await evaluator.close();
+      const entry = evaluators.get(plan.jobName);
+      if (entry) {
+        entry.idle = setTimeout(() => void closeEvaluator(plan.jobName), EVALUATOR_IDLE_MS);
+        entry.idle.unref();
+      }
     }
   }
 
@@ -506,6 +541,9 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   async function stopTrainer(jobId: string): Promise<void> {
     const s = sessions.get(jobId);
     sessions.delete(jobId);
+    const rftJob = evaluatorOfPod.get(jobId);
+    evaluatorOfPod.delete(jobId);
+    if (rftJob) await closeEvaluator(rftJob);
     // Closing the service deletes an RFT job's rollout deployment; the pod stops below.
     await s?.service.close({ cleanupTrainerOnClose: false }).catch(() => undefined);
     await deps.launcher.stop(jobId);
