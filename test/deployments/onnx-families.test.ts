@@ -221,7 +221,9 @@ describe.each(PARITY_CASES)('ONNX serving graph against transformers (float64): 
       // logprob of targets[i] after tokens[..i]: the row of position i
       const V = config.vocabSize;
       const rows = (await dec.step(s.tokens)).logprobs;
-      s.targets.forEach((t, i) => got.push(rows[i * V + t] as number));
+      s.targets.forEach((t, i) => {
+        got.push(rows[i * V + t] as number);
+      });
     }
     await dec.release();
     const err = relativeError(got, c.expected.get('logprobs')!.data);
