@@ -39,7 +39,8 @@
  * score 0 and the reason recorded; one bad rollout never fails the job.
  *
  * ## How it runs
- * checkEvaluator (before a job starts) and openEvaluator (per job segment) verify the files;
+ * checkEvaluator (before a job starts) and openEvaluator (once per job on the host running its
+ * pod; the workflows keep it warm across segments) verify the files;
  * openEvaluator then starts one sandboxed process (sandbox.ts: bubblewrap + rlimits + its own
  * uid) running a runner (runners/) that speaks JSON lines; evaluator-process.ts queues
  * rollouts to it, holds each to its wall and CPU limits, and replaces it when it dies.
