@@ -181,21 +181,23 @@ async function serve(
   }
 
   const sse = r.stream;
-  const sent = { any: false };
   const send = (obj: Record<string, unknown>) => {
     if (clientGone) return;
-    sent.any = true;
     res.write(
       `data: ${JSON.stringify(r.includeUsage ? { ...obj, usage: obj.usage ?? null } : obj)}\n\n`,
     );
   };
-  if (sse)
-    res.writeHead(200, {
-      'content-type': 'text/event-stream',
-      'cache-control': 'no-cache',
-      'fireworks-prompt-tokens': String(r.prompts.reduce((a, p) => a + p.tokens.length, 0)),
-      'fireworks-num-concurrent-requests': String(concurrent),
-    });
+  if (sse) {
+    // set, not passed to writeHead, so that a failure later can see it is a stream
+    res.setHeader('content-type', 'text/event-stream');
+    res.setHeader('cache-control', 'no-cache');
+    res.setHeader(
+      'fireworks-prompt-tokens',
+      String(r.prompts.reduce((a, p) => a + p.tokens.length, 0)),
+    );
+    res.setHeader('fireworks-num-concurrent-requests', String(concurrent));
+    res.writeHead(200);
+  }
   const legacy = r.logprobs === 'legacy';
   const content = r.logprobs === 'content';
   const chunk = (index: number, body: Record<string, unknown>, snapshot: string | null) => ({
