@@ -263,6 +263,37 @@ describe('deployments with the SDK fields', () => {
     );
   }, 60_000);
 
+  it('streams events as they are generated, and a caller that goes away stops the generation', async () => {
+    const ctl = new AbortController();
+    const res = await fetch(`${url}/inference/v1/completions`, {
+      method: 'POST',
+      signal: ctl.signal,
+      headers: { authorization: `Bearer ${h.alice}`, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        model: name,
+        prompt: [1, 2],
+        max_tokens: 500,
+        ignore_eos: true,
+        stream: true,
+      }),
+    });
+    expect(res.headers.get('content-type')).toBe('text/event-stream');
+    const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+    const first = await reader.read();
+    // an event arrived while the generation still runs: nothing waits for the whole body
+    expect(new TextDecoder().decode(first.value)).toMatch(/^data: /);
+    const status = async () =>
+      (await http('GET', '/hot_load/v1/models/hot_load', { headers: hotLoadHeaders(name) })).json
+        .replicas[0];
+    ctl.abort();
+    const deadline = Date.now() + 20_000;
+    while ((await status()).inflight !== 0) {
+      if (Date.now() > deadline) throw new Error('the generation went on after the caller left');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    expect((await status()).generated_tokens).toBeLessThan(500);
+  }, 60_000);
+
   it('scales to zero with the SDK body (no mask); inference then says so; delete with its query', async () => {
     const z = await http('PATCH', `/v1/${name}`, {
       bearer: false,
