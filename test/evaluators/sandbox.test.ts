@@ -2,7 +2,15 @@
 // uid): each attack is stopped, the rollout reports why, and this process (the worker) keeps
 // working. The store and artifacts are the real SQLite store and file object store.
 import { createHash } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -374,10 +382,15 @@ describe('secrets and integrity', () => {
     );
   });
 
-  it('removes its private work directory when closed', async () => {
+  it('keeps its files in a private directory of its own uid, removed when closed', async () => {
     const e = await open('export default () => 1;');
     const dirs = readdirSync(settings.workDir);
     expect(dirs.length).toBeGreaterThan(0);
+    for (const d of dirs) {
+      const st = statSync(join(settings.workDir, d));
+      expect(st.mode & 0o777).toBe(0o700);
+      expect(st.uid).not.toBe(0);
+    }
     await e.close();
     expect(readdirSync(settings.workDir).length).toBe(dirs.length - 1);
   });
