@@ -65,8 +65,27 @@ describe('DeploymentSampler against the gateway', () => {
     expect(out.greedy.inference_logprobs.some((x: number) => x < 0)).toBe(true);
   });
 
+  it('echo: training-aligned logprobs of prompt and answer (P+C-1), equal to the engine', async () => {
+    const e = out.echo;
+    expect(e.logprobs_echoed).toBe(true);
+    expect(e.echoed_prompt_logprob_count).toBe(PROMPT.length - 1);
+    expect(e.full_tokens.slice(0, PROMPT.length)).toEqual(PROMPT);
+    expect(e.inference_logprobs).toHaveLength(PROMPT.length + e.completion_len - 1);
+    const eng = await engineLogprobs(null, e.full_tokens);
+    expect(mae(e.inference_logprobs, eng)).toBeLessThan(1e-4);
+    // the prompt was not sampled; the answer was, at temperature 1
+    expect(e.sampling_logprobs.slice(0, PROMPT.length - 1).every((x: null) => x === null)).toBe(
+      true,
+    );
+    expect(
+      e.sampling_logprobs
+        .slice(PROMPT.length - 1)
+        .every((x: number | null) => x !== null && x <= 0),
+    ).toBe(true);
+  });
+
   it('feeds its adaptive concurrency controller the prefill queue duration', () => {
-    expect(out.metrics.length).toBe(4);
+    expect(out.metrics.length).toBe(5);
     for (const m of out.metrics) {
       expect(m.prefill_queue_duration).toBeGreaterThanOrEqual(0);
       expect(m.server_ttft).toBeGreaterThan(0);
@@ -74,6 +93,6 @@ describe('DeploymentSampler against the gateway', () => {
       expect(m.num_concurrent_requests).toBeGreaterThanOrEqual(1);
     }
     expect(out.controller.avg_pq).toBeGreaterThanOrEqual(0);
-    expect(out.controller.requests).toBe(4);
+    expect(out.controller.requests).toBe(5);
   });
 });

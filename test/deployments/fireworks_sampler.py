@@ -36,6 +36,15 @@ async def main():
     ]
     greedy = await sampler.sample_with_prompt_tokens(PROMPT, n=1, max_tokens=6, temperature=0.0, logprobs=True)
     out["greedy"] = {"sampling_logprobs": greedy[0].sampling_logprobs, "inference_logprobs": greedy[0].inference_logprobs}
+    echo = await sampler.sample_with_prompt_tokens(PROMPT, n=1, max_tokens=4, temperature=1.0, logprobs=True, echo=True)
+    out["echo"] = {
+        "completion_len": echo[0].completion_len,
+        "logprobs_echoed": echo[0].logprobs_echoed,
+        "echoed_prompt_logprob_count": echo[0].echoed_prompt_logprob_count,
+        "inference_logprobs": echo[0].inference_logprobs,
+        "sampling_logprobs": echo[0].sampling_logprobs,
+        "full_tokens": echo[0].full_tokens,
+    }
     metrics = sampler.drain_metrics()
     out["metrics"] = [
         {"prefill_queue_duration": m.prefill_queue_duration, "server_ttft": m.server_ttft,

@@ -464,7 +464,13 @@ async function serve(
   res.end(JSON.stringify(body));
 }
 
-/** Logprobs of an echoed prompt (legacy or content), position 0 null: nothing predicts it. */
+/**
+ * Logprobs of an echoed prompt. Nothing predicts the first token: OpenAI's legacy format says
+ * null there. The `content` format (Fireworks) has a number in every entry, and its SDK drops
+ * the first one of a full echo as "the unconditional first-token logprob" (it refuses a null,
+ * which would lose every logprob of the answer): there it is 0, a filler never used.
+ * Prompt tokens were not sampled, so their sampling_logprob is null.
+ */
 function echoLogprobs(
   sp: TokenSpelling,
   r: InferenceRequest,
@@ -477,7 +483,7 @@ function echoLogprobs(
   if (r.logprobs === 'content')
     return {
       content: prompt.map((t, i) =>
-        sp.contentEntry(t, vals[i] ?? null, tops[i] ?? [], vals[i] ?? null),
+        sp.contentEntry(t, i === 0 ? 0 : (vals[i] ?? null), tops[i] ?? [], null),
       ),
     };
   return null;
