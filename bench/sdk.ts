@@ -5,8 +5,8 @@
 //     control-plane port → Tinker-wire gateway (JSON, futures, retrieve_future) → gRPC → pod,
 //     over the same step through the TypeScript SDK straight over gRPC to the same pod
 //     (goal ≤ 1.10).
-//   - sampler_python_over_ts: DeploymentSampler tokens/s over the TypeScript sampler's; a
-//     separate section (null until it exists).
+//   - sampler_python_over_ts: DeploymentSampler tokens/s over the TypeScript sampler's on one
+//     deployment of the same model (bench/sdk-sampler.ts; goal ≥ 0.9).
 // Rounds of 20 steps alternate between the two sides (Python, TS, Python, TS, ...) on one pod
 // (one model each), so drift and contention hit both; medians of the per-step times are
 // compared. Last stdout line:
@@ -31,6 +31,7 @@ import { ServiceClient, type TrainingDatum } from '../src/sdk/index.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import { seededRandom } from '../src/util/seeded-random.js';
 import { pythonEnv } from '../test/support/python-env.js';
+import { samplerSection } from './sdk-sampler.js';
 import { LLAMA_25M, median } from './support/common.js';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -205,13 +206,22 @@ async function main(): Promise<void> {
   try {
     log(`bench:sdk — ${availableParallelism()} cores, load average ${loadavg()[0]!.toFixed(2)}`);
     const pythonOverTs = await trainingSection(join(dir, 'training'));
-    // Section 2 (DeploymentSampler vs the TypeScript sampler) slots in here.
-    const samplerPythonOverTs: number | null = null;
+    const samplerPythonOverTs = await samplerSection(
+      join(dir, 'sampler'),
+      {
+        rounds: args.has('--quick') ? 2 : 6,
+        requests: 8,
+        maxTokens: 32,
+        concurrency: 4,
+        threads: THREADS,
+      },
+      log,
+    );
     log(
       JSON.stringify({
         bench: 'sdk',
         python_over_ts: round(pythonOverTs),
-        sampler_python_over_ts: samplerPythonOverTs,
+        sampler_python_over_ts: round(samplerPythonOverTs),
       }),
     );
   } finally {
