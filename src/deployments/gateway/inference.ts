@@ -28,6 +28,8 @@ export interface InferenceDeps {
   model: () => string;
   contextLength: number;
   pickReplica: (key: string | undefined, i: number) => UpstreamReplica;
+  /** Requests this deployment is serving now (perf_metrics' num-concurrent-requests). */
+  serving: { count: number };
 }
 
 interface Choice {
@@ -69,9 +71,6 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return typeof v === 'string' && v.length > 0 ? v : undefined;
 }
 
-/** Gateway-wide count of requests being served (perf_metrics' num-concurrent-requests). */
-let serving = 0;
-
 export async function serveInference(
   deps: InferenceDeps,
   r: InferenceRequest,
@@ -79,11 +78,11 @@ export async function serveInference(
   res: ServerResponse,
 ): Promise<void> {
   const arrived = performance.now();
-  const concurrent = ++serving;
+  const concurrent = ++deps.serving.count;
   try {
     await serve(deps, r, req, res, arrived, concurrent);
   } finally {
-    serving--;
+    deps.serving.count--;
   }
 }
 

@@ -62,6 +62,7 @@ export class Gateway {
   /** LoRA models this deployment serves on its base (their names, as /models lists them). */
   private addons: string[] = [];
   private readonly createdAt = Math.floor(Date.now() / 1000);
+  private readonly serving = { count: 0 };
   private constructor(
     opts: GatewayOptions,
     private readonly tokenizer: Tokenizer,
@@ -430,6 +431,7 @@ export class Gateway {
         model: () => this.addons[0] ?? this.opts.model,
         contextLength: Number(this.baseConfig.max_position_embeddings ?? 2048),
         pickReplica: (key, i) => this.pickReplica(key, i),
+        serving: this.serving,
       },
       r,
       req,
