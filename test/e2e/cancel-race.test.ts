@@ -141,7 +141,38 @@ describe('cancel right after create', () => {
     expect(again.status, JSON.stringify(again.json)).toBe(200);
     expect(again.json.outputModel).toBe('accounts/acme/models/race-0');
     expect((await call('POST', `${JOBS}/race-again:cancel`)).status).toBe(200);
-  }, 120_000);
+  }, 300_000);
+
+  it('trainer jobs cancelled right after create end CANCELLED too, with no pod left', async () => {
+    const TRAINERS = '/v1/accounts/acme/rlorTrainerJobs';
+    const ids = ['tr-0', 'tr-1', 'tr-2', 'tr-3'];
+    await Promise.all(
+      ids.map(async (id, i) => {
+        const created = await call('POST', `${TRAINERS}?rlorTrainerJobId=${id}`, {
+          baseModel: 'accounts/temper/models/byte-lm-3m',
+        });
+        expect(created.status, JSON.stringify(created.json)).toBe(200);
+        if (i % 2 === 1)
+          while ((await call('GET', `${TRAINERS}/${id}`)).json.state === 'JOB_STATE_PENDING')
+            await new Promise((r) => setTimeout(r, 10));
+        expect((await call('POST', `${TRAINERS}/${id}:cancel`)).status).toBe(200);
+      }),
+    );
+    for (const id of ids)
+      await platform.client.workflow
+        .getHandle(workflowIdOf({ collection: 'rlorTrainerJobs', account: 'acme', id }))
+        .result()
+        .catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 2_000));
+    for (const id of ids)
+      expect((await call('GET', `${TRAINERS}/${id}`)).json.state, id).toBe('JOB_STATE_CANCELLED');
+    await waitFor(
+      'no running pods',
+      async () =>
+        (await platform.launcher.list()).every((p) => p.state !== 'running') ? true : undefined,
+      30_000,
+    );
+  }, 60_000);
 
   it('deletes a job whose workflow closed without recording its end', async () => {
     // A row left non-final by a workflow that is gone (the situation the guard now prevents,

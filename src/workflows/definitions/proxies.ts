@@ -30,7 +30,10 @@ export function controlActivities(startToCloseTimeout = '10 minutes') {
 export function heartbeatingControlActivities() {
   return proxyActivities<ControlActivities>({
     startToCloseTimeout: '10 minutes',
-    heartbeatTimeout: '10 seconds',
+    // Generous: validating a large dataset holds the event loop for seconds at a time, and a
+    // missed heartbeat would retry the whole preparation. The first heartbeat goes out at
+    // once, so a cancel that came before it is still seen within seconds.
+    heartbeatTimeout: '1 minute',
     retry: { maximumAttempts: 5, nonRetryableErrorTypes: [FAILURE.jobInvalid, JOB_ENDED] },
   });
 }
