@@ -55,6 +55,7 @@ export {
   type EvaluatorStore,
   type OpenOptions,
   openEvaluator,
+  sandboxNode,
 } from './open.js';
 export {
   type SandboxSettings,

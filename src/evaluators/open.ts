@@ -5,6 +5,9 @@
  * loaded. Closing it kills the process and removes the directory.
  */
 import { randomInt } from 'node:crypto';
+import { existsSync, realpathSync } from 'node:fs';
+import { chmod, copyFile, mkdir, rename } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { pino } from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
@@ -14,6 +17,7 @@ import { JS_RUNNER_FILE, JS_RUNNER_SOURCE } from './runners/js-runner.js';
 import { PY_RUNNER_FILE, PY_RUNNER_SOURCE } from './runners/py-runner.js';
 import {
   processCpuSeconds,
+  reachableByOthers,
   runtimePrefix,
   SANDBOX_CODE_DIR,
   SANDBOX_RUNNER_DIR,
@@ -132,6 +136,36 @@ function requirementsOf(version: ResolvedVersion, contents: Buffer[]): string {
   return at < 0 ? '' : contents[at]!.toString('utf8');
 }
 
+/**
+ * The node binary a JS sandbox runs: the worker's own, unless the sandbox's uid cannot reach it
+ * (a root worker running a Node under /root): then a copy of it, once per version, in the
+ * evaluator cache (the binary is self-contained).
+ */
+export async function sandboxNode(
+  settings: SandboxSettings,
+  sandboxed: boolean,
+  binary: string = realpathSync(process.execPath),
+  version: string = process.version,
+): Promise<{ binary: string; prefix: string }> {
+  if (!sandboxed || reachableByOthers(binary)) return { binary, prefix: runtimePrefix(binary) };
+  const prefix = join(settings.envDir, 'node', version);
+  const target = join(prefix, 'bin', 'node');
+  if (!existsSync(target)) {
+    await mkdir(join(prefix, 'bin'), { recursive: true, mode: 0o755 });
+    for (const dir of [settings.envDir, join(settings.envDir, 'node'), prefix, join(prefix, 'bin')])
+      await chmod(dir, 0o755);
+    const stage = `${target}.${process.pid}.tmp`;
+    await copyFile(binary, stage);
+    await chmod(stage, 0o755);
+    await rename(stage, target);
+  }
+  if (!reachableByOthers(target))
+    throw new Error(
+      `the evaluator sandbox cannot reach node at ${target}: a folder above it is not searchable by others (set TEMPER_EVALUATOR_ENV_DIR elsewhere)`,
+    );
+  return { binary: target, prefix };
+}
+
 const BASE_ENV = {
   PATH: '/usr/local/bin:/usr/bin:/bin',
   HOME: '/tmp',
@@ -194,6 +228,7 @@ export async function openEvaluator(
     });
     const ws = workspace;
     const entry = `${SANDBOX_CODE_DIR}/${version.entryFile.replace(/\.m?ts$/, '.mjs')}`;
+    const node = python ? null : await sandboxNode(settings, uid !== null);
     const argv = python
       ? [
           python.python,
@@ -204,14 +239,14 @@ export async function openEvaluator(
           version.entryFunction ?? '',
         ]
       : [
-          process.execPath,
+          node!.binary,
           // V8's heap limit under the address-space limit: running out is a clean report.
           `--max-old-space-size=${Math.max(64, Math.floor(settings.memoryMb / 4))}`,
           `${SANDBOX_RUNNER_DIR}/${JS_RUNNER_FILE}`,
           entry,
           version.entryFunction ?? '',
         ];
-    const readOnly = python ? python.readOnly : [runtimePrefix(process.execPath)];
+    const readOnly = python ? python.readOnly : [node!.prefix];
     const proc = new EvaluatorProcess({
       name,
       allowNetwork: version.allowNetwork,

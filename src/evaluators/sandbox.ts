@@ -9,7 +9,7 @@
  * locale, the secrets the evaluator names), passed through the process environment rather
  * than argv (argv is world-readable in /proc).
  */
-import { existsSync, lstatSync, readlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { SandboxSettings } from './settings.js';
 
@@ -174,6 +174,14 @@ export function sandboxCommand(spec: SandboxSpec, settings: SandboxSettings): Sa
     args: [...limits, '--', ...identity, bwrap, ...view, '--', ...spec.argv],
     env: spec.env,
   };
+}
+
+/** Whether a uid other than the owner's can reach `path`: every folder above it searchable. */
+export function reachableByOthers(path: string): boolean {
+  for (let dir = dirname(resolve(path)); dir !== dirname(dir); dir = dirname(dir)) {
+    if ((statSync(dir).mode & 0o001) === 0) return false;
+  }
+  return (statSync(path).mode & 0o005) === 0o005;
 }
 
 /** The install prefix of a runtime binary (…/bin/node → …), to bind it when outside /usr. */

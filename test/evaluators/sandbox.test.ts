@@ -1,12 +1,17 @@
 // Real malicious evaluators, run through the real sandbox (bubblewrap, rlimits, an unprivileged
 // uid): each attack is stopped, the rollout reports why, and this process (the worker) keeps
 // working. The store and artifacts are the real SQLite store and file object store.
+
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  copyFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
+  realpathSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -25,6 +30,7 @@ import {
   EvaluatorIntegrityError,
   openEvaluator,
   type SandboxSettings,
+  sandboxNode,
   sandboxSettings,
 } from '../../src/evaluators/index.js';
 import { putEvaluator } from '../support/evaluators.js';
@@ -394,4 +400,35 @@ describe('secrets and integrity', () => {
     await e.close();
     expect(readdirSync(settings.workDir).length).toBe(dirs.length - 1);
   });
+});
+
+describe('the runtime a sandbox runs', () => {
+  it('a node the sandbox uid cannot reach (under a 0700 folder) is copied where it can', async () => {
+    const hidden = join(dir, 'private-node');
+    mkdirSync(join(hidden, 'bin'), { recursive: true, mode: 0o700 });
+    chmodSync(hidden, 0o700);
+    copyFileSync(process.execPath, join(hidden, 'bin', 'node'));
+    const envDir = join(dir, 'envs');
+    const node = await sandboxNode(
+      sandboxSettings({ envDir }),
+      true,
+      join(hidden, 'bin', 'node'),
+      'v-test',
+    );
+    expect(node).toEqual({
+      binary: join(envDir, 'node', 'v-test', 'bin', 'node'),
+      prefix: join(envDir, 'node', 'v-test'),
+    });
+    // An unprivileged uid can read and run the copy, and could not read the original.
+    const as = (...args: string[]) =>
+      spawnSync('setpriv', ['--reuid=1100999', '--regid=1100999', '--clear-groups', ...args], {
+        encoding: 'utf8',
+      });
+    expect(as(node.binary, '-p', '1+1').stdout.trim()).toBe('2');
+    expect(as('/usr/bin/test', '-r', node.binary).status).toBe(0);
+    expect(as('/usr/bin/test', '-r', join(hidden, 'bin', 'node')).status).toBe(1);
+    // A reachable node is used where it is.
+    const own = await sandboxNode(sandboxSettings({ envDir }), true);
+    expect(own.binary).toBe(realpathSync(process.execPath));
+  }, 60_000);
 });
