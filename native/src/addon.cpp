@@ -3,7 +3,12 @@
 // src/engine (TypeScript); this layer re-checks what would otherwise corrupt memory.
 #include <napi.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
+#include <cstring>
 #include <atomic>
 #include <exception>
 #include <functional>
@@ -124,6 +129,8 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
                        {InstanceMethod("tensorInfo", &EngineModel::TensorInfo),
                         InstanceMethod("setTensor", &EngineModel::SetTensor),
                         InstanceMethod("getTensor", &EngineModel::GetTensor),
+                        InstanceMethod("loadTensorFile", &EngineModel::LoadTensorFile),
+                        InstanceMethod("tensorDtype", &EngineModel::TensorDtype),
                         InstanceMethod("getGrad", &EngineModel::GetGrad),
                         InstanceMethod("tensorView", &EngineModel::TensorView),
                         InstanceMethod("getOptimizerState", &EngineModel::GetOptimizerState),
@@ -175,10 +182,13 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       mc.rope_inv_freq = copy_typed<double, Napi::Float64Array>(inv_freq, "ropeInvFreq");
     }
     temper::LoraConfig lora;
+    temper::EngineOptions options;
     int threads = 1;
     if (info[1].IsObject()) {
       const Napi::Object o = info[1].As<Napi::Object>();
       threads = static_cast<int>(num(o, "threads", 1));
+      options.base_bf16 = flag(o, "baseBf16", false);
+      options.recompute = flag(o, "recompute", false);
       const Napi::Value l = o.Get("lora");
       if (l.IsObject()) {
         const Napi::Object lo = l.As<Napi::Object>();
@@ -193,7 +203,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       }
     }
     guard(env, [&] {
-      model_ = std::make_unique<Model>(mc, lora, threads);
+      model_ = std::make_unique<Model>(mc, lora, threads, options);
       return 0;
     });
   }
@@ -229,7 +239,10 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       for (std::size_t i = 0; i < data.size(); ++i)
         if (!std::isfinite(data[i]))
           throw std::invalid_argument("tensor '" + name + "' has a non-finite value at flat index " + std::to_string(i));
-      std::copy(data.begin(), data.end(), p.value.begin());  // keep the storage (views alias it)
+      if (p.is_bf16())  // a bf16 base tensor: rounded to nearest even (exact for bf16-valued data)
+        for (std::size_t i = 0; i < data.size(); ++i) p.bf16[i] = temper::f32_to_bf16(data[i]);
+      else
+        std::copy(data.begin(), data.end(), p.value.begin());  // keep the storage (views alias it)
       return 0;
     });
     return env.Undefined();
@@ -239,7 +252,94 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     check_idle(info.Env());
     Napi::Env env = info.Env();
     const std::string name = info[0].ToString().Utf8Value();
-    return guard(env, [&] { return to_js(env, model_->param(name).value); });
+    return guard(env, [&] {
+      const temper::Param& p = model_->param(name);
+      if (!p.is_bf16()) return to_js(env, p.value);
+      Napi::Float32Array out = Napi::Float32Array::New(env, p.bf16.size());
+      for (std::size_t i = 0; i < p.bf16.size(); ++i) out[i] = temper::bf16_to_f32(p.bf16[i]);
+      return out;
+    });
+  }
+
+  Napi::Value TensorDtype(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const std::string name = info[0].ToString().Utf8Value();
+    return guard(env, [&]() -> Napi::Value {
+      return Napi::String::New(env, model_->param(name).is_bf16() ? "BF16" : "F32");
+    });
+  }
+
+  // loadTensorFile(name, path, offset, dtype): reads a tensor's bytes (F32 or BF16, little
+  // endian, as in safetensors) from a file straight into the engine's storage with pread, so
+  // the weights never pass through JavaScript. Same-dtype tensors are read in place; others
+  // are converted in 4 MiB chunks. A non-finite value is an error naming its flat index (the
+  // tensor is then left zeroed: the caller discards the model).
+  Napi::Value LoadTensorFile(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_idle(env);
+    const std::string name = info[0].ToString().Utf8Value();
+    const std::string path = info[1].ToString().Utf8Value();
+    const double offset_d = info[2].ToNumber().DoubleValue();
+    const std::string dtype = info[3].ToString().Utf8Value();
+    guard(env, [&] {
+      if (dtype != "F32" && dtype != "BF16") throw std::invalid_argument("loadTensorFile: dtype must be F32 or BF16 (got " + dtype + ")");
+      if (!(offset_d >= 0) || offset_d > 9.0e15) throw std::invalid_argument("loadTensorFile: bad offset");
+      temper::Param& p = model_->param(name);
+      const long n = p.numel();
+      const bool src_bf16 = dtype == "BF16";
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) throw std::runtime_error(path + ": " + std::strerror(errno));
+      auto read_at = [&](void* dst, std::size_t bytes, off_t at) {
+        char* out = static_cast<char*>(dst);
+        while (bytes > 0) {
+          const ssize_t got = ::pread(fd, out, bytes, at);
+          if (got < 0 && errno == EINTR) continue;
+          if (got <= 0) throw std::runtime_error(path + ": short read of tensor '" + name + "'" + (got < 0 ? std::string(": ") + std::strerror(errno) : ""));
+          out += got;
+          bytes -= static_cast<std::size_t>(got);
+          at += got;
+        }
+      };
+      const off_t base = static_cast<off_t>(offset_d);
+      try {
+        if (src_bf16 && p.is_bf16()) {
+          read_at(p.bf16.data(), n * 2, base);
+        } else if (!src_bf16 && !p.is_bf16()) {
+          read_at(p.value.data(), n * 4, base);
+        } else {
+          constexpr long kChunk = 1 << 20;  // elements
+          std::vector<char> buf(kChunk * 4);
+          for (long i0 = 0; i0 < n; i0 += kChunk) {
+            const long len = std::min(kChunk, n - i0);
+            read_at(buf.data(), len * (src_bf16 ? 2 : 4), base + i0 * (src_bf16 ? 2 : 4));
+            for (long i = 0; i < len; ++i) {
+              if (src_bf16) {
+                uint16_t h;
+                std::memcpy(&h, buf.data() + i * 2, 2);
+                p.value[i0 + i] = temper::bf16_to_f32(h);
+              } else {
+                float f;
+                std::memcpy(&f, buf.data() + i * 4, 4);
+                p.bf16[i0 + i] = temper::f32_to_bf16(f);
+              }
+            }
+          }
+        }
+        for (long i = 0; i < n; ++i) {
+          const float x = p.is_bf16() ? temper::bf16_to_f32(p.bf16[i]) : p.value[i];
+          if (!std::isfinite(x))
+            throw std::invalid_argument(path + ": tensor '" + name + "' has a non-finite value at flat index " + std::to_string(i));
+        }
+      } catch (...) {
+        ::close(fd);
+        if (p.is_bf16()) std::fill(p.bf16.begin(), p.bf16.end(), 0);
+        else std::fill(p.value.begin(), p.value.end(), 0.0f);
+        throw;
+      }
+      ::close(fd);
+      return 0;
+    });
+    return env.Undefined();
   }
 
   // A Float32Array over the engine's own storage of a tensor ('value', 'm', 'v' or 'grad'):

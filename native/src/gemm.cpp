@@ -23,6 +23,11 @@ void ensure(std::vector<T>& v, std::size_t n) {
 // Packs rows [i0, i0+mr) x depth [k0, k0+kc) of A as a kc x mr panel (zero rows past m).
 void pack_a_panel(float* out, long i0, long m, long k0, long kc, MatView a, int mr) {
   const long rows = std::min<long>(mr, m - i0);
+  if (a.h != nullptr) {  // bf16: widen element by element (exact)
+    for (long kk = 0; kk < kc; ++kk)
+      for (long r = 0; r < mr; ++r) out[kk * mr + r] = r < rows ? a.at(i0 + r, k0 + kk) : 0.0f;
+    return;
+  }
   if (a.rs == 1) {  // columns of A contiguous (A = dYᵀ): copy column segments
     for (long kk = 0; kk < kc; ++kk) {
       const float* src = a.p + (k0 + kk) * a.cs + i0;
@@ -44,6 +49,27 @@ void pack_a_panel(float* out, long i0, long m, long k0, long kc, MatView a, int 
 // Packs depth [k0, k0+kc) x columns [j0, j0+nr) of B as a kc x nr panel (zero past n).
 void pack_b_panel(float* out, long j0, long n, long k0, long kc, MatView b, int nr) {
   const long cols = std::min<long>(nr, n - j0);
+  if (b.h != nullptr) {  // bf16 weights: widen while packing (exact), so the math is float32
+    if (b.cs == 1) {
+      for (long kk = 0; kk < kc; ++kk) {
+        const uint16_t* src = b.h + (k0 + kk) * b.rs + j0;
+        float* o = out + kk * nr;
+        long c = 0;
+        for (; c < cols; ++c) o[c] = bf16_to_f32(src[c]);
+        for (; c < nr; ++c) o[c] = 0.0f;
+      }
+      return;
+    }
+    for (long c = 0; c < nr; ++c) {  // columns of B contiguous (Wᵀ): walk each column once
+      if (c >= cols) {
+        for (long kk = 0; kk < kc; ++kk) out[kk * nr + c] = 0.0f;
+        continue;
+      }
+      const uint16_t* src = b.h + (j0 + c) * b.cs + k0 * b.rs;
+      for (long kk = 0; kk < kc; ++kk) out[kk * nr + c] = bf16_to_f32(src[kk * b.rs]);
+    }
+    return;
+  }
   if (b.cs == 1) {  // rows of B contiguous: copy row segments
     for (long kk = 0; kk < kc; ++kk) {
       const float* src = b.p + (k0 + kk) * b.rs + j0;
@@ -94,15 +120,22 @@ void tile_range(const Kernels& kern, long i_begin, long i_end, long j_begin, lon
 void small_m_columns(long j0, long j1, long m, long k, float alpha, MatView a, MatView b, float* c,
                      long ldc, bool accumulate) {
   const Kernels& kern = kernels();
-  const bool contiguous = a.cs == 1 && b.rs == 1;
+  const bool contiguous = a.cs == 1 && b.rs == 1 && a.h == nullptr;
+  // A bf16 B column is widened into a float32 row first, then the same dot runs on it.
+  thread_local std::vector<float> widened;
+  if (contiguous && b.h != nullptr && static_cast<long>(widened.size()) < k) widened.resize(k);
   for (long i = 0; i < m; ++i) {
     for (long j = j0; j < j1; ++j) {
       float s;
       if (contiguous) {
-        s = kern.dot(a.p + i * a.rs, b.p + j * b.cs, k);
+        const float* col = widened.data();
+        if (b.h == nullptr) col = b.p + j * b.cs;
+        else
+          for (long kk = 0; kk < k; ++kk) widened[kk] = bf16_to_f32(b.h[j * b.cs + kk]);
+        s = kern.dot(a.p + i * a.rs, col, k);
       } else {
         s = 0.0f;
-        for (long kk = 0; kk < k; ++kk) s += a.p[i * a.rs + kk * a.cs] * b.p[kk * b.rs + j * b.cs];
+        for (long kk = 0; kk < k; ++kk) s += a.at(i, kk) * b.at(kk, j);
       }
       float& out = c[i * ldc + j];
       out = (accumulate ? out : 0.0f) + alpha * s;

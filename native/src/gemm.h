@@ -7,22 +7,45 @@
 // constants alone, so the result is identical for any number of threads.
 #pragma once
 
+#include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "thread_pool.h"
 
 namespace temper {
 
-// A strided read-only matrix view: element (i, j) is at p[i * rs + j * cs]. Transposition is
-// just swapped strides, so one routine serves X·Wᵀ, dY·W and dYᵀ·X.
+// bfloat16 <-> float32. Widening is exact (a bf16 is the top half of a float32), so a matrix
+// kept in bf16 and widened while packing gives the very panels its float32 copy would.
+inline float bf16_to_f32(uint16_t v) {
+  const uint32_t u = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+// Round to nearest, ties to even (finite inputs), as torch's .to(torch.bfloat16) does.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// A strided read-only matrix view: element (i, j) is at p[i * rs + j * cs] (or h[...], a
+// bf16 matrix, when h is set; the GEMM widens it to float32 in its packing step).
+// Transposition is just swapped strides, so one routine serves X·Wᵀ, dY·W and dYᵀ·X.
 struct MatView {
   const float* p;
   long rs;
   long cs;
+  const uint16_t* h = nullptr;
+  float at(long i, long j) const { return h != nullptr ? bf16_to_f32(h[i * rs + j * cs]) : p[i * rs + j * cs]; }
 };
 
 inline MatView row_major(const float* p, long cols) { return {p, cols, 1}; }
 inline MatView transposed(const float* p, long cols) { return {p, 1, cols}; }
+inline MatView row_major(const uint16_t* h, long cols) { return {nullptr, cols, 1, h}; }
+inline MatView transposed(const uint16_t* h, long cols) { return {nullptr, 1, cols, h}; }
 
 // Per-thread buffers for gemm_serial.
 struct GemmScratch {

@@ -41,8 +41,8 @@ long Param::numel() const {
   return n;
 }
 
-Model::Model(const ModelConfig& config, const LoraConfig& lora, int threads)
-    : config_(config), lora_config_(lora) {
+Model::Model(const ModelConfig& config, const LoraConfig& lora, int threads, const EngineOptions& options)
+    : config_(config), lora_config_(lora), options_(options) {
   const ModelConfig& c = config_;
   require(c.vocab_size > 0 && c.hidden_size > 0 && c.intermediate_size > 0 && c.num_layers > 0,
           "config: vocab_size, hidden_size, intermediate_size and num_hidden_layers must be positive");
@@ -62,6 +62,8 @@ Model::Model(const ModelConfig& config, const LoraConfig& lora, int threads)
             "lora: lm_head cannot be adapted when word embeddings are tied");
     lora_scale_ = lora.alpha / static_cast<float>(lora.rank);
   }
+  require(!options.base_bf16 || lora.rank > 0,
+          "base_dtype bfloat16 needs a LoRA adapter (full-parameter training updates the base in float32)");
   set_threads(threads);
   build_params(lora);
   build_rope_tables();
@@ -76,11 +78,12 @@ void Model::set_threads(int threads) {
   thread_scratch_.assign(threads, {});
 }
 
-Param* Model::add_param(const std::string& name, std::vector<long> shape, bool trainable) {
+Param* Model::add_param(const std::string& name, std::vector<long> shape, bool trainable, bool bf16) {
   auto p = std::make_unique<Param>();
   p->name = name;
   p->shape = std::move(shape);
-  p->value.assign(p->numel(), 0.0f);
+  if (bf16) p->bf16.assign(p->numel(), 0);
+  else p->value.assign(p->numel(), 0.0f);
   p->trainable = trainable;
   if (trainable) {
     p->grad.assign(p->numel(), 0.0f);
@@ -98,7 +101,8 @@ void Model::build_params(const LoraConfig& lora) {
   const bool full = lora.rank == 0;
   const long qdim = c.num_heads * c.head_dim;
   const long kvdim = c.num_kv_heads * c.head_dim;
-  embed_ = add_param("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, full);
+  const bool half = options_.base_bf16;  // frozen base matrices in bf16 (LoRA only)
+  embed_ = add_param("model.embed_tokens.weight", {c.vocab_size, c.hidden_size}, full, half);
   const long dims[kLinearsPerLayer][2] = {{qdim, c.hidden_size},
                                           {kvdim, c.hidden_size},
                                           {kvdim, c.hidden_size},
@@ -115,7 +119,7 @@ void Model::build_params(const LoraConfig& lora) {
       Linear& lin = L.linears[j];
       lin.out = dims[j][0];
       lin.in = dims[j][1];
-      lin.w = add_param(pre + kLinearNames[j] + ".weight", {lin.out, lin.in}, full);
+      lin.w = add_param(pre + kLinearNames[j] + ".weight", {lin.out, lin.in}, full, half);
       const bool biased = (j <= kV && c.qkv_bias) || (j == kO && c.o_bias);
       if (biased) lin.bias = add_param(pre + kLinearNames[j] + ".bias", {lin.out}, full);
     }
@@ -128,7 +132,7 @@ void Model::build_params(const LoraConfig& lora) {
   final_norm_ = add_param("model.norm.weight", {c.hidden_size}, full);
   lm_head_.out = c.vocab_size;
   lm_head_.in = c.hidden_size;
-  lm_head_.w = c.tie_word_embeddings ? embed_ : add_param("lm_head.weight", {c.vocab_size, c.hidden_size}, full);
+  lm_head_.w = c.tie_word_embeddings ? embed_ : add_param("lm_head.weight", {c.vocab_size, c.hidden_size}, full, half);
   // Norm weights start at one and biases at zero (as HF initialises them) so an unloaded
   // model is well defined.
   for (auto& p : params_) {
@@ -184,6 +188,14 @@ Param& Model::param(const std::string& name) {
 
 void Model::embed(const int32_t* tokens, long rows, float* x) {
   const long h = config_.hidden_size;
+  if (embed_->is_bf16()) {
+    const uint16_t* e = embed_->bf16.data();
+    pool_->parallel_for(rows, [&](std::size_t r, int) {
+      const uint16_t* src = e + static_cast<long>(tokens[r]) * h;
+      for (long j = 0; j < h; ++j) x[r * h + j] = bf16_to_f32(src[j]);
+    });
+    return;
+  }
   const float* e = embed_->value.data();
   pool_->parallel_for(rows, [&](std::size_t r, int) {
     std::memcpy(x + r * h, e + static_cast<long>(tokens[r]) * h, sizeof(float) * h);
@@ -191,7 +203,7 @@ void Model::embed(const int32_t* tokens, long rows, float* x) {
 }
 
 void Model::linear_forward(const Linear& l, const float* x, long rows, float* y, std::vector<float>* xa) {
-  gemm_->run(rows, l.out, l.in, 1.0f, row_major(x, l.in), transposed(l.w->value.data(), l.in), y, l.out, false);
+  gemm_->run(rows, l.out, l.in, 1.0f, row_major(x, l.in), l.w->as_transposed(l.in), y, l.out, false);
   if (l.bias != nullptr) bias_add(*pool_, y, l.bias->value.data(), rows, l.out);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
@@ -208,7 +220,7 @@ void Model::linear_backward(const Linear& l, const float* x, const float* dy, lo
   if (w->trainable)  // dW += dyᵀ·x
     gemm_->run(l.out, l.in, rows, 1.0f, transposed(dy, l.out), row_major(x, l.in), w->grad.data(), l.in, true);
   if (dx != nullptr)  // dx = dy·W
-    gemm_->run(rows, l.in, l.out, 1.0f, row_major(dy, l.out), row_major(w->value.data(), l.in), dx, l.in, accumulate_dx);
+    gemm_->run(rows, l.in, l.out, 1.0f, row_major(dy, l.out), w->as_row_major(l.in), dx, l.in, accumulate_dx);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
   Param* a = l.lora.a;
@@ -296,7 +308,7 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
 void Model::logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk) {
   const long rows = r1 - r0;
   const Linear& l = lm_head_;
-  gemm_->run(rows, l.out, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), transposed(l.w->value.data(), l.in), logits, l.out, false);
+  gemm_->run(rows, l.out, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), l.w->as_transposed(l.in), logits, l.out, false);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
   gemm_->run(rows, r, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), transposed(l.lora.a->value.data(), l.in), xa_chunk, r, false);
@@ -341,15 +353,25 @@ void Model::run_layers(const Batch& batch, bool save) {
     for (long i = 0; i < n; ++i) positions_[off + i] = i;
     off += n;
   }
-  if (save) acts_.resize(c.num_layers);
+  const bool recompute = save && options_.recompute;
+  if (save && !recompute) acts_.resize(c.num_layers);
+  if (recompute) {
+    acts_.clear();  // full activations are rebuilt per layer in backward
+    layer_inputs_.resize(c.num_layers);
+  }
   ensure(x_final_, rows * H);
   ensure(hf_, rows * H);
   ensure(rstd_final_, rows);
   ensure(logit_lse_, rows);
   float* x = x_final_.data();
   embed(batch.tokens.data(), rows, x);
-  for (long li = 0; li < c.num_layers; ++li)
-    layer_forward(li, save ? acts_[li] : infer_acts_, x, rows, spans_, nullptr, nullptr);
+  for (long li = 0; li < c.num_layers; ++li) {
+    if (recompute) {
+      ensure(layer_inputs_[li], rows * H);
+      parallel_copy(x, layer_inputs_[li].data(), rows * H);
+    }
+    layer_forward(li, save && !recompute ? acts_[li] : infer_acts_, x, rows, spans_, nullptr, nullptr);
+  }
   rmsnorm_forward(*pool_, x, final_norm_->value.data(), hf_.data(), rstd_final_.data(), rows, H, c.rms_norm_eps);
   if (save) {
     saved_rows_ = rows;
@@ -542,7 +564,17 @@ void Model::backward_from_hidden(const float* dhf) {
   rmsnorm_backward(*pool_, dhf, x_final_.data(), final_norm_->value.data(), rstd_final_.data(), dx, false,
                    final_norm_->trainable ? final_norm_->grad.data() : nullptr, rows, H);
   // x_final_ was overwritten layer by layer during forward; each layer saved its own input.
-  for (long li = c.num_layers - 1; li >= 0; --li) layer_backward(li, acts_[li], dx, rows);
+  if (options_.recompute) {
+    // The same layer_forward on the same saved input gives bitwise the same activations.
+    ensure(recompute_x_, rows * H);
+    for (long li = c.num_layers - 1; li >= 0; --li) {
+      parallel_copy(layer_inputs_[li].data(), recompute_x_.data(), rows * H);
+      layer_forward(li, recompute_acts_, recompute_x_.data(), rows, spans_, nullptr, nullptr);
+      layer_backward(li, recompute_acts_, dx, rows);
+    }
+  } else {
+    for (long li = c.num_layers - 1; li >= 0; --li) layer_backward(li, acts_[li], dx, rows);
+  }
   if (embed_->trainable) {  // scatter-add into embedding rows; sequential keeps the order fixed
     float* g = embed_->grad.data();
     for (long i = 0; i < rows; ++i) {

@@ -47,12 +47,27 @@ struct LoraConfig {
 struct Param {
   std::string name;
   std::vector<long> shape;
-  std::vector<float> value;
+  std::vector<float> value;      // float32 storage (empty when the tensor is kept in bf16)
+  std::vector<uint16_t> bf16;    // bf16 storage of a frozen base matrix (EngineOptions::base_bf16)
   std::vector<float> grad;  // empty unless trainable
   std::vector<float> m;     // AdamW first moment
   std::vector<float> v;     // AdamW second moment
   bool trainable = false;
   long numel() const;
+  bool is_bf16() const { return !bf16.empty(); }
+  // This tensor as a GEMM operand, whichever storage it has.
+  MatView as_row_major(long cols) const { return is_bf16() ? row_major(bf16.data(), cols) : row_major(value.data(), cols); }
+  MatView as_transposed(long cols) const { return is_bf16() ? transposed(bf16.data(), cols) : transposed(value.data(), cols); }
+};
+
+// How the engine holds and recomputes things; none of it changes the math.
+struct EngineOptions {
+  // With a LoRA adapter, keep the frozen 2-D base matrices (embeddings, projections, lm_head)
+  // in bf16: half the memory; the GEMM widens them to float32 when packing, so compute is fp32.
+  bool base_bf16 = false;
+  // Keep only each layer's input during a saved forward and recompute the layer's activations
+  // in backward (about one more forward of compute for a fraction of the memory).
+  bool recompute = false;
 };
 
 struct AdamParams {
@@ -94,7 +109,8 @@ enum class Pooling { kMean, kLast };
 
 class Model {
  public:
-  Model(const ModelConfig& config, const LoraConfig& lora, int threads);
+  Model(const ModelConfig& config, const LoraConfig& lora, int threads, const EngineOptions& options = {});
+  const EngineOptions& options() const { return options_; }
 
   const ModelConfig& config() const { return config_; }
   const std::vector<std::unique_ptr<Param>>& params() const { return params_; }
@@ -157,7 +173,7 @@ class Model {
     std::vector<std::vector<float>> k, v;  // per layer: [slots][capacity][kv_dim]
   };
 
-  Param* add_param(const std::string& name, std::vector<long> shape, bool trainable);
+  Param* add_param(const std::string& name, std::vector<long> shape, bool trainable, bool bf16 = false);
   void build_params(const LoraConfig& lora);
   void init_lora(uint64_t seed);
   void build_rope_tables();
@@ -181,6 +197,7 @@ class Model {
 
   ModelConfig config_;
   LoraConfig lora_config_;
+  EngineOptions options_;
   float lora_scale_ = 0.0f;
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<Gemm> gemm_;
@@ -197,6 +214,11 @@ class Model {
 
   // Saved forward state (training).
   std::vector<LayerActs> acts_;
+  // Recompute mode: each layer's input (acts_ then stays empty) and one set of activations
+  // rebuilt layer by layer in backward.
+  std::vector<std::vector<float>> layer_inputs_;
+  LayerActs recompute_acts_;
+  std::vector<float> recompute_x_;
   LayerActs infer_acts_;
   std::vector<SeqSpan> spans_;
   std::vector<long> positions_;

@@ -1,10 +1,13 @@
 // The engine's TypeScript face: a transformer with HuggingFace tensor names that computes
 // per-token log-probabilities, backpropagates any d(loss)/d(logprob), steps AdamW and samples.
+
+import { open } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { readSafetensors, type TensorMap } from '../checkpoints/safetensors.js';
+import { parseSafetensorsHeader, type TensorMap } from '../checkpoints/safetensors.js';
 import { type ModelConfig, readHfConfig, ropeInverseFrequencies } from './config.js';
+import { DTYPE_BYTES, f16ToF32 } from './dtype.js';
 import {
   type NativeAdamParams,
   type NativeModel,
@@ -45,7 +48,23 @@ export const loraOptionsSchema = z.object({
 });
 export type LoraOptions = z.input<typeof loraOptionsSchema>;
 
-export interface ModelOptions {
+/**
+ * How the engine holds the model; none of these change results beyond what the comments say.
+ * - baseDtype 'bfloat16' (LoRA only): the frozen base matrices (embeddings, projections,
+ *   lm_head) are stored in bf16, half the memory; the GEMM widens them to float32 while
+ *   packing, so compute stays fp32 and the results are bitwise those of a float32 base holding
+ *   the same (bf16-rounded) values.
+ * - recompute: keep only each layer's input in a training forward and rebuild the layer's
+ *   activations in backward: one more forward of compute, a fraction of the memory; bitwise
+ *   the same gradients. Off by default (small models do not need it).
+ */
+export const engineOptionsSchema = z.object({
+  baseDtype: z.enum(['float32', 'bfloat16']).default('float32'),
+  recompute: z.boolean().default(false),
+});
+export type EngineOptions = z.input<typeof engineOptionsSchema>;
+
+export interface ModelOptions extends EngineOptions {
   /** Worker threads (default: the machine's core count). Results do not depend on it. */
   threads?: number;
   /** Train a LoRA adapter instead of all parameters. */
@@ -115,6 +134,7 @@ function formatZod(where: string, err: z.ZodError): string {
 export class TransformerModel {
   readonly config: ModelConfig;
   readonly lora: z.output<typeof loraOptionsSchema> | null;
+  readonly engineOptions: z.output<typeof engineOptionsSchema>;
   private readonly native: NativeModel;
   private readonly info: Map<string, NativeTensorInfo>;
   private savedRows = -1;
@@ -124,12 +144,27 @@ export class TransformerModel {
     const lora = options.lora ? loraOptionsSchema.safeParse(options.lora) : null;
     if (lora && !lora.success) throw new EngineError(formatZod('lora options', lora.error));
     this.lora = lora ? lora.data : null;
+    const engine = engineOptionsSchema.safeParse({
+      baseDtype: options.baseDtype,
+      recompute: options.recompute,
+    });
+    if (!engine.success) throw new EngineError(formatZod('engine options', engine.error));
+    if (engine.data.baseDtype === 'bfloat16' && !this.lora)
+      throw new EngineError(
+        "engine options: baseDtype 'bfloat16' needs a LoRA adapter (full-parameter training updates the base in float32)",
+      );
+    this.engineOptions = engine.data;
     const threads = options.threads ?? availableParallelism();
     this.native = callNative(
       () =>
         new (nativeEngine().EngineModel)(
           { ...config, ropeInvFreq: ropeInverseFrequencies(config) },
-          { threads, lora: this.lora },
+          {
+            threads,
+            lora: this.lora,
+            baseBf16: engine.data.baseDtype === 'bfloat16',
+            recompute: engine.data.recompute,
+          },
         ),
     );
     this.info = new Map(this.native.tensorInfo().map((t) => [t.name, t]));
@@ -139,10 +174,70 @@ export class TransformerModel {
   static async fromDirectory(dir: string, options: ModelOptions = {}): Promise<TransformerModel> {
     const config = await readHfConfig(join(dir, 'config.json'));
     const model = new TransformerModel(config, options);
-    for (const file of await listWeightFiles(dir))
-      model.loadTensors((await readSafetensors(file)).tensors, { source: file, partial: true });
+    for (const file of await listWeightFiles(dir)) await model.loadSafetensorsFile(file);
     model.assertBaseLoaded();
     return model;
+  }
+
+  /**
+   * Loads the tensors of one safetensors file lazily: only the header is parsed in JS; F32 and
+   * BF16 tensors are read by the engine straight from the file into its own storage (no copy
+   * of the weights in JS), F16/F64 ones tensor by tensor through JS. Every name and shape is
+   * checked before anything is written. A failure part-way (a non-finite value, a short read)
+   * leaves this model unusable: callers building a model from files discard it.
+   */
+  async loadSafetensorsFile(file: string): Promise<void> {
+    const fh = await open(file, 'r');
+    try {
+      const size = (await fh.stat()).size;
+      const prefix = Buffer.alloc(8);
+      await fh.read(prefix, 0, 8, 0);
+      if (size < 8) throw new EngineError(`${file}: file is shorter than the 8-byte header length`);
+      const headerLen = Number(prefix.readBigUInt64LE(0));
+      if (headerLen > size - 8)
+        throw new EngineError(`${file}: header length ${headerLen} exceeds the file size`);
+      const json = Buffer.alloc(headerLen);
+      await fh.read(json, 0, headerLen, 8);
+      const header = parseSafetensorsHeader(json, file, size - 8 - headerLen);
+      for (const e of header.entries) this.checkTensorShape(e.name, e.shape, file);
+      for (const e of header.entries) {
+        const at = header.dataStart + e.begin;
+        if (e.dtype === 'F32' || e.dtype === 'BF16') {
+          callNative(() => this.native.loadTensorFile(e.name, file, at, e.dtype as 'F32' | 'BF16'));
+          continue;
+        }
+        const bytes = Buffer.alloc(e.end - e.begin);
+        await fh.read(bytes, 0, bytes.length, at);
+        const n = bytes.length / DTYPE_BYTES[e.dtype];
+        const aligned = new Uint8Array(bytes).buffer;
+        const data =
+          e.dtype === 'F16'
+            ? f16ToF32(new Uint16Array(aligned, 0, n))
+            : Float32Array.from(new Float64Array(aligned, 0, n));
+        this.loadTensors(new Map([[e.name, { shape: e.shape, data }]]), {
+          source: file,
+          partial: true,
+        });
+      }
+      this.loaded = new Set([...this.loaded, ...header.entries.map((e) => e.name)]);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  private checkTensorShape(name: string, shape: readonly number[], source: string): void {
+    const info = this.info.get(name);
+    if (!info)
+      throw new EngineError(`${source}: unexpected tensor '${name}' for this model configuration`);
+    if (info.shape.length !== shape.length || info.shape.some((d, i) => d !== shape[i]))
+      throw new EngineError(
+        `${source}: tensor '${name}' has shape [${shape}], expected [${info.shape}]`,
+      );
+  }
+
+  /** How the engine stores a tensor ('BF16' for a frozen base kept in bf16). */
+  tensorDtype(name: string): 'F32' | 'BF16' {
+    return callNative(() => this.native.tensorDtype(name));
   }
 
   static simd(): string {
@@ -184,15 +279,7 @@ export class TransformerModel {
   loadTensors(tensors: TensorMap, opts: { source?: string; partial?: boolean } = {}): void {
     const source = opts.source ?? 'weights';
     for (const [name, t] of tensors) {
-      const info = this.info.get(name);
-      if (!info)
-        throw new EngineError(
-          `${source}: unexpected tensor '${name}' for this model configuration`,
-        );
-      if (info.shape.length !== t.shape.length || info.shape.some((d, i) => d !== t.shape[i]))
-        throw new EngineError(
-          `${source}: tensor '${name}' has shape [${t.shape}], expected [${info.shape}]`,
-        );
+      this.checkTensorShape(name, t.shape, source);
       for (let i = 0; i < t.data.length; i++)
         if (!Number.isFinite(t.data[i]))
           throw new EngineError(

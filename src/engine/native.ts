@@ -54,6 +54,10 @@ export interface NativeModel {
   tensorInfo(): NativeTensorInfo[];
   setTensor(name: string, data: Float32Array): void;
   getTensor(name: string): Float32Array;
+  /** Reads an F32/BF16 tensor from a file at a byte offset straight into engine memory. */
+  loadTensorFile(name: string, path: string, offset: number, dtype: 'F32' | 'BF16'): void;
+  /** How the engine stores a tensor: BF16 for a frozen base kept in bf16, else F32. */
+  tensorDtype(name: string): 'F32' | 'BF16';
   getGrad(name: string): Float32Array | null;
   tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad'): Float32Array | null;
   getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
@@ -110,7 +114,12 @@ interface NativeModule {
   EngineModel: new (
     // ropeInvFreq: the RoPE inverse frequencies (config.ts: ropeInverseFrequencies), scaling applied
     config: ModelConfig & { ropeInvFreq: Float64Array },
-    options: { threads: number; lora: NativeLoraOptions | null },
+    options: {
+      threads: number;
+      lora: NativeLoraOptions | null;
+      baseBf16?: boolean;
+      recompute?: boolean;
+    },
   ) => NativeModel;
   simd: string;
   /** C = op(A)·op(B) with the engine's GEMM (tests and benchmarks). */
