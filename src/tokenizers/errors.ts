@@ -13,7 +13,9 @@ export type TokenizerErrorCode =
   /** The renderer needs a special token the tokenizer does not have. */
   | 'missing_special_token'
   /** tokenizer.json / tokenizer_config.json could not be read or is not supported. */
-  | 'invalid_tokenizer_files';
+  | 'invalid_tokenizer_files'
+  /** A model's chat template failed to parse or to render (its own `raise_exception` included). */
+  | 'invalid_chat_template';
 
 const HTTP_STATUS: Record<TokenizerErrorCode, number> = {
   invalid_messages: 400,
@@ -21,6 +23,7 @@ const HTTP_STATUS: Record<TokenizerErrorCode, number> = {
   unknown_renderer: 400,
   missing_special_token: 400,
   invalid_tokenizer_files: 400,
+  invalid_chat_template: 400,
 };
 
 /** gRPC INVALID_ARGUMENT (3) for every code: all of them are the caller's input. */
@@ -30,6 +33,7 @@ const GRPC_STATUS: Record<TokenizerErrorCode, number> = {
   unknown_renderer: 3,
   missing_special_token: 3,
   invalid_tokenizer_files: 3,
+  invalid_chat_template: 3,
 };
 
 export class TokenizerError extends Error {

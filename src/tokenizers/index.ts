@@ -40,11 +40,14 @@ export {
   validateMessages,
   validateTools,
 } from './messages.js';
+export { loadChatTemplate, loadModelRenderer, loadModelTokenizer } from './model-files.js';
 export {
   ChatMLRenderer,
   type GenerationPromptOptions,
   getRenderer,
   isRendererName,
+  JinjaRenderer,
+  type JinjaRendererOptions,
   type ParsedResponse,
   RENDERER_NAMES,
   type RenderedConversation,

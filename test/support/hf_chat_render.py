@@ -1,6 +1,7 @@
 """Renders conversations with transformers' AutoTokenizer from a local directory, offline.
 
-stdin: {"dir": ..., "conversations": [{"messages": [...], "tools": [...]?, "add_generation_prompt": bool}],
+stdin: {"dir": ..., "conversations": [{"messages": [...], "tools": [...]?, "add_generation_prompt": bool,
+         "template_kwargs": {...}?}],
         "texts": [str]}
 stdout: {"rendered": [[ids]], "templated": [str], "encoded": [[ids]], "decoded": [str],
          "vocab_size": int, "eos_token_id": int, "class": str}
@@ -21,6 +22,8 @@ for conv in req["conversations"]:
     kwargs = {"add_generation_prompt": conv.get("add_generation_prompt", False)}
     if conv.get("tools"):
         kwargs["tools"] = conv["tools"]
+    # extra template arguments (enable_thinking=False, ...), as apply_chat_template's **kwargs
+    kwargs.update(conv.get("template_kwargs") or {})
     # the DeploymentSampler's call, exactly
     ids = tok.apply_chat_template(conv["messages"], tokenize=True, return_dict=False, **kwargs)
     out["rendered"].append(list(ids))

@@ -6,8 +6,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { join } from 'node:path';
 import type { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
-import { getRenderer, type Renderer, type Tokenizer } from '../../tokenizers/index.js';
-import { loadModelTokenizer, modelRendererName } from '../../tokenizers/model-files.js';
+import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
+import { loadModelRenderer } from '../../tokenizers/model-files.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { ReplicaStatus, TransitionType } from '../replica/runtime.js';
 import {
@@ -77,8 +77,9 @@ export class Gateway {
   }
 
   static async create(opts: GatewayOptions): Promise<Gateway> {
-    const tokenizer = await loadModelTokenizer(opts.baseModelDir);
-    const renderer = getRenderer(await modelRendererName(opts.baseModelDir), tokenizer);
+    // the model's own chat template unless its files name a built-in renderer
+    const renderer = await loadModelRenderer(opts.baseModelDir);
+    const tokenizer = renderer.tokenizer;
     const baseConfig = parseJsonObject(
       await readFile(join(opts.baseModelDir, 'config.json')),
       'base config.json',

@@ -37,6 +37,7 @@ export function getRenderer(name: string, tokenizer: Tokenizer): Renderer {
 }
 
 export { ChatMLRenderer } from './chatml.js';
+export { JinjaRenderer, type JinjaRendererOptions } from './jinja.js';
 export type { Part, Weight } from './parts.js';
 export { SimpleRenderer } from './simple.js';
 export type {

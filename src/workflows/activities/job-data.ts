@@ -18,8 +18,8 @@ import {
 } from '../../datasets/index.js';
 import type { TrainingDatum } from '../../sdk/types.js';
 import { toTrainingDatum } from '../../sdk/types.js';
-import { getRenderer, type Renderer } from '../../tokenizers/index.js';
-import { loadModelTokenizer, modelRendererName } from '../../tokenizers/model-files.js';
+import type { Renderer } from '../../tokenizers/index.js';
+import { loadModelRenderer } from '../../tokenizers/model-files.js';
 import type { TrainingPlan } from '../types.js';
 
 /** One optimizer step: its micro-batches (gradient accumulation), each a list of datums. */
@@ -42,8 +42,9 @@ export async function readDatasetText(dataset: string, artifacts: ObjectStore): 
   return (await artifacts.get(`${dataset}/data.jsonl`)).toString('utf8');
 }
 
+/** The model's renderer: a built-in one where its files name it, else its own chat template. */
 export async function modelRenderer(modelDir: string): Promise<Renderer> {
-  return getRenderer(await modelRendererName(modelDir), await loadModelTokenizer(modelDir));
+  return loadModelRenderer(modelDir);
 }
 
 type DataPlan = Pick<
