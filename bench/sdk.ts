@@ -7,7 +7,7 @@
 //     (goal ≤ 1.10).
 //   - sampler_python_over_ts: DeploymentSampler tokens/s over the TypeScript sampler's on one
 //     deployment of the same model (bench/sdk-sampler.ts; goal ≥ 0.9).
-// Rounds of 20 steps alternate between the two sides (Python, TS, Python, TS, ...) on one pod
+// Rounds of 20 steps alternate between the two sides (Python, TS, TS, Python, ...) on one pod
 // (one model each), so drift and contention hit both; medians of the per-step times are
 // compared. Last stdout line:
 //   {"bench":"sdk","python_over_ts":..,"sampler_python_over_ts":..}
@@ -37,7 +37,8 @@ import { LLAMA_25M, median } from './support/common.js';
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
 const args = new Set(process.argv.slice(2));
-const ROUNDS = args.has('--quick') ? 2 : 3;
+/** Pairs of rounds: (Python, TS) then (TS, Python). */
+const ROUNDS = args.has('--quick') ? 1 : 2;
 const STEPS = 20;
 const BATCH = 4;
 const SEQ = 128;
@@ -104,7 +105,7 @@ async function trainingSection(dir: string): Promise<number> {
   const modelDir = join(dir, 'model-25m');
   await writeHfModelDir(modelDir, { config: CONFIG, tensors: base });
   log(
-    `model: ${params.toLocaleString('en-US')} parameters; batch ${BATCH}x${SEQ}; ${THREADS} engine threads; ${ROUNDS} rounds of ${STEPS} steps per side`,
+    `model: ${params.toLocaleString('en-US')} parameters; batch ${BATCH}x${SEQ}; ${THREADS} engine threads; ${ROUNDS * 2} rounds of ${STEPS} steps per side`,
   );
   const store = openStore(`sqlite://${join(dir, 'temper.db')}`);
   await store.migrate();
@@ -176,9 +177,15 @@ async function trainingSection(dir: string): Promise<number> {
     const py: number[] = [];
     const tsTimes: number[] = [];
     const loads: number[] = [];
-    for (let r = 0; r < ROUNDS; r++) {
-      py.push(...(await python.round(STEPS)));
-      tsTimes.push(...(await tsRound(STEPS)));
+    // Which side goes first alternates, so neither always follows the other's allocations.
+    for (let r = 0; r < ROUNDS * 2; r++) {
+      if (r % 2 === 0) {
+        py.push(...(await python.round(STEPS)));
+        tsTimes.push(...(await tsRound(STEPS)));
+      } else {
+        tsTimes.push(...(await tsRound(STEPS)));
+        py.push(...(await python.round(STEPS)));
+      }
       loads.push(loadavg()[0]!);
     }
     const show = (name: string, xs: number[]) =>
