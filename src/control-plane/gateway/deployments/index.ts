@@ -126,6 +126,9 @@ function proxy(
 ): Promise<void> {
   return new Promise<void>((resolve, reject) => {
     const out = httpRequest(url, { method: req.method, headers: o.headers, agent: o.agent });
+    // SSE events are small writes, one per token: no Nagle delay on either socket
+    out.setNoDelay(true);
+    req.raw.socket.setNoDelay(true);
     let answered = false;
     out.on('response', (res) => {
       answered = true;
