@@ -23,6 +23,7 @@ import type { CollectionRoutes, RequestCtx, SubRoute, Verb } from '../../http/ro
 import type { JobCollection, JobRef } from '../../orchestrator.js';
 import { managedJobCheckpoints } from '../checkpoints.js';
 import { type Body, getRow, listRows, render } from '../common.js';
+import { jobViewRoutes } from '../job-views.js';
 import { INITIAL_PROGRESS, isFinal, type JobState } from './states.js';
 
 export interface JobSpec {
@@ -191,6 +192,8 @@ export function jobRoutes(deps: Deps, spec: JobSpec): CollectionRoutes {
     },
     sub: [
       { method: 'GET', path: 'metrics', handler: (ctx, p) => metrics(deps, spec, ctx, p.id ?? '') },
+      // rollouts, renderSamples, events (the dashboard's reads).
+      ...jobViewRoutes(deps, spec.collection),
       // A trainer job's own routes list its checkpoints; a managed job's come from its pods.
       ...(spec.sub ?? [
         {
