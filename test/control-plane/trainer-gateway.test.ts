@@ -3,7 +3,13 @@
 // JSON, ownership (another account's job is not found), and the statuses a Tinker client
 // needs (4xx with a JSON body for permanent errors, never 409). The Python SDK drives the same
 // routes in test/python-sdk; this file checks the translation itself.
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  DType,
+  ForwardBackwardOutputSchema,
+  ForwardBackwardRequestSchema,
+} from '../../src/gen/temper/tinkerwire/v1/tinker_wire_pb.js';
 import { tempDir, testLauncher } from '../trainer/helpers.js';
 import { type Harness, startHarness } from './harness.js';
 
@@ -175,10 +181,71 @@ describe('trainer gateway', () => {
     );
   });
 
+  it('takes the plain tinker client’s protobuf forward_backward and answers it in protobuf', async () => {
+    expect((await op('client/config', {})).json).toEqual({ use_pyqwest_transport: false });
+    const t = text('2+2=4');
+    const le = (xs: number[], Arr: typeof Int32Array | typeof BigInt64Array) =>
+      new Uint8Array(
+        (Arr === BigInt64Array ? BigInt64Array.from(xs.map(BigInt)) : Int32Array.from(xs)).buffer,
+      );
+    const body = toBinary(
+      ForwardBackwardRequestSchema,
+      create(ForwardBackwardRequestSchema, {
+        modelId: model,
+        seqId: 8,
+        lossFn: 'cross_entropy',
+        forwardOnly: true,
+        data: [
+          {
+            modelInput: [
+              { chunk: { case: 'encodedText', value: { tokens: le(t.slice(0, -1), Int32Array) } } },
+            ],
+            lossFnInputs: {
+              target_tokens: {
+                encoding: { case: 'dense', value: le(t.slice(1), BigInt64Array) },
+                dtype: DType.INT64,
+                shape: [4n],
+              },
+            },
+          },
+        ],
+      }),
+    );
+    const headers = { 'x-api-key': h.alice };
+    const started = await h.cp.app.inject({
+      method: 'POST',
+      url: `${T}/forward_backward`,
+      headers: { ...headers, 'content-type': 'application/x-protobuf' },
+      payload: Buffer.from(body),
+    });
+    expect(started.statusCode, started.body).toBe(200);
+    const { request_id } = JSON.parse(started.body);
+    const res = await h.cp.app.inject({
+      method: 'POST',
+      url: `${T}/retrieve_future`,
+      headers: { ...headers, accept: 'application/x-protobuf, application/json' },
+      payload: { request_id, allow_metadata_only: true },
+    });
+    expect(res.headers['content-type']).toContain('application/x-protobuf');
+    const out = fromBinary(ForwardBackwardOutputSchema, res.rawPayload);
+    expect(out.lossFnOutputs[0]?.numDatums).toBe(1n);
+    const lp = out.lossFnOutputs[0]!.fields.logprobs!;
+    expect(lp.dtype).toBe(DType.FLOAT32);
+    const values = new Float32Array(new Uint8Array(lp.data).buffer);
+    // The same weights as the JSON forward at seq_id 9.
+    const json = await run('forward', {
+      model_id: model,
+      seq_id: 9,
+      forward_input: { data: [datum('2+2=4')], loss_fn: 'cross_entropy' },
+    });
+    expect(Array.from(values)).toEqual(json.loss_fn_outputs[0].logprobs.data);
+    expect(Object.keys(out.metrics)).toEqual(['loss:sum']);
+  });
+
   it('fails a future with the trainer message, category user', async () => {
     const failed = await run('forward_backward', {
       model_id: model,
-      seq_id: 8,
+      seq_id: 10,
       forward_backward_input: { data: [datum('abc')], loss_fn: 'no_such_loss' },
     });
     expect(failed.category).toBe('user');
@@ -193,7 +260,7 @@ describe('trainer gateway', () => {
     );
     const badPath = await op('load_weights', {
       model_id: model,
-      seq_id: 9,
+      seq_id: 11,
       path: 'train_state_step_100',
       optimizer: false,
     });
