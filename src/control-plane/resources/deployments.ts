@@ -53,7 +53,7 @@ function registry(deps: Deps): DeploymentRegistry {
 async function deployedModel(deps: Deps, ctx: RequestCtx, value: string) {
   const model = await resolveModel(deps, ctx, value, 'baseModel');
   if (model.kind !== 'HF_PEFT_ADDON')
-    return { base: await baseModelDir(deps, ctx, model), adapter: null };
+    return { base: await baseModelDir(deps, model), adapter: null };
   const row = await deps.store.get<{
     peftDetails?: { baseModel?: string } | null;
     baseModel?: string | null;
@@ -62,11 +62,11 @@ async function deployedModel(deps: Deps, ctx: RequestCtx, value: string) {
   if (!parent)
     throw precondition(`baseModel: LoRA model ${model.name} does not record its base model`);
   const base = await resolveModel(deps, ctx, parent, 'baseModel');
-  return { base: await baseModelDir(deps, ctx, base), adapter: model.name };
+  return { base: await baseModelDir(deps, base), adapter: model.name };
 }
 
 /** The directory the replicas load the base weights from. */
-async function baseModelDir(deps: Deps, ctx: RequestCtx, model: { name: string; kind: string }) {
+async function baseModelDir(deps: Deps, model: { name: string; kind: string }) {
   if (model.kind === 'HF_PEFT_ADDON')
     throw precondition(`baseModel: ${model.name} is a LoRA adapter of a LoRA adapter`);
   if (model.name.startsWith(`accounts/${CATALOG_ACCOUNT}/`))
