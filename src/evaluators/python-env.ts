@@ -95,8 +95,12 @@ async function build(
   const started = Date.now();
   try {
     await chmod(stage, 0o755);
-    await mkdir(inputs, { mode: 0o755 });
-    await writeFile(join(inputs, 'requirements.txt'), requirements, { mode: 0o644 });
+    // Explicit modes after creation: temper's umask 077 masks those given to mkdir/writeFile,
+    // and the build runs as another uid.
+    await mkdir(inputs);
+    await chmod(inputs, 0o755);
+    await writeFile(join(inputs, 'requirements.txt'), requirements);
+    await chmod(join(inputs, 'requirements.txt'), 0o644);
     if (uid !== null) await chown(stage, uid, uid);
     log.info({ env: hash, dir }, 'building a Python evaluator environment (pip install)');
     const cmd = sandboxCommand(
@@ -110,7 +114,8 @@ async function build(
         argv: [
           '/bin/sh',
           '-c',
-          '"$BASE_PYTHON" -m venv "$STAGE" && exec "$STAGE/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off -r "$REQUIREMENTS" "$@"',
+          // The environment is read by other sandbox uids: not the worker's umask 077.
+          'umask 022 && "$BASE_PYTHON" -m venv "$STAGE" && exec "$STAGE/bin/python" -m pip install --disable-pip-version-check --no-input --progress-bar off -r "$REQUIREMENTS" "$@"',
           'build',
           ...settings.pipArgs,
         ],

@@ -78,6 +78,29 @@ async function checkReachable(root: string): Promise<void> {
   }
 }
 
+/*
+ * The sandbox runs as another uid and must read what is written here, but temper processes
+ * run with umask 077 (src/util/private-files.ts), which masks the mode given at creation:
+ * modes are set explicitly after creating (chmod is not masked). The job directory itself
+ * stays 0700 and owned by the sandbox uid, so nobody else gets in.
+ */
+async function readableDir(path: string): Promise<void> {
+  await mkdir(path, { recursive: true });
+  await chmod(path, 0o755);
+}
+
+async function readableFile(path: string, data: string | Buffer): Promise<void> {
+  await writeFile(path, data);
+  await chmod(path, 0o644);
+}
+
+/** `from` (exclusive) down to `to` (inclusive): the folders a nested file needs. */
+function dirsBetween(from: string, to: string): string[] {
+  const out: string[] = [];
+  for (let d = to; d !== from && d.startsWith(from); d = dirname(d)) out.unshift(d);
+  return out;
+}
+
 export async function prepareWorkspace(spec: WorkspaceSpec): Promise<Workspace> {
   const { contents } = spec;
   await mkdir(spec.root, { recursive: true, mode: 0o711 });
@@ -90,17 +113,16 @@ export async function prepareWorkspace(spec: WorkspaceSpec): Promise<Workspace> 
     if (spec.uid !== null) await chown(dir, spec.uid, spec.uid);
     const codeDir = join(dir, 'code');
     const runnerDir = join(dir, 'runner');
-    await mkdir(codeDir, { mode: 0o755 });
-    await mkdir(runnerDir, { mode: 0o755 });
+    await readableDir(codeDir);
+    await readableDir(runnerDir);
     for (const [i, f] of spec.version.files.entries()) {
       const target = join(codeDir, f.path);
-      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
-      await writeFile(target, contents[i]!, { mode: 0o644 });
+      for (const d of dirsBetween(codeDir, dirname(target))) await readableDir(d);
+      await readableFile(target, contents[i]!);
       const rewritten = await spec.transform?.(f.path, contents[i]!.toString('utf8'));
-      if (rewritten)
-        await writeFile(join(codeDir, rewritten.path), rewritten.text, { mode: 0o644 });
+      if (rewritten) await readableFile(join(codeDir, rewritten.path), rewritten.text);
     }
-    await writeFile(join(runnerDir, spec.runner.file), spec.runner.source, { mode: 0o644 });
+    await readableFile(join(runnerDir, spec.runner.file), spec.runner.source);
     return { dir, codeDir, runnerDir, remove };
   } catch (error) {
     await remove();
