@@ -26,6 +26,7 @@ import { dpoRoutes } from './resources/jobs/dpo.js';
 import { rftRoutes } from './resources/jobs/rft.js';
 import { rlorRoutes } from './resources/jobs/rlor.js';
 import { sftRoutes } from './resources/jobs/sft.js';
+import { modelUploadRoute } from './resources/model-import.js';
 import { modelRoutes } from './resources/models.js';
 import { secretRoutes } from './resources/secrets.js';
 import { trainingShapeRoutes } from './resources/training-shapes.js';
@@ -122,6 +123,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
   accountRoutes(app, deps);
   deploymentGatewayRoutes(app, deps);
   evalProtocolRoutes(app, deps);
+  modelUploadRoute(app, deps);
   trainerGatewayRoutes(app, deps);
   return {
     app,

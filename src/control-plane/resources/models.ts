@@ -1,6 +1,7 @@
 /**
- * `models`: get, list, delete. Rows are written by promotion (the orchestrator's promote
- * records the model in the store); the public account `temper` serves the bundled models.
+ * `models`: get, list, delete, and import (create, :getUploadEndpoint, :validateUpload:
+ * model-import.ts). Rows are also written by promotion (the orchestrator's promote records the
+ * model in the store); the public account `temper` serves the bundled models.
  * Deleting a model removes its files from the checkpoint store as well (so the id can be
  * promoted to again), and is refused while a deployment serves it.
  */
@@ -11,6 +12,7 @@ import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogModel, catalogModels, isCatalog } from './catalog.js';
 import { deletePrefix, getRow, listRows, render } from './common.js';
+import { createModel, getUploadEndpoint, validateUpload } from './model-import.js';
 
 async function get(deps: Deps, ctx: RequestCtx, id: string) {
   if (!isCatalog(ctx.account)) return render(await getRow(deps, 'models', ctx.account, id));
@@ -44,5 +46,11 @@ export function modelRoutes(deps: Deps): CollectionRoutes {
     list: (ctx) => list(deps, ctx),
     get: (ctx, id) => get(deps, ctx, id),
     delete: (ctx, id) => remove(deps, ctx, id),
+    // Importing a model: model-import.ts.
+    create: (ctx) => createModel(deps, ctx),
+    verbs: {
+      getUploadEndpoint: { handler: (ctx, id) => getUploadEndpoint(deps, ctx, id) },
+      validateUpload: { method: 'GET', handler: (ctx, id) => validateUpload(deps, ctx, id) },
+    },
   };
 }

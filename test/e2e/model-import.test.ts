@@ -1,0 +1,212 @@
+// Models brought into an account through REST (real stack: Temporal dev server, SQLite, the
+// file:// checkpoint store): create → :getUploadEndpoint → PUT each file to its signed URL →
+// :validateUpload. A Qwen2 model with attention biases (the parity fixture, its config as
+// transformers 5 writes it) becomes READY and resolves where jobs look models up; a config
+// temper cannot run is refused naming the field and leaves nothing behind; a LoRA adapter is
+// imported against its base; a model still UPLOADING cannot be used by a job.
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { exportPeftAdapter } from '../../src/checkpoints/exports/index.js';
+import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
+import {
+  bootstrapAccount,
+  type ControlPlane,
+  createControlPlane,
+} from '../../src/control-plane/index.js';
+import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
+import { resolveModel } from '../../src/workflows/activities/models.js';
+import { tempDir } from '../checkpoints/helpers.js';
+import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+
+type Json = Record<string, unknown>;
+const PARITY = join(import.meta.dirname, '..', 'fixtures', 'parity');
+
+let platform: TestPlatform;
+let cpl: ControlPlane;
+let base: string;
+let key: string;
+
+beforeAll(async () => {
+  platform = await startTestPlatform();
+  cpl = createControlPlane({
+    store: platform.store,
+    orchestrator: platform.orchestrator,
+    artifacts: platform.artifacts,
+    checkpointUrl: platform.checkpoints.url,
+  });
+  base = await cpl.listen(0, '127.0.0.1');
+  key = (await bootstrapAccount(platform.store, 'acme')).apiKey;
+}, 120_000);
+
+afterAll(async () => {
+  await cpl?.close();
+  await platform?.close();
+});
+
+async function call(method: string, path: string, body?: unknown) {
+  const res = await fetch(`${base}${path}`, {
+    method,
+    headers: {
+      authorization: `Bearer ${key}`,
+      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+    },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.status, json: (await res.json()) as Json };
+}
+
+/** A minimal fast-tokenizer file whose largest id is `maxId`. */
+function tokenizerJson(maxId: number): string {
+  const vocab: Record<string, number> = {};
+  for (let i = 0; i < maxId; i++) vocab[`t${i}`] = i;
+  return JSON.stringify({
+    version: '1.0',
+    model: { type: 'BPE', vocab, merges: [] },
+    added_tokens: [{ id: maxId, content: '<|endoftext|>', special: true }],
+  });
+}
+
+/** An HF directory from a parity fixture (config as transformers 5 writes it, weights, tokenizer). */
+async function fixtureDir(name: string, patch: Json = {}): Promise<string> {
+  const dir = tempDir('import-');
+  const config = JSON.parse(
+    await readFile(join(PARITY, name, 'config.transformers5.json'), 'utf8'),
+  ) as Json;
+  await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, ...patch }));
+  await writeFile(
+    join(dir, 'model.safetensors'),
+    await readFile(join(PARITY, name, 'model.safetensors')),
+  );
+  await writeFile(join(dir, 'tokenizer.json'), tokenizerJson(Number(config.vocab_size) - 1));
+  await writeFile(
+    join(dir, 'tokenizer_config.json'),
+    JSON.stringify({ eos_token: '<|endoftext|>' }),
+  );
+  return dir;
+}
+
+/** The REST import of every file of `dir`; returns :validateUpload's answer. */
+async function importDir(id: string, dir: string, files: string[], model: Json = {}) {
+  const created = await call('POST', `/v1/accounts/acme/models?modelId=${id}`, { model });
+  expect(created.status, JSON.stringify(created.json)).toBe(200);
+  expect(created.json.state).toBe('UPLOADING');
+  const bodies = Object.fromEntries(
+    await Promise.all(files.map(async (f) => [f, await readFile(join(dir, f))] as const)),
+  );
+  const ep = await call('POST', `/v1/accounts/acme/models/${id}:getUploadEndpoint`, {
+    filenameToSize: Object.fromEntries(files.map((f) => [f, bodies[f]!.length])),
+  });
+  expect(ep.status, JSON.stringify(ep.json)).toBe(200);
+  const urls = ep.json.filenameToSignedUrls as Record<string, string>;
+  for (const f of files) {
+    const put = await fetch(urls[f]!, { method: 'PUT', body: bodies[f] });
+    expect(put.status, `${f}: ${await put.clone().text()}`).toBe(200);
+  }
+  return call('GET', `/v1/accounts/acme/models/${id}:validateUpload`);
+}
+
+const FULL = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
+
+describe('models imported into an account', () => {
+  it('imports a Qwen2 model with biases: READY, and resolved where jobs look models up', async () => {
+    const v = await importDir('qwen2-tiny', await fixtureDir('qwen2_bias'), FULL);
+    expect(v.status, JSON.stringify(v.json)).toBe(200);
+    expect(v.json).toMatchObject({
+      name: 'accounts/acme/models/qwen2-tiny',
+      state: 'READY',
+      kind: 'HF_BASE_MODEL',
+    });
+    expect((v.json.files as unknown[]).length).toBe(FULL.length);
+    const got = await call('GET', '/v1/accounts/acme/models/qwen2-tiny');
+    expect(got.json.state).toBe('READY');
+    expect(got.json.upload).toBeUndefined();
+    const resolved = await resolveModel(
+      'accounts/acme/models/qwen2-tiny',
+      platform.checkpoints.url,
+    );
+    expect(resolved.adapter).toBeNull();
+    const config = JSON.parse(await readFile(join(resolved.dir, 'config.json'), 'utf8')) as Json;
+    expect(config.model_type).toBe('qwen2');
+  });
+
+  it('refuses a config temper cannot run (a rope type it does not implement), naming the field, and keeps nothing', async () => {
+    const dir = await fixtureDir('qwen2_bias', {
+      rope_parameters: { rope_type: 'yarn', factor: 4, rope_theta: 10000 },
+    });
+    const v = await importDir('qwen2-sliding', dir, FULL);
+    expect(v.status).toBe(400);
+    expect(String((v.json.error as Json | undefined)?.message ?? JSON.stringify(v.json))).toMatch(
+      /config\.json: rope_parameters[^;]*yarn/,
+    );
+    expect((await call('GET', '/v1/accounts/acme/models/qwen2-sliding')).status).toBe(404);
+    expect(await platform.checkpoints.list('accounts/acme/models/qwen2-sliding/')).toEqual([]);
+  });
+
+  it('refuses a file larger than announced and a wrong token', async () => {
+    await call('POST', '/v1/accounts/acme/models?modelId=sizes', {});
+    const ep = await call('POST', '/v1/accounts/acme/models/sizes:getUploadEndpoint', {
+      filenameToSize: { 'config.json': 4 },
+    });
+    const url = (ep.json.filenameToSignedUrls as Record<string, string>)['config.json']!;
+    const tooBig = await fetch(url, { method: 'PUT', body: '{"a": 1}' });
+    expect(tooBig.status).toBe(400);
+    const forged = await fetch(url.replace(/token=[^&]+/, 'token=nope'), {
+      method: 'PUT',
+      body: '{}  ',
+    });
+    expect(forged.status).toBe(403);
+    expect(await platform.checkpoints.list('accounts/acme/models/sizes/')).toEqual([]);
+    // a model still UPLOADING cannot be trained on
+    const job = await call(
+      'POST',
+      '/v1/accounts/acme/supervisedFineTuningJobs?supervisedFineTuningJobId=on-uploading',
+      {
+        baseModel: 'accounts/acme/models/sizes',
+        dataset: 'accounts/temper/datasets/sure-answers-sft',
+      },
+    );
+    expect(JSON.stringify(job.json)).toMatch(/UPLOADING, not READY/);
+    expect(job.status).toBe(400);
+    expect((await call('DELETE', '/v1/accounts/acme/models/sizes')).status).toBe(200);
+  });
+
+  it('imports a LoRA adapter (PEFT layout) with its base model', async () => {
+    const baseDir = await fixtureDir('qwen2_lora');
+    expect((await importDir('lora-base', baseDir, FULL)).json.state).toBe('READY');
+    const config = parseHfConfig(
+      JSON.parse(await readFile(join(PARITY, 'qwen2_lora', 'config.json'), 'utf8')),
+    );
+    const model = new TransformerModel(config, { threads: 1, lora: { rank: 4, alpha: 8 } });
+    model.loadTensors(
+      parseSafetensors(await readFile(join(PARITY, 'qwen2_lora', 'adapter.safetensors'))).tensors,
+      { partial: true },
+    );
+    const adapterDir = join(tempDir('adapter-'), 'adapter');
+    await exportPeftAdapter(model, { dir: adapterDir });
+    const v = await importDir(
+      'my-adapter',
+      adapterDir,
+      ['adapter_config.json', 'adapter_model.safetensors'],
+      { kind: 'HF_PEFT_ADDON', peftDetails: { baseModel: 'accounts/acme/models/lora-base' } },
+    );
+    expect(v.status, JSON.stringify(v.json)).toBe(200);
+    expect(v.json).toMatchObject({
+      state: 'READY',
+      kind: 'HF_PEFT_ADDON',
+      baseModel: 'accounts/acme/models/lora-base',
+      peftDetails: { baseModel: 'accounts/acme/models/lora-base', r: 4 },
+    });
+    const resolved = await resolveModel(
+      'accounts/acme/models/my-adapter',
+      platform.checkpoints.url,
+    );
+    expect(resolved.adapter?.baseModel).toBe('accounts/acme/models/lora-base');
+    // an adapter without its base is refused at create
+    const orphan = await call('POST', '/v1/accounts/acme/models?modelId=orphan', {
+      model: { kind: 'HF_PEFT_ADDON' },
+    });
+    expect(orphan.status).toBe(400);
+    expect(JSON.stringify(orphan.json)).toMatch(/peftDetails\.baseModel is required/);
+  });
+});
