@@ -24,6 +24,7 @@ APT_PACKAGES=(
   iproute2             # `ip netns`: the worker-host tests put each host in its own network
                        # namespace (test/support/netns.ts)
   bubblewrap           # `bwrap`: RFT evaluators run in their own namespaces (src/evaluators)
+  chromium             # the dashboard's browser tests drive it with playwright-core (test/web)
 )
 
 step "apt packages"

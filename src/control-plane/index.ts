@@ -15,6 +15,7 @@ import type { ControlPlaneOptions, Deps } from './context.js';
 import { deploymentGatewayRoutes } from './gateway/deployments/index.js';
 import { trainerGatewayRoutes } from './gateway/trainer/index.js';
 import { buildServer } from './http/server.js';
+import { webAppRoutes } from './http/web-app.js';
 import { accountRoutes } from './resources/accounts.js';
 import { billingRoutes } from './resources/billing.js';
 import { accountCheckpointRoutes } from './resources/checkpoints.js';
@@ -125,6 +126,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
   evalProtocolRoutes(app, deps);
   modelUploadRoute(app, deps);
   trainerGatewayRoutes(app, deps);
+  webAppRoutes(app);
   return {
     app,
     async listen(port = 0, host = '127.0.0.1') {

@@ -1,0 +1,204 @@
+/**
+ * The dashboard's only way to the platform: the public REST API, with the API key the user
+ * signed in with (kept in sessionStorage: one account per tab, gone when the tab closes).
+ * Response shapes are the server's own types where it exports them.
+ */
+import type { RolloutView } from '../../src/control-plane/resources/job-views.js';
+import type { MetricRow } from '../../src/control-plane/store/types.js';
+
+export type { MetricRow, RolloutView };
+
+export interface Session {
+  key: string;
+  account: string;
+}
+
+const SESSION = 'temper.session';
+
+export function session(): Session | null {
+  const raw = sessionStorage.getItem(SESSION);
+  return raw ? (JSON.parse(raw) as Session) : null;
+}
+
+export function signOut(): void {
+  sessionStorage.removeItem(SESSION);
+}
+
+export class ApiFailure extends Error {
+  constructor(
+    readonly httpStatus: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+async function failure(res: Response): Promise<ApiFailure> {
+  let message = `${res.status} ${res.statusText}`;
+  try {
+    const body = (await res.json()) as { error?: { message?: string } };
+    if (body.error?.message) message = body.error.message;
+  } catch {
+    // not JSON: keep the status line
+  }
+  return new ApiFailure(res.status, message);
+}
+
+function headers(key: string, json: boolean): HeadersInit {
+  return {
+    authorization: `Bearer ${key}`,
+    ...(json ? { 'content-type': 'application/json' } : {}),
+  };
+}
+
+export async function request<T>(method: string, path: string, body?: unknown): Promise<T> {
+  const s = session();
+  if (!s) throw new ApiFailure(401, 'not signed in');
+  const res = await fetch(path, {
+    method,
+    headers: headers(s.key, body !== undefined),
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
+}
+
+export async function requestText(path: string): Promise<string> {
+  const s = session();
+  if (!s) throw new ApiFailure(401, 'not signed in');
+  const res = await fetch(path, { headers: headers(s.key, false) });
+  if (!res.ok) throw await failure(res);
+  return res.text();
+}
+
+/** Checks the key against GET /v1/accounts and keeps it for this tab. */
+export async function signIn(key: string): Promise<Session> {
+  const res = await fetch('/v1/accounts', { headers: headers(key, false) });
+  if (!res.ok) throw await failure(res);
+  const body = (await res.json()) as { accounts: { name: string }[] };
+  const name = body.accounts[0]?.name ?? '';
+  const s = { key, account: name.replace(/^accounts\//, '') };
+  sessionStorage.setItem(SESSION, JSON.stringify(s));
+  return s;
+}
+
+export const JOB_COLLECTIONS = {
+  supervisedFineTuningJobs: 'SFT',
+  dpoJobs: 'DPO',
+  reinforcementFineTuningJobs: 'RFT',
+  rlorTrainerJobs: 'Trainer',
+} as const;
+export type JobCollection = keyof typeof JOB_COLLECTIONS;
+
+export interface JobProgress {
+  step: number;
+  totalSteps: number;
+  percent: number;
+  epoch?: number;
+}
+
+/** A job as the API renders it (every kind shares these; the rest is its settings). */
+export interface Job {
+  name: string;
+  displayName?: string;
+  state: string;
+  status?: { code: string; message: string };
+  jobProgress?: JobProgress;
+  createTime: string;
+  updateTime?: string;
+  completedTime?: string;
+  baseModel?: string;
+  outputModel?: string;
+  dataset?: string;
+  [field: string]: unknown;
+}
+
+export interface Checkpoint {
+  name: string;
+  checkpointType: string;
+  createTime: string;
+  step?: number;
+  [field: string]: unknown;
+}
+
+export interface Model {
+  name: string;
+  kind?: string;
+  state?: string;
+  createTime?: string;
+  [field: string]: unknown;
+}
+
+export interface RenderSample {
+  source_jsonl_line_number: number;
+  renderer: string;
+  token_ids: number[];
+  decoded_tokens: string[];
+  token_weights: number[];
+}
+
+export const jobPath = (name: string) => `/v1/${name}`;
+
+export async function listAll<T>(account: string, collection: string): Promise<T[]> {
+  const items: T[] = [];
+  let token = '';
+  do {
+    const page = await request<Record<string, unknown>>(
+      'GET',
+      `/v1/accounts/${account}/${collection}?pageSize=200${token ? `&pageToken=${encodeURIComponent(token)}` : ''}`,
+    );
+    items.push(...((page[collection] as T[] | undefined) ?? []));
+    token = String(page.nextPageToken ?? '');
+  } while (token);
+  return items;
+}
+
+export type JobEvent =
+  | { event: 'state'; data: Job }
+  | { event: 'metrics'; data: { metrics: MetricRow[] } }
+  | { event: 'end'; data: { state: string } }
+  | { event: 'error'; data: { message: string } };
+
+/**
+ * Follows `{job}/events` (server-sent events read with fetch: EventSource cannot send the
+ * Authorization header). Returns a function that stops it.
+ */
+export function followJob(name: string, onEvent: (e: JobEvent) => void): () => void {
+  const s = session();
+  const abort = new AbortController();
+  void (async () => {
+    if (!s) return;
+    const res = await fetch(`${jobPath(name)}/events`, {
+      headers: headers(s.key, false),
+      signal: abort.signal,
+    });
+    if (!res.ok || !res.body) {
+      onEvent({ event: 'error', data: { message: (await failure(res)).message } });
+      return;
+    }
+    const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+    let buffer = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value;
+      let cut = buffer.indexOf('\n\n');
+      while (cut >= 0) {
+        const block = buffer.slice(0, cut);
+        buffer = buffer.slice(cut + 2);
+        cut = buffer.indexOf('\n\n');
+        let event = '';
+        let data = '';
+        for (const line of block.split('\n')) {
+          if (line.startsWith('event: ')) event = line.slice(7);
+          else if (line.startsWith('data: ')) data += line.slice(6);
+        }
+        if (event && data) onEvent({ event, data: JSON.parse(data) } as JobEvent);
+      }
+    }
+  })().catch((err: unknown) => {
+    if (!abort.signal.aborted)
+      onEvent({ event: 'error', data: { message: (err as Error).message } });
+  });
+  return () => abort.abort();
+}

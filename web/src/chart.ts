@@ -1,0 +1,113 @@
+/**
+ * A metric chart: one uPlot plot of several series (e.g. loss:mean and eval loss) over step,
+ * with exponential smoothing and a log scale the user toggles. Points are appended as the
+ * events stream brings them; the plot redraws with the new data, keeping the user's zoom.
+ */
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import type { MetricRow } from './api';
+
+const COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c'];
+
+/** Exponential moving average with weight `alpha` on history (0 = raw), skipping gaps. */
+export function smooth(values: (number | null)[], alpha: number): (number | null)[] {
+  if (alpha <= 0) return values;
+  let last: number | null = null;
+  return values.map((v) => {
+    if (v === null || !Number.isFinite(v)) return null;
+    last = last === null ? v : alpha * last + (1 - alpha) * v;
+    return last;
+  });
+}
+
+export class MetricChart {
+  private plot: uPlot | undefined;
+  private readonly rows = new Map<number, MetricRow>();
+  private alpha = 0;
+  private log = false;
+
+  constructor(
+    private readonly host: HTMLElement,
+    readonly title: string,
+    readonly keys: readonly string[],
+  ) {}
+
+  add(rows: MetricRow[]): void {
+    for (const r of rows) this.rows.set(r.step, r);
+    this.draw();
+  }
+
+  setSmoothing(alpha: number): void {
+    this.alpha = alpha;
+    this.draw();
+  }
+
+  setLog(log: boolean): void {
+    this.log = log;
+    this.rebuild();
+  }
+
+  /** The rows plotted so far, one per step. */
+  allRows(): MetricRow[] {
+    return [...this.rows.values()];
+  }
+
+  /** Number of steps plotted (tests read it from the DOM via data-points). */
+  get points(): number {
+    return this.rows.size;
+  }
+
+  private data(): uPlot.AlignedData {
+    const steps = [...this.rows.keys()].sort((a, b) => a - b);
+    const series = this.keys.map((k) =>
+      smooth(
+        steps.map((s) => {
+          const v = this.rows.get(s)?.values[k];
+          return typeof v === 'number' && (!this.log || v > 0) ? v : null;
+        }),
+        this.alpha,
+      ),
+    );
+    return [steps, ...series] as uPlot.AlignedData;
+  }
+
+  private rebuild(): void {
+    this.plot?.destroy();
+    this.plot = undefined;
+    this.draw();
+  }
+
+  private draw(): void {
+    this.host.dataset.points = String(this.rows.size);
+    const data = this.data();
+    if (this.plot) {
+      this.plot.setData(data);
+      return;
+    }
+    const width = Math.max(320, this.host.clientWidth || 640);
+    this.plot = new uPlot(
+      {
+        title: this.title,
+        width,
+        height: 260,
+        scales: { x: { time: false }, y: this.log ? { distr: 3 } : {} },
+        axes: [{ label: 'step' }, {}],
+        series: [
+          { label: 'step' },
+          ...this.keys.map((k, i) => ({
+            label: k,
+            stroke: COLOURS[i % COLOURS.length]!,
+            width: 2,
+            spanGaps: true,
+          })),
+        ],
+      },
+      data,
+      this.host,
+    );
+  }
+
+  destroy(): void {
+    this.plot?.destroy();
+  }
+}

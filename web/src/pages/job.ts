@@ -1,0 +1,396 @@
+/**
+ * One job: state and progress, live metric curves (from the events stream), settings,
+ * checkpoints with promote, RFT rollouts with a sample viewer, SFT render samples.
+ */
+import {
+  type Checkpoint,
+  followJob,
+  JOB_COLLECTIONS,
+  type Job,
+  type JobCollection,
+  jobPath,
+  type MetricRow,
+  type RenderSample,
+  type RolloutView,
+  request,
+  requestText,
+  type Session,
+} from '../api';
+import { MetricChart } from '../chart';
+import { h, shortState, stateClass, table, when } from '../dom';
+
+/** Which metric keys share a chart. */
+const GROUPS: { title: string; match: (key: string) => boolean }[] = [
+  { title: 'Loss', match: (k) => /loss/.test(k) && !/kl/.test(k) },
+  { title: 'Reward', match: (k) => /reward|score/.test(k) },
+  { title: 'KL', match: (k) => /kl/.test(k) },
+];
+
+function charts(host: HTMLElement) {
+  const made = new Map<string, MetricChart>();
+  let alpha = 0;
+  let log = false;
+  return {
+    add(rows: MetricRow[]) {
+      const keys = [
+        ...new Set(
+          rows.flatMap((r) =>
+            Object.entries(r.values)
+              .filter(([, v]) => typeof v === 'number')
+              .map(([k]) => k),
+          ),
+        ),
+      ].sort();
+      for (const g of GROUPS) {
+        const mine = keys.filter(g.match);
+        const known = made.get(g.title);
+        // A chart is made once its first key shows up; eval keys that appear later join it.
+        if (mine.length > 0 && (!known || mine.some((k) => !known.keys.includes(k)))) {
+          const all = [...new Set([...(known?.keys ?? []), ...mine])].sort();
+          const rowsSoFar = known?.allRows() ?? [];
+          known?.destroy();
+          const el =
+            host.querySelector<HTMLElement>(`[data-chart="${g.title}"]`) ??
+            host.appendChild(h('figure', { class: 'chart', 'data-chart': g.title }));
+          el.replaceChildren();
+          const chart = new MetricChart(el, g.title, all);
+          chart.add(rowsSoFar);
+          chart.setSmoothing(alpha);
+          if (log) chart.setLog(true);
+          made.set(g.title, chart);
+        }
+      }
+      for (const c of made.values()) c.add(rows);
+    },
+    smoothing(a: number) {
+      alpha = a;
+      for (const c of made.values()) c.setSmoothing(a);
+    },
+    logScale(on: boolean) {
+      log = on;
+      for (const c of made.values()) c.setLog(on);
+    },
+    destroy() {
+      for (const c of made.values()) c.destroy();
+    },
+  };
+}
+
+function download(name: string, text: string, type: string): void {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = h('a', { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+function settings(job: Job): HTMLElement {
+  const skip = new Set([
+    'name',
+    'state',
+    'status',
+    'jobProgress',
+    'createTime',
+    'updateTime',
+    'completedTime',
+  ]);
+  const rows = Object.entries(job).filter(([k, v]) => !skip.has(k) && v !== undefined && v !== '');
+  return h(
+    'dl',
+    { class: 'settings' },
+    rows.flatMap(([k, v]) => [
+      h('dt', {}, k),
+      h('dd', {}, typeof v === 'object' ? JSON.stringify(v) : String(v)),
+    ]),
+  );
+}
+
+async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Promise<void> {
+  let list: Checkpoint[];
+  try {
+    list = (await request<{ checkpoints: Checkpoint[] }>('GET', `${jobPath(job.name)}/checkpoints`))
+      .checkpoints;
+  } catch (err) {
+    host.replaceChildren(h('p', { class: 'error' }, (err as Error).message));
+    return;
+  }
+  if (list.length === 0) {
+    host.replaceChildren(h('p', { class: 'empty' }, 'No checkpoints yet.'));
+    return;
+  }
+  const promotable = (c: Checkpoint) => c.checkpointType.startsWith('INFERENCE');
+  host.replaceChildren(
+    table(
+      ['Checkpoint', 'Type', 'Step', 'Created', 'Promote to a model'],
+      list.map((c, i) => {
+        const id = c.name.split('/').pop()!;
+        if (!promotable(c)) return [id, c.checkpointType, c.step ?? '', when(c.createTime), ''];
+        const input = h('input', {
+          type: 'text',
+          'aria-label': `model id for ${id}`,
+          placeholder: 'model id',
+          'data-promote-input': i,
+        });
+        const out = h('span', { class: 'result', role: 'status' });
+        const button = h(
+          'button',
+          {
+            type: 'button',
+            'data-promote': i,
+            onclick: () => {
+              out.textContent = 'promoting…';
+              request<{ name: string }>('POST', `/v1/${c.name}:promote`, {
+                outputModelId: input.value.trim(),
+              })
+                .then((m) => {
+                  out.replaceChildren('created ', h('a', { href: '#/models' }, m.name));
+                })
+                .catch((err: Error) => {
+                  out.className = 'error';
+                  out.textContent = err.message;
+                });
+            },
+          },
+          'Promote',
+        );
+        return [
+          id,
+          c.checkpointType,
+          c.step ?? '',
+          when(c.createTime),
+          h('span', { class: 'promote' }, input, button, out),
+        ];
+      }),
+      'Checkpoints',
+    ),
+  );
+  void s;
+}
+
+function rolloutsSection(host: HTMLElement, job: Job): void {
+  const step = h('input', { id: 'rollout-step', type: 'number', min: 1, placeholder: 'all' });
+  const minScore = h('input', {
+    id: 'rollout-min-score',
+    type: 'number',
+    step: 'any',
+    placeholder: 'any',
+  });
+  const list = h('div');
+  const viewer = h('aside', { class: 'viewer', 'aria-label': 'Rollout', hidden: true });
+  let token = '';
+  const show = (r: RolloutView) => {
+    viewer.hidden = false;
+    viewer.replaceChildren(
+      h('h3', {}, `Step ${r.step} · ${r.rowId} · candidate ${r.candidate}`),
+      h(
+        'dl',
+        {},
+        h('dt', {}, 'score'),
+        h('dd', {}, r.score.toFixed(4)),
+        h('dt', {}, 'valid'),
+        h('dd', {}, String(r.valid)),
+        h('dt', {}, 'reason'),
+        h('dd', {}, r.reason || '—'),
+        h('dt', {}, 'snapshot'),
+        h('dd', {}, r.snapshot ?? '—'),
+      ),
+      h('h4', {}, 'Completion'),
+      h('pre', { class: 'completion' }, r.completion),
+    );
+  };
+  const load = async (more: boolean) => {
+    const q = new URLSearchParams({ pageSize: '50' });
+    if (step.value) q.set('step', step.value);
+    if (minScore.value) q.set('minScore', minScore.value);
+    if (more && token) q.set('pageToken', token);
+    try {
+      const page = await request<{
+        rollouts: RolloutView[];
+        nextPageToken: string;
+        totalSize: number;
+      }>('GET', `${jobPath(job.name)}/rollouts?${q}`);
+      token = page.nextPageToken;
+      const t = table(
+        ['Step', 'Prompt', 'Cand.', 'Score', 'Valid', 'Completion'],
+        page.rollouts.map((r) => [
+          r.step,
+          r.rowId,
+          r.candidate,
+          r.score.toFixed(3),
+          r.valid ? 'yes' : 'no',
+          h(
+            'button',
+            { type: 'button', class: 'link rollout-open', onclick: () => show(r) },
+            r.completion.slice(0, 60) || '(empty)',
+          ),
+        ]),
+        'Rollouts',
+      );
+      list.replaceChildren(
+        h('p', {}, `${page.totalSize} rollouts`),
+        t,
+        token ? h('button', { type: 'button', onclick: () => void load(true) }, 'Next page') : '',
+      );
+    } catch (err) {
+      list.replaceChildren(h('p', { class: 'error', role: 'alert' }, (err as Error).message));
+    }
+  };
+  const filter = h('button', { type: 'button', onclick: () => void load(false) }, 'Filter');
+  host.replaceChildren(
+    h(
+      'div',
+      { class: 'filters' },
+      h('label', {}, 'Step ', step),
+      h('label', {}, 'Min score ', minScore),
+      filter,
+    ),
+    h('div', { class: 'split' }, list, viewer),
+  );
+  void load(false);
+}
+
+async function renderSamplesSection(host: HTMLElement, job: Job): Promise<void> {
+  const { renderSamples } = await request<{ renderSamples: RenderSample[] }>(
+    'GET',
+    `${jobPath(job.name)}/renderSamples`,
+  );
+  if (renderSamples.length === 0) {
+    host.replaceChildren(h('p', { class: 'empty' }, 'No render samples (yet).'));
+    return;
+  }
+  host.replaceChildren(
+    h(
+      'p',
+      {},
+      'Tokens the loss is computed on are highlighted; the others (prompts, template) are dimmed.',
+    ),
+    ...renderSamples.slice(0, 5).map((r) =>
+      h(
+        'div',
+        { class: 'tokens', 'aria-label': `render sample of line ${r.source_jsonl_line_number}` },
+        h('h4', {}, `line ${r.source_jsonl_line_number} · ${r.renderer}`),
+        r.decoded_tokens.map((t, i) =>
+          h(
+            'span',
+            {
+              class: (r.token_weights[i] ?? 0) > 0 ? 'tok trained' : 'tok',
+              title: `id ${r.token_ids[i]} · weight ${r.token_weights[i]}`,
+            },
+            t,
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+export async function jobPage(
+  app: HTMLElement,
+  s: Session,
+  collection: string,
+  id: string,
+): Promise<() => void> {
+  if (!(collection in JOB_COLLECTIONS)) throw new Error(`unknown job kind ${collection}`);
+  const name = `accounts/${s.account}/${collection}/${id}`;
+  let job = await request<Job>('GET', jobPath(name));
+  const kind = JOB_COLLECTIONS[collection as JobCollection];
+
+  const state = h('span', { id: 'job-state', class: stateClass(job.state) }, shortState(job.state));
+  const progress = h('span', { id: 'job-progress' });
+  const status = h('p', { class: 'error', role: 'status' });
+  const chartHost = h('div', { id: 'charts', class: 'charts' });
+  const c = charts(chartHost);
+  const smoothing = h('input', {
+    id: 'smoothing',
+    type: 'range',
+    min: 0,
+    max: 0.99,
+    step: 0.01,
+    value: 0,
+  });
+  smoothing.addEventListener('input', () => c.smoothing(Number(smoothing.value)));
+  const logScale = h('input', { id: 'log-scale', type: 'checkbox' });
+  logScale.addEventListener('change', () => c.logScale(logScale.checked));
+  const csv = h(
+    'button',
+    {
+      type: 'button',
+      onclick: () =>
+        void requestText(`${jobPath(name)}/metrics?format=csv`).then((text) =>
+          download(`${id}-metrics.csv`, text, 'text/csv'),
+        ),
+    },
+    'Export CSV',
+  );
+  const checkpoints = h('div', { id: 'checkpoints' });
+  const extra = h('div', { id: 'extra' });
+
+  const paint = () => {
+    state.className = stateClass(job.state);
+    state.textContent = shortState(job.state);
+    const p = job.jobProgress;
+    progress.textContent =
+      p && p.totalSteps > 0 ? `step ${p.step} of ${p.totalSteps} (${Math.round(p.percent)}%)` : '';
+    status.textContent = job.status?.code === 'ERROR' ? job.status.message : '';
+  };
+  paint();
+
+  app.replaceChildren(
+    h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ` / ${kind}`),
+    h('h1', {}, id, ' ', state),
+    h(
+      'p',
+      {},
+      progress,
+      ' · created ',
+      when(job.createTime),
+      job.outputModel ? ` · output ${job.outputModel}` : '',
+    ),
+    status,
+    h(
+      'section',
+      { 'aria-label': 'Metrics' },
+      h('h2', {}, 'Metrics'),
+      h(
+        'div',
+        { class: 'filters' },
+        h('label', { for: 'smoothing' }, 'Smoothing'),
+        smoothing,
+        h('label', {}, logScale, ' log scale'),
+        csv,
+      ),
+      chartHost,
+    ),
+    h('section', {}, h('h2', {}, 'Checkpoints'), checkpoints),
+    kind === 'RFT'
+      ? h('section', {}, h('h2', {}, 'Rollouts'), extra)
+      : kind === 'SFT'
+        ? h('section', {}, h('h2', {}, 'Render samples'), extra)
+        : '',
+    h('section', {}, h('h2', {}, 'Settings'), settings(job)),
+  );
+  void checkpointsSection(checkpoints, job, s);
+  if (kind === 'RFT') rolloutsSection(extra, job);
+  if (kind === 'SFT') void renderSamplesSection(extra, job);
+
+  const stop = followJob(name, (e) => {
+    if (e.event === 'metrics') c.add(e.data.metrics);
+    else if (e.event === 'state') {
+      const before = job.state;
+      job = e.data;
+      paint();
+      if (before !== job.state) {
+        void checkpointsSection(checkpoints, job, s);
+        if (kind === 'SFT') void renderSamplesSection(extra, job);
+      }
+    } else if (e.event === 'end') {
+      void checkpointsSection(checkpoints, job, s);
+      if (kind === 'RFT') rolloutsSection(extra, job);
+    } else if (e.event === 'error') status.textContent = e.data.message;
+  });
+  return () => {
+    stop();
+    c.destroy();
+  };
+}
