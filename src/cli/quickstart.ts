@@ -68,10 +68,11 @@ const chatResponseSchema = z.object({
 });
 
 /** One greedy chat answer from a deployment's OpenAI-compatible gateway. */
-export async function chat(gatewayUrl: string, question: string): Promise<string> {
+export async function chat(gatewayUrl: string, question: string, apiKey: string): Promise<string> {
+  // the gateway takes a key of the deployment's account (it asks the control plane)
   const res = await fetch(`${gatewayUrl}/inference/v1/chat/completions`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json' },
+    headers: { 'content-type': 'application/json', authorization: `Bearer ${apiKey}` },
     body: JSON.stringify({
       messages: [{ role: 'user', content: question }],
       temperature: 0,
@@ -108,7 +109,8 @@ async function answers(api: TemperApi, model: string, id: string, threads?: numb
     if (dep.state !== 'READY' || !dep.gatewayUrl)
       throw new Error(`deployment ${dep.name} is ${dep.state}: ${JSON.stringify(dep.status)}`);
     const out: string[] = [];
-    for (const q of QUICKSTART_PROMPTS) out.push(await chat(dep.gatewayUrl, q));
+    for (const q of QUICKSTART_PROMPTS)
+      out.push(await chat(dep.gatewayUrl, q, api.connection.apiKey));
     return out;
   } finally {
     await deleteResource(api, kindOf('deployment'), id).catch(() => undefined);

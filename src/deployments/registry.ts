@@ -1,6 +1,7 @@
 // Deployment lifecycle in one process: create / get / list / scale / delete. Each deployment
 // is a gateway (in this process) over N replica processes started by a launcher.
 import { z } from 'zod';
+import { type KeyVerifier, mintAccessToken } from './gateway/auth.js';
 import { Gateway } from './gateway/server.js';
 import {
   LocalReplicaLauncher,
@@ -83,6 +84,17 @@ interface Entry {
   stopping: Set<ReplicaHandle>;
   /** Replica restarts after crashes. */
   restarts: number;
+  /** The deployment's access token (gateway/auth.ts); held in memory only. */
+  accessToken: string;
+}
+
+export interface DeploymentRegistryOptions {
+  /**
+   * Gateways require a credential on every call: the deployment's access token, or (with
+   * `verifyKey`, the control plane's key check) an API key of the deployment's account.
+   * Without this option gateways are open (tests that drive a bare registry).
+   */
+  auth?: { verifyKey?: KeyVerifier };
 }
 
 function targetReplicas(min: number, max: number): number {
@@ -91,7 +103,25 @@ function targetReplicas(min: number, max: number): number {
 
 export class DeploymentRegistry {
   private readonly entries = new Map<string, Entry>();
-  constructor(private readonly launcher: ReplicaLauncher = new LocalReplicaLauncher()) {}
+  constructor(
+    private readonly launcher: ReplicaLauncher = new LocalReplicaLauncher(),
+    private readonly options: DeploymentRegistryOptions = {},
+  ) {}
+
+  /**
+   * The credential in-process callers (the control plane's proxy, rollouts, the SDK) present
+   * to a deployment's gateway. Never returned over the API.
+   */
+  accessToken(name: string): string {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    return e.accessToken;
+  }
+
+  /** `{authorization}` for a call to the deployment's gateway. */
+  authHeaders(name: string): Record<string, string> {
+    return { authorization: `Bearer ${this.accessToken(name)}` };
+  }
 
   async create(input: CreateDeploymentRequest): Promise<DeploymentResource> {
     const p = createDeploymentSchema.safeParse(input);
@@ -117,6 +147,7 @@ export class DeploymentRegistry {
       seq: 0,
       stopping: new Set(),
       restarts: 0,
+      accessToken: mintAccessToken(),
       resource: {
         name,
         baseModel: req.baseModel,
@@ -150,6 +181,9 @@ export class DeploymentRegistry {
         transition: req.hotLoad.transitionType,
         replicas: [],
         apiKey: req.apiKey,
+        ...(this.options.auth
+          ? { accessToken: entry.accessToken, verifyKey: this.options.auth.verifyKey }
+          : {}),
       });
       entry.resource.gatewayUrl = await entry.gateway.listen();
       await this.resize(entry, replicas);

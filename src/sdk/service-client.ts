@@ -753,7 +753,12 @@ export class ServiceClient {
     const chain = await snapshotChain(store, identity);
     const d = await this.ensureDeployment(bucketUrl);
     const model = samplerOpts.model ?? d.baseModel;
-    const auth = samplerOpts.apiKey ? { apiKey: samplerOpts.apiKey } : {};
+    // the caller's key where given, else the deployment's access token (this process holds
+    // the registry that minted it)
+    const auth = {
+      apiKey:
+        samplerOpts.apiKey ?? (this.deploymentRegistry as DeploymentRegistry).accessToken(d.name),
+    };
     const target = { inferenceUrl: d.gatewayUrl as string, deployment: d.name, model, ...auth };
     const hl = new HotLoadClient(target);
     const served = (await hl.status()).replicas;
@@ -799,7 +804,8 @@ export class ServiceClient {
 
   private async openDeployment(bucketUrl: string): Promise<DeploymentResource> {
     if (!this.deploymentRegistry) {
-      this.deploymentRegistry = new DeploymentRegistry();
+      // its gateways take only their access tokens, which this client holds
+      this.deploymentRegistry = new DeploymentRegistry(undefined, { auth: {} });
       this.ownsRegistry = true;
     }
     const registry = this.deploymentRegistry;

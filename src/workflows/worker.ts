@@ -5,6 +5,7 @@
  * A job's pod activities are routed to the host that claimed it (claimHost), so several
  * machines share jobs while Temporal does the distribution.
  */
+
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import {
@@ -19,6 +20,7 @@ import type { Store } from '../control-plane/store/types.js';
 import { DeploymentRegistry } from '../deployments/registry.js';
 import type { SandboxSettings } from '../evaluators/index.js';
 import type { Launcher } from '../trainer/launcher/index.js';
+import { type OutboundSettings, outboundSettingsFromEnv } from '../util/outbound.js';
 import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
 import { RolloutTracer } from './activities/remote-rollouts.js';
@@ -44,6 +46,8 @@ export interface TemperWorkerOptions {
   advertiseHost?: string;
   /** Limits of RFT evaluator sandboxes (default: the schema's defaults). */
   evaluatorSandbox?: SandboxSettings;
+  /** Whether user URLs may reach private networks (default: TEMPER_OUTBOUND_ALLOW_PRIVATE). */
+  outbound?: OutboundSettings;
 }
 
 export interface TemperWorker {
@@ -75,8 +79,11 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
     workflowBundle,
     activities: createControlActivities({ ...options, hostQueue }),
   });
-  const deployments = new DeploymentRegistry();
-  const tracer = await RolloutTracer.start(options.advertiseHost, options.artifacts);
+  // rollout deployments answer only their access token (this process's rollouts hold it)
+  const deployments = new DeploymentRegistry(undefined, { auth: {} });
+  const tracer = await RolloutTracer.start(options.advertiseHost, options.artifacts, {
+    outbound: options.outbound ?? outboundSettingsFromEnv(),
+  });
   const host = await Worker.create({
     ...common,
     taskQueue: hostQueue,

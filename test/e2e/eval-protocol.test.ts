@@ -49,6 +49,8 @@ beforeAll(async () => {
       pipArgs: ['--no-index', '--find-links', wheels],
       buildSeconds: 1800,
     }),
+    // the remote environments run on loopback: the operator's allowance, given explicitly
+    outbound: { allowPrivateNetworks: true },
   });
   cpl = createControlPlane({
     store: platform.store,
@@ -299,6 +301,8 @@ describe('ep local-test', () => {
       const { json } = await call('GET', '/v1/accounts/acme/deployments/local');
       return json.state === 'READY' && json.gatewayUrl ? String(json.gatewayUrl) : undefined;
     });
+    const listed = (await call('GET', '/v1/accounts/acme/datasets')).json.datasets as Json[];
+    const before = new Set(listed.map((d) => String(d.name)));
     const project = join(work, 'local-test', 'math-rft');
     await cp(join(FIXTURES, 'math-rft'), project, { recursive: true });
     let out = '';
@@ -321,7 +325,8 @@ describe('ep local-test', () => {
     // The test reports its results to the platform as eval-protocol does to Fireworks: an
     // evalProtocol dataset of the scored rows (the answers the deployment gave, and why).
     const datasets = (await call('GET', '/v1/accounts/acme/datasets')).json.datasets as Json[];
-    const results = datasets.find((d) => String(d.name).includes('/test-math-rft-'));
+    const results = datasets.find((d) => !before.has(String(d.name)));
+    expect(String(results?.name)).toMatch(/^accounts\/acme\/datasets\/test-math-rft-/);
     expect(results).toMatchObject({ state: 'READY', evalProtocol: {}, exampleCount: 8 });
     const rows = (await platform.artifacts.get(`${String(results!.name)}/data.jsonl`))
       .toString()

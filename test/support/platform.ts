@@ -3,6 +3,7 @@
  * stores for artifacts and checkpoints, local trainer pods, one or more `temper worker`s and
  * the Temporal orchestrator — every part the real one, in a temporary directory.
  */
+
 import { randomUUID } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -17,6 +18,7 @@ import type { Store } from '../../src/control-plane/store/types.js';
 import type { SandboxSettings } from '../../src/evaluators/index.js';
 import { startDevServer, type TemporalDevServer } from '../../src/orchestration/dev-server.js';
 import { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
+import type { OutboundSettings } from '../../src/util/outbound.js';
 import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
 import {
   bundleWorkflows,
@@ -67,6 +69,8 @@ export async function startTestPlatform(
     temporalIp?: string;
     /** The workers' evaluator sandbox (e.g. pip reading a local wheelhouse). */
     evaluatorSandbox?: SandboxSettings;
+    /** Whether workers may call user URLs on private networks (remote environments on loopback). */
+    outbound?: OutboundSettings;
   } = {},
 ): Promise<TestPlatform> {
   Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -104,6 +108,7 @@ export async function startTestPlatform(
       workflowBundle,
       sharedQueue,
       ...(options.evaluatorSandbox ? { evaluatorSandbox: options.evaluatorSandbox } : {}),
+      ...(options.outbound ? { outbound: options.outbound } : {}),
     });
     workers.push(worker);
     return worker;

@@ -50,7 +50,14 @@ export async function startApiHost(
     const connection = await Connection.connect({ address: settings.temporalAddress });
     closers.push(() => connection.close());
     const client = new Client({ connection, namespace: settings.temporalNamespace });
-    const deployments = new DeploymentRegistry();
+    // gateways take the deployment's token (the proxy's) or a key of the owning account, which
+    // they ask this process's store about (gateway/auth.ts); tml- keys are Tinker spellings
+    const deployments = new DeploymentRegistry(undefined, {
+      auth: {
+        verifyKey: async (key) =>
+          (await store.resolveApiKey(key.startsWith('tml-') ? key.slice(4) : key))?.account ?? null,
+      },
+    });
     closers.push(() => deployments.close());
     const cp = createControlPlane({
       store,

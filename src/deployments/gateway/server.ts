@@ -8,6 +8,7 @@ import type { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
 import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
 import { loadModelRenderer } from '../../tokenizers/model-files.js';
+import { BodyTooLargeError } from '../../util/http-body.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { ReplicaStatus, TransitionType } from '../replica/runtime.js';
 import {
@@ -23,6 +24,7 @@ import {
   parseJsonObject,
   validateSnapshotConfig,
 } from '../replica/snapshots.js';
+import { GatewayAuth, type KeyVerifier } from './auth.js';
 import { errorBody, GatewayError } from './errors.js';
 import { serveInference } from './inference.js';
 import { Ledger } from './ledger.js';
@@ -46,8 +48,14 @@ export interface GatewayOptions {
   bucketUrl: string;
   transition: TransitionType;
   replicas: GatewayReplica[];
-  /** When set, every call must carry `Authorization: Bearer <apiKey>`. */
+  /** A static key also accepted (tests, single-user set-ups). */
   apiKey?: string | undefined;
+  /**
+   * The deployment's access token (auth.ts): when set, every call must carry a credential,
+   * this token or (with `verifyKey`) an API key of the deployment's account.
+   */
+  accessToken?: string | undefined;
+  verifyKey?: KeyVerifier | undefined;
   logger?: Logger;
 }
 
@@ -74,7 +82,18 @@ export class Gateway {
     this.replicas = [...opts.replicas];
     this.log = opts.logger ?? silentLogger();
     this.spelling = new TokenSpelling(tokenizer);
+    this.auth =
+      opts.accessToken !== undefined
+        ? new GatewayAuth(
+            opts.account,
+            `accounts/${opts.account}/deployments/${opts.deploymentId}`,
+            opts.accessToken,
+            opts.verifyKey,
+            opts.apiKey,
+          )
+        : null;
   }
+  private readonly auth: GatewayAuth | null;
 
   static async create(opts: GatewayOptions): Promise<Gateway> {
     // the model's own chat template unless its files name a built-in renderer
@@ -192,8 +211,12 @@ export class Gateway {
             ? 425
             : err.code === 'not_found'
               ? 404
-              : 400
-          : 500;
+              : err.code === 'payload_too_large'
+                ? 413
+                : 400
+          : err instanceof BodyTooLargeError
+            ? 413
+            : 500;
     const code = err instanceof GatewayError || err instanceof HotLoadError ? err.code : 'internal';
     const param = err instanceof GatewayError ? err.param : null;
     const body = errorBody(status, (err as Error).message, code, param);
@@ -205,11 +228,14 @@ export class Gateway {
       else if (!res.writableEnded) res.end();
       return;
     }
-    sendJson(res, status, body, err instanceof GatewayError ? err.headers : {});
+    // a refused body is not read on: the connection closes after the answer
+    const close: Record<string, string> = status === 413 ? { connection: 'close' } : {};
+    sendJson(res, status, body, err instanceof GatewayError ? { ...err.headers, ...close } : close);
   }
 
-  private checkHeaders(req: IncomingMessage): void {
-    if (
+  private async checkHeaders(req: IncomingMessage): Promise<void> {
+    if (this.auth) await this.auth.check(req);
+    else if (
       this.opts.apiKey !== undefined &&
       req.headers.authorization !== `Bearer ${this.opts.apiKey}`
     )
@@ -236,7 +262,7 @@ export class Gateway {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] as string;
-    this.checkHeaders(req);
+    await this.checkHeaders(req);
     const ledgerPath = `/v1/${this.deploymentName}/ledger`;
     if (req.method === 'POST' && path === '/inference/v1/completions')
       return this.infer(req, res, false);
@@ -419,7 +445,8 @@ export class Gateway {
   }
 
   private async infer(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
-    const raw = await readJson(req).catch(() => {
+    const raw = await readJson(req).catch((err: unknown) => {
+      if (err instanceof HotLoadError && err.code === 'payload_too_large') throw err;
       throw new GatewayError(400, 'invalid_argument', 'request body is not valid JSON');
     });
     const vocab = Number(this.baseConfig.vocab_size ?? this.tokenizer.vocabSize);

@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
+import { BodyTooLargeError, readBodyLimited } from '../../util/http-body.js';
 import type { ReplicaRuntime } from './runtime.js';
 import { HotLoadError } from './snapshots.js';
 
@@ -61,9 +62,14 @@ export const hintBodySchema = z.object({
 });
 
 export async function readJson(req: IncomingMessage): Promise<unknown> {
-  const parts: Buffer[] = [];
-  for await (const c of req) parts.push(c as Buffer);
-  const text = Buffer.concat(parts).toString('utf8');
+  let bytes: Buffer;
+  try {
+    bytes = await readBodyLimited(req);
+  } catch (err) {
+    if (err instanceof BodyTooLargeError) throw new HotLoadError('payload_too_large', err.message);
+    throw err;
+  }
+  const text = bytes.toString('utf8');
   if (text.length === 0) return {};
   try {
     return JSON.parse(text);
@@ -88,7 +94,15 @@ export function zodMessage(err: z.ZodError): string {
 
 export function errorStatus(err: unknown): number {
   if (err instanceof HotLoadError)
-    return err.code === 'too_early' ? 425 : err.code === 'not_found' ? 404 : 400;
+    return err.code === 'too_early'
+      ? 425
+      : err.code === 'not_found'
+        ? 404
+        : err.code === 'payload_too_large'
+          ? 413
+          : err.code === 'unauthenticated'
+            ? 401
+            : 400;
   return 500;
 }
 

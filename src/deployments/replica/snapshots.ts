@@ -23,7 +23,9 @@ export type HotLoadErrorCode =
   | 'config_validation'
   | 'corrupt'
   | 'not_found'
-  | 'too_early';
+  | 'too_early'
+  | 'payload_too_large'
+  | 'unauthenticated';
 
 export class HotLoadError extends Error {
   constructor(
@@ -48,6 +50,13 @@ const SKIP = /^(adapter_|\.)/;
 export function checkIdentity(identity: string): string {
   if (identity.length === 0 || identity.length > 255)
     throw new HotLoadError('invalid_argument', 'identity must be 1-255 characters');
+  // control characters (a NUL above all) are no file name on any store
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: refusing them is the point
+  if (/[\u0000-\u001f\u007f]/.test(identity))
+    throw new HotLoadError(
+      'invalid_argument',
+      `identity ${JSON.stringify(identity)} contains a control character`,
+    );
   if (identity.includes('/'))
     throw new HotLoadError(
       'invalid_argument',

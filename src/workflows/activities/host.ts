@@ -365,7 +365,13 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       const snapshot = await s.client.saveWeightsForSampler(`rollout-${step}`);
       const sampler = await s.service.createDeploymentSampler({ modelPath: snapshot.uri });
       const remote = plan.rft.remoteServerUrl
-        ? { tracer: deps.tracer, gatewayUrl: rolloutGateway(plan, s) }
+        ? {
+            tracer: deps.tracer,
+            gatewayUrl: rolloutGateway(plan, s),
+            gatewayHeaders: deps.deployments.authHeaders(
+              `accounts/${plan.account}/deployments/${s.service.deploymentId}`,
+            ),
+          }
         : null;
       const rolloutStart = new Date();
       const { values, rollouts, tokens } = await runRftStep(

@@ -18,6 +18,7 @@
  * `api_key` is a token made for the one rollout: it opens that rollout's model URL and nothing
  * else (no account key leaves the platform).
  */
+
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -28,6 +29,8 @@ import {
   rolloutLogPrefix,
   rolloutLogRecordSchema,
 } from '../../control-plane/index.js';
+import { readBodyLimited } from '../../util/http-body.js';
+import { type OutboundSettings, outboundRequest } from '../../util/outbound.js';
 
 export interface TracedCall {
   messages: unknown[];
@@ -55,6 +58,8 @@ export interface RemoteRolloutRequest {
   remoteServerUrl: string;
   /** Gateway of the deployment serving the current weights. */
   gatewayUrl: string;
+  /** The credential that gateway takes (the deployment's access token, as headers). */
+  gatewayHeaders: Record<string, string>;
   /** The job's account: its log records are kept there. */
   account: string;
   /** Unique among the account's rollouts, ever (a retried step makes new ones). */
@@ -78,6 +83,7 @@ const FINISHED = new Set([100, 0]);
 
 interface Live {
   gatewayUrl: string;
+  gatewayHeaders: Record<string, string>;
   token: Buffer;
   calls: TracedCall[];
 }
@@ -103,9 +109,7 @@ const chatResponse = z
   .passthrough();
 
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  return JSON.parse(Buffer.concat(chunks).toString('utf8') || '{}');
+  return JSON.parse((await readBodyLimited(req)).toString('utf8') || '{}');
 }
 
 function reply(res: ServerResponse, status: number, body: unknown) {
@@ -135,6 +139,7 @@ export class RolloutTracer {
     private readonly origin: string,
     private readonly logs: ObjectStore,
     private readonly pollMs: number,
+    private readonly outbound: OutboundSettings,
   ) {}
 
   /**
@@ -144,7 +149,7 @@ export class RolloutTracer {
   static async start(
     host: string | undefined,
     logs: ObjectStore,
-    opts: { pollMs?: number } = {},
+    opts: { pollMs?: number; outbound?: OutboundSettings } = {},
   ): Promise<RolloutTracer> {
     let tracer: RolloutTracer | undefined;
     const server = createServer((req, res) => {
@@ -156,7 +161,13 @@ export class RolloutTracer {
     await new Promise<void>((resolve) => server.listen(0, bind, resolve));
     const { port } = server.address() as AddressInfo;
     const origin = `http://${bind.includes(':') ? `[${bind}]` : bind}:${port}`;
-    tracer = new RolloutTracer(server, origin, logs, opts.pollMs ?? 250);
+    tracer = new RolloutTracer(
+      server,
+      origin,
+      logs,
+      opts.pollMs ?? 250,
+      opts.outbound ?? { allowPrivateNetworks: false },
+    );
     return tracer;
   }
 
@@ -195,7 +206,7 @@ export class RolloutTracer {
   private async forwardChat(live: Live, body: Record<string, unknown>, res: ServerResponse) {
     const upstream = await fetch(`${live.gatewayUrl}/inference/v1/chat/completions`, {
       method: 'POST',
-      headers: { 'content-type': 'application/json' },
+      headers: { 'content-type': 'application/json', ...live.gatewayHeaders },
       body: JSON.stringify({ ...body, n: 1, stream: false, logprobs: true }),
     });
     const payload = (await upstream.json()) as unknown;
@@ -249,21 +260,31 @@ export class RolloutTracer {
     const token = randomBytes(24).toString('base64url');
     const prefix = rolloutLogPrefix(r.account, r.rolloutId);
     const deadline = Date.now() + r.timeoutMs;
-    this.live.set(r.rolloutId, { gatewayUrl: r.gatewayUrl, token: Buffer.from(token), calls });
+    this.live.set(r.rolloutId, {
+      gatewayUrl: r.gatewayUrl,
+      gatewayHeaders: r.gatewayHeaders,
+      token: Buffer.from(token),
+      calls,
+    });
     try {
-      const init = await fetch(`${r.remoteServerUrl.replace(/\/+$/, '')}/init`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({
-          completion_params: r.completionParams,
-          messages: r.messages,
-          tools: r.tools ?? null,
-          model_base_url: this.modelBaseUrl(r.rolloutId, r.metadata),
-          metadata: { ...r.metadata, rollout_id: r.rolloutId },
-          api_key: token,
-        }),
-        signal: AbortSignal.timeout(r.timeoutMs),
-      }).catch((error: Error) => error);
+      // the user's URL: private networks refused at connect time (util/outbound.ts)
+      const init = await outboundRequest(
+        `${r.remoteServerUrl.replace(/\/+$/, '')}/init`,
+        {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({
+            completion_params: r.completionParams,
+            messages: r.messages,
+            tools: r.tools ?? null,
+            model_base_url: this.modelBaseUrl(r.rolloutId, r.metadata),
+            metadata: { ...r.metadata, rollout_id: r.rolloutId },
+            api_key: token,
+          }),
+          signal: AbortSignal.timeout(r.timeoutMs),
+        },
+        this.outbound,
+      ).catch((error: Error) => error);
       if (init instanceof Error || !init.ok) {
         const why =
           init instanceof Error

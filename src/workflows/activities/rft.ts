@@ -125,6 +125,7 @@ interface Group {
 export interface RemoteEnvironment {
   tracer: RolloutTracer;
   gatewayUrl: string;
+  gatewayHeaders: Record<string, string>;
 }
 
 export interface RftStepContext {
@@ -226,6 +227,7 @@ async function remoteGroup(
       remote.tracer.run({
         remoteServerUrl: s.remoteServerUrl!,
         gatewayUrl: remote.gatewayUrl,
+        gatewayHeaders: remote.gatewayHeaders,
         account: ctx.plan.account,
         rolloutId: `${jobId}-s${step + 1}-r${prompt.rowIndex}-c${j}-${attempt}`,
         metadata: {

@@ -98,7 +98,11 @@ export function deploymentGatewayRoutes(app: FastifyInstance, deps: Deps): void 
     const upstream = new URL(req.url, deployment.gatewayUrl);
     await proxy(req, reply, upstream, {
       agent,
-      headers: forwardedHeaders(req.headers, found.name, body?.length ?? 0),
+      // the caller's key was checked above; the gateway gets the deployment's own token
+      headers: {
+        ...forwardedHeaders(req.headers, found.name, body?.length ?? 0),
+        ...deps.deployments?.authHeaders(found.name),
+      },
       body,
       deployment: found.name,
     });
