@@ -290,7 +290,12 @@ export class TrainerPod {
       const mlp = lora?.trainMlp ?? true;
       targets = DEFAULT_LORA_TARGETS.filter((t) => (MLP_TARGETS.includes(t) ? mlp : attn));
     }
-    if (lora?.trainUnembed && !targets.includes('lm_head')) targets.push('lm_head');
+    // With tied embeddings the unembedding is the embedding matrix, which takes no adapter.
+    // Tinker clients send train_unembed=true by default, so on such a model it adapts
+    // everything else instead of refusing every default LoRA request (an explicit lm_head
+    // target is still refused).
+    if (lora?.trainUnembed && !this.config.tieWordEmbeddings && !targets.includes('lm_head'))
+      targets.push('lm_head');
     if (targets.length === 0) {
       throw new TrainerError(
         'invalid_argument',

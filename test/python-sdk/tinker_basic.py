@@ -30,10 +30,7 @@ def main() -> None:
     try:
         service = tinker.ServiceClient(base_url=endpoint.base_url, api_key="tml-" + API_KEY)
         capabilities = service.get_server_capabilities()
-        # The bundled model ties its embeddings, so the unembedding cannot take an adapter.
-        training_client = service.create_lora_training_client(
-            base_model=BASE_MODEL, rank=8, train_unembed=False
-        ).result()
+        training_client = service.create_lora_training_client(base_model=BASE_MODEL, rank=8).result()
         data = [datum("The capital of France is Paris."), datum("Sure! Anything else?")]
         losses = []
         for _ in range(4):
