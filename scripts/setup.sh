@@ -53,6 +53,10 @@ echo "$(command -v node): $(node --version)"
 step "npm ci"
 npm ci
 
+step "dashboard (npm run build:web)"
+# The control plane serves it from dist/web (src/control-plane/http/web-app.ts).
+npm run build:web
+
 step "Temporal CLI (dev server)"
 # Built once per machine into ${TEMPER_TEMPORAL_BIN_DIR:-~/.cache/temper/bin}; see
 # specs/temporal.md. The tests find it there (src/orchestration/temporal-binary.ts).
