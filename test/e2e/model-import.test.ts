@@ -8,7 +8,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPeftAdapter } from '../../src/checkpoints/exports/index.js';
+import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
+import { TemperApi } from '../../src/cli/api/client.js';
+import { importModel } from '../../src/cli/commands/model-import.js';
 import {
   bootstrapAccount,
   type ControlPlane,
@@ -17,6 +20,7 @@ import {
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
+import { startS3Server } from '../support/object-store-servers.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 
 type Json = Record<string, unknown>;
@@ -209,4 +213,47 @@ describe('models imported into an account', () => {
     expect(orphan.status).toBe(400);
     expect(JSON.stringify(orphan.json)).toMatch(/peftDetails\.baseModel is required/);
   });
+
+  it('temper model create --from: a Llama-3 (llama3 rope scaling) directory, and the same from S3', async () => {
+    const api = new TemperApi({ apiUrl: base, apiKey: key, account: 'acme' });
+    const dir = await fixtureDir('llama3_rope_lora');
+    const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Json;
+    expect(JSON.stringify(config)).toMatch(/"rope_type":"llama3"/);
+    const seen: number[] = [];
+    const fromDir = await importModel(api, 'llama3-dir', dir, {
+      onProgress: (sent) => seen.push(sent),
+    });
+    expect(fromDir).toMatchObject({ state: 'READY', kind: 'HF_BASE_MODEL' });
+    const total = (fromDir.files as { size: number }[]).reduce((a, f) => a + f.size, 0);
+    expect(seen.at(-1)).toBe(total);
+
+    const s3 = await startS3Server();
+    const saved = { ...process.env };
+    try {
+      await s3.createBucket('byom');
+      process.env.AWS_ENDPOINT_URL_S3 = s3.endpoint;
+      process.env.AWS_ACCESS_KEY_ID = 'test';
+      process.env.AWS_SECRET_ACCESS_KEY = 'test';
+      const bucket = await openObjectStore('s3://byom/llama3');
+      for (const f of FULL) await bucket.put(f, await readFile(join(dir, f)));
+      const fromS3 = await importModel(api, 'llama3-s3', 's3://byom/llama3');
+      expect(fromS3).toMatchObject({ state: 'READY', kind: 'HF_BASE_MODEL' });
+      expect(fromS3.files).toEqual(fromDir.files);
+      // a refused import from the CLI leaves nothing either
+      await bucket.put(
+        'config.json',
+        JSON.stringify({
+          ...config,
+          rope_parameters: { rope_type: 'yarn', factor: 2, rope_theta: 10000 },
+        }),
+      );
+      await expect(importModel(api, 'llama3-yarn', 's3://byom/llama3')).rejects.toThrow(
+        /rope_parameters/,
+      );
+      expect((await call('GET', '/v1/accounts/acme/models/llama3-yarn')).status).toBe(404);
+    } finally {
+      process.env = saved;
+      await s3.stop();
+    }
+  }, 120_000);
 });

@@ -11,6 +11,7 @@ import { deleteResource, getResource, itemPath, listAll } from '../api/resources
 import { type Resource, resourceSchema } from '../api/schemas.js';
 import { printList, printResource } from '../output.js';
 import { type ApiFlags, apiAction, defined, withApiFlags } from './common.js';
+import { addModelCreate } from './model-import.js';
 
 /**
  * Creates the dataset and uploads the file. The server validates the upload and keeps no file
@@ -59,6 +60,7 @@ function addDatasetCommand(program: Command): void {
 /** Adds list/get/delete to the existing `temper model` command (which has `score`). */
 export function addModelVerbs(model: Command): void {
   const kind = kindOf('model');
+  addModelCreate(model);
   withApiFlags(model.command('list'))
     .description("list the account's models (--account temper: the bundled catalog)")
     .action(
