@@ -9,7 +9,7 @@
  * superuser knobs) are accepted and recorded or dropped: every replica here is a local CPU
  * process, and a real client that sends them must not be refused for it.
  */
-import { join, relative, sep } from 'node:path';
+import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import { checkpointsPrefix } from '../../checkpoints/catalog/catalog.js';
@@ -20,6 +20,7 @@ import type { Deps } from '../context.js';
 import { invalid, notFound } from '../http/errors.js';
 import { parseRef } from '../http/ids.js';
 import type { RequestCtx } from '../http/router.js';
+import { confineBucketUrl } from './bucket-urls.js';
 import { deploymentShapeOf, TRAINING_SHAPES } from './training-shapes.js';
 
 const counts = {
@@ -152,18 +153,9 @@ export function ownBucket(deps: Deps, account: string, id: string): string {
   return storeUrl(deps, `accounts/${account}/deployments/${id}/snapshots`);
 }
 
-/** A bucket the caller gives: file:// buckets must lie inside the caller's account folder. */
+/** A bucket the caller gives: inside the caller's account folder or the operator's allow-list. */
 export function givenBucket(deps: Deps, account: string, url: string): string {
-  if (url.endsWith('/')) throw invalid('hotLoadBucketUrl must not end with a slash');
-  if (isFileUrl(url) && isFileUrl(deps.checkpointUrl)) {
-    const accountDir = join(fileUrlToRoot(deps.checkpointUrl), 'accounts', account);
-    const rel = relative(accountDir, fileUrlToRoot(url));
-    if (rel.startsWith('..') || rel.startsWith(sep) || rel === '')
-      throw invalid(
-        `hotLoadBucketUrl: a file:// bucket must lie under ${pathToFileURL(accountDir).href}/`,
-      );
-  }
-  return url;
+  return confineBucketUrl(url, account, deps.checkpointUrl);
 }
 
 /**
