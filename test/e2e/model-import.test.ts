@@ -4,7 +4,9 @@
 // transformers 5 writes it) becomes READY and resolves where jobs look models up; a config
 // temper cannot run is refused naming the field and leaves nothing behind; a LoRA adapter is
 // imported against its base; a model still UPLOADING cannot be used by a job.
-import { readFile, writeFile } from 'node:fs/promises';
+import { execFileSync } from 'node:child_process';
+import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { exportPeftAdapter } from '../../src/checkpoints/exports/index.js';
@@ -18,6 +20,7 @@ import {
   createControlPlane,
 } from '../../src/control-plane/index.js';
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
+import { bundledQwen3TokenizerDir } from '../../src/tokenizers/index.js';
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { startS3Server } from '../support/object-store-servers.js';
@@ -256,4 +259,55 @@ describe('models imported into an account', () => {
       await s3.stop();
     }
   }, 120_000);
+
+  it('a LoRA SFT job trains an imported Qwen2 (random weights, the Qwen3 tokenizer and chat template)', async () => {
+    // Built here by transformers (the reference venv, offline): tiny shapes, the real vocabulary.
+    const dir = tempDir('qwen2-real-vocab-');
+    const python = join(homedir(), '.cache', 'temper', 'pyref', 'bin', 'python');
+    execFileSync(
+      python,
+      [
+        '-c',
+        `
+import sys, torch
+from transformers import Qwen2Config, Qwen2ForCausalLM
+torch.manual_seed(0)
+cfg = Qwen2Config(vocab_size=151669, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                  tie_word_embeddings=True, eos_token_id=151645)
+Qwen2ForCausalLM(cfg).save_pretrained(sys.argv[1])
+`,
+        dir,
+      ],
+      { env: { ...process.env, HF_HUB_OFFLINE: '1' }, stdio: 'pipe' },
+    );
+    for (const f of ['tokenizer.json', 'tokenizer_config.json'])
+      await copyFile(join(bundledQwen3TokenizerDir(), f), join(dir, f));
+    const api = new TemperApi({ apiUrl: base, apiKey: key, account: 'acme' });
+    expect(await importModel(api, 'qwen2-vocab', dir)).toMatchObject({ state: 'READY' });
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/supervisedFineTuningJobs?supervisedFineTuningJobId=sft-imported',
+      {
+        baseModel: 'accounts/acme/models/qwen2-vocab',
+        dataset: 'accounts/temper/datasets/sure-answers-sft',
+        outputModel: 'accounts/acme/models/qwen2-vocab-sft',
+        batchSize: 512,
+        epochs: 1,
+        learningRate: 1e-3,
+        loraRank: 4,
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const deadline = Date.now() + 240_000;
+    let job: Json;
+    for (;;) {
+      job = (await call('GET', '/v1/accounts/acme/supervisedFineTuningJobs/sft-imported')).json;
+      if (/COMPLETED|FAILED|CANCELLED/.test(String(job.state)) || Date.now() > deadline) break;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+    expect(job.state, JSON.stringify(job)).toBe('JOB_STATE_COMPLETED');
+    const out = await call('GET', '/v1/accounts/acme/models/qwen2-vocab-sft');
+    expect(out.json).toMatchObject({ state: 'READY', kind: 'HF_PEFT_ADDON' });
+  }, 360_000);
 });
