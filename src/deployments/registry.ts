@@ -267,7 +267,7 @@ export class DeploymentRegistry {
     void r.exited.then(async (code) => {
       if (e.stopping.has(r) || !e.replicas.includes(r)) return;
       e.replicas = e.replicas.filter((x) => x !== r);
-      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url })));
+      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url, token: x.token })));
       e.resource.replicaCount = e.replicas.length;
       e.resource.status.reason = `replica ${r.id} exited (${code ?? 'signal'}); restarting it`;
       e.restarts++;
@@ -289,7 +289,7 @@ export class DeploymentRegistry {
   private async resize(e: Entry, n: number): Promise<void> {
     while (e.replicas.length > n) {
       const r = e.replicas.pop() as ReplicaHandle;
-      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url })));
+      e.gateway?.setReplicas(e.replicas.map((x) => ({ id: x.id, url: x.url, token: x.token })));
       await this.stopReplica(e, r);
     }
     const started = await Promise.all(
@@ -305,14 +305,14 @@ export class DeploymentRegistry {
     );
     // new replicas serve what the deployment serves before they take traffic
     try {
-      for (const r of started) await e.gateway?.catchUp({ id: r.id, url: r.url });
+      for (const r of started) await e.gateway?.catchUp({ id: r.id, url: r.url, token: r.token });
     } catch (err) {
       await Promise.all(started.map((r) => this.stopReplica(e, r)));
       throw err;
     }
     e.replicas.push(...started);
     for (const r of started) this.watch(e, r);
-    e.gateway?.setReplicas(e.replicas.map((r) => ({ id: r.id, url: r.url })));
+    e.gateway?.setReplicas(e.replicas.map((r) => ({ id: r.id, url: r.url, token: r.token })));
     e.resource.replicaCount = e.replicas.length;
   }
 

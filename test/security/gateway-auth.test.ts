@@ -138,6 +138,30 @@ describe('gateway routes: the cross-account matrix', () => {
   }, 60_000);
 });
 
+describe('replica processes', () => {
+  it('answer only their gateway: a direct call without its token is 401', async () => {
+    const [replica] = registry.replicas(NAME);
+    for (const [method, path] of [
+      ['GET', '/status'],
+      ['POST', '/load'],
+      ['POST', '/generate'],
+    ] as const) {
+      for (const headers of [
+        {},
+        { authorization: `Bearer ${h.alice}` },
+        registry.authHeaders(NAME),
+      ]) {
+        const r = await fetch(`${replica?.url}${path}`, {
+          method,
+          headers,
+          ...(method === 'POST' ? { body: '{}' } : {}),
+        });
+        expect(r.status, `${method} ${path}`).toBe(401);
+      }
+    }
+  });
+});
+
 describe('request bodies and identities', () => {
   const owner = () => ({ authorization: `Bearer ${h.alice}` });
 

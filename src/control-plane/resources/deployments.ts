@@ -231,6 +231,8 @@ async function serveAdapter(
   const client = new HotLoadClient({
     inferenceUrl: deployment.gatewayUrl,
     deployment: deployment.name,
+    // the gateway takes its deployment's access token (gateway/auth.ts)
+    apiKey: registry(deps).accessToken(deployment.name),
   });
   await client.hotloadAndWait(identity, {}, 120_000);
 }

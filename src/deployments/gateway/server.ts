@@ -30,6 +30,7 @@ import { serveInference } from './inference.js';
 import { Ledger } from './ledger.js';
 import { parseChat, parseCompletions } from './requests.js';
 import { TokenSpelling } from './shapes.js';
+import { replicaHeaders } from './upstream.js';
 
 export { GatewayError } from './errors.js';
 export { chatBodySchema, completionsBodySchema } from './requests.js';
@@ -37,6 +38,8 @@ export { chatBodySchema, completionsBodySchema } from './requests.js';
 export interface GatewayReplica {
   id: string;
   url: string;
+  /** The replica's bearer token, if it requires one (replica/launcher.ts). */
+  token?: string | undefined;
 }
 
 export interface GatewayOptions {
@@ -156,6 +159,7 @@ export class Gateway {
       const body = this.signals.get(id) ?? { identity: id, reset_prompt_cache: 'all' as const };
       const out = await fetch(`${replica.url}/load`, {
         method: 'POST',
+        headers: replicaHeaders(replica),
         body: JSON.stringify(body),
       });
       if (!out.ok)
@@ -163,7 +167,9 @@ export class Gateway {
     }
     const t0 = Date.now();
     for (;;) {
-      const s = (await (await fetch(`${replica.url}/status`)).json()) as ReplicaStatus;
+      const s = (await (
+        await fetch(`${replica.url}/status`, { headers: replicaHeaders(replica) })
+      ).json()) as ReplicaStatus;
       if (s.current_snapshot_identity === latest.identity && s.loading_state.stage === 'ready')
         return latest.identity;
       if (s.loading_state.stage === 'error')
@@ -308,7 +314,7 @@ export class Gateway {
     return Promise.all(
       this.replicas.map(async (r): Promise<ReplicaStatus> => {
         try {
-          const res = await fetch(`${r.url}/status`);
+          const res = await fetch(`${r.url}/status`, { headers: replicaHeaders(r) });
           return (await res.json()) as ReplicaStatus;
         } catch (err) {
           // an unreachable replica is reported, not fatal to the status call
@@ -391,7 +397,11 @@ export class Gateway {
     );
     await Promise.all(
       this.replicas.map(async (r) => {
-        const out = await fetch(`${r.url}/load`, { method: 'POST', body: JSON.stringify(body) });
+        const out = await fetch(`${r.url}/load`, {
+          method: 'POST',
+          headers: replicaHeaders(r),
+          body: JSON.stringify(body),
+        });
         if (!out.ok) throw new GatewayError(502, 'replica_error', `${r.id}: ${await out.text()}`);
       }),
     );
@@ -409,7 +419,11 @@ export class Gateway {
     checkIdentity(p.data.snapshot.identity);
     await Promise.all(
       this.replicas.map((r) =>
-        fetch(`${r.url}/hint`, { method: 'POST', body: JSON.stringify(p.data) }),
+        fetch(`${r.url}/hint`, {
+          method: 'POST',
+          headers: replicaHeaders(r),
+          body: JSON.stringify(p.data),
+        }),
       ),
     );
     sendJson(res, 200, {});

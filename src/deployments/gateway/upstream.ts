@@ -15,6 +15,13 @@ import type { GenerateEvent } from '../replica/runtime.js';
 export interface UpstreamReplica {
   id: string;
   url: string;
+  /** The replica's bearer token (its launcher's), if it requires one. */
+  token?: string | undefined;
+}
+
+/** Headers of a call to `replica`. */
+export function replicaHeaders(replica: UpstreamReplica): Record<string, string> {
+  return replica.token ? { authorization: `Bearer ${replica.token}` } : {};
 }
 
 export class Upstream {
@@ -31,6 +38,7 @@ export class Upstream {
     if (this.stopped) throw new Error('stopped before it was sent');
     this.response = await fetch(`${this.replica.url}/generate`, {
       method: 'POST',
+      headers: replicaHeaders(this.replica),
       signal: this.opening.signal,
       body: JSON.stringify(body),
     });

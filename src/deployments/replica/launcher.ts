@@ -1,12 +1,16 @@
 // Starts replicas as local processes (the local launcher; a cluster launcher would start pods).
 import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { tiedToParent } from '../../util/processes.js';
 import type { ReplicaConfig } from './main.js';
 
 export interface ReplicaHandle {
   id: string;
   url: string;
   pid: number;
+  /** The bearer token the replica requires (given to it in its environment), if any. */
+  token?: string;
   /** Milliseconds from spawn to serving. */
   startMs: number;
   /** Resolves with the exit code (null when killed by a signal) when the process ends. */
@@ -34,10 +38,18 @@ export class LocalReplicaLauncher implements ReplicaLauncher {
   constructor(private readonly opts: { startTimeoutMs?: number } = {}) {}
 
   launch(config: ReplicaConfig): Promise<ReplicaHandle> {
-    const [cmd, ...args] = replicaCommand() as [string, ...string[]];
+    const [node, ...nodeArgs] = replicaCommand() as [string, ...string[]];
+    // A replica never outlives the process serving its deployment, even one SIGKILLed.
+    const [cmd, args] = tiedToParent(node, nodeArgs);
     const t0 = performance.now();
+    // a fresh secret per replica: only the gateway that launched it can call it
+    const token = randomBytes(32).toString('base64url');
     const child: ChildProcess = spawn(cmd, args, {
-      env: { ...process.env, TEMPER_REPLICA_CONFIG: JSON.stringify(config) },
+      env: {
+        ...process.env,
+        TEMPER_REPLICA_CONFIG: JSON.stringify(config),
+        TEMPER_REPLICA_TOKEN: token,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stderr = '';
@@ -67,6 +79,7 @@ export class LocalReplicaLauncher implements ReplicaLauncher {
         resolve({
           id: config.replicaId,
           url: `http://127.0.0.1:${port}`,
+          token,
           pid: child.pid ?? -1,
           startMs: performance.now() - t0,
           exited,

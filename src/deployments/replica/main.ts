@@ -56,9 +56,19 @@ async function main(): Promise<void> {
     maxDecodeBatch: cfg.maxDecodeBatch,
     logger: deploymentLogger(`temper-replica:${cfg.replicaId}`),
   });
-  const server = await startReplicaServer(rt, cfg.port);
+  const server = await startReplicaServer(
+    rt,
+    cfg.port,
+    '127.0.0.1',
+    process.env.TEMPER_REPLICA_TOKEN,
+  );
   process.stdout.write(`${JSON.stringify({ ready: true, port: serverPort(server) })}\n`);
-  const stop = () => server.close(() => process.exit(0));
+  // server.close() alone waits for every keep-alive connection (a gateway keeps them open)
+  // and every streaming sample to end, which left replicas ignoring SIGTERM for minutes:
+  // cut the connections and leave within a bounded time whatever is still running.
+  const stop = () => {
+    server.close(() => process.exit(0));
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   process.on('disconnect', stop);

@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import { BodyTooLargeError, readBodyLimited } from '../../util/http-body.js';
+import { sameSecret } from '../gateway/auth.js';
 import type { ReplicaRuntime } from './runtime.js';
 import { HotLoadError } from './snapshots.js';
 
@@ -109,13 +110,25 @@ export function errorStatus(err: unknown): number {
 /** With stream: false, held events still go out at least this often (milliseconds). */
 const HOLD_MS = 1000;
 
+/**
+ * Serves the replica on `host:port`. With `token` (the launcher's TEMPER_REPLICA_TOKEN) every
+ * call must carry `Authorization: Bearer <token>`: only its gateway reaches it.
+ */
 export function startReplicaServer(
   rt: ReplicaRuntime,
   port = 0,
   host = '127.0.0.1',
+  token?: string,
 ): Promise<Server> {
   const server = createServer((req, res) => {
-    void handle(rt, req, res).catch((err: unknown) => {
+    const allowed =
+      token === undefined || sameSecret(req.headers.authorization ?? '', `Bearer ${token}`);
+    const served = allowed
+      ? handle(rt, req, res)
+      : Promise.reject(
+          new HotLoadError('unauthenticated', 'this replica answers its gateway only'),
+        );
+    void served.catch((err: unknown) => {
       if (!res.headersSent)
         sendJson(res, errorStatus(err), {
           error: {
