@@ -16,6 +16,7 @@ import {
   type ControlPlane,
   createControlPlane,
 } from '../../src/control-plane/index.js';
+import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'dashboard');
@@ -27,6 +28,7 @@ let acme: string;
 let other: string;
 let profile: string;
 let browser: BrowserContext;
+const deployments = new DeploymentRegistry();
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
@@ -38,6 +40,7 @@ beforeAll(async () => {
     orchestrator: platform.orchestrator,
     artifacts: platform.artifacts,
     checkpointUrl: platform.checkpoints.url,
+    deployments,
   });
   base = await cp.listen(0, '127.0.0.1');
   acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
@@ -63,6 +66,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await browser?.close();
   await cp?.close();
+  await deployments.close();
   await platform?.close();
   if (profile) await rm(profile, { recursive: true, force: true });
 });
@@ -173,6 +177,11 @@ describe('the dashboard in a browser', () => {
     await page.locator('#smoothing').fill('0.6');
     await page.locator('#log-scale').check();
     await shot(page, 'job-completed');
+    // The top of the page, for the README (docs/dashboard.png).
+    await page.screenshot({
+      path: join(ARTIFACTS, 'readme-job.png'),
+      clip: { x: 0, y: 0, width: 1280, height: 560 },
+    });
 
     // Promote the first servable checkpoint into a model.
     const input = page.locator('[data-promote-input]').first();
@@ -189,10 +198,27 @@ describe('the dashboard in a browser', () => {
     await expect.poll(() => page.locator('.promote .error').first().textContent()).toMatch(/.+/);
     await shot(page, 'job-promoted');
 
-    await page.getByRole('link', { name: 'Models' }).click();
+    await page.getByRole('link', { name: 'Models', exact: true }).click();
     await page.getByRole('cell', { name: 'sure-web-promoted' }).waitFor();
+    // Deploy the promoted model; a bad id shows the API's message.
+    const deployInput = page.locator('[data-deploy-input="sure-web-promoted"]');
+    const deploy = page.locator('[data-deploy="sure-web-promoted"]');
+    await deployInput.fill('Bad Id');
+    await deploy.click();
+    await expect.poll(() => page.locator('.promote .error').first().textContent()).toMatch(/.+/);
+    await deployInput.fill('sure-web');
+    await deploy.click();
+    await page
+      .getByText('created accounts/acme/deployments/sure-web')
+      .waitFor({ timeout: 120_000 });
+    const deployed = await call('GET', '/v1/accounts/acme/deployments/sure-web');
+    expect(deployed.status).toBe(200);
+    expect(JSON.stringify(deployed.json)).toContain('accounts/acme/models/sure-web-promoted');
     await shot(page, 'models');
-    await page.getByRole('link', { name: 'Datasets' }).click();
+    await page.getByRole('link', { name: 'Deployments', exact: true }).click();
+    await page.getByRole('cell', { name: 'sure-web', exact: true }).waitFor();
+    await shot(page, 'deployments');
+    await page.getByRole('link', { name: 'Datasets', exact: true }).click();
     await page.getByRole('cell', { name: 'sure', exact: true }).waitFor();
     await shot(page, 'datasets');
 
@@ -209,5 +235,75 @@ describe('the dashboard in a browser', () => {
     await page.reload();
     await page.getByRole('heading', { name: 'Datasets' }).waitFor();
     expect(await page.locator('#who').textContent()).toContain('accounts/acme');
+  }, 600_000);
+
+  it('opens an RFT job rollouts, filtered by step, in the sample viewer', async () => {
+    await uploadDataset(
+      'questions',
+      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
+        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
+        .join('\n'),
+    );
+    expect(
+      (
+        await call('POST', '/v1/accounts/acme/evaluators', {
+          evaluatorId: 'long-answers',
+          evaluator: {
+            source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
+            sourceFilename: 'score.js',
+          },
+        })
+      ).status,
+    ).toBe(200);
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-web',
+      {
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+        dataset: 'accounts/acme/datasets/questions',
+        evaluator: 'accounts/acme/evaluators/long-answers',
+        outputModel: 'accounts/acme/models/questions-web',
+        responseCandidatesCount: 4,
+        maxTokens: 24,
+        temperature: 1,
+        loraRank: 4,
+        epochs: 2,
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const page = await signedIn(acme);
+    await page.goto(`${base}/#/jobs/reinforcementFineTuningJobs/rft-web`);
+    await expect
+      .poll(() => page.locator('#job-state').textContent(), { timeout: 300_000, interval: 500 })
+      .toBe('COMPLETED');
+    await expect
+      .poll(async () =>
+        Number((await page.locator('[data-chart="Reward"]').getAttribute('data-points')) ?? 0),
+      )
+      .toBeGreaterThan(1);
+    // All rollouts, then only step 2's.
+    const all = (
+      await call(
+        'GET',
+        '/v1/accounts/acme/reinforcementFineTuningJobs/rft-web/rollouts?pageSize=200',
+      )
+    ).json as {
+      rollouts: { step: number; completion: string; score: number }[];
+      totalSize: number;
+    };
+    await page.getByText(`${all.totalSize} rollouts`).waitFor();
+    await page.locator('#rollout-step').fill('2');
+    await page.getByRole('button', { name: 'Filter' }).click();
+    const step2 = all.rollouts.filter((r) => r.step === 2);
+    await page.getByText(`${step2.length} rollouts`).waitFor();
+    const rows = page.getByRole('table', { name: 'Rollouts' }).locator('tbody tr');
+    expect(await rows.count()).toBe(step2.length);
+    // Open the first: the viewer shows its whole completion and score.
+    await rows.first().locator('.rollout-open').click();
+    const viewer = page.getByRole('complementary', { name: 'Rollout' });
+    await viewer.waitFor();
+    expect(await viewer.locator('.completion').textContent()).toBe(step2[0]!.completion);
+    expect(await viewer.textContent()).toContain(step2[0]!.score.toFixed(4));
+    await shot(page, 'rft-rollouts');
   }, 600_000);
 });

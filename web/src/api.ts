@@ -117,7 +117,7 @@ export interface Checkpoint {
   name: string;
   checkpointType: string;
   createTime: string;
-  step?: number;
+  promotable?: boolean;
   [field: string]: unknown;
 }
 

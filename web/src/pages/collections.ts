@@ -1,5 +1,5 @@
 /** Models, datasets and deployments of the account: read-only tables. */
-import { listAll, type Session } from '../api';
+import { listAll, request, type Session } from '../api';
 import { h, shortState, stateClass, table, when } from '../dom';
 
 interface Row {
@@ -19,6 +19,7 @@ async function page(
   title: string,
   collection: string,
   columns: [string, (r: Row) => unknown][],
+  action?: [string, (r: Row) => Node | string],
 ): Promise<void> {
   const rows = await listAll<Row>(s.account, collection);
   app.replaceChildren(
@@ -26,23 +27,67 @@ async function page(
     rows.length === 0
       ? h('p', { class: 'empty' }, `No ${title.toLowerCase()} yet.`)
       : table(
-          ['Name', 'State', ...columns.map(([c]) => c), 'Created'],
+          ['Name', 'State', ...columns.map(([c]) => c), 'Created', ...(action ? [action[0]] : [])],
           rows.map((r) => [
             id(r.name),
             r.state ? h('span', { class: stateClass(r.state) }, shortState(r.state)) : '',
             ...columns.map(([, f]) => text(f(r))),
             when(r.createTime),
+            ...(action ? [action[1](r)] : []),
           ]),
           title,
         ),
   );
 }
 
+/** Deploy a model: POST deployments?deploymentId= {baseModel}; the API's message on failure. */
+function deployButton(s: Session, model: Row): HTMLElement {
+  const input = h('input', {
+    type: 'text',
+    placeholder: 'deployment id',
+    'aria-label': `deployment id for ${id(model.name)}`,
+    'data-deploy-input': id(model.name),
+  });
+  const out = h('span', { role: 'status' });
+  const button = h(
+    'button',
+    {
+      type: 'button',
+      'data-deploy': id(model.name),
+      onclick: () => {
+        out.className = 'result';
+        out.textContent = 'deploying…';
+        request<{ name: string }>(
+          'POST',
+          `/v1/accounts/${s.account}/deployments?deploymentId=${encodeURIComponent(input.value.trim())}`,
+          { baseModel: model.name },
+        )
+          .then((d) => {
+            out.replaceChildren('created ', h('a', { href: '#/deployments' }, d.name));
+          })
+          .catch((err: Error) => {
+            out.className = 'error';
+            out.textContent = err.message;
+          });
+      },
+    },
+    'Deploy',
+  );
+  return h('span', { class: 'promote' }, input, button, out);
+}
+
 export const modelsPage = (app: HTMLElement, s: Session) =>
-  page(app, s, 'Models', 'models', [
-    ['Kind', (r) => r.kind],
-    ['Base model', (r) => (r.peftDetails as { baseModel?: string } | undefined)?.baseModel ?? ''],
-  ]);
+  page(
+    app,
+    s,
+    'Models',
+    'models',
+    [
+      ['Kind', (r) => r.kind],
+      ['Base model', (r) => (r.peftDetails as { baseModel?: string } | undefined)?.baseModel ?? ''],
+    ],
+    ['Deploy', (r) => deployButton(s, r)],
+  );
 
 export const datasetsPage = (app: HTMLElement, s: Session) =>
   page(app, s, 'Datasets', 'datasets', [

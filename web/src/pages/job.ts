@@ -106,7 +106,7 @@ function settings(job: Job): HTMLElement {
   );
 }
 
-async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Promise<void> {
+async function checkpointsSection(host: HTMLElement, job: Job): Promise<void> {
   let list: Checkpoint[];
   try {
     list = (await request<{ checkpoints: Checkpoint[] }>('GET', `${jobPath(job.name)}/checkpoints`))
@@ -119,13 +119,13 @@ async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Prom
     host.replaceChildren(h('p', { class: 'empty' }, 'No checkpoints yet.'));
     return;
   }
-  const promotable = (c: Checkpoint) => c.checkpointType.startsWith('INFERENCE');
+  const promotable = (c: Checkpoint) => c.promotable ?? c.checkpointType.startsWith('INFERENCE');
   host.replaceChildren(
     table(
-      ['Checkpoint', 'Type', 'Step', 'Created', 'Promote to a model'],
+      ['Checkpoint', 'Type', 'Created', 'Promote to a model'],
       list.map((c, i) => {
         const id = c.name.split('/').pop()!;
-        if (!promotable(c)) return [id, c.checkpointType, c.step ?? '', when(c.createTime), ''];
+        if (!promotable(c)) return [id, c.checkpointType, when(c.createTime), ''];
         const input = h('input', {
           type: 'text',
           'aria-label': `model id for ${id}`,
@@ -139,6 +139,7 @@ async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Prom
             type: 'button',
             'data-promote': i,
             onclick: () => {
+              out.className = 'result';
               out.textContent = 'promoting…';
               request<{ name: string }>('POST', `/v1/${c.name}:promote`, {
                 outputModelId: input.value.trim(),
@@ -157,7 +158,6 @@ async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Prom
         return [
           id,
           c.checkpointType,
-          c.step ?? '',
           when(c.createTime),
           h('span', { class: 'promote' }, input, button, out),
         ];
@@ -165,7 +165,6 @@ async function checkpointsSection(host: HTMLElement, job: Job, s: Session): Prom
       'Checkpoints',
     ),
   );
-  void s;
 }
 
 function rolloutsSection(host: HTMLElement, job: Job): void {
@@ -370,7 +369,7 @@ export async function jobPage(
         : '',
     h('section', {}, h('h2', {}, 'Settings'), settings(job)),
   );
-  void checkpointsSection(checkpoints, job, s);
+  void checkpointsSection(checkpoints, job);
   if (kind === 'RFT') rolloutsSection(extra, job);
   if (kind === 'SFT') void renderSamplesSection(extra, job);
 
@@ -381,11 +380,11 @@ export async function jobPage(
       job = e.data;
       paint();
       if (before !== job.state) {
-        void checkpointsSection(checkpoints, job, s);
+        void checkpointsSection(checkpoints, job);
         if (kind === 'SFT') void renderSamplesSection(extra, job);
       }
     } else if (e.event === 'end') {
-      void checkpointsSection(checkpoints, job, s);
+      void checkpointsSection(checkpoints, job);
       if (kind === 'RFT') rolloutsSection(extra, job);
     } else if (e.event === 'error') status.textContent = e.data.message;
   });
