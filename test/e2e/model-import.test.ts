@@ -3,7 +3,9 @@
 // :validateUpload. A Qwen2 model with attention biases (the parity fixture, its config as
 // transformers 5 writes it) becomes READY and resolves where jobs look models up; a config
 // temper cannot run is refused naming the field and leaves nothing behind; a LoRA adapter is
-// imported against its base; a model still UPLOADING cannot be used by a job.
+// imported against its base; a model still UPLOADING cannot be used by a job; `temper model
+// create --from` imports from a directory and from S3; an imported model is LoRA-fine-tuned by a
+// managed SFT job, deployed with its adapter and sampled through chat completions.
 import { execFileSync } from 'node:child_process';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -19,8 +21,13 @@ import {
   type ControlPlane,
   createControlPlane,
 } from '../../src/control-plane/index.js';
+import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
-import { bundledQwen3TokenizerDir } from '../../src/tokenizers/index.js';
+import {
+  bundledQwen3TokenizerDir,
+  JinjaRenderer,
+  loadModelRenderer,
+} from '../../src/tokenizers/index.js';
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { startS3Server } from '../support/object-store-servers.js';
@@ -33,6 +40,7 @@ let platform: TestPlatform;
 let cpl: ControlPlane;
 let base: string;
 let key: string;
+const deployments = new DeploymentRegistry();
 
 beforeAll(async () => {
   platform = await startTestPlatform();
@@ -41,6 +49,7 @@ beforeAll(async () => {
     orchestrator: platform.orchestrator,
     artifacts: platform.artifacts,
     checkpointUrl: platform.checkpoints.url,
+    deployments,
   });
   base = await cpl.listen(0, '127.0.0.1');
   key = (await bootstrapAccount(platform.store, 'acme')).apiKey;
@@ -48,6 +57,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await cpl?.close();
+  await deployments.close();
   await platform?.close();
 });
 
@@ -260,7 +270,7 @@ describe('models imported into an account', () => {
     }
   }, 120_000);
 
-  it('a LoRA SFT job trains an imported Qwen2 (random weights, the Qwen3 tokenizer and chat template)', async () => {
+  it('a LoRA SFT job trains an imported Qwen2 (random weights, the Qwen3 tokenizer and chat template); deployed and sampled', async () => {
     // Built here by transformers (the reference venv, offline): tiny shapes, the real vocabulary.
     const dir = tempDir('qwen2-real-vocab-');
     const python = join(homedir(), '.cache', 'temper', 'pyref', 'bin', 'python');
@@ -309,5 +319,34 @@ Qwen2ForCausalLM(cfg).save_pretrained(sys.argv[1])
     expect(job.state, JSON.stringify(job)).toBe('JOB_STATE_COMPLETED');
     const out = await call('GET', '/v1/accounts/acme/models/qwen2-vocab-sft');
     expect(out.json).toMatchObject({ state: 'READY', kind: 'HF_PEFT_ADDON' });
+    // deployed as the imported base with the trained adapter on top, and sampled
+    const deployment = await call('POST', '/v1/accounts/acme/deployments?deploymentId=byom', {
+      baseModel: 'accounts/acme/models/qwen2-vocab-sft',
+    });
+    expect(deployment.status, JSON.stringify(deployment.json)).toBe(200);
+    expect(deployment.json).toMatchObject({
+      baseModel: 'accounts/acme/models/qwen2-vocab',
+      model: 'accounts/acme/models/qwen2-vocab-sft',
+    });
+    const res = await fetch(`${deployment.json.gatewayUrl}/inference/v1/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        messages: [{ role: 'user', content: 'What color is snow?' }],
+        max_tokens: 6,
+        temperature: 0,
+      }),
+    });
+    const completion = (await res.json()) as Json;
+    expect(res.status, JSON.stringify(completion)).toBe(200);
+    const usage = completion.usage as { prompt_tokens: number; completion_tokens: number };
+    // the prompt is the model's own template: <|im_start|>user\n...<|im_end|>\n<|im_start|>assistant\n
+    const renderer = await loadModelRenderer(dir);
+    expect(renderer).toBeInstanceOf(JinjaRenderer);
+    expect(usage.prompt_tokens).toBe(
+      renderer.renderGenerationPrompt([{ role: 'user', content: 'What color is snow?' }]).length,
+    );
+    expect(usage.completion_tokens).toBeGreaterThan(0);
+    expect((await call('DELETE', '/v1/accounts/acme/deployments/byom')).status).toBe(200);
   }, 360_000);
 });
