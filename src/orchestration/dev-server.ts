@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { Connection } from '@temporalio/client';
-import { getFreePort, sleep, waitForExit } from '../util/processes.js';
+import { getFreePort, sleep, tiedToParent, waitForExit } from '../util/processes.js';
 import { resolveTemporalBinary } from './temporal-binary.js';
 
 export interface DevServerOptions {
@@ -133,7 +133,9 @@ async function launch(
     ...(options.extraArgs ?? []),
   ];
   const address = `${p.ip}:${p.port}`;
-  const child = spawn(p.binary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  // Tied to this process: a SIGKILLed stack takes its dev server with it.
+  const [file, tiedArgs] = tiedToParent(p.binary, args);
+  const child = spawn(file, tiedArgs, { stdio: ['ignore', 'pipe', 'pipe'] });
   const tail: string[] = [];
   for (const stream of [child.stdout, child.stderr]) {
     createInterface({ input: stream }).on('line', (line) => {

@@ -1,5 +1,6 @@
 // Small helpers for the child processes the project starts (dev servers, test servers).
 import type { ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /** A TCP port that is free on `ip` right now. */
@@ -32,4 +33,37 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<boo
     }
     child.once('exit', onExit);
   });
+}
+
+const SETPRIV = '/usr/bin/setpriv';
+
+/**
+ * The command line that runs `file args` tied to this process: on Linux the child gets a
+ * parent-death signal (SIGKILL), so it dies with this process even when this process is
+ * SIGKILLed and has no chance to clean up. util-linux's setpriv sets PR_SET_PDEATHSIG and
+ * execs a tiny sh that closes the race (this process dying between fork and prctl, when no
+ * signal would ever come) by checking that its parent is still `process.pid`, then execs
+ * the real program; the pid stays the same across the execs, so the caller's ChildProcess
+ * (kill, exit code) is the program's. The signal belongs to the thread that spawned the
+ * child, which in Node is the main thread. Elsewhere (no setpriv) the command is unchanged.
+ * Every launcher of a long-lived child (pods, replicas, the Temporal dev server) uses this.
+ */
+export function tiedToParent(file: string, args: readonly string[]): [string, string[]] {
+  if (process.platform !== 'linux' || !existsSync(SETPRIV)) return [file, [...args]];
+  const guard = 'if [ "$PPID" != "$1" ]; then exit 70; fi; shift; exec "$@"';
+  return [
+    SETPRIV,
+    [
+      '--pdeathsig',
+      'KILL',
+      '--',
+      '/bin/sh',
+      '-c',
+      guard,
+      'temper-tied',
+      String(process.pid),
+      file,
+      ...args,
+    ],
+  ];
 }

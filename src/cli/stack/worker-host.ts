@@ -87,7 +87,11 @@ export async function startWorkerHost(
     openObjectStore(settings.checkpointsUrl),
   ]);
   const launcher = new TrackingLauncher(
-    new LocalProcessLauncher({ stateDir: settings.trainersDir, checkpointUrl: checkpoints.url }),
+    new LocalProcessLauncher({
+      stateDir: settings.trainersDir,
+      checkpointUrl: checkpoints.url,
+      diesWithParent: true,
+    }),
   );
   const worker = await startTemperWorker({
     address: settings.temporalAddress,

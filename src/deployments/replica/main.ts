@@ -63,11 +63,13 @@ async function main(): Promise<void> {
     process.env.TEMPER_REPLICA_TOKEN,
   );
   process.stdout.write(`${JSON.stringify({ ready: true, port: serverPort(server) })}\n`);
-  // server.close() alone waits for every keep-alive connection (a gateway keeps them open)
-  // and every streaming sample to end, which left replicas ignoring SIGTERM for minutes:
-  // cut the connections and leave within a bounded time whatever is still running.
+  // server.close() alone waits for every request in flight (a long generation, a client that
+  // stalls mid-body: up to Node's 5-minute requestTimeout), which left replicas ignoring
+  // SIGTERM for minutes: cut every connection, and leave after 1 s whatever still runs.
   const stop = () => {
+    setTimeout(() => process.exit(0), 1_000).unref();
     server.close(() => process.exit(0));
+    server.closeAllConnections();
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);

@@ -14,6 +14,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ServingStatus } from '../../gen/temper/trainer/v1/trainer_pb.js';
+import { tiedToParent } from '../../util/processes.js';
 import { createTrainerClient } from '../client.js';
 import { TrainerError } from '../errors.js';
 import type { TrainerState } from '../serve.js';
@@ -33,6 +34,12 @@ export interface LocalLauncherOptions {
   /** How long a pod may take to serve (default 60 s). */
   startTimeoutMs?: number;
   env?: NodeJS.ProcessEnv;
+  /**
+   * Pods die with the launching process, even a SIGKILLed one (parent-death signal), instead
+   * of outliving it for another process to attach to: what a stack (`temper up`, a worker)
+   * wants, since it replaces lost pods from their checkpoints when it starts again.
+   */
+  diesWithParent?: boolean;
   /** Interface pods bind (default 127.0.0.1). */
   host?: string;
   /**
@@ -141,6 +148,7 @@ export class LocalProcessLauncher implements Launcher {
   private readonly command: string[];
   private readonly startTimeoutMs: number;
   private readonly env: NodeJS.ProcessEnv;
+  private readonly diesWithParent: boolean;
   private readonly host: string;
   readonly checkpointUrl: string;
   private readonly owned = new Map<string, Owned>();
@@ -150,6 +158,7 @@ export class LocalProcessLauncher implements Launcher {
     this.command = options.command ?? defaultTemperCommand();
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
     this.env = options.env ?? process.env;
+    this.diesWithParent = options.diesWithParent ?? false;
     this.host = options.host ?? '127.0.0.1';
     this.checkpointUrl =
       options.checkpointUrl ?? pathToFileURL(join(dirname(this.stateDir), 'checkpoints')).href;
@@ -209,7 +218,10 @@ export class LocalProcessLauncher implements Launcher {
     const fd = openSync(paths.log, 'a');
     let child: ChildProcess;
     try {
-      child = spawn(this.command[0]!, args, {
+      const [file, spawnArgs] = this.diesWithParent
+        ? tiedToParent(this.command[0]!, args)
+        : [this.command[0]!, args];
+      child = spawn(file, spawnArgs, {
         detached: true,
         stdio: ['ignore', fd, fd],
         env: this.env,
