@@ -32,8 +32,10 @@ beforeAll(async () => {
   other = (await bootstrapAccount(platform.store, 'other')).apiKey;
 }, 120_000);
 
+let closed = false;
+
 afterAll(async () => {
-  await cp?.close();
+  if (!closed) await cp?.close();
   await platform?.close();
 });
 
@@ -256,4 +258,27 @@ describe('job views through the REST API', () => {
     ).toBe(400);
     expect((await call('GET', `${job}/rollouts`, undefined, other)).status).toBe(404);
   }, 300_000);
+
+  it('ends an open stream when the control plane closes, so close does not wait for the job', async () => {
+    const created = await call('POST', '/v1/accounts/acme/rlorTrainerJobs?rlorTrainerJobId=open', {
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      loraRank: 0,
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const path = '/v1/accounts/acme/rlorTrainerJobs/open';
+    for (let i = 0; i < 300 && (await call('GET', path)).json.state !== 'JOB_STATE_RUNNING'; i++)
+      await new Promise((r) => setTimeout(r, 100));
+    const res = await fetch(`${base}${path}/events`, {
+      headers: { authorization: `Bearer ${acme}` },
+    });
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    const first = await reader.read();
+    expect(first.value).toContain('JOB_STATE_RUNNING');
+    // The job is still running: only the server closing ends the stream.
+    closed = true;
+    await cp.close();
+    let rest = '';
+    for (let r = await reader.read(); !r.done; r = await reader.read()) rest += r.value;
+    expect(rest).not.toContain('event: end');
+  }, 120_000);
 });

@@ -9,6 +9,14 @@ import type { MetricRow } from './api';
 
 const COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c'];
 
+const STEP_INCREMENTS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000, 100_000];
+
+function tick(v: number | null): string {
+  if (v === null) return '';
+  if (v !== 0 && Math.abs(v) < 1e-3) return v.toExponential(1);
+  return String(Number(v.toPrecision(4)));
+}
+
 /** Exponential moving average with weight `alpha` on history (0 = raw), skipping gaps. */
 export function smooth(values: (number | null)[], alpha: number): (number | null)[] {
   if (alpha <= 0) return values;
@@ -91,7 +99,12 @@ export class MetricChart {
         width,
         height: 260,
         scales: { x: { time: false }, y: this.log ? { distr: 3 } : {} },
-        axes: [{ label: 'step' }, {}],
+        axes: [
+          // Steps are whole numbers: no 2.5 ticks.
+          { label: 'step', incrs: STEP_INCREMENTS },
+          // Small values (KL terms) keep their digits instead of rounding to 0.
+          { values: (_u, splits) => splits.map(tick), size: 60 },
+        ],
         series: [
           { label: 'step' },
           ...this.keys.map((k, i) => ({

@@ -12,7 +12,7 @@
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { dirname, extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply } from 'fastify';
 import { ApiError } from './errors.js';
 
 /** The checkout's root: the nearest folder above this module with a package.json (src/ or dist/src/). */
@@ -60,23 +60,28 @@ function load(dir: string): Map<string, File> | undefined {
 
 export function webAppRoutes(app: FastifyInstance, dir = WEB_APP_DIR): void {
   let files: Map<string, File> | undefined;
-  const serve = (path: string) => {
+  /** The file at `path`, or the API's NOT_FOUND error body (sent here, whatever the app's error handler). */
+  const serve = (path: string, reply: FastifyReply): File | undefined => {
     files ??= load(dir);
-    if (!files)
-      throw new ApiError(
-        'NOT_FOUND',
-        `the dashboard is not built (no ${dir}): run \`npm run build:web\` and restart`,
-      );
-    const file = files.get(path);
-    if (!file) throw new ApiError('NOT_FOUND', `no route GET ${path}`);
-    return file;
+    const file = files?.get(path);
+    if (file) return file;
+    const err = new ApiError(
+      'NOT_FOUND',
+      files
+        ? `no route GET ${path}`
+        : `the dashboard is not built (no ${dir}): run \`npm run build:web\` and restart`,
+    );
+    void reply.status(err.httpStatus).send(err.toJSON());
+    return undefined;
   };
   app.get('/', async (_req, reply) => {
-    const f = serve('/');
+    const f = serve('/', reply);
+    if (!f) return reply;
     return reply.type(f.type).header('cache-control', 'no-cache').send(f.body);
   });
   app.get<{ Params: { name: string } }>('/assets/:name', async (req, reply) => {
-    const f = serve(`/assets/${req.params.name}`);
+    const f = serve(`/assets/${req.params.name}`, reply);
+    if (!f) return reply;
     // Asset names carry a content hash: they never change under the same name.
     return reply
       .type(f.type)

@@ -15,6 +15,8 @@
  *   plane keeps no job state in memory and any replica can serve any stream. A metric row
  *   the workflow rewrites (same step, later time: eval values merged in) is sent again; the
  *   client keeps the last row per step.
+ * - A stream ends without `end` when the server closes (it would otherwise hold close() until
+ *   the job ends).
  * - Rollout pages are offsets into the filtered list, bound to the job and the filter, so a
  *   token from one filter cannot page another.
  */
@@ -153,6 +155,9 @@ async function events(deps: Deps, collection: Collection, ctx: RequestCtx, id: s
         if (!closed) out.write(': keep-alive\n\n');
       }
       await new Promise((r) => setTimeout(r, POLL_MS));
+      // The server is closing (`temper down`): end the stream so close() need not wait for
+      // the job to end; the client reconnects elsewhere with ?afterStep=.
+      if (!ctx.req.server.server.listening) break;
       const next = await deps.store.get<Body>(collection, ctx.account, id);
       if (!next) {
         send('end', { state: 'DELETED' });
