@@ -92,7 +92,8 @@ export class MetricChart {
       this.plot.setData(data);
       return;
     }
-    const width = Math.max(320, this.host.clientWidth || 640);
+    // clientWidth includes the figure's padding (0.5rem a side).
+    const width = Math.max(320, (this.host.clientWidth || 656) - 16);
     this.plot = new uPlot(
       {
         title: this.title,
