@@ -38,12 +38,6 @@ export { ApiError, type ApiStatus } from './http/errors.js';
 export type { JobOrchestrator, JobRef, PromoteRequest } from './orchestrator.js';
 export { BILLING_CSV_COLUMNS } from './resources/billing.js';
 export { datasetDataKey } from './resources/datasets.js';
-export {
-  isStatusRecordKey,
-  type RolloutLogRecord,
-  rolloutLogPrefix,
-  rolloutLogRecordSchema,
-} from './resources/rollout-logs.js';
 export { RFT_DEFAULTS } from './resources/jobs/rft.js';
 export { DEFAULT_INACTIVITY_SECONDS } from './resources/jobs/rlor.js';
 export {
@@ -59,6 +53,12 @@ export {
   DEFAULT_LORA_RANK,
   defaultLearningRate,
 } from './resources/jobs/training.js';
+export {
+  isStatusRecordKey,
+  type RolloutLogRecord,
+  rolloutLogPrefix,
+  rolloutLogRecordSchema,
+} from './resources/rollout-logs.js';
 export {
   resolveProfile,
   TRAINING_SHAPES,
