@@ -22,7 +22,7 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { type TensorMap, writeSafetensors } from '../src/checkpoints/safetensors.js';
+import { writeSafetensors } from '../src/checkpoints/safetensors.js';
 import { countParameters, type ModelConfig, toHfConfig } from '../src/engine/config.js';
 import { initialWeights, standardNormal } from '../src/engine/init.js';
 import { type Sequence, TransformerModel } from '../src/engine/model.js';

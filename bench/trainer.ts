@@ -17,7 +17,6 @@ import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { writeHfModelDir } from '../src/checkpoints/hf-model-dir.js';
-import type { TensorMap } from '../src/checkpoints/safetensors.js';
 import type { ModelConfig } from '../src/engine/config.js';
 import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';

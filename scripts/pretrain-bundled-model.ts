@@ -10,7 +10,6 @@ import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { BUNDLED_MODEL, bundledModelDir } from '../src/catalog/bundled.js';
 import { writeHfModelDir } from '../src/checkpoints/hf-model-dir.js';
-import type { TensorMap } from '../src/checkpoints/safetensors.js';
 import { pretrainingDocument, seededRandom } from '../src/datasets/synthetic.js';
 import { countParameters, type ModelConfig } from '../src/engine/config.js';
 import { initialWeights } from '../src/engine/init.js';

@@ -4,7 +4,7 @@
  *
  * Used by integration tests and by `temper up`. The binary comes from temporal-binary.ts.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

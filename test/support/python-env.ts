@@ -10,7 +10,11 @@ import { join } from 'node:path';
 
 const REPO = join(import.meta.dirname, '..', '..');
 
-export function pythonEnv(name: string): { venv: string; python: string; bin: (tool: string) => string } {
+export function pythonEnv(name: string): {
+  venv: string;
+  python: string;
+  bin: (tool: string) => string;
+} {
   const requirements = join(REPO, 'scripts', 'python-envs', `${name}.txt`);
   const hash = createHash('sha256').update(readFileSync(requirements)).digest('hex').slice(0, 12);
   const root = process.env.TEMPER_VENV_DIR ?? join(homedir(), '.cache', 'temper', 'venvs');

@@ -36,7 +36,7 @@ import {
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
 import { ApiError, invalid, precondition, tooLarge } from '../http/errors.js';
-import { isValidId, resourceName } from '../http/ids.js';
+import { isValidId } from '../http/ids.js';
 import type { RequestCtx } from '../http/router.js';
 import { type Body, deletePrefix, getRow, render } from './common.js';
 import { resolveModel } from './refs.js';
@@ -192,7 +192,7 @@ async function receiveFile(deps: Deps, req: FastifyRequest) {
       ? await deps.store.get<Body>('models', account, id)
       : undefined;
   const pending = pendingSchema.safeParse(row?.body.upload);
-  if (!row || row.body.state !== 'UPLOADING' || !pending.success) throw denied();
+  if (row?.body.state !== 'UPLOADING' || !pending.success) throw denied();
   const upload = pending.data;
   const given = (req.query as Record<string, unknown>).token;
   const a = Buffer.from(sha256(typeof given === 'string' ? given : ''), 'hex');
