@@ -6,72 +6,28 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { workflowIdOf } from '../../src/workflows/index.js';
-import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
+import { waitFor } from '../support/platform.js';
+import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
-let platform: TestPlatform;
-let cp: ControlPlane;
-const deployments = new DeploymentRegistry();
-let base: string;
-let key: string;
-
-type Json = Record<string, unknown>;
+let stack: RestStack;
 
 beforeAll(async () => {
-  platform = await startTestPlatform();
-  cp = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-    deployments,
-  });
-  base = await cp.listen(0, '127.0.0.1');
-  key = (await bootstrapAccount(platform.store, 'acme')).apiKey;
+  stack = await startRestStack();
   // A dataset large enough that preparing a job (validating and rendering it) takes a while:
   // the cancel then lands while the prepare activity still runs, which is the race.
   const rows = readFileSync(catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'), 'utf8')
     .split('\n')
     .filter((l) => l.trim() !== '');
   const text = Array.from({ length: 4000 }, (_, i) => rows[i % rows.length]).join('\n');
-  const created = await call('POST', '/v1/accounts/acme/datasets', {
-    datasetId: 'big',
-    dataset: { userUploaded: {} },
-  });
-  expect(created.status).toBe(200);
-  const form = new FormData();
-  form.append('file', new Blob([text]), 'data.jsonl');
-  const res = await fetch(`${base}/v1/accounts/acme/datasets/big:upload`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}` },
-    body: form,
-  });
-  expect(res.status, await res.text()).toBe(200);
+  await stack.uploadDataset('big', text);
 }, 120_000);
 
 afterAll(async () => {
-  await cp?.close();
-  await deployments.close();
-  await platform?.close();
+  await stack?.close();
 });
 
-async function call(method: string, path: string, body?: unknown) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Json };
-}
+const call: RestStack['call'] = (...args) => stack.call(...args);
 
 const JOBS = '/v1/accounts/acme/supervisedFineTuningJobs';
 
@@ -109,7 +65,7 @@ describe('cancel right after create', () => {
     );
     // Every workflow closes...
     for (let i = 0; i < N; i++) {
-      const handle = platform.client.workflow.getHandle(
+      const handle = stack.platform.client.workflow.getHandle(
         workflowIdOf({ collection: 'supervisedFineTuningJobs', account: 'acme', id: `race-${i}` }),
       );
       await handle.result().catch(() => undefined);
@@ -128,7 +84,9 @@ describe('cancel right after create', () => {
     await waitFor(
       'no running pods',
       async () =>
-        (await platform.launcher.list()).every((p) => p.state !== 'running') ? true : undefined,
+        (await stack.platform.launcher.list()).every((p) => p.state !== 'running')
+          ? true
+          : undefined,
       30_000,
     );
     // Deletable, and the output model names are free again for a new job.
@@ -159,7 +117,7 @@ describe('cancel right after create', () => {
       }),
     );
     for (const id of ids)
-      await platform.client.workflow
+      await stack.platform.client.workflow
         .getHandle(workflowIdOf({ collection: 'rlorTrainerJobs', account: 'acme', id }))
         .result()
         .catch(() => undefined);
@@ -169,7 +127,9 @@ describe('cancel right after create', () => {
     await waitFor(
       'no running pods',
       async () =>
-        (await platform.launcher.list()).every((p) => p.state !== 'running') ? true : undefined,
+        (await stack.platform.launcher.list()).every((p) => p.state !== 'running')
+          ? true
+          : undefined,
       30_000,
     );
   }, 60_000);
@@ -177,7 +137,7 @@ describe('cancel right after create', () => {
   it('deletes a job whose workflow closed without recording its end', async () => {
     // A row left non-final by a workflow that is gone (the situation the guard now prevents,
     // still possible after e.g. a store restored from an old backup).
-    await platform.store.create('supervisedFineTuningJobs', 'acme', 'orphan', {
+    await stack.platform.store.create('supervisedFineTuningJobs', 'acme', 'orphan', {
       ...jobBody(99),
       state: 'JOB_STATE_RUNNING',
     });

@@ -4,71 +4,19 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
-let platform: TestPlatform;
-let cp: ControlPlane;
-let base: string;
-let acme: string;
-let other: string;
-
-type Json = Record<string, unknown>;
+let stack: RestStack;
 
 beforeAll(async () => {
-  platform = await startTestPlatform();
-  cp = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-  });
-  base = await cp.listen(0, '127.0.0.1');
-  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
-  other = (await bootstrapAccount(platform.store, 'other')).apiKey;
+  stack = await startRestStack({ accounts: ['acme', 'other'] });
 }, 120_000);
 
-let closed = false;
-
 afterAll(async () => {
-  if (!closed) await cp?.close();
-  await platform?.close();
+  await stack?.close();
 });
 
-async function call(method: string, path: string, body?: unknown, key = acme) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Json };
-}
-
-async function uploadDataset(id: string, text: string) {
-  expect(
-    (
-      await call('POST', '/v1/accounts/acme/datasets', {
-        datasetId: id,
-        dataset: { userUploaded: {} },
-      })
-    ).status,
-  ).toBe(200);
-  const form = new FormData();
-  form.append('file', new Blob([text]), 'data.jsonl');
-  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${acme}` },
-    body: form,
-  });
-  expect(res.status, await res.text()).toBe(200);
-}
+const call: RestStack['call'] = (...args) => stack.call(...args);
 
 interface SseEvent {
   event: string;
@@ -78,9 +26,9 @@ interface SseEvent {
 /** Reads a server-sent-events stream to its end. */
 async function readEvents(
   path: string,
-  key = acme,
+  key = stack.keys.acme,
 ): Promise<{ status: number; events: SseEvent[] }> {
-  const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${key}` } });
+  const res = await fetch(`${stack.base}${path}`, { headers: { authorization: `Bearer ${key}` } });
   if (res.status !== 200) return { status: res.status, events: [] };
   expect(res.headers.get('content-type')).toMatch(/^text\/event-stream/);
   const text = await res.text();
@@ -109,7 +57,7 @@ async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
 
 describe('job views through the REST API', () => {
   it('streams an SFT job from PENDING to COMPLETED with its metric rows as they come', async () => {
-    await uploadDataset(
+    await stack.uploadDataset(
       'sure',
       readFileSync(catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'), 'utf8'),
     );
@@ -130,7 +78,7 @@ describe('job views through the REST API', () => {
     expect(created.status, JSON.stringify(created.json)).toBe(200);
     // Another account cannot open the stream (nor any view) of the job.
     for (const view of ['events', 'rollouts', 'renderSamples'])
-      expect((await call('GET', `${job}/${view}`, undefined, other)).status).toBe(404);
+      expect((await call('GET', `${job}/${view}`, undefined, stack.keys.other)).status).toBe(404);
 
     const { events } = await readEvents(`${job}/events`);
     const states = events.filter((e) => e.event === 'state').map((e) => e.data.state);
@@ -178,7 +126,7 @@ describe('job views through the REST API', () => {
   }, 300_000);
 
   it('pages and filters an RFT job rollouts by step and score', async () => {
-    await uploadDataset(
+    await stack.uploadDataset(
       'questions',
       ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
         .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
@@ -256,7 +204,7 @@ describe('job views through the REST API', () => {
       (await call('GET', `${job}/rollouts?pageSize=5&step=1&pageToken=${first.nextPageToken}`))
         .status,
     ).toBe(400);
-    expect((await call('GET', `${job}/rollouts`, undefined, other)).status).toBe(404);
+    expect((await call('GET', `${job}/rollouts`, undefined, stack.keys.other)).status).toBe(404);
   }, 300_000);
 
   it('ends an open stream when the control plane closes, so close does not wait for the job', async () => {
@@ -268,15 +216,14 @@ describe('job views through the REST API', () => {
     const path = '/v1/accounts/acme/rlorTrainerJobs/open';
     for (let i = 0; i < 300 && (await call('GET', path)).json.state !== 'JOB_STATE_RUNNING'; i++)
       await new Promise((r) => setTimeout(r, 100));
-    const res = await fetch(`${base}${path}/events`, {
-      headers: { authorization: `Bearer ${acme}` },
+    const res = await fetch(`${stack.base}${path}/events`, {
+      headers: { authorization: `Bearer ${stack.keys.acme}` },
     });
     const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
     const first = await reader.read();
     expect(first.value).toContain('JOB_STATE_RUNNING');
     // The job is still running: only the server closing ends the stream.
-    closed = true;
-    await cp.close();
+    await stack.controlPlane.close();
     let rest = '';
     for (let r = await reader.read(); !r.done; r = await reader.read()) rest += r.value;
     expect(rest).not.toContain('event: end');

@@ -16,12 +16,6 @@ import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
 import { TemperApi } from '../../src/cli/api/client.js';
 import { importModel } from '../../src/cli/commands/model-import.js';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 import {
   bundledQwen3TokenizerDir,
@@ -31,47 +25,21 @@ import {
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { startS3Server } from '../support/object-store-servers.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
-type Json = Record<string, unknown>;
 const PARITY = join(import.meta.dirname, '..', 'fixtures', 'parity');
 
-let platform: TestPlatform;
-let cpl: ControlPlane;
-let base: string;
-let key: string;
-const deployments = new DeploymentRegistry();
+let stack: RestStack;
 
 beforeAll(async () => {
-  platform = await startTestPlatform();
-  cpl = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-    deployments,
-  });
-  base = await cpl.listen(0, '127.0.0.1');
-  key = (await bootstrapAccount(platform.store, 'acme')).apiKey;
+  stack = await startRestStack();
 }, 120_000);
 
 afterAll(async () => {
-  await cpl?.close();
-  await deployments.close();
-  await platform?.close();
+  await stack?.close();
 });
 
-async function call(method: string, path: string, body?: unknown) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Json };
-}
+const call: RestStack['call'] = (...args) => stack.call(...args);
 
 /** A minimal fast-tokenizer file whose largest id is `maxId`. */
 function tokenizerJson(maxId: number): string {
@@ -140,7 +108,7 @@ describe('models imported into an account', () => {
     expect(got.json.upload).toBeUndefined();
     const resolved = await resolveModel(
       'accounts/acme/models/qwen2-tiny',
-      platform.checkpoints.url,
+      stack.platform.checkpoints.url,
     );
     expect(resolved.adapter).toBeNull();
     const config = JSON.parse(await readFile(join(resolved.dir, 'config.json'), 'utf8')) as Json;
@@ -157,7 +125,9 @@ describe('models imported into an account', () => {
       /config\.json: rope_parameters[^;]*yarn/,
     );
     expect((await call('GET', '/v1/accounts/acme/models/qwen2-sliding')).status).toBe(404);
-    expect(await platform.checkpoints.list('accounts/acme/models/qwen2-sliding/')).toEqual([]);
+    expect(await stack.platform.checkpoints.list('accounts/acme/models/qwen2-sliding/')).toEqual(
+      [],
+    );
   });
 
   it('refuses a file larger than announced and a wrong token', async () => {
@@ -173,7 +143,7 @@ describe('models imported into an account', () => {
       body: '{}  ',
     });
     expect(forged.status).toBe(403);
-    expect(await platform.checkpoints.list('accounts/acme/models/sizes/')).toEqual([]);
+    expect(await stack.platform.checkpoints.list('accounts/acme/models/sizes/')).toEqual([]);
     // a model still UPLOADING cannot be trained on
     const job = await call(
       'POST',
@@ -216,7 +186,7 @@ describe('models imported into an account', () => {
     });
     const resolved = await resolveModel(
       'accounts/acme/models/my-adapter',
-      platform.checkpoints.url,
+      stack.platform.checkpoints.url,
     );
     expect(resolved.adapter?.baseModel).toBe('accounts/acme/models/lora-base');
     // an adapter without its base is refused at create
@@ -228,7 +198,7 @@ describe('models imported into an account', () => {
   });
 
   it('temper model create --from: a Llama-3 (llama3 rope scaling) directory, and the same from S3', async () => {
-    const api = new TemperApi({ apiUrl: base, apiKey: key, account: 'acme' });
+    const api = new TemperApi({ apiUrl: stack.base, apiKey: stack.keys.acme!, account: 'acme' });
     const dir = await fixtureDir('llama3_rope_lora');
     const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as Json;
     expect(JSON.stringify(config)).toMatch(/"rope_type":"llama3"/);
@@ -293,7 +263,7 @@ Qwen2ForCausalLM(cfg).save_pretrained(sys.argv[1])
     );
     for (const f of ['tokenizer.json', 'tokenizer_config.json'])
       await copyFile(join(bundledQwen3TokenizerDir(), f), join(dir, f));
-    const api = new TemperApi({ apiUrl: base, apiKey: key, account: 'acme' });
+    const api = new TemperApi({ apiUrl: stack.base, apiKey: stack.keys.acme!, account: 'acme' });
     expect(await importModel(api, 'qwen2-vocab', dir)).toMatchObject({ state: 'READY' });
     const created = await call(
       'POST',

@@ -5,76 +5,20 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
-let platform: TestPlatform;
-let cp: ControlPlane;
-const deployments = new DeploymentRegistry();
-let base: string;
-let acme: string;
-let other: string;
-
-type Json = Record<string, unknown>;
-
-async function startControlPlane() {
-  cp = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-    deployments,
-  });
-  base = await cp.listen(0, '127.0.0.1');
-}
+let stack: RestStack;
 
 beforeAll(async () => {
-  platform = await startTestPlatform();
-  await startControlPlane();
-  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
-  other = (await bootstrapAccount(platform.store, 'other')).apiKey;
+  stack = await startRestStack({ accounts: ['acme', 'other'] });
 }, 120_000);
 
 afterAll(async () => {
-  await cp?.close();
-  await deployments.close();
-  await platform?.close();
+  await stack?.close();
 });
 
-async function call(method: string, path: string, body?: unknown, key = acme) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Json };
-}
-
-async function uploadDataset(id: string, text: string): Promise<Json> {
-  const created = await call('POST', '/v1/accounts/acme/datasets', {
-    datasetId: id,
-    dataset: { userUploaded: {} },
-  });
-  expect(created.status).toBe(200);
-  const form = new FormData();
-  form.append('file', new Blob([text]), 'data.jsonl');
-  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${acme}` },
-    body: form,
-  });
-  const json = (await res.json()) as Json;
-  expect(res.status, JSON.stringify(json)).toBe(200);
-  return json;
-}
+const call: RestStack['call'] = (...args) => stack.call(...args);
+const uploadDataset = (id: string, text: string) => stack.uploadDataset(id, text);
 
 async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
   const deadline = Date.now() + timeoutMs;
@@ -117,8 +61,7 @@ describe('managed jobs through the REST API', () => {
     );
     expect(created.status, JSON.stringify(created.json)).toBe(200);
     // Restart the control plane while the job runs: it holds no job state of its own.
-    await cp.close();
-    await startControlPlane();
+    await stack.restartControlPlane();
     const job = await waitForJob('/v1/accounts/acme/supervisedFineTuningJobs/sft-rest');
     expect(job.state).toBe('JOB_STATE_COMPLETED');
     expect(job.outputModel).toBe('accounts/acme/models/sure-rest');
@@ -148,7 +91,7 @@ describe('managed jobs through the REST API', () => {
       '/v1/accounts/acme/datasets/sure',
       '/v1/accounts/acme/supervisedFineTuningJobs/sft-rest/checkpoints',
     ])
-      expect((await call('GET', path, undefined, other)).status).toBe(404);
+      expect((await call('GET', path, undefined, stack.keys.other)).status).toBe(404);
   }, 300_000);
 
   it('runs a DPO job', async () => {
