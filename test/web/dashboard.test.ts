@@ -11,40 +11,19 @@ import { type BrowserContext, chromium, type Page } from 'playwright-core';
 import { build } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
-import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { type RestStack, startRestStack } from '../support/rest-stack.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'dashboard');
 
-let platform: TestPlatform;
-let cp: ControlPlane;
-let base: string;
-let acme: string;
-let other: string;
+let stack: RestStack;
 let profile: string;
 let browser: BrowserContext;
-const deployments = new DeploymentRegistry();
 
 beforeAll(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   // The app as `npm run build:web` makes it, into dist/web where the control plane serves it.
   await build({ configFile: join(process.cwd(), 'web', 'vite.config.ts'), logLevel: 'warn' });
-  platform = await startTestPlatform();
-  cp = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-    deployments,
-  });
-  base = await cp.listen(0, '127.0.0.1');
-  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
-  other = (await bootstrapAccount(platform.store, 'other')).apiKey;
+  stack = await startRestStack({ accounts: ['acme', 'other'] });
   profile = await mkdtemp(join(tmpdir(), 'temper-chromium-'));
   browser = await chromium.launchPersistentContext(profile, {
     executablePath: '/usr/bin/chromium',
@@ -65,45 +44,18 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await browser?.close();
-  await cp?.close();
-  await deployments.close();
-  await platform?.close();
+  await stack?.close();
   if (profile) await rm(profile, { recursive: true, force: true });
 });
 
-async function call(method: string, path: string, body?: unknown, key = acme) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Record<string, unknown> };
-}
-
-async function uploadDataset(id: string, text: string) {
-  await call('POST', '/v1/accounts/acme/datasets', {
-    datasetId: id,
-    dataset: { userUploaded: {} },
-  });
-  const form = new FormData();
-  form.append('file', new Blob([text]), 'data.jsonl');
-  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${acme}` },
-    body: form,
-  });
-  expect(res.status, await res.text()).toBe(200);
-}
+const call: RestStack['call'] = (...args) => stack.call(...args);
 
 /** A new tab (its own sessionStorage: signed out) signed in with `key`. */
 async function signedIn(key: string): Promise<Page> {
   const page = await browser.newPage();
   const errors: string[] = [];
   page.on('pageerror', (e) => errors.push(e.message));
-  await page.goto(`${base}/`);
+  await page.goto(`${stack.base}/`);
   await page.getByLabel('API key').fill(key);
   await page.getByRole('button', { name: 'Sign in' }).click();
   await page.getByRole('heading', { name: 'Jobs' }).waitFor();
@@ -119,7 +71,7 @@ const lossPoints = async (page: Page) =>
 
 describe('the dashboard in a browser', () => {
   it('follows a running SFT job, shows its samples and promotes a checkpoint; another account sees none of it', async () => {
-    await uploadDataset(
+    await stack.uploadDataset(
       'sure',
       readFileSync(catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'), 'utf8'),
     );
@@ -139,7 +91,7 @@ describe('the dashboard in a browser', () => {
     );
     expect(created.status, JSON.stringify(created.json)).toBe(200);
 
-    const page = await signedIn(acme);
+    const page = await signedIn(stack.keys.acme!);
     const row = page.getByRole('row').filter({ hasText: 'sft-web' });
     await expect.poll(() => row.count()).toBe(1);
     expect(await row.textContent()).toContain('SFT');
@@ -223,9 +175,9 @@ describe('the dashboard in a browser', () => {
     await shot(page, 'datasets');
 
     // Another account's tab: the job's URL answers not found, and its list is empty.
-    const stranger = await signedIn(other);
+    const stranger = await signedIn(stack.keys.other!);
     expect(await stranger.getByText('No jobs yet.').count()).toBe(1);
-    await stranger.goto(`${base}/#/jobs/supervisedFineTuningJobs/sft-web`);
+    await stranger.goto(`${stack.base}/#/jobs/supervisedFineTuningJobs/sft-web`);
     await stranger.getByRole('heading', { name: 'Not found' }).waitFor();
     expect(await stranger.locator('[role=alert]').textContent()).toContain(
       'accounts/other/supervisedFineTuningJobs/sft-web not found',
@@ -238,7 +190,7 @@ describe('the dashboard in a browser', () => {
   }, 600_000);
 
   it('opens an RFT job rollouts, filtered by step, in the sample viewer', async () => {
-    await uploadDataset(
+    await stack.uploadDataset(
       'questions',
       ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
         .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
@@ -271,8 +223,8 @@ describe('the dashboard in a browser', () => {
       },
     );
     expect(created.status, JSON.stringify(created.json)).toBe(200);
-    const page = await signedIn(acme);
-    await page.goto(`${base}/#/jobs/reinforcementFineTuningJobs/rft-web`);
+    const page = await signedIn(stack.keys.acme!);
+    await page.goto(`${stack.base}/#/jobs/reinforcementFineTuningJobs/rft-web`);
     await expect
       .poll(() => page.locator('#job-state').textContent(), { timeout: 300_000, interval: 500 })
       .toBe('COMPLETED');
