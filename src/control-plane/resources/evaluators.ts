@@ -18,22 +18,27 @@
  * and dropped; anything else unknown is refused. The row is created before any artifact is
  * written and every failure removes what it wrote, so a failed request leaves nothing behind.
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { Transform } from 'node:stream';
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { evaluatorAccessSchema, evaluatorFileSchema } from '../../evaluators/index.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
-import { ApiError, invalid, notFound, precondition, tooLarge } from '../http/errors.js';
+import { invalid, notFound, precondition, tooLarge } from '../http/errors.js';
 import { isValidId, resourceName } from '../http/ids.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
+import {
+  cappedBody,
+  checkReceivedSize,
+  checkSignedPut,
+  grantUpload,
+  uploadDenied,
+  uploadGrantSchema,
+} from '../http/signed-upload.js';
 import { activeJobsUsing, type Body, deletePrefix, getRow, listRows, render } from './common.js';
 import { ArchiveError, readEvaluatorArchive } from './evaluator-archive.js';
 
 export const MAX_SOURCE_BYTES = 1 << 20;
-/** How long a signed upload URL stays good. */
-export const UPLOAD_URL_TTL_MS = 60 * 60 * 1000;
 /** Where signed upload URLs point: outside /v1/, as the PUT carries no API key. */
 export const EVALUATOR_UPLOAD_PATH = '/uploads/evaluators';
 
@@ -94,11 +99,9 @@ const uploadEndpointSchema = z.strictObject({
   readMask: z.string().optional(),
 });
 
-const pendingUploadSchema = z.object({
+const pendingUploadSchema = uploadGrantSchema.extend({
   filename: z.string(),
   bytes: z.number(),
-  tokenSha256: z.string(),
-  expireTime: z.string(),
   /** Set once the archive arrived. */
   archiveKey: z.string().optional(),
 });
@@ -205,13 +208,8 @@ async function getUploadEndpoint(deps: Deps, ctx: RequestCtx, id: string) {
     throw tooLarge(
       `${filename} is ${bytes} bytes; the upload limit is ${deps.maxUploadBytes} bytes`,
     );
-  const token = randomBytes(32).toString('base64url');
-  const upload: PendingUpload = {
-    filename,
-    bytes,
-    tokenSha256: sha256(token),
-    expireTime: new Date(Date.now() + UPLOAD_URL_TTL_MS).toISOString(),
-  };
+  const { token, grant } = grantUpload();
+  const upload: PendingUpload = { filename, bytes, ...grant };
   await deps.store.update<Body>('evaluators', ctx.account, id, (body) => ({ ...body, upload }), {
     expectVersion: row.version,
   });
@@ -219,66 +217,23 @@ async function getUploadEndpoint(deps: Deps, ctx: RequestCtx, id: string) {
   return { filenameToSignedUrls: { [filename]: url } };
 }
 
-/** Counts bytes through; fails once more than `limit` pass. */
-function capped(limit: number, what: string): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      seen += chunk.length;
-      if (seen > limit)
-        done(invalid(`${what} is larger than the ${limit} bytes announced to :getUploadEndpoint`));
-      else done(null, chunk);
-    },
-  });
-}
-
-function tokenMatches(given: unknown, upload: PendingUpload): boolean {
-  if (typeof given !== 'string') return false;
-  const a = Buffer.from(sha256(given), 'hex');
-  const b = Buffer.from(upload.tokenSha256, 'hex');
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
 /** The signed PUT: the token in the URL is the permission (the client sends no API key). */
 async function receiveArchive(deps: Deps, req: FastifyRequest) {
   const { account, id, filename } = req.params as { account: string; id: string; filename: string };
-  const denied = () =>
-    new ApiError(
-      'PERMISSION_DENIED',
-      'this upload URL is not valid (wrong or expired token, or another file): ask :getUploadEndpoint for a new one',
-    );
   const row =
     isValidId(account) && isValidId(id)
       ? await deps.store.get<Body>('evaluators', account, id)
       : undefined;
   const pending = pendingUploadSchema.safeParse(row?.body.upload);
-  if (!row || !pending.success) throw denied();
+  if (!row || !pending.success || pending.data.filename !== filename) throw uploadDenied();
   const upload = pending.data;
-  if (
-    upload.filename !== filename ||
-    !tokenMatches((req.query as Record<string, unknown>).token, upload) ||
-    Date.parse(upload.expireTime) < Date.now()
-  )
-    throw denied();
-  const length = req.headers['content-length'];
-  if (length !== undefined && Number(length) !== upload.bytes)
-    throw invalid(
-      `${filename}: Content-Length ${length} is not the ${upload.bytes} bytes announced to :getUploadEndpoint`,
-    );
+  checkSignedPut(req, upload, filename, upload.bytes);
   const key = `${row.name}/upload/${filename}`;
   try {
-    await deps.artifacts.put(
-      key,
-      (req.body as NodeJS.ReadableStream).pipe(capped(upload.bytes, filename)),
-      {
-        contentType: 'application/gzip',
-      },
-    );
-    const stored = await deps.artifacts.stat(key);
-    if (stored?.size !== upload.bytes)
-      throw invalid(
-        `${filename}: received ${stored?.size ?? 0} bytes, not the ${upload.bytes} announced to :getUploadEndpoint`,
-      );
+    await deps.artifacts.put(key, cappedBody(req, upload.bytes, filename), {
+      contentType: 'application/gzip',
+    });
+    checkReceivedSize(filename, (await deps.artifacts.stat(key))?.size, upload.bytes);
     await deps.store.update<Body>(
       'evaluators',
       account,

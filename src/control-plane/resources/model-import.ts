@@ -16,8 +16,7 @@
  *     temper_model.json promotion writes) is written last and the model becomes READY; only
  *     then can a job or deployment use it (refs.resolveModel refuses any other state).
  */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { Transform } from 'node:stream';
+import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import { CATALOG_ACCOUNT, catalogModelDir } from '../../catalog/bundled.js';
@@ -35,14 +34,20 @@ import {
 } from '../../models/index.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
-import { ApiError, invalid, precondition, tooLarge } from '../http/errors.js';
+import { invalid, precondition, tooLarge } from '../http/errors.js';
 import { isValidId } from '../http/ids.js';
 import type { RequestCtx } from '../http/router.js';
+import {
+  cappedBody,
+  checkReceivedSize,
+  checkSignedPut,
+  grantUpload,
+  uploadDenied,
+  uploadGrantSchema,
+} from '../http/signed-upload.js';
 import { type Body, deletePrefix, getRow, render } from './common.js';
 import { resolveModel } from './refs.js';
 
-/** How long signed upload URLs stay good. */
-const UPLOAD_URL_TTL_MS = 60 * 60 * 1000;
 /** Where signed model-upload URLs point: outside /v1/, as the PUT carries no API key. */
 export const MODEL_UPLOAD_PATH = '/uploads/models';
 /** Largest single model file (a safetensors shard); whole models are several files. */
@@ -73,19 +78,13 @@ const uploadEndpointSchema = z.strictObject({
   enableResumableUpload: z.boolean().optional(),
 });
 
-const pendingSchema = z.object({
+const pendingSchema = uploadGrantSchema.extend({
   files: z.record(z.string(), z.number()),
-  tokenSha256: z.string(),
-  expireTime: z.string(),
 });
 type Pending = z.output<typeof pendingSchema>;
 
 const HIDDEN = ['upload'] as const;
 const show = (row: Parameters<typeof render>[0]) => render(row, HIDDEN);
-
-function sha256(s: string | Buffer): string {
-  return createHash('sha256').update(s).digest('hex');
-}
 
 export async function createModel(deps: Deps, ctx: RequestCtx) {
   if (ctx.account === CATALOG_ACCOUNT)
@@ -147,12 +146,8 @@ export async function getUploadEndpoint(deps: Deps, ctx: RequestCtx, id: string)
     files[name] = bytes;
   }
   if (Object.keys(files).length === 0) throw invalid('filenameToSize names no file');
-  const token = randomBytes(32).toString('base64url');
-  const upload: Pending = {
-    files,
-    tokenSha256: sha256(token),
-    expireTime: new Date(Date.now() + UPLOAD_URL_TTL_MS).toISOString(),
-  };
+  const { token, grant } = grantUpload();
+  const upload: Pending = { files, ...grant };
   await deps.store.update<Body>('models', ctx.account, id, (body) => ({ ...body, upload }), {
     expectVersion: row.version,
   });
@@ -166,54 +161,23 @@ export async function getUploadEndpoint(deps: Deps, ctx: RequestCtx, id: string)
   return { filenameToSignedUrls: urls };
 }
 
-/** Counts bytes through; fails once more than `limit` pass. */
-function capped(limit: number, what: string): Transform {
-  let seen = 0;
-  return new Transform({
-    transform(chunk: Buffer, _enc, done) {
-      seen += chunk.length;
-      if (seen > limit)
-        done(invalid(`${what} is larger than the ${limit} bytes announced to :getUploadEndpoint`));
-      else done(null, chunk);
-    },
-  });
-}
-
 /** The signed PUT of one file. */
 async function receiveFile(deps: Deps, req: FastifyRequest) {
   const { account, id, filename } = req.params as { account: string; id: string; filename: string };
-  const denied = () =>
-    new ApiError(
-      'PERMISSION_DENIED',
-      'this upload URL is not valid (wrong or expired token, or another file): ask :getUploadEndpoint for a new one',
-    );
   const row =
     isValidId(account) && isValidId(id)
       ? await deps.store.get<Body>('models', account, id)
       : undefined;
   const pending = pendingSchema.safeParse(row?.body.upload);
-  if (row?.body.state !== 'UPLOADING' || !pending.success) throw denied();
-  const upload = pending.data;
-  const given = (req.query as Record<string, unknown>).token;
-  const a = Buffer.from(sha256(typeof given === 'string' ? given : ''), 'hex');
-  const b = Buffer.from(upload.tokenSha256, 'hex');
-  const bytes = upload.files[filename];
-  if (bytes === undefined || !timingSafeEqual(a, b) || Date.parse(upload.expireTime) < Date.now())
-    throw denied();
-  const length = req.headers['content-length'];
-  if (length !== undefined && Number(length) !== bytes)
-    throw invalid(
-      `${filename}: Content-Length ${length} is not the ${bytes} bytes announced to :getUploadEndpoint`,
-    );
+  const bytes = pending.success ? pending.data.files[filename] : undefined;
+  if (row?.body.state !== 'UPLOADING' || !pending.success || bytes === undefined)
+    throw uploadDenied();
+  checkSignedPut(req, pending.data, filename, bytes);
   const store = await deps.checkpoints();
   const key = `${row.name}/${filename}`;
   try {
-    await store.put(key, (req.body as NodeJS.ReadableStream).pipe(capped(bytes, filename)));
-    const stored = await store.stat(key);
-    if (stored?.size !== bytes)
-      throw invalid(
-        `${filename}: received ${stored?.size ?? 0} bytes, not the ${bytes} announced to :getUploadEndpoint`,
-      );
+    await store.put(key, cappedBody(req, bytes, filename));
+    checkReceivedSize(filename, (await store.stat(key))?.size, bytes);
   } catch (err) {
     await store.delete(key).catch(() => undefined);
     throw err;
