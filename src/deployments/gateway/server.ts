@@ -234,9 +234,8 @@ export class Gateway {
       else if (!res.writableEnded) res.end();
       return;
     }
-    // a refused body is not read on: the connection closes after the answer
-    const close: Record<string, string> = status === 413 ? { connection: 'close' } : {};
-    sendJson(res, status, body, err instanceof GatewayError ? { ...err.headers, ...close } : close);
+    // a refused body is drained briefly and its connection closed by readBodyLimited
+    sendJson(res, status, body, err instanceof GatewayError ? err.headers : {});
   }
 
   private async checkHeaders(req: IncomingMessage): Promise<void> {
