@@ -18,8 +18,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { openObjectStore } from '../src/checkpoints/object-store/index.js';
-import { openStore } from '../src/control-plane/store/index.js';
 import { openEvaluator, sandboxSettings } from '../src/evaluators/index.js';
+import { openStore } from '../src/store/index.js';
 
 const ROLLOUTS = 1000;
 const rounds = Number(process.argv[process.argv.indexOf('--rounds') + 1]) || 5;

@@ -27,9 +27,9 @@ import {
 } from '../src/catalog/bundled.js';
 import { openObjectStore } from '../src/checkpoints/object-store/index.js';
 import { promoteCheckpoint } from '../src/checkpoints/promotion.js';
-import { openStore } from '../src/control-plane/store/index.js';
 import { startDevServer } from '../src/orchestration/dev-server.js';
 import { ServiceClient } from '../src/sdk/service-client.js';
+import { openStore } from '../src/store/index.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import {
   buildJobData,

@@ -17,11 +17,11 @@ import {
   createControlPlane,
   type JobOrchestrator,
 } from '../src/control-plane/index.js';
-import { openStore } from '../src/control-plane/store/index.js';
 import { DeploymentRegistry } from '../src/deployments/index.js';
 import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { DeploymentSampler, FixedConcurrencyController } from '../src/sdk/index.js';
+import { openStore } from '../src/store/index.js';
 import { byteTokenizerFiles } from '../src/tokenizers/byte-hf-files.js';
 import { pythonEnv } from '../test/support/python-env.js';
 import { LLAMA_25M, median } from './support/common.js';

@@ -24,10 +24,10 @@ import {
   createControlPlane,
   type JobOrchestrator,
 } from '../src/control-plane/index.js';
-import { openStore } from '../src/control-plane/store/index.js';
 import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { ServiceClient, type TrainingDatum } from '../src/sdk/index.js';
+import { openStore } from '../src/store/index.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import { seededRandom } from '../src/util/seeded-random.js';
 import { pythonEnv } from '../test/support/python-env.js';

@@ -3,9 +3,9 @@
  * is returned once (the store keeps only its hash).
  */
 import { CATALOG_ACCOUNT } from '../catalog/bundled.js';
+import type { Store } from '../store/index.js';
 import { ApiError } from './http/errors.js';
 import { checkId } from './http/ids.js';
-import type { Store } from './store/types.js';
 
 export interface BootstrapResult {
   account: string;

@@ -5,8 +5,8 @@
 import type { Logger } from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/types.js';
 import type { DeploymentRegistry } from '../deployments/registry.js';
+import type { Store } from '../store/index.js';
 import type { JobOrchestrator } from './orchestrator.js';
-import type { Store } from './store/types.js';
 
 export interface ControlPlaneOptions {
   store: Store;

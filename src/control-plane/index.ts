@@ -32,6 +32,7 @@ import { modelRoutes } from './resources/models.js';
 import { secretRoutes } from './resources/secrets.js';
 import { trainingShapeRoutes } from './resources/training-shapes.js';
 
+export type { UsageEvent } from '../store/index.js';
 export { type BootstrapResult, bootstrapAccount } from './bootstrap.js';
 export type { ControlPlaneOptions } from './context.js';
 export { ApiError, type ApiStatus } from './http/errors.js';
@@ -64,8 +65,6 @@ export {
   TRAINING_SHAPES,
   type TrainingShape,
 } from './resources/training-shapes.js';
-
-export type { UsageEvent } from './store/types.js';
 export {
   FINE_TUNING_USAGE,
   MAX_EXPORT_DAYS,

@@ -16,7 +16,7 @@
  * Names follow the product's usage_type column (TEXT_COMPLETION_INFERENCE_USAGE).
  */
 import { createHash } from 'node:crypto';
-import type { UsageEvent } from './store/types.js';
+import type { UsageEvent } from '../store/index.js';
 
 /** Trainer time of a managed SFT, DPO or RFT job (accelerator seconds). */
 export const FINE_TUNING_USAGE = 'FINE_TUNING_USAGE';

@@ -16,9 +16,9 @@ import {
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
-import type { Store } from '../control-plane/store/types.js';
 import { DeploymentRegistry } from '../deployments/registry.js';
 import type { SandboxSettings } from '../evaluators/index.js';
+import type { Store } from '../store/index.js';
 import type { Launcher } from '../trainer/launcher/index.js';
 import { type OutboundSettings, outboundSettingsFromEnv } from '../util/outbound.js';
 import { createControlActivities } from './activities/control.js';

@@ -7,7 +7,7 @@ import { chmod, mkdtemp, readdir, readFile, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
+import { openStore, SecretsKey } from '../../src/store/index.js';
 import { startUp, temper, type UpProcess } from './support.js';
 
 const GOOD = 'catalog/accounts/temper/datasets/sure-answers-sft.jsonl';

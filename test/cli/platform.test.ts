@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrapAccount } from '../../src/control-plane/bootstrap.js';
-import { openStore } from '../../src/control-plane/store/index.js';
+import { openStore } from '../../src/store/index.js';
 import { alive, descendants, startUp, temper, type UpProcess } from './support.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';

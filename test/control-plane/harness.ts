@@ -20,9 +20,9 @@ import type {
   JobRef,
   PromoteRequest,
 } from '../../src/control-plane/orchestrator.js';
-import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
-import type { Store } from '../../src/control-plane/store/types.js';
 import type { DeploymentRegistry } from '../../src/deployments/registry.js';
+import type { Store } from '../../src/store/index.js';
+import { openStore, SecretsKey } from '../../src/store/index.js';
 
 // biome-ignore lint/suspicious/noExplicitAny: the tests read response JSON field by field
 export type Json = Record<string, any>;

@@ -1,11 +1,11 @@
-// The envelope encryption of secrets at rest (src/control-plane/store/secrets-key.ts): values
+// The envelope encryption of secrets at rest (src/store/secrets-key.ts): values
 // open only with the key that wrapped their data key and only under the name they were
 // sealed for; any altered byte is refused; re-wrapping keeps the value's ciphertext.
 import { mkdtempSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { SecretsKey, StoreError } from '../../src/control-plane/store/index.js';
+import { SecretsKey, StoreError } from '../../src/store/index.js';
 
 const NAME = 'accounts/acme/secrets/api-key';
 

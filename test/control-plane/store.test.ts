@@ -19,7 +19,7 @@ import {
   StoreError,
   type StoreErrorCode,
   type UsageEvent,
-} from '../../src/control-plane/store/index.js';
+} from '../../src/store/index.js';
 import { sleep } from '../../src/util/processes.js';
 import { type LocalPostgres, startPostgres } from '../support/postgres-server.js';
 
@@ -33,7 +33,7 @@ interface StoreTarget {
 }
 
 const REPO_ROOT = join(import.meta.dirname, '../..');
-const STORE_INDEX = pathToFileURL(join(REPO_ROOT, 'src/control-plane/store/index.ts')).href;
+const STORE_INDEX = pathToFileURL(join(REPO_ROOT, 'src/store/index.ts')).href;
 
 async function expectStoreError(promise: Promise<unknown>, code: StoreErrorCode): Promise<void> {
   const error = await promise.then(

@@ -9,14 +9,14 @@ import { dirname, join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
-import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
-import type { Store } from '../../src/control-plane/store/types.js';
 import {
   type Evaluator,
   openEvaluator,
   type SandboxSettings,
   sandboxSettings,
 } from '../../src/evaluators/index.js';
+import type { Store } from '../../src/store/index.js';
+import { openStore, SecretsKey } from '../../src/store/index.js';
 import { putEvaluator, wheelhouse } from '../support/evaluators.js';
 
 const FIXTURE = join(import.meta.dirname, '..', 'fixtures', 'eval-protocol', 'math-evaluator');

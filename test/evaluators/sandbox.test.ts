@@ -21,8 +21,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
-import { openStore, SecretsKey } from '../../src/control-plane/store/index.js';
-import type { Store } from '../../src/control-plane/store/types.js';
 import {
   checkEvaluator,
   type Evaluation,
@@ -33,6 +31,8 @@ import {
   sandboxNode,
   sandboxSettings,
 } from '../../src/evaluators/index.js';
+import type { Store } from '../../src/store/index.js';
+import { openStore, SecretsKey } from '../../src/store/index.js';
 import { putEvaluator } from '../support/evaluators.js';
 
 let dir: string;

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bootstrapAccount } from '../../src/control-plane/bootstrap.js';
-import { openStore } from '../../src/control-plane/store/index.js';
+import { openStore } from '../../src/store/index.js';
 import { startUp, type UpProcess } from '../cli/support.js';
 import { pythonEnv } from '../support/python-env.js';
 

@@ -7,7 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { ObjectStore } from '../../src/checkpoints/object-store/index.js';
-import type { Store } from '../../src/control-plane/store/types.js';
+import type { Store } from '../../src/store/index.js';
 
 export async function putEvaluator(
   deps: { store: Store; artifacts: ObjectStore },

@@ -4,7 +4,7 @@
  * Response shapes are the server's own types where it exports them.
  */
 import type { RolloutView } from '../../src/control-plane/resources/job-views.js';
-import type { MetricRow } from '../../src/control-plane/store/types.js';
+import type { MetricRow } from '../../src/store/index.js';
 
 export type { MetricRow, RolloutView };
 

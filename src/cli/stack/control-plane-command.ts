@@ -77,7 +77,7 @@ const SECRETS_KEY_HELP =
 async function rotateSecretsKey(flags: RotateFlags) {
   const settings = settingsFrom(flags);
   const [{ openStore, SecretsKey }, { loadSecretsKey, SECRETS_KEY_ENV }, fs] = await Promise.all([
-    import('../../control-plane/store/index.js'),
+    import('../../store/index.js'),
     import('./secrets-key.js'),
     import('node:fs/promises'),
   ]);
@@ -120,7 +120,7 @@ async function rotateSecretsKey(flags: RotateFlags) {
 async function createAccount(id: string, flags: StoreFlags & { output: OutputFormat }) {
   const settings = settingsFrom(flags);
   const [{ openStore }, { bootstrapAccount }] = await Promise.all([
-    import('../../control-plane/store/index.js'),
+    import('../../store/index.js'),
     import('../../control-plane/bootstrap.js'),
   ]);
   const { loadSecretsKey } = await import('./secrets-key.js');

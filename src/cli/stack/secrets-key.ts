@@ -6,7 +6,7 @@
  * refuse to store secrets, and refuse to start on a database that holds some).
  */
 import { stat } from 'node:fs/promises';
-import { SecretsKey } from '../../control-plane/store/index.js';
+import { SecretsKey } from '../../store/index.js';
 import type { PlatformSettings } from './settings.js';
 
 export const SECRETS_KEY_ENV = 'TEMPER_SECRETS_KEY';

@@ -9,8 +9,8 @@
  */
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
-import { openStore } from '../../control-plane/store/index.js';
 import { sandboxSettingsFromEnv } from '../../evaluators/index.js';
+import { openStore } from '../../store/index.js';
 import {
   type Launcher,
   LocalProcessLauncher,

@@ -6,7 +6,7 @@
  */
 import type { FastifyRequest } from 'fastify';
 import { CATALOG_ACCOUNT } from '../../catalog/bundled.js';
-import type { Store } from '../store/types.js';
+import type { Store } from '../../store/index.js';
 import { ApiError, notFound } from './errors.js';
 
 export interface Principal {

@@ -14,7 +14,7 @@ import { ObjectStoreError } from '../../checkpoints/object-store/types.js';
 import { DatasetValidationError } from '../../datasets/errors.js';
 import { DeploymentError } from '../../deployments/registry.js';
 import { LossError } from '../../losses/errors.js';
-import { StoreError } from '../store/types.js';
+import { StoreError } from '../../store/index.js';
 
 export const STATUS_HTTP = {
   INVALID_ARGUMENT: 400,

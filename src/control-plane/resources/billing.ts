@@ -16,10 +16,10 @@
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import type { TimeRange, UsageEvent } from '../../store/index.js';
 import type { Deps } from '../context.js';
 import { principalOf } from '../http/auth.js';
 import { invalid, notFound, zodMessage } from '../http/errors.js';
-import type { TimeRange, UsageEvent } from '../store/types.js';
 import { MAX_EXPORT_DAYS, parseUsageTime } from '../usage.js';
 
 /** The header line, exactly as the product writes it. */

@@ -15,12 +15,12 @@
 import { z } from 'zod';
 import { CheckpointCatalog, toRow } from '../../checkpoints/catalog/catalog.js';
 import { validateOutputModelId } from '../../checkpoints/promotion.js';
+import type { Collection } from '../../store/index.js';
 import type { Deps } from '../context.js';
 import { bodyObject, parseBody } from '../http/body.js';
 import { ApiError, invalid, notFound, precondition, zodMessage } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
 import type { CollectionRoutes, RequestCtx, SubRoute } from '../http/router.js';
-import type { Collection } from '../store/types.js';
 import { getRow } from './common.js';
 import { resolveModel } from './refs.js';
 

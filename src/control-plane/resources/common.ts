@@ -2,12 +2,13 @@
  * Helpers every store-backed collection uses: rendering a row as the API resource, reading
  * one row or answering NOT_FOUND, listing a page.
  */
+
+import type { Collection, ResourceRow } from '../../store/index.js';
 import type { Deps } from '../context.js';
 import { notFound } from '../http/errors.js';
 import { isValidId, resourceName } from '../http/ids.js';
 import { listResponse, parseListQuery } from '../http/paging.js';
 import type { RequestCtx } from '../http/router.js';
-import type { Collection, ResourceRow } from '../store/types.js';
 import { isFinal } from './jobs/states.js';
 
 export type Resource = Record<string, unknown> & { name: string };

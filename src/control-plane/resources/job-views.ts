@@ -21,11 +21,11 @@
  *   token from one filter cannot page another.
  */
 import { z } from 'zod';
+import type { Collection, MetricRow } from '../../store/index.js';
 import type { Deps } from '../context.js';
 import { invalid, zodMessage } from '../http/errors.js';
 import { pageArray, parseListQuery } from '../http/paging.js';
 import type { RequestCtx, SubRoute } from '../http/router.js';
-import type { Collection, MetricRow } from '../store/types.js';
 import { type Body, getRow, render } from './common.js';
 import { isFinal } from './jobs/states.js';
 

@@ -2,7 +2,7 @@
  * `secrets`: create, get, list, update (PATCH), delete. A secret is `{keyName, value}`
  * (an environment variable an evaluator gets); `value` is write-only: no response ever
  * carries it, not even the create's. The store seals values at rest with the operator's
- * secrets key (src/control-plane/store/secrets-key.ts); handlers here see them plain.
+ * secrets key (src/store/secrets-key.ts); handlers here see them plain.
  *
  * The id comes from `?secretId=`, the body's `secretId`, or `name` (an id or the full
  * name); without any, it is derived from keyName (AWS_KEY → aws-key) when that makes a

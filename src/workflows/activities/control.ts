@@ -13,9 +13,9 @@ import {
   defaultLearningRate,
   RFT_DEFAULTS,
 } from '../../control-plane/index.js';
-import type { Store } from '../../control-plane/store/types.js';
 import { parseDataset, renderSamples } from '../../datasets/index.js';
 import { checkEvaluator } from '../../evaluators/index.js';
+import type { Store } from '../../store/index.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import { parseDuration } from '../../trainer/duration.js';
 import type {

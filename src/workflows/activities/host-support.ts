@@ -5,12 +5,12 @@
 import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
-import type { Store } from '../../control-plane/store/types.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
 import type { SandboxSettings } from '../../evaluators/index.js';
 import type { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
+import type { Store } from '../../store/index.js';
 import type { Launcher } from '../../trainer/launcher/index.js';
 import type { TrainingPlan } from '../types.js';
 import type { RolloutTracer } from './remote-rollouts.js';

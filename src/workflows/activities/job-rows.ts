@@ -8,7 +8,7 @@
  */
 import { ApplicationFailure } from '@temporalio/activity';
 import { FINAL_STATES } from '../../control-plane/index.js';
-import { type Store, StoreError, type UpdateGuard } from '../../control-plane/store/types.js';
+import { type Store, StoreError, type UpdateGuard } from '../../store/index.js';
 import { JOB_ENDED, type JobRef } from '../types.js';
 
 export const LIVE_JOB: UpdateGuard = { field: 'state', values: FINAL_STATES };

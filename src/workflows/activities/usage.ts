@@ -12,8 +12,8 @@ import {
   TRAINER_USAGE,
   usageEvent,
 } from '../../control-plane/index.js';
-import type { Store } from '../../control-plane/store/types.js';
 import { countParameters, parseHfConfig } from '../../engine/config.js';
+import type { Store } from '../../store/index.js';
 
 /** Trainer pods here run on CPU cores; a GPU launcher would report its accelerator. */
 export const ACCELERATOR_TYPE = 'CPU';
