@@ -6,7 +6,7 @@
  * being stored as "Infinitys".
  */
 import { z } from 'zod';
-import { parseDuration } from '../../../trainer/duration.js';
+import { parseDuration } from '../trainer/duration.js';
 
 /** Seconds, spelled for messages: 3600 → "3600s (1h)". */
 const spell = (seconds: number) =>

@@ -12,12 +12,12 @@
  */
 import { z } from 'zod';
 import { resolveRlLossMethod } from '../../../losses/rl/methods.js';
+import { durationSeconds } from '../../../recipes/durations.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
 import { invalid, zodMessage } from '../../http/errors.js';
 import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
 import { resolveEvaluator } from '../refs.js';
-import { durationSeconds } from './durations.js';
 import { jobRoutes } from './routes.js';
 import {
   isPowerOfTwo,

@@ -12,6 +12,7 @@
  * when it implements it; the checkpoint routes are in checkpoints.ts.
  */
 import { z } from 'zod';
+import { durationSeconds } from '../../../recipes/durations.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
 import { ApiError, invalid, notFound, precondition } from '../../http/errors.js';
@@ -20,7 +21,6 @@ import { checkpointSubRoutes } from '../checkpoints.js';
 import { getRow } from '../common.js';
 import { resolveModel } from '../refs.js';
 import { defaultShape, findShape, type TrainerMode } from '../training-shapes.js';
-import { durationSeconds } from './durations.js';
 import { jobRoutes } from './routes.js';
 import { isFinal } from './states.js';
 import { maxContextLengthSchema } from './training.js';

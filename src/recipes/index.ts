@@ -1,0 +1,28 @@
+/**
+ * Recipes: one home per training method. This entry holds what every method shares: the
+ * training settings (one schema, default, range and message each), the AdamW configuration
+ * and the learning-rate schedules. Methods' own configs and loops live beside it
+ * (src/recipes/<method>/) and build on these.
+ */
+
+export { durationSeconds } from './durations.js';
+export * as fields from './fields.js';
+export {
+  documentedIssue,
+  type Field,
+  isPowerOfTwo,
+  jobSettings,
+  MIN_CONTEXT_LENGTH,
+  optionalShape,
+  rftSettings,
+  SETTINGS,
+  sci,
+} from './fields.js';
+export {
+  type AdamWConfig,
+  type AdamWParams,
+  adamW,
+  adamWSchema,
+  MANAGED_JOB_ADAMW,
+} from './optimizer.js';
+export { learningRateAt, type Schedule, type ScheduleConfig, scheduleSchema } from './schedule.js';
