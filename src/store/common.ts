@@ -36,6 +36,15 @@ export function checkId(kind: string, id: string): void {
 }
 
 /** Collections are a closed set; a JavaScript caller could still pass anything. */
+/** A body field name a query may name (it becomes part of a JSON path). */
+export function checkFieldName(field: string): void {
+  if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(field))
+    throw new StoreError(
+      'invalid_argument',
+      `field name ${JSON.stringify(field)} is not an identifier`,
+    );
+}
+
 export function checkCollection(collection: string): asserts collection is Collection {
   if (!(COLLECTIONS as readonly string[]).includes(collection))
     throw new StoreError(

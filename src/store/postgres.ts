@@ -14,6 +14,7 @@ import {
   apiKeyLookupHash,
   apiKeyRecord,
   checkCollection,
+  checkFieldName,
   checkId,
   checkMetricQuery,
   checkPageSize,
@@ -333,6 +334,20 @@ export class PostgresStore implements Store {
       ]);
       return (deleted.rowCount ?? 0) > 0;
     });
+  }
+
+  async countBy(
+    collection: Collection,
+    field: string,
+  ): Promise<Array<{ value: string; count: number }>> {
+    checkCollection(collection);
+    checkFieldName(field);
+    const result = await this.pool.query<{ value: string; count: string }>(
+      `SELECT COALESCE(body->>$1, '') AS value, COUNT(*) AS count
+         FROM resources WHERE collection = $2 GROUP BY 1 ORDER BY 1`,
+      [field, collection],
+    );
+    return result.rows.map((r) => ({ value: r.value, count: Number(r.count) }));
   }
 
   // ---- metrics ----

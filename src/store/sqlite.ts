@@ -14,6 +14,7 @@ import {
   apiKeyLookupHash,
   apiKeyRecord,
   checkCollection,
+  checkFieldName,
   checkId,
   checkMetricQuery,
   checkPageSize,
@@ -307,6 +308,19 @@ export class SqliteStore implements Store {
         return deleted.changes > 0;
       })
       .immediate();
+  }
+
+  async countBy(
+    collection: Collection,
+    field: string,
+  ): Promise<Array<{ value: string; count: number }>> {
+    checkCollection(collection);
+    checkFieldName(field);
+    const rows = this.statement(
+      `SELECT COALESCE(json_extract(body, ?), '') AS value, COUNT(*) AS count
+         FROM resources WHERE collection = ? GROUP BY 1 ORDER BY 1`,
+    ).all(`$.${field}`, collection) as Array<{ value: unknown; count: number }>;
+    return rows.map((r) => ({ value: String(r.value), count: Number(r.count) }));
   }
 
   // ---- metrics ----

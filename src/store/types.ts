@@ -197,6 +197,12 @@ export interface Store {
   ): Promise<ResourceRow<T>>;
   /** True when a row was deleted. Also deletes the resource's metrics. */
   delete(collection: Collection, account: string, id: string): Promise<boolean>;
+  /**
+   * How many rows of the collection, over every account, hold each value of the body's
+   * top-level `field` (a row without it counts under ''), for aggregate gauges such as jobs by
+   * state (/metrics). `invalid_argument` for a field name outside [A-Za-z_][A-Za-z0-9_]*.
+   */
+  countBy(collection: Collection, field: string): Promise<Array<{ value: string; count: number }>>;
 
   // ---- secrets at rest (see secrets-key.ts) ----
   /**

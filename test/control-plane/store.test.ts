@@ -434,6 +434,23 @@ function storeSuite(target: StoreTarget): void {
         ).toBe(1);
       });
 
+      it('counts a collection by a body field over every account (jobs by state)', async () => {
+        await store.create('dpoJobs', 'alice', 'a', { state: 'JOB_STATE_RUNNING' });
+        await store.create('dpoJobs', 'bob', 'b', { state: 'JOB_STATE_RUNNING' });
+        await store.create('dpoJobs', 'bob', 'c', { state: 'JOB_STATE_COMPLETED' });
+        await store.create('dpoJobs', 'bob', 'd', {});
+        await store.create('rlorTrainerJobs', 'bob', 'e', { state: 'JOB_STATE_FAILED' });
+        expect(await store.countBy('dpoJobs', 'state')).toEqual([
+          { value: '', count: 1 },
+          { value: 'JOB_STATE_COMPLETED', count: 1 },
+          { value: 'JOB_STATE_RUNNING', count: 2 },
+        ]);
+        expect(await store.countBy('supervisedFineTuningJobs', 'state')).toEqual([]);
+        await expect(store.countBy('dpoJobs', "state') OR 1=1 --")).rejects.toMatchObject({
+          code: 'invalid_argument',
+        });
+      });
+
       it('keeps accounts apart: the same id in two accounts is two resources', async () => {
         await store.create('secrets', 'alice', 'token', { owner: 'alice' });
         await store.create('secrets', 'bob', 'token', { owner: 'bob' });
