@@ -4,9 +4,8 @@
 // SmolLM2-style templates (test/fixtures/chat-templates) on the Qwen3 tokenizer, with the
 // Llama and Mistral special tokens added to it, in model directories written per test. The
 // loss weights are checked by what the trained tokens spell.
-import { spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { homedir, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -18,13 +17,8 @@ import {
   TokenizerError,
 } from '../../src/tokenizers/index.js';
 import type { ToolSpec } from '../../src/tokenizers/messages.js';
+import { hfChatRender, WEATHER_TOOL } from '../support/hf-chat-render.js';
 
-const PYTHON = join(
-  process.env.TEMPER_PYREF_VENV ?? join(homedir(), '.cache', 'temper', 'pyref'),
-  'bin',
-  'python',
-);
-const SCRIPT = join(import.meta.dirname, '..', 'support', 'hf_chat_render.py');
 const TEMPLATES = join(import.meta.dirname, '..', 'fixtures', 'chat-templates');
 
 interface Conv {
@@ -33,19 +27,6 @@ interface Conv {
   add_generation_prompt: boolean;
   template_kwargs?: Record<string, unknown>;
 }
-
-const weather = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Weather "now" in a city',
-    parameters: {
-      type: 'object',
-      properties: { city: { type: 'string' }, days: { type: 'integer' } },
-      required: ['city'],
-    },
-  },
-} as unknown as ToolSpec;
 
 /** Conversations every template takes (alternating user/assistant, no system, no tools). */
 const PLAIN: Conv[] = [
@@ -112,12 +93,12 @@ const hermesTools: Conv[] = [
       { role: 'tool', content: '{"temp": 19}' },
       { role: 'assistant', content: 'Sunny, 21 then 19 degrees.' },
     ],
-    tools: [weather],
+    tools: [WEATHER_TOOL],
     add_generation_prompt: false,
   },
   {
     messages: [{ role: 'user', content: 'Weather in Oslo?' }],
-    tools: [weather],
+    tools: [WEATHER_TOOL],
     add_generation_prompt: true,
   },
 ];
@@ -136,7 +117,7 @@ const llamaTools: Conv[] = [
       { role: 'tool', content: '21 degrees' },
       { role: 'assistant', content: 'It is 21 degrees.' },
     ],
-    tools: [weather],
+    tools: [WEATHER_TOOL],
     add_generation_prompt: false,
   },
 ];
@@ -325,7 +306,7 @@ describe.each(FAMILIES)('chat template: $name', (family) => {
     const dir = await modelDir(family);
     const renderer = await loadModelRenderer(dir);
     expect(renderer).toBeInstanceOf(JinjaRenderer);
-    const ref = await pythonRender({ dir, conversations: family.conversations });
+    const ref = await hfChatRender<RenderOut>({ dir, conversations: family.conversations });
     family.conversations.forEach((conv, i) => {
       const jinja = renderer as JinjaRenderer;
       const text = jinja.renderText(conv.messages, {
@@ -418,31 +399,4 @@ describe('JinjaRenderer', () => {
 interface RenderOut {
   rendered: number[][];
   templated: string[];
-}
-
-function pythonRender(request: unknown): Promise<RenderOut> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [SCRIPT], {
-      env: { ...process.env, HF_HUB_OFFLINE: '1' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', (err) =>
-      reject(
-        new Error(`${PYTHON}: ${err.message} (the reference venv is built by scripts/setup.sh)`),
-      ),
-    );
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`${SCRIPT} exited with ${code}: ${stderr}`));
-      else resolve(JSON.parse(stdout) as RenderOut);
-    });
-    child.stdin.end(JSON.stringify(request));
-  });
 }

@@ -4,9 +4,7 @@
 // tokenizer, and the real transformers (the reference venv, offline) renders a set of
 // conversations token for token as temper does — with `apply_chat_template(tokenize=True,
 // add_generation_prompt=True)`, the call the Fireworks DeploymentSampler makes.
-import { spawn } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { bundledModelDir } from '../../src/catalog/bundled.js';
@@ -15,33 +13,15 @@ import { loadHfTokenizer } from '../../src/tokenizers/hf.js';
 import { createByteTokenizer, getRenderer, type MessageInput } from '../../src/tokenizers/index.js';
 import type { ToolSpec } from '../../src/tokenizers/messages.js';
 import { loadModelTokenizer, modelRendererName } from '../../src/tokenizers/model-files.js';
+import { hfChatRender, WEATHER_TOOL } from '../support/hf-chat-render.js';
 
 const DIR = bundledModelDir();
-const PYTHON = join(
-  process.env.TEMPER_PYREF_VENV ?? join(homedir(), '.cache', 'temper', 'pyref'),
-  'bin',
-  'python',
-);
-const SCRIPT = join(import.meta.dirname, '..', 'support', 'hf_chat_render.py');
 
 interface Conversation {
   messages: MessageInput[];
   tools?: ToolSpec[];
   add_generation_prompt: boolean;
 }
-
-const weather = {
-  type: 'function',
-  function: {
-    name: 'get_weather',
-    description: 'Weather "now" in a city',
-    parameters: {
-      type: 'object',
-      properties: { city: { type: 'string' }, days: { type: 'integer' } },
-      required: ['city'],
-    },
-  },
-} as unknown as ToolSpec;
 
 const CONVERSATIONS: Conversation[] = [
   {
@@ -85,7 +65,7 @@ const CONVERSATIONS: Conversation[] = [
     add_generation_prompt: true,
   },
   {
-    tools: [weather],
+    tools: [WEATHER_TOOL],
     messages: [
       { role: 'system', content: 'Use tools.' },
       { role: 'user', content: 'Weather in Paris for 3 days?' },
@@ -106,7 +86,7 @@ const CONVERSATIONS: Conversation[] = [
     add_generation_prompt: false,
   },
   {
-    tools: [weather],
+    tools: [WEATHER_TOOL],
     messages: [
       { role: 'user', content: 'Two calls please' },
       {
@@ -161,7 +141,11 @@ describe('the bundled model as an HF tokenizer directory', () => {
   });
 
   it('transformers (offline) renders every conversation token for token as the simple renderer', async () => {
-    const out = await pythonRender({ dir: DIR, conversations: CONVERSATIONS, texts: TEXTS });
+    const out = await hfChatRender<RenderOut>({
+      dir: DIR,
+      conversations: CONVERSATIONS,
+      texts: TEXTS,
+    });
     const renderer = getRenderer('simple', createByteTokenizer());
     expect(out.class).toBe('TokenizersBackend');
     expect(out.eos_token_id).toBe(256);
@@ -189,31 +173,4 @@ interface RenderOut {
   decoded: string[];
   eos_token_id: number;
   class: string;
-}
-
-function pythonRender(request: unknown): Promise<RenderOut> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(PYTHON, [SCRIPT], {
-      env: { ...process.env, HF_HUB_OFFLINE: '1' },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => {
-      stdout += d;
-    });
-    child.stderr.on('data', (d) => {
-      stderr += d;
-    });
-    child.on('error', (err) =>
-      reject(
-        new Error(`${PYTHON}: ${err.message} (the reference venv is built by scripts/setup.sh)`),
-      ),
-    );
-    child.on('close', (code) => {
-      if (code !== 0) reject(new Error(`${SCRIPT} exited with ${code}: ${stderr}`));
-      else resolve(JSON.parse(stdout) as RenderOut);
-    });
-    child.stdin.end(JSON.stringify(request));
-  });
 }
