@@ -199,6 +199,26 @@ describe('deployments with the SDK fields', () => {
     expect(sse.text.trim().endsWith('data: [DONE]')).toBe(true);
   }, 60_000);
 
+  it('lists the models of every READY deployment on the bare /inference/v1/models (OpenAI clients)', async () => {
+    const list = await http('GET', '/inference/v1/models');
+    expect(list.status).toBe(200);
+    expect(list.json.object).toBe('list');
+    expect(list.json.data.map((m: Json) => m.id)).toEqual([BASE]);
+    expect(list.json.data[0]).toMatchObject({ object: 'model', owned_by: 'temper' });
+    const one = await http('GET', `/inference/v1/models/${encodeURIComponent(BASE)}`);
+    expect(one.status).toBe(200);
+    expect(one.json.id).toBe(BASE);
+    // another account sees none of alice's deployments
+    const bob = await http('GET', '/inference/v1/models', { key: h.bob });
+    expect(bob.json).toEqual({ object: 'list', data: [] });
+    const bobOne = await http('GET', `/inference/v1/models/${encodeURIComponent(BASE)}`, {
+      key: h.bob,
+    });
+    expect(bobOne.status).toBe(404);
+    const post = await http('POST', '/inference/v1/models', { body: {} });
+    expect(post.status).toBe(404);
+  });
+
   it("refuses another account's deployment (404, as if absent) and says what is missing", async () => {
     const bobStatus = await http('GET', '/hot_load/v1/models/hot_load', {
       key: h.bob,

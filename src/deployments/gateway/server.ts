@@ -8,7 +8,7 @@ import type { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
 import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
 import { loadModelRenderer } from '../../tokenizers/model-files.js';
-import { BodyTooLargeError } from '../../util/http-body.js';
+import { BodyTooLargeError, DEFAULT_BODY_LIMIT } from '../../util/http-body.js';
 import { type Logger, silentLogger } from '../log.js';
 import type { ReplicaStatus, TransitionType } from '../replica/runtime.js';
 import {
@@ -194,7 +194,7 @@ export class Gateway {
 
   async listen(port = 0, host = '127.0.0.1'): Promise<string> {
     this.server = createServer((req, res) => {
-      void this.handle(req, res).catch((err: unknown) => this.fail(res, err));
+      void this.handle(req, res, null).catch((err: unknown) => this.fail(res, err));
     });
     await new Promise<void>((r) => this.server?.listen(port, host, () => r()));
     const addr = this.server.address();
@@ -238,7 +238,39 @@ export class Gateway {
     sendJson(res, status, body, err instanceof GatewayError ? err.headers : {});
   }
 
-  private async checkHeaders(req: IncomingMessage): Promise<void> {
+  /**
+   * Serves one request handed over in process by a caller that already authenticated it and
+   * routed it to this deployment (the control plane's /inference and /hot_load routes), with
+   * the body it has read: the same routes and answers as over HTTP, without a loopback hop
+   * (one per streamed token on the SSE path). The caller's credential is not checked again.
+   */
+  dispatch(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
+    return this.handle(req, res, body).catch((err: unknown) => this.fail(res, err));
+  }
+
+  /** A request's JSON body: the one handed over in process, else read from the socket. */
+  private async json(req: IncomingMessage, body: Buffer | null): Promise<unknown> {
+    if (body === null) return readJson(req);
+    if (body.length > DEFAULT_BODY_LIMIT)
+      throw new HotLoadError(
+        'payload_too_large',
+        new BodyTooLargeError(DEFAULT_BODY_LIMIT).message,
+      );
+    const text = body.toString('utf8');
+    if (text.length === 0) return {};
+    try {
+      return JSON.parse(text);
+    } catch {
+      throw new HotLoadError('invalid_argument', 'request body is not valid JSON');
+    }
+  }
+
+  private async checkHeaders(req: IncomingMessage, handedOver: boolean): Promise<void> {
+    // a hand-over was authenticated and routed by its caller (the deployment header included)
+    if (handedOver) {
+      this.checkModelHeader(req);
+      return;
+    }
     if (this.auth) await this.auth.check(req);
     else if (
       this.opts.apiKey !== undefined &&
@@ -256,6 +288,10 @@ export class Gateway {
         'not_found',
         `this gateway serves ${this.deploymentName}, not ${dep}`,
       );
+    this.checkModelHeader(req);
+  }
+
+  private checkModelHeader(req: IncomingMessage): void {
     const model = req.headers['fireworks-model'];
     if (typeof model === 'string' && model !== this.opts.model)
       throw new GatewayError(
@@ -265,14 +301,18 @@ export class Gateway {
       );
   }
 
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  private async handle(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Buffer | null,
+  ): Promise<void> {
     const path = (req.url ?? '/').split('?')[0] as string;
-    await this.checkHeaders(req);
+    await this.checkHeaders(req, body !== null);
     const ledgerPath = `/v1/${this.deploymentName}/ledger`;
     if (req.method === 'POST' && path === '/inference/v1/completions')
-      return this.infer(req, res, false);
+      return this.infer(req, res, body, false);
     if (req.method === 'POST' && path === '/inference/v1/chat/completions')
-      return this.infer(req, res, true);
+      return this.infer(req, res, body, true);
     if (req.method === 'GET' && path === '/inference/v1/models')
       return sendJson(res, 200, { object: 'list', data: this.models() });
     if (req.method === 'GET' && path.startsWith('/inference/v1/models/')) {
@@ -291,11 +331,11 @@ export class Gateway {
       return sendJson(res, 200, m);
     }
     if (path === '/hot_load/v1/models/hot_load' && req.method === 'POST')
-      return this.signal(req, res);
+      return this.signal(req, res, body);
     if (path === '/hot_load/v1/models/hot_load' && req.method === 'GET')
       return sendJson(res, 200, { replicas: (await this.statuses()).map(publicStatus) });
     if (path === '/hot_load/v1/models/hot_load/hint' && req.method === 'POST')
-      return this.hint(req, res);
+      return this.hint(req, res, body);
     if (path === ledgerPath && req.method === 'GET') {
       this.ledger.update(await this.statuses());
       return sendJson(res, 200, { deployment: this.deploymentName, snapshots: this.ledger.list() });
@@ -333,8 +373,12 @@ export class Gateway {
     );
   }
 
-  private async signal(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const p = loadBodySchema.safeParse(await readJson(req));
+  private async signal(
+    req: IncomingMessage,
+    res: ServerResponse,
+    raw: Buffer | null,
+  ): Promise<void> {
+    const p = loadBodySchema.safeParse(await this.json(req, raw));
     if (!p.success) throw new GatewayError(400, 'invalid_argument', zodMessage(p.error));
     const body = p.data;
     checkIdentity(body.identity);
@@ -412,8 +456,8 @@ export class Gateway {
     });
   }
 
-  private async hint(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const p = hintBodySchema.safeParse(await readJson(req));
+  private async hint(req: IncomingMessage, res: ServerResponse, raw: Buffer | null): Promise<void> {
+    const p = hintBodySchema.safeParse(await this.json(req, raw));
     if (!p.success) throw new GatewayError(400, 'invalid_argument', zodMessage(p.error));
     checkIdentity(p.data.snapshot.identity);
     await Promise.all(
@@ -448,7 +492,7 @@ export class Gateway {
   }
 
   /** The models this deployment answers for, in OpenAI's Model shape. */
-  private models(): { id: string; object: 'model'; created: number; owned_by: string }[] {
+  models(): { id: string; object: 'model'; created: number; owned_by: string }[] {
     return [this.opts.model, ...this.addons].map((id) => ({
       id,
       object: 'model' as const,
@@ -457,8 +501,13 @@ export class Gateway {
     }));
   }
 
-  private async infer(req: IncomingMessage, res: ServerResponse, chat: boolean): Promise<void> {
-    const raw = await readJson(req).catch((err: unknown) => {
+  private async infer(
+    req: IncomingMessage,
+    res: ServerResponse,
+    body: Buffer | null,
+    chat: boolean,
+  ): Promise<void> {
+    const raw = await this.json(req, body).catch((err: unknown) => {
       if (err instanceof HotLoadError && err.code === 'payload_too_large') throw err;
       throw new GatewayError(400, 'invalid_argument', 'request body is not valid JSON');
     });

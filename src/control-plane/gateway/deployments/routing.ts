@@ -27,8 +27,13 @@ export interface RoutableDeployment {
   ready: boolean;
 }
 
-/** The target named in a request: a deployment name, or a model to find a deployment for. */
-export type Target = { deployment: string } | { model: string };
+/**
+ * The target named in a request: a deployment name, a model to find a deployment for, or (the
+ * model list without a deployment) every deployment the caller may see.
+ */
+export type Target = { deployment: string } | { model: string } | { everyDeployment: true };
+
+const MODELS_PATH = '/inference/v1/models';
 
 function deploymentName(value: string, what: string): string {
   if (!DEPLOYMENT.test(value))
@@ -91,6 +96,12 @@ export function requestTarget(
     return { deployment: name };
   }
   if (model !== undefined) return modelTarget(model);
+  // OpenAI-style clients list and look up models on the bare base URL, naming no deployment
+  if (path === MODELS_PATH) return { everyDeployment: true };
+  if (path.startsWith(`${MODELS_PATH}/`)) {
+    const id = decodeURIComponent(path.slice(MODELS_PATH.length + 1));
+    return modelTarget(id);
+  }
   throw invalid(
     `${path}: name the deployment with the header "${DEPLOYMENT_HEADER}: accounts/{account}/deployments/{id}" or the body's model`,
   );
@@ -101,7 +112,7 @@ export function requestTarget(
  * deployment and a missing one get the same NOT_FOUND words.
  */
 export function resolveTarget(
-  target: Target,
+  target: { deployment: string } | { model: string },
   account: string,
   visible: (name: string) => RoutableDeployment | undefined,
   all: () => RoutableDeployment[],
