@@ -5,6 +5,7 @@
 // routes in test/python-sdk; this file checks the translation itself.
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createControlPlane } from '../../src/control-plane/index.js';
 import {
   DType,
   ForwardBackwardOutputSchema,
@@ -73,6 +74,7 @@ beforeAll(async () => {
     state: 'JOB_STATE_RUNNING',
     baseModel: BASE,
     trainerAddress: pod.address,
+    trainerToken: pod.token,
   });
   await h.store.create('rlorTrainerJobs', 'alice', 'gw-done', {
     state: 'JOB_STATE_COMPLETED',
@@ -271,6 +273,58 @@ describe('trainer gateway', () => {
     expect(unknown.json.error.message).toBe("unknown request_id 'req-nope'");
     const noOp = await op('no_such_op', {});
     expect(noOp.status).toBe(404);
+  });
+
+  it('after a control-plane restart an earlier future is lost (410) and its op resubmits', async () => {
+    const body = {
+      model_id: model,
+      seq_id: 11,
+      forward_backward_input: { data: [datum('2+2=4')], loss_fn: 'cross_entropy' },
+    };
+    const started = await op('forward_backward', body);
+    const first = await run('forward_backward', body);
+    // a second control plane over the same store and pod: the first one's futures are gone
+    const cp2 = createControlPlane({
+      store: h.store,
+      orchestrator: h.orchestrator,
+      artifacts: h.artifacts,
+      checkpointUrl: h.checkpoints.url,
+    });
+    try {
+      const call = async (name: string, b: unknown) => {
+        const res = await cp2.app.inject({
+          method: 'POST',
+          url: `${T}/${name}`,
+          headers: { 'x-api-key': h.alice },
+          payload: b as Record<string, unknown>,
+        });
+        return { status: res.statusCode, json: JSON.parse(res.body) };
+      };
+      const lost = await call('retrieve_future', {
+        request_id: started.json.request_id,
+        allow_metadata_only: true,
+      });
+      expect(lost.status).toBe(410);
+      expect(lost.json.error.message).toBe(
+        `request_id '${started.json.request_id}' was issued before the control plane restarted and its result is lost: resubmit the original request`,
+      );
+      // an id no incarnation issued is still unknown
+      expect((await call('retrieve_future', { request_id: 'req-nope' })).status).toBe(404);
+      // the client resubmits the original op (same seq_id): the pod answers it once
+      const again = await call('forward_backward', body);
+      expect(again.status).toBe(200);
+      let out: Record<string, unknown>;
+      for (;;) {
+        const r = await call('retrieve_future', { request_id: again.json.request_id });
+        if (r.json.type !== 'try_again') {
+          out = r.json;
+          break;
+        }
+      }
+      expect(out).toEqual(first);
+    } finally {
+      await cp2.close();
+    }
   });
 
   it('hides another account’s trainer and refuses a stopped one with a 400', async () => {

@@ -7,6 +7,13 @@
  * `retainMs` after it was first handed out (a retried poll whose answer was lost in transit
  * finds it again), and an unread one for `unreadRetainMs`. Each future belongs to one
  * account, so a request id of another account is unknown, like a missing one.
+ *
+ * Futures live in this process only: the trainer call behind one is a gRPC call of this
+ * process, gone with it. A request id names the table's incarnation, so after a control-plane
+ * restart a poll of an earlier id is told "lost" (the Tinker wire's 410, "promise lost"), on
+ * which the client resubmits the original op; the pod runs each (model, seq_id) once and gives
+ * a resubmission the first run's result, so the training call completes as if nothing had
+ * happened. An id this incarnation never issued stays unknown (404).
  */
 import { randomBytes } from 'node:crypto';
 
@@ -36,10 +43,16 @@ export interface FutureTableOptions {
 
 export type Poll =
   | { state: 'unknown' }
+  /** Issued by an earlier incarnation of the control plane (before a restart). */
+  | { state: 'lost' }
   | { state: 'pending' }
   | { state: 'done'; outcome: FutureOutcome };
 
+const REQUEST_ID = /^req-([0-9a-f]{8})-[0-9a-f]{24}$/;
+
 export class FutureTable {
+  /** This process's table: a fresh value per start, carried in every request id. */
+  readonly incarnation = randomBytes(4).toString('hex');
   private readonly entries = new Map<string, Entry>();
   /** x-idempotency-key → request id, so a retried op is one future. */
   private readonly byIdempotencyKey = new Map<string, string>();
@@ -68,7 +81,7 @@ export class FutureTable {
     const dedupe = idempotencyKey ? `${account}\u0000${idempotencyKey}` : undefined;
     const seen = dedupe ? this.byIdempotencyKey.get(dedupe) : undefined;
     if (seen && this.entries.has(seen)) return seen;
-    const id = `req-${randomBytes(12).toString('hex')}`;
+    const id = `req-${this.incarnation}-${randomBytes(12).toString('hex')}`;
     const entry: Entry = { account, settled: Promise.resolve() };
     entry.settled = work()
       .catch(
@@ -90,7 +103,12 @@ export class FutureTable {
   /** Waits up to the poll window for the future to settle. */
   async poll(account: string, requestId: string, waitMs = this.pollWaitMs): Promise<Poll> {
     const entry = this.entries.get(requestId);
-    if (!entry || entry.account !== account) return { state: 'unknown' };
+    if (!entry || entry.account !== account) {
+      const issuer = REQUEST_ID.exec(requestId)?.[1];
+      return issuer !== undefined && issuer !== this.incarnation
+        ? { state: 'lost' }
+        : { state: 'unknown' };
+    }
     if (!entry.outcome) {
       let timer: NodeJS.Timeout | undefined;
       await Promise.race([

@@ -340,6 +340,14 @@ export function trainerGatewayRoutes(
       const b = parse(retrieveFutureBody, ctx.body);
       const poll = await futures.poll(ctx.account, b.request_id);
       if (poll.state === 'unknown') throw notFound(`unknown request_id '${b.request_id}'`);
+      if (poll.state === 'lost')
+        // 410: the client resubmits the original op, which the pod answers once per seq_id
+        throw new ApiError(
+          'ABORTED',
+          `request_id '${b.request_id}' was issued before the control plane restarted and its result is lost: resubmit the original request`,
+          undefined,
+          410,
+        );
       if (poll.state === 'pending')
         return { type: 'try_again', request_id: b.request_id, queue_state: 'active' };
       const o = poll.outcome;
