@@ -16,6 +16,7 @@
 #include <string>
 
 #include "kernels.h"
+#include "collectives_napi.h"
 #include "model.h"
 
 namespace {
@@ -343,8 +344,9 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
   }
 
   // A Float32Array over the engine's own storage of a tensor ('value', 'm', 'v' or 'grad'):
-  // no copy. The buffer keeps the model alive (a reference released by its finalizer), and the
-  // storage never moves (setTensor copies into it), so the view stays valid.
+  // no copy. A tensor stored in bf16 (frozen LoRA base) gives its 'value' as a Uint16Array of
+  // bfloat16 bits, the storage it really has. The buffer keeps the model alive (a reference
+  // released by its finalizer), and the storage never moves (setTensor copies into it), so the view stays valid.
   Napi::Value TensorView(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     check_idle(env);
@@ -354,6 +356,12 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       temper::Param& p = model_->param(name);
       std::vector<float>* store = kind == "value" ? &p.value : kind == "m" ? &p.m : kind == "v" ? &p.v : kind == "grad" ? &p.grad : nullptr;
       if (store == nullptr) throw std::invalid_argument("tensorView: kind must be value, m, v or grad (got '" + kind + "')");
+      if (kind == "value" && p.is_bf16()) {  // a bf16 frozen base: its bits, as a Uint16Array
+        auto* keep = new Napi::ObjectReference(Napi::Persistent(Value()));
+        Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(
+            env, p.bf16.data(), p.bf16.size() * sizeof(uint16_t), [](Napi::Env, void*, Napi::ObjectReference* ref) { delete ref; }, keep);
+        return Napi::Uint16Array::New(env, p.bf16.size(), buf, 0);
+      }
       if (store->empty()) return env.Null();  // frozen tensors have no grad or moments
       auto* keep = new Napi::ObjectReference(Napi::Persistent(Value()));
       Napi::ArrayBuffer buf = Napi::ArrayBuffer::New(
@@ -669,6 +677,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EngineModel", EngineModel::Init(env));
+  temper::register_collectives(env, exports);
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("simd", Napi::String::New(env, temper::kernels().name));
   return exports;

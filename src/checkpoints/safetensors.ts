@@ -17,7 +17,14 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
-import { bf16ToF32, DTYPE_BYTES, f16ToF32, f32ToBf16, type StorageDtype } from '../engine/dtype.js';
+import {
+  bf16ToF32,
+  DTYPE_BYTES,
+  f16ToF32,
+  f32ToBf16,
+  type StorageDtype,
+  type TensorData,
+} from '../engine/dtype.js';
 
 export interface Tensor {
   shape: number[];
@@ -536,14 +543,19 @@ export function layoutSafetensors(
   return { headerBytes, entries, dataStart: headerBytes.length, size: headerBytes.length + offset };
 }
 
-function encode(data: Float32Array, dtype: WriteDtype): Buffer {
-  if (dtype === 'F32') return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
-  const bits = f32ToBf16(data);
-  return Buffer.from(bits.buffer, bits.byteOffset, bits.byteLength);
+/** Bytes of `data` in `dtype`: a view when the storage already has that dtype, else converted. */
+function encode(data: TensorData, dtype: WriteDtype): Buffer {
+  const bytes = (a: Float32Array | Uint16Array) =>
+    Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+  if (data instanceof Uint16Array) return bytes(dtype === 'BF16' ? data : bf16ToF32(data));
+  return bytes(dtype === 'F32' ? data : f32ToBf16(data));
 }
 
-/** Supplies a tensor's data when the writer reaches it. */
-export type TensorSource = (name: string) => Float32Array | Promise<Float32Array>;
+/**
+ * Supplies a tensor's data when the writer reaches it: float32, or bfloat16 bits (a Uint16Array,
+ * e.g. an engine tensor stored in bf16), written in the file's dtype either way.
+ */
+export type TensorSource = (name: string) => TensorData | Promise<TensorData>;
 
 /** Largest piece handed to the stream at once (bounds bfloat16 conversion buffers too). */
 const WRITE_CHUNK_ELEMENTS = 1 << 20;

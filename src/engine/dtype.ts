@@ -7,6 +7,17 @@ export const DTYPE_BYTES: Record<StorageDtype, number> = { F32: 4, F16: 2, BF16:
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
 
+/**
+ * A tensor's values as held in memory: float32, or bfloat16 bits in a Uint16Array (how a
+ * frozen base kept in bf16 is stored, and how the safetensors writer takes bf16 data).
+ */
+export type TensorData = Float32Array | Uint16Array;
+
+/** float32 values of a TensorData (the array itself when already float32). */
+export function tensorDataToF32(data: TensorData): Float32Array {
+  return data instanceof Float32Array ? data : bf16ToF32(data);
+}
+
 /** bfloat16 bits → float32 (exact: bf16 is the top half of a float32). */
 export function bf16ToF32(bits: Uint16Array): Float32Array {
   const out = new Float32Array(bits.length);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { parseSafetensorsHeader, type TensorMap } from '../checkpoints/safetensors.js';
 import { type ModelConfig, readHfConfig, ropeInverseFrequencies } from './config.js';
-import { DTYPE_BYTES, f16ToF32 } from './dtype.js';
+import { DTYPE_BYTES, f16ToF32, type TensorData } from './dtype.js';
 import {
   type NativeAdamParams,
   type NativeModel,
@@ -329,9 +329,16 @@ export class TransformerModel {
    * The engine's own memory of a tensor (its values, AdamW moments `m`/`v`, or `grad`), without
    * a copy: for streaming checkpoints and exports. Treat it as read-only; it changes in place
    * with every optimizer step, so copy it for a snapshot. null for a frozen tensor's m/v/grad.
+   * The values of a tensor the engine stores in bf16 (a frozen LoRA base, `baseDtype`) come as
+   * a Uint16Array of bfloat16 bits (see `TensorData`): a float32 view of them does not exist.
    */
-  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad' = 'value'): Float32Array | null {
-    return callNative(() => this.native.tensorView(name, kind));
+  tensorView(name: string, kind?: 'value'): TensorData;
+  tensorView(name: string, kind: 'm' | 'v' | 'grad'): Float32Array | null;
+  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad' = 'value'): TensorData | null {
+    const view = callNative(() => this.native.tensorView(name, kind));
+    if (kind === 'value' && view === null)
+      throw new EngineError(`tensor '${name}' has no value storage`);
+    return view;
   }
 
   getGrad(name: string): Float32Array | null {

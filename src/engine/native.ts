@@ -59,7 +59,8 @@ export interface NativeModel {
   /** How the engine stores a tensor: BF16 for a frozen base kept in bf16, else F32. */
   tensorDtype(name: string): 'F32' | 'BF16';
   getGrad(name: string): Float32Array | null;
-  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad'): Float32Array | null;
+  /** 'value' of a tensor stored in bf16 is a Uint16Array of bfloat16 bits. */
+  tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad'): Float32Array | Uint16Array | null;
   getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
   setOptimizerState(name: string, m: Float32Array, v: Float32Array): void;
   forward(

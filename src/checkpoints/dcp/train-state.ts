@@ -8,7 +8,7 @@
 // (no up-front copy of the whole state); the model must not change until the save resolves
 // (the trainer's op queue guarantees that), or pass `snapshot: true`.
 import { z } from 'zod';
-import { configDifference, type ModelConfig } from '../../engine/index.js';
+import { configDifference, type ModelConfig, tensorDataToF32 } from '../../engine/index.js';
 import type { TransformerModel } from '../../engine/model.js';
 import type { ObjectStore } from '../object-store/types.js';
 import type { Tensor, TensorMap } from '../safetensors.js';
@@ -114,7 +114,9 @@ export function trainStateTensors(
   opts: { includeFrozen?: boolean } = {},
 ): Map<string, SaveTensor> {
   const tensors = new Map<string, SaveTensor>();
-  const view = (name: string, kind: 'value' | 'm' | 'v') => {
+  const view = (name: string, kind: 'value' | 'm' | 'v'): Float32Array => {
+    // A frozen base stored in bf16 (saved with includeFrozen) is widened: DCP holds float32.
+    if (kind === 'value') return tensorDataToF32(model.tensorView(name));
     const data = model.tensorView(name, kind);
     if (!data)
       throw new CheckpointError(
