@@ -105,7 +105,9 @@ async function main() {
     // Link beside the addon and rename over it: a test process loading the addon meanwhile
     // sees the old file or the new one, never a half-written one.
     const staged = `${target}.${process.pid}.tmp`;
-    await run(cxx, [...linkFlags, ...objects, '-o', staged]);
+    // gloo (Debian libgloo-dev, see scripts/setup.sh): the data-parallel collectives
+    // (native/src/collectives.cpp).
+    await run(cxx, [...linkFlags, ...objects, '-lgloo', '-o', staged]);
     renameSync(staged, target);
     process.stdout.write(`  built ${target}\n`);
   }

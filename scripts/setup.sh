@@ -17,6 +17,8 @@ step() { printf '\n=== %s\n' "$*"; }
 APT_PACKAGES=(
   build-essential      # g++/make for the native engine (scripts/build-native.mjs)
   g++
+  libgloo-dev          # gloo: the data-parallel collectives linked into the native engine
+                       # (native/src/collectives.cpp); pulls in its runtime libgloo0
   python3-venv         # the Python reference environment below
   libopenblas0-pthread # OpenBLAS runtime, pthreads build
   postgresql           # server binaries for the control-plane store tests, which start a

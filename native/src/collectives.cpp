@@ -1,0 +1,413 @@
+// See collectives.h.
+#include "collectives.h"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <stdexcept>
+
+#include <gloo/allreduce.h>
+#include <gloo/math.h>
+#include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
+#include <gloo/rendezvous/store.h>
+#include <gloo/transport/tcp/device.h>
+#include <gloo/transport/unbound_buffer.h>
+#include <gloo/types.h>
+
+namespace temper {
+namespace {
+
+// Wire format of the store (both ends are this file): a request is op(1) klen(4) key
+// [vlen(4) value | timeout_ms(4)]; SET answers status(1), GET answers status(1) vlen(4) value.
+constexpr uint8_t kOpSet = 'S';
+constexpr uint8_t kOpGet = 'G';
+constexpr uint8_t kOk = 0;
+constexpr uint8_t kTimeout = 1;
+// Keys and values are small (gloo addresses); a bigger length means a stray client.
+constexpr uint32_t kMaxField = 1 << 20;
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+bool read_all(int fd, void* buf, size_t n) {
+  auto* p = static_cast<char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::recv(fd, p, n, 0);
+    if (r == 0) return false;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool write_all(int fd, const void* buf, size_t n) {
+  const auto* p = static_cast<const char*>(buf);
+  while (n > 0) {
+    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    p += r;
+    n -= static_cast<size_t>(r);
+  }
+  return true;
+}
+
+bool read_u32(int fd, uint32_t* v) {
+  if (!read_all(fd, v, 4)) return false;
+  *v = ntohl(*v);
+  return true;
+}
+
+bool write_u32(int fd, uint32_t v) {
+  v = htonl(v);
+  return write_all(fd, &v, 4);
+}
+
+bool read_field(int fd, std::string* out) {
+  uint32_t len = 0;
+  if (!read_u32(fd, &len) || len > kMaxField) return false;
+  out->resize(len);
+  return len == 0 || read_all(fd, out->data(), len);
+}
+
+addrinfo* resolve(const std::string& host, int port, bool passive) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (passive) hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const std::string service = std::to_string(port);
+  int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  if (rc != 0) throw std::runtime_error("collective store: cannot resolve " + host + ": " + gai_strerror(rc));
+  return res;
+}
+
+// gloo's rendezvous speaks to the store through this client.
+class StoreClient : public gloo::rendezvous::Store {
+ public:
+  StoreClient(const std::string& host, int port, std::chrono::milliseconds timeout) : timeout_(timeout) {
+    addrinfo* res = resolve(host, port, false);
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string last = "no address";
+    // The store may not be listening yet when a rank starts: retry until the deadline.
+    while (fd_ < 0) {
+      for (addrinfo* a = res; a != nullptr && fd_ < 0; a = a->ai_next) {
+        int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+          fd_ = fd;
+        } else {
+          last = errno_text("connect");
+          ::close(fd);
+        }
+      }
+      if (fd_ >= 0 || std::chrono::steady_clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ::freeaddrinfo(res);
+    if (fd_ < 0) {
+      throw std::runtime_error("collective store at " + host + ":" + std::to_string(port) +
+                               " is unreachable (" + last + ")");
+    }
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  }
+  ~StoreClient() override {
+    if (fd_ >= 0) ::close(fd_);
+  }
+
+  void set(const std::string& key, const std::vector<char>& data) override {
+    bool ok = write_all(fd_, &kOpSet, 1) && write_u32(fd_, key.size()) && write_all(fd_, key.data(), key.size()) &&
+              write_u32(fd_, data.size()) && write_all(fd_, data.data(), data.size());
+    uint8_t status = 0xff;
+    if (!ok || !read_all(fd_, &status, 1) || status != kOk) throw std::runtime_error("collective store: set " + key + " failed");
+  }
+
+  std::vector<char> get(const std::string& key) override { return get(key, timeout_); }
+
+  std::vector<char> get(const std::string& key, std::chrono::milliseconds timeout) {
+    const uint32_t ms = static_cast<uint32_t>(std::max<long long>(0, timeout.count()));
+    bool ok = write_all(fd_, &kOpGet, 1) && write_u32(fd_, key.size()) && write_all(fd_, key.data(), key.size()) &&
+              write_u32(fd_, ms);
+    uint8_t status = 0xff;
+    if (!ok || !read_all(fd_, &status, 1)) throw std::runtime_error("collective store: connection lost reading " + key);
+    if (status == kTimeout) {
+      throw std::runtime_error("collective store: timed out after " + std::to_string(ms) + " ms waiting for " + key +
+                               "; a rank did not join");
+    }
+    std::string value;
+    if (status != kOk || !read_field(fd_, &value)) throw std::runtime_error("collective store: bad answer for " + key);
+    return std::vector<char>(value.begin(), value.end());
+  }
+
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    for (const auto& k : keys) get(k, timeout);
+  }
+
+ private:
+  int fd_ = -1;
+  std::chrono::milliseconds timeout_;
+};
+
+// Ring messages: ring step s, segment j of an operation numbered `op` get one slot each.
+uint64_t ring_slot(uint8_t prefix, uint32_t op, uint32_t index) {
+  return gloo::Slot::build(prefix, (op << 12) ^ index);
+}
+
+constexpr uint8_t kReduceScatterPrefix = 0x21;
+constexpr uint8_t kAllGatherPrefix = 0x22;
+// Segments of a ring step travel as separate messages so the adds of one overlap the transfer
+// of the next.
+constexpr long kSegmentFloats = 1 << 18;  // 1 MiB
+
+}  // namespace
+
+// ---------------------------------------------------------------- store server
+
+StoreServer::StoreServer(const std::string& host, int port) {
+  addrinfo* res = resolve(host, port, true);
+  std::string last = "no address";
+  for (addrinfo* a = res; a != nullptr; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, 64) == 0) {
+      listen_fd_ = fd;
+      break;
+    }
+    last = errno_text("bind");
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  if (listen_fd_ < 0) throw std::runtime_error("collective store: cannot listen on " + host + ":" + std::to_string(port) + " (" + last + ")");
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  ::getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
+  port_ = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                     : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  acceptor_ = std::thread([this] { accept_loop(); });
+}
+
+StoreServer::~StoreServer() { close(); }
+
+void StoreServer::close() {
+  if (closed_.exchange(true)) return;
+  ::shutdown(listen_fd_, SHUT_RDWR);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int fd : clients_) ::shutdown(fd, SHUT_RDWR);
+  }
+  cv_.notify_all();
+  if (acceptor_.joinable()) acceptor_.join();
+  for (auto& t : threads_) t.join();
+  ::close(listen_fd_);
+}
+
+void StoreServer::accept_loop() {
+  while (!closed_) {
+    pollfd p{listen_fd_, POLLIN, 0};
+    int pr = ::poll(&p, 1, 200);
+    if (closed_) break;
+    if (pr <= 0) continue;
+    int fd = ::accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    std::lock_guard<std::mutex> lock(mu_);
+    if (closed_) {
+      ::close(fd);
+      break;
+    }
+    clients_.push_back(fd);
+    threads_.emplace_back([this, fd] { serve(fd); });
+  }
+}
+
+void StoreServer::serve(int fd) {
+  for (;;) {
+    uint8_t op = 0;
+    std::string key;
+    if (!read_all(fd, &op, 1) || !read_field(fd, &key)) break;
+    if (op == kOpSet) {
+      std::string value;
+      if (!read_field(fd, &value)) break;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        data_[key] = std::vector<char>(value.begin(), value.end());
+      }
+      cv_.notify_all();
+      if (!write_all(fd, &kOk, 1)) break;
+    } else if (op == kOpGet) {
+      uint32_t ms = 0;
+      if (!read_u32(fd, &ms)) break;
+      std::vector<char> value;
+      bool found = false;
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        found = cv_.wait_for(lock, std::chrono::milliseconds(ms), [&] { return closed_ || data_.count(key) > 0; }) &&
+                !closed_;
+        if (found) value = data_[key];
+      }
+      if (!found) {
+        if (closed_ || !write_all(fd, &kTimeout, 1)) break;
+        continue;
+      }
+      if (!write_all(fd, &kOk, 1) || !write_u32(fd, value.size()) || !write_all(fd, value.data(), value.size())) break;
+    } else {
+      break;
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  clients_.erase(std::remove(clients_.begin(), clients_.end(), fd), clients_.end());
+  ::close(fd);
+}
+
+// ---------------------------------------------------------------- process group
+
+ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
+                           const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout)
+    : rank_(rank), world_(world), timeout_(timeout) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw std::invalid_argument("collectives: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) + ")");
+  }
+  gloo::transport::tcp::attr attr;
+  attr.hostname = host;
+  device_ = gloo::transport::tcp::CreateDevice(attr);
+  StoreClient client(store_host, store_port, timeout);
+  gloo::rendezvous::PrefixStore store(prefix, client);
+  auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, world);
+  ctx->setTimeout(timeout);
+  ctx->connectFullMesh(store, device_);
+  context_ = ctx;
+}
+
+ProcessGroup::~ProcessGroup() {
+  context_.reset();
+  device_.reset();
+}
+
+void ProcessGroup::abort() {
+  // Closing the pairs makes every pending and later transfer fail with an IoException.
+  if (!context_) return;
+  for (int r = 0; r < world_; ++r) {
+    if (r == rank_) continue;
+    auto& pair = context_->getPair(r);
+    if (pair) pair->close();
+  }
+}
+
+void ProcessGroup::all_reduce(float* data, long n) {
+  if (world_ == 1 || n == 0) return;
+  gloo::AllreduceOptions opts(context_);
+  opts.setOutput(data, static_cast<size_t>(n));
+  opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
+  opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+  opts.setTag(++slot_);
+  opts.setTimeout(timeout_);
+  gloo::allreduce(opts);
+}
+
+void ProcessGroup::all_reduce(double* data, long n) {
+  if (world_ == 1 || n == 0) return;
+  gloo::AllreduceOptions opts(context_);
+  opts.setOutput(data, static_cast<size_t>(n));
+  opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<double>));
+  opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
+  opts.setTag(++slot_);
+  opts.setTimeout(timeout_);
+  gloo::allreduce(opts);
+}
+
+// Ring reduce-scatter: chunk k starts at rank k+1 and travels the ring k+1 → k+2 → … → k,
+// each rank adding its own values to what it receives, so its sum is complete at rank k. At
+// step s rank r sends chunk r-1-s to r+1 and receives chunk r-2-s from r-1.
+void ProcessGroup::reduce_scatter(float* padded, const ShardLayout& layout) {
+  const int n = world_;
+  if (n == 1) return;
+  const long s = layout.shard;
+  const uint32_t op = ++slot_;
+  const int next = (rank_ + 1) % n;
+  const int prev = (rank_ + n - 1) % n;
+  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
+  scratch_.resize(static_cast<size_t>(s));
+  auto data = context_->createUnboundBuffer(padded, static_cast<size_t>(s) * n * sizeof(float));
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in(nseg);
+  for (long j = 0; j < nseg; ++j) {
+    const long b = j * kSegmentFloats;
+    const long e = std::min(s, b + kSegmentFloats);
+    in[j] = context_->createUnboundBuffer(scratch_.data() + b, static_cast<size_t>(e - b) * sizeof(float));
+  }
+  for (int step = 0; step < n - 1; ++step) {
+    const long send_chunk = ((rank_ - 1 - step) % n + n) % n;
+    const long recv_chunk = ((rank_ - 2 - step) % n + n) % n;
+    for (long j = 0; j < nseg; ++j) {
+      const long b = j * kSegmentFloats;
+      const long e = std::min(s, b + kSegmentFloats);
+      in[j]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * nseg + j));
+      data->send(next, ring_slot(kReduceScatterPrefix, op, step * nseg + j),
+                 static_cast<size_t>(send_chunk * s + b) * sizeof(float), static_cast<size_t>(e - b) * sizeof(float));
+    }
+    for (long j = 0; j < nseg; ++j) {
+      const long b = j * kSegmentFloats;
+      const long e = std::min(s, b + kSegmentFloats);
+      if (!in[j]->waitRecv(timeout_)) throw std::runtime_error("reduce-scatter: receive timed out");
+      float* dst = padded + recv_chunk * s + b;
+      const float* src = scratch_.data() + b;
+      // own + incoming, element by element: the order of every sum is fixed by the ring.
+      for (long i = 0; i < e - b; ++i) dst[i] = dst[i] + src[i];
+    }
+    for (long j = 0; j < nseg; ++j) {
+      if (!data->waitSend(timeout_)) throw std::runtime_error("reduce-scatter: send timed out");
+    }
+  }
+}
+
+// Ring all-gather: at step s rank r forwards chunk r-s to r+1 and receives chunk r-1-s.
+void ProcessGroup::all_gather(float* padded, const ShardLayout& layout) {
+  const int n = world_;
+  if (n == 1) return;
+  const long s = layout.shard;
+  const uint32_t op = ++slot_;
+  const int next = (rank_ + 1) % n;
+  const int prev = (rank_ + n - 1) % n;
+  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
+  auto data = context_->createUnboundBuffer(padded, static_cast<size_t>(s) * n * sizeof(float));
+  for (int step = 0; step < n - 1; ++step) {
+    const long send_chunk = ((rank_ - step) % n + n) % n;
+    const long recv_chunk = ((rank_ - 1 - step) % n + n) % n;
+    for (long j = 0; j < nseg; ++j) {
+      const long b = j * kSegmentFloats;
+      const long e = std::min(s, b + kSegmentFloats);
+      const uint64_t slot = ring_slot(kAllGatherPrefix, op, step * nseg + j);
+      data->recv(prev, slot, static_cast<size_t>(recv_chunk * s + b) * sizeof(float),
+                 static_cast<size_t>(e - b) * sizeof(float));
+      data->send(next, slot, static_cast<size_t>(send_chunk * s + b) * sizeof(float),
+                 static_cast<size_t>(e - b) * sizeof(float));
+    }
+    for (long j = 0; j < nseg; ++j) {
+      if (!data->waitRecv(timeout_)) throw std::runtime_error("all-gather: receive timed out");
+    }
+    for (long j = 0; j < nseg; ++j) {
+      if (!data->waitSend(timeout_)) throw std::runtime_error("all-gather: send timed out");
+    }
+  }
+}
+
+}  // namespace temper

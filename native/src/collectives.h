@@ -1,0 +1,108 @@
+// Collectives between data-parallel trainer ranks, on gloo (the library PyTorch uses for CPU
+// collectives): a rendezvous store served over TCP by rank 0's pod, and a process group whose
+// ring all-reduce / reduce-scatter / all-gather move float32 buffers straight between the
+// ranks' processes over TCP.
+//
+// Determinism: every collective here reduces in an order fixed by (world size, buffer length)
+// alone, and each reduced element is computed once, on one rank, then copied to the others;
+// so the same ranks give bitwise the same result on every run and every rank ends with the
+// same bits.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace gloo {
+class Context;
+namespace transport {
+class Device;
+}
+}  // namespace gloo
+
+namespace temper {
+
+// A key/value store for gloo's rendezvous: SET key value, GET key (blocks until the key is set
+// or a timeout). One thread per connection; a handful of ranks connect once per group.
+class StoreServer {
+ public:
+  // Listens on host:port (port 0 = any free port).
+  StoreServer(const std::string& host, int port);
+  ~StoreServer();
+  int port() const { return port_; }
+  void close();
+
+ private:
+  void accept_loop();
+  void serve(int fd);
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> closed_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::vector<char>> data_;
+  std::vector<int> clients_;
+  std::vector<std::thread> threads_;
+  std::thread acceptor_;
+};
+
+// Where a shard of a flat buffer of n values lives: shard r holds [r·s, min(n, (r+1)·s)) with
+// s = ceil(n / world). Every rank's shard has the same padded length s, which the ring needs.
+struct ShardLayout {
+  long n = 0;
+  int world = 1;
+  long shard = 0;  // s
+  long begin(int r) const { return std::min(n, static_cast<long>(r) * shard); }
+  long end(int r) const { return std::min(n, static_cast<long>(r + 1) * shard); }
+  static ShardLayout of(long n, int world) {
+    ShardLayout l;
+    l.n = n;
+    l.world = world;
+    l.shard = world > 0 ? (n + world - 1) / world : n;
+    return l;
+  }
+};
+
+class ProcessGroup {
+ public:
+  // Joins the group: rank `rank` of `world`, rendezvous through the store at
+  // store_host:store_port under `prefix`; this rank's gloo endpoint listens on `host`.
+  // Blocks until every rank joined or `timeout` passed (then throws).
+  ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
+               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout);
+  ~ProcessGroup();
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+
+  // In place: data[i] = Σ over ranks of data[i] (gloo's ring all-reduce).
+  void all_reduce(float* data, long n);
+  void all_reduce(double* data, long n);
+  // Ring reduce-scatter of a padded flat buffer of layout.shard·world values: afterwards this
+  // rank's shard [rank·s, (rank+1)·s) holds the sum over ranks; the other shards hold partial
+  // sums (garbage to the caller).
+  void reduce_scatter(float* padded, const ShardLayout& layout);
+  // Ring all-gather: every rank's shard of `padded` (rank r's at [r·s, (r+1)·s)) ends up on all.
+  void all_gather(float* padded, const ShardLayout& layout);
+  // Fails every pending and later operation (the peer set is broken; join a new group).
+  void abort();
+
+ private:
+  int rank_;
+  int world_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<gloo::transport::Device> device_;
+  std::shared_ptr<gloo::Context> context_;
+  std::vector<float> scratch_;
+  uint32_t slot_ = 0;
+};
+
+}  // namespace temper

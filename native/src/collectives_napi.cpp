@@ -1,0 +1,289 @@
+// Node-API face of the collectives (collectives.h). Every collective runs on a libuv worker
+// thread and settles a promise, so the pod keeps serving gRPC while ranks exchange data. The
+// buffers are the caller's typed arrays (the engine's own gradient/weight memory through
+// tensorView): native code packs them into one flat native buffer, runs the collective and
+// unpacks; nothing is copied through JavaScript.
+#include "collectives_napi.h"
+
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+
+#include "collectives.h"
+
+namespace temper {
+namespace {
+
+class Task : public Napi::AsyncWorker {
+ public:
+  using Work = std::function<void()>;
+
+  using Done = std::function<void()>;
+
+  Task(Napi::Env env, Work work, std::vector<Napi::ObjectReference> keep, Done done = nullptr)
+      : Napi::AsyncWorker(env), work_(std::move(work)), done_(std::move(done)), keep_(std::move(keep)),
+        deferred_(Napi::Promise::Deferred::New(env)) {}
+
+  Napi::Promise promise() const { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const std::exception& e) {
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    if (done_) done_();
+    deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Work work_;
+  Done done_;  // on the JS thread, after work_ succeeded
+  // The typed arrays the work reads and writes stay alive until it is done.
+  std::vector<Napi::ObjectReference> keep_;
+  Napi::Promise::Deferred deferred_;
+};
+
+struct Span {
+  float* data;
+  long n;
+};
+
+// The Float32Arrays of a JS array, as spans of their memory, plus references that keep them.
+std::vector<Span> spans_of(const Napi::Value& v, std::vector<Napi::ObjectReference>* keep) {
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), "buffers must be an array of Float32Array");
+  Napi::Array arr = v.As<Napi::Array>();
+  std::vector<Span> out;
+  for (uint32_t i = 0; i < arr.Length(); ++i) {
+    Napi::Value e = arr.Get(i);
+    if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+      throw Napi::TypeError::New(v.Env(), "buffers[" + std::to_string(i) + "] must be a Float32Array");
+    }
+    Napi::Float32Array f = e.As<Napi::Float32Array>();
+    out.push_back({f.Data(), static_cast<long>(f.ElementLength())});
+    keep->push_back(Napi::Persistent(f.As<Napi::Object>()));
+  }
+  return out;
+}
+
+long total_of(const std::vector<Span>& spans) {
+  long n = 0;
+  for (const auto& s : spans) n += s.n;
+  return n;
+}
+
+void pack(const std::vector<Span>& spans, float* flat) {
+  for (const auto& s : spans) {
+    std::memcpy(flat, s.data, static_cast<size_t>(s.n) * sizeof(float));
+    flat += s.n;
+  }
+}
+
+void unpack(const float* flat, const std::vector<Span>& spans) {
+  for (const auto& s : spans) {
+    std::memcpy(s.data, flat, static_cast<size_t>(s.n) * sizeof(float));
+    flat += s.n;
+  }
+}
+
+class CollectiveStore : public Napi::ObjectWrap<CollectiveStore> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "CollectiveStore",
+                       {InstanceMethod("port", &CollectiveStore::Port), InstanceMethod("close", &CollectiveStore::Close)});
+  }
+
+  // new CollectiveStore(host, port)
+  explicit CollectiveStore(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CollectiveStore>(info) {
+    if (!info[0].IsString() || !info[1].IsNumber()) {
+      throw Napi::TypeError::New(info.Env(), "CollectiveStore(host: string, port: number)");
+    }
+    try {
+      server_ = std::make_unique<StoreServer>(info[0].As<Napi::String>().Utf8Value(), info[1].As<Napi::Number>().Int32Value());
+    } catch (const std::exception& e) {
+      throw Napi::Error::New(info.Env(), e.what());
+    }
+  }
+
+ private:
+  Napi::Value Port(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), server_ ? server_->port() : 0);
+  }
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    if (server_) server_->close();
+    server_.reset();
+    return info.Env().Undefined();
+  }
+
+  std::unique_ptr<StoreServer> server_;
+};
+
+class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "CollectiveGroup",
+                       {InstanceMethod("connect", &CollectiveGroup::Connect),
+                        InstanceMethod("allReduce", &CollectiveGroup::AllReduce),
+                        InstanceMethod("allReduceF64", &CollectiveGroup::AllReduceF64),
+                        InstanceMethod("reduceScatter", &CollectiveGroup::ReduceScatter),
+                        InstanceMethod("allGather", &CollectiveGroup::AllGather),
+                        InstanceMethod("abort", &CollectiveGroup::Abort),
+                        InstanceMethod("close", &CollectiveGroup::Close)});
+  }
+
+  explicit CollectiveGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CollectiveGroup>(info) {}
+
+ private:
+  std::shared_ptr<ProcessGroup> need(const Napi::Env& env) const {
+    if (!group_) throw Napi::Error::New(env, "collective group is not connected (or was closed)");
+    return group_;
+  }
+
+  Napi::Value run(Napi::Env env, Task::Work work, std::vector<Napi::ObjectReference> keep) {
+    auto* task = new Task(env, std::move(work), std::move(keep));
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  }
+
+  // connect({rank, world, storeHost, storePort, prefix, host, timeoutMs})
+  Napi::Value Connect(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsObject()) throw Napi::TypeError::New(env, "connect(options) needs an options object");
+    Napi::Object o = info[0].As<Napi::Object>();
+    const int rank = o.Get("rank").As<Napi::Number>().Int32Value();
+    const int world = o.Get("world").As<Napi::Number>().Int32Value();
+    const std::string store_host = o.Get("storeHost").As<Napi::String>().Utf8Value();
+    const int store_port = o.Get("storePort").As<Napi::Number>().Int32Value();
+    const std::string prefix = o.Get("prefix").As<Napi::String>().Utf8Value();
+    const std::string host = o.Get("host").As<Napi::String>().Utf8Value();
+    const auto timeout = std::chrono::milliseconds(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
+    auto slot = std::make_shared<std::shared_ptr<ProcessGroup>>();
+    // The group becomes usable once connected: done() runs on the JS thread before the
+    // promise settles.
+    auto* task = new Task(
+        env,
+        [=] { *slot = std::make_shared<ProcessGroup>(rank, world, store_host, store_port, prefix, host, timeout); },
+        {}, [this, slot] { group_ = *slot; });
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  }
+
+  // allReduce(buffers: Float32Array[]): in place, the sum over ranks.
+  Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto g = need(env);
+    std::vector<Napi::ObjectReference> keep;
+    auto spans = spans_of(info[0], &keep);
+    return run(env, [g, spans, this] {
+      const long n = total_of(spans);
+      if (spans.size() == 1) {
+        g->all_reduce(spans[0].data, n);
+        return;
+      }
+      flat_.resize(static_cast<size_t>(n));
+      pack(spans, flat_.data());
+      g->all_reduce(flat_.data(), n);
+      unpack(flat_.data(), spans);
+    }, std::move(keep));
+  }
+
+  // allReduceF64(buffer: Float64Array): in place (counts; integers stay exact).
+  Napi::Value AllReduceF64(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto g = need(env);
+    if (!info[0].IsTypedArray() || info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float64_array) {
+      throw Napi::TypeError::New(env, "allReduceF64 needs a Float64Array");
+    }
+    Napi::Float64Array a = info[0].As<Napi::Float64Array>();
+    double* data = a.Data();
+    const long n = static_cast<long>(a.ElementLength());
+    std::vector<Napi::ObjectReference> keep;
+    keep.push_back(Napi::Persistent(a.As<Napi::Object>()));
+    return run(env, [g, data, n] { g->all_reduce(data, n); }, std::move(keep));
+  }
+
+  // reduceScatter(buffers: Float32Array[], shard: Float32Array): the buffers (one flat vector
+  // of n values, in order) are summed over ranks and this rank's shard of the sum
+  // ([rank·s, min(n, (rank+1)·s)), s = ceil(n / world)) is written to `shard` (length s; a
+  // last shard shorter than s is padded with zeros). The buffers are left unchanged.
+  Napi::Value ReduceScatter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto g = need(env);
+    std::vector<Napi::ObjectReference> keep;
+    auto spans = spans_of(info[0], &keep);
+    auto out = spans_of(wrap(env, info[1]), &keep);
+    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
+    if (out[0].n != layout.shard) {
+      throw Napi::RangeError::New(env, "reduceScatter: shard holds " + std::to_string(out[0].n) + " values, " +
+                                           std::to_string(layout.shard) + " expected");
+    }
+    const Span shard = out[0];
+    return run(env, [g, spans, shard, layout, this] {
+      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
+      pack(spans, flat_.data());
+      g->reduce_scatter(flat_.data(), layout);
+      std::memcpy(shard.data, flat_.data() + g->rank() * layout.shard, static_cast<size_t>(layout.shard) * sizeof(float));
+    }, std::move(keep));
+  }
+
+  // allGather(shard: Float32Array, buffers: Float32Array[]): every rank's shard (layout as in
+  // reduceScatter) is written into the buffers of every rank.
+  Napi::Value AllGather(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto g = need(env);
+    std::vector<Napi::ObjectReference> keep;
+    auto in = spans_of(wrap(env, info[0]), &keep);
+    auto spans = spans_of(info[1], &keep);
+    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
+    if (in[0].n != layout.shard) {
+      throw Napi::RangeError::New(env, "allGather: shard holds " + std::to_string(in[0].n) + " values, " +
+                                           std::to_string(layout.shard) + " expected");
+    }
+    const Span shard = in[0];
+    return run(env, [g, spans, shard, layout, this] {
+      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
+      std::memcpy(flat_.data() + g->rank() * layout.shard, shard.data, static_cast<size_t>(layout.shard) * sizeof(float));
+      g->all_gather(flat_.data(), layout);
+      unpack(flat_.data(), spans);
+    }, std::move(keep));
+  }
+
+  Napi::Value Abort(const Napi::CallbackInfo& info) {
+    if (group_) group_->abort();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    // A collective still running holds its own reference; the group ends after it.
+    if (group_) group_->abort();
+    group_.reset();
+    return info.Env().Undefined();
+  }
+
+  static Napi::Value wrap(Napi::Env env, const Napi::Value& v) {
+    Napi::Array a = Napi::Array::New(env, 1);
+    a.Set(0u, v);
+    return a;
+  }
+
+  std::shared_ptr<ProcessGroup> group_;
+  // Packing buffer, reused across steps (one collective at a time per group: the caller
+  // awaits each before starting the next).
+  std::vector<float> flat_;
+};
+
+}  // namespace
+
+void register_collectives(Napi::Env env, Napi::Object exports) {
+  exports.Set("CollectiveStore", CollectiveStore::Init(env));
+  exports.Set("CollectiveGroup", CollectiveGroup::Init(env));
+}
+
+}  // namespace temper
