@@ -5,6 +5,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import { createRolloutJob } from '../support/rft-job.js';
 
 let stack: RestStack;
 
@@ -57,10 +58,25 @@ async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
 
 describe('job views through the REST API', () => {
   it('streams an SFT job from PENDING to COMPLETED with its metric rows as they come', async () => {
-    await stack.uploadDataset(
-      'sure',
-      readFileSync(catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'), 'utf8'),
+    const sure = readFileSync(
+      catalogDatasetPath('accounts/temper/datasets/sure-answers-sft'),
+      'utf8',
     );
+    await stack.uploadDataset('sure', sure);
+    // The dataset's first lines, parsed, with their line numbers.
+    const preview = await call('GET', '/v1/accounts/acme/datasets/sure/preview?limit=3');
+    expect(preview.json).toEqual({
+      dataset: 'accounts/acme/datasets/sure',
+      lines: sure
+        .split('\n')
+        .slice(0, 3)
+        .map((l, i) => ({ line: i + 1, record: JSON.parse(l) })),
+    });
+    expect((await call('GET', '/v1/accounts/acme/datasets/sure/preview?limit=0')).status).toBe(400);
+    expect(
+      (await call('GET', '/v1/accounts/acme/datasets/sure/preview', undefined, stack.keys.other))
+        .status,
+    ).toBe(404);
     const job = '/v1/accounts/acme/supervisedFineTuningJobs/sft-views';
     const created = await call(
       'POST',
@@ -76,8 +92,10 @@ describe('job views through the REST API', () => {
       },
     );
     expect(created.status, JSON.stringify(created.json)).toBe(200);
+    // The log, followed from the start (read concurrently with the events stream).
+    const followed = readEvents(`${job}/logs?follow=true`);
     // Another account cannot open the stream (nor any view) of the job.
-    for (const view of ['events', 'rollouts', 'renderSamples'])
+    for (const view of ['events', 'rollouts', 'renderSamples', 'logs', 'logs?follow=true'])
       expect((await call('GET', `${job}/${view}`, undefined, stack.keys.other)).status).toBe(404);
 
     const { events } = await readEvents(`${job}/events`);
@@ -110,6 +128,37 @@ describe('job views through the REST API', () => {
       last,
     ]);
 
+    // The log: created, one line per metric row (its text the row's values), the end state;
+    // the follower saw the same lines (a rewritten row again under its id), then `end`.
+    const log = (await call('GET', `${job}/logs`)).json as {
+      logs: { id: string; time: string; level: string; text: string }[];
+      totalSize: number;
+    };
+    expect(log.logs[0]).toMatchObject({ id: 'created', level: 'INFO' });
+    expect(log.logs[0]!.text).toContain('dataset accounts/acme/datasets/sure');
+    expect(log.logs.at(-1)).toMatchObject({
+      id: 'state-JOB_STATE_COMPLETED',
+      text: 'state COMPLETED',
+    });
+    const metricLines = log.logs.filter((l) => l.id.startsWith('metrics-'));
+    expect(metricLines.map((l) => l.id)).toEqual(stored.map((m) => `metrics-${m.step}`));
+    const lossKey = Object.keys(stored[0]!.values).find((k) => k.startsWith('loss'))!;
+    expect(metricLines[0]!.text).toContain(`${lossKey}=`);
+    expect([...log.logs.map((l) => l.time)]).toEqual(log.logs.map((l) => l.time).sort());
+    expect((await call('GET', `${job}/logs?tail=2`)).json.logs).toEqual(log.logs.slice(-2));
+    expect((await call('GET', `${job}/logs?tail=0`)).status).toBe(400);
+    const follow = await followed;
+    expect(follow.status).toBe(200);
+    expect(follow.events.at(-1)).toEqual({ event: 'end', data: { state: 'JOB_STATE_COMPLETED' } });
+    const lastById = new Map<string, string>();
+    for (const e of follow.events.filter((e) => e.event === 'log'))
+      for (const l of e.data.lines as { id: string; text: string }[]) lastById.set(l.id, l.text);
+    for (const l of log.logs.filter((l) => !l.id.startsWith('state-')))
+      expect(lastById.get(l.id)).toBe(l.text);
+    // It saw the job run, not only its end.
+    expect(lastById.has('state-JOB_STATE_RUNNING')).toBe(true);
+    expect(follow.events.filter((e) => e.event === 'log').length).toBeGreaterThan(1);
+
     // Render samples: tokens, their text and the loss weights of the first records.
     const samples = (await call('GET', `${job}/renderSamples`)).json.renderSamples as Json[];
     expect(samples.length).toBeGreaterThan(0);
@@ -126,40 +175,7 @@ describe('job views through the REST API', () => {
   }, 300_000);
 
   it('pages and filters an RFT job rollouts by step and score', async () => {
-    await stack.uploadDataset(
-      'questions',
-      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
-        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
-        .join('\n'),
-    );
-    expect(
-      (
-        await call('POST', '/v1/accounts/acme/evaluators', {
-          evaluatorId: 'long-answers',
-          evaluator: {
-            source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
-            sourceFilename: 'score.js',
-          },
-        })
-      ).status,
-    ).toBe(200);
-    const job = '/v1/accounts/acme/reinforcementFineTuningJobs/rft-views';
-    const created = await call(
-      'POST',
-      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-views',
-      {
-        baseModel: 'accounts/temper/models/byte-lm-3m',
-        dataset: 'accounts/acme/datasets/questions',
-        evaluator: 'accounts/acme/evaluators/long-answers',
-        outputModel: 'accounts/acme/models/questions-views',
-        responseCandidatesCount: 4,
-        maxTokens: 24,
-        temperature: 1,
-        loraRank: 4,
-        epochs: 3,
-      },
-    );
-    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const job = await createRolloutJob(stack, 'rft-views', { epochs: 3 });
     expect((await waitForJob(job)).state).toBe('JOB_STATE_COMPLETED');
 
     const everything = (await call('GET', `${job}/rollouts?pageSize=200`)).json;

@@ -1,7 +1,7 @@
 /**
  * `datasets`: create (state UPLOADING), `:upload` (multipart field `file`, streamed to the
  * artifact store at accounts/{a}/datasets/{id}/data.jsonl, then validated; READY with the
- * validated exampleCount), get, list, delete, `:validate`.
+ * validated exampleCount), get, list, delete, `:validate`, `preview` (dataset-preview.ts).
  *
  * The upload streams to a staging key, is validated, and only then becomes data.jsonl; a file
  * that fails validation is deleted and the dataset stays UPLOADING: nothing is left behind by
@@ -14,6 +14,7 @@
  * eval-protocol's uploads (`evalProtocol: {}`, rows of its EvaluationRow: `messages`,
  * `ground_truth` and its own metadata fields) are read the same way.
  */
+import { createReadStream } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { catalogDatasetPath } from '../../catalog/bundled.js';
@@ -28,6 +29,7 @@ import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogDataset, catalogDatasets, isCatalog } from './catalog.js';
 import { activeJobsUsing, type Body, deletePrefix, getRow, listRows, render } from './common.js';
+import { previewLimit, previewLines } from './dataset-preview.js';
 
 const KINDS = ['sft', 'dpo', 'rft'] as const;
 const TRAINING_JOBS = [
@@ -182,6 +184,22 @@ async function storedFile(deps: Deps, ctx: RequestCtx, id: string) {
   };
 }
 
+/** The first lines of the stored file (dataset-preview.ts). */
+async function preview(deps: Deps, ctx: RequestCtx, id: string) {
+  const limit = previewLimit(ctx.req.query);
+  const name = resourceName(ctx.account, 'datasets', id);
+  if (isCatalog(ctx.account) && (await catalogDataset(name)))
+    return {
+      dataset: name,
+      lines: await previewLines(createReadStream(catalogDatasetPath(name)), limit),
+    };
+  const row = await getRow(deps, 'datasets', ctx.account, id);
+  if (row.body.state !== 'READY')
+    throw precondition(`${name} has no file yet: upload it with :upload first`);
+  const stream = await deps.artifacts.getStream(datasetDataKey(name));
+  return { dataset: name, lines: await previewLines(stream, limit) };
+}
+
 /** Re-validates a stored dataset, optionally as another kind or for a number of epochs. */
 async function validate(deps: Deps, ctx: RequestCtx, id: string) {
   const opts = parseBody(validateSchema, bodyObject(ctx.req));
@@ -250,5 +268,6 @@ export function datasetRoutes(deps: Deps): CollectionRoutes {
       upload: { handler: (ctx, id) => upload(deps, ctx, id) },
       validate: { access: 'read', handler: (ctx, id) => validate(deps, ctx, id) },
     },
+    sub: [{ method: 'GET', path: 'preview', handler: (ctx, p) => preview(deps, ctx, p.id ?? '') }],
   };
 }

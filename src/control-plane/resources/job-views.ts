@@ -9,6 +9,7 @@
  *   decoded tokens and loss weights), kept at `{job}/render-samples.jsonl` when it starts.
  * - `GET {job}/events`: a server-sent-events stream of the job's state changes and new metric
  *   rows, ending after the job reaches a final state.
+ * - `GET {job}/logs`: the job's log, tail or follow (job-logs.ts).
  *
  * Choices:
  * - The events stream polls the store (every 500 ms) rather than being told: the control
@@ -26,7 +27,9 @@ import type { Deps } from '../context.js';
 import { invalid, zodMessage } from '../http/errors.js';
 import { pageArray, parseListQuery } from '../http/paging.js';
 import type { RequestCtx, SubRoute } from '../http/router.js';
+import { openSse } from '../http/sse.js';
 import { type Body, getRow, render } from './common.js';
+import { jobLogRoutes } from './job-logs.js';
 import { isFinal } from './jobs/states.js';
 
 const rolloutQuery = z.looseObject({
@@ -105,28 +108,14 @@ async function events(deps: Deps, collection: Collection, ctx: RequestCtx, id: s
   const first = await getRow(deps, collection, ctx.account, id);
   const q = eventsQuery.safeParse(ctx.req.query ?? {});
   if (!q.success) throw invalid(zodMessage(q.error, 'query'));
-  const { reply } = ctx;
-  reply.hijack();
-  const out = reply.raw;
-  out.writeHead(200, {
-    'content-type': 'text/event-stream; charset=utf-8',
-    'cache-control': 'no-cache',
-    connection: 'keep-alive',
-    'x-accel-buffering': 'no',
-  });
-  let closed = false;
-  out.on('close', () => {
-    closed = true;
-  });
-  const send = (event: string, data: unknown) => {
-    if (!closed) out.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-  };
+  const sse = openSse(ctx);
+  const send = sse.send;
   let lastStep = q.data.afterStep ?? Number.NEGATIVE_INFINITY;
   let lastTime = '';
   let lastVersion = -1;
   let lastBeat = Date.now();
   try {
-    for (let row = first; !closed; ) {
+    for (let row = first; !sse.done; ) {
       if (row.version !== lastVersion) {
         lastVersion = row.version;
         send('state', render(row));
@@ -152,12 +141,11 @@ async function events(deps: Deps, collection: Collection, ctx: RequestCtx, id: s
       }
       if (Date.now() - lastBeat > HEARTBEAT_MS) {
         lastBeat = Date.now();
-        if (!closed) out.write(': keep-alive\n\n');
+        sse.beat();
       }
       await new Promise((r) => setTimeout(r, POLL_MS));
-      // The server is closing (`temper down`): end the stream so close() need not wait for
-      // the job to end; the client reconnects elsewhere with ?afterStep=.
-      if (!ctx.req.server.server.listening) break;
+      // The server is closing (`temper down`): the client reconnects elsewhere with ?afterStep=.
+      if (sse.done) break;
       const next = await deps.store.get<Body>(collection, ctx.account, id);
       if (!next) {
         send('end', { state: 'DELETED' });
@@ -168,7 +156,7 @@ async function events(deps: Deps, collection: Collection, ctx: RequestCtx, id: s
   } catch (err) {
     send('error', { message: (err as Error).message });
   }
-  out.end();
+  sse.end();
 }
 
 /** The routes above, for one job collection. */
@@ -189,5 +177,6 @@ export function jobViewRoutes(deps: Deps, collection: Collection): SubRoute[] {
       path: 'events',
       handler: (ctx, p) => events(deps, collection, ctx, p.id ?? ''),
     },
+    ...jobLogRoutes(deps, collection),
   ];
 }
