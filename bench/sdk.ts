@@ -139,6 +139,7 @@ async function trainingSection(dir: string): Promise<number> {
       baseModel: modelDir,
       loraRank: 0,
       trainerAddress: pod.address,
+      trainerToken: pod.token,
     });
     const tokens = makeBatch();
     service = ServiceClient.fromConfig(

@@ -259,6 +259,8 @@ export interface CreateClientOptions {
   /** Defaults to insecure (plaintext) credentials. */
   credentials?: grpc.ChannelCredentials;
   channelOptions?: grpc.ChannelOptions;
+  /** Sent with every call (a credential); a call's own metadata is added to it. */
+  metadata?: grpc.Metadata;
 }
 
 /** A promise-based client for every unary method of `service` at `address` (`host:port`). */
@@ -281,7 +283,12 @@ export function createClient<S extends GenServiceMethods>(
     client[method.localName] = (
       request: MessageInitShape<DescMessage>,
       callOptions?: UnaryCallOptions,
-    ) => unaryCall(grpcClient, method, request, callOptions);
+    ) => {
+      if (!options.metadata) return unaryCall(grpcClient, method, request, callOptions);
+      const metadata = options.metadata.clone();
+      if (callOptions?.metadata) metadata.merge(callOptions.metadata);
+      return unaryCall(grpcClient, method, request, { ...callOptions, metadata });
+    };
   }
   return client as PromiseClient<S>;
 }

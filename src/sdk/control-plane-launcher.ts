@@ -35,6 +35,7 @@ const jobSchema = z
     loraRank: z.number().optional(),
     forwardOnly: z.boolean().optional(),
     trainerAddress: z.string().nullable().optional(),
+    trainerToken: z.string().nullable().optional(),
     status: z.object({ message: z.string().optional() }).passthrough().optional(),
     createTime: z.string().optional(),
     displayName: z.string().optional(),
@@ -120,7 +121,7 @@ export class ControlPlaneLauncher implements Launcher {
     for (;;) {
       const job = await this.job(jobId);
       if (job.state === 'JOB_STATE_RUNNING' && job.trainerAddress)
-        return { jobId, address: job.trainerAddress };
+        return { jobId, address: job.trainerAddress, token: job.trainerToken ?? '' };
       if (STATES[job.state] === 'failed' || STATES[job.state] === 'stopped')
         throw new TrainerError(
           'launch_failed',
@@ -142,7 +143,7 @@ export class ControlPlaneLauncher implements Launcher {
         'unknown_trainer',
         `trainer job ${job.name} is ${job.state}, not serving`,
       );
-    return { jobId, address: job.trainerAddress };
+    return { jobId, address: job.trainerAddress, token: job.trainerToken ?? '' };
   }
 
   async stop(jobId: string): Promise<void> {
@@ -188,6 +189,7 @@ export class ControlPlaneLauncher implements Launcher {
     return {
       jobId,
       address: job.trainerAddress ?? '',
+      token: job.trainerToken ?? '',
       state,
       spec: {
         baseModel: job.baseModel,

@@ -159,9 +159,9 @@ const reconnectOptionsSchema = z.strictObject({
 });
 
 /** Whether a pod at `address` answers Health as serving (within 2 s). */
-async function servingAt(address: string): Promise<boolean> {
+async function servingAt(address: string, token: string): Promise<boolean> {
   if (!address) return false;
-  const client = createTrainerClient(address);
+  const client = createTrainerClient(address, token);
   try {
     const health = await client.health({}, { timeoutMs: 2_000 });
     return health.status === ServingStatus.SERVING;
@@ -278,7 +278,7 @@ export class ServiceClient {
             ...(this.config.checkpointUrl ? { checkpointUrl: this.config.checkpointUrl } : {}),
           })
         : await this.launcher.attach(jobId);
-    const client = createTrainerClient(endpoint.address);
+    const client = createTrainerClient(endpoint.address, endpoint.token);
     const pod: Pod = {
       endpoint,
       client,
@@ -446,8 +446,8 @@ export class ServiceClient {
         const { jobId: _, ...spec } = info.spec;
         return this.launcher.launch({ ...spec, jobId });
       }
-      if (info.state === 'running' && (await servingAt(info.address))) {
-        return { jobId, address: info.address };
+      if (info.state === 'running' && (await servingAt(info.address, info.token))) {
+        return { jobId, address: info.address, token: info.token };
       }
       if (Date.now() > resumableBy) {
         throw new TrainerError(
@@ -517,6 +517,7 @@ export class ServiceClient {
         ? {
             dataParallel: {
               rootAddress: pod.endpoint.address,
+              rootToken: pod.endpoint.token,
               replicas: replicas.map((p, i) => ({
                 client: p.client,
                 info: others[i]!,

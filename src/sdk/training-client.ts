@@ -71,6 +71,8 @@ export interface TrainingClientInit {
    */
   dataParallel?: {
     rootAddress: string;
+    /** Rank 0's pod token: the other ranks present it when they call rank 0. */
+    rootToken: string;
     replicas: ReadonlyArray<{ client: TrainerClient; info: ModelInfo; jobId: string }>;
   };
 }
@@ -201,6 +203,7 @@ export class TrainingClient {
   /** Replicas in rank order; ranks[0] is this client's own model. */
   private readonly ranks: Rank[];
   private readonly rootAddress: string;
+  private readonly rootToken: string;
 
   constructor(init: TrainingClientInit) {
     this.client = init.client;
@@ -227,6 +230,7 @@ export class TrainingClient {
       })),
     ];
     this.rootAddress = init.dataParallel?.rootAddress ?? '';
+    this.rootToken = init.dataParallel?.rootToken ?? '';
   }
 
   /** Data-parallel replicas serving this model (1 = a single pod). */
@@ -540,6 +544,7 @@ export class TrainingClient {
                     rank: r,
                     worldSize: world,
                     rootAddress: this.rootAddress,
+                    rootToken: this.rootToken,
                     rootModelId: root.modelId,
                   },
                 }

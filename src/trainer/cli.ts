@@ -1,5 +1,6 @@
 /** `temper trainer serve`: run a trainer pod in this process until SIGTERM or inactivity. */
 import { type Command, InvalidArgumentError } from 'commander';
+import { checkTrainerToken, TRAINER_TOKEN_ENV } from './auth.js';
 import { parseDuration } from './duration.js';
 import { DEFAULT_INACTIVITY_TIMEOUT_MS, serveTrainer } from './serve.js';
 
@@ -47,7 +48,9 @@ export function addTrainerCommand(program: Command): void {
   const trainer = program.command('trainer').description('trainer pods (the Training API backend)');
   trainer
     .command('serve')
-    .description('serve one base model over gRPC (TrainerService) until SIGTERM or inactivity')
+    .description(
+      'serve one base model over gRPC (TrainerService) until SIGTERM or inactivity; every call must present the token in TEMPER_TRAINER_TOKEN',
+    )
     .requiredOption('--base-model <name|dir>', 'catalog model name or HF-layout directory')
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port to bind (0 = any free port)', int(0), 0)
@@ -76,6 +79,9 @@ export function addTrainerCommand(program: Command): void {
     .option('--max-models <n>', 'models the pod holds at most', int(1), 8)
     .option('--log-level <level>', 'pino log level (default info, or TEMPER_LOG_LEVEL)')
     .action(async (flags: ServeFlags) => {
+      const token = checkTrainerToken(process.env[TRAINER_TOKEN_ENV]);
+      // Not inherited by anything this process starts.
+      delete process.env[TRAINER_TOKEN_ENV];
       const running = await serveTrainer({
         baseModel: flags.baseModel,
         host: flags.host,
@@ -91,6 +97,7 @@ export function addTrainerCommand(program: Command): void {
         account: flags.account,
         maxModels: flags.maxModels,
         logLevel: flags.logLevel,
+        token,
       });
       process.on('SIGTERM', () => void running.stop('SIGTERM'));
       process.on('SIGINT', () => void running.stop('SIGINT'));

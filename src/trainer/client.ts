@@ -3,6 +3,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { createClient, type PromiseClient } from '../rpc/grpc-service.js';
+import { trainerCallMetadata } from './auth.js';
 
 /** gRPC channel options of trainer servers and clients: batches can be large. */
 export const TRAINER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
@@ -12,6 +13,10 @@ export const TRAINER_CHANNEL_OPTIONS: grpc.ChannelOptions = {
 
 export type TrainerClient = PromiseClient<(typeof TrainerService)['method']>;
 
-export function createTrainerClient(address: string): TrainerClient {
-  return createClient(TrainerService, address, { channelOptions: TRAINER_CHANNEL_OPTIONS });
+/** A client of the pod at `address` that presents `token` (the pod's, from its launcher). */
+export function createTrainerClient(address: string, token: string): TrainerClient {
+  return createClient(TrainerService, address, {
+    channelOptions: TRAINER_CHANNEL_OPTIONS,
+    metadata: trainerCallMetadata(token),
+  });
 }

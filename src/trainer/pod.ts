@@ -19,23 +19,18 @@ import {
 } from '../engine/model.js';
 import { listWeightFiles } from '../engine/weights-files.js';
 import {
-  type AllReduceGradientsRequest,
-  type AllReduceGradientsResponseSchema,
   type CreateModelRequest,
   type CreateModelResponseSchema,
   type CreateSessionRequest,
   type HealthResponseSchema,
+  type JoinCollectiveRequest,
+  type JoinCollectiveResponseSchema,
   type LoraConfig,
   ServingStatus,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { TrainerCheckpoints } from './checkpoints.js';
 import { createTrainerClient, type TrainerClient } from './client.js';
-import {
-  bytesToFloat32,
-  float32ToBytes,
-  type GradContribution,
-  GradientReducer,
-} from './data-parallel.js';
+import { DataParallelGroups, type Rendezvous, type ReplicaPlace } from './data-parallel.js';
 import { EngineHost } from './engine-host.js';
 import { fromGrpcError, TrainerError } from './errors.js';
 import { type AllReduce, ModelRuntime } from './model-runtime.js';
@@ -58,6 +53,8 @@ export interface PodOptions {
   jobId?: string;
   /** Models the pod holds at most (default 8). */
   maxModels?: number;
+  /** The address the pod listens on; data-parallel collectives bind to it too (default 127.0.0.1). */
+  host?: string;
   /** How long an operation waits for a missing earlier seq_id (default 120 s). */
   seqGapTimeoutMs?: number;
   /** Object-store URL of the checkpoint root (file:///dir, s3://..., gs://...); none = checkpoints refused. */
@@ -460,107 +457,65 @@ export class TrainerPod {
       `trainer ${this.jobId} is shutting down (${reason})`,
     );
     for (const { queue } of this.models.values()) queue.close(this.draining);
-    for (const reducer of this.reducers.values()) reducer.close(this.draining);
+    this.groups?.close(this.draining);
     for (const client of this.peers.values()) client.close();
     this.peers.clear();
   }
 
   // ---- data parallelism (see data-parallel.ts) ----
 
-  /** Rank 0's reducers, by model id. */
-  private readonly reducers = new Map<string, GradientReducer>();
-  /** Clients of root replicas, by address. */
+  /** Clients of root replicas (JoinCollective), by address. */
   private readonly peers = new Map<string, TrainerClient>();
+  /** This pod's collective groups and, as a root, its rendezvous store. */
+  private groups: DataParallelGroups | undefined;
 
-  private reducer(modelId: string): GradientReducer {
-    let r = this.reducers.get(modelId);
-    if (!r) {
-      r = new GradientReducer(this.options.seqGapTimeoutMs ?? 120_000);
-      this.reducers.set(modelId, r);
-    }
-    return r;
+  private dataParallel(): DataParallelGroups {
+    this.groups ??= new DataParallelGroups({
+      host: this.options.host ?? '127.0.0.1',
+      timeoutMs: this.options.seqGapTimeoutMs ?? 120_000,
+      askRoot: (place) => this.askRoot(place),
+    });
+    return this.groups;
   }
 
-  /** optim_step's all-reduce: rank 0 reduces locally, other ranks call rank 0. */
-  readonly allReduce: AllReduce = async (runtime, dp, step, local) => {
-    if (dp.rank >= dp.worldSize) {
-      throw new TrainerError(
-        'invalid_argument',
-        `data_parallel: rank ${dp.rank} is not in [0, ${dp.worldSize})`,
-        { field: 'data_parallel.rank' },
-      );
-    }
-    if (dp.rank === 0) return this.reducer(runtime.id).contribute(step, 0, dp.worldSize, local);
-    if (!dp.rootAddress || !dp.rootModelId) {
-      throw new TrainerError(
-        'invalid_argument',
-        'data_parallel: root_address and root_model_id are required for rank > 0',
-        { field: 'data_parallel' },
-      );
-    }
-    let client = this.peers.get(dp.rootAddress);
+  /** A rank > 0 asks the root replica's pod where to join (the JoinCollective RPC). */
+  private async askRoot(place: ReplicaPlace): Promise<Rendezvous> {
+    // Keyed by address and token: a new pod on a reused port has a new token.
+    const peer = `${place.rootAddress}|${place.rootToken}`;
+    let client = this.peers.get(peer);
     if (!client) {
-      client = createTrainerClient(dp.rootAddress);
-      this.peers.set(dp.rootAddress, client);
+      client = createTrainerClient(place.rootAddress, place.rootToken ?? '');
+      this.peers.set(peer, client);
     }
-    let res: Awaited<ReturnType<TrainerClient['allReduceGradients']>>;
     try {
-      res = await client.allReduceGradients(
-        {
-          modelId: dp.rootModelId,
-          step: BigInt(step),
-          rank: dp.rank,
-          worldSize: dp.worldSize,
-          grads: float32ToBytes(local.grads),
-          numLossTokens: BigInt(local.tokens),
-          numSequences: BigInt(local.sequences),
-          microBatches: BigInt(local.microBatches),
-        },
-        { timeoutMs: (this.options.seqGapTimeoutMs ?? 120_000) + 10_000 },
+      const res = await client.joinCollective(
+        { modelId: place.rootModelId, rank: place.rank, worldSize: place.worldSize },
+        { timeoutMs: this.options.seqGapTimeoutMs ?? 120_000 },
       );
+      return { storePort: res.storePort, prefix: res.prefix };
     } catch (error) {
-      throw fromGrpcError(error, `all-reduce with the root replica at ${dp.rootAddress}`);
-    }
-    return {
-      grads: bytesToFloat32(res.grads),
-      tokens: Number(res.numLossTokens),
-      sequences: Number(res.numSequences),
-      microBatches: Number(res.microBatches),
-    };
-  };
-
-  /** The AllReduceGradients RPC: a rank > 0 contributes to a step of root model `modelId`. */
-  async allReduceGradients(
-    req: AllReduceGradientsRequest,
-  ): Promise<MessageInitShape<typeof AllReduceGradientsResponseSchema>> {
-    this.assertOpen('all_reduce_gradients');
-    const entry = this.entry(req.modelId, 'all_reduce_gradients');
-    if (entry.runtime.forwardOnly) {
-      throw new TrainerError(
-        'forward_only',
-        'all_reduce_gradients: the root model is forward-only',
+      throw fromGrpcError(
+        error,
+        `joining the collective group of the root replica at ${place.rootAddress}`,
       );
     }
+  }
+
+  /** optim_step's exchange: counts and gradients summed over the ranks, gradients in place. */
+  readonly allReduce: AllReduce = (runtime, dp, local) =>
+    this.dataParallel().allReduce(runtime.id, runtime.host.model, dp, local);
+
+  /** The JoinCollective RPC: a rank > 0 asks where to join the group of root model `modelId`. */
+  joinCollective(
+    req: JoinCollectiveRequest,
+  ): MessageInitShape<typeof JoinCollectiveResponseSchema> {
+    this.assertOpen('join_collective');
+    const entry = this.entry(req.modelId, 'join_collective');
+    if (entry.runtime.forwardOnly) {
+      throw new TrainerError('forward_only', 'join_collective: the root model is forward-only');
+    }
     this.touch();
-    const part: GradContribution = {
-      grads: bytesToFloat32(req.grads),
-      tokens: Number(req.numLossTokens),
-      sequences: Number(req.numSequences),
-      microBatches: Number(req.microBatches),
-    };
-    const sum = await this.reducer(req.modelId).contribute(
-      Number(req.step),
-      req.rank,
-      req.worldSize,
-      part,
-    );
-    this.touch();
-    return {
-      grads: float32ToBytes(sum.grads),
-      numLossTokens: BigInt(sum.tokens),
-      numSequences: BigInt(sum.sequences),
-      microBatches: BigInt(sum.microBatches),
-    };
+    return this.dataParallel().join(req.modelId, req.rank, req.worldSize);
   }
 
   /** Resolves once no operation runs on any model. */

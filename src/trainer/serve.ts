@@ -7,6 +7,7 @@
 import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
+import { checkTrainerToken } from './auth.js';
 import { createLogger } from './log.js';
 import { type PodOptions, TrainerPod } from './pod.js';
 import { createTrainerServer } from './server.js';
@@ -25,6 +26,8 @@ export interface ServeTrainerOptions extends Omit<PodOptions, 'logger' | 'inacti
   shutdownGraceMs?: number;
   logger?: Logger;
   logLevel?: string;
+  /** The pod's token: every call must present it (the CLI reads TEMPER_TRAINER_TOKEN). */
+  token: string;
 }
 
 export type StopReason = 'SIGTERM' | 'SIGINT' | 'inactivity' | 'requested';
@@ -60,10 +63,12 @@ async function writeState(path: string, state: TrainerState): Promise<void> {
 
 export async function serveTrainer(options: ServeTrainerOptions): Promise<RunningTrainer> {
   const log = options.logger ?? createLogger({ level: options.logLevel });
+  // Refused before the model loads: a pod without a usable token never serves.
+  const token = checkTrainerToken(options.token);
   const inactivityTimeoutMs = options.inactivityTimeoutMs ?? DEFAULT_INACTIVITY_TIMEOUT_MS;
   const started = Date.now();
   const pod = await TrainerPod.load({ ...options, inactivityTimeoutMs, logger: log });
-  const server = createTrainerServer(pod, log);
+  const server = createTrainerServer(pod, log, token);
   const address = await server.listen(options.host ?? '127.0.0.1', options.port ?? 0);
   const state: TrainerState = {
     state: 'serving',

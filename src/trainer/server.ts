@@ -3,7 +3,7 @@
  * ordered operations through the model's queue) plus the generic temper.v1.HealthService.
  * Errors leave as the status of their TrainerError with the stable code in the trailing
  * metadata (`temper-error-code`); loss errors keep their loss code; anything unexpected is
- * INTERNAL and logged.
+ * INTERNAL and logged. A call without the pod's token is UNAUTHENTICATED (auth.ts).
  */
 import {
   create,
@@ -19,6 +19,7 @@ import { TrainerService } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { HealthCheckResponse_ServingStatus, HealthService } from '../gen/temper/v1/health_pb.js';
 import { LossError } from '../losses/index.js';
 import { addService, serviceDefinition } from '../rpc/grpc-service.js';
+import { trainerAuthInterceptor } from './auth.js';
 import { TRAINER_CHANNEL_OPTIONS } from './client.js';
 import { checkpointErrorToTrainer, TrainerError, toGrpcError } from './errors.js';
 import type { ModelRuntime } from './model-runtime.js';
@@ -75,7 +76,7 @@ export function trainerImplementation(pod: TrainerPod): Impl {
     }),
     backward: (req) => op(req, 'backward', (m) => m.backward(req)),
     optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req, pod.allReduce)),
-    allReduceGradients: (req) => pod.allReduceGradients(req),
+    joinCollective: (req) => pod.joinCollective(req),
     sample: (req) => op(req, 'sample', (m) => m.sample(req)),
     saveState: (req) =>
       op(req, 'save_state', (m) =>
@@ -147,8 +148,12 @@ export interface TrainerServer {
   shutdown(graceMs?: number): Promise<void>;
 }
 
-export function createTrainerServer(pod: TrainerPod, log: Logger): TrainerServer {
-  const server = new grpc.Server(TRAINER_CHANNEL_OPTIONS);
+/** A pod's server; every call must present `token` (see auth.ts), health checks included. */
+export function createTrainerServer(pod: TrainerPod, log: Logger, token: string): TrainerServer {
+  const server = new grpc.Server({
+    ...TRAINER_CHANNEL_OPTIONS,
+    interceptors: [trainerAuthInterceptor(token)],
+  });
   server.addService(serviceDefinition(TrainerService), handlers(trainerImplementation(pod), log));
   addService(server, HealthService, {
     check: (req) => ({

@@ -219,8 +219,11 @@ export interface HostActivities {
   exportFinalWeights(input: FinishInput): Promise<string>;
   /** Stops the pod; a pod that is already gone is fine. */
   stopTrainer(podJobId: string): Promise<void>;
-  /** Starts an rlorTrainerJob's pod; resolves with its gRPC address once it serves. */
-  launchTrainerJob(spec: TrainerJobSpec): Promise<string>;
+  /**
+   * Starts an rlorTrainerJob's pod; resolves once it serves with its gRPC address and token,
+   * which the job publishes to its account while it serves.
+   */
+  launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string; token: string }>;
   /** One optimizer step on a trainer job's pod (`:executeTrainStep`). */
   executeTrainStep(spec: TrainerJobSpec, request: TrainStepRequest): Promise<TrainStepResult>;
   /** Watches the pod until it exits (heartbeating); cancelled: stops it. */

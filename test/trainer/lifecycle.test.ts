@@ -47,8 +47,8 @@ describe('trainer pod lifecycle', () => {
       launcher.launch({ baseModel: modelDir, threads: 1, inactivityTimeoutMs: 1_200 }),
     ]);
     launched.push(idle.jobId, beating.jobId);
-    const idleClient = createTrainerClient(idle.address);
-    const client = createTrainerClient(beating.address);
+    const idleClient = createTrainerClient(idle.address, idle.token);
+    const client = createTrainerClient(beating.address, beating.token);
     try {
       const { sessionId } = await client.createSession({});
       const started = Date.now();
@@ -92,7 +92,7 @@ describe('trainer pod lifecycle', () => {
       inactivityTimeoutMs: 0,
     });
     launched.push(endpoint.jobId);
-    const client = createTrainerClient(endpoint.address);
+    const client = createTrainerClient(endpoint.address, endpoint.token);
     try {
       const { sessionId } = await client.createSession({});
       const { modelId } = await client.createModel({ sessionId, modelSeqId: 1 });

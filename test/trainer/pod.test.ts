@@ -74,7 +74,7 @@ describe('trainer pod over gRPC', () => {
       maxModels: 32,
     });
     jobId = endpoint.jobId;
-    client = createTrainerClient(endpoint.address);
+    client = createTrainerClient(endpoint.address, endpoint.token);
     session = (await client.createSession({ tags: ['test'] })).sessionId;
   });
 

@@ -66,6 +66,9 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     await platform.orchestrator.start(ref);
     const running = await waitForState(ref, 'JOB_STATE_RUNNING');
     expect(running.trainerAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    // The pod's token is published with its address (only the job's account reads the row).
+    expect(running.trainerToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(running.trainerToken).toBe((await platform.launcher.get('tr-main'))?.token);
 
     const first = service('tr-main');
     const client = await first.createTrainingClient();
@@ -92,7 +95,10 @@ describe('rlorTrainerJob lifecycle workflow', () => {
       }),
     );
     await platform.orchestrator.resume(ref);
-    await waitForState(ref, 'JOB_STATE_RUNNING');
+    const again = await waitForState(ref, 'JOB_STATE_RUNNING');
+    // A new pod, a new token: the old one opens nothing.
+    expect(again.trainerToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(again.trainerToken).not.toBe(running.trainerToken);
     const second = service('tr-main');
     const resumed = await second.createTrainingClient();
     const loaded = await resumed.loadStateWithOptimizer(saved.path);
@@ -100,7 +106,9 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     await second.close();
 
     await platform.orchestrator.cancel(ref);
-    await waitForState(ref, 'JOB_STATE_CANCELLED');
+    const cancelled = await waitForState(ref, 'JOB_STATE_CANCELLED');
+    expect(cancelled.trainerAddress ?? null).toBeNull();
+    expect(cancelled.trainerToken ?? null).toBeNull();
     const after = await platform.launcher.get('tr-main');
     expect(['stopped', 'failed']).toContain(after?.state);
   }, 180_000);

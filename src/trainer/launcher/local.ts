@@ -15,6 +15,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ServingStatus } from '../../gen/temper/trainer/v1/trainer_pb.js';
 import { tiedToParent } from '../../util/processes.js';
+import { newTrainerToken, TRAINER_TOKEN_ENV } from '../auth.js';
 import { createTrainerClient } from '../client.js';
 import { TrainerError } from '../errors.js';
 import type { TrainerState } from '../serve.js';
@@ -55,6 +56,8 @@ interface JobRecord {
   spec: TrainerLaunchSpec;
   createdAt: string;
   logPath: string;
+  /** The pod's token (the job folder is private to the user: umask 077). */
+  token: string;
   /** Set by the launcher when it had to kill the pod or saw it die. */
   stoppedReason?: string;
 }
@@ -115,8 +118,12 @@ async function tail(path: string, lines = 20): Promise<string> {
 }
 
 /** Resolves once the pod at `address` answers Health as serving; rejects after `timeoutMs`. */
-export async function waitServing(address: string, timeoutMs: number): Promise<void> {
-  const client = createTrainerClient(address);
+export async function waitServing(
+  address: string,
+  token: string,
+  timeoutMs: number,
+): Promise<void> {
+  const client = createTrainerClient(address, token);
   const deadline = Date.now() + timeoutMs;
   try {
     let last: unknown;
@@ -215,6 +222,7 @@ export class LocalProcessLauncher implements Launcher {
     if (spec.maxModels !== undefined) args.push('--max-models', String(spec.maxModels));
     if (spec.forwardOnly) args.push('--forward-only');
     if (spec.logLevel) args.push('--log-level', spec.logLevel);
+    const token = newTrainerToken();
     const fd = openSync(paths.log, 'a');
     let child: ChildProcess;
     try {
@@ -224,7 +232,8 @@ export class LocalProcessLauncher implements Launcher {
       child = spawn(file, spawnArgs, {
         detached: true,
         stdio: ['ignore', fd, fd],
-        env: this.env,
+        // In the environment, not argv: other users' `ps` shows argv.
+        env: { ...this.env, [TRAINER_TOKEN_ENV]: token },
       });
     } finally {
       closeSync(fd);
@@ -251,6 +260,7 @@ export class LocalProcessLauncher implements Launcher {
       spec: { ...spec, jobId },
       createdAt: new Date().toISOString(),
       logPath: paths.log,
+      token,
     };
     await writeJson(paths.job, record);
 
@@ -277,8 +287,8 @@ export class LocalProcessLauncher implements Launcher {
         await sleep(25);
       }
     }
-    await waitServing(address, Math.max(1_000, deadline - Date.now()));
-    return { jobId, address };
+    await waitServing(address, token, Math.max(1_000, deadline - Date.now()));
+    return { jobId, address, token };
   }
 
   async attach(jobId: string): Promise<TrainerEndpoint> {
@@ -291,8 +301,8 @@ export class LocalProcessLauncher implements Launcher {
           : `trainer job '${jobId}' is not known to the local launcher (${this.stateDir})`,
       );
     }
-    await waitServing(info.address, 5_000);
-    return { jobId, address: info.address };
+    await waitServing(info.address, info.token, 5_000);
+    return { jobId, address: info.address, token: info.token };
   }
 
   async get(jobId: string): Promise<TrainerJobInfo | undefined> {
@@ -306,6 +316,7 @@ export class LocalProcessLauncher implements Launcher {
     const info: TrainerJobInfo = {
       jobId,
       address: state?.address ?? '',
+      token: record.token ?? '',
       state: 'starting',
       spec: record.spec,
       createdAt: record.createdAt,

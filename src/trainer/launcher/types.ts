@@ -34,6 +34,11 @@ export interface TrainerEndpoint {
   jobId: string;
   /** host:port of the pod's gRPC server. */
   address: string;
+  /**
+   * The pod's credential: every call presents it (`createTrainerClient(address, token)`).
+   * Minted by the launcher per pod; whoever may drive the pod is handed it with the address.
+   */
+  token: string;
 }
 
 export type TrainerJobState = 'starting' | 'running' | 'stopped' | 'failed';

@@ -22,7 +22,9 @@ type TrainerJobActivities = Pick<
 >;
 
 export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities {
-  async function launchTrainerJob(spec: TrainerJobSpec): Promise<string> {
+  async function launchTrainerJob(
+    spec: TrainerJobSpec,
+  ): Promise<{ address: string; token: string }> {
     return withHeartbeats(async () => {
       const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
       if (model.adapter)
@@ -41,7 +43,7 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
         inactivityTimeoutMs: spec.inactivityTimeoutMs,
         ...(deps.threads ? { threads: deps.threads } : {}),
       });
-      return endpoint.address;
+      return { address: endpoint.address, token: endpoint.token };
     });
   }
 

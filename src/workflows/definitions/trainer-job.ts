@@ -71,10 +71,11 @@ export async function trainerJobWorkflow(
     // Inside the try: a cancel that arrives while the job is read still ends it CANCELLED.
     spec = await control.prepareTrainerJob(ref);
     hostQueue = await control.claimHost();
-    const address = await host(hostQueue, settings).launchTrainerJob(spec);
+    const pod = await host(hostQueue, settings).launchTrainerJob(spec);
     await control.setJobStatus(ref, {
       state: 'JOB_STATE_RUNNING',
-      fields: { trainerAddress: address, trainerHost: hostQueue },
+      // The token goes where the address goes: only the job's account reads either.
+      fields: { trainerAddress: pod.address, trainerToken: pod.token, trainerHost: hostQueue },
     });
     serving = true;
     let exit: TrainerExit;
@@ -91,7 +92,7 @@ export async function trainerJobWorkflow(
         exit.kind === 'stopped'
           ? `trainer stopped: ${exit.reason}`
           : `trainer lost (${exit.reason}); resume the job to get a new trainer`,
-      fields: { trainerAddress: null },
+      fields: { trainerAddress: null, trainerToken: null },
     });
     return exit;
   } catch (error) {
@@ -100,7 +101,7 @@ export async function trainerJobWorkflow(
       await control.setJobStatus(ref, {
         state: isCancellation(error) ? 'JOB_STATE_CANCELLED' : 'JOB_STATE_FAILED',
         message: isCancellation(error) ? '' : innermostMessage(error),
-        fields: { trainerAddress: null },
+        fields: { trainerAddress: null, trainerToken: null },
       });
     });
     throw error;

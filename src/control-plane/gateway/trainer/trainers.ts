@@ -1,8 +1,8 @@
 /**
  * Which trainer pod a gateway request goes to: the rlorTrainerJob named in the path, owned
  * by the caller's account (another account's job is "not found", as on the REST API), and
- * serving (JOB_STATE_RUNNING with the address its workflow published). One gRPC channel per
- * pod address, reused across requests.
+ * serving (JOB_STATE_RUNNING with the address and pod token its workflow published). One gRPC
+ * channel per pod, reused across requests.
  */
 
 import { createTrainerClient, type TrainerClient } from '../../../trainer/index.js';
@@ -32,8 +32,9 @@ export class TrainerChannels {
     const row = await getRow(this.deps, 'rlorTrainerJobs', account, job);
     const state = String(row.body.state);
     const address = typeof row.body.trainerAddress === 'string' ? row.body.trainerAddress : '';
+    const token = typeof row.body.trainerToken === 'string' ? row.body.trainerToken : '';
     if (state === 'JOB_STATE_RUNNING' && address)
-      return { account, job, name, client: this.client(address) };
+      return { account, job, name, client: this.client(address, token) };
     if (isFinal(state))
       // Permanent until resumed: a 4xx, so the client fails now instead of retrying.
       throw new ApiError(
@@ -43,11 +44,13 @@ export class TrainerChannels {
     throw new ApiError('UNAVAILABLE', `trainer job ${name} is ${state}: not serving yet`);
   }
 
-  private client(address: string): TrainerClient {
-    let client = this.clients.get(address);
+  private client(address: string, token: string): TrainerClient {
+    // Keyed by address and token: a resumed job's new pod may reuse the port, not the token.
+    const key = `${address}|${token}`;
+    let client = this.clients.get(key);
     if (!client) {
-      client = createTrainerClient(address);
-      this.clients.set(address, client);
+      client = createTrainerClient(address, token);
+      this.clients.set(key, client);
     }
     return client;
   }
