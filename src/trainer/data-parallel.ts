@@ -11,26 +11,27 @@
  * 2. Each rank back-propagates its shard into its own gradient buffers and counts its loss
  *    tokens / sequences (GradAccumulationCounter), as a single pod would.
  * 3. optim_step carries `data_parallel {rank, world_size, root_address, root_model_id}` to
- *    every rank. Each rank copies its gradients (every trainable tensor, engine tensor order,
- *    one flat float32 buffer read through tensorView(name, 'grad')) and:
- *      - rank 0 hands them to its GradientReducer directly;
- *      - rank r > 0 sends them to rank 0 with the AllReduceGradients RPC.
- * 4. The reducer of rank 0 waits until all `world` ranks contributed for this step, then sums
- *    in rank order — out = g0; out += g1; ...; out += g(world-1), element by element in
- *    float32 — and sums the counts. That one buffer is the answer to every rank (rank 0's
- *    local call and each AllReduceGradients response), so every replica holds bitwise the
- *    same gradients.
- * 5. Each rank writes the sum into its engine's gradient buffers (tensorView, no copy of the
- *    engine memory), computes the normalisation from the GLOBAL counts (1 / tokens or
- *    1 / sequences over every rank's shards) and runs AdamW. Identical weights + identical
- *    gradients + identical hyper-parameters ⇒ identical updates: the replicas stay bitwise
- *    identical and a rerun with the same data is bitwise identical. Against one pod on the
- *    same global batch the result differs only by float summation order (within tolerance).
+ *    every rank. The ranks form a gloo process group (collectives.ts) once and keep it:
+ *    rank 0's pod serves the rendezvous store; a rank > 0 asks rank 0 where it is and under
+ *    which prefix to join (JoinCollective RPC). Then, at every step, the ranks all-reduce
+ *    their counts (float64, exact) and their gradients — the engine's own gradient buffers,
+ *    every trainable tensor in engine order as one flat vector — with gloo's ring all-reduce,
+ *    straight between the pods over TCP. The ring's summation order is fixed by the world
+ *    size and each sum is computed once and then copied, so every replica holds bitwise the
+ *    same gradients and a rerun is bitwise identical.
+ * 4. Each rank computes the normalisation from the GLOBAL counts (1 / tokens or 1 / sequences
+ *    over every rank's shards) and runs AdamW. Identical weights + identical gradients +
+ *    identical hyper-parameters ⇒ identical updates: the replicas stay bitwise identical.
+ *    Against one pod on the same global batch the result differs only by float summation
+ *    order (within tolerance).
  *
- * A rank that does not arrive within the timeout fails the step on every rank that did
- * (`unavailable`), so a dead replica never hangs the others.
+ * A rank that is gone fails the collective on the others (`unavailable`, after the pod's
+ * timeout at most); the group is dropped and formed anew on the next step. A replaced rank
+ * asking to join tells rank 0 its group is broken: rank 0 drops it and starts a new epoch
+ * (a fresh key prefix in the store), so old and new members never mix.
  */
 import type { TransformerModel } from '../engine/model.js';
+import { CollectiveStore, ProcessGroup, parseHostPort } from './collectives.js';
 import { TrainerError } from './errors.js';
 
 /** Datum index ranges [start, end) of each rank: contiguous, in rank order. */
@@ -48,97 +49,123 @@ export interface GradCounts {
   microBatches: number;
 }
 
-export interface GradContribution extends GradCounts {
-  grads: Float32Array;
+/** This replica's place in a run (the proto's DataParallel). */
+export interface ReplicaPlace {
+  rank: number;
+  worldSize: number;
+  rootAddress: string;
+  rootModelId: string;
+  /** The root pod's token, where the pods require one. */
+  rootToken?: string;
 }
 
-/** The names of the trainable tensors, in the engine's order (the flat buffer's layout). */
-function trainable(model: TransformerModel): string[] {
+/** Where a rank > 0 joins: rank 0's store port (on rank 0's host) and the group's key prefix. */
+export interface Rendezvous {
+  storePort: number;
+  prefix: string;
+}
+
+/** The engine's gradient buffers of every trainable tensor, in engine order (no copy). */
+export function gradViews(model: TransformerModel): Float32Array[] {
   return model
     .tensorInfo()
     .filter((t) => t.trainable)
-    .map((t) => t.name);
+    .map((t) => {
+      const view = model.tensorView(t.name, 'grad');
+      if (!view) throw new TrainerError('internal', `tensor ${t.name} has no gradient buffer`);
+      return view;
+    });
 }
 
-function gradView(model: TransformerModel, name: string): Float32Array {
-  const view = model.tensorView(name, 'grad');
-  if (!view) throw new TrainerError('internal', `tensor ${name} has no gradient buffer`);
-  return view;
+export interface DataParallelOptions {
+  /** The address this pod listens on; its gloo endpoint and (rank 0) store bind to it. */
+  host: string;
+  /** How long a rank waits for the others (joining, and each collective). */
+  timeoutMs: number;
+  /** Rank > 0: asks rank 0 (the JoinCollective RPC) where and under which prefix to join. */
+  askRoot: (place: ReplicaPlace) => Promise<Rendezvous>;
 }
 
-/** A copy of every trainable gradient as one flat buffer. */
-export function flattenGrads(model: TransformerModel): Float32Array {
-  const views = trainable(model).map((n) => gradView(model, n));
-  const out = new Float32Array(views.reduce((s, v) => s + v.length, 0));
-  let at = 0;
-  for (const v of views) {
-    out.set(v, at);
-    at += v.length;
-  }
-  return out;
-}
-
-/** Overwrites the engine's gradient buffers with `flat` (the layout of flattenGrads). */
-export function writeGrads(model: TransformerModel, flat: Float32Array): void {
-  let at = 0;
-  for (const name of trainable(model)) {
-    const view = gradView(model, name);
-    if (at + view.length > flat.length) break;
-    view.set(flat.subarray(at, at + view.length));
-    at += view.length;
-  }
-  if (at !== flat.length) {
-    throw new TrainerError(
-      'shape_mismatch',
-      `all-reduced gradients hold ${flat.length} values; this model's trainable tensors hold ${at}+`,
-    );
-  }
-}
-
-/** Float32 view of little-endian bytes (copied when unaligned). */
-export function bytesToFloat32(bytes: Uint8Array): Float32Array {
-  if (bytes.byteLength % 4 !== 0) {
-    throw new TrainerError(
-      'invalid_argument',
-      `gradient bytes: ${bytes.byteLength} is not a multiple of 4`,
-    );
-  }
-  if (bytes.byteOffset % 4 === 0) {
-    return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-  }
-  // A fresh copy (Buffer#slice would be a view of the same, unaligned, memory).
-  const copy = new Uint8Array(bytes.byteLength);
-  copy.set(bytes);
-  return new Float32Array(copy.buffer);
-}
-
-export function float32ToBytes(a: Float32Array): Uint8Array {
-  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
-}
-
-interface Round {
+interface RootState {
   world: number;
-  parts: Array<GradContribution | undefined>;
-  arrived: number;
-  waiters: Array<{ resolve: (r: GradContribution) => void; reject: (e: unknown) => void }>;
-  timer: NodeJS.Timeout;
+  epoch: number;
+  group: ProcessGroup | undefined;
+  forming: Promise<ProcessGroup> | undefined;
 }
+
+const WILDCARD = new Set(['', '0.0.0.0', '::', '[::]']);
 
 /**
- * Rank 0's side of the all-reduce for one model: collects every rank's contribution to a
- * step, sums them in rank order and answers every contributor with the same sum.
+ * One pod's side of data parallelism: the groups of its models, and (as rank 0) the store
+ * and the epochs of the groups it roots.
  */
-export class GradientReducer {
-  private readonly rounds = new Map<number, Round>();
+export class DataParallelGroups {
+  private store: CollectiveStore | undefined;
+  private readonly roots = new Map<string, RootState>();
+  private readonly members = new Map<string, { key: string; group: Promise<ProcessGroup> }>();
+  private closed: TrainerError | undefined;
 
-  constructor(private readonly timeoutMs = 120_000) {}
+  constructor(private readonly options: DataParallelOptions) {}
 
-  contribute(
-    step: number,
-    rank: number,
-    world: number,
-    part: GradContribution,
-  ): Promise<GradContribution> {
+  private storeOf(): CollectiveStore {
+    if (!this.store) {
+      const host = WILDCARD.has(this.options.host) ? '0.0.0.0' : this.options.host;
+      this.store = new CollectiveStore(host, 0);
+    }
+    return this.store;
+  }
+
+  private root(modelId: string, world: number): RootState {
+    let st = this.roots.get(modelId);
+    if (!st || st.world !== world) {
+      st?.group?.close();
+      st = { world, epoch: (st?.epoch ?? -1) + 1, group: undefined, forming: undefined };
+      this.roots.set(modelId, st);
+    }
+    return st;
+  }
+
+  /**
+   * Rank 0, the JoinCollective RPC: a rank > 0 of root model `modelId` asks where to join.
+   * A rank asking while this root holds a formed group lost its own group (it was replaced,
+   * or a collective failed on its side): the old group is closed and a new epoch begins.
+   */
+  join(modelId: string, rank: number, world: number): Rendezvous {
+    this.assertOpen();
+    if (
+      !Number.isInteger(world) ||
+      world < 2 ||
+      !Number.isInteger(rank) ||
+      rank < 1 ||
+      rank >= world
+    ) {
+      throw new TrainerError(
+        'invalid_argument',
+        `join_collective: rank ${rank} is not in [1, ${world}) (world_size must be at least 2)`,
+        { field: 'rank' },
+      );
+    }
+    const st = this.root(modelId, world);
+    if (st.group) {
+      st.group.close();
+      st.group = undefined;
+      st.epoch++;
+    }
+    return { storePort: this.storeOf().port, prefix: this.prefix(modelId, world, st.epoch) };
+  }
+
+  private prefix(modelId: string, world: number, epoch: number): string {
+    return `${modelId}/w${world}/e${epoch}`;
+  }
+
+  private glooHost(): string {
+    return WILDCARD.has(this.options.host) ? '' : this.options.host;
+  }
+
+  /** This rank's group for a step of `modelId`, joining (or forming, at rank 0) when needed. */
+  async group(modelId: string, place: ReplicaPlace): Promise<ProcessGroup> {
+    this.assertOpen();
+    const { rank, worldSize: world } = place;
     if (
       !Number.isInteger(world) ||
       world < 1 ||
@@ -146,95 +173,124 @@ export class GradientReducer {
       rank < 0 ||
       rank >= world
     ) {
-      return Promise.reject(
-        new TrainerError(
-          'invalid_argument',
-          `data_parallel: rank ${rank} is not in [0, ${world})`,
-          {
-            field: 'data_parallel',
-          },
-        ),
-      );
-    }
-    let round = this.rounds.get(step);
-    if (!round) {
-      const timer = setTimeout(() => {
-        this.fail(
-          step,
-          new TrainerError(
-            'unavailable',
-            `all-reduce of step ${step}: only ${this.rounds.get(step)?.arrived ?? 0} of ${world} replicas sent their gradients within ${this.timeoutMs} ms; a replica is gone — reconnect and resume from the last saved state`,
-          ),
-        );
-      }, this.timeoutMs);
-      timer.unref();
-      round = { world, parts: new Array(world).fill(undefined), arrived: 0, waiters: [], timer };
-      this.rounds.set(step, round);
-    }
-    if (round.world !== world) {
-      return Promise.reject(
-        new TrainerError(
-          'invalid_argument',
-          `all-reduce of step ${step}: world_size ${world} differs from the ${round.world} of the other replicas`,
-        ),
-      );
-    }
-    const r = round;
-    return new Promise<GradContribution>((resolve, reject) => {
-      r.waiters.push({ resolve, reject });
-      if (r.parts[rank] === undefined) r.arrived++;
-      r.parts[rank] = part; // a retried contribution replaces the first one
-      if (r.arrived === r.world) this.finish(step, r);
-    });
-  }
-
-  private finish(step: number, round: Round): void {
-    this.rounds.delete(step);
-    clearTimeout(round.timer);
-    let sum: GradContribution;
-    try {
-      sum = sumInRankOrder(round.parts as GradContribution[]);
-    } catch (error) {
-      for (const w of round.waiters) w.reject(error);
-      return;
-    }
-    for (const w of round.waiters) w.resolve(sum);
-  }
-
-  private fail(step: number, error: TrainerError): void {
-    const round = this.rounds.get(step);
-    if (!round) return;
-    this.rounds.delete(step);
-    for (const w of round.waiters) w.reject(error);
-  }
-
-  /** Fails every waiting round (the pod is shutting down). */
-  close(error: TrainerError): void {
-    for (const step of [...this.rounds.keys()]) this.fail(step, error);
-  }
-}
-
-/** out = p0; out += p1; ... in rank order (fixed float32 summation order). */
-export function sumInRankOrder(parts: readonly GradContribution[]): GradContribution {
-  const first = parts[0];
-  if (!first) throw new TrainerError('internal', 'all-reduce with no contribution');
-  const out = new Float32Array(first.grads);
-  let tokens = first.tokens;
-  let sequences = first.sequences;
-  let microBatches = first.microBatches;
-  for (let r = 1; r < parts.length; r++) {
-    const p = parts[r]!;
-    if (p.grads.length !== out.length) {
       throw new TrainerError(
-        'shape_mismatch',
-        `all-reduce: rank ${r} sent ${p.grads.length} gradient values, rank 0 ${out.length}; the replicas do not train the same model`,
+        'invalid_argument',
+        `data_parallel: rank ${rank} is not in [0, ${world})`,
+        { field: 'data_parallel.rank' },
       );
     }
-    const g = p.grads;
-    for (let i = 0; i < out.length; i++) out[i]! += g[i]!;
-    tokens += p.tokens;
-    sequences += p.sequences;
-    microBatches += p.microBatches;
+    if (rank === 0) return this.rootGroup(modelId, world);
+    if (!place.rootAddress || !place.rootModelId) {
+      throw new TrainerError(
+        'invalid_argument',
+        'data_parallel: root_address and root_model_id are required for rank > 0',
+        { field: 'data_parallel' },
+      );
+    }
+    const key = `${place.rootAddress}|${place.rootModelId}|${rank}|${world}`;
+    const have = this.members.get(modelId);
+    if (have && have.key === key) {
+      const g = await have.group.catch(() => undefined);
+      if (g && !g.closed) return g;
+    } else {
+      void have?.group.then((g) => g.close()).catch(() => undefined);
+    }
+    const joining = (async () => {
+      const rv = await this.options.askRoot(place);
+      const { host } = parseHostPort(place.rootAddress);
+      return ProcessGroup.join({
+        rank,
+        world,
+        storeHost: host,
+        storePort: rv.storePort,
+        prefix: rv.prefix,
+        host: this.glooHost(),
+        timeoutMs: this.options.timeoutMs,
+      });
+    })();
+    this.members.set(modelId, { key, group: joining });
+    try {
+      return await joining;
+    } catch (error) {
+      if (this.members.get(modelId)?.group === joining) this.members.delete(modelId);
+      throw error;
+    }
   }
-  return { grads: out, tokens, sequences, microBatches };
+
+  private async rootGroup(modelId: string, world: number): Promise<ProcessGroup> {
+    const st = this.root(modelId, world);
+    if (st.group && !st.group.closed) return st.group;
+    if (st.forming) return st.forming;
+    const epoch = st.epoch;
+    const store = this.storeOf();
+    const forming = ProcessGroup.join({
+      rank: 0,
+      world,
+      storeHost: WILDCARD.has(store.host) ? '127.0.0.1' : store.host,
+      storePort: store.port,
+      prefix: this.prefix(modelId, world, epoch),
+      host: this.glooHost(),
+      timeoutMs: this.options.timeoutMs,
+    });
+    st.forming = forming;
+    try {
+      const g = await forming;
+      if (st.epoch !== epoch || this.roots.get(modelId) !== st) {
+        // A rank asked to rejoin while this one formed: it is already stale.
+        g.close();
+        throw new TrainerError(
+          'unavailable',
+          'data_parallel: a replica rejoined while the group formed; retry the step',
+        );
+      }
+      st.group = g;
+      return g;
+    } catch (error) {
+      // The next attempt starts a new epoch: ranks that joined this one are not waited for.
+      if (st.epoch === epoch) st.epoch++;
+      throw error;
+    } finally {
+      st.forming = undefined;
+    }
+  }
+
+  /**
+   * optim_step's exchange: sums this rank's counts and the model's gradients (in place, in
+   * the engine's buffers) over the ranks. Call it under the engine lock.
+   */
+  async allReduce(
+    modelId: string,
+    model: TransformerModel,
+    place: ReplicaPlace,
+    local: GradCounts,
+  ): Promise<GradCounts> {
+    const group = await this.group(modelId, place);
+    const counts = Float64Array.from([local.tokens, local.sequences, local.microBatches]);
+    await group.allReduceF64(counts);
+    if (counts[2] === 0) return { tokens: 0, sequences: 0, microBatches: 0 };
+    await group.allReduce(gradViews(model));
+    return { tokens: counts[0]!, sequences: counts[1]!, microBatches: counts[2]! };
+  }
+
+  /** Drops the groups of a model (it was deleted). */
+  forget(modelId: string): void {
+    const st = this.roots.get(modelId);
+    st?.group?.close();
+    this.roots.delete(modelId);
+    const m = this.members.get(modelId);
+    void m?.group.then((g) => g.close()).catch(() => undefined);
+    this.members.delete(modelId);
+  }
+
+  private assertOpen(): void {
+    if (this.closed) throw this.closed;
+  }
+
+  /** The pod is shutting down: every group closes (a collective in flight fails). */
+  close(error: TrainerError): void {
+    this.closed = error;
+    for (const id of [...this.roots.keys(), ...this.members.keys()]) this.forget(id);
+    this.store?.close();
+    this.store = undefined;
+  }
 }

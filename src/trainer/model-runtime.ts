@@ -13,7 +13,6 @@ import {
   type BackwardRequest,
   type BackwardResponseSchema,
   CustomOutput,
-  type DataParallel,
   type ForwardBackwardCustomRequest,
   type ForwardBackwardOutputSchema,
   type ForwardBackwardRequest,
@@ -49,7 +48,7 @@ import {
   packGradients,
   splitLogprobs,
 } from './batch.js';
-import { flattenGrads, type GradContribution, writeGrads } from './data-parallel.js';
+import type { GradCounts, ReplicaPlace } from './data-parallel.js';
 import type { EngineHost } from './engine-host.js';
 import { TrainerError } from './errors.js';
 import { decodeBatched, decodeInt32, encodeArray, encodeBatched, encodeInt32 } from './wire.js';
@@ -70,15 +69,15 @@ export interface ModelRuntimeOptions {
 }
 
 /**
- * All-reduces one rank's gradients with the other replicas of a data-parallel run (see
- * data-parallel.ts); resolves to the global sum and counts.
+ * All-reduces one rank's gradients (in place, in the engine's buffers) and counts with the
+ * other replicas of a data-parallel run (see data-parallel.ts); resolves to the global counts.
+ * Called under the engine lock.
  */
 export type AllReduce = (
   runtime: ModelRuntime,
-  dp: DataParallel,
-  step: number,
-  local: GradContribution,
-) => Promise<GradContribution>;
+  dp: ReplicaPlace,
+  local: GradCounts,
+) => Promise<GradCounts>;
 
 type PendingForward =
   | { kind: 'logprobs'; seqId: number; batch: DecodedBatch; owner: object }
@@ -419,29 +418,23 @@ export class ModelRuntime {
       );
     if (!dp && this.counter.microBatches === 0) throw noGradients();
     let counts = { tokens: this.counter.tokens, sequences: this.counter.sequences };
-    let reduced: Float32Array | undefined;
     if (dp) {
       if (!allReduce) {
         throw new TrainerError('internal', 'optim_step: data-parallel step without an all-reduce');
       }
-      const model = this.host.model;
-      const step = model.step;
-      const grads = await this.host.exclusive(async () => flattenGrads(model));
-      const global = await allReduce(this, dp, step, {
-        grads,
+      const local = {
         tokens: this.counter.tokens,
         sequences: this.counter.sequences,
         microBatches: this.counter.microBatches,
-      });
+      };
+      const global = await this.host.exclusive(() => allReduce(this, dp, local));
       if (global.microBatches === 0) throw noGradients();
       counts = { tokens: global.tokens, sequences: global.sequences };
-      reduced = global.grads;
     }
     const scale = gradAccumulationScale(mode, counts);
     let result: { gradNorm: number; step: number };
     try {
       result = await this.host.exclusive(async () => {
-        if (reduced) writeGrads(this.host.model, reduced);
         // the normalisation scale multiplies the accumulated gradients inside the step
         return this.host.model.optimStepAsync({ ...parsed.data, gradScale: scale });
       });
