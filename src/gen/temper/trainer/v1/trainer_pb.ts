@@ -1012,7 +1012,7 @@ export type DataParallel = Message<"temper.trainer.v1.DataParallel"> & {
   rootModelId: string;
 
   /**
-   * The root pod's token: a replica presents it when it calls the root (AllReduceGradients).
+   * The root pod's token: a replica presents it when it calls the root (JoinCollective).
    *
    * @generated from field: string root_token = 5;
    */
