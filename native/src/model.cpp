@@ -12,6 +12,12 @@ namespace temper {
 namespace {
 
 constexpr long kLogitRows = 128;  // rows of logits materialised at once (bounds memory at large vocab)
+// The fused cross-entropy multiplies up to kCeRows hidden states by kCeVocab rows of the
+// unembedding at a time: each pass over the (possibly bf16) unembedding packs it once for
+// every kCeRows tokens, instead of once per 128-row chunk, and the logits block stays small
+// (8 MiB). The blocking fixes the summation order, so results do not depend on threads.
+constexpr long kCeRows = 2048;
+constexpr long kCeVocab = 1024;
 
 template <typename T>
 void ensure(std::vector<T>& v, std::size_t n) {
@@ -383,42 +389,112 @@ void Model::run_layers(const Batch& batch, bool save) {
 std::vector<float> Model::forward(const Batch& batch, bool save) {
   run_layers(batch, save);
   saved_logits_ = false;
-  const ModelConfig& c = config_;
+  saved_lm_grad_ = false;
   const long rows = static_cast<long>(batch.tokens.size());
-  const long V = c.vocab_size;
   std::vector<float> logprobs(rows);
-  ensure(logits_buf_, kLogitRows * V);
-  ensure(dlogits_buf_, kLogitRows * V);
   const long r = lora_on(lm_head_) ? lm_head_.lora.a->shape[0] : 0;
   if (r > 0) ensure(lm_xa_, rows * r);
-  for (long r0 = 0; r0 < rows; r0 += kLogitRows) {
-    const long r1 = std::min(rows, r0 + kLogitRows);
-    logits_chunk(hf_.data(), r0, r1, logits_buf_.data(), r > 0 ? lm_xa_.data() + r0 * r : nullptr);
-    pool_->parallel_for(r1 - r0, [&](std::size_t i, int) {
-      const float* z = logits_buf_.data() + i * V;
-      float mx = -INFINITY;
-      for (long v = 0; v < V; ++v) mx = std::max(mx, z[v]);
-      float* e = dlogits_buf_.data() + i * V;  // scratch: exp(z - max)
-      std::copy(z, z + V, e);
-      kernels().exp_shifted(e, V, -mx);
-      double sum = 0.0;
-      for (long v = 0; v < V; ++v) sum += e[v];
-      const float lse = mx + static_cast<float>(std::log(sum));
-      logit_lse_[r0 + i] = lse;
-      logprobs[r0 + i] = z[batch.targets[r0 + i]] - lse;
-    });
-  }
+  // A frozen, unadapted unembedding: d logprob / d hf is computed here, in the same pass over
+  // the vocabulary, and backward() needs no second look at the logits.
+  const bool grad = save && lm_head_frozen();
+  if (grad) ensure(lm_grad_, rows * config_.hidden_size);
+  for (long r0 = 0; r0 < rows; r0 += kCeRows)
+    cross_entropy_rows(r0, std::min(rows, r0 + kCeRows), batch.targets.data(), logprobs.data(), grad);
   for (long i = 0; i < rows; ++i)
     if (!std::isfinite(logprobs[i]))
       throw std::runtime_error("forward produced a non-finite log-probability at position " + std::to_string(i) +
                                " (the weights contain NaN/Inf or have diverged)");
   saved_logits_ = save;
+  saved_lm_grad_ = grad;
   return logprobs;
+}
+
+// Online softmax over vocabulary blocks, per row: running max m, Σ exp(z − m) over all entries
+// (s) and over all but the target (s_other), and with grad Σ_{v≠t} exp(z_v − m)·W_v (acc),
+// each rescaled when m grows. Then lse = m + log s, logprob = z_t − lse and
+//   d logprob / d hf = W_t − Σ_v p_v W_v = (s_other / s)·W_t − acc / s,
+// where s_other / s is 1 − p_t without the cancellation of computing it as a difference.
+void Model::cross_entropy_rows(long r0, long r1, const int32_t* targets, float* logprobs, bool grad) {
+  const long n = r1 - r0;
+  const long H = config_.hidden_size, V = config_.vocab_size;
+  const Linear& l = lm_head_;
+  const float* x = hf_.data() + r0 * H;
+  const long r = lora_on(l) ? l.lora.a->shape[0] : 0;
+  float* xa = r > 0 ? lm_xa_.data() + r0 * r : nullptr;
+  if (r > 0) gemm_->run(n, r, H, 1.0f, row_major(x, H), transposed(l.lora.a->value.data(), H), xa, r, false);
+  ensure(ce_block_, n * std::min(V, kCeVocab));
+  ensure(ce_max_, n);
+  ensure(ce_sum_, n);
+  ensure(ce_sum_other_, n);
+  ensure(ce_target_logit_, n);
+  std::fill_n(ce_max_.begin(), n, -INFINITY);
+  std::fill_n(ce_sum_.begin(), n, 0.0);
+  std::fill_n(ce_sum_other_.begin(), n, 0.0);
+  if (grad) {
+    ensure(ce_acc_, n * H);
+    std::fill_n(ce_acc_.begin(), n * H, 0.0f);
+  }
+  const Kernels& kern = kernels();
+  float* block = ce_block_.data();
+  for (long v0 = 0; v0 < V; v0 += kCeVocab) {
+    const long vb = std::min(kCeVocab, V - v0);
+    gemm_->run(n, vb, H, 1.0f, row_major(x, H), l.w->rows_from_transposed(v0, H), block, vb, false);
+    if (r > 0)
+      gemm_->run(n, vb, r, lora_scale_, row_major(xa, r), transposed(l.lora.b->value.data() + v0 * r, r), block, vb, true);
+    pool_->parallel_for(n, [&](std::size_t i, int) {
+      float* z = block + i * vb;
+      const long t = static_cast<long>(targets[r0 + i]) - v0;
+      const bool has_t = t >= 0 && t < vb;
+      float bmax = -INFINITY;
+      for (long v = 0; v < vb; ++v) bmax = std::max(bmax, z[v]);
+      const float m_old = ce_max_[i];
+      const float m_new = std::max(m_old, bmax);
+      if (has_t) ce_target_logit_[i] = z[t];
+      kern.exp_shifted(z, vb, -m_new);  // the block becomes exp(z − m), the weights of Σ p·W
+      double e_t = 0.0;
+      if (has_t) {
+        e_t = z[t];
+        z[t] = 0.0f;
+      }
+      double other = 0.0;
+      for (long v = 0; v < vb; ++v) other += z[v];
+      const double scale = m_old == -INFINITY ? 0.0 : std::exp(static_cast<double>(m_old) - static_cast<double>(m_new));
+      ce_sum_other_[i] = ce_sum_other_[i] * scale + other;
+      ce_sum_[i] = ce_sum_[i] * scale + other + e_t;
+      ce_max_[i] = m_new;
+      if (grad && m_new != m_old) {
+        float* acc = ce_acc_.data() + i * H;
+        const float sf = static_cast<float>(scale);
+        for (long j = 0; j < H; ++j) acc[j] *= sf;
+      }
+    });
+    if (grad) gemm_->run(n, H, vb, 1.0f, row_major(block, vb), l.w->rows_from(v0, H), ce_acc_.data(), H, true);
+  }
+  pool_->parallel_for(n, [&](std::size_t i, int) {
+    const double s = ce_sum_[i];
+    const float lse = ce_max_[i] + static_cast<float>(std::log(s));
+    logit_lse_[r0 + i] = lse;
+    logprobs[r0 + i] = ce_target_logit_[i] - lse;
+    if (!grad) return;
+    const float p_other = static_cast<float>(ce_sum_other_[i] / s);
+    const float inv = static_cast<float>(1.0 / s);
+    const long t = targets[r0 + i];
+    const float* acc = ce_acc_.data() + i * H;
+    float* g = lm_grad_.data() + (r0 + i) * H;
+    if (l.w->is_bf16()) {
+      const uint16_t* wt = l.w->bf16.data() + t * H;
+      for (long j = 0; j < H; ++j) g[j] = p_other * bf16_to_f32(wt[j]) - inv * acc[j];
+    } else {
+      const float* wt = l.w->value.data() + t * H;
+      for (long j = 0; j < H; ++j) g[j] = p_other * wt[j] - inv * acc[j];
+    }
+  });
 }
 
 std::vector<float> Model::forward_hidden(const Batch& batch, Pooling pooling, bool save) {
   run_layers(batch, save);
   saved_logits_ = false;
+  saved_lm_grad_ = false;
   saved_pooling_ = pooling;
   const long H = config_.hidden_size;
   std::vector<float> pooled(spans_.size() * H, 0.0f);
@@ -529,9 +605,20 @@ void Model::backward(const std::vector<float>& dlogprob) {
   const ModelConfig& c = config_;
   const long H = c.hidden_size, V = c.vocab_size;
   ensure(dx_, rows * H);
-  ensure(dlogits_buf_, kLogitRows * V);
   ensure(dtmp_, rows * H);
   float* dhf = dtmp_.data();
+  if (saved_lm_grad_) {  // the forward left d logprob / d hf per row
+    pool_->parallel_for(rows, [&](std::size_t i, int) {
+      const float g = dlogprob[i];
+      const float* src = lm_grad_.data() + i * H;
+      float* dst = dhf + i * H;
+      for (long j = 0; j < H; ++j) dst[j] = g * src[j];
+    });
+    backward_from_hidden(dhf);
+    return;
+  }
+  ensure(logits_buf_, kLogitRows * V);
+  ensure(dlogits_buf_, kLogitRows * V);
   const long r = lora_on(lm_head_) ? lm_head_.lora.a->shape[0] : 0;
   // Unembedding, chunk by chunk: d logprob_i / d z_v = [v = target_i] − softmax(z)_v.
   for (long r0 = 0; r0 < rows; r0 += kLogitRows) {

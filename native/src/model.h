@@ -58,6 +58,13 @@ struct Param {
   // This tensor as a GEMM operand, whichever storage it has.
   MatView as_row_major(long cols) const { return is_bf16() ? row_major(bf16.data(), cols) : row_major(value.data(), cols); }
   MatView as_transposed(long cols) const { return is_bf16() ? transposed(bf16.data(), cols) : transposed(value.data(), cols); }
+  // Rows [row0, ...) of a [rows x cols] matrix, as a GEMM operand (plain or transposed).
+  MatView rows_from(long row0, long cols) const {
+    return is_bf16() ? row_major(bf16.data() + row0 * cols, cols) : row_major(value.data() + row0 * cols, cols);
+  }
+  MatView rows_from_transposed(long row0, long cols) const {
+    return is_bf16() ? transposed(bf16.data() + row0 * cols, cols) : transposed(value.data() + row0 * cols, cols);
+  }
 };
 
 // How the engine holds and recomputes things; none of it changes the math.
@@ -192,6 +199,13 @@ class Model {
   void backward_from_hidden(const float* dhf);
   // Final norm + unembedding over rows [r0, r1) of normed hidden states → logits chunk.
   void logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk);
+  // The fused cross-entropy over rows [r0, r1) of hf_: log-softmax normaliser and target
+  // log-probability per row, walking the vocabulary in fixed blocks with an online softmax
+  // (never more than kCeRows x kCeVocab logits). With grad, also d logprob / d hf per row
+  // (into lm_grad_), for an unembedding that is frozen and unadapted.
+  void cross_entropy_rows(long r0, long r1, const int32_t* targets, float* logprobs, bool grad);
+  // backward() can take d logprob / d hf from lm_grad_ instead of recomputing the logits.
+  bool lm_head_frozen() const { return !lm_head_.w->trainable && !lora_on(lm_head_); }
   void check_batch(const Batch& batch) const;
   void ensure_kv_cache(long slots, long capacity);
 
@@ -224,8 +238,13 @@ class Model {
   std::vector<long> positions_;
   std::vector<int32_t> saved_tokens_, saved_targets_;
   std::vector<float> x_final_, hf_, rstd_final_, logit_lse_, lm_xa_;
+  // Cross-entropy state: a logits block, and per row the running max, sums and Σ p·W.
+  std::vector<float> ce_block_, ce_max_, ce_acc_, lm_grad_;
+  std::vector<double> ce_sum_, ce_sum_other_;
+  std::vector<float> ce_target_logit_;
   long saved_rows_ = -1;
   bool saved_logits_ = false;  // the saved forward computed logits (backward() may follow)
+  bool saved_lm_grad_ = false;  // lm_grad_ holds d logprob / d hf of the saved forward
   Pooling saved_pooling_ = Pooling::kMean;
   // Backward / scratch buffers.
   std::vector<float> logits_buf_, dlogits_buf_, dx_, dh_, dtmp_, dq_, dk_, dv_, dattn_, dgate_,
