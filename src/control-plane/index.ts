@@ -39,7 +39,6 @@ export { ApiError, type ApiStatus } from './http/errors.js';
 export type { JobOrchestrator, JobRef, PromoteRequest } from './orchestrator.js';
 export { BILLING_CSV_COLUMNS } from './resources/billing.js';
 export { datasetDataKey } from './resources/datasets.js';
-export { RFT_DEFAULTS } from './resources/jobs/rft.js';
 export { DEFAULT_INACTIVITY_SECONDS } from './resources/jobs/rlor.js';
 export {
   FINAL_STATES,
@@ -49,11 +48,6 @@ export {
   type JobState,
   type JobStatus,
 } from './resources/jobs/states.js';
-export {
-  DEFAULT_BATCH_TOKENS,
-  DEFAULT_LORA_RANK,
-  defaultLearningRate,
-} from './resources/jobs/training.js';
 export {
   isStatusRecordKey,
   type RolloutLogRecord,

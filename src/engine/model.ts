@@ -6,6 +6,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { parseSafetensorsHeader, type TensorMap } from '../checkpoints/safetensors.js';
+import { adamWSchema } from '../recipes/optimizer.js';
 import { type ModelConfig, readHfConfig, ropeInverseFrequencies } from './config.js';
 import { DTYPE_BYTES, f16ToF32, type TensorData } from './dtype.js';
 import {
@@ -82,14 +83,8 @@ export interface TokenSequence {
   tokens: ArrayLike<number>;
 }
 
-export const adamParamsSchema = z.object({
-  learningRate: z.number().nonnegative().finite(),
-  beta1: z.number().min(0).lt(1).default(0.9),
-  beta2: z.number().min(0).lt(1).default(0.95),
-  eps: z.number().positive().default(1e-8),
-  weightDecay: z.number().nonnegative().default(0),
-  /** Maximum global gradient norm; 0 disables clipping. */
-  gradClipNorm: z.number().nonnegative().default(0),
+/** AdamW (src/recipes/optimizer.ts, its one definition) plus the engine's gradient scale. */
+export const adamParamsSchema = adamWSchema.extend({
   /** Multiplies the accumulated gradients first (grad-accumulation normalisation); 1 = none. */
   gradScale: z.number().positive().finite().default(1),
 });

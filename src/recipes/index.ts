@@ -19,9 +19,11 @@ export {
   sci,
 } from './fields.js';
 export {
+  ADAMW_DEFAULTS,
   type AdamWConfig,
   type AdamWParams,
   adamW,
+  adamWFields,
   adamWSchema,
   MANAGED_JOB_ADAMW,
 } from './optimizer.js';

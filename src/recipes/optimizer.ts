@@ -13,14 +13,33 @@
  */
 import { z } from 'zod';
 
-export const adamWSchema = z.object({
+/** Each AdamW setting's range (a boundary that takes some of them optional builds on this). */
+export const adamWFields = {
   learningRate: z.number().nonnegative().finite(),
-  beta1: z.number().min(0).lt(1).default(0.9),
-  beta2: z.number().min(0).lt(1).default(0.95),
-  eps: z.number().positive().default(1e-8),
-  weightDecay: z.number().nonnegative().default(0),
+  beta1: z.number().min(0).lt(1),
+  beta2: z.number().min(0).lt(1),
+  eps: z.number().positive(),
+  weightDecay: z.number().nonnegative(),
   /** Maximum global gradient norm; 0 disables clipping. */
-  gradClipNorm: z.number().nonnegative().default(0),
+  gradClipNorm: z.number().nonnegative(),
+};
+
+/** The engine's defaults: what an unset field steps with. */
+export const ADAMW_DEFAULTS = {
+  beta1: 0.9,
+  beta2: 0.95,
+  eps: 1e-8,
+  weightDecay: 0,
+  gradClipNorm: 0,
+} as const;
+
+export const adamWSchema = z.object({
+  learningRate: adamWFields.learningRate,
+  beta1: adamWFields.beta1.default(ADAMW_DEFAULTS.beta1),
+  beta2: adamWFields.beta2.default(ADAMW_DEFAULTS.beta2),
+  eps: adamWFields.eps.default(ADAMW_DEFAULTS.eps),
+  weightDecay: adamWFields.weightDecay.default(ADAMW_DEFAULTS.weightDecay),
+  gradClipNorm: adamWFields.gradClipNorm.default(ADAMW_DEFAULTS.gradClipNorm),
 });
 
 /** A complete AdamW configuration (every field resolved). */

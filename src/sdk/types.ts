@@ -9,6 +9,7 @@ import type {
   ForwardBackwardOutput as WireOutput,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { FIELDS, type LossDatum, type NumericArray, type TensorInput } from '../losses/index.js';
+import type { AdamWParams } from '../recipes/optimizer.js';
 import { TrainerError } from '../trainer/errors.js';
 import { decodeBatched, encodeInt32, encodeTensor, type WireDtype } from '../trainer/wire.js';
 import type { Datum } from './datums.js';
@@ -197,16 +198,8 @@ export function decodeOutput(output: WireOutput | undefined, what: string): Forw
   };
 }
 
-/** AdamW hyper-parameters; unset ones take the defaults (0.9, 0.95, 1e-8, 0, clip off). */
-export interface AdamParams {
-  learningRate?: number;
-  beta1?: number;
-  beta2?: number;
-  eps?: number;
-  weightDecay?: number;
-  /** 0 = no clipping. */
-  gradClipNorm?: number;
-}
+/** AdamW hyper-parameters (src/recipes/optimizer.ts); unset ones take the engine's defaults. */
+export type AdamParams = Partial<AdamWParams>;
 
 export type GradAccumulationNormalizationInput =
   | 'num_loss_tokens'

@@ -11,6 +11,7 @@ import {
 import { z } from 'zod';
 import { ApiError } from '../control-plane/index.js';
 import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
+import { adamWFields, optionalShape } from '../recipes/index.js';
 import { promotionWorkflow, trainerJobWorkflow, trainingJobWorkflow } from './definitions/index.js';
 import type { WorkflowSettings } from './definitions/proxies.js';
 import { executeTrainStepUpdate } from './definitions/trainer-job.js';
@@ -42,16 +43,7 @@ const trainStepRequestSchema = z.strictObject({
     .min(1, 'datums: give at least one datum'),
   lossFn: z.string().optional(),
   lossFnConfig: z.record(z.string(), z.number()).optional(),
-  adamParams: z
-    .strictObject({
-      learningRate: z.number().positive().optional(),
-      beta1: z.number().optional(),
-      beta2: z.number().optional(),
-      eps: z.number().optional(),
-      weightDecay: z.number().optional(),
-      gradClipNorm: z.number().optional(),
-    })
-    .optional(),
+  adamParams: z.strictObject(optionalShape(adamWFields)).optional(),
   gradAccumulationNormalization: z.enum(['num_loss_tokens', 'num_sequences', 'none']).optional(),
 });
 

@@ -8,13 +8,10 @@ import { ApplicationFailure, Context } from '@temporalio/activity';
 import { CheckpointError } from '../../checkpoints/dcp/errors.js';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpoints/promotion.js';
-import {
-  DEFAULT_BATCH_TOKENS,
-  defaultLearningRate,
-  RFT_DEFAULTS,
-} from '../../control-plane/index.js';
 import { parseDataset, renderSamples } from '../../datasets/index.js';
 import { checkEvaluator } from '../../evaluators/index.js';
+import { resolveRlLossMethod } from '../../losses/index.js';
+import { fields as F } from '../../recipes/index.js';
 import type { Store } from '../../store/index.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import { parseDuration } from '../../trainer/duration.js';
@@ -67,10 +64,16 @@ function rftSettings(body: unknown): RftSettings {
     throw invalid(`invalid job: ${issue.path.join('.') || '(job)'}: ${issue.message}`);
   }
   const f = parsed.data;
+  // The method and its KL beta, checked by the loss's own rules (and its words).
+  try {
+    resolveRlLossMethod({ method: f.rlLossMethod, klBeta: f.rlKlBeta });
+  } catch (error) {
+    throw invalid(`invalid job: ${(error as Error).message}`);
+  }
   return {
     evaluator: f.evaluator,
     chunkSize: f.chunkSize,
-    n: f.responseCandidatesCount ?? f.n ?? RFT_DEFAULTS.responseCandidatesCount,
+    n: f.responseCandidatesCount ?? f.n ?? F.responseCandidatesCount.default,
     temperature: f.temperature,
     topP: f.topP,
     topK: f.topK,
@@ -166,10 +169,11 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         outputModelId: (body.outputModel ?? ref.id).split('/').pop()!,
         loraRank,
         maxContextLength,
-        batchTokens: body.batchSize ?? DEFAULT_BATCH_TOKENS,
+        batchTokens: body.batchSize ?? F.batchSize[rft ? 'rft' : 'job'].default,
         epochs: body.epochs,
         learningRate:
-          body.learningRate ?? (rft ? RFT_DEFAULTS.learningRate : defaultLearningRate(loraRank)),
+          body.learningRate ??
+          (rft ? F.learningRate.rft.default : F.learningRate.job.default(loraRank)),
         warmupSteps: body.learningRateWarmupSteps,
         gradientAccumulationSteps: body.gradientAccumulationSteps,
         checkpointEvery: body.checkpointFrequency,

@@ -7,6 +7,7 @@ import { Context } from '@temporalio/activity';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
 import type { SandboxSettings } from '../../evaluators/index.js';
+import { learningRateAt as scheduledRate } from '../../recipes/index.js';
 import type { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
@@ -86,10 +87,18 @@ export async function withHeartbeats<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** Linear warmup over `warmupSteps`, then constant. */
+/** The step's rate: linear warm-up over `warmupSteps`, then constant (recipes' schedule). */
 export function learningRateAt(plan: TrainingPlan, step: number): number {
-  if (plan.warmupSteps <= 0) return plan.learningRate;
-  return plan.learningRate * Math.min(1, (step + 1) / plan.warmupSteps);
+  return scheduledRate(
+    {
+      kind: 'constant',
+      warmupSteps: plan.warmupSteps,
+      minRatio: 0,
+      peak: plan.learningRate,
+      totalSteps: plan.totalSteps,
+    },
+    step,
+  );
 }
 
 export function weightSum(batch: readonly TrainingDatum[]): number {

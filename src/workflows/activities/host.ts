@@ -10,6 +10,7 @@
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { type Evaluate, type Evaluator, openEvaluator } from '../../evaluators/index.js';
 import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
+import { MANAGED_JOB_ADAMW } from '../../recipes/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import { type TrainingDatum, toLossDatum } from '../../sdk/types.js';
@@ -225,7 +226,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     }
     const learningRate = learningRateAt(plan, step);
     await client.optimStep(
-      { learningRate, beta1: 0.9, beta2: 0.999, weightDecay: 0, gradClipNorm: 1 },
+      { learningRate, ...MANAGED_JOB_ADAMW },
       plan.method === 'sft' ? 'num_loss_tokens' : 'num_sequences',
     );
     return { ...metrics, 'loss:mean': loss / Math.max(tokens, 1), learning_rate: learningRate };

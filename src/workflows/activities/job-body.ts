@@ -1,13 +1,17 @@
 /**
- * The fields of a stored job that the workflow reads. The REST layer validated them and
- * resolved every default already; this parse is the workflow's own boundary check, so a row
- * edited by hand or written by an older control plane fails loudly instead of training with
- * surprises. Defaults, where a row lacks a field, are the control plane's own constants.
+ * The fields of a stored job that the workflow reads. The REST boundary checked every setting
+ * against its one schema (src/recipes/fields.ts) and resolved every default, so here a setting
+ * is read as the type it has (a number, a whole number) and never checked against a range
+ * again; a field a row lacks (a row written by an older control plane) takes the setting's
+ * own default from the same definition. A row edited into the wrong shape still fails loudly.
  */
 import { z } from 'zod';
-import { DEFAULT_LORA_RANK, RFT_DEFAULTS } from '../../control-plane/index.js';
+import { fields as F } from '../../recipes/index.js';
 
-const positiveInt = z.number().int().positive();
+/** A stored setting: a number (its range was checked where the job was created). */
+const number = z.number();
+/** A stored setting that counts something. */
+const count = z.number().int();
 
 export const trainingJobBodySchema = z
   .object({
@@ -17,17 +21,21 @@ export const trainingJobBodySchema = z
     dataset: z.string().min(1),
     outputModel: z.string().min(1).optional(),
     evaluationDataset: z.string().optional(),
-    maxContextLength: positiveInt.optional(),
+    maxContextLength: count.optional(),
     /** Tokens per optimizer step (micro-batch; packed whole sequences). */
-    batchSize: positiveInt.optional(),
-    epochs: z.number().positive().default(1),
-    learningRate: z.number().positive().optional(),
-    learningRateWarmupSteps: z.number().int().nonnegative().default(0),
-    gradientAccumulationSteps: positiveInt.default(1),
-    loraRank: z.number().int().nonnegative().default(DEFAULT_LORA_RANK),
-    checkpointFrequency: z.number().int().nonnegative().default(0),
-    beta: z.number().gt(0).lt(0.5).default(0.1),
-    seed: z.number().int().nonnegative().default(0),
+    batchSize: count.optional(),
+    epochs: number.default(F.epochs.job.default),
+    /** Unset: the method's default for the job's LoRA rank (prepareTrainingJob). */
+    learningRate: number.optional(),
+    learningRateWarmupSteps: count.default(F.learningRateWarmupSteps.default),
+    gradientAccumulationSteps: count.default(F.gradientAccumulationSteps.default),
+    loraRank: count.default(F.loraRank.job.default),
+    checkpointFrequency: count.default(F.checkpointFrequency.default),
+    /** DPO. */
+    beta: number.default(F.dpoBeta.default),
+    /** ORPO. */
+    orpoLambda: number.default(F.orpoLambda.default),
+    seed: count.default(F.seed.default),
     /** Written by the workflow: where a resumed job continues. */
     lastCheckpoint: z.object({ checkpoint: z.string(), step: z.number().int() }).optional(),
   })
@@ -38,23 +46,24 @@ export const trainingJobBodySchema = z
 
 export type TrainingJobBody = z.output<typeof trainingJobBodySchema>;
 
-/** The RFT-specific fields (managed-jobs.md, RFT), with the chosen defaults. */
+/** The RFT-specific fields (managed-jobs.md, RFT), with the settings' own defaults. */
 export const rftJobFieldsSchema = z
   .object({
     evaluator: z.string().min(1),
-    chunkSize: z.number().int().default(RFT_DEFAULTS.chunkSize),
-    rlLossMethod: z.enum(['grpo', 'dapo', 'gspo-token']).default(RFT_DEFAULTS.rlLossMethod),
-    rlKlBeta: z.number().nonnegative().default(0),
-    temperature: z.number().min(0.1).max(2).default(RFT_DEFAULTS.temperature),
-    topP: z.number().gt(0).max(1).default(RFT_DEFAULTS.topP),
-    topK: z.number().int().nonnegative().default(RFT_DEFAULTS.topK),
-    responseCandidatesCount: z.number().int().min(2).optional(),
-    n: z.number().int().min(2).optional(),
-    maxTokens: z.number().int().min(16).max(16384).default(RFT_DEFAULTS.maxTokens),
-    maxConcurrentRollouts: positiveInt.default(RFT_DEFAULTS.maxConcurrentRollouts),
+    chunkSize: count.default(F.chunkSize.default),
+    /** The loss method's name and KL beta are checked by src/losses when the plan is made. */
+    rlLossMethod: z.string().default(F.rlLossMethod.default),
+    rlKlBeta: number.default(F.rlKlBeta.default),
+    temperature: number.default(F.temperature.default),
+    topP: number.default(F.topP.default),
+    topK: count.default(F.topK.default),
+    responseCandidatesCount: count.optional(),
+    n: count.optional(),
+    maxTokens: count.default(F.maxTokens.default),
+    maxConcurrentRollouts: count.default(F.maxConcurrentRollouts.default),
     /** Seconds. */
-    rolloutTimeout: z.number().positive().default(RFT_DEFAULTS.rolloutTimeout),
-    /** Remote environment (`--remote-server-url`): rollouts run there, not here. */
+    rolloutTimeout: number.default(F.rolloutTimeout.default),
+    /** Remote environment (`--remote-server-url`): rollouts run on the user's server. */
     remoteServerUrl: z.string().url().optional(),
   })
   .passthrough();
@@ -65,7 +74,7 @@ export type RftJobFields = z.output<typeof rftJobFieldsSchema>;
 export const trainerJobBodySchema = z
   .object({
     baseModel: z.string().min(1),
-    loraRank: z.number().int().nonnegative().default(0),
+    loraRank: count.default(F.loraRank.trainer.default),
     forwardOnly: z.boolean().default(false),
     /** Protobuf JSON duration ("1800s"); 0 or unset = 60 minutes. */
     inactivityTimeout: z.string().optional(),

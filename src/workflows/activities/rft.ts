@@ -13,6 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { parseDataset, planEpochs, type RftPrompt, rftPrompts } from '../../datasets/index.js';
 import type { Evaluate, Evaluation } from '../../evaluators/index.js';
 import { computeGroupAdvantages, FIELDS, rlMethodLoss } from '../../losses/index.js';
+import { MANAGED_JOB_ADAMW } from '../../recipes/index.js';
 import type { DeploymentSampler, SampledCompletion } from '../../sdk/deployment-sampler.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
@@ -310,10 +311,7 @@ export async function runRftStep(ctx: RftStepContext, step: number) {
     }
     const loss = rlMethodLoss({ method: s.lossMethod, klBeta: s.klBeta });
     const out = await ctx.policy.forwardBackwardCustom(datums, loss);
-    await ctx.policy.optimStep(
-      { learningRate: ctx.learningRate, beta1: 0.9, beta2: 0.999, weightDecay: 0, gradClipNorm: 1 },
-      'none',
-    );
+    await ctx.policy.optimStep({ learningRate: ctx.learningRate, ...MANAGED_JOB_ADAMW }, 'none');
     metrics['policy_loss:mean'] = out.loss;
     for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
   }

@@ -1,9 +1,10 @@
 /**
  * `reinforcementFineTuningJobs` (`temper create rftj`): the shared training fields plus the
- * rollout and loss settings, with the spec's defaults and ranges (managed-jobs.md, RFT) and
- * its messages: `Learning rate 1e-2 outside valid range [1e-5, 5e-4]`, n ≥ 2, temperature
- * in [0.1, 2.0] (0 rejected), `Evaluator 'x' not found in account`, and the KL-beta rules of
- * the loss methods, which come from src/losses (resolveRlLossMethod) word for word.
+ * rollout and loss settings, with the spec's defaults, ranges and messages (managed-jobs.md,
+ * RFT), all from src/recipes/fields.ts: `Learning rate 1e-2 outside valid range [1e-5, 5e-4]`,
+ * n ≥ 2, temperature in [0.1, 2.0] (0 rejected); `Evaluator 'x' not found in account`; and the
+ * KL-beta rules of the loss methods, which come from src/losses (resolveRlLossMethod) word for
+ * word. LoRA rank 0 trains the full model (full-parameter RFT), 4-32 a LoRA adapter.
  *
  * The Fireworks SDK's body (what `eval-protocol create rft` sends: `trainingConfig{...}`,
  * `lossConfig{method, klBeta}`, `inferenceParameters{...}`) is flattened to this form first
@@ -12,55 +13,20 @@
  */
 import { z } from 'zod';
 import { resolveRlLossMethod } from '../../../losses/rl/methods.js';
-import { durationSeconds } from '../../../recipes/durations.js';
+import { fields as F } from '../../../recipes/index.js';
 import type { Deps } from '../../context.js';
-import { parseBody } from '../../http/body.js';
 import { invalid, zodMessage } from '../../http/errors.js';
 import type { CollectionRoutes, RequestCtx } from '../../http/router.js';
 import { resolveEvaluator } from '../refs.js';
 import { jobRoutes } from './routes.js';
-import {
-  isPowerOfTwo,
-  maxContextLengthSchema,
-  Problems,
-  resolveTraining,
-  sci,
-  trainingFields,
-} from './training.js';
-
-export const RFT_DEFAULTS = {
-  epochs: 1,
-  learningRate: 1e-4,
-  loraRank: 8,
-  batchSize: 32768,
-  chunkSize: 200,
-  rlLossMethod: 'grpo',
-  temperature: 0.7,
-  topP: 1,
-  topK: 40,
-  responseCandidatesCount: 8,
-  maxTokens: 2048,
-  maxConcurrentRollouts: 96,
-  /** Seconds (stored as a number; the request may also say "60s" or "2m"). */
-  rolloutTimeout: 60,
-} as const;
+import { parseJobBody, resolveTraining, rftTrainingFields } from './training.js';
 
 const rftSchema = z.strictObject({
-  ...trainingFields,
+  ...rftTrainingFields,
   evaluator: z.string().min(1),
-  chunkSize: z.number().optional(),
-  rlLossMethod: z.string().optional(),
-  rlKlBeta: z.number().optional(),
-  temperature: z.number().optional(),
-  topP: z.number().optional(),
-  topK: z.number().optional(),
-  responseCandidatesCount: z.number().optional(),
-  /** `--n`, the same as responseCandidatesCount. */
-  n: z.number().optional(),
-  maxTokens: z.number().optional(),
-  maxConcurrentRollouts: z.number().int().positive().optional(),
-  /** Seconds, or a duration: "60s", "2m"; at most an hour. */
-  rolloutTimeout: durationSeconds({ min: 1, max: 3600 }).optional(),
+  /** `--n`, the same setting as responseCandidatesCount. */
+  n: F.responseCandidatesCount.schema.optional(),
+  /** Remote environment (`--remote-server-url`): rollouts run there, not here. */
   remoteServerUrl: z.url({ protocol: /^https?$/ }).optional(),
 });
 type RftInput = z.output<typeof rftSchema>;
@@ -68,19 +34,25 @@ type RftInput = z.output<typeof rftSchema>;
 const refuse = (what: string, instead: string) =>
   z.unknown().refine(() => false, `${what} is not supported here: ${instead}`);
 
+/**
+ * A training setting nested in the SDK's body: carried to the flat form as given and checked
+ * there, once, by its own schema (src/recipes/fields.ts).
+ */
+const setting = z.unknown().optional();
+
 /** The SDK's nested settings; each key maps to the flat field named in FLAT_NAMES. */
 const sdkTrainingConfig = z.strictObject({
   baseModel: z.string().optional(),
   warmStartFrom: z.string().optional(),
   outputModel: z.string().optional(),
-  epochs: z.number().optional(),
-  learningRate: z.number().optional(),
-  learningRateWarmupSteps: z.number().optional(),
-  loraRank: z.number().optional(),
-  maxContextLength: maxContextLengthSchema.optional(),
-  batchSize: z.number().optional(),
-  gradientAccumulationSteps: z.number().optional(),
-  samplerCheckpointSaveIntervalSteps: z.number().optional(),
+  epochs: setting,
+  learningRate: setting,
+  learningRateWarmupSteps: setting,
+  loraRank: setting,
+  maxContextLength: setting,
+  batchSize: setting,
+  gradientAccumulationSteps: setting,
+  samplerCheckpointSaveIntervalSteps: setting,
   optimizerWeightDecay: z
     .number()
     .refine(
@@ -95,15 +67,15 @@ const sdkTrainingConfig = z.strictObject({
 const sdkLossConfig = z.strictObject({
   /** GRPO, DAPO, GSPO_TOKEN (the SDK's enum) or grpo, dapo, gspo-token (the CLI's words). */
   method: z.string().optional(),
-  klBeta: z.number().optional(),
+  klBeta: setting,
   dpo: refuse('lossConfig.dpo', 'RFT jobs train with grpo, dapo or gspo-token').optional(),
 });
 const sdkInferenceParameters = z.strictObject({
-  temperature: z.number().optional(),
-  topP: z.number().optional(),
-  topK: z.number().optional(),
-  maxOutputTokens: z.number().optional(),
-  responseCandidatesCount: z.number().optional(),
+  temperature: setting,
+  topP: setting,
+  topK: setting,
+  maxOutputTokens: setting,
+  responseCandidatesCount: setting,
   extraBody: z
     .string()
     .refine(
@@ -177,8 +149,6 @@ export function flattenSdkBody(body: Record<string, unknown>): Record<string, un
   return flat;
 }
 
-const whole = (x: number) => Number.isInteger(x);
-
 function candidates(input: RftInput): number | undefined {
   const { n, responseCandidatesCount: count } = input;
   if (n !== undefined && count !== undefined && n !== count)
@@ -186,88 +156,30 @@ function candidates(input: RftInput): number | undefined {
   return count ?? n;
 }
 
-function checkRanges(input: RftInput, n: number | undefined): void {
-  const p = new Problems();
-  const {
-    epochs,
-    learningRate: lr,
-    loraRank,
-    temperature: t,
-    topP,
-    topK,
-    maxTokens,
-    chunkSize,
-  } = input;
-  if (lr !== undefined)
-    p.check(lr >= 1e-5 && lr <= 5e-4, `Learning rate ${sci(lr)} outside valid range [1e-5, 5e-4]`);
-  if (epochs !== undefined)
-    p.check(
-      whole(epochs) && epochs >= 1 && epochs <= 10,
-      `Epochs ${epochs} must be a whole number in [1, 10]`,
-    );
-  if (loraRank !== undefined)
-    p.check(
-      isPowerOfTwo(loraRank) && loraRank >= 4 && loraRank <= 32,
-      `LoRA rank ${loraRank} must be a power of 2 in [4, 32]`,
-    );
-  if (t !== undefined)
-    p.check(t >= 0.1 && t <= 2, `Temperature ${t} outside valid range [0.1, 2.0]`);
-  if (topP !== undefined)
-    p.check(topP > 0 && topP <= 1, `Top-p ${topP} outside valid range (0, 1]`);
-  if (topK !== undefined)
-    p.check(whole(topK) && topK >= 0, `Top-k ${topK} must be a whole number >= 0 (0 = off)`);
-  if (n !== undefined)
-    p.check(
-      whole(n) && n >= 2,
-      `Response candidates count (n) ${n} is below the minimum of 2: RFT compares several responses per prompt`,
-    );
-  if (maxTokens !== undefined)
-    p.check(
-      whole(maxTokens) && maxTokens >= 16 && maxTokens <= 16384,
-      `Max tokens ${maxTokens} outside valid range [16, 16384]`,
-    );
-  if (chunkSize !== undefined)
-    p.check(
-      whole(chunkSize) && (chunkSize === -1 || chunkSize >= 1),
-      `Chunk size ${chunkSize} must be -1 (off) or a positive whole number`,
-    );
-  p.throwIfAny();
-}
-
 async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
-  const input = parseBody(rftSchema, flattenSdkBody(body));
+  const input = parseJobBody(rftSchema, flattenSdkBody(body));
   const n = candidates(input);
-  checkRanges(input, n);
   const lossConfig = resolveRlLossMethod({
-    method: input.rlLossMethod ?? RFT_DEFAULTS.rlLossMethod,
+    method: input.rlLossMethod ?? F.rlLossMethod.default,
     ...(input.rlKlBeta !== undefined ? { klBeta: input.rlKlBeta } : {}),
   });
-  const rolloutTimeout = input.rolloutTimeout ?? RFT_DEFAULTS.rolloutTimeout;
   const evaluator = await resolveEvaluator(deps, ctx, input.evaluator);
-  const t = await resolveTraining(
-    deps,
-    ctx,
-    { ...input, loraRank: input.loraRank ?? RFT_DEFAULTS.loraRank },
-    'rft',
-  );
-  if (t.loraRank === 0)
-    throw invalid('LoRA rank 0 must be a power of 2 in [4, 32]: RFT trains LoRA adapters');
+  // LoRA rank 0 is full-parameter RFT: the rollout deployment serves full-weight snapshots.
+  const t = await resolveTraining(deps, ctx, input, 'rft', 'rft');
   return {
     ...t.fields,
     evaluator,
-    learningRate: input.learningRate ?? RFT_DEFAULTS.learningRate,
-    batchSize: input.batchSize ?? RFT_DEFAULTS.batchSize,
-    chunkSize: input.chunkSize ?? RFT_DEFAULTS.chunkSize,
+    chunkSize: input.chunkSize ?? F.chunkSize.default,
     rlLossMethod: lossConfig.method,
-    rlKlBeta: input.rlKlBeta ?? 0,
+    rlKlBeta: input.rlKlBeta ?? F.rlKlBeta.default,
     lossConfig,
-    temperature: input.temperature ?? RFT_DEFAULTS.temperature,
-    topP: input.topP ?? RFT_DEFAULTS.topP,
-    topK: input.topK ?? RFT_DEFAULTS.topK,
-    responseCandidatesCount: n ?? RFT_DEFAULTS.responseCandidatesCount,
-    maxTokens: input.maxTokens ?? RFT_DEFAULTS.maxTokens,
-    maxConcurrentRollouts: input.maxConcurrentRollouts ?? RFT_DEFAULTS.maxConcurrentRollouts,
-    rolloutTimeout,
+    temperature: input.temperature ?? F.temperature.default,
+    topP: input.topP ?? F.topP.default,
+    topK: input.topK ?? F.topK.default,
+    responseCandidatesCount: n ?? F.responseCandidatesCount.default,
+    maxTokens: input.maxTokens ?? F.maxTokens.default,
+    maxConcurrentRollouts: input.maxConcurrentRollouts ?? F.maxConcurrentRollouts.default,
+    rolloutTimeout: input.rolloutTimeout ?? F.rolloutTimeout.default,
     ...(input.remoteServerUrl ? { remoteServerUrl: input.remoteServerUrl } : {}),
   };
 }

@@ -12,7 +12,7 @@
  * when it implements it; the checkpoint routes are in checkpoints.ts.
  */
 import { z } from 'zod';
-import { durationSeconds } from '../../../recipes/durations.js';
+import { durationSeconds, fields as F } from '../../../recipes/index.js';
 import type { Deps } from '../../context.js';
 import { parseBody } from '../../http/body.js';
 import { ApiError, invalid, notFound, precondition } from '../../http/errors.js';
@@ -23,7 +23,7 @@ import { resolveModel } from '../refs.js';
 import { defaultShape, findShape, type TrainerMode } from '../training-shapes.js';
 import { jobRoutes } from './routes.js';
 import { isFinal } from './states.js';
-import { maxContextLengthSchema } from './training.js';
+import { parseJobBody } from './training.js';
 
 export const DEFAULT_INACTIVITY_SECONDS = 3600;
 
@@ -31,9 +31,9 @@ const rlorSchema = z.strictObject({
   displayName: z.string().max(200).optional(),
   baseModel: z.string().min(1).optional(),
   trainingShapeRef: z.string().min(1).optional(),
-  loraRank: z.number().int().min(0).max(256).optional(),
-  maxContextLength: maxContextLengthSchema.optional(),
-  learningRate: z.number().positive().max(1).optional(),
+  loraRank: F.loraRank.trainer.schema.optional(),
+  maxContextLength: F.maxContextLength.schema.optional(),
+  learningRate: F.learningRate.trainer.schema.optional(),
   region: z.string().max(100).optional(),
   forwardOnly: z.boolean().optional(),
   replicaCount: z.number().int().min(1).max(64).optional(),
@@ -54,9 +54,9 @@ type RlorInput = z.output<typeof rlorSchema>;
  */
 const sdkTrainingConfig = z.strictObject({
   baseModel: z.string().min(1).optional(),
-  loraRank: z.number().int().min(0).max(256).optional(),
-  learningRate: z.number().positive().max(1).optional(),
-  maxContextLength: maxContextLengthSchema.optional(),
+  loraRank: F.loraRank.trainer.schema.optional(),
+  learningRate: F.learningRate.trainer.schema.optional(),
+  maxContextLength: F.maxContextLength.schema.optional(),
   region: z.string().max(100).optional(),
   acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
@@ -127,7 +127,7 @@ function trainerShape(input: RlorInput, baseModel: string | null, mode: TrainerM
 }
 
 async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>) {
-  const input = parseBody(
+  const input = parseJobBody(
     rlorSchema,
     flattenSdkBody(body, (ctx.req.query ?? {}) as Record<string, unknown>),
   );
@@ -141,7 +141,7 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     throw invalid(
       `baseModel: ${model.name} is a LoRA adapter; start from its base model and load the adapter (loadAdapter)`,
     );
-  const loraRank = input.loraRank ?? 0;
+  const loraRank = input.loraRank ?? F.loraRank.trainer.default;
   const mode: TrainerMode = input.forwardOnly
     ? 'FORWARD_ONLY'
     : loraRank > 0
@@ -162,7 +162,7 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     ...(input.maxContextLength !== undefined || limit !== null
       ? { maxContextLength: input.maxContextLength ?? limit }
       : {}),
-    learningRate: input.learningRate ?? 1e-5,
+    learningRate: input.learningRate ?? F.learningRate.trainer.default,
     forwardOnly: input.forwardOnly ?? false,
     replicaCount: input.replicaCount ?? 1,
     inactivityTimeout: `${input.inactivityTimeout || DEFAULT_INACTIVITY_SECONDS}s`,

@@ -1,13 +1,25 @@
 /**
- * The fields SFT, DPO and RFT jobs share (the `temper create sftj|dpoj|rftj` flags in
- * camelCase) and their resolution: the model to start from (exactly one of baseModel and
+ * The fields SFT, DPO, ORPO and RFT jobs share (the `temper create sftj|dpoj|orpoj|rftj` flags
+ * in camelCase) and their resolution: the model to start from (exactly one of baseModel and
  * warmStartFrom), the dataset (READY, of the job's kind), the output model (a free id in the
  * caller's account, random by default), LoRA rank, context length and training shape.
+ *
+ * The training settings themselves (schema, range, message, default) are src/recipes/fields.ts:
+ * a body is checked against them once, here, and the stored job carries every value resolved.
  */
 import { z } from 'zod';
 import { DATASET_LIMITS, type DatasetKind } from '../../../datasets/validate.js';
+import {
+  documentedIssue,
+  fields as F,
+  jobSettings,
+  optionalShape,
+  rftSettings,
+  sci,
+} from '../../../recipes/index.js';
 import type { Deps } from '../../context.js';
-import { ApiError, invalid, notFound } from '../../http/errors.js';
+import { checkTextLengths } from '../../http/body.js';
+import { ApiError, invalid, notFound, zodMessage } from '../../http/errors.js';
 import { randomId } from '../../http/ids.js';
 import type { RequestCtx } from '../../http/router.js';
 import { activeJobsUsing } from '../common.js';
@@ -20,74 +32,45 @@ const TRAINING_JOBS = [
   'reinforcementFineTuningJobs',
 ] as const;
 
-/**
- * The shortest context a job may train with: a prompt and its answer must fit (a model cannot
- * learn from sequences cut to a token or two; `maxContextLength: 1` used to be accepted and
- * fail in the pod).
- */
-export const MIN_CONTEXT_LENGTH = 32;
+/** Which settings' variants a job takes: RFT has its own ranges and defaults (fields.ts). */
+export type SettingsFamily = 'job' | 'rft';
 
-/** maxContextLength, everywhere a job or trainer takes it (the model's own limit is checked at resolve). */
-export const maxContextLengthSchema = z
-  .number()
-  .int()
-  .min(MIN_CONTEXT_LENGTH, `must be at least ${MIN_CONTEXT_LENGTH} tokens`)
-  .max(1 << 20);
-
-export const trainingFields = {
+/** The job resource's own fields: what it starts from, trains on and promotes to. */
+const resourceFields = {
   displayName: z.string().max(200).optional(),
   baseModel: z.string().min(1).optional(),
   warmStartFrom: z.string().min(1).optional(),
   dataset: z.string().min(1),
   evaluationDataset: z.string().min(1).optional(),
   outputModel: z.string().min(1).optional(),
-  maxContextLength: maxContextLengthSchema.optional(),
-  /** Tokens per optimizer step (whole sequences packed). */
-  batchSize: z
-    .number()
-    .int()
-    .positive()
-    .max(1 << 24)
-    .optional(),
-  /** Range and message in checkTrainingRanges (and RFT's); finite here. */
-  epochs: z.number().finite().optional(),
-  learningRate: z.number().optional(),
-  learningRateWarmupSteps: z.number().int().nonnegative().optional(),
-  gradientAccumulationSteps: z.number().int().positive().optional(),
-  loraRank: z.number().int().optional(),
   trainingShape: z.string().min(1).optional(),
-  checkpointFrequency: z.number().int().nonnegative().optional(),
-  /** Data-order seed; 0 = derived from the job name. */
-  seed: z.number().int().nonnegative().optional(),
 };
+
+/** SFT/DPO/ORPO bodies: the resource fields and the training settings (src/recipes/fields.ts). */
+export const trainingFields = { ...resourceFields, ...optionalShape(jobSettings) };
+/** RFT bodies: the same resource fields with RFT's settings. */
+export const rftTrainingFields = { ...resourceFields, ...optionalShape(rftSettings) };
 
 const trainingSchema = z.strictObject(trainingFields);
 export type TrainingInput = z.output<typeof trainingSchema>;
 
-/** Defaults shared with the workflow (src/workflows reads the same fields). */
-export const DEFAULT_BATCH_TOKENS = 4096;
-export const DEFAULT_LORA_RANK = 8;
-export const defaultLearningRate = (loraRank: number) => (loraRank > 0 ? 1e-3 : 1e-4);
-
-/** 1e-2, 5e-4: how the spec writes rates in messages. */
-export const sci = (x: number) => x.toExponential().replace('e+', 'e');
-
-/** Range problems, gathered so one response names every bad field. */
-export class Problems {
-  readonly messages: string[] = [];
-  check(ok: boolean, message: string): void {
-    if (!ok) this.messages.push(message);
-  }
-  throwIfAny(): void {
-    if (this.messages.length)
-      throw invalid(
-        this.messages.join('; '),
-        this.messages.map((message) => ({ message })),
-      );
-  }
+/**
+ * A job body parsed with its schema. A setting out of range is refused with the spec's own
+ * message, as written (`Learning rate 1e-2 outside valid range [1e-5, 5e-4]`), every bad field
+ * named at once; other problems name their field (`batchSize: Invalid input: ...`).
+ */
+export function parseJobBody<S extends z.ZodType>(schema: S, body: unknown): z.output<S> {
+  checkTextLengths(body);
+  const r = schema.safeParse(body ?? {});
+  if (r.success) return r.data;
+  const messages = r.error.issues.map((issue) =>
+    documentedIssue(issue) ? issue.message : zodMessage(new z.ZodError([issue])),
+  );
+  throw invalid(
+    messages.join('; '),
+    r.error.issues.some(documentedIssue) ? messages.map((message) => ({ message })) : undefined,
+  );
 }
-
-export const isPowerOfTwo = (n: number) => Number.isInteger(n) && n > 0 && (n & (n - 1)) === 0;
 
 /** How many examples `epochs` passes over `count` examples train (batching.ts: planEpochs). */
 export function trainedExamples(count: number, epochs: number): number {
@@ -114,8 +97,8 @@ async function startModel(deps: Deps, ctx: RequestCtx, input: TrainingInput): Pr
   return resolveModel(deps, ctx, input.warmStartFrom!, 'warmStartFrom');
 }
 
-function resolveLoraRank(model: ModelRef, given: number | undefined): number {
-  if (model.adapterRank === null) return given ?? DEFAULT_LORA_RANK;
+function resolveLoraRank(model: ModelRef, given: number | undefined, family: SettingsFamily) {
+  if (model.adapterRank === null) return given ?? F.loraRank[family].default;
   if (given !== undefined && given !== model.adapterRank)
     throw invalid(
       `loraRank: warmStartFrom ${model.name} is a LoRA adapter of rank ${model.adapterRank}; loraRank must be ${model.adapterRank} (or unset)`,
@@ -137,15 +120,19 @@ function resolveShape(model: ModelRef, loraRank: number, given: string | undefin
   return shape.name;
 }
 
-/** Resolves the shared fields; `kind` is the dataset kind the job trains on. */
+/**
+ * Resolves the shared fields and gives every unset setting its default (of `family`);
+ * `kind` is the dataset kind the job trains on.
+ */
 export async function resolveTraining(
   deps: Deps,
   ctx: RequestCtx,
   input: TrainingInput,
   kind: DatasetKind,
+  family: SettingsFamily = 'job',
 ): Promise<ResolvedTraining> {
   const model = await startModel(deps, ctx, input);
-  const loraRank = resolveLoraRank(model, input.loraRank);
+  const loraRank = resolveLoraRank(model, input.loraRank, family);
   const dataset = await resolveDataset(deps, ctx, input.dataset, 'dataset', kind);
   const evaluation = input.evaluationDataset
     ? await resolveDataset(deps, ctx, input.evaluationDataset, 'evaluationDataset', kind)
@@ -155,7 +142,7 @@ export async function resolveTraining(
     throw invalid(
       `maxContextLength ${input.maxContextLength} exceeds the model's context length ${limit}`,
     );
-  const epochs = input.epochs ?? 1;
+  const epochs = input.epochs ?? F.epochs[family].default;
   if (dataset.exampleCount * epochs > DATASET_LIMITS.maxExampleEpochs)
     throw invalid(
       `${dataset.exampleCount} examples × ${epochs} epochs exceeds the limit of 3,000,000 examples × epochs`,
@@ -192,10 +179,15 @@ export async function resolveTraining(
     epochs,
     loraRank,
     ...(trainingShape ? { trainingShape } : {}),
-    learningRateWarmupSteps: input.learningRateWarmupSteps ?? 0,
-    gradientAccumulationSteps: input.gradientAccumulationSteps ?? 1,
-    checkpointFrequency: input.checkpointFrequency ?? 0,
-    seed: input.seed ?? 0,
+    learningRateWarmupSteps: input.learningRateWarmupSteps ?? F.learningRateWarmupSteps.default,
+    gradientAccumulationSteps:
+      input.gradientAccumulationSteps ?? F.gradientAccumulationSteps.default,
+    checkpointFrequency: input.checkpointFrequency ?? F.checkpointFrequency.default,
+    seed: input.seed ?? F.seed.default,
+    batchSize: input.batchSize ?? F.batchSize[family].default,
+    learningRate:
+      input.learningRate ??
+      (family === 'rft' ? F.learningRate.rft.default : F.learningRate.job.default(loraRank)),
   };
   return { fields, model, loraRank, exampleCount: dataset.exampleCount };
 }
