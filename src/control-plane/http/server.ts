@@ -7,6 +7,7 @@ import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } 
 import type { Deps } from '../context.js';
 import { authenticate } from './auth.js';
 import { ApiError, invalid, toApiError } from './errors.js';
+import { controlPlaneMetrics } from './metrics.js';
 import { type CollectionRoutes, registerCollection } from './router.js';
 
 /** JSON bodies: evaluator sources travel inline, so more than Fastify's 1 MiB default. */
@@ -63,6 +64,21 @@ export function buildServer(deps: Deps, collections: CollectionRoutes[]): Fastif
     return reply.status(api.httpStatus).send(api.toJSON());
   });
 
+  // Prometheus: every answered request by its route pattern (404s as 'unmatched'); /metrics
+  // itself is open, as scrapers expect, and shows no account, resource or key (metrics.ts).
+  const metrics = controlPlaneMetrics(deps.store);
+  app.addHook('onResponse', async (req, reply) => {
+    metrics.observe(
+      req.method,
+      req.routeOptions.url ?? 'unmatched',
+      reply.statusCode,
+      reply.elapsedTime / 1000,
+    );
+  });
+  app.get('/metrics', async (_req, reply) => {
+    const { body, contentType } = await metrics.render();
+    return reply.type(contentType).send(body);
+  });
   app.get('/healthz', async () => ({ ok: true }));
   app.register(async (scope) => {
     for (const c of collections) registerCollection(scope, c);

@@ -6,6 +6,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { join } from 'node:path';
 import type { z } from 'zod';
 import { type ObjectStore, openObjectStore } from '../../checkpoints/object-store/index.js';
+import { Counter, ServerMetrics } from '../../metrics/index.js';
 import type { Renderer, Tokenizer } from '../../tokenizers/index.js';
 import { loadModelRenderer } from '../../tokenizers/model-files.js';
 import { BodyTooLargeError, DEFAULT_BODY_LIMIT } from '../../util/http-body.js';
@@ -62,6 +63,16 @@ export interface GatewayOptions {
   logger?: Logger;
 }
 
+/** The gateway's fixed routes, their own metric labels (routeOf). */
+const GATEWAY_ROUTES = new Set([
+  '/inference/v1/completions',
+  '/inference/v1/chat/completions',
+  '/inference/v1/models',
+  '/hot_load/v1/models/hot_load',
+  '/hot_load/v1/models/hot_load/hint',
+  '/metrics',
+]);
+
 export class Gateway {
   readonly opts: GatewayOptions;
   readonly ledger = new Ledger();
@@ -95,8 +106,18 @@ export class Gateway {
             opts.apiKey,
           )
         : null;
+    this.metrics = new ServerMetrics({ defaultLabels: { deployment: this.deploymentName } });
+    this.hotLoads = new Counter({
+      name: 'temper_hotloads_total',
+      help: 'Hot-load signals by snapshot type (full, delta, adapter) and result (signalled: handed to every replica; refused).',
+      labelNames: ['snapshot_type', 'result'],
+      registers: [this.metrics.registry],
+    });
   }
   private readonly auth: GatewayAuth | null;
+  /** GET /metrics (Prometheus, behind the same credential as every other route). */
+  readonly metrics: ServerMetrics;
+  private readonly hotLoads: Counter<'snapshot_type' | 'result'>;
 
   static async create(opts: GatewayOptions): Promise<Gateway> {
     // the model's own chat template unless its files name a built-in renderer
@@ -194,6 +215,7 @@ export class Gateway {
 
   async listen(port = 0, host = '127.0.0.1'): Promise<string> {
     this.server = createServer((req, res) => {
+      this.metrics.track(req, res, () => this.routeOf(req));
       void this.handle(req, res, null).catch((err: unknown) => this.fail(res, err));
     });
     await new Promise<void>((r) => this.server?.listen(port, host, () => r()));
@@ -245,6 +267,7 @@ export class Gateway {
    * (one per streamed token on the SSE path). The caller's credential is not checked again.
    */
   dispatch(req: IncomingMessage, res: ServerResponse, body: Buffer): Promise<void> {
+    this.metrics.track(req, res, () => this.routeOf(req));
     return this.handle(req, res, body).catch((err: unknown) => this.fail(res, err));
   }
 
@@ -342,6 +365,12 @@ export class Gateway {
     }
     if (path === ledgerPath && req.method === 'DELETE')
       return sendJson(res, 200, { deployment: this.deploymentName, removed: this.ledger.reset() });
+    if (path === '/metrics' && req.method === 'GET') {
+      const { body: text, contentType } = await this.metrics.render();
+      res.writeHead(200, { 'content-type': contentType });
+      res.end(text);
+      return;
+    }
     throw new GatewayError(404, 'not_found', `no route ${req.method} ${path}`);
   }
 
@@ -373,16 +402,43 @@ export class Gateway {
     );
   }
 
+  /** A request's route pattern for metrics: ids and names become placeholders. */
+  private routeOf(req: IncomingMessage): string {
+    const path = (req.url ?? '/').split('?')[0] as string;
+    if (GATEWAY_ROUTES.has(path)) return path;
+    if (path.startsWith('/inference/v1/models/')) return '/inference/v1/models/:model';
+    if (path === `/v1/${this.deploymentName}/ledger`)
+      return '/v1/accounts/:account/deployments/:deployment/ledger';
+    return 'unmatched';
+  }
+
   private async signal(
     req: IncomingMessage,
     res: ServerResponse,
     raw: Buffer | null,
+  ): Promise<void> {
+    const outcome = { type: 'unknown' };
+    try {
+      await this.signalSnapshot(req, res, raw, outcome);
+      this.hotLoads.inc({ snapshot_type: outcome.type, result: 'signalled' });
+    } catch (err) {
+      this.hotLoads.inc({ snapshot_type: outcome.type, result: 'refused' });
+      throw err;
+    }
+  }
+
+  private async signalSnapshot(
+    req: IncomingMessage,
+    res: ServerResponse,
+    raw: Buffer | null,
+    outcome: { type: string },
   ): Promise<void> {
     const p = loadBodySchema.safeParse(await this.json(req, raw));
     if (!p.success) throw new GatewayError(400, 'invalid_argument', zodMessage(p.error));
     const body = p.data;
     checkIdentity(body.identity);
     const inc = body.incremental_snapshot_metadata;
+    outcome.type = inc ? 'delta' : 'full';
     if (inc && !this.ledger.has(inc.previous_snapshot_identity))
       throw new GatewayError(
         400,
@@ -407,6 +463,7 @@ export class Gateway {
       cfg === null &&
       !inc &&
       (await this.store.stat(`${body.identity}/adapter_config.json`)) !== null;
+    if (isAdapter) outcome.type = 'adapter';
     if (cfg === null && !isAdapter) {
       this.ledger.add({ ...row, load_error: 'config.json not found' });
       throw new GatewayError(

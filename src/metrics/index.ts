@@ -1,0 +1,89 @@
+/**
+ * Prometheus metrics (prom-client): one registry per server, exposed as GET /metrics in the
+ * text format. The control plane and each deployment gateway use the same request metrics
+ * (a scrape target tells them apart); what each adds of its own (jobs by state, hot-loads) is
+ * registered by that server. Labels are route patterns, never raw URLs, so an account, job or
+ * deployment id never becomes a series of its own.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+
+export { Counter, Gauge, Histogram, Registry };
+
+/** Request latency buckets, seconds: from a cached GET to a long SSE stream. */
+const LATENCY_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60];
+
+export interface MetricsOptions {
+  /** Labels on every series of this registry (a gateway's deployment). */
+  defaultLabels?: Record<string, string>;
+  /** Also expose the process's own metrics (CPU, memory, event-loop lag, GC). */
+  processMetrics?: boolean;
+}
+
+/**
+ * The process's metrics live in one registry per process, made on first use: prom-client's
+ * collectors (an event-loop delay monitor, a GC observer) are per registry and never stopped,
+ * so a test process that starts many servers must not get one set per server.
+ */
+let processRegistry: Registry | undefined;
+function processMetricsRegistry(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+/** A registry with the HTTP request metrics every temper server reports. */
+export class ServerMetrics {
+  readonly registry = new Registry();
+  private readonly requests: Counter<'method' | 'route' | 'status'>;
+  private readonly latency: Histogram<'method' | 'route' | 'status'>;
+
+  private readonly withProcess: boolean;
+
+  constructor(options: MetricsOptions = {}) {
+    if (options.defaultLabels) this.registry.setDefaultLabels(options.defaultLabels);
+    this.withProcess = options.processMetrics ?? false;
+    this.requests = new Counter({
+      name: 'temper_http_requests_total',
+      help: 'HTTP requests answered, by method, route pattern and status code.',
+      labelNames: ['method', 'route', 'status'],
+      registers: [this.registry],
+    });
+    this.latency = new Histogram({
+      name: 'temper_http_request_duration_seconds',
+      help: 'Time from a request arriving to its response ending (whole stream for SSE).',
+      labelNames: ['method', 'route', 'status'],
+      buckets: LATENCY_BUCKETS,
+      registers: [this.registry],
+    });
+  }
+
+  /** Records one answered request. */
+  observe(method: string, route: string, status: number, seconds: number): void {
+    const labels = { method, route, status: String(status) };
+    this.requests.inc(labels);
+    this.latency.observe(labels, seconds);
+  }
+
+  /**
+   * Times a raw node:http request: recorded when its response ends or its connection closes,
+   * with the route `routeOf` names once the response is done.
+   */
+  track(req: IncomingMessage, res: ServerResponse, routeOf: () => string): void {
+    const start = process.hrtime.bigint();
+    res.once('close', () => {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      this.observe(req.method ?? 'GET', routeOf(), res.statusCode, seconds);
+    });
+  }
+
+  /** The exposition: body and its Content-Type. */
+  async render(): Promise<{ body: string; contentType: string }> {
+    const registry = this.withProcess
+      ? Registry.merge([processMetricsRegistry(), this.registry])
+      : this.registry;
+    return { body: await registry.metrics(), contentType: this.registry.contentType };
+  }
+}
