@@ -2,6 +2,7 @@
 // when it finalizes; ifAbsent is GCS's precondition ifGenerationMatch: 0 ("no live object"),
 // checked by the server atomically.
 
+import { EventEmitter } from 'node:events';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { type Bucket, type File, Storage, type StorageOptions } from '@google-cloud/storage';
@@ -76,6 +77,15 @@ function whenReadable(stream: Readable): Promise<void> {
     stream.once('error', onError);
   });
 }
+
+/**
+ * Listeners @google-cloud/storage (8.x) puts on the one HTTP response body of a download:
+ * teeny-request pipes the body into its own request stream, retry-request into its stream,
+ * and File#createReadStream into its validation pipeline, each with error and close listeners
+ * (11 of each counted; Node warns past 10). A fixed number per download, gone when it ends, so
+ * that body (and only it) may have this many without Node's possible-leak warning.
+ */
+const GCS_DOWNLOAD_BODY_LISTENERS = 16;
 
 export class GcsObjectStore implements ObjectStore {
   readonly url: string;
@@ -160,6 +170,10 @@ export class GcsObjectStore implements ObjectStore {
   async getStream(key: string): Promise<Readable> {
     const file = this.file(key);
     const stream = file.createReadStream();
+    // The library emits the response body on its stream before it attaches its consumers.
+    stream.once('response', (body: unknown) => {
+      if (body instanceof EventEmitter) body.setMaxListeners(GCS_DOWNLOAD_BODY_LISTENERS);
+    });
     try {
       // Errors (404) arrive on the stream; wait for the first byte or the end to see them.
       await whenReadable(stream);
@@ -171,13 +185,16 @@ export class GcsObjectStore implements ObjectStore {
   }
 
   async get(key: string): Promise<Buffer> {
-    const file = this.file(key);
+    // Through getStream, not File#download (the same download inside, whose response body
+    // this store cannot reach to allow its listeners).
+    const stream = await this.getStream(key);
+    const chunks: Buffer[] = [];
     try {
-      const [contents] = await file.download();
-      return contents;
+      for await (const chunk of stream) chunks.push(chunk as Buffer);
     } catch (error) {
       throw this.mapError(error, key, 'get');
     }
+    return Buffer.concat(chunks);
   }
 
   async stat(key: string): Promise<ObjectInfo | null> {
