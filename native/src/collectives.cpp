@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cerrno>
 #include <cstring>
 #include <stdexcept>
@@ -96,36 +97,38 @@ addrinfo* resolve(const std::string& host, int port, bool passive) {
   return res;
 }
 
+// Connects to host:port, retrying until `timeout` (the listener may not be up yet); TCP_NODELAY.
+int connect_to(const std::string& host, int port, std::chrono::milliseconds timeout, const char* what) {
+  addrinfo* res = resolve(host, port, false);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string last = "no address";
+  int fd = -1;
+  while (fd < 0) {
+    for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+      int s = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+      if (s < 0) continue;
+      if (::connect(s, a->ai_addr, a->ai_addrlen) == 0) {
+        fd = s;
+      } else {
+        last = errno_text("connect");
+        ::close(s);
+      }
+    }
+    if (fd >= 0 || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) throw std::runtime_error(std::string(what) + " at " + host + ":" + std::to_string(port) + " is unreachable (" + last + ")");
+  int one = 1;
+  ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+  return fd;
+}
+
 // gloo's rendezvous speaks to the store through this client.
 class StoreClient : public gloo::rendezvous::Store {
  public:
-  StoreClient(const std::string& host, int port, std::chrono::milliseconds timeout) : timeout_(timeout) {
-    addrinfo* res = resolve(host, port, false);
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    std::string last = "no address";
-    // The store may not be listening yet when a rank starts: retry until the deadline.
-    while (fd_ < 0) {
-      for (addrinfo* a = res; a != nullptr && fd_ < 0; a = a->ai_next) {
-        int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0) continue;
-        if (::connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
-          fd_ = fd;
-        } else {
-          last = errno_text("connect");
-          ::close(fd);
-        }
-      }
-      if (fd_ >= 0 || std::chrono::steady_clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    ::freeaddrinfo(res);
-    if (fd_ < 0) {
-      throw std::runtime_error("collective store at " + host + ":" + std::to_string(port) +
-                               " is unreachable (" + last + ")");
-    }
-    int one = 1;
-    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-  }
+  StoreClient(const std::string& host, int port, std::chrono::milliseconds timeout)
+      : fd_(connect_to(host, port, timeout, "collective store")), timeout_(timeout) {}
   ~StoreClient() override {
     if (fd_ >= 0) ::close(fd_);
   }
@@ -313,15 +316,9 @@ void ProcessGroup::abort() {
   }
 }
 
-void ProcessGroup::all_reduce(float* data, long n) {
-  if (world_ == 1 || n == 0) return;
-  gloo::AllreduceOptions opts(context_);
-  opts.setOutput(data, static_cast<size_t>(n));
-  opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<float>));
-  opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
-  opts.setTag(++slot_);
-  opts.setTimeout(timeout_);
-  gloo::allreduce(opts);
+void ProcessGroup::all_reduce(float* padded, const ShardLayout& layout) {
+  reduce_scatter(padded, layout);
+  all_gather(padded, layout);
 }
 
 void ProcessGroup::all_reduce(double* data, long n) {
@@ -408,6 +405,101 @@ void ProcessGroup::all_gather(float* padded, const ShardLayout& layout) {
       if (!data->waitSend(timeout_)) throw std::runtime_error("all-gather: send timed out");
     }
   }
+}
+
+// ---------------------------------------------------------------- sharded AdamW
+
+void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, float* w, float* m, float* v, long n) {
+  // As model.cpp's adamw_step, operation by operation (torch.optim.AdamW, single tensor).
+  float clip = 1.0f;
+  if (hp.grad_clip > 0) clip = std::min(1.0f, static_cast<float>(hp.grad_clip / (norm + 1e-6)));
+  const float gscale = hp.grad_scale * clip;
+  const float bc1 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta1), hp.step));
+  const float bc2 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta2), hp.step));
+  const float step_size = hp.lr / bc1;
+  const float bc2_sqrt = std::sqrt(bc2);
+  const float decay = 1.0f - hp.lr * hp.weight_decay;
+  for (long i = 0; i < n; ++i) {
+    const float gi = grad[i] * gscale;
+    w[i] *= decay;
+    m[i] += (gi - m[i]) * (1.0f - hp.beta1);
+    v[i] = v[i] * hp.beta2 + (1.0f - hp.beta2) * gi * gi;
+    const float denom = std::sqrt(v[i]) / bc2_sqrt + hp.eps;
+    w[i] -= step_size * (m[i] / denom);
+  }
+}
+
+// ---------------------------------------------------------------- raw TCP anchor
+
+namespace {
+constexpr size_t kStreamChunk = 1 << 20;
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+}  // namespace
+
+int tcp_listen(const std::string& host, int* port) {
+  addrinfo* res = resolve(host, 0, true);
+  int fd = -1;
+  for (addrinfo* a = res; a != nullptr && fd < 0; a = a->ai_next) {
+    fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd, 1) != 0) {
+      ::close(fd);
+      fd = -1;
+    }
+  }
+  ::freeaddrinfo(res);
+  if (fd < 0) throw std::runtime_error(errno_text("tcp stream: listen"));
+  sockaddr_storage addr{};
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  *port = addr.ss_family == AF_INET6 ? ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port)
+                                     : ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  return fd;
+}
+
+double tcp_drain(int listen_fd, size_t bytes) {
+  int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+  ::close(listen_fd);
+  if (fd < 0) throw std::runtime_error(errno_text("tcp stream: accept"));
+  std::vector<char> buf(kStreamChunk);
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t got = 0;
+  while (got < bytes) {
+    ssize_t r = ::recv(fd, buf.data(), std::min(buf.size(), bytes - got), 0);
+    if (r <= 0) {
+      if (r < 0 && errno == EINTR) continue;
+      break;
+    }
+    got += static_cast<size_t>(r);
+  }
+  const double t = seconds_since(t0);
+  const uint8_t ack = 1;
+  write_all(fd, &ack, 1);
+  ::close(fd);
+  if (got < bytes) throw std::runtime_error("tcp stream: the sender stopped early");
+  return t;
+}
+
+double tcp_send(const std::string& host, int port, size_t bytes) {
+  int fd = connect_to(host, port, std::chrono::milliseconds(10000), "tcp stream");
+  std::vector<char> buf(kStreamChunk, 1);
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t sent = 0;
+  bool ok = true;
+  while (ok && sent < bytes) {
+    const size_t n = std::min(buf.size(), bytes - sent);
+    ok = write_all(fd, buf.data(), n);
+    sent += n;
+  }
+  // Until the receiver has read everything: its one-byte answer.
+  uint8_t ack = 0;
+  ok = ok && read_all(fd, &ack, 1);
+  const double t = seconds_since(t0);
+  ::close(fd);
+  if (!ok) throw std::runtime_error("tcp stream: the receiver went away");
+  return t;
 }
 
 }  // namespace temper

@@ -83,8 +83,12 @@ class ProcessGroup {
   int rank() const { return rank_; }
   int world() const { return world_; }
 
-  // In place: data[i] = Σ over ranks of data[i] (gloo's ring all-reduce).
-  void all_reduce(float* data, long n);
+  // In place over a padded flat buffer of layout.shard·world values: every element becomes
+  // the sum over ranks. It is reduce_scatter then all_gather, so a gradient summed here has
+  // the same bits as the shard a ZeRO-1 step reduce-scatters: sharding the optimizer changes
+  // the memory, not the numbers.
+  void all_reduce(float* padded, const ShardLayout& layout);
+  // In place, small vectors (counts, norms): gloo's ring all-reduce.
   void all_reduce(double* data, long n);
   // Ring reduce-scatter of a padded flat buffer of layout.shard·world values: afterwards this
   // rank's shard [rank·s, (rank+1)·s) holds the sum over ranks; the other shards hold partial
@@ -104,5 +108,32 @@ class ProcessGroup {
   std::vector<float> scratch_;
   uint32_t slot_ = 0;
 };
+
+// AdamW hyper-parameters of one sharded step (the engine's AdamParams, plus the step number
+// after this step, which the bias corrections use).
+struct ShardedAdamParams {
+  float lr = 1e-4f;
+  float beta1 = 0.9f;
+  float beta2 = 0.95f;
+  float eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float grad_clip = 0.0f;
+  float grad_scale = 1.0f;
+  long step = 1;
+};
+
+// One ZeRO-1 optimizer step on this rank's shard [b, e) of the flat parameter vector:
+// `grad` holds the shard's summed gradients, `w` the shard's weights, `m`/`v` its AdamW
+// moments; `norm` is the global pre-clip gradient norm (already × grad_scale). The math is
+// the engine's adamw_step (model.cpp), element by element, so a sharded run matches an
+// unsharded one; `w` is updated in place.
+void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, float* w, float* m, float* v, long n);
+
+// A plain TCP stream between two processes, the anchor bench:trainer compares the collectives'
+// throughput with: tcp_listen binds (port 0 = any) and returns the socket; tcp_drain accepts
+// one connection and reads `bytes`; tcp_send connects and writes `bytes`. Both return seconds.
+int tcp_listen(const std::string& host, int* port);
+double tcp_drain(int listen_fd, size_t bytes);
+double tcp_send(const std::string& host, int port, size_t bytes);
 
 }  // namespace temper

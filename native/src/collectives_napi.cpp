@@ -5,6 +5,8 @@
 // unpacks; nothing is copied through JavaScript.
 #include "collectives_napi.h"
 
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <memory>
@@ -21,9 +23,10 @@ class Task : public Napi::AsyncWorker {
 
   using Done = std::function<void()>;
 
-  Task(Napi::Env env, Work work, std::vector<Napi::ObjectReference> keep, Done done = nullptr)
+  Task(Napi::Env env, Work work, std::vector<Napi::ObjectReference> keep, Done done = nullptr,
+       std::shared_ptr<double> result = nullptr)
       : Napi::AsyncWorker(env), work_(std::move(work)), done_(std::move(done)), keep_(std::move(keep)),
-        deferred_(Napi::Promise::Deferred::New(env)) {}
+        result_(std::move(result)), deferred_(Napi::Promise::Deferred::New(env)) {}
 
   Napi::Promise promise() const { return deferred_.Promise(); }
 
@@ -37,7 +40,7 @@ class Task : public Napi::AsyncWorker {
   }
   void OnOK() override {
     if (done_) done_();
-    deferred_.Resolve(Env().Undefined());
+    deferred_.Resolve(result_ ? Napi::Number::New(Env(), *result_).As<Napi::Value>() : Env().Undefined());
   }
   void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
 
@@ -46,6 +49,7 @@ class Task : public Napi::AsyncWorker {
   Done done_;  // on the JS thread, after work_ succeeded
   // The typed arrays the work reads and writes stay alive until it is done.
   std::vector<Napi::ObjectReference> keep_;
+  std::shared_ptr<double> result_;  // the promise's value, when set
   Napi::Promise::Deferred deferred_;
 };
 
@@ -91,6 +95,23 @@ void unpack(const float* flat, const std::vector<Span>& spans) {
   }
 }
 
+// Copies values [b, e) of the flat vector the spans make into out.
+void gather_range(const std::vector<Span>& spans, long b, long e, float* out) {
+  long at = 0;
+  for (const auto& s : spans) {
+    const long lo = std::max(b, at);
+    const long hi = std::min(e, at + s.n);
+    if (lo < hi) std::memcpy(out + (lo - b), s.data + (lo - at), static_cast<size_t>(hi - lo) * sizeof(float));
+    at += s.n;
+  }
+}
+
+float num(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("zeroStep: ") + key + " must be a number");
+  return v.As<Napi::Number>().FloatValue();
+}
+
 class CollectiveStore : public Napi::ObjectWrap<CollectiveStore> {
  public:
   static Napi::Function Init(Napi::Env env) {
@@ -132,6 +153,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
                         InstanceMethod("allReduceF64", &CollectiveGroup::AllReduceF64),
                         InstanceMethod("reduceScatter", &CollectiveGroup::ReduceScatter),
                         InstanceMethod("allGather", &CollectiveGroup::AllGather),
+                        InstanceMethod("zeroStep", &CollectiveGroup::ZeroStep),
                         InstanceMethod("abort", &CollectiveGroup::Abort),
                         InstanceMethod("close", &CollectiveGroup::Close)});
   }
@@ -181,15 +203,12 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
     auto spans = spans_of(info[0], &keep);
-    return run(env, [g, spans, this] {
-      const long n = total_of(spans);
-      if (spans.size() == 1) {
-        g->all_reduce(spans[0].data, n);
-        return;
-      }
-      flat_.resize(static_cast<size_t>(n));
+    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
+    return run(env, [g, spans, layout, this] {
+      if (layout.world == 1) return;
+      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
       pack(spans, flat_.data());
-      g->all_reduce(flat_.data(), n);
+      g->all_reduce(flat_.data(), layout);
       unpack(flat_.data(), spans);
     }, std::move(keep));
   }
@@ -255,6 +274,84 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     }, std::move(keep));
   }
 
+  // zeroStep(grads: Float32Array[], weights: Float32Array[], m, v, hp) → Promise<grad norm>:
+  // one ZeRO-1 AdamW step. The gradients are reduce-scattered; this rank updates its shard of
+  // the weights with its shard of the moments (m, v: shard length); the weights are
+  // all-gathered into every rank's buffers; the gradients are zeroed. hp: {lr, beta1, beta2,
+  // eps, weightDecay, gradClip, gradScale, step (after this one)}. A non-finite norm fails the
+  // step on every rank alike and leaves weights, moments and gradients as they were.
+  Napi::Value ZeroStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto g = need(env);
+    std::vector<Napi::ObjectReference> keep;
+    auto grads = spans_of(info[0], &keep);
+    auto weights = spans_of(info[1], &keep);
+    const Span m = spans_of(wrap(env, info[2]), &keep)[0];
+    const Span v = spans_of(wrap(env, info[3]), &keep)[0];
+    if (!info[4].IsObject()) throw Napi::TypeError::New(env, "zeroStep: hp must be an object");
+    Napi::Object o = info[4].As<Napi::Object>();
+    ShardedAdamParams hp;
+    hp.lr = num(o, "lr");
+    hp.beta1 = num(o, "beta1");
+    hp.beta2 = num(o, "beta2");
+    hp.eps = num(o, "eps");
+    hp.weight_decay = num(o, "weightDecay");
+    hp.grad_clip = num(o, "gradClip");
+    hp.grad_scale = num(o, "gradScale");
+    hp.step = static_cast<long>(o.Get("step").As<Napi::Number>().Int64Value());
+    const long total = total_of(grads);
+    if (total_of(weights) != total) {
+      throw Napi::RangeError::New(env, "zeroStep: the weights hold " + std::to_string(total_of(weights)) +
+                                           " values, the gradients " + std::to_string(total));
+    }
+    const ShardLayout layout = ShardLayout::of(total, g->world());
+    if (m.n != layout.shard || v.n != layout.shard) {
+      throw Napi::RangeError::New(env, "zeroStep: moments hold " + std::to_string(m.n) + "/" + std::to_string(v.n) +
+                                           " values, the shard " + std::to_string(layout.shard));
+    }
+    auto result = std::make_shared<double>(0);
+    auto* task = new Task(
+        env,
+        [g, grads, weights, m, v, hp, layout, result, this] {
+          const int rank = g->rank();
+          const long s = layout.shard;
+          const long b = layout.begin(rank);
+          const long n = layout.end(rank) - b;
+          flat_.assign(static_cast<size_t>(s * layout.world), 0.0f);
+          pack(grads, flat_.data());
+          g->reduce_scatter(flat_.data(), layout);
+          float* shard = flat_.data() + rank * s;
+          // The global norm: each rank's sum of squares in its slot, summed in rank order
+          // (adding zeros is exact, so every rank gets the same bits).
+          std::vector<double> parts(static_cast<size_t>(layout.world), 0.0);
+          double sq = 0.0;
+          for (long i = 0; i < n; ++i) sq += static_cast<double>(shard[i]) * shard[i];
+          parts[rank] = sq;
+          g->all_reduce(parts.data(), layout.world);
+          double sum = 0.0;
+          for (double p : parts) sum += p;
+          const double norm = std::sqrt(sum) * hp.grad_scale;
+          if (!std::isfinite(norm)) throw std::runtime_error("adam: gradient norm is not finite; step skipped, gradients kept");
+          std::vector<float> w(static_cast<size_t>(n));
+          gather_range(weights, b, b + n, w.data());
+          std::vector<float> m_next(m.data, m.data + n), v_next(v.data, v.data + n);
+          sharded_adamw(hp, norm, shard, w.data(), m_next.data(), v_next.data(), n);
+          std::fill(shard, shard + s, 0.0f);
+          std::copy(w.begin(), w.end(), shard);
+          g->all_gather(flat_.data(), layout);
+          // Only now, with every rank's weights here, does the step take effect.
+          std::copy(m_next.begin(), m_next.end(), m.data);
+          std::copy(v_next.begin(), v_next.end(), v.data);
+          unpack(flat_.data(), weights);
+          for (const auto& sp : grads) std::fill(sp.data, sp.data + sp.n, 0.0f);
+          *result = norm;
+        },
+        std::move(keep), nullptr, result);
+    Napi::Promise p = task->promise();
+    task->Queue();
+    return p;
+  }
+
   Napi::Value Abort(const Napi::CallbackInfo& info) {
     if (group_) group_->abort();
     return info.Env().Undefined();
@@ -279,11 +376,54 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
   std::vector<float> flat_;
 };
 
+// The raw TCP anchor of bench:trainer (collectives.h: tcp_listen / tcp_drain / tcp_send).
+// tcpStreamListen(host) → {fd, port}
+Napi::Value TcpStreamListen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int port = 0;
+  int fd = -1;
+  try {
+    fd = tcp_listen(info[0].As<Napi::String>().Utf8Value(), &port);
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(env, e.what());
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", fd);
+  o.Set("port", port);
+  return o;
+}
+
+// tcpStreamDrain(fd, bytes) → Promise<seconds>
+Napi::Value TcpStreamDrain(const Napi::CallbackInfo& info) {
+  const int fd = info[0].As<Napi::Number>().Int32Value();
+  const auto bytes = static_cast<size_t>(info[1].As<Napi::Number>().Int64Value());
+  auto result = std::make_shared<double>(0);
+  auto* task = new Task(info.Env(), [=] { *result = tcp_drain(fd, bytes); }, {}, nullptr, result);
+  Napi::Promise p = task->promise();
+  task->Queue();
+  return p;
+}
+
+// tcpStreamSend(host, port, bytes) → Promise<seconds>
+Napi::Value TcpStreamSend(const Napi::CallbackInfo& info) {
+  const std::string host = info[0].As<Napi::String>().Utf8Value();
+  const int port = info[1].As<Napi::Number>().Int32Value();
+  const auto bytes = static_cast<size_t>(info[2].As<Napi::Number>().Int64Value());
+  auto result = std::make_shared<double>(0);
+  auto* task = new Task(info.Env(), [=] { *result = tcp_send(host, port, bytes); }, {}, nullptr, result);
+  Napi::Promise p = task->promise();
+  task->Queue();
+  return p;
+}
+
 }  // namespace
 
 void register_collectives(Napi::Env env, Napi::Object exports) {
   exports.Set("CollectiveStore", CollectiveStore::Init(env));
   exports.Set("CollectiveGroup", CollectiveGroup::Init(env));
+  exports.Set("tcpStreamListen", Napi::Function::New(env, TcpStreamListen));
+  exports.Set("tcpStreamDrain", Napi::Function::New(env, TcpStreamDrain));
+  exports.Set("tcpStreamSend", Napi::Function::New(env, TcpStreamSend));
 }
 
 }  // namespace temper

@@ -23,13 +23,38 @@ interface NativeCollectiveGroup {
   allReduceF64(buffer: Float64Array): Promise<void>;
   reduceScatter(buffers: Float32Array[], shard: Float32Array): Promise<void>;
   allGather(shard: Float32Array, buffers: Float32Array[]): Promise<void>;
+  zeroStep(
+    grads: Float32Array[],
+    weights: Float32Array[],
+    m: Float32Array,
+    v: Float32Array,
+    hp: ShardedAdamParams,
+  ): Promise<number>;
   abort(): void;
   close(): void;
+}
+
+/** One sharded AdamW step's hyper-parameters (the engine's, plus the step number after it). */
+export interface ShardedAdamParams {
+  lr: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  weightDecay: number;
+  /** Max global grad norm; 0 = off. */
+  gradClip: number;
+  /** Multiplies the summed gradients (gradient-accumulation normalisation). */
+  gradScale: number;
+  /** The optimizer step this one makes (1 for the first): the bias corrections use it. */
+  step: number;
 }
 
 interface CollectivesModule {
   CollectiveStore: new (host: string, port: number) => NativeCollectiveStore;
   CollectiveGroup: new () => NativeCollectiveGroup;
+  tcpStreamListen(host: string): { fd: number; port: number };
+  tcpStreamDrain(fd: number, bytes: number): Promise<number>;
+  tcpStreamSend(host: string, port: number, bytes: number): Promise<number>;
 }
 
 function native(): CollectivesModule {
@@ -77,6 +102,17 @@ export interface JoinOptions {
   host: string;
   timeoutMs: number;
 }
+
+/**
+ * A plain TCP stream between two processes, measured natively: the anchor the collectives'
+ * throughput is compared with (bench:trainer). listen → the receiver's port; drain/send
+ * resolve to seconds.
+ */
+export const tcpStream = {
+  listen: (host: string) => native().tcpStreamListen(host),
+  drain: (fd: number, bytes: number) => native().tcpStreamDrain(fd, bytes),
+  send: (host: string, port: number, bytes: number) => native().tcpStreamSend(host, port, bytes),
+};
 
 /** Splits "host:port" / "[v6]:port". */
 export function parseHostPort(address: string): { host: string; port: number } {
@@ -143,7 +179,16 @@ export class ProcessGroup {
     );
     this.busy = next.catch(() => undefined);
     return next.catch((error: unknown) => {
-      // A failed collective leaves the peers out of step: the group is done.
+      // A non-finite gradient norm fails the step on every rank alike (all see the same
+      // norm): the group stays usable and the step can be retried.
+      if (/not finite/.test((error as Error).message)) {
+        throw new TrainerError(
+          'non_finite_gradients',
+          `optim_step: ${(error as Error).message}; lower the learning rate or check the loss for overflow`,
+          { cause: error },
+        );
+      }
+      // Any other failure leaves the peers out of step: the group is done.
       this.close();
       throw collectiveError(what, error);
     });
@@ -167,6 +212,26 @@ export class ProcessGroup {
   /** Every rank's shard written into the buffers (one flat vector, in order) of every rank. */
   allGather(shard: Float32Array, buffers: Float32Array[]): Promise<void> {
     return this.run('all-gather', (g) => g.allGather(shard, buffers));
+  }
+
+  /**
+   * One ZeRO-1 AdamW step: the gradients (engine buffers) are reduce-scattered, this rank
+   * updates its shard of the weights with its shard of the moments `m`/`v` (length
+   * shardLength(n, world), kept by the caller), the weights are all-gathered into every
+   * rank's buffers and the gradients zeroed. Resolves to the global pre-clip grad norm.
+   */
+  async zeroStep(
+    grads: Float32Array[],
+    weights: Float32Array[],
+    m: Float32Array,
+    v: Float32Array,
+    hp: ShardedAdamParams,
+  ): Promise<number> {
+    let norm = 0;
+    await this.run('sharded optimizer step', async (g) => {
+      norm = await g.zeroStep(grads, weights, m, v, hp);
+    });
+    return norm;
   }
 
   /** Leaves the group; a collective in flight fails on every rank. */

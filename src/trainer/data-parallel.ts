@@ -15,8 +15,8 @@
  *    rank 0's pod serves the rendezvous store; a rank > 0 asks rank 0 where it is and under
  *    which prefix to join (JoinCollective RPC). Then, at every step, the ranks all-reduce
  *    their counts (float64, exact) and their gradients — the engine's own gradient buffers,
- *    every trainable tensor in engine order as one flat vector — with gloo's ring all-reduce,
- *    straight between the pods over TCP. The ring's summation order is fixed by the world
+ *    every trainable tensor in engine order as one flat vector — with a ring all-reduce
+ *    (reduce-scatter, then all-gather) on gloo's TCP transport, straight between the pods. The ring's summation order is fixed by the world
  *    size and each sum is computed once and then copied, so every replica holds bitwise the
  *    same gradients and a rerun is bitwise identical.
  * 4. Each rank computes the normalisation from the GLOBAL counts (1 / tokens or 1 / sequences
