@@ -136,6 +136,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
                         InstanceMethod("tensorView", &EngineModel::TensorView),
                         InstanceMethod("getOptimizerState", &EngineModel::GetOptimizerState),
                         InstanceMethod("setOptimizerState", &EngineModel::SetOptimizerState),
+                        InstanceMethod("releaseOptimizerState", &EngineModel::ReleaseOptimizerState),
                         InstanceMethod("forward", &EngineModel::Forward),
                         InstanceMethod("backward", &EngineModel::Backward),
                         InstanceMethod("zeroGrad", &EngineModel::ZeroGrad),
@@ -406,8 +407,9 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       if (!p.trainable) throw std::invalid_argument("tensor '" + name + "' is frozen and has no optimizer state");
       if (static_cast<long>(m.size()) != p.numel() || static_cast<long>(v.size()) != p.numel())
         throw std::invalid_argument("optimizer state for '" + name + "' must have " + std::to_string(p.numel()) + " elements");
-      std::copy(m.begin(), m.end(), p.m.begin());
-      std::copy(v.begin(), v.end(), p.v.begin());
+      // Assigned, not copied into: the engine's moments may have been released (ZeRO-1).
+      p.m = std::move(m);
+      p.v = std::move(v);
       return 0;
     });
     return env.Undefined();
@@ -461,7 +463,32 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     Napi::Env env = info.Env();
     const temper::AdamParams p = read_adam(info);
     check_idle(env);
-    return guard(env, [&] { return Napi::Number::New(env, model_->adamw_step(p)); });
+    return guard(env, [&] {
+      ensure_moments(*model_);
+      return Napi::Number::New(env, model_->adamw_step(p));
+    });
+  }
+
+  // ZeRO-1 (native/src/collectives.h): each data-parallel rank keeps only its shard of the
+  // AdamW moments, outside the engine; this frees the engine's own copies. Anything that
+  // needs them afterwards (an unsharded step, setOptimizerState) gets fresh zero moments.
+  Napi::Value ReleaseOptimizerState(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    check_idle(env);
+    for (const auto& p : model_->params()) {
+      std::vector<float>().swap(p->m);
+      std::vector<float>().swap(p->v);
+    }
+    return env.Undefined();
+  }
+
+  static void ensure_moments(temper::Model& model) {
+    for (const auto& p : model.params()) {
+      if (p->trainable && p->m.empty()) {
+        p->m.assign(p->numel(), 0.0f);
+        p->v.assign(p->numel(), 0.0f);
+      }
+    }
   }
 
   static temper::SampleParams read_sample_params(const Napi::CallbackInfo& info) {
@@ -596,7 +623,10 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     const temper::AdamParams p = read_adam(info);
     auto norm = std::make_shared<double>(0.0);
     return run_async(
-        info.Env(), [this, p, norm] { *norm = model_->adamw_step(p); },
+        info.Env(), [this, p, norm] {
+          ensure_moments(*model_);
+          *norm = model_->adamw_step(p);
+        },
         [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); });
   }
 

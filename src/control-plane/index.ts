@@ -24,6 +24,7 @@ import { deploymentRoutes } from './resources/deployments.js';
 import { evalProtocolRoutes } from './resources/eval-protocol.js';
 import { evaluatorRoutes, evaluatorV2Routes } from './resources/evaluators.js';
 import { dpoRoutes } from './resources/jobs/dpo.js';
+import { orpoRoutes } from './resources/jobs/orpo.js';
 import { rftRoutes } from './resources/jobs/rft.js';
 import { rlorRoutes } from './resources/jobs/rlor.js';
 import { sftRoutes } from './resources/jobs/sft.js';
@@ -103,6 +104,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     datasetRoutes(deps),
     sftRoutes(deps),
     dpoRoutes(deps),
+    orpoRoutes(deps),
     rftRoutes(deps),
     rlorRoutes(deps),
     modelRoutes(deps),

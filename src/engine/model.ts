@@ -348,6 +348,15 @@ export class TransformerModel {
     callNative(() => this.native.setOptimizerState(name, m, v));
   }
 
+  /**
+   * Frees the engine's AdamW moments: a ZeRO-1 data-parallel rank keeps only its shard of
+   * them (src/trainer/data-parallel.ts). An unsharded optimStep afterwards starts from zero
+   * moments; getOptimizerState gives empty arrays until then.
+   */
+  releaseOptimizerState(): void {
+    callNative(() => this.native.releaseOptimizerState());
+  }
+
   // Each operation comes in two forms: a synchronous one, and an *Async one that runs the
   // native work on a worker thread (the event loop stays free; the model is busy meanwhile).
   // Both share the validation and conversion below, so they behave identically.

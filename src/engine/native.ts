@@ -63,6 +63,7 @@ export interface NativeModel {
   tensorView(name: string, kind: 'value' | 'm' | 'v' | 'grad'): Float32Array | Uint16Array | null;
   getOptimizerState(name: string): { m: Float32Array; v: Float32Array } | null;
   setOptimizerState(name: string, m: Float32Array, v: Float32Array): void;
+  releaseOptimizerState(): void;
   forward(
     tokens: Int32Array,
     targets: Int32Array,

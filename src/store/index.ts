@@ -18,9 +18,24 @@ import { type Store, StoreError } from './types.js';
 
 export { LATEST_VERSION, MIGRATIONS, type Migration } from './migrations.js';
 export { PostgresStore, type PostgresStoreOptions } from './postgres.js';
+export {
+  isStatusRecordKey,
+  type RolloutLogRecord,
+  rolloutLogPrefix,
+  rolloutLogRecordSchema,
+} from './rollout-logs.js';
 export { type SealedValue, SecretsKey } from './secrets-key.js';
 export { SqliteStore, type SqliteStoreOptions } from './sqlite.js';
 export * from './types.js';
+export {
+  FINE_TUNING_USAGE,
+  TEXT_COMPLETION_INFERENCE_USAGE,
+  TRAINER_USAGE,
+  USAGE_TYPES,
+  type UsageEventFields,
+  type UsageType,
+  usageEvent,
+} from './usage-events.js';
 
 export interface OpenStoreOptions {
   /** The operator's key that seals secret values at rest (see secrets-key.ts). */

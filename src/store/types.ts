@@ -15,6 +15,7 @@ export const COLLECTIONS = [
   'datasets',
   'supervisedFineTuningJobs',
   'dpoJobs',
+  'orpoJobs',
   'reinforcementFineTuningJobs',
   'rlorTrainerJobs',
   'models',

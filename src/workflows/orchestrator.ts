@@ -9,8 +9,12 @@ import {
   WorkflowUpdateFailedError,
 } from '@temporalio/client';
 import { z } from 'zod';
-import { ApiError } from '../control-plane/index.js';
-import type { JobOrchestrator, JobRef, PromoteRequest } from '../control-plane/orchestrator.js';
+import {
+  type JobOrchestrator,
+  type JobRef,
+  OrchestrationError,
+  type PromoteRequest,
+} from '../orchestration/jobs.js';
 import { adamWFields, optionalShape } from '../recipes/index.js';
 import { promotionWorkflow, trainerJobWorkflow, trainingJobWorkflow } from './definitions/index.js';
 import type { WorkflowSettings } from './definitions/proxies.js';
@@ -19,15 +23,7 @@ import { innermostMessage } from './errors.js';
 import type { TrainStepResult } from './types.js';
 import { SHARED_TASK_QUEUE, workflowIdOf } from './types.js';
 
-export class OrchestrationError extends Error {
-  constructor(
-    readonly code: 'unimplemented' | 'failed_precondition' | 'not_found',
-    message: string,
-  ) {
-    super(message);
-    this.name = 'OrchestrationError';
-  }
-}
+export { OrchestrationError };
 
 const RESUME_CLOSE_WAIT_MS = 30_000;
 
@@ -123,10 +119,13 @@ export class TemporalOrchestrator implements JobOrchestrator {
         .executeUpdate(executeTrainStepUpdate, { args: [parsed] });
     } catch (error) {
       if (error instanceof WorkflowUpdateFailedError)
-        throw new ApiError('FAILED_PRECONDITION', `executeTrainStep: ${innermostMessage(error)}`);
+        throw new OrchestrationError(
+          'failed_precondition',
+          `executeTrainStep: ${innermostMessage(error)}`,
+        );
       if (error instanceof WorkflowNotFoundError)
-        throw new ApiError(
-          'FAILED_PRECONDITION',
+        throw new OrchestrationError(
+          'failed_precondition',
           `trainer job ${workflowIdOf(job)} is not running`,
         );
       throw error;

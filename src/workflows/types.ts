@@ -4,7 +4,7 @@
  * host activities read and render the dataset themselves, deterministically), and free of
  * imports that do I/O, because the workflow bundle imports it.
  */
-import type { JobCollection, JobRef } from '../control-plane/orchestrator.js';
+import type { JobCollection, JobRef } from '../orchestration/jobs.js';
 import type { AdamParams } from '../sdk/types.js';
 
 export type { JobCollection, JobRef };
@@ -20,7 +20,7 @@ export type JobState =
   | 'JOB_STATE_CANCELLED'
   | 'JOB_STATE_EARLY_STOPPED';
 
-export type TrainingMethod = 'sft' | 'dpo' | 'rft';
+export type TrainingMethod = 'sft' | 'dpo' | 'orpo' | 'rft';
 
 /** Reinforcement fine-tuning settings (managed-jobs.md, RFT), resolved with defaults. */
 export interface RftSettings {
@@ -69,6 +69,8 @@ export interface TrainingPlan {
   checkpointEvery: number;
   /** DPO beta. */
   beta: number;
+  /** ORPO lambda (weight of the odds-ratio term). */
+  orpoLambda: number;
   /** Seed of the data order. */
   seed: number;
   /** Optimizer steps in the whole job. */

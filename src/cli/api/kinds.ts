@@ -79,6 +79,7 @@ function plain(
 export const KINDS: readonly Kind[] = [
   job('sftj', 'supervisedFineTuningJobs', 'supervisedFineTuningJob', 'SFT job'),
   job('dpoj', 'dpoJobs', 'dpoJob', 'DPO job'),
+  job('orpoj', 'orpoJobs', 'orpoJob', 'ORPO job'),
   job('rftj', 'reinforcementFineTuningJobs', 'reinforcementFineTuningJob', 'RFT job'),
   {
     ...job('trainer', 'rlorTrainerJobs', 'rlorTrainerJob', 'trainer job'),

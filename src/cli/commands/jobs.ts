@@ -1,5 +1,5 @@
 /**
- * `temper create sftj|dpoj|rftj`: the managed-job flags of the spec (managed-jobs.md), sent
+ * `temper create sftj|dpoj|orpoj|rftj`: the managed-job flags of the spec (managed-jobs.md), sent
  * as the REST body in camelCase; `--job-id` becomes `?{singular}Id=`. Defaults and ranges are
  * the server's. `--wait` follows the job to its end and exits 1 if it failed or was cancelled.
  */
@@ -104,6 +104,12 @@ export function addCreateCommand(program: Command): void {
   const variants: [string, string, (c: Command) => Command][] = [
     ['sftj', 'supervised fine-tuning job', (c) => c],
     ['dpoj', 'DPO preference job', (c) => c.option('--beta <b>', 'DPO beta (0 < b < 0.5)', number)],
+    [
+      'orpoj',
+      'ORPO preference job',
+      (c) =>
+        c.option('--orpo-lambda <l>', 'weight of the odds-ratio term (>= 0, default 1)', number),
+    ],
     ['rftj', 'reinforcement fine-tuning job', addRftFlags],
   ];
   for (const [word, description, extra] of variants) {

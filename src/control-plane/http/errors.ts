@@ -14,6 +14,7 @@ import { ObjectStoreError } from '../../checkpoints/object-store/types.js';
 import { DatasetValidationError } from '../../datasets/errors.js';
 import { DeploymentError } from '../../deployments/registry.js';
 import { LossError } from '../../losses/errors.js';
+import { OrchestrationError } from '../../orchestration/jobs.js';
 import { StoreError } from '../../store/index.js';
 
 export const STATUS_HTTP = {
@@ -84,6 +85,12 @@ const STORE: Record<StoreError['code'], ApiStatus> = {
   failed_precondition: 'FAILED_PRECONDITION',
 };
 
+const ORCHESTRATION: Record<OrchestrationError['code'], ApiStatus> = {
+  unimplemented: 'UNIMPLEMENTED',
+  failed_precondition: 'FAILED_PRECONDITION',
+  not_found: 'NOT_FOUND',
+};
+
 const CHECKPOINT: Record<CheckpointError['code'], ApiStatus> = {
   invalid_name: 'INVALID_ARGUMENT',
   invalid_argument: 'INVALID_ARGUMENT',
@@ -115,6 +122,7 @@ export function toApiError(err: unknown): ApiError {
   if (err instanceof CheckpointError) return new ApiError(CHECKPOINT[err.code], err.message);
   if (err instanceof DeploymentError) return new ApiError(DEPLOYMENT[err.code], err.message);
   if (err instanceof LossError) return invalid(err.message);
+  if (err instanceof OrchestrationError) return new ApiError(ORCHESTRATION[err.code], err.message);
   if (err instanceof DatasetValidationError)
     return invalid(
       err.message,

@@ -10,6 +10,7 @@ import type { Collection, Store } from '../../store/index.js';
 const JOB_COLLECTIONS: readonly Collection[] = [
   'supervisedFineTuningJobs',
   'dpoJobs',
+  'orpoJobs',
   'reinforcementFineTuningJobs',
   'rlorTrainerJobs',
 ];

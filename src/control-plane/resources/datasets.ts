@@ -35,6 +35,7 @@ const KINDS = ['sft', 'dpo', 'rft'] as const;
 const TRAINING_JOBS = [
   'supervisedFineTuningJobs',
   'dpoJobs',
+  'orpoJobs',
   'reinforcementFineTuningJobs',
 ] as const;
 

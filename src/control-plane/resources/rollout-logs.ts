@@ -14,6 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import { rolloutLogPrefix, rolloutLogRecordSchema } from '../../store/rollout-logs.js';
 import type { Deps } from '../context.js';
 import { authenticate } from '../http/auth.js';
 import { parseBody } from '../http/body.js';
@@ -21,34 +22,12 @@ import { invalid } from '../http/errors.js';
 
 const ROLLOUT_ID = /^[A-Za-z0-9._-]{1,200}$/;
 
-/** Where the log records of `rolloutId` in `account` are kept (artifact store). */
-export function rolloutLogPrefix(account: string, rolloutId: string): string {
-  return `accounts/${account}/rolloutLogs/${rolloutId}/`;
-}
-
-/** A kept record's key: `status-…` when it carries a status, `log-…` otherwise. */
-export const isStatusRecordKey = (key: string) => key.split('/').pop()!.startsWith('status-');
-
-export const rolloutLogRecordSchema = z.object({
-  program: z.string().max(200).nullish(),
-  status: z
-    .object({
-      code: z.number().int(),
-      message: z
-        .string()
-        .max(64 * 1024)
-        .nullish(),
-      details: z.array(z.unknown()).nullish(),
-    })
-    .nullish(),
-  message: z
-    .string()
-    .max(256 * 1024)
-    .nullish(),
-  tags: z.array(z.string().max(300)).max(1000),
-  extras: z.record(z.string(), z.unknown()).nullish(),
-});
-export type RolloutLogRecord = z.output<typeof rolloutLogRecordSchema>;
+export {
+  isStatusRecordKey,
+  type RolloutLogRecord,
+  rolloutLogPrefix,
+  rolloutLogRecordSchema,
+} from '../../store/rollout-logs.js';
 
 async function receive(deps: Deps, req: FastifyRequest) {
   const principal = req.principal ?? (await authenticate(deps.store, req));

@@ -48,6 +48,7 @@ const TERMINAL = new Set(['JOB_STATE_COMPLETED', 'JOB_STATE_CANCELLED', 'JOB_STA
 const METHODS = {
   supervisedFineTuningJobs: 'sft',
   dpoJobs: 'dpo',
+  orpoJobs: 'orpo',
   reinforcementFineTuningJobs: 'rft',
 } as const;
 
@@ -178,6 +179,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         gradientAccumulationSteps: body.gradientAccumulationSteps,
         checkpointEvery: body.checkpointFrequency,
         beta: body.beta,
+        orpoLambda: body.orpoLambda,
         seed: body.seed || nameSeed(workflowIdOf(ref)),
         totalSteps: 0,
         exampleCount: 0,
@@ -203,7 +205,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         plan.totalSteps = data.steps.length;
         plan.exampleCount = data.units.length;
         // DPO holds out pairs: two datums each.
-        evaluationExamples = plan.method === 'dpo' ? data.eval.length / 2 : data.eval.length;
+        evaluationExamples = plan.method === 'sft' ? data.eval.length : data.eval.length / 2;
         if (plan.method === 'sft') await keepRenderSamples(plan, text, renderer);
       }
     } catch (error) {

@@ -9,7 +9,7 @@
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import { type Evaluate, type Evaluator, openEvaluator } from '../../evaluators/index.js';
-import { constant, dpoLoss, resolveRlLossMethod } from '../../losses/index.js';
+import { constant, dpoLoss, orpoLoss, resolveRlLossMethod } from '../../losses/index.js';
 import { MANAGED_JOB_ADAMW } from '../../recipes/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
@@ -217,6 +217,15 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         const out = await client.forwardBackward(batch, 'cross_entropy');
         loss += out.metrics['loss:sum'] ?? 0;
         tokens += weightSum(batch);
+      } else if (plan.method === 'orpo') {
+        // The ORPO loss sums over the batch's pairs (no reference model).
+        const out = await client.forwardBackwardCustom(
+          batch,
+          orpoLoss({ lambda: plan.orpoLambda }),
+        );
+        loss += out.loss;
+        tokens += batch.length / 2;
+        for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
       } else {
         const out = await client.forwardBackwardCustom(batch, dpoLoss({ beta: plan.beta }));
         loss += out.loss;
@@ -470,7 +479,9 @@ export function createHostActivities(deps: HostDeps): HostActivities {
         values['eval_loss:mean'] =
           plan.method === 'dpo'
             ? await evalDpoLoss(plan, s.client, job.eval)
-            : await evalLoss(plan, s.client, job.eval);
+            : plan.method === 'orpo'
+              ? await evalOrpoLoss(plan, s.client, job.eval)
+              : await evalLoss(plan, s.client, job.eval);
       rows.push({ step: step + 1, values, time: new Date().toISOString() });
       ctx.heartbeat({ step: step + 1 });
       if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
@@ -506,6 +517,14 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     const logprobs = out.lossFnOutputs.map((o) => constant(o.logprobs.data as ArrayLike<number>));
     const { loss } = dpoLoss({ beta: plan.beta })(pairs.map(toLossDatum), logprobs);
     return loss.item();
+  }
+
+  /** Mean ORPO loss per held-out pair. */
+  async function evalOrpoLoss(plan: TrainingPlan, client: TrainingClient, pairs: TrainingDatum[]) {
+    const out = await client.forward(pairs);
+    const logprobs = out.lossFnOutputs.map((o) => constant(o.logprobs.data as ArrayLike<number>));
+    const { loss } = orpoLoss({ lambda: plan.orpoLambda })(pairs.map(toLossDatum), logprobs);
+    return loss.item() / Math.max(pairs.length / 2, 1);
   }
 
   /** Metrics and progress to the store, so `get` and `--wait` see the job move. */

@@ -7,7 +7,7 @@
  * writes without the guard.
  */
 import { ApplicationFailure } from '@temporalio/activity';
-import { FINAL_STATES } from '../../control-plane/index.js';
+import { FINAL_STATES } from '../../orchestration/jobs.js';
 import { type Store, StoreError, type UpdateGuard } from '../../store/index.js';
 import { JOB_ENDED, type JobRef } from '../types.js';
 

@@ -8,7 +8,7 @@
  * does: a log record tagged `rollout_id:<id>` whose status is terminal (Status.rollout_finished()
  * = code 100, or an error code), POSTed to `{FW_TRACING_GATEWAY_BASE_URL}/logs` — the control
  * plane's origin here, which keeps the record in the artifact store under the key's account
- * (src/control-plane/resources/rollout-logs.ts). This host polls there for it.
+ * (src/control-plane/resources/rollout-logs.ts; the layout is src/store/rollout-logs.ts). This host polls there for it.
  *
  * `model_base_url` is this host's tracer, in the path layout of eval-protocol's tracing
  * gateway (`/rollout_id/{id}/invocation_id/{id}/experiment_id/{id}/run_id/{id}/row_id/{id}`).
@@ -24,11 +24,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
-import {
-  isStatusRecordKey,
-  rolloutLogPrefix,
-  rolloutLogRecordSchema,
-} from '../../control-plane/index.js';
+import { isStatusRecordKey, rolloutLogPrefix, rolloutLogRecordSchema } from '../../store/index.js';
 import { readBodyLimited } from '../../util/http-body.js';
 import { type OutboundSettings, outboundRequest } from '../../util/outbound.js';
 

@@ -6,14 +6,14 @@
  */
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { countParameters, parseHfConfig } from '../../engine/config.js';
 import {
   FINE_TUNING_USAGE,
+  type Store,
   TEXT_COMPLETION_INFERENCE_USAGE,
   TRAINER_USAGE,
   usageEvent,
-} from '../../control-plane/index.js';
-import { countParameters, parseHfConfig } from '../../engine/config.js';
-import type { Store } from '../../store/index.js';
+} from '../../store/index.js';
 
 /** Trainer pods here run on CPU cores; a GPU launcher would report its accelerator. */
 export const ACCELERATOR_TYPE = 'CPU';

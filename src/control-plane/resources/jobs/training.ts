@@ -29,6 +29,7 @@ import { defaultShape, findShape } from '../training-shapes.js';
 const TRAINING_JOBS = [
   'supervisedFineTuningJobs',
   'dpoJobs',
+  'orpoJobs',
   'reinforcementFineTuningJobs',
 ] as const;
 
