@@ -12,6 +12,8 @@ import { fields as F } from '../../recipes/index.js';
 const number = z.number();
 /** A stored setting that counts something. */
 const count = z.number().int();
+/** A stored setting that names something. */
+const name = z.string();
 
 export const trainingJobBodySchema = z
   .object({
@@ -52,7 +54,7 @@ export const rftJobFieldsSchema = z
     evaluator: z.string().min(1),
     chunkSize: count.default(F.chunkSize.default),
     /** The loss method's name and KL beta are checked by src/losses when the plan is made. */
-    rlLossMethod: z.string().default(F.rlLossMethod.default),
+    rlLossMethod: name.default(F.rlLossMethod.default),
     rlKlBeta: number.default(F.rlKlBeta.default),
     temperature: number.default(F.temperature.default),
     topP: number.default(F.topP.default),
