@@ -59,9 +59,19 @@ export type LoraOptions = z.input<typeof loraOptionsSchema>;
  *   activations in backward: one more forward of compute, a fraction of the memory; bitwise
  *   the same gradients. Off by default (small models do not need it).
  */
+/**
+ * How the engine holds a model; none of it changes the math (results are bitwise those of the
+ * defaults). The one definition of these settings: trainer pods and jobs take them as they are.
+ */
 export const engineOptionsSchema = z.object({
-  baseDtype: z.enum(['float32', 'bfloat16']).default('float32'),
-  recompute: z.boolean().default(false),
+  /** Storage of a LoRA model's frozen base matrices: bfloat16 halves their memory (compute stays float32). */
+  baseDtype: z
+    .enum(['float32', 'bfloat16'], {
+      message: "baseDtype must be 'float32' or 'bfloat16' (bfloat16 needs a LoRA adapter)",
+    })
+    .default('float32'),
+  /** Keep only each layer's input in a training forward and recompute the rest in backward. */
+  recompute: z.boolean({ message: 'recompute must be true or false' }).default(false),
 });
 export type EngineOptions = z.input<typeof engineOptionsSchema>;
 

@@ -2,6 +2,7 @@
 import { type Command, InvalidArgumentError } from 'commander';
 import { checkTrainerToken, TRAINER_TOKEN_ENV } from './auth.js';
 import { parseDuration } from './duration.js';
+import { parseEngineSettings } from './engine-settings.js';
 import { DEFAULT_INACTIVITY_TIMEOUT_MS, serveTrainer } from './serve.js';
 
 function int(min: number): (value: string) => number {
@@ -34,6 +35,8 @@ interface ServeFlags {
   loraRank: number;
   loraAlpha?: number;
   threads?: number;
+  baseDtype?: string;
+  recompute?: boolean;
   inactivityTimeout: number;
   forwardOnly?: boolean;
   jobId?: string;
@@ -63,6 +66,14 @@ export function addTrainerCommand(program: Command): void {
     .option('--lora-alpha <a>', 'default LoRA alpha (default 2 x rank)', positive)
     .option('--threads <n>', 'engine threads per model (default: all cores)', int(1))
     .option(
+      '--base-dtype <dtype>',
+      "storage of LoRA models' frozen base: float32 (default) or bfloat16 (half the memory, same results)",
+    )
+    .option(
+      '--recompute',
+      'recompute each layer in backward instead of keeping its activations (less memory, about one more forward)',
+    )
+    .option(
       '--inactivity-timeout <duration>',
       'stop after this long with no operation or heartbeat, e.g. 30m, 2h; 0 disables',
       duration,
@@ -89,6 +100,7 @@ export function addTrainerCommand(program: Command): void {
         loraRank: flags.loraRank,
         loraAlpha: flags.loraAlpha,
         threads: flags.threads,
+        engine: parseEngineSettings({ baseDtype: flags.baseDtype, recompute: flags.recompute }),
         inactivityTimeoutMs: flags.inactivityTimeout,
         forwardOnly: flags.forwardOnly ?? false,
         jobId: flags.jobId,

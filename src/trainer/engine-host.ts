@@ -11,6 +11,7 @@ import type { TensorMap } from '../checkpoints/safetensors.js';
 import type { ModelConfig } from '../engine/config.js';
 import {
   EngineError,
+  type EngineOptions,
   type LoraOptions,
   type Sequence,
   type TokenSequence,
@@ -38,14 +39,25 @@ export class EngineHost {
   static trainable(
     config: ModelConfig,
     base: TensorMap,
-    options: { threads: number; lora?: LoraOptions },
+    options: { threads: number; lora?: LoraOptions; engine?: EngineOptions },
   ): EngineHost {
-    return new EngineHost(build(config, base, options.threads, options.lora), false);
+    return new EngineHost(
+      build(config, base, options.threads, options.lora, options.engine),
+      false,
+    );
   }
 
-  /** A frozen copy of the base weights (forward and sample only). */
-  static frozenBase(config: ModelConfig, base: TensorMap, threads: number): EngineHost {
-    const host = new EngineHost(build(config, base, threads, FROZEN_LORA), true);
+  /**
+   * A frozen copy of the base weights (forward and sample only). Kept in bf16 when the pod's
+   * engine settings say so (it is a LoRA model underneath, so that is always allowed).
+   */
+  static frozenBase(
+    config: ModelConfig,
+    base: TensorMap,
+    threads: number,
+    engine?: EngineOptions,
+  ): EngineHost {
+    const host = new EngineHost(build(config, base, threads, FROZEN_LORA, engine), true);
     host.model.setAdapterEnabled(false);
     return host;
   }
@@ -175,9 +187,10 @@ function build(
   base: TensorMap,
   threads: number,
   lora: LoraOptions | undefined,
+  engine: EngineOptions | undefined,
 ): TransformerModel {
   try {
-    const model = new TransformerModel(config, { threads, lora });
+    const model = new TransformerModel(config, { threads, lora, ...engine });
     model.loadTensors(base, { partial: true, source: 'base model' });
     return model;
   } catch (error) {

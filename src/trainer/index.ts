@@ -8,6 +8,11 @@
 export * from '../gen/temper/trainer/v1/trainer_pb.js';
 export { createTrainerClient, TRAINER_CHANNEL_OPTIONS, type TrainerClient } from './client.js';
 export { parseDuration } from './duration.js';
+export {
+  type EngineSettings,
+  type EngineSettingsInput,
+  parseEngineSettings,
+} from './engine-settings.js';
 export { fromGrpcError, TrainerError, type TrainerErrorCode } from './errors.js';
 export {
   decodeBatched,

@@ -32,6 +32,11 @@ import { TrainerCheckpoints } from './checkpoints.js';
 import { createTrainerClient, type TrainerClient } from './client.js';
 import { DataParallelGroups, type Rendezvous, type ReplicaPlace } from './data-parallel.js';
 import { EngineHost } from './engine-host.js';
+import {
+  type EngineSettings,
+  type EngineSettingsInput,
+  parseEngineSettings,
+} from './engine-settings.js';
 import { fromGrpcError, TrainerError } from './errors.js';
 import { type AllReduce, ModelRuntime } from './model-runtime.js';
 import { OpQueue } from './queue.js';
@@ -47,6 +52,8 @@ export interface PodOptions {
   loraAlpha?: number;
   /** Engine threads per model (default: all cores). */
   threads?: number;
+  /** How the engine holds every model of the pod: `baseDtype` (LoRA base in bf16), `recompute`. */
+  engine?: EngineSettingsInput;
   /** Only forward-only models may be created (a reference trainer). */
   forwardOnly?: boolean;
   /** The trainer job this pod serves. */
@@ -106,6 +113,8 @@ export class TrainerPod {
   readonly loraRank: number;
   readonly forwardOnly: boolean;
   readonly inactivityTimeoutMs: number;
+  /** The engine settings every model of this pod is built with. */
+  readonly engine: EngineSettings;
   private readonly base: TensorMap;
   private readonly options: PodOptions;
   private readonly log: Logger;
@@ -125,8 +134,10 @@ export class TrainerPod {
     config: ModelConfig,
     base: TensorMap,
     frozen: EngineHost,
+    engine: EngineSettings,
   ) {
     this.frozen = frozen;
+    this.engine = engine;
     this.options = options;
     this.baseModel = options.baseModel;
     this.baseDir = dir;
@@ -144,6 +155,7 @@ export class TrainerPod {
 
   /** Reads the base model's config and weights. */
   static async load(options: PodOptions): Promise<TrainerPod> {
+    const engine = parseEngineSettings(options.engine);
     const dir = resolveBaseModelDir(options.baseModel);
     const config = await readHfConfig(`${dir}/config.json`);
     const base: TensorMap = new Map();
@@ -152,8 +164,8 @@ export class TrainerPod {
     }
     // Building the frozen base checks the weights fit the config at startup, not at the first
     // CreateModel; forward-only models without an adapter to share all use this one engine.
-    const frozen = EngineHost.frozenBase(config, base, options.threads ?? 1);
-    const pod = new TrainerPod(options, dir, config, base, frozen);
+    const frozen = EngineHost.frozenBase(config, base, options.threads ?? 1, engine);
+    const pod = new TrainerPod(options, dir, config, base, frozen, engine);
     if (options.checkpointUrl) {
       pod.checkpointStore = await TrainerCheckpoints.open({
         url: options.checkpointUrl,
@@ -361,7 +373,7 @@ export class TrainerPod {
       adapter = false;
     } else {
       const lora = this.loraOptions(req.lora);
-      host = EngineHost.trainable(this.config, this.base, { threads, lora });
+      host = EngineHost.trainable(this.config, this.base, { threads, lora, engine: this.engine });
       adapter = true;
     }
     const runtime = new ModelRuntime({

@@ -8,6 +8,7 @@ import { mkdir, rename, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import type { Logger } from 'pino';
 import { checkTrainerToken } from './auth.js';
+import type { EngineSettings } from './engine-settings.js';
 import { createLogger } from './log.js';
 import { type PodOptions, TrainerPod } from './pod.js';
 import { createTrainerServer } from './server.js';
@@ -40,6 +41,8 @@ export interface TrainerState {
   baseModel: string;
   loraRank: number;
   forwardOnly: boolean;
+  /** The engine settings the pod runs its models with. */
+  engine: EngineSettings;
   startedAt: string;
   stoppedAt?: string;
   reason?: StopReason;
@@ -78,6 +81,7 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
     baseModel: pod.baseModel,
     loraRank: pod.loraRank,
     forwardOnly: pod.forwardOnly,
+    engine: pod.engine,
     startedAt: new Date(started).toISOString(),
   };
   if (options.stateFile) await writeState(options.stateFile, state);
@@ -88,6 +92,7 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
       baseModel: pod.baseModel,
       loraRank: pod.loraRank,
       forwardOnly: pod.forwardOnly,
+      engine: pod.engine,
       inactivityTimeoutMs,
       startupMs: Date.now() - started,
     },

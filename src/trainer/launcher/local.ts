@@ -17,6 +17,7 @@ import { ServingStatus } from '../../gen/temper/trainer/v1/trainer_pb.js';
 import { tiedToParent } from '../../util/processes.js';
 import { newTrainerToken, TRAINER_TOKEN_ENV } from '../auth.js';
 import { createTrainerClient } from '../client.js';
+import { parseEngineSettings } from '../engine-settings.js';
 import { TrainerError } from '../errors.js';
 import type { TrainerState } from '../serve.js';
 import type {
@@ -189,6 +190,8 @@ export class LocalProcessLauncher implements Launcher {
         `trainer job id '${jobId}' must be 2-63 characters of a-z, 0-9 and '-', starting with a letter and not ending with '-'`,
       );
     }
+    // Checked here, before a process starts, so a bad setting is an error naming it.
+    const engine = parseEngineSettings(spec.engine);
     const paths = this.paths(jobId);
     const existing = await this.get(jobId);
     if (existing && (existing.state === 'running' || existing.state === 'starting')) {
@@ -217,6 +220,8 @@ export class LocalProcessLauncher implements Launcher {
     ];
     if (spec.loraAlpha !== undefined) args.push('--lora-alpha', String(spec.loraAlpha));
     if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
+    args.push('--base-dtype', engine.baseDtype);
+    if (engine.recompute) args.push('--recompute');
     args.push('--checkpoint-url', spec.checkpointUrl ?? this.checkpointUrl);
     if (spec.account !== undefined) args.push('--account', spec.account);
     if (spec.maxModels !== undefined) args.push('--max-models', String(spec.maxModels));

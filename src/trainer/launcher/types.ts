@@ -4,6 +4,7 @@
  * as processes on this machine, a cluster launcher will run them as Kubernetes pods behind the
  * same interface.
  */
+import type { EngineSettingsInput } from '../engine-settings.js';
 
 export interface TrainerLaunchSpec {
   /** Catalog model name (accounts/{a}/models/{id}) or HF-layout directory. */
@@ -15,6 +16,8 @@ export interface TrainerLaunchSpec {
   forwardOnly?: boolean;
   /** Engine threads per model. */
   threads?: number;
+  /** Engine settings of the pod's models (src/engine engineOptionsSchema): baseDtype, recompute. */
+  engine?: EngineSettingsInput;
   /** Stop after this long with no operation or heartbeat; 0 disables; default 60 min. */
   inactivityTimeoutMs?: number;
   /** Checkpoint store root URL (default: the launcher's). */
