@@ -20,6 +20,7 @@ import { accountRoutes } from './resources/accounts.js';
 import { billingRoutes } from './resources/billing.js';
 import { accountCheckpointRoutes } from './resources/checkpoints.js';
 import { datasetRoutes } from './resources/datasets.js';
+import { deployedModelRoutes } from './resources/deployed-models.js';
 import { deploymentRoutes } from './resources/deployments.js';
 import { evalProtocolRoutes } from './resources/eval-protocol.js';
 import { evaluatorRoutes, evaluatorV2Routes } from './resources/evaluators.js';
@@ -109,6 +110,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
     rlorRoutes(deps),
     modelRoutes(deps),
     deploymentRoutes(deps),
+    deployedModelRoutes(deps),
     trainingShapeRoutes(),
     evaluatorRoutes(deps),
     evaluatorV2Routes(deps),

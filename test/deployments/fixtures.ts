@@ -158,3 +158,45 @@ export async function sse(res: Response): Promise<unknown[]> {
     .map((b) => b.slice(6))
     .map((d) => (d === '[DONE]' ? '[DONE]' : JSON.parse(d)));
 }
+
+/**
+ * A PEFT LoRA adapter of the bundled model (rank 4, alpha 8, on q_proj and v_proj of every
+ * layer, seeded values large enough to move its logprobs) written to `dir`
+ * (adapter_config.json, adapter_model.safetensors); returns the base weights with it merged
+ * in (W + alpha/r * B A), the engine reference of what it serves.
+ */
+export async function writePeftAdapter(dir: string, seed: number): Promise<TensorMap> {
+  const [rank, alpha, targets] = [4, 8, ['q_proj', 'v_proj']];
+  let s = seed >>> 0;
+  const rnd = () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return (s / 4294967296 - 0.5) * 0.6;
+  };
+  const base = await baseTensors();
+  const adapter: TensorMap = new Map();
+  const merged: TensorMap = new Map(base);
+  for (const [name, w] of base) {
+    if (!targets.some((t) => name.endsWith(`.${t}.weight`))) continue;
+    const [o, i] = w.shape as [number, number];
+    const a = Float32Array.from({ length: rank * i }, rnd);
+    const b = Float32Array.from({ length: o * rank }, rnd);
+    const stem = `base_model.model.${name.replace(/\.weight$/, '')}`;
+    adapter.set(`${stem}.lora_A.weight`, { shape: [rank, i], data: a });
+    adapter.set(`${stem}.lora_B.weight`, { shape: [o, rank], data: b });
+    const m = Float32Array.from(w.data);
+    for (let r = 0; r < o; r++)
+      for (let c = 0; c < i; c++) {
+        let d = 0;
+        for (let k = 0; k < rank; k++) d += (b[r * rank + k] as number) * (a[k * i + c] as number);
+        m[r * i + c] = (m[r * i + c] as number) + (alpha / rank) * d;
+      }
+    merged.set(name, { shape: w.shape, data: m });
+  }
+  await mkdir(dir, { recursive: true });
+  await writeFile(
+    join(dir, 'adapter_config.json'),
+    JSON.stringify({ peft_type: 'LORA', r: rank, lora_alpha: alpha, target_modules: targets }),
+  );
+  await writeFile(join(dir, 'adapter_model.safetensors'), serializeSafetensors(adapter));
+  return merged;
+}

@@ -26,6 +26,8 @@ export interface InferenceDeps {
   spelling: TokenSpelling;
   /** The model name responses carry. */
   model: () => string;
+  /** The multi-LoRA addon the request generates with (undefined: the base). */
+  adapter?: string | undefined;
   contextLength: number;
   pickReplica: (key: string | undefined, i: number) => UpstreamReplica;
   /** Requests this deployment is serving now (perf_metrics' num-concurrent-requests). */
@@ -150,6 +152,7 @@ async function serve(
         top_logprobs: r.topLogprobs,
         echo: r.echo,
         session_id: sessionId,
+        adapter: deps.adapter,
         drain_timeout_s: drainS,
         // events one by one only where they are used as they come: SSE, and stop strings
         // (the generation is cut where one appears); otherwise all at the end, which spares

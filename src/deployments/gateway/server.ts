@@ -83,6 +83,11 @@ export class Gateway {
   private readonly spelling: TokenSpelling;
   /** LoRA models this deployment serves on its base (their names, as /models lists them). */
   private addons: string[] = [];
+  /**
+   * Multi-LoRA addons: model name → its adapter snapshot in the hot-load bucket, each served
+   * beside the base by every replica and picked per request by the body's model.
+   */
+  private readonly multiLora = new Map<string, string>();
   private readonly createdAt = Math.floor(Date.now() / 1000);
   private readonly serving = { count: 0 };
   private constructor(
@@ -148,6 +153,91 @@ export class Gateway {
     this.addons = [...models];
   }
 
+  /** The multi-LoRA addons loaded, in load order. */
+  loadedAddons(): { model: string; identity: string }[] {
+    return [...this.multiLora].map(([model, identity]) => ({ model, identity }));
+  }
+
+  /**
+   * Loads the LoRA adapter snapshot `identity` (PEFT layout, in the hot-load bucket) on every
+   * replica as the addon `model`, served beside the base to requests whose model names it;
+   * resolves once every replica serves it. A model already loaded is replaced. On a failure no
+   * replica keeps the new adapter (those that had the old one get it back) and it throws.
+   */
+  async loadAddon(model: string, identity: string): Promise<void> {
+    checkIdentity(identity);
+    if (model === this.opts.model || this.addons.includes(model))
+      throw new GatewayError(
+        400,
+        'invalid_argument',
+        `${model} is already what ${this.deploymentName} serves without an addon`,
+      );
+    if ((await this.store.stat(`${identity}/adapter_config.json`)) === null)
+      throw new GatewayError(
+        404,
+        'not_found',
+        `${this.store.url}/${identity}/adapter_config.json does not exist: upload the LoRA adapter before loading it`,
+      );
+    const previous = this.multiLora.get(model);
+    const replicas = [...this.replicas];
+    const results = await Promise.allSettled(
+      replicas.map((r) => replicaCall(r, '/addons', { name: model, identity })),
+    );
+    const failed = results.find((x) => x.status === 'rejected');
+    if (failed) {
+      await Promise.allSettled(
+        replicas.map((r, i) =>
+          results[i]?.status !== 'fulfilled'
+            ? null
+            : previous !== undefined
+              ? replicaCall(r, '/addons', { name: model, identity: previous })
+              : replicaCall(r, '/addons/unload', { name: model }),
+        ),
+      );
+      throw (failed as PromiseRejectedResult).reason;
+    }
+    this.multiLora.set(model, identity);
+    this.log.info({ model, identity }, 'LoRA addon loaded');
+  }
+
+  /** Stops serving the addon `model` on every replica; false if it is not loaded. */
+  async unloadAddon(model: string): Promise<boolean> {
+    if (!this.multiLora.has(model)) return false;
+    this.multiLora.delete(model);
+    await Promise.allSettled(
+      this.replicas.map((r) => replicaCall(r, '/addons/unload', { name: model })),
+    );
+    this.log.info({ model }, 'LoRA addon unloaded');
+    return true;
+  }
+
+  /**
+   * The addon a request's model names (`model` or `model#deployment`), or undefined for the
+   * base. A model of the accounts/{a}/models/{m} form that this deployment does not serve is
+   * refused rather than answered by the base.
+   */
+  private adapterOf(raw: unknown): string | undefined {
+    const field = (raw as { model?: unknown } | null)?.model;
+    if (typeof field !== 'string') return undefined;
+    const model = field.split('#')[0] as string;
+    if (this.multiLora.has(model)) return model;
+    if (
+      /^accounts\/[^/]+\/models\/[^/]+$/.test(model) &&
+      model !== this.opts.model &&
+      !this.addons.includes(model)
+    )
+      throw new GatewayError(
+        404,
+        'model_not_found',
+        `The model '${model}' is not served by ${this.deploymentName} (it serves ${this.models()
+          .map((x) => x.id)
+          .join(', ')}): load it as an addon first`,
+        {},
+        'model',
+      );
+    return undefined;
+  }
+
   /** Snapshots signalled while the deployment had no replicas (loaded on scale-up). */
   private readonly pendingAtZero = new Set<string>();
   /** Signal bodies by identity (to replay a delta chain onto a new replica). */
@@ -158,6 +248,17 @@ export class Gateway {
    * snapshot through its deltas, and waits until the replica serves the newest one.
    */
   async catchUp(replica: GatewayReplica, timeoutMs = 120_000): Promise<string | null> {
+    const served = await this.catchUpSnapshot(replica, timeoutMs);
+    // and the multi-LoRA addons the others serve
+    for (const [name, identity] of this.multiLora)
+      await replicaCall(replica, '/addons', { name, identity });
+    return served;
+  }
+
+  private async catchUpSnapshot(
+    replica: GatewayReplica,
+    timeoutMs: number,
+  ): Promise<string | null> {
     this.ledger.update(await this.statuses());
     const rows = this.ledger.list();
     // the newest good snapshot some replica served, or one signalled while at zero replicas
@@ -550,7 +651,7 @@ export class Gateway {
 
   /** The models this deployment answers for, in OpenAI's Model shape. */
   models(): { id: string; object: 'model'; created: number; owned_by: string }[] {
-    return [this.opts.model, ...this.addons].map((id) => ({
+    return [this.opts.model, ...this.addons, ...this.multiLora.keys()].map((id) => ({
       id,
       object: 'model' as const,
       created: this.createdAt,
@@ -570,12 +671,14 @@ export class Gateway {
     });
     const vocab = Number(this.baseConfig.vocab_size ?? this.tokenizer.vocabSize);
     const r = chat ? parseChat(raw, this.renderer) : parseCompletions(raw, this.tokenizer, vocab);
+    const adapter = this.adapterOf(raw);
     await serveInference(
       {
+        adapter,
         tokenizer: this.tokenizer,
         renderer: this.renderer,
         spelling: this.spelling,
-        model: () => this.addons[0] ?? this.opts.model,
+        model: () => adapter ?? this.addons[0] ?? this.opts.model,
         contextLength: Number(this.baseConfig.max_position_embeddings ?? 2048),
         pickReplica: (key, i) => this.pickReplica(key, i),
         serving: this.serving,
@@ -585,6 +688,24 @@ export class Gateway {
       res,
     );
   }
+}
+
+/** A JSON call to a replica; a refusal throws the replica's status and message. */
+async function replicaCall(r: GatewayReplica, path: string, body: unknown): Promise<void> {
+  const out = await fetch(`${r.url}${path}`, {
+    method: 'POST',
+    headers: replicaHeaders(r),
+    body: JSON.stringify(body),
+  });
+  if (out.ok) return;
+  const e = (
+    (await out.json().catch(() => ({}))) as { error?: { code?: string; message?: string } }
+  ).error;
+  throw new GatewayError(
+    out.status < 500 ? out.status : 502,
+    e?.code ?? 'replica_error',
+    `${r.id}: ${e?.message ?? `HTTP ${out.status}`}`,
+  );
 }
 
 function publicStatus(s: ReplicaStatus): unknown {

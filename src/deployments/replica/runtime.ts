@@ -39,6 +39,8 @@ export interface GenerateRequest {
    */
   echo: boolean;
   sessionId?: string | undefined;
+  /** A LoRA addon loaded with `loadAddon` to generate with (multi-LoRA); absent: the base. */
+  adapter?: string | undefined;
   /** ASYNC swaps: how long a new request may wait for a swap before 425 (default 90 s). */
   drainTimeoutMs?: number | undefined;
 }
@@ -105,6 +107,21 @@ export interface ReplicaStatus {
   /** Requests being served now, and tokens generated since start. */
   inflight: number;
   generated_tokens: number;
+  /** LoRA addons served beside the current snapshot (multi-LoRA), by name. */
+  addons?: { name: string; identity: string }[];
+}
+
+/**
+ * A LoRA adapter served beside the base (multi-LoRA): its own decoder over the base weights
+ * with the adapter merged in, chosen per request. `users` counts the requests generating with
+ * it, so an unload or a reload frees the old decoder only after they end.
+ */
+interface Addon {
+  name: string;
+  identity: string;
+  decoder: OnnxDecoder;
+  users: number;
+  removed: boolean;
 }
 
 interface StepOut {
@@ -116,11 +133,14 @@ interface StepOut {
 interface PendingDecode {
   token: number;
   cache: KvCache;
+  addon: Addon | undefined;
   resolve: (out: StepOut) => void;
   reject: (err: unknown) => void;
 }
 
 interface CacheEntry {
+  /** The addon whose weights made the KV (undefined: the served snapshot). */
+  addon: string | undefined;
   tokens: number[];
   cache: KvCache;
   sessionId: string | undefined;
@@ -195,6 +215,9 @@ export class ReplicaRuntime {
   private readonly resets: ResetPromptCache[] = [];
   private hits = 0;
   private lookups = 0;
+  private readonly addons = new Map<string, Addon>();
+  /** Addon loads run one after another (each builds a decoder). */
+  private addonChain: Promise<unknown> = Promise.resolve();
 
   private readonly log: Logger;
 
@@ -235,6 +258,7 @@ export class ReplicaRuntime {
       decode_batches: { ...this.batchStats },
       inflight: this.inflight,
       generated_tokens: this.generatedTokens,
+      addons: [...this.addons.values()].map((a) => ({ name: a.name, identity: a.identity })),
     };
   }
 
@@ -290,13 +314,20 @@ export class ReplicaRuntime {
     this.queue.shift()?.();
   }
 
-  /** One forward step on the current weights; waits at an ASYNC swap barrier. */
-  private async step(tokens: number[], cache: KvCache | undefined): Promise<StepOut> {
+  /**
+   * One forward step on the current weights, or an addon's; waits at an ASYNC swap barrier.
+   */
+  private async step(
+    tokens: number[],
+    cache: KvCache | undefined,
+    addon: Addon | undefined,
+  ): Promise<StepOut> {
     while (this.barrier) await this.barrier;
     this.running++;
-    const identity = this.identity;
+    const identity = addon ? addon.identity : this.identity;
+    const decoder = addon ? addon.decoder : this.decoder;
     try {
-      const out = await this.decoder.step(tokens, cache ?? this.decoder.emptyCache());
+      const out = await decoder.step(tokens, cache ?? decoder.emptyCache());
       return { ...out, snapshot: identity };
     } finally {
       this.running--;
@@ -308,10 +339,10 @@ export class ReplicaRuntime {
    * One decode step; with batching on, the steps of concurrent sequences wait a tick and run
    * together in one session call.
    */
-  private decodeStep(token: number, cache: KvCache): Promise<StepOut> {
-    if ((this.opts.maxDecodeBatch ?? 1) <= 1) return this.step([token], cache);
+  private decodeStep(token: number, cache: KvCache, addon: Addon | undefined): Promise<StepOut> {
+    if ((this.opts.maxDecodeBatch ?? 1) <= 1) return this.step([token], cache, addon);
     return new Promise((resolve, reject) => {
-      this.pendingDecode.push({ token, cache, resolve, reject });
+      this.pendingDecode.push({ token, cache, addon, resolve, reject });
       if (!this.flushing) {
         this.flushing = true;
         setImmediate(() => void this.flushDecode());
@@ -323,17 +354,26 @@ export class ReplicaRuntime {
     try {
       while (this.pendingDecode.length > 0) {
         while (this.barrier) await this.barrier;
-        const batch = this.pendingDecode.splice(0, this.opts.maxDecodeBatch ?? 1);
+        // one batch runs on one set of weights: the first waiting sequence's, and the others
+        // that use the same
+        const head = (this.pendingDecode[0] as PendingDecode).addon;
+        const max = this.opts.maxDecodeBatch ?? 1;
+        const batch: PendingDecode[] = [];
+        const later: PendingDecode[] = [];
+        for (const p of this.pendingDecode)
+          (p.addon === head && batch.length < max ? batch : later).push(p);
+        this.pendingDecode = later;
         if (batch.length === 1) {
           const one = batch[0] as PendingDecode;
-          this.step([one.token], one.cache).then(one.resolve, one.reject);
+          this.step([one.token], one.cache, one.addon).then(one.resolve, one.reject);
         } else {
           this.running++;
-          const identity = this.identity;
+          const identity = head ? head.identity : this.identity;
+          const decoder = head ? head.decoder : this.decoder;
           this.batchStats.batches++;
           this.batchStats.steps += batch.length;
           try {
-            const out = await this.decoder.stepBatch(
+            const out = await decoder.stepBatch(
               batch.map((b) => b.token),
               batch.map((b) => b.cache),
             );
@@ -362,10 +402,12 @@ export class ReplicaRuntime {
   private lookup(
     prompt: number[],
     sessionId: string | undefined,
+    addon: string | undefined,
   ): { entry: CacheEntry; len: number } | null {
     this.lookups++;
     let best: { entry: CacheEntry; len: number } | null = null;
     for (const e of this.entries) {
+      if (e.addon !== addon) continue;
       if (e.sessionOnly && (sessionId === undefined || e.sessionId !== sessionId)) continue;
       let m = 0;
       const lim = Math.min(e.tokens.length, prompt.length - 1);
@@ -386,12 +428,17 @@ export class ReplicaRuntime {
     cache: KvCache,
     sessionId: string | undefined,
     epoch: number,
+    addon: Addon | undefined,
   ): void {
     const swaps = this.resets.slice(epoch);
     if (swaps.includes('all')) return;
+    // an addon unloaded or reloaded meanwhile: its KV is of weights no longer served
+    if (addon && this.addons.get(addon.name) !== addon) return;
     const sessionOnly = swaps.includes('new_session');
-    this.entries = this.entries.filter((e) => e.sessionId !== sessionId || sessionId === undefined);
-    this.entries.unshift({ tokens, cache, sessionId, sessionOnly });
+    this.entries = this.entries.filter(
+      (e) => e.sessionId !== sessionId || sessionId === undefined || e.addon !== addon?.name,
+    );
+    this.entries.unshift({ addon: addon?.name, tokens, cache, sessionId, sessionOnly });
     this.entries.length = Math.min(this.entries.length, this.opts.prefixCacheEntries ?? 16);
   }
 
@@ -411,16 +458,23 @@ export class ReplicaRuntime {
         `prompt (${req.prompt.length}) + max_tokens (${req.maxTokens}) exceeds the context of ${this.opts.config.maxPositions} tokens`,
       );
     const arrived = performance.now();
-    if (!(await this.admit(req.drainTimeoutMs ?? 90_000, signal))) return;
+    const addon = this.useAddon(req.adapter);
+    let admitted = false;
+    try {
+      admitted = await this.admit(req.drainTimeoutMs ?? 90_000, signal);
+    } finally {
+      if (!admitted) this.dropAddon(addon);
+    }
+    if (!admitted) return;
     this.inflight++;
     try {
       const queued = performance.now() - arrived;
       const epoch = this.resets.length;
       const t0 = performance.now();
-      const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId);
+      const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId, addon?.name);
       let cache: KvCache | undefined = hit ? cachePrefix(hit.entry.cache, hit.len) : undefined;
       const rest = req.prompt.slice(hit?.len ?? 0);
-      let r = await this.step(rest, cache);
+      let r = await this.step(rest, cache, addon);
       cache = r.cache;
       let promptLogprobs: (number | null)[] | null = null;
       let promptTop: ({ token: number; logprob: number }[] | null)[] | null = null;
@@ -466,10 +520,10 @@ export class ReplicaRuntime {
         if (n + 1 === req.maxTokens) break;
         tokens.push(tok);
         if (this.opts.stepDelayMs) await sleep(this.opts.stepDelayMs);
-        r = await this.decodeStep(tok, cache);
+        r = await this.decodeStep(tok, cache, addon);
         cache = r.cache;
       }
-      this.remember(tokens.slice(0, cache.len), cache, req.sessionId, epoch);
+      this.remember(tokens.slice(0, cache.len), cache, req.sessionId, epoch, addon);
       emit({
         type: 'done',
         finishReason: finish,
@@ -477,10 +531,84 @@ export class ReplicaRuntime {
         snapshot: r.snapshot,
       });
     } finally {
+      this.dropAddon(addon);
       this.inflight--;
       this.release();
       if (this.inflight === 0) for (const w of this.idleWaiters.splice(0)) w();
     }
+  }
+
+  // ---------------------------------------------------------------------------------------
+  // Multi-LoRA addons
+  // ---------------------------------------------------------------------------------------
+
+  /** The addon a request names, held for the request (undefined: the served snapshot). */
+  private useAddon(name: string | undefined): Addon | undefined {
+    if (name === undefined) return undefined;
+    const addon = this.addons.get(name);
+    if (!addon)
+      throw new HotLoadError(
+        'not_found',
+        `LoRA addon '${name}' is not loaded on replica ${this.id} (loaded: ${[...this.addons.keys()].join(', ') || 'none'})`,
+      );
+    addon.users++;
+    return addon;
+  }
+
+  private dropAddon(addon: Addon | undefined): void {
+    if (!addon) return;
+    addon.users--;
+    this.retireAddon(addon);
+  }
+
+  /** Frees a removed addon's decoder once no request generates with it any more. */
+  private retireAddon(addon: Addon): void {
+    if (addon.removed && addon.users === 0) void addon.decoder.release().catch(() => {});
+  }
+
+  /**
+   * Loads the LoRA adapter snapshot `identity` (PEFT layout, in the hot-load bucket) as the
+   * addon `name`, served beside the base to requests that name it; a loaded name is replaced
+   * (its requests in flight finish on the old weights). Resolves when it serves; a refused or
+   * unreadable adapter throws and changes nothing.
+   */
+  loadAddon(name: string, identity: string): Promise<void> {
+    checkIdentity(identity);
+    const run = this.addonChain.then(async () => {
+      const snap = await readSnapshot(this.opts.openSnapshot(identity), identity, undefined, null);
+      if (!isAdapterSnapshot(snap))
+        throw new HotLoadError(
+          'invalid_argument',
+          `${identity} is not a LoRA adapter (no adapter_config.json): an addon merges an adapter onto the base`,
+        );
+      const weights = await mergedAdapterTensors(snap, this.baseWeights);
+      const decoder =
+        this.decoder.weightsAs === 'inputs'
+          ? this.decoder.withWeights(weights)
+          : await OnnxDecoder.create(this.opts.config, weights, { threads: this.opts.threads });
+      const old = this.addons.get(name);
+      this.addons.set(name, { name, identity, decoder, users: 0, removed: false });
+      if (old) this.forgetAddon(old);
+      this.log.info({ addon: name, identity }, 'LoRA addon loaded');
+    });
+    this.addonChain = run.catch(() => {});
+    return run;
+  }
+
+  /** Stops serving the addon `name`; false if it is not loaded. */
+  unloadAddon(name: string): boolean {
+    const addon = this.addons.get(name);
+    if (!addon) return false;
+    this.addons.delete(name);
+    this.forgetAddon(addon);
+    this.log.info({ addon: name }, 'LoRA addon unloaded');
+    return true;
+  }
+
+  private forgetAddon(addon: Addon): void {
+    addon.removed = true;
+    this.entries = this.entries.filter((e) => e.addon !== addon.name);
+    this.retireAddon(addon);
   }
 
   // ---------------------------------------------------------------------------------------

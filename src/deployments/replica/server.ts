@@ -2,6 +2,8 @@
 //   POST /generate  (NDJSON stream of GenerateEvents; stream: false holds token events back and
 //                    sends them in bunches; 425 during a SYNC swap or past the drain timeout)
 //   POST /load      (start a hot-load; 202)        POST /hint  (prefetch one file)
+//   POST /addons    (load a LoRA addon, multi-LoRA; 200 once it serves)
+//   POST /addons/unload
 //   GET  /status
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -22,6 +24,8 @@ export const generateBodySchema = z.object({
   top_logprobs: z.number().int().min(0).max(20).default(0),
   echo: z.boolean().default(false),
   session_id: z.string().optional(),
+  /** A LoRA addon loaded with POST /addons (multi-LoRA); absent: the served snapshot. */
+  adapter: z.string().min(1).optional(),
   drain_timeout_s: z.number().positive().optional(),
   /**
    * true (default): one NDJSON line goes out per event as it happens. false: token events are
@@ -53,6 +57,13 @@ export const loadBodySchema = z.object({
     .default('all'),
   validation: z.object({ extra_fields_ignore: z.array(z.string()).optional() }).optional(),
 });
+
+/** A LoRA addon: the name requests use, and the adapter snapshot in the hot-load bucket. */
+export const addonBodySchema = z.object({
+  name: z.string().min(1).max(256),
+  identity: z.string().min(1),
+});
+export const addonUnloadBodySchema = z.object({ name: z.string().min(1).max(256) });
 
 export const hintBodySchema = z.object({
   snapshot: z.object({
@@ -158,6 +169,19 @@ async function handle(
     if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
     return sendJson(res, 202, rt.signal(p.data));
   }
+  if (req.method === 'POST' && url === '/addons') {
+    const p = addonBodySchema.safeParse(await readJson(req));
+    if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
+    await rt.loadAddon(p.data.name, p.data.identity);
+    return sendJson(res, 200, p.data);
+  }
+  if (req.method === 'POST' && url === '/addons/unload') {
+    const p = addonUnloadBodySchema.safeParse(await readJson(req));
+    if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
+    if (!rt.unloadAddon(p.data.name))
+      throw new HotLoadError('not_found', `LoRA addon '${p.data.name}' is not loaded`);
+    return sendJson(res, 200, {});
+  }
   if (req.method === 'POST' && url === '/hint') {
     const p = hintBodySchema.safeParse(await readJson(req));
     if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));
@@ -186,6 +210,7 @@ async function handle(
           topLogprobs: b.top_logprobs,
           echo: b.echo,
           sessionId: b.session_id,
+          adapter: b.adapter,
           drainTimeoutMs: b.drain_timeout_s !== undefined ? b.drain_timeout_s * 1000 : undefined,
         },
         (e) => {

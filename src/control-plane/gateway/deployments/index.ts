@@ -31,11 +31,18 @@ export const DEPLOYMENT_GATEWAY_PREFIXES = ['/hot_load/v1/', '/inference/v1/'] a
 function routable(registry: DeploymentRegistry | undefined, account: string) {
   const toRoutable = (d: ReturnType<DeploymentRegistry['get']>): RoutableDeployment => {
     const model = (d.fields as { model?: unknown }).model;
-    return {
-      name: d.name,
-      models: typeof model === 'string' ? [d.baseModel, model] : [d.baseModel],
-      ready: d.state === 'READY',
-    };
+    let models = typeof model === 'string' ? [d.baseModel, model] : [d.baseModel];
+    try {
+      // what its gateway serves now: the base, a merged LoRA model, multi-LoRA addons
+      if (registry)
+        models = registry
+          .gateway(d.name)
+          .models()
+          .map((m) => m.id);
+    } catch {
+      // no gateway (FAILED, or being restarted): what it was created with
+    }
+    return { name: d.name, models, ready: d.state === 'READY' };
   };
   return {
     visible: (name: string) => {
