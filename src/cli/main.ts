@@ -6,6 +6,7 @@ import { addBillingCommand } from './billing-command.js';
 import { addDeploymentCommands } from './commands/deployments.js';
 import { addGenericVerbs } from './commands/generic.js';
 import { addCreateCommand } from './commands/jobs.js';
+import { addRecipeCommand } from './commands/recipe.js';
 import { addModelVerbs, addResourceCommands } from './commands/resources.js';
 import { addTrainerVerbs } from './commands/trainer.js';
 import { DEMO_DEFAULTS, runDemo } from './demo.js';
@@ -137,6 +138,7 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
   addResourceCommands(program);
   addDeploymentCommands(program);
   addBillingCommand(program);
+  addRecipeCommand(program);
   return program;
 }
 
