@@ -14,6 +14,7 @@ export {
 } from './types.js';
 export {
   bundleWorkflows,
+  installTemporalRuntime,
   startTemperWorker,
   type TemperWorker,
   type TemperWorkerOptions,

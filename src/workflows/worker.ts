@@ -11,7 +11,9 @@ import { fileURLToPath } from 'node:url';
 import {
   bundleWorkflowCode,
   DefaultLogger,
+  type LogEntry,
   NativeConnection,
+  Runtime,
   Worker,
   type WorkflowBundleWithSourceMap,
 } from '@temporalio/worker';
@@ -24,7 +26,7 @@ import { type OutboundSettings, outboundSettingsFromEnv } from '../util/outbound
 import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
 import { RolloutTracer } from './activities/remote-rollouts.js';
-import { hostTaskQueue, SHARED_TASK_QUEUE } from './types.js';
+import { hostTaskQueue, JOB_ENDED, SHARED_TASK_QUEUE } from './types.js';
 
 export interface TemperWorkerOptions {
   /** host:port of the Temporal frontend. */
@@ -58,6 +60,39 @@ export interface TemperWorker {
   readonly done: Promise<void>;
 }
 
+/**
+ * The Temporal SDK's process-wide runtime, logging warnings and errors to stderr. Every host
+ * worker polls a host queue with activities only, by design, so the SDK's "No workflows
+ * registered" warning is not one, nor are the ends of a cancellation (below). Once per process; a runtime
+ * already installed is kept.
+ */
+export function installTemporalRuntime(): void {
+  const write = (entry: LogEntry) => {
+    if (entry.message.startsWith('No workflows registered')) return;
+    // An activity of a job that ended meanwhile (cancelled, say) stops with JobEnded: the
+    // expected end of its work, not a failure worth a warning.
+    if (
+      entry.message === 'Activity failed' &&
+      (entry.meta?.error as { type?: unknown } | undefined)?.type === JOB_ENDED
+    )
+      return;
+    // Core's note that a cancelled activity's completion found nothing to complete: the
+    // expected end of a cancellation race, not a problem.
+    if (entry.message.startsWith('Activity not found on completion')) return;
+    const meta = entry.meta === undefined ? '' : ` ${JSON.stringify(entry.meta)}`;
+    process.stderr.write(`[temporal ${entry.level}] ${entry.message}${meta}\n`);
+  };
+  try {
+    // The SDK's native core logs through the same writer (else it prints to the console itself).
+    Runtime.install({
+      logger: new DefaultLogger('WARN', write),
+      telemetryOptions: { logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} } },
+    });
+  } catch {
+    // Already installed by this process (a test, or a second stack): keep that one.
+  }
+}
+
 /** The workflow code, bundled (webpack, in memory) for the workers' sandbox. */
 export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
   const ext = extname(fileURLToPath(import.meta.url));
@@ -68,6 +103,7 @@ export function bundleWorkflows(): Promise<WorkflowBundleWithSourceMap> {
 }
 
 export async function startTemperWorker(options: TemperWorkerOptions): Promise<TemperWorker> {
+  installTemporalRuntime();
   const hostQueue = hostTaskQueue(options.hostId);
   const namespace = options.namespace ?? 'default';
   const workflowBundle = options.workflowBundle ?? (await bundleWorkflows());

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
+import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { type ObjectStore, openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import type { SandboxSettings } from '../../src/evaluators/index.js';
@@ -22,6 +22,7 @@ import type { OutboundSettings } from '../../src/util/outbound.js';
 import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
 import {
   bundleWorkflows,
+  installTemporalRuntime,
   startTemperWorker,
   type TemperWorker,
 } from '../../src/workflows/worker.js';
@@ -73,7 +74,7 @@ export async function startTestPlatform(
     outbound?: OutboundSettings;
   } = {},
 ): Promise<TestPlatform> {
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  installTemporalRuntime();
   bundle ??= bundleWorkflows();
   const dir = await mkdtemp(join(tmpdir(), 'temper-platform-'));
   const [server, workflowBundle] = await Promise.all([

@@ -16,12 +16,11 @@
  */
 import { chmod, mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
-import { DefaultLogger, type LogEntry, Runtime } from '@temporalio/worker';
 import pino from 'pino';
 import { bootstrapAccount } from '../../control-plane/index.js';
 import { startDevServer, type TemporalDevServer } from '../../orchestration/dev-server.js';
 import { openStore, type Store, StoreError } from '../../store/index.js';
-import { bundleWorkflows } from '../../workflows/index.js';
+import { bundleWorkflows, installTemporalRuntime } from '../../workflows/index.js';
 import { type Credentials, readCredentials, writeCredentials } from '../api/connection.js';
 import { closeAll, startApiHost } from './api-host.js';
 import { loadSecretsKey, SECRETS_KEY_ENV } from './secrets-key.js';
@@ -61,23 +60,6 @@ function splitAddress(address: string): { ip: string; port: number } {
   if (colon < 0 || !Number.isInteger(port) || port < 0 || port > 65535)
     throw new Error(`Temporal address '${address}' is not host:port`);
   return { ip: address.slice(0, colon), port };
-}
-
-/**
- * Temporal's own warnings to stderr, minus the one every host queue triggers by design: the
- * host worker runs activities only ("No workflows registered, not polling...").
- */
-function installTemporalRuntime(): void {
-  const write = (entry: LogEntry) => {
-    if (entry.message.startsWith('No workflows registered')) return;
-    const meta = entry.meta === undefined ? '' : ` ${JSON.stringify(entry.meta)}`;
-    process.stderr.write(`[temporal ${entry.level}] ${entry.message}${meta}\n`);
-  };
-  try {
-    Runtime.install({ logger: new DefaultLogger('WARN', write) });
-  } catch {
-    // Already installed by this process (a test, or a second stack): keep that one.
-  }
 }
 
 /** The credentials file's key if the store still knows it, else a new key for `account`. */
