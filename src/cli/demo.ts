@@ -10,6 +10,7 @@ import {
 import { readJsonl } from '../datasets/jsonl.js';
 import { seededRandom } from '../datasets/synthetic.js';
 import { TransformerModel } from '../engine/model.js';
+import { adamW } from '../recipes/index.js';
 import { conversationDatum, type Datum } from '../sdk/datums.js';
 import { getRenderer, messagesSchema, type Renderer } from '../tokenizers/index.js';
 import { loadModelTokenizer, modelRendererName } from '../tokenizers/model-files.js';
@@ -65,7 +66,7 @@ function sftStep(model: TransformerModel, batch: Datum[], learningRate: number):
   const total = batch.reduce((n, d) => n + d.weights.reduce((a, b) => a + b, 0), 0);
   const weights = batch.flatMap((d) => d.weights.map((w) => w / total));
   const { loss } = model.forwardBackwardCrossEntropy(batch, weights);
-  model.optimStep({ learningRate, beta1: 0.9, beta2: 0.95, weightDecay: 0.0, gradClipNorm: 1 });
+  model.optimStep(adamW({ learningRate, gradClipNorm: 1 }));
   return loss;
 }
 

@@ -7,6 +7,7 @@
  */
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { z } from 'zod';
+import { adamWFields } from '../../../recipes/index.js';
 import {
   type AdamParamsSchema,
   CheckpointType,
@@ -245,11 +246,11 @@ export const optimStepBody = z.looseObject({
   ...modelOp,
   adam_params: z.looseObject({
     learning_rate: z.number().positive(),
-    beta1: z.number().min(0).lt(1).nullish(),
-    beta2: z.number().min(0).lt(1).nullish(),
-    eps: z.number().positive().nullish(),
-    weight_decay: z.number().min(0).nullish(),
-    grad_clip_norm: z.number().min(0).nullish(),
+    beta1: adamWFields.beta1.nullish(),
+    beta2: adamWFields.beta2.nullish(),
+    eps: adamWFields.eps.nullish(),
+    weight_decay: adamWFields.weightDecay.nullish(),
+    grad_clip_norm: adamWFields.gradClipNorm.nullish(),
     emit_grad_norm_metrics: z.boolean().nullish(),
   }),
   grad_accumulation_normalization: z.enum(['num_loss_tokens', 'num_sequences', 'none']).nullish(),
@@ -334,6 +335,8 @@ export const samplerCheckpointType = (t: keyof typeof SAMPLER_TYPES | null | und
   t ? SAMPLER_TYPES[t] : CheckpointType.UNSPECIFIED;
 
 export const getInfoBody = z.looseObject({ model_id: z.string().min(1) });
+
+export const unloadModelBody = z.looseObject({ model_id: z.string().min(1) });
 
 export const loadAdapterBody = z.looseObject({
   ...modelOp,

@@ -1,0 +1,131 @@
+// Managed ORPO jobs and full-parameter RFT end to end through the REST API on the bundled
+// model: each runs on the real platform (Temporal, worker, trainer pod, deployment), learns,
+// and promotes its output model.
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+
+let stack: RestStack;
+
+beforeAll(async () => {
+  stack = await startRestStack({ accounts: ['acme'] });
+}, 120_000);
+
+afterAll(async () => {
+  await stack?.close();
+});
+
+const call: RestStack['call'] = (...args) => stack.call(...args);
+
+async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const { json } = await call('GET', path);
+    const state = String(json.state);
+    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(state)) return json;
+    if (Date.now() > deadline) throw new Error(`${path} still ${state}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+/** The job's metric rows, oldest first. */
+async function metricRows(
+  path: string,
+): Promise<{ step: number; values: Record<string, number> }[]> {
+  const r = await call('GET', `${path}/metrics`);
+  expect(r.status).toBe(200);
+  const rows = r.json.metrics as {
+    step: number;
+    values: Record<string, number>;
+  }[];
+  return [...rows].sort((a, b) => a.step - b.step);
+}
+
+const pair = (q: string, good: string, bad: string) =>
+  JSON.stringify({
+    input: { messages: [{ role: 'user', content: q }] },
+    preferred_output: [{ role: 'assistant', content: good }],
+    non_preferred_output: [{ role: 'assistant', content: bad }],
+  });
+
+describe('ORPO and full-parameter RFT through the REST API', () => {
+  it('runs an ORPO job: its loss falls and it promotes a LoRA model', async () => {
+    await stack.uploadDataset(
+      'prefs',
+      [
+        pair('What is the capital of Peru?', 'Sure! Lima. Anything else?', 'Lima.'),
+        pair('What color is snow?', 'Sure! White. Anything else?', 'White.'),
+        pair('What is the capital of Japan?', 'Sure! Tokyo. Anything else?', 'Tokyo.'),
+      ].join('\n'),
+    );
+    const created = await call('POST', '/v1/accounts/acme/orpoJobs?orpoJobId=orpo-rest', {
+      baseModel: 'accounts/temper/models/byte-lm-3m',
+      dataset: 'accounts/acme/datasets/prefs',
+      outputModel: 'accounts/acme/models/prefs-orpo',
+      batchSize: 256,
+      epochs: 6,
+      loraRank: 4,
+      orpoLambda: 0.5,
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const path = '/v1/accounts/acme/orpoJobs/orpo-rest';
+    const job = await waitForJob(path);
+    expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
+    const rows = await metricRows(path);
+    expect(rows.length).toBeGreaterThanOrEqual(6);
+    expect(rows[0]!.values).toHaveProperty(['or_loss:mean']);
+    expect(rows.at(-1)!.values['loss:mean']!).toBeLessThan(rows[0]!.values['loss:mean']!);
+    expect((await call('GET', '/v1/accounts/acme/models/prefs-orpo')).json).toMatchObject({
+      kind: 'HF_PEFT_ADDON',
+      state: 'READY',
+    });
+  }, 300_000);
+
+  it('runs a full-parameter RFT job (loraRank 0) and promotes a full model', async () => {
+    await stack.uploadDataset(
+      'questions',
+      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
+        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
+        .join('\n'),
+    );
+    const evaluator = await call('POST', '/v1/accounts/acme/evaluators', {
+      evaluatorId: 'long-answers',
+      evaluator: {
+        source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
+        sourceFilename: 'score.js',
+      },
+    });
+    expect(evaluator.status, JSON.stringify(evaluator.json)).toBe(200);
+    const created = await call(
+      'POST',
+      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-full',
+      {
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+        dataset: 'accounts/acme/datasets/questions',
+        evaluator: 'accounts/acme/evaluators/long-answers',
+        outputModel: 'accounts/acme/models/questions-full',
+        responseCandidatesCount: 4,
+        maxTokens: 24,
+        temperature: 1,
+        epochs: 1,
+        loraRank: 0,
+      },
+    );
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    expect(created.json).toMatchObject({
+      loraRank: 0,
+      trainingShape: 'accounts/temper/trainingShapes/byte-lm-3m-full',
+    });
+    const path = '/v1/accounts/acme/reinforcementFineTuningJobs/rft-full';
+    const job = await waitForJob(path);
+    expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
+    const rows = await metricRows(path);
+    expect(rows).toHaveLength(1);
+    for (const row of rows) expect(row.values).toHaveProperty(['reward:mean']);
+    // A policy step was taken on the full weights (some group had reward variance).
+    expect(rows.some((r) => (r.values['groups_kept:sum'] ?? 0) > 0)).toBe(true);
+    expect((await call('GET', '/v1/accounts/acme/models/questions-full')).json).toMatchObject({
+      kind: 'HF_BASE_MODEL',
+      state: 'READY',
+    });
+  }, 300_000);
+});
