@@ -10,17 +10,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  bootstrapAccount,
-  type ControlPlane,
-  createControlPlane,
-} from '../../src/control-plane/index.js';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
 import { sandboxSettings } from '../../src/evaluators/index.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
 import { wheelhouse } from '../support/evaluators.js';
-import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
+import { waitFor } from '../support/platform.js';
 import { pythonEnv } from '../support/python-env.js';
+import { type RestStack, startRestStack } from '../support/rest-stack.js';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures', 'eval-protocol');
 const BASE_MODEL = 'accounts/temper/models/byte-lm-3m';
@@ -29,11 +24,7 @@ const ep = pythonEnv('eval-protocol');
 
 type Json = Record<string, unknown>;
 
-let platform: TestPlatform;
-let cpl: ControlPlane;
-const deployments = new DeploymentRegistry();
-let base: string;
-let acme: string;
+let stack: RestStack;
 let work: string;
 
 beforeAll(async () => {
@@ -42,57 +33,28 @@ beforeAll(async () => {
   // The evaluator sandbox's own uid must reach its work directory inside.
   await chmod(work, 0o711);
   // Python evaluator environments come from the wheelhouse setup.sh fills: nothing downloads.
-  platform = await startTestPlatform({
-    evaluatorSandbox: sandboxSettings({
-      workDir: join(work, 'evaluators'),
-      envDir: join(dirname(dirname(wheels)), 'test-evaluator-envs'),
-      pipArgs: ['--no-index', '--find-links', wheels],
-      buildSeconds: 1800,
-    }),
-    // the remote environments run on loopback: the operator's allowance, given explicitly
-    outbound: { allowPrivateNetworks: true },
+  stack = await startRestStack({
+    platform: {
+      evaluatorSandbox: sandboxSettings({
+        workDir: join(work, 'evaluators'),
+        envDir: join(dirname(dirname(wheels)), 'test-evaluator-envs'),
+        pipArgs: ['--no-index', '--find-links', wheels],
+        buildSeconds: 1800,
+      }),
+      // the remote environments run on loopback: the operator's allowance, given explicitly
+      outbound: { allowPrivateNetworks: true },
+    },
   });
-  cpl = createControlPlane({
-    store: platform.store,
-    orchestrator: platform.orchestrator,
-    artifacts: platform.artifacts,
-    checkpointUrl: platform.checkpoints.url,
-    deployments,
-  });
-  base = await cpl.listen(0, '127.0.0.1');
-  acme = (await bootstrapAccount(platform.store, 'acme')).apiKey;
 }, 120_000);
 
 afterAll(async () => {
-  await cpl?.close();
-  await deployments.close();
-  await platform?.close();
+  await stack?.close();
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-async function call(method: string, path: string, body?: unknown) {
-  const res = await fetch(`${base}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${acme}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  return { status: res.status, json: (await res.json()) as Json };
-}
-
-async function uploadDataset(id: string, rows: unknown[]) {
-  expect((await call('POST', '/v1/accounts/acme/datasets', { datasetId: id })).status).toBe(200);
-  const form = new FormData();
-  form.append('file', new Blob([rows.map((r) => JSON.stringify(r)).join('\n')]), 'data.jsonl');
-  const res = await fetch(`${base}/v1/accounts/acme/datasets/${id}:upload`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${acme}` },
-    body: form,
-  });
-  expect(res.status, await res.clone().text()).toBe(200);
-}
+const call = (method: string, path: string, body?: unknown) => stack.call(method, path, body);
+const uploadDataset = (id: string, rows: unknown[]) =>
+  stack.uploadDataset(id, rows.map((r) => JSON.stringify(r)).join('\n'));
 
 const waitForJob = (path: string, timeoutMs = 400_000) =>
   waitFor(
@@ -108,8 +70,8 @@ const waitForJob = (path: string, timeoutMs = 400_000) =>
 const userEnv = (extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv => ({
   PATH: process.env.PATH,
   HOME: work,
-  FIREWORKS_API_KEY: acme,
-  FIREWORKS_API_BASE: base,
+  FIREWORKS_API_KEY: stack.keys.acme,
+  FIREWORKS_API_BASE: stack.base,
   LITELLM_LOCAL_MODEL_COST_MAP: 'True',
   ...extra,
 });
@@ -161,7 +123,7 @@ describe('eval-protocol create rft', () => {
     );
     const job = await waitForJob('/v1/accounts/acme/reinforcementFineTuningJobs/math-rft', 900_000);
     expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
-    const metrics = await platform.store.listMetrics(
+    const metrics = await stack.platform.store.listMetrics(
       workflowIdOf({ collection: 'reinforcementFineTuningJobs', account: 'acme', id: 'math-rft' }),
     );
     // 8 prompts in chunks of 4, 4 epochs: 8 steps of 32 rollouts, each scored by the
@@ -172,7 +134,7 @@ describe('eval-protocol create rft', () => {
     const reward = metrics.map((m) => Number(m.values['reward:mean']));
     expect(mean(reward.slice(-2))).toBeGreaterThan(mean(reward.slice(0, 2)) + 0.1);
     const rollouts = (
-      await platform.artifacts.get(
+      await stack.platform.artifacts.get(
         'accounts/acme/reinforcementFineTuningJobs/math-rft/rollouts/step-000008.jsonl',
       )
     )
@@ -203,7 +165,7 @@ describe('an eval-protocol remote environment', () => {
       {
         cwd: join(FIXTURES, 'remote-server'),
         // Where a FireworksTracingHttpHandler sends its records: this platform, with the key.
-        env: userEnv({ FW_TRACING_GATEWAY_BASE_URL: base }),
+        env: userEnv({ FW_TRACING_GATEWAY_BASE_URL: stack.base }),
       },
     );
     server.stdout?.on('data', (d: Buffer) => (output += d));
@@ -246,7 +208,7 @@ describe('an eval-protocol remote environment', () => {
     // One step; it may stop early there when every rollout scored the same.
     expect(job.state, JSON.stringify(job.status)).toMatch(/^JOB_STATE_(COMPLETED|EARLY_STOPPED)$/);
     const rollouts = (
-      await platform.artifacts.get(
+      await stack.platform.artifacts.get(
         'accounts/acme/reinforcementFineTuningJobs/remote-rft/rollouts/step-000001.jsonl',
       )
     )
@@ -279,14 +241,14 @@ describe('an eval-protocol remote environment', () => {
     }
     expect(output).toMatch(/POST \/init HTTP\/1.1" 200/);
     const usage = (
-      await platform.store.listUsage('acme', {
+      await stack.platform.store.listUsage('acme', {
         startTime: '2020-01-01T00:00:00Z',
         endTime: '2100-01-01T00:00:00Z',
       })
     ).filter((u) => u.usageType === 'TEXT_COMPLETION_INFERENCE_USAGE');
     expect(usage.some((u) => (u.completionTokens ?? 0) > 0)).toBe(true);
     // The log records of ended rollouts are not kept.
-    expect(await platform.artifacts.list('accounts/acme/rolloutLogs/')).toEqual([]);
+    expect(await stack.platform.artifacts.list('accounts/acme/rolloutLogs/')).toEqual([]);
   }, 500_000);
 });
 
@@ -328,7 +290,7 @@ describe('ep local-test', () => {
     const results = datasets.find((d) => !before.has(String(d.name)));
     expect(String(results?.name)).toMatch(/^accounts\/acme\/datasets\/test-math-rft-/);
     expect(results).toMatchObject({ state: 'READY', evalProtocol: {}, exampleCount: 8 });
-    const rows = (await platform.artifacts.get(`${String(results!.name)}/data.jsonl`))
+    const rows = (await stack.platform.artifacts.get(`${String(results!.name)}/data.jsonl`))
       .toString()
       .trim()
       .split('\n')
