@@ -22,8 +22,8 @@ import type { Collection, MetricRow, ResourceRow } from '../../store/index.js';
 import type { Deps } from '../context.js';
 import { invalid, zodMessage } from '../http/errors.js';
 import type { RequestCtx, SubRoute } from '../http/router.js';
-import { openSse } from '../http/sse.js';
 import { type Body, getRow } from './common.js';
+import { followJobRow } from './job-follow.js';
 import { isFinal } from './jobs/states.js';
 
 export interface JobLogLine {
@@ -39,8 +39,6 @@ const logsQuery = z.looseObject({
   follow: z.enum(['true', 'false']).default('false'),
 });
 
-const POLL_MS = 500;
-const HEARTBEAT_MS = 15_000;
 const ROLLOUT_FILE = /\/rollouts\/step-(\d+)\.jsonl$/;
 
 const num = (v: number) =>
@@ -83,15 +81,33 @@ interface RolloutStep {
   valid: boolean;
 }
 
-/** Reads the records of one job into lines; `cache` keeps parsed rollout files across polls. */
+/**
+ * The last `tail` metric rows: read from the job's progress step back when that finds enough
+ * (the rows after any step include the last ones), else all of them. A 100,000-step job's
+ * tail costs its last rows, not the whole history.
+ */
+async function lastMetrics(deps: Deps, row: ResourceRow<Body>, tail: number): Promise<MetricRow[]> {
+  const progress = (row.body.jobProgress as { step?: number } | undefined)?.step ?? 0;
+  const from = Math.max(0, progress - tail);
+  if (from > 0) {
+    const recent = await deps.store.listMetrics(row.name, { afterStep: from });
+    if (recent.length >= tail) return recent.slice(-tail);
+  }
+  return (await deps.store.listMetrics(row.name)).slice(-tail);
+}
+
+/**
+ * The job's lines, with `metrics` (the rows to show) among them; `cache` keeps the lines of
+ * checkpoints and of rollout files already read (by key and etag) across polls.
+ */
 async function readLines(
   deps: Deps,
   row: ResourceRow<Body>,
+  metrics: MetricRow[],
   cache: Map<string, JobLogLine>,
 ): Promise<JobLogLine[]> {
   const b = row.body;
   const progress = b.jobProgress as { totalSteps?: number } | undefined;
-  const metrics = await deps.store.listMetrics(row.name);
   const stepTime = new Map(metrics.map((m) => [m.step, m.time]));
   const what = [
     str(b.baseModel) && `base model ${b.baseModel}`,
@@ -113,13 +129,27 @@ async function readLines(
     checkpoint?: string;
     step?: number;
   }[])
-    if (typeof c.step === 'number')
-      lines.push({
-        id: `checkpoint-${c.step}`,
-        time: stepTime.get(c.step) ?? row.updateTime,
-        level: 'INFO',
-        text: `checkpoint saved at step ${c.step}${c.checkpoint ? `: ${c.checkpoint}` : ''}`,
-      });
+    if (typeof c.step === 'number') {
+      const id = `checkpoint-${c.step}`;
+      let line = cache.get(id);
+      if (!line) {
+        // Saved with its step's row: that row's time (read alone when not among `metrics`).
+        const time =
+          stepTime.get(c.step) ??
+          (await deps.store.listMetrics(row.name, { afterStep: c.step - 1, limit: 1 })).find(
+            (m) => m.step === c.step,
+          )?.time ??
+          row.updateTime;
+        line = {
+          id,
+          time,
+          level: 'INFO',
+          text: `checkpoint saved at step ${c.step}${c.checkpoint ? `: ${c.checkpoint}` : ''}`,
+        };
+        cache.set(id, line);
+      }
+      lines.push(line);
+    }
   for (const o of await deps.artifacts.list(`${row.name}/rollouts/`)) {
     const step = Number(ROLLOUT_FILE.exec(o.key)?.[1] ?? Number.NaN);
     if (!Number.isFinite(step)) continue;
@@ -144,62 +174,45 @@ async function readLines(
     lines.push(line);
   }
   lines.push(stateLine(row));
-  // Stable: records with the same time keep the order above.
-  return lines
-    .map((l, i) => ({ l, i }))
-    .sort((a, b) => a.l.time.localeCompare(b.l.time) || a.i - b.i)
-    .map(({ l }) => l);
+  // RFC 3339 UTC strings order as times; stable, so records with the same time keep the order
+  // above.
+  return lines.sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
 }
 
 async function follow(
   deps: Deps,
   collection: Collection,
   ctx: RequestCtx,
-  id: string,
   first: ResourceRow<Body>,
   tail: number,
 ) {
-  const sse = openSse(ctx);
   const sent = new Map<string, string>();
   const cache = new Map<string, JobLogLine>();
-  let lastBeat = Date.now();
-  try {
-    for (let row = first, initial = true; !sse.done; initial = false) {
-      let lines = await readLines(deps, row, cache);
-      if (initial) lines = lines.slice(-tail);
-      const fresh = lines.filter((l) => sent.get(l.id) !== l.text);
-      for (const l of fresh) sent.set(l.id, l.text);
-      if (fresh.length > 0) sse.send('log', { lines: fresh });
-      if (isFinal(row.body.state)) {
-        sse.send('end', { state: row.body.state });
-        break;
-      }
-      if (Date.now() - lastBeat > HEARTBEAT_MS) {
-        lastBeat = Date.now();
-        sse.beat();
-      }
-      await new Promise((r) => setTimeout(r, POLL_MS));
-      if (sse.done) break;
-      const next = await deps.store.get<Body>(collection, ctx.account, id);
-      if (!next) {
-        sse.send('end', { state: 'DELETED' });
-        break;
-      }
-      row = next;
-    }
-  } catch (err) {
-    sse.send('error', { message: (err as Error).message });
-  }
-  sse.end();
+  let lastStep = 0;
+  let initial = true;
+  await followJobRow(deps, collection, ctx, first, async (row, sse) => {
+    // First the tail; then the rows from the last step sent on (it may have been rewritten).
+    const metrics = initial
+      ? await lastMetrics(deps, row, tail)
+      : await deps.store.listMetrics(row.name, { afterStep: Math.max(0, lastStep - 1) });
+    lastStep = metrics.at(-1)?.step ?? lastStep;
+    let lines = await readLines(deps, row, metrics, cache);
+    if (initial) lines = lines.slice(-tail);
+    initial = false;
+    const fresh = lines.filter((l) => sent.get(l.id) !== l.text);
+    for (const l of fresh) sent.set(l.id, l.text);
+    if (fresh.length > 0) sse.send('log', { lines: fresh });
+  });
 }
 
 async function logs(deps: Deps, collection: Collection, ctx: RequestCtx, id: string) {
   const row = await getRow(deps, collection, ctx.account, id);
   const q = logsQuery.safeParse(ctx.req.query ?? {});
   if (!q.success) throw invalid(zodMessage(q.error, 'query'));
-  if (q.data.follow === 'true') return follow(deps, collection, ctx, id, row, q.data.tail);
-  const lines = await readLines(deps, row, new Map());
-  return { logs: lines.slice(-q.data.tail), totalSize: lines.length };
+  if (q.data.follow === 'true') return follow(deps, collection, ctx, row, q.data.tail);
+  const metrics = await lastMetrics(deps, row, q.data.tail);
+  const lines = await readLines(deps, row, metrics, new Map());
+  return { logs: lines.slice(-q.data.tail) };
 }
 
 export function jobLogRoutes(deps: Deps, collection: Collection): SubRoute[] {

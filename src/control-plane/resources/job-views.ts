@@ -12,8 +12,8 @@
  * - `GET {job}/logs`: the job's log, tail or follow (job-logs.ts).
  *
  * Choices:
- * - The events stream polls the store (every 500 ms) rather than being told: the control
- *   plane keeps no job state in memory and any replica can serve any stream. A metric row
+ * - The events stream polls the store (every 500 ms, job-follow.ts) rather than being told:
+ *   the control plane keeps no job state in memory and any replica can serve any stream. A metric row
  *   the workflow rewrites (same step, later time: eval values merged in) is sent again; the
  *   client keeps the last row per step.
  * - A stream ends without `end` when the server closes (it would otherwise hold close() until
@@ -27,10 +27,9 @@ import type { Deps } from '../context.js';
 import { invalid, zodMessage } from '../http/errors.js';
 import { pageArray, parseListQuery } from '../http/paging.js';
 import type { RequestCtx, SubRoute } from '../http/router.js';
-import { openSse } from '../http/sse.js';
-import { type Body, getRow, render } from './common.js';
+import { getRow, render } from './common.js';
+import { followJobRow } from './job-follow.js';
 import { jobLogRoutes } from './job-logs.js';
-import { isFinal } from './jobs/states.js';
 
 const rolloutQuery = z.looseObject({
   step: z.coerce.number().int().min(1).optional(),
@@ -98,9 +97,6 @@ async function renderSamples(deps: Deps, collection: Collection, ctx: RequestCtx
   return { renderSamples: await jsonLines<Record<string, unknown>>(deps, key) };
 }
 
-const POLL_MS = 500;
-const HEARTBEAT_MS = 15_000;
-
 const eventsQuery = z.looseObject({ afterStep: z.coerce.number().int().optional() });
 
 /** `state` (the job's rendered body whenever it changes), `metrics` (new rows), `end`. */
@@ -108,55 +104,30 @@ async function events(deps: Deps, collection: Collection, ctx: RequestCtx, id: s
   const first = await getRow(deps, collection, ctx.account, id);
   const q = eventsQuery.safeParse(ctx.req.query ?? {});
   if (!q.success) throw invalid(zodMessage(q.error, 'query'));
-  const sse = openSse(ctx);
-  const send = sse.send;
   let lastStep = q.data.afterStep ?? Number.NEGATIVE_INFINITY;
   let lastTime = '';
   let lastVersion = -1;
-  let lastBeat = Date.now();
-  try {
-    for (let row = first; !sse.done; ) {
-      if (row.version !== lastVersion) {
-        lastVersion = row.version;
-        send('state', render(row));
-      }
-      // Re-read the last step sent: the workflow may have rewritten it.
-      const after = Number.isFinite(lastStep) ? lastStep - 1 : undefined;
-      const rows: MetricRow[] = await deps.store.listMetrics(
-        row.name,
-        after !== undefined ? { afterStep: after } : {},
-      );
-      const fresh = rows.filter(
-        (m) => m.step > lastStep || (m.step === lastStep && lastTime !== '' && m.time !== lastTime),
-      );
-      if (fresh.length > 0) {
-        const tail = fresh[fresh.length - 1]!;
-        lastStep = tail.step;
-        lastTime = tail.time;
-        send('metrics', { metrics: fresh });
-      }
-      if (isFinal(row.body.state)) {
-        send('end', { state: row.body.state });
-        break;
-      }
-      if (Date.now() - lastBeat > HEARTBEAT_MS) {
-        lastBeat = Date.now();
-        sse.beat();
-      }
-      await new Promise((r) => setTimeout(r, POLL_MS));
-      // The server is closing (`temper down`): the client reconnects elsewhere with ?afterStep=.
-      if (sse.done) break;
-      const next = await deps.store.get<Body>(collection, ctx.account, id);
-      if (!next) {
-        send('end', { state: 'DELETED' });
-        break;
-      }
-      row = next;
+  await followJobRow(deps, collection, ctx, first, async (row, sse) => {
+    if (row.version !== lastVersion) {
+      lastVersion = row.version;
+      sse.send('state', render(row));
     }
-  } catch (err) {
-    send('error', { message: (err as Error).message });
-  }
-  sse.end();
+    // Re-read the last step sent: the workflow may have rewritten it.
+    const after = Number.isFinite(lastStep) ? lastStep - 1 : undefined;
+    const rows: MetricRow[] = await deps.store.listMetrics(
+      row.name,
+      after !== undefined ? { afterStep: after } : {},
+    );
+    const fresh = rows.filter(
+      (m) => m.step > lastStep || (m.step === lastStep && lastTime !== '' && m.time !== lastTime),
+    );
+    if (fresh.length > 0) {
+      const tail = fresh[fresh.length - 1]!;
+      lastStep = tail.step;
+      lastTime = tail.time;
+      sse.send('metrics', { metrics: fresh });
+    }
+  });
 }
 
 /** The routes above, for one job collection. */
