@@ -88,7 +88,7 @@ export async function samplerSection(
   });
   const store = openStore(`sqlite://${join(dir, 'temper.db')}`);
   await store.migrate();
-  const registry = new DeploymentRegistry();
+  const registry = new DeploymentRegistry(undefined, { openGateways: true });
   const cp = createControlPlane({
     store,
     orchestrator: noOrchestration,

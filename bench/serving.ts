@@ -139,7 +139,7 @@ async function benchModel(
   const tmp = await mkdtemp(join(tmpdir(), 'temper-bench-serving-'));
   const bucket = join(tmp, 'bucket');
   await mkdir(bucket);
-  const registry = new DeploymentRegistry();
+  const registry = new DeploymentRegistry(undefined, { openGateways: true });
   const engine = await TransformerModel.fromDirectory(baseDir, { threads: 1 });
   const parameters = countParameters(engine.config);
   log(`\n== ${name} (${parameters} parameters)`);

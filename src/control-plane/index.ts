@@ -21,7 +21,11 @@ import { billingRoutes } from './resources/billing.js';
 import { accountCheckpointRoutes } from './resources/checkpoints.js';
 import { datasetRoutes } from './resources/datasets.js';
 import { deployedModelRoutes } from './resources/deployed-models.js';
-import { deploymentRoutes } from './resources/deployments.js';
+import {
+  deploymentRoutes,
+  type RestoredDeployments,
+  restoreDeployments,
+} from './resources/deployments.js';
 import { evalProtocolRoutes } from './resources/eval-protocol.js';
 import { evaluatorRoutes, evaluatorV2Routes } from './resources/evaluators.js';
 import { dpoRoutes } from './resources/jobs/dpo.js';
@@ -77,6 +81,11 @@ export interface ControlPlane {
   app: FastifyInstance;
   /** Starts serving; resolves with the base URL (http://host:port). */
   listen(port?: number, host?: string): Promise<string>;
+  /**
+   * Start-up: brings back the deployments the store holds (the registry's rows) and loads
+   * each LoRA deployment's adapter again; resolves with what was restored and what failed.
+   */
+  restoreDeployments(): Promise<RestoredDeployments>;
   close(): Promise<void>;
 }
 
@@ -132,6 +141,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
       const actual = typeof address === 'object' && address ? address.port : port;
       return `http://${host.includes(':') ? `[${host}]` : host}:${actual}`;
     },
+    restoreDeployments: () => restoreDeployments(deps),
     close: () => app.close(),
   };
 }

@@ -1,5 +1,9 @@
 // Deployment lifecycle in one process: create / get / list / scale / delete. Each deployment
-// is a gateway (in this process) over N replica processes started by a launcher.
+// is a gateway (in this process) over N replica processes started by a launcher. With
+// `records` (the control plane's store) every deployment is also a row: written on every
+// change of what it should be, removed on delete, kept when the process stops, and brought
+// back by `restore()` when the process starts again (new gateway port, new access token,
+// replicas on the base model until the next hot-load).
 import { z } from 'zod';
 import { type KeyVerifier, mintAccessToken } from './gateway/auth.js';
 import { Gateway } from './gateway/server.js';
@@ -88,14 +92,43 @@ interface Entry {
   accessToken: string;
 }
 
+/** A deployment as a store row: its name, account and the registry's own (opaque) spec. */
+export interface DeploymentRecord {
+  name: string;
+  account: string;
+  spec: unknown;
+}
+
+/**
+ * Where the registry keeps its deployments across restarts (the store implements it: one
+ * row per deployment). Writes are upserts by name.
+ */
+export interface DeploymentRecords {
+  putDeployment(record: DeploymentRecord): Promise<void>;
+  deleteDeployment(name: string): Promise<boolean>;
+  listDeployments(): Promise<DeploymentRecord[]>;
+}
+
 export interface DeploymentRegistryOptions {
   /**
-   * Gateways require a credential on every call: the deployment's access token, or (with
-   * `verifyKey`, the control plane's key check) an API key of the deployment's account.
-   * Without this option gateways are open (tests that drive a bare registry).
+   * Gateways require a credential on every call: the deployment's access token (always), or,
+   * with `verifyKey` (the control plane's key check), an API key of the deployment's account.
    */
   auth?: { verifyKey?: KeyVerifier };
+  /**
+   * Insecure, for tests that call a bare registry's gateways directly: gateways answer any
+   * caller. Never set by the platform; without it every gateway checks credentials.
+   */
+  openGateways?: boolean;
+  /** Persist deployments (the control plane's store); see `restore()`. */
+  records?: DeploymentRecords;
 }
+
+/** The persisted spec: what the deployment should be, never a credential. */
+const specSchema = z.object({
+  request: createDeploymentSchema.omit({ apiKey: true }),
+  createTime: z.string(),
+});
 
 function targetReplicas(min: number, max: number): number {
   return Math.max(min, Math.min(1, max));
@@ -124,6 +157,69 @@ export class DeploymentRegistry {
   }
 
   async create(input: CreateDeploymentRequest): Promise<DeploymentResource> {
+    const entry = this.admit(input, new Date().toISOString());
+    // The row first: a deployment the store does not hold must not be serving.
+    try {
+      await this.persist(entry);
+    } catch (err) {
+      this.entries.delete(entry.resource.name);
+      throw err;
+    }
+    await this.open(entry, targetReplicas(entry.req.minReplicaCount, entry.req.maxReplicaCount));
+    return this.get(entry.resource.name);
+  }
+
+  /**
+   * Brings back every stored deployment this registry does not hold (the process restarted):
+   * each gets a new gateway and its replica count, serving the base model, and ends READY
+   * (its status says it was restored) or FAILED with the reason. A stored spec this version
+   * cannot read is reported, not dropped. Resolves with the names restored.
+   */
+  async restore(): Promise<{ restored: string[]; failed: { name: string; reason: string }[] }> {
+    const out = { restored: [] as string[], failed: [] as { name: string; reason: string }[] };
+    if (!this.options.records) return out;
+    for (const record of await this.options.records.listDeployments()) {
+      if (this.entries.has(record.name)) continue;
+      const spec = specSchema.safeParse(record.spec);
+      if (!spec.success) {
+        out.failed.push({
+          name: record.name,
+          reason: `stored spec unreadable: ${spec.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ')}`,
+        });
+        continue;
+      }
+      let entry: Entry;
+      try {
+        entry = this.admit(spec.data.request, spec.data.createTime);
+      } catch (err) {
+        out.failed.push({ name: record.name, reason: (err as Error).message });
+        continue;
+      }
+      await this.open(entry, targetReplicas(entry.req.minReplicaCount, entry.req.maxReplicaCount));
+      if (entry.resource.state === 'READY') {
+        entry.resource.status.reason =
+          'restored at start-up: serving the base model until the next hot-load';
+        out.restored.push(record.name);
+      } else {
+        entry.resource.status.reason = `could not be restored at start-up: ${entry.resource.status.reason}`;
+        out.failed.push({ name: record.name, reason: entry.resource.status.reason });
+      }
+    }
+    return out;
+  }
+
+  private async persist(e: Entry): Promise<void> {
+    if (!this.options.records) return;
+    const { apiKey: _secret, ...request } = e.req;
+    await this.options.records.putDeployment({
+      name: e.resource.name,
+      account: e.req.account,
+      spec: { request, createTime: e.resource.createTime },
+    });
+  }
+
+  /** Validates a request and registers its entry (CREATING, nothing started yet). */
+  private admit(input: CreateDeploymentRequest, createTime: string): Entry {
     const p = createDeploymentSchema.safeParse(input);
     if (!p.success)
       throw new DeploymentError(
@@ -139,7 +235,7 @@ export class DeploymentRegistry {
     const name = `accounts/${req.account}/deployments/${req.deploymentId}`;
     if (this.entries.has(name))
       throw new DeploymentError('already_exists', `${name} already exists`);
-    const now = new Date().toISOString();
+    const now = createTime;
     const entry: Entry = {
       req,
       gateway: null,
@@ -163,9 +259,9 @@ export class DeploymentRegistry {
         fields: structuredClone(req.fields),
       },
     };
+    entry.resource.updateTime = new Date().toISOString();
     this.entries.set(name, entry);
-    await this.open(entry, targetReplicas(req.minReplicaCount, req.maxReplicaCount));
-    return this.get(name);
+    return entry;
   }
 
   /** Starts the gateway and `replicas` replicas; the entry ends READY, or FAILED with a reason. */
@@ -181,9 +277,9 @@ export class DeploymentRegistry {
         transition: req.hotLoad.transitionType,
         replicas: [],
         apiKey: req.apiKey,
-        ...(this.options.auth
-          ? { accessToken: entry.accessToken, verifyKey: this.options.auth.verifyKey }
-          : {}),
+        ...(this.options.openGateways
+          ? {}
+          : { accessToken: entry.accessToken, verifyKey: this.options.auth?.verifyKey }),
       });
       entry.resource.gatewayUrl = await entry.gateway.listen();
       await this.resize(entry, replicas);
@@ -197,11 +293,13 @@ export class DeploymentRegistry {
   }
 
   /** Replaces the caller's fields (they are not interpreted here). */
-  setFields(name: string, fields: Record<string, unknown>): DeploymentResource {
+  async setFields(name: string, fields: Record<string, unknown>): Promise<DeploymentResource> {
     const e = this.entries.get(name);
     if (!e) throw new DeploymentError('not_found', `${name} not found`);
     e.resource.fields = structuredClone(fields);
+    e.req.fields = structuredClone(fields);
     e.resource.updateTime = new Date().toISOString();
+    await this.persist(e);
     return this.get(name);
   }
 
@@ -228,6 +326,7 @@ export class DeploymentRegistry {
     e.resource.gatewayUrl = null;
     e.req.hotLoad = { ...e.req.hotLoad, ...hotLoad };
     e.resource.hotLoad = { ...e.req.hotLoad };
+    await this.persist(e);
     await this.open(e, replicas);
     return this.get(name);
   }
@@ -333,7 +432,10 @@ export class DeploymentRegistry {
     e.resource.state = 'UPDATING';
     e.resource.minReplicaCount = counts.minReplicaCount;
     e.resource.maxReplicaCount = counts.maxReplicaCount;
+    e.req.minReplicaCount = counts.minReplicaCount;
+    e.req.maxReplicaCount = counts.maxReplicaCount;
     try {
+      await this.persist(e);
       await this.resize(e, targetReplicas(counts.minReplicaCount, counts.maxReplicaCount));
       e.resource.state = 'READY';
     } catch (err) {
@@ -348,17 +450,31 @@ export class DeploymentRegistry {
     return this.scale(name, { minReplicaCount: 0, maxReplicaCount: 0 });
   }
 
+  /** Deletes a deployment: its processes stop and its row goes. */
   async delete(name: string): Promise<void> {
     const e = this.entries.get(name);
     if (!e) throw new DeploymentError('not_found', `${name} not found`);
     e.resource.state = 'DELETING';
-    await this.resize(e, 0);
-    await e.gateway?.close();
+    await this.stop(e);
+    await this.options.records?.deleteDeployment(name);
     e.resource.state = 'DELETED';
     this.entries.delete(name);
   }
 
+  private async stop(e: Entry): Promise<void> {
+    await this.resize(e, 0);
+    await e.gateway?.close();
+    e.gateway = null;
+  }
+
+  /**
+   * Stops every deployment's processes. Stored deployments keep their rows (stopping the
+   * platform is not deleting them): `restore()` brings them back on the next start.
+   */
   async close(): Promise<void> {
-    for (const name of [...this.entries.keys()]) await this.delete(name);
+    for (const [name, e] of [...this.entries]) {
+      await this.stop(e);
+      this.entries.delete(name);
+    }
   }
 }

@@ -35,6 +35,18 @@ export function checkId(kind: string, id: string): void {
     );
 }
 
+/** A deployment row's name must be its account's `accounts/{account}/deployments/{id}`. */
+export function checkDeploymentRow(record: { name: string; account: string }): void {
+  checkId('account', record.account);
+  const prefix = `accounts/${record.account}/deployments/`;
+  const id = record.name.startsWith(prefix) ? record.name.slice(prefix.length) : '';
+  if (!isValidId(id))
+    throw new StoreError(
+      'invalid_argument',
+      `invalid deployment name "${record.name}": expected ${prefix}{id} with a valid id`,
+    );
+}
+
 /** Collections are a closed set; a JavaScript caller could still pass anything. */
 /** A body field name a query may name (it becomes part of a JSON path). */
 export function checkFieldName(field: string): void {

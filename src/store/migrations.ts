@@ -138,6 +138,33 @@ export const MIGRATIONS: readonly Migration[] = [
       `,
     },
   },
+  {
+    version: 3,
+    description: 'deployments (the deployment registry across restarts)',
+    // One row per deployment the control plane's registry should run: its name, account and
+    // the registry's spec (opaque JSON, never a credential). A row lives from create to
+    // delete; the registry brings every row back when the control plane starts.
+    sql: {
+      sqlite: `
+        CREATE TABLE deployments (
+          name        TEXT PRIMARY KEY,
+          account     TEXT NOT NULL,
+          spec        TEXT NOT NULL,
+          create_time TEXT NOT NULL,
+          update_time TEXT NOT NULL
+        ) STRICT;
+      `,
+      postgres: `
+        CREATE TABLE deployments (
+          name        text COLLATE "C" PRIMARY KEY,
+          account     text COLLATE "C" NOT NULL,
+          spec        jsonb NOT NULL,
+          create_time timestamptz NOT NULL,
+          update_time timestamptz NOT NULL
+        );
+      `,
+    },
+  },
 ];
 
 /** Created before anything else, outside the numbered list (it records that list). */

@@ -14,6 +14,7 @@ import {
   apiKeyLookupHash,
   apiKeyRecord,
   checkCollection,
+  checkDeploymentRow,
   checkFieldName,
   checkId,
   checkMetricQuery,
@@ -44,6 +45,7 @@ import type {
   AccountRecord,
   ApiKeyRecord,
   Collection,
+  DeploymentRow,
   ListOptions,
   MetricRow,
   Page,
@@ -413,6 +415,30 @@ export class PostgresStore implements Store {
    * Runs `work` between BEGIN and COMMIT on one pooled connection; any error rolls back. A
    * connection whose ROLLBACK fails is broken and is destroyed rather than reused.
    */
+  // ---- deployments ----
+
+  async putDeployment(record: DeploymentRow): Promise<void> {
+    checkDeploymentRow(record);
+    await this.pool.query(
+      `INSERT INTO deployments (name, account, spec, create_time, update_time)
+       VALUES ($1, $2, $3::jsonb, $4, $4)
+       ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, update_time = excluded.update_time`,
+      [record.name, record.account, encodeJson(record.spec, 'spec'), now()],
+    );
+  }
+
+  async deleteDeployment(name: string): Promise<boolean> {
+    const result = await this.pool.query('DELETE FROM deployments WHERE name = $1', [name]);
+    return (result.rowCount ?? 0) > 0;
+  }
+
+  async listDeployments(): Promise<DeploymentRow[]> {
+    const result = await this.pool.query<{ name: string; account: string; spec: unknown }>(
+      'SELECT name, account, spec FROM deployments ORDER BY create_time, name',
+    );
+    return result.rows.map((r) => ({ name: r.name, account: r.account, spec: r.spec }));
+  }
+
   private async transaction<R>(work: (client: pg.PoolClient) => Promise<R>): Promise<R> {
     const client = await this.pool.connect();
     let broken: Error | undefined;

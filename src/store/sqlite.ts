@@ -14,6 +14,7 @@ import {
   apiKeyLookupHash,
   apiKeyRecord,
   checkCollection,
+  checkDeploymentRow,
   checkFieldName,
   checkId,
   checkMetricQuery,
@@ -44,6 +45,7 @@ import type {
   AccountRecord,
   ApiKeyRecord,
   Collection,
+  DeploymentRow,
   ListOptions,
   MetricRow,
   Page,
@@ -372,6 +374,28 @@ export class SqliteStore implements Store {
          WHERE account = ? AND start_time >= ? AND start_time < ? ORDER BY start_time, id`,
     ).all(account, startTime, endTime) as RawUsage[];
     return rows.map(usageEventRow);
+  }
+
+  // ---- deployments ----
+
+  async putDeployment(record: DeploymentRow): Promise<void> {
+    checkDeploymentRow(record);
+    const time = now();
+    this.statement(
+      `INSERT INTO deployments (name, account, spec, create_time, update_time) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, update_time = excluded.update_time`,
+    ).run(record.name, record.account, encodeJson(record.spec, 'spec'), time, time);
+  }
+
+  async deleteDeployment(name: string): Promise<boolean> {
+    return this.statement('DELETE FROM deployments WHERE name = ?').run(name).changes > 0;
+  }
+
+  async listDeployments(): Promise<DeploymentRow[]> {
+    const rows = this.statement(
+      'SELECT name, account, spec FROM deployments ORDER BY create_time, name',
+    ).all() as Array<{ name: string; account: string; spec: string }>;
+    return rows.map((r) => ({ name: r.name, account: r.account, spec: JSON.parse(r.spec) }));
   }
 
   /** Statements are compiled once per connection; the SQL text is the cache key. */

@@ -227,4 +227,19 @@ export interface Store {
   recordUsage(events: UsageEvent[]): Promise<void>;
   /** The account's events whose startTime is in [range.startTime, range.endTime), oldest first. */
   listUsage(account: string, range: TimeRange): Promise<UsageEvent[]>;
+
+  // ---- deployments (the deployment registry's rows, src/deployments/registry.ts) ----
+  /** Inserts or replaces the deployment's row (its spec is opaque JSON). */
+  putDeployment(record: DeploymentRow): Promise<void>;
+  /** True when a row was deleted. */
+  deleteDeployment(name: string): Promise<boolean>;
+  /** Every account's deployments, oldest first. */
+  listDeployments(): Promise<DeploymentRow[]>;
+}
+
+/** A deployment the control plane runs: `accounts/{account}/deployments/{id}` and its spec. */
+export interface DeploymentRow {
+  name: string;
+  account: string;
+  spec: unknown;
 }

@@ -9,7 +9,7 @@ import { type Harness, readyDataset, sftRows, startHarness } from './harness.js'
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 let h: Harness;
-const deployments = new DeploymentRegistry();
+const deployments = new DeploymentRegistry(undefined, { openGateways: true });
 
 beforeAll(async () => {
   h = await startHarness({ deployments });

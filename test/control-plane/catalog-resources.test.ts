@@ -7,7 +7,7 @@ import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { baseTensors, headers, waitLoaded, writeFull } from '../deployments/fixtures.js';
 import { type Harness, startHarness } from './harness.js';
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let h: Harness;
 beforeAll(async () => {
   h = await startHarness({ deployments: registry });

@@ -11,7 +11,7 @@ import { type Harness, type Json, startHarness } from './harness.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const SHAPE = 'accounts/temper/deploymentShapes/byte-lm-3m-cpu/versions/1';
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let h: Harness;
 let url: string;
 

@@ -637,6 +637,55 @@ function storeSuite(target: StoreTarget): void {
       });
     });
 
+    describe('deployments', () => {
+      const spec = (n: number) => ({
+        request: { deploymentId: `d${n}`, nested: [n, { ok: true }] },
+      });
+      it('upserts rows by name, lists every account oldest first, deletes', async () => {
+        await store.putDeployment({
+          name: 'accounts/acme/deployments/d1',
+          account: 'acme',
+          spec: spec(1),
+        });
+        await store.putDeployment({
+          name: 'accounts/bob/deployments/d2',
+          account: 'bob',
+          spec: spec(2),
+        });
+        // a second put of a name replaces its spec and keeps its place
+        await openAnother().putDeployment({
+          name: 'accounts/acme/deployments/d1',
+          account: 'acme',
+          spec: spec(3),
+        });
+        expect(await store.listDeployments()).toEqual([
+          { name: 'accounts/acme/deployments/d1', account: 'acme', spec: spec(3) },
+          { name: 'accounts/bob/deployments/d2', account: 'bob', spec: spec(2) },
+        ]);
+        expect(await store.deleteDeployment('accounts/acme/deployments/d1')).toBe(true);
+        expect(await store.deleteDeployment('accounts/acme/deployments/d1')).toBe(false);
+        expect((await openAnother().listDeployments()).map((d) => d.name)).toEqual([
+          'accounts/bob/deployments/d2',
+        ]);
+      });
+
+      it("refuses a name outside its account's deployments", async () => {
+        await expectStoreError(
+          store.putDeployment({ name: 'accounts/bob/deployments/d1', account: 'acme', spec: {} }),
+          'invalid_argument',
+        );
+        await expectStoreError(
+          store.putDeployment({
+            name: 'accounts/acme/deployments/Bad_Id',
+            account: 'acme',
+            spec: {},
+          }),
+          'invalid_argument',
+        );
+        expect(await store.listDeployments()).toEqual([]);
+      });
+    });
+
     describe('usage events', () => {
       const at = (day: number, s = 0) => new Date(Date.UTC(2025, 9, day, 17, 16, s)).toISOString();
       const training: UsageEvent = {

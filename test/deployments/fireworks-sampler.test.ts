@@ -10,7 +10,7 @@ import { DeploymentRegistry, type DeploymentResource } from '../../src/deploymen
 import { pythonEnv } from '../support/python-env.js';
 import { baseDir, engineLogprobs, mae, makeBucket } from './fixtures.js';
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let dep: DeploymentResource;
 // biome-ignore lint/suspicious/noExplicitAny: the script's JSON, read loosely in assertions
 let out: Record<string, any>;

@@ -20,7 +20,7 @@ import {
   writeFull,
 } from './fixtures.js';
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let dep: DeploymentResource;
 let url: string;
 let bucket: { dir: string; url: string };

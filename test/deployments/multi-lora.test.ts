@@ -16,7 +16,7 @@ const LORA_A = 'accounts/acme/models/lora-a';
 const LORA_B = 'accounts/acme/models/lora-b';
 const PROMPT = Array.from(Buffer.from('User: what is 2+2?\nAssistant:'));
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let bucket: { dir: string; url: string };
 let url = '';
 let name = '';

@@ -32,7 +32,7 @@ const CASES = [
   'disconnect_frees_replica',
 ] as const;
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let dep: DeploymentResource;
 let url: string;
 let report: Record<string, { ok: boolean; error?: string; detail?: unknown }>;

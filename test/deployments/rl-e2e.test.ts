@@ -19,7 +19,7 @@ import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
 import { testLauncher } from '../trainer/helpers.js';
 import { baseDir, engineLogprobs, mae } from './fixtures.js';
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let launcher: LocalProcessLauncher | undefined;
 let service: ServiceClient | undefined;
 afterAll(async () => {

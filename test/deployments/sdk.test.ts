@@ -81,7 +81,7 @@ describe('concurrency controllers', () => {
 });
 
 describe('DeploymentSampler on a real deployment', () => {
-  const registry = new DeploymentRegistry();
+  const registry = new DeploymentRegistry(undefined, { openGateways: true });
   let url: string;
   let name: string;
   let bucket: { dir: string; url: string };

@@ -17,7 +17,7 @@ import {
 // biome-ignore lint/suspicious/noExplicitAny: response JSON read loosely in assertions
 type Json = Record<string, any>;
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let bucket: { dir: string; url: string };
 let w1: TensorMap;
 let sync: { url: string; H: Record<string, string> };

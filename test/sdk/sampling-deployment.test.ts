@@ -13,7 +13,7 @@ import { ServiceClient, TrainerError, type TrainingClient } from '../../src/sdk/
 import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
 import { testLauncher } from '../trainer/helpers.js';
 
-const registry = new DeploymentRegistry();
+const registry = new DeploymentRegistry(undefined, { openGateways: true });
 let launcher: LocalProcessLauncher | undefined;
 let service: ServiceClient | undefined;
 afterAll(async () => {

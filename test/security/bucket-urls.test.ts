@@ -83,7 +83,7 @@ describe('confineBucketUrl', () => {
 });
 
 describe('at create, over REST', () => {
-  const registry = new DeploymentRegistry();
+  const registry = new DeploymentRegistry(undefined, { openGateways: true });
   let h: Harness;
   beforeAll(async () => {
     h = await startHarness({ deployments: registry });

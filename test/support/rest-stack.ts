@@ -46,7 +46,7 @@ export async function startRestStack(
 ): Promise<RestStack> {
   const accounts = options.accounts ?? ['acme'];
   const platform = await startTestPlatform(options.platform);
-  const deployments = new DeploymentRegistry();
+  const deployments = new DeploymentRegistry(undefined, { openGateways: true });
   const keys: Record<string, string> = {};
   for (const account of accounts)
     keys[account] = (await bootstrapAccount(platform.store, account)).apiKey;

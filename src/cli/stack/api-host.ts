@@ -57,6 +57,8 @@ export async function startApiHost(
         verifyKey: async (key) =>
           (await store.resolveApiKey(key.startsWith('tml-') ? key.slice(4) : key))?.account ?? null,
       },
+      // each deployment is a row of the store, brought back below when the stack starts again
+      records: store,
     });
     closers.push(() => deployments.close());
     const cp = createControlPlane({
@@ -68,6 +70,8 @@ export async function startApiHost(
       logger: opts.logger,
     });
     closers.push(() => cp.close());
+    // Before serving: a client that saw its deployment before the restart finds it again.
+    await cp.restoreDeployments();
     const apiUrl = await cp.listen(settings.apiPort, opts.host);
     let closing: Promise<void> | undefined;
     return {

@@ -5,8 +5,10 @@
  * hot-load.md). Without a registry the routes answer UNIMPLEMENTED (list: empty). The request
  * and resource shapes, including the Fireworks SDK's fields, are in deployment-spec.ts.
  *
- * The registry holds deployments in memory (they are processes of this host), so they are
- * not rows in the store. Accounts stay apart: names carry the account, a file:// hot-load
+ * The registry runs deployments as processes of this host and keeps each as a row of the
+ * store (its spec, never a credential): a restarted control plane brings them back
+ * (`restoreDeployments`, new gateway ports and access tokens, LoRA adapters loaded again).
+ * Accounts stay apart: names carry the account, a file:// hot-load
  * bucket must lie under the account's own folder of the checkpoint store, and
  * `hotLoadTrainerJob` must be a trainer of the caller's account. A bucket left out defaults to
  * accounts/{a}/deployments/{id}/snapshots in the checkpoint store.
@@ -102,8 +104,17 @@ async function hotLoadTarget(
   return { bucketUrl: ownBucket(deps, ctx.account, id), trainerJob: undefined };
 }
 
+/** Settings of other resources a deployment create is refused with, and why. */
+const NOT_DEPLOYMENT_FIELDS: Record<string, string> = {
+  remoteServerUrl:
+    'remoteServerUrl is not a deployment setting: deployments never call user servers. A remote environment belongs to a reinforcementFineTuningJob (its remoteServerUrl, which the worker only calls on public addresses)',
+};
+
 async function create(deps: Deps, ctx: RequestCtx) {
   const reg = registry(deps);
+  const given = bodyObject(ctx.req);
+  for (const [field, why] of Object.entries(NOT_DEPLOYMENT_FIELDS))
+    if (field in given) throw invalid(why);
   const { id, body } = createId(ctx.req, 'deployment');
   const input = parseBody(createSchema, withoutIgnored(body));
   const { base, adapter } = await deployedModel(deps, ctx, input.baseModel);
@@ -199,7 +210,7 @@ async function update(deps: Deps, ctx: RequestCtx, id: string) {
     current.state !== 'READY'
   )
     throw precondition(`${name} is ${current.state}: wait until it is READY to change it`);
-  reg.setFields(name, { ...recorded });
+  await reg.setFields(name, { ...recorded });
   if (hotLoad) await reg.setHotLoad(name, hotLoad);
   if (
     counts.minReplicaCount !== current.minReplicaCount ||
@@ -235,6 +246,34 @@ async function serveAdapter(
     apiKey: registry(deps).accessToken(deployment.name),
   });
   await client.hotloadAndWait(identity, {}, 120_000);
+}
+
+export interface RestoredDeployments {
+  restored: string[];
+  failed: { name: string; reason: string }[];
+}
+
+/** See ControlPlane.restoreDeployments. */
+export async function restoreDeployments(deps: Deps): Promise<RestoredDeployments> {
+  if (!deps.deployments) return { restored: [], failed: [] };
+  const reg = deps.deployments;
+  const out = await reg.restore();
+  for (const name of [...out.restored]) {
+    const deployment = reg.get(name);
+    const adapter = deployment.fields.model;
+    if (typeof adapter !== 'string') continue;
+    try {
+      await serveAdapter(deps, deployment, deployment.hotLoad.bucketUrl, adapter);
+      reg.gateway(name).setAddons([adapter]);
+    } catch (err) {
+      const reason = `restored, but its adapter ${adapter} could not be loaded again: ${(err as Error).message}`;
+      out.restored = out.restored.filter((n) => n !== name);
+      out.failed.push({ name, reason });
+    }
+  }
+  for (const f of out.failed) deps.log.warn(f, 'deployment not restored');
+  if (out.restored.length > 0) deps.log.info({ restored: out.restored }, 'deployments restored');
+  return out;
 }
 
 async function ledger(deps: Deps, ctx: RequestCtx, id: string, reset: boolean) {
