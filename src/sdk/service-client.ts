@@ -83,6 +83,11 @@ export const serviceConfigSchema = z.strictObject({
    * (src/trainer/data-parallel.ts).
    */
   trainerReplicaCount: z.number().int().positive().optional(),
+  /**
+   * ZeRO-1 over the replicas: each keeps only its shard of the AdamW moments (1/N of the
+   * optimizer memory); same numbers as unsharded. Needs trainerReplicaCount > 1.
+   */
+  shardOptimizerState: z.boolean().default(false),
   replicaCount: z.number().int().positive().default(1),
   /** Default learning rate of optimStep. */
   learningRate: z.number().positive().optional(),
@@ -518,6 +523,7 @@ export class ServiceClient {
             dataParallel: {
               rootAddress: pod.endpoint.address,
               rootToken: pod.endpoint.token,
+              shardOptimizerState: this.config.shardOptimizerState,
               replicas: replicas.map((p, i) => ({
                 client: p.client,
                 info: others[i]!,

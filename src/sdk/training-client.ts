@@ -74,6 +74,8 @@ export interface TrainingClientInit {
     /** Rank 0's pod token: the other ranks present it when they call rank 0. */
     rootToken: string;
     replicas: ReadonlyArray<{ client: TrainerClient; info: ModelInfo; jobId: string }>;
+    /** ZeRO-1: each rank keeps only its shard of the AdamW moments. */
+    shardOptimizerState?: boolean;
   };
 }
 
@@ -204,6 +206,7 @@ export class TrainingClient {
   private readonly ranks: Rank[];
   private readonly rootAddress: string;
   private readonly rootToken: string;
+  private readonly shardOptimizerState: boolean;
 
   constructor(init: TrainingClientInit) {
     this.client = init.client;
@@ -231,6 +234,19 @@ export class TrainingClient {
     ];
     this.rootAddress = init.dataParallel?.rootAddress ?? '';
     this.rootToken = init.dataParallel?.rootToken ?? '';
+    this.shardOptimizerState = init.dataParallel?.shardOptimizerState ?? false;
+  }
+
+  /** Rank r's place in the data-parallel run, as every collective call carries it. */
+  private place(r: number) {
+    return {
+      rank: r,
+      worldSize: this.ranks.length,
+      rootAddress: this.rootAddress,
+      rootToken: this.rootToken,
+      rootModelId: this.ranks[0]!.modelId,
+      shardOptimizerState: this.shardOptimizerState,
+    };
   }
 
   /** Data-parallel replicas serving this model (1 = a single pod). */
@@ -525,10 +541,9 @@ export class TrainingClient {
     if (adamParams.eps !== undefined) params.eps = adamParams.eps;
     if (adamParams.weightDecay !== undefined) params.weightDecay = adamParams.weightDecay;
     if (adamParams.gradClipNorm !== undefined) params.gradClipNorm = adamParams.gradClipNorm;
-    // Every replica steps; with several, each all-reduces its gradients with rank 0 first and
-    // all apply the same update (the answers are identical; rank 0's is returned).
+    // Every replica steps; with several, they all-reduce their gradients first and all apply
+    // the same update (the answers are identical; rank 0's is returned).
     const world = this.ranks.length;
-    const root = this.ranks[0]!;
     const results = await Promise.all(
       this.ranks.map((rank, r) => {
         const seqId = this.reserveOn(rank);
@@ -538,17 +553,7 @@ export class TrainingClient {
             seqId,
             adamParams: params,
             gradAccumulationNormalization: NORMALIZATION[mode],
-            ...(world > 1
-              ? {
-                  dataParallel: {
-                    rank: r,
-                    worldSize: world,
-                    rootAddress: this.rootAddress,
-                    rootToken: this.rootToken,
-                    rootModelId: root.modelId,
-                  },
-                }
-              : {}),
+            ...(world > 1 ? { dataParallel: this.place(r) } : {}),
           }),
         );
       }),
@@ -613,13 +618,27 @@ export class TrainingClient {
     options: { ttlSeconds?: number; timeout?: number } = {},
   ): Promise<{ path: string; step: number }> {
     await this.guard();
-    const seqId = this.reserve();
-    const res = await this.call('save_state', () =>
-      this.client.saveState(
-        { modelId: this.modelId, seqId, name, ttlSeconds: BigInt(options.ttlSeconds ?? 0) },
-        options.timeout !== undefined ? { timeoutMs: options.timeout * 1000 } : {},
-      ),
+    // With sharded optimizer state every rank takes part (they gather the moment shards);
+    // rank 0 writes the checkpoint and its answer is returned.
+    const ranks = this.shardOptimizerState && this.ranks.length > 1 ? this.ranks : [this.ranks[0]!];
+    const all = await Promise.all(
+      ranks.map((rank, r) => {
+        const seqId = this.reserveOn(rank);
+        return this.call('save_state', () =>
+          rank.client.saveState(
+            {
+              modelId: rank.modelId,
+              seqId,
+              name,
+              ttlSeconds: BigInt(options.ttlSeconds ?? 0),
+              ...(ranks.length > 1 ? { dataParallel: this.place(r) } : {}),
+            },
+            options.timeout !== undefined ? { timeoutMs: options.timeout * 1000 } : {},
+          ),
+        );
+      }),
     );
+    const res = all[0]!;
     return { path: res.path, step: Number(res.step) };
   }
 
@@ -645,10 +664,15 @@ export class TrainingClient {
   async loadStateWithOptimizer(path: string): Promise<{ path: string; step: number }> {
     await this.guard();
     const all = await Promise.all(
-      this.ranks.map((rank) => {
+      this.ranks.map((rank, r) => {
         const seqId = this.reserveOn(rank);
         return this.call('load_state_with_optimizer', () =>
-          rank.client.loadStateWithOptimizer({ modelId: rank.modelId, seqId, path }),
+          rank.client.loadStateWithOptimizer({
+            modelId: rank.modelId,
+            seqId,
+            path,
+            ...(this.ranks.length > 1 ? { dataParallel: this.place(r) } : {}),
+          }),
         );
       }),
     );

@@ -48,7 +48,7 @@ import {
   packGradients,
   splitLogprobs,
 } from './batch.js';
-import type { GradCounts, ReplicaPlace } from './data-parallel.js';
+import type { GradCounts, ReplicaPlace, StepParams } from './data-parallel.js';
 import type { EngineHost } from './engine-host.js';
 import { TrainerError } from './errors.js';
 import { decodeBatched, decodeInt32, encodeArray, encodeBatched, encodeInt32 } from './wire.js';
@@ -78,6 +78,16 @@ export type AllReduce = (
   dp: ReplicaPlace,
   local: GradCounts,
 ) => Promise<GradCounts>;
+
+/**
+ * The ZeRO-1 optimizer step of a replica with sharded optimizer state (see data-parallel.ts):
+ * after the all-reduce of the counts, under the engine lock.
+ */
+export type ShardedStep = (
+  runtime: ModelRuntime,
+  dp: ReplicaPlace,
+  params: StepParams,
+) => Promise<{ gradNorm: number; step: number }>;
 
 type PendingForward =
   | { kind: 'logprobs'; seqId: number; batch: DecodedBatch; owner: object }
@@ -374,6 +384,7 @@ export class ModelRuntime {
   async optimStep(
     req: OptimStepRequest,
     allReduce?: AllReduce,
+    shardedStep?: ShardedStep,
   ): Promise<MessageInitShape<typeof OptimStepResponseSchema>> {
     this.assertTrainable('optim_step');
     const a = req.adamParams;
@@ -435,6 +446,12 @@ export class ModelRuntime {
     let result: { gradNorm: number; step: number };
     try {
       result = await this.host.exclusive(async () => {
+        if (dp?.shardOptimizerState) {
+          if (!shardedStep) {
+            throw new TrainerError('internal', 'optim_step: sharded step without a collective');
+          }
+          return shardedStep(this, dp, { ...parsed.data, gradScale: scale });
+        }
         // the normalisation scale multiplies the accumulated gradients inside the step
         return this.host.model.optimStepAsync({ ...parsed.data, gradScale: scale });
       });

@@ -125,6 +125,8 @@ export class TrainerPod {
   private draining: TrainerError | null = null;
   private readonly sessions = new Map<string, Session>();
   private readonly models = new Map<string, ModelEntry>();
+  /** Models dropped by unload_model (a repeat succeeds; an operation on one says so). */
+  private readonly unloaded = new Set<string>();
 
   private readonly frozen: EngineHost;
 
@@ -323,7 +325,7 @@ export class TrainerPod {
     this.touch();
     if (req.modelSeqId > 0) {
       const existing = session.models.get(req.modelSeqId);
-      if (existing) {
+      if (existing && this.models.has(existing)) {
         const entry = this.models.get(existing)!;
         return { modelId: existing, info: entry.runtime.info(entry.queue.nextSeqId) };
       }
@@ -405,6 +407,12 @@ export class TrainerPod {
 
   private entry(modelId: string, what: string): ModelEntry {
     const e = this.models.get(modelId);
+    if (!e && this.unloaded.has(modelId))
+      throw new TrainerError(
+        'unknown_model',
+        `${what}: model '${modelId}' was unloaded (unload_model); create a new model`,
+        { field: 'model_id' },
+      );
     if (!e) {
       throw new TrainerError(
         'unknown_model',
@@ -413,6 +421,29 @@ export class TrainerPod {
       );
     }
     return e;
+  }
+
+  /**
+   * unload_model: the model's running operation finishes, and those not yet run (and any
+   * later) fail with unknown_model; then it is dropped, its slot free (a forward-only model
+   * sharing its engine keeps that engine). A repeat succeeds. The SDK sends it once its own
+   * accepted operations have finished.
+   */
+  async unloadModel(modelId: string): Promise<void> {
+    this.touch();
+    if (this.unloaded.has(modelId)) return;
+    const e = this.entry(modelId, 'unload_model');
+    this.models.delete(modelId);
+    this.unloaded.add(modelId);
+    e.queue.close(
+      new TrainerError(
+        'unknown_model',
+        `model '${modelId}' was unloaded (unload_model); create a new model`,
+        { field: 'model_id' },
+      ),
+    );
+    await e.queue.idle();
+    this.log.info({ modelId }, 'model unloaded');
   }
 
   info(modelId: string): ReturnType<ModelRuntime['info']> {

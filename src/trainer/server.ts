@@ -65,6 +65,10 @@ export function trainerImplementation(pod: TrainerPod): Impl {
     },
     createModel: (req) => pod.createModel(req),
     getInfo: (req) => ({ info: pod.info(req.modelId) }),
+    unloadModel: async (req) => {
+      await pod.unloadModel(req.modelId);
+      return { modelId: req.modelId };
+    },
     forward: async (req) => ({ output: await op(req, 'forward', (m) => m.forward(req)) }),
     forwardBackward: async (req) => ({
       output: await op(req, 'forward_backward', (m) => m.forwardBackward(req)),

@@ -327,6 +327,43 @@ describe('trainer gateway', () => {
     }
   });
 
+  it('unload_model drops a model (its later ops fail, a repeat succeeds); the others go on', async () => {
+    const other = await run('create_model', {
+      session_id: session,
+      model_seq_id: 2,
+      base_model: BASE,
+      lora_config: { rank: 4, train_mlp: true, train_attn: true, train_unembed: false },
+      type: 'create_model',
+    });
+    const id = other.model_id as string;
+    expect(await run('unload_model', { model_id: id, type: 'unload_model' })).toEqual({
+      model_id: id,
+      type: 'unload_model',
+    });
+    const after = await run('forward', {
+      model_id: id,
+      seq_id: 1,
+      forward_input: { data: [datum('2+2=4')], loss_fn: 'cross_entropy' },
+    });
+    expect(after.error).toBe(
+      `forward: model '${id}' was unloaded (unload_model); create a new model`,
+    );
+    expect(after.category).toBe('user');
+    expect(await run('unload_model', { model_id: id, type: 'unload_model' })).toEqual({
+      model_id: id,
+      type: 'unload_model',
+    });
+    const missing = await run('unload_model', { model_id: 'model-nope', type: 'unload_model' });
+    expect(missing.error).toContain("model 'model-nope' does not exist");
+    // the first model is untouched
+    const still = await run('forward', {
+      model_id: model,
+      seq_id: 12,
+      forward_input: { data: [datum('2+2=4')], loss_fn: 'cross_entropy' },
+    });
+    expect(still.loss_fn_outputs).toHaveLength(1);
+  });
+
   it('hides another account’s trainer and refuses a stopped one with a 400', async () => {
     const other = await op('healthz', undefined, h.bob);
     expect(other.status).toBe(404);

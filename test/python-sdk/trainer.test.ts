@@ -178,7 +178,7 @@ describe('fireworks-ai[training] against temper up', () => {
     expect(out.models).toEqual(['accounts/temper/models/byte-lm-3m']);
   }, 300_000);
 
-  it('bad requests fail with the server’s message', async () => {
+  it('bad requests fail with the server’s message; unload_model, then a new model trains', async () => {
     const out = await ok('trainer_flows.py', 'errors');
     expect(String(out.create)).toContain(
       "Model 'accounts/temper/models/no-such-model' not found in account",
@@ -186,5 +186,6 @@ describe('fireworks-ai[training] against temper up', () => {
     expect(String(out.loss)).toContain("unknown built-in loss 'no_such_loss'");
     expect(String(out.load)).toContain('never-saved');
     expect(String(out.token)).toContain('99999');
+    expect(out).toMatchObject({ unloaded: true, fresh_model: true, fresh_logprobs: true });
   }, 300_000);
 });

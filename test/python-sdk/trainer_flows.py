@@ -335,7 +335,7 @@ def reconnect():
 
 
 def errors():
-    """Bad requests fail with the server's message."""
+    """Bad requests fail with the server's message; unload_model frees the model."""
     mgr = manager()
     seen = {}
     try:
@@ -361,6 +361,16 @@ def errors():
             client.forward([bad_token], "cross_entropy").result()
         except Exception as e:  # noqa: BLE001
             seen["token"] = str(e)
+        # unload_model drops the model on the trainer; a new one then trains there
+        unloaded = client.unload_model().result()
+        seen["unloaded"] = unloaded.model_id == client.model_id
+        fresh = FiretitanServiceClient(
+            base_url=endpoint.base_url, api_key=API_KEY
+        ).create_training_client(BASE_MODEL, lora_rank=0)
+        seen["fresh_model"] = fresh.model_id != client.model_id
+        seen["fresh_logprobs"] = len(logprobs(fresh, [target_datum("abc")])[0]) == len(
+            tokenizer.encode("abc")
+        ) - 1
         report(**seen)
     finally:
         mgr.delete(endpoint.job_id)

@@ -52,6 +52,7 @@ import {
   telemetryBody,
   toForwardRequest,
   toOptimStepRequest,
+  unloadModelBody,
 } from './wire.js';
 
 export const TRAINER_GATEWAY_ROUTE = '/training/v1/rlorTrainerJobs/:account/:job/api/v1/*';
@@ -329,6 +330,13 @@ export function trainerGatewayRoutes(
           adapterPath: b.adapter_path,
         });
         return {};
+      });
+    },
+    'POST unload_model': async (ctx) => {
+      const b = parse(unloadModelBody, ctx.body);
+      return future(ctx, 'unload_model', async ({ client }) => {
+        const res = await client.unloadModel({ modelId: b.model_id });
+        return { model_id: res.modelId, type: 'unload_model' };
       });
     },
     'POST get_info': async (ctx) => {
