@@ -30,8 +30,8 @@
  * asking to join tells rank 0 its group is broken: rank 0 drops it and starts a new epoch
  * (a fresh key prefix in the store), so old and new members never mix.
  */
-import type { TransformerModel } from '../engine/model.js';
-import { CollectiveStore, ProcessGroup, parseHostPort } from './collectives.js';
+import type { AdamParams, TransformerModel } from '../engine/model.js';
+import { CollectiveStore, ProcessGroup, parseHostPort, shardLength } from './collectives.js';
 import { TrainerError } from './errors.js';
 
 /** Datum index ranges [start, end) of each rank: contiguous, in rank order. */
@@ -57,6 +57,8 @@ export interface ReplicaPlace {
   rootModelId: string;
   /** The root pod's token, where the pods require one. */
   rootToken?: string;
+  /** ZeRO-1: this replica keeps only its shard of the AdamW moments. */
+  shardOptimizerState?: boolean;
 }
 
 /** Where a rank > 0 joins: rank 0's store port (on rank 0's host) and the group's key prefix. */
@@ -86,6 +88,28 @@ export interface DataParallelOptions {
   askRoot: (place: ReplicaPlace) => Promise<Rendezvous>;
 }
 
+/** The engine's trainable weights, in engine order (the flat vector's layout; no copy). */
+function weightViews(model: TransformerModel): Float32Array[] {
+  return model.trainableNames().map((name) => {
+    const view = model.tensorView(name);
+    if (!(view instanceof Float32Array)) {
+      throw new TrainerError('internal', `trainable tensor ${name} is not stored in float32`);
+    }
+    return view;
+  });
+}
+
+/** A ZeRO-1 replica's shard of the AdamW moments (flat layout: collectives.ts shardLength). */
+interface MomentShard {
+  world: number;
+  rank: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/** The engine's AdamW parameters of one step (gradScale included). */
+export type StepParams = Required<Pick<AdamParams, 'learningRate'>> & AdamParams;
+
 interface RootState {
   world: number;
   epoch: number;
@@ -103,6 +127,8 @@ export class DataParallelGroups {
   private store: CollectiveStore | undefined;
   private readonly roots = new Map<string, RootState>();
   private readonly members = new Map<string, { key: string; group: Promise<ProcessGroup> }>();
+  /** ZeRO-1 moment shards, by model id. */
+  private readonly shards = new Map<string, MomentShard>();
   private closed: TrainerError | undefined;
 
   constructor(private readonly options: DataParallelOptions) {}
@@ -268,12 +294,143 @@ export class DataParallelGroups {
     const counts = Float64Array.from([local.tokens, local.sequences, local.microBatches]);
     await group.allReduceF64(counts);
     if (counts[2] === 0) return { tokens: 0, sequences: 0, microBatches: 0 };
-    await group.allReduce(gradViews(model));
+    // Sharded: the gradients are reduce-scattered inside the step (shardedStep).
+    if (!place.shardOptimizerState) await group.allReduce(gradViews(model));
     return { tokens: counts[0]!, sequences: counts[1]!, microBatches: counts[2]! };
+  }
+
+  /** This rank's moment shard for `world` ranks, created (zero) on first use. */
+  private shardOf(
+    modelId: string,
+    model: TransformerModel,
+    rank: number,
+    world: number,
+  ): MomentShard {
+    let shard = this.shards.get(modelId);
+    if (shard && (shard.world !== world || shard.rank !== rank)) {
+      throw new TrainerError(
+        'invalid_argument',
+        `optim_step: this replica holds optimizer shard ${shard.rank} of ${shard.world}, the step asks for ${rank} of ${world}; load a checkpoint with load_state_with_optimizer to reshard`,
+        { field: 'data_parallel' },
+      );
+    }
+    if (!shard) {
+      const n = gradViews(model).reduce((s, g) => s + g.length, 0);
+      const len = shardLength(n, world);
+      shard = this.fromEngine(model, rank, world, len);
+      this.shards.set(modelId, shard);
+    }
+    return shard;
+  }
+
+  /** This rank's slice of the engine's moments (zeros if released), then frees the engine's. */
+  private fromEngine(
+    model: TransformerModel,
+    rank: number,
+    world: number,
+    len: number,
+  ): MomentShard {
+    const shard: MomentShard = {
+      world,
+      rank,
+      m: new Float32Array(len),
+      v: new Float32Array(len),
+    };
+    const begin = rank * len;
+    let at = 0;
+    for (const name of model.trainableNames()) {
+      const state = model.getOptimizerState(name);
+      const numel = model.tensorView(name, 'grad')!.length;
+      const lo = Math.max(begin, at);
+      const hi = Math.min(begin + len, at + numel);
+      if (state && state.m.length === numel && lo < hi) {
+        shard.m.set(state.m.subarray(lo - at, hi - at), lo - begin);
+        shard.v.set(state.v.subarray(lo - at, hi - at), lo - begin);
+      }
+      at += numel;
+    }
+    model.releaseOptimizerState();
+    return shard;
+  }
+
+  /**
+   * ZeRO-1 optimizer step (after allReduce with shardOptimizerState gave the global counts):
+   * gradients reduce-scattered, AdamW on this rank's shard of weights and moments, weights
+   * all-gathered. Call it under the engine lock.
+   */
+  async shardedStep(
+    modelId: string,
+    model: TransformerModel,
+    place: ReplicaPlace,
+    p: StepParams,
+  ): Promise<{ gradNorm: number; step: number }> {
+    const group = await this.group(modelId, place);
+    const shard = this.shardOf(modelId, model, place.rank, place.worldSize);
+    const step = model.step + 1;
+    const gradNorm = await group.zeroStep(gradViews(model), weightViews(model), shard.m, shard.v, {
+      lr: p.learningRate,
+      beta1: p.beta1 ?? 0.9,
+      beta2: p.beta2 ?? 0.95,
+      eps: p.eps ?? 1e-8,
+      weightDecay: p.weightDecay ?? 0,
+      gradClip: p.gradClipNorm ?? 0,
+      gradScale: p.gradScale ?? 1,
+      step,
+    });
+    model.step = step;
+    return { gradNorm, step };
+  }
+
+  /** Whether this pod holds a moment shard of `modelId` (its engine's moments are released). */
+  sharded(modelId: string): boolean {
+    return this.shards.has(modelId);
+  }
+
+  /**
+   * Before a save of a sharded model: every rank all-gathers the moment shards and the full
+   * moments go back into the engine, where the checkpoint writer reads them. Call
+   * `afterSave` once written (the engine's copies are freed again).
+   */
+  async gatherMoments(
+    modelId: string,
+    model: TransformerModel,
+    place: ReplicaPlace,
+  ): Promise<void> {
+    const group = await this.group(modelId, place);
+    const shard = this.shardOf(modelId, model, place.rank, place.worldSize);
+    const names = model.trainableNames();
+    const sizes = names.map((name) => model.tensorView(name, 'grad')!.length);
+    const m = sizes.map((n) => new Float32Array(n));
+    const v = sizes.map((n) => new Float32Array(n));
+    await group.allGather(shard.m, m);
+    await group.allGather(shard.v, v);
+    names.forEach((name, i) => {
+      model.setOptimizerState(name, m[i]!, v[i]!);
+    });
+  }
+
+  afterSave(model: TransformerModel): void {
+    model.releaseOptimizerState();
+  }
+
+  /**
+   * After a load into the engine (full moments, or fresh zeros): a sharded rank keeps its
+   * shard of them for its world size — resharding whatever world saved them — and the
+   * engine's copies are freed; an unsharded load drops any shard this pod held.
+   */
+  afterLoad(modelId: string, model: TransformerModel, place: ReplicaPlace | undefined): void {
+    const held = this.shards.get(modelId);
+    this.shards.delete(modelId);
+    const rank = place?.shardOptimizerState ? place.rank : held?.rank;
+    const world = place?.shardOptimizerState ? place.worldSize : held?.world;
+    if (rank === undefined || world === undefined) return;
+    const n = gradViews(model).reduce((s, g) => s + g.length, 0);
+    this.shards.set(modelId, this.fromEngine(model, rank, world, shardLength(n, world)));
   }
 
   /** Drops the groups of a model (it was deleted). */
   forget(modelId: string): void {
+    this.shards.delete(modelId);
     const st = this.roots.get(modelId);
     st?.group?.close();
     this.roots.delete(modelId);
