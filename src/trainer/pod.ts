@@ -22,10 +22,12 @@ import {
   type CreateModelRequest,
   type CreateModelResponseSchema,
   type CreateSessionRequest,
+  type DataParallel,
   type HealthResponseSchema,
   type JoinCollectiveRequest,
   type JoinCollectiveResponseSchema,
   type LoraConfig,
+  type SaveStateRequest,
   ServingStatus,
 } from '../gen/temper/trainer/v1/trainer_pb.js';
 import { TrainerCheckpoints } from './checkpoints.js';
@@ -38,7 +40,7 @@ import {
   parseEngineSettings,
 } from './engine-settings.js';
 import { fromGrpcError, TrainerError } from './errors.js';
-import { type AllReduce, ModelRuntime } from './model-runtime.js';
+import { type AllReduce, ModelRuntime, type ShardedStep } from './model-runtime.js';
 import { OpQueue } from './queue.js';
 
 export const TRAINER_VERSION = '0.1.0';
@@ -547,6 +549,64 @@ export class TrainerPod {
   /** optim_step's exchange: counts and gradients summed over the ranks, gradients in place. */
   readonly allReduce: AllReduce = (runtime, dp, local) =>
     this.dataParallel().allReduce(runtime.id, runtime.host.model, dp, local);
+
+  /** optim_step of a replica with sharded optimizer state (ZeRO-1). */
+  readonly shardedStep: ShardedStep = (runtime, dp, params) =>
+    this.dataParallel().shardedStep(runtime.id, runtime.host.model, dp, params);
+
+  /**
+   * SaveState. A replica with sharded optimizer state takes part in a collective save: every
+   * replica gathers the moment shards, the root writes the checkpoint (the usual layout, so
+   * any world size, sharded or not, loads it) and the others answer with an empty path.
+   */
+  async saveState(
+    runtime: ModelRuntime,
+    req: SaveStateRequest,
+  ): Promise<{ path: string; step: bigint }> {
+    const dp = req.dataParallel;
+    const groups = this.dataParallel();
+    if (!dp?.shardOptimizerState || dp.worldSize < 2) {
+      if (groups.sharded(runtime.id)) {
+        throw new TrainerError(
+          'invalid_argument',
+          'save_state: this replica holds only its shard of the optimizer state; send save_state to every replica with data_parallel.shard_optimizer_state',
+          { field: 'data_parallel' },
+        );
+      }
+      return this.checkpoints('save_state').saveState(runtime, req.name, Number(req.ttlSeconds));
+    }
+    const model = runtime.host.model;
+    await runtime.host.exclusive(() => groups.gatherMoments(runtime.id, model, dp));
+    try {
+      if (dp.rank !== 0) return { path: '', step: BigInt(model.step) };
+      return await this.checkpoints('save_state').saveState(
+        runtime,
+        req.name,
+        Number(req.ttlSeconds),
+      );
+    } finally {
+      await runtime.host.exclusive(async () => groups.afterSave(model));
+    }
+  }
+
+  /**
+   * LoadState / LoadStateWithOptimizer; a replica with sharded optimizer state then keeps its
+   * shard of the loaded moments for its world size (resharding the saved ones).
+   */
+  async loadState(
+    runtime: ModelRuntime,
+    path: string,
+    withOptimizer: boolean,
+    dp?: DataParallel,
+  ): Promise<{ path: string; step: bigint }> {
+    const what = withOptimizer ? 'load_state_with_optimizer' : 'load_state';
+    const res = await this.checkpoints(what).loadState(runtime, path, withOptimizer);
+    const place = dp?.shardOptimizerState && dp.worldSize > 1 ? dp : undefined;
+    await runtime.host.exclusive(async () =>
+      this.dataParallel().afterLoad(runtime.id, runtime.host.model, place),
+    );
+    return res;
+  }
 
   /** The JoinCollective RPC: a rank > 0 asks where to join the group of root model `modelId`. */
   joinCollective(

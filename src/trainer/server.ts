@@ -79,18 +79,15 @@ export function trainerImplementation(pod: TrainerPod): Impl {
       ),
     }),
     backward: (req) => op(req, 'backward', (m) => m.backward(req)),
-    optimStep: (req) => op(req, 'optim_step', (m) => m.optimStep(req, pod.allReduce)),
+    optimStep: (req) =>
+      op(req, 'optim_step', (m) => m.optimStep(req, pod.allReduce, pod.shardedStep)),
     joinCollective: (req) => pod.joinCollective(req),
     sample: (req) => op(req, 'sample', (m) => m.sample(req)),
-    saveState: (req) =>
-      op(req, 'save_state', (m) =>
-        pod.checkpoints('save_state').saveState(m, req.name, Number(req.ttlSeconds)),
-      ),
-    loadState: (req) =>
-      op(req, 'load_state', (m) => pod.checkpoints('load_state').loadState(m, req.path, false)),
+    saveState: (req) => op(req, 'save_state', (m) => pod.saveState(m, req)),
+    loadState: (req) => op(req, 'load_state', (m) => pod.loadState(m, req.path, false)),
     loadStateWithOptimizer: (req) =>
       op(req, 'load_state_with_optimizer', (m) =>
-        pod.checkpoints('load_state_with_optimizer').loadState(m, req.path, true),
+        pod.loadState(m, req.path, true, req.dataParallel),
       ),
     saveWeightsForSampler: (req) =>
       op(req, 'save_weights_for_sampler', (m) =>
