@@ -7,11 +7,19 @@
 //     the SDK and gRPC over the same step on the pod's own ModelRuntime in this process, same
 //     thread count (goal ≤ 1.05);
 //   - dp2_over_dp1: the step with 2 data-parallel pods (1 engine thread each, gradients
-//     all-reduced over gRPC) over 1 pod with 2 threads, on the same global batch.
+//     all-reduced with gloo between the pods) over 1 pod with 2 threads, on the same global
+//     batch (goal ≤ 1.15);
+//   - allreduce_over_tcp: throughput of the all-reduce of a buffer the size of the model's
+//     gradients (bytes / time) between two processes over a raw TCP stream of the same bytes
+//     between the same two processes, both native (goal ≥ 0.8);
+//   - optimizer_mem_4_over_1: the AdamW state one rank holds after a step with ZeRO-1 at 4
+//     ranks over an unsharded rank's (engine buffers still held + its shard; goal ≤ 0.3).
 // Measurements are interleaved (A B C ... A B C ...) and medians reported, so a burst of
 // contention hits every side. The machine's cores may be shared: the load average and the
 // spread of the samples are printed, and the run is marked noisy when they say so.
-// Last stdout line: {"bench":"trainer","custom_over_builtin":..,"rpc_over_inprocess":..,"dp2_over_dp1":..}
+// Last stdout line: {"bench":"trainer","custom_over_builtin":..,"rpc_over_inprocess":..,"dp2_over_dp1":..,
+//   "allreduce_over_tcp":..,"optimizer_mem_4_over_1":..}
+import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +36,7 @@ import {
 import { sftLoss } from '../src/losses/index.js';
 import { ServiceClient, type TrainingClient, type TrainingDatum } from '../src/sdk/index.js';
 import { toWireDatum } from '../src/sdk/types.js';
+import { CollectiveStore } from '../src/trainer/collectives.js';
 import { EngineHost } from '../src/trainer/engine-host.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import { ModelRuntime } from '../src/trainer/model-runtime.js';
@@ -68,6 +77,113 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
   const t0 = performance.now();
   await fn();
   return (performance.now() - t0) / 1000;
+}
+
+/** A bench/support/collective-peer.ts process: one command at a time over IPC. */
+class Peer {
+  private pending: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
+  private constructor(private readonly child: ChildProcess) {
+    child.on('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
+      const w = this.pending.shift();
+      if (m.ok) w?.resolve(m.result);
+      else w?.reject(new Error(m.error));
+    });
+    child.on('exit', (code) => {
+      for (const w of this.pending.splice(0)) w.reject(new Error(`peer exited ${code}`));
+    });
+  }
+
+  static async start(): Promise<Peer> {
+    const child = fork(new URL('./support/collective-peer.ts', import.meta.url), [], {
+      execArgv: ['--import', 'tsx'],
+    });
+    const peer = new Peer(child);
+    await new Promise((resolve, reject) => peer.pending.push({ resolve, reject }));
+    return peer;
+  }
+
+  call<T>(command: Record<string, unknown>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ resolve: resolve as (v: unknown) => void, reject });
+      this.child.send(command);
+    });
+  }
+
+  close(): Promise<unknown> {
+    return this.call({ op: 'exit' }).catch(() => undefined);
+  }
+}
+
+interface OptimizerMemory {
+  params: number;
+  engineBytes: number;
+  shardBytes: number;
+  bytes: number;
+}
+
+/**
+ * The collectives between two processes (all-reduce vs raw TCP, interleaved) and the
+ * optimizer memory of one rank at 4 ZeRO-1 ranks vs 1 unsharded rank.
+ */
+async function measureCollectives(floats: number, reps: number) {
+  const store = new CollectiveStore('127.0.0.1', 0);
+  const peers = await Promise.all([0, 1, 2, 3].map(() => Peer.start()));
+  try {
+    const join = (world: number, prefix: string) =>
+      Promise.all(
+        peers
+          .slice(0, world)
+          .map((p, rank) => p.call({ op: 'join', rank, world, storePort: store.port, prefix })),
+      );
+    await join(2, 'bench/2');
+    const [a, b] = [peers[0]!, peers[1]!];
+    const bytes = floats * 4;
+    const allreduce = async () =>
+      Math.max(
+        ...(await Promise.all([a, b].map((p) => p.call<number>({ op: 'allreduce', floats })))),
+      );
+    const tcp = async () => {
+      const { fd, port } = await b.call<{ fd: number; port: number }>({ op: 'listen' });
+      const [, sent] = await Promise.all([
+        b.call<number>({ op: 'drain', fd, bytes }),
+        a.call<number>({ op: 'send', port, bytes }),
+      ]);
+      return sent;
+    };
+    await allreduce();
+    await tcp();
+    const ar: number[] = [];
+    const raw: number[] = [];
+    for (let i = 0; i < reps; i++) {
+      ar.push(await allreduce());
+      raw.push(await tcp());
+    }
+    log(
+      `all-reduce of ${(bytes / 2 ** 20).toFixed(0)} MiB between 2 processes: median ${median(ar).toFixed(3)} s (${(bytes / median(ar) / 1e9).toFixed(2)} GB/s); raw TCP stream of the same bytes: ${median(raw).toFixed(3)} s (${(bytes / median(raw) / 1e9).toFixed(2)} GB/s)`,
+    );
+
+    // Optimizer memory: one unsharded rank, then 4 ZeRO-1 ranks (each holds its shard only).
+    const one = await a.call<OptimizerMemory>({ op: 'optimizer', sharded: false });
+    await join(4, 'bench/4');
+    const four = await Promise.all(
+      peers.map((p) => p.call<OptimizerMemory>({ op: 'optimizer', sharded: true })),
+    );
+    const worst = Math.max(...four.map((f) => f.bytes));
+    log(
+      `AdamW state per rank: 1 rank ${(one.bytes / 2 ** 20).toFixed(1)} MiB; 4 ZeRO-1 ranks ${four.map((f) => (f.bytes / 2 ** 20).toFixed(1)).join(' / ')} MiB (engine-held ${four[0]!.engineBytes} bytes)`,
+    );
+    return {
+      allreduceOverTcp: median(raw) / median(ar),
+      minRatio: Math.min(...raw) / Math.min(...ar),
+      allreduceGbps: bytes / median(ar) / 1e9,
+      tcpGbps: bytes / median(raw) / 1e9,
+      optimizerMem4Over1: worst / one.bytes,
+      optimizerBytes: { one: one.bytes, four: worst },
+    };
+  } finally {
+    await Promise.all(peers.map((p) => p.close()));
+    store.close();
+  }
 }
 
 async function main(): Promise<void> {
@@ -194,17 +310,26 @@ async function main(): Promise<void> {
     log(
       `load average during the run: ${loads.map((l) => l.toFixed(2)).join(' ')}${noisy ? ' — NOISY: other processes shared the cores (high load or sample spread > 1.3x); ratios are indicative only' : ''}`,
     );
+    // The collectives last, with the pods closed: they would otherwise share the cores.
+    for (const svc of services.splice(0)) await svc.close().catch(() => undefined);
+    const coll = await measureCollectives(params, REPS);
     const result = {
       bench: 'trainer',
       custom_over_builtin: round(med.custom! / med.builtin!),
       rpc_over_inprocess: round(med.rpcStep! / med.inprocess!),
       dp2_over_dp1: round(med.dp2Step! / med.rpcStep!),
+      allreduce_over_tcp: round(coll.allreduceOverTcp),
+      optimizer_mem_4_over_1: round(coll.optimizerMem4Over1),
       rpc_pipelined_over_inprocess: round(med.rpcPipelined! / med.inprocess!),
+      allreduce_gbps: round(coll.allreduceGbps),
+      tcp_gbps: round(coll.tcpGbps),
+      optimizer_bytes_per_rank: coll.optimizerBytes,
       // The same ratios on the fastest sample of each side (least disturbed by other load).
       min_ratios: {
         custom_over_builtin: round(low.custom! / low.builtin!),
         rpc_over_inprocess: round(low.rpcStep! / low.inprocess!),
         dp2_over_dp1: round(low.dp2Step! / low.rpcStep!),
+        allreduce_over_tcp: round(coll.minRatio),
       },
       step_s: {
         inprocess: round(med.inprocess!),

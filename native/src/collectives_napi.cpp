@@ -206,7 +206,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
     return run(env, [g, spans, layout, this] {
       if (layout.world == 1) return;
-      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
+      pad_flat(layout);
       pack(spans, flat_.data());
       g->all_reduce(flat_.data(), layout);
       unpack(flat_.data(), spans);
@@ -245,7 +245,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     }
     const Span shard = out[0];
     return run(env, [g, spans, shard, layout, this] {
-      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
+      pad_flat(layout);
       pack(spans, flat_.data());
       g->reduce_scatter(flat_.data(), layout);
       std::memcpy(shard.data, flat_.data() + g->rank() * layout.shard, static_cast<size_t>(layout.shard) * sizeof(float));
@@ -267,7 +267,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     }
     const Span shard = in[0];
     return run(env, [g, spans, shard, layout, this] {
-      flat_.assign(static_cast<size_t>(layout.shard * layout.world), 0.0f);
+      flat_.resize(static_cast<size_t>(layout.shard * layout.world));  // every value is overwritten
       std::memcpy(flat_.data() + g->rank() * layout.shard, shard.data, static_cast<size_t>(layout.shard) * sizeof(float));
       g->all_gather(flat_.data(), layout);
       unpack(flat_.data(), spans);
@@ -317,7 +317,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
           const long s = layout.shard;
           const long b = layout.begin(rank);
           const long n = layout.end(rank) - b;
-          flat_.assign(static_cast<size_t>(s * layout.world), 0.0f);
+          pad_flat(layout);
           pack(grads, flat_.data());
           g->reduce_scatter(flat_.data(), layout);
           float* shard = flat_.data() + rank * s;
@@ -362,6 +362,13 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     if (group_) group_->abort();
     group_.reset();
     return info.Env().Undefined();
+  }
+
+  // Sizes the packing buffer for a layout; only the padding past the n values is zeroed (the
+  // rest is overwritten by pack), so no pass over the whole buffer.
+  void pad_flat(const ShardLayout& layout) {
+    flat_.resize(static_cast<size_t>(layout.shard * layout.world));
+    std::fill(flat_.begin() + layout.n, flat_.end(), 0.0f);
   }
 
   static Napi::Value wrap(Napi::Env env, const Napi::Value& v) {
