@@ -6,9 +6,10 @@
  *
  * - the deployment's **access token**: a random secret the registry mints when it creates the
  *   deployment and keeps in memory (it is never stored or logged). In-process callers get it
- *   from the registry: the control plane's `/hot_load/v1` + `/inference/v1` proxy (after its
- *   own check of the caller's API key and account), the worker's rollouts, the SDK's own
- *   deployments. Replicas get it from their launcher in their environment and require it on
+ *   from the registry: the worker's rollouts, the SDK's own deployments. (The control plane's
+ *   `/hot_load/v1` + `/inference/v1` routes hand requests to the gateway in process, after
+ *   their own check of the caller's API key and account: Gateway.dispatch, no credential
+ *   check here.) Replicas get it from their launcher in their environment and require it on
  *   their own endpoints, so a process on the host cannot bypass the gateway.
  * - a user's **API key**, when the registry's owner gave it a key verifier: the verifier is
  *   a function of the control plane (the gateway asks it, it answers the key's account or
