@@ -437,6 +437,8 @@ export class TrainerPod {
     const e = this.entry(modelId, 'unload_model');
     this.models.delete(modelId);
     this.unloaded.add(modelId);
+    // Its collective group (and, as a root, its epoch) and optimizer shard go with it.
+    this.groups?.forget(modelId);
     e.queue.close(
       new TrainerError(
         'unknown_model',
