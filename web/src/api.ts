@@ -3,10 +3,12 @@
  * signed in with (kept in sessionStorage: one account per tab, gone when the tab closes).
  * Response shapes are the server's own types where it exports them.
  */
+import type { PreviewLine } from '../../src/control-plane/resources/dataset-preview.js';
+import type { JobLogLine } from '../../src/control-plane/resources/job-logs.js';
 import type { RolloutView } from '../../src/control-plane/resources/job-views.js';
 import type { MetricRow } from '../../src/store/index.js';
 
-export type { MetricRow, RolloutView };
+export type { JobLogLine, MetricRow, PreviewLine, RolloutView };
 
 export interface Session {
   key: string;
@@ -159,21 +161,27 @@ export type JobEvent =
   | { event: 'end'; data: { state: string } }
   | { event: 'error'; data: { message: string } };
 
+export type LogEvent =
+  | { event: 'log'; data: { lines: JobLogLine[] } }
+  | { event: 'end'; data: { state: string } }
+  | { event: 'error'; data: { message: string } };
+
 /**
- * Follows `{job}/events` (server-sent events read with fetch: EventSource cannot send the
- * Authorization header). Returns a function that stops it.
+ * Reads a server-sent-events stream with fetch (EventSource cannot send the Authorization
+ * header). Returns a function that stops it.
  */
-export function followJob(name: string, onEvent: (e: JobEvent) => void): () => void {
+function followSse<E extends { event: string; data: unknown }>(
+  path: string,
+  onEvent: (e: E) => void,
+): () => void {
   const s = session();
   const abort = new AbortController();
+  const fail = (message: string) => onEvent({ event: 'error', data: { message } } as E);
   void (async () => {
     if (!s) return;
-    const res = await fetch(`${jobPath(name)}/events`, {
-      headers: headers(s.key, false),
-      signal: abort.signal,
-    });
+    const res = await fetch(path, { headers: headers(s.key, false), signal: abort.signal });
     if (!res.ok || !res.body) {
-      onEvent({ event: 'error', data: { message: (await failure(res)).message } });
+      fail((await failure(res)).message);
       return;
     }
     const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
@@ -181,8 +189,10 @@ export function followJob(name: string, onEvent: (e: JobEvent) => void): () => v
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
+      // Look for the blank line only in what is new (a 10 MB event comes in many chunks).
+      const from = Math.max(0, buffer.length - 1);
       buffer += value;
-      let cut = buffer.indexOf('\n\n');
+      let cut = buffer.indexOf('\n\n', from);
       while (cut >= 0) {
         const block = buffer.slice(0, cut);
         buffer = buffer.slice(cut + 2);
@@ -193,12 +203,30 @@ export function followJob(name: string, onEvent: (e: JobEvent) => void): () => v
           if (line.startsWith('event: ')) event = line.slice(7);
           else if (line.startsWith('data: ')) data += line.slice(6);
         }
-        if (event && data) onEvent({ event, data: JSON.parse(data) } as JobEvent);
+        if (event && data) onEvent({ event, data: JSON.parse(data) } as E);
       }
     }
   })().catch((err: unknown) => {
-    if (!abort.signal.aborted)
-      onEvent({ event: 'error', data: { message: (err as Error).message } });
+    if (!abort.signal.aborted) fail((err as Error).message);
   });
   return () => abort.abort();
+}
+
+/** Follows `{job}/events`: state changes and new metric rows. */
+export const followJob = (name: string, onEvent: (e: JobEvent) => void) =>
+  followSse(`${jobPath(name)}/events`, onEvent);
+
+/** Follows `{job}/logs?follow=true`: log lines as they appear (a line may come again, changed). */
+export const followLogs = (name: string, onEvent: (e: LogEvent) => void) =>
+  followSse(`${jobPath(name)}/logs?follow=true`, onEvent);
+
+/** A multipart upload (dataset files): the API's message on failure. */
+export async function upload<T>(path: string, file: Blob, filename: string): Promise<T> {
+  const s = session();
+  if (!s) throw new ApiFailure(401, 'not signed in');
+  const form = new FormData();
+  form.append('file', file, filename);
+  const res = await fetch(path, { method: 'POST', headers: headers(s.key, false), body: form });
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
 }

@@ -59,3 +59,23 @@ export const stateClass = (state: string) =>
     .toLowerCase()}`;
 
 export const shortState = (state: string) => state.replace(/^JOB_STATE_/, '');
+
+/** A one-line form: labelled inputs (each needs an id) and a submit button. */
+export function inlineForm(
+  label: string,
+  fields: [string, HTMLInputElement][],
+  submit: string,
+  onSubmit: () => void,
+): HTMLFormElement {
+  const form = h(
+    'form',
+    { class: 'filters', 'aria-label': label },
+    fields.flatMap(([text, input]) => [h('label', { for: input.id }, text), input]),
+    h('button', { type: 'submit' }, submit),
+  );
+  form.addEventListener('submit', (e) => {
+    e.preventDefault();
+    onSubmit();
+  });
+  return form;
+}

@@ -1,12 +1,17 @@
 /**
- * The dashboard: hash routes (#/jobs, #/jobs/{collection}/{id}, #/models, #/deployments,
- * #/datasets), each page built from the public REST API with the signed-in key.
+ * The dashboard: hash routes (#/jobs, #/jobs/{collection}/{id}, #/trainers, #/compare?jobs=,
+ * #/new/{sft|dpo|rft|dataset|deployment}, #/models, #/datasets[/{id}], #/deployments[/{id}],
+ * #/usage), each page built from the public REST API with the signed-in key.
  */
 import { ApiFailure, session, signIn, signOut } from './api';
 import { h } from './dom';
 import { datasetsPage, deploymentsPage, modelsPage } from './pages/collections';
+import { comparePage } from './pages/compare';
+import { datasetPage, deploymentPage } from './pages/details';
+import { datasetForm, deploymentForm, JOB_FORMS, jobForm } from './pages/forms';
 import { jobPage } from './pages/job';
 import { jobsPage } from './pages/jobs';
+import { usagePage } from './pages/usage';
 import './style.css';
 
 /** What a page leaves running (an events stream) is stopped when the route changes. */
@@ -52,9 +57,12 @@ function header(): void {
     h('a', { href, ...(location.hash.startsWith(href) ? { 'aria-current': 'page' } : {}) }, text);
   nav.replaceChildren(
     link('#/jobs', 'Jobs'),
+    link('#/trainers', 'Trainer jobs'),
+    link('#/compare', 'Compare'),
     link('#/models', 'Models'),
     link('#/datasets', 'Datasets'),
     link('#/deployments', 'Deployments'),
+    link('#/usage', 'Usage'),
   );
   who.replaceChildren(
     h('span', {}, `accounts/${s.account}`),
@@ -81,13 +89,24 @@ async function route(): Promise<void> {
   header();
   const s = session();
   if (!s) return signInPage(app);
-  const parts = location.hash.replace(/^#\/?/, '').split('/').filter(Boolean);
+  const [path = '', search = ''] = location.hash.replace(/^#\/?/, '').split('?');
+  const parts = path.split('/').filter(Boolean);
+  const arg = parts[1] !== undefined ? decodeURIComponent(parts[1]) : undefined;
   try {
     if (parts[0] === 'jobs' && parts.length === 3)
       cleanup = await jobPage(app, s, parts[1]!, decodeURIComponent(parts[2]!));
+    else if (parts[0] === 'compare')
+      cleanup = await comparePage(app, s, new URLSearchParams(search));
+    else if (parts[0] === 'new' && arg && arg in JOB_FORMS) await jobForm(app, s, arg);
+    else if (parts[0] === 'new' && arg === 'dataset') datasetForm(app, s);
+    else if (parts[0] === 'new' && arg === 'deployment') await deploymentForm(app, s);
+    else if (parts[0] === 'trainers') await jobsPage(app, s, 'rlorTrainerJobs');
     else if (parts[0] === 'models') await modelsPage(app, s);
+    else if (parts[0] === 'datasets' && arg) await datasetPage(app, s, arg);
     else if (parts[0] === 'datasets') await datasetsPage(app, s);
+    else if (parts[0] === 'deployments' && arg) await deploymentPage(app, s, arg);
     else if (parts[0] === 'deployments') await deploymentsPage(app, s);
+    else if (parts[0] === 'usage') await usagePage(app, s);
     else await jobsPage(app, s);
   } catch (err) {
     const status = err instanceof ApiFailure ? err.httpStatus : 0;

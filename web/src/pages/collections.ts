@@ -20,16 +20,26 @@ async function page(
   collection: string,
   columns: [string, (r: Row) => unknown][],
   action?: [string, (r: Row) => Node | string],
+  extra: { detail?: string; create?: [string, string] } = {},
 ): Promise<void> {
   const rows = await listAll<Row>(s.account, collection);
   app.replaceChildren(
     h('h1', {}, title),
+    extra.create
+      ? h(
+          'p',
+          { class: 'actions' },
+          h('a', { href: extra.create[0], class: 'button' }, extra.create[1]),
+        )
+      : '',
     rows.length === 0
       ? h('p', { class: 'empty' }, `No ${title.toLowerCase()} yet.`)
       : table(
           ['Name', 'State', ...columns.map(([c]) => c), 'Created', ...(action ? [action[0]] : [])],
           rows.map((r) => [
-            id(r.name),
+            extra.detail
+              ? h('a', { href: `${extra.detail}/${encodeURIComponent(id(r.name))}` }, id(r.name))
+              : id(r.name),
             r.state ? h('span', { class: stateClass(r.state) }, shortState(r.state)) : '',
             ...columns.map(([, f]) => text(f(r))),
             when(r.createTime),
@@ -90,13 +100,29 @@ export const modelsPage = (app: HTMLElement, s: Session) =>
   );
 
 export const datasetsPage = (app: HTMLElement, s: Session) =>
-  page(app, s, 'Datasets', 'datasets', [
-    ['Kind', (r) => r.kind],
-    ['Examples', (r) => r.exampleCount],
-  ]);
+  page(
+    app,
+    s,
+    'Datasets',
+    'datasets',
+    [
+      ['Kind', (r) => r.kind],
+      ['Examples', (r) => r.exampleCount],
+    ],
+    undefined,
+    { detail: '#/datasets', create: ['#/new/dataset', 'Upload a dataset'] },
+  );
 
 export const deploymentsPage = (app: HTMLElement, s: Session) =>
-  page(app, s, 'Deployments', 'deployments', [
-    ['Model', (r) => r.model ?? r.baseModel],
-    ['Replicas', (r) => r.replicaCount ?? r.minReplicaCount],
-  ]);
+  page(
+    app,
+    s,
+    'Deployments',
+    'deployments',
+    [
+      ['Model', (r) => r.model ?? r.baseModel],
+      ['Replicas', (r) => r.replicaCount ?? r.minReplicaCount],
+    ],
+    undefined,
+    { detail: '#/deployments', create: ['#/new/deployment', 'New deployment'] },
+  );

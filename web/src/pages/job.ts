@@ -5,76 +5,20 @@
 import {
   type Checkpoint,
   followJob,
+  followLogs,
   JOB_COLLECTIONS,
   type Job,
   type JobCollection,
+  type JobLogLine,
   jobPath,
-  type MetricRow,
   type RenderSample,
   type RolloutView,
   request,
   requestText,
   type Session,
 } from '../api';
-import { MetricChart } from '../chart';
+import { chartControls, chartGroup } from '../chart-group';
 import { h, shortState, stateClass, table, when } from '../dom';
-
-/** Which metric keys share a chart. */
-const GROUPS: { title: string; match: (key: string) => boolean }[] = [
-  { title: 'Loss', match: (k) => /loss/.test(k) && !/kl/.test(k) },
-  { title: 'Reward', match: (k) => /reward|score/.test(k) },
-  { title: 'KL', match: (k) => /kl/.test(k) },
-];
-
-function charts(host: HTMLElement) {
-  const made = new Map<string, MetricChart>();
-  let alpha = 0;
-  let log = false;
-  return {
-    add(rows: MetricRow[]) {
-      const keys = [
-        ...new Set(
-          rows.flatMap((r) =>
-            Object.entries(r.values)
-              .filter(([, v]) => typeof v === 'number')
-              .map(([k]) => k),
-          ),
-        ),
-      ].sort();
-      for (const g of GROUPS) {
-        const mine = keys.filter(g.match);
-        const known = made.get(g.title);
-        // A chart is made once its first key shows up; eval keys that appear later join it.
-        if (mine.length > 0 && (!known || mine.some((k) => !known.keys.includes(k)))) {
-          const all = [...new Set([...(known?.keys ?? []), ...mine])].sort();
-          const rowsSoFar = known?.allRows() ?? [];
-          known?.destroy();
-          const el =
-            host.querySelector<HTMLElement>(`[data-chart="${g.title}"]`) ??
-            host.appendChild(h('figure', { class: 'chart', 'data-chart': g.title }));
-          el.replaceChildren();
-          const chart = new MetricChart(el, g.title, all);
-          chart.add(rowsSoFar);
-          chart.setSmoothing(alpha);
-          if (log) chart.setLog(true);
-          made.set(g.title, chart);
-        }
-      }
-      for (const c of made.values()) c.add(rows);
-    },
-    smoothing(a: number) {
-      alpha = a;
-      for (const c of made.values()) c.setSmoothing(a);
-    },
-    logScale(on: boolean) {
-      log = on;
-      for (const c of made.values()) c.setLog(on);
-    },
-    destroy() {
-      for (const c of made.values()) c.destroy();
-    },
-  };
-}
 
 function download(name: string, text: string, type: string): void {
   const url = URL.createObjectURL(new Blob([text], { type }));
@@ -227,7 +171,7 @@ function rolloutsSection(host: HTMLElement, job: Job): void {
         'Rollouts',
       );
       list.replaceChildren(
-        h('p', {}, `${page.totalSize} rollouts`),
+        h('p', { id: 'rollout-count' }, `${page.totalSize} rollouts`),
         t,
         token ? h('button', { type: 'button', onclick: () => void load(true) }, 'Next page') : '',
       );
@@ -284,6 +228,45 @@ async function renderSamplesSection(host: HTMLElement, job: Job): Promise<void> 
   );
 }
 
+/**
+ * The job's log, followed live: lines come from `{job}/logs?follow=true`; a line sent again
+ * (same id) replaces the one shown. Keeps the view at the bottom while the user is there.
+ */
+function logsSection(host: HTMLElement, job: Job): () => void {
+  const list = h('ol', { id: 'job-log', class: 'log', 'aria-label': 'Job log', tabindex: 0 });
+  const follow = h('input', { id: 'log-follow', type: 'checkbox', checked: true });
+  const status = h('p', { role: 'status', class: 'muted' }, 'following…');
+  const shown = new Map<string, HTMLLIElement>();
+  const line = (l: JobLogLine) =>
+    h(
+      'li',
+      { class: `log-${l.level.toLowerCase()}`, 'data-id': l.id },
+      h('time', { datetime: l.time }, when(l.time)),
+      ' ',
+      h('span', { class: 'level' }, l.level),
+      ' ',
+      l.text,
+    );
+  const stop = followLogs(job.name, (e) => {
+    if (e.event === 'log') {
+      for (const l of e.data.lines) {
+        const el = line(l);
+        const old = shown.get(l.id);
+        if (old) old.replaceWith(el);
+        else list.append(el);
+        shown.set(l.id, el);
+      }
+      if (follow.checked) list.scrollTop = list.scrollHeight;
+    } else if (e.event === 'end') status.textContent = `ended: ${shortState(e.data.state)}`;
+    else status.textContent = e.data.message;
+  });
+  host.replaceChildren(
+    h('div', { class: 'filters' }, h('label', {}, follow, ' keep at the newest line'), status),
+    list,
+  );
+  return stop;
+}
+
 export async function jobPage(
   app: HTMLElement,
   s: Session,
@@ -299,18 +282,7 @@ export async function jobPage(
   const progress = h('span', { id: 'job-progress' });
   const status = h('p', { class: 'error', role: 'status' });
   const chartHost = h('div', { id: 'charts', class: 'charts' });
-  const c = charts(chartHost);
-  const smoothing = h('input', {
-    id: 'smoothing',
-    type: 'range',
-    min: 0,
-    max: 0.99,
-    step: 0.01,
-    value: 0,
-  });
-  smoothing.addEventListener('input', () => c.smoothing(Number(smoothing.value)));
-  const logScale = h('input', { id: 'log-scale', type: 'checkbox' });
-  logScale.addEventListener('change', () => c.logScale(logScale.checked));
+  const c = chartGroup(chartHost);
   const csv = h(
     'button',
     {
@@ -324,6 +296,7 @@ export async function jobPage(
   );
   const checkpoints = h('div', { id: 'checkpoints' });
   const extra = h('div', { id: 'extra' });
+  const logs = h('div', { id: 'logs' });
 
   const paint = () => {
     state.className = stateClass(job.state);
@@ -351,13 +324,14 @@ export async function jobPage(
       'section',
       { 'aria-label': 'Metrics' },
       h('h2', {}, 'Metrics'),
-      h(
-        'div',
-        { class: 'filters' },
-        h('label', { for: 'smoothing' }, 'Smoothing'),
-        smoothing,
-        h('label', {}, logScale, ' log scale'),
+      chartControls(
+        c,
         csv,
+        h(
+          'a',
+          { href: `#/compare?jobs=${collection}:${encodeURIComponent(id)}` },
+          'Compare with other runs',
+        ),
       ),
       chartHost,
     ),
@@ -367,8 +341,10 @@ export async function jobPage(
       : kind === 'SFT'
         ? h('section', {}, h('h2', {}, 'Render samples'), extra)
         : '',
+    h('section', { 'aria-label': 'Logs' }, h('h2', {}, 'Logs'), logs),
     h('section', {}, h('h2', {}, 'Settings'), settings(job)),
   );
+  const stopLogs = logsSection(logs, job);
   void checkpointsSection(checkpoints, job);
   if (kind === 'RFT') rolloutsSection(extra, job);
   if (kind === 'SFT') void renderSamplesSection(extra, job);
@@ -390,6 +366,7 @@ export async function jobPage(
   });
   return () => {
     stop();
+    stopLogs();
     c.destroy();
   };
 }

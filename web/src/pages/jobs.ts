@@ -2,8 +2,9 @@
 import { JOB_COLLECTIONS, type Job, type JobCollection, listAll, type Session } from '../api';
 import { h, shortState, stateClass, table, when } from '../dom';
 
-export async function jobsPage(app: HTMLElement, s: Session): Promise<void> {
-  const kinds = Object.keys(JOB_COLLECTIONS) as JobCollection[];
+/** `only`: one kind (the trainer jobs page). */
+export async function jobsPage(app: HTMLElement, s: Session, only?: JobCollection): Promise<void> {
+  const kinds = only ? [only] : (Object.keys(JOB_COLLECTIONS) as JobCollection[]);
   const lists = await Promise.all(kinds.map((c) => listAll<Job>(s.account, c)));
   const jobs = lists
     .flatMap((list, i) => list.map((job) => ({ job, collection: kinds[i]! })))
@@ -57,12 +58,22 @@ export async function jobsPage(app: HTMLElement, s: Session): Promise<void> {
   for (const el of [search, kind, state]) el.addEventListener('input', draw);
   draw();
   app.replaceChildren(
-    h('h1', {}, 'Jobs'),
+    h('h1', {}, only ? 'Trainer jobs' : 'Jobs'),
+    only
+      ? ''
+      : h(
+          'p',
+          { class: 'actions' },
+          h('a', { href: '#/new/sft', class: 'button' }, 'New SFT job'),
+          h('a', { href: '#/new/dpo', class: 'button' }, 'New DPO job'),
+          h('a', { href: '#/new/rft', class: 'button' }, 'New RFT job'),
+          h('a', { href: '#/compare', class: 'button' }, 'Compare runs'),
+        ),
     h(
       'div',
       { class: 'filters' },
       h('label', {}, 'Search ', search),
-      h('label', {}, 'Kind ', kind),
+      only ? '' : h('label', {}, 'Kind ', kind),
       h('label', {}, 'State ', state),
     ),
     holder,
