@@ -27,6 +27,10 @@ APT_PACKAGES=(
                        # namespace (test/support/netns.ts)
   bubblewrap           # `bwrap`: RFT evaluators run in their own namespaces (src/evaluators)
   chromium             # the dashboard's browser tests drive it with playwright-core (test/web)
+  docker.io            # Debian's Docker engine: the container images and the compose test
+                       # (scripts/docker-images.sh, test/docker; scripts/docker-daemon.sh starts it)
+  docker-compose       # runs docker/compose.yaml in test/docker
+  debootstrap          # the images' Debian base, built here (no image is pulled)
 )
 
 step "apt packages"
@@ -149,3 +153,12 @@ fi
 
 step "npm run build"
 npm run build
+
+step "Container images (scripts/docker-images.sh)"
+# Debian base by debootstrap, PostgreSQL, Temporal and temper's images, tagged by content hash:
+# a rerun with nothing changed builds nothing. test/docker rebuilds offline what changed since.
+if [[ $(id -u) -eq 0 ]]; then
+  bash scripts/docker-images.sh
+else
+  sudo -n bash scripts/docker-images.sh
+fi
