@@ -11,6 +11,8 @@ export interface TestHost {
   name: string;
   /** The test namespace's end of the link (what the host reaches the test's servers at). */
   gatewayIp: string;
+  /** The host's own end of the link (what the test, and with routeVia other hosts, reach it at). */
+  ip: string;
   /** argv prefix that runs a command inside the host. */
   exec: string[];
   destroy(): void;
@@ -18,6 +20,15 @@ export interface TestHost {
 
 function ip(...args: string[]) {
   execFileSync('ip', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+}
+
+/**
+ * Lets hosts reach one another, as machines on one network do: a default route through the
+ * test namespace, which forwards between the links (net.ipv4.ip_forward must be on).
+ */
+export function routeBetweenHosts(hosts: readonly TestHost[]): void {
+  for (const h of hosts)
+    ip('netns', 'exec', h.name, 'ip', 'route', 'add', 'default', 'via', h.gatewayIp);
 }
 
 export function createTestHost(index: number): TestHost {
@@ -43,6 +54,7 @@ export function createTestHost(index: number): TestHost {
   return {
     name,
     gatewayIp: `${subnet}.1`,
+    ip: `${subnet}.2`,
     exec: ['ip', 'netns', 'exec', name],
     destroy() {
       // Deleting the namespace removes its end of the veth pair, and with it the other end.
