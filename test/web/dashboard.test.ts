@@ -393,6 +393,33 @@ describe('the dashboard in a browser', () => {
     await axe(page, 'rft-job');
     await shot(page, 'rft-rollouts');
 
+    // Deploy the job's LoRA output through the deployment form: its adapter is hot-loaded on
+    // top of the base, and the deployment's page shows that snapshot in the hot-load ledger.
+    const output = (await call('GET', '/v1/accounts/acme/models/rft-web-out')).json;
+    expect(output.state).toBe('READY');
+    await page.goto(
+      `${stack.base}/#/new/deployment?baseModel=${encodeURIComponent('accounts/acme/models/rft-web-out')}`,
+    );
+    await page.getByRole('heading', { name: 'New deployment' }).waitFor();
+    expect(await page.locator('#f-baseModel').inputValue()).toBe(
+      'accounts/acme/models/rft-web-out',
+    );
+    await fill(page, { id: 'rft-web' });
+    await axe(page, 'deployment-form');
+    await page.getByRole('button', { name: 'Create' }).click();
+    await page.getByRole('heading', { name: /^rft-web/ }).waitFor({ timeout: 120_000 });
+    const ledger = (await call('GET', '/v1/accounts/acme/deployments/rft-web/ledger')).json
+      .snapshots as { identity: string; replicas: { replica_id: string }[] }[];
+    expect(ledger.length).toBe(1);
+    expect(ledger[0]!.replicas.length).toBeGreaterThan(0);
+    const ledgerRows = page.getByRole('table', { name: 'Hot-load ledger' }).locator('tbody tr');
+    expect(await ledgerRows.count()).toBe(1);
+    const ledgerText = (await ledgerRows.first().textContent()) ?? '';
+    expect(ledgerText).toContain(ledger[0]!.identity);
+    for (const r of ledger[0]!.replicas) expect(ledgerText).toContain(`${r.replica_id}: ready`);
+    await axe(page, 'deployment-lora');
+    await shot(page, 'deployment-lora');
+
     // The RFT and DPO forms: what the API refuses (a missing evaluator, a beta out of range
     // on a dataset of the wrong kind) shows the API's own message for the same body.
     const formCases: [string, string, Record<string, string>, Json][] = [

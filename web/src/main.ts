@@ -99,7 +99,8 @@ async function route(): Promise<void> {
       cleanup = await comparePage(app, s, new URLSearchParams(search));
     else if (parts[0] === 'new' && arg && arg in JOB_FORMS) await jobForm(app, s, arg);
     else if (parts[0] === 'new' && arg === 'dataset') datasetForm(app, s);
-    else if (parts[0] === 'new' && arg === 'deployment') await deploymentForm(app, s);
+    else if (parts[0] === 'new' && arg === 'deployment')
+      await deploymentForm(app, s, new URLSearchParams(search));
     else if (parts[0] === 'trainers') await jobsPage(app, s, 'rlorTrainerJobs');
     else if (parts[0] === 'models') await modelsPage(app, s);
     else if (parts[0] === 'datasets' && arg) await datasetPage(app, s, arg);

@@ -231,7 +231,12 @@ export function datasetForm(app: HTMLElement, s: Session): void {
   );
 }
 
-export async function deploymentForm(app: HTMLElement, s: Session): Promise<void> {
+/** `given`: values to start from (`#/new/deployment?baseModel=...`, from a promoted checkpoint). */
+export async function deploymentForm(
+  app: HTMLElement,
+  s: Session,
+  given: URLSearchParams = new URLSearchParams(),
+): Promise<void> {
   const fields: Field[] = [
     { name: 'id', label: 'Deployment id', type: 'text', required: true },
     { name: 'baseModel', label: 'Model', type: 'select', from: 'models', required: true },
@@ -239,7 +244,11 @@ export async function deploymentForm(app: HTMLElement, s: Session): Promise<void
     { name: 'maxReplicaCount', label: 'Max replicas', type: 'number' },
   ];
   const inputs = new Map<Field, HTMLInputElement | HTMLSelectElement>();
-  for (const f of fields) inputs.set(f, input(f, f.from ? await options(s, f.from) : []));
+  for (const f of fields) {
+    const el = input(f, f.from ? await options(s, f.from) : []);
+    el.value = given.get(f.name) ?? el.value;
+    inputs.set(f, el);
+  }
   app.replaceChildren(
     formShell(
       'New deployment',

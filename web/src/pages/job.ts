@@ -89,7 +89,16 @@ async function checkpointsSection(host: HTMLElement, job: Job): Promise<void> {
                 outputModelId: input.value.trim(),
               })
                 .then((m) => {
-                  out.replaceChildren('created ', h('a', { href: '#/models' }, m.name));
+                  out.replaceChildren(
+                    'created ',
+                    h('a', { href: '#/models' }, m.name),
+                    ' · ',
+                    h(
+                      'a',
+                      { href: `#/new/deployment?baseModel=${encodeURIComponent(m.name)}` },
+                      'Deploy it',
+                    ),
+                  );
                 })
                 .catch((err: Error) => {
                   out.className = 'error';
