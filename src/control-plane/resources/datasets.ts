@@ -3,7 +3,9 @@
  * artifact store at accounts/{a}/datasets/{id}/data.jsonl, then validated; READY with the
  * validated exampleCount), get, list, delete, `:validate`, `preview` (dataset-preview.ts).
  *
- * The upload streams to a staging key, is validated, and only then becomes data.jsonl; a file
+ * The upload streams to a staging key, is validated on a worker thread (the file streams to
+ * it: a large upload never blocks the event loop that answers other requests, and this thread
+ * never holds the whole file), and only then becomes data.jsonl; a file
  * that fails validation is deleted and the dataset stays UPLOADING: nothing is left behind by
  * a bad upload. An uploaded dataset is immutable (a second upload is refused);
  * make a new dataset instead, as jobs refer to datasets by name.
@@ -15,12 +17,13 @@
  * `ground_truth` and its own metadata fields) are read the same way.
  */
 import { createReadStream } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { z } from 'zod';
 import { catalogDatasetPath } from '../../catalog/bundled.js';
 import { ObjectStoreError } from '../../checkpoints/object-store/types.js';
+import { detectKind } from '../../datasets/detect-kind.js';
 import { DatasetValidationError } from '../../datasets/errors.js';
-import { type DatasetKind, validateDataset } from '../../datasets/validate.js';
+import type { DatasetKind } from '../../datasets/validate.js';
+import { validateOffThread } from '../../datasets/validate-off-thread.js';
 import type { Deps } from '../context.js';
 import { bodyObject, createId, parseBody } from '../http/body.js';
 import { invalid, notFound, precondition, tooLarge } from '../http/errors.js';
@@ -61,26 +64,7 @@ const validateSchema = z.strictObject({
 
 export const datasetDataKey = (name: string) => `${name}/data.jsonl`;
 
-/** The kind the first JSON line looks like (validation then says what is wrong, by line). */
-export function detectKind(bytes: Uint8Array): DatasetKind {
-  const text = Buffer.from(bytes.subarray(0, 1 << 20)).toString('utf8');
-  for (const line of text.split('\n')) {
-    if (line.trim() === '') continue;
-    let row: unknown;
-    try {
-      row = JSON.parse(line);
-    } catch {
-      return 'sft';
-    }
-    if (typeof row !== 'object' || row === null) return 'sft';
-    const r = row as Record<string, unknown>;
-    if ('preferred_output' in r || 'non_preferred_output' in r || 'chosen' in r) return 'dpo';
-    const messages = Array.isArray(r.messages) ? r.messages : [];
-    const last = messages[messages.length - 1] as { role?: unknown } | undefined;
-    return last?.role === 'assistant' ? 'sft' : 'rft';
-  }
-  return 'sft';
-}
+export { detectKind };
 
 async function create(deps: Deps, ctx: RequestCtx) {
   const { id, body } = createId(ctx.req, 'dataset', { required: true });
@@ -99,8 +83,8 @@ async function create(deps: Deps, ctx: RequestCtx) {
   return render(row);
 }
 
-/** Streams the multipart `file` into the artifact store; returns its bytes. */
-async function receiveFile(deps: Deps, ctx: RequestCtx, key: string): Promise<Uint8Array> {
+/** Streams the multipart `file` into the artifact store at `key`. */
+async function receiveFile(deps: Deps, ctx: RequestCtx, key: string): Promise<void> {
   if (!ctx.req.isMultipart())
     throw invalid("upload the dataset as multipart/form-data with the JSONL file in field 'file'");
   const part = await ctx.req.file({ limits: { fileSize: deps.maxUploadBytes, files: 1 } });
@@ -109,13 +93,12 @@ async function receiveFile(deps: Deps, ctx: RequestCtx, key: string): Promise<Ui
   await deps.artifacts.put(key, part.file, { contentType: 'application/jsonl' });
   if (part.file.truncated)
     throw tooLarge(`dataset file is larger than the upload limit of ${deps.maxUploadBytes} bytes`);
-  return new Uint8Array(await deps.artifacts.get(key));
 }
 
 /** The validated file becomes data.jsonl if-absent: of two concurrent uploads one wins. */
-async function commitFile(deps: Deps, name: string, bytes: Uint8Array): Promise<void> {
+async function commitFile(deps: Deps, name: string, staging: string): Promise<void> {
   try {
-    await deps.artifacts.put(datasetDataKey(name), Buffer.from(bytes), {
+    await deps.artifacts.put(datasetDataKey(name), await deps.artifacts.getStream(staging), {
       ifAbsent: true,
       contentType: 'application/jsonl',
     });
@@ -134,23 +117,24 @@ async function upload(deps: Deps, ctx: RequestCtx, id: string) {
     );
   // Streamed to a staging key first, so a bad or concurrent upload never touches data.jsonl.
   const staging = `${row.name}/staging/${randomId()}.jsonl`;
-  let bytes: Uint8Array;
-  let summary: ReturnType<typeof validateDataset>;
-  let kind: DatasetKind;
+  let checked: Awaited<ReturnType<typeof validateOffThread>>;
   try {
-    bytes = await receiveFile(deps, ctx, staging);
-    kind = (row.body.kind as DatasetKind | null) ?? detectKind(bytes);
-    summary = validateDataset(kind, bytes);
-    await commitFile(deps, row.name, bytes);
+    await receiveFile(deps, ctx, staging);
+    checked = await validateOffThread(
+      await deps.artifacts.getStream(staging),
+      (row.body.kind as DatasetKind | null) ?? null,
+    );
+    await commitFile(deps, row.name, staging);
   } finally {
     await deps.artifacts.delete(staging);
   }
+  const { kind, summary, sizeBytes } = checked;
   const ready = (body: Body) => ({
     ...body,
     state: 'READY',
     kind,
     exampleCount: summary.exampleCount,
-    sizeBytes: bytes.length,
+    sizeBytes,
     summary,
   });
   try {
@@ -165,7 +149,7 @@ async function upload(deps: Deps, ctx: RequestCtx, id: string) {
   }
 }
 
-/** The stored file of a READY dataset (the repository's file for a catalog dataset). */
+/** The stored file of a READY dataset (the repository's file for a catalog dataset), streamed. */
 async function storedFile(deps: Deps, ctx: RequestCtx, id: string) {
   const name = resourceName(ctx.account, 'datasets', id);
   const bundled = isCatalog(ctx.account) ? await catalogDataset(name) : undefined;
@@ -173,7 +157,7 @@ async function storedFile(deps: Deps, ctx: RequestCtx, id: string) {
     return {
       name,
       kind: bundled.kind as DatasetKind,
-      bytes: await readFile(catalogDatasetPath(name)),
+      stream: createReadStream(catalogDatasetPath(name)),
     };
   const row = await getRow(deps, 'datasets', ctx.account, id);
   if (row.body.state !== 'READY')
@@ -181,7 +165,7 @@ async function storedFile(deps: Deps, ctx: RequestCtx, id: string) {
   return {
     name,
     kind: row.body.kind as DatasetKind,
-    bytes: await deps.artifacts.get(datasetDataKey(name)),
+    stream: await deps.artifacts.getStream(datasetDataKey(name)),
   };
 }
 
@@ -207,9 +191,9 @@ async function validate(deps: Deps, ctx: RequestCtx, id: string) {
   const file = await storedFile(deps, ctx, id);
   const kind = opts.kind ?? file.kind;
   try {
-    const summary = validateDataset(
+    const { summary } = await validateOffThread(
+      file.stream,
       kind,
-      new Uint8Array(file.bytes),
       opts.epochs ? { epochs: opts.epochs } : {},
     );
     return { dataset: file.name, valid: true, kind, exampleCount: summary.exampleCount, summary };
