@@ -21,3 +21,27 @@ export async function writePreferencePairs(path: string): Promise<string> {
   await writeFile(path, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
   return path;
 }
+
+/**
+ * RL prompts whose optimum is known: the answer is the sentence "The capital of X is Y." the
+ * bundled model half-knows; prefix_match gives credit per correct leading character, 1 for
+ * the whole sentence.
+ */
+export async function writeCapitalPrompts(path: string): Promise<string> {
+  const rows = CAPITALS.map(([country, capital]) => ({
+    messages: [{ role: 'user', content: `What is the capital of ${country}?` }],
+    expected_answer: `The capital of ${country} is ${capital}.`,
+  }));
+  await writeFile(path, `${rows.map((r) => JSON.stringify(r)).join('\n')}\n`);
+  return path;
+}
+
+/** One RL prompt (the policy only has to sharpen on it): the answer sentence for France. */
+export async function writeOnePrompt(path: string): Promise<string> {
+  const row = {
+    messages: [{ role: 'user', content: 'What is the capital of France?' }],
+    expected_answer: 'The capital of France is Paris.',
+  };
+  await writeFile(path, `${JSON.stringify(row)}\n`);
+  return path;
+}

@@ -3,8 +3,10 @@
  * (a config object) and `runRecipeFile(name, file, overrides)` (JSON or YAML).
  */
 import type { Logger } from 'pino';
+import { asyncRlRecipe } from '../async-rl/index.js';
 import { dpoRecipe } from '../dpo/index.js';
 import { orpoRecipe } from '../orpo/index.js';
+import { rlRecipe } from '../rl/index.js';
 import { sftRecipe } from '../sft/index.js';
 import { readRecipeConfigFile } from './config-file.js';
 import { RecipeError } from './errors.js';
@@ -17,6 +19,8 @@ export const RECIPES: Readonly<Record<string, AnyRecipe>> = {
   sft: sftRecipe,
   dpo: dpoRecipe,
   orpo: orpoRecipe,
+  rl: rlRecipe,
+  'async-rl': asyncRlRecipe,
 };
 
 export function recipeNames(): string[] {
@@ -29,7 +33,7 @@ export function getRecipe(name: string): AnyRecipe {
   return def;
 }
 
-export function runRecipe(
+export async function runRecipe(
   name: string,
   config: unknown,
   o: { log?: Logger } = {},

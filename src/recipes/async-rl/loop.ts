@@ -1,0 +1,113 @@
+/**
+ * The asynchronous RL loop. Rollouts for step s may come from any policy version ≥ s −
+ * max_staleness: before training step s the rollouts of steps s … s + max_staleness are
+ * already in flight on the deployment (each sampled from whatever version it serves when it
+ * starts), so sampling overlaps training. After each update the new weights are saved as a
+ * delta and hot-loaded, and the rollouts of step s + max_staleness + 1 start. The loss uses
+ * the rollouts' own sampling logprobs as the behaviour policy (the clipped ratio corrects for
+ * the lag).
+ */
+import type { DeploymentSampler } from '../../sdk/index.js';
+import { flattenParams } from '../../tracking/index.js';
+import { peakLearningRate } from '../kit/base-config.js';
+import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import type { RecipeClients } from '../kit/clients.js';
+import { batchIndices } from '../kit/data.js';
+import type { RlResult } from '../rl/loop.js';
+import {
+  meanReward,
+  type Prompt,
+  policyLossOf,
+  type Rollouts,
+  readPrompts,
+  rolloutDatums,
+  sampleRollouts,
+  syncWeights,
+  trainStep,
+} from '../rl/steps.js';
+import { learningRateAt } from '../schedule.js';
+import type { AsyncRlConfig } from './config.js';
+
+export async function run(config: AsyncRlConfig, clients: RecipeClients): Promise<RlResult> {
+  const { service, tracker, log } = clients;
+
+  // 1. prompts and the policy, restored from the log path
+  const { prompts } = await readPrompts(config);
+  const policy = await service.createTrainingClient();
+  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
+  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  let step = resumed?.step ?? 0;
+  const consumedAt = (s: number) =>
+    (resumed?.dataConsumed ?? 0) + (s - (resumed?.step ?? 0)) * config.prompt_groups_per_step;
+  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
+  else await tracker.logParams(flattenParams({ recipe: 'async-rl', ...config }));
+  const loss = policyLossOf(config);
+  const schedule = {
+    ...config.lr_schedule,
+    peak: peakLearningRate(config),
+    totalSteps: config.max_steps,
+  };
+
+  // 2. the deployment serves version `step`; rollouts of the next steps start on it
+  let version = step;
+  let sampler: DeploymentSampler = await syncWeights(policy, service, version);
+  const inFlight = new Map<number, Promise<Rollouts>>();
+  const launch = (s: number) => {
+    if (s >= config.max_steps || inFlight.has(s)) return;
+    const batch = batchIndices(
+      prompts.length,
+      consumedAt(s),
+      config.prompt_groups_per_step,
+      config.seed,
+    ).map((i) => prompts[i] as Prompt);
+    const p = sampleRollouts(sampler, batch, config, s, version);
+    p.catch(() => undefined); // awaited in its step; a failure surfaces there
+    inFlight.set(s, p);
+  };
+
+  // 3. train on step s's rollouts while steps s+1 … s+max_staleness are sampled
+  const rewards: number[] = [];
+  try {
+    while (step < config.max_steps) {
+      const t0 = performance.now();
+      for (let s = step; s <= step + config.max_staleness; s++) launch(s);
+      const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
+      inFlight.delete(step);
+      const lr = learningRateAt(schedule, step);
+      const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr);
+      step += 1;
+      version = step;
+      sampler = await syncWeights(policy, service, version);
+      const reward = meanReward(rollouts);
+      rewards.push(reward);
+      await tracker.logMetrics(step, {
+        'reward:mean': reward,
+        ...(out ? { 'loss:mean': out.loss, ...out.metrics } : {}),
+        'staleness:last': step - 1 - rollouts.version,
+        'learning_rate:last': lr,
+        'step_time_s:last': (performance.now() - t0) / 1000,
+      });
+      log.info({ step, reward, staleness: step - 1 - rollouts.version }, 'async rl step');
+      if (
+        config.dcp_save_interval > 0 &&
+        step % config.dcp_save_interval === 0 &&
+        step < config.max_steps
+      )
+        await ckpt.save(step, { resumable: true, promotable: false }, consumedAt(step));
+    }
+  } finally {
+    await Promise.allSettled(inFlight.values());
+  }
+
+  // 4. final checkpoint, promotion
+  await ckpt.save(step, { resumable: true, promotable: true }, consumedAt(step));
+  const model = config.output_model_id
+    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
+    : undefined;
+  return {
+    steps: step,
+    rewards,
+    ...(resumed ? { resumedFrom: resumed.from } : {}),
+    ...(model ? { model } : {}),
+  };
+}

@@ -1,0 +1,36 @@
+/**
+ * RL recipe config (the cookbook's rl_loop): prompts with an expected answer, a reward that
+ * scores each completion against it, `completions_per_prompt` rollouts per prompt from the
+ * sampling deployment, group-normalised advantages and one of the policy losses of src/losses
+ * (grpo, dapo, gspo-token, cispo, dro). Weights reach the deployment every step (hot-load:
+ * a base snapshot first, arc_v2 deltas after).
+ */
+import { z } from 'zod';
+import { rlKlBeta, temperature } from '../fields.js';
+import { recipeBaseShape } from '../kit/base-config.js';
+import { REWARD_NAMES } from './rewards.js';
+
+export const RL_RECIPE_LOSSES = ['grpo', 'dapo', 'gspo-token', 'cispo', 'dro'] as const;
+
+export const rlRecipeShape = {
+  ...recipeBaseShape,
+  /** JSONL of `{"messages": [...], "expected_answer": "..."}` prompts. */
+  dataset: z.string().min(1, { message: 'dataset is required (a JSONL of prompts)' }),
+  loss_method: z.enum(RL_RECIPE_LOSSES).default('grpo'),
+  /** KL weight for grpo (0 = the method's default; needs ref logprobs, which this recipe does not compute). */
+  kl_beta: rlKlBeta.schema.default(rlKlBeta.default),
+  reward: z.enum(REWARD_NAMES).default('prefix_match'),
+  /** Prompts per step. */
+  prompt_groups_per_step: z.number().int().min(1).max(1024).default(4),
+  /** Rollouts per prompt (a group; advantages are z-scores within it). */
+  completions_per_prompt: z.number().int().min(2).max(256).default(4),
+  /** Generated tokens per rollout at most. */
+  max_completion_tokens: z.number().int().min(1).max(16384).default(16),
+  temperature: temperature.schema.default(1),
+  max_steps: z.number().int().positive().default(20),
+  /** Replicas of the sampling deployment. */
+  deployment_replicas: z.number().int().min(1).max(16).default(1),
+};
+
+export const rlConfigSchema = z.strictObject(rlRecipeShape);
+export type RlConfig = z.output<typeof rlConfigSchema>;

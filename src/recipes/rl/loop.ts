@@ -1,0 +1,96 @@
+/**
+ * The synchronous RL loop: every step (1) hot-loads the current policy into the sampling
+ * deployment, (2) samples `completions_per_prompt` rollouts for each of the step's prompts,
+ * (3) scores them and turns each group's rewards into z-score advantages, (4) updates the
+ * policy with the configured loss. Checkpoints, resume and promotion as in every recipe.
+ */
+import type { PromotedModel } from '../../sdk/index.js';
+import { flattenParams } from '../../tracking/index.js';
+import { peakLearningRate } from '../kit/base-config.js';
+import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import type { RecipeClients } from '../kit/clients.js';
+import { batchIndices } from '../kit/data.js';
+import { learningRateAt } from '../schedule.js';
+import type { RlConfig } from './config.js';
+import {
+  meanReward,
+  type Prompt,
+  policyLossOf,
+  readPrompts,
+  rolloutDatums,
+  sampleRollouts,
+  syncWeights,
+  trainStep,
+} from './steps.js';
+
+export interface RlResult {
+  steps: number;
+  rewards: number[];
+  resumedFrom?: string;
+  model?: PromotedModel;
+}
+
+export async function run(config: RlConfig, clients: RecipeClients): Promise<RlResult> {
+  const { service, tracker, log } = clients;
+
+  // 1. prompts and the policy, restored from the log path
+  const { prompts } = await readPrompts(config);
+  const policy = await service.createTrainingClient();
+  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
+  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  let step = resumed?.step ?? 0;
+  let consumed = resumed?.dataConsumed ?? 0;
+  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
+  else await tracker.logParams(flattenParams({ recipe: 'rl', ...config }));
+  const loss = policyLossOf(config);
+  const schedule = {
+    ...config.lr_schedule,
+    peak: peakLearningRate(config),
+    totalSteps: config.max_steps,
+  };
+
+  // 2. sync → rollouts → advantages → update, every step
+  const rewards: number[] = [];
+  while (step < config.max_steps) {
+    const t0 = performance.now();
+    const sampler = await syncWeights(policy, service, step);
+    const batch = batchIndices(
+      prompts.length,
+      consumed,
+      config.prompt_groups_per_step,
+      config.seed,
+    ).map((i) => prompts[i] as Prompt);
+    const rollouts = await sampleRollouts(sampler, batch, config, step, step);
+    const lr = learningRateAt(schedule, step);
+    const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr);
+    consumed += batch.length;
+    step += 1;
+    const reward = meanReward(rollouts);
+    rewards.push(reward);
+    await tracker.logMetrics(step, {
+      'reward:mean': reward,
+      ...(out ? { 'loss:mean': out.loss, ...out.metrics } : {}),
+      'learning_rate:last': lr,
+      'step_time_s:last': (performance.now() - t0) / 1000,
+    });
+    log.info({ step, reward }, 'rl step');
+    if (
+      config.dcp_save_interval > 0 &&
+      step % config.dcp_save_interval === 0 &&
+      step < config.max_steps
+    )
+      await ckpt.save(step, { resumable: true, promotable: false }, consumed);
+  }
+
+  // 3. final checkpoint, promotion
+  await ckpt.save(step, { resumable: true, promotable: true }, consumed);
+  const model = config.output_model_id
+    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
+    : undefined;
+  return {
+    steps: step,
+    rewards,
+    ...(resumed ? { resumedFrom: resumed.from } : {}),
+    ...(model ? { model } : {}),
+  };
+}
