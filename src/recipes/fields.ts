@@ -12,8 +12,8 @@
  * an issue carrying one is marked `documented`, so a boundary can show it as written instead
  * of prefixing the field's path (see documentedIssue). Type errors keep zod's message.
  *
- * This module is a leaf: zod and src/losses' own config schemas only, so workflows (bundled
- * for Temporal), the control plane, the CLI and recipes can all import it.
+ * This module is a leaf (zod, src/losses' own config schemas and the duration parser), so the
+ * workflows' activities, the control plane, the CLI and recipes all import it.
  */
 import { z } from 'zod';
 import { dpoConfigSchema, orpoConfigSchema } from '../losses/preference.js';

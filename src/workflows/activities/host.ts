@@ -8,12 +8,10 @@
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
-import { type Evaluate, type Evaluator, openEvaluator } from '../../evaluators/index.js';
-import { constant, dpoLoss, orpoLoss, resolveRlLossMethod } from '../../losses/index.js';
-import { MANAGED_JOB_ADAMW } from '../../recipes/index.js';
+import type { Evaluate } from '../../evaluators/index.js';
+import { resolveRlLossMethod } from '../../losses/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
-import type { TrainingClient } from '../../sdk/training-client.js';
-import { type TrainingDatum, toLossDatum } from '../../sdk/types.js';
+import type { TrainingDatum } from '../../sdk/types.js';
 import { TrainerError } from '../../trainer/errors.js';
 import {
   FAILURE,
@@ -27,25 +25,22 @@ import {
 } from '../types.js';
 import {
   cached,
-  evaluatorName,
   type HostDeps,
   learningRateAt,
   POD_INACTIVITY_MS,
   podBaseModel,
   podJobId,
   type Session,
-  weightSum,
   withHeartbeats,
 } from './host-support.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
+import { JobEvaluators } from './job-evaluators.js';
 import { checkpointHistory, jobEnded, refOf, updateLiveJob } from './job-rows.js';
 import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
+import { heldOutLoss, supervisedStep } from './supervised.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
 import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
-
-/** How long a job's evaluator process waits for its next segment before it is closed. */
-const EVALUATOR_IDLE_MS = 5 * 60_000;
 
 export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
@@ -203,44 +198,6 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return [...job.units.flat(), ...job.eval];
   }
 
-  async function trainStep(
-    plan: TrainingPlan,
-    client: TrainingClient,
-    micro: TrainingDatum[][],
-    step: number,
-  ) {
-    let loss = 0;
-    let tokens = 0;
-    const metrics: Record<string, number> = {};
-    for (const batch of micro) {
-      if (plan.method === 'sft') {
-        const out = await client.forwardBackward(batch, 'cross_entropy');
-        loss += out.metrics['loss:sum'] ?? 0;
-        tokens += weightSum(batch);
-      } else if (plan.method === 'orpo') {
-        // The ORPO loss sums over the batch's pairs (no reference model).
-        const out = await client.forwardBackwardCustom(
-          batch,
-          orpoLoss({ lambda: plan.orpoLambda }),
-        );
-        loss += out.loss;
-        tokens += batch.length / 2;
-        for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
-      } else {
-        const out = await client.forwardBackwardCustom(batch, dpoLoss({ beta: plan.beta }));
-        loss += out.loss;
-        tokens += 1;
-        for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
-      }
-    }
-    const learningRate = learningRateAt(plan, step);
-    await client.optimStep(
-      { learningRate, ...MANAGED_JOB_ADAMW },
-      plan.method === 'sft' ? 'num_loss_tokens' : 'num_sequences',
-    );
-    return { ...metrics, 'loss:mean': loss / Math.max(tokens, 1), learning_rate: learningRate };
-  }
-
   async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
     return withHeartbeats(() => runSegment(input));
   }
@@ -301,58 +258,16 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     }
   }
 
-  /**
-   * Each RFT job's evaluator: one sandboxed process per job on this host, warm across its
-   * segments; closed (process killed, work directory removed) when the job's pod stops here or
-   * after EVALUATOR_IDLE_MS without a segment.
-   */
-  const evaluators = new Map<string, { evaluator: Promise<Evaluator>; idle?: NodeJS.Timeout }>();
-  const evaluatorOfPod = new Map<string, string>();
+  const evaluators = new JobEvaluators(deps);
 
-  function jobEvaluator(plan: TrainingPlan & { rft: RftSettings }): Promise<Evaluator> {
-    let entry = evaluators.get(plan.jobName);
-    if (entry) clearTimeout(entry.idle);
-    else {
-      const evaluator = openEvaluator(
-        evaluatorName(plan.rft.evaluator, plan.account),
-        {
-          store: deps.store,
-          artifacts: deps.artifacts,
-          ...(deps.evaluatorSandbox ? { settings: deps.evaluatorSandbox } : {}),
-        },
-        { wallMs: plan.rft.rolloutTimeoutMs },
-      );
-      entry = { evaluator };
-      evaluators.set(plan.jobName, entry);
-      evaluator.catch(() => evaluators.delete(plan.jobName));
-    }
-    return entry.evaluator;
-  }
-
-  async function closeEvaluator(jobName: string): Promise<void> {
-    const entry = evaluators.get(jobName);
-    if (!entry) return;
-    evaluators.delete(jobName);
-    clearTimeout(entry.idle);
-    await (await entry.evaluator.catch(() => null))?.close();
-  }
-
-  async function runRftSegment(
+  function runRftSegment(
     input: SegmentInput,
     plan: TrainingPlan & { rft: RftSettings },
     s: Session,
   ): Promise<SegmentResult> {
-    evaluatorOfPod.set(input.trainer.podJobId, plan.jobName);
-    const evaluator = await jobEvaluator(plan);
-    try {
-      return await runRftSteps(input, plan, s, evaluator.evaluate);
-    } finally {
-      const entry = evaluators.get(plan.jobName);
-      if (entry) {
-        entry.idle = setTimeout(() => void closeEvaluator(plan.jobName), EVALUATOR_IDLE_MS);
-        entry.idle.unref();
-      }
-    }
+    return evaluators.use(plan, input.trainer.podJobId, (evaluate) =>
+      runRftSteps(input, plan, s, evaluate),
+    );
   }
 
   async function runRftSteps(
@@ -467,7 +382,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     let flushedAt = Date.now();
     for (let step = input.fromStep; step < input.toStep; step++) {
       if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-      const values: Record<string, number> = await trainStep(
+      const values: Record<string, number> = await supervisedStep(
         plan,
         s.client,
         job.steps[step]!,
@@ -476,12 +391,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       lastLoss = values['loss:mean']!;
       // The held-out loss at the end of every segment (checkpoint boundaries and the end).
       if (step + 1 === input.toStep && job.eval.length > 0)
-        values['eval_loss:mean'] =
-          plan.method === 'dpo'
-            ? await evalDpoLoss(plan, s.client, job.eval)
-            : plan.method === 'orpo'
-              ? await evalOrpoLoss(plan, s.client, job.eval)
-              : await evalLoss(plan, s.client, job.eval);
+        values['eval_loss:mean'] = await heldOutLoss(plan, s.client, job.eval);
       rows.push({ step: step + 1, values, time: new Date().toISOString() });
       ctx.heartbeat({ step: step + 1 });
       if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
@@ -490,41 +400,6 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       }
     }
     return { step: input.toStep, checkpoint: null, lastLoss };
-  }
-
-  /** Token-mean cross-entropy of the held-out datums, in micro-batches of the job's size. */
-  async function evalLoss(plan: TrainingPlan, client: TrainingClient, datums: TrainingDatum[]) {
-    let loss = 0;
-    let tokens = 0;
-    for (let i = 0; i < datums.length; ) {
-      const batch: TrainingDatum[] = [];
-      let size = 0;
-      while (i < datums.length && (batch.length === 0 || size < plan.batchTokens)) {
-        const d = datums[i++]!;
-        size += (d.modelInput as readonly number[]).length;
-        batch.push(d);
-      }
-      const out = await client.forward(batch, 'cross_entropy');
-      loss += out.metrics['loss:sum'] ?? 0;
-      tokens += weightSum(batch);
-    }
-    return loss / Math.max(tokens, 1);
-  }
-
-  /** DPO loss of the held-out pairs (against their cached reference logprobs). */
-  async function evalDpoLoss(plan: TrainingPlan, client: TrainingClient, pairs: TrainingDatum[]) {
-    const out = await client.forward(pairs);
-    const logprobs = out.lossFnOutputs.map((o) => constant(o.logprobs.data as ArrayLike<number>));
-    const { loss } = dpoLoss({ beta: plan.beta })(pairs.map(toLossDatum), logprobs);
-    return loss.item();
-  }
-
-  /** Mean ORPO loss per held-out pair. */
-  async function evalOrpoLoss(plan: TrainingPlan, client: TrainingClient, pairs: TrainingDatum[]) {
-    const out = await client.forward(pairs);
-    const logprobs = out.lossFnOutputs.map((o) => constant(o.logprobs.data as ArrayLike<number>));
-    const { loss } = orpoLoss({ lambda: plan.orpoLambda })(pairs.map(toLossDatum), logprobs);
-    return loss.item() / Math.max(pairs.length / 2, 1);
   }
 
   /** Metrics and progress to the store, so `get` and `--wait` see the job move. */
@@ -567,9 +442,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   async function stopTrainer(jobId: string): Promise<void> {
     const s = sessions.get(jobId);
     sessions.delete(jobId);
-    const rftJob = evaluatorOfPod.get(jobId);
-    evaluatorOfPod.delete(jobId);
-    if (rftJob) await closeEvaluator(rftJob);
+    await evaluators.podStopped(jobId);
     // Closing the service deletes an RFT job's rollout deployment; the pod stops below.
     await s?.service.close({ cleanupTrainerOnClose: false }).catch(() => undefined);
     await deps.launcher.stop(jobId);
