@@ -161,12 +161,22 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
   explicit CollectiveGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CollectiveGroup>(info) {}
 
  private:
+  // A reference to this object for a task: the work uses flat_, so the object must outlive
+  // it even if JavaScript drops the group (close()) while a collective runs.
+  Napi::ObjectReference self() { return Napi::Persistent(Value()); }
+  std::vector<Napi::ObjectReference> keep_self() {
+    std::vector<Napi::ObjectReference> keep;
+    keep.push_back(self());
+    return keep;
+  }
+
   std::shared_ptr<ProcessGroup> need(const Napi::Env& env) const {
     if (!group_) throw Napi::Error::New(env, "collective group is not connected (or was closed)");
     return group_;
   }
 
   Napi::Value run(Napi::Env env, Task::Work work, std::vector<Napi::ObjectReference> keep) {
+    keep.push_back(self());
     auto* task = new Task(env, std::move(work), std::move(keep));
     Napi::Promise p = task->promise();
     task->Queue();
@@ -191,7 +201,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     auto* task = new Task(
         env,
         [=] { *slot = std::make_shared<ProcessGroup>(rank, world, store_host, store_port, prefix, host, timeout); },
-        {}, [this, slot] { group_ = *slot; });
+        keep_self(), [this, slot] { group_ = *slot; });
     Napi::Promise p = task->promise();
     task->Queue();
     return p;
@@ -310,6 +320,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
                                            " values, the shard " + std::to_string(layout.shard));
     }
     auto result = std::make_shared<double>(0);
+    keep.push_back(self());
     auto* task = new Task(
         env,
         [g, grads, weights, m, v, hp, layout, result, this] {
