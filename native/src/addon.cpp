@@ -18,6 +18,7 @@
 #include "kernels.h"
 #include "collectives_napi.h"
 #include "model.h"
+#include "ops_napi.h"
 
 namespace {
 
@@ -708,6 +709,7 @@ Napi::Value Matmul(const Napi::CallbackInfo& info) {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("EngineModel", EngineModel::Init(env));
   temper::register_collectives(env, exports);
+  temper::register_ops(env, exports);
   exports.Set("matmul", Napi::Function::New(env, Matmul));
   exports.Set("simd", Napi::String::New(env, temper::kernels().name));
   return exports;

@@ -12,12 +12,10 @@ namespace temper {
 namespace {
 
 constexpr long kLogitRows = 128;  // rows of logits materialised at once (bounds memory at large vocab)
-// The fused cross-entropy multiplies up to kCeRows hidden states by kCeVocab rows of the
-// unembedding at a time: each pass over the (possibly bf16) unembedding packs it once for
-// every kCeRows tokens, instead of once per 128-row chunk, and the logits block stays small
-// (8 MiB). The blocking fixes the summation order, so results do not depend on threads.
+// The fused cross-entropy (cross_entropy.h) takes up to kCeRows hidden states per call: each
+// pass over the (possibly bf16) unembedding serves that many tokens, and its logits block stays
+// small (kCeRows x kCeVocab floats, 8 MiB).
 constexpr long kCeRows = 2048;
-constexpr long kCeVocab = 1024;
 
 template <typename T>
 void ensure(std::vector<T>& v, std::size_t n) {
@@ -78,10 +76,7 @@ Model::Model(const ModelConfig& config, const LoraConfig& lora, int threads, con
 
 void Model::set_threads(int threads) {
   require(threads >= 1 && threads <= 1024, "threads must be between 1 and 1024");
-  gemm_.reset();
-  pool_ = std::make_unique<ThreadPool>(threads);
-  gemm_ = std::make_unique<Gemm>(*pool_);
-  thread_scratch_.assign(threads, {});
+  backend_ = make_cpu_backend(threads);
 }
 
 Param* Model::add_param(const std::string& name, std::vector<long> shape, bool trainable, bool bf16) {
@@ -194,50 +189,39 @@ Param& Model::param(const std::string& name) {
 
 void Model::embed(const int32_t* tokens, long rows, float* x) {
   const long h = config_.hidden_size;
-  if (embed_->is_bf16()) {
-    const uint16_t* e = embed_->bf16.data();
-    pool_->parallel_for(rows, [&](std::size_t r, int) {
-      const uint16_t* src = e + static_cast<long>(tokens[r]) * h;
-      for (long j = 0; j < h; ++j) x[r * h + j] = bf16_to_f32(src[j]);
-    });
-    return;
-  }
-  const float* e = embed_->value.data();
-  pool_->parallel_for(rows, [&](std::size_t r, int) {
-    std::memcpy(x + r * h, e + static_cast<long>(tokens[r]) * h, sizeof(float) * h);
-  });
+  backend_->embed(embed_->as_row_major(h), tokens, rows, h, x);
 }
 
 void Model::linear_forward(const Linear& l, const float* x, long rows, float* y, std::vector<float>* xa) {
-  gemm_->run(rows, l.out, l.in, 1.0f, row_major(x, l.in), l.w->as_transposed(l.in), y, l.out, false);
-  if (l.bias != nullptr) bias_add(*pool_, y, l.bias->value.data(), rows, l.out);
+  backend_->gemm(rows, l.out, l.in, 1.0f, row_major(x, l.in), l.w->as_transposed(l.in), y, l.out, false);
+  if (l.bias != nullptr) backend_->bias_add(y, l.bias->value.data(), rows, l.out);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
   std::vector<float>& buf = xa != nullptr ? *xa : xa_tmp_;
   ensure(buf, rows * r);
-  gemm_->run(rows, r, l.in, 1.0f, row_major(x, l.in), transposed(l.lora.a->value.data(), l.in), buf.data(), r, false);
-  gemm_->run(rows, l.out, r, lora_scale_, row_major(buf.data(), r), transposed(l.lora.b->value.data(), r), y, l.out, true);
+  backend_->gemm(rows, r, l.in, 1.0f, row_major(x, l.in), transposed(l.lora.a->value.data(), l.in), buf.data(), r, false);
+  backend_->gemm(rows, l.out, r, lora_scale_, row_major(buf.data(), r), transposed(l.lora.b->value.data(), r), y, l.out, true);
 }
 
 void Model::linear_backward(const Linear& l, const float* x, const float* dy, long rows, float* dx,
                             bool accumulate_dx, const float* xa) {
   Param* w = l.w;
-  if (l.bias != nullptr && l.bias->trainable) bias_backward(*pool_, dy, l.bias->grad.data(), rows, l.out);
+  if (l.bias != nullptr && l.bias->trainable) backend_->bias_backward(dy, l.bias->grad.data(), rows, l.out);
   if (w->trainable)  // dW += dyᵀ·x
-    gemm_->run(l.out, l.in, rows, 1.0f, transposed(dy, l.out), row_major(x, l.in), w->grad.data(), l.in, true);
+    backend_->gemm(l.out, l.in, rows, 1.0f, transposed(dy, l.out), row_major(x, l.in), w->grad.data(), l.in, true);
   if (dx != nullptr)  // dx = dy·W
-    gemm_->run(rows, l.in, l.out, 1.0f, row_major(dy, l.out), w->as_row_major(l.in), dx, l.in, accumulate_dx);
+    backend_->gemm(rows, l.in, l.out, 1.0f, row_major(dy, l.out), w->as_row_major(l.in), dx, l.in, accumulate_dx);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
   Param* a = l.lora.a;
   Param* b = l.lora.b;
   ensure(dxa_, rows * r);
   // y += s·(x·Aᵀ)·Bᵀ  ⇒  dB += s·dyᵀ·xa,  dxa = s·dy·B,  dA += dxaᵀ·x,  dx += dxa·A
-  gemm_->run(l.out, r, rows, lora_scale_, transposed(dy, l.out), row_major(xa, r), b->grad.data(), r, true);
-  gemm_->run(rows, r, l.out, lora_scale_, row_major(dy, l.out), row_major(b->value.data(), r), dxa_.data(), r, false);
-  gemm_->run(r, l.in, rows, 1.0f, transposed(dxa_.data(), r), row_major(x, l.in), a->grad.data(), l.in, true);
+  backend_->gemm(l.out, r, rows, lora_scale_, transposed(dy, l.out), row_major(xa, r), b->grad.data(), r, true);
+  backend_->gemm(rows, r, l.out, lora_scale_, row_major(dy, l.out), row_major(b->value.data(), r), dxa_.data(), r, false);
+  backend_->gemm(r, l.in, rows, 1.0f, transposed(dxa_.data(), r), row_major(x, l.in), a->grad.data(), l.in, true);
   if (dx != nullptr)
-    gemm_->run(rows, l.in, r, 1.0f, row_major(dxa_.data(), r), row_major(a->value.data(), l.in), dx, l.in, true);
+    backend_->gemm(rows, l.in, r, 1.0f, row_major(dxa_.data(), r), row_major(a->value.data(), l.in), dx, l.in, true);
 }
 
 void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vector<SeqSpan>& spans,
@@ -262,7 +246,7 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
   ensure(a.act, rows * I);
 
   parallel_copy(x, a.x_in.data(), rows * H);
-  rmsnorm_forward(*pool_, x, L.input_norm->value.data(), a.h1.data(), a.rstd1.data(), rows, H, c.rms_norm_eps);
+  backend_->rmsnorm_forward(x, L.input_norm->value.data(), a.h1.data(), a.rstd1.data(), rows, H, c.rms_norm_eps);
   linear_forward(L.linears[kQ], a.h1.data(), rows, a.q.data(), &a.lora_xa[kQ]);
   linear_forward(L.linears[kK], a.h1.data(), rows, a.k.data(), &a.lora_xa[kK]);
   linear_forward(L.linears[kV], a.h1.data(), rows, a.v.data(), &a.lora_xa[kV]);
@@ -273,11 +257,11 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
     ensure(a.rstd_k, rows * c.num_kv_heads);
     std::memcpy(a.q_pre.data(), a.q.data(), sizeof(float) * rows * qdim);
     std::memcpy(a.k_pre.data(), a.k.data(), sizeof(float) * rows * kvdim);
-    rmsnorm_forward(*pool_, a.q_pre.data(), L.q_norm->value.data(), a.q.data(), a.rstd_q.data(), rows * c.num_heads, hd, c.rms_norm_eps);
-    rmsnorm_forward(*pool_, a.k_pre.data(), L.k_norm->value.data(), a.k.data(), a.rstd_k.data(), rows * c.num_kv_heads, hd, c.rms_norm_eps);
+    backend_->rmsnorm_forward(a.q_pre.data(), L.q_norm->value.data(), a.q.data(), a.rstd_q.data(), rows * c.num_heads, hd, c.rms_norm_eps);
+    backend_->rmsnorm_forward(a.k_pre.data(), L.k_norm->value.data(), a.k.data(), a.rstd_k.data(), rows * c.num_kv_heads, hd, c.rms_norm_eps);
   }
-  rope_apply(*pool_, a.q.data(), rows, c.num_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), false);
-  rope_apply(*pool_, a.k.data(), rows, c.num_kv_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), false);
+  backend_->rope_apply(a.q.data(), rows, c.num_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), false);
+  backend_->rope_apply(a.k.data(), rows, c.num_kv_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), false);
 
   if (cache != nullptr) {  // append the new keys/values to each sequence's cache slot
     for (std::size_t s = 0; s < spans.size(); ++s) {
@@ -297,15 +281,15 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
     }
   }
   const AttentionShape shape{c.num_heads, c.num_kv_heads, hd, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
-  attention_forward(*pool_, shape, spans, a.q.data(), a.attn.data(), a.lse.data(), thread_scratch_);
+  backend_->attention_forward(shape, spans, a.q.data(), a.attn.data(), a.lse.data());
 
   // x_mid = x + o_proj(attn)
   linear_forward(L.linears[kO], a.attn.data(), rows, a.x_mid.data(), &a.lora_xa[kO]);
   parallel_add(a.x_mid.data(), x, rows * H);
-  rmsnorm_forward(*pool_, a.x_mid.data(), L.post_norm->value.data(), a.h2.data(), a.rstd2.data(), rows, H, c.rms_norm_eps);
+  backend_->rmsnorm_forward(a.x_mid.data(), L.post_norm->value.data(), a.h2.data(), a.rstd2.data(), rows, H, c.rms_norm_eps);
   linear_forward(L.linears[kGate], a.h2.data(), rows, a.gate.data(), &a.lora_xa[kGate]);
   linear_forward(L.linears[kUp], a.h2.data(), rows, a.up.data(), &a.lora_xa[kUp]);
-  swiglu_forward(*pool_, a.gate.data(), a.up.data(), a.act.data(), rows * I);
+  backend_->swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), rows * I);
   // x = x_mid + down_proj(act)
   linear_forward(L.linears[kDown], a.act.data(), rows, x, &a.lora_xa[kDown]);
   parallel_add(x, a.x_mid.data(), rows * H);
@@ -314,11 +298,11 @@ void Model::layer_forward(long li, LayerActs& a, float* x, long rows, std::vecto
 void Model::logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk) {
   const long rows = r1 - r0;
   const Linear& l = lm_head_;
-  gemm_->run(rows, l.out, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), l.w->as_transposed(l.in), logits, l.out, false);
+  backend_->gemm(rows, l.out, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), l.w->as_transposed(l.in), logits, l.out, false);
   if (!lora_on(l)) return;
   const long r = l.lora.a->shape[0];
-  gemm_->run(rows, r, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), transposed(l.lora.a->value.data(), l.in), xa_chunk, r, false);
-  gemm_->run(rows, l.out, r, lora_scale_, row_major(xa_chunk, r), transposed(l.lora.b->value.data(), r), logits, l.out, true);
+  backend_->gemm(rows, r, l.in, 1.0f, row_major(hf + r0 * l.in, l.in), transposed(l.lora.a->value.data(), l.in), xa_chunk, r, false);
+  backend_->gemm(rows, l.out, r, lora_scale_, row_major(xa_chunk, r), transposed(l.lora.b->value.data(), r), logits, l.out, true);
 }
 
 void Model::check_batch(const Batch& b) const {
@@ -378,7 +362,7 @@ void Model::run_layers(const Batch& batch, bool save) {
     }
     layer_forward(li, save && !recompute ? acts_[li] : infer_acts_, x, rows, spans_, nullptr, nullptr);
   }
-  rmsnorm_forward(*pool_, x, final_norm_->value.data(), hf_.data(), rstd_final_.data(), rows, H, c.rms_norm_eps);
+  backend_->rmsnorm_forward(x, final_norm_->value.data(), hf_.data(), rstd_final_.data(), rows, H, c.rms_norm_eps);
   if (save) {
     saved_rows_ = rows;
     saved_tokens_ = batch.tokens;
@@ -409,86 +393,25 @@ std::vector<float> Model::forward(const Batch& batch, bool save) {
   return logprobs;
 }
 
-// Online softmax over vocabulary blocks, per row: running max m, Σ exp(z − m) over all entries
-// (s) and over all but the target (s_other), and with grad Σ_{v≠t} exp(z_v − m)·W_v (acc),
-// each rescaled when m grows. Then lse = m + log s, logprob = z_t − lse and
-//   d logprob / d hf = W_t − Σ_v p_v W_v = (s_other / s)·W_t − acc / s,
-// where s_other / s is 1 − p_t without the cancellation of computing it as a difference.
 void Model::cross_entropy_rows(long r0, long r1, const int32_t* targets, float* logprobs, bool grad) {
   const long n = r1 - r0;
-  const long H = config_.hidden_size, V = config_.vocab_size;
+  const long H = config_.hidden_size;
   const Linear& l = lm_head_;
   const float* x = hf_.data() + r0 * H;
-  const long r = lora_on(l) ? l.lora.a->shape[0] : 0;
-  float* xa = r > 0 ? lm_xa_.data() + r0 * r : nullptr;
-  if (r > 0) gemm_->run(n, r, H, 1.0f, row_major(x, H), transposed(l.lora.a->value.data(), H), xa, r, false);
-  ensure(ce_block_, n * std::min(V, kCeVocab));
-  ensure(ce_max_, n);
-  ensure(ce_sum_, n);
-  ensure(ce_sum_other_, n);
-  ensure(ce_target_logit_, n);
-  std::fill_n(ce_max_.begin(), n, -INFINITY);
-  std::fill_n(ce_sum_.begin(), n, 0.0);
-  std::fill_n(ce_sum_other_.begin(), n, 0.0);
-  if (grad) {
-    ensure(ce_acc_, n * H);
-    std::fill_n(ce_acc_.begin(), n * H, 0.0f);
+  Unembedding u;
+  u.w = l.w->as_row_major(H);
+  u.vocab = config_.vocab_size;
+  u.dim = H;
+  if (lora_on(l)) {
+    u.rank = l.lora.a->shape[0];
+    u.lora_xa = lm_xa_.data() + r0 * u.rank;
+    u.lora_b = l.lora.b->value.data();
+    u.lora_scale = lora_scale_;
+    backend_->gemm(n, u.rank, H, 1.0f, row_major(x, H), transposed(l.lora.a->value.data(), H), lm_xa_.data() + r0 * u.rank,
+                   u.rank, false);
   }
-  const Kernels& kern = kernels();
-  float* block = ce_block_.data();
-  for (long v0 = 0; v0 < V; v0 += kCeVocab) {
-    const long vb = std::min(kCeVocab, V - v0);
-    gemm_->run(n, vb, H, 1.0f, row_major(x, H), l.w->rows_from_transposed(v0, H), block, vb, false);
-    if (r > 0)
-      gemm_->run(n, vb, r, lora_scale_, row_major(xa, r), transposed(l.lora.b->value.data() + v0 * r, r), block, vb, true);
-    pool_->parallel_for(n, [&](std::size_t i, int) {
-      float* z = block + i * vb;
-      const long t = static_cast<long>(targets[r0 + i]) - v0;
-      const bool has_t = t >= 0 && t < vb;
-      float bmax = -INFINITY;
-      for (long v = 0; v < vb; ++v) bmax = std::max(bmax, z[v]);
-      const float m_old = ce_max_[i];
-      const float m_new = std::max(m_old, bmax);
-      if (has_t) ce_target_logit_[i] = z[t];
-      kern.exp_shifted(z, vb, -m_new);  // the block becomes exp(z − m), the weights of Σ p·W
-      double e_t = 0.0;
-      if (has_t) {
-        e_t = z[t];
-        z[t] = 0.0f;
-      }
-      double other = 0.0;
-      for (long v = 0; v < vb; ++v) other += z[v];
-      const double scale = m_old == -INFINITY ? 0.0 : std::exp(static_cast<double>(m_old) - static_cast<double>(m_new));
-      ce_sum_other_[i] = ce_sum_other_[i] * scale + other;
-      ce_sum_[i] = ce_sum_[i] * scale + other + e_t;
-      ce_max_[i] = m_new;
-      if (grad && m_new != m_old) {
-        float* acc = ce_acc_.data() + i * H;
-        const float sf = static_cast<float>(scale);
-        for (long j = 0; j < H; ++j) acc[j] *= sf;
-      }
-    });
-    if (grad) gemm_->run(n, H, vb, 1.0f, row_major(block, vb), l.w->rows_from(v0, H), ce_acc_.data(), H, true);
-  }
-  pool_->parallel_for(n, [&](std::size_t i, int) {
-    const double s = ce_sum_[i];
-    const float lse = ce_max_[i] + static_cast<float>(std::log(s));
-    logit_lse_[r0 + i] = lse;
-    logprobs[r0 + i] = ce_target_logit_[i] - lse;
-    if (!grad) return;
-    const float p_other = static_cast<float>(ce_sum_other_[i] / s);
-    const float inv = static_cast<float>(1.0 / s);
-    const long t = targets[r0 + i];
-    const float* acc = ce_acc_.data() + i * H;
-    float* g = lm_grad_.data() + (r0 + i) * H;
-    if (l.w->is_bf16()) {
-      const uint16_t* wt = l.w->bf16.data() + t * H;
-      for (long j = 0; j < H; ++j) g[j] = p_other * bf16_to_f32(wt[j]) - inv * acc[j];
-    } else {
-      const float* wt = l.w->value.data() + t * H;
-      for (long j = 0; j < H; ++j) g[j] = p_other * wt[j] - inv * acc[j];
-    }
-  });
+  cross_entropy_forward(*backend_, x, n, u, targets + r0, logprobs + r0, logit_lse_.data() + r0,
+                        grad ? lm_grad_.data() + r0 * H : nullptr, ce_);
 }
 
 std::vector<float> Model::forward_hidden(const Batch& batch, Pooling pooling, bool save) {
@@ -556,11 +479,11 @@ void Model::layer_backward(long li, LayerActs& a, float* dx, long rows) {
 
   // MLP: x_out = x_mid + down(swiglu(gate(h2), up(h2))), dx holds d/dx_out.
   linear_backward(L.linears[kDown], a.act.data(), dx, rows, dact_.data(), false, a.lora_xa[kDown].data());
-  swiglu_backward(*pool_, a.gate.data(), a.up.data(), dact_.data(), dgate_.data(), dup_.data(), rows * I);
+  backend_->swiglu_backward(a.gate.data(), a.up.data(), dact_.data(), dgate_.data(), dup_.data(), rows * I);
   linear_backward(L.linears[kGate], a.h2.data(), dgate_.data(), rows, dh_.data(), false, a.lora_xa[kGate].data());
   linear_backward(L.linears[kUp], a.h2.data(), dup_.data(), rows, dh_.data(), true, a.lora_xa[kUp].data());
   Param* pn = L.post_norm;
-  rmsnorm_backward(*pool_, dh_.data(), a.x_mid.data(), pn->value.data(), a.rstd2.data(), dx, true,
+  backend_->rmsnorm_backward(dh_.data(), a.x_mid.data(), pn->value.data(), a.rstd2.data(), dx, true,
                    pn->trainable ? pn->grad.data() : nullptr, rows, H);
   // dx now holds d/dx_mid. Attention: x_mid = x_in + o(attn(q, k, v)).
   linear_backward(L.linears[kO], a.attn.data(), dx, rows, dattn_.data(), false, a.lora_xa[kO].data());
@@ -571,18 +494,18 @@ void Model::layer_backward(long li, LayerActs& a, float* dx, long rows) {
     sp.values = a.v.data() + sp.offset * kvdim;
   }
   const AttentionShape shape{c.num_heads, c.num_kv_heads, hd, static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)))};
-  attention_backward(*pool_, shape, spans_, a.q.data(), a.attn.data(), dattn_.data(), a.lse.data(), dq_.data(), dk_.data(),
-                     dv_.data(), thread_scratch_);
-  rope_apply(*pool_, dq_.data(), rows, c.num_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), true);
-  rope_apply(*pool_, dk_.data(), rows, c.num_kv_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), true);
+  backend_->attention_backward(shape, spans_, a.q.data(), a.attn.data(), dattn_.data(), a.lse.data(), dq_.data(), dk_.data(),
+                     dv_.data());
+  backend_->rope_apply(dq_.data(), rows, c.num_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), true);
+  backend_->rope_apply(dk_.data(), rows, c.num_kv_heads, hd, positions_.data(), rope_cos_.data(), rope_sin_.data(), true);
   if (c.qk_norm) {  // back through the per-head RMSNorm, in place
     Param* qn = L.q_norm;
     Param* kn = L.k_norm;
     ensure(dtmp_, rows * std::max(qdim, kvdim));
-    rmsnorm_backward(*pool_, dq_.data(), a.q_pre.data(), qn->value.data(), a.rstd_q.data(), dtmp_.data(), false,
+    backend_->rmsnorm_backward(dq_.data(), a.q_pre.data(), qn->value.data(), a.rstd_q.data(), dtmp_.data(), false,
                      qn->trainable ? qn->grad.data() : nullptr, rows * c.num_heads, hd);
     std::memcpy(dq_.data(), dtmp_.data(), sizeof(float) * rows * qdim);
-    rmsnorm_backward(*pool_, dk_.data(), a.k_pre.data(), kn->value.data(), a.rstd_k.data(), dtmp_.data(), false,
+    backend_->rmsnorm_backward(dk_.data(), a.k_pre.data(), kn->value.data(), a.rstd_k.data(), dtmp_.data(), false,
                      kn->trainable ? kn->grad.data() : nullptr, rows * c.num_kv_heads, hd);
     std::memcpy(dk_.data(), dtmp_.data(), sizeof(float) * rows * kvdim);
   }
@@ -590,7 +513,7 @@ void Model::layer_backward(long li, LayerActs& a, float* dx, long rows) {
   linear_backward(L.linears[kK], a.h1.data(), dk_.data(), rows, dh_.data(), true, a.lora_xa[kK].data());
   linear_backward(L.linears[kV], a.h1.data(), dv_.data(), rows, dh_.data(), true, a.lora_xa[kV].data());
   Param* in = L.input_norm;
-  rmsnorm_backward(*pool_, dh_.data(), a.x_in.data(), in->value.data(), a.rstd1.data(), dx, true,
+  backend_->rmsnorm_backward(dh_.data(), a.x_in.data(), in->value.data(), a.rstd1.data(), dx, true,
                    in->trainable ? in->grad.data() : nullptr, rows, H);
 }
 
@@ -608,12 +531,7 @@ void Model::backward(const std::vector<float>& dlogprob) {
   ensure(dtmp_, rows * H);
   float* dhf = dtmp_.data();
   if (saved_lm_grad_) {  // the forward left d logprob / d hf per row
-    pool_->parallel_for(rows, [&](std::size_t i, int) {
-      const float g = dlogprob[i];
-      const float* src = lm_grad_.data() + i * H;
-      float* dst = dhf + i * H;
-      for (long j = 0; j < H; ++j) dst[j] = g * src[j];
-    });
+    backend_->scale_rows(lm_grad_.data(), dlogprob.data(), dhf, rows, H);
     backward_from_hidden(dhf);
     return;
   }
@@ -626,16 +544,8 @@ void Model::backward(const std::vector<float>& dlogprob) {
     const float* xa = r > 0 ? lm_xa_.data() + r0 * r : nullptr;
     ensure(xa_tmp_, (r1 - r0) * std::max<long>(r, 1));
     logits_chunk(hf_.data(), r0, r1, logits_buf_.data(), r > 0 ? xa_tmp_.data() : nullptr);
-    pool_->parallel_for(r1 - r0, [&](std::size_t i, int) {
-      const float* z = logits_buf_.data() + i * V;
-      float* dz = dlogits_buf_.data() + i * V;
-      const float g = dlogprob[r0 + i];
-      const float lse = logit_lse_[r0 + i];
-      std::copy(z, z + V, dz);
-      kernels().exp_shifted(dz, V, -lse);
-      for (long v = 0; v < V; ++v) dz[v] *= -g;
-      dz[saved_targets_[r0 + i]] += g;
-    });
+    backend_->softmax_backward_rows(logits_buf_.data(), logit_lse_.data() + r0, dlogprob.data() + r0,
+                                    saved_targets_.data() + r0, dlogits_buf_.data(), r1 - r0, V);
     linear_backward(lm_head_, hf_.data() + r0 * H, dlogits_buf_.data(), r1 - r0, dhf + r0 * H, false, xa);
   }
   backward_from_hidden(dhf);
@@ -648,7 +558,7 @@ void Model::backward_from_hidden(const float* dhf) {
   const long H = c.hidden_size;
   ensure(dx_, rows * H);
   float* dx = dx_.data();
-  rmsnorm_backward(*pool_, dhf, x_final_.data(), final_norm_->value.data(), rstd_final_.data(), dx, false,
+  backend_->rmsnorm_backward(dhf, x_final_.data(), final_norm_->value.data(), rstd_final_.data(), dx, false,
                    final_norm_->trainable ? final_norm_->grad.data() : nullptr, rows, H);
   // x_final_ was overwritten layer by layer during forward; each layer saved its own input.
   if (options_.recompute) {
@@ -662,14 +572,8 @@ void Model::backward_from_hidden(const float* dhf) {
   } else {
     for (long li = c.num_layers - 1; li >= 0; --li) layer_backward(li, acts_[li], dx, rows);
   }
-  if (embed_->trainable) {  // scatter-add into embedding rows; sequential keeps the order fixed
-    float* g = embed_->grad.data();
-    for (long i = 0; i < rows; ++i) {
-      float* row = g + static_cast<long>(saved_tokens_[i]) * H;
-      const float* d = dx + i * H;
-      for (long j = 0; j < H; ++j) row[j] += d[j];
-    }
-  }
+  if (embed_->trainable)  // scatter-add into embedding rows, rows in order
+    backend_->scatter_add_rows(embed_->grad.data(), saved_tokens_.data(), dx, rows, H);
 }
 
 void Model::zero_grad() {
@@ -677,43 +581,22 @@ void Model::zero_grad() {
     if (p->trainable) std::fill(p->grad.begin(), p->grad.end(), 0.0f);
 }
 
-// Σ g² over every trainable tensor: fixed chunks summed with the SIMD dot in parallel, the
-// chunk sums added in order in double, so the norm is the same for any thread count.
+// Σ g² over every trainable tensor, in a fixed order (backend.h: sum_squares), so the norm is
+// the same for any thread count.
 double Model::grad_norm() const {
-  constexpr long kChunk = 1 << 15;
-  struct Chunk {
-    const float* p;
-    long n;
-  };
-  std::vector<Chunk> chunks;
+  std::vector<const float*> buffers;
+  std::vector<long> sizes;
   for (const auto& p : params_) {
     if (!p->trainable) continue;
-    const long n = p->numel();
-    for (long i = 0; i < n; i += kChunk) chunks.push_back({p->grad.data() + i, std::min(kChunk, n - i)});
+    buffers.push_back(p->grad.data());
+    sizes.push_back(p->numel());
   }
-  std::vector<double> sums(chunks.size());
-  const Kernels& kern = kernels();
-  pool_->parallel_for(chunks.size(), [&](std::size_t c, int) { sums[c] = kern.dot(chunks[c].p, chunks[c].p, chunks[c].n); });
-  double total = 0.0;
-  for (double x : sums) total += x;
-  return std::sqrt(total);
+  return std::sqrt(backend_->sum_squares(buffers, sizes));
 }
 
-void Model::parallel_copy(const float* src, float* dst, long n) {
-  constexpr long kChunk = 1 << 14;
-  pool_->parallel_for((n + kChunk - 1) / kChunk, [&](std::size_t t, int) {
-    const long i0 = static_cast<long>(t) * kChunk;
-    std::memcpy(dst + i0, src + i0, sizeof(float) * std::min(kChunk, n - i0));
-  });
-}
+void Model::parallel_copy(const float* src, float* dst, long n) { backend_->copy(src, dst, n); }
 
-void Model::parallel_add(float* y, const float* x, long n) {
-  constexpr long kChunk = 1 << 14;
-  pool_->parallel_for((n + kChunk - 1) / kChunk, [&](std::size_t t, int) {
-    const long i1 = std::min(n, static_cast<long>(t + 1) * kChunk);
-    for (long i = static_cast<long>(t) * kChunk; i < i1; ++i) y[i] += x[i];
-  });
-}
+void Model::parallel_add(float* y, const float* x, long n) { backend_->add(y, x, n); }
 
 double Model::adamw_step(const AdamParams& hp) {
   require(hp.lr >= 0 && std::isfinite(hp.lr), "adam: learning_rate must be a finite number >= 0");
@@ -730,31 +613,9 @@ double Model::adamw_step(const AdamParams& hp) {
   const float gscale = hp.grad_scale * clip;
   ++step_;
   // Mirrors torch.optim.AdamW (single-tensor path) operation by operation.
-  const float bc1 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta1), step_));
-  const float bc2 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta2), step_));
-  const float step_size = hp.lr / bc1;
-  const float bc2_sqrt = std::sqrt(bc2);
-  const float decay = 1.0f - hp.lr * hp.weight_decay;
-  for (auto& p : params_) {
-    if (!p->trainable) continue;
-    float* w = p->value.data();
-    float* g = p->grad.data();
-    float* m = p->m.data();
-    float* v = p->v.data();
-    const long n = p->numel();
-    pool_->parallel_for((n + 16383) / 16384, [&](std::size_t t, int) {
-      const long i1 = std::min(n, static_cast<long>(t + 1) * 16384);
-      for (long i = static_cast<long>(t) * 16384; i < i1; ++i) {
-        const float gi = g[i] * gscale;
-        w[i] *= decay;
-        m[i] += (gi - m[i]) * (1.0f - hp.beta1);
-        v[i] = v[i] * hp.beta2 + (1.0f - hp.beta2) * gi * gi;
-        const float denom = std::sqrt(v[i]) / bc2_sqrt + hp.eps;
-        w[i] -= step_size * (m[i] / denom);
-        g[i] = 0.0f;
-      }
-    });
-  }
+  const AdamCoefficients coef = adamw_coefficients(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, gscale, step_);
+  for (auto& p : params_)
+    if (p->trainable) backend_->adamw_update(p->value.data(), p->grad.data(), p->m.data(), p->v.data(), p->numel(), coef);
   return norm;
 }
 

@@ -11,9 +11,10 @@
 #include <string>
 #include <vector>
 
+#include "backend.h"
+#include "cross_entropy.h"
 #include "gemm.h"
 #include "ops.h"
-#include "thread_pool.h"
 
 namespace temper {
 
@@ -122,7 +123,8 @@ class Model {
   const ModelConfig& config() const { return config_; }
   const std::vector<std::unique_ptr<Param>>& params() const { return params_; }
   Param& param(const std::string& name);
-  int threads() const { return pool_->size(); }
+  int threads() const { return backend_->threads(); }
+  Backend& backend() { return *backend_; }
   void set_threads(int threads);
   void set_adapter_enabled(bool on) { adapter_enabled_ = on; }
   bool adapter_enabled() const { return adapter_enabled_; }
@@ -199,10 +201,9 @@ class Model {
   void backward_from_hidden(const float* dhf);
   // Final norm + unembedding over rows [r0, r1) of normed hidden states → logits chunk.
   void logits_chunk(const float* hf, long r0, long r1, float* logits, float* xa_chunk);
-  // The fused cross-entropy over rows [r0, r1) of hf_: log-softmax normaliser and target
-  // log-probability per row, walking the vocabulary in fixed blocks with an online softmax
-  // (never more than kCeRows x kCeVocab logits). With grad, also d logprob / d hf per row
-  // (into lm_grad_), for an unembedding that is frozen and unadapted.
+  // The fused cross-entropy (cross_entropy.h) over rows [r0, r1) of hf_: normaliser and
+  // target log-probability per row; with grad also d logprob / d hf (into lm_grad_), for an
+  // unembedding that is frozen and unadapted.
   void cross_entropy_rows(long r0, long r1, const int32_t* targets, float* logprobs, bool grad);
   // backward() can take d logprob / d hf from lm_grad_ instead of recomputing the logits.
   bool lm_head_frozen() const { return !lm_head_.w->trainable && !lora_on(lm_head_); }
@@ -213,8 +214,8 @@ class Model {
   LoraConfig lora_config_;
   EngineOptions options_;
   float lora_scale_ = 0.0f;
-  std::unique_ptr<ThreadPool> pool_;
-  std::unique_ptr<Gemm> gemm_;
+  // Where every computation runs (backend.h): the model code below is device-neutral.
+  std::unique_ptr<Backend> backend_;
   std::vector<std::unique_ptr<Param>> params_;
   std::map<std::string, Param*> by_name_;
   Param* embed_ = nullptr;
@@ -238,10 +239,9 @@ class Model {
   std::vector<long> positions_;
   std::vector<int32_t> saved_tokens_, saved_targets_;
   std::vector<float> x_final_, hf_, rstd_final_, logit_lse_, lm_xa_;
-  // Cross-entropy state: a logits block, and per row the running max, sums and Σ p·W.
-  std::vector<float> ce_block_, ce_max_, ce_acc_, lm_grad_;
-  std::vector<double> ce_sum_, ce_sum_other_;
-  std::vector<float> ce_target_logit_;
+  // Cross-entropy state, and d logprob / d hf of the saved forward.
+  CrossEntropyWorkspace ce_;
+  std::vector<float> lm_grad_;
   long saved_rows_ = -1;
   bool saved_logits_ = false;  // the saved forward computed logits (backward() may follow)
   bool saved_lm_grad_ = false;  // lm_grad_ holds d logprob / d hf of the saved forward
@@ -249,7 +249,6 @@ class Model {
   // Backward / scratch buffers.
   std::vector<float> logits_buf_, dlogits_buf_, dx_, dh_, dtmp_, dq_, dk_, dv_, dattn_, dgate_,
       dup_, dact_, dxa_, xa_tmp_;
-  std::vector<AttentionScratch> thread_scratch_;
   KvCache cache_;
 };
 

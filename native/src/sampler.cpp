@@ -106,7 +106,7 @@ std::vector<SampleResult> Model::sample(const std::vector<int32_t>& prompt, cons
   for (long li = 0; li < c.num_layers; ++li) layer_forward(li, infer_acts_, x.data(), lp, spans, &cache_, &slots);
   const long first_row = (prompt_logprobs != nullptr) ? 0 : lp - 1;
   const long nrows = lp - first_row;
-  rmsnorm_forward(*pool_, x.data() + first_row * H, final_norm_->value.data(), hf.data(), rstd.data(), nrows, H, c.rms_norm_eps);
+  backend_->rmsnorm_forward(x.data() + first_row * H, final_norm_->value.data(), hf.data(), rstd.data(), nrows, H, c.rms_norm_eps);
   logits.resize(nrows * V);
   std::vector<float> xa;
   if (lora_on(lm_head_)) xa.resize(nrows * lm_head_.lora.a->shape[0]);
@@ -154,7 +154,7 @@ std::vector<SampleResult> Model::sample(const std::vector<int32_t>& prompt, cons
     positions_.assign(rows, lp + t - 1);
     embed(step_tokens.data(), rows, x.data());
     for (long li = 0; li < c.num_layers; ++li) layer_forward(li, infer_acts_, x.data(), rows, spans, &cache_, &slots);
-    rmsnorm_forward(*pool_, x.data(), final_norm_->value.data(), hf.data(), rstd.data(), rows, H, c.rms_norm_eps);
+    backend_->rmsnorm_forward(x.data(), final_norm_->value.data(), hf.data(), rstd.data(), rows, H, c.rms_norm_eps);
     logits.resize(rows * V);
     if (lora_on(lm_head_)) xa.resize(rows * lm_head_.lora.a->shape[0]);
     logits_chunk(hf.data(), 0, rows, logits.data(), xa.data());

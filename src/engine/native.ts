@@ -124,6 +124,8 @@ interface NativeModule {
     },
   ) => NativeModel;
   simd: string;
+  /** The engine's operators one by one (src/engine/ops.ts types them). */
+  ops: Record<string, (options: Record<string, unknown>) => unknown>;
   /** C = op(A)·op(B) with the engine's GEMM (tests and benchmarks). */
   matmul(
     m: number,
