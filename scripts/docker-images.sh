@@ -8,16 +8,19 @@
 #   4. temper/control-plane:<hash>, temper/worker:<hash>   docker/Dockerfile on that base
 # Each tag is a content hash of what goes into it, and an image already there is not rebuilt,
 # so a rerun on the same machine costs seconds; within a build, Docker's layer cache keeps
-# `npm ci` while package-lock.json is unchanged.
-#   bash scripts/docker-images.sh            build what is missing (downloads: setup.sh time)
-#   bash scripts/docker-images.sh --offline  the same with no network (the test's fixture):
-#                                            a step that would download fails instead
+# `npm ci` while package.json and package-lock.json are unchanged.
+#   bash scripts/docker-images.sh          build what is missing (downloads: setup.sh time)
+#   bash scripts/docker-images.sh --check  build nothing; fail naming what is missing (the
+#                                          test's fixture: nothing downloads at test time, and
+#                                          BuildKit's cache of a step built with the network is
+#                                          not used by a build without it, so an offline rebuild
+#                                          could not reuse `npm ci`)
 # Prints `KEY=VALUE` lines last (TEMPER_IMAGE_TAG, TEMPER_BASE_IMAGE, ...) for compose.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-OFFLINE=0
-[[ ${1:-} == --offline ]] && OFFLINE=1
+CHECK=0
+[[ ${1:-} == --check ]] && CHECK=1
 DOCKER=/usr/bin/docker
 export DOCKER_BUILDKIT=1
 log() { printf 'docker-images: %s\n' "$*" >&2; }
@@ -41,7 +44,7 @@ BASE_TAG=temper/debian:$SUITE-$({ printf '%s\n' v2 "$SUITE" "$MIRROR" "$BASE_PAC
 if has_image "$BASE_TAG"; then
   log "$BASE_TAG is there"
 else
-  ((OFFLINE)) && { log "$BASE_TAG is missing and --offline forbids debootstrap: run bash scripts/docker-images.sh"; exit 1; }
+  ((CHECK)) && { log "$BASE_TAG is missing: run bash scripts/docker-images.sh (setup.sh does)"; exit 1; }
   command -v debootstrap >/dev/null || { log "debootstrap is missing (setup.sh installs it)"; exit 1; }
   started=$SECONDS
   root=$(mktemp -d /var/tmp/temper-debootstrap.XXXXXX)
@@ -65,7 +68,6 @@ else
 fi
 
 NETWORK=(--network host)
-((OFFLINE)) && NETWORK=(--network none)
 
 build() { # tag dockerfile context [args...]
   local tag=$1 file=$2 context=$3 started=$SECONDS
@@ -73,6 +75,10 @@ build() { # tag dockerfile context [args...]
   if has_image "$tag"; then
     log "$tag is there"
     return
+  fi
+  if ((CHECK)); then
+    log "$tag is missing (its inputs changed since the last build): run bash scripts/docker-images.sh (setup.sh does)"
+    exit 1
   fi
   if ! $DOCKER build -q "${NETWORK[@]}" --build-arg "BASE_IMAGE=$BASE_TAG" -f "$file" -t "$tag" "$@" "$context" >/dev/null 2>"$STAGE/build.log"; then
     tail -n 40 "$STAGE/build.log" >&2
