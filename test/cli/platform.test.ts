@@ -180,8 +180,8 @@ describe('accounts', () => {
   });
 });
 
-describe('temper create dpoj|rftj --wait', () => {
-  it('runs DPO and RFT jobs with --wait (an uploaded evaluator for RFT)', async () => {
+describe('temper create dpoj|orpoj|rftj --wait', () => {
+  it('runs DPO, ORPO and RFT jobs with --wait (an uploaded evaluator for RFT)', async () => {
     const pair = (q: string, good: string, bad: string) =>
       JSON.stringify({
         input: { messages: [{ role: 'user', content: q }] },
@@ -233,6 +233,32 @@ describe('temper create dpoj|rftj --wait', () => {
     );
     expect(dpo.code, dpo.stderr).toBe(0);
     expect(json(dpo.stdout)).toMatchObject({ state: 'JOB_STATE_COMPLETED' });
+    // ORPO on the same pairs; a setting out of range is the server's message, and no job.
+    const badOrpo = await temper(
+      ['create', 'orpoj', '--base-model', BASE, '--dataset', 'prefs', '--job-id', 'orpo0'].concat([
+        '--learning-rate',
+        '2',
+      ]),
+      env,
+    );
+    expect(badOrpo.code).not.toBe(0);
+    expect(badOrpo.stderr).toContain('Learning rate 2e0 outside valid range (0, 1]');
+    const orpo = await temper(
+      ['create', 'orpoj', '--base-model', BASE, '--dataset', 'prefs', '--job-id', 'orpo1'].concat([
+        '--lora-rank',
+        '4',
+        '--batch-size',
+        '512',
+        '--orpo-lambda',
+        '0.5',
+        '--wait',
+        '-o',
+        'json',
+      ]),
+      env,
+    );
+    expect(orpo.code, orpo.stderr).toBe(0);
+    expect(json(orpo.stdout)).toMatchObject({ state: 'JOB_STATE_COMPLETED', orpoLambda: 0.5 });
     const rft = await temper(
       ['create', 'rftj', '--base-model', BASE, '--dataset', 'prompts', '--evaluator', 'sure']
         .concat(['--job-id', 'rft1', '--n', '4', '--max-tokens', '24', '--temperature', '1'])
