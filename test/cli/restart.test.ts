@@ -1,6 +1,7 @@
 // The whole embedded stack restarted in the middle of a job (`temper up`, SIGTERM, `temper up`
 // again on the same data directory): Temporal's history and the store survive, the job's
-// pod is replaced from its last checkpoint, and the job completes.
+// pod is replaced from its last checkpoint, and the job completes. A deployment made before
+// the restart is back and serving after it (deployments are rows of the store).
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +29,11 @@ describe('temper up restarted mid-job', () => {
     ups.push(await startUp(home));
     const data = 'catalog/accounts/temper/datasets/sure-answers-sft.jsonl';
     expect((await temper(['dataset', 'create', 'answers', data], env)).code).toBe(0);
+    const dep = await temper(
+      ['deployment', 'create', 'accounts/temper/models/byte-lm-3m', '--deployment-id', 'kept'],
+      env,
+    );
+    expect(dep.code, dep.stderr).toBe(0);
     const created = await temper(
       ['create', 'sftj', '--base-model', 'accounts/temper/models/byte-lm-3m']
         .concat(['--dataset', 'answers', '--job-id', 'long', '--lora-rank', '0'])
@@ -44,6 +50,13 @@ describe('temper up restarted mid-job', () => {
     expect(await ups[0]!.exited).toBe(0);
 
     ups.push(await startUp(home));
+    const back = await temper(['get', 'deployment', 'kept', '-o', 'json'], env);
+    expect(back.code, back.stderr).toBe(0);
+    expect(JSON.parse(back.stdout)).toMatchObject({
+      name: 'accounts/default/deployments/kept',
+      state: 'READY',
+      replicaCount: 1,
+    });
     let body = await job(env);
     for (let i = 0; i < 600 && !/COMPLETED|FAILED|CANCELLED/.test(String(body.state)); i++) {
       await new Promise((r) => setTimeout(r, 300));
