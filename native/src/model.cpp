@@ -5,7 +5,6 @@
 #include <cstring>
 #include <stdexcept>
 
-#include "kernels.h"
 #include "rng.h"
 
 namespace temper {
