@@ -21,6 +21,8 @@ import { createRolloutJob } from '../support/rft-job.js';
 
 const ARTIFACTS = join(process.cwd(), 'test-artifacts', 'dashboard');
 const AXE = createRequire(import.meta.url).resolve('axe-core/axe.min.js');
+/** For waits on the server's answer: generous, since the machine may be loaded. */
+const SLOW = { timeout: 60_000 };
 
 let stack: RestStack;
 let profile: string;
@@ -112,7 +114,8 @@ async function fill(page: Page, fields: Record<string, string>): Promise<void> {
 }
 
 async function formError(page: Page): Promise<string> {
-  await expect.poll(() => page.locator('#form-error').textContent()).toMatch(/.+/);
+  // The API's answer may take a while on a loaded machine (an upload is validated off-thread).
+  await expect.poll(() => page.locator('#form-error').textContent(), SLOW).toMatch(/.+/);
   return (await page.locator('#form-error').textContent()) ?? '';
 }
 
@@ -154,7 +157,9 @@ describe('the dashboard in a browser', () => {
     await page.getByRole('heading', { name: /^sure/ }).waitFor();
     await page.getByText(/^Valid sft dataset: \d+ examples\.$/).waitFor();
     const previewRows = page.getByRole('table', { name: 'Dataset preview' }).locator('tbody tr');
-    await expect.poll(() => previewRows.count()).toBe(Math.min(20, good.trim().split('\n').length));
+    await expect
+      .poll(() => previewRows.count(), SLOW)
+      .toBe(Math.min(20, good.trim().split('\n').length));
     expect(JSON.parse((await previewRows.first().locator('pre').textContent()) ?? '')).toEqual(
       JSON.parse(good.split('\n')[0]!),
     );
@@ -228,14 +233,14 @@ describe('the dashboard in a browser', () => {
     // Every step the API stored is on the chart; the log holds what the API's log holds.
     const job = '/v1/accounts/acme/supervisedFineTuningJobs/sft-web';
     const stored = (await call('GET', `${job}/metrics`)).json.metrics as unknown[];
-    await expect.poll(() => points(page, 'Loss')).toBe(stored.length);
-    await expect.poll(() => logLines.last().textContent()).toContain('state COMPLETED');
+    await expect.poll(() => points(page, 'Loss'), SLOW).toBe(stored.length);
+    await expect.poll(() => logLines.last().textContent(), SLOW).toContain('state COMPLETED');
     const apiLog = (await call('GET', `${job}/logs`)).json.logs as { id: string; text: string }[];
     expect(logWhileRunning).toBeLessThan(apiLog.length);
     for (const l of apiLog.filter((l) => !l.id.startsWith('state-')))
       expect(await page.locator(`#job-log li[data-id="${l.id}"]`).textContent()).toContain(l.text);
     // Render samples: tokens coloured by loss weight.
-    await expect.poll(() => page.locator('.tok.trained').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.locator('.tok.trained').count(), SLOW).toBeGreaterThan(0);
     expect(await page.locator('.tok:not(.trained)').count()).toBeGreaterThan(0);
     // Smoothing, log scale and the time axes redraw every point.
     await page.locator('#smoothing').fill('0.6');
@@ -268,7 +273,9 @@ describe('the dashboard in a browser', () => {
     });
     await input.fill('Not An Id!');
     await page.locator('[data-promote]').first().click();
-    await expect.poll(() => page.locator('.promote .error').first().textContent()).toMatch(/.+/);
+    await expect
+      .poll(() => page.locator('.promote .error').first().textContent(), SLOW)
+      .toMatch(/.+/);
     await shot(page, 'job-promoted');
 
     // Deploy the promoted model from the models page; a bad id shows the API's message.
@@ -278,7 +285,9 @@ describe('the dashboard in a browser', () => {
     const deploy = page.locator('[data-deploy="sure-web-promoted"]');
     await deployInput.fill('Bad Id');
     await deploy.click();
-    await expect.poll(() => page.locator('.promote .error').first().textContent()).toMatch(/.+/);
+    await expect
+      .poll(() => page.locator('.promote .error').first().textContent(), SLOW)
+      .toMatch(/.+/);
     await deployInput.fill('sure-web');
     await deploy.click();
     await page
@@ -306,7 +315,7 @@ describe('the dashboard in a browser', () => {
     });
     expect(badScale.status).toBe(400);
     await expect
-      .poll(() => page.locator('#scale-result').textContent())
+      .poll(() => page.locator('#scale-result').textContent(), SLOW)
       .toBe(message(badScale.json));
     await axe(page, 'deployment');
     await shot(page, 'deployment');
@@ -363,20 +372,20 @@ describe('the dashboard in a browser', () => {
     await expect
       .poll(() => page.locator('#job-state').textContent(), { timeout: 300_000, interval: 500 })
       .toBe('COMPLETED');
-    await expect.poll(() => points(page, 'Reward')).toBeGreaterThan(1);
+    await expect.poll(() => points(page, 'Reward'), SLOW).toBeGreaterThan(1);
     // All rollouts, then only step 2's.
     const all = (await call('GET', `${job}/rollouts?pageSize=200`)).json as {
       rollouts: { step: number; completion: string; score: number }[];
       totalSize: number;
     };
     await expect
-      .poll(() => page.locator('#rollout-count').textContent())
+      .poll(() => page.locator('#rollout-count').textContent(), SLOW)
       .toBe(`${all.totalSize} rollouts`);
     await page.locator('#rollout-step').fill('2');
     await page.getByRole('button', { name: 'Filter' }).click();
     const step2 = all.rollouts.filter((r) => r.step === 2);
     await expect
-      .poll(() => page.locator('#rollout-count').textContent())
+      .poll(() => page.locator('#rollout-count').textContent(), SLOW)
       .toBe(`${step2.length} rollouts`);
     const rows = page.getByRole('table', { name: 'Rollouts' }).locator('tbody tr');
     expect(await rows.count()).toBe(step2.length);
@@ -388,7 +397,7 @@ describe('the dashboard in a browser', () => {
     expect(await viewer.textContent()).toContain(step2[0]!.score.toFixed(4));
     // The log has a line per step of scored rollouts.
     await expect
-      .poll(() => page.locator('#job-log li[data-id^="rollouts-"]').count())
+      .poll(() => page.locator('#job-log li[data-id^="rollouts-"]').count(), SLOW)
       .toBe(new Set(all.rollouts.map((r) => r.step)).size);
     await axe(page, 'rft-job');
     await shot(page, 'rft-rollouts');
@@ -458,12 +467,12 @@ describe('the dashboard in a browser', () => {
     expect(await page.getByLabel('compare rft-web').isChecked()).toBe(true);
     await page.getByLabel('compare sft-web').check();
     await page.getByRole('button', { name: 'Compare' }).click();
-    await expect.poll(() => page.url()).toContain('supervisedFineTuningJobs:sft-web');
+    await expect.poll(() => page.url(), SLOW).toContain('supervisedFineTuningJobs:sft-web');
     const rftRows = (await call('GET', `${job}/metrics`)).json.metrics as unknown[];
     const sftRows = (
       await call('GET', '/v1/accounts/acme/supervisedFineTuningJobs/sft-web/metrics')
     ).json.metrics as unknown[];
-    await expect.poll(() => points(page, 'Loss')).toBe(rftRows.length + sftRows.length);
+    await expect.poll(() => points(page, 'Loss'), SLOW).toBe(rftRows.length + sftRows.length);
     const legend = (await page.locator('[data-chart="Loss"] .u-legend').textContent()) ?? '';
     expect(legend).toContain('rft-web');
     expect(legend).toContain('sft-web');
