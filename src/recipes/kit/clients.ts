@@ -17,6 +17,8 @@ export interface RecipeClients {
   service: ServiceClient;
   tracker: Tracker;
   log: Logger;
+  /** Where the recipe's inference deployments live (the service's, and a teacher's). */
+  deployments: DeploymentRegistry;
 }
 
 export interface OpenedClients extends RecipeClients {
@@ -71,6 +73,7 @@ export async function openRecipeClients(
     service,
     tracker,
     log,
+    deployments,
     close: async () => {
       try {
         await service.close();

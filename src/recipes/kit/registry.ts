@@ -4,6 +4,7 @@
  */
 import type { Logger } from 'pino';
 import { asyncRlRecipe } from '../async-rl/index.js';
+import { distillationRecipe } from '../distillation/index.js';
 import { dpoRecipe } from '../dpo/index.js';
 import { orpoRecipe } from '../orpo/index.js';
 import { rlRecipe } from '../rl/index.js';
@@ -21,6 +22,7 @@ export const RECIPES: Readonly<Record<string, AnyRecipe>> = {
   orpo: orpoRecipe,
   rl: rlRecipe,
   'async-rl': asyncRlRecipe,
+  distillation: distillationRecipe,
 };
 
 export function recipeNames(): string[] {

@@ -6,7 +6,7 @@
  * a base snapshot first, arc_v2 deltas after).
  */
 import { z } from 'zod';
-import { rlKlBeta, temperature } from '../fields.js';
+import { maxTokens, responseCandidatesCount, rlKlBeta, temperature } from '../fields.js';
 import { recipeBaseShape } from '../kit/base-config.js';
 import { REWARD_NAMES } from './rewards.js';
 
@@ -23,9 +23,9 @@ export const rlRecipeShape = {
   /** Prompts per step. */
   prompt_groups_per_step: z.number().int().min(1).max(1024).default(4),
   /** Rollouts per prompt (a group; advantages are z-scores within it). */
-  completions_per_prompt: z.number().int().min(2).max(256).default(4),
+  completions_per_prompt: responseCandidatesCount.schema.default(responseCandidatesCount.default),
   /** Generated tokens per rollout at most. */
-  max_completion_tokens: z.number().int().min(1).max(16384).default(16),
+  max_completion_tokens: maxTokens.schema.default(maxTokens.default),
   temperature: temperature.schema.default(1),
   max_steps: z.number().int().positive().default(20),
   /** Replicas of the sampling deployment. */
