@@ -13,7 +13,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { z } from 'zod';
 import { rolloutLogPrefix, rolloutLogRecordSchema } from '../../store/rollout-logs.js';
 import type { Deps } from '../context.js';
 import { authenticate } from '../http/auth.js';
