@@ -90,7 +90,7 @@ export interface UsageEvent {
   startTime: string;
   /** Not before startTime (equal for instantaneous usage such as one request). */
   endTime: string;
-  /** `UPPER_SNAKE_CASE`, e.g. FINE_TUNING_USAGE (src/control-plane/usage.ts). */
+  /** `UPPER_SNAKE_CASE`, e.g. FINE_TUNING_USAGE (usage-events.ts). */
   usageType: string;
   acceleratorType?: string;
   acceleratorSeconds?: number;

@@ -21,8 +21,9 @@ export const USAGE_TYPES = [
 ] as const;
 export type UsageType = (typeof USAGE_TYPES)[number];
 
-export interface UsageEventFields {
-  account: string;
+/** What a caller gives to build a UsageEvent: its optional fields as they are, plus these. */
+export interface UsageEventFields
+  extends Omit<UsageEvent, 'id' | 'usageType' | 'startTime' | 'endTime'> {
   usageType: UsageType;
   /** A Date or an RFC 3339 string. */
   startTime: Date | string;
@@ -35,15 +36,6 @@ export interface UsageEventFields {
    * `${job}/segment-${n}`.
    */
   id?: string;
-  /** The resource that caused it, e.g. `accounts/a/supervisedFineTuningJobs/j`. */
-  source?: string;
-  acceleratorType?: string;
-  acceleratorSeconds?: number;
-  baseModelName?: string;
-  modelBucket?: string;
-  parameterCount?: number;
-  promptTokens?: number;
-  completionTokens?: number;
 }
 
 /** One text form per instant, so equal times give equal content ids. */
