@@ -4,21 +4,17 @@
  * host activities read and render the dataset themselves, deterministically), and free of
  * imports that do I/O, because the workflow bundle imports it.
  */
-import type { JobCollection, JobRef } from '../orchestration/jobs.js';
+import type {
+  JobCollection,
+  JobRef,
+  JobState as OrchestrationJobState,
+} from '../orchestration/jobs.js';
 import type { AdamParams } from '../sdk/types.js';
 
 export type { JobCollection, JobRef };
 
-export type JobState =
-  | 'JOB_STATE_CREATING'
-  | 'JOB_STATE_PENDING'
-  | 'JOB_STATE_VALIDATING'
-  | 'JOB_STATE_RUNNING'
-  | 'JOB_STATE_IDLE'
-  | 'JOB_STATE_COMPLETED'
-  | 'JOB_STATE_FAILED'
-  | 'JOB_STATE_CANCELLED'
-  | 'JOB_STATE_EARLY_STOPPED';
+/** The states a job workflow writes (PAUSED is the platform's, for trainer jobs only). */
+export type JobState = Exclude<OrchestrationJobState, 'JOB_STATE_PAUSED'>;
 
 export type TrainingMethod = 'sft' | 'dpo' | 'orpo' | 'rft';
 
