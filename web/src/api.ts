@@ -87,6 +87,7 @@ export async function signIn(key: string): Promise<Session> {
 export const JOB_COLLECTIONS = {
   supervisedFineTuningJobs: 'SFT',
   dpoJobs: 'DPO',
+  orpoJobs: 'ORPO',
   reinforcementFineTuningJobs: 'RFT',
   rlorTrainerJobs: 'Trainer',
 } as const;
