@@ -3,7 +3,8 @@
 // `records` (the control plane's store) every deployment is also a row: written on every
 // change of what it should be, removed on delete, kept when the process stops, and brought
 // back by `restore()` when the process starts again (new gateway port, new access token,
-// replicas on the base model until the next hot-load).
+// replicas on the base model until the next hot-load). The multi-LoRA addons loaded with
+// `loadAddon` are part of the row too, and `restore()` loads them again from the bucket.
 import { z } from 'zod';
 import { type KeyVerifier, mintAccessToken } from './gateway/auth.js';
 import { Gateway } from './gateway/server.js';
@@ -90,7 +91,20 @@ interface Entry {
   restarts: number;
   /** The deployment's access token (gateway/auth.ts); held in memory only. */
   accessToken: string;
+  /** The multi-LoRA addons loaded with `loadAddon`, kept in the row. */
+  addons: AddonRecord[];
 }
+
+/** A multi-LoRA addon as the row keeps it: enough to load it again, never a credential. */
+const addonSchema = z.object({
+  /** The LoRA model requests name (accounts/{a}/models/{m}). */
+  model: z.string().min(1),
+  /** Its snapshot (PEFT files) in the deployment's hot-load bucket. */
+  identity: z.string().min(1),
+  /** The caller's fields for the addon (the control plane's deployedModel), handed back unchanged. */
+  fields: z.record(z.string(), z.unknown()).default({}),
+});
+export type AddonRecord = z.output<typeof addonSchema>;
 
 /** A deployment as a store row: its name, account and the registry's own (opaque) spec. */
 export interface DeploymentRecord {
@@ -128,6 +142,8 @@ export interface DeploymentRegistryOptions {
 const specSchema = z.object({
   request: createDeploymentSchema.omit({ apiKey: true }),
   createTime: z.string(),
+  // rows written before addons were kept have none
+  addons: z.array(addonSchema).default([]),
 });
 
 function targetReplicas(min: number, max: number): number {
@@ -195,11 +211,26 @@ export class DeploymentRegistry {
         out.failed.push({ name: record.name, reason: (err as Error).message });
         continue;
       }
+      entry.addons = spec.data.addons;
       await this.open(entry, targetReplicas(entry.req.minReplicaCount, entry.req.maxReplicaCount));
       if (entry.resource.state === 'READY') {
         entry.resource.status.reason =
           'restored at start-up: serving the base model until the next hot-load';
-        out.restored.push(record.name);
+        // Addons come back from the bucket their files were copied to. One that cannot is
+        // reported and stays in the row (a later restart or load may succeed), not dropped.
+        const lost: string[] = [];
+        for (const a of entry.addons) {
+          try {
+            await entry.gateway?.loadAddon(a.model, a.identity);
+          } catch (err) {
+            lost.push(`${a.model} (${(err as Error).message})`);
+          }
+        }
+        if (lost.length === 0) out.restored.push(record.name);
+        else {
+          entry.resource.status.reason = `restored at start-up, but addons could not be loaded again: ${lost.join('; ')}`;
+          out.failed.push({ name: record.name, reason: entry.resource.status.reason });
+        }
       } else {
         entry.resource.status.reason = `could not be restored at start-up: ${entry.resource.status.reason}`;
         out.failed.push({ name: record.name, reason: entry.resource.status.reason });
@@ -214,7 +245,7 @@ export class DeploymentRegistry {
     await this.options.records.putDeployment({
       name: e.resource.name,
       account: e.req.account,
-      spec: { request, createTime: e.resource.createTime },
+      spec: { request, createTime: e.resource.createTime, addons: e.addons },
     });
   }
 
@@ -244,6 +275,7 @@ export class DeploymentRegistry {
       stopping: new Set(),
       restarts: 0,
       accessToken: mintAccessToken(),
+      addons: [],
       resource: {
         name,
         baseModel: req.baseModel,
@@ -304,6 +336,45 @@ export class DeploymentRegistry {
   }
 
   /**
+   * Loads a multi-LoRA addon (its files already in the deployment's hot-load bucket as the
+   * snapshot `identity`) on the deployment's gateway and keeps it in the row, so `restore()`
+   * loads it again. The row is written first: on a failed load it is written back without it.
+   */
+  async loadAddon(name: string, addon: AddonRecord): Promise<void> {
+    const e = this.entries.get(name);
+    if (!e?.gateway) throw new DeploymentError('not_found', `${name} has no gateway`);
+    const record = addonSchema.parse(addon);
+    const before = e.addons;
+    e.addons = [...before.filter((a) => a.model !== record.model), structuredClone(record)];
+    await this.persist(e);
+    try {
+      await e.gateway.loadAddon(record.model, record.identity);
+    } catch (err) {
+      e.addons = before;
+      await this.persist(e);
+      throw err;
+    }
+  }
+
+  /** Unloads the addon `model` and removes it from the row; false if it was not kept. */
+  async unloadAddon(name: string, model: string): Promise<boolean> {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    const kept = e.addons.some((a) => a.model === model);
+    e.addons = e.addons.filter((a) => a.model !== model);
+    if (kept) await this.persist(e);
+    const loaded = (await e.gateway?.unloadAddon(model)) ?? false;
+    return kept || loaded;
+  }
+
+  /** The addons kept for a deployment (loaded or not: see the gateway's `loadedAddons`). */
+  addons(name: string): AddonRecord[] {
+    const e = this.entries.get(name);
+    if (!e) throw new DeploymentError('not_found', `${name} not found`);
+    return structuredClone(e.addons);
+  }
+
+  /**
    * Points a deployment at another hot-load bucket (or transition type): its replicas and
    * gateway are restarted on the base model, since what they served came from the old bucket,
    * and the ledger starts empty (the next hot-load must be a full snapshot).
@@ -326,6 +397,8 @@ export class DeploymentRegistry {
     e.resource.gatewayUrl = null;
     e.req.hotLoad = { ...e.req.hotLoad, ...hotLoad };
     e.resource.hotLoad = { ...e.req.hotLoad };
+    // the new gateway serves no addon, and their files are in the old bucket
+    e.addons = [];
     await this.persist(e);
     await this.open(e, replicas);
     return this.get(name);

@@ -4,13 +4,18 @@
 // counts, a new gateway and access token, serving. Delete removes the row; a row this
 // version cannot read is reported, not dropped. No credential is written to the store, a
 // registry's gateways refuse callers without one unless a test opts out by name, and a
-// deployment create naming `remoteServerUrl` is refused.
+// deployment create naming `remoteServerUrl` is refused. Multi-LoRA addons loaded through
+// deployedModels are kept in their deployment's row and answer as before after a restart,
+// as does a deployment of a LoRA model; an unloaded addon stays gone, and one whose files
+// are missing is reported and kept in the row.
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from '../../src/control-plane/index.js';
 import { DeploymentRegistry } from '../../src/deployments/registry.js';
-import { type Harness, startHarness } from '../control-plane/harness.js';
+import { tempDir } from '../checkpoints/helpers.js';
+import { type Harness, type Json, startHarness } from '../control-plane/harness.js';
+import { writePeftAdapter } from './fixtures.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const A = 'accounts/alice/deployments/kept';
@@ -218,4 +223,166 @@ describe('deployments as store rows', () => {
     expect(anonymous.status).toBe(401);
     expect((await complete(gw, third.authHeaders(A))).status).toBe(200);
   }, 60_000);
+});
+
+describe('multi-LoRA addons and LoRA deployments across restarts', () => {
+  const LORA = 'accounts/alice/models/lora-a';
+  const MULTI = 'accounts/alice/deployments/multi';
+  const SOLO = 'accounts/alice/deployments/solo';
+  const ADDON = 'accounts/alice/deployedModels/a-on-multi';
+  const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
+  let reg: DeploymentRegistry;
+  let cp: ControlPlane;
+  let url = '';
+  const before: Record<string, number[]> = {};
+
+  async function http(method: string, path: string, body?: unknown) {
+    const res = await fetch(`${url}${path}`, {
+      method,
+      headers: {
+        authorization: `Bearer ${h.alice}`,
+        ...(body === undefined ? {} : { 'content-type': 'application/json' }),
+      },
+      ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+    });
+    const text = await res.text();
+    return { status: res.status, json: (text ? JSON.parse(text) : {}) as Json };
+  }
+
+  /** The greedy logprobs of a fixed prompt under `model` (through the control plane's port). */
+  async function logprobs(model: string) {
+    const r = await http('POST', '/inference/v1/completions', {
+      model,
+      prompt: 'User: what is 2+2?\nAssistant:',
+      max_tokens: 4,
+      logprobs: 0,
+      echo: true,
+      temperature: 0,
+    });
+    return {
+      status: r.status,
+      json: r.json,
+      lps: r.json.choices?.[0]?.logprobs.token_logprobs.slice(1) as number[],
+    };
+  }
+
+  /** Stops the control plane and its registry (rows kept) and starts the next pair. */
+  async function restart() {
+    await cp.close();
+    await reg.close();
+    reg = registry();
+    cp = controlPlane(reg);
+    url = await cp.listen(0, '127.0.0.1');
+    return cp.restoreDeployments();
+  }
+
+  async function addonsOf(name: string): Promise<Json[]> {
+    const row = (await h.store.listDeployments()).find((d) => d.name === name);
+    expect(row, `${name} has a row`).toBeDefined();
+    return (row?.spec as { addons?: Json[] } | undefined)?.addons ?? [];
+  }
+
+  beforeAll(async () => {
+    // the rows of the tests above are theirs: this flow restores only its own
+    for (const d of await h.store.listDeployments()) await h.store.deleteDeployment(d.name);
+    reg = registry();
+    cp = controlPlane(reg);
+    url = await cp.listen(0, '127.0.0.1');
+    // a LoRA model of the bundled base imported through REST (create, signed PUTs, validate)
+    const dir = join(tempDir('addon-'), 'lora-a');
+    await writePeftAdapter(dir, 1);
+    const created = await http('POST', '/v1/accounts/alice/models?modelId=lora-a', {
+      model: { kind: 'HF_PEFT_ADDON', peftDetails: { baseModel: BASE } },
+    });
+    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    const bodies = await Promise.all(ADAPTER_FILES.map((f) => readFile(join(dir, f))));
+    const ep = await http('POST', '/v1/accounts/alice/models/lora-a:getUploadEndpoint', {
+      filenameToSize: Object.fromEntries(ADAPTER_FILES.map((f, i) => [f, bodies[i]!.length])),
+    });
+    expect(ep.status, JSON.stringify(ep.json)).toBe(200);
+    for (const [i, f] of ADAPTER_FILES.entries())
+      expect(
+        (await fetch(ep.json.filenameToSignedUrls[f], { method: 'PUT', body: bodies[i] })).status,
+      ).toBe(200);
+    expect((await http('GET', '/v1/accounts/alice/models/lora-a:validateUpload')).json.state).toBe(
+      'READY',
+    );
+  }, 60_000);
+
+  it('an addon loaded through deployedModels and a LoRA deployment answer as before after a restart', async () => {
+    const multi = await http('POST', '/v1/accounts/alice/deployments?deploymentId=multi', {
+      baseModel: BASE,
+    });
+    expect(multi.json.state, JSON.stringify(multi.json)).toBe('READY');
+    const solo = await http('POST', '/v1/accounts/alice/deployments?deploymentId=solo', {
+      baseModel: LORA,
+    });
+    expect(solo.json.state, JSON.stringify(solo.json)).toBe('READY');
+    const loaded = await http(
+      'POST',
+      '/v1/accounts/alice/deployedModels?deployedModelId=a-on-multi',
+      {
+        model: LORA,
+        deployment: MULTI,
+        displayName: 'adapter A',
+      },
+    );
+    expect(loaded.status, JSON.stringify(loaded.json)).toBe(200);
+    // the row keeps what loads it again: the model, its snapshot in the bucket, the record
+    expect(await addonsOf(MULTI)).toEqual([
+      {
+        model: LORA,
+        identity: 'lora-a-addon',
+        fields: expect.objectContaining({ name: ADDON, displayName: 'adapter A' }),
+      },
+    ]);
+    for (const model of [`${LORA}#${MULTI}`, `${BASE}#${MULTI}`, `${LORA}#${SOLO}`]) {
+      const r = await logprobs(model);
+      expect(r.status, JSON.stringify(r.json)).toBe(200);
+      before[model] = r.lps;
+    }
+    // the addon is not the base, and serves as the LoRA deployment does (same adapter)
+    expect(before[`${LORA}#${MULTI}`]).not.toEqual(before[`${BASE}#${MULTI}`]);
+
+    const out = await restart();
+    expect(out.failed).toEqual([]);
+    expect(out.restored.sort()).toEqual([MULTI, SOLO]);
+    const got = await http('GET', `/v1/${ADDON}`);
+    expect(got.status, JSON.stringify(got.json)).toBe(200);
+    expect(got.json).toEqual(loaded.json);
+    for (const model of Object.keys(before)) {
+      const r = await logprobs(model);
+      expect(r.status, `${model}: ${JSON.stringify(r.json)}`).toBe(200);
+      expect(r.lps, model).toEqual(before[model]);
+    }
+  }, 90_000);
+
+  it('an unloaded addon stays gone after a restart; one that cannot be loaded again is reported and kept', async () => {
+    expect((await http('DELETE', `/v1/${ADDON}`)).status).toBe(200);
+    expect(await addonsOf(MULTI)).toEqual([]);
+    // an addon whose files are not in the bucket (written as a row would be)
+    const row = (await h.store.listDeployments()).find((d) => d.name === MULTI)!;
+    const ghost = { model: 'accounts/alice/models/ghost', identity: 'ghost-addon', fields: {} };
+    await h.store.putDeployment({
+      ...row,
+      spec: { ...(row.spec as Json), addons: [ghost] },
+    });
+
+    const out = await restart();
+    expect(out.restored).toEqual([SOLO]);
+    expect(out.failed).toHaveLength(1);
+    expect(out.failed[0]!.name).toBe(MULTI);
+    expect(out.failed[0]!.reason).toMatch(
+      /^restored at start-up, but addons could not be loaded again: accounts\/alice\/models\/ghost \(.*ghost-addon\/adapter_config\.json does not exist/,
+    );
+    expect(await addonsOf(MULTI)).toEqual([ghost]);
+    expect((await http('GET', `/v1/${ADDON}`)).status).toBe(404);
+    expect(
+      (await http('GET', '/v1/accounts/alice/deployedModels')).json.deployedModels ?? [],
+    ).toEqual([]);
+    expect((await logprobs(`${LORA}#${MULTI}`)).status).toBe(404);
+    // the deployment itself still serves, and the LoRA deployment its adapter
+    expect((await logprobs(`${BASE}#${MULTI}`)).lps).toEqual(before[`${BASE}#${MULTI}`]);
+    expect((await logprobs(`${LORA}#${SOLO}`)).lps).toEqual(before[`${LORA}#${SOLO}`]);
+  }, 90_000);
 });

@@ -10,11 +10,11 @@
  * replica serves them beside the base; a request picks the adapter with `model:
  * accounts/{a}/models/{m}` or `accounts/{a}/models/{m}#accounts/{a}/deployments/{d}`. Loads
  * and unloads change nothing else the deployment serves. The records live with the
- * deployments (in this process); a deployedModel whose deployment is gone is gone too.
+ * deployments: each is an addon in its deployment's store row (its model, the snapshot its
+ * files were copied to, and the fields below), so a restarted control plane loads it again
+ * (`restoreDeployments`); a deployedModel whose deployment is gone is gone too.
  */
 import { z } from 'zod';
-import { openObjectStore } from '../../checkpoints/object-store/index.js';
-import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
 import type { Deps } from '../context.js';
 import { createId, parseBody } from '../http/body.js';
@@ -22,6 +22,7 @@ import { ApiError, invalid, notFound, precondition } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
+import { copyAdapterFiles } from './adapter-files.js';
 import { resolveModel } from './refs.js';
 
 const COLLECTION = 'deployedModels';
@@ -56,41 +57,52 @@ interface DeployedModel {
   updateTime: string;
 }
 
-/** The records of each registry (one per control plane). */
-const records = new WeakMap<DeploymentRegistry, Map<string, DeployedModel>>();
-
 function registry(deps: Deps): DeploymentRegistry {
   if (!deps.deployments)
     throw new ApiError('UNIMPLEMENTED', 'deployments are not enabled on this control plane');
   return deps.deployments;
 }
 
-function table(reg: DeploymentRegistry): Map<string, DeployedModel> {
-  let t = records.get(reg);
-  if (!t) {
-    t = new Map();
-    records.set(reg, t);
-  }
-  return t;
-}
+/** The fields of a deployedModel kept with its addon in the deployment's row. */
+const keptSchema = z.object({
+  name: z.string(),
+  displayName: z.string(),
+  description: z.string(),
+  default: z.boolean(),
+  createTime: z.string(),
+  updateTime: z.string(),
+});
 
-/** Whether the addon a record stands for is still served (its deployment may be gone). */
-function live(reg: DeploymentRegistry, r: DeployedModel): boolean {
-  try {
-    return reg
-      .gateway(r.deployment)
-      .loadedAddons()
-      .some((a) => a.model === r.model);
-  } catch {
-    return false;
-  }
-}
-
-/** The account's records whose addon is still served (the others are dropped). */
+/**
+ * The account's deployedModels: the addons kept by its deployments that their gateway serves
+ * (one kept but not loaded again after a restart is reported by restoreDeployments instead).
+ */
 function served(reg: DeploymentRegistry, account: string): DeployedModel[] {
-  const t = table(reg);
-  for (const [name, r] of t) if (!live(reg, r)) t.delete(name);
-  return [...t.values()].filter((r) => r.name.startsWith(`accounts/${account}/`));
+  const out: DeployedModel[] = [];
+  for (const d of reg.list(account)) {
+    let loaded: string[];
+    try {
+      loaded = reg
+        .gateway(d.name)
+        .loadedAddons()
+        .map((a) => a.model);
+    } catch {
+      continue; // no gateway (stopped or failed): it serves nothing
+    }
+    for (const a of reg.addons(d.name)) {
+      const kept = keptSchema.safeParse(a.fields);
+      if (!kept.success || !loaded.includes(a.model)) continue;
+      out.push({
+        ...kept.data,
+        model: a.model,
+        deployment: d.name,
+        state: 'DEPLOYED',
+        serverless: false,
+        public: false,
+      });
+    }
+  }
+  return out.sort((x, y) => x.createTime.localeCompare(y.createTime));
 }
 
 /** The snapshot name an addon's files get in the deployment's hot-load bucket. */
@@ -133,37 +145,31 @@ async function create(deps: Deps, ctx: RequestCtx) {
     throw new ApiError('ALREADY_EXISTS', `${model.name} is already loaded on ${deployment.name}`);
   // the adapter's files (a promoted PEFT export) become a snapshot in the deployment's bucket
   const identity = addonIdentity(model.name);
-  const [from, to] = [
-    await deps.checkpoints(),
-    await openObjectStore(deployment.hotLoad.bucketUrl),
-  ];
-  for (const f of await from.list(`${model.name}/`)) {
-    const path = f.key.slice(model.name.length + 1);
-    if (path === MODEL_FILE) continue;
-    await to.put(`${identity}/${path}`, await from.getStream(f.key));
-  }
+  await copyAdapterFiles(deps, model.name, deployment.hotLoad.bucketUrl, identity);
+  const now = new Date().toISOString();
+  const kept: z.output<typeof keptSchema> = {
+    name,
+    displayName: input.displayName ?? '',
+    description: input.description ?? '',
+    default: input.default ?? false,
+    createTime: now,
+    updateTime: now,
+  };
   try {
-    await gateway.loadAddon(model.name, identity);
+    await reg.loadAddon(deployment.name, { model: model.name, identity, fields: kept });
   } catch (err) {
     throw precondition(
       `could not load ${model.name} on ${deployment.name}: ${(err as Error).message}`,
     );
   }
-  const now = new Date().toISOString();
   const record: DeployedModel = {
-    name,
+    ...kept,
     model: model.name,
     deployment: deployment.name,
-    displayName: input.displayName ?? '',
-    description: input.description ?? '',
     state: 'DEPLOYED',
-    default: input.default ?? false,
     serverless: false,
     public: false,
-    createTime: now,
-    updateTime: now,
   };
-  table(reg).set(name, record);
   return record;
 }
 
@@ -186,9 +192,7 @@ export function deployedModelRoutes(deps: Deps): CollectionRoutes {
     get: async (ctx, id) => find(deps, ctx, id),
     delete: async (ctx, id) => {
       const r = find(deps, ctx, id);
-      const reg = registry(deps);
-      await reg.gateway(r.deployment).unloadAddon(r.model);
-      table(reg).delete(r.name);
+      await registry(deps).unloadAddon(r.deployment, r.model);
       return {};
     },
   };

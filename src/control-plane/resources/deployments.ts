@@ -7,7 +7,8 @@
  *
  * The registry runs deployments as processes of this host and keeps each as a row of the
  * store (its spec, never a credential): a restarted control plane brings them back
- * (`restoreDeployments`, new gateway ports and access tokens, LoRA adapters loaded again).
+ * (`restoreDeployments`, new gateway ports and access tokens, LoRA adapters and multi-LoRA
+ * addons loaded again).
  * Accounts stay apart: names carry the account, a file:// hot-load
  * bucket must lie under the account's own folder of the checkpoint store, and
  * `hotLoadTrainerJob` must be a trainer of the caller's account. A bucket left out defaults to
@@ -15,8 +16,7 @@
  */
 import { join } from 'node:path';
 import { CATALOG_ACCOUNT, catalogModelDir } from '../../catalog/bundled.js';
-import { fileUrlToRoot, openObjectStore } from '../../checkpoints/object-store/index.js';
-import { MODEL_FILE } from '../../checkpoints/promotion.js';
+import { fileUrlToRoot } from '../../checkpoints/object-store/index.js';
 import type { DeploymentRegistry, DeploymentResource } from '../../deployments/registry.js';
 import { HotLoadClient } from '../../sdk/index.js';
 import type { Deps } from '../context.js';
@@ -25,6 +25,7 @@ import { ApiError, invalid, precondition } from '../http/errors.js';
 import { resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
+import { copyAdapterFiles } from './adapter-files.js';
 import {
   checkDeploymentShape,
   createSchema,
@@ -233,12 +234,7 @@ async function serveAdapter(
 ) {
   if (!deployment.gatewayUrl) throw new Error('the deployment has no gateway');
   const identity = `${model.split('/').pop()}-adapter`;
-  const [from, to] = [await deps.checkpoints(), await openObjectStore(bucket)];
-  for (const f of await from.list(`${model}/`)) {
-    const path = f.key.slice(model.length + 1);
-    if (path === MODEL_FILE) continue;
-    await to.put(`${identity}/${path}`, await from.getStream(f.key));
-  }
+  await copyAdapterFiles(deps, model, bucket, identity);
   const client = new HotLoadClient({
     inferenceUrl: deployment.gatewayUrl,
     deployment: deployment.name,
@@ -258,8 +254,15 @@ export async function restoreDeployments(deps: Deps): Promise<RestoredDeployment
   if (!deps.deployments) return { restored: [], failed: [] };
   const reg = deps.deployments;
   const out = await reg.restore();
-  for (const name of [...out.restored]) {
-    const deployment = reg.get(name);
+  // a deployment reported for an addon it lost still serves: its adapter comes back too
+  for (const name of new Set([...out.restored, ...out.failed.map((f) => f.name)])) {
+    let deployment: DeploymentResource;
+    try {
+      deployment = reg.get(name);
+    } catch {
+      continue; // a row restore could not read
+    }
+    if (deployment.state !== 'READY') continue;
     const adapter = deployment.fields.model;
     if (typeof adapter !== 'string') continue;
     try {
