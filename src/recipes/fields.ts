@@ -12,10 +12,12 @@
  * an issue carrying one is marked `documented`, so a boundary can show it as written instead
  * of prefixing the field's path (see documentedIssue). Type errors keep zod's message.
  *
- * This module is a leaf (zod, src/losses' own config schemas and the duration parser), so the
- * workflows' activities, the control plane, the CLI and recipes all import it.
+ * This module is a leaf (zod, src/losses' own config schemas, the engine's settings schema and
+ * the duration parser), so the workflows' activities, the control plane, the CLI and recipes
+ * all import it.
  */
 import { z } from 'zod';
+import { engineOptionsSchema } from '../engine/options.js';
 import { dpoConfigSchema, orpoConfigSchema } from '../losses/preference.js';
 import { durationSeconds } from './durations.js';
 
@@ -167,6 +169,32 @@ export const checkpointFrequency = field(z.number().int().nonnegative(), 0);
 /** Data-order seed; 0 = derived from the job name. */
 export const seed = field(z.number().int().nonnegative(), 0);
 
+// ---- How the trainer's engine holds the model (src/engine/options.ts: its own schema) -----
+
+const ENGINE_DEFAULTS = engineOptionsSchema.parse({});
+
+/** Storage of the frozen base weights: 'bfloat16' halves their memory; LoRA only (baseDtypeIssue). */
+export const baseDtype = field(
+  engineOptionsSchema.shape.baseDtype.removeDefault(),
+  ENGINE_DEFAULTS.baseDtype,
+);
+
+/** Rebuild each layer's activations in backward: less memory, one more forward of compute. */
+export const recompute = field(
+  engineOptionsSchema.shape.recompute.removeDefault(),
+  ENGINE_DEFAULTS.recompute,
+);
+
+/**
+ * Why a job's baseDtype cannot go with its LoRA rank, or undefined: a bfloat16 base is frozen,
+ * so a full-parameter job (loraRank 0), which trains the base weights, must keep them float32
+ * (the engine refuses it too, but only once the pod builds the model).
+ */
+export function baseDtypeIssue(dtype: string | undefined, rank: number): string | undefined {
+  if (dtype !== 'bfloat16' || rank > 0) return undefined;
+  return "baseDtype 'bfloat16' needs a LoRA adapter (loraRank > 0): a full-parameter job (loraRank 0) trains the base weights, which stay float32";
+}
+
 // ---- Preference losses (their schemas are the losses' own, src/losses/preference.ts) ------
 
 /** DPO's β: 0 < β < 0.5, default 0.1 (the loss's own schema and message). */
@@ -271,6 +299,8 @@ export const SETTINGS = {
   maxTokens,
   maxConcurrentRollouts,
   rolloutTimeout,
+  baseDtype,
+  recompute,
 } as const;
 
 // ---- The settings of each family, as object shapes (optional: defaults resolve later) ----

@@ -4,6 +4,8 @@
  * host activities read and render the dataset themselves, deterministically), and free of
  * imports that do I/O, because the workflow bundle imports it.
  */
+
+import type { EngineOptions } from '../engine/options.js';
 import type {
   JobCollection,
   JobRef,
@@ -166,6 +168,11 @@ export interface TrainerJobSpec {
   forwardOnly: boolean;
   /** 0 = never (disableInactivityCleanup). */
   inactivityTimeoutMs: number;
+  /**
+   * The pod's engine settings (TrainerLaunchSpec.engine; the launcher checks them against the
+   * engine's schema). Optional: a workflow started before they existed carries none.
+   */
+  engine?: Required<EngineOptions>;
 }
 
 /** How a supervised pod ended. */

@@ -69,6 +69,8 @@ const CASES: [string[], string, unknown, { safeParse(x: unknown): unknown }][] =
   [['reinforcementFineTuningJobs'], 'maxTokens', 8, F.maxTokens.schema],
   [['reinforcementFineTuningJobs'], 'maxConcurrentRollouts', 0, F.maxConcurrentRollouts.schema],
   [['reinforcementFineTuningJobs'], 'rolloutTimeout', 'soon', F.rolloutTimeout.schema],
+  [['rlorTrainerJobs'], 'baseDtype', 'float16', F.baseDtype.schema],
+  [['rlorTrainerJobs'], 'recompute', 'yes', F.recompute.schema],
 ];
 
 describe('settings at the REST boundary', () => {
@@ -136,5 +138,47 @@ describe('settings at the REST boundary', () => {
       rolloutTimeout: F.rolloutTimeout.default,
       trainingShape: 'accounts/temper/trainingShapes/byte-lm-3m-full',
     });
+  });
+
+  it('refuses a bfloat16 base on a full-parameter trainer, naming the field', async () => {
+    // loraRank 0 given, and left to its default (a trainer is full-parameter unless asked).
+    for (const [id, extra] of [
+      ['bf16-full', { loraRank: 0 }],
+      ['bf16-default-rank', {}],
+    ] as const) {
+      const r = await h.call('POST', `/v1/accounts/alice/rlorTrainerJobs?rlorTrainerJobId=${id}`, {
+        body: { ...BODIES.rlorTrainerJobs, ...extra, baseDtype: 'bfloat16' },
+      });
+      expect(r.status, JSON.stringify(r.json)).toBe(400);
+      expect(r.json.error.message).toBe(F.baseDtypeIssue('bfloat16', 0));
+      expect(r.json.error.message).toMatch(/^baseDtype 'bfloat16' .*loraRank/);
+      expect((await h.call('GET', `/v1/accounts/alice/rlorTrainerJobs/${id}`)).status).toBe(404);
+    }
+    expect(h.orchestrator.calls.filter((c) => /bf16-/.test(JSON.stringify(c)))).toEqual([]);
+  });
+
+  it('stores a trainer’s engine settings, defaults from the engine’s schema', async () => {
+    const plain = await h.call(
+      'POST',
+      '/v1/accounts/alice/rlorTrainerJobs?rlorTrainerJobId=eng-default',
+      {
+        body: BODIES.rlorTrainerJobs,
+      },
+    );
+    expect(plain.status, JSON.stringify(plain.json)).toBe(200);
+    expect(plain.json).toMatchObject({
+      baseDtype: F.baseDtype.default,
+      recompute: F.recompute.default,
+    });
+    expect([F.baseDtype.default, F.recompute.default]).toEqual(['float32', false]);
+    const lora = await h.call(
+      'POST',
+      '/v1/accounts/alice/rlorTrainerJobs?rlorTrainerJobId=eng-bf16',
+      {
+        body: { ...BODIES.rlorTrainerJobs, loraRank: 8, baseDtype: 'bfloat16', recompute: true },
+      },
+    );
+    expect(lora.status, JSON.stringify(lora.json)).toBe(200);
+    expect(lora.json).toMatchObject({ loraRank: 8, baseDtype: 'bfloat16', recompute: true });
   });
 });

@@ -1,6 +1,8 @@
 // rlorTrainerJobs: the trainer lifecycle workflow launches the pod a Training API client
 // drives; pod loss marks the job FAILED (resumable), resume brings a new pod under the same id,
 // inactivity completes it, cancel (delete) stops it.
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { ServiceClient } from '../../src/sdk/index.js';
@@ -129,5 +131,22 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     expect(usage).toHaveLength(1);
     expect(usage[0]).toMatchObject({ usageType: 'TRAINER_USAGE', acceleratorType: 'CPU' });
     expect(usage[0]!.acceleratorSeconds!).toBeGreaterThan(1);
+  }, 60_000);
+
+  it('launches the pod with the job’s engine settings (baseDtype, recompute)', async () => {
+    const ref = await createTrainer('tr-bf16', {
+      loraRank: 8,
+      baseDtype: 'bfloat16',
+      recompute: true,
+    });
+    await platform.orchestrator.start(ref);
+    await waitForState(ref, 'JOB_STATE_RUNNING');
+    const pod = (await platform.launcher.get('tr-bf16'))!;
+    expect(pod.spec.engine).toEqual({ baseDtype: 'bfloat16', recompute: true });
+    // What the pod itself runs with (it writes its settings into its state file).
+    const state = JSON.parse(await readFile(join(dirname(pod.logPath!), 'state.json'), 'utf8'));
+    expect(state.engine).toEqual({ baseDtype: 'bfloat16', recompute: true });
+    await platform.orchestrator.cancel(ref);
+    await waitForState(ref, 'JOB_STATE_CANCELLED');
   }, 60_000);
 });

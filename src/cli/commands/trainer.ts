@@ -23,6 +23,8 @@ interface CreateFlags extends ApiFlags {
   replicaCount?: number;
   inactivityTimeout?: string;
   disableInactivityCleanup?: boolean;
+  baseDtype?: string;
+  recompute?: boolean;
 }
 
 function addCreate(trainer: Command): void {
@@ -39,6 +41,12 @@ function addCreate(trainer: Command): void {
     .option('--replica-count <n>', 'data-parallel replicas', integer)
     .option('--inactivity-timeout <duration>', 'stop after this long idle, e.g. 1800s (0 = 60 min)')
     .option('--disable-inactivity-cleanup', 'never stop for inactivity')
+    // Checked by the control plane against the engine's schema (one definition, one message).
+    .option(
+      '--base-dtype <dtype>',
+      'frozen base weights in float32 (default) or bfloat16 (half the memory; needs --lora-rank > 0)',
+    )
+    .option('--recompute', "recompute each layer's activations in backward (less memory)")
     .action(
       apiAction<CreateFlags>(async ({ api, output }, _args, f) => {
         const body = defined({
@@ -52,6 +60,8 @@ function addCreate(trainer: Command): void {
           replicaCount: f.replicaCount,
           inactivityTimeout: f.inactivityTimeout,
           disableInactivityCleanup: f.disableInactivityCleanup,
+          baseDtype: f.baseDtype,
+          recompute: f.recompute,
         });
         const job = await api.request('POST', api.collectionPath(kind.collection), jobSchema, {
           body,

@@ -294,6 +294,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
       loraRank: b.loraRank,
       forwardOnly: b.forwardOnly,
       inactivityTimeoutMs: b.disableInactivityCleanup ? 0 : (seconds || 3600) * 1000,
+      engine: { baseDtype: b.baseDtype, recompute: b.recompute },
     };
   }
 

@@ -81,5 +81,8 @@ export const trainerJobBodySchema = z
     /** Protobuf JSON duration ("1800s"); 0 or unset = 60 minutes. */
     inactivityTimeout: z.string().optional(),
     disableInactivityCleanup: z.boolean().default(false),
+    /** The pod's engine settings (an enum and a flag: their own schemas are their types). */
+    baseDtype: F.baseDtype.schema.default(F.baseDtype.default),
+    recompute: F.recompute.schema.default(F.recompute.default),
   })
   .passthrough();

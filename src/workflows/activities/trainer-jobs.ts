@@ -41,6 +41,7 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
         checkpointUrl: deps.checkpointUrl,
         displayName: spec.jobName,
         inactivityTimeoutMs: spec.inactivityTimeoutMs,
+        ...(spec.engine ? { engine: spec.engine } : {}),
         ...(deps.threads ? { threads: deps.threads } : {}),
       });
       return { address: endpoint.address, token: endpoint.token };

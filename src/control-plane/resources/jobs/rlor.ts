@@ -3,8 +3,9 @@
  * Fields: baseModel (or taken from trainingShapeRef), trainingShapeRef, loraRank (0 = full
  * parameter, the default), maxContextLength, learningRate (1e-5), displayName, region,
  * forwardOnly, replicaCount, inactivityTimeout (a protobuf JSON duration such as "1800s";
- * 0 or unset = 60 minutes; stored normalised, e.g. "3600s"), disableInactivityCleanup, and
- * the manual accelerator fields (recorded; every trainer here runs on the CPU engine).
+ * 0 or unset = 60 minutes; stored normalised, e.g. "3600s"), disableInactivityCleanup,
+ * baseDtype and recompute (the pod's engine settings, src/engine/options.ts; bfloat16 needs
+ * loraRank > 0), and the manual accelerator fields (recorded; every trainer here runs on the CPU engine).
  *
  * The Fireworks SDK's body (`trainingConfig{...}`, `?trainingShape=`, hosted-only fields) is
  * flattened to this form first. `:resume` takes any stopped trainer (FAILED, CANCELLED,
@@ -40,6 +41,9 @@ const rlorSchema = z.strictObject({
   /** Seconds, "1800s", "30m"; 0 = the 60-minute default; at most 30 days. */
   inactivityTimeout: durationSeconds({ min: 1, max: 30 * 86_400, allowZero: true }).optional(),
   disableInactivityCleanup: z.boolean().optional(),
+  /** How the pod's engine holds the model (temper's own; the service has no such fields). */
+  baseDtype: F.baseDtype.schema.optional(),
+  recompute: F.recompute.schema.optional(),
   acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
   nodeCount: z.number().int().positive().optional(),
@@ -147,6 +151,9 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     : loraRank > 0
       ? 'LORA_TRAINER'
       : 'POLICY_TRAINER';
+  // Refused here, not when the pod builds its model: a job that can never start leaves no row.
+  const dtypeIssue = F.baseDtypeIssue(input.baseDtype, loraRank);
+  if (dtypeIssue) throw invalid(dtypeIssue);
   const shape = trainerShape(input, model.root, mode);
   const limit = model.contextLength;
   if (input.maxContextLength !== undefined && limit !== null && input.maxContextLength > limit)
@@ -167,6 +174,8 @@ async function build(deps: Deps, ctx: RequestCtx, body: Record<string, unknown>)
     replicaCount: input.replicaCount ?? 1,
     inactivityTimeout: `${input.inactivityTimeout || DEFAULT_INACTIVITY_SECONDS}s`,
     disableInactivityCleanup: input.disableInactivityCleanup ?? false,
+    baseDtype: input.baseDtype ?? F.baseDtype.default,
+    recompute: input.recompute ?? F.recompute.default,
   };
 }
 
