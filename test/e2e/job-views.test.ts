@@ -175,7 +175,7 @@ describe('job views through the REST API', () => {
   }, 300_000);
 
   it('pages and filters an RFT job rollouts by step and score', async () => {
-    const job = await createRolloutJob(stack, 'rft-views', { epochs: 3 });
+    const { path: job } = await createRolloutJob(stack, 'rft-views', { epochs: 3 });
     expect((await waitForJob(job)).state).toBe('JOB_STATE_COMPLETED');
 
     const everything = (await call('GET', `${job}/rollouts?pageSize=200`)).json;

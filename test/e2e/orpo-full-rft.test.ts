@@ -3,6 +3,7 @@
 // and promotes its output model.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import { createRolloutJob } from '../support/rft-job.js';
 
 let stack: RestStack;
 
@@ -81,41 +82,11 @@ describe('ORPO and full-parameter RFT through the REST API', () => {
   }, 300_000);
 
   it('runs a full-parameter RFT job (loraRank 0) and promotes a full model', async () => {
-    await stack.uploadDataset(
-      'questions',
-      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
-        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
-        .join('\n'),
-    );
-    const evaluator = await call('POST', '/v1/accounts/acme/evaluators', {
-      evaluatorId: 'long-answers',
-      evaluator: {
-        source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
-        sourceFilename: 'score.js',
-      },
-    });
-    expect(evaluator.status, JSON.stringify(evaluator.json)).toBe(200);
-    const created = await call(
-      'POST',
-      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-full',
-      {
-        baseModel: 'accounts/temper/models/byte-lm-3m',
-        dataset: 'accounts/acme/datasets/questions',
-        evaluator: 'accounts/acme/evaluators/long-answers',
-        outputModel: 'accounts/acme/models/questions-full',
-        responseCandidatesCount: 4,
-        maxTokens: 24,
-        temperature: 1,
-        epochs: 1,
-        loraRank: 0,
-      },
-    );
-    expect(created.status, JSON.stringify(created.json)).toBe(200);
-    expect(created.json).toMatchObject({
+    const { path, created } = await createRolloutJob(stack, 'rft-full', { epochs: 1, loraRank: 0 });
+    expect(created).toMatchObject({
       loraRank: 0,
       trainingShape: 'accounts/temper/trainingShapes/byte-lm-3m-full',
     });
-    const path = '/v1/accounts/acme/reinforcementFineTuningJobs/rft-full';
     const job = await waitForJob(path);
     expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
     const rows = await metricRows(path);
@@ -123,7 +94,7 @@ describe('ORPO and full-parameter RFT through the REST API', () => {
     for (const row of rows) expect(row.values).toHaveProperty(['reward:mean']);
     // A policy step was taken on the full weights (some group had reward variance).
     expect(rows.some((r) => (r.values['groups_kept:sum'] ?? 0) > 0)).toBe(true);
-    expect((await call('GET', '/v1/accounts/acme/models/questions-full')).json).toMatchObject({
+    expect((await call('GET', '/v1/accounts/acme/models/rft-full-out')).json).toMatchObject({
       kind: 'HF_BASE_MODEL',
       state: 'READY',
     });

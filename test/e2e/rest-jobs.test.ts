@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import { createRolloutJob } from '../support/rft-job.js';
 
 let stack: RestStack;
 
@@ -137,35 +138,7 @@ describe('managed jobs through the REST API', () => {
   }, 300_000);
 
   it('runs an RFT job with an uploaded evaluator', async () => {
-    await uploadDataset(
-      'questions',
-      ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?']
-        .map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] }))
-        .join('\n'),
-    );
-    const evaluator = await call('POST', '/v1/accounts/acme/evaluators', {
-      evaluatorId: 'long-answers',
-      evaluator: {
-        source: 'export default ({ completion }) => Math.min(1, completion.length / 40);',
-        sourceFilename: 'score.js',
-      },
-    });
-    expect(evaluator.status, JSON.stringify(evaluator.json)).toBe(200);
-    const created = await call(
-      'POST',
-      '/v1/accounts/acme/reinforcementFineTuningJobs?reinforcementFineTuningJobId=rft-rest',
-      {
-        baseModel: 'accounts/temper/models/byte-lm-3m',
-        dataset: 'accounts/acme/datasets/questions',
-        evaluator: 'accounts/acme/evaluators/long-answers',
-        outputModel: 'accounts/acme/models/questions-rest',
-        responseCandidatesCount: 4,
-        maxTokens: 24,
-        temperature: 1,
-        loraRank: 4,
-      },
-    );
-    expect(created.status, JSON.stringify(created.json)).toBe(200);
+    await createRolloutJob(stack, 'rft-rest');
     const job = await waitForJob('/v1/accounts/acme/reinforcementFineTuningJobs/rft-rest');
     expect(job.state).toBe('JOB_STATE_COMPLETED');
     const metrics = await call(

@@ -1,5 +1,6 @@
 /**
- * The small RFT job the job-view tests watch (test/e2e/job-views, test/web/dashboard): three
+ * The small RFT job the end-to-end tests run (job views, the dashboard, REST jobs, full-parameter
+ * RFT): three
  * prompts, an evaluator that scores longer answers higher, 4 candidates of at most 24 tokens
  * per prompt on the bundled byte-level model. Creates the dataset and the evaluator too (once
  * per stack: both are named after `jobId`).
@@ -9,12 +10,16 @@ import type { RestStack } from './rest-stack.js';
 
 export const RFT_PROMPTS = ['What is the capital of Peru?', 'What color is snow?', 'What is 2+2?'];
 
-/** Creates the job in the stack's first account; resolves with its REST path. */
+/**
+ * Creates the job in the stack's first account (its output model is `${jobId}-out`); `settings`
+ * override the job body's (e.g. epochs, loraRank). Resolves with the job's REST path and the
+ * create answer.
+ */
 export async function createRolloutJob(
   stack: RestStack,
   jobId: string,
-  options: { epochs: number },
-): Promise<string> {
+  settings: Record<string, unknown> = {},
+): Promise<{ path: string; created: Record<string, unknown> }> {
   await stack.uploadDataset(
     `${jobId}-prompts`,
     RFT_PROMPTS.map((q) => JSON.stringify({ messages: [{ role: 'user', content: q }] })).join('\n'),
@@ -40,9 +45,12 @@ export async function createRolloutJob(
       maxTokens: 24,
       temperature: 1,
       loraRank: 4,
-      epochs: options.epochs,
+      ...settings,
     },
   );
   expect(created.status, JSON.stringify(created.json)).toBe(200);
-  return `/v1/accounts/${account}/reinforcementFineTuningJobs/${jobId}`;
+  return {
+    path: `/v1/accounts/${account}/reinforcementFineTuningJobs/${jobId}`,
+    created: created.json,
+  };
 }

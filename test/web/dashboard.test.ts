@@ -366,7 +366,7 @@ describe('the dashboard in a browser', () => {
   }, 600_000);
 
   it('opens an RFT job rollouts in the sample viewer, compares it with the SFT run, and every page passes axe', async () => {
-    const job = await createRolloutJob(stack, 'rft-web', { epochs: 2 });
+    const { path: job } = await createRolloutJob(stack, 'rft-web', { epochs: 2 });
     const page = await signedIn(stack.keys.acme!);
     await page.goto(`${stack.base}/#/jobs/reinforcementFineTuningJobs/rft-web`);
     await expect
