@@ -88,26 +88,12 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
         'step_time_s:last': (performance.now() - t0) / 1000,
       });
       log.info({ step, reward, staleness: step - 1 - rollouts.version }, 'async rl step');
-      if (
-        config.dcp_save_interval > 0 &&
-        step % config.dcp_save_interval === 0 &&
-        step < config.max_steps
-      )
-        await ckpt.save(step, { resumable: true, promotable: false }, consumedAt(step));
+      await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumedAt(step));
     }
   } finally {
     await Promise.allSettled(inFlight.values());
   }
 
   // 4. final checkpoint, promotion
-  await ckpt.save(step, { resumable: true, promotable: true }, consumedAt(step));
-  const model = config.output_model_id
-    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
-    : undefined;
-  return {
-    steps: step,
-    rewards,
-    ...(resumed ? { resumedFrom: resumed.from } : {}),
-    ...(model ? { model } : {}),
-  };
+  return { steps: step, rewards, ...(await ckpt.finish(step, consumedAt(step), config, resumed)) };
 }

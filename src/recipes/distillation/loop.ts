@@ -136,23 +136,9 @@ export async function run(
       'learning_rate:last': lr,
     });
     log.info({ step, reverseKl: kl }, 'distillation step');
-    if (
-      config.dcp_save_interval > 0 &&
-      step % config.dcp_save_interval === 0 &&
-      step < config.max_steps
-    )
-      await ckpt.save(step, { resumable: true, promotable: false }, consumed);
+    await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumed);
   }
 
   // 5. final checkpoint, promotion
-  await ckpt.save(step, { resumable: true, promotable: true }, consumed);
-  const model = config.output_model_id
-    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
-    : undefined;
-  return {
-    steps: step,
-    reverseKl,
-    ...(resumed ? { resumedFrom: resumed.from } : {}),
-    ...(model ? { model } : {}),
-  };
+  return { steps: step, reverseKl, ...(await ckpt.finish(step, consumed, config, resumed)) };
 }

@@ -121,6 +121,38 @@ export class RecipeCheckpoints {
     await rename(tmp, this.file);
   }
 
+  /**
+   * After step `step` of `lastStep`: a resumable checkpoint every `interval` steps (0: never),
+   * except on the last step, which `finish` saves.
+   */
+  async saveOnInterval(
+    interval: number,
+    step: number,
+    lastStep: number,
+    dataConsumed: number,
+  ): Promise<void> {
+    if (interval > 0 && step % interval === 0 && step < lastStep)
+      await this.save(step, { resumable: true, promotable: false }, dataConsumed);
+  }
+
+  /**
+   * The end of a run: the final checkpoint (resumable and promotable), promoted to
+   * `output_model_id` when the config names one. Returns the run summary's `resumedFrom` and
+   * `model` fields.
+   */
+  async finish(
+    step: number,
+    dataConsumed: number,
+    config: { output_model_id?: string | undefined; base_model: string },
+    resumed: ResumeInfo | undefined,
+  ): Promise<{ resumedFrom?: string; model?: PromotedModel }> {
+    await this.save(step, { resumable: true, promotable: true }, dataConsumed);
+    const model = config.output_model_id
+      ? await this.promoteLatest(config.output_model_id, config.base_model)
+      : undefined;
+    return { ...(resumed ? { resumedFrom: resumed.from } : {}), ...(model ? { model } : {}) };
+  }
+
   /** Promotes this trainer's newest promotable checkpoint to `outputModelId`. */
   async promoteLatest(outputModelId: string, baseModel: string): Promise<PromotedModel> {
     const job = this.service.trainerJobId;

@@ -66,19 +66,9 @@ export async function run(config: OrpoConfig, clients: RecipeClients): Promise<P
       'learning_rate:last': lr,
     });
     log.info({ step, loss: perPair }, 'orpo step');
-    if (config.dcp_save_interval > 0 && step % config.dcp_save_interval === 0 && step < totalSteps)
-      await ckpt.save(step, { resumable: true, promotable: false }, consumed);
+    await ckpt.saveOnInterval(config.dcp_save_interval, step, totalSteps, consumed);
   }
 
   // 4. final checkpoint, promotion
-  await ckpt.save(step, { resumable: true, promotable: true }, consumed);
-  const model = config.output_model_id
-    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
-    : undefined;
-  return {
-    steps: step,
-    losses,
-    ...(resumed ? { resumedFrom: resumed.from } : {}),
-    ...(model ? { model } : {}),
-  };
+  return { steps: step, losses, ...(await ckpt.finish(step, consumed, config, resumed)) };
 }

@@ -74,23 +74,9 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
       'step_time_s:last': (performance.now() - t0) / 1000,
     });
     log.info({ step, reward }, 'rl step');
-    if (
-      config.dcp_save_interval > 0 &&
-      step % config.dcp_save_interval === 0 &&
-      step < config.max_steps
-    )
-      await ckpt.save(step, { resumable: true, promotable: false }, consumed);
+    await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumed);
   }
 
   // 3. final checkpoint, promotion
-  await ckpt.save(step, { resumable: true, promotable: true }, consumed);
-  const model = config.output_model_id
-    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
-    : undefined;
-  return {
-    steps: step,
-    rewards,
-    ...(resumed ? { resumedFrom: resumed.from } : {}),
-    ...(model ? { model } : {}),
-  };
+  return { steps: step, rewards, ...(await ckpt.finish(step, consumed, config, resumed)) };
 }

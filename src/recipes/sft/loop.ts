@@ -69,19 +69,9 @@ export async function run(config: SftConfig, clients: RecipeClients): Promise<Sf
       'num_loss_tokens:sum': opt.numLossTokens,
     });
     log.info({ step, loss }, 'sft step');
-    if (config.dcp_save_interval > 0 && step % config.dcp_save_interval === 0 && step < totalSteps)
-      await ckpt.save(step, { resumable: true, promotable: false }, consumed);
+    await ckpt.saveOnInterval(config.dcp_save_interval, step, totalSteps, consumed);
   }
 
   // 4. final checkpoint, promotion
-  await ckpt.save(step, { resumable: true, promotable: true }, consumed);
-  const model = config.output_model_id
-    ? await ckpt.promoteLatest(config.output_model_id, config.base_model)
-    : undefined;
-  return {
-    steps: step,
-    losses,
-    ...(resumed ? { resumedFrom: resumed.from } : {}),
-    ...(model ? { model } : {}),
-  };
+  return { steps: step, losses, ...(await ckpt.finish(step, consumed, config, resumed)) };
 }
