@@ -316,6 +316,8 @@ export const jobSettings = {
   maxContextLength: maxContextLength.schema,
   checkpointFrequency: checkpointFrequency.schema,
   seed: seed.schema,
+  baseDtype: baseDtype.schema,
+  recompute: recompute.schema,
 };
 
 /** RFT settings: the job settings with RFT's ranges, the rollouts and the policy loss. */

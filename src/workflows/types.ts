@@ -71,6 +71,11 @@ export interface TrainingPlan {
   orpoLambda: number;
   /** Seed of the data order. */
   seed: number;
+  /**
+   * The pod's engine settings (TrainerLaunchSpec.engine). Optional: a plan made before they
+   * existed (a workflow still running then) carries none.
+   */
+  engine?: Required<EngineOptions>;
   /** Optimizer steps in the whole job. */
   totalSteps: number;
   /** Examples after validation (and unrolling). */

@@ -69,8 +69,18 @@ const CASES: [string[], string, unknown, { safeParse(x: unknown): unknown }][] =
   [['reinforcementFineTuningJobs'], 'maxTokens', 8, F.maxTokens.schema],
   [['reinforcementFineTuningJobs'], 'maxConcurrentRollouts', 0, F.maxConcurrentRollouts.schema],
   [['reinforcementFineTuningJobs'], 'rolloutTimeout', 'soon', F.rolloutTimeout.schema],
-  [['rlorTrainerJobs'], 'baseDtype', 'float16', F.baseDtype.schema],
-  [['rlorTrainerJobs'], 'recompute', 'yes', F.recompute.schema],
+  [
+    [...JOB, 'reinforcementFineTuningJobs', 'rlorTrainerJobs'],
+    'baseDtype',
+    'float16',
+    F.baseDtype.schema,
+  ],
+  [
+    [...JOB, 'reinforcementFineTuningJobs', 'rlorTrainerJobs'],
+    'recompute',
+    'yes',
+    F.recompute.schema,
+  ],
 ];
 
 describe('settings at the REST boundary', () => {
@@ -115,6 +125,8 @@ describe('settings at the REST boundary', () => {
     expect(orpo.status, JSON.stringify(orpo.json)).toBe(200);
     expect(orpo.json).toMatchObject({
       state: 'JOB_STATE_PENDING',
+      baseDtype: F.baseDtype.default,
+      recompute: F.recompute.default,
       orpoLambda: F.orpoLambda.default,
       epochs: F.epochs.job.default,
       loraRank: F.loraRank.job.default,
@@ -140,19 +152,25 @@ describe('settings at the REST boundary', () => {
     });
   });
 
-  it('refuses a bfloat16 base on a full-parameter trainer, naming the field', async () => {
-    // loraRank 0 given, and left to its default (a trainer is full-parameter unless asked).
-    for (const [id, extra] of [
-      ['bf16-full', { loraRank: 0 }],
-      ['bf16-default-rank', {}],
-    ] as const) {
-      const r = await h.call('POST', `/v1/accounts/alice/rlorTrainerJobs?rlorTrainerJobId=${id}`, {
-        body: { ...BODIES.rlorTrainerJobs, ...extra, baseDtype: 'bfloat16' },
+  it('refuses a bfloat16 base on a full-parameter job, naming the field', async () => {
+    // loraRank 0 given, and left to a trainer's default (full-parameter unless asked).
+    const cases: [string, Record<string, unknown>][] = [
+      ['rlorTrainerJobs', { loraRank: 0 }],
+      ['rlorTrainerJobs', {}],
+      ...[...JOB, 'reinforcementFineTuningJobs'].map(
+        (c) => [c, { loraRank: 0 }] as [string, Record<string, unknown>],
+      ),
+    ];
+    for (const [k, [collection, extra]] of cases.entries()) {
+      const id = `bf16-full-${k}`;
+      const singular = collection.replace(/s$/, '');
+      const r = await h.call('POST', `/v1/accounts/alice/${collection}?${singular}Id=${id}`, {
+        body: { ...BODIES[collection], ...extra, baseDtype: 'bfloat16' },
       });
       expect(r.status, JSON.stringify(r.json)).toBe(400);
       expect(r.json.error.message).toBe(F.baseDtypeIssue('bfloat16', 0));
       expect(r.json.error.message).toMatch(/^baseDtype 'bfloat16' .*loraRank/);
-      expect((await h.call('GET', `/v1/accounts/alice/rlorTrainerJobs/${id}`)).status).toBe(404);
+      expect((await h.call('GET', `/v1/accounts/alice/${collection}/${id}`)).status).toBe(404);
     }
     expect(h.orchestrator.calls.filter((c) => /bf16-/.test(JSON.stringify(c)))).toEqual([]);
   });

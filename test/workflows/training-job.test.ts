@@ -307,11 +307,21 @@ describe('managed DPO job workflow', () => {
       beta: 0.1,
       seed: 3,
       evaluationDataset: 'accounts/acme/datasets/prefs-held-out',
+      // The pod's engine settings reach it (a LoRA job may keep its frozen base in bfloat16).
+      baseDtype: 'bfloat16',
+      recompute: true,
     });
     await platform.orchestrator.start(ref);
     await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
     const job = await body(ref);
     expect(job.state).toBe('JOB_STATE_COMPLETED');
+    const podIds = job.trainerJobIds as string[];
+    expect(podIds.length).toBeGreaterThan(0);
+    for (const id of podIds)
+      expect((await platform.launcher.get(id))?.spec.engine).toEqual({
+        baseDtype: 'bfloat16',
+        recompute: true,
+      });
     const metrics = await platform.store.listMetrics(workflowIdOf(ref));
     expect(metrics.length).toBeGreaterThan(2);
     // DPO starts at log 2 (policy = reference) and the margin grows as it learns.

@@ -40,6 +40,11 @@ function addTrainingFlags(cmd: Command): Command {
     .option('--training-shape <shape>', 'training shape name')
     .option('--checkpoint-frequency <steps>', 'save a resumable checkpoint every n steps', integer)
     .option('--seed <n>', 'data order seed (0 = derived from the job name)', integer)
+    .option(
+      '--base-dtype <dtype>',
+      'frozen base weights in float32 (default) or bfloat16 (half the memory; LoRA only)',
+    )
+    .option('--recompute', "recompute each layer's activations in backward (less memory)")
     .option('--wait', 'follow the job until it ends, with a progress bar');
 }
 

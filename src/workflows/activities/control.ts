@@ -181,6 +181,7 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         beta: body.beta,
         orpoLambda: body.orpoLambda,
         seed: body.seed || nameSeed(workflowIdOf(ref)),
+        engine: { baseDtype: body.baseDtype, recompute: body.recompute },
         totalSteps: 0,
         exampleCount: 0,
         maxTrainerRestarts: 5,

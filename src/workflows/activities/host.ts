@@ -145,6 +145,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       displayName: plan.jobName,
       // A pod whose worker died unnoticed stops by itself.
       inactivityTimeoutMs: POD_INACTIVITY_MS,
+      ...(plan.engine ? { engine: plan.engine } : {}),
       ...(deps.threads ? { threads: deps.threads } : {}),
     });
     try {

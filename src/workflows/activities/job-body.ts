@@ -38,6 +38,9 @@ export const trainingJobBodySchema = z
     /** ORPO. */
     orpoLambda: number.default(F.orpoLambda.default),
     seed: count.default(F.seed.default),
+    /** The pod's engine settings (an enum and a flag: their own schemas are their types). */
+    baseDtype: F.baseDtype.schema.default(F.baseDtype.default),
+    recompute: F.recompute.schema.default(F.recompute.default),
     /** Written by the workflow: where a resumed job continues. */
     lastCheckpoint: z.object({ checkpoint: z.string(), step: z.number().int() }).optional(),
   })

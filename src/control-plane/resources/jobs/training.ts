@@ -154,6 +154,9 @@ export async function resolveTraining(
     throw invalid(
       `epochs: ${epochs} epochs of ${dataset.exampleCount} examples trains no example (0 steps): give at least ${sci(1 / Math.max(dataset.exampleCount, 1))}`,
     );
+  // Refused here, not when the pod builds its model: a job that can never start leaves no row.
+  const dtypeIssue = F.baseDtypeIssue(input.baseDtype, loraRank);
+  if (dtypeIssue) throw invalid(dtypeIssue);
   const trainingShape = resolveShape(model, loraRank, input.trainingShape);
   const outputModel = await resolveOutputModel(deps, ctx, input.outputModel ?? randomId());
   const rivals = await activeJobsUsing(
@@ -185,6 +188,8 @@ export async function resolveTraining(
       input.gradientAccumulationSteps ?? F.gradientAccumulationSteps.default,
     checkpointFrequency: input.checkpointFrequency ?? F.checkpointFrequency.default,
     seed: input.seed ?? F.seed.default,
+    baseDtype: input.baseDtype ?? F.baseDtype.default,
+    recompute: input.recompute ?? F.recompute.default,
     batchSize: input.batchSize ?? F.batchSize[family].default,
     learningRate:
       input.learningRate ??
