@@ -19,6 +19,7 @@
 import { z } from 'zod';
 import { engineOptionsSchema } from '../engine/options.js';
 import { dpoConfigSchema, orpoConfigSchema } from '../losses/preference.js';
+import { trackingSettingsSchema } from '../tracking/config.js';
 import { durationSeconds } from './durations.js';
 
 /** 1e-2, 5e-4: how the spec writes rates in messages. */
@@ -338,6 +339,20 @@ export const rftSettings = {
   maxConcurrentRollouts: maxConcurrentRollouts.schema,
   rolloutTimeout: rolloutTimeout.schema,
 };
+
+/**
+ * Experiment tracking of a managed job (MLflow): the recipes' own tracking settings
+ * (src/tracking/config.ts), so a job and a recipe spell and check them alike. Stored with the
+ * job; the experiment name's default is resolved where the job is created.
+ */
+export const jobTrackingSettings = {
+  mlflowTrackingUri: trackingSettingsSchema.shape.mlflowTrackingUri.unwrap(),
+  mlflowExperimentName: trackingSettingsSchema.shape.mlflowExperimentName.removeDefault(),
+  mlflowRunName: trackingSettingsSchema.shape.mlflowRunName.unwrap(),
+};
+export const mlflowExperimentNameDefault = trackingSettingsSchema.shape.mlflowExperimentName.parse(
+  undefined,
+) as string;
 
 /** Every value of a shape optional: a request gives some, the defaults fill in the rest. */
 export function optionalShape<T extends Record<string, z.ZodType>>(

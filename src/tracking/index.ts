@@ -118,14 +118,21 @@ export async function openTracker(
 
 /**
  * The hook for managed jobs: a tracker for job `jobName` (run name = the job id), or
- * undefined when the settings configure no tracking backend. Params are logged here.
+ * undefined when the settings configure no tracking backend. Params are logged here, when the
+ * run is created; `runId` reopens the job's run instead (a later activity, another worker).
  */
 export async function openJobTracker(
   input: TrackingSettingsInput,
-  job: { name: string; params: Readonly<Record<string, ParamValue>> },
+  job: { name: string; params: Readonly<Record<string, ParamValue>>; runId?: string },
 ): Promise<Tracker | undefined> {
   const s = await validateTracking(input);
   if (!s.mlflowTrackingUri) return undefined;
+  if (job.runId)
+    return MlflowTracker.open({
+      trackingUri: s.mlflowTrackingUri,
+      experimentName: s.mlflowExperimentName,
+      runId: job.runId,
+    });
   const tracker = await openTracker(s, {
     defaultRunName: job.name.split('/').pop() ?? job.name,
     tags: { 'temper.job': job.name },

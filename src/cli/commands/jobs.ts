@@ -38,6 +38,9 @@ function addTrainingFlags(cmd: Command): Command {
     .option('--gradient-accumulation-steps <n>', 'micro-batches per optimizer step', integer)
     .option('--lora-rank <r>', 'LoRA rank (0 = full parameter)', integer)
     .option('--training-shape <shape>', 'training shape name')
+    .option('--mlflow-tracking-uri <url>', 'log params and per-step metrics to this MLflow server')
+    .option('--mlflow-experiment-name <name>', 'MLflow experiment (default: temper)')
+    .option('--mlflow-run-name <name>', 'MLflow run name (default: the job id)')
     .option('--checkpoint-frequency <steps>', 'save a resumable checkpoint every n steps', integer)
     .option('--seed <n>', 'data order seed (0 = derived from the job name)', integer)
     .option(

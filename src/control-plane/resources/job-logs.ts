@@ -173,6 +173,15 @@ async function readLines(
     }
     lines.push(line);
   }
+  // A job whose MLflow tracking failed trained on; the failure is a warning in its log.
+  const trackingWarning = str(b.trackingWarning);
+  if (trackingWarning)
+    lines.push({
+      id: 'tracking-warning',
+      time: row.updateTime,
+      level: 'WARNING',
+      text: trackingWarning,
+    });
   lines.push(stateLine(row));
   // RFC 3339 UTC strings order as times; stable, so records with the same time keep the order
   // above.

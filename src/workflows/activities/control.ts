@@ -30,6 +30,7 @@ import { podJobIdBase, withHeartbeats } from './host-support.js';
 import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
 import { checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
+import { JobTracking } from './job-tracking.js';
 import { modelContextLength, resolveModel } from './models.js';
 import { buildRftData } from './rft.js';
 
@@ -98,6 +99,7 @@ function nameSeed(name: string): number {
 
 export function createControlActivities(deps: ControlDeps): ControlActivities {
   const { store } = deps;
+  const tracking = new JobTracking(store);
 
   /**
    * Writes the job's state unless the job already ended (then nothing changes and it resolves
@@ -120,7 +122,8 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
 
   async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
     // A refused write is not an error to retry: the job's end is already recorded.
-    await writeJobStatus(ref, update);
+    // A written final state ends the job's MLflow run too (a no-op without one).
+    if (await writeJobStatus(ref, update)) await tracking.finish(ref, update.state);
   }
 
   async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {

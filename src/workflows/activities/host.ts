@@ -36,6 +36,7 @@ import {
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { JobEvaluators } from './job-evaluators.js';
 import { checkpointHistory, jobEnded, refOf, updateLiveJob } from './job-rows.js';
+import { JobTracking } from './job-tracking.js';
 import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { heldOutLoss, supervisedStep } from './supervised.js';
@@ -45,6 +46,7 @@ import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
 export function createHostActivities(deps: HostDeps): HostActivities {
   const sessions = new Map<string, Session>();
   const data = new Map<string, Promise<JobData>>();
+  const tracking = new JobTracking(deps.store);
 
   /** Where the job's weights come from, resolved once per job and process. */
   const sources = new Map<
@@ -154,6 +156,8 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       // Cancelled while the pod started: the workflow holds no handle to it, so it goes here.
       const { cancellationSignal } = Context.current();
       if (cancellationSignal.aborted) throw cancellationSignal.reason;
+      // The job's MLflow run (when it has one) opens with its params as the job starts.
+      await tracking.start(plan.jobName);
       await updateJob(plan, (body) => ({
         trainerHost: deps.hostQueue,
         trainerJobId: jobId,
@@ -410,6 +414,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     step: number,
   ) {
     await deps.store.putMetrics(plan.jobName, rows);
+    await tracking.record(plan.jobName, rows);
     await updateJob(plan, {
       jobProgress: {
         step,

@@ -17,6 +17,7 @@ import {
   rftSettings,
   sci,
 } from '../../../recipes/index.js';
+import { MlflowClient } from '../../../tracking/index.js';
 import type { Deps } from '../../context.js';
 import { checkTextLengths } from '../../http/body.js';
 import { ApiError, invalid, notFound, zodMessage } from '../../http/errors.js';
@@ -48,9 +49,17 @@ const resourceFields = {
 };
 
 /** SFT/DPO/ORPO bodies: the resource fields and the training settings (src/recipes/fields.ts). */
-export const trainingFields = { ...resourceFields, ...optionalShape(jobSettings) };
+export const trainingFields = {
+  ...resourceFields,
+  ...optionalShape(jobSettings),
+  ...optionalShape(F.jobTrackingSettings),
+};
 /** RFT bodies: the same resource fields with RFT's settings. */
-export const rftTrainingFields = { ...resourceFields, ...optionalShape(rftSettings) };
+export const rftTrainingFields = {
+  ...resourceFields,
+  ...optionalShape(rftSettings),
+  ...optionalShape(F.jobTrackingSettings),
+};
 
 const trainingSchema = z.strictObject(trainingFields);
 export type TrainingInput = z.output<typeof trainingSchema>;
@@ -195,5 +204,24 @@ export async function resolveTraining(
       input.learningRate ??
       (family === 'rft' ? F.learningRate.rft.default : F.learningRate.job.default(loraRank)),
   };
+  // An MLflow server that cannot be reached is refused here, as a recipe refuses it at its
+  // start (nothing trains untracked by surprise); later, while the job runs, a tracking
+  // failure is only a warning on the job.
+  if (input.mlflowTrackingUri !== undefined) {
+    const experiment = input.mlflowExperimentName ?? F.mlflowExperimentNameDefault;
+    await new MlflowClient(input.mlflowTrackingUri, (url, init) =>
+      fetch(url, { ...init, signal: AbortSignal.timeout(10_000) }),
+    )
+      .experimentId(experiment)
+      .catch((error: Error) => {
+        throw invalid(`mlflowTrackingUri: ${error.message}`);
+      });
+    Object.assign(fields, {
+      mlflowTrackingUri: input.mlflowTrackingUri,
+      mlflowExperimentName: experiment,
+      ...(input.mlflowRunName !== undefined ? { mlflowRunName: input.mlflowRunName } : {}),
+    });
+  } else if (input.mlflowExperimentName !== undefined || input.mlflowRunName !== undefined)
+    throw invalid('mlflowExperimentName and mlflowRunName need mlflowTrackingUri');
   return { fields, model, loraRank, exampleCount: dataset.exampleCount };
 }
