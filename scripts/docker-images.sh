@@ -115,6 +115,15 @@ for target in control-plane worker; do
   build "temper/$target:$TEMPER_TAG" docker/Dockerfile . --target "$target"
 done
 
+# Older tags of these images (from earlier trees) are removed, so the disk holds one set.
+if ((!CHECK)); then
+  for keep in "$BASE_TAG" "$PG_TAG" "$TEMPORAL_TAG" "temper/control-plane:$TEMPER_TAG" "temper/worker:$TEMPER_TAG"; do
+    $DOCKER images --format '{{.Repository}}:{{.Tag}}' "${keep%%:*}" | while read -r old; do
+      [[ $old == "$keep" ]] || $DOCKER rmi "$old" >/dev/null
+    done
+  done
+fi
+
 echo "TEMPER_BASE_IMAGE=$BASE_TAG"
 echo "TEMPER_POSTGRES_IMAGE=$PG_TAG"
 echo "TEMPER_TEMPORAL_IMAGE=$TEMPORAL_TAG"
