@@ -17,6 +17,7 @@
 // Measurements are interleaved (A B C ... A B C ...) and medians reported, so a burst of
 // contention hits every side. The machine's cores may be shared: the load average and the
 // spread of the samples are printed, and the run is marked noisy when they say so.
+// `--collectives` runs only the last two (a short run); `--quick` takes 3 reps instead of 7.
 // Last stdout line: {"bench":"trainer","custom_over_builtin":..,"rpc_over_inprocess":..,"dp2_over_dp1":..,
 //   "allreduce_over_tcp":..,"optimizer_mem_4_over_1":..}
 import { type ChildProcess, fork } from 'node:child_process';
@@ -186,6 +187,35 @@ async function measureCollectives(floats: number, reps: number) {
   }
 }
 
+/**
+ * `--collectives`: only the all-reduce vs raw TCP part (and the optimizer memory), on a buffer
+ * the size of the 25M model's parameters; a short run for work on the collectives.
+ */
+async function collectivesOnly(): Promise<void> {
+  const loadStart = loadavg()[0]!;
+  log(
+    `bench:trainer --collectives — ${availableParallelism()} cores, load average ${loadStart.toFixed(2)}`,
+  );
+  const model = new TransformerModel(CONFIG, { threads: 1 });
+  const params = [...initialWeights(model, 1234).values()].reduce((n, t) => n + t.data.length, 0);
+  const coll = await measureCollectives(params, REPS);
+  const maxLoad = Math.max(loadStart, loadavg()[0]!);
+  log(
+    JSON.stringify({
+      bench: 'trainer',
+      only: 'collectives',
+      allreduce_over_tcp: round(coll.allreduceOverTcp),
+      optimizer_mem_4_over_1: round(coll.optimizerMem4Over1),
+      allreduce_gbps: round(coll.allreduceGbps),
+      tcp_gbps: round(coll.tcpGbps),
+      min_ratios: { allreduce_over_tcp: round(coll.minRatio) },
+      params,
+      noisy: maxLoad > availableParallelism() + 0.5,
+      max_load: round(maxLoad, 2),
+    }),
+  );
+}
+
 async function main(): Promise<void> {
   const dir = await mkdtemp(join(tmpdir(), 'temper-bench-trainer-'));
   const launcher = new LocalProcessLauncher({
@@ -351,4 +381,5 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+if (args.has('--collectives')) await collectivesOnly();
+else await main();

@@ -168,13 +168,17 @@ class StoreClient : public gloo::rendezvous::Store {
   std::chrono::milliseconds timeout_;
 };
 
-// Ring messages: ring step s, segment j of an operation numbered `op` get one slot each.
-uint64_t ring_slot(uint8_t prefix, uint32_t op, uint32_t index) {
-  return gloo::Slot::build(prefix, (op << 12) ^ index);
+// Ring messages: every message of an operation numbered `op` gets its own slot, the prefix in
+// the top byte (apart from gloo's own collectives' prefixes), the operation in the next 24 bits
+// and the message's index in the low 32.
+uint64_t ring_slot(uint8_t prefix, uint32_t op, uint64_t index) {
+  return (static_cast<uint64_t>(prefix) << 56) | (static_cast<uint64_t>(op & 0xffffff) << 32) | (index & 0xffffffffu);
 }
 
 constexpr uint8_t kReduceScatterPrefix = 0x21;
 constexpr uint8_t kAllGatherPrefix = 0x22;
+constexpr uint8_t kRegionsReduceScatterPrefix = 0x23;
+constexpr uint8_t kRegionsAllGatherPrefix = 0x24;
 // Segments of a ring step travel as separate messages so the adds of one overlap the transfer
 // of the next.
 constexpr long kSegmentFloats = 1 << 18;  // 1 MiB
@@ -332,6 +336,167 @@ void ProcessGroup::all_reduce(double* data, long n) {
   gloo::allreduce(opts);
 }
 
+namespace {
+// The part of a ring message's flat range that lies in one region: values [flat, flat + len)
+// of the flat vector, at `offset` in region `region`.
+struct Piece {
+  size_t region;
+  long offset;
+  long flat;
+  long len;
+};
+
+// The pieces of flat range [b, e), in order; `starts` holds each region's first flat index.
+void pieces_of(const std::vector<Region>& regions, const std::vector<long>& starts, long b, long e,
+               std::vector<Piece>* out) {
+  out->clear();
+  size_t r = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), b) - starts.begin());
+  r = r == 0 ? 0 : r - 1;
+  for (; r < regions.size() && b < e; ++r) {
+    const long lo = std::max(b, starts[r]);
+    const long hi = std::min(e, starts[r] + regions[r].n);
+    if (lo < hi) out->push_back({r, lo - starts[r], lo, hi - lo});
+  }
+}
+}  // namespace
+
+// The reduce-scatter then all-gather of all_reduce(float*, layout), element for element the
+// same operations in the same order, but straight on the caller's regions: a message never
+// crosses a region's end (one per piece), the padding past the n values is never sent, and the
+// only copy is the incoming half of each reduce-scatter step (into scratch, to be added).
+void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
+  const int n = world_;
+  if (n == 1) return;
+  std::vector<long> starts;
+  long total = 0;
+  for (const auto& r : regions) {
+    starts.push_back(total);
+    total += r.n;
+  }
+  // The messages are cut at region ends, so every rank must pass regions of the same lengths:
+  // each rank puts (count, total, Σ len·(i+1), Σ len²) in its own slot and all compare.
+  {
+    constexpr int kPrint = 4;
+    std::vector<double> prints(static_cast<size_t>(n * kPrint), 0.0);
+    double* mine = prints.data() + rank_ * kPrint;
+    mine[0] = static_cast<double>(regions.size());
+    mine[1] = static_cast<double>(total);
+    for (size_t i = 0; i < regions.size(); ++i) {
+      mine[2] += static_cast<double>(regions[i].n) * static_cast<double>(i + 1);
+      mine[3] += static_cast<double>(regions[i].n) * static_cast<double>(regions[i].n);
+    }
+    all_reduce(prints.data(), static_cast<long>(prints.size()));
+    for (int r = 0; r < n; ++r) {
+      if (!std::equal(prints.begin() + r * kPrint, prints.begin() + (r + 1) * kPrint, prints.begin())) {
+        throw std::runtime_error("all-reduce: ranks passed buffers of different lengths (rank 0: " +
+                                 std::to_string(static_cast<long>(prints[0])) + " buffers, " +
+                                 std::to_string(static_cast<long>(prints[1])) + " values; rank " + std::to_string(r) +
+                                 ": " + std::to_string(static_cast<long>(prints[r * kPrint])) + " buffers, " +
+                                 std::to_string(static_cast<long>(prints[r * kPrint + 1])) + " values)");
+      }
+    }
+  }
+  if (total == 0) return;
+  const ShardLayout layout = ShardLayout::of(total, n);
+  const long s = layout.shard;
+  const int next = (rank_ + 1) % n;
+  const int prev = (rank_ + n - 1) % n;
+  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
+  // Message indices: step·stride + the piece's number within its chunk.
+  const uint64_t stride = static_cast<uint64_t>(nseg) + regions.size();
+  if (stride * static_cast<uint64_t>(n) >= (1ull << 32)) throw std::runtime_error("all-reduce: too many buffers");
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> bufs(regions.size());
+  for (size_t r = 0; r < regions.size(); ++r) {
+    if (regions[r].n > 0) bufs[r] = context_->createUnboundBuffer(regions[r].data, static_cast<size_t>(regions[r].n) * sizeof(float));
+  }
+  scratch_.resize(static_cast<size_t>(s));
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in(nseg);
+  for (long j = 0; j < nseg; ++j) {
+    const long b = j * kSegmentFloats;
+    const long e = std::min(s, b + kSegmentFloats);
+    in[j] = context_->createUnboundBuffer(scratch_.data() + b, static_cast<size_t>(e - b) * sizeof(float));
+  }
+  std::vector<long> sends(regions.size()), recvs(regions.size());
+  std::vector<Piece> pieces;
+  std::vector<std::vector<Piece>> incoming(nseg);
+  auto wait_sends = [&](const char* what) {
+    for (size_t r = 0; r < regions.size(); ++r) {
+      for (; sends[r] > 0; --sends[r]) {
+        if (!bufs[r]->waitSend(timeout_)) throw std::runtime_error(std::string(what) + ": send timed out");
+      }
+    }
+  };
+  // Posts the sends of chunk `chunk` at step `step` (pieces numbered from 0 within the chunk).
+  auto send_chunk = [&](uint8_t prefix, uint32_t op, int step, long chunk) {
+    uint64_t k = 0;
+    for (long j = 0; j < nseg; ++j) {
+      const long b = chunk * s + j * kSegmentFloats;
+      pieces_of(regions, starts, b, std::min(chunk * s + s, b + kSegmentFloats), &pieces);
+      for (const Piece& p : pieces) {
+        bufs[p.region]->send(next, ring_slot(prefix, op, step * stride + k++), static_cast<size_t>(p.offset) * sizeof(float),
+                             static_cast<size_t>(p.len) * sizeof(float));
+        ++sends[p.region];
+      }
+    }
+  };
+
+  // Reduce-scatter, as reduce_scatter(): at step t rank r sends chunk r-1-t, receives chunk
+  // r-2-t into scratch and adds it to its own values (own + incoming).
+  uint32_t op = ++slot_;
+  for (int step = 0; step < n - 1; ++step) {
+    const long out_chunk = ((rank_ - 1 - step) % n + n) % n;
+    const long in_chunk = ((rank_ - 2 - step) % n + n) % n;
+    // Every receive of the step before the first send (see reduce_scatter()).
+    uint64_t k = 0;
+    for (long j = 0; j < nseg; ++j) {
+      const long b = in_chunk * s + j * kSegmentFloats;
+      pieces_of(regions, starts, b, std::min(in_chunk * s + s, b + kSegmentFloats), &incoming[j]);
+      for (const Piece& p : incoming[j]) {
+        in[j]->recv(prev, ring_slot(kRegionsReduceScatterPrefix, op, step * stride + k++),
+                    static_cast<size_t>(p.flat - b) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+      }
+    }
+    send_chunk(kRegionsReduceScatterPrefix, op, step, out_chunk);
+    for (long j = 0; j < nseg; ++j) {
+      for (size_t i = 0; i < incoming[j].size(); ++i) {
+        if (!in[j]->waitRecv(timeout_)) throw std::runtime_error("all-reduce: receive timed out");
+      }
+      const long b = in_chunk * s + j * kSegmentFloats;
+      for (const Piece& p : incoming[j]) {
+        float* dst = regions[p.region].data + p.offset;
+        const float* src = scratch_.data() + j * kSegmentFloats + (p.flat - b);
+        for (long i = 0; i < p.len; ++i) dst[i] = dst[i] + src[i];
+      }
+    }
+    wait_sends("all-reduce");
+  }
+
+  // All-gather, as all_gather(): at step t rank r forwards chunk r-t (its own reduced chunk
+  // first) and receives chunk r-1-t straight into the regions.
+  op = ++slot_;
+  for (int step = 0; step < n - 1; ++step) {
+    const long out_chunk = ((rank_ - step) % n + n) % n;
+    const long in_chunk = ((rank_ - 1 - step) % n + n) % n;
+    uint64_t k = 0;
+    for (long j = 0; j < nseg; ++j) {
+      const long b = in_chunk * s + j * kSegmentFloats;
+      pieces_of(regions, starts, b, std::min(in_chunk * s + s, b + kSegmentFloats), &pieces);
+      for (const Piece& p : pieces) {
+        bufs[p.region]->recv(prev, ring_slot(kRegionsAllGatherPrefix, op, step * stride + k++),
+                             static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+        ++recvs[p.region];
+      }
+    }
+    send_chunk(kRegionsAllGatherPrefix, op, step, out_chunk);
+    for (size_t r = 0; r < regions.size(); ++r) {
+      for (; recvs[r] > 0; --recvs[r]) {
+        if (!bufs[r]->waitRecv(timeout_)) throw std::runtime_error("all-reduce: receive timed out");
+      }
+    }
+    wait_sends("all-reduce");
+  }
+}
+
 // Ring reduce-scatter: chunk k starts at rank k+1 and travels the ring k+1 → k+2 → … → k,
 // each rank adding its own values to what it receives, so its sum is complete at rank k. At
 // step s rank r sends chunk r-1-s to r+1 and receives chunk r-2-s from r-1.
@@ -354,10 +519,13 @@ void ProcessGroup::reduce_scatter(float* padded, const ShardLayout& layout) {
   for (int step = 0; step < n - 1; ++step) {
     const long send_chunk = ((rank_ - 1 - step) % n + n) % n;
     const long recv_chunk = ((rank_ - 2 - step) % n + n) % n;
+    // Every receive of the step is posted before the first send: gloo's TCP pair queues its
+    // "ready to receive" notices behind outgoing data, so a notice posted after a send waits
+    // for that whole send to leave, and the peer cannot start the matching segment meanwhile.
+    for (long j = 0; j < nseg; ++j) in[j]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * nseg + j));
     for (long j = 0; j < nseg; ++j) {
       const long b = j * kSegmentFloats;
       const long e = std::min(s, b + kSegmentFloats);
-      in[j]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * nseg + j));
       data->send(next, ring_slot(kReduceScatterPrefix, op, step * nseg + j),
                  static_cast<size_t>(send_chunk * s + b) * sizeof(float), static_cast<size_t>(e - b) * sizeof(float));
     }
@@ -389,13 +557,17 @@ void ProcessGroup::all_gather(float* padded, const ShardLayout& layout) {
   for (int step = 0; step < n - 1; ++step) {
     const long send_chunk = ((rank_ - step) % n + n) % n;
     const long recv_chunk = ((rank_ - 1 - step) % n + n) % n;
+    // All receives before the first send (see reduce_scatter).
     for (long j = 0; j < nseg; ++j) {
       const long b = j * kSegmentFloats;
       const long e = std::min(s, b + kSegmentFloats);
-      const uint64_t slot = ring_slot(kAllGatherPrefix, op, step * nseg + j);
-      data->recv(prev, slot, static_cast<size_t>(recv_chunk * s + b) * sizeof(float),
+      data->recv(prev, ring_slot(kAllGatherPrefix, op, step * nseg + j), static_cast<size_t>(recv_chunk * s + b) * sizeof(float),
                  static_cast<size_t>(e - b) * sizeof(float));
-      data->send(next, slot, static_cast<size_t>(send_chunk * s + b) * sizeof(float),
+    }
+    for (long j = 0; j < nseg; ++j) {
+      const long b = j * kSegmentFloats;
+      const long e = std::min(s, b + kSegmentFloats);
+      data->send(next, ring_slot(kAllGatherPrefix, op, step * nseg + j), static_cast<size_t>(send_chunk * s + b) * sizeof(float),
                  static_cast<size_t>(e - b) * sizeof(float));
     }
     for (long j = 0; j < nseg; ++j) {

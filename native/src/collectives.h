@@ -71,6 +71,13 @@ struct ShardLayout {
   }
 };
 
+// A run of float32 values in the caller's memory (one tensor's gradients, say); a list of
+// regions is one flat vector, in order.
+struct Region {
+  float* data;
+  long n;
+};
+
 class ProcessGroup {
  public:
   // Joins the group: rank `rank` of `world`, rendezvous through the store at
@@ -88,6 +95,10 @@ class ProcessGroup {
   // the same bits as the shard a ZeRO-1 step reduce-scatters: sharding the optimizer changes
   // the memory, not the numbers.
   void all_reduce(float* padded, const ShardLayout& layout);
+  // The same, bit for bit, in place on the caller's regions (no packing into a padded flat
+  // buffer and back). Every rank must pass regions of the same lengths (checked: a mismatch
+  // throws on every rank).
+  void all_reduce(const std::vector<Region>& regions);
   // In place, small vectors (counts, norms): gloo's ring all-reduce.
   void all_reduce(double* data, long n);
   // Ring reduce-scatter of a padded flat buffer of layout.shard·world values: afterwards this

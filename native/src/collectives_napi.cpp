@@ -1,8 +1,8 @@
 // Node-API face of the collectives (collectives.h). Every collective runs on a libuv worker
 // thread and settles a promise, so the pod keeps serving gRPC while ranks exchange data. The
 // buffers are the caller's typed arrays (the engine's own gradient/weight memory through
-// tensorView): native code packs them into one flat native buffer, runs the collective and
-// unpacks; nothing is copied through JavaScript.
+// tensorView): all-reduce works on them in place; the sharded operations pack them into one
+// flat native buffer, run the collective and unpack. Nothing is copied through JavaScript.
 #include "collectives_napi.h"
 
 #include <algorithm>
@@ -213,14 +213,11 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
     auto spans = spans_of(info[0], &keep);
-    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
-    return run(env, [g, spans, layout, this] {
-      if (layout.world == 1) return;
-      pad_flat(layout);
-      pack(spans, flat_.data());
-      g->all_reduce(flat_.data(), layout);
-      unpack(flat_.data(), spans);
-    }, std::move(keep));
+    // Straight on the typed arrays' memory: packing into one flat buffer and back cost two
+    // passes over every byte, as much CPU as the transfers themselves.
+    std::vector<Region> regions;
+    for (const auto& sp : spans) regions.push_back({sp.data, sp.n});
+    return run(env, [g, regions] { g->all_reduce(regions); }, std::move(keep));
   }
 
   // allReduceF64(buffer: Float64Array): in place (counts; integers stay exact).

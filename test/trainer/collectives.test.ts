@@ -1,6 +1,6 @@
 // The gloo collectives between real processes over TCP (rendezvous through the store a rank-0
 // pod serves): sums match a float64 reference, every rank gets the same bits, a rerun gives
-// the same bits, and a rank that never joins fails the others with a typed error.
+// the same bits, all-reduce in place equals reduce-scatter + all-gather bit for bit, and a rank that never joins fails the others with a typed error.
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -109,6 +109,9 @@ describe('gloo collectives between processes', () => {
       for (const r of [...a, ...b]) {
         expect(bits(r.reduced).equals(bits(a[0]!.reduced))).toBe(true);
         expect(bits(r.gathered).equals(bits(a[0]!.gathered))).toBe(true);
+        // All-reduce in place on the pieces and reduce-scatter + all-gather on the packed,
+        // padded buffer: the same operations in the same order, so the same bits.
+        expect(bits(r.reduced).equals(bits(r.gathered))).toBe(true);
         expect(r.counts).toEqual([(world * (world + 1)) / 2, world]);
       }
     },
