@@ -8,11 +8,11 @@
 // TEMPER_CHAOS_SEED to replay a plan.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
+import { seededRandom } from '../../src/util/seeded-random.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
 import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
+import { createStoredSftJob, resumeStoredJob } from '../support/stored-jobs.js';
 
-const BASE = 'accounts/temper/models/byte-lm-3m';
-const DATASET = 'accounts/temper/datasets/sure-answers-sft';
 const KILLS = 10;
 const SEED = Number(process.env.TEMPER_CHAOS_SEED ?? Math.floor(Math.random() * 2 ** 31));
 
@@ -26,58 +26,14 @@ afterAll(async () => {
   await platform?.close();
 });
 
-/** mulberry32: a small seeded generator, so a printed seed replays the same plan. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-async function createSftJob(id: string): Promise<JobRef> {
-  const ref: JobRef = { collection: 'supervisedFineTuningJobs', account: 'acme', id };
-  await platform.store.create(ref.collection, ref.account, ref.id, {
-    state: 'JOB_STATE_PENDING',
-    baseModel: BASE,
-    dataset: DATASET,
-    outputModel: `accounts/acme/models/${id}-model`,
-    batchSize: 1024,
-    epochs: 1,
-    learningRate: 5e-4,
-    loraRank: 0,
-    checkpointFrequency: 2,
-    // The same data order for both jobs, so their weights can be compared.
-    seed: 7,
-  });
-  return ref;
-}
-
 const body = (ref: JobRef) => platform.jobBody(ref);
 const progressStep = (b: Record<string, unknown>) =>
   (b.jobProgress as { step?: number } | undefined)?.step ?? 0;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** What `:resume` does: the job leaves its final state, then a new run starts. */
-async function resume(ref: JobRef): Promise<void> {
-  await platform.store.update(
-    ref.collection,
-    ref.account,
-    ref.id,
-    (b: Record<string, unknown>) => ({
-      ...b,
-      state: 'JOB_STATE_PENDING',
-    }),
-  );
-  await platform.orchestrator.resume(ref);
-}
-
 describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () => {
   it('resumes every time and ends with bitwise the weights of an uninterrupted run', async () => {
-    const plain = await createSftJob('chaos-plain');
+    const plain = await createStoredSftJob(platform, 'chaos-plain');
     await platform.orchestrator.start(plain);
     await platform.client.workflow.getHandle(workflowIdOf(plain)).result();
     const plainJob = await body(plain);
@@ -87,7 +43,7 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
     const uninterrupted = await platform.modelWeights('acme', 'chaos-plain-model');
 
     // The plan: a step to reach (before the last, so the job cannot finish first) and a delay.
-    const random = rng(SEED);
+    const random = seededRandom(SEED);
     const plan = Array.from({ length: KILLS }, () => ({
       step: 1 + Math.floor(random() * (totalSteps - 2)),
       delayMs: Math.floor(random() * 400),
@@ -98,7 +54,7 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
         .join(', ')}\n`,
     );
 
-    const ref = await createSftJob('chaos-killed');
+    const ref = await createStoredSftJob(platform, 'chaos-killed');
     await platform.orchestrator.start(ref);
     const killed = new Set<number>();
     let resumes = 0;
@@ -109,7 +65,7 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
         async () => {
           const b = await body(ref);
           if (b.state === 'JOB_STATE_FAILED') {
-            await resume(ref);
+            await resumeStoredJob(platform, ref);
             resumes++;
             return undefined;
           }
@@ -135,7 +91,7 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
       async () => {
         const b = await body(ref);
         if (b.state === 'JOB_STATE_FAILED') {
-          await resume(ref);
+          await resumeStoredJob(platform, ref);
           resumes++;
           return undefined;
         }

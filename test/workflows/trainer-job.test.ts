@@ -8,6 +8,7 @@ import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { ServiceClient } from '../../src/sdk/index.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
 import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
+import { resumeStoredJob } from '../support/stored-jobs.js';
 
 let platform: TestPlatform;
 
@@ -85,18 +86,7 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     process.kill(pod.pid!, 'SIGKILL');
     const lost = await waitForState(ref, 'JOB_STATE_FAILED');
     expect((lost.status as { message: string }).message).toMatch(/trainer lost/);
-    // As `:resume` does: the job leaves its final state first (the workflow never overwrites
-    // a final state), then the orchestrator starts a new run.
-    await platform.store.update(
-      ref.collection,
-      ref.account,
-      ref.id,
-      (b: Record<string, unknown>) => ({
-        ...b,
-        state: 'JOB_STATE_PENDING',
-      }),
-    );
-    await platform.orchestrator.resume(ref);
+    await resumeStoredJob(platform, ref);
     const again = await waitForState(ref, 'JOB_STATE_RUNNING');
     // A new pod, a new token: the old one opens nothing.
     expect(again.trainerToken).toMatch(/^[A-Za-z0-9_-]{43}$/);

@@ -6,9 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
 import { startTestPlatform, type TestPlatform, waitFor } from '../support/platform.js';
-
-const BASE = 'accounts/temper/models/byte-lm-3m';
-const DATASET = 'accounts/temper/datasets/sure-answers-sft';
+import { BUNDLED_BASE, createStoredSftJob, resumeStoredJob } from '../support/stored-jobs.js';
 
 let platform: TestPlatform;
 
@@ -20,25 +18,6 @@ afterAll(async () => {
   await platform?.close();
 });
 
-async function createSftJob(id: string, extra: Record<string, unknown> = {}): Promise<JobRef> {
-  const ref: JobRef = { collection: 'supervisedFineTuningJobs', account: 'acme', id };
-  await platform.store.create(ref.collection, ref.account, ref.id, {
-    state: 'JOB_STATE_PENDING',
-    baseModel: BASE,
-    dataset: DATASET,
-    outputModel: `accounts/acme/models/${id}-model`,
-    batchSize: 1024,
-    epochs: 1,
-    learningRate: 5e-4,
-    loraRank: 0,
-    checkpointFrequency: 2,
-    // The same data order for every job here, so their weights can be compared.
-    seed: 7,
-    ...extra,
-  });
-  return ref;
-}
-
 const body = (ref: JobRef) => platform.jobBody(ref);
 const modelWeights = (id: string) => platform.modelWeights('acme', id);
 
@@ -46,7 +25,7 @@ describe('managed SFT job workflow', () => {
   let uninterrupted: Buffer;
 
   it('runs to completion, records progress and metrics, and promotes the output model', async () => {
-    const ref = await createSftJob('sft-plain');
+    const ref = await createStoredSftJob(platform, 'sft-plain');
     await platform.orchestrator.start(ref);
     await platform.orchestrator.start(ref); // idempotent: one workflow per job
     const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
@@ -101,7 +80,7 @@ describe('managed SFT job workflow', () => {
   }, 300_000);
 
   it('survives kill -9 of its trainer pod and ends with bitwise the same weights', async () => {
-    const ref = await createSftJob('sft-killed');
+    const ref = await createStoredSftJob(platform, 'sft-killed');
     await platform.orchestrator.start(ref);
     // Kill the pod once a checkpoint exists: the job must continue from it.
     await waitFor('a checkpoint', async () =>
@@ -121,7 +100,7 @@ describe('managed SFT job workflow', () => {
   }, 300_000);
 
   it('restores the previous checkpoint when the newest fails verification, and says so', async () => {
-    const ref = await createSftJob('sft-corrupt');
+    const ref = await createStoredSftJob(platform, 'sft-corrupt');
     await platform.orchestrator.start(ref);
     await waitFor('two checkpoints', async () => {
       const cp = (await body(ref)).lastCheckpoint as { step: number } | undefined;
@@ -173,7 +152,7 @@ describe('managed SFT job workflow', () => {
   }, 300_000);
 
   it(':resume of a job whose newest checkpoint is corrupt restores the one before it', async () => {
-    const ref = await createSftJob('sft-resume-corrupt');
+    const ref = await createStoredSftJob(platform, 'sft-resume-corrupt');
     await platform.orchestrator.start(ref);
     await waitFor('two checkpoints', async () => {
       const cp = (await body(ref)).lastCheckpoint as { step: number } | undefined;
@@ -195,17 +174,7 @@ describe('managed SFT job workflow', () => {
     const bytes = readFileSync(path);
     bytes[bytes.length - 5] = bytes[bytes.length - 5]! ^ 0x10;
     writeFileSync(path, bytes);
-    // What `:resume` does: the job leaves its state, then a new run starts.
-    await platform.store.update(
-      ref.collection,
-      ref.account,
-      ref.id,
-      (b: Record<string, unknown>) => ({
-        ...b,
-        state: 'JOB_STATE_PENDING',
-      }),
-    );
-    await platform.orchestrator.resume(ref);
+    await resumeStoredJob(platform, ref);
     const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
     expect(result.trainerRestarts).toBe(0);
     const job = await body(ref);
@@ -223,7 +192,9 @@ describe('managed SFT job workflow', () => {
       'accounts/acme/datasets/broken/data.jsonl',
       '{"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"yo"}]}\n{not json\n',
     );
-    const ref = await createSftJob('sft-broken', { dataset: 'accounts/acme/datasets/broken' });
+    const ref = await createStoredSftJob(platform, 'sft-broken', {
+      dataset: 'accounts/acme/datasets/broken',
+    });
     const before = (await platform.launcher.list()).length;
     await platform.orchestrator.start(ref);
     await expect(platform.client.workflow.getHandle(workflowIdOf(ref)).result()).rejects.toThrow();
@@ -236,7 +207,7 @@ describe('managed SFT job workflow', () => {
   }, 120_000);
 
   it('cancel stops the pod and keeps the last checkpoint', async () => {
-    const ref = await createSftJob('sft-cancel', { epochs: 3 });
+    const ref = await createStoredSftJob(platform, 'sft-cancel', { epochs: 3 });
     await platform.orchestrator.start(ref);
     // A second checkpoint means the workflow has taken in the first one's weights.
     await waitFor('two checkpoints', async () => {
@@ -297,7 +268,7 @@ describe('managed DPO job workflow', () => {
     const ref: JobRef = { collection: 'dpoJobs', account: 'acme', id: 'dpo-1' };
     await platform.store.create(ref.collection, ref.account, ref.id, {
       state: 'JOB_STATE_PENDING',
-      baseModel: BASE,
+      baseModel: BUNDLED_BASE,
       dataset: 'accounts/acme/datasets/prefs',
       outputModel: 'accounts/acme/models/dpo-1-model',
       batchSize: 256,
@@ -338,6 +309,6 @@ describe('managed DPO job workflow', () => {
       'acme',
       'dpo-1-model',
     );
-    expect(model?.body).toMatchObject({ kind: 'HF_PEFT_ADDON', baseModel: BASE });
+    expect(model?.body).toMatchObject({ kind: 'HF_PEFT_ADDON', baseModel: BUNDLED_BASE });
   }, 300_000);
 });
