@@ -31,9 +31,8 @@ import { toHfConfig } from '../src/engine/config.js';
 import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { HotLoadClient } from '../src/sdk/deployment-sampler.js';
-import { seededRandom } from '../src/util/seeded-random.js';
 import { s3ServerCommand } from '../test/support/object-store-servers.js';
-import { LLAMA_25M, median } from './support/common.js';
+import { LLAMA_25M, median, perturbTensors, Reps } from './support/common.js';
 import { createShapedLink } from './support/shaped-link.js';
 
 const { values: argv } = parseArgs({
@@ -48,28 +47,7 @@ const RATE = argv.rate;
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-let noisy = false;
-function settle(label: string, xs: number[]): number {
-  const lo = Math.min(...xs);
-  const hi = Math.max(...xs);
-  if (xs.length > 1 && lo > 0 && (hi - lo) / lo > 0.25) {
-    noisy = true;
-    log(`  (noisy: ${label} reps ${xs.map((x) => round(x)).join(', ')})`);
-  }
-  return median(xs);
-}
-
-/** A "training step": a tenth of every tensor's entries moved a little (as bench:serving). */
-function perturb(t: TensorMap, seed: number, scale = 0.01): TensorMap {
-  const u = seededRandom(seed);
-  const out: TensorMap = new Map();
-  for (const [k, v] of t) {
-    const d = Float32Array.from(v.data);
-    for (let i = 0; i < d.length; i += 10) d[i] = (d[i] as number) + scale * (u() - 0.5);
-    out.set(k, { shape: v.shape, data: d });
-  }
-  return out;
-}
+const reps = new Reps(log);
 
 async function writeModelDir(
   dir: string,
@@ -163,8 +141,8 @@ async function main(): Promise<void> {
     let fullBytes = 0;
     let deltaBytes = 0;
     for (let r = 0; r < REPS; r++) {
-      const full = perturb(base, 100 + r);
-      const step = perturb(full, 200 + r);
+      const full = perturbTensors(base, 100 + r);
+      const step = perturbTensors(full, 200 + r);
       const fullDir = join(tmp, `full-${r}`);
       const nextDir = join(tmp, `next-${r}`);
       const deltaDir = join(tmp, `delta-${r}`);
@@ -238,9 +216,9 @@ async function main(): Promise<void> {
       phases.delta.push(await phasesOf(`delta-${r}`));
     }
     const weightsBytes = (await bucket.stat('full-0/model-00000.safetensors'))?.size ?? 0;
-    const full_download_ms = settle('download', download);
-    const hotload_full_ms = settle('hot-load full', fullMs);
-    const hotload_delta_ms = settle('hot-load delta', deltaMs);
+    const full_download_ms = reps.settle('download', download);
+    const hotload_full_ms = reps.settle('hot-load full', fullMs);
+    const hotload_delta_ms = reps.settle('hot-load delta', deltaMs);
     const pick = (xs: Phase[], k: keyof Phase) => round(median(xs.map((x) => x[k])));
     const phases_ms = {
       full: {
@@ -264,7 +242,7 @@ async function main(): Promise<void> {
     log(
       `  replica phases (median ms): full ${JSON.stringify(phases_ms.full)}, delta ${JSON.stringify(phases_ms.delta)}`,
     );
-    if ((loadavg()[0] ?? 0) > availableParallelism()) noisy = true;
+    if ((loadavg()[0] ?? 0) > availableParallelism()) reps.noisy = true;
     log(
       JSON.stringify({
         bench: 'hotload',
@@ -279,7 +257,7 @@ async function main(): Promise<void> {
         phases_ms,
         model: 'llama-25m',
         reps: REPS,
-        noisy,
+        noisy: reps.noisy,
         load_avg_1m: round(loadavg()[0] ?? 0, 2),
       }),
     );

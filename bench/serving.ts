@@ -48,7 +48,7 @@ import { initialWeights } from '../src/engine/init.js';
 import { TransformerModel } from '../src/engine/model.js';
 import { HotLoadClient } from '../src/sdk/deployment-sampler.js';
 import { seededRandom } from '../src/util/seeded-random.js';
-import { LLAMA_25M, median } from './support/common.js';
+import { LLAMA_25M, median, perturbTensors, Reps } from './support/common.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const BUNDLED = join(ROOT, 'catalog', 'accounts', 'temper', 'models', 'byte-lm-3m');
@@ -70,29 +70,7 @@ if (![REPS, PROMPT, DECODE].every((v) => Number.isInteger(v) && v >= 1) || DECOD
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-let noisy = false;
-/** Median of reps; flags the run noisy when max/min spread is over 25%. */
-function settle(label: string, xs: number[]): number {
-  const lo = Math.min(...xs);
-  const hi = Math.max(...xs);
-  if (xs.length > 1 && lo > 0 && (hi - lo) / lo > 0.25) {
-    noisy = true;
-    log(`  (noisy: ${label} reps ${xs.map((x) => round(x, 2)).join(', ')})`);
-  }
-  return median(xs);
-}
-
-/** A "training step": a tenth of every tensor's entries moved a little. */
-function perturb(t: TensorMap, seed: number, scale = 0.01): TensorMap {
-  const u = seededRandom(seed);
-  const out: TensorMap = new Map();
-  for (const [k, v] of t) {
-    const d = Float32Array.from(v.data);
-    for (let i = 0; i < d.length; i += 10) d[i] = (d[i] as number) + scale * (u() - 0.5);
-    out.set(k, { shape: v.shape, data: d });
-  }
-  return out;
-}
+const reps = new Reps(log);
 
 async function writeFull(
   dir: string,
@@ -224,10 +202,10 @@ async function benchModel(
       engPrefill.push(PROMPT / (e1 / 1000));
       engDecode.push((en - 1) / ((eN - e1) / 1000));
     }
-    const ort_prefill_tok_s = settle(`${name} ort prefill`, ortPrefill);
-    const engine_prefill_tok_s = settle(`${name} engine prefill`, engPrefill);
-    const ort_decode_tok_s = settle(`${name} ort decode`, ortDecode);
-    const engine_decode_tok_s = settle(`${name} engine decode`, engDecode);
+    const ort_prefill_tok_s = reps.settle(`${name} ort prefill`, ortPrefill);
+    const engine_prefill_tok_s = reps.settle(`${name} engine prefill`, engPrefill);
+    const ort_decode_tok_s = reps.settle(`${name} ort decode`, ortDecode);
+    const engine_decode_tok_s = reps.settle(`${name} engine decode`, engDecode);
     const ort_prefill_server_tok_s = median(ortPrefillServer);
     const ort_decode_server_tok_s = median(ortDecodeServer);
     log(
@@ -274,8 +252,8 @@ async function benchModel(
     let fullBytes = 0;
     let deltaBytes = 0;
     for (let r = 0; r < REPS; r++) {
-      const full = perturb(base, 100 + r);
-      const step = perturb(full, 200 + r);
+      const full = perturbTensors(base, 100 + r);
+      const step = perturbTensors(full, 200 + r);
       const fullId = `full-${r}`;
       const deltaId = `delta-${r}`;
       await writeFull(join(bucket, fullId), config, full);
@@ -296,8 +274,8 @@ async function benchModel(
       last = step;
       await rm(staging, { recursive: true, force: true });
     }
-    const hotload_full_ms = settle(`${name} hot-load full`, fullMs);
-    const hotload_delta_ms = settle(`${name} hot-load delta`, deltaMs);
+    const hotload_full_ms = reps.settle(`${name} hot-load full`, fullMs);
+    const hotload_delta_ms = reps.settle(`${name} hot-load delta`, deltaMs);
     log(
       `hot-load: full ${round(hotload_full_ms)} ms (${round(fullBytes / 1e6, 2)} MB), arc_v2 delta ${round(hotload_delta_ms)} ms (${round(deltaBytes / 1e6, 2)} MB); delta/full ${round(hotload_delta_ms / hotload_full_ms, 3)}`,
     );
@@ -387,7 +365,7 @@ async function main(): Promise<void> {
   }
   const [, big] = results as [ModelResult, ModelResult];
   const load = loadavg()[0] ?? 0;
-  if (load > availableParallelism()) noisy = true;
+  if (load > availableParallelism()) reps.noisy = true;
   log(
     JSON.stringify({
       bench: 'serving',
@@ -398,7 +376,7 @@ async function main(): Promise<void> {
       hotload_full_ms: big.hotload_full_ms,
       hotload_delta_ms: big.hotload_delta_ms,
       logprob_mae: Math.max(...results.map((r) => r.logprob_mae)),
-      noisy,
+      noisy: reps.noisy,
       headline_model: big.model,
       load_avg_1m: round(load, 2),
       models: results,
