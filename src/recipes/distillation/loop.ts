@@ -5,6 +5,11 @@
  * importance-sampling loss on advantages teacher − student (src/losses/distillation). The
  * logged `reverse_kl:mean` (student sampling logprob − teacher logprob, per generated token)
  * is the KL to the teacher that the loop drives down.
+ *
+ * Sampled reverse KL only re-weights tokens the student samples: where the teacher's preferred
+ * token is one a near-deterministic student never samples, every advantage is negative and the
+ * updates flatten the student rather than move it to the teacher (the KL then stays flat or
+ * rises). It suits a student whose support covers the teacher's choices.
  */
 import { z } from 'zod';
 import {
