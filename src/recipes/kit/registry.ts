@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { asyncRlRecipe } from '../async-rl/index.js';
 import { distillationRecipe } from '../distillation/index.js';
 import { dpoRecipe } from '../dpo/index.js';
+import { igpoRecipe } from '../igpo/index.js';
 import { orpoRecipe } from '../orpo/index.js';
 import { rlRecipe } from '../rl/index.js';
 import { sftRecipe } from '../sft/index.js';
@@ -22,6 +23,7 @@ export const RECIPES: Readonly<Record<string, AnyRecipe>> = {
   orpo: orpoRecipe,
   rl: rlRecipe,
   'async-rl': asyncRlRecipe,
+  igpo: igpoRecipe,
   distillation: distillationRecipe,
 };
 
