@@ -64,9 +64,10 @@ export interface TemperWorker {
  * The Temporal SDK's process-wide runtime, logging warnings and errors to stderr. Every host
  * worker polls a host queue with activities only, by design, so the SDK's "No workflows
  * registered" warning is not one, nor are the ends of a cancellation (below). Once per process; a runtime
- * already installed is kept.
+ * already installed is kept. Tests pass 'ERROR': the failures they cause on purpose (killed pods,
+ * corrupted checkpoints) are warnings the platform rightly gives, but noise in a passing run.
  */
-export function installTemporalRuntime(): void {
+export function installTemporalRuntime(minLevel: 'WARN' | 'ERROR' = 'WARN'): void {
   const write = (entry: LogEntry) => {
     if (entry.message.startsWith('No workflows registered')) return;
     // An activity of a job that ended meanwhile (cancelled, say) stops with JobEnded: the
@@ -85,8 +86,8 @@ export function installTemporalRuntime(): void {
   try {
     // The SDK's native core logs through the same writer (else it prints to the console itself).
     Runtime.install({
-      logger: new DefaultLogger('WARN', write),
-      telemetryOptions: { logging: { filter: { core: 'WARN', other: 'ERROR' }, forward: {} } },
+      logger: new DefaultLogger(minLevel, write),
+      telemetryOptions: { logging: { filter: { core: minLevel, other: 'ERROR' }, forward: {} } },
     });
   } catch {
     // Already installed by this process (a test, or a second stack): keep that one.

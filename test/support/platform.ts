@@ -74,7 +74,8 @@ export async function startTestPlatform(
     outbound?: OutboundSettings;
   } = {},
 ): Promise<TestPlatform> {
-  installTemporalRuntime();
+  // TEMPER_TEST_TEMPORAL_LOG=WARN shows the warnings a test provokes (killed pods and the like).
+  installTemporalRuntime(process.env.TEMPER_TEST_TEMPORAL_LOG === 'WARN' ? 'WARN' : 'ERROR');
   bundle ??= bundleWorkflows();
   const dir = await mkdtemp(join(tmpdir(), 'temper-platform-'));
   const [server, workflowBundle] = await Promise.all([
