@@ -8,9 +8,8 @@
  * the lag).
  */
 import type { DeploymentSampler } from '../../sdk/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices } from '../kit/data.js';
 import type { RlResult } from '../rl/loop.js';
@@ -33,14 +32,10 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
 
   // 1. prompts and the policy, restored from the log path
   const { prompts } = await readPrompts(config);
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('async-rl', config, clients);
   let step = resumed?.step ?? 0;
   const consumedAt = (s: number) =>
     (resumed?.dataConsumed ?? 0) + (s - (resumed?.step ?? 0)) * config.prompt_groups_per_step;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'async-rl', ...config }));
   const loss = policyLossOf(config);
   const schedule = {
     ...config.lr_schedule,

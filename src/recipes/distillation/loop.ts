@@ -21,9 +21,8 @@ import {
 } from '../../losses/index.js';
 import type { PromotedModel, SampledCompletion } from '../../sdk/index.js';
 import { messagesSchema } from '../../tokenizers/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices, modelRenderer, readRows } from '../kit/data.js';
 import { adamW } from '../optimizer.js';
@@ -55,13 +54,9 @@ export async function run(
     config.teacher_model,
     config.threads,
   );
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('distillation', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'distillation', ...config }));
   const schedule = {
     ...config.lr_schedule,
     peak: peakLearningRate(config),

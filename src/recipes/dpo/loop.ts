@@ -7,9 +7,8 @@
 
 import { dpoLoss, FIELDS } from '../../losses/index.js';
 import type { PromotedModel, TrainingDatum } from '../../sdk/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices, modelRenderer } from '../kit/data.js';
 import { adamW } from '../optimizer.js';
@@ -54,13 +53,9 @@ export async function run(config: DpoConfig, clients: RecipeClients): Promise<Pr
   const totalSteps = config.max_steps ?? Math.ceil(config.epochs * stepsPerEpoch);
 
   // 2. policy (restored from the log path) and the frozen reference's cached logprobs
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('dpo', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'dpo', ...config }));
   const reference = await service.createReferenceClient();
   const flat = pairs.flatMap((p) => [p.chosen, p.rejected]);
   const ref = await referenceLogprobs((d) => reference.forward(d), flat);

@@ -17,9 +17,8 @@ import type {
   TrainingDatum,
 } from '../../sdk/index.js';
 import { type MessageInput, messagesSchema, type Renderer } from '../../tokenizers/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices, modelRenderer, readRows } from '../kit/data.js';
 import { RecipeError } from '../kit/errors.js';
@@ -148,13 +147,9 @@ export async function run(config: IgpoConfig, clients: RecipeClients): Promise<I
   // 1. episodes' openings and the policy, restored from the log path
   const renderer = await modelRenderer(config.base_model);
   const rows = await readRows(config.dataset, rowSchema);
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('igpo', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'igpo', ...config }));
   const loss = rlMethodLoss({ method: 'grpo' });
   const schedule = {
     ...config.lr_schedule,

@@ -15,6 +15,9 @@ import type {
   ServiceClient,
   TrainingClient,
 } from '../../sdk/index.js';
+import { flattenParams } from '../../tracking/index.js';
+import type { RecipeBaseConfig } from './base-config.js';
+import type { RecipeClients } from './clients.js';
 import { RecipeError } from './errors.js';
 
 const KEEP = 20;
@@ -162,4 +165,22 @@ export class RecipeCheckpoints {
     if (!row) throw new RecipeError(`trainer job ${job} has no promotable checkpoint to promote`);
     return this.service.promoteCheckpoint({ name: row.name, outputModelId, baseModel });
   }
+}
+
+/**
+ * A run's policy on a new trainer, restored from the newest checkpoint of its log path (or
+ * `init_from_checkpoint`'s weights). A run that starts afresh logs its config as the tracked
+ * params; a resumed one keeps those it logged the first time.
+ */
+export async function startPolicy(
+  recipe: string,
+  config: RecipeBaseConfig,
+  { service, tracker, log }: RecipeClients,
+): Promise<{ policy: TrainingClient; ckpt: RecipeCheckpoints; resumed: ResumeInfo | undefined }> {
+  const policy = await service.createTrainingClient();
+  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
+  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  if (resumed) log.info({ from: resumed.from, step: resumed.step }, 'resumed');
+  else await tracker.logParams(flattenParams({ recipe, ...config }));
+  return { policy, ckpt, resumed };
 }

@@ -6,11 +6,10 @@
 
 import { orpoLoss } from '../../losses/index.js';
 import type { TrainingDatum } from '../../sdk/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import type { PreferenceResult } from '../dpo/loop.js';
 import { readPreferencePairs } from '../dpo/pairs.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices, modelRenderer } from '../kit/data.js';
 import { adamW } from '../optimizer.js';
@@ -18,7 +17,7 @@ import { learningRateAt } from '../schedule.js';
 import type { OrpoConfig } from './config.js';
 
 export async function run(config: OrpoConfig, clients: RecipeClients): Promise<PreferenceResult> {
-  const { service, tracker, log } = clients;
+  const { tracker, log } = clients;
 
   // 1. data
   const renderer = await modelRenderer(config.base_model);
@@ -31,13 +30,9 @@ export async function run(config: OrpoConfig, clients: RecipeClients): Promise<P
   const totalSteps = config.max_steps ?? Math.ceil(config.epochs * stepsPerEpoch);
 
   // 2. policy, restored from the log path
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('orpo', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'orpo', ...config }));
   const schedule = { ...config.lr_schedule, peak: peakLearningRate(config), totalSteps };
   const loss = orpoLoss({ lambda: config.orpo_lambda });
 

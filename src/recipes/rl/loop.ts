@@ -5,9 +5,8 @@
  * policy with the configured loss. Checkpoints, resume and promotion as in every recipe.
  */
 import type { PromotedModel } from '../../sdk/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices } from '../kit/data.js';
 import { learningRateAt } from '../schedule.js';
@@ -35,13 +34,9 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
 
   // 1. prompts and the policy, restored from the log path
   const { prompts } = await readPrompts(config);
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('rl', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'rl', ...config }));
   const loss = policyLossOf(config);
   const schedule = {
     ...config.lr_schedule,

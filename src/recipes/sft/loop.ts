@@ -8,9 +8,8 @@
 import { z } from 'zod';
 import { conversationTrainingDatum, type PromotedModel } from '../../sdk/index.js';
 import { messagesSchema } from '../../tokenizers/index.js';
-import { flattenParams } from '../../tracking/index.js';
 import { peakLearningRate } from '../kit/base-config.js';
-import { RecipeCheckpoints } from '../kit/checkpoints.js';
+import { startPolicy } from '../kit/checkpoints.js';
 import type { RecipeClients } from '../kit/clients.js';
 import { batchIndices, modelRenderer, readRows } from '../kit/data.js';
 import { adamW } from '../optimizer.js';
@@ -25,7 +24,7 @@ export interface SftResult {
 }
 
 export async function run(config: SftConfig, clients: RecipeClients): Promise<SftResult> {
-  const { service, tracker, log } = clients;
+  const { tracker, log } = clients;
 
   // 1. data: conversations → target-token datums with the renderer's loss weights
   const renderer = await modelRenderer(config.base_model);
@@ -37,13 +36,9 @@ export async function run(config: SftConfig, clients: RecipeClients): Promise<Sf
   const totalSteps = config.max_steps ?? Math.ceil(config.epochs * stepsPerEpoch);
 
   // 2. the policy, restored from this log path (or init_from_checkpoint)
-  const policy = await service.createTrainingClient();
-  const ckpt = new RecipeCheckpoints(policy, service, config.log_path);
-  const resumed = await ckpt.resume(config.init_from_checkpoint);
+  const { policy, ckpt, resumed } = await startPolicy('sft', config, clients);
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
-  if (resumed) log.info({ from: resumed.from, step }, 'resumed');
-  else await tracker.logParams(flattenParams({ recipe: 'sft', ...config }));
   const schedule = { ...config.lr_schedule, peak: peakLearningRate(config), totalSteps };
 
   // 3. train
