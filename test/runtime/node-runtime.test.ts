@@ -66,9 +66,16 @@ describe('the Node.js runtime', () => {
     expect(major(process.version)).toBe(24);
     expect(major(pkg.engines.node.replace(/^\^/, ''))).toBe(24);
     expect(major(pinned)).toBe(24);
-    // The images run the same release (docker/Dockerfile's official node:<version> images).
+    // The images run the same release: the Dockerfile provisions it with
+    // docker/provision-node.sh, whose own command reads the pin from package.json.
     const dockerfile = readFileSync(join(root, 'docker', 'Dockerfile'), 'utf8');
-    expect(/^ARG NODE_VERSION=(\S+)$/m.exec(dockerfile)?.[1]).toBe(pinned);
+    expect(dockerfile).toMatch(/^RUN sh docker\/provision-node\.sh$/m);
+    const script = readFileSync(join(root, 'docker', 'provision-node.sh'), 'utf8');
+    const versionCommand = /^version=\$\((.*)\)$/m.exec(script)?.[1];
+    expect(versionCommand).toBeDefined();
+    expect(
+      execFileSync('sh', ['-c', versionCommand!], { cwd: root, encoding: 'utf8' }).trim(),
+    ).toBe(pinned);
   });
 
   it.runIf(process.platform === 'linux' && process.arch === 'x64')(
