@@ -56,13 +56,21 @@ async function startWorkerProcess(hostId: string, host: TestHost): Promise<Child
         TEMPER_TEMPORAL_ADDRESS: `${host.gatewayIp}:${port}`,
         TEMPER_TASK_QUEUE: platform.sharedQueue,
       },
-      stdio: ['ignore', 'pipe', 'inherit'],
+      // The workers' own warnings (the pods this test kills) stay out of the test output;
+      // they are shown if a worker fails to start.
+      stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
   children.push(child);
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderr = (stderr + d.toString('utf8')).slice(-8192);
+  });
   const lines = createInterface({ input: child.stdout! });
   await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`worker ${hostId} exited with ${code}`)));
+    child.once('exit', (code) =>
+      reject(new Error(`worker ${hostId} exited with ${code}: ${stderr}`)),
+    );
     lines.on('line', (line) => {
       if (line.includes('worker_started')) resolve();
     });

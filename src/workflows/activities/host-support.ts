@@ -4,6 +4,7 @@
  */
 import { createHash } from 'node:crypto';
 import { Context } from '@temporalio/activity';
+import { Runtime } from '@temporalio/worker';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
 import type { SandboxSettings } from '../../evaluators/index.js';
@@ -12,6 +13,7 @@ import type { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
 import type { TrainingDatum } from '../../sdk/types.js';
 import type { Store } from '../../store/index.js';
+import type { TrainerError } from '../../trainer/index.js';
 import type { Launcher } from '../../trainer/launcher/index.js';
 import type { TrainingPlan } from '../types.js';
 import type { RolloutTracer } from './remote-rollouts.js';
@@ -113,4 +115,13 @@ export function weightSum(batch: readonly TrainingDatum[]): number {
 /** The base model a pod is launched with: catalog models by name (recorded in exports), others by path. */
 export function podBaseModel(name: string, dir: string): string {
   return name.startsWith('accounts/temper/') ? name : dir;
+}
+
+/**
+ * Where a host's trainer sessions report errors of their background calls (heartbeats to a pod
+ * that died, say): the worker's Temporal log, at warning level, instead of the SDK's default
+ * process warning. The job's workflow sees the same loss through its own activities and acts.
+ */
+export function logBackgroundError(error: TrainerError): void {
+  Runtime.instance().logger.warn(error.message, { code: error.code });
 }

@@ -27,6 +27,7 @@ import {
   cached,
   type HostDeps,
   learningRateAt,
+  logBackgroundError,
   POD_INACTIVITY_MS,
   podBaseModel,
   podJobId,
@@ -87,7 +88,11 @@ export function createHostActivities(deps: HostDeps): HostActivities {
             }
           : {}),
       },
-      { launcher: deps.launcher, deployments: deps.deployments },
+      {
+        launcher: deps.launcher,
+        deployments: deps.deployments,
+        onBackgroundError: logBackgroundError,
+      },
     );
     const client = await service.createTrainingClient(modelId ? { modelId } : {});
     const session = { service, client };

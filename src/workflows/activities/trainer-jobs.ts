@@ -12,7 +12,13 @@ import type {
   TrainStepRequest,
   TrainStepResult,
 } from '../types.js';
-import { cached, type HostDeps, podBaseModel, withHeartbeats } from './host-support.js';
+import {
+  cached,
+  type HostDeps,
+  logBackgroundError,
+  podBaseModel,
+  withHeartbeats,
+} from './host-support.js';
 import { resolveModel } from './models.js';
 import { recordTrainingUsage, TRAINER_USAGE } from './usage.js';
 
@@ -66,7 +72,7 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
           account: spec.account,
           checkpointUrl: deps.checkpointUrl,
         },
-        { launcher: deps.launcher },
+        { launcher: deps.launcher, onBackgroundError: logBackgroundError },
       );
       const client = await service.createTrainingClient(modelId ? { modelId } : {});
       return { service, client };
