@@ -6,7 +6,8 @@
 // managed DPO job and an RFT job (an uploaded JS evaluator, rollouts sampled from a deployment
 // of the imported base with the policy hot-loaded) run on it. Each must complete with finite
 // losses/rewards, list its checkpoints and promote a LoRA model that deploys on the imported
-// base and answers; an intermediate checkpoint of the DPO job is promoted by hand too.
+// base and answers; an intermediate checkpoint of the DPO job is promoted by hand too, and so
+// is a sampler save of a Training API loop on a trainer job (rlorTrainerJob) of the imported base.
 import { execFileSync } from 'node:child_process';
 import { copyFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
@@ -14,6 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TemperApi } from '../../src/cli/api/client.js';
 import { importModel } from '../../src/cli/commands/model-import.js';
+import { ServiceClient } from '../../src/sdk/index.js';
 import { bundledQwen3TokenizerDir } from '../../src/tokenizers/index.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
@@ -267,4 +269,44 @@ describe('an imported Qwen3 model', () => {
     await answer(tuned);
     await undeploy(tuned);
   }, 300_000);
+
+  it('is LoRA-trained through the Training API on a trainer job; a sampler save promotes to a model of the imported base', async () => {
+    const service = ServiceClient.fromConfig({
+      baseUrl: stack.base,
+      apiKey: stack.keys.acme!,
+      account: 'acme',
+      baseModel: BASE,
+      loraRank: 4,
+      learningRate: 1e-2,
+      cleanupTrainerOnClose: true,
+    });
+    try {
+      const training = await service.createTrainingClient();
+      const tokens = [151644, 872, 198, 3838, 1894, 374, 11794, 30, 151645];
+      const datum = {
+        modelInput: tokens.slice(0, -1),
+        lossFnInputs: { target_tokens: tokens.slice(1), weights: tokens.slice(1).map(() => 1) },
+      };
+      const before = await training.forward([datum], 'cross_entropy');
+      for (let i = 0; i < 3; i++) {
+        await training.forwardBackward([datum], 'cross_entropy');
+        await training.optimStep({});
+      }
+      const after = await training.forward([datum], 'cross_entropy');
+      expect(after.metrics['loss:sum']!).toBeLessThan(before.metrics['loss:sum']!);
+      const saved = await training.saveWeightsForSampler('three-steps');
+      // no baseModel given: the checkpoint records the imported model it was trained on
+      const checkpoint = `accounts/acme/rlorTrainerJobs/${service.trainerJobId}/checkpoints/${saved.path}`;
+      const promoted = await call('POST', `/v1/${checkpoint}:promote`, {
+        outputModelId: 'qwen3-api',
+      });
+      expect(promoted.status, JSON.stringify(promoted.json)).toBe(200);
+      await expectAdapterOfBase('accounts/acme/models/qwen3-api');
+      const d = await deploy('accounts/acme/models/qwen3-api', 'qwen3-api');
+      await answer(d);
+      await undeploy(d);
+    } finally {
+      await service.close();
+    }
+  }, 180_000);
 });
