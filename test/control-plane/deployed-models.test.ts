@@ -172,7 +172,7 @@ describe('deployedModels (multi-LoRA)', () => {
     );
   });
 
-  it('a deployment created without enableAddons refuses addons, saying how to get them', async () => {
+  it('a deployment created without enableAddons refuses addons, saying how to get them; PATCH enables them', async () => {
     const plain = await http('POST', '/v1/accounts/alice/deployments?deploymentId=plain', {
       baseModel: BASE,
     });
@@ -195,6 +195,30 @@ describe('deployedModels (multi-LoRA)', () => {
       'accounts/alice/models/lora-a#accounts/alice/deployments/plain',
     );
     expect(viaPlain.status).toBe(404);
+    // addons can be enabled later (PATCH), and not disabled while one is loaded
+    const on = await http(
+      'PATCH',
+      '/v1/accounts/alice/deployments/plain?updateMask=enable_addons',
+      {
+        enableAddons: true,
+      },
+    );
+    expect(on.json.enableAddons, JSON.stringify(on.json)).toBe(true);
+    const loaded = await http('POST', '/v1/accounts/alice/deployedModels', {
+      model: 'accounts/alice/models/lora-a',
+      deployment: 'accounts/alice/deployments/plain',
+    });
+    expect(loaded.status, JSON.stringify(loaded.json)).toBe(200);
+    const off = await http('PATCH', '/v1/accounts/alice/deployments/plain', {
+      enableAddons: false,
+    });
+    expect(off.status).toBe(400);
+    expect(off.json.error.message).toBe(
+      'accounts/alice/deployments/plain serves LoRA addons (accounts/alice/models/lora-a): unload them (DELETE their deployedModels) before disabling addons',
+    );
+    expect((await http('GET', '/v1/accounts/alice/deployments/plain')).json.enableAddons).toBe(
+      true,
+    );
     expect((await http('DELETE', '/v1/accounts/alice/deployments/plain')).status).toBe(200);
     // as documented, addons are refused on quantized precisions
     const fp8 = await http('POST', '/v1/accounts/alice/deployments?deploymentId=fp8', {

@@ -101,6 +101,7 @@ export const patchSchema = z.strictObject({
   description: recorded.description,
   annotations: recorded.annotations,
   forTraining: recorded.forTraining,
+  enableAddons: recorded.enableAddons,
   minReplicaCount: counts.minReplicaCount.optional(),
   maxReplicaCount: counts.maxReplicaCount.optional(),
   hotLoadTrainerJob: z.string().optional(),

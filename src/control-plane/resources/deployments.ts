@@ -1,7 +1,7 @@
 /**
  * `deployments` through the in-process DeploymentRegistry (src/deployments): create, get,
- * list, PATCH (replica counts, the hot-load target, descriptive fields; `?updateMask=`),
- * delete, `:scale` (PATCH), and the hot-load ledger (`GET`/`DELETE .../deployments/{id}/ledger`,
+ * list, PATCH (replica counts, the hot-load target, enableAddons, descriptive fields;
+ * `?updateMask=`), delete, `:scale` (PATCH), and the hot-load ledger (`GET`/`DELETE .../deployments/{id}/ledger`,
  * hot-load.md). Without a registry the routes answer UNIMPLEMENTED (list: empty). The request
  * and resource shapes, including the Fireworks SDK's fields, are in deployment-spec.ts.
  *
@@ -188,6 +188,16 @@ async function update(deps: Deps, ctx: RequestCtx, id: string) {
       if (body[k] === undefined) delete recorded[k];
       else (recorded as Record<string, unknown>)[k] = body[k];
     }
+  if (has('enableAddons')) {
+    // Turning addons off does not unload them behind the caller's back.
+    const loaded = reg.addons(name).map((a) => a.model);
+    if (body.enableAddons !== true && loaded.length > 0)
+      throw precondition(
+        `${name} serves LoRA addons (${loaded.join(', ')}): unload them (DELETE their deployedModels) before disabling addons`,
+      );
+    if (body.enableAddons === undefined) delete recorded.enableAddons;
+    else recorded.enableAddons = body.enableAddons;
+  }
   let hotLoad: { bucketUrl?: string; transitionType?: 'ASYNC' | 'SYNC' } | undefined;
   if (has('hotLoadTrainerJob') || has('hotLoadBucketUrl')) {
     const target = await hotLoadTarget(deps, ctx, id, current.baseModel, {
