@@ -72,7 +72,8 @@ export function validateOutputModelId(id: string): string {
   }
 }
 
-const BASE_MODEL =
+/** A model resource name, accounts/{account}/models/{model}: what a promoted model's base is. */
+export const MODEL_RESOURCE_NAME =
   /^accounts\/[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?\/models\/[a-z0-9][a-z0-9._-]{0,127}$/;
 
 const adapterConfigFields = z.object({
@@ -105,7 +106,7 @@ export async function promoteCheckpoint(
 ): Promise<PromotedModel> {
   // 1. Everything the caller gave is validated before any read or write.
   const modelId = validateOutputModelId(input.outputModelId);
-  if (input.baseModel !== undefined && !BASE_MODEL.test(input.baseModel))
+  if (input.baseModel !== undefined && !MODEL_RESOURCE_NAME.test(input.baseModel))
     throw new CheckpointError(
       'invalid_argument',
       `baseModel '${input.baseModel}' must be a model resource name accounts/{account}/models/{model}`,

@@ -1,5 +1,6 @@
 /** `temper trainer serve`: run a trainer pod in this process until SIGTERM or inactivity. */
 import { type Command, InvalidArgumentError } from 'commander';
+import { MODEL_RESOURCE_NAME } from '../checkpoints/promotion.js';
 import { checkTrainerToken, TRAINER_TOKEN_ENV } from './auth.js';
 import { parseDuration } from './duration.js';
 import { parseEngineSettings } from './engine-settings.js';
@@ -12,6 +13,14 @@ function int(min: number): (value: string) => number {
       throw new InvalidArgumentError(`expected an integer >= ${min}`);
     return n;
   };
+}
+
+function modelName(value: string): string {
+  if (!MODEL_RESOURCE_NAME.test(value))
+    throw new InvalidArgumentError(
+      'expected a model resource name accounts/{account}/models/{model}',
+    );
+  return value;
 }
 
 function duration(value: string): number {
@@ -30,6 +39,7 @@ function positive(value: string): number {
 
 interface ServeFlags {
   baseModel: string;
+  baseModelName?: string;
   host: string;
   port: number;
   loraRank: number;
@@ -55,6 +65,11 @@ export function addTrainerCommand(program: Command): void {
       'serve one base model over gRPC (TrainerService) until SIGTERM or inactivity; every call must present the token in TEMPER_TRAINER_TOKEN',
     )
     .requiredOption('--base-model <name|dir>', 'catalog model name or HF-layout directory')
+    .option(
+      '--base-model-name <name>',
+      'the model resource (accounts/{a}/models/{id}) a --base-model directory holds; checkpoints record it as their base',
+      modelName,
+    )
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port to bind (0 = any free port)', int(0), 0)
     .option(
@@ -95,6 +110,7 @@ export function addTrainerCommand(program: Command): void {
       delete process.env[TRAINER_TOKEN_ENV];
       const running = await serveTrainer({
         baseModel: flags.baseModel,
+        ...(flags.baseModelName ? { baseModelName: flags.baseModelName } : {}),
         host: flags.host,
         port: flags.port,
         loraRank: flags.loraRank,

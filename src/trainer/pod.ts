@@ -48,6 +48,12 @@ export const TRAINER_VERSION = '0.1.0';
 export interface PodOptions {
   /** The base model as given: a catalog name (accounts/{a}/models/{id}) or a directory. */
   baseModel: string;
+  /**
+   * The model resource (accounts/{a}/models/{id}) a directory `baseModel` holds: a model
+   * imported into an account. Checkpoints and exports record it as their base, so a promoted
+   * adapter names its base model rather than a path on this host.
+   */
+  baseModelName?: string;
   /** Default LoRA rank of created models; 0 = full-parameter. */
   loraRank?: number;
   /** Default LoRA alpha (default 2 × rank). */
@@ -109,6 +115,8 @@ function newId(prefix: string): string {
 
 export class TrainerPod {
   readonly baseModel: string;
+  /** The model resource a directory baseModel holds (PodOptions.baseModelName). */
+  readonly baseModelName: string | undefined;
   readonly baseDir: string;
   readonly config: ModelConfig;
   readonly jobId: string;
@@ -144,6 +152,7 @@ export class TrainerPod {
     this.engine = engine;
     this.options = options;
     this.baseModel = options.baseModel;
+    this.baseModelName = options.baseModelName;
     this.baseDir = dir;
     this.config = config;
     this.base = base;
@@ -175,7 +184,7 @@ export class TrainerPod {
         url: options.checkpointUrl,
         account: options.account,
         jobId: pod.jobId,
-        baseModel: pod.baseModel,
+        baseModel: pod.baseModelName ?? pod.baseModel,
         baseDir: dir,
       });
     }
@@ -269,7 +278,7 @@ export class TrainerPod {
   }
 
   private sameBase(name: string): boolean {
-    if (name === '' || name === this.baseModel) return true;
+    if (name === '' || name === this.baseModel || name === this.baseModelName) return true;
     try {
       return resolveBaseModelDir(name) === this.baseDir;
     } catch {

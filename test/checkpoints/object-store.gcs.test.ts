@@ -1,7 +1,7 @@
 // The object-store conformance suite against a real GCS emulator run locally
 // (fake-gcs-server, see test/support/object-store-servers.ts), through @google-cloud/storage.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { GcsObjectStore } from '../../src/checkpoints/object-store/gcs.js';
+import { emulatorEndpoint, GcsObjectStore } from '../../src/checkpoints/object-store/gcs.js';
 import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import { type LocalObjectServer, startGcsServer } from '../support/object-store-servers.js';
 import { expectStoreError, objectStoreConformance } from './object-store.suite.js';
@@ -10,7 +10,7 @@ const BUCKET = 'temper-test';
 let server: LocalObjectServer | undefined;
 
 beforeAll(async () => {
-  // The library prefers STORAGE_EMULATOR_HOST over apiEndpoint; these tests pass the endpoint.
+  // These tests pass the endpoint; the last one sets STORAGE_EMULATOR_HOST itself.
   delete process.env.STORAGE_EMULATOR_HOST;
   server = await startGcsServer();
   await server.createBucket(BUCKET);
@@ -52,5 +52,32 @@ describe('gs:// store specifics', () => {
     });
     await expectStoreError(store.put('k', 'v'), 'unavailable');
     await expectStoreError(store.list(''), 'unavailable');
+  });
+
+  it('finds the emulator STORAGE_EMULATOR_HOST names, in every form other clients accept', async () => {
+    expect(emulatorEndpoint(undefined)).toBeUndefined();
+    expect(emulatorEndpoint(' ')).toBeUndefined();
+    expect(emulatorEndpoint('127.0.0.1:4443')).toBe('http://127.0.0.1:4443');
+    expect(emulatorEndpoint('http://127.0.0.1:4443/')).toBe('http://127.0.0.1:4443');
+    expect(emulatorEndpoint('https://gcs.test:4443/storage/v1/')).toBe('https://gcs.test:4443');
+    const hostPort = apiEndpoint().replace(/^http:\/\//, '');
+    const saved = process.env.STORAGE_EMULATOR_HOST;
+    try {
+      for (const form of [hostPort, `http://${hostPort}`, `http://${hostPort}/storage/v1`]) {
+        process.env.STORAGE_EMULATOR_HOST = form;
+        const store = await openObjectStore(`gs://${BUCKET}/emulator-host`);
+        await store.put('k', form);
+        expect((await store.get('k')).toString()).toBe(form);
+      }
+      // An explicit endpoint wins over the variable.
+      process.env.STORAGE_EMULATOR_HOST = '127.0.0.1:1';
+      const store = await openObjectStore(`gs://${BUCKET}/emulator-host`, {
+        gcs: { apiEndpoint: apiEndpoint() },
+      });
+      expect((await store.get('k')).toString()).toBe(`http://${hostPort}/storage/v1`);
+    } finally {
+      if (saved === undefined) delete process.env.STORAGE_EMULATOR_HOST;
+      else process.env.STORAGE_EMULATOR_HOST = saved;
+    }
   });
 });

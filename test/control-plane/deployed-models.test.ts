@@ -1,12 +1,14 @@
 // Multi-LoRA through REST (the documentation's Load LoRA / Unload LoRA): two LoRA models
-// imported into an account, loaded as addons on one deployment of their base model
-// (POST /deployedModels), each request picking one by its model (plain or model#deployment)
+// imported into an account, loaded as addons on one deployment of their base model created
+// with enableAddons (POST /deployedModels; one created without it refuses them), each request picking one by its model (plain or model#deployment)
 // on the control-plane port, the base still answering as the base, and an addon unloaded
 // (DELETE) while the other keeps serving. A real listening control plane over a real
 // DeploymentRegistry (real replica processes).
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TemperApi } from '../../src/cli/api/client.js';
+import { createDeployment, loadLora, unloadLora } from '../../src/cli/commands/deployments.js';
 import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { writePeftAdapter } from '../deployments/fixtures.js';
@@ -74,8 +76,10 @@ beforeAll(async () => {
     baseModel: BASE,
     minReplicaCount: 1,
     maxReplicaCount: 1,
+    enableAddons: true,
   });
   expect(d.json.state, JSON.stringify(d.json)).toBe('READY');
+  expect(d.json.enableAddons).toBe(true);
 }, 120_000);
 
 afterAll(async () => {
@@ -168,6 +172,43 @@ describe('deployedModels (multi-LoRA)', () => {
     );
   });
 
+  it('a deployment created without enableAddons refuses addons, saying how to get them', async () => {
+    const plain = await http('POST', '/v1/accounts/alice/deployments?deploymentId=plain', {
+      baseModel: BASE,
+    });
+    expect(plain.json.state, JSON.stringify(plain.json)).toBe('READY');
+    expect(plain.json.enableAddons).toBe(false);
+    const refused = await http('POST', '/v1/accounts/alice/deployedModels', {
+      model: 'accounts/alice/models/lora-a',
+      deployment: 'accounts/alice/deployments/plain',
+    });
+    expect(refused.status).toBe(400);
+    expect(refused.json.error.message).toBe(
+      `deployment: accounts/alice/deployments/plain was created without addons enabled, so LoRA addons cannot be loaded on it: create a deployment of ${BASE} with enableAddons: true (temper deployment create --enable-addons), or deploy accounts/alice/models/lora-a itself`,
+    );
+    // nothing was loaded: the plain deployment serves its base only
+    const list = await http('GET', '/v1/accounts/alice/deployedModels');
+    expect(list.json.deployedModels.map((x: Json) => x.deployment)).not.toContain(
+      'accounts/alice/deployments/plain',
+    );
+    const viaPlain = await complete(
+      'accounts/alice/models/lora-a#accounts/alice/deployments/plain',
+    );
+    expect(viaPlain.status).toBe(404);
+    expect((await http('DELETE', '/v1/accounts/alice/deployments/plain')).status).toBe(200);
+    // as documented, addons are refused on quantized precisions
+    const fp8 = await http('POST', '/v1/accounts/alice/deployments?deploymentId=fp8', {
+      baseModel: BASE,
+      enableAddons: true,
+      precision: 'FP8',
+    });
+    expect(fp8.status).toBe(400);
+    expect(fp8.json.error.message).toMatch(
+      /^addons cannot be enabled with quantized precisions \(FP8\/FP4\): precision FP8/,
+    );
+    expect((await http('GET', '/v1/accounts/alice/deployments/fp8')).status).toBe(404);
+  }, 60_000);
+
   it('unloads one addon (its requests then 404) while the other keeps serving', async () => {
     const del = await http('DELETE', '/v1/accounts/alice/deployedModels/a-on-shared');
     expect(del.status).toBe(200);
@@ -180,5 +221,35 @@ describe('deployedModels (multi-LoRA)', () => {
     // naming the model alone finds no deployment serving it any more
     expect((await complete('accounts/alice/models/lora-a')).status).toBe(404);
     expect((await complete('accounts/alice/models/lora-b')).status).toBe(200);
+  }, 60_000);
+
+  it('temper deployment create --enable-addons, temper load-lora and unload-lora', async () => {
+    const api = new TemperApi({ apiUrl: url, apiKey: h.alice, account: 'alice' });
+    const d = await createDeployment(api, BASE, { deploymentId: 'cli', enableAddons: true });
+    expect(d).toMatchObject({ name: 'accounts/alice/deployments/cli', enableAddons: true });
+    const loaded = await loadLora(api, 'lora-b', 'cli');
+    expect(loaded).toMatchObject({
+      model: 'accounts/alice/models/lora-b',
+      deployment: 'accounts/alice/deployments/cli',
+      state: 'DEPLOYED',
+    });
+    const onCli = async () =>
+      (await http('GET', '/v1/accounts/alice/deployedModels')).json.deployedModels
+        .filter((x: Json) => x.deployment === 'accounts/alice/deployments/cli')
+        .map((x: Json) => x.model);
+    expect(await onCli()).toEqual(['accounts/alice/models/lora-b']);
+    expect(await unloadLora(api, 'accounts/alice/models/lora-b', 'cli')).toEqual({
+      name: loaded.name,
+      deleted: true,
+    });
+    expect(await onCli()).toEqual([]);
+    await expect(unloadLora(api, 'lora-b', 'cli')).rejects.toThrow(
+      'accounts/alice/models/lora-b is not loaded on accounts/alice/deployments/cli',
+    );
+    const plain = await createDeployment(api, BASE, { deploymentId: 'cli-plain' });
+    expect(plain.enableAddons).toBe(false);
+    await expect(loadLora(api, 'lora-b', 'cli-plain')).rejects.toThrow(
+      /was created without addons enabled/,
+    );
   }, 60_000);
 });

@@ -312,6 +312,7 @@ describe('multi-LoRA addons and LoRA deployments across restarts', () => {
   it('an addon loaded through deployedModels and a LoRA deployment answer as before after a restart', async () => {
     const multi = await http('POST', '/v1/accounts/alice/deployments?deploymentId=multi', {
       baseModel: BASE,
+      enableAddons: true,
     });
     expect(multi.json.state, JSON.stringify(multi.json)).toBe('READY');
     const solo = await http('POST', '/v1/accounts/alice/deployments?deploymentId=solo', {

@@ -4,7 +4,7 @@
 // transformers 5 writes it) becomes READY and resolves where jobs look models up; a config
 // temper cannot run is refused naming the field and leaves nothing behind; a LoRA adapter is
 // imported against its base; a model still UPLOADING cannot be used by a job; `temper model
-// create --from` imports from a directory and from S3; an imported model is LoRA-fine-tuned by a
+// create --from` imports from a directory, from S3 and from GCS; an imported model is LoRA-fine-tuned by a
 // managed SFT job, deployed with its adapter and sampled through chat completions.
 import { execFileSync } from 'node:child_process';
 import { copyFile, readFile, writeFile } from 'node:fs/promises';
@@ -24,7 +24,7 @@ import {
 } from '../../src/tokenizers/index.js';
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
-import { startS3Server } from '../support/object-store-servers.js';
+import { startGcsServer, startS3Server } from '../support/object-store-servers.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
 const PARITY = join(import.meta.dirname, '..', 'fixtures', 'parity');
@@ -239,6 +239,45 @@ describe('models imported into an account', () => {
       await s3.stop();
     }
   }, 120_000);
+
+  it('temper model create --from gs://: a Qwen2 model from the GCS emulator (STORAGE_EMULATOR_HOST as host:port)', async () => {
+    const api = new TemperApi({ apiUrl: stack.base, apiKey: stack.keys.acme!, account: 'acme' });
+    const dir = await fixtureDir('qwen2_bias');
+    const gcs = await startGcsServer();
+    const saved = { ...process.env };
+    try {
+      await gcs.createBucket('byom-gcs');
+      // the form gcloud and the Go/Python clients take: no scheme, no /storage/v1
+      process.env.STORAGE_EMULATOR_HOST = gcs.endpoint.replace(/^http:\/\//, '');
+      const bucket = await openObjectStore('gs://byom-gcs/models/qwen2');
+      for (const f of FULL) await bucket.put(f, await readFile(join(dir, f)));
+      // a file below the prefix's top level is not part of the model
+      await bucket.put('extra/notes.txt', 'not uploaded');
+      const seen: number[] = [];
+      const fromGcs = await importModel(api, 'qwen2-gcs', 'gs://byom-gcs/models/qwen2', {
+        onProgress: (sent) => seen.push(sent),
+      });
+      expect(fromGcs).toMatchObject({ state: 'READY', kind: 'HF_BASE_MODEL' });
+      const files = fromGcs.files as { path: string; size: number }[];
+      expect(files.map((f) => f.path).sort()).toEqual([...FULL].sort());
+      expect(seen.at(-1)).toBe(files.reduce((a, f) => a + f.size, 0));
+      const resolved = await resolveModel(
+        'accounts/acme/models/qwen2-gcs',
+        stack.platform.checkpoints.url,
+      );
+      expect(await readFile(join(resolved.dir, 'model.safetensors'))).toEqual(
+        await readFile(join(dir, 'model.safetensors')),
+      );
+      // a missing prefix is an empty source, refused before a model is created
+      await expect(importModel(api, 'qwen2-none', 'gs://byom-gcs/nothing-here')).rejects.toThrow(
+        /gs:\/\/byom-gcs\/nothing-here has no files/,
+      );
+      expect((await call('GET', '/v1/accounts/acme/models/qwen2-none')).status).toBe(404);
+    } finally {
+      process.env = saved;
+      await gcs.stop();
+    }
+  }, 60_000);
 
   it('a LoRA SFT job trains an imported Qwen2 (random weights, the Qwen3 tokenizer and chat template); deployed and sampled', async () => {
     // Built here by transformers (the reference venv, offline): tiny shapes, the real vocabulary.

@@ -24,9 +24,9 @@ import {
 
 export interface GcsObjectStoreOptions {
   /**
-   * JSON API endpoint, for an emulator (http://127.0.0.1:4443). Default: the library's,
-   * which honours STORAGE_EMULATOR_HOST, else Google Cloud Storage. With a custom endpoint
-   * requests are not authenticated unless useAuthWithCustomEndpoint is set.
+   * JSON API endpoint, for an emulator (http://127.0.0.1:4443). Default: the emulator
+   * STORAGE_EMULATOR_HOST names (see emulatorEndpoint), else Google Cloud Storage. With a
+   * custom endpoint requests are not authenticated unless useAuthWithCustomEndpoint is set.
    */
   apiEndpoint?: string;
   projectId?: string;
@@ -87,6 +87,36 @@ function whenReadable(stream: Readable): Promise<void> {
  */
 const GCS_DOWNLOAD_BODY_LISTENERS = 16;
 
+/**
+ * The JSON API endpoint of the emulator STORAGE_EMULATOR_HOST names, in the form the other
+ * Google clients (gcloud, Go, Python) and emulators document: `host:port` or
+ * `http://host:port`, optionally ending in `/storage/v1`. Undefined when it is unset or empty.
+ */
+export function emulatorEndpoint(value: string | undefined): string | undefined {
+  const v = value?.trim();
+  if (!v) return undefined;
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(v) ? v : `http://${v}`;
+  return withScheme.replace(/\/+$/, '').replace(/\/storage\/v1$/, '');
+}
+
+/**
+ * Builds a client while STORAGE_EMULATOR_HOST is hidden: @google-cloud/storage (8.x) would
+ * take the variable verbatim as its base URL, so `http://host:port` (the form every other
+ * client accepts) reaches the emulator without `/storage/v1` and every call is a 404. The
+ * endpoint it names is passed as apiEndpoint instead (emulatorEndpoint). The constructor is
+ * synchronous: nothing else runs while the variable is away.
+ */
+function withoutEmulatorVariable<T>(make: () => T): T {
+  const saved = process.env.STORAGE_EMULATOR_HOST;
+  if (saved === undefined) return make();
+  delete process.env.STORAGE_EMULATOR_HOST;
+  try {
+    return make();
+  } finally {
+    process.env.STORAGE_EMULATOR_HOST = saved;
+  }
+}
+
 export class GcsObjectStore implements ObjectStore {
   readonly url: string;
   readonly storage: Storage;
@@ -102,12 +132,13 @@ export class GcsObjectStore implements ObjectStore {
       this.storage = opts.storage;
     } else {
       const config: StorageOptions = {};
-      if (opts.apiEndpoint) config.apiEndpoint = opts.apiEndpoint;
+      const apiEndpoint = opts.apiEndpoint ?? emulatorEndpoint(process.env.STORAGE_EMULATOR_HOST);
+      if (apiEndpoint) config.apiEndpoint = apiEndpoint;
       if (opts.projectId) config.projectId = opts.projectId;
       if (opts.keyFilename) config.keyFilename = opts.keyFilename;
       if (opts.useAuthWithCustomEndpoint !== undefined)
         config.useAuthWithCustomEndpoint = opts.useAuthWithCustomEndpoint;
-      this.storage = new Storage(config);
+      this.storage = withoutEmulatorVariable(() => new Storage(config));
     }
     this.bucket = this.storage.bucket(location.bucket);
   }

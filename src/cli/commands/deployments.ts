@@ -1,5 +1,6 @@
 /**
- * `temper deployment create|get|list|delete|scale` and `temper ledger get|reset`: inference
+ * `temper deployment create|get|list|delete|scale`, `temper load-lora|unload-lora` (multi-LoRA
+ * addons on a deployment created with --enable-addons) and `temper ledger get|reset`: inference
  * deployments with hot-load settings and their hot-load ledger (hot-load.md).
  */
 import type { Command } from 'commander';
@@ -18,6 +19,7 @@ interface CreateFlags extends ApiFlags {
   minReplicaCount?: number;
   maxReplicaCount?: number;
   enableHotLoad?: boolean;
+  enableAddons?: boolean;
   hotLoadBucketType?: string;
   hotLoadBucketUrl?: string;
   hotLoadTransitionType?: string;
@@ -33,6 +35,7 @@ export async function createDeployment(api: TemperApi, model: string, req: Deplo
     minReplicaCount: req.minReplicaCount,
     maxReplicaCount: req.maxReplicaCount,
     enableHotLoad: req.enableHotLoad,
+    enableAddons: req.enableAddons,
     hotLoadBucketType: req.hotLoadBucketType,
     hotLoadBucketUrl: req.hotLoadBucketUrl,
     hotLoadTransitionType: req.hotLoadTransitionType,
@@ -52,6 +55,7 @@ function addCreate(deployment: Command): void {
     .option('--min-replica-count <n>', 'replicas kept running (default 0)', integer)
     .option('--max-replica-count <n>', 'replicas at most (default 1)', integer)
     .option('--enable-hot-load', 'accept hot-loaded snapshots (the default)')
+    .option('--enable-addons', 'LoRA models of the base may be loaded on it (temper load-lora)')
     .option('--hot-load-bucket-type <type>', 'FW_HOSTED, S3, MINIO or NEBIUS')
     .option('--hot-load-bucket-url <url>', 'where snapshots are read from')
     .option('--hot-load-transition-type <type>', 'ASYNC or SYNC')
@@ -112,6 +116,51 @@ function addDeploymentCommand(program: Command): void {
     );
 }
 
+/** A model or deployment given as an id of the connection's account, or as a full name. */
+function fullName(api: TemperApi, collection: string, ref: string): string {
+  return itemPath(api, { collection }, ref).slice('/v1/'.length);
+}
+
+/** Loads the LoRA model on the deployment as an addon (POST deployedModels). */
+export async function loadLora(api: TemperApi, model: string, deployment: string) {
+  return api.request('POST', api.collectionPath('deployedModels'), resourceSchema, {
+    body: {
+      model: fullName(api, 'models', model),
+      deployment: fullName(api, 'deployments', deployment),
+    },
+  });
+}
+
+/** Unloads the LoRA model from the deployment (DELETE its deployedModel). */
+export async function unloadLora(api: TemperApi, model: string, deployment: string) {
+  const [m, d] = [fullName(api, 'models', model), fullName(api, 'deployments', deployment)];
+  const loaded = (await listAll(api, 'deployedModels')).find(
+    (r) => r.model === m && r.deployment === d,
+  );
+  if (!loaded) throw new Error(`${m} is not loaded on ${d}`);
+  await api.request('DELETE', `/v1/${loaded.name}`, resourceSchema.partial());
+  return { name: loaded.name, deleted: true };
+}
+
+function addLoraCommands(program: Command): void {
+  withApiFlags(program.command('load-lora').argument('<model>', 'LoRA model id or name'))
+    .description('load a LoRA model as an addon on a deployment of its base (--enable-addons)')
+    .requiredOption('--deployment <id>', 'deployment id or name')
+    .action(
+      apiAction<ApiFlags & { deployment: string }>(async ({ api, output }, [model], f) =>
+        printResource(await loadLora(api, model!, f.deployment), output),
+      ),
+    );
+  withApiFlags(program.command('unload-lora').argument('<model>', 'LoRA model id or name'))
+    .description('unload a LoRA addon from a deployment')
+    .requiredOption('--deployment <id>', 'deployment id or name')
+    .action(
+      apiAction<ApiFlags & { deployment: string }>(async ({ api, output }, [model], f) =>
+        printResource(await unloadLora(api, model!, f.deployment), output),
+      ),
+    );
+}
+
 const ledgerColumns = [
   field('IDENTITY', 'identity'),
   field('TYPE', 'snapshot_type'),
@@ -150,5 +199,6 @@ function addLedgerCommand(program: Command): void {
 
 export function addDeploymentCommands(program: Command): void {
   addDeploymentCommand(program);
+  addLoraCommands(program);
   addLedgerCommand(program);
 }

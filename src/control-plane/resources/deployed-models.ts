@@ -6,7 +6,7 @@
  *   DELETE /v1/accounts/{a}/deployedModels/{id}
  *
  * A deployedModel is a LoRA model loaded as an addon on a running deployment of its base
- * model: the adapter's files are copied into the deployment's hot-load bucket and every
+ * model created with `enableAddons: true` (others refuse addons, as documented): the adapter's files are copied into the deployment's hot-load bucket and every
  * replica serves them beside the base; a request picks the adapter with `model:
  * accounts/{a}/models/{m}` or `accounts/{a}/models/{m}#accounts/{a}/deployments/{d}`. Loads
  * and unloads change nothing else the deployment serves. The records live with the
@@ -23,6 +23,7 @@ import { resourceName } from '../http/ids.js';
 import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { copyAdapterFiles } from './adapter-files.js';
+import type { Recorded } from './deployment-spec.js';
 import { resolveModel } from './refs.js';
 
 const COLLECTION = 'deployedModels';
@@ -130,6 +131,10 @@ async function create(deps: Deps, ctx: RequestCtx) {
   }
   if (deployment.state !== 'READY')
     throw precondition(`deployment: ${deployment.name} is ${deployment.state}, not READY`);
+  if ((deployment.fields as Recorded).enableAddons !== true)
+    throw precondition(
+      `deployment: ${deployment.name} was created without addons enabled, so LoRA addons cannot be loaded on it: create a deployment of ${deployment.baseModel} with enableAddons: true (temper deployment create --enable-addons), or deploy ${model.name} itself`,
+    );
   const [account, modelId] = [model.name.split('/')[1] as string, model.name.split('/').pop()!];
   const row = await deps.store.get<{
     peftDetails?: { baseModel?: string } | null;

@@ -41,6 +41,8 @@ const recorded = {
   description: z.string().max(2000).optional(),
   forTraining: z.boolean().optional(),
   enableHotLoad: z.boolean().optional(),
+  /** Multi-LoRA: LoRA models may be loaded on it as addons (deployedModels); default false. */
+  enableAddons: z.boolean().optional(),
   deploymentShape: z.string().min(1).optional(),
   acceleratorType: z.string().max(100).optional(),
   acceleratorCount: z.number().int().positive().optional(),
@@ -64,7 +66,6 @@ const IGNORED = [
   'disableDeploymentSizeValidation',
   'draftModel',
   'draftTokenCount',
-  'enableAddons',
   'enableHotReloadLatestAddon',
   'enableMtp',
   'enableSessionAffinity',
@@ -214,6 +215,7 @@ export interface Recorded {
   description?: string;
   forTraining?: boolean;
   enableHotLoad?: boolean;
+  enableAddons?: boolean;
   deploymentShape?: string;
   acceleratorType?: string;
   acceleratorCount?: number;
@@ -236,6 +238,7 @@ export function renderDeployment(d: DeploymentResource) {
     ...rest,
     ...f,
     enableHotLoad: f.enableHotLoad ?? true,
+    enableAddons: f.enableAddons ?? false,
     forTraining: f.forTraining ?? false,
     hotLoadBucketType: d.hotLoad.bucketType,
     hotLoadBucketUrl: d.hotLoad.bucketUrl,

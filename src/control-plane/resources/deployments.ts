@@ -117,6 +117,12 @@ async function create(deps: Deps, ctx: RequestCtx) {
   for (const [field, why] of Object.entries(NOT_DEPLOYMENT_FIELDS))
     if (field in given) throw invalid(why);
   const { id, body } = createId(ctx.req, 'deployment');
+  // `precision` is otherwise a hosted setting with no effect here; addons on a quantized
+  // shape are refused as the documented service refuses them.
+  if (given.enableAddons === true && /^FP[48]/i.test(String(given.precision ?? '')))
+    throw invalid(
+      `addons cannot be enabled with quantized precisions (FP8/FP4): precision ${String(given.precision)}; use BF16, or merge the adapter into a model`,
+    );
   const input = parseBody(createSchema, withoutIgnored(body));
   const { base, adapter } = await deployedModel(deps, ctx, input.baseModel);
   if (input.deploymentShape) checkDeploymentShape(input.deploymentShape, base.name);

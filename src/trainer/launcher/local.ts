@@ -218,6 +218,7 @@ export class LocalProcessLauncher implements Launcher {
       '--inactivity-timeout',
       `${spec.inactivityTimeoutMs ?? 60 * 60_000}ms`,
     ];
+    if (spec.baseModelName !== undefined) args.push('--base-model-name', spec.baseModelName);
     if (spec.loraAlpha !== undefined) args.push('--lora-alpha', String(spec.loraAlpha));
     if (spec.threads !== undefined) args.push('--threads', String(spec.threads));
     args.push('--base-dtype', engine.baseDtype);

@@ -9,6 +9,8 @@ import type { EngineSettingsInput } from '../engine-settings.js';
 export interface TrainerLaunchSpec {
   /** Catalog model name (accounts/{a}/models/{id}) or HF-layout directory. */
   baseModel: string;
+  /** The model resource a directory baseModel holds, recorded in checkpoints (PodOptions). */
+  baseModelName?: string;
   /** Default LoRA rank of the pod's models; 0 = full-parameter. */
   loraRank?: number;
   loraAlpha?: number;

@@ -112,9 +112,18 @@ export function weightSum(batch: readonly TrainingDatum[]): number {
   return total;
 }
 
-/** The base model a pod is launched with: catalog models by name (recorded in exports), others by path. */
-export function podBaseModel(name: string, dir: string): string {
-  return name.startsWith('accounts/temper/') ? name : dir;
+/**
+ * The base model a pod is launched with: catalog models by name, others (models imported into
+ * or promoted in an account) by path, with their name beside it so that checkpoints and
+ * exports record the model and not a path on this host.
+ */
+export function podBaseModel(
+  name: string,
+  dir: string,
+): { baseModel: string; baseModelName?: string } {
+  return name.startsWith('accounts/temper/')
+    ? { baseModel: name }
+    : { baseModel: dir, baseModelName: name };
 }
 
 /**

@@ -52,15 +52,22 @@ export function createHostActivities(deps: HostDeps): HostActivities {
   /** Where the job's weights come from, resolved once per job and process. */
   const sources = new Map<
     string,
-    Promise<{ baseModel: string; baseDir: string; adapterDir: string | null }>
+    Promise<{
+      baseModel: string;
+      baseModelName?: string;
+      baseDir: string;
+      adapterDir: string | null;
+    }>
   >();
   function modelSource(plan: TrainingPlan) {
     return cached(sources, plan.jobName, async () => {
       const model = await resolveModel(plan.warmStartFrom ?? plan.baseModel, deps.checkpointUrl);
       const baseDir = model.adapter?.baseDir ?? model.dir;
       // A warm start trains on the started-from weights, whatever the plan's base model says.
-      const baseModel = plan.warmStartFrom ? baseDir : podBaseModel(plan.baseModel, baseDir);
-      return { baseModel, baseDir, adapterDir: model.adapter ? model.dir : null };
+      const pod = plan.warmStartFrom
+        ? { baseModel: baseDir }
+        : podBaseModel(model.adapter?.baseModel ?? plan.baseModel, baseDir);
+      return { ...pod, baseDir, adapterDir: model.adapter ? model.dir : null };
     });
   }
 
@@ -145,6 +152,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     const source = await modelSource(plan);
     await deps.launcher.launch({
       baseModel: source.baseModel,
+      ...(source.baseModelName ? { baseModelName: source.baseModelName } : {}),
       loraRank: plan.loraRank,
       jobId,
       account: plan.account,

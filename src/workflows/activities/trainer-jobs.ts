@@ -35,11 +35,10 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
       const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
       if (model.adapter)
         throw new Error(`${spec.baseModel} is a LoRA adapter; start from its base model`);
-      const baseModel = podBaseModel(spec.baseModel, model.dir);
       // A resumed job reuses its id: whatever is left of the previous pod goes first.
       await deps.launcher.stop(spec.jobId).catch(() => undefined);
       const endpoint = await deps.launcher.launch({
-        baseModel,
+        ...podBaseModel(spec.baseModel, model.dir),
         loraRank: spec.loraRank,
         forwardOnly: spec.forwardOnly,
         jobId: spec.jobId,
@@ -66,7 +65,7 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
       const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
       const service = ServiceClient.fromConfig(
         {
-          baseModel: podBaseModel(spec.baseModel, model.dir),
+          baseModel: podBaseModel(spec.baseModel, model.dir).baseModel,
           loraRank: spec.loraRank,
           trainerJobId: spec.jobId,
           account: spec.account,
