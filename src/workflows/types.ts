@@ -246,10 +246,12 @@ export interface HostActivities {
   /** Stops the pod; a pod that is already gone is fine. */
   stopTrainer(podJobId: string): Promise<void>;
   /**
-   * Starts an rlorTrainerJob's pod; resolves once it serves with its gRPC address and token,
-   * which the job publishes to its account while it serves.
+   * Starts an rlorTrainerJob's pod; resolves once it serves, with its gRPC address. The pod's
+   * token goes straight into the job's row (sealed by the store) and never through the
+   * workflow, so it is not in Temporal's history; the job publishes both to its account while
+   * it serves.
    */
-  launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string; token: string }>;
+  launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string }>;
   /** One optimizer step on a trainer job's pod (`:executeTrainStep`). */
   executeTrainStep(spec: TrainerJobSpec, request: TrainStepRequest): Promise<TrainStepResult>;
   /** Watches the pod until it exits (heartbeating); cancelled: stops it. */
