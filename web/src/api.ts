@@ -66,6 +66,20 @@ export async function request<T>(method: string, path: string, body?: unknown): 
   return (await res.json()) as T;
 }
 
+/**
+ * A GET that index.html may have sent already, before this code loaded (the job page's
+ * metrics): its response is taken once, for the same path and key, else the request is made.
+ */
+export async function earlyRead<T>(path: string): Promise<T> {
+  const w = window as { temperEarlyRead?: { path: string; response: Promise<Response> } };
+  const early = w.temperEarlyRead;
+  w.temperEarlyRead = undefined;
+  if (!early || early.path !== path) return request<T>('GET', path);
+  const res = await early.response;
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
+}
+
 export async function requestText(path: string): Promise<string> {
   const s = session();
   if (!s) throw new ApiFailure(401, 'not signed in');

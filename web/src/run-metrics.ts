@@ -5,7 +5,9 @@
  * past the last step is appended, a step sent again (the workflow merged eval values into it)
  * replaces that step's row, any other step is inserted in order.
  */
-import type { MetricColumns, MetricRow } from './api';
+// Straight from the server's modules (not ./api) so that node-side tests can import this too.
+import type { MetricColumns } from '../../src/control-plane/resources/metric-columns.js';
+import type { MetricRow } from '../../src/store/index.js';
 
 /** Only numbers are plotted; anything else (a string note, a missing key) is a gap. */
 const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);

@@ -5,6 +5,7 @@
  */
 import {
   type Checkpoint,
+  earlyRead,
   followJob,
   followLogs,
   JOB_COLLECTIONS,
@@ -280,11 +281,11 @@ function logsSection(host: HTMLElement, job: Job): () => void {
 
 /**
  * The job page paints its metric chart first: the rows are read as columns
- * (`{job}/metrics?format=columns`) beside the job itself, before anything else is asked of the
- * server, and drawn as soon as they arrive. Only once that frame is on screen do the log,
- * checkpoints, samples and the events stream start (from the last step read: the stream does
- * not send the rows again), so they neither compete with the metrics on the server nor hold
- * up the paint.
+ * (`{job}/metrics?format=columns`, asked for by index.html before this code loads) beside the
+ * job itself, before anything else is asked of the server, and drawn as soon as they arrive.
+ * Only once that frame is on screen do the log, checkpoints, samples and the events stream
+ * start (from the last step read: the stream does not send the rows again), so they neither
+ * compete with the metrics on the server nor hold up the paint.
  */
 export async function jobPage(
   app: HTMLElement,
@@ -294,7 +295,7 @@ export async function jobPage(
 ): Promise<() => void> {
   if (!(collection in JOB_COLLECTIONS)) throw new Error(`unknown job kind ${collection}`);
   const name = `accounts/${s.account}/${collection}/${id}`;
-  const metrics = request<MetricColumns>('GET', `${jobPath(name)}/metrics?format=columns`);
+  const metrics = earlyRead<MetricColumns>(`${jobPath(name)}/metrics?format=columns`);
   const jobRead = request<Job>('GET', jobPath(name));
   // If both fail (another account's job), the metrics' failure is the one reported.
   jobRead.catch(() => undefined);
