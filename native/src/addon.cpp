@@ -465,14 +465,15 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     const temper::AdamParams p = read_adam(info);
     check_idle(env);
     return guard(env, [&] {
-      ensure_moments(*model_);
+      ensure_moments();
       return Napi::Number::New(env, model_->adamw_step(p));
     });
   }
 
   // ZeRO-1 (native/src/collectives.h): each data-parallel rank keeps only its shard of the
-  // AdamW moments, outside the engine; this frees the engine's own copies. Anything that
-  // needs them afterwards (an unsharded step, setOptimizerState) gets fresh zero moments.
+  // AdamW moments, outside the engine; this frees the engine's own copies. They live on in the
+  // shards, so an unsharded step refuses to run until setOptimizerState has put every tensor's
+  // moments back: starting it from zero moments would silently lose the optimizer state.
   Napi::Value ReleaseOptimizerState(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     check_idle(env);
@@ -480,16 +481,24 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
       std::vector<float>().swap(p->m);
       std::vector<float>().swap(p->v);
     }
+    moments_released_ = true;
     return env.Undefined();
   }
 
-  static void ensure_moments(temper::Model& model) {
-    for (const auto& p : model.params()) {
-      if (p->trainable && p->m.empty()) {
-        p->m.assign(p->numel(), 0.0f);
-        p->v.assign(p->numel(), 0.0f);
+  // Before an unsharded step: a model that never stepped gets zero moments; one whose moments
+  // were released must have had them all restored.
+  void ensure_moments() {
+    for (const auto& p : model_->params()) {
+      if (!p->trainable || !p->m.empty()) continue;
+      if (moments_released_) {
+        throw std::runtime_error("adam: the optimizer state of tensor '" + p->name +
+                                 "' was released (it is sharded across data-parallel ranks); restore the moments "
+                                 "before an unsharded step");
       }
+      p->m.assign(p->numel(), 0.0f);
+      p->v.assign(p->numel(), 0.0f);
     }
+    moments_released_ = false;
   }
 
   static temper::SampleParams read_sample_params(const Napi::CallbackInfo& info) {
@@ -625,7 +634,7 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
     auto norm = std::make_shared<double>(0.0);
     return run_async(
         info.Env(), [this, p, norm] {
-          ensure_moments(*model_);
+          ensure_moments();
           *norm = model_->adamw_step(p);
         },
         [norm](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, *norm); });
@@ -668,6 +677,8 @@ class EngineModel : public Napi::ObjectWrap<EngineModel> {
 
   std::unique_ptr<Model> model_;
   std::atomic<bool> busy_{false};
+  // releaseOptimizerState ran and the moments have not all been restored since.
+  bool moments_released_ = false;
 };
 
 // matmul(m, n, k, a, b, {transA, transB, threads}) → C = op(A)·op(B), row-major; exposed for

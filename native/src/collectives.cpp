@@ -1,5 +1,6 @@
 // See collectives.h.
 #include "collectives.h"
+#include "backend.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -38,33 +39,21 @@ constexpr uint32_t kMaxField = 1 << 20;
 
 std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
 
-bool read_all(int fd, void* buf, size_t n) {
-  auto* p = static_cast<char*>(buf);
+// Moves all n bytes through a socket, one way (`out`: sending); false on end of stream or error.
+bool transfer_all(int fd, char* p, size_t n, bool out) {
   while (n > 0) {
-    ssize_t r = ::recv(fd, p, n, 0);
-    if (r == 0) return false;
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
+    const ssize_t r = out ? ::send(fd, p, n, MSG_NOSIGNAL) : ::recv(fd, p, n, 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
     p += r;
     n -= static_cast<size_t>(r);
   }
   return true;
 }
 
+bool read_all(int fd, void* buf, size_t n) { return transfer_all(fd, static_cast<char*>(buf), n, false); }
 bool write_all(int fd, const void* buf, size_t n) {
-  const auto* p = static_cast<const char*>(buf);
-  while (n > 0) {
-    ssize_t r = ::send(fd, p, n, MSG_NOSIGNAL);
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      return false;
-    }
-    p += r;
-    n -= static_cast<size_t>(r);
-  }
-  return true;
+  return transfer_all(fd, const_cast<char*>(static_cast<const char*>(buf)), n, true);
 }
 
 bool read_u32(int fd, uint32_t* v) {
@@ -175,13 +164,6 @@ uint64_t ring_slot(uint8_t prefix, uint32_t op, uint64_t index) {
   return (static_cast<uint64_t>(prefix) << 56) | (static_cast<uint64_t>(op & 0xffffff) << 32) | (index & 0xffffffffu);
 }
 
-constexpr uint8_t kReduceScatterPrefix = 0x21;
-constexpr uint8_t kAllGatherPrefix = 0x22;
-constexpr uint8_t kRegionsReduceScatterPrefix = 0x23;
-constexpr uint8_t kRegionsAllGatherPrefix = 0x24;
-// Segments of a ring step travel as separate messages so the adds of one overlap the transfer
-// of the next.
-constexpr long kSegmentFloats = 1 << 18;  // 1 MiB
 
 }  // namespace
 
@@ -296,38 +278,42 @@ ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, i
   }
   gloo::transport::tcp::attr attr;
   attr.hostname = host;
-  device_ = gloo::transport::tcp::CreateDevice(attr);
   StoreClient client(store_host, store_port, timeout);
-  gloo::rendezvous::PrefixStore store(prefix, client);
-  auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, world);
-  ctx->setTimeout(timeout);
-  ctx->connectFullMesh(store, device_);
-  context_ = ctx;
+  // Two meshes, each on its own device (its own sockets and its own I/O thread): ring messages
+  // a rank sends travel on mesh rank % 2 and those it receives on mesh (rank - 1) % 2, so with an
+  // even number of ranks one thread writes a rank's outgoing stream while another reads its
+  // incoming one. One mesh would put both directions of a 2-rank ring on one socket and one
+  // thread, taking turns.
+  for (int i = 0; i < 2; ++i) {
+    devices_[i] = gloo::transport::tcp::CreateDevice(attr);
+    gloo::rendezvous::PrefixStore store(prefix + (i == 0 ? "/a" : "/b"), client);
+    auto ctx = std::make_shared<gloo::rendezvous::Context>(rank, world);
+    ctx->setTimeout(timeout);
+    ctx->connectFullMesh(store, devices_[i]);
+    contexts_[i] = ctx;
+  }
 }
 
 ProcessGroup::~ProcessGroup() {
-  context_.reset();
-  device_.reset();
+  for (auto& c : contexts_) c.reset();
+  for (auto& d : devices_) d.reset();
 }
 
 void ProcessGroup::abort() {
   // Closing the pairs makes every pending and later transfer fail with an IoException.
-  if (!context_) return;
-  for (int r = 0; r < world_; ++r) {
-    if (r == rank_) continue;
-    auto& pair = context_->getPair(r);
-    if (pair) pair->close();
+  for (auto& ctx : contexts_) {
+    if (!ctx) continue;
+    for (int r = 0; r < world_; ++r) {
+      if (r == rank_) continue;
+      auto& pair = ctx->getPair(r);
+      if (pair) pair->close();
+    }
   }
-}
-
-void ProcessGroup::all_reduce(float* padded, const ShardLayout& layout) {
-  reduce_scatter(padded, layout);
-  all_gather(padded, layout);
 }
 
 void ProcessGroup::all_reduce(double* data, long n) {
   if (world_ == 1 || n == 0) return;
-  gloo::AllreduceOptions opts(context_);
+  gloo::AllreduceOptions opts(contexts_[0]);
   opts.setOutput(data, static_cast<size_t>(n));
   opts.setReduceFunction(static_cast<void (*)(void*, const void*, const void*, size_t)>(&gloo::sum<double>));
   opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::RING);
@@ -346,10 +332,9 @@ struct Piece {
   long len;
 };
 
-// The pieces of flat range [b, e), in order; `starts` holds each region's first flat index.
+// The pieces of flat range [b, e), appended in order; `starts` holds each region's first flat index.
 void pieces_of(const std::vector<Region>& regions, const std::vector<long>& starts, long b, long e,
                std::vector<Piece>* out) {
-  out->clear();
   size_t r = static_cast<size_t>(std::upper_bound(starts.begin(), starts.end(), b) - starts.begin());
   r = r == 0 ? 0 : r - 1;
   for (; r < regions.size() && b < e; ++r) {
@@ -358,246 +343,309 @@ void pieces_of(const std::vector<Region>& regions, const std::vector<long>& star
     if (lo < hi) out->push_back({r, lo - starts[r], lo, hi - lo});
   }
 }
+
+// Segments of a ring step travel as separate messages so the adds of one overlap the transfer
+// of the next.
+constexpr long kSegmentFloats = 1 << 18;  // 1 MiB
+constexpr uint8_t kReduceScatterPrefix = 0x23;
+constexpr uint8_t kAllGatherPrefix = 0x24;
 }  // namespace
 
-// The reduce-scatter then all-gather of all_reduce(float*, layout), element for element the
-// same operations in the same order, but straight on the caller's regions: a message never
-// crosses a region's end (one per piece), the padding past the n values is never sent, and the
-// only copy is the incoming half of each reduce-scatter step (into scratch, to be added).
-void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
-  const int n = world_;
-  if (n == 1) return;
+// One ring collective's view of the caller's regions: the flat vector they make, its shard
+// layout, and the messages of each chunk — the pieces of each 1 MiB segment, cut at region
+// ends — which sender and receiver derive alike (the ranks' region lengths are checked equal).
+struct ProcessGroup::Ring {
+  const std::vector<Region>& regions;
   std::vector<long> starts;
-  long total = 0;
-  for (const auto& r : regions) {
-    starts.push_back(total);
-    total += r.n;
-  }
-  // The messages are cut at region ends, so every rank must pass regions of the same lengths:
-  // each rank puts (count, total, Σ len·(i+1), Σ len²) in its own slot and all compare.
-  {
-    constexpr int kPrint = 4;
-    std::vector<double> prints(static_cast<size_t>(n * kPrint), 0.0);
-    double* mine = prints.data() + rank_ * kPrint;
-    mine[0] = static_cast<double>(regions.size());
-    mine[1] = static_cast<double>(total);
-    for (size_t i = 0; i < regions.size(); ++i) {
-      mine[2] += static_cast<double>(regions[i].n) * static_cast<double>(i + 1);
-      mine[3] += static_cast<double>(regions[i].n) * static_cast<double>(regions[i].n);
+  ShardLayout layout;
+  // messages[c]: chunk c's messages in order; msg_seg[c][k]: the segment message k lies in.
+  std::vector<std::vector<Piece>> messages;
+  uint64_t stride = 0;  // message indices: step·stride + k
+
+  Ring(const std::vector<Region>& rs, int world) : regions(rs) {
+    long total = 0;
+    for (const auto& r : rs) {
+      starts.push_back(total);
+      total += r.n;
     }
-    all_reduce(prints.data(), static_cast<long>(prints.size()));
-    for (int r = 0; r < n; ++r) {
-      if (!std::equal(prints.begin() + r * kPrint, prints.begin() + (r + 1) * kPrint, prints.begin())) {
-        throw std::runtime_error("all-reduce: ranks passed buffers of different lengths (rank 0: " +
-                                 std::to_string(static_cast<long>(prints[0])) + " buffers, " +
-                                 std::to_string(static_cast<long>(prints[1])) + " values; rank " + std::to_string(r) +
-                                 ": " + std::to_string(static_cast<long>(prints[r * kPrint])) + " buffers, " +
-                                 std::to_string(static_cast<long>(prints[r * kPrint + 1])) + " values)");
+    layout = ShardLayout::of(total, world);
+    messages.resize(static_cast<size_t>(world));
+    for (int c = 0; c < world; ++c) {
+      for (long b = layout.begin(c); b < layout.end(c); b += kSegmentFloats) {
+        pieces_of(regions, starts, b, std::min(layout.end(c), b + kSegmentFloats), &messages[c]);
       }
+      stride = std::max<uint64_t>(stride, messages[c].size());
+    }
+    if (stride * static_cast<uint64_t>(world) >= (1ull << 32)) throw std::runtime_error("collective: too many buffers");
+  }
+  float* at(const Piece& p) const { return regions[p.region].data + p.offset; }
+};
+
+gloo::Context& ProcessGroup::send_context() const { return *contexts_[rank_ % 2]; }
+gloo::Context& ProcessGroup::recv_context() const { return *contexts_[((rank_ + world_ - 1) % world_) % 2]; }
+
+// Every rank must pass regions of the same lengths (the messages are cut at region ends): each
+// rank puts (count, total, Σ len·(i+1), Σ len²) in its own slot and all compare.
+void ProcessGroup::check_lengths(const std::vector<Region>& regions, const char* what) {
+  constexpr int kPrint = 4;
+  const int n = world_;
+  std::vector<double> prints(static_cast<size_t>(n * kPrint), 0.0);
+  double* mine = prints.data() + rank_ * kPrint;
+  mine[0] = static_cast<double>(regions.size());
+  for (size_t i = 0; i < regions.size(); ++i) {
+    mine[1] += static_cast<double>(regions[i].n);
+    mine[2] += static_cast<double>(regions[i].n) * static_cast<double>(i + 1);
+    mine[3] += static_cast<double>(regions[i].n) * static_cast<double>(regions[i].n);
+  }
+  all_reduce(prints.data(), static_cast<long>(prints.size()));
+  for (int r = 0; r < n; ++r) {
+    if (!std::equal(prints.begin() + r * kPrint, prints.begin() + (r + 1) * kPrint, prints.begin())) {
+      throw std::runtime_error(std::string(what) + ": ranks passed buffers of different lengths (rank 0: " +
+                               std::to_string(static_cast<long>(prints[0])) + " buffers, " +
+                               std::to_string(static_cast<long>(prints[1])) + " values; rank " + std::to_string(r) +
+                               ": " + std::to_string(static_cast<long>(prints[r * kPrint])) + " buffers, " +
+                               std::to_string(static_cast<long>(prints[r * kPrint + 1])) + " values)");
     }
   }
-  if (total == 0) return;
-  const ShardLayout layout = ShardLayout::of(total, n);
-  const long s = layout.shard;
+}
+
+// Ring reduce-scatter: chunk c starts at rank c+1 and travels the ring c+1 → c+2 → … → c,
+// each rank adding its own values to what it receives (own + incoming, element by element: the
+// order of every sum is fixed by the ring), so the sum is complete at rank c. At step t rank r
+// sends chunk r-1-t and receives chunk r-2-t. The caller's regions are only read: what a rank
+// received and summed waits in one of two scratch buffers (alternating by step) to be sent on,
+// and the last step's sums — this rank's shard — go to `out` (null: into the regions).
+void ProcessGroup::ring_reduce_scatter(const Ring& ring, float* out) {
+  const int n = world_;
+  const long s = ring.layout.shard;
   const int next = (rank_ + 1) % n;
   const int prev = (rank_ + n - 1) % n;
-  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
-  // Message indices: step·stride + the piece's number within its chunk.
-  const uint64_t stride = static_cast<uint64_t>(nseg) + regions.size();
-  if (stride * static_cast<uint64_t>(n) >= (1ull << 32)) throw std::runtime_error("all-reduce: too many buffers");
-  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> bufs(regions.size());
-  for (size_t r = 0; r < regions.size(); ++r) {
-    if (regions[r].n > 0) bufs[r] = context_->createUnboundBuffer(regions[r].data, static_cast<size_t>(regions[r].n) * sizeof(float));
+  for (auto& b : pass_) b.resize(static_cast<size_t>(s));
+  // Region-backed sends (step 0) and the scratch buffers, each as a buffer of the mesh it
+  // travels on.
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> src(ring.regions.size());
+  std::unique_ptr<gloo::transport::UnboundBuffer> fwd[2];
+  for (int i = 0; i < 2; ++i) {
+    fwd[i] = send_context().createUnboundBuffer(pass_[i].data(), static_cast<size_t>(s) * sizeof(float));
   }
-  scratch_.resize(static_cast<size_t>(s));
-  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in(nseg);
-  for (long j = 0; j < nseg; ++j) {
-    const long b = j * kSegmentFloats;
-    const long e = std::min(s, b + kSegmentFloats);
-    in[j] = context_->createUnboundBuffer(scratch_.data() + b, static_cast<size_t>(e - b) * sizeof(float));
-  }
-  std::vector<long> sends(regions.size()), recvs(regions.size());
-  std::vector<Piece> pieces;
-  std::vector<std::vector<Piece>> incoming(nseg);
-  auto wait_sends = [&](const char* what) {
-    for (size_t r = 0; r < regions.size(); ++r) {
-      for (; sends[r] > 0; --sends[r]) {
-        if (!bufs[r]->waitSend(timeout_)) throw std::runtime_error(std::string(what) + ": send timed out");
-      }
-    }
-  };
-  // Posts the sends of chunk `chunk` at step `step` (pieces numbered from 0 within the chunk).
-  auto send_chunk = [&](uint8_t prefix, uint32_t op, int step, long chunk) {
-    uint64_t k = 0;
-    for (long j = 0; j < nseg; ++j) {
-      const long b = chunk * s + j * kSegmentFloats;
-      pieces_of(regions, starts, b, std::min(chunk * s + s, b + kSegmentFloats), &pieces);
-      for (const Piece& p : pieces) {
-        bufs[p.region]->send(next, ring_slot(prefix, op, step * stride + k++), static_cast<size_t>(p.offset) * sizeof(float),
-                             static_cast<size_t>(p.len) * sizeof(float));
-        ++sends[p.region];
-      }
-    }
-  };
-
-  // Reduce-scatter, as reduce_scatter(): at step t rank r sends chunk r-1-t, receives chunk
-  // r-2-t into scratch and adds it to its own values (own + incoming).
-  uint32_t op = ++slot_;
+  // One receive buffer per incoming message, so each is waited for (and added) on its own.
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in;
+  const uint32_t op = ++slot_;
+  std::vector<std::pair<gloo::transport::UnboundBuffer*, long>> sent;
   for (int step = 0; step < n - 1; ++step) {
     const long out_chunk = ((rank_ - 1 - step) % n + n) % n;
     const long in_chunk = ((rank_ - 2 - step) % n + n) % n;
-    // Every receive of the step before the first send (see reduce_scatter()).
-    uint64_t k = 0;
-    for (long j = 0; j < nseg; ++j) {
-      const long b = in_chunk * s + j * kSegmentFloats;
-      pieces_of(regions, starts, b, std::min(in_chunk * s + s, b + kSegmentFloats), &incoming[j]);
-      for (const Piece& p : incoming[j]) {
-        in[j]->recv(prev, ring_slot(kRegionsReduceScatterPrefix, op, step * stride + k++),
-                    static_cast<size_t>(p.flat - b) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+    const bool last = step == n - 2;
+    const long in_base = ring.layout.begin(static_cast<int>(in_chunk));
+    const long out_base = ring.layout.begin(static_cast<int>(out_chunk));
+    auto& incoming = ring.messages[in_chunk];
+    float* acc = pass_[step % 2].data();
+    // Every receive of the step is posted before the first send: gloo's TCP pair queues its
+    // "ready to receive" notices behind outgoing data, so a notice posted after a send waits
+    // for that whole send to leave, and the peer cannot start the matching message meanwhile.
+    in.resize(incoming.size());
+    for (size_t k = 0; k < incoming.size(); ++k) {
+      const Piece& p = incoming[k];
+      in[k] = recv_context().createUnboundBuffer(acc + (p.flat - in_base), static_cast<size_t>(p.len) * sizeof(float));
+      in[k]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * ring.stride + k));
+    }
+    const auto& outgoing = ring.messages[out_chunk];
+    for (size_t k = 0; k < outgoing.size(); ++k) {
+      const Piece& p = outgoing[k];
+      const uint64_t slot = ring_slot(kReduceScatterPrefix, op, step * ring.stride + k);
+      if (step == 0) {
+        // The rank's own values, straight from its regions.
+        auto& b = src[p.region];
+        if (!b) b = send_context().createUnboundBuffer(ring.regions[p.region].data, static_cast<size_t>(ring.regions[p.region].n) * sizeof(float));
+        b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+        sent.emplace_back(b.get(), 1);
+      } else {
+        // What this rank received and summed at the step before.
+        fwd[(step - 1) % 2]->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float),
+                                  static_cast<size_t>(p.len) * sizeof(float));
+        sent.emplace_back(fwd[(step - 1) % 2].get(), 1);
       }
     }
-    send_chunk(kRegionsReduceScatterPrefix, op, step, out_chunk);
-    for (long j = 0; j < nseg; ++j) {
-      for (size_t i = 0; i < incoming[j].size(); ++i) {
-        if (!in[j]->waitRecv(timeout_)) throw std::runtime_error("all-reduce: receive timed out");
-      }
-      const long b = in_chunk * s + j * kSegmentFloats;
-      for (const Piece& p : incoming[j]) {
-        float* dst = regions[p.region].data + p.offset;
-        const float* src = scratch_.data() + j * kSegmentFloats + (p.flat - b);
-        for (long i = 0; i < p.len; ++i) dst[i] = dst[i] + src[i];
+    for (size_t k = 0; k < incoming.size(); ++k) {
+      const Piece& p = incoming[k];
+      if (!in[k]->waitRecv(timeout_)) throw std::runtime_error("reduce-scatter: receive timed out");
+      const float* own = ring.at(p);
+      float* inc = acc + (p.flat - in_base);
+      float* dst = !last ? inc : out ? out + (p.flat - in_base) : ring.at(p);
+      for (long i = 0; i < p.len; ++i) dst[i] = own[i] + inc[i];
+    }
+    // The buffer sent from at this step is received into at the next: its sends must be done.
+    for (auto& [b, count] : sent) {
+      for (; count > 0; --count) {
+        if (!b->waitSend(timeout_)) throw std::runtime_error("reduce-scatter: send timed out");
       }
     }
-    wait_sends("all-reduce");
+    sent.clear();
   }
+  if (out) {
+    const long len = ring.layout.end(rank_) - ring.layout.begin(rank_);
+    std::fill(out + len, out + s, 0.0f);
+  }
+}
 
-  // All-gather, as all_gather(): at step t rank r forwards chunk r-t (its own reduced chunk
-  // first) and receives chunk r-1-t straight into the regions.
-  op = ++slot_;
+// Ring all-gather: at step t rank r forwards chunk r-t (its own first: from `own` when given,
+// else from its regions) and receives chunk r-1-t straight into its regions.
+void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
+  const int n = world_;
+  const int next = (rank_ + 1) % n;
+  const int prev = (rank_ + n - 1) % n;
+  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> src(ring.regions.size()), dst(ring.regions.size());
+  auto buffer = [&](std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>>& v, gloo::Context& ctx, size_t r) {
+    if (!v[r]) v[r] = ctx.createUnboundBuffer(ring.regions[r].data, static_cast<size_t>(ring.regions[r].n) * sizeof(float));
+    return v[r].get();
+  };
+  std::unique_ptr<gloo::transport::UnboundBuffer> own_buf;
+  if (own) {
+    const long len = ring.layout.end(rank_) - ring.layout.begin(rank_);
+    own_buf = send_context().createUnboundBuffer(const_cast<float*>(own), static_cast<size_t>(std::max(1L, len)) * sizeof(float));
+  }
+  const uint32_t op = ++slot_;
+  std::vector<gloo::transport::UnboundBuffer*> waits;
   for (int step = 0; step < n - 1; ++step) {
     const long out_chunk = ((rank_ - step) % n + n) % n;
     const long in_chunk = ((rank_ - 1 - step) % n + n) % n;
-    uint64_t k = 0;
-    for (long j = 0; j < nseg; ++j) {
-      const long b = in_chunk * s + j * kSegmentFloats;
-      pieces_of(regions, starts, b, std::min(in_chunk * s + s, b + kSegmentFloats), &pieces);
-      for (const Piece& p : pieces) {
-        bufs[p.region]->recv(prev, ring_slot(kRegionsAllGatherPrefix, op, step * stride + k++),
-                             static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
-        ++recvs[p.region];
+    const auto& incoming = ring.messages[in_chunk];
+    waits.clear();
+    for (size_t k = 0; k < incoming.size(); ++k) {
+      const Piece& p = incoming[k];
+      auto* b = buffer(dst, recv_context(), p.region);
+      b->recv(prev, ring_slot(kAllGatherPrefix, op, step * ring.stride + k), static_cast<size_t>(p.offset) * sizeof(float),
+              static_cast<size_t>(p.len) * sizeof(float));
+      waits.push_back(b);
+    }
+    const auto& outgoing = ring.messages[out_chunk];
+    const long out_base = ring.layout.begin(static_cast<int>(out_chunk));
+    std::vector<gloo::transport::UnboundBuffer*> sends;
+    for (size_t k = 0; k < outgoing.size(); ++k) {
+      const Piece& p = outgoing[k];
+      const uint64_t slot = ring_slot(kAllGatherPrefix, op, step * ring.stride + k);
+      if (step == 0 && own_buf) {
+        own_buf->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+        sends.push_back(own_buf.get());
+      } else {
+        auto* b = buffer(src, send_context(), p.region);
+        b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+        sends.push_back(b);
       }
     }
-    send_chunk(kRegionsAllGatherPrefix, op, step, out_chunk);
-    for (size_t r = 0; r < regions.size(); ++r) {
-      for (; recvs[r] > 0; --recvs[r]) {
-        if (!bufs[r]->waitRecv(timeout_)) throw std::runtime_error("all-reduce: receive timed out");
-      }
+    for (auto* b : waits) {
+      if (!b->waitRecv(timeout_)) throw std::runtime_error("all-gather: receive timed out");
     }
-    wait_sends("all-reduce");
+    for (auto* b : sends) {
+      if (!b->waitSend(timeout_)) throw std::runtime_error("all-gather: send timed out");
+    }
   }
-}
-
-// Ring reduce-scatter: chunk k starts at rank k+1 and travels the ring k+1 → k+2 → … → k,
-// each rank adding its own values to what it receives, so its sum is complete at rank k. At
-// step s rank r sends chunk r-1-s to r+1 and receives chunk r-2-s from r-1.
-void ProcessGroup::reduce_scatter(float* padded, const ShardLayout& layout) {
-  const int n = world_;
-  if (n == 1) return;
-  const long s = layout.shard;
-  const uint32_t op = ++slot_;
-  const int next = (rank_ + 1) % n;
-  const int prev = (rank_ + n - 1) % n;
-  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
-  scratch_.resize(static_cast<size_t>(s));
-  auto data = context_->createUnboundBuffer(padded, static_cast<size_t>(s) * n * sizeof(float));
-  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in(nseg);
-  for (long j = 0; j < nseg; ++j) {
-    const long b = j * kSegmentFloats;
-    const long e = std::min(s, b + kSegmentFloats);
-    in[j] = context_->createUnboundBuffer(scratch_.data() + b, static_cast<size_t>(e - b) * sizeof(float));
-  }
-  for (int step = 0; step < n - 1; ++step) {
-    const long send_chunk = ((rank_ - 1 - step) % n + n) % n;
-    const long recv_chunk = ((rank_ - 2 - step) % n + n) % n;
-    // Every receive of the step is posted before the first send: gloo's TCP pair queues its
-    // "ready to receive" notices behind outgoing data, so a notice posted after a send waits
-    // for that whole send to leave, and the peer cannot start the matching segment meanwhile.
-    for (long j = 0; j < nseg; ++j) in[j]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * nseg + j));
-    for (long j = 0; j < nseg; ++j) {
-      const long b = j * kSegmentFloats;
-      const long e = std::min(s, b + kSegmentFloats);
-      data->send(next, ring_slot(kReduceScatterPrefix, op, step * nseg + j),
-                 static_cast<size_t>(send_chunk * s + b) * sizeof(float), static_cast<size_t>(e - b) * sizeof(float));
-    }
-    for (long j = 0; j < nseg; ++j) {
-      const long b = j * kSegmentFloats;
-      const long e = std::min(s, b + kSegmentFloats);
-      if (!in[j]->waitRecv(timeout_)) throw std::runtime_error("reduce-scatter: receive timed out");
-      float* dst = padded + recv_chunk * s + b;
-      const float* src = scratch_.data() + b;
-      // own + incoming, element by element: the order of every sum is fixed by the ring.
-      for (long i = 0; i < e - b; ++i) dst[i] = dst[i] + src[i];
-    }
-    for (long j = 0; j < nseg; ++j) {
-      if (!data->waitSend(timeout_)) throw std::runtime_error("reduce-scatter: send timed out");
+  if (own) {
+    for (const Piece& p : ring.messages[rank_]) {
+      std::copy(own + (p.flat - ring.layout.begin(rank_)), own + (p.flat - ring.layout.begin(rank_)) + p.len, ring.at(p));
     }
   }
 }
 
-// Ring all-gather: at step s rank r forwards chunk r-s to r+1 and receives chunk r-1-s.
-void ProcessGroup::all_gather(float* padded, const ShardLayout& layout) {
-  const int n = world_;
-  if (n == 1) return;
-  const long s = layout.shard;
-  const uint32_t op = ++slot_;
-  const int next = (rank_ + 1) % n;
-  const int prev = (rank_ + n - 1) % n;
-  const long nseg = std::max<long>(1, (s + kSegmentFloats - 1) / kSegmentFloats);
-  auto data = context_->createUnboundBuffer(padded, static_cast<size_t>(s) * n * sizeof(float));
-  for (int step = 0; step < n - 1; ++step) {
-    const long send_chunk = ((rank_ - step) % n + n) % n;
-    const long recv_chunk = ((rank_ - 1 - step) % n + n) % n;
-    // All receives before the first send (see reduce_scatter).
-    for (long j = 0; j < nseg; ++j) {
-      const long b = j * kSegmentFloats;
-      const long e = std::min(s, b + kSegmentFloats);
-      data->recv(prev, ring_slot(kAllGatherPrefix, op, step * nseg + j), static_cast<size_t>(recv_chunk * s + b) * sizeof(float),
-                 static_cast<size_t>(e - b) * sizeof(float));
-    }
-    for (long j = 0; j < nseg; ++j) {
-      const long b = j * kSegmentFloats;
-      const long e = std::min(s, b + kSegmentFloats);
-      data->send(next, ring_slot(kAllGatherPrefix, op, step * nseg + j), static_cast<size_t>(send_chunk * s + b) * sizeof(float),
-                 static_cast<size_t>(e - b) * sizeof(float));
-    }
-    for (long j = 0; j < nseg; ++j) {
-      if (!data->waitRecv(timeout_)) throw std::runtime_error("all-gather: receive timed out");
-    }
-    for (long j = 0; j < nseg; ++j) {
-      if (!data->waitSend(timeout_)) throw std::runtime_error("all-gather: send timed out");
+void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
+  if (world_ == 1) return;
+  check_lengths(regions, "all-reduce");
+  const Ring ring(regions, world_);
+  if (ring.layout.n == 0) return;
+  ring_reduce_scatter(ring, nullptr);
+  ring_all_gather(ring, nullptr);
+}
+
+void ProcessGroup::reduce_scatter(const std::vector<Region>& regions, float* out) {
+  const Ring ring(regions, world_);
+  if (world_ == 1) {
+    for (const Piece& p : ring.messages[0]) std::copy(ring.at(p), ring.at(p) + p.len, out + p.flat);
+    return;
+  }
+  check_lengths(regions, "reduce-scatter");
+  if (ring.layout.n == 0) return;
+  ring_reduce_scatter(ring, out);
+}
+
+void ProcessGroup::all_gather(const std::vector<Region>& regions, const float* own) {
+  const Ring ring(regions, world_);
+  if (world_ == 1) {
+    for (const Piece& p : ring.messages[0]) std::copy(own + p.flat, own + p.flat + p.len, ring.at(p));
+    return;
+  }
+  check_lengths(regions, "all-gather");
+  if (ring.layout.n == 0) return;
+  ring_all_gather(ring, own);
+}
+
+double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vector<Region>& weights, float* m, float* v,
+                               const ShardedAdamParams& hp) {
+  if (grads.size() != weights.size()) throw std::runtime_error("zero step: gradient and weight buffers differ in number");
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (grads[i].n != weights[i].n) {
+      throw std::runtime_error("zero step: buffer " + std::to_string(i) + " has " + std::to_string(grads[i].n) +
+                               " gradients and " + std::to_string(weights[i].n) + " weights");
     }
   }
+  const Ring g(grads, world_);
+  const Ring w(weights, world_);
+  const long s = g.layout.shard;
+  const long b = g.layout.begin(rank_);
+  const long len = g.layout.end(rank_) - b;
+  shard_.resize(static_cast<size_t>(std::max(1L, s)));
+  float* sum = shard_.data();
+  if (world_ == 1) {
+    for (const Piece& p : g.messages[0]) std::copy(g.at(p), g.at(p) + p.len, sum + p.flat);
+  } else {
+    check_lengths(grads, "zero step");
+    if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+  }
+  // The global norm: each rank's sum of squares in its slot, summed in rank order (adding
+  // zeros is exact, so every rank gets the same bits).
+  std::vector<double> parts(static_cast<size_t>(world_), 0.0);
+  double sq = 0.0;
+  for (long i = 0; i < len; ++i) sq += static_cast<double>(sum[i]) * sum[i];
+  parts[rank_] = sq;
+  all_reduce(parts.data(), world_);
+  double total = 0.0;
+  for (double p : parts) total += p;
+  const double norm = std::sqrt(total) * hp.grad_scale;
+  if (!std::isfinite(norm)) throw std::runtime_error("adam: gradient norm is not finite; step skipped, gradients kept");
+  // This rank's shard of the weights, read where they live (the pieces of its range); the
+  // updated values replace the summed gradients in `sum` (each element's gradient is read
+  // before its weight is written), so the caller's weights change only as the all-gather
+  // writes them: every rank's at once.
+  for (const Piece& p : w.messages[rank_]) {
+    const long at = p.flat - b;
+    sharded_adamw(hp, norm, sum + at, w.at(p), sum + at, m + at, v + at, p.len);
+  }
+  if (world_ == 1) {
+    for (const Piece& p : w.messages[0]) std::copy(sum + p.flat, sum + p.flat + p.len, w.at(p));
+  } else if (w.layout.n > 0) {
+    ring_all_gather(w, sum);
+  }
+  for (const auto& r : grads) std::fill(r.data, r.data + r.n, 0.0f);
+  return norm;
 }
 
 // ---------------------------------------------------------------- sharded AdamW
 
-void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, float* w, float* m, float* v, long n) {
-  // As model.cpp's adamw_step, operation by operation (torch.optim.AdamW, single tensor).
+void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, const float* w, float* w_out, float* m,
+                   float* v, long n) {
+  // As model.cpp's adamw_step and the CPU backend's adamw_update, operation by operation
+  // (torch.optim.AdamW, single tensor), with the same coefficients.
   float clip = 1.0f;
   if (hp.grad_clip > 0) clip = std::min(1.0f, static_cast<float>(hp.grad_clip / (norm + 1e-6)));
-  const float gscale = hp.grad_scale * clip;
-  const float bc1 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta1), hp.step));
-  const float bc2 = 1.0f - static_cast<float>(std::pow(static_cast<double>(hp.beta2), hp.step));
-  const float step_size = hp.lr / bc1;
-  const float bc2_sqrt = std::sqrt(bc2);
-  const float decay = 1.0f - hp.lr * hp.weight_decay;
+  const AdamCoefficients c =
+      adamw_coefficients(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale * clip, hp.step);
   for (long i = 0; i < n; ++i) {
-    const float gi = grad[i] * gscale;
-    w[i] *= decay;
-    m[i] += (gi - m[i]) * (1.0f - hp.beta1);
-    v[i] = v[i] * hp.beta2 + (1.0f - hp.beta2) * gi * gi;
-    const float denom = std::sqrt(v[i]) / bc2_sqrt + hp.eps;
-    w[i] -= step_size * (m[i] / denom);
+    const float gi = grad[i] * c.grad_scale;
+    float wi = w[i] * c.decay;
+    m[i] += (gi - m[i]) * (1.0f - c.beta1);
+    v[i] = v[i] * c.beta2 + (1.0f - c.beta2) * gi * gi;
+    const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
+    wi -= c.step_size * (m[i] / denom);
+    w_out[i] = wi;
   }
 }
 

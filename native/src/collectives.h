@@ -78,48 +78,6 @@ struct Region {
   long n;
 };
 
-class ProcessGroup {
- public:
-  // Joins the group: rank `rank` of `world`, rendezvous through the store at
-  // store_host:store_port under `prefix`; this rank's gloo endpoint listens on `host`.
-  // Blocks until every rank joined or `timeout` passed (then throws).
-  ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
-               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout);
-  ~ProcessGroup();
-
-  int rank() const { return rank_; }
-  int world() const { return world_; }
-
-  // In place over a padded flat buffer of layout.shard·world values: every element becomes
-  // the sum over ranks. It is reduce_scatter then all_gather, so a gradient summed here has
-  // the same bits as the shard a ZeRO-1 step reduce-scatters: sharding the optimizer changes
-  // the memory, not the numbers.
-  void all_reduce(float* padded, const ShardLayout& layout);
-  // The same, bit for bit, in place on the caller's regions (no packing into a padded flat
-  // buffer and back). Every rank must pass regions of the same lengths (checked: a mismatch
-  // throws on every rank).
-  void all_reduce(const std::vector<Region>& regions);
-  // In place, small vectors (counts, norms): gloo's ring all-reduce.
-  void all_reduce(double* data, long n);
-  // Ring reduce-scatter of a padded flat buffer of layout.shard·world values: afterwards this
-  // rank's shard [rank·s, (rank+1)·s) holds the sum over ranks; the other shards hold partial
-  // sums (garbage to the caller).
-  void reduce_scatter(float* padded, const ShardLayout& layout);
-  // Ring all-gather: every rank's shard of `padded` (rank r's at [r·s, (r+1)·s)) ends up on all.
-  void all_gather(float* padded, const ShardLayout& layout);
-  // Fails every pending and later operation (the peer set is broken; join a new group).
-  void abort();
-
- private:
-  int rank_;
-  int world_;
-  std::chrono::milliseconds timeout_;
-  std::shared_ptr<gloo::transport::Device> device_;
-  std::shared_ptr<gloo::Context> context_;
-  std::vector<float> scratch_;
-  uint32_t slot_ = 0;
-};
-
 // AdamW hyper-parameters of one sharded step (the engine's AdamParams, plus the step number
 // after this step, which the bias corrections use).
 struct ShardedAdamParams {
@@ -133,12 +91,70 @@ struct ShardedAdamParams {
   long step = 1;
 };
 
+class ProcessGroup {
+ public:
+  // Joins the group: rank `rank` of `world`, rendezvous through the store at
+  // store_host:store_port under `prefix`; this rank's gloo endpoint listens on `host`.
+  // Blocks until every rank joined or `timeout` passed (then throws).
+  ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
+               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout);
+  ~ProcessGroup();
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+
+  // Ring collectives straight on the caller's regions (one flat vector of n values, in order;
+  // shard r is [r·s, min(n, (r+1)·s)), s = ceil(n / world)). Messages are cut at region ends,
+  // so every rank must pass regions of the same lengths (checked: a mismatch throws on every
+  // rank). Nothing is packed into a flat buffer: the only scratch is two shard-sized buffers.
+  //
+  // In place: every element becomes the sum over ranks. It is exactly the reduce-scatter then
+  // the all-gather below, so a gradient summed here has the same bits as the shard a ZeRO-1
+  // step reduce-scatters: sharding the optimizer changes the memory, not the numbers.
+  void all_reduce(const std::vector<Region>& regions);
+  // In place, small vectors (counts, norms): gloo's ring all-reduce.
+  void all_reduce(double* data, long n);
+  // This rank's shard of the sum over ranks into `out` (s values; past the shard's end zeros).
+  // The regions are only read.
+  void reduce_scatter(const std::vector<Region>& regions, float* out);
+  // Every rank's shard into every rank's regions; this rank's own comes from `own` (s values).
+  void all_gather(const std::vector<Region>& regions, const float* own);
+  // One ZeRO-1 AdamW step: the gradients are reduce-scattered, this rank updates its shard of
+  // the weights in place with its shard of the moments `m`/`v` (s values each), the weights
+  // are all-gathered and the gradients zeroed. Returns the global pre-clip gradient norm (×
+  // grad_scale). A non-finite norm throws before anything changed (gradients kept). grads and
+  // weights: the same lengths, region by region.
+  double zero_step(const std::vector<Region>& grads, const std::vector<Region>& weights, float* m, float* v,
+                   const ShardedAdamParams& hp);
+  // Fails every pending and later operation (the peer set is broken; join a new group).
+  void abort();
+
+ private:
+  struct Ring;
+  void check_lengths(const std::vector<Region>& regions, const char* what);
+  void ring_reduce_scatter(const Ring& ring, float* out);
+  void ring_all_gather(const Ring& ring, const float* own);
+  gloo::Context& send_context() const;
+  gloo::Context& recv_context() const;
+
+  int rank_;
+  int world_;
+  std::chrono::milliseconds timeout_;
+  std::shared_ptr<gloo::transport::Device> devices_[2];
+  std::shared_ptr<gloo::Context> contexts_[2];
+  std::vector<float> pass_[2];  // reduce-scatter: what was received and summed, to send on
+  std::vector<float> shard_;    // zero_step: this rank's shard of the summed gradients
+  uint32_t slot_ = 0;
+};
+
 // One ZeRO-1 optimizer step on this rank's shard [b, e) of the flat parameter vector:
 // `grad` holds the shard's summed gradients, `w` the shard's weights, `m`/`v` its AdamW
 // moments; `norm` is the global pre-clip gradient norm (already × grad_scale). The math is
 // the engine's adamw_step (model.cpp), element by element, so a sharded run matches an
-// unsharded one; `w` is updated in place.
-void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, float* w, float* m, float* v, long n);
+// unsharded one. The updated weights go to `w_out`, which may be `w` or `grad` (element i is
+// read before it is written); m and v are updated in place.
+void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, const float* w, float* w_out, float* m,
+                   float* v, long n);
 
 // A plain TCP stream between two processes, the anchor bench:trainer compares the collectives'
 // throughput with: tcp_listen binds (port 0 = any) and returns the socket; tcp_drain accepts

@@ -1,8 +1,8 @@
 // Node-API face of the collectives (collectives.h). Every collective runs on a libuv worker
 // thread and settles a promise, so the pod keeps serving gRPC while ranks exchange data. The
 // buffers are the caller's typed arrays (the engine's own gradient/weight memory through
-// tensorView): all-reduce works on them in place; the sharded operations pack them into one
-// flat native buffer, run the collective and unpack. Nothing is copied through JavaScript.
+// tensorView): every collective works straight on their memory (no packing into a flat
+// buffer), and nothing is copied through JavaScript.
 #include "collectives_napi.h"
 
 #include <algorithm>
@@ -53,16 +53,12 @@ class Task : public Napi::AsyncWorker {
   Napi::Promise::Deferred deferred_;
 };
 
-struct Span {
-  float* data;
-  long n;
-};
-
-// The Float32Arrays of a JS array, as spans of their memory, plus references that keep them.
-std::vector<Span> spans_of(const Napi::Value& v, std::vector<Napi::ObjectReference>* keep) {
+// The Float32Arrays of a JS array, as regions of their memory (one flat vector, in order),
+// plus references that keep them alive while a collective runs.
+std::vector<Region> regions_of(const Napi::Value& v, std::vector<Napi::ObjectReference>* keep) {
   if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), "buffers must be an array of Float32Array");
   Napi::Array arr = v.As<Napi::Array>();
-  std::vector<Span> out;
+  std::vector<Region> out;
   for (uint32_t i = 0; i < arr.Length(); ++i) {
     Napi::Value e = arr.Get(i);
     if (!e.IsTypedArray() || e.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
@@ -75,34 +71,24 @@ std::vector<Span> spans_of(const Napi::Value& v, std::vector<Napi::ObjectReferen
   return out;
 }
 
-long total_of(const std::vector<Span>& spans) {
+// One Float32Array (a shard, a moment vector).
+Region one_region(const Napi::Value& v, std::vector<Napi::ObjectReference>* keep) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    throw Napi::TypeError::New(v.Env(), "a shard must be a Float32Array");
+  }
+  Napi::Float32Array f = v.As<Napi::Float32Array>();
+  keep->push_back(Napi::Persistent(f.As<Napi::Object>()));
+  return {f.Data(), static_cast<long>(f.ElementLength())};
+}
+
+// A shard of the flat vector the regions make holds ceil(n / world) values.
+void check_shard(Napi::Env env, const char* what, const Region& shard, const std::vector<Region>& regions, int world) {
   long n = 0;
-  for (const auto& s : spans) n += s.n;
-  return n;
-}
-
-void pack(const std::vector<Span>& spans, float* flat) {
-  for (const auto& s : spans) {
-    std::memcpy(flat, s.data, static_cast<size_t>(s.n) * sizeof(float));
-    flat += s.n;
-  }
-}
-
-void unpack(const float* flat, const std::vector<Span>& spans) {
-  for (const auto& s : spans) {
-    std::memcpy(s.data, flat, static_cast<size_t>(s.n) * sizeof(float));
-    flat += s.n;
-  }
-}
-
-// Copies values [b, e) of the flat vector the spans make into out.
-void gather_range(const std::vector<Span>& spans, long b, long e, float* out) {
-  long at = 0;
-  for (const auto& s : spans) {
-    const long lo = std::max(b, at);
-    const long hi = std::min(e, at + s.n);
-    if (lo < hi) std::memcpy(out + (lo - b), s.data + (lo - at), static_cast<size_t>(hi - lo) * sizeof(float));
-    at += s.n;
+  for (const auto& r : regions) n += r.n;
+  const long want = ShardLayout::of(n, world).shard;
+  if (shard.n != want) {
+    throw Napi::RangeError::New(env, std::string(what) + " holds " + std::to_string(shard.n) + " values, " +
+                                         std::to_string(want) + " expected");
   }
 }
 
@@ -161,8 +147,8 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
   explicit CollectiveGroup(const Napi::CallbackInfo& info) : Napi::ObjectWrap<CollectiveGroup>(info) {}
 
  private:
-  // A reference to this object for a task: the work uses flat_, so the object must outlive
-  // it even if JavaScript drops the group (close()) while a collective runs.
+  // A reference to this object for a task: it must outlive the work even if JavaScript drops
+  // the group (close()) while a collective runs.
   Napi::ObjectReference self() { return Napi::Persistent(Value()); }
   std::vector<Napi::ObjectReference> keep_self() {
     std::vector<Napi::ObjectReference> keep;
@@ -212,11 +198,9 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     Napi::Env env = info.Env();
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
-    auto spans = spans_of(info[0], &keep);
     // Straight on the typed arrays' memory: packing into one flat buffer and back cost two
     // passes over every byte, as much CPU as the transfers themselves.
-    std::vector<Region> regions;
-    for (const auto& sp : spans) regions.push_back({sp.data, sp.n});
+    auto regions = regions_of(info[0], &keep);
     return run(env, [g, regions] { g->all_reduce(regions); }, std::move(keep));
   }
 
@@ -243,20 +227,10 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     Napi::Env env = info.Env();
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
-    auto spans = spans_of(info[0], &keep);
-    auto out = spans_of(wrap(env, info[1]), &keep);
-    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
-    if (out[0].n != layout.shard) {
-      throw Napi::RangeError::New(env, "reduceScatter: shard holds " + std::to_string(out[0].n) + " values, " +
-                                           std::to_string(layout.shard) + " expected");
-    }
-    const Span shard = out[0];
-    return run(env, [g, spans, shard, layout, this] {
-      pad_flat(layout);
-      pack(spans, flat_.data());
-      g->reduce_scatter(flat_.data(), layout);
-      std::memcpy(shard.data, flat_.data() + g->rank() * layout.shard, static_cast<size_t>(layout.shard) * sizeof(float));
-    }, std::move(keep));
+    auto regions = regions_of(info[0], &keep);
+    const Region shard = one_region(info[1], &keep);
+    check_shard(env, "reduceScatter: shard", shard, regions, g->world());
+    return run(env, [g, regions, shard] { g->reduce_scatter(regions, shard.data); }, std::move(keep));
   }
 
   // allGather(shard: Float32Array, buffers: Float32Array[]): every rank's shard (layout as in
@@ -265,36 +239,24 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     Napi::Env env = info.Env();
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
-    auto in = spans_of(wrap(env, info[0]), &keep);
-    auto spans = spans_of(info[1], &keep);
-    const ShardLayout layout = ShardLayout::of(total_of(spans), g->world());
-    if (in[0].n != layout.shard) {
-      throw Napi::RangeError::New(env, "allGather: shard holds " + std::to_string(in[0].n) + " values, " +
-                                           std::to_string(layout.shard) + " expected");
-    }
-    const Span shard = in[0];
-    return run(env, [g, spans, shard, layout, this] {
-      flat_.resize(static_cast<size_t>(layout.shard * layout.world));  // every value is overwritten
-      std::memcpy(flat_.data() + g->rank() * layout.shard, shard.data, static_cast<size_t>(layout.shard) * sizeof(float));
-      g->all_gather(flat_.data(), layout);
-      unpack(flat_.data(), spans);
-    }, std::move(keep));
+    const Region shard = one_region(info[0], &keep);
+    auto regions = regions_of(info[1], &keep);
+    check_shard(env, "allGather: shard", shard, regions, g->world());
+    return run(env, [g, regions, shard] { g->all_gather(regions, shard.data); }, std::move(keep));
   }
 
   // zeroStep(grads: Float32Array[], weights: Float32Array[], m, v, hp) → Promise<grad norm>:
-  // one ZeRO-1 AdamW step. The gradients are reduce-scattered; this rank updates its shard of
-  // the weights with its shard of the moments (m, v: shard length); the weights are
-  // all-gathered into every rank's buffers; the gradients are zeroed. hp: {lr, beta1, beta2,
-  // eps, weightDecay, gradClip, gradScale, step (after this one)}. A non-finite norm fails the
-  // step on every rank alike and leaves weights, moments and gradients as they were.
+  // one ZeRO-1 AdamW step (ProcessGroup::zero_step). hp: {lr, beta1, beta2, eps, weightDecay,
+  // gradClip, gradScale, step (after this one)}. A non-finite norm fails the step on every
+  // rank alike and leaves weights, moments and gradients as they were.
   Napi::Value ZeroStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto g = need(env);
     std::vector<Napi::ObjectReference> keep;
-    auto grads = spans_of(info[0], &keep);
-    auto weights = spans_of(info[1], &keep);
-    const Span m = spans_of(wrap(env, info[2]), &keep)[0];
-    const Span v = spans_of(wrap(env, info[3]), &keep)[0];
+    auto grads = regions_of(info[0], &keep);
+    auto weights = regions_of(info[1], &keep);
+    const Region m = one_region(info[2], &keep);
+    const Region v = one_region(info[3], &keep);
     if (!info[4].IsObject()) throw Napi::TypeError::New(env, "zeroStep: hp must be an object");
     Napi::Object o = info[4].As<Napi::Object>();
     ShardedAdamParams hp;
@@ -306,54 +268,23 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     hp.grad_clip = num(o, "gradClip");
     hp.grad_scale = num(o, "gradScale");
     hp.step = static_cast<long>(o.Get("step").As<Napi::Number>().Int64Value());
-    const long total = total_of(grads);
-    if (total_of(weights) != total) {
-      throw Napi::RangeError::New(env, "zeroStep: the weights hold " + std::to_string(total_of(weights)) +
-                                           " values, the gradients " + std::to_string(total));
+    if (grads.size() != weights.size()) {
+      throw Napi::RangeError::New(env, "zeroStep: " + std::to_string(weights.size()) + " weight buffers, " +
+                                           std::to_string(grads.size()) + " gradient buffers");
     }
-    const ShardLayout layout = ShardLayout::of(total, g->world());
-    if (m.n != layout.shard || v.n != layout.shard) {
-      throw Napi::RangeError::New(env, "zeroStep: moments hold " + std::to_string(m.n) + "/" + std::to_string(v.n) +
-                                           " values, the shard " + std::to_string(layout.shard));
+    for (size_t i = 0; i < grads.size(); ++i) {
+      if (grads[i].n != weights[i].n) {
+        throw Napi::RangeError::New(env, "zeroStep: weight buffer " + std::to_string(i) + " holds " +
+                                             std::to_string(weights[i].n) + " values, its gradients " +
+                                             std::to_string(grads[i].n));
+      }
     }
+    check_shard(env, "zeroStep: m", m, grads, g->world());
+    check_shard(env, "zeroStep: v", v, grads, g->world());
     auto result = std::make_shared<double>(0);
     keep.push_back(self());
     auto* task = new Task(
-        env,
-        [g, grads, weights, m, v, hp, layout, result, this] {
-          const int rank = g->rank();
-          const long s = layout.shard;
-          const long b = layout.begin(rank);
-          const long n = layout.end(rank) - b;
-          pad_flat(layout);
-          pack(grads, flat_.data());
-          g->reduce_scatter(flat_.data(), layout);
-          float* shard = flat_.data() + rank * s;
-          // The global norm: each rank's sum of squares in its slot, summed in rank order
-          // (adding zeros is exact, so every rank gets the same bits).
-          std::vector<double> parts(static_cast<size_t>(layout.world), 0.0);
-          double sq = 0.0;
-          for (long i = 0; i < n; ++i) sq += static_cast<double>(shard[i]) * shard[i];
-          parts[rank] = sq;
-          g->all_reduce(parts.data(), layout.world);
-          double sum = 0.0;
-          for (double p : parts) sum += p;
-          const double norm = std::sqrt(sum) * hp.grad_scale;
-          if (!std::isfinite(norm)) throw std::runtime_error("adam: gradient norm is not finite; step skipped, gradients kept");
-          std::vector<float> w(static_cast<size_t>(n));
-          gather_range(weights, b, b + n, w.data());
-          std::vector<float> m_next(m.data, m.data + n), v_next(v.data, v.data + n);
-          sharded_adamw(hp, norm, shard, w.data(), m_next.data(), v_next.data(), n);
-          std::fill(shard, shard + s, 0.0f);
-          std::copy(w.begin(), w.end(), shard);
-          g->all_gather(flat_.data(), layout);
-          // Only now, with every rank's weights here, does the step take effect.
-          std::copy(m_next.begin(), m_next.end(), m.data);
-          std::copy(v_next.begin(), v_next.end(), v.data);
-          unpack(flat_.data(), weights);
-          for (const auto& sp : grads) std::fill(sp.data, sp.data + sp.n, 0.0f);
-          *result = norm;
-        },
+        env, [g, grads, weights, m, v, hp, result] { *result = g->zero_step(grads, weights, m.data, v.data, hp); },
         std::move(keep), nullptr, result);
     Napi::Promise p = task->promise();
     task->Queue();
@@ -372,23 +303,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     return info.Env().Undefined();
   }
 
-  // Sizes the packing buffer for a layout; only the padding past the n values is zeroed (the
-  // rest is overwritten by pack), so no pass over the whole buffer.
-  void pad_flat(const ShardLayout& layout) {
-    flat_.resize(static_cast<size_t>(layout.shard * layout.world));
-    std::fill(flat_.begin() + layout.n, flat_.end(), 0.0f);
-  }
-
-  static Napi::Value wrap(Napi::Env env, const Napi::Value& v) {
-    Napi::Array a = Napi::Array::New(env, 1);
-    a.Set(0u, v);
-    return a;
-  }
-
   std::shared_ptr<ProcessGroup> group_;
-  // Packing buffer, reused across steps (one collective at a time per group: the caller
-  // awaits each before starting the next).
-  std::vector<float> flat_;
 };
 
 // The raw TCP anchor of bench:trainer (collectives.h: tcp_listen / tcp_drain / tcp_send).

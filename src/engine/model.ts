@@ -339,8 +339,9 @@ export class TransformerModel {
 
   /**
    * Frees the engine's AdamW moments: a ZeRO-1 data-parallel rank keeps only its shard of
-   * them (src/trainer/data-parallel.ts). An unsharded optimStep afterwards starts from zero
-   * moments; getOptimizerState gives empty arrays until then.
+   * them (src/trainer/data-parallel.ts). getOptimizerState gives empty arrays until
+   * setOptimizerState restores them, and an unsharded optimStep refuses to run until every
+   * trainable tensor's moments are restored (starting from zeros would lose the state).
    */
   releaseOptimizerState(): void {
     callNative(() => this.native.releaseOptimizerState());

@@ -43,6 +43,13 @@ export interface ProcessSpec {
   name: string;
   /** A fresh command line for each (re)start. */
   command: () => SandboxCommand;
+  /**
+   * Environment variables for the evaluator itself (the account's secrets). They are the
+   * runner's first stdin line, set before the evaluator loads, never the launch chain's
+   * environment: a variable such as LD_PRELOAD must not reach prlimit or setpriv, which run
+   * as root when the worker does.
+   */
+  secrets: Record<string, string>;
   limits: ProcessLimits;
   allowNetwork: boolean;
   log: Logger;
@@ -277,6 +284,7 @@ export class EvaluatorProcess {
     this.live = live;
     // A write to a process that just died is reported by its exit, not here.
     live.stdin.on('error', () => undefined);
+    live.stdin.write(`${JSON.stringify({ env: this.spec.secrets })}\n`);
     let info = '';
     (proc.stdio[3] as Readable).on('data', (chunk: Buffer) => {
       info += chunk.toString();

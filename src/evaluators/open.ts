@@ -1,5 +1,5 @@
 /**
- * Opening a job's evaluator: the row read and validated, the account's named secrets looked
+ * Opening a job's evaluator: the row read and validated, the account's secrets it gets looked
  * up, the files fetched and verified into a private work directory, the runtime chosen (node
  * for JS/TS, the evaluator's own virtualenv for Python) and one sandboxed process started and
  * loaded. Closing it kills the process and removes the directory.
@@ -24,7 +24,7 @@ import {
   sandboxCommand,
 } from './sandbox.js';
 import { type SandboxSettings, sandboxSettings } from './settings.js';
-import { type ResolvedVersion, resolveVersion } from './version.js';
+import { type ResolvedVersion, resolveVersion, secretKeyName } from './version.js';
 import { fetchVerifiedFiles, prepareWorkspace, type Workspace } from './workspace.js';
 
 /** What the evaluator needs of the store: its row and the account's secrets. */
@@ -77,13 +77,25 @@ function allocateUid(settings: SandboxSettings): number | null {
   }
 }
 
+/**
+ * The variables every sandbox starts with, the only ones the launch chain (prlimit, setpriv,
+ * bwrap: root processes when the worker is root) sees. Account secrets never replace them.
+ */
+const SANDBOX_ENV: Record<string, string> = {
+  PATH: '/usr/local/bin:/usr/bin:/bin',
+  HOME: '/tmp',
+  LANG: 'C.UTF-8',
+  TMPDIR: '/tmp',
+};
+const PYTHON_ENV: Record<string, string> = { PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' };
+
 async function accountSecrets(
   store: EvaluatorStore,
   name: string,
   account: string,
-  wanted: string[],
+  wanted: string[] | null,
 ): Promise<Record<string, string>> {
-  if (wanted.length === 0) return {};
+  if (wanted?.length === 0) return {};
   const byKey = new Map<string, string>();
   let pageToken: string | undefined;
   do {
@@ -97,11 +109,21 @@ async function accountSecrets(
     pageToken = page.nextPageToken;
   } while (pageToken);
   const env: Record<string, string> = {};
+  if (wanted === null) {
+    // Every secret whose keyName is a usable variable name; the sandbox's own variables win.
+    for (const [key, value] of byKey)
+      if (secretKeyName.safeParse(key).success && !(key in SANDBOX_ENV)) env[key] = value;
+    return env;
+  }
   for (const key of wanted) {
     const value = byKey.get(key);
     if (value === undefined)
       throw new Error(
         `evaluator ${name} names the secret ${key}, but account ${account} has no secret with keyName ${key}: create it or remove it from the evaluator's secrets`,
+      );
+    if (key in SANDBOX_ENV)
+      throw new Error(
+        `evaluator ${name} names the secret ${key}, but the sandbox sets ${key} itself: rename the secret`,
       );
     env[key] = value;
   }
@@ -165,13 +187,6 @@ export async function sandboxNode(
     );
   return { binary: target, prefix };
 }
-
-const BASE_ENV = {
-  PATH: '/usr/local/bin:/usr/bin:/bin',
-  HOME: '/tmp',
-  LANG: 'C.UTF-8',
-  TMPDIR: '/tmp',
-};
 
 /** The row, its secrets and its verified files: what running it needs, or why it cannot run. */
 async function load(name: string, deps: Pick<EvaluatorDeps, 'store' | 'artifacts'>) {
@@ -251,6 +266,7 @@ export async function openEvaluator(
       name,
       allowNetwork: version.allowNetwork,
       log,
+      secrets,
       command: () =>
         sandboxCommand(
           {
@@ -260,11 +276,7 @@ export async function openEvaluator(
             allowNetwork: version.allowNetwork,
             uid,
             argv,
-            env: {
-              ...BASE_ENV,
-              ...(python ? { PYTHONDONTWRITEBYTECODE: '1', PYTHONUNBUFFERED: '1' } : {}),
-              ...secrets,
-            },
+            env: { ...SANDBOX_ENV, ...(python ? PYTHON_ENV : {}) },
           },
           settings,
         ),

@@ -6,8 +6,9 @@
  * shared unless the evaluator declares it needs the network.
  *
  * Nothing of the worker's environment crosses: the process gets exactly `env` (PATH, HOME,
- * locale, the secrets the evaluator names), passed through the process environment rather
- * than argv (argv is world-readable in /proc).
+ * locale), passed through the process environment rather than argv (argv is world-readable in
+ * /proc). The account's secrets are not in it: they reach the runner over its stdin (see
+ * evaluator-process.ts), so nothing an account chooses is in the launch chain's environment.
  */
 import { existsSync, lstatSync, readlinkSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';

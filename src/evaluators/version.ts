@@ -41,8 +41,14 @@ export const secretKeyName = z
 export const evaluatorAccessSchema = z.object({
   /** Whether the evaluator may open network connections (default: none at all). */
   allowNetwork: z.boolean().default(false),
-  /** keyNames of the account's secrets injected as environment variables (nothing else is). */
-  secrets: z.array(secretKeyName).max(64).default([]),
+  /**
+   * keyNames of the account's secrets injected as environment variables. Left out: every
+   * secret of the account, as the documentation promises ("all secrets created here will be
+   * injected as environment variables for your Evaluator") and as `ep upload` relies on, since
+   * it stores a project's `.env` as secrets without naming them on the evaluator. A list
+   * narrows it to those keys (`[]`: none).
+   */
+  secrets: z.array(secretKeyName).max(64).optional(),
 });
 
 export const evaluatorVersionSchema = evaluatorAccessSchema.extend({
@@ -67,7 +73,8 @@ export interface ResolvedVersion {
   /** JS: export name (default: `evaluate`, else the default export). Python: function name. */
   entryFunction: string | null;
   allowNetwork: boolean;
-  secrets: string[];
+  /** The secrets' keyNames it gets; null: every secret of its account. */
+  secrets: string[] | null;
 }
 
 function languageOf(file: string): EvaluatorLanguage | null {
@@ -134,6 +141,6 @@ export function resolveVersion(name: string, body: unknown): ResolvedVersion {
     entryFile,
     entryFunction,
     allowNetwork: v.allowNetwork,
-    secrets: v.secrets,
+    secrets: v.secrets ?? null,
   };
 }

@@ -5,7 +5,8 @@
  * it; removed when the job's evaluator closes. A mismatch or a missing file leaves nothing.
  */
 import { createHash } from 'node:crypto';
-import { chmod, chown, mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
+import { chmod, chown, mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
 import type { ResolvedVersion } from './version.js';
@@ -101,12 +102,58 @@ function dirsBetween(from: string, to: string): string[] {
   return out;
 }
 
+/*
+ * A worker that dies hard (SIGKILL, OOM, power) never runs remove(), and its job directories
+ * would stay forever. Each directory's name carries its owner process's identity: the pid and
+ * the process's start time (field 22 of /proc/<pid>/stat), so a recycled pid, or pid 1 of a
+ * restarted container, is not mistaken for the owner. The name is the evaluator's to see but not
+ * to change: the root is 0711 and owned by the worker. Several workers may share one root; each
+ * removes only directories whose owner is gone.
+ */
+const WORKSPACE_NAME = /^job-(\d+)\.(\d+)-/;
+
+function processStartTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may hold spaces; fields after it are plain.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+const ownIdentity = `${process.pid}.${processStartTime(process.pid) ?? 0}`;
+
+function ownerAlive(name: string): boolean {
+  const m = WORKSPACE_NAME.exec(name);
+  if (!m) return true; // not ours to judge: leave it
+  return processStartTime(Number(m[1])) === m[2];
+}
+
+/** Removes the job directories under `root` whose owning worker process no longer runs. */
+export async function sweepOrphanWorkspaces(root: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(root);
+  } catch {
+    return [];
+  }
+  const orphans = names.filter((n) => !ownerAlive(n));
+  await Promise.all(orphans.map((n) => rm(join(root, n), { recursive: true, force: true })));
+  return orphans;
+}
+
+/** One sweep per root per process, before its first workspace there. */
+const swept = new Map<string, Promise<string[]>>();
+
 export async function prepareWorkspace(spec: WorkspaceSpec): Promise<Workspace> {
   const { contents } = spec;
   await mkdir(spec.root, { recursive: true, mode: 0o711 });
   await chmod(spec.root, 0o711);
   if (spec.uid !== null) await checkReachable(spec.root);
-  const dir = await mkdtemp(join(spec.root, 'job-'));
+  if (!swept.has(spec.root)) swept.set(spec.root, sweepOrphanWorkspaces(spec.root));
+  await swept.get(spec.root);
+  const dir = await mkdtemp(join(spec.root, `job-${ownIdentity}-`));
   const remove = () => rm(dir, { recursive: true, force: true });
   try {
     await chmod(dir, 0o700);

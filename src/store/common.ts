@@ -9,6 +9,7 @@ import {
   type ApiKeyRecord,
   COLLECTIONS,
   type Collection,
+  GuardRefusedError,
   type MetricRow,
   type ResourceRow,
   StoreError,
@@ -308,8 +309,7 @@ export function checkUpdate(
       ? (current.body as Record<string, unknown>)[unless.field]
       : undefined;
   if (typeof value === 'string' && unless.values.includes(value))
-    throw new StoreError(
-      'failed_precondition',
+    throw new GuardRefusedError(
       `${name} is ${value}, which this update must not overwrite (its ${unless.field} is one of ${unless.values.join(', ')})`,
     );
 }

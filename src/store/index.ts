@@ -7,8 +7,9 @@
  *                                  node-postgres reads them
  *
  * The store comes back unmigrated: call `migrate()` once before use (cheap when up to date).
- * `migrate()` also checks the secrets: it refuses a database holding secrets the given
- * `secretsKey` cannot open, and seals any stored in plain text by an older temper.
+ * `migrate()` also checks the sealed values (secrets, trainer jobs' pod tokens): it refuses a
+ * database holding values the given `secretsKey` cannot open, and seals any stored in plain
+ * text by an older temper.
  */
 import { fileURLToPath } from 'node:url';
 import { PostgresStore } from './postgres.js';
@@ -38,7 +39,7 @@ export {
 } from './usage-events.js';
 
 export interface OpenStoreOptions {
-  /** The operator's key that seals secret values at rest (see secrets-key.ts). */
+  /** The operator's key that seals secret values and trainer tokens at rest (see secrets-key.ts). */
   secretsKey?: SecretsKey;
 }
 

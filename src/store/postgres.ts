@@ -39,7 +39,13 @@ import {
   usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
-import { checkStoredSecret, openRow, rewrapBody, sealBody } from './secret-bodies.js';
+import {
+  checkStoredBody,
+  openRow,
+  rewrapBody,
+  sealBody,
+  sealedRowsCondition,
+} from './secret-bodies.js';
 import type { SecretsKey } from './secrets-key.js';
 import type {
   AccountRecord,
@@ -120,14 +126,15 @@ export class PostgresStore implements Store {
           [migration.version, migration.description, now()],
         );
       }
-      // Start-up check of the secrets: refuses (throws) when one cannot be opened with this
-      // store's key, and seals values stored in plain text by an older temper.
-      for (const row of await this.secretRows(client))
-        if (checkStoredSecret(this.secretsKey, row.name, row.body) === 'seal')
+      // Start-up check of the sealed fields (secrets, trainer tokens): refuses (throws) when
+      // one cannot be opened with this store's key, and seals values stored in plain text by
+      // an older temper.
+      for (const row of await this.sealedRows(client))
+        if (checkStoredBody(this.secretsKey, row.collection, row.name, row.body) === 'seal')
           await this.rewriteBody(
             client,
             row,
-            sealBody(this.secretsKey, 'secrets', row.name, row.body),
+            sealBody(this.secretsKey, row.collection, row.name, row.body),
           );
     });
   }
@@ -137,16 +144,21 @@ export class PostgresStore implements Store {
     if (!key)
       throw new StoreError('failed_precondition', 'rewrapSecrets needs the current secrets key');
     return this.transaction(async (client) => {
-      const rows = await this.secretRows(client, true);
+      const rows = await this.sealedRows(client);
       for (const row of rows)
-        await this.rewriteBody(client, row, rewrapBody(key, next, row.name, row.body));
+        await this.rewriteBody(
+          client,
+          row,
+          rewrapBody(key, next, row.collection, row.name, row.body),
+        );
       return rows.length;
     });
   }
 
-  private async secretRows(client: pg.PoolClient, lock = false): Promise<ResourceRow[]> {
+  /** Rows holding a sealed field (or its plain form), locked until the transaction ends. */
+  private async sealedRows(client: pg.PoolClient): Promise<ResourceRow[]> {
     const result = await client.query<RawResource>(
-      `SELECT ${RESOURCE_COLUMNS} FROM resources WHERE collection = 'secrets' ORDER BY account, id${lock ? ' FOR UPDATE' : ''}`,
+      `SELECT ${RESOURCE_COLUMNS} FROM resources WHERE ${sealedRowsCondition('postgres')} ORDER BY collection, account, id FOR UPDATE`,
     );
     return result.rows.map((raw) => resourceRow(raw));
   }

@@ -39,7 +39,13 @@ import {
   usageRange,
 } from './common.js';
 import { migrationSql, pendingMigrations, SCHEMA_MIGRATIONS_TABLE } from './migrations.js';
-import { checkStoredSecret, openRow, rewrapBody, sealBody } from './secret-bodies.js';
+import {
+  checkStoredBody,
+  openRow,
+  rewrapBody,
+  sealBody,
+  sealedRowsCondition,
+} from './secret-bodies.js';
 import type { SecretsKey } from './secrets-key.js';
 import type {
   AccountRecord,
@@ -105,20 +111,21 @@ export class SqliteStore implements Store {
           this.db.exec(migrationSql(migration, 'sqlite'));
           record.run(migration.version, migration.description, now());
         }
-        this.sweepSecrets();
+        this.sweepSealed();
       })
       .immediate();
   }
 
   /**
-   * Start-up check of the secrets: refuses (throws) when one cannot be opened with this
-   * store's key, and seals values stored in plain text by an older temper.
+   * Start-up check of the sealed fields (secrets, trainer tokens): refuses (throws) when one
+   * cannot be opened with this store's key, and seals values stored in plain text by an older
+   * temper.
    */
-  private sweepSecrets(): void {
-    for (const raw of this.secretRows()) {
+  private sweepSealed(): void {
+    for (const raw of this.sealedRows()) {
       const row = resourceRow(raw);
-      if (checkStoredSecret(this.secretsKey, row.name, row.body) === 'seal')
-        this.rewriteBody(row, sealBody(this.secretsKey, 'secrets', row.name, row.body));
+      if (checkStoredBody(this.secretsKey, row.collection, row.name, row.body) === 'seal')
+        this.rewriteBody(row, sealBody(this.secretsKey, row.collection, row.name, row.body));
     }
   }
 
@@ -128,16 +135,18 @@ export class SqliteStore implements Store {
       throw new StoreError('failed_precondition', 'rewrapSecrets needs the current secrets key');
     return this.db
       .transaction(() => {
-        const rows = this.secretRows().map((raw) => resourceRow(raw));
-        for (const row of rows) this.rewriteBody(row, rewrapBody(key, next, row.name, row.body));
+        const rows = this.sealedRows().map((raw) => resourceRow(raw));
+        for (const row of rows)
+          this.rewriteBody(row, rewrapBody(key, next, row.collection, row.name, row.body));
         return rows.length;
       })
       .immediate();
   }
 
-  private secretRows(): RawResource[] {
+  /** Rows holding a sealed field or its plain form. */
+  private sealedRows(): RawResource[] {
     return this.statement(
-      "SELECT * FROM resources WHERE collection = 'secrets' ORDER BY account, id",
+      `SELECT * FROM resources WHERE ${sealedRowsCondition('sqlite')} ORDER BY collection, account, id`,
     ).all() as RawResource[];
   }
 

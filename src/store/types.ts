@@ -129,6 +129,18 @@ export class StoreError extends Error {
 }
 
 /**
+ * The `failed_precondition` of a guarded update whose row matched the guard
+ * (UpdateOptions.unless): the one refusal a caller may take as "the job has ended". Others of
+ * that code (no secrets key to seal the body, a key that cannot open it) are failures.
+ */
+export class GuardRefusedError extends StoreError {
+  constructor(message: string) {
+    super('failed_precondition', message);
+    this.name = 'GuardRefusedError';
+  }
+}
+
+/**
  * A condition on the stored body under which an update must not happen: the body's top-level
  * `field` holds one of `values`. Job rows use it so that a final state (COMPLETED, CANCELLED,
  * ...) is never overwritten by a late progress or status write of an activity that had not yet
@@ -207,9 +219,10 @@ export interface Store {
 
   // ---- secrets at rest (see secrets-key.ts) ----
   /**
-   * Re-wraps every secret's data key with `next` in one transaction (all or none); the store's
-   * own key must open them. Resolves with how many secrets were re-wrapped. Afterwards only
-   * `next` opens them: start temper with it.
+   * Re-wraps the data key of every sealed value (secrets' values, trainer jobs' pod tokens)
+   * with `next` in one transaction (all or none); the store's own key must open them. Resolves
+   * with how many values were re-wrapped. Afterwards only `next` opens them: start temper
+   * with it.
    */
   rewrapSecrets(next: SecretsKey): Promise<number>;
 

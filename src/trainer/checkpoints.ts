@@ -191,14 +191,11 @@ export class TrainerCheckpoints {
     const loaded = await runtime.host.exclusive(async () => {
       const state = await loadTrainState(model, dcp, n.checkpoint);
       if (!withOptimizer) {
+        // Fresh zero moments of every trainable tensor's size (the engine's own may have been
+        // released by a sharded optimizer, so their length says nothing).
         for (const t of model.trainableNames()) {
-          const st = model.getOptimizerState(t);
-          if (st)
-            model.setOptimizerState(
-              t,
-              new Float32Array(st.m.length),
-              new Float32Array(st.v.length),
-            );
+          const n = model.tensorView(t, 'grad')!.length;
+          model.setOptimizerState(t, new Float32Array(n), new Float32Array(n));
         }
         model.step = 0;
       }

@@ -291,12 +291,51 @@ export class DataParallelGroups {
     local: GradCounts,
   ): Promise<GradCounts> {
     const group = await this.group(modelId, place);
-    const counts = Float64Array.from([local.tokens, local.sequences, local.microBatches]);
+    // With the counts, whether each rank holds a moment shard (and of which world), so every
+    // rank takes the same decision below.
+    const held = this.shards.get(modelId);
+    const counts = Float64Array.from([
+      local.tokens,
+      local.sequences,
+      local.microBatches,
+      held ? 1 : 0,
+      held?.world ?? 0,
+    ]);
     await group.allReduceF64(counts);
     if (counts[2] === 0) return { tokens: 0, sequences: 0, microBatches: 0 };
+    if (!place.shardOptimizerState) {
+      // An unsharded step runs the engine's AdamW on its own moments: ranks that hold shards
+      // (a sharded run, or a sharded load, went before) first gather them back into the
+      // engine — else the step would start from zero moments.
+      if (counts[3]! > 0) await this.unshard(modelId, model, place, counts[3]!, counts[4]!);
+      await group.allReduce(gradViews(model));
+    }
     // Sharded: the gradients are reduce-scattered inside the step (shardedStep).
-    if (!place.shardOptimizerState) await group.allReduce(gradViews(model));
     return { tokens: counts[0]!, sequences: counts[1]!, microBatches: counts[2]! };
+  }
+
+  /**
+   * Every rank's moment shards gathered back into every rank's engine, the shards dropped.
+   * `holders` ranks hold a shard, of summed world size `worlds`: unless all `world` ranks hold
+   * one for this world size the moments cannot be put together, and every rank says so alike.
+   */
+  private async unshard(
+    modelId: string,
+    model: TransformerModel,
+    place: ReplicaPlace,
+    holders: number,
+    worlds: number,
+  ): Promise<void> {
+    const world = place.worldSize;
+    if (holders !== world || worlds !== world * world) {
+      throw new TrainerError(
+        'invalid_argument',
+        `optim_step: ${holders} of ${world} replicas hold a shard of the optimizer state for this run's world size, so the moments cannot be put together for an unsharded step; load a checkpoint with load_state_with_optimizer first`,
+        { field: 'data_parallel' },
+      );
+    }
+    await this.gatherMoments(modelId, model, place);
+    this.shards.delete(modelId);
   }
 
   /** This rank's moment shard for `world` ranks, created (zero) on first use. */
@@ -419,13 +458,14 @@ export class DataParallelGroups {
    * engine's copies are freed; an unsharded load drops any shard this pod held.
    */
   afterLoad(modelId: string, model: TransformerModel, place: ReplicaPlace | undefined): void {
-    const held = this.shards.get(modelId);
+    // Whatever shard this pod held belongs to the state the load replaced.
     this.shards.delete(modelId);
-    const rank = place?.shardOptimizerState ? place.rank : held?.rank;
-    const world = place?.shardOptimizerState ? place.worldSize : held?.world;
-    if (rank === undefined || world === undefined) return;
+    if (!place?.shardOptimizerState) return;
     const n = gradViews(model).reduce((s, g) => s + g.length, 0);
-    this.shards.set(modelId, this.fromEngine(model, rank, world, shardLength(n, world)));
+    this.shards.set(
+      modelId,
+      this.fromEngine(model, place.rank, place.worldSize, shardLength(n, place.worldSize)),
+    );
   }
 
   /** Drops the groups of a model (it was deleted). */

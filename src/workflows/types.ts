@@ -40,6 +40,17 @@ export interface RftSettings {
   remoteServerUrl: string | null;
 }
 
+/**
+ * A managed job's MLflow run settings (its `mlflowTrackingUri`, `mlflowExperimentName`,
+ * `mlflowRunName`), resolved with the plan: the host's metric writes read them from here,
+ * never from the job's row again.
+ */
+export interface JobTrackingPlan {
+  mlflowTrackingUri: string;
+  mlflowExperimentName: string;
+  mlflowRunName: string | null;
+}
+
 /** Everything a host needs to train a managed job, resolved once by prepareJob. */
 export interface TrainingPlan {
   method: TrainingMethod;
@@ -84,6 +95,11 @@ export interface TrainingPlan {
   maxTrainerRestarts: number;
   /** RFT only. */
   rft: RftSettings | null;
+  /**
+   * The job's MLflow run, or null when it configures none. Optional: a plan made before it
+   * existed (a workflow still running then) carries none and is not tracked.
+   */
+  tracking?: JobTrackingPlan | null;
   /** A resumed job continues from its last resumable checkpoint. */
   resumeFrom: { checkpoint: string; step: number } | null;
   /**
@@ -230,10 +246,12 @@ export interface HostActivities {
   /** Stops the pod; a pod that is already gone is fine. */
   stopTrainer(podJobId: string): Promise<void>;
   /**
-   * Starts an rlorTrainerJob's pod; resolves once it serves with its gRPC address and token,
-   * which the job publishes to its account while it serves.
+   * Starts an rlorTrainerJob's pod; resolves once it serves, with its gRPC address. The pod's
+   * token goes straight into the job's row (sealed by the store) and never through the
+   * workflow, so it is not in Temporal's history; the job publishes both to its account while
+   * it serves.
    */
-  launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string; token: string }>;
+  launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string }>;
   /** One optimizer step on a trainer job's pod (`:executeTrainStep`). */
   executeTrainStep(spec: TrainerJobSpec, request: TrainStepRequest): Promise<TrainStepResult>;
   /** Watches the pod until it exits (heartbeating); cancelled: stops it. */

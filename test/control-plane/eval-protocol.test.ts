@@ -6,7 +6,7 @@
 // (Orchestration is the harness's recorder: the job's run is covered in test/e2e.)
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { cp, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { cp, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -65,8 +65,12 @@ const get = (path: string) => h.call('GET', path).then((r) => r.json);
 
 describe('ep upload', () => {
   it('creates the evaluator, uploads the project archive and validates it into checked files', async () => {
+    // A project's .env becomes account secrets, which its evaluator gets as variables.
+    await writeFile(join(project, '.env'), 'JUDGE_TOKEN="from-dotenv"\n');
     const r = await epCli(['upload', '--yes']);
     expect(r.code, r.out).toBe(0);
+    const secrets = (await get('/v1/accounts/alice/secrets')).secrets as Json[];
+    expect(secrets.map((s) => s.keyName).sort()).toEqual(['FIREWORKS_API_KEY', 'JUDGE_TOKEN']);
     expect(r.out).toContain('✅ Successfully uploaded evaluator: test-math-test-math-answer');
     const e = await get('/v1/accounts/alice/evaluators/test-math-test-math-answer');
     expect(e).toMatchObject({

@@ -260,6 +260,59 @@ describe('supervisedFineTuningJobs', () => {
       'step,time,"loss:mean","lr"\n1,2026-01-01T00:00:01.000Z,2.5,\n2,2026-01-01T00:00:02.000Z,1.5,0.001\n',
     );
   });
+
+  it('serves the same metric rows as columns when asked (?format=columns), the default unchanged', async () => {
+    const name = 'accounts/alice/supervisedFineTuningJobs/sft-cols';
+    const made = await post(
+      'supervisedFineTuningJobs',
+      { baseModel: BASE, dataset: 'sft-data' },
+      '?supervisedFineTuningJobId=sft-cols',
+    );
+    expect(made.status).toBe(200);
+    await h.store.putMetrics(name, [
+      { step: 3, values: { 'loss:mean': 2.5, note: 'warmup' }, time: '2026-01-01T00:00:03.250Z' },
+      {
+        step: 7,
+        values: { 'loss:mean': 1.5, 'eval_loss:mean': 1.75 },
+        time: '2026-01-01T00:01:07.000Z',
+      },
+      { step: 9, values: { 'loss:mean': 0.1 + 0.2 }, time: '2026-01-01T00:02:09.000Z' },
+    ]);
+    const rows = (await h.call('GET', `/v1/${name}/metrics`)).json;
+    expect(Object.keys(rows)).toEqual(['job', 'metrics']);
+    const cols = await h.call('GET', `/v1/${name}/metrics?format=columns`);
+    expect(cols.status).toBe(200);
+    expect(cols.json).toEqual({
+      job: name,
+      steps: [3, 7, 9],
+      timesMs: [
+        Date.UTC(2026, 0, 1, 0, 0, 3, 250),
+        Date.UTC(2026, 0, 1, 0, 1, 7),
+        Date.UTC(2026, 0, 1, 0, 2, 9),
+      ],
+      values: {
+        'eval_loss:mean': [null, 1.75, null],
+        'loss:mean': [2.5, 1.5, 0.1 + 0.2],
+        note: ['warmup', null, null],
+      },
+    });
+    // Row for row, the columns hold exactly what the default shape holds.
+    const back = cols.json.steps.map((step: number, i: number) => ({
+      step,
+      values: Object.fromEntries(
+        Object.entries(cols.json.values as Record<string, unknown[]>)
+          .filter(([, v]) => v[i] !== null)
+          .map(([k, v]) => [k, v[i]]),
+      ),
+      time: new Date(cols.json.timesMs[i]).toISOString(),
+    }));
+    expect(back).toEqual(rows.metrics);
+    const after = await h.call('GET', `/v1/${name}/metrics?format=columns&afterStep=7`);
+    expect(after.json).toMatchObject({ steps: [9], values: { 'loss:mean': [0.1 + 0.2] } });
+    const bad = await h.call('GET', `/v1/${name}/metrics?format=rows`);
+    expect(bad.status).toBe(400);
+    expect(bad.json.error.message).toMatch(/format/);
+  });
 });
 
 describe('dpoJobs', () => {

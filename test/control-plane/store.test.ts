@@ -11,6 +11,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
+  GuardRefusedError,
   LATEST_VERSION,
   MIGRATIONS,
   openStore,
@@ -30,6 +31,8 @@ interface StoreTarget {
   freshUrl(): Promise<string>;
   /** Every row of a table, read around the store (to check what it really wrote). */
   rawRows(url: string, table: string): Promise<Record<string, unknown>[]>;
+  /** Overwrites a resource's body around the store (what an older temper wrote). */
+  rawSetBody(url: string, collection: string, id: string, body: unknown): Promise<void>;
 }
 
 const REPO_ROOT = join(import.meta.dirname, '../..');
@@ -183,13 +186,132 @@ function storeSuite(target: StoreTarget): void {
         await expectStoreError(keyed(undefined).migrate(), 'failed_precondition');
 
         // Rotation: the data keys are re-wrapped; only the new key opens them afterwards.
-        expect(await first.rewrapSecrets(wrong)).toBe(2);
+        // One sealed value ('no-value' holds none).
+        expect(await first.rewrapSecrets(wrong)).toBe(1);
         const rotated = keyed(wrong);
         await rotated.migrate();
         expect((await rotated.get<{ value: string }>('secrets', 'acme', 'new'))?.body.value).toBe(
           PLAIN,
         );
         await expectStoreError(keyed(key).migrate(), 'failed_precondition');
+      });
+    });
+
+    describe('trainer tokens at rest', () => {
+      const TOKEN = 'pod-token-7Hq2xN9vLr4Kw8Zp3Ys6Tb1Fc5Gd0Je2Mh7Ua9Vi4Xo';
+      const key = SecretsKey.generate().key;
+      type Job = { state: string; trainerToken?: string | null };
+
+      function keyed(secretsKey: SecretsKey | undefined): Store {
+        const s = openStore(url, secretsKey ? { secretsKey } : {});
+        opened.push(s);
+        return s;
+      }
+      const rawText = async () => JSON.stringify(await target.rawRows(url, 'resources'));
+
+      it('seals the token on write, gives it back on read, and drops it when withdrawn', async () => {
+        const s = keyed(key);
+        await s.migrate();
+        await s.create('rlorTrainerJobs', 'acme', 'tr', { state: 'JOB_STATE_PENDING' });
+        const written = await s.update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => ({
+          ...b,
+          trainerToken: TOKEN,
+        }));
+        expect(written.body.trainerToken).toBe(TOKEN);
+        // A later write of other fields keeps the token (sealed afresh).
+        await s.update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => ({
+          ...b,
+          state: 'JOB_STATE_RUNNING',
+        }));
+        expect((await s.get<Job>('rlorTrainerJobs', 'acme', 'tr'))?.body).toEqual({
+          state: 'JOB_STATE_RUNNING',
+          trainerToken: TOKEN,
+        });
+        expect((await s.list<Job>('rlorTrainerJobs', 'acme')).items[0]?.body.trainerToken).toBe(
+          TOKEN,
+        );
+        const [row] = await target.rawRows(url, 'resources');
+        const stored = typeof row!.body === 'string' ? JSON.parse(row!.body) : row!.body;
+        expect(stored).not.toHaveProperty('trainerToken');
+        expect(stored.sealedTrainerToken).toMatchObject({ v: 1, kid: key.id });
+        expect(await rawText()).not.toContain(TOKEN);
+
+        await s.update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => ({
+          ...b,
+          state: 'JOB_STATE_COMPLETED',
+          trainerToken: null,
+        }));
+        const [ended] = await target.rawRows(url, 'resources');
+        const endedBody = typeof ended!.body === 'string' ? JSON.parse(ended!.body) : ended!.body;
+        expect(endedBody).toEqual({ state: 'JOB_STATE_COMPLETED', trainerToken: null });
+        // The job has ended: the guard refuses, with its own error.
+        const refused = await s
+          .update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => b, {
+            unless: { field: 'state', values: ['JOB_STATE_COMPLETED'] },
+          })
+          .catch((e: unknown) => e);
+        expect(refused).toBeInstanceOf(GuardRefusedError);
+      });
+
+      it('without a key refuses to store a token (not a guard refusal) but keeps tokenless jobs', async () => {
+        const s = keyed(undefined);
+        await s.migrate();
+        await s.create('rlorTrainerJobs', 'acme', 'tr', { state: 'JOB_STATE_PENDING' });
+        const error = await s
+          .update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => ({ ...b, trainerToken: TOKEN }), {
+            unless: { field: 'state', values: ['JOB_STATE_COMPLETED'] },
+          })
+          .catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(StoreError);
+        expect(error).not.toBeInstanceOf(GuardRefusedError);
+        expect((error as StoreError).message).toMatch(
+          /cannot store the trainer token of accounts\/acme\/rlorTrainerJobs\/tr: this temper has no secrets key/,
+        );
+        expect((await s.get<Job>('rlorTrainerJobs', 'acme', 'tr'))?.body).toEqual({
+          state: 'JOB_STATE_PENDING',
+        });
+        await s.update<Job>('rlorTrainerJobs', 'acme', 'tr', (b) => ({ ...b, trainerToken: null }));
+      });
+
+      it('seals tokens an older temper stored in clear at migrate, and rotates them', async () => {
+        const legacy = keyed(undefined);
+        await legacy.create('rlorTrainerJobs', 'acme', 'old', { state: 'JOB_STATE_PENDING' });
+        await legacy.create('rlorTrainerJobs', 'acme', 'ended', { state: 'JOB_STATE_PENDING' });
+        await target.rawSetBody(url, 'rlorTrainerJobs', 'old', {
+          state: 'JOB_STATE_RUNNING',
+          trainerAddress: '127.0.0.1:4000',
+          trainerToken: TOKEN,
+        });
+        await target.rawSetBody(url, 'rlorTrainerJobs', 'ended', {
+          state: 'JOB_STATE_COMPLETED',
+          trainerToken: null,
+        });
+        // A keyless temper leaves the clear token as it is (and still reads it)...
+        await legacy.migrate();
+        expect(await rawText()).toContain(TOKEN);
+        // ...the first one with a key seals it.
+        const first = keyed(key);
+        await first.migrate();
+        expect(await rawText()).not.toContain(TOKEN);
+        expect((await first.get<Job>('rlorTrainerJobs', 'acme', 'old'))?.body).toEqual({
+          state: 'JOB_STATE_RUNNING',
+          trainerAddress: '127.0.0.1:4000',
+          trainerToken: TOKEN,
+        });
+        expect((await first.get<Job>('rlorTrainerJobs', 'acme', 'ended'))?.body).toEqual({
+          state: 'JOB_STATE_COMPLETED',
+          trainerToken: null,
+        });
+        // From now on a keyless temper refuses to start on it; rotation moves the token too.
+        await expectStoreError(keyed(undefined).migrate(), 'failed_precondition');
+        const next = SecretsKey.generate().key;
+        expect(await first.rewrapSecrets(next)).toBe(1);
+        await expectStoreError(keyed(key).migrate(), 'failed_precondition');
+        const rotated = keyed(next);
+        await rotated.migrate();
+        expect((await rotated.get<Job>('rlorTrainerJobs', 'acme', 'old'))?.body.trainerToken).toBe(
+          TOKEN,
+        );
       });
     });
 
@@ -811,6 +933,18 @@ storeSuite({
       db.close();
     }
   },
+  rawSetBody: async (url, collection, id, body) => {
+    const db = new Database(url.slice('sqlite://'.length));
+    try {
+      db.prepare('UPDATE resources SET body = ? WHERE collection = ? AND id = ?').run(
+        JSON.stringify(body),
+        collection,
+        id,
+      );
+    } finally {
+      db.close();
+    }
+  },
 });
 
 // ---- PostgreSQL: one private server for the file, a new database per case ----
@@ -841,6 +975,19 @@ describe('PostgreSQL', () => {
       await client.connect();
       try {
         return (await client.query(`SELECT * FROM ${table}`)).rows;
+      } finally {
+        await client.end();
+      }
+    },
+    rawSetBody: async (url, collection, id, body) => {
+      const client = new pg.Client({ connectionString: url });
+      await client.connect();
+      try {
+        await client.query('UPDATE resources SET body = $1 WHERE collection = $2 AND id = $3', [
+          JSON.stringify(body),
+          collection,
+          id,
+        ]);
       } finally {
         await client.end();
       }

@@ -1,9 +1,11 @@
 // Managed jobs tracked in MLflow (issue 15): an SFT job on the bundled model, created through
 // REST with `mlflowTrackingUri`, against the real MLflow tracking server (pinned PyPI
 // `mlflow`): its run has the job's params, the loss of every step (each step once, equal to
-// the job's own metric rows) and ends FINISHED. An unreachable server is refused at create
+// the job's own metric rows), its output model's record and checkpoints as artifacts (listed
+// and read back by the real Python `mlflow` client), and ends FINISHED. An unreachable server is refused at create
 // (400, no job); a run MLflow refuses while the job trains is a warning in the job's log and
 // the job completes.
+import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -13,6 +15,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
 import { MlflowClient, type MlflowRun } from '../../src/tracking/index.js';
 import { type MlflowServer, startMlflowServer } from '../recipes/mlflow-server.js';
+import { pythonEnv } from '../support/python-env.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
 let stack: RestStack;
@@ -64,6 +67,33 @@ async function runsOf(client: MlflowClient, experiment: string): Promise<MlflowR
   return r.runs ?? [];
 }
 
+/** The run's artifacts as the real Python client lists and reads them. */
+const LIST_ARTIFACTS = `
+import json, sys
+import mlflow.artifacts
+from mlflow.tracking import MlflowClient
+uri, run = sys.argv[1], sys.argv[2]
+client = MlflowClient(tracking_uri=uri)
+print(json.dumps({
+    "top": sorted(a.path for a in client.list_artifacts(run)),
+    "model": sorted(a.path for a in client.list_artifacts(run, "model")),
+    "record": mlflow.artifacts.load_dict(f"runs:/{run}/model/temper_model.json"),
+    "checkpoints": mlflow.artifacts.load_dict(f"runs:/{run}/checkpoints.json"),
+}))
+`;
+
+function pythonArtifacts(uri: string, runId: string): Promise<Json> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      pythonEnv('mlflow').python,
+      ['-c', LIST_ARTIFACTS, uri, runId],
+      { env: { ...process.env, MLFLOW_TRACKING_URI: uri }, timeout: 120_000 },
+      (error, stdout, stderr) =>
+        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
+    );
+  });
+}
+
 describe('managed jobs tracked in MLflow', () => {
   it("an SFT job's run has its params, every step's loss once, and ends FINISHED", async () => {
     const created = await stack.call('POST', `${COLLECTION}?supervisedFineTuningJobId=sft-ml`, {
@@ -101,6 +131,23 @@ describe('managed jobs tracked in MLflow', () => {
     expect(loss.map((m) => [m.step, m.value])).toEqual(
       stored.map((m) => [m.step, m.values['loss:mean']]),
     );
+
+    // Artifacts: the output model's record (source checkpoint, files with sha256) and the
+    // job's checkpoints, as the Python client sees them.
+    const artifacts = await pythonArtifacts(mlflow.url, run.info.run_id);
+    expect(artifacts.top).toEqual(['checkpoints.json', 'model']);
+    expect(artifacts.model).toEqual(['model/temper_model.json']);
+    const model = (await stack.call('GET', `/v1/${String(job.outputModel)}`)).json;
+    const record = artifacts.record as Json;
+    expect(record.name).toBe(job.outputModel);
+    expect(record.sourceCheckpoint).toMatch(/\/checkpoints\/final(-[0-9a-f]+)?$/);
+    const files = record.files as { path: string; size: number; sha256: string }[];
+    expect(files.length).toBeGreaterThan(0);
+    for (const f of files) expect(f.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(model.name).toBe(record.name);
+    const checkpoints = artifacts.checkpoints as Json;
+    expect(checkpoints.outputModel).toBe(job.outputModel);
+    expect(checkpoints.lastCheckpoint).toEqual(job.lastCheckpoint);
   }, 240_000);
 
   it('an unreachable server is a 400 at create and leaves no job', async () => {

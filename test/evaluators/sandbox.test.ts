@@ -68,6 +68,8 @@ beforeAll(async () => {
   await artifacts.put('accounts/beta/datasets/private/data.jsonl', '{"secret":"beta-rows"}\n');
   await store.create('secrets', 'acme', 'api-token', { keyName: 'API_TOKEN', value: 'acme-token' });
   await store.create('secrets', 'acme', 'other', { keyName: 'OTHER_KEY', value: 'acme-other' });
+  // A secret under a name the sandbox sets itself never replaces the sandbox's value.
+  await store.create('secrets', 'acme', 'path', { keyName: 'PATH', value: '/tmp/evil-bin' });
   process.env.TEMPER_SANDBOX_TEST_MARKER = WORKER_MARKER;
   settings = sandboxSettings({
     workDir: join(dir, 'work'),
@@ -221,7 +223,7 @@ describe('what a malicious evaluator cannot reach', () => {
     });
   });
 
-  it("the worker's environment and /proc/1/environ: only its own few variables", async () => {
+  it("the worker's environment and /proc/1/environ: only its own few variables and its account's secrets", async () => {
     const e = await open(`
       import { readFileSync } from 'node:fs';
       export default () => ({ score: 1, reason: JSON.stringify({
@@ -232,8 +234,20 @@ describe('what a malicious evaluator cannot reach', () => {
       }) });`);
     const { reason } = await attack(e);
     const seen = JSON.parse(reason) as { env: Record<string, string>; pid1: string; uid: number };
-    expect(Object.keys(seen.env).sort()).toEqual(['HOME', 'LANG', 'PATH', 'PWD', 'TMPDIR']);
+    expect(Object.keys(seen.env).sort()).toEqual([
+      'API_TOKEN',
+      'HOME',
+      'LANG',
+      'OTHER_KEY',
+      'PATH',
+      'PWD',
+      'TMPDIR',
+    ]);
     expect(seen.pid1).not.toContain(WORKER_MARKER);
+    // The secrets were set by the runner, never in the environment of the launch chain
+    // (prlimit, setpriv, bwrap) that the runner's initial environment comes from.
+    expect(seen.pid1).not.toContain('acme-token');
+    expect(seen.pid1).toContain('PATH=/usr/local/bin');
     expect(reason).not.toContain(WORKER_MARKER);
     expect(seen.uid).not.toBe(0);
   });
@@ -357,18 +371,33 @@ describe('what a malicious evaluator cannot reach', () => {
 });
 
 describe('secrets and integrity', () => {
-  it('a secret reaches only the evaluator that names it', async () => {
+  it("an evaluator gets its account's secrets: all of them, or the ones it names", async () => {
     const source =
-      'export default () => ({ score: 1, reason: JSON.stringify([process.env.API_TOKEN ?? null, process.env.OTHER_KEY ?? null]) });';
+      'export default () => ({ score: 1, reason: JSON.stringify([process.env.API_TOKEN ?? null, process.env.OTHER_KEY ?? null, process.env.PATH]) });';
+    const all = await open(source);
     const named = await open(source, { body: { secrets: ['API_TOKEN'] } });
-    const unnamed = await open(source);
-    expect(JSON.parse((await named.evaluate(rollout())).reason)).toEqual(['acme-token', null]);
-    expect(JSON.parse((await unnamed.evaluate(rollout())).reason)).toEqual([null, null]);
+    const none = await open(source, { body: { secrets: [] } });
+    const path = '/usr/local/bin:/usr/bin:/bin';
+    expect(JSON.parse((await all.evaluate(rollout())).reason)).toEqual([
+      'acme-token',
+      'acme-other',
+      path,
+    ]);
+    expect(JSON.parse((await named.evaluate(rollout())).reason)).toEqual([
+      'acme-token',
+      null,
+      path,
+    ]);
+    expect(JSON.parse((await none.evaluate(rollout())).reason)).toEqual([null, null, path]);
     // Another account's evaluator cannot name acme's secret.
     await expect(
       open(source, { account: 'beta', body: { secrets: ['API_TOKEN'] } }),
     ).rejects.toThrow(
       /names the secret API_TOKEN, but account beta has no secret with keyName API_TOKEN/,
+    );
+    // Naming a secret under a variable the sandbox sets itself is an error, not a silent skip.
+    await expect(open(source, { body: { secrets: ['PATH'] } })).rejects.toThrow(
+      /names the secret PATH, but the sandbox sets PATH itself/,
     );
   });
 

@@ -62,7 +62,8 @@ describe('stored evaluator versions', () => {
       entryFile: 'pkg/judge.py',
       entryFunction: null,
       allowNetwork: false,
-      secrets: [],
+      // Not named: every secret of the account.
+      secrets: null,
     });
   });
 

@@ -120,25 +120,6 @@ describe('ZeRO-1 (sharded AdamW moments) across processes', () => {
   );
 });
 
-describe('releasing the engine optimizer state', () => {
-  it('frees the moments; an unsharded step afterwards starts from zero moments', () => {
-    const model = tinyModel({ seed: 3 });
-    const name = model.trainableNames()[0]!;
-    model.releaseOptimizerState();
-    expect(model.getOptimizerState(name)!.m).toHaveLength(0);
-    const seqs = randomSequences(1, [5, 4]);
-    model.forwardBackwardCrossEntropy(seqs, [1, 1, 1, 1, 1, 1, 1, 1, 1]);
-    model.optimStep({ learningRate: 1e-3 });
-    const state = model.getOptimizerState(name)!;
-    expect(state.m).toHaveLength(model.getTensor(name).length);
-    expect(state.v.some((x) => x > 0)).toBe(true);
-    // Restoring moments into released storage is an assignment, not a copy into nothing.
-    model.releaseOptimizerState();
-    model.setOptimizerState(name, state.m, state.v);
-    expect(model.getOptimizerState(name)!.v).toEqual(state.v);
-  });
-});
-
 function tinyModelWeights(): Float32Array {
   const model = tinyModel({ seed: 3 });
   const views = model.trainableNames().map((n) => model.tensorView(n, 'value') as Float32Array);

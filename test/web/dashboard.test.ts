@@ -373,6 +373,18 @@ describe('the dashboard in a browser', () => {
       .poll(() => page.locator('#job-state').textContent(), { timeout: 300_000, interval: 500 })
       .toBe('COMPLETED');
     await expect.poll(() => points(page, 'Reward'), SLOW).toBeGreaterThan(1);
+    // Loaded afresh, the job page draws every stored row from the metrics index.html asked
+    // for before the app's code ran: one request for them, not a second one from the app.
+    const stored = ((await call('GET', `${job}/metrics`)).json.metrics as unknown[]).length;
+    await page.reload();
+    await expect.poll(() => points(page, 'Reward'), SLOW).toBe(stored);
+    const metricReads = await page.evaluate(
+      () =>
+        performance
+          .getEntriesByType('resource')
+          .filter((e) => e.name.includes('/metrics?format=columns')).length,
+    );
+    expect(metricReads).toBe(1);
     // All rollouts, then only step 2's.
     const all = (await call('GET', `${job}/rollouts?pageSize=200`)).json as {
       rollouts: { step: number; completion: string; score: number }[];

@@ -3,6 +3,7 @@
 // inactivity completes it, cancel (delete) stops it.
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { JobRef } from '../../src/control-plane/orchestrator.js';
 import { ServiceClient } from '../../src/sdk/index.js';
@@ -57,6 +58,36 @@ function service(jobId: string) {
   );
 }
 
+/**
+ * Everything Temporal keeps of the job's current run, as text: the history's events with every
+ * payload (activity inputs and results, workflow input and result) decoded.
+ */
+async function historyText(ref: JobRef): Promise<string> {
+  const history = await platform.client.workflow.getHandle(workflowIdOf(ref)).fetchHistory();
+  const parts: string[] = [];
+  const walk = (value: unknown): void => {
+    if (value instanceof Uint8Array) parts.push(Buffer.from(value).toString('utf8'));
+    else if (Array.isArray(value)) value.forEach(walk);
+    else if (value && typeof value === 'object') Object.values(value).forEach(walk);
+    else if (typeof value === 'string') parts.push(value);
+  };
+  walk(history.events);
+  return parts.join('\n');
+}
+
+/** The job's row as the database file holds it, read around the store. */
+function storedRow(ref: JobRef): string {
+  const db = new Database(join(platform.dir, 'temper.db'), { readonly: true });
+  try {
+    const row = db
+      .prepare('SELECT body FROM resources WHERE collection = ? AND account = ? AND id = ?')
+      .get(ref.collection, ref.account, ref.id) as { body: string };
+    return row.body;
+  } finally {
+    db.close();
+  }
+}
+
 const tokens = Array.from(Buffer.from('Q: capital of Peru? A: Lima'));
 const datum = {
   modelInput: tokens.slice(0, -1),
@@ -72,6 +103,13 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     // The pod's token is published with its address (only the job's account reads the row).
     expect(running.trainerToken).toMatch(/^[A-Za-z0-9_-]{43}$/);
     expect(running.trainerToken).toBe((await platform.launcher.get('tr-main'))?.token);
+    // ...but it rests sealed in the row, and Temporal's history never holds it (the launch
+    // activity writes it to the store instead of returning it to the workflow).
+    const launched = await historyText(ref);
+    expect(launched).toContain(running.trainerAddress as string);
+    expect(launched).not.toContain(running.trainerToken);
+    expect(storedRow(ref)).toContain('sealedTrainerToken');
+    expect(storedRow(ref)).not.toContain(running.trainerToken);
 
     const first = service('tr-main');
     const client = await first.createTrainingClient();
@@ -101,6 +139,10 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     const cancelled = await waitForState(ref, 'JOB_STATE_CANCELLED');
     expect(cancelled.trainerAddress ?? null).toBeNull();
     expect(cancelled.trainerToken ?? null).toBeNull();
+    expect(storedRow(ref)).not.toContain('sealedTrainerToken');
+    const resumedRun = await historyText(ref);
+    expect(resumedRun).toContain(again.trainerAddress as string);
+    expect(resumedRun).not.toContain(again.trainerToken);
     const after = await platform.launcher.get('tr-main');
     expect(['stopped', 'failed']).toContain(after?.state);
   }, 180_000);

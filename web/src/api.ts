@@ -6,9 +6,10 @@
 import type { PreviewLine } from '../../src/control-plane/resources/dataset-preview.js';
 import type { JobLogLine } from '../../src/control-plane/resources/job-logs.js';
 import type { RolloutView } from '../../src/control-plane/resources/job-views.js';
+import type { MetricColumns } from '../../src/control-plane/resources/metric-columns.js';
 import type { MetricRow } from '../../src/store/index.js';
 
-export type { JobLogLine, MetricRow, PreviewLine, RolloutView };
+export type { JobLogLine, MetricColumns, MetricRow, PreviewLine, RolloutView };
 
 export interface Session {
   key: string;
@@ -61,6 +62,20 @@ export async function request<T>(method: string, path: string, body?: unknown): 
     headers: headers(s.key, body !== undefined),
     ...(body === undefined ? {} : { body: JSON.stringify(body) }),
   });
+  if (!res.ok) throw await failure(res);
+  return (await res.json()) as T;
+}
+
+/**
+ * A GET that index.html may have sent already, before this code loaded (the job page's
+ * metrics): its response is taken once, for the same path and key, else the request is made.
+ */
+export async function earlyRead<T>(path: string): Promise<T> {
+  const w = window as { temperEarlyRead?: { path: string; response: Promise<Response> } };
+  const early = w.temperEarlyRead;
+  w.temperEarlyRead = undefined;
+  if (!early || early.path !== path) return request<T>('GET', path);
+  const res = await early.response;
   if (!res.ok) throw await failure(res);
   return (await res.json()) as T;
 }
@@ -213,9 +228,16 @@ function followSse<E extends { event: string; data: unknown }>(
   return () => abort.abort();
 }
 
-/** Follows `{job}/events`: state changes and new metric rows. */
-export const followJob = (name: string, onEvent: (e: JobEvent) => void) =>
-  followSse(`${jobPath(name)}/events`, onEvent);
+/** Follows `{job}/events`: state changes and new metric rows (those past `afterStep`). */
+export const followJob = (
+  name: string,
+  afterStep: number | undefined,
+  onEvent: (e: JobEvent) => void,
+) =>
+  followSse(
+    `${jobPath(name)}/events${afterStep === undefined ? '' : `?afterStep=${afterStep}`}`,
+    onEvent,
+  );
 
 /** Follows `{job}/logs?follow=true`: log lines as they appear (a line may come again, changed). */
 export const followLogs = (name: string, onEvent: (e: LogEvent) => void) =>

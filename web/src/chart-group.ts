@@ -1,11 +1,13 @@
 /**
  * The charts of a page: metric keys grouped (loss, reward, KL), one chart per group, made as
  * the first key of its group shows up; shared smoothing, log scale and x axis. With several
- * runs (compare) every chart holds every run.
+ * runs (compare) every chart holds every run. The rows are kept once per run (RunMetrics,
+ * columns) and every chart plots from them.
  */
-import type { MetricRow } from './api';
+import type { MetricColumns, MetricRow } from './api';
 import { MetricChart, type XAxis } from './chart';
 import { h } from './dom';
+import { RunMetrics } from './run-metrics';
 
 /** Which metric keys share a chart. */
 const GROUPS: { title: string; match: (key: string) => boolean }[] = [
@@ -15,36 +17,56 @@ const GROUPS: { title: string; match: (key: string) => boolean }[] = [
 ];
 
 export function chartGroup(host: HTMLElement, runs: readonly string[] = ['']) {
+  const data = new Map<string, RunMetrics>(runs.map((r) => [r, new RunMetrics()]));
   const made = new Map<string, MetricChart>();
   let alpha = 0;
   let log = false;
   let x: XAxis = 'step';
+  const mine = (run: string) => {
+    let m = data.get(run);
+    if (!m) {
+      m = new RunMetrics();
+      data.set(run, m);
+    }
+    return m;
+  };
+  /** Makes the charts the keys seen so far call for, then draws every chart. */
+  const refresh = () => {
+    const seen = new Set<string>();
+    for (const m of data.values()) for (const k of m.numeric) seen.add(k);
+    const keys = [...seen].sort();
+    for (const g of GROUPS) {
+      const these = keys.filter(g.match);
+      const known = made.get(g.title);
+      // A chart is made once its first key shows up; eval keys that appear later join it.
+      if (these.length > 0 && (!known || these.some((k) => !known.keys.includes(k)))) {
+        const el =
+          host.querySelector<HTMLElement>(`[data-chart="${g.title}"]`) ??
+          host.appendChild(h('figure', { class: 'chart', 'data-chart': g.title }));
+        known?.destroy();
+        el.replaceChildren();
+        const chart = new MetricChart(el, g.title, these, data);
+        chart.setSmoothing(alpha);
+        if (log) chart.setLog(true);
+        if (x !== 'step') chart.setX(x);
+        made.set(g.title, chart);
+      } else known?.draw();
+    }
+  };
   return {
+    /** Rows as the events stream sends them. */
     add(rows: MetricRow[], run = '') {
-      const seen = new Set<string>();
-      for (const r of rows)
-        for (const k in r.values) if (typeof r.values[k] === 'number') seen.add(k);
-      const keys = [...seen].sort();
-      for (const g of GROUPS) {
-        const mine = keys.filter(g.match);
-        const known = made.get(g.title);
-        // A chart is made once its first key shows up; eval keys that appear later join it.
-        if (mine.length > 0 && (!known || mine.some((k) => !known.keys.includes(k)))) {
-          const all = [...new Set([...(known?.keys ?? []), ...mine])].sort();
-          const el =
-            host.querySelector<HTMLElement>(`[data-chart="${g.title}"]`) ??
-            host.appendChild(h('figure', { class: 'chart', 'data-chart': g.title }));
-          el.replaceChildren();
-          const chart = new MetricChart(el, g.title, all, runs);
-          for (const r of runs) if (known) chart.add(known.allRows(r), r);
-          known?.destroy();
-          chart.setSmoothing(alpha);
-          if (log) chart.setLog(true);
-          if (x !== 'step') chart.setX(x);
-          made.set(g.title, chart);
-        }
-      }
-      for (const c of made.values()) c.add(rows, run);
+      mine(run).addRows(rows);
+      refresh();
+    },
+    /** A run's rows as `{job}/metrics?format=columns` serves them. */
+    addColumns(columns: MetricColumns, run = '') {
+      mine(run).addColumns(columns);
+      refresh();
+    },
+    /** The last step read for `run` (undefined: none yet). */
+    lastStep(run = ''): number | undefined {
+      return data.get(run)?.steps.at(-1);
     },
     smoothing(a: number) {
       alpha = a;

@@ -1,12 +1,12 @@
 /**
  * A metric chart: one uPlot plot of several series (e.g. loss:mean and eval loss) of one or
  * more runs (compare), over step, wall-clock time or time since each run's first row, with
- * exponential smoothing and a log scale the user toggles. Points are appended as the events
- * stream brings them; the plot redraws with the new data, keeping the user's zoom.
+ * exponential smoothing and a log scale the user toggles. The rows live in the chart group's
+ * RunMetrics (columns); after rows are added the plot redraws, keeping the user's zoom.
  */
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import type { MetricRow } from './api';
+import type { RunMetrics } from './run-metrics';
 
 const COLOURS = ['#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c'];
 
@@ -40,11 +40,6 @@ export type XAxis = 'step' | 'time' | 'elapsed';
 
 export class MetricChart {
   private plot: uPlot | undefined;
-  /** Per run (label; '' for a single job), its rows by step. */
-  private readonly runs = new Map<string, Map<number, MetricRow>>();
-  private readonly ordered = new Map<string, MetricRow[]>();
-  /** Per run, which of the chart's keys it has a number for (a run gets series for those). */
-  private readonly present = new Map<string, Set<string>>();
   /** The series the plot was made with (`run\tkey` lines); a change makes it again. */
   private madeWith = '';
   private alpha = 0;
@@ -55,36 +50,9 @@ export class MetricChart {
     private readonly host: HTMLElement,
     readonly title: string,
     readonly keys: readonly string[],
-    runs: readonly string[] = [''],
-  ) {
-    for (const r of runs) this.runs.set(r, new Map());
-  }
-
-  add(rows: MetricRow[], run = ''): void {
-    let mine = this.runs.get(run);
-    if (!mine) {
-      mine = new Map();
-      this.runs.set(run, mine);
-    }
-    // Rows in step order are kept too: appending past the last step (the live case) keeps it;
-    // anything else (a rewritten step) sorts again on the next draw.
-    let order = this.ordered.get(run) ?? [];
-    let has = this.present.get(run);
-    if (!has) {
-      has = new Set();
-      this.present.set(run, has);
-    }
-    for (const k of this.keys)
-      if (!has.has(k) && rows.some((r) => typeof r.values[k] === 'number')) has.add(k);
-    for (const r of rows) {
-      const last = order.at(-1);
-      if (!mine.has(r.step) && (!last || r.step > last.step)) order.push(r);
-      else order = [];
-      mine.set(r.step, r);
-    }
-    this.ordered.set(run, order.length === mine.size ? order : []);
-    this.draw();
-  }
+    /** Every run's rows, by run label ('' for a single job); the chart group fills them. */
+    private readonly runs: ReadonlyMap<string, RunMetrics>,
+  ) {}
 
   setSmoothing(alpha: number): void {
     this.alpha = alpha;
@@ -101,31 +69,16 @@ export class MetricChart {
     this.rebuild();
   }
 
-  /** The rows plotted so far, one per step, of `run`. */
-  allRows(run = ''): MetricRow[] {
-    return [...(this.runs.get(run)?.values() ?? [])];
-  }
-
   /** Number of rows plotted, all runs (tests read it from the DOM via data-points). */
   get points(): number {
     let n = 0;
-    for (const rows of this.runs.values()) n += rows.size;
+    for (const m of this.runs.values()) n += m.size;
     return n;
   }
 
-  private sortedRows(run: string): MetricRow[] {
-    const rows = this.runs.get(run)!;
-    let order = this.ordered.get(run);
-    if (!order || order.length !== rows.size) {
-      order = [...rows.values()].sort((a, b) => a.step - b.step);
-      this.ordered.set(run, order);
-    }
-    return order;
-  }
-
-  private xs(rows: MetricRow[]): number[] {
-    if (this.x === 'step') return rows.map((r) => r.step);
-    const t = rows.map((r) => Date.parse(r.time) / 1000);
+  private xs(m: RunMetrics): number[] {
+    if (this.x === 'step') return m.steps;
+    const t = m.timesMs.map((v) => v / 1000);
     if (this.x === 'time') return t;
     let start = Number.POSITIVE_INFINITY;
     for (const v of t) if (v < start) start = v;
@@ -133,35 +86,35 @@ export class MetricChart {
   }
 
   private data(): uPlot.AlignedData {
-    // Each run's rows in step order with their x; the x values of all runs merged.
-    const perRun = [...this.runs.keys()].map((run) => {
-      const rows = this.sortedRows(run);
-      return { rows, xs: this.xs(rows) };
-    });
-    const single = perRun.length === 1 && this.x === 'step' ? perRun[0]! : undefined;
-    const xs = single
-      ? single.xs
-      : [...new Set(perRun.flatMap((run) => run.xs))].sort((a, b) => a - b);
+    const runs = [...this.runs.keys()];
+    const perRun = runs.map((run) => this.xs(this.runs.get(run)!));
+    // One run over steps (the job page): the run's own arrays, nothing copied unless smoothed
+    // or on a log scale. Otherwise the x values of all runs merged, each run's values placed.
+    const single = runs.length === 1 && this.x === 'step';
+    const xs = single ? perRun[0]! : [...new Set(perRun.flat())].sort((a, b) => a - b);
     const at = single ? undefined : new Map(xs.map((x, i) => [x, i]));
     const series: (number | null)[][] = [];
     for (const { run, key } of this.series()) {
-      const { rows, xs: runXs } = perRun[[...this.runs.keys()].indexOf(run)]!;
-      const ys: (number | null)[] = new Array(xs.length).fill(null);
-      rows.forEach((r, i) => {
-        const v = r.values[key];
-        if (typeof v === 'number' && (!this.log || v > 0)) ys[at ? at.get(runXs[i]!)! : i] = v;
-      });
+      const i = runs.indexOf(run);
+      const col = this.runs.get(run)!.values.get(key)!;
+      let ys = col;
+      if (at || this.log) {
+        const runXs = perRun[i]!;
+        ys = new Array(xs.length).fill(null);
+        for (let j = 0; j < col.length; j++) {
+          const v = col[j]!;
+          if (v !== null && (!this.log || v > 0)) ys[at ? at.get(runXs[j]!)! : j] = v;
+        }
+      }
       series.push(smooth(ys, this.alpha));
     }
     return [xs, ...series] as uPlot.AlignedData;
   }
 
-  /** The plotted series: each run's keys that it has values for, in key order. */
+  /** The plotted series: each run's keys that it has numbers for, in key order. */
   private series(): { run: string; key: string; index: number }[] {
-    return [...this.runs.keys()].flatMap((run) =>
-      this.keys
-        .filter((k) => this.present.get(run)?.has(k))
-        .map((key, index) => ({ run, key, index })),
+    return [...this.runs].flatMap(([run, m]) =>
+      this.keys.filter((k) => m.numeric.has(k)).map((key, index) => ({ run, key, index })),
     );
   }
 
@@ -171,7 +124,8 @@ export class MetricChart {
     this.draw();
   }
 
-  private draw(): void {
+  /** Plots what the runs hold now (the chart group calls it after adding rows). */
+  draw(): void {
     this.host.dataset.points = String(this.points);
     const data = this.data();
     const series = this.series();

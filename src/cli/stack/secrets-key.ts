@@ -3,7 +3,8 @@
  * set, else the key file of the settings (`--secrets-key-file`, TEMPER_SECRETS_KEY_FILE,
  * `<dataDir>/secrets.key`). `temper up` makes the file when there is none; the control plane
  * and workers of the multi-machine shape run without a key when none is given (they then
- * refuse to store secrets, and refuse to start on a database that holds some).
+ * refuse to store secrets or trainer jobs' pod tokens, and refuse to start on a database that
+ * holds sealed values).
  */
 import { stat } from 'node:fs/promises';
 import { SecretsKey } from '../../store/index.js';

@@ -160,7 +160,7 @@ async function create(deps: Deps, ctx: RequestCtx) {
     ...(e.description ? { description: e.description } : {}),
     ...(e.defaultDataset ? { defaultDataset: e.defaultDataset } : {}),
     allowNetwork: e.allowNetwork,
-    secrets: e.secrets,
+    ...(e.secrets ? { secrets: e.secrets } : {}),
     ...(inline ? inline.body : uploadedFields(e)),
     createdBy: ctx.principal.keyId,
   });

@@ -1,6 +1,8 @@
 /**
  * The runner inside a JS evaluator's sandbox, as source text (written into the job's work
- * directory, so the compiled and the tsx-run platform ship it alike). It loads the evaluator,
+ * directory, so the compiled and the tsx-run platform ship it alike). Its first stdin line is
+ * `{"env":{…}}`, the evaluator's own environment variables (the account's secrets), set before
+ * the evaluator loads. It then loads the evaluator,
  * says `{"ready":true}` (or `{"fatal":…}`), then reads one JSON request a line from stdin,
  * `{"id","rollout"}`, calls the evaluator on each in order and writes one JSON line per
  * result, `{"id","ok":true,"value"}` or `{"id","ok":false,"error","kind"}`, to the original
@@ -49,6 +51,10 @@ function withStrays(message) {
   return n > 0 ? { ...message, strays: n } : message;
 }
 
+const lines = createInterface({ input: process.stdin, crlfDelay: Infinity })[Symbol.asyncIterator]();
+const first = await lines.next();
+if (!first.done) Object.assign(process.env, JSON.parse(first.value).env);
+
 const [entry, exportName] = process.argv.slice(2);
 let evaluate;
 try {
@@ -64,8 +70,8 @@ try {
 }
 send({ ready: true });
 
-const lines = createInterface({ input: process.stdin, crlfDelay: Infinity });
-for await (const line of lines) {
+for (let next = await lines.next(); !next.done; next = await lines.next()) {
+  const line = next.value;
   if (!line) continue;
   const { id, rollout } = JSON.parse(line);
   try {

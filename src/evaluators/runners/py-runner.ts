@@ -1,6 +1,6 @@
 /**
  * The runner inside a Python evaluator's sandbox, as source text (see js-runner.ts for the
- * protocol, which is the same). It loads the evaluator file, finds its function (the entry
+ * protocol, which is the same, first line `{"env":{…}}` included). It loads the evaluator file, finds its function (the entry
  * point's name; else `evaluate`; else the file's one `@evaluation_test` function) and calls it
  * per rollout:
  * - an eval-protocol `@evaluation_test` function (pointwise) gets an `EvaluationRow` built from
@@ -129,8 +129,23 @@ def as_result(value):
     return result
 
 
+def read_env():
+    # The first stdin line: the evaluator's own environment (the account's secrets). Whatever
+    # follows it in the same read is the start of the requests.
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(0, 1 << 16)
+        if not chunk:
+            return data
+        data += chunk
+    line, rest = data.split(b"\n", 1)
+    os.environ.update(json.loads(line)["env"])
+    return rest
+
+
 def main():
     path, name = sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else ""
+    pending = read_env()
     try:
         fn = load(path, name)
         is_ep = hasattr(fn, "_origin_func")
@@ -168,7 +183,6 @@ def main():
 
     # Requests arrive in batches: the results of one read go out together, and at least every
     # 20 ms, so the platform still sees each rollout end (it times them one by one).
-    pending = b""
     while True:
         chunk = os.read(0, 1 << 16)
         if not chunk:

@@ -23,6 +23,7 @@ export {
   reinforceLoss,
 } from './importance-sampling.js';
 export {
+  klBetaRefusal,
   RL_LOSS_METHOD_DEFAULTS,
   RL_LOSS_METHODS,
   type RlLossMethod,

@@ -64,6 +64,11 @@ const ENUM_NAME: Record<RlLossMethod, string> = {
   'gspo-token': 'GSPO_TOKEN',
 };
 
+/** The refusal of a KL weight for a method without a KL term (`name` as the enum spells it). */
+export function klBetaRefusal(name: string): string {
+  return `loss_config.kl_beta must be 0/unset when method is ${name}`;
+}
+
 export interface RlLossMethodInput {
   /** Defaults to grpo. */
   method?: string;
@@ -86,9 +91,7 @@ export function resolveRlLossMethod(input: RlLossMethodInput = {}): RlLossMethod
     throw configError(`loss_config.kl_beta must be >= 0, got ${beta}`);
   }
   if (defaults.method !== 'grpo') {
-    throw configError(
-      `loss_config.kl_beta must be 0/unset when method is ${ENUM_NAME[defaults.method]}`,
-    );
+    throw configError(klBetaRefusal(ENUM_NAME[defaults.method]));
   }
   return { ...defaults, klBeta: beta };
 }

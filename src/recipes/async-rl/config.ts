@@ -5,11 +5,13 @@
  * sampled while this step trains.
  */
 import { z } from 'zod';
-import { rlRecipeShape } from '../rl/config.js';
+import { refuseKlWithoutGrpo, rlRecipeShape } from '../rl/config.js';
 
-export const asyncRlConfigSchema = z.strictObject({
-  ...rlRecipeShape,
-  max_staleness: z.number().int().min(0).max(16).default(1),
-});
+export const asyncRlConfigSchema = z
+  .strictObject({
+    ...rlRecipeShape,
+    max_staleness: z.number().int().min(0).max(16).default(1),
+  })
+  .superRefine(refuseKlWithoutGrpo);
 
 export type AsyncRlConfig = z.output<typeof asyncRlConfigSchema>;

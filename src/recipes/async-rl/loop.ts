@@ -19,6 +19,7 @@ import {
   policyLossOf,
   type Rollouts,
   readPrompts,
+  referenceOf,
   rolloutDatums,
   sampleRollouts,
   syncWeights,
@@ -37,6 +38,7 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   const consumedAt = (s: number) =>
     (resumed?.dataConsumed ?? 0) + (s - (resumed?.step ?? 0)) * config.prompt_groups_per_step;
   const loss = policyLossOf(config);
+  const reference = await referenceOf(config, service);
   const schedule = {
     ...config.lr_schedule,
     peak: peakLearningRate(config),
@@ -69,7 +71,14 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
       const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
       inFlight.delete(step);
       const lr = learningRateAt(schedule, step);
-      const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr);
+      const out = await trainStep(
+        policy,
+        rolloutDatums(rollouts),
+        loss,
+        config.adam,
+        lr,
+        reference,
+      );
       step += 1;
       version = step;
       sampler = await syncWeights(policy, service, version);

@@ -6,6 +6,7 @@
  * a base snapshot first, arc_v2 deltas after).
  */
 import { z } from 'zod';
+import { klBetaRefusal } from '../../losses/index.js';
 import { maxTokens, responseCandidatesCount, rlKlBeta, temperature } from '../fields.js';
 import { recipeBaseShape } from '../kit/base-config.js';
 import { REWARD_NAMES } from './rewards.js';
@@ -17,7 +18,10 @@ export const rlRecipeShape = {
   /** JSONL of `{"messages": [...], "expected_answer": "..."}` prompts. */
   dataset: z.string().min(1, { message: 'dataset is required (a JSONL of prompts)' }),
   loss_method: z.enum(RL_RECIPE_LOSSES).default('grpo'),
-  /** KL weight for grpo (0 = the method's default; needs ref logprobs, which this recipe does not compute). */
+  /**
+   * grpo's KL penalty β·k3 to the reference (the base model before training), whose logprobs
+   * the recipe computes every step; 0 = no KL and no reference trainer. grpo only.
+   */
   kl_beta: rlKlBeta.schema.default(rlKlBeta.default),
   reward: z.enum(REWARD_NAMES).default('prefix_match'),
   /** Prompts per step. */
@@ -32,5 +36,19 @@ export const rlRecipeShape = {
   deployment_replicas: z.number().int().min(1).max(16).default(1),
 };
 
-export const rlConfigSchema = z.strictObject(rlRecipeShape);
+/** A KL penalty is grpo's alone: another method with kl_beta > 0 is refused at the boundary. */
+export function refuseKlWithoutGrpo(
+  c: { loss_method: (typeof RL_RECIPE_LOSSES)[number]; kl_beta: number },
+  ctx: z.RefinementCtx,
+): void {
+  if (c.kl_beta > 0 && c.loss_method !== 'grpo') {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['kl_beta'],
+      message: klBetaRefusal(c.loss_method.toUpperCase().replace('-', '_')),
+    });
+  }
+}
+
+export const rlConfigSchema = z.strictObject(rlRecipeShape).superRefine(refuseKlWithoutGrpo);
 export type RlConfig = z.output<typeof rlConfigSchema>;

@@ -16,6 +16,7 @@ import {
   type Prompt,
   policyLossOf,
   readPrompts,
+  referenceOf,
   rolloutDatums,
   sampleRollouts,
   syncWeights,
@@ -38,6 +39,7 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
   let step = resumed?.step ?? 0;
   let consumed = resumed?.dataConsumed ?? 0;
   const loss = policyLossOf(config);
+  const reference = await referenceOf(config, service);
   const schedule = {
     ...config.lr_schedule,
     peak: peakLearningRate(config),
@@ -57,7 +59,7 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
     ).map((i) => prompts[i] as Prompt);
     const rollouts = await sampleRollouts(sampler, batch, config, step, step);
     const lr = learningRateAt(schedule, step);
-    const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr);
+    const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
     consumed += batch.length;
     step += 1;
     const reward = meanReward(rollouts);

@@ -46,7 +46,11 @@ export async function readPrompts(config: RlConfig): Promise<{ prompts: Prompt[]
   };
 }
 
-/** The policy loss of the config's method (src/losses); each is a mean already. */
+/**
+ * The policy loss of the config's method (src/losses); each is a mean already. grpo's KL term
+ * is β·k3(ref - lp) per active token with β = kl_beta; it applies where the datums carry
+ * reference logprobs, which the recipe adds only when kl_beta > 0 (trainStep's reference).
+ */
 export function policyLossOf(config: RlConfig): LossFn {
   switch (config.loss_method) {
     case 'cispo':
@@ -125,16 +129,50 @@ export function rolloutDatums(r: Rollouts): TrainingDatum[] {
   );
 }
 
-/** One policy update on the datums (nothing to learn from: no step, the optimizer untouched). */
+/**
+ * The frozen reference the KL penalty measures against (the base model before training: a
+ * forward-only trainer, or the LoRA policy's trainer with its adapter disabled), or undefined
+ * when kl_beta is 0 (no KL: no reference trainer is started, as the cookbook provisions).
+ */
+export async function referenceOf(
+  config: RlConfig,
+  service: ServiceClient,
+): Promise<TrainingClient | undefined> {
+  return config.kl_beta > 0 ? service.createReferenceClient() : undefined;
+}
+
+/** The datums with the reference's logprobs of their targets as `ref_logprobs`. */
+export async function withReferenceLogprobs(
+  reference: TrainingClient,
+  datums: readonly TrainingDatum[],
+): Promise<TrainingDatum[]> {
+  const out = await reference.forward(datums);
+  return datums.map((d, i) => ({
+    ...d,
+    lossFnInputs: {
+      ...d.lossFnInputs,
+      [FIELDS.refLogprobs]: Array.from(
+        (out.lossFnOutputs[i] as { logprobs: { data: ArrayLike<number> } }).logprobs.data,
+      ),
+    },
+  }));
+}
+
+/**
+ * One policy update on the datums (nothing to learn from: no step, the optimizer untouched).
+ * With a reference, its logprobs are added first so that the loss's KL term applies.
+ */
 export async function trainStep(
   policy: TrainingClient,
   datums: TrainingDatum[],
   loss: LossFn,
   adam: Omit<Parameters<typeof adamW>[0], 'learningRate'>,
   learningRate: number,
+  reference?: TrainingClient,
 ): Promise<{ loss: number; metrics: Record<string, number> } | undefined> {
   if (datums.length === 0) return undefined;
-  const fb = await policy.forwardBackwardCustom(datums, loss);
+  const data = reference ? await withReferenceLogprobs(reference, datums) : datums;
+  const fb = await policy.forwardBackwardCustom(data, loss);
   const opt = await policy.optimStep(adamW({ ...adam, learningRate }));
   return { loss: fb.loss, metrics: { ...fb.metrics, 'grad_norm:last': opt.gradNorm } };
 }

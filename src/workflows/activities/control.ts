@@ -29,7 +29,7 @@ import { FAILURE, workflowIdOf } from '../types.js';
 import { podJobIdBase, withHeartbeats } from './host-support.js';
 import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
-import { checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
+import { type Body, checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
 import { JobTracking } from './job-tracking.js';
 import { modelContextLength, resolveModel } from './models.js';
 import { buildRftData } from './rft.js';
@@ -99,31 +99,38 @@ function nameSeed(name: string): number {
 
 export function createControlActivities(deps: ControlDeps): ControlActivities {
   const { store } = deps;
-  const tracking = new JobTracking(store);
+  const tracking = new JobTracking(store, deps.checkpoints);
 
   /**
    * Writes the job's state unless the job already ended (then nothing changes and it resolves
-   * false): a late write from a run that had not yet noticed a cancel must not revive the job.
+   * undefined): a late write from a run that had not yet noticed a cancel must not revive the
+   * job. Resolves the body as written.
    */
-  async function writeJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<boolean> {
-    return updateLiveJob(store, ref, (body) => ({
-      ...body,
-      ...update.fields,
-      state: update.state,
-      status: {
-        code: update.state === 'JOB_STATE_FAILED' ? 'ERROR' : 'OK',
-        message: update.message ?? '',
-      },
-      ...(TERMINAL.has(update.state) || update.state === 'JOB_STATE_FAILED'
-        ? { completedTime: new Date().toISOString() }
-        : {}),
-    }));
+  async function writeJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<Body | undefined> {
+    let written: Body | undefined;
+    const ok = await updateLiveJob(store, ref, (body) => {
+      written = {
+        ...body,
+        ...update.fields,
+        state: update.state,
+        status: {
+          code: update.state === 'JOB_STATE_FAILED' ? 'ERROR' : 'OK',
+          message: update.message ?? '',
+        },
+        ...(TERMINAL.has(update.state) || update.state === 'JOB_STATE_FAILED'
+          ? { completedTime: new Date().toISOString() }
+          : {}),
+      };
+      return written;
+    });
+    return ok ? written : undefined;
   }
 
   async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
     // A refused write is not an error to retry: the job's end is already recorded.
     // A written final state ends the job's MLflow run too (a no-op without one).
-    if (await writeJobStatus(ref, update)) await tracking.finish(ref, update.state);
+    const body = await writeJobStatus(ref, update);
+    if (body) await tracking.finish(ref, update.state, body);
   }
 
   async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {
@@ -193,6 +200,13 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
         podJobIdBase: podJobIdBase(workflowIdOf(ref)),
         firstPodAttempt: Array.isArray(row.body.trainerJobIds) ? row.body.trainerJobIds.length : 0,
         rft,
+        tracking: body.mlflowTrackingUri
+          ? {
+              mlflowTrackingUri: body.mlflowTrackingUri,
+              mlflowExperimentName: body.mlflowExperimentName ?? F.mlflowExperimentNameDefault,
+              mlflowRunName: body.mlflowRunName ?? null,
+            }
+          : null,
       };
       const text = await readDatasetText(body.dataset, deps.artifacts);
       const renderer = await modelRenderer(baseDir);

@@ -37,7 +37,7 @@ import {
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
 import { JobEvaluators } from './job-evaluators.js';
 import { checkpointHistory, jobEnded, refOf, updateLiveJob } from './job-rows.js';
-import { JobTracking } from './job-tracking.js';
+import { JobTracking, type TrackingClaim } from './job-tracking.js';
 import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
 import { heldOutLoss, supervisedStep } from './supervised.js';
@@ -170,7 +170,7 @@ export function createHostActivities(deps: HostDeps): HostActivities {
       const { cancellationSignal } = Context.current();
       if (cancellationSignal.aborted) throw cancellationSignal.reason;
       // The job's MLflow run (when it has one) opens with its params as the job starts.
-      await tracking.start(plan.jobName);
+      await tracking.start(plan);
       await updateJob(plan, (body) => ({
         trainerHost: deps.hostQueue,
         trainerJobId: jobId,
@@ -420,22 +420,31 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     return { step: input.toStep, checkpoint: null, lastLoss };
   }
 
-  /** Metrics and progress to the store, so `get` and `--wait` see the job move. */
+  /**
+   * Metrics and progress to the store, so `get` and `--wait` see the job move; the same row
+   * update claims the rows' steps for the job's MLflow run (if any), which gets them after.
+   */
   async function flush(
     plan: TrainingPlan,
     rows: { step: number; values: Record<string, number>; time: string }[],
     step: number,
   ) {
     await deps.store.putMetrics(plan.jobName, rows);
-    await tracking.record(plan.jobName, rows);
-    await updateJob(plan, {
-      jobProgress: {
-        step,
-        totalSteps: plan.totalSteps,
-        percent: Math.round((100 * step) / Math.max(plan.totalSteps, 1)),
-        loss: rows.at(-1)?.values['loss:mean'] ?? null,
-      },
+    let claimed: TrackingClaim | undefined;
+    await updateJob(plan, (body) => {
+      const c = tracking.claim(plan, body, rows);
+      claimed = c?.claim;
+      return {
+        ...c?.fields,
+        jobProgress: {
+          step,
+          totalSteps: plan.totalSteps,
+          percent: Math.round((100 * step) / Math.max(plan.totalSteps, 1)),
+          loss: rows.at(-1)?.values['loss:mean'] ?? null,
+        },
+      };
     });
+    if (claimed) await tracking.send(plan, claimed);
   }
 
   /** Merges fields (or what `fields` makes of the current body) into the job's row. */

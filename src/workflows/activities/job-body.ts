@@ -41,6 +41,10 @@ export const trainingJobBodySchema = z
     /** The pod's engine settings (an enum and a flag: their own schemas are their types). */
     baseDtype: F.baseDtype.schema.default(F.baseDtype.default),
     recompute: F.recompute.schema.default(F.recompute.default),
+    /** MLflow (checked where the job was created; the experiment's default resolved there). */
+    mlflowTrackingUri: name.optional(),
+    mlflowExperimentName: name.optional(),
+    mlflowRunName: name.optional(),
     /** Written by the workflow: where a resumed job continues. */
     lastCheckpoint: z.object({ checkpoint: z.string(), step: z.number().int() }).optional(),
   })

@@ -8,7 +8,7 @@
  */
 import { ApplicationFailure } from '@temporalio/activity';
 import { FINAL_STATES } from '../../orchestration/jobs.js';
-import { type Store, StoreError, type UpdateGuard } from '../../store/index.js';
+import { GuardRefusedError, type Store, type UpdateGuard } from '../../store/index.js';
 import { JOB_ENDED, type JobRef } from '../types.js';
 
 export const LIVE_JOB: UpdateGuard = { field: 'state', values: FINAL_STATES };
@@ -28,7 +28,9 @@ export async function updateLiveJob(
     await store.update<Body>(ref.collection, ref.account, ref.id, mutate, { unless: LIVE_JOB });
     return true;
   } catch (error) {
-    if (error instanceof StoreError && error.code === 'failed_precondition') return false;
+    // Only the guard's refusal means the job ended; a body the store cannot seal (no secrets
+    // key) is a failure, not an ended job.
+    if (error instanceof GuardRefusedError) return false;
     throw error;
   }
 }

@@ -1,33 +1,37 @@
 /**
- * A managed job's MLflow run (the job's `mlflowTrackingUri`, `mlflowExperimentName`,
- * `mlflowRunName`): its settings as params when the run is created, every metric row as the
- * host activities write it to the store, and the job's final state as the run's status.
+ * A managed job's MLflow run: its settings as params when the run is created, every metric row
+ * as the host activities write it to the store, the job's output model as artifacts when it
+ * ends, and its final state as the run's status.
  *
  * Choices:
  * - Only activities call this (never workflow code): MLflow calls are I/O and their results
  *   differ run to run.
+ * - Where the run goes (URI, experiment, run name) is the plan's `tracking`, resolved once when
+ *   the job's plan is made: a metric write never reads the job's row for it.
  * - The run's id and the last step sent live in the job's row (`mlflowRun`), so a retried
  *   activity, another worker or the control activities find the same run. A step is claimed in
- *   the row before its metrics are sent: a retried activity re-running steps of a segment
+ *   the row before its metrics are sent, in the same row update that records the job's
+ *   progress (`claim` is applied inside it): a retried activity re-running steps of a segment
  *   skips those already claimed, so no step reaches MLflow twice (at most once: a worker that
  *   dies between the claim and the send loses that batch's points, never duplicates them).
  * - A tracking failure never fails the job: it is kept as the row's `trackingWarning`
  *   (the job's log shows it) and the job trains on; the next row tries again.
  */
 import { z } from 'zod';
+import type { ObjectStore } from '../../checkpoints/object-store/index.js';
+import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import { fields as F } from '../../recipes/index.js';
 import type { MetricRow, Store } from '../../store/index.js';
 import { openJobTracker, type ParamValue, type Tracker } from '../../tracking/index.js';
-import type { JobRef } from '../types.js';
-import { refOf, updateLiveJob } from './job-rows.js';
+import type { JobRef, JobTrackingPlan, TrainingPlan } from '../types.js';
+import { type Body, refOf, updateLiveJob } from './job-rows.js';
 
+const runSchema = z.object({ runId: z.string(), loggedStep: z.number().int() });
 const trackedBodySchema = z.looseObject({
   mlflowTrackingUri: z.string().optional(),
-  mlflowExperimentName: z.string().optional(),
-  mlflowRunName: z.string().optional(),
-  mlflowRun: z.object({ runId: z.string(), loggedStep: z.number().int() }).optional(),
+  mlflowRun: runSchema.optional(),
+  outputModel: z.string().optional(),
 });
-type TrackedBody = z.output<typeof trackedBodySchema>;
 
 /** What a job logs as params: what it trains from and on, and every training setting. */
 const PARAM_KEYS = [
@@ -50,25 +54,38 @@ const RUN_STATUS: Record<string, 'FINISHED' | 'FAILED' | 'KILLED'> = {
   JOB_STATE_CANCELLED: 'KILLED',
 };
 
+/** Artifacts of a finished job's run (paths in the run's artifact tree). */
+export const JOB_ARTIFACTS = {
+  /** The output model's own record: its source checkpoint and every file with size and sha256. */
+  model: `model/${MODEL_FILE}`,
+  /** The job's resumable checkpoints, the last one first, and its output model. */
+  checkpoints: 'checkpoints.json',
+} as const;
+
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
+
+type Row = Pick<MetricRow, 'step' | 'values'>;
+
+/** Rows claimed for the run (`runId`, or a run still to be opened when null) by `claim`. */
+export interface TrackingClaim {
+  runId: string | null;
+  rows: Row[];
+}
 
 export class JobTracking {
   /** Open runs by job name (one per job and process). */
   private readonly runs = new Map<string, Promise<{ tracker: Tracker; runId: string }>>();
 
-  constructor(private readonly store: Store) {}
+  /** `checkpoints`: where promoted models live (their files are the run's artifacts). */
+  constructor(
+    private readonly store: Store,
+    private readonly checkpoints?: ObjectStore,
+  ) {}
 
-  /** The job's row, or undefined when it configures no MLflow. */
-  private async body(ref: JobRef): Promise<TrackedBody | undefined> {
-    const row = await this.store.get<Record<string, unknown>>(ref.collection, ref.account, ref.id);
-    const body = row ? trackedBodySchema.parse(row.body) : undefined;
-    return body?.mlflowTrackingUri ? body : undefined;
-  }
-
-  private open(jobName: string, body: TrackedBody) {
+  private open(jobName: string, make: () => Promise<{ tracker: Tracker; runId: string }>) {
     let run = this.runs.get(jobName);
     if (!run) {
-      run = this.create(jobName, body);
+      run = make();
       this.runs.set(jobName, run);
       // A run that failed to open is tried again by the next call.
       run.catch(() => this.runs.delete(jobName));
@@ -76,59 +93,92 @@ export class JobTracking {
     return run;
   }
 
-  private async create(jobName: string, body: TrackedBody) {
-    const settings = {
-      mlflowTrackingUri: body.mlflowTrackingUri,
-      ...(body.mlflowExperimentName ? { mlflowExperimentName: body.mlflowExperimentName } : {}),
-      ...(body.mlflowRunName ? { mlflowRunName: body.mlflowRunName } : {}),
-    };
+  /** Reopens the run `runId`, or creates the job's run logging its params from `body`. */
+  private async connect(
+    jobName: string,
+    tracking: JobTrackingPlan,
+    runId: string | null,
+    body: Body | undefined,
+  ) {
     const params: Record<string, ParamValue> = { method: refOf(jobName).collection };
     for (const k of PARAM_KEYS) {
-      const v = body[k];
+      const v = body?.[k];
       if (['string', 'number', 'boolean'].includes(typeof v)) params[k] = v as ParamValue;
     }
-    const tracker = await openJobTracker(settings, {
-      name: jobName,
-      params,
-      ...(body.mlflowRun ? { runId: body.mlflowRun.runId } : {}),
-    });
-    const runId = tracker?.runRefs.find((r) => r.startsWith('mlflow:'))?.slice('mlflow:'.length);
-    if (!tracker || !runId) throw new Error('no MLflow run was opened');
-    if (!body.mlflowRun)
-      await updateLiveJob(this.store, refOf(jobName), (b) => ({
-        ...b,
-        mlflowRun: { runId, loggedStep: 0 },
-      }));
-    return { tracker, runId };
+    const tracker = await openJobTracker(
+      {
+        mlflowTrackingUri: tracking.mlflowTrackingUri,
+        mlflowExperimentName: tracking.mlflowExperimentName,
+        ...(tracking.mlflowRunName ? { mlflowRunName: tracking.mlflowRunName } : {}),
+      },
+      { name: jobName, params, ...(runId ? { runId } : {}) },
+    );
+    const opened = tracker?.runRefs.find((r) => r.startsWith('mlflow:'))?.slice('mlflow:'.length);
+    if (!tracker || !opened) throw new Error('no MLflow run was opened');
+    return { tracker, runId: opened };
   }
 
-  /** Opens (creates, logging params) the job's run now; a no-op without MLflow settings. */
-  async start(jobName: string): Promise<void> {
-    await this.guard(jobName, async () => {
-      const body = await this.body(refOf(jobName));
-      if (body) await this.open(jobName, body);
+  /**
+   * Opens the job's run as its trainer starts (creating it, with its params, the first time);
+   * a no-op for a plan without tracking.
+   */
+  async start(plan: TrainingPlan): Promise<void> {
+    const tracking = plan.tracking;
+    if (!tracking) return;
+    await this.guard(plan.jobName, async () => {
+      const ref = refOf(plan.jobName);
+      const row = await this.store.get<Body>(ref.collection, ref.account, ref.id);
+      const prev = trackedBodySchema.parse(row?.body ?? {}).mlflowRun;
+      const { runId } = await this.open(plan.jobName, () =>
+        this.connect(plan.jobName, tracking, prev?.runId ?? null, row?.body),
+      );
+      if (!prev)
+        await updateLiveJob(this.store, ref, (b) => ({
+          ...b,
+          mlflowRun: { runId, loggedStep: 0 },
+        }));
     });
   }
 
-  /** Sends the metric rows the job just wrote whose steps no earlier call sent. */
-  async record(jobName: string, rows: readonly Pick<MetricRow, 'step' | 'values'>[]) {
-    await this.guard(jobName, async () => {
-      const ref = refOf(jobName);
-      const body = await this.body(ref);
-      if (!body) return;
-      const { tracker, runId } = await this.open(jobName, body);
-      let from = 0;
-      let claimed = false;
-      const last = Math.max(...rows.map((r) => r.step));
-      await updateLiveJob(this.store, ref, (b) => {
-        const prev = trackedBodySchema.parse(b).mlflowRun;
-        from = prev?.runId === runId ? prev.loggedStep : 0;
-        claimed = last > from;
-        return claimed ? { ...b, mlflowRun: { runId, loggedStep: last } } : b;
-      });
-      if (!claimed) return;
+  /**
+   * Inside the row update that stores `rows`' progress: the rows whose steps no earlier call
+   * claimed, and the row's fields that claim them (merge them into the update). Pure: no I/O.
+   * Undefined when the plan is untracked or nothing is new.
+   */
+  claim(
+    plan: TrainingPlan,
+    body: Body,
+    rows: readonly Row[],
+  ): { fields: Body; claim: TrackingClaim } | undefined {
+    if (!plan.tracking || rows.length === 0) return undefined;
+    const prev = trackedBodySchema.safeParse(body).data?.mlflowRun;
+    const last = Math.max(...rows.map((r) => r.step));
+    // The run could not be opened when the trainer started: `send` opens it and claims.
+    if (!prev) return { fields: {}, claim: { runId: null, rows: [...rows] } };
+    if (last <= prev.loggedStep) return undefined;
+    return {
+      fields: { mlflowRun: { ...prev, loggedStep: last } },
+      claim: { runId: prev.runId, rows: rows.filter((r) => r.step > prev.loggedStep) },
+    };
+  }
+
+  /** Sends what `claim` claimed. */
+  async send(plan: TrainingPlan, claimed: TrackingClaim): Promise<void> {
+    const tracking = plan.tracking;
+    if (!tracking) return;
+    await this.guard(plan.jobName, async () => {
+      let { runId, rows } = claimed;
+      if (runId === null) {
+        // Only after a failed start: open the run now and claim in the row as start would.
+        await this.start(plan);
+        const again = await this.reclaim(plan, rows);
+        if (!again) return;
+        ({ runId, rows } = again);
+      }
+      const { tracker } = await this.open(plan.jobName, () =>
+        this.connect(plan.jobName, tracking, runId, undefined),
+      );
       for (const row of rows) {
-        if (row.step <= from) continue;
         const values = Object.entries(row.values).filter(
           (e): e is [string, number] => typeof e[1] === 'number',
         );
@@ -137,23 +187,61 @@ export class JobTracking {
     });
   }
 
-  /** Ends the job's run with its final state (no run, no MLflow settings: nothing). */
-  async finish(ref: JobRef, state: string): Promise<void> {
+  /** Claims `rows` in a row update of their own (the recovery path of `send`). */
+  private async reclaim(plan: TrainingPlan, rows: Row[]): Promise<TrackingClaim | undefined> {
+    let claimed: TrackingClaim | undefined;
+    await updateLiveJob(this.store, refOf(plan.jobName), (b) => {
+      const c = this.claim(plan, b, rows);
+      claimed = c?.claim.runId ? c.claim : undefined;
+      return claimed ? { ...b, ...c!.fields } : b;
+    });
+    return claimed;
+  }
+
+  /**
+   * Ends the job's run with its final state, after attaching the job's output model (its
+   * record with every file's size and sha256) and checkpoints as artifacts. `body` is the row
+   * as the final state was just written (no run, no MLflow settings: nothing).
+   */
+  async finish(ref: JobRef, state: string, body: Body): Promise<void> {
     const status = RUN_STATUS[state];
     const jobName = `accounts/${ref.account}/${ref.collection}/${ref.id}`;
     if (!status) return;
+    const tracked = trackedBodySchema.safeParse(body).data;
+    const run = tracked?.mlflowRun;
+    const uri = tracked?.mlflowTrackingUri;
+    if (!run || !uri) return;
     await this.guard(jobName, async () => {
-      const body = await this.body(ref);
-      if (!body?.mlflowRun) return;
       const tracker =
         (await this.runs.get(jobName)?.catch(() => undefined))?.tracker ??
         (await openJobTracker(
-          { mlflowTrackingUri: body.mlflowTrackingUri },
-          { name: jobName, params: {}, runId: body.mlflowRun.runId },
+          { mlflowTrackingUri: uri },
+          { name: jobName, params: {}, runId: run.runId },
         ));
       this.runs.delete(jobName);
-      await tracker?.finish(status);
+      if (!tracker) return;
+      await this.logOutputs(tracker, body, tracked.outputModel);
+      await tracker.finish(status);
     });
+  }
+
+  private async logOutputs(tracker: Tracker, body: Body, outputModel: string | undefined) {
+    await tracker.logArtifact(
+      JOB_ARTIFACTS.checkpoints,
+      `${JSON.stringify(
+        {
+          outputModel: outputModel ?? null,
+          lastCheckpoint: body.lastCheckpoint ?? null,
+          checkpointHistory: body.checkpointHistory ?? [],
+          trainerJobIds: body.trainerJobIds ?? [],
+        },
+        null,
+        2,
+      )}\n`,
+    );
+    if (!outputModel || !this.checkpoints) return;
+    const record = await this.checkpoints.get(`${outputModel}/${MODEL_FILE}`);
+    await tracker.logArtifact(JOB_ARTIFACTS.model, record);
   }
 
   /** Runs `work`; a failure becomes the job's `trackingWarning`, never the caller's error. */

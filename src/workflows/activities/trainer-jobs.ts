@@ -2,9 +2,10 @@
  * Host activities of rlorTrainerJobs (trainers the user drives through the Training API):
  * launch the job's pod, supervise it until it ends, and run `:executeTrainStep` on it.
  */
-import { Context } from '@temporalio/activity';
+import { ApplicationFailure, Context } from '@temporalio/activity';
 import { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
+import { StoreError } from '../../store/index.js';
 import type {
   HostActivities,
   TrainerExit,
@@ -19,6 +20,7 @@ import {
   podBaseModel,
   withHeartbeats,
 } from './host-support.js';
+import { jobEnded, updateLiveJob } from './job-rows.js';
 import { resolveModel } from './models.js';
 import { recordTrainingUsage, TRAINER_USAGE } from './usage.js';
 
@@ -28,9 +30,7 @@ type TrainerJobActivities = Pick<
 >;
 
 export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities {
-  async function launchTrainerJob(
-    spec: TrainerJobSpec,
-  ): Promise<{ address: string; token: string }> {
+  async function launchTrainerJob(spec: TrainerJobSpec): Promise<{ address: string }> {
     return withHeartbeats(async () => {
       const model = await resolveModel(spec.baseModel, deps.checkpointUrl);
       if (model.adapter)
@@ -49,7 +49,25 @@ export function createTrainerJobActivities(deps: HostDeps): TrainerJobActivities
         ...(spec.engine ? { engine: spec.engine } : {}),
         ...(deps.threads ? { threads: deps.threads } : {}),
       });
-      return { address: endpoint.address, token: endpoint.token };
+      // The token is written here, where it is made, rather than returned: an activity's
+      // result is kept in the workflow's history in clear. The store seals it at rest.
+      const ref = { collection: 'rlorTrainerJobs', account: spec.account, id: spec.jobId } as const;
+      const kept = await updateLiveJob(deps.store, ref, (body) => ({
+        ...body,
+        trainerToken: endpoint.token,
+      })).catch(async (error: unknown) => {
+        // A pod nobody can reach is of no use: it goes, whatever kept its token out.
+        await deps.launcher.stop(spec.jobId).catch(() => undefined);
+        // No secrets key to seal the token: a retry would fail the same way.
+        if (error instanceof StoreError && error.code === 'failed_precondition')
+          throw ApplicationFailure.nonRetryable(error.message, 'StoreError');
+        throw error;
+      });
+      if (!kept) {
+        await deps.launcher.stop(spec.jobId).catch(() => undefined);
+        throw jobEnded(ref);
+      }
+      return { address: endpoint.address };
     });
   }
 

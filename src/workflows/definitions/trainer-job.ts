@@ -74,8 +74,9 @@ export async function trainerJobWorkflow(
     const pod = await host(hostQueue, settings).launchTrainerJob(spec);
     await control.setJobStatus(ref, {
       state: 'JOB_STATE_RUNNING',
-      // The token goes where the address goes: only the job's account reads either.
-      fields: { trainerAddress: pod.address, trainerToken: pod.token, trainerHost: hostQueue },
+      // The pod's token is already in the row (launchTrainerJob wrote it, sealed): only the
+      // job's account reads either.
+      fields: { trainerAddress: pod.address, trainerHost: hostQueue },
     });
     serving = true;
     let exit: TrainerExit;

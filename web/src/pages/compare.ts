@@ -1,6 +1,6 @@
 /**
  * Compare up to 5 runs on one set of charts: pick jobs of any kind; each run's metrics
- * (`{job}/metrics`) are drawn in its own colour, eval series dashed. The picked runs are in
+ * (`{job}/metrics?format=columns`) are drawn in its own colour, eval series dashed. The picked runs are in
  * the URL (`#/compare?jobs=collection:id,...`), so a comparison can be shared.
  */
 import {
@@ -9,7 +9,7 @@ import {
   type JobCollection,
   jobPath,
   listAll,
-  type MetricRow,
+  type MetricColumns,
   request,
   type Session,
 } from '../api';
@@ -101,8 +101,10 @@ export async function comparePage(
   );
   for (const p of picked) {
     const name = `accounts/${s.account}/${p.collection}/${p.id}`;
-    const { metrics } = await request<{ metrics: MetricRow[] }>('GET', `${jobPath(name)}/metrics`);
-    charts.add(metrics, p.id);
+    charts.addColumns(
+      await request<MetricColumns>('GET', `${jobPath(name)}/metrics?format=columns`),
+      p.id,
+    );
   }
   return () => charts.destroy();
 }

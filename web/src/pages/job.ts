@@ -1,9 +1,11 @@
 /**
- * One job: state and progress, live metric curves (from the events stream), settings,
- * checkpoints with promote, RFT rollouts with a sample viewer, SFT render samples.
+ * One job: state and progress, metric curves (read as columns, then grown live from the events
+ * stream), settings, checkpoints with promote, RFT rollouts with a sample viewer, SFT render
+ * samples, the log followed live.
  */
 import {
   type Checkpoint,
+  earlyRead,
   followJob,
   followLogs,
   JOB_COLLECTIONS,
@@ -11,6 +13,7 @@ import {
   type JobCollection,
   type JobLogLine,
   jobPath,
+  type MetricColumns,
   type RenderSample,
   type RolloutView,
   request,
@@ -276,6 +279,14 @@ function logsSection(host: HTMLElement, job: Job): () => void {
   return stop;
 }
 
+/**
+ * The job page paints its metric chart first: the rows are read as columns
+ * (`{job}/metrics?format=columns`, asked for by index.html before this code loads) beside the
+ * job itself, before anything else is asked of the server, and drawn as soon as they arrive.
+ * Only once that frame is on screen do the log, checkpoints, samples and the events stream
+ * start (from the last step read: the stream does not send the rows again), so they neither
+ * compete with the metrics on the server nor hold up the paint.
+ */
 export async function jobPage(
   app: HTMLElement,
   s: Session,
@@ -284,11 +295,15 @@ export async function jobPage(
 ): Promise<() => void> {
   if (!(collection in JOB_COLLECTIONS)) throw new Error(`unknown job kind ${collection}`);
   const name = `accounts/${s.account}/${collection}/${id}`;
-  let job = await request<Job>('GET', jobPath(name));
+  const metrics = earlyRead<MetricColumns>(`${jobPath(name)}/metrics?format=columns`);
+  const jobRead = request<Job>('GET', jobPath(name));
+  // If both fail (another account's job), the metrics' failure is the one reported.
+  jobRead.catch(() => undefined);
   const kind = JOB_COLLECTIONS[collection as JobCollection];
 
-  const state = h('span', { id: 'job-state', class: stateClass(job.state) }, shortState(job.state));
+  const state = h('span', { id: 'job-state', class: 'state' });
   const progress = h('span', { id: 'job-progress' });
+  const about = h('span');
   const status = h('p', { class: 'error', role: 'status' });
   const chartHost = h('div', { id: 'charts', class: 'charts' });
   const c = chartGroup(chartHost);
@@ -306,28 +321,12 @@ export async function jobPage(
   const checkpoints = h('div', { id: 'checkpoints' });
   const extra = h('div', { id: 'extra' });
   const logs = h('div', { id: 'logs' });
-
-  const paint = () => {
-    state.className = stateClass(job.state);
-    state.textContent = shortState(job.state);
-    const p = job.jobProgress;
-    progress.textContent =
-      p && p.totalSteps > 0 ? `step ${p.step} of ${p.totalSteps} (${Math.round(p.percent)}%)` : '';
-    status.textContent = job.status?.code === 'ERROR' ? job.status.message : '';
-  };
-  paint();
+  const settingsHost = h('div');
 
   app.replaceChildren(
     h('p', { class: 'crumbs' }, h('a', { href: '#/jobs' }, 'Jobs'), ` / ${kind}`),
     h('h1', {}, id, ' ', state),
-    h(
-      'p',
-      {},
-      progress,
-      ' · created ',
-      when(job.createTime),
-      job.outputModel ? ` · output ${job.outputModel}` : '',
-    ),
+    h('p', {}, progress, about),
     status,
     h(
       'section',
@@ -351,29 +350,55 @@ export async function jobPage(
         ? h('section', {}, h('h2', {}, 'Render samples'), extra)
         : '',
     h('section', { 'aria-label': 'Logs' }, h('h2', {}, 'Logs'), logs),
-    h('section', {}, h('h2', {}, 'Settings'), settings(job)),
+    h('section', {}, h('h2', {}, 'Settings'), settingsHost),
   );
-  const stopLogs = logsSection(logs, job);
-  void checkpointsSection(checkpoints, job);
-  if (kind === 'RFT') rolloutsSection(extra, job);
-  if (kind === 'SFT') void renderSamplesSection(extra, job);
+  c.addColumns(await metrics);
+  let job = await jobRead;
 
-  const stop = followJob(name, (e) => {
-    if (e.event === 'metrics') c.add(e.data.metrics);
-    else if (e.event === 'state') {
-      const before = job.state;
-      job = e.data;
-      paint();
-      if (before !== job.state) {
-        void checkpointsSection(checkpoints, job);
-        if (kind === 'SFT') void renderSamplesSection(extra, job);
-      }
-    } else if (e.event === 'end') {
+  const paint = () => {
+    state.className = stateClass(job.state);
+    state.textContent = shortState(job.state);
+    const p = job.jobProgress;
+    progress.textContent =
+      p && p.totalSteps > 0 ? `step ${p.step} of ${p.totalSteps} (${Math.round(p.percent)}%)` : '';
+    about.textContent = ` · created ${when(job.createTime)}${job.outputModel ? ` · output ${job.outputModel}` : ''}`;
+    status.textContent = job.status?.code === 'ERROR' ? job.status.message : '';
+  };
+  paint();
+  settingsHost.replaceChildren(settings(job));
+
+  let stopped = false;
+  let stop = () => {};
+  let stopLogs = () => {};
+  // After the frame with the chart: a timeout queued from an animation frame runs once it painted.
+  requestAnimationFrame(() =>
+    setTimeout(() => {
+      if (stopped) return;
+      stopLogs = logsSection(logs, job);
       void checkpointsSection(checkpoints, job);
       if (kind === 'RFT') rolloutsSection(extra, job);
-    } else if (e.event === 'error') status.textContent = e.data.message;
-  });
+      if (kind === 'SFT') void renderSamplesSection(extra, job);
+      // The last step read comes again once, in case the workflow rewrote it meanwhile.
+      const last = c.lastStep();
+      stop = followJob(name, last === undefined ? undefined : last - 1, (e) => {
+        if (e.event === 'metrics') c.add(e.data.metrics);
+        else if (e.event === 'state') {
+          const before = job.state;
+          job = e.data;
+          paint();
+          if (before !== job.state) {
+            void checkpointsSection(checkpoints, job);
+            if (kind === 'SFT') void renderSamplesSection(extra, job);
+          }
+        } else if (e.event === 'end') {
+          void checkpointsSection(checkpoints, job);
+          if (kind === 'RFT') rolloutsSection(extra, job);
+        } else if (e.event === 'error') status.textContent = e.data.message;
+      });
+    }),
+  );
   return () => {
+    stopped = true;
     stop();
     stopLogs();
     c.destroy();

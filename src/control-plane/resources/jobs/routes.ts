@@ -1,7 +1,7 @@
 /**
  * What every job collection shares: create (store the job as JOB_STATE_PENDING with every
  * default resolved, then orchestrator.start), get, list, delete, `:cancel`, `:resume` and
- * `GET {id}/metrics`.
+ * `GET {id}/metrics` (JSON rows, JSON lines, CSV, or columns: metric-columns.ts).
  *
  * Choices:
  * - If the orchestrator cannot start the job, the row is deleted again and the error is
@@ -24,6 +24,7 @@ import type { JobCollection, JobRef } from '../../orchestrator.js';
 import { managedJobCheckpoints } from '../checkpoints.js';
 import { type Body, getRow, listRows, render } from '../common.js';
 import { jobViewRoutes } from '../job-views.js';
+import { metricColumns } from '../metric-columns.js';
 import { INITIAL_PROGRESS, isFinal, type JobState } from './states.js';
 
 export interface JobSpec {
@@ -153,7 +154,7 @@ async function remove(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
 const metricsQuery = z.looseObject({
   afterStep: z.coerce.number().int().optional(),
   limit: z.coerce.number().int().min(1).max(100_000).optional(),
-  format: z.enum(['json', 'jsonl', 'csv']).default('json'),
+  format: z.enum(['json', 'jsonl', 'csv', 'columns']).default('json'),
 });
 
 function csv(rows: { step: number; time: string; values: Record<string, unknown> }[]): string {
@@ -163,7 +164,7 @@ function csv(rows: { step: number; time: string; values: Record<string, unknown>
   return `${['step', 'time', ...keys.map((k) => JSON.stringify(k))].join(',')}\n${lines.map((l) => `${l}\n`).join('')}`;
 }
 
-/** Per-step metrics the workflow recorded: JSON (default), JSON lines or CSV. */
+/** Per-step metrics the workflow recorded: JSON (default), JSON lines, CSV or columns. */
 async function metrics(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
   const row = await getRow(deps, spec.collection, ctx.account, id);
   const q = metricsQuery.safeParse(ctx.req.query ?? {});
@@ -173,6 +174,7 @@ async function metrics(deps: Deps, spec: JobSpec, ctx: RequestCtx, id: string) {
     ...(q.data.limit !== undefined ? { limit: q.data.limit } : {}),
   });
   if (q.data.format === 'json') return { job: row.name, metrics: rows };
+  if (q.data.format === 'columns') return metricColumns(row.name, rows);
   if (q.data.format === 'csv') return ctx.reply.type('text/csv; charset=utf-8').send(csv(rows));
   const text = rows.map((r) => `${JSON.stringify(r)}\n`).join('');
   return ctx.reply.type('application/jsonl; charset=utf-8').send(text);
