@@ -4,14 +4,8 @@
 // hot-loads, behind the deployment's credential.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeploymentRegistry, type DeploymentResource } from '../../src/deployments/index.js';
-import {
-  baseDir,
-  baseTensors,
-  headers,
-  makeBucket,
-  perturb,
-  writeFull,
-} from '../deployments/fixtures.js';
+import { baseTensors, headers, perturb, writeFull } from '../deployments/fixtures.js';
+import { startBucketDeployment } from '../support/gateways.js';
 import { waitFor } from '../support/platform.js';
 import { type RestStack, startRestStack } from '../support/rest-stack.js';
 
@@ -124,18 +118,7 @@ describe('deployment gateway /metrics', () => {
   let bucket: { dir: string; url: string };
 
   beforeAll(async () => {
-    bucket = await makeBucket();
-    dep = await registry.create({
-      account: 'test',
-      deploymentId: 'scraped',
-      baseModel: 'accounts/temper/models/byte-lm-3m',
-      baseModelDir: baseDir,
-      hotLoad: { bucketType: 'MINIO', bucketUrl: bucket.url, transitionType: 'ASYNC' },
-      minReplicaCount: 1,
-      maxReplicaCount: 1,
-      replica: { stepDelayMs: 1 },
-    });
-    url = dep.gatewayUrl as string;
+    ({ dep, url, bucket } = await startBucketDeployment(registry, { deploymentId: 'scraped' }));
     await writeFull(bucket.dir, 'v1', perturb(await baseTensors(), 1));
   }, 60_000);
 
