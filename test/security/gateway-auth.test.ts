@@ -132,6 +132,7 @@ describe('replica processes', () => {
     const [replica] = h.registry.replicas(NAME);
     for (const [method, path] of [
       ['GET', '/status'],
+      ['GET', '/metrics'],
       ['POST', '/load'],
       ['POST', '/generate'],
     ] as const) {
