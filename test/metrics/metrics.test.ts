@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeploymentRegistry, type DeploymentResource } from '../../src/deployments/index.js';
 import { createTrainerClient } from '../../src/trainer/client.js';
 import type { LocalProcessLauncher, TrainerEndpoint } from '../../src/trainer/launcher/index.js';
-import { baseTensors, headers, perturb, writeFull } from '../deployments/fixtures.js';
+import { baseTensors, headers, perturb, waitLoaded, writeFull } from '../deployments/fixtures.js';
 import { startBucketDeployment } from '../support/gateways.js';
 import { waitFor } from '../support/platform.js';
 import { type RestStack, startRestStack } from '../support/rest-stack.js';
@@ -135,16 +135,7 @@ describe('deployment gateway /metrics', () => {
     const post = (path: string, body: unknown) =>
       fetch(`${url}${path}`, { method: 'POST', headers: H, body: JSON.stringify(body) });
     expect((await post('/hot_load/v1/models/hot_load', { identity: 'v1' })).status).toBe(200);
-    await waitFor(
-      'v1 loaded',
-      async () => {
-        const status = (await (
-          await fetch(`${url}/hot_load/v1/models/hot_load`, { headers: H })
-        ).json()) as { replicas: { current_snapshot_identity: string | null }[] };
-        return status.replicas[0]?.current_snapshot_identity === 'v1' ? true : undefined;
-      },
-      20_000,
-    );
+    await waitLoaded(url, 'v1', 20_000, H);
     const refused = await post('/hot_load/v1/models/hot_load', {
       identity: 'v2',
       incremental_snapshot_metadata: {
@@ -209,16 +200,7 @@ describe('deployment gateway /metrics', () => {
       body: JSON.stringify({ identity: 'r1' }),
     });
     expect(signal.status).toBe(200);
-    await waitFor(
-      'r1 loaded',
-      async () => {
-        const status = (await (
-          await fetch(`${url}/hot_load/v1/models/hot_load`, { headers: H })
-        ).json()) as { replicas: { current_snapshot_identity: string | null }[] };
-        return status.replicas[0]?.current_snapshot_identity === 'r1' ? true : undefined;
-      },
-      20_000,
-    );
+    await waitLoaded(url, 'r1', 20_000, H);
     const done = await fetch(`${url}/inference/v1/completions`, {
       method: 'POST',
       headers: H,
