@@ -1,8 +1,9 @@
 /**
  * Prometheus metrics (prom-client): one registry per server, exposed as GET /metrics in the
- * text format. The control plane and each deployment gateway use the same request metrics
- * (a scrape target tells them apart); what each adds of its own (jobs by state, hot-loads) is
- * registered by that server. Labels are route patterns, never raw URLs, so an account, job or
+ * text format. The control plane, each deployment gateway, each replica and each trainer pod's
+ * metrics port use the same request metrics (a scrape target tells them apart); what each adds
+ * of its own (jobs by state, hot-loads, tokens generated, trainer calls) is registered by that
+ * server. Labels are route patterns, never raw URLs, so an account, job or
  * deployment id never becomes a series of its own.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -41,8 +42,10 @@ export class ServerMetrics {
   private readonly latency: Histogram<'method' | 'route' | 'status'>;
 
   private readonly withProcess: boolean;
+  private readonly defaultLabels: Record<string, string> | undefined;
 
   constructor(options: MetricsOptions = {}) {
+    this.defaultLabels = options.defaultLabels;
     if (options.defaultLabels) this.registry.setDefaultLabels(options.defaultLabels);
     this.withProcess = options.processMetrics ?? false;
     this.requests = new Counter({
@@ -81,9 +84,12 @@ export class ServerMetrics {
 
   /** The exposition: body and its Content-Type. */
   async render(): Promise<{ body: string; contentType: string }> {
-    const registry = this.withProcess
-      ? Registry.merge([processMetricsRegistry(), this.registry])
-      : this.registry;
+    if (!this.withProcess)
+      return { body: await this.registry.metrics(), contentType: this.registry.contentType };
+    // A merged registry has no default labels of its own: they go on every series of the
+    // scrape, the process's included (it is this server's process).
+    const registry = Registry.merge([processMetricsRegistry(), this.registry]);
+    if (this.defaultLabels) registry.setDefaultLabels(this.defaultLabels);
     return { body: await registry.metrics(), contentType: this.registry.contentType };
   }
 }

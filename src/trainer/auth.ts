@@ -45,11 +45,18 @@ export function trainerCallMetadata(token: string): grpc.Metadata {
 const digest = (value: string) => createHash('sha256').update(value).digest();
 
 /**
- * The server interceptor of a pod holding `token`. Comparison is on SHA-256 digests in
- * constant time, so neither the token's length nor its prefix leaks through timing.
+ * Whether an `authorization` value presents `token`. Comparison is on SHA-256 digests in
+ * constant time, so neither the token's length nor its prefix leaks through timing. Used by
+ * the gRPC interceptor and the pod's /metrics alike.
  */
-export function trainerAuthInterceptor(token: string): grpc.ServerInterceptor {
+export function trainerBearerCheck(token: string): (authorization: string) => boolean {
   const expected = digest(`Bearer ${checkTrainerToken(token)}`);
+  return (authorization) => timingSafeEqual(digest(authorization), expected);
+}
+
+/** The server interceptor of a pod holding `token` (see trainerBearerCheck). */
+export function trainerAuthInterceptor(token: string): grpc.ServerInterceptor {
+  const presents = trainerBearerCheck(token);
   return (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start: (next) => {
@@ -57,7 +64,7 @@ export function trainerAuthInterceptor(token: string): grpc.ServerInterceptor {
           onReceiveMetadata: (metadata, mdNext) => {
             const given = metadata.get('authorization');
             if (given.length === 1 && typeof given[0] === 'string') {
-              if (timingSafeEqual(digest(given[0]), expected)) {
+              if (presents(given[0])) {
                 mdNext(metadata);
                 return;
               }

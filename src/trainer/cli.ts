@@ -42,6 +42,7 @@ interface ServeFlags {
   baseModelName?: string;
   host: string;
   port: number;
+  metricsPort: number;
   loraRank: number;
   loraAlpha?: number;
   threads?: number;
@@ -72,6 +73,12 @@ export function addTrainerCommand(program: Command): void {
     )
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('--port <n>', 'port to bind (0 = any free port)', int(0), 0)
+    .option(
+      '--metrics-port <n>',
+      'port of GET /metrics (Prometheus; the same token) on the same host (0 = any free port)',
+      int(0),
+      0,
+    )
     .option(
       '--lora-rank <r>',
       'default LoRA rank of created models (0 = full-parameter)',
@@ -113,6 +120,7 @@ export function addTrainerCommand(program: Command): void {
         ...(flags.baseModelName ? { baseModelName: flags.baseModelName } : {}),
         host: flags.host,
         port: flags.port,
+        metricsPort: flags.metricsPort,
         loraRank: flags.loraRank,
         loraAlpha: flags.loraAlpha,
         threads: flags.threads,

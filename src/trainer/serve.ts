@@ -10,6 +10,7 @@ import type { Logger } from 'pino';
 import { checkTrainerToken } from './auth.js';
 import type { EngineSettings } from './engine-settings.js';
 import { createLogger } from './log.js';
+import { serveTrainerMetrics, TrainerMetrics } from './metrics.js';
 import { type PodOptions, TrainerPod } from './pod.js';
 import { createTrainerServer } from './server.js';
 
@@ -19,6 +20,8 @@ export interface ServeTrainerOptions extends Omit<PodOptions, 'logger' | 'inacti
   host?: string;
   /** 0 = any free port (the bound address is logged and written to the state file). */
   port?: number;
+  /** Port of the pod's HTTP /metrics on the same host; 0 = any free port (logged, in the state file). */
+  metricsPort?: number;
   /** Stop after this long with no operation or heartbeat; 0 disables (default 60 min). */
   inactivityTimeoutMs?: number;
   /** JSON file with {state, address, pid, ...}, rewritten when the state changes. */
@@ -38,6 +41,8 @@ export interface TrainerState {
   jobId: string;
   pid: number;
   address: string;
+  /** host:port of the pod's HTTP /metrics (Prometheus; behind the pod's token). */
+  metricsAddress: string;
   baseModel: string;
   loraRank: number;
   forwardOnly: boolean;
@@ -50,6 +55,8 @@ export interface TrainerState {
 
 export interface RunningTrainer {
   address: string;
+  /** host:port of the pod's /metrics. */
+  metricsAddress: string;
   pod: TrainerPod;
   /** Stops the pod (idempotent); resolves once it has stopped. */
   stop(reason?: StopReason): Promise<StopReason>;
@@ -71,13 +78,17 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
   const inactivityTimeoutMs = options.inactivityTimeoutMs ?? DEFAULT_INACTIVITY_TIMEOUT_MS;
   const started = Date.now();
   const pod = await TrainerPod.load({ ...options, inactivityTimeoutMs, logger: log });
-  const server = createTrainerServer(pod, log, token);
-  const address = await server.listen(options.host ?? '127.0.0.1', options.port ?? 0);
+  const metrics = new TrainerMetrics(pod);
+  const server = createTrainerServer(pod, log, token, metrics);
+  const host = options.host ?? '127.0.0.1';
+  const address = await server.listen(host, options.port ?? 0);
+  const metricsServer = await serveTrainerMetrics(metrics, token, host, options.metricsPort ?? 0);
   const state: TrainerState = {
     state: 'serving',
     jobId: pod.jobId,
     pid: process.pid,
     address,
+    metricsAddress: metricsServer.address,
     baseModel: pod.baseModel,
     loraRank: pod.loraRank,
     forwardOnly: pod.forwardOnly,
@@ -88,6 +99,7 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
   log.info(
     {
       address,
+      metricsAddress: metricsServer.address,
       jobId: pod.jobId,
       baseModel: pod.baseModel,
       loraRank: pod.loraRank,
@@ -115,6 +127,7 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
       const grace = options.shutdownGraceMs ?? 10_000;
       await Promise.race([pod.idle(), new Promise((r) => setTimeout(r, grace).unref())]);
       await server.shutdown(grace);
+      await metricsServer.close();
       if (options.stateFile) {
         await writeState(options.stateFile, {
           ...state,
@@ -143,5 +156,5 @@ export async function serveTrainer(options: ServeTrainerOptions): Promise<Runnin
     }, every);
   }
 
-  return { address, pod, stop, stopped };
+  return { address, metricsAddress: metricsServer.address, pod, stop, stopped };
 }

@@ -22,6 +22,7 @@ import { addService, serviceDefinition } from '../rpc/grpc-service.js';
 import { trainerAuthInterceptor } from './auth.js';
 import { TRAINER_CHANNEL_OPTIONS } from './client.js';
 import { checkpointErrorToTrainer, TrainerError, toGrpcError } from './errors.js';
+import type { TrainerMetrics } from './metrics.js';
 import type { ModelRuntime } from './model-runtime.js';
 import { TRAINER_VERSION, type TrainerPod } from './pod.js';
 
@@ -113,7 +114,11 @@ export function trainerImplementation(pod: TrainerPod): Impl {
   };
 }
 
-function handlers(impl: Impl, log: Logger): grpc.UntypedServiceImplementation {
+function handlers(
+  impl: Impl,
+  log: Logger,
+  metrics?: TrainerMetrics,
+): grpc.UntypedServiceImplementation {
   const out: grpc.UntypedServiceImplementation = {};
   const given = impl as unknown as Record<
     string,
@@ -122,12 +127,19 @@ function handlers(impl: Impl, log: Logger): grpc.UntypedServiceImplementation {
   for (const method of TrainerService.methods) {
     const fn = given[method.localName]!;
     const handle: grpc.handleUnaryCall<unknown, unknown> = (call, callback) => {
+      const start = process.hrtime.bigint();
+      const observe = (code: string) =>
+        metrics?.observeRpc(method.name, code, Number(process.hrtime.bigint() - start) / 1e9);
       Promise.resolve()
         .then(() => fn(call.request))
         .then(
-          (response) => callback(null, create(method.output, response as never)),
+          (response) => {
+            observe('ok');
+            callback(null, create(method.output, response as never));
+          },
           (thrown: unknown) => {
             const error = asTrainerError(thrown);
+            observe(error.code);
             const fields = { rpc: method.name, code: error.code, err: error.message };
             if (error.code === 'internal')
               log.error({ ...fields, stack: (thrown as Error)?.stack }, 'operation failed');
@@ -149,13 +161,24 @@ export interface TrainerServer {
   shutdown(graceMs?: number): Promise<void>;
 }
 
-/** A pod's server; every call must present `token` (see auth.ts), health checks included. */
-export function createTrainerServer(pod: TrainerPod, log: Logger, token: string): TrainerServer {
+/**
+ * A pod's server; every call must present `token` (see auth.ts), health checks included.
+ * With `metrics`, every TrainerService call is counted and timed there.
+ */
+export function createTrainerServer(
+  pod: TrainerPod,
+  log: Logger,
+  token: string,
+  metrics?: TrainerMetrics,
+): TrainerServer {
   const server = new grpc.Server({
     ...TRAINER_CHANNEL_OPTIONS,
     interceptors: [trainerAuthInterceptor(token)],
   });
-  server.addService(serviceDefinition(TrainerService), handlers(trainerImplementation(pod), log));
+  server.addService(
+    serviceDefinition(TrainerService),
+    handlers(trainerImplementation(pod), log, metrics),
+  );
   addService(server, HealthService, {
     check: (req) => ({
       status:

@@ -4,20 +4,18 @@
 // example, durations that are not durations and replica settings no host can run are refused
 // by the one schema that defines each setting.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { DeploymentRegistry } from '../../src/deployments/index.js';
-import { type Harness, readyDataset, sftRows, startHarness } from './harness.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
+import { readyDataset, sftRows } from './harness.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
-let h: Harness;
-const deployments = new DeploymentRegistry(undefined, { openGateways: true });
+let h: GatewayHarness;
 
 beforeAll(async () => {
-  h = await startHarness({ deployments });
+  h = await startGatewayHarness({ credentials: 'none' });
   await readyDataset(h, 'sft-data', sftRows(5));
 });
 afterAll(async () => {
-  await h.close();
-  await deployments.close();
+  await h?.close();
 });
 
 const post = (collection: string, body: unknown, query = '') =>

@@ -3,18 +3,15 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileUrlToRoot } from '../../src/checkpoints/object-store/index.js';
-import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { baseTensors, headers, waitLoaded, writeFull } from '../deployments/fixtures.js';
-import { type Harness, startHarness } from './harness.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
 
-const registry = new DeploymentRegistry(undefined, { openGateways: true });
-let h: Harness;
+let h: GatewayHarness;
 beforeAll(async () => {
-  h = await startHarness({ deployments: registry });
+  h = await startGatewayHarness({ credentials: 'none' });
 });
 afterAll(async () => {
-  await registry.close();
-  await h.close();
+  await h?.close();
 });
 
 describe('trainingShapes', () => {

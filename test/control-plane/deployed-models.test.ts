@@ -9,30 +9,18 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TemperApi } from '../../src/cli/api/client.js';
 import { createDeployment, loadLora, unloadLora } from '../../src/cli/commands/deployments.js';
-import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { writePeftAdapter } from '../deployments/fixtures.js';
-import { type Harness, type Json, startHarness } from './harness.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
+import type { Json } from './harness.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const DEPLOYMENT = 'accounts/alice/deployments/shared';
 const ADAPTER_FILES = ['adapter_config.json', 'adapter_model.safetensors'];
-const registry = new DeploymentRegistry();
-let h: Harness;
-let url: string;
+let h: GatewayHarness;
 
-async function http(method: string, path: string, body?: unknown, key?: string) {
-  const res = await fetch(`${url}${path}`, {
-    method,
-    headers: {
-      authorization: `Bearer ${key ?? h.alice}`,
-      ...(body === undefined ? {} : { 'content-type': 'application/json' }),
-    },
-    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
-  });
-  const text = await res.text();
-  return { status: res.status, json: (text ? JSON.parse(text) : {}) as Json };
-}
+const http = (method: string, path: string, body?: unknown, key?: string) =>
+  h.http(method, path, { ...(body === undefined ? {} : { body }), ...(key ? { key } : {}) });
 
 /** A LoRA model of the bundled base imported through REST (create, signed PUTs, validate). */
 async function importAdapter(id: string, seed: number): Promise<void> {
@@ -68,8 +56,8 @@ const complete = (model: string) =>
 const lps = (j: Json): number[] => j.choices[0].logprobs.token_logprobs.slice(1);
 
 beforeAll(async () => {
-  h = await startHarness({ deployments: registry });
-  url = await h.cp.listen(0, '127.0.0.1');
+  // The gateways take only each deployment's access token, which the control plane presents.
+  h = await startGatewayHarness({ credentials: 'access token' });
   await importAdapter('lora-a', 1);
   await importAdapter('lora-b', 2);
   const d = await http('POST', '/v1/accounts/alice/deployments?deploymentId=shared', {
@@ -83,8 +71,7 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
-  await registry.close();
-  await h.close();
+  await h?.close();
 });
 
 describe('deployedModels (multi-LoRA)', () => {
@@ -248,7 +235,7 @@ describe('deployedModels (multi-LoRA)', () => {
   }, 60_000);
 
   it('temper deployment create --enable-addons, temper load-lora and unload-lora', async () => {
-    const api = new TemperApi({ apiUrl: url, apiKey: h.alice, account: 'alice' });
+    const api = new TemperApi({ apiUrl: h.url, apiKey: h.alice, account: 'alice' });
     const d = await createDeployment(api, BASE, { deploymentId: 'cli', enableAddons: true });
     expect(d).toMatchObject({ name: 'accounts/alice/deployments/cli', enableAddons: true });
     const loaded = await loadLora(api, 'lora-b', 'cli');

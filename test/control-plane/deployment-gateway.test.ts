@@ -5,49 +5,24 @@
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileUrlToRoot } from '../../src/checkpoints/object-store/index.js';
-import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { baseTensors, perturb, writeFull } from '../deployments/fixtures.js';
-import { type Harness, type Json, startHarness } from './harness.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
+import type { Json } from './harness.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const SHAPE = 'accounts/temper/deploymentShapes/byte-lm-3m-cpu/versions/1';
-const registry = new DeploymentRegistry(undefined, { openGateways: true });
-let h: Harness;
+let h: GatewayHarness;
 let url: string;
+let http: GatewayHarness['http'];
 
 beforeAll(async () => {
-  h = await startHarness({ deployments: registry });
-  url = await h.cp.listen(0, '127.0.0.1');
+  h = await startGatewayHarness({ credentials: 'none' });
+  url = h.url;
+  http = h.http;
 });
 afterAll(async () => {
-  await registry.close();
-  await h.close();
+  await h?.close();
 });
-
-async function http(
-  method: string,
-  path: string,
-  o: { key?: string; bearer?: boolean; body?: unknown; headers?: Record<string, string> } = {},
-): Promise<{ status: number; json: Json; text: string; headers: Headers }> {
-  const key = o.key ?? h.alice;
-  const res = await fetch(`${url}${path}`, {
-    method,
-    headers: {
-      ...(o.bearer === false ? { 'x-api-key': key } : { authorization: `Bearer ${key}` }),
-      ...(o.body === undefined ? {} : { 'content-type': 'application/json' }),
-      ...o.headers,
-    },
-    ...(o.body === undefined ? {} : { body: JSON.stringify(o.body) }),
-  });
-  const text = await res.text();
-  let json: Json = {};
-  try {
-    json = JSON.parse(text) as Json;
-  } catch {
-    // SSE
-  }
-  return { status: res.status, json, text, headers: res.headers };
-}
 
 const hotLoadHeaders = (deployment: string) => ({
   'fireworks-model': BASE,

@@ -105,14 +105,16 @@ export const headers = (deployment: string, model = 'accounts/temper/models/byte
   'fireworks-deployment': deployment,
 });
 
+/** Waits until every replica serves `identity`; `headers` carry a guarded gateway's credential. */
 export async function waitLoaded(
   url: string,
   identity: string,
   timeoutMs = 20_000,
+  headers: Record<string, string> = {},
 ): Promise<unknown> {
   const t0 = Date.now();
   for (;;) {
-    const s = (await (await fetch(`${url}/hot_load/v1/models/hot_load`)).json()) as {
+    const s = (await (await fetch(`${url}/hot_load/v1/models/hot_load`, { headers })).json()) as {
       replicas: {
         readiness: boolean;
         current_snapshot_identity: string | null;

@@ -4,14 +4,12 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TensorMap } from '../../src/checkpoints/safetensors.js';
 import { DeploymentRegistry, type DeploymentResource } from '../../src/deployments/index.js';
+import { startBucketDeployment } from '../support/gateways.js';
 import {
   baseConfig,
-  baseDir,
   baseTensors,
   engineLogprobs,
-  headers,
   mae,
-  makeBucket,
   perturb,
   sse,
   waitLoaded,
@@ -44,20 +42,15 @@ async function post(
 }
 
 beforeAll(async () => {
-  bucket = await makeBucket();
-  dep = await registry.create({
-    account: 'test',
+  ({
+    dep,
+    url,
+    bucket,
+    headers: H,
+  } = await startBucketDeployment(registry, {
     deploymentId: 'rl-serving',
-    baseModel: 'accounts/temper/models/byte-lm-3m',
-    baseModelDir: baseDir,
-    hotLoad: { bucketType: 'MINIO', bucketUrl: bucket.url, transitionType: 'ASYNC' },
-    minReplicaCount: 2,
-    maxReplicaCount: 2,
-    replica: { stepDelayMs: 1 },
-  });
-  expect(dep.state).toBe('READY');
-  url = dep.gatewayUrl as string;
-  H = headers(dep.name);
+    replicas: 2,
+  }));
   const base = await baseTensors();
   w1 = perturb(base, 1);
   w2 = perturb(w1, 2, 0.005);

@@ -15,6 +15,7 @@ import { type ControlPlane, createControlPlane } from '../../src/control-plane/i
 import { DeploymentRegistry } from '../../src/deployments/registry.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { type Harness, type Json, startHarness } from '../control-plane/harness.js';
+import { accountKeyAuth } from '../support/gateways.js';
 import { writePeftAdapter } from './fixtures.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
@@ -28,7 +29,7 @@ const planes: ControlPlane[] = [];
 function registry(): DeploymentRegistry {
   // As `temper up` builds it: account keys checked by the store, rows in the store.
   const r = new DeploymentRegistry(undefined, {
-    auth: { verifyKey: async (key) => (await h.store.resolveApiKey(key))?.account ?? null },
+    auth: accountKeyAuth(() => h.store),
     records: h.store,
   });
   registries.push(r);

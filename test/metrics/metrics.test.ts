@@ -1,19 +1,17 @@
 // Prometheus /metrics, scraped over HTTP: the control plane of the real platform parts
 // (Temporal dev server, SQLite, a worker) counts requests by route pattern and status and
 // jobs by state; a real deployment's gateway (one replica process) counts its requests and
-// hot-loads, behind the deployment's credential.
+// hot-loads, behind the deployment's credential, and hands out its replica's own metrics; a
+// real trainer pod serves its calls' counts on its metrics port, behind the pod's token.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DeploymentRegistry, type DeploymentResource } from '../../src/deployments/index.js';
-import {
-  baseDir,
-  baseTensors,
-  headers,
-  makeBucket,
-  perturb,
-  writeFull,
-} from '../deployments/fixtures.js';
+import { createTrainerClient } from '../../src/trainer/client.js';
+import type { LocalProcessLauncher, TrainerEndpoint } from '../../src/trainer/launcher/index.js';
+import { baseTensors, headers, perturb, waitLoaded, writeFull } from '../deployments/fixtures.js';
+import { startBucketDeployment } from '../support/gateways.js';
 import { waitFor } from '../support/platform.js';
 import { type RestStack, startRestStack } from '../support/rest-stack.js';
+import { tempDir, testLauncher, writeTinyModelDir } from '../trainer/helpers.js';
 
 /** The value of one series in a text exposition, or undefined when it is absent. */
 function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
@@ -124,18 +122,7 @@ describe('deployment gateway /metrics', () => {
   let bucket: { dir: string; url: string };
 
   beforeAll(async () => {
-    bucket = await makeBucket();
-    dep = await registry.create({
-      account: 'test',
-      deploymentId: 'scraped',
-      baseModel: 'accounts/temper/models/byte-lm-3m',
-      baseModelDir: baseDir,
-      hotLoad: { bucketType: 'MINIO', bucketUrl: bucket.url, transitionType: 'ASYNC' },
-      minReplicaCount: 1,
-      maxReplicaCount: 1,
-      replica: { stepDelayMs: 1 },
-    });
-    url = dep.gatewayUrl as string;
+    ({ dep, url, bucket } = await startBucketDeployment(registry, { deploymentId: 'scraped' }));
     await writeFull(bucket.dir, 'v1', perturb(await baseTensors(), 1));
   }, 60_000);
 
@@ -148,16 +135,7 @@ describe('deployment gateway /metrics', () => {
     const post = (path: string, body: unknown) =>
       fetch(`${url}${path}`, { method: 'POST', headers: H, body: JSON.stringify(body) });
     expect((await post('/hot_load/v1/models/hot_load', { identity: 'v1' })).status).toBe(200);
-    await waitFor(
-      'v1 loaded',
-      async () => {
-        const status = (await (
-          await fetch(`${url}/hot_load/v1/models/hot_load`, { headers: H })
-        ).json()) as { replicas: { current_snapshot_identity: string | null }[] };
-        return status.replicas[0]?.current_snapshot_identity === 'v1' ? true : undefined;
-      },
-      20_000,
-    );
+    await waitLoaded(url, 'v1', 20_000, H);
     const refused = await post('/hot_load/v1/models/hot_load', {
       identity: 'v2',
       incremental_snapshot_metadata: {
@@ -208,4 +186,144 @@ describe('deployment gateway /metrics', () => {
     ).toBe(1);
     expect(text).not.toContain('nope');
   });
+
+  it("serves each replica's own metrics, fetched with the replica's token, behind the deployment's credential", async () => {
+    const H = { ...headers(dep.name), ...registry.authHeaders(dep.name) };
+    const [replica] = registry.replicas(dep.name);
+    const id = replica!.id;
+    const path = `/metrics/replicas/${encodeURIComponent(id)}`;
+    // A hot-load and a generation of this test's own, so that it stands alone.
+    await writeFull(bucket.dir, 'r1', perturb(await baseTensors(), 3));
+    const signal = await fetch(`${url}/hot_load/v1/models/hot_load`, {
+      method: 'POST',
+      headers: H,
+      body: JSON.stringify({ identity: 'r1' }),
+    });
+    expect(signal.status).toBe(200);
+    await waitLoaded(url, 'r1', 20_000, H);
+    const done = await fetch(`${url}/inference/v1/completions`, {
+      method: 'POST',
+      headers: H,
+      body: JSON.stringify({ prompt: 'The dog ', max_tokens: 3, temperature: 0 }),
+    });
+    expect(done.status).toBe(200);
+    await done.text();
+
+    // Only the gateway holds the replica's token: a direct scrape is refused.
+    expect((await fetch(`${replica!.url}/metrics`)).status).toBe(401);
+    expect((await fetch(`${url}${path}`)).status).toBe(401);
+    const missing = await fetch(`${url}/metrics/replicas/nope`, { headers: H });
+    expect(missing.status).toBe(404);
+    expect(((await missing.json()) as { error: { message: string } }).error.message).toContain(
+      `it has ${id}`,
+    );
+
+    const text = await scrape(`${url}${path}`, { headers: H });
+    expect(sample(text, 'temper_replica_ready', { replica: id })).toBe(1);
+    expect(sample(text, 'temper_replica_inflight_requests', { replica: id })).toBe(0);
+    expect(
+      sample(text, 'temper_replica_hot_loads_total', {
+        replica: id,
+        kind: 'full',
+        outcome: 'ready',
+      }),
+    ).toBeGreaterThanOrEqual(1);
+    expect(sample(text, 'temper_replica_generated_tokens_total', { replica: id })).toBeGreaterThan(
+      0,
+    );
+    expect(
+      sample(text, 'temper_replica_prefix_cache_lookups_total', { replica: id }),
+    ).toBeGreaterThan(0);
+    const requests = 'temper_http_requests_total';
+    expect(
+      sample(text, requests, { replica: id, method: 'POST', route: '/generate', status: '200' }),
+    ).toBeGreaterThanOrEqual(1);
+    expect(
+      sample(text, requests, { replica: id, method: 'GET', route: '/metrics', status: '401' }),
+    ).toBe(1);
+    // The process's own metrics carry the replica's id too (the scrape is that process's).
+    expect(sample(text, 'process_resident_memory_bytes', { replica: id })).toBeGreaterThan(0);
+    // The gateway counts the pass-through under one route pattern, never the replica's id.
+    const gateway = await scrape(`${url}/metrics`, { headers: H });
+    expect(
+      sample(gateway, requests, {
+        deployment: dep.name,
+        method: 'GET',
+        route: '/metrics/replicas/:replica',
+        status: '200',
+      }),
+    ).toBe(1);
+  }, 60_000);
+});
+
+describe('trainer pod /metrics', () => {
+  let tmp: Awaited<ReturnType<typeof tempDir>>;
+  let launcher: LocalProcessLauncher;
+  let pod: TrainerEndpoint;
+
+  beforeAll(async () => {
+    tmp = await tempDir('trainer-metrics');
+    const modelDir = await writeTinyModelDir(`${tmp.dir}/model`);
+    launcher = testLauncher(`${tmp.dir}/jobs`);
+    pod = await launcher.launch({ baseModel: modelDir, threads: 1, inactivityTimeoutMs: 0 });
+  }, 60_000);
+
+  afterAll(async () => {
+    if (pod) await launcher.stop(pod.jobId);
+    await tmp?.cleanup();
+  });
+
+  it("counts the pod's calls by RPC and outcome, behind the pod's token", async () => {
+    const auth = { authorization: `Bearer ${pod.token}` };
+    const metricsAddress = (await launcher.get(pod.jobId))?.metricsAddress;
+    expect(metricsAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    const metricsUrl = `http://${metricsAddress}/metrics`;
+    const rpcs = 'temper_trainer_rpcs_total';
+    // The launcher's readiness probe already called Health: count from here.
+    const healthBefore =
+      sample(await scrape(metricsUrl, { headers: auth }), rpcs, { rpc: 'Health', code: 'ok' }) ?? 0;
+    const client = createTrainerClient(pod.address, pod.token);
+    try {
+      await client.health({});
+      await client.health({});
+      const { sessionId } = await client.createSession({});
+      expect(sessionId).toBeTruthy();
+      await expect(client.getInfo({ modelId: 'nope' })).rejects.toThrow(/nope/);
+    } finally {
+      client.close();
+    }
+    expect((await fetch(metricsUrl)).status).toBe(401);
+    const other = await fetch(metricsUrl, { headers: { authorization: 'Bearer not-its-token' } });
+    expect(other.status).toBe(401);
+    expect((await fetch(`http://${metricsAddress}/other`, { headers: auth })).status).toBe(404);
+
+    const text = await scrape(metricsUrl, { headers: auth });
+    expect(sample(text, rpcs, { rpc: 'Health', code: 'ok' })).toBe(healthBefore + 2);
+    expect(sample(text, rpcs, { rpc: 'CreateSession', code: 'ok' })).toBe(1);
+    expect(sample(text, rpcs, { rpc: 'GetInfo', code: 'unknown_model' })).toBe(1);
+    expect(
+      sample(text, 'temper_trainer_rpc_duration_seconds_count', { rpc: 'Health', code: 'ok' }),
+    ).toBe(healthBefore + 2);
+    expect(text).toMatch(/^temper_trainer_sessions 1$/m);
+    expect(text).toMatch(/^temper_trainer_models 0$/m);
+    expect(text).toMatch(/^temper_trainer_draining 0$/m);
+    expect(text).toMatch(/^temper_trainer_idle_seconds \d/m);
+    expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
+    expect(
+      sample(text, 'temper_http_requests_total', {
+        method: 'GET',
+        route: 'unmatched',
+        status: '404',
+      }),
+    ).toBe(1);
+    expect(
+      sample(text, 'temper_http_requests_total', {
+        method: 'GET',
+        route: '/metrics',
+        status: '401',
+      }),
+    ).toBe(2);
+    // The token is no label or value of any series.
+    expect(text).not.toContain(pod.token);
+  }, 60_000);
 });

@@ -6,8 +6,7 @@ import {
   bucketSettingsFromEnv,
   confineBucketUrl,
 } from '../../src/control-plane/resources/bucket-urls.js';
-import { DeploymentRegistry } from '../../src/deployments/registry.js';
-import { type Harness, startHarness } from '../control-plane/harness.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
 
 const none = { allowedPrefixes: [] };
 const message = (f: () => unknown) => {
@@ -83,14 +82,12 @@ describe('confineBucketUrl', () => {
 });
 
 describe('at create, over REST', () => {
-  const registry = new DeploymentRegistry(undefined, { openGateways: true });
-  let h: Harness;
+  let h: GatewayHarness;
   beforeAll(async () => {
-    h = await startHarness({ deployments: registry });
+    h = await startGatewayHarness({ credentials: 'none' });
   });
   afterAll(async () => {
-    await registry.close();
-    await h.close();
+    await h?.close();
   });
 
   it.each([
@@ -103,6 +100,6 @@ describe('at create, over REST', () => {
     });
     expect(r.status).toBe(400);
     expect(r.json.error.message).toMatch(why);
-    expect(registry.list('alice')).toEqual([]);
+    expect(h.registry.list('alice')).toEqual([]);
   });
 });

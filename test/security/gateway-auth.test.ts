@@ -7,31 +7,21 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fileUrlToRoot } from '../../src/checkpoints/object-store/index.js';
-import { DeploymentRegistry } from '../../src/deployments/registry.js';
-import { type Harness, startHarness } from '../control-plane/harness.js';
 import { baseTensors, perturb, writeFull } from '../deployments/fixtures.js';
+import { type GatewayHarness, startGatewayHarness } from '../support/gateways.js';
 
 const BASE = 'accounts/temper/models/byte-lm-3m';
 const NAME = 'accounts/alice/deployments/guarded';
-let h: Harness;
-let registry: DeploymentRegistry;
-let cpUrl: string;
+let h: GatewayHarness;
 let gatewayUrl: string;
 
 beforeAll(async () => {
-  let verify: (key: string) => Promise<string | null> = async () => null;
-  registry = new DeploymentRegistry(undefined, {
-    auth: { verifyKey: (key) => verify(key) },
-  });
-  h = await startHarness({ deployments: registry });
-  const store = h.store;
-  verify = async (key) => (await store.resolveApiKey(key))?.account ?? null;
-  cpUrl = await h.cp.listen(0, '127.0.0.1');
+  h = await startGatewayHarness({ credentials: 'account keys' });
   const created = await h.call('POST', '/v1/accounts/alice/deployments?deploymentId=guarded', {
     body: { baseModel: BASE, minReplicaCount: 1, maxReplicaCount: 1 },
   });
   if (created.status !== 200) throw new Error(JSON.stringify(created.json));
-  gatewayUrl = registry.get(NAME).gatewayUrl as string;
+  gatewayUrl = h.registry.get(NAME).gatewayUrl as string;
   const bucket = join(
     fileUrlToRoot(h.checkpoints.url),
     'accounts/alice/deployments/guarded/snapshots',
@@ -39,8 +29,7 @@ beforeAll(async () => {
   await writeFull(bucket, 'snap-1', perturb(await baseTensors(), 1));
 }, 120_000);
 afterAll(async () => {
-  await registry.close();
-  await h.close();
+  await h?.close();
 });
 
 interface Route {
@@ -91,7 +80,7 @@ function headerFor(c: Credential): Record<string, string> {
     case 'owner key':
       return bearer(h.alice);
     case 'access token':
-      return registry.authHeaders(NAME);
+      return h.registry.authHeaders(NAME);
   }
 }
 
@@ -126,13 +115,13 @@ describe('gateway routes: the cross-account matrix', () => {
     const r = await call(
       ROUTES.completions as Route,
       { authorization: `Bearer ${h.alice}` },
-      cpUrl,
+      h.url,
     );
     expect(r.status, r.text).toBe(200);
     const other = await call(
       ROUTES.completions as Route,
       { authorization: `Bearer ${h.bob}` },
-      cpUrl,
+      h.url,
     );
     expect(other.status).toBe(404);
   }, 60_000);
@@ -140,16 +129,17 @@ describe('gateway routes: the cross-account matrix', () => {
 
 describe('replica processes', () => {
   it('answer only their gateway: a direct call without its token is 401', async () => {
-    const [replica] = registry.replicas(NAME);
+    const [replica] = h.registry.replicas(NAME);
     for (const [method, path] of [
       ['GET', '/status'],
+      ['GET', '/metrics'],
       ['POST', '/load'],
       ['POST', '/generate'],
     ] as const) {
       for (const headers of [
         {},
         { authorization: `Bearer ${h.alice}` },
-        registry.authHeaders(NAME),
+        h.registry.authHeaders(NAME),
       ]) {
         const r = await fetch(`${replica?.url}${path}`, {
           method,

@@ -72,6 +72,8 @@ export async function startTestPlatform(
     evaluatorSandbox?: SandboxSettings;
     /** Whether workers may call user URLs on private networks (remote environments on loopback). */
     outbound?: OutboundSettings;
+    /** false: a store without a secrets key (a multi-machine part started without one). */
+    secretsKey?: false;
   } = {},
 ): Promise<TestPlatform> {
   // TEMPER_TEST_TEMPORAL_LOG=WARN shows the warnings a test provokes (killed pods and the like).
@@ -83,9 +85,10 @@ export async function startTestPlatform(
     bundle,
   ]);
   // Secrets are sealed at rest with an operator key, as on a real stack.
-  const store = openStore(`sqlite://${join(dir, 'temper.db')}`, {
-    secretsKey: SecretsKey.generate().key,
-  });
+  const store = openStore(
+    `sqlite://${join(dir, 'temper.db')}`,
+    options.secretsKey === false ? {} : { secretsKey: SecretsKey.generate().key },
+  );
   await store.migrate();
   const artifacts = await openObjectStore(pathToFileURL(join(dir, 'artifacts')).href);
   const checkpoints = await openObjectStore(pathToFileURL(join(dir, 'checkpoints')).href);

@@ -165,6 +165,37 @@ describe('rlorTrainerJob lifecycle workflow', () => {
     expect(usage[0]!.acceleratorSeconds!).toBeGreaterThan(1);
   }, 60_000);
 
+  it('fails, with no pod left, where the store has no secrets key to seal the pod’s token', async () => {
+    const keyless = await startTestPlatform({ secretsKey: false });
+    try {
+      const ref: JobRef = { collection: 'rlorTrainerJobs', account: 'acme', id: 'tr-keyless' };
+      await keyless.store.create(ref.collection, ref.account, ref.id, {
+        state: 'JOB_STATE_PENDING',
+        baseModel: 'accounts/temper/models/byte-lm-3m',
+        loraRank: 0,
+        inactivityTimeout: '3600s',
+      });
+      await keyless.orchestrator.start(ref);
+      const failed = await waitFor(
+        'the keyless job to fail',
+        async () => {
+          const body = await keyless.jobBody(ref);
+          return body.state === 'JOB_STATE_FAILED' ? body : undefined;
+        },
+        60_000,
+      );
+      expect((failed.status as { message: string }).message).toMatch(
+        /cannot store the trainer token of accounts\/acme\/rlorTrainerJobs\/tr-keyless: this temper has no secrets key/,
+      );
+      expect(failed.trainerToken ?? null).toBeNull();
+      // The pod it launched is stopped (and the launch is not retried: it would fail alike).
+      const pod = await keyless.launcher.get('tr-keyless');
+      expect(['stopped', 'failed']).toContain(pod?.state);
+    } finally {
+      await keyless.close();
+    }
+  }, 90_000);
+
   it('launches the pod with the job’s engine settings (baseDtype, recompute)', async () => {
     const ref = await createTrainer('tr-bf16', {
       loraRank: 8,

@@ -73,6 +73,9 @@ const GATEWAY_ROUTES = new Set([
   '/metrics',
 ]);
 
+/** `GET /metrics/replicas/{replica}`: a replica's own /metrics (see Gateway.replicaMetrics). */
+const REPLICA_METRICS = '/metrics/replicas/';
+
 export class Gateway {
   readonly opts: GatewayOptions;
   readonly ledger = new Ledger();
@@ -472,6 +475,8 @@ export class Gateway {
       res.end(text);
       return;
     }
+    if (path.startsWith(REPLICA_METRICS) && req.method === 'GET')
+      return this.replicaMetrics(res, decodeURIComponent(path.slice(REPLICA_METRICS.length)));
     throw new GatewayError(404, 'not_found', `no route ${req.method} ${path}`);
   }
 
@@ -503,11 +508,38 @@ export class Gateway {
     );
   }
 
+  /**
+   * A replica's own /metrics, fetched with its token: only the gateway holds that, so this is
+   * where a deployment's callers (and a Prometheus scraping with the deployment's credential)
+   * read it, one scrape target per replica.
+   */
+  private async replicaMetrics(res: ServerResponse, id: string): Promise<void> {
+    const replica = this.replicas.find((r) => r.id === id);
+    if (!replica)
+      throw new GatewayError(
+        404,
+        'not_found',
+        `no replica '${id}' in ${this.deploymentName}; it has ${this.replicas.map((r) => r.id).join(', ') || 'none'}`,
+      );
+    const answer = await fetch(`${replica.url}/metrics`, { headers: replicaHeaders(replica) })
+      .then(async (upstream) => ({ upstream, text: await upstream.text() }))
+      .catch((err: unknown) => {
+        throw new GatewayError(502, 'replica_error', `${id}: ${(err as Error).message}`);
+      });
+    const { upstream, text } = answer;
+    if (!upstream.ok) throw new GatewayError(502, 'replica_error', `${id}: ${text}`);
+    res.writeHead(200, {
+      'content-type': upstream.headers.get('content-type') ?? 'text/plain; version=0.0.4',
+    });
+    res.end(text);
+  }
+
   /** A request's route pattern for metrics: ids and names become placeholders. */
   private routeOf(req: IncomingMessage): string {
     const path = (req.url ?? '/').split('?')[0] as string;
     if (GATEWAY_ROUTES.has(path)) return path;
     if (path.startsWith('/inference/v1/models/')) return '/inference/v1/models/:model';
+    if (path.startsWith(REPLICA_METRICS)) return `${REPLICA_METRICS}:replica`;
     if (path === `/v1/${this.deploymentName}/ledger`)
       return '/v1/accounts/:account/deployments/:deployment/ledger';
     return 'unmatched';

@@ -5,11 +5,14 @@
 //   POST /addons    (load a LoRA addon, multi-LoRA; 200 once it serves)
 //   POST /addons/unload
 //   GET  /status
+//   GET  /metrics   (Prometheus text; see metrics.ts)
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { z } from 'zod';
+import type { ServerMetrics } from '../../metrics/index.js';
 import { BodyTooLargeError, readBodyLimited } from '../../util/http-body.js';
 import { sameSecret } from '../gateway/auth.js';
+import { REPLICA_ROUTES, replicaMetrics } from './metrics.js';
 import type { ReplicaRuntime } from './runtime.js';
 import { HotLoadError } from './snapshots.js';
 
@@ -131,11 +134,14 @@ export function startReplicaServer(
   host = '127.0.0.1',
   token?: string,
 ): Promise<Server> {
+  const metrics = replicaMetrics(rt);
   const server = createServer((req, res) => {
+    const route = REPLICA_ROUTES.has(req.url ?? '') ? (req.url as string) : 'unmatched';
+    metrics.track(req, res, () => route);
     const allowed =
       token === undefined || sameSecret(req.headers.authorization ?? '', `Bearer ${token}`);
     const served = allowed
-      ? handle(rt, req, res)
+      ? handle(rt, req, res, metrics)
       : Promise.reject(
           new HotLoadError('unauthenticated', 'this replica answers its gateway only'),
         );
@@ -161,9 +167,16 @@ async function handle(
   rt: ReplicaRuntime,
   req: IncomingMessage,
   res: ServerResponse,
+  metrics: ServerMetrics,
 ): Promise<void> {
   const url = req.url ?? '/';
   if (req.method === 'GET' && url === '/status') return sendJson(res, 200, rt.status());
+  if (req.method === 'GET' && url === '/metrics') {
+    const { body, contentType } = await metrics.render();
+    res.writeHead(200, { 'content-type': contentType });
+    res.end(body);
+    return;
+  }
   if (req.method === 'POST' && url === '/load') {
     const p = loadBodySchema.safeParse(await readJson(req));
     if (!p.success) throw new HotLoadError('invalid_argument', zodMessage(p.error));

@@ -322,6 +322,7 @@ export class LocalProcessLauncher implements Launcher {
     const info: TrainerJobInfo = {
       jobId,
       address: state?.address ?? '',
+      ...(state?.metricsAddress ? { metricsAddress: state.metricsAddress } : {}),
       token: record.token ?? '',
       state: 'starting',
       spec: record.spec,

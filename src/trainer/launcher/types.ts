@@ -54,6 +54,8 @@ export interface TrainerJobInfo extends TrainerEndpoint {
   createdAt: string;
   /** Why it stopped: SIGTERM, inactivity, requested, killed, exit code N. */
   reason?: string;
+  /** host:port of the pod's HTTP /metrics (Prometheus, behind the token) once it serves. */
+  metricsAddress?: string;
   /** Where the pod's log is (local launcher). */
   logPath?: string;
   pid?: number;
