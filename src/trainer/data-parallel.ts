@@ -302,12 +302,13 @@ export class DataParallelGroups {
     // With the counts, whether each rank holds a moment shard (and of which world), so every
     // rank takes the same decision below.
     const held = this.shards.get(modelId);
+    const fits = held?.world === place.worldSize && held.rank === place.rank;
     const counts = Float64Array.from([
       local.tokens,
       local.sequences,
       local.microBatches,
       held ? 1 : 0,
-      held?.world ?? 0,
+      fits ? 1 : 0,
     ]);
     await group.allReduceF64(counts);
     if (counts[2] === 0) return { tokens: 0, sequences: 0, microBatches: 0 };
@@ -324,18 +325,19 @@ export class DataParallelGroups {
 
   /**
    * Every rank's moment shards gathered back into every rank's engine, the shards dropped.
-   * `holders` ranks hold a shard, of summed world size `worlds`: unless all `world` ranks hold
-   * one for this world size the moments cannot be put together, and every rank says so alike.
+   * `holders` ranks hold a shard, `fitting` of them the shard of their own rank at this world
+   * size: unless all `world` ranks do, the moments cannot be put together, and every rank
+   * says so alike.
    */
   private async unshard(
     modelId: string,
     model: TransformerModel,
     place: ReplicaPlace,
     holders: number,
-    worlds: number,
+    fitting: number,
   ): Promise<void> {
     const world = place.worldSize;
-    if (holders !== world || worlds !== world * world) {
+    if (holders !== world || fitting !== world) {
       throw new TrainerError(
         'invalid_argument',
         `optim_step: ${holders} of ${world} replicas hold a shard of the optimizer state for this run's world size, so the moments cannot be put together for an unsharded step; load a checkpoint with load_state_with_optimizer first`,
@@ -485,7 +487,6 @@ export class DataParallelGroups {
     },
   ): Promise<R | undefined> {
     const group = await this.group(modelId, place);
-    const shard = this.shardOf(modelId, model, place.rank, place.worldSize);
     const extent = this.momentExtent(model, place.rank, place.worldSize);
     // Each rank's outcome of a phase, on every rank: its value, or the error it met.
     const phase = async <V>(run: () => Promise<V>, ranks: 'root' | 'all'): Promise<V[]> => {
@@ -518,10 +519,11 @@ export class DataParallelGroups {
       return parsed.map((p) => (p && 'ok' in p ? p.ok : (undefined as V)));
     };
     const [target] = await phase(io.target, 'root');
-    const written = await phase(
-      () => io.write(target as T, { ...extent, m: shard.m, v: shard.v }),
-      'all',
-    );
+    const written = await phase(async () => {
+      // Inside the phase: a rank holding a shard of another world fails the save on all.
+      const shard = this.shardOf(modelId, model, place.rank, place.worldSize);
+      return io.write(target as T, { ...extent, m: shard.m, v: shard.v });
+    }, 'all');
     if (place.rank !== 0) return undefined;
     return io.commit(target as T, written);
   }
