@@ -52,7 +52,7 @@ afterEach(() => {
 });
 
 /** A fresh run of `world` ranks: ranks > 0 finds rank 0's store through rank 0's groups (the JoinCollective RPC). */
-function ranks(runId: string, world = 2): Rank[] {
+function ranks(runId: string, world = 2, threads = 1): Rank[] {
   const out: Rank[] = [];
   for (let rank = 0; rank < world; rank++) {
     const groups = new DataParallelGroups({
@@ -62,7 +62,7 @@ function ranks(runId: string, world = 2): Rank[] {
     });
     opened.push(groups);
     out.push({
-      model: tinyModel({ seed: 3 }),
+      model: tinyModel({ seed: 3, threads }),
       groups,
       place: {
         rank,
@@ -224,6 +224,17 @@ describe('ZeRO-1 saves and restarts keep the optimizer state', () => {
     await load(a, 'two', false);
     await step(a, 3, false);
     expect(maxDiff(weights(a[0]!.model), reference)).toBeLessThan(1e-6);
+  }, 60_000);
+
+  it('sharded and unsharded steps give the same bits whatever the engine thread count', async () => {
+    const runs = [ranks('threads-1', 2, 1), ranks('threads-3', 2, 3)];
+    for (const run of runs) {
+      await step(run, 1, true);
+      await step(run, 2, false);
+      await step(run, 3, true);
+    }
+    const [one, three] = runs.map((run) => weights(run[0]!.model));
+    expect(bits(three!).equals(bits(one!))).toBe(true);
   }, 60_000);
 
   it('ranks that disagree on holding shards refuse an unsharded step alike', async () => {
