@@ -8,7 +8,8 @@
 //     thread count (goal ≤ 1.05);
 //   - dp2_over_dp1: the step with 2 data-parallel pods (1 engine thread each, gradients
 //     all-reduced with gloo between the pods) over 1 pod with 2 threads, on the same global
-//     batch (goal ≤ 1.15);
+//     batch (goal ≤ 1.15); dp2_zero_over_dp1 the same with ZeRO-1 (each pod updates only its
+//     half of the weights: AdamW is not done twice);
 //   - allreduce_over_tcp: throughput of the all-reduce of a buffer the size of the model's
 //     gradients (bytes / time) between two processes over a raw TCP stream of the same bytes
 //     between the same two processes, both native (goal ≥ 0.8);
@@ -261,13 +262,18 @@ async function main(): Promise<void> {
       gradAccumulationNormalization: GradAccumulationNormalization.NUM_LOSS_TOKENS,
     });
 
-    const open = async (replicas: number, threads: number): Promise<TrainingClient> => {
+    const open = async (
+      replicas: number,
+      threads: number,
+      shardOptimizerState = false,
+    ): Promise<TrainingClient> => {
       const s = ServiceClient.fromConfig(
         {
           baseModel: modelDir,
           loraRank: 0,
           threads,
           trainerReplicaCount: replicas,
+          shardOptimizerState,
           cleanupTrainerOnClose: true,
         },
         { launcher },
@@ -275,7 +281,7 @@ async function main(): Promise<void> {
       services.push(s);
       return s.createTrainingClient();
     };
-    const [dp1, dp2] = await Promise.all([open(1, THREADS), open(2, 1)]);
+    const [dp1, dp2, dp2Zero] = await Promise.all([open(1, THREADS), open(2, 1), open(2, 1, true)]);
 
     const sides = {
       inprocess: async () => {
@@ -297,6 +303,10 @@ async function main(): Promise<void> {
         await dp2.forwardBackward(batch, 'cross_entropy');
         await dp2.optimStep(adam, 'num_loss_tokens');
       },
+      dp2ZeroStep: async () => {
+        await dp2Zero.forwardBackward(batch, 'cross_entropy');
+        await dp2Zero.optimStep(adam, 'num_loss_tokens');
+      },
     };
     const fbOnly = {
       builtin: () => dp1.forwardBackward(batch, 'cross_entropy'),
@@ -307,6 +317,7 @@ async function main(): Promise<void> {
       rpcStep: [],
       rpcPipelined: [],
       dp2Step: [],
+      dp2ZeroStep: [],
       builtin: [],
       custom: [],
     };
@@ -348,6 +359,7 @@ async function main(): Promise<void> {
       custom_over_builtin: round(med.custom! / med.builtin!),
       rpc_over_inprocess: round(med.rpcStep! / med.inprocess!),
       dp2_over_dp1: round(med.dp2Step! / med.rpcStep!),
+      dp2_zero_over_dp1: round(med.dp2ZeroStep! / med.rpcStep!),
       allreduce_over_tcp: round(coll.allreduceOverTcp),
       optimizer_mem_4_over_1: round(coll.optimizerMem4Over1),
       rpc_pipelined_over_inprocess: round(med.rpcPipelined! / med.inprocess!),
@@ -359,6 +371,7 @@ async function main(): Promise<void> {
         custom_over_builtin: round(low.custom! / low.builtin!),
         rpc_over_inprocess: round(low.rpcStep! / low.inprocess!),
         dp2_over_dp1: round(low.dp2Step! / low.rpcStep!),
+        dp2_zero_over_dp1: round(low.dp2ZeroStep! / low.rpcStep!),
         allreduce_over_tcp: round(coll.minRatio),
       },
       step_s: {
@@ -366,6 +379,7 @@ async function main(): Promise<void> {
         rpc: round(med.rpcStep!),
         rpc_pipelined: round(med.rpcPipelined!),
         dp2: round(med.dp2Step!),
+        dp2_zero: round(med.dp2ZeroStep!),
         fb_builtin: round(med.builtin!),
         fb_custom: round(med.custom!),
       },

@@ -687,12 +687,9 @@ double tcp_drain(int listen_fd, size_t bytes) {
   const auto t0 = std::chrono::steady_clock::now();
   size_t got = 0;
   while (got < bytes) {
-    ssize_t r = ::recv(fd, buf.data(), std::min(buf.size(), bytes - got), 0);
-    if (r <= 0) {
-      if (r < 0 && errno == EINTR) continue;
-      break;
-    }
-    got += static_cast<size_t>(r);
+    const size_t n = std::min(buf.size(), bytes - got);
+    if (!read_all(fd, buf.data(), n)) break;
+    got += n;
   }
   const double t = seconds_since(t0);
   const uint8_t ack = 1;

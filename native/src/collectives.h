@@ -122,8 +122,10 @@ class ProcessGroup {
   // One ZeRO-1 AdamW step: the gradients are reduce-scattered, this rank updates its shard of
   // the weights in place with its shard of the moments `m`/`v` (s values each), the weights
   // are all-gathered and the gradients zeroed. Returns the global pre-clip gradient norm (×
-  // grad_scale). A non-finite norm throws before anything changed (gradients kept). grads and
-  // weights: the same lengths, region by region.
+  // grad_scale). A non-finite norm throws before anything changed (gradients kept). A failed
+  // transfer leaves the step half done (moments updated, weights partly gathered): the group
+  // is broken anyway, and the run resumes from its last checkpoint, as after any collective
+  // failure. grads and weights: the same lengths, region by region.
   double zero_step(const std::vector<Region>& grads, const std::vector<Region>& weights, float* m, float* v,
                    const ShardedAdamParams& hp);
   // Fails every pending and later operation (the peer set is broken; join a new group).

@@ -28,7 +28,16 @@ import {
   parseCheckpointName,
 } from '../checkpoints/catalog/index.js';
 import { CheckpointError, validateCheckpointName } from '../checkpoints/dcp/errors.js';
-import { DcpCheckpoints, loadTrainState, saveTrainState } from '../checkpoints/dcp/index.js';
+import {
+  commitTrainState,
+  DcpCheckpoints,
+  type DcpShardResult,
+  loadTrainState,
+  METADATA_FILE,
+  type MomentShard,
+  saveTrainState,
+  writeTrainStateShard,
+} from '../checkpoints/dcp/index.js';
 import { dirSnapshot, storeSnapshot, writeDeltaSnapshot } from '../checkpoints/deltas/index.js';
 import {
   directorySource,
@@ -72,6 +81,14 @@ function wrap<T>(fn: () => T): T {
     if (error instanceof CheckpointError) throw checkpointErrorToTrainer(error);
     throw error;
   }
+}
+
+/** Where a sharded save goes: a checkpoint of (account, job) and the files' attempt folder. */
+export interface ShardedSaveTarget {
+  account: string;
+  job: string;
+  id: string;
+  attempt: string;
 }
 
 interface BaseExport {
@@ -166,6 +183,64 @@ export class TrainerCheckpoints {
   }
 
   /**
+   * A sharded save (every data-parallel rank writes its own file), step 1 at rank 0: where
+   * the checkpoint goes — this trainer's checkpoints, id `name` — and the attempt folder every
+   * rank writes into. Refuses a name in use before any rank writes.
+   */
+  async shardedSaveTarget(runtime: ModelRuntime, name: string): Promise<ShardedSaveTarget> {
+    this.requireTrainable(runtime, 'save_state');
+    const id = this.plainName(name, 'save_state');
+    const dcp = this.dcp(this.account, this.options.jobId);
+    if (await this.store.stat(dcp.key(id, METADATA_FILE)))
+      throw new CheckpointError(
+        'already_exists',
+        `checkpoint '${id}' already exists; save under a new name or delete it first`,
+      );
+    return { account: this.account, job: this.options.jobId, id, attempt: dcp.beginSave() };
+  }
+
+  /** Step 2, at every rank: its file (its shard of the moments, its range of the weights). */
+  writeStateShard(
+    runtime: ModelRuntime,
+    target: ShardedSaveTarget,
+    place: { rank: number; worldSize: number; shard: MomentShard },
+  ): Promise<DcpShardResult> {
+    this.requireTrainable(runtime, 'save_state');
+    return writeTrainStateShard(
+      runtime.host.model,
+      this.dcp(target.account, target.job),
+      target.id,
+      { attempt: target.attempt, ...place },
+    );
+  }
+
+  /** Step 3, at rank 0: commits every rank's file. */
+  async commitShardedState(
+    runtime: ModelRuntime,
+    target: ShardedSaveTarget,
+    shards: DcpShardResult[],
+    ttlSeconds: number,
+  ): Promise<{ path: string; step: bigint }> {
+    const meta = await commitTrainState(
+      runtime.host.model,
+      this.dcp(target.account, target.job),
+      target.id,
+      shards,
+      {
+        baseModel: this.options.baseModel,
+        worldSize: shards.length,
+        ...(ttlSeconds > 0 ? { ttlSeconds } : {}),
+      },
+    );
+    const path = formatCheckpointName({
+      account: target.account,
+      job: target.job,
+      checkpoint: target.id,
+    });
+    return { path, step: BigInt(meta.step) };
+  }
+
+  /**
    * Loads a train state. With `withOptimizer` the AdamW moments and step come back too;
    * without, the weights load and the optimizer starts fresh (zero moments, step 0).
    */
@@ -173,7 +248,9 @@ export class TrainerCheckpoints {
     runtime: ModelRuntime,
     path: string,
     withOptimizer: boolean,
-  ): Promise<{ path: string; step: bigint }> {
+    /** A ZeRO-1 rank with the optimizer: read only its part of the moments (then `shard`). */
+    momentShard?: { begin: number; length: number; padded: number },
+  ): Promise<{ path: string; step: bigint; shard?: MomentShard }> {
     const what = withOptimizer ? 'load_state_with_optimizer' : 'load_state';
     this.requireTrainable(runtime, what);
     const n = this.resolvePath(path);
@@ -189,7 +266,12 @@ export class TrainerCheckpoints {
     }
     const model = runtime.host.model;
     const loaded = await runtime.host.exclusive(async () => {
-      const state = await loadTrainState(model, dcp, n.checkpoint);
+      const state = await loadTrainState(
+        model,
+        dcp,
+        n.checkpoint,
+        withOptimizer && momentShard ? { momentShard } : {},
+      );
       if (!withOptimizer) {
         // Fresh zero moments of every trainable tensor's size (the engine's own may have been
         // released by a sharded optimizer, so their length says nothing).
@@ -202,7 +284,11 @@ export class TrainerCheckpoints {
       runtime.resetAccumulation();
       return state;
     });
-    return { path: full, step: BigInt(withOptimizer ? loaded.step : 0) };
+    return {
+      path: full,
+      step: BigInt(withOptimizer ? loaded.step : 0),
+      ...(loaded.shard ? { shard: loaded.shard } : {}),
+    };
   }
 
   /** A sampler snapshot (HF, PEFT or delta) has no optimizer state: say so. */

@@ -215,6 +215,27 @@ export class ProcessGroup {
   }
 
   /**
+   * Every rank's bytes (a few kB: where a save goes, what each rank wrote), on every rank, in
+   * rank order: the lengths summed in each rank's slot, then the bytes (as exact float32
+   * values, padded to the longest) all-gathered.
+   */
+  async allGatherBytes(mine: Uint8Array): Promise<Uint8Array[]> {
+    const lengths = new Float64Array(this.world);
+    lengths[this.rank] = mine.length;
+    await this.allReduceF64(lengths);
+    const longest = Math.max(...lengths);
+    const all = new Float32Array(longest * this.world);
+    if (longest > 0) {
+      const shard = new Float32Array(longest);
+      shard.set(mine);
+      await this.allGather(shard, [all]);
+    }
+    return Array.from(lengths, (n, r) =>
+      Uint8Array.from(all.subarray(r * longest, r * longest + n)),
+    );
+  }
+
+  /**
    * One ZeRO-1 AdamW step: the gradients (engine buffers) are reduce-scattered, this rank
    * updates its shard of the weights with its shard of the moments `m`/`v` (length
    * shardLength(n, world), kept by the caller), the weights are all-gathered into every

@@ -107,6 +107,14 @@ interface MomentShard {
   v: Float32Array;
 }
 
+/** A moment shard with its place in the flat vector (as checkpoints read and write it). */
+export interface MomentShardOf {
+  begin: number;
+  length: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
 /** The engine's AdamW parameters of one step (gradScale included). */
 export type StepParams = Required<Pick<AdamParams, 'learningRate'>> & AdamParams;
 
@@ -294,12 +302,13 @@ export class DataParallelGroups {
     // With the counts, whether each rank holds a moment shard (and of which world), so every
     // rank takes the same decision below.
     const held = this.shards.get(modelId);
+    const fits = held?.world === place.worldSize && held.rank === place.rank;
     const counts = Float64Array.from([
       local.tokens,
       local.sequences,
       local.microBatches,
       held ? 1 : 0,
-      held?.world ?? 0,
+      fits ? 1 : 0,
     ]);
     await group.allReduceF64(counts);
     if (counts[2] === 0) return { tokens: 0, sequences: 0, microBatches: 0 };
@@ -316,18 +325,19 @@ export class DataParallelGroups {
 
   /**
    * Every rank's moment shards gathered back into every rank's engine, the shards dropped.
-   * `holders` ranks hold a shard, of summed world size `worlds`: unless all `world` ranks hold
-   * one for this world size the moments cannot be put together, and every rank says so alike.
+   * `holders` ranks hold a shard, `fitting` of them the shard of their own rank at this world
+   * size: unless all `world` ranks do, the moments cannot be put together, and every rank
+   * says so alike.
    */
   private async unshard(
     modelId: string,
     model: TransformerModel,
     place: ReplicaPlace,
     holders: number,
-    worlds: number,
+    fitting: number,
   ): Promise<void> {
     const world = place.worldSize;
-    if (holders !== world || worlds !== world * world) {
+    if (holders !== world || fitting !== world) {
       throw new TrainerError(
         'invalid_argument',
         `optim_step: ${holders} of ${world} replicas hold a shard of the optimizer state for this run's world size, so the moments cannot be put together for an unsharded step; load a checkpoint with load_state_with_optimizer first`,
@@ -426,9 +436,8 @@ export class DataParallelGroups {
   }
 
   /**
-   * Before a save of a sharded model: every rank all-gathers the moment shards and the full
-   * moments go back into the engine, where the checkpoint writer reads them. Call
-   * `afterSave` once written (the engine's copies are freed again).
+   * Every rank all-gathers the moment shards and the full moments go back into the engine
+   * (before an unsharded step). Call it under the engine lock.
    */
   async gatherMoments(
     modelId: string,
@@ -448,8 +457,85 @@ export class DataParallelGroups {
     });
   }
 
-  afterSave(model: TransformerModel): void {
-    model.releaseOptimizerState();
+  /** This rank's part of the flat trainable vector at `world` ranks (its moment shard's extent). */
+  momentExtent(
+    model: TransformerModel,
+    rank: number,
+    world: number,
+  ): { begin: number; length: number; padded: number } {
+    const n = gradViews(model).reduce((s, g) => s + g.length, 0);
+    const padded = shardLength(n, world);
+    const begin = Math.min(n, rank * padded);
+    return { begin, length: Math.min(n, begin + padded) - begin, padded };
+  }
+
+  /**
+   * A sharded save, DCP style: rank 0 says where the checkpoint goes (`target`), every rank
+   * writes its own file — its shard of the moments, straight from the shard — (`write`), and
+   * rank 0 commits them all (`commit`) and resolves to what that gives; the other ranks
+   * resolve to undefined. A failure at any rank fails the save on every rank (each phase's
+   * outcome is exchanged), so no rank waits on one that gave up. Call it under the engine lock.
+   */
+  async shardedSave<T, W, R>(
+    modelId: string,
+    model: TransformerModel,
+    place: ReplicaPlace,
+    io: {
+      target: () => Promise<T>;
+      write: (target: T, shard: MomentShardOf) => Promise<W>;
+      commit: (target: T, written: W[]) => Promise<R>;
+    },
+  ): Promise<R | undefined> {
+    const group = await this.group(modelId, place);
+    const extent = this.momentExtent(model, place.rank, place.worldSize);
+    // Each rank's outcome of a phase, on every rank: its value, or the error it met.
+    const phase = async <V>(run: () => Promise<V>, ranks: 'root' | 'all'): Promise<V[]> => {
+      let own: unknown;
+      let body: { ok: V } | { error: string } | null = null;
+      if (ranks === 'all' || place.rank === 0) {
+        try {
+          body = { ok: await run() };
+        } catch (error) {
+          own = error;
+          body = { error: (error as Error).message };
+        }
+      }
+      const all = await group.allGatherBytes(
+        body ? new TextEncoder().encode(JSON.stringify(body)) : new Uint8Array(0),
+      );
+      const parsed = all.map((b) =>
+        b.length
+          ? (JSON.parse(new TextDecoder().decode(b)) as { ok: V } | { error: string })
+          : null,
+      );
+      if (own) throw own;
+      const failed = parsed.findIndex((p) => p && 'error' in p);
+      if (failed >= 0) {
+        throw new TrainerError(
+          'unavailable',
+          `save_state: replica ${failed} failed its part of the sharded save: ${(parsed[failed] as { error: string }).error}`,
+        );
+      }
+      return parsed.map((p) => (p && 'ok' in p ? p.ok : (undefined as V)));
+    };
+    const [target] = await phase(io.target, 'root');
+    const written = await phase(async () => {
+      // Inside the phase: a rank holding a shard of another world fails the save on all.
+      const shard = this.shardOf(modelId, model, place.rank, place.worldSize);
+      return io.write(target as T, { ...extent, m: shard.m, v: shard.v });
+    }, 'all');
+    if (place.rank !== 0) return undefined;
+    return io.commit(target as T, written);
+  }
+
+  /** After a sharded load that read only this rank's part of the moments: it is the shard. */
+  adopt(modelId: string, place: ReplicaPlace, shard: MomentShardOf): void {
+    this.shards.set(modelId, {
+      world: place.worldSize,
+      rank: place.rank,
+      m: shard.m,
+      v: shard.v,
+    });
   }
 
   /**

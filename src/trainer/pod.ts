@@ -566,9 +566,11 @@ export class TrainerPod {
     this.dataParallel().shardedStep(runtime.id, runtime.host.model, dp, params);
 
   /**
-   * SaveState. A replica with sharded optimizer state takes part in a collective save: every
-   * replica gathers the moment shards, the root writes the checkpoint (the usual layout, so
-   * any world size, sharded or not, loads it) and the others answer with an empty path.
+   * SaveState. A replica with sharded optimizer state takes part in a collective save, DCP
+   * style: every replica writes its own file (its shard of the moments and its range of the
+   * weights) into the root's checkpoint, the root commits them all and answers with the path,
+   * the others with an empty one. The files tile every tensor, so any world size, sharded or
+   * not, loads the checkpoint (a sharded rank reads only its part of the moments).
    */
   async saveState(
     runtime: ModelRuntime,
@@ -587,17 +589,21 @@ export class TrainerPod {
       return this.checkpoints('save_state').saveState(runtime, req.name, Number(req.ttlSeconds));
     }
     const model = runtime.host.model;
-    await runtime.host.exclusive(() => groups.gatherMoments(runtime.id, model, dp));
-    try {
-      if (dp.rank !== 0) return { path: '', step: BigInt(model.step) };
-      return await this.checkpoints('save_state').saveState(
-        runtime,
-        req.name,
-        Number(req.ttlSeconds),
-      );
-    } finally {
-      await runtime.host.exclusive(async () => groups.afterSave(model));
-    }
+    const ckpts = this.checkpoints('save_state');
+    const saved = await runtime.host.exclusive(() =>
+      groups.shardedSave(runtime.id, model, dp, {
+        target: () => ckpts.shardedSaveTarget(runtime, req.name),
+        write: (target, shard) =>
+          ckpts.writeStateShard(runtime, target, {
+            rank: dp.rank,
+            worldSize: dp.worldSize,
+            shard,
+          }),
+        commit: (target, shards) =>
+          ckpts.commitShardedState(runtime, target, shards, Number(req.ttlSeconds)),
+      }),
+    );
+    return saved ?? { path: '', step: BigInt(model.step) };
   }
 
   /**
@@ -611,12 +617,18 @@ export class TrainerPod {
     dp?: DataParallel,
   ): Promise<{ path: string; step: bigint }> {
     const what = withOptimizer ? 'load_state_with_optimizer' : 'load_state';
-    const res = await this.checkpoints(what).loadState(runtime, path, withOptimizer);
     const place = dp?.shardOptimizerState && dp.worldSize > 1 ? dp : undefined;
-    await runtime.host.exclusive(async () =>
-      this.dataParallel().afterLoad(runtime.id, runtime.host.model, place),
-    );
-    return res;
+    const groups = this.dataParallel();
+    // A sharded rank reads only its part of the moments, from whichever files hold it.
+    const extent = place
+      ? groups.momentExtent(runtime.host.model, place.rank, place.worldSize)
+      : undefined;
+    const res = await this.checkpoints(what).loadState(runtime, path, withOptimizer, extent);
+    await runtime.host.exclusive(async () => {
+      if (place && res.shard) groups.adopt(runtime.id, place, res.shard);
+      else groups.afterLoad(runtime.id, runtime.host.model, place);
+    });
+    return { path: res.path, step: res.step };
   }
 
   /** The JoinCollective RPC: a rank > 0 asks where to join the group of root model `modelId`. */

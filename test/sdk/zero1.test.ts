@@ -1,8 +1,12 @@
 // ZeRO-1 through real pods: replicas with sharded optimizer state (each keeps its shard of the
-// AdamW moments) train as unsharded replicas do, save one checkpoint collectively, and the
+// AdamW moments) train as unsharded replicas do, save one checkpoint collectively (each
+// replica writes its own file), and the
 // checkpoint saved at 4 ranks loads at 2 sharded ranks and at 1 pod, resharding the moments:
 // the next step gives the same weights everywhere (within data-parallel tolerance).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkpointsPrefix, parseCheckpointName } from '../../src/checkpoints/catalog/index.js';
+import { DcpCheckpoints } from '../../src/checkpoints/dcp/index.js';
+import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import { ServiceClient, type TrainingClient, type TrainingDatum } from '../../src/sdk/index.js';
 import type { LocalProcessLauncher } from '../../src/trainer/launcher/index.js';
 import { randomTokens, rng, tempDir, testLauncher, writeTinyModelDir } from '../trainer/helpers.js';
@@ -95,6 +99,13 @@ describe('ZeRO-1 trainer replicas', () => {
     }
     // Every sharded replica holds the same weights, bitwise.
     for (const p of four.probe) expect(p).toEqual(four.probe[0]);
+    // Each replica wrote its own file of the checkpoint.
+    const name = parseCheckpointName(saved);
+    const dcp = new DcpCheckpoints(await openObjectStore(launcher.checkpointUrl), {
+      prefix: checkpointsPrefix(name.account, name.job),
+    });
+    const meta = await dcp.metadata(name.checkpoint);
+    expect(meta.files.map((f) => f.rank)).toEqual([0, 1, 2, 3]);
 
     const resumed = async (replicas: number, shard: boolean) =>
       withClient(replicas, shard, async (t) => {

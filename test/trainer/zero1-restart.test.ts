@@ -1,10 +1,18 @@
-// Where the AdamW moments live when a data-parallel run switches between sharded (ZeRO-1) and
-// unsharded steps around a restart. Two ranks in this process, each with its own engine and
-// its own DataParallelGroups, exchange through real gloo groups; a "checkpoint" is the state
-// a collective save writes (weights, gathered moments, step) and a restart loads it as the
-// pod does (the engine's state set, then afterLoad). The step after a restart must equal the
-// uninterrupted run's: an unsharded step must not start from zero moments.
-import { afterEach, describe, expect, it } from 'vitest';
+// Where the AdamW moments live when a data-parallel run saves, restarts and switches between
+// sharded (ZeRO-1) and unsharded steps. Ranks in this process, each with its own engine and
+// its own DataParallelGroups, exchange through real gloo groups and save to real DCP files:
+// each rank writes its own file of a sharded save, and a restart reads them as the pod does
+// (a sharded rank only its part of the moments, at its own world size). The step after a
+// restart must equal the uninterrupted run's; an unsharded step must not start from zero
+// moments.
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import {
+  commitTrainState,
+  DcpCheckpoints,
+  loadTrainState,
+  writeTrainStateShard,
+} from '../../src/checkpoints/dcp/index.js';
+import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
 import type { TransformerModel } from '../../src/engine/model.js';
 import {
   DataParallelGroups,
@@ -13,8 +21,8 @@ import {
 } from '../../src/trainer/data-parallel.js';
 import { TrainerError } from '../../src/trainer/errors.js';
 import { randomSequences, tinyModel } from '../engine/helpers.js';
+import { tempDir } from './helpers.js';
 
-const WORLD = 2;
 const LENS = [6, 5, 7, 4, 8, 3];
 const ADAM = {
   learningRate: 1e-2,
@@ -30,21 +38,23 @@ interface Rank {
   groups: DataParallelGroups;
   place: ReplicaPlace;
 }
-interface Saved {
-  weights: Map<string, Float32Array>;
-  moments: Map<string, { m: Float32Array; v: Float32Array }>;
-  step: number;
-}
+let tmp: Awaited<ReturnType<typeof tempDir>>;
+let dcp: DcpCheckpoints;
+beforeAll(async () => {
+  tmp = await tempDir('zero1-restart');
+  dcp = new DcpCheckpoints(await openObjectStore(`file://${tmp.dir}`));
+});
+afterAll(() => tmp?.cleanup());
 
 const opened: DataParallelGroups[] = [];
 afterEach(() => {
   for (const g of opened.splice(0)) g.close(new TrainerError('shutting_down', 'test over'));
 });
 
-/** A fresh 2-rank run: rank 1 finds rank 0's store through rank 0's groups (the JoinCollective RPC). */
-function ranks(runId: string): Rank[] {
+/** A fresh run of `world` ranks: ranks > 0 finds rank 0's store through rank 0's groups (the JoinCollective RPC). */
+function ranks(runId: string, world = 2, threads = 1): Rank[] {
   const out: Rank[] = [];
-  for (let rank = 0; rank < WORLD; rank++) {
+  for (let rank = 0; rank < world; rank++) {
     const groups = new DataParallelGroups({
       host: '127.0.0.1',
       timeoutMs: 20_000,
@@ -52,11 +62,11 @@ function ranks(runId: string): Rank[] {
     });
     opened.push(groups);
     out.push({
-      model: tinyModel({ seed: 3 }),
+      model: tinyModel({ seed: 3, threads }),
       groups,
       place: {
         rank,
-        worldSize: WORLD,
+        worldSize: world,
         rootAddress: '127.0.0.1:1',
         rootModelId: runId,
         shardOptimizerState: false,
@@ -72,7 +82,7 @@ async function step(run: Rank[], n: number, sharded: boolean): Promise<void> {
   await Promise.all(
     run.map(async (r) => {
       const place = { ...r.place, shardOptimizerState: sharded };
-      const [a, b] = shardRanges(seqs.length, WORLD)[r.place.rank]!;
+      const [a, b] = shardRanges(seqs.length, run.length)[r.place.rank]!;
       const mine = seqs.slice(a, b);
       const tokens = mine.reduce((s, q) => s + q.tokens.length, 0);
       r.model.forwardBackwardCrossEntropy(
@@ -80,50 +90,47 @@ async function step(run: Rank[], n: number, sharded: boolean): Promise<void> {
         mine.flatMap((q) => q.tokens.map(() => 1)),
       );
       const id = r.place.rootModelId;
-      const global = await r.groups.allReduce(id, r.model, place, {
-        tokens,
-        sequences: mine.length,
-        microBatches: 1,
-      });
+      const local = { tokens, sequences: mine.length, microBatches: 1 };
+      const global = run.length > 1 ? await r.groups.allReduce(id, r.model, place, local) : local;
       const p = { ...ADAM, gradScale: 1 / global.tokens };
+      // One rank is a single pod: no collective.
       if (sharded) await r.groups.shardedStep(id, r.model, place, p);
       else await r.model.optimStepAsync(p);
     }),
   );
 }
 
-/** A sharded save: every rank gathers the moments; rank 0's engine holds what is written. */
-async function save(run: Rank[]): Promise<Saved> {
+/** save_state of sharded ranks, as the pod runs it: each rank writes its own file. */
+async function save(run: Rank[], name: string): Promise<void> {
   await Promise.all(
-    run.map((r) =>
-      r.groups.gatherMoments(r.place.rootModelId, r.model, {
-        ...r.place,
-        shardOptimizerState: true,
-      }),
-    ),
+    run.map((r) => {
+      const place = { ...r.place, shardOptimizerState: true };
+      return r.groups.shardedSave(r.place.rootModelId, r.model, place, {
+        target: async () => ({ attempt: dcp.beginSave() }),
+        write: (target, shard) =>
+          writeTrainStateShard(r.model, dcp, name, {
+            attempt: target.attempt,
+            rank: r.place.rank,
+            worldSize: run.length,
+            shard,
+          }),
+        commit: (_target, shards) =>
+          commitTrainState(r.model, dcp, name, shards, { worldSize: run.length }),
+      });
+    }),
   );
-  const model = run[0]!.model;
-  const saved: Saved = { weights: new Map(), moments: new Map(), step: model.step };
-  for (const name of model.trainableNames()) {
-    saved.weights.set(name, Float32Array.from(model.tensorView(name) as Float32Array));
-    const st = model.getOptimizerState(name)!;
-    saved.moments.set(name, { m: Float32Array.from(st.m), v: Float32Array.from(st.v) });
-  }
-  for (const r of run) r.groups.afterSave(r.model);
-  return saved;
 }
 
-/** LoadStateWithOptimizer as the pod runs it: the engine's state, then afterLoad. */
-function load(run: Rank[], saved: Saved, sharded: boolean): void {
+/** load_state_with_optimizer as the pod runs it: a sharded rank reads only its moments. */
+async function load(run: Rank[], name: string, sharded: boolean): Promise<void> {
   for (const r of run) {
-    for (const [name, w] of saved.weights) (r.model.tensorView(name) as Float32Array).set(w);
-    for (const [name, st] of saved.moments) r.model.setOptimizerState(name, st.m, st.v);
-    r.model.step = saved.step;
-    r.groups.afterLoad(
-      r.place.rootModelId,
-      r.model,
-      sharded ? { ...r.place, shardOptimizerState: true } : undefined,
-    );
+    const place = { ...r.place, shardOptimizerState: true };
+    const extent = sharded
+      ? r.groups.momentExtent(r.model, r.place.rank, r.place.worldSize)
+      : undefined;
+    const loaded = await loadTrainState(r.model, dcp, name, extent ? { momentShard: extent } : {});
+    if (loaded.shard) r.groups.adopt(r.place.rootModelId, place, loaded.shard);
+    else r.groups.afterLoad(r.place.rootModelId, r.model, undefined);
   }
 }
 
@@ -145,57 +152,102 @@ const maxDiff = (a: Float32Array, b: Float32Array) => {
 };
 const bits = (f: Float32Array) => Buffer.from(f.buffer, f.byteOffset, f.byteLength);
 
-describe('ZeRO-1 restarts keep the optimizer state', () => {
-  it('an unsharded step after a sharded restart equals the uninterrupted run', async () => {
-    // Uninterrupted: two sharded steps, a collective save, a third step.
+describe('ZeRO-1 saves and restarts keep the optimizer state', () => {
+  it('each rank writes its own file; restarts at 2 (sharded or not), 1 and 4 ranks equal the uninterrupted run', async () => {
+    // Uninterrupted: two sharded steps, a sharded save, a third step.
     const a = ranks('uninterrupted');
     await step(a, 1, true);
     await step(a, 2, true);
-    const saved = await save(a);
+    await save(a, 'two');
     await step(a, 3, true);
     const reference = weights(a[0]!.model);
+    const meta = await dcp.metadata('two');
+    expect(meta.files.map((f) => f.rank)).toEqual([0, 1]);
+    expect(meta.step).toBe(2);
+    // Rank r's file holds the moments of its own shard's range of the flat vector, no more.
+    let at = 0;
+    for (const name of a[0]!.model.trainableNames()) {
+      for (const c of meta.tensors[`optim/${name}/exp_avg`]!.chunks) {
+        const { begin, length } = a[0]!.groups.momentExtent(a[0]!.model, c.rank, 2);
+        expect(at + c.flatRange[0]).toBeGreaterThanOrEqual(begin);
+        expect(at + c.flatRange[1]).toBeLessThanOrEqual(begin + length);
+      }
+      at += a[0]!.model.tensorView(name, 'grad')!.length;
+    }
 
-    // Restarted on fresh pods from the checkpoint as sharded ranks, then an unsharded step:
-    // the shards are gathered back into the engines first.
+    // Fresh pods, 2 sharded ranks: each reads only its part of the moments, then a sharded
+    // step: the same numbers as the uninterrupted run.
     const b = ranks('sharded-restart');
-    load(b, saved, true);
-    expect(b[0]!.model.getOptimizerState(b[0]!.model.trainableNames()[0]!)!.m).toHaveLength(0);
-    await step(b, 3, false);
-    const restarted = weights(b[0]!.model);
-    expect(maxDiff(restarted, reference)).toBeLessThan(1e-6);
-    expect(bits(weights(b[1]!.model)).equals(bits(restarted))).toBe(true);
-    // The moments were used, not zeros: a step from zero moments moves the weights far more.
-    const c = ranks('zero-moments');
-    const zeros = new Map(
-      [...saved.moments].map(([name, st]) => [
-        name,
-        { m: new Float32Array(st.m.length), v: new Float32Array(st.v.length) },
-      ]),
-    );
-    load(c, { ...saved, moments: zeros }, false);
+    await load(b, 'two', true);
+    const name0 = b[0]!.model.trainableNames()[0]!;
+    expect(b[0]!.model.getOptimizerState(name0)!.m).toHaveLength(0);
+    await step(b, 3, true);
+    expect(maxDiff(weights(b[0]!.model), reference)).toBeLessThan(1e-6);
+    expect(bits(weights(b[1]!.model)).equals(bits(weights(b[0]!.model)))).toBe(true);
+
+    // The same restart, then an unsharded step: the shards are gathered back into the
+    // engines first.
+    const c = ranks('sharded-restart-unsharded-step');
+    await load(c, 'two', true);
     await step(c, 3, false);
-    expect(maxDiff(weights(c[0]!.model), reference)).toBeGreaterThan(1e-4);
+    const restarted = weights(c[0]!.model);
+    expect(maxDiff(restarted, reference)).toBeLessThan(1e-6);
+    expect(bits(weights(c[1]!.model)).equals(bits(restarted))).toBe(true);
+
+    // At another rank count (the gradients summed in another order: the data-parallel
+    // tolerance): one pod reads every file, four sharded ranks each read their own range
+    // across the two files.
+    const one = ranks('one-pod', 1);
+    await load(one, 'two', false);
+    await step(one, 3, false);
+    expect(maxDiff(weights(one[0]!.model), reference)).toBeLessThan(1e-5);
+    const four = ranks('four', 4);
+    await load(four, 'two', true);
+    await step(four, 3, true);
+    expect(maxDiff(weights(four[0]!.model), reference)).toBeLessThan(1e-5);
+    for (const r of four)
+      expect(bits(weights(r.model)).equals(bits(weights(four[0]!.model)))).toBe(true);
+
+    // The moments were used, not zeros: a step from zero moments lands far away.
+    const z = ranks('zero-moments');
+    await load(z, 'two', false);
+    for (const r of z)
+      for (const name of r.model.trainableNames()) {
+        const n = r.model.tensorView(name, 'grad')!.length;
+        r.model.setOptimizerState(name, new Float32Array(n), new Float32Array(n));
+      }
+    await step(z, 3, false);
+    expect(maxDiff(weights(z[0]!.model), reference)).toBeGreaterThan(1e-4);
 
     // The pods that held shards load the checkpoint unsharded: their shards are dropped and
     // the engine's loaded moments are the ones the step uses.
-    load(a, saved, false);
+    await load(a, 'two', false);
     await step(a, 3, false);
     expect(maxDiff(weights(a[0]!.model), reference)).toBeLessThan(1e-6);
+  }, 60_000);
+
+  it('sharded and unsharded steps give the same bits whatever the engine thread count', async () => {
+    const runs = [ranks('threads-1', 2, 1), ranks('threads-3', 2, 3)];
+    for (const run of runs) {
+      await step(run, 1, true);
+      await step(run, 2, false);
+      await step(run, 3, true);
+    }
+    const [one, three] = runs.map((run) => weights(run[0]!.model));
+    expect(bits(three!).equals(bits(one!))).toBe(true);
   }, 60_000);
 
   it('ranks that disagree on holding shards refuse an unsharded step alike', async () => {
     const a = ranks('half-sharded');
     await step(a, 1, true);
-    // Rank 1 is replaced by a fresh pod that loads the weights unsharded; rank 0 still holds
-    // its shard from before.
-    load([a[1]!], { weights: new Map(), moments: new Map(), step: 1 }, false);
+    // Rank 1 loads unsharded (it drops its shard); rank 0 still holds its shard.
+    a[1]!.groups.afterLoad(a[1]!.place.rootModelId, a[1]!.model, undefined);
     const results = await Promise.allSettled([step(a, 2, false)]);
     expect(results[0]!.status).toBe('rejected');
     expect(String((results[0] as PromiseRejectedResult).reason)).toMatch(
       /1 of 2 replicas hold a shard/,
     );
   }, 60_000);
-
   it('an engine whose moments were released refuses an unsharded step until restored', () => {
     const model = tinyModel({ seed: 3 });
     const seqs = randomSequences(1, [5, 4]);

@@ -72,7 +72,20 @@ export interface DcpCheckpointsOptions {
  * tensor (so a save need not copy the whole state up front; the caller keeps the values
  * unchanged until save() resolves).
  */
-export type SaveTensor = Tensor | { shape: number[]; read: () => Float32Array };
+export type WholeTensor = Tensor | { shape: number[]; read: () => Float32Array };
+export type SaveTensor =
+  | WholeTensor
+  /**
+   * Only a slice is at hand (a ZeRO-1 rank's shard of the optimizer state): the values of
+   * the flat range asked for (the writer's ranges must lie in what the caller holds).
+   */
+  | { shape: number[]; readRange: (range: FlatRange) => Float32Array };
+
+/**
+ * Which flat range of a tensor a rank writes or reads; null = none of it. Every rank of a
+ * save must pick ranges that together tile each tensor (commit checks they do).
+ */
+export type RangeOf = (key: string, numel: number) => FlatRange | null;
 
 export interface DcpSaveInput {
   /** Tensors by key (e.g. `weights/model.norm.weight`), full (unsharded) values. */
@@ -101,6 +114,11 @@ export interface DcpLoadOptions {
   worldSize?: number;
   /** Only these tensor keys. */
   select?: (key: string) => boolean;
+  /**
+   * The range of each tensor to read instead of rank's part of worldSize (a ZeRO-1 rank's
+   * optimizer shard, whatever partition the checkpoint was written with); null skips it.
+   */
+  ranges?: RangeOf;
 }
 
 export interface DcpSlice {
@@ -349,6 +367,7 @@ export class DcpCheckpoints {
     worldSize: number,
     tensors: ReadonlyMap<string, SaveTensor>,
     checksum: ChecksumAlgorithm = DEFAULT_CHECKSUM,
+    rangeOf: RangeOf = (_key, n) => partitionRange(n, rank, worldSize),
   ): Promise<DcpShardResult> {
     validateCheckpointName(name);
     if (!/^data-[a-z0-9]{4,32}$/.test(attempt))
@@ -360,20 +379,35 @@ export class DcpCheckpoints {
     const specs: TensorSpec[] = [];
     const ranges = new Map<string, FlatRange>();
     for (const key of [...tensors.keys()].sort()) {
-      const range = partitionRange(numel(tensors.get(key)!.shape), rank, worldSize);
-      if (range.end === range.start) continue;
+      const n = numel(tensors.get(key)!.shape);
+      const range = rangeOf(key, n);
+      if (!range || range.end === range.start) continue;
+      if (range.start < 0 || range.end > n || range.start > range.end)
+        throw new CheckpointError(
+          'invalid_argument',
+          `range [${range.start}, ${range.end}) of tensor '${key}' is outside its ${n} values`,
+        );
       specs.push({ name: key, shape: [range.end - range.start] });
       ranges.set(key, range);
     }
     const slice = (key: string): Float32Array => {
       const t = tensors.get(key)!;
+      const r = ranges.get(key)!;
+      if ('readRange' in t) {
+        const part = t.readRange(r);
+        if (part.length !== r.end - r.start)
+          throw new CheckpointError(
+            'invalid_argument',
+            `tensor '${key}' gave ${part.length} values for range [${r.start}, ${r.end})`,
+          );
+        return part;
+      }
       const data = 'data' in t ? t.data : t.read();
       if (data.length !== numel(t.shape))
         throw new CheckpointError(
           'invalid_argument',
           `tensor '${key}' has ${data.length} values for shape [${t.shape}]`,
         );
-      const r = ranges.get(key)!;
       return data.subarray(r.start, r.end);
     };
     const hash = newChecksum(checksum);
@@ -602,9 +636,13 @@ export class DcpCheckpoints {
     const tensors = new Map<string, DcpSlice>();
     type Read = { begin: number; target: Uint8Array };
     const reads = new Map<string, Read[]>();
+    const rangeOf: RangeOf = opts.ranges ?? ((_key, n) => partitionRange(n, rank, worldSize));
     const wanted = Object.entries(meta.tensors)
       .filter(([key]) => !opts.select || opts.select(key))
-      .map(([key, t]) => ({ key, t, want: partitionRange(numel(t.shape), rank, worldSize) }));
+      .flatMap(([key, t]) => {
+        const want = rangeOf(key, numel(t.shape));
+        return want ? [{ key, t, want }] : [];
+      });
     const lengths = wanted.map(({ want }) => want.end - want.start);
     // Shared memory when read workers may help: a local store and enough bytes for two parts.
     const shared =

@@ -7,9 +7,11 @@ export {
   type DcpSaveInput,
   type DcpShardResult,
   type DcpSlice,
+  type RangeOf,
   type SaveTensor,
   type SweepOptions,
   type SweepResult,
+  type WholeTensor,
 } from './checkpoints.js';
 export {
   type ChecksumAlgorithm,
@@ -33,12 +35,15 @@ export {
 export { type FlatRange, intersectRanges, partitionRange } from './partition.js';
 export {
   captureTrainState,
+  commitTrainState,
   expAvgKey,
   expAvgSqKey,
   type LoadedTrainState,
   loadTrainState,
+  type MomentShard,
   saveTrainState,
   type TrainStateExtra,
   trainStateTensors,
   weightKey,
+  writeTrainStateShard,
 } from './train-state.js';

@@ -12,10 +12,16 @@ import { configDifference, type ModelConfig, tensorDataToF32 } from '../../engin
 import type { TransformerModel } from '../../engine/model.js';
 import type { ObjectStore } from '../object-store/types.js';
 import type { Tensor, TensorMap } from '../safetensors.js';
-import { DcpCheckpoints, type SaveTensor } from './checkpoints.js';
+import {
+  DcpCheckpoints,
+  type DcpShardResult,
+  type SaveTensor,
+  type WholeTensor,
+} from './checkpoints.js';
 import type { ChecksumAlgorithm } from './checksum.js';
 import { CheckpointError } from './errors.js';
 import type { DcpMetadata, JsonValue } from './metadata.js';
+import { type FlatRange, intersectRanges, partitionRange } from './partition.js';
 
 export const WEIGHTS = 'weights/';
 export const OPTIM = 'optim/';
@@ -72,6 +78,8 @@ export type TrainStateRecord = z.infer<typeof trainStateSchema>;
 
 export interface LoadedTrainState {
   step: number;
+  /** With loadTrainState's momentShard: this rank's part of the moments. */
+  shard?: MomentShard;
   dataCursor: JsonValue;
   rng: JsonValue;
   hyperparameters: Record<string, JsonValue>;
@@ -100,7 +108,7 @@ export function captureTrainState(
 ): TensorMap {
   const tensors: TensorMap = new Map();
   for (const [key, t] of trainStateTensors(model, opts))
-    tensors.set(key, 'data' in t ? t : { shape: t.shape, data: t.read().slice() });
+    tensors.set(key, 'read' in t ? { shape: t.shape, data: t.read().slice() } : t);
   return tensors;
 }
 
@@ -112,8 +120,8 @@ export function captureTrainState(
 export function trainStateTensors(
   model: TransformerModel,
   opts: { includeFrozen?: boolean } = {},
-): Map<string, SaveTensor> {
-  const tensors = new Map<string, SaveTensor>();
+): Map<string, WholeTensor> {
+  const tensors = new Map<string, WholeTensor>();
   const view = (name: string, kind: 'value' | 'm' | 'v'): Float32Array => {
     // A frozen base stored in bf16 (saved with includeFrozen) is widened: DCP holds float32.
     if (kind === 'value') return tensorDataToF32(model.tensorView(name));
@@ -143,7 +151,14 @@ export async function saveTrainState(
   name: string,
   extra: TrainStateExtra = {},
 ): Promise<DcpMetadata> {
-  const checkpoints = asCheckpoints(target);
+  return asCheckpoints(target).save(name, {
+    ...trainStateInput(model, extra),
+    tensors: extra.snapshot ? captureTrainState(model, extra) : trainStateTensors(model, extra),
+  });
+}
+
+/** What a save of the model's train state commits, apart from the tensors' values. */
+function trainStateInput(model: TransformerModel, extra: TrainStateExtra) {
   const state: TrainStateRecord = {
     kind: model.lora ? 'lora' : 'full',
     model: { config: { ...model.config }, lora: loraRecord(model) },
@@ -154,15 +169,119 @@ export async function saveTrainState(
     hyperparameters: extra.hyperparameters ?? {},
     user: extra.user ?? null,
   };
-  return checkpoints.save(name, {
-    tensors: extra.snapshot ? captureTrainState(model, extra) : trainStateTensors(model, extra),
+  return {
     step: model.step,
     state,
     checkpointType: model.lora ? 'TRAINING_LORA' : 'TRAINING',
     worldSize: extra.worldSize,
     ttlSeconds: extra.ttlSeconds,
     checksum: extra.checksum,
-  });
+  };
+}
+
+/**
+ * A ZeRO-1 rank's part of the optimizer state: values [begin, begin + length) of the flat
+ * vector the trainable tensors make in engine order (trainableNames); m and v hold at least
+ * `length` values (a last shard may be padded).
+ */
+export interface MomentShard {
+  begin: number;
+  length: number;
+  m: Float32Array;
+  v: Float32Array;
+}
+
+/**
+ * Where each trainable tensor of the model starts in the flat vector a moment shard indexes,
+ * and the part [begin, begin + length) of it that lies in each tensor (null: none).
+ */
+function shardRanges(
+  model: TransformerModel,
+  shard: { begin: number; length: number },
+): Map<string, { at: number; range: FlatRange | null }> {
+  const out = new Map<string, { at: number; range: FlatRange | null }>();
+  let at = 0;
+  for (const name of model.trainableNames()) {
+    const n = model.tensorView(name, 'grad')?.length ?? 0;
+    out.set(name, {
+      at,
+      range: intersectRanges(
+        { start: 0, end: n },
+        { start: shard.begin - at, end: shard.begin + shard.length - at },
+      ),
+    });
+    at += n;
+  }
+  return out;
+}
+
+/** The tensor name a train-state key is about, and whether it is a moment. */
+function keyTensor(key: string): { name: string; moment: boolean } | null {
+  if (key.startsWith(WEIGHTS)) return { name: key.slice(WEIGHTS.length), moment: false };
+  if (key.startsWith(OPTIM) && key.endsWith(EXP_AVG_SQ))
+    return { name: key.slice(OPTIM.length, -EXP_AVG_SQ.length), moment: true };
+  if (key.startsWith(OPTIM) && key.endsWith(EXP_AVG))
+    return { name: key.slice(OPTIM.length, -EXP_AVG.length), moment: true };
+  return null;
+}
+
+/**
+ * One data-parallel rank's file of a sharded save (DCP style: each rank writes its own): the
+ * weights and moments of its optimizer shard's flat range — the moments from the shard, the
+ * weights (the same on every rank) from the engine — and its part of any tensor outside the
+ * flat vector. Every rank of the save passes the same `attempt`; one then commits them all
+ * with commitTrainState. The files together tile every tensor whatever the world size, so a
+ * load at any world size finds each range it asks for.
+ */
+export async function writeTrainStateShard(
+  model: TransformerModel,
+  target: DcpCheckpoints | ObjectStore,
+  name: string,
+  opts: { attempt: string; rank: number; worldSize: number; shard: MomentShard },
+  extra: Pick<TrainStateExtra, 'includeFrozen' | 'checksum'> = {},
+) {
+  const { rank, worldSize, shard } = opts;
+  const flat = shardRanges(model, shard);
+  const tensors = new Map<string, SaveTensor>();
+  for (const [key, t] of trainStateTensors(model, extra)) {
+    const k = keyTensor(key);
+    const f = k && flat.get(k.name);
+    if (k?.moment && f) {
+      const values = key.endsWith(EXP_AVG_SQ) ? shard.v : shard.m;
+      const off = f.at - shard.begin;
+      tensors.set(key, {
+        shape: t.shape,
+        readRange: (r) => values.subarray(off + r.start, off + r.end),
+      });
+    } else tensors.set(key, t);
+  }
+  return asCheckpoints(target).writeShard(
+    name,
+    opts.attempt,
+    rank,
+    worldSize,
+    tensors,
+    extra.checksum,
+    (key, n) => {
+      const k = keyTensor(key);
+      const f = k && flat.get(k.name);
+      return f ? f.range : partitionRange(n, rank, worldSize);
+    },
+  );
+}
+
+/** Commits the files every rank of a sharded save wrote (writeTrainStateShard). */
+export function commitTrainState(
+  model: TransformerModel,
+  target: DcpCheckpoints | ObjectStore,
+  name: string,
+  shards: DcpShardResult[],
+  extra: TrainStateExtra = {},
+): Promise<DcpMetadata> {
+  const tensors = new Map<string, SaveTensor>();
+  for (const [key, t] of trainStateTensors(model, extra))
+    tensors.set(key, { shape: t.shape, data: new Float32Array(0) });
+  return asCheckpoints(target).commit(name, { ...trainStateInput(model, extra), tensors }, shards);
 }
 
 function sameConfig(a: ModelConfig, b: Record<string, unknown>): string | null {
@@ -179,6 +298,14 @@ export async function loadTrainState(
   model: TransformerModel,
   target: DcpCheckpoints | ObjectStore,
   name: string,
+  opts: {
+    /**
+     * A ZeRO-1 rank: only this part of the moments is read (from whichever files hold it,
+     * whatever world size saved them) and returned as `shard`; the engine's moments are
+     * released instead of set.
+     */
+    momentShard?: { begin: number; length: number; padded: number };
+  } = {},
 ): Promise<LoadedTrainState> {
   const checkpoints = asCheckpoints(target);
   const meta = await checkpoints.metadata(name);
@@ -211,7 +338,20 @@ export async function loadTrainState(
       `${where} has adapter ${JSON.stringify(rec.model.lora)}, the model has ${JSON.stringify(lora)}`,
     );
 
-  const { tensors } = await checkpoints.load(name);
+  const want = opts.momentShard;
+  const flat = want ? shardRanges(model, want) : undefined;
+  const { tensors } = await checkpoints.load(
+    name,
+    flat
+      ? {
+          ranges: (key, n) => {
+            const k = keyTensor(key);
+            const f = k?.moment ? flat.get(k.name) : undefined;
+            return f ? f.range : { start: 0, end: n };
+          },
+        }
+      : {},
+  );
   const info = new Map(model.tensorInfo().map((t) => [t.name, t]));
   const weights: TensorMap = new Map();
   const moments = new Map<string, { m: Float32Array; v: Float32Array }>();
@@ -244,19 +384,36 @@ export async function loadTrainState(
     const w = tensorOf(weightKey(t.name));
     if (w) weights.set(t.name, w);
     if (!t.trainable) continue;
-    const m = tensorOf(expAvgKey(t.name));
-    const v = tensorOf(expAvgSqKey(t.name));
-    if (!w || !m || !v)
+    if (!w || !meta.tensors[expAvgKey(t.name)] || !meta.tensors[expAvgSqKey(t.name)])
       throw new CheckpointError(
         'incompatible',
         `${where} lacks ${!w ? 'weights' : 'optimizer state'} for trainable tensor '${t.name}'`,
       );
-    moments.set(t.name, { m: m.data, v: v.data });
+    const m = tensorOf(expAvgKey(t.name));
+    const v = tensorOf(expAvgSqKey(t.name));
+    if (m && v) moments.set(t.name, { m: m.data, v: v.data });
+  }
+  let shard: MomentShard | undefined;
+  if (want && flat) {
+    shard = {
+      begin: want.begin,
+      length: want.length,
+      m: new Float32Array(want.padded),
+      v: new Float32Array(want.padded),
+    };
+    for (const [n, st] of moments) {
+      const f = flat.get(n)!;
+      const off = f.at + f.range!.start - want.begin;
+      shard.m.set(st.m, off);
+      shard.v.set(st.v, off);
+    }
   }
   model.loadTensors(weights, { source: where, partial: true });
-  for (const [n, st] of moments) model.setOptimizerState(n, st.m, st.v);
+  if (shard) model.releaseOptimizerState();
+  else for (const [n, st] of moments) model.setOptimizerState(n, st.m, st.v);
   model.step = meta.step;
   return {
+    ...(shard ? { shard } : {}),
     step: meta.step,
     dataCursor: rec.dataCursor,
     rng: rec.rng,
