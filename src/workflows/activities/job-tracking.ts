@@ -22,7 +22,12 @@ import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import { fields as F } from '../../recipes/index.js';
 import type { MetricRow, Store } from '../../store/index.js';
-import { openJobTracker, type ParamValue, type Tracker } from '../../tracking/index.js';
+import {
+  openJobTracker,
+  type ParamValue,
+  RUN_ARTIFACTS,
+  type Tracker,
+} from '../../tracking/index.js';
 import type { JobRef, JobTrackingPlan, TrainingPlan } from '../types.js';
 import { type Body, refOf, updateLiveJob } from './job-rows.js';
 
@@ -53,14 +58,6 @@ const RUN_STATUS: Record<string, 'FINISHED' | 'FAILED' | 'KILLED'> = {
   JOB_STATE_FAILED: 'FAILED',
   JOB_STATE_CANCELLED: 'KILLED',
 };
-
-/** Artifacts of a finished job's run (paths in the run's artifact tree). */
-export const JOB_ARTIFACTS = {
-  /** The output model's own record: its source checkpoint and every file with size and sha256. */
-  model: `model/${MODEL_FILE}`,
-  /** The job's resumable checkpoints, the last one first, and its output model. */
-  checkpoints: 'checkpoints.json',
-} as const;
 
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
@@ -227,7 +224,7 @@ export class JobTracking {
 
   private async logOutputs(tracker: Tracker, body: Body, outputModel: string | undefined) {
     await tracker.logArtifact(
-      JOB_ARTIFACTS.checkpoints,
+      RUN_ARTIFACTS.checkpoints,
       `${JSON.stringify(
         {
           outputModel: outputModel ?? null,
@@ -241,7 +238,7 @@ export class JobTracking {
     );
     if (!outputModel || !this.checkpoints) return;
     const record = await this.checkpoints.get(`${outputModel}/${MODEL_FILE}`);
-    await tracker.logArtifact(JOB_ARTIFACTS.model, record);
+    await tracker.logArtifact(RUN_ARTIFACTS.model, record);
   }
 
   /** Runs `work`; a failure becomes the job's `trackingWarning`, never the caller's error. */
