@@ -34,6 +34,8 @@ import { type Body, refOf, updateLiveJob } from './job-rows.js';
 const runSchema = z.object({ runId: z.string(), loggedStep: z.number().int() });
 const trackedBodySchema = z.looseObject({
   mlflowTrackingUri: z.string().optional(),
+  mlflowExperimentName: z.string().optional(),
+  mlflowRunName: z.string().optional(),
   mlflowRun: runSchema.optional(),
   outputModel: z.string().optional(),
 });
@@ -72,6 +74,16 @@ export interface TrackingClaim {
 export class JobTracking {
   /** Open runs by job name (one per job and process). */
   private readonly runs = new Map<string, Promise<{ tracker: Tracker; runId: string }>>();
+  /**
+   * The settings of jobs whose plans predate `plan.tracking` (a workflow started before it
+   * existed), read from the job's row once, as their trainer starts on this host.
+   */
+  private readonly older = new Map<string, JobTrackingPlan | null>();
+
+  /** Where the plan's job is tracked (null: nowhere). */
+  private settingsOf(plan: TrainingPlan): JobTrackingPlan | null {
+    return plan.tracking !== undefined ? plan.tracking : (this.older.get(plan.jobName) ?? null);
+  }
 
   /** `checkpoints`: where promoted models live (their files are the run's artifacts). */
   constructor(
@@ -120,12 +132,25 @@ export class JobTracking {
    * a no-op for a plan without tracking.
    */
   async start(plan: TrainingPlan): Promise<void> {
-    const tracking = plan.tracking;
-    if (!tracking) return;
+    if (plan.tracking === null) return;
     await this.guard(plan.jobName, async () => {
       const ref = refOf(plan.jobName);
       const row = await this.store.get<Body>(ref.collection, ref.account, ref.id);
-      const prev = trackedBodySchema.parse(row?.body ?? {}).mlflowRun;
+      const body = trackedBodySchema.parse(row?.body ?? {});
+      if (plan.tracking === undefined)
+        this.older.set(
+          plan.jobName,
+          body.mlflowTrackingUri
+            ? {
+                mlflowTrackingUri: body.mlflowTrackingUri,
+                mlflowExperimentName: body.mlflowExperimentName ?? F.mlflowExperimentNameDefault,
+                mlflowRunName: body.mlflowRunName ?? null,
+              }
+            : null,
+        );
+      const tracking = this.settingsOf(plan);
+      if (!tracking) return;
+      const prev = body.mlflowRun;
       const { runId } = await this.open(plan.jobName, () =>
         this.connect(plan.jobName, tracking, prev?.runId ?? null, row?.body),
       );
@@ -147,7 +172,7 @@ export class JobTracking {
     body: Body,
     rows: readonly Row[],
   ): { fields: Body; claim: TrackingClaim } | undefined {
-    if (!plan.tracking || rows.length === 0) return undefined;
+    if (!this.settingsOf(plan) || rows.length === 0) return undefined;
     const prev = trackedBodySchema.safeParse(body).data?.mlflowRun;
     const last = Math.max(...rows.map((r) => r.step));
     // The run could not be opened when the trainer started: `send` opens it and claims.
@@ -161,7 +186,7 @@ export class JobTracking {
 
   /** Sends what `claim` claimed. */
   async send(plan: TrainingPlan, claimed: TrackingClaim): Promise<void> {
-    const tracking = plan.tracking;
+    const tracking = this.settingsOf(plan);
     if (!tracking) return;
     await this.guard(plan.jobName, async () => {
       let { runId, rows } = claimed;
