@@ -28,11 +28,11 @@ import {
 import { openObjectStore } from '../src/checkpoints/object-store/index.js';
 import { promoteCheckpoint } from '../src/checkpoints/promotion.js';
 import { startDevServer } from '../src/orchestration/dev-server.js';
+import { buildSupervisedData } from '../src/recipes/index.js';
 import { ServiceClient } from '../src/sdk/service-client.js';
 import { openStore } from '../src/store/index.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import {
-  buildJobData,
   learningRateAt,
   modelRenderer,
   startTemperWorker,
@@ -144,7 +144,11 @@ async function main() {
       batchTokens: JOB.batchSize,
       warmupSteps: 0,
     } as unknown as TrainingPlan;
-    const data = buildJobData(plan, text, await modelRenderer(catalogModelDir(BUNDLED_MODEL.name)));
+    const data = buildSupervisedData(
+      plan,
+      text,
+      await modelRenderer(catalogModelDir(BUNDLED_MODEL.name)),
+    );
     if (data.steps.length !== STEPS) throw new Error(`direct plan has ${data.steps.length} steps`);
     for (let step = 0; step < STEPS; step++) {
       for (const batch of data.steps[step]!) await training.forwardBackward(batch, 'cross_entropy');

@@ -1,8 +1,9 @@
 /**
  * Recipes: one home per training method. This entry holds what every method shares: the
- * training settings (one schema, default, range and message each), the AdamW configuration
- * and the learning-rate schedules. Methods' own configs and loops live beside it
- * (src/recipes/<method>/) and build on these.
+ * training settings (one schema, default, range and message each), the AdamW configuration,
+ * the learning-rate schedules, and the supervised methods' steps and packed data, which
+ * managed SFT/DPO/ORPO jobs run as the sft/dpo/orpo recipes do. Methods' own configs and loops
+ * live beside it (src/recipes/<method>/) and build on these.
  */
 
 export { durationSeconds } from './durations.js';
@@ -18,6 +19,22 @@ export {
   SETTINGS,
   sci,
 } from './fields.js';
+export { modelContextLength } from './kit/data.js';
+export {
+  attachReferenceLogprobs,
+  heldOutLoss,
+  type SupervisedMethod,
+  type SupervisedSettings,
+  supervisedStep,
+  trainSupervisedSteps,
+  weightSum,
+} from './kit/supervised.js';
+export {
+  buildSupervisedData,
+  type PackedDataSettings,
+  type StepBatches,
+  type SupervisedData,
+} from './kit/supervised-data.js';
 export {
   ADAMW_DEFAULTS,
   type AdamWConfig,

@@ -27,6 +27,7 @@ export { MlflowClient, type MlflowRun, MlflowTracker, mlflowKey } from './mlflow
 export {
   flattenParams,
   type ParamValue,
+  RUN_ARTIFACTS,
   type RunStatus,
   type Tracker,
   TrackingError,

@@ -5,6 +5,17 @@
  */
 export type RunStatus = 'FINISHED' | 'FAILED' | 'KILLED';
 
+/**
+ * What a finished training run (a managed job or a recipe) attaches to its tracked run, at the
+ * same paths for both: its output model's record (the promoted model's temper_model.json:
+ * source checkpoint, every file with size and sha256) and its checkpoints (the final one's
+ * reference among them).
+ */
+export const RUN_ARTIFACTS = {
+  model: 'model/temper_model.json',
+  checkpoints: 'checkpoints.json',
+} as const;
+
 export type ParamValue = string | number | boolean | null | undefined;
 
 export interface Tracker {

@@ -2,7 +2,7 @@
 // `temper worker` that runs workflows and pod activities, and the deterministic data plan
 // of a managed job (what a step trains on, at which learning rate).
 export { learningRateAt } from './activities/host-support.js';
-export { buildJobData, modelRenderer } from './activities/job-data.js';
+export { modelRenderer } from './activities/job-data.js';
 export type { WorkflowSettings } from './definitions/proxies.js';
 export { OrchestrationError, TemporalOrchestrator } from './orchestrator.js';
 export {

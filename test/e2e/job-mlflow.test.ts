@@ -5,7 +5,6 @@
 // and read back by the real Python `mlflow` client), and ends FINISHED. An unreachable server is refused at create
 // (400, no job); a run MLflow refuses while the job trains is a warning in the job's log and
 // the job completes.
-import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -14,8 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
 import { MlflowClient, type MlflowRun } from '../../src/tracking/index.js';
-import { type MlflowServer, startMlflowServer } from '../recipes/mlflow-server.js';
-import { pythonEnv } from '../support/python-env.js';
+import { type MlflowServer, pythonArtifacts, startMlflowServer } from '../recipes/mlflow-server.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
 
 let stack: RestStack;
@@ -65,33 +63,6 @@ async function runsOf(client: MlflowClient, experiment: string): Promise<MlflowR
     experiment_ids: [id],
   });
   return r.runs ?? [];
-}
-
-/** The run's artifacts as the real Python client lists and reads them. */
-const LIST_ARTIFACTS = `
-import json, sys
-import mlflow.artifacts
-from mlflow.tracking import MlflowClient
-uri, run = sys.argv[1], sys.argv[2]
-client = MlflowClient(tracking_uri=uri)
-print(json.dumps({
-    "top": sorted(a.path for a in client.list_artifacts(run)),
-    "model": sorted(a.path for a in client.list_artifacts(run, "model")),
-    "record": mlflow.artifacts.load_dict(f"runs:/{run}/model/temper_model.json"),
-    "checkpoints": mlflow.artifacts.load_dict(f"runs:/{run}/checkpoints.json"),
-}))
-`;
-
-function pythonArtifacts(uri: string, runId: string): Promise<Json> {
-  return new Promise((resolve, reject) => {
-    execFile(
-      pythonEnv('mlflow').python,
-      ['-c', LIST_ARTIFACTS, uri, runId],
-      { env: { ...process.env, MLFLOW_TRACKING_URI: uri }, timeout: 120_000 },
-      (error, stdout, stderr) =>
-        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
-    );
-  });
 }
 
 describe('managed jobs tracked in MLflow', () => {

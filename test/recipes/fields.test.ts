@@ -12,6 +12,8 @@ import {
   MANAGED_JOB_ADAMW,
   SETTINGS,
 } from '../../src/recipes/index.js';
+import { parseRecipeConfig } from '../../src/recipes/kit/index.js';
+import { sftConfigSchema } from '../../src/recipes/sft/index.js';
 
 const ROOT = join(import.meta.dirname, '../..');
 
@@ -127,5 +129,18 @@ describe('optimizer and schedule', () => {
       learningRateAt({ ...base, minRatio: 0, totalSteps: 11, warmupSteps: 1, kind }, 5);
     expect(mid('linear')).toBeCloseTo(0.5, 12);
     expect(mid('cosine')).toBeCloseTo(0.5, 12);
+  });
+});
+
+describe('supervised recipes’ batching', () => {
+  it('settings only packed batches honour are refused without batch_tokens, naming them', () => {
+    const parse = (input: Record<string, unknown>) =>
+      parseRecipeConfig('sft', sftConfigSchema, { log_path: '/tmp/x', ...input });
+    expect(() => parse({ eval_split: true, gradient_accumulation_steps: 2 })).toThrow(
+      'invalid sft recipe config: gradient_accumulation_steps: gradient_accumulation_steps needs batch_tokens; eval_split: eval_split needs batch_tokens',
+    );
+    const packed = parse({ batch_tokens: 512, gradient_accumulation_steps: 2, eval_split: true });
+    expect(packed).toMatchObject({ batch_tokens: 512, gradient_accumulation_steps: 2 });
+    expect(() => parse({ batch_tokens: 0 })).toThrow(/batch_tokens: /);
   });
 });

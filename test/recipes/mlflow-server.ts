@@ -1,6 +1,6 @@
 // The real MLflow tracking server (the pinned `mlflow` venv, scripts/python-envs/mlflow.txt)
 // on a free loopback port, with a SQLite store and artifact serving in a temporary folder.
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { pythonEnv } from '../support/python-env.js';
@@ -68,4 +68,34 @@ export async function startMlflowServer(dir: string, timeoutMs = 240_000): Promi
       if (child.exitCode === null) child.kill('SIGKILL');
     },
   };
+}
+
+/**
+ * A run's artifacts as the real Python client (`mlflow` of the pinned venv) lists and reads
+ * them: the top level, `model/`, and the JSON of RUN_ARTIFACTS' two files.
+ */
+const LIST_ARTIFACTS = `
+import json, sys
+import mlflow.artifacts
+from mlflow.tracking import MlflowClient
+uri, run = sys.argv[1], sys.argv[2]
+client = MlflowClient(tracking_uri=uri)
+print(json.dumps({
+    "top": sorted(a.path for a in client.list_artifacts(run)),
+    "model": sorted(a.path for a in client.list_artifacts(run, "model")),
+    "record": mlflow.artifacts.load_dict(f"runs:/{run}/model/temper_model.json"),
+    "checkpoints": mlflow.artifacts.load_dict(f"runs:/{run}/checkpoints.json"),
+}))
+`;
+
+export function pythonArtifacts(uri: string, runId: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    execFile(
+      pythonEnv('mlflow').python,
+      ['-c', LIST_ARTIFACTS, uri, runId],
+      { env: { ...process.env, MLFLOW_TRACKING_URI: uri }, timeout: 120_000 },
+      (error, stdout, stderr) =>
+        error ? reject(new Error(`${error.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
+    );
+  });
 }

@@ -11,7 +11,7 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runRecipe } from '../../src/recipes/kit/index.js';
 import { MlflowClient, openTracker, TrackingError } from '../../src/tracking/index.js';
-import { type MlflowServer, startMlflowServer } from './mlflow-server.js';
+import { type MlflowServer, pythonArtifacts, startMlflowServer } from './mlflow-server.js';
 
 let dir: string;
 let mlflow: MlflowServer;
@@ -102,9 +102,10 @@ describe('recipes tracked', () => {
         mlflow_tracking_uri: mlflow.url,
         mlflow_experiment_name: 'recipes',
         mlflow_run_name: 'sft-tracked',
+        output_model_id: 'sft-tracked',
       },
       { log: quiet },
-    )) as { losses: number[] };
+    )) as { losses: number[]; model: { name: string; sourceCheckpoint: string } };
     const runId = JSON.parse(await readFile(join(logPath, 'tracking.json'), 'utf8')).mlflowRunId;
     const client = new MlflowClient(mlflow.url);
     const { run } = await client.getRun(runId);
@@ -121,8 +122,23 @@ describe('recipes tracked', () => {
     const loss = await client.metricHistory(runId, 'loss/mean');
     expect(loss.map((m) => m.step)).toEqual([1, 2, 3, 4]);
     expect(loss.map((m) => m.value)).toEqual(result.losses);
-    const files = (await client.listArtifacts(runId)).map((f) => f.path);
-    expect(files).toEqual(expect.arrayContaining(['config.json', 'result.json']));
+    // Artifacts as the real Python client lists and reads them: config, result, the final
+    // checkpoint's reference and the promoted model's record (the managed jobs' paths).
+    const artifacts = await pythonArtifacts(mlflow.url, runId);
+    expect(artifacts.top).toEqual(['checkpoints.json', 'config.json', 'model', 'result.json']);
+    expect(artifacts.model).toEqual(['model/temper_model.json']);
+    const record = artifacts.record as { name: string; files: { sha256: string }[] };
+    expect(record.name).toBe(result.model.name);
+    expect(record.files.length).toBeGreaterThan(0);
+    const checkpoints = artifacts.checkpoints as {
+      outputModel: string;
+      lastCheckpoint: { checkpoint: string; step: number };
+    };
+    expect(checkpoints.outputModel).toBe(result.model.name);
+    expect(checkpoints.lastCheckpoint).toEqual({
+      checkpoint: expect.stringMatching(/:step-000004$/),
+      step: 4,
+    });
   }, 180_000);
 
   it('W&B settings are refused at submission: W&B is unreachable, nothing is started', async () => {

@@ -2,7 +2,7 @@
 // the plan's, so claiming a flush's rows is a pure function of the row being updated — no store
 // read of its own — and claims only steps no earlier flush claimed.
 import { describe, expect, it } from 'vitest';
-import type { Store } from '../../src/store/index.js';
+import { openStore, type Store } from '../../src/store/index.js';
 import { JobTracking } from '../../src/workflows/activities/job-tracking.js';
 import type { TrainingPlan } from '../../src/workflows/types.js';
 
@@ -34,7 +34,7 @@ describe('JobTracking.claim', () => {
     ).toBeUndefined();
   });
 
-  it('claims nothing for an untracked plan (or one made before plans carried tracking)', () => {
+  it('claims nothing for an untracked plan (nor for an older plan whose trainer it did not start)', () => {
     const body = { mlflowRun: { runId: 'r1', loggedStep: 0 } };
     expect(tracking.claim({ ...tracked, tracking: null }, body, rows)).toBeUndefined();
     const { tracking: _, ...older } = tracked;
@@ -43,5 +43,24 @@ describe('JobTracking.claim', () => {
 
   it('leaves a run not yet opened (its start failed) to send, which opens and claims it', () => {
     expect(tracking.claim(tracked, {}, rows)).toEqual({ fields: {}, claim: { runId: null, rows } });
+  });
+
+  it('takes an older plan’s settings from its row as its trainer starts; a failed start is a warning', async () => {
+    const store = openStore('sqlite::memory:');
+    await store.migrate();
+    const { tracking: _, ...older } = tracked;
+    const plan = older as TrainingPlan;
+    // A tracking URI nothing listens on: the run cannot be opened.
+    await store.create('supervisedFineTuningJobs', 'acme', 'j', {
+      state: 'JOB_STATE_RUNNING',
+      mlflowTrackingUri: 'http://127.0.0.1:1',
+    });
+    const jobs = new JobTracking(store);
+    await jobs.start(plan);
+    const row = await store.get<Record<string, unknown>>('supervisedFineTuningJobs', 'acme', 'j');
+    expect(row?.body.trackingWarning).toMatch(/^MLflow tracking: .*unreachable/);
+    // The row's settings now track the plan: its rows are claimed for a run still to open.
+    expect(jobs.claim(plan, row!.body, rows)).toEqual({ fields: {}, claim: { runId: null, rows } });
+    await store.close();
   });
 });

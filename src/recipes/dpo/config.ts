@@ -5,6 +5,7 @@
 import { z } from 'zod';
 import { dpoBeta, epochs } from '../fields.js';
 import { recipeBaseShape } from '../kit/base-config.js';
+import { checkBatching, supervisedBatchShape } from '../kit/supervised-run.js';
 
 export const preferenceRecipeShape = {
   ...recipeBaseShape,
@@ -14,11 +15,14 @@ export const preferenceRecipeShape = {
   /** Pairs per optimizer step. */
   batch_size: z.number().int().min(1).max(1024).default(4),
   max_steps: z.number().int().positive().optional(),
+  ...supervisedBatchShape,
 };
 
-export const dpoConfigSchema = z.strictObject({
-  ...preferenceRecipeShape,
-  beta: dpoBeta.schema.default(dpoBeta.default),
-});
+export const dpoConfigSchema = z
+  .strictObject({
+    ...preferenceRecipeShape,
+    beta: dpoBeta.schema.default(dpoBeta.default),
+  })
+  .superRefine(checkBatching);
 
 export type DpoConfig = z.output<typeof dpoConfigSchema>;

@@ -38,6 +38,23 @@ export interface ResumeInfo {
   from: string;
 }
 
+/** The checkpoints a log path's dataloader.json records, oldest first ([] when none). */
+export async function recordedCheckpoints(logPath: string): Promise<CheckpointEntry[]> {
+  const file = join(logPath, 'dataloader.json');
+  const text = await readFile(file, 'utf8').catch(() => undefined);
+  if (text === undefined) return [];
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (error) {
+    throw new RecipeError(`${file}: not JSON (${(error as Error).message})`);
+  }
+  const parsed = fileSchema.safeParse(json);
+  if (!parsed.success)
+    throw new RecipeError(`${file}: not a recipe dataloader file (${parsed.error.message})`);
+  return parsed.data.checkpoints;
+}
+
 export class RecipeCheckpoints {
   private readonly file: string;
 
@@ -49,19 +66,8 @@ export class RecipeCheckpoints {
     this.file = join(logPath, 'dataloader.json');
   }
 
-  private async entries(): Promise<CheckpointEntry[]> {
-    const text = await readFile(this.file, 'utf8').catch(() => undefined);
-    if (text === undefined) return [];
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (error) {
-      throw new RecipeError(`${this.file}: not JSON (${(error as Error).message})`);
-    }
-    const parsed = fileSchema.safeParse(json);
-    if (!parsed.success)
-      throw new RecipeError(`${this.file}: not a recipe dataloader file (${parsed.error.message})`);
-    return parsed.data.checkpoints;
+  private entries(): Promise<CheckpointEntry[]> {
+    return recordedCheckpoints(this.logPath);
   }
 
   /** Newest recorded checkpoint that the catalog lists as resumable, or undefined. */

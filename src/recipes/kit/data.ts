@@ -3,6 +3,8 @@
  * that is a pure function of (seed, examples consumed) — so a resumed run, given the count
  * from dataloader.json, sees exactly the batches the uninterrupted run would have.
  */
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import type { z } from 'zod';
 import { catalogDatasetPath, catalogModelDir } from '../../catalog/bundled.js';
 import { readJsonl } from '../../datasets/jsonl.js';
@@ -51,4 +53,12 @@ export function batchIndices(n: number, consumed: number, size: number, seed: nu
     out.push(order[k % n] as number);
   }
   return out;
+}
+
+/** max_position_embeddings of an HF config.json directory (2048 when it gives none). */
+export async function modelContextLength(dir: string): Promise<number> {
+  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as {
+    max_position_embeddings?: number;
+  };
+  return config.max_position_embeddings ?? 2048;
 }

@@ -6,3 +6,4 @@ export { readRecipeConfigFile } from './config-file.js';
 export { RecipeError } from './errors.js';
 export { getRecipe, RECIPES, recipeNames, runRecipe, runRecipeFile } from './registry.js';
 export { parseRecipeConfig, type RecipeDefinition, runRecipeDefinition } from './runner.js';
+export { runSupervised, type SupervisedResult, supervisedBatchShape } from './supervised-run.js';

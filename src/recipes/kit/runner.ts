@@ -7,8 +7,10 @@
 
 import type { Logger } from 'pino';
 import type { z } from 'zod';
-import type { ServiceConfig } from '../../sdk/index.js';
+import type { PromotedModel, ServiceConfig } from '../../sdk/index.js';
+import { RUN_ARTIFACTS } from '../../tracking/index.js';
 import type { RecipeBaseConfig } from './base-config.js';
+import { recordedCheckpoints } from './checkpoints.js';
 import { openRecipeClients, type RecipeClients } from './clients.js';
 import { RecipeError } from './errors.js';
 
@@ -37,6 +39,30 @@ export function parseRecipeConfig<S extends z.ZodType>(
   return parsed.data;
 }
 
+/**
+ * The run's outputs as tracked artifacts, at the paths a managed job's run has them
+ * (RUN_ARTIFACTS): the checkpoints this log path recorded (the last is the final one) and,
+ * when the run promoted its output, the model's record.
+ */
+async function logRunOutputs(clients: RecipeClients, logPath: string, result: unknown) {
+  const model = (result as { model?: PromotedModel } | null)?.model;
+  const checkpoints = await recordedCheckpoints(logPath);
+  const last = checkpoints.at(-1);
+  await clients.tracker.logArtifact(
+    RUN_ARTIFACTS.checkpoints,
+    `${JSON.stringify(
+      {
+        outputModel: model?.name ?? null,
+        lastCheckpoint: last ? { checkpoint: `${last.job}:${last.name}`, step: last.step } : null,
+        checkpoints,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  if (model) await clients.tracker.logArtifact(RUN_ARTIFACTS.model, `${JSON.stringify(model)}\n`);
+}
+
 export async function runRecipeDefinition<S extends z.ZodType, R>(
   def: RecipeDefinition<S, R>,
   input: unknown,
@@ -57,6 +83,7 @@ export async function runRecipeDefinition<S extends z.ZodType, R>(
     const result = await def.run(config, clients);
     await clients.tracker.logArtifact('config.json', `${JSON.stringify(config, null, 2)}\n`);
     await clients.tracker.logArtifact('result.json', `${JSON.stringify(result, null, 2)}\n`);
+    await logRunOutputs(clients, base.log_path, result);
     status = 'FINISHED';
     return result;
   } finally {

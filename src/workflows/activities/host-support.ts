@@ -8,10 +8,17 @@ import { Runtime } from '@temporalio/worker';
 import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import type { DeploymentRegistry } from '../../deployments/registry.js';
 import type { SandboxSettings } from '../../evaluators/index.js';
-import { learningRateAt as scheduledRate } from '../../recipes/index.js';
+import {
+  adamW,
+  MANAGED_JOB_ADAMW,
+  type Schedule,
+  type SupervisedMethod,
+  type SupervisedSettings,
+  learningRateAt as scheduledRate,
+} from '../../recipes/index.js';
+
 import type { ServiceClient } from '../../sdk/service-client.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
-import type { TrainingDatum } from '../../sdk/types.js';
 import type { Store } from '../../store/index.js';
 import type { TrainerError } from '../../trainer/index.js';
 import type { Launcher } from '../../trainer/launcher/index.js';
@@ -89,27 +96,39 @@ export async function withHeartbeats<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-/** The step's rate: linear warm-up over `warmupSteps`, then constant (recipes' schedule). */
-export function learningRateAt(plan: TrainingPlan, step: number): number {
-  return scheduledRate(
-    {
-      kind: 'constant',
-      warmupSteps: plan.warmupSteps,
-      minRatio: 0,
-      peak: plan.learningRate,
-      totalSteps: plan.totalSteps,
-    },
-    step,
-  );
+/** A managed job's schedule: linear warm-up over `warmupSteps`, then constant. */
+export function scheduleOf(plan: TrainingPlan): Schedule {
+  return {
+    kind: 'constant',
+    warmupSteps: plan.warmupSteps,
+    minRatio: 0,
+    peak: plan.learningRate,
+    totalSteps: plan.totalSteps,
+  };
 }
 
-export function weightSum(batch: readonly TrainingDatum[]): number {
-  let total = 0;
-  for (const d of batch) {
-    const w = d.lossFnInputs.weights;
-    if (Array.isArray(w)) for (const x of w as number[]) total += x;
-  }
-  return total;
+/** The step's rate (recipes' schedule). */
+export function learningRateAt(plan: TrainingPlan, step: number): number {
+  return scheduledRate(scheduleOf(plan), step);
+}
+
+/**
+ * A managed SFT, DPO or ORPO job as the recipes' supervised steps take it: the method's loss,
+ * the job's schedule and the managed jobs' AdamW (beta2 0.999, clipping at 1).
+ */
+export function supervisedSettings(plan: TrainingPlan): SupervisedSettings {
+  const method: SupervisedMethod =
+    plan.method === 'dpo'
+      ? { kind: 'dpo', beta: plan.beta }
+      : plan.method === 'orpo'
+        ? { kind: 'orpo', lambda: plan.orpoLambda }
+        : { kind: 'sft' };
+  return {
+    method,
+    schedule: scheduleOf(plan),
+    adam: adamW({ learningRate: 0, ...MANAGED_JOB_ADAMW }),
+    evalBatchTokens: plan.batchTokens,
+  };
 }
 
 /**

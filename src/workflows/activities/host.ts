@@ -6,12 +6,14 @@
  * The worker keeps one open Training API session per pod in memory; a worker that restarted
  * reattaches to a still-running pod by its job id and model id. Training data is rebuilt from
  * the dataset on first use and cached per job (see job-data.ts: deterministic per plan).
+ * SFT, DPO and ORPO segments are the recipes' supervised steps (src/recipes
+ * trainSupervisedSteps), the code the sft/dpo/orpo recipes' `run()` loops call.
  */
 import { ApplicationFailure, Context } from '@temporalio/activity';
 import type { Evaluate } from '../../evaluators/index.js';
 import { resolveRlLossMethod } from '../../losses/index.js';
+import { attachReferenceLogprobs, trainSupervisedSteps } from '../../recipes/index.js';
 import { ServiceClient } from '../../sdk/service-client.js';
-import type { TrainingDatum } from '../../sdk/types.js';
 import { TrainerError } from '../../trainer/errors.js';
 import {
   FAILURE,
@@ -32,6 +34,7 @@ import {
   podBaseModel,
   podJobId,
   type Session,
+  supervisedSettings,
   withHeartbeats,
 } from './host-support.js';
 import { cachedJobData, type JobData, modelRenderer, readDatasetText } from './job-data.js';
@@ -40,7 +43,6 @@ import { checkpointHistory, jobEnded, refOf, updateLiveJob } from './job-rows.js
 import { JobTracking, type TrackingClaim } from './job-tracking.js';
 import { resolveModel } from './models.js';
 import { buildRftData, evalReward, type RftData, runRftStep } from './rft.js';
-import { heldOutLoss, supervisedStep } from './supervised.js';
 import { createTrainerJobActivities } from './trainer-jobs.js';
 import { recordRolloutTokens, recordTrainingUsage } from './usage.js';
 
@@ -186,34 +188,23 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     }
   }
 
-  /** DPO reference logprobs: computed once from the starting weights, kept in artifacts. */
-  async function attachReferenceLogprobs(
-    plan: TrainingPlan,
-    s: Session,
-    job: JobData,
-    fresh: boolean,
-  ) {
+  /**
+   * DPO reference logprobs (training pairs, then held-out pairs): computed once from the
+   * starting weights (the frozen reference the recipes' dpo loop uses too) and kept in
+   * artifacts, so a relaunched pod whose weights already moved attaches the same ones.
+   */
+  async function attachReferences(plan: TrainingPlan, s: Session, job: JobData, fresh: boolean) {
     const key = `${plan.jobName}/reference-logprobs.json`;
-    let ref: number[][];
-    if (await deps.artifacts.stat(key)) {
-      ref = JSON.parse((await deps.artifacts.get(key)).toString('utf8')) as number[][];
-    } else {
-      if (!fresh)
-        throw new Error(
-          `${plan.jobName}: reference logprobs are missing and the weights already moved`,
-        );
-      const out = await s.client.forward(referenced(job));
-      ref = out.lossFnOutputs.map((o) => Array.from(o.logprobs.data as ArrayLike<number>));
-      await deps.artifacts.put(key, JSON.stringify(ref));
-    }
-    referenced(job).forEach((d, i) => {
-      (d.lossFnInputs as Record<string, unknown>).ref_logprobs = ref[i]!;
-    });
-  }
-
-  /** The datums DPO needs reference logprobs for: training pairs, then held-out pairs. */
-  function referenced(job: JobData): TrainingDatum[] {
-    return [...job.units.flat(), ...job.eval];
+    const datums = [...job.units.flat(), ...job.eval];
+    let known: number[][] | undefined;
+    if (await deps.artifacts.stat(key))
+      known = JSON.parse((await deps.artifacts.get(key)).toString('utf8')) as number[][];
+    else if (!fresh)
+      throw new Error(
+        `${plan.jobName}: reference logprobs are missing and the weights already moved`,
+      );
+    const ref = await attachReferenceLogprobs(datums, (d) => s.client.forward(d), known);
+    if (!known) await deps.artifacts.put(key, JSON.stringify(ref));
   }
 
   async function trainSegment(input: SegmentInput): Promise<SegmentResult> {
@@ -392,31 +383,28 @@ export function createHostActivities(deps: HostDeps): HostActivities {
     const ctx = Context.current();
     const job = await jobData(plan);
     if (plan.method === 'dpo')
-      await attachReferenceLogprobs(plan, s, job, input.fromStep === 0 && !input.restoreFrom);
-    const rows = [];
+      await attachReferences(plan, s, job, input.fromStep === 0 && !input.restoreFrom);
+    const rows: { step: number; values: Record<string, number>; time: string }[] = [];
     let lastLoss: number | null = null;
     // Progress reaches the store at most every second (and at the end): a write per step
     // would cost more than a small model's step.
     let flushedAt = Date.now();
-    for (let step = input.fromStep; step < input.toStep; step++) {
-      if (ctx.cancellationSignal.aborted) throw ctx.cancellationSignal.reason;
-      const values: Record<string, number> = await supervisedStep(
-        plan,
-        s.client,
-        job.steps[step]!,
-        step,
-      );
-      lastLoss = values['loss:mean']!;
-      // The held-out loss at the end of every segment (checkpoint boundaries and the end).
-      if (step + 1 === input.toStep && job.eval.length > 0)
-        values['eval_loss:mean'] = await heldOutLoss(plan, s.client, job.eval);
-      rows.push({ step: step + 1, values, time: new Date().toISOString() });
-      ctx.heartbeat({ step: step + 1 });
-      if (Date.now() - flushedAt >= 1_000 || step + 1 === input.toStep) {
-        await flush(plan, rows.splice(0), step + 1);
-        flushedAt = Date.now();
-      }
-    }
+    // The recipes' own steps (src/recipes): a managed job is its recipe run in segments.
+    await trainSupervisedSteps(
+      supervisedSettings(plan),
+      s.client,
+      { batches: (step) => job.steps[step]!, eval: job.eval },
+      { from: input.fromStep, to: input.toStep, signal: ctx.cancellationSignal },
+      async (step, values) => {
+        lastLoss = values['loss:mean']!;
+        rows.push({ step, values, time: new Date().toISOString() });
+        ctx.heartbeat({ step });
+        if (Date.now() - flushedAt >= 1_000 || step === input.toStep) {
+          await flush(plan, rows.splice(0), step);
+          flushedAt = Date.now();
+        }
+      },
+    );
     return { step: input.toStep, checkpoint: null, lastLoss };
   }
 

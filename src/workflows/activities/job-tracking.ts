@@ -22,13 +22,20 @@ import type { ObjectStore } from '../../checkpoints/object-store/index.js';
 import { MODEL_FILE } from '../../checkpoints/promotion.js';
 import { fields as F } from '../../recipes/index.js';
 import type { MetricRow, Store } from '../../store/index.js';
-import { openJobTracker, type ParamValue, type Tracker } from '../../tracking/index.js';
+import {
+  openJobTracker,
+  type ParamValue,
+  RUN_ARTIFACTS,
+  type Tracker,
+} from '../../tracking/index.js';
 import type { JobRef, JobTrackingPlan, TrainingPlan } from '../types.js';
 import { type Body, refOf, updateLiveJob } from './job-rows.js';
 
 const runSchema = z.object({ runId: z.string(), loggedStep: z.number().int() });
 const trackedBodySchema = z.looseObject({
   mlflowTrackingUri: z.string().optional(),
+  mlflowExperimentName: z.string().optional(),
+  mlflowRunName: z.string().optional(),
   mlflowRun: runSchema.optional(),
   outputModel: z.string().optional(),
 });
@@ -54,14 +61,6 @@ const RUN_STATUS: Record<string, 'FINISHED' | 'FAILED' | 'KILLED'> = {
   JOB_STATE_CANCELLED: 'KILLED',
 };
 
-/** Artifacts of a finished job's run (paths in the run's artifact tree). */
-export const JOB_ARTIFACTS = {
-  /** The output model's own record: its source checkpoint and every file with size and sha256. */
-  model: `model/${MODEL_FILE}`,
-  /** The job's resumable checkpoints, the last one first, and its output model. */
-  checkpoints: 'checkpoints.json',
-} as const;
-
 const message = (error: unknown) => (error instanceof Error ? error.message : String(error));
 
 type Row = Pick<MetricRow, 'step' | 'values'>;
@@ -75,6 +74,16 @@ export interface TrackingClaim {
 export class JobTracking {
   /** Open runs by job name (one per job and process). */
   private readonly runs = new Map<string, Promise<{ tracker: Tracker; runId: string }>>();
+  /**
+   * The settings of jobs whose plans predate `plan.tracking` (a workflow started before it
+   * existed), read from the job's row once, as their trainer starts on this host.
+   */
+  private readonly older = new Map<string, JobTrackingPlan | null>();
+
+  /** Where the plan's job is tracked (null: nowhere). */
+  private settingsOf(plan: TrainingPlan): JobTrackingPlan | null {
+    return plan.tracking !== undefined ? plan.tracking : (this.older.get(plan.jobName) ?? null);
+  }
 
   /** `checkpoints`: where promoted models live (their files are the run's artifacts). */
   constructor(
@@ -123,12 +132,25 @@ export class JobTracking {
    * a no-op for a plan without tracking.
    */
   async start(plan: TrainingPlan): Promise<void> {
-    const tracking = plan.tracking;
-    if (!tracking) return;
+    if (plan.tracking === null) return;
     await this.guard(plan.jobName, async () => {
       const ref = refOf(plan.jobName);
       const row = await this.store.get<Body>(ref.collection, ref.account, ref.id);
-      const prev = trackedBodySchema.parse(row?.body ?? {}).mlflowRun;
+      const body = trackedBodySchema.parse(row?.body ?? {});
+      if (plan.tracking === undefined)
+        this.older.set(
+          plan.jobName,
+          body.mlflowTrackingUri
+            ? {
+                mlflowTrackingUri: body.mlflowTrackingUri,
+                mlflowExperimentName: body.mlflowExperimentName ?? F.mlflowExperimentNameDefault,
+                mlflowRunName: body.mlflowRunName ?? null,
+              }
+            : null,
+        );
+      const tracking = this.settingsOf(plan);
+      if (!tracking) return;
+      const prev = body.mlflowRun;
       const { runId } = await this.open(plan.jobName, () =>
         this.connect(plan.jobName, tracking, prev?.runId ?? null, row?.body),
       );
@@ -150,7 +172,7 @@ export class JobTracking {
     body: Body,
     rows: readonly Row[],
   ): { fields: Body; claim: TrackingClaim } | undefined {
-    if (!plan.tracking || rows.length === 0) return undefined;
+    if (!this.settingsOf(plan) || rows.length === 0) return undefined;
     const prev = trackedBodySchema.safeParse(body).data?.mlflowRun;
     const last = Math.max(...rows.map((r) => r.step));
     // The run could not be opened when the trainer started: `send` opens it and claims.
@@ -164,7 +186,7 @@ export class JobTracking {
 
   /** Sends what `claim` claimed. */
   async send(plan: TrainingPlan, claimed: TrackingClaim): Promise<void> {
-    const tracking = plan.tracking;
+    const tracking = this.settingsOf(plan);
     if (!tracking) return;
     await this.guard(plan.jobName, async () => {
       let { runId, rows } = claimed;
@@ -227,7 +249,7 @@ export class JobTracking {
 
   private async logOutputs(tracker: Tracker, body: Body, outputModel: string | undefined) {
     await tracker.logArtifact(
-      JOB_ARTIFACTS.checkpoints,
+      RUN_ARTIFACTS.checkpoints,
       `${JSON.stringify(
         {
           outputModel: outputModel ?? null,
@@ -241,7 +263,7 @@ export class JobTracking {
     );
     if (!outputModel || !this.checkpoints) return;
     const record = await this.checkpoints.get(`${outputModel}/${MODEL_FILE}`);
-    await tracker.logArtifact(JOB_ARTIFACTS.model, record);
+    await tracker.logArtifact(RUN_ARTIFACTS.model, record);
   }
 
   /** Runs `work`; a failure becomes the job's `trackingWarning`, never the caller's error. */

@@ -51,10 +51,5 @@ export async function resolveModel(name: string, checkpointUrl: string): Promise
   return { dir, adapter: null };
 }
 
-/** max_position_embeddings of an HF config.json directory. */
-export async function modelContextLength(dir: string): Promise<number> {
-  const config = JSON.parse(await readFile(join(dir, 'config.json'), 'utf8')) as {
-    max_position_embeddings?: number;
-  };
-  return config.max_position_embeddings ?? 2048;
-}
+/** max_position_embeddings of an HF config.json directory (the recipes' one reading). */
+export { modelContextLength } from '../../recipes/index.js';
