@@ -1,8 +1,9 @@
 /**
  * Recipes: one home per training method. This entry holds what every method shares: the
  * training settings (one schema, default, range and message each), the AdamW configuration,
- * the learning-rate schedules, and the supervised methods' steps and packed data, which
- * managed SFT/DPO/ORPO jobs run as the sft/dpo/orpo recipes do. Methods' own configs and loops
+ * the learning-rate schedules, the supervised methods' steps and packed data, which
+ * managed SFT/DPO/ORPO jobs run as the sft/dpo/orpo recipes do, and the RL step's parts,
+ * which managed RFT jobs run as the rl recipe does. Methods' own configs and loops
  * live beside it (src/recipes/<method>/) and build on these.
  */
 
@@ -44,4 +45,18 @@ export {
   adamWSchema,
   MANAGED_JOB_ADAMW,
 } from './optimizer.js';
+export {
+  epochSteps,
+  inLanes,
+  type PlannedStep,
+  promptLanes,
+  type RolloutSample,
+  type RolloutSampling,
+  type Rollouts,
+  rolloutDatums,
+  rolloutMetrics,
+  rolloutSeed,
+  sampleGroup,
+  trainStep,
+} from './rl/steps.js';
 export { learningRateAt, type Schedule, type ScheduleConfig, scheduleSchema } from './schedule.js';

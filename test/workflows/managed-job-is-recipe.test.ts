@@ -15,6 +15,7 @@ import { MANAGED_JOB_ADAMW } from '../../src/recipes/index.js';
 import { runRecipe } from '../../src/recipes/kit/index.js';
 import type { JobRef } from '../../src/workflows/types.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
+import { putEvaluator } from '../support/evaluators.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
 import { BUNDLED_BASE, createStoredSftJob, SURE_ANSWERS_SFT } from '../support/stored-jobs.js';
 
@@ -43,9 +44,13 @@ async function runJob(ref: JobRef) {
   return { metrics: rows.map((r) => ({ step: r.step, ...r.values })), weights: sha(weights) };
 }
 
+/** Metric rows without their timings (wall-clock, never alike between two runs). */
+const untimed = (rows: Record<string, number>[]) =>
+  rows.map((r) => Object.fromEntries(Object.entries(r).filter(([k]) => !k.includes('_time_s:'))));
+
 /** Runs the recipe: its metrics.jsonl and the sha256 of its promoted model's weights. */
-async function runRecipeOf(name: string, config: Record<string, unknown>) {
-  const logPath = join(dir, name);
+async function runRecipeOf(name: string, config: Record<string, unknown>, run = name) {
+  const logPath = join(dir, run);
   await runRecipe(
     name,
     { ...config, log_path: logPath, output_model_id: 'out', threads: 1 },
@@ -167,5 +172,93 @@ describe('a managed job is its recipe', () => {
       expect(direct.metrics, recipe).toEqual(managed.metrics);
       expect(direct.weights, recipe).toBe(managed.weights);
     }
+  }, 300_000);
+
+  it('RFT: the job and the rl recipe with the same settings end bitwise alike', async () => {
+    // Answers the bundled model starts alike; at temperature 2 its rollouts part ways at
+    // different points, so prefix rewards vary within groups.
+    const qa = [
+      ['What is the capital of Peru?', 'The capital of Peru is Lima.'],
+      ['What color is snow?', 'The snow is white.'],
+      ['What is the capital of Japan?', 'The capital of Japan is Tokyo.'],
+      ['What color is the sky?', 'The sky is blue.'],
+    ];
+    const rows = (answerField: string) =>
+      qa
+        .map(([q, a]) =>
+          JSON.stringify({ messages: [{ role: 'user', content: q }], [answerField]: a }),
+        )
+        .join('\n');
+    await platform.artifacts.put('accounts/acme/datasets/qa/data.jsonl', rows('ground_truth'));
+    await writeFile(join(dir, 'qa.jsonl'), rows('expected_answer'));
+    // The job's evaluator scores as the recipe's built-in prefix_match reward does.
+    await putEvaluator(platform, 'acme', 'prefix', {
+      'prefix.mjs': `export default ({ completion, groundTruth }) => {
+        const want = String(groundTruth).trim();
+        const got = completion.trimStart();
+        let k = 0;
+        while (k < want.length && k < got.length && got[k] === want[k]) k++;
+        return { score: want.length === 0 ? 0 : k / want.length, reason: 'prefix' };
+      };`,
+    });
+    const job = {
+      epochs: 2,
+      chunkSize: 2,
+      n: 4,
+      maxTokens: 16,
+      temperature: 2,
+      learningRate: 2e-3,
+      loraRank: 4,
+      checkpointFrequency: 2,
+      seed: 5,
+    };
+    const ref: JobRef = {
+      collection: 'reinforcementFineTuningJobs',
+      account: 'acme',
+      id: 'same-rl',
+    };
+    await platform.store.create(ref.collection, ref.account, ref.id, {
+      state: 'JOB_STATE_PENDING',
+      baseModel: BUNDLED_BASE,
+      dataset: 'accounts/acme/datasets/qa',
+      evaluator: 'accounts/acme/evaluators/prefix',
+      outputModel: `accounts/acme/models/${ref.id}-model`,
+      ...job,
+    });
+    const managed = await runJob(ref);
+    // The job's defaults spelled out: GRPO with its KL beta 0.001 to the frozen base, top-k
+    // 40, top-p 1, 96 rollouts in flight, a constant rate without warm-up.
+    const config = {
+      base_model: BUNDLED_BASE,
+      dataset: join(dir, 'qa.jsonl'),
+      reward: 'prefix_match',
+      loss_method: 'grpo',
+      kl_beta: 0.001,
+      epochs: job.epochs,
+      max_steps: 1000,
+      prompt_groups_per_step: job.chunkSize,
+      completions_per_prompt: job.n,
+      max_completion_tokens: job.maxTokens,
+      temperature: job.temperature,
+      top_p: 1,
+      top_k: 40,
+      max_concurrent_rollouts: 96,
+      learning_rate: job.learningRate,
+      lr_schedule: { kind: 'constant', warmupSteps: 0 },
+      adam: MANAGED_JOB_ADAMW,
+      lora_rank: job.loraRank,
+      dcp_save_interval: job.checkpointFrequency,
+      seed: job.seed,
+    };
+    const direct = await runRecipeOf('rl', config);
+    expect(managed.metrics).toHaveLength(4);
+    // Some groups had a signal, so the policy moved (the comparison below is not of no-ops).
+    const kept = managed.metrics.map((m) => (m as Record<string, number>)['groups_kept:sum']);
+    expect(kept.some((k) => (k ?? 0) > 0)).toBe(true);
+    expect(untimed(direct.metrics)).toEqual(managed.metrics);
+    expect(direct.weights).toBe(managed.weights);
+    // The comparison can fail: another seed rolls out (and so trains) otherwise.
+    const reseeded = await runRecipeOf('rl', { ...config, seed: 6 }, 'rl-reseeded');
+    expect(reseeded.weights).not.toBe(managed.weights);
   }, 300_000);
 });

@@ -7,7 +7,16 @@
  */
 import { z } from 'zod';
 import { klBetaRefusal } from '../../losses/index.js';
-import { maxTokens, responseCandidatesCount, rlKlBeta, temperature } from '../fields.js';
+import {
+  epochs,
+  maxConcurrentRollouts,
+  maxTokens,
+  responseCandidatesCount,
+  rlKlBeta,
+  temperature,
+  topK,
+  topP,
+} from '../fields.js';
 import { recipeBaseShape } from '../kit/base-config.js';
 import { REWARD_NAMES } from './rewards.js';
 
@@ -31,6 +40,19 @@ export const rlRecipeShape = {
   /** Generated tokens per rollout at most. */
   max_completion_tokens: maxTokens.schema.default(maxTokens.default),
   temperature: temperature.schema.default(1),
+  /** Nucleus sampling of the rollouts (1 = off). */
+  top_p: topP.schema.default(1),
+  /** Top-k sampling of the rollouts (0 = off). */
+  top_k: topK.schema.default(0),
+  /** Rollouts in flight at most (whole groups: n per prompt); unset = every prompt at once. */
+  max_concurrent_rollouts: maxConcurrentRollouts.schema.optional(),
+  /**
+   * The managed RFT jobs' data plan instead of `max_steps` steps over reshuffled prompts:
+   * `epochs` seeded passes over the prompts (src/datasets), each cut into steps of
+   * `prompt_groups_per_step` prompts (the whole dataset a step when it holds fewer than two
+   * steps' worth); `max_steps` still caps the run.
+   */
+  epochs: epochs.rft.schema.optional(),
   max_steps: z.number().int().positive().default(20),
   /** Replicas of the sampling deployment. */
   deployment_replicas: z.number().int().min(1).max(16).default(1),

@@ -12,12 +12,14 @@ import { batchIndices } from '../kit/data.js';
 import { learningRateAt } from '../schedule.js';
 import type { RlConfig } from './config.js';
 import {
+  epochSteps,
   meanReward,
   type Prompt,
   policyLossOf,
   readPrompts,
   referenceOf,
   rolloutDatums,
+  rolloutMetrics,
   sampleRollouts,
   syncWeights,
   trainStep,
@@ -40,22 +42,30 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
   let consumed = resumed?.dataConsumed ?? 0;
   const loss = policyLossOf(config);
   const reference = await referenceOf(config, service);
+  // With epochs, the managed RFT jobs' plan: a managed job is this loop (src/workflows).
+  const plan =
+    config.epochs === undefined
+      ? undefined
+      : epochSteps(prompts.length, {
+          epochs: config.epochs,
+          seed: config.seed,
+          chunkSize: config.prompt_groups_per_step,
+        });
+  const maxSteps = Math.min(config.max_steps, plan?.length ?? config.max_steps);
   const schedule = {
     ...config.lr_schedule,
     peak: peakLearningRate(config),
-    totalSteps: config.max_steps,
+    totalSteps: maxSteps,
   };
 
   // 2. sync → rollouts → advantages → update, every step
   const rewards: number[] = [];
-  while (step < config.max_steps) {
+  while (step < maxSteps) {
     const t0 = performance.now();
     const sampler = await syncWeights(policy, service, step);
-    const batch = batchIndices(
-      prompts.length,
-      consumed,
-      config.prompt_groups_per_step,
-      config.seed,
+    const batch = (
+      plan?.[step]?.prompts ??
+      batchIndices(prompts.length, consumed, config.prompt_groups_per_step, config.seed)
     ).map((i) => prompts[i] as Prompt);
     const rollouts = await sampleRollouts(sampler, batch, config, step, step);
     const lr = learningRateAt(schedule, step);
@@ -65,13 +75,12 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
     const reward = meanReward(rollouts);
     rewards.push(reward);
     await tracker.logMetrics(step, {
-      'reward:mean': reward,
-      ...(out ? { 'loss:mean': out.loss, ...out.metrics } : {}),
+      ...rolloutMetrics(rollouts, out),
       'learning_rate:last': lr,
       'step_time_s:last': (performance.now() - t0) / 1000,
     });
     log.info({ step, reward }, 'rl step');
-    await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumed);
+    await ckpt.saveOnInterval(config.dcp_save_interval, step, maxSteps, consumed);
   }
 
   // 3. final checkpoint, promotion

@@ -10,36 +10,38 @@
  */
 
 import { randomBytes } from 'node:crypto';
-import { parseDataset, planEpochs, type RftPrompt, rftPrompts } from '../../datasets/index.js';
+import { parseDataset, type RftPrompt, rftPrompts } from '../../datasets/index.js';
 import type { Evaluate, Evaluation } from '../../evaluators/index.js';
-import { computeGroupAdvantages, FIELDS, rlMethodLoss } from '../../losses/index.js';
-import { MANAGED_JOB_ADAMW } from '../../recipes/index.js';
-import type { DeploymentSampler, SampledCompletion } from '../../sdk/deployment-sampler.js';
+import { rlMethodLoss } from '../../losses/index.js';
+import {
+  epochSteps,
+  inLanes,
+  MANAGED_JOB_ADAMW,
+  type PlannedStep,
+  promptLanes,
+  type RolloutSample,
+  type RolloutSampling,
+  type Rollouts,
+  rolloutDatums,
+  rolloutMetrics,
+  rolloutSeed,
+  sampleGroup,
+  trainStep,
+} from '../../recipes/index.js';
+import type { DeploymentSampler } from '../../sdk/deployment-sampler.js';
 import type { TrainingClient } from '../../sdk/training-client.js';
-import type { TrainingDatum } from '../../sdk/types.js';
 import type { Renderer } from '../../tokenizers/index.js';
 import type { RftSettings, TrainingPlan } from '../types.js';
 import type { RolloutTracer } from './remote-rollouts.js';
 
-export interface RftStepPlan {
-  epoch: number;
-  /** Indices into the prompts. */
-  prompts: number[];
-  /** The epoch's last step (early stopping is decided there). */
-  endsEpoch: boolean;
-}
+/** A step of the job's plan (early stopping is decided at an epoch's last step). */
+export type RftStepPlan = PlannedStep;
 
 export interface RftData {
   prompts: RftPrompt[];
   steps: RftStepPlan[];
   /** The evaluation dataset's prompts (empty without one): eval reward at segment ends. */
   evalPrompts: RftPrompt[];
-}
-
-/** Prompts per step: the chunk size, or the whole dataset when it has < 2 chunks (or -1). */
-export function chunkLength(promptCount: number, chunkSize: number): number {
-  if (chunkSize <= 0 || promptCount < 2 * chunkSize) return promptCount;
-  return chunkSize;
 }
 
 export function buildRftData(
@@ -50,16 +52,10 @@ export function buildRftData(
 ): RftData {
   const prompts = rftPrompts(parseDataset('rft', text).rows, renderer);
   const evalPrompts = evalText ? rftPrompts(parseDataset('rft', evalText).rows, renderer) : [];
-  const chunk = chunkLength(prompts.length, plan.rft.chunkSize);
-  const steps: RftStepPlan[] = [];
-  planEpochs(prompts.length, { epochs: plan.epochs, seed: plan.seed }).forEach((order, epoch) => {
-    for (let i = 0; i < order.length; i += chunk) {
-      steps.push({
-        epoch,
-        prompts: order.slice(i, i + chunk),
-        endsEpoch: i + chunk >= order.length,
-      });
-    }
+  const steps = epochSteps(prompts.length, {
+    epochs: plan.epochs,
+    seed: plan.seed,
+    chunkSize: plan.rft.chunkSize,
   });
   return { prompts, steps, evalPrompts };
 }
@@ -73,28 +69,24 @@ export async function evalReward(
   prompts: readonly RftPrompt[],
 ): Promise<number> {
   const s = ctx.plan.rft;
-  const scores = await mapLimited(
-    prompts,
-    Math.max(1, s.maxConcurrentRollouts),
-    async (prompt, i) => {
-      const [sample] = await ctx.sampler.sampleWithTokens({
-        promptTokens: prompt.promptTokens,
-        n: 1,
-        maxTokens: s.maxTokens,
-        temperature: s.temperature,
-        topP: s.topP,
-        topK: s.topK,
-        seed: requestSeed(ctx.plan.seed, -1, i),
-      });
-      const scored = await ctx.evaluate({
-        messages: prompt.messages,
-        completion: sample?.text ?? '',
-        groundTruth: prompt.groundTruth,
-        row: prompt.extra,
-      });
-      return scored.score;
-    },
-  );
+  const scores = await inLanes(prompts, Math.max(1, s.maxConcurrentRollouts), async (prompt, i) => {
+    const [sample] = await ctx.sampler.sampleWithTokens({
+      promptTokens: prompt.promptTokens,
+      n: 1,
+      maxTokens: s.maxTokens,
+      temperature: s.temperature,
+      topP: s.topP,
+      topK: s.topK,
+      seed: rolloutSeed(ctx.plan.seed, -1, i),
+    });
+    const scored = await ctx.evaluate({
+      messages: prompt.messages,
+      completion: sample?.text ?? '',
+      groundTruth: prompt.groundTruth,
+      row: prompt.extra,
+    });
+    return scored.score;
+  });
   return scores.reduce((a, b) => a + b, 0) / Math.max(scores.length, 1);
 }
 
@@ -109,12 +101,6 @@ export interface RolloutRecord {
   reason: string;
   snapshot: string | null;
 }
-
-/** What a rollout left to train on: the sampled tokens and their inference logprobs. */
-type RolloutSample = Pick<
-  SampledCompletion,
-  'fullTokens' | 'promptLen' | 'inferenceLogprobs' | 'text' | 'snapshotIdentity'
->;
 
 interface Group {
   prompt: RftPrompt;
@@ -142,62 +128,25 @@ export interface RftStepContext {
   remote: RemoteEnvironment | null;
 }
 
-/** Runs `work` over `items` with at most `limit` in flight, keeping the order of results. */
-async function mapLimited<T, R>(
-  items: readonly T[],
-  limit: number,
-  work: (x: T, i: number) => Promise<R>,
-) {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const lanes = Array.from({ length: Math.max(1, Math.min(limit, items.length)) }, async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await work(items[i]!, i);
-    }
-  });
-  await Promise.all(lanes);
-  return out;
-}
-
-/** A rollout as a policy-loss datum: the completion's tokens trained, the prompt masked. */
-function rolloutDatum(c: RolloutSample, advantage: number): TrainingDatum {
-  const n = c.fullTokens.length - 1;
-  const logprobs = new Array<number>(n).fill(0);
-  const mask = new Array<number>(n).fill(0);
-  const inf = c.inferenceLogprobs ?? [];
-  for (let j = c.promptLen - 1; j < n; j++) {
-    logprobs[j] = inf[j - (c.promptLen - 1)] ?? 0;
-    mask[j] = 1;
-  }
+/** The job's rollout sampling, as the rl recipe's `rolloutSampling` gives it from a config. */
+function samplingOf(s: RftSettings): RolloutSampling {
   return {
-    modelInput: c.fullTokens.slice(0, -1),
-    lossFnInputs: {
-      [FIELDS.targetTokens]: c.fullTokens.slice(1),
-      [FIELDS.weights]: mask,
-      [FIELDS.logprobs]: logprobs,
-      [FIELDS.advantages]: [advantage],
-    },
-  };
-}
-
-function requestSeed(seed: number, step: number, prompt: number): number {
-  return (Math.imul(seed ^ 0x9e3779b9, 31) + step * 100_003 + prompt * 7919) >>> 0;
-}
-
-/** n samples of one prompt from the deployment, scored by the evaluator. */
-async function localGroup(ctx: RftStepContext, prompt: RftPrompt, seed: number): Promise<Group> {
-  const s = ctx.plan.rft;
-  const samples = await ctx.sampler.sampleWithTokens({
-    promptTokens: prompt.promptTokens,
     n: s.n,
     maxTokens: s.maxTokens,
     temperature: s.temperature,
     topP: s.topP,
     topK: s.topK,
-    logprobs: true,
+  };
+}
+
+/** n samples of one prompt from the deployment, scored by the evaluator. */
+async function localGroup(ctx: RftStepContext, prompt: RftPrompt, seed: number): Promise<Group> {
+  const samples = await sampleGroup(
+    ctx.sampler,
+    prompt.promptTokens,
+    samplingOf(ctx.plan.rft),
     seed,
-  });
+  );
   const scores = await Promise.all(
     samples.map((c) =>
       ctx.evaluate({
@@ -277,56 +226,38 @@ async function remoteGroup(
   return { prompt, samples, scores };
 }
 
+/**
+ * The rl recipe's step (src/recipes/rl/steps.ts) with the job's I/O: the step's prompts in
+ * lanes of `maxConcurrentRollouts`, each group scored by the evaluator (or rolled out on the
+ * remote server), then the recipe's datums, update and metrics.
+ */
 export async function runRftStep(ctx: RftStepContext, step: number) {
   const { plan, data } = ctx;
   const s = plan.rft;
   const chosen = data.steps[step]!.prompts;
-  const groups = await mapLimited(
-    chosen,
-    Math.max(1, Math.floor(s.maxConcurrentRollouts / s.n)),
-    (index, i) => {
-      const prompt = data.prompts[index]!;
-      return ctx.remote
-        ? remoteGroup(ctx, ctx.remote, prompt, step)
-        : localGroup(ctx, prompt, requestSeed(plan.seed, step, i));
-    },
-  );
-  const rewards = groups.map((g) => g.scores.map((e) => e.score));
-  const adv = computeGroupAdvantages(rewards);
-  const datums: TrainingDatum[] = [];
-  adv.kept.forEach((g, k) => {
-    groups[g]!.samples.forEach((c, j) => {
-      if (c) datums.push(rolloutDatum(c, adv.advantages[k]![j]!));
-    });
+  const groups = await inLanes(chosen, promptLanes(s.maxConcurrentRollouts, s.n), (index, i) => {
+    const prompt = data.prompts[index]!;
+    return ctx.remote
+      ? remoteGroup(ctx, ctx.remote, prompt, step)
+      : localGroup(ctx, prompt, rolloutSeed(plan.seed, step, i));
   });
-  const metrics: Record<string, number> = {};
-  if (datums.length > 0) {
-    if (ctx.reference) {
-      const ref = await ctx.reference.forward(datums);
-      datums.forEach((d, i) => {
-        (d.lossFnInputs as Record<string, unknown>)[FIELDS.refLogprobs] = Array.from(
-          ref.lossFnOutputs[i]!.logprobs.data as ArrayLike<number>,
-        );
-      });
-    }
-    const loss = rlMethodLoss({ method: s.lossMethod, klBeta: s.klBeta });
-    const out = await ctx.policy.forwardBackwardCustom(datums, loss);
-    await ctx.policy.optimStep({ learningRate: ctx.learningRate, ...MANAGED_JOB_ADAMW }, 'none');
-    metrics['policy_loss:mean'] = out.loss;
-    for (const [k, v] of Object.entries(out.metrics)) metrics[k] = v;
-  }
-  const all = rewards.flat();
+  const sampled: Rollouts = {
+    groups: groups.map((g) => g.samples),
+    rewards: groups.map((g) => g.scores.map((e) => e.score)),
+    valid: groups.map((g) => g.scores.map((e) => e.valid)),
+    version: step,
+  };
+  const out = await trainStep(
+    ctx.policy,
+    rolloutDatums(sampled),
+    rlMethodLoss({ method: s.lossMethod, klBeta: s.klBeta }),
+    MANAGED_JOB_ADAMW,
+    ctx.learningRate,
+    ctx.reference ?? undefined,
+  );
   const values: Record<string, number> = {
-    ...metrics,
-    'reward:mean': all.reduce((a, b) => a + b, 0) / Math.max(all.length, 1),
-    'reward:min': Math.min(...all),
-    'reward:max': Math.max(...all),
-    'rollouts:sum': all.length,
-    'valid:mean':
-      groups.flatMap((g) => g.scores).filter((e) => e.valid).length / Math.max(all.length, 1),
-    'groups_kept:sum': adv.kept.length,
-    'groups_dropped:sum': adv.dropped.length,
-    'loss:mean': metrics['policy_loss:mean'] ?? 0,
+    ...rolloutMetrics(sampled, out),
+    'learning_rate:last': ctx.learningRate,
   };
   const rollouts: RolloutRecord[] = groups.flatMap((g) =>
     g.samples.map((c, j) => ({
