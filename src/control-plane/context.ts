@@ -20,6 +20,11 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** Largest dataset upload in bytes (default 150 MiB, as the reference's :upload). */
   maxUploadBytes?: number;
+  /**
+   * Key signing download URLs (:getDownloadEndpoint). Default: random per process, so a URL
+   * works on the control plane that signed it; replicas behind one address share one key.
+   */
+  urlSigningKey?: Buffer;
 }
 
 export interface Deps {
@@ -32,4 +37,5 @@ export interface Deps {
   checkpoints(): Promise<ObjectStore>;
   log: Logger;
   maxUploadBytes: number;
+  urlSigningKey: Buffer;
 }
