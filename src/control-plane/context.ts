@@ -22,7 +22,8 @@ export interface ControlPlaneOptions {
   maxUploadBytes?: number;
   /**
    * Key signing download URLs (:getDownloadEndpoint). Default: random per process, so a URL
-   * works on the control plane that signed it; replicas behind one address share one key.
+   * works on the control plane that signed it; `temper up` and `temper control-plane` derive it
+   * from the secrets key, which every control-plane process of a stack shares.
    */
   urlSigningKey?: Buffer;
 }
