@@ -1,7 +1,9 @@
 // Downloads of READY models and datasets (:getDownloadEndpoint, then a signed GET per file) over
-// a real control plane on a loopback port (SQLite, file:// stores), and `temper model score`
+// a real control plane on a loopback port (SQLite, file:// stores), called also by the pinned
+// Fireworks SDK, and `temper model score`
 // with a model id: imported (the real CLI import), fetched into the content-keyed cache, and
 // scored exactly as the same directory is.
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -14,6 +16,7 @@ import { TransformerModel } from '../../src/engine/model.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { temper } from '../cli/support.js';
 import { ADAPTER, adapterDir, FULL, fixtureDir } from '../support/model-fixtures.js';
+import { pythonEnv } from '../support/python-env.js';
 import { type Harness, type Json, jsonl, sftRows, startHarness } from './harness.js';
 
 let h: Harness;
@@ -157,6 +160,37 @@ describe('GET models/{id}:getDownloadEndpoint', () => {
     expect(res.statusCode).toBe(200);
     expect(sha256(res.rawPayload)).toBe(ep.json.filenameToSha256['config.json']);
   });
+});
+
+describe('the Fireworks SDK (fireworks-ai, pinned, unmodified)', () => {
+  it('models.get_download_endpoint and datasets.get_download_endpoint; the URLs fetch the files', async () => {
+    const script = `
+import hashlib, json, sys, urllib.request
+from fireworks import Fireworks
+c = Fireworks(api_key=sys.argv[1], base_url=sys.argv[2], account_id="alice")
+m = c.models.get_download_endpoint("tiny", read_mask="*")
+d = c.datasets.get_download_endpoint("sure-answers-sft", account_id="temper")
+get = lambda u: hashlib.sha256(urllib.request.urlopen(u).read()).hexdigest()
+print(json.dumps({"model": {f: get(u) for f, u in m.filename_to_signed_urls.items()},
+                  "dataset": {f: get(u) for f, u in d.filename_to_signed_urls.items()}}))
+`;
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(
+        pythonEnv('fireworks-sdk').python,
+        ['-c', script, h.alice, base],
+        { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '' } },
+        (err, stdout, stderr) => (err ? reject(new Error(stderr)) : resolve(stdout)),
+      ),
+    );
+    const seen = JSON.parse(out) as { model: Record<string, string>; dataset: Json };
+    expect(Object.keys(seen.model).sort()).toEqual([...FULL].sort());
+    for (const f of FULL) expect(seen.model[f]).toBe(sha256(await readFile(join(fullDir, f))));
+    const catalog = await h.call(
+      'GET',
+      '/v1/accounts/temper/datasets/sure-answers-sft:getDownloadEndpoint',
+    );
+    expect(seen.dataset).toEqual(catalog.json.filenameToSha256);
+  }, 60_000);
 });
 
 describe('GET datasets/{id}:getDownloadEndpoint (the same mechanism)', () => {
