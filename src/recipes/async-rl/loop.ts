@@ -3,7 +3,8 @@
  * max_staleness: before training step s the rollouts of steps s … s + max_staleness are
  * already in flight on the deployment (each sampled from whatever version it serves when it
  * starts), so sampling overlaps training. After each update the new weights are saved as a
- * delta and hot-loaded, and the rollouts of step s + max_staleness + 1 start. The loss uses
+ * delta and hot-loaded in the background, and the rollouts of step s + max_staleness + 1
+ * start once they are served. The loss uses
  * the rollouts' own sampling logprobs as the behaviour policy (the clipped ratio corrects for
  * the lag).
  */
