@@ -7,7 +7,9 @@
 //   - async_over_sync: the async RL recipe's steady-state step time with max_staleness 1 over
 //     the synchronous recipe's, same config (goal ≤ 0.7: sampling overlaps training).
 // Steady state: the first WARMUP steps are left out; medians. Last stdout line:
-//   {"bench":"recipes","rl_over_parts":..,"async_over_sync":..}
+//   {"bench":"recipes","rl_over_parts":..,"rl_over_parts_in_loop":..,"async_over_sync":..}
+// (rl_over_parts_in_loop: the loop's step over its parts as timed inside the loop, the same
+// minutes of a shared machine; rl_over_parts compares two phases run minutes apart.)
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,6 +151,9 @@ try {
     JSON.stringify({
       bench: 'recipes',
       rl_over_parts: round(rlStep / sumParts),
+      // the same step over its own parts timed inside the loop: no drift of the shared
+      // machine's load between the loop's phase and the parts' phase
+      rl_over_parts_in_loop: round(rlStep / (inLoop.sync + inLoop.sample + inLoop.train)),
       async_over_sync: round(asyncStep / rlStep),
     }),
   );
