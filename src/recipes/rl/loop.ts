@@ -51,6 +51,7 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
   while (step < config.max_steps) {
     const t0 = performance.now();
     const sampler = await syncWeights(policy, service, step);
+    const t1 = performance.now();
     const batch = batchIndices(
       prompts.length,
       consumed,
@@ -58,8 +59,10 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
       config.seed,
     ).map((i) => prompts[i] as Prompt);
     const rollouts = await sampleRollouts(sampler, batch, config, step, step);
+    const t2 = performance.now();
     const lr = learningRateAt(schedule, step);
     const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
+    const t3 = performance.now();
     consumed += batch.length;
     step += 1;
     const reward = meanReward(rollouts);
@@ -68,7 +71,11 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
       'reward:mean': reward,
       ...(out ? { 'loss:mean': out.loss, ...out.metrics } : {}),
       'learning_rate:last': lr,
-      'step_time_s:last': (performance.now() - t0) / 1000,
+      'step_time_s:last': (t3 - t0) / 1000,
+      // the step's parts: weight sync (save + hot-load), rollouts, update
+      'sync_time_s:last': (t1 - t0) / 1000,
+      'rollout_time_s:last': (t2 - t1) / 1000,
+      'train_time_s:last': (t3 - t2) / 1000,
     });
     log.info({ step, reward }, 'rl step');
     await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumed);
