@@ -7,12 +7,15 @@
 //   - async_over_sync: the async RL recipe's steady-state step time with max_staleness 1 over
 //     the synchronous recipe's, same config (goal ≤ 0.7: sampling overlaps training).
 // Steady state: the first WARMUP steps are left out; medians. Last stdout line:
-//   {"bench":"recipes","rl_over_parts":..,"async_over_sync":..}
+//   {"bench":"recipes","rl_over_parts":..,"rl_over_parts_in_loop":..,"async_over_sync":..}
+// (rl_over_parts_in_loop: the loop's step over its parts as timed inside the loop, the same
+// minutes of a shared machine; rl_over_parts compares two phases run minutes apart.)
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pino from 'pino';
 import { asyncRlConfigSchema, run as runAsyncRl } from '../src/recipes/async-rl/index.js';
+import { batchIndices } from '../src/recipes/kit/data.js';
 import { openRecipeClients } from '../src/recipes/kit/index.js';
 import { rlConfigSchema, run as runRl } from '../src/recipes/rl/index.js';
 import {
@@ -44,9 +47,9 @@ const common = {
   max_completion_tokens: 24,
 };
 
-async function stepTimes(logPath: string): Promise<number[]> {
+async function stepTimes(logPath: string, key = 'step_time_s:last'): Promise<number[]> {
   const lines = (await readFile(join(logPath, 'metrics.jsonl'), 'utf8')).trim().split('\n');
-  return lines.map((l) => JSON.parse(l)['step_time_s:last'] as number).slice(WARMUP);
+  return lines.map((l) => JSON.parse(l)[key] as number).slice(WARMUP);
 }
 
 try {
@@ -63,6 +66,11 @@ try {
     await clients.close();
   }
   const syncSteps = await stepTimes(syncConfig.log_path);
+  const inLoop = {
+    sync: median(await stepTimes(syncConfig.log_path, 'sync_time_s:last')),
+    sample: median(await stepTimes(syncConfig.log_path, 'rollout_time_s:last')),
+    train: median(await stepTimes(syncConfig.log_path, 'train_time_s:last')),
+  };
 
   // each part alone, on a fresh pod and deployment of the same shape
   let parts: { sync: number; sample: number; train: number };
@@ -76,16 +84,21 @@ try {
     const policy = await pc.service.createTrainingClient();
     const { prompts } = await readPrompts(partsConfig);
     const loss = policyLossOf(partsConfig);
-    const batch = prompts.slice(0, partsConfig.prompt_groups_per_step);
+    // the loop's prompts of each step (its rollouts' lengths follow the prompts)
+    const groups = partsConfig.prompt_groups_per_step;
+    const batchAt = (s: number) =>
+      batchIndices(prompts.length, s * groups, groups, partsConfig.seed).map(
+        (i) => prompts[i] as (typeof prompts)[number],
+      );
     const t = { sync: [] as number[], sample: [] as number[], train: [] as number[] };
     let sampler = await syncWeights(policy, pc.service, 0);
-    let rollouts = await sampleRollouts(sampler, batch, partsConfig, 0, 0);
+    let rollouts = await sampleRollouts(sampler, batchAt(0), partsConfig, 0, 0);
     for (let s = 1; s <= STEPS; s++) {
       let t0 = performance.now();
       sampler = await syncWeights(policy, pc.service, s);
       t.sync.push((performance.now() - t0) / 1000);
       t0 = performance.now();
-      rollouts = await sampleRollouts(sampler, batch, partsConfig, s, s);
+      rollouts = await sampleRollouts(sampler, batchAt(s), partsConfig, s, s);
       t.sample.push((performance.now() - t0) / 1000);
       const datums = rolloutDatums(rollouts);
       t0 = performance.now();
@@ -125,6 +138,9 @@ try {
   log(
     `sync RL step ${round(rlStep)} s (median of ${syncSteps.length}); parts alone: sync ${round(parts.sync)} s + rollouts ${round(parts.sample)} s + update ${round(parts.train)} s = ${round(sumParts)} s`,
   );
+  log(
+    `parts in the loop: sync ${round(inLoop.sync)} s + rollouts ${round(inLoop.sample)} s + update ${round(inLoop.train)} s`,
+  );
   log(`async RL step (max_staleness 1) ${round(asyncStep)} s (median of ${asyncSteps.length})`);
   log(
     `load average ${loadavg()
@@ -135,6 +151,9 @@ try {
     JSON.stringify({
       bench: 'recipes',
       rl_over_parts: round(rlStep / sumParts),
+      // the same step over its own parts timed inside the loop: no drift of the shared
+      // machine's load between the loop's phase and the parts' phase
+      rl_over_parts_in_loop: round(rlStep / (inLoop.sync + inLoop.sample + inLoop.train)),
       async_over_sync: round(asyncStep / rlStep),
     }),
   );

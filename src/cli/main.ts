@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { restrictFileModes } from '../util/private-files.js';
 import { addBillingCommand } from './billing-command.js';
+import { type ApiFlags, withApiFlags } from './commands/common.js';
 import { addDeploymentCommands } from './commands/deployments.js';
 import { addGenericVerbs } from './commands/generic.js';
 import { addCreateCommand } from './commands/jobs.js';
@@ -12,6 +13,7 @@ import { addTrainerVerbs } from './commands/trainer.js';
 import { DEMO_DEFAULTS, runDemo } from './demo.js';
 import { printError } from './errors.js';
 import { parseTokenList, scoreModel } from './model-score.js';
+import { modelSource } from './model-score-source.js';
 import { addQuickstartCommand } from './quickstart-command.js';
 import { addControlPlaneCommands } from './stack/control-plane-command.js';
 import { addUpCommands } from './stack/up-command.js';
@@ -82,33 +84,25 @@ export async function buildProgram(argv: string[] = process.argv): Promise<Comma
     });
 
   const model = program.command('model').description("models: the account's, and directories");
-  model
-    .command('score')
+  withApiFlags(model.command('score'))
     .description(
-      'per-target-token logprobs of a text or token list under an HF-layout model directory',
+      'per-target-token logprobs of a text or token list under a model: an HF-layout directory, or a model id (downloaded into a local cache)',
     )
     .requiredOption(
-      '--model <dir>',
-      'HF-layout model directory (config.json + *.safetensors + tokenizer)',
+      '--model <id|name|dir>',
+      'model id, accounts/{a}/models/{m}, or HF-layout directory (config.json + *.safetensors + tokenizer)',
     )
     .option('--text <s>', 'text to tokenize with the model tokenizer and score')
     .option('--tokens <ids>', 'comma-separated token ids', parseTokenList)
-    .option('-o, --output <format>', 'json or text', 'text')
     .option('--threads <n>', 'engine threads', positiveInt)
     .action(
-      async (opts: {
-        model: string;
-        text?: string;
-        tokens?: number[];
-        output: string;
-        threads?: number;
-      }) => {
+      async (
+        opts: ApiFlags & { model: string; text?: string; tokens?: number[]; threads?: number },
+      ) => {
         if ((opts.text === undefined) === (opts.tokens === undefined))
           throw new Error('give exactly one of --text or --tokens');
-        if (opts.output !== 'json' && opts.output !== 'text')
-          throw new Error(`--output must be json or text, not '${opts.output}'`);
         const result = await scoreModel(
-          opts.model,
+          await modelSource(opts.model, opts),
           { text: opts.text, tokens: opts.tokens },
           opts.threads,
         );

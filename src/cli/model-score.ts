@@ -1,5 +1,7 @@
 // `temper model score`: per-target-token log-probabilities of a text or token list under an
-// HF-layout model directory.
+// HF-layout model directory, or a base directory with a PEFT LoRA adapter applied (what a
+// model id fetched by model-fetch.ts gives).
+import { openAdapterModel } from '../checkpoints/exports/index.js';
 import { TransformerModel } from '../engine/model.js';
 import { loadModelTokenizer } from '../tokenizers/model-files.js';
 
@@ -20,17 +22,30 @@ export function parseTokenList(s: string): number[] {
   });
 }
 
+export interface ScoreSource {
+  /** What the result names (the model id, or the directory). */
+  name: string;
+  /** The full model's directory (with the tokenizer). */
+  dir: string;
+  /** A LoRA adapter applied on `dir`. */
+  adapterDir?: string;
+}
+
 export async function scoreModel(
-  dir: string,
+  source: string | ScoreSource,
   input: { text?: string; tokens?: number[] },
   threads?: number,
 ): Promise<ScoreResult> {
-  const model = await TransformerModel.fromDirectory(dir, { threads });
+  const { name, dir, adapterDir } =
+    typeof source === 'string' ? { name: source, dir: source, adapterDir: undefined } : source;
+  const model = adapterDir
+    ? await openAdapterModel(dir, adapterDir, { threads })
+    : await TransformerModel.fromDirectory(dir, { threads });
   const tokens =
     input.tokens ??
     (await loadModelTokenizer(dir)).encode(input.text ?? '', { allowSpecial: true });
   if (tokens.length < 2)
     throw new Error('need at least two tokens to score (the first token has no prediction)');
   const lp = Array.from(model.forward([{ tokens: tokens.slice(0, -1), targets: tokens.slice(1) }]));
-  return { model: dir, tokens, logprobs: lp, sum: lp.reduce((a, b) => a + b, 0) };
+  return { model: name, tokens, logprobs: lp, sum: lp.reduce((a, b) => a + b, 0) };
 }

@@ -20,6 +20,12 @@ export interface ControlPlaneOptions {
   logger?: Logger;
   /** Largest dataset upload in bytes (default 150 MiB, as the reference's :upload). */
   maxUploadBytes?: number;
+  /**
+   * Key signing download URLs (:getDownloadEndpoint). Default: random per process, so a URL
+   * works on the control plane that signed it; `temper up` and `temper control-plane` derive it
+   * from the secrets key, which every control-plane process of a stack shares.
+   */
+  urlSigningKey?: Buffer;
 }
 
 export interface Deps {
@@ -32,4 +38,5 @@ export interface Deps {
   checkpoints(): Promise<ObjectStore>;
   log: Logger;
   maxUploadBytes: number;
+  urlSigningKey: Buffer;
 }

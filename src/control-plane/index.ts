@@ -7,6 +7,7 @@
  *   ...
  *   await cp.close(); // the app only: the injected store and registries belong to the caller
  */
+import { randomBytes } from 'node:crypto';
 import type { FastifyInstance } from 'fastify';
 import pino from 'pino';
 import type { ObjectStore } from '../checkpoints/object-store/index.js';
@@ -26,6 +27,7 @@ import {
   type RestoredDeployments,
   restoreDeployments,
 } from './resources/deployments.js';
+import { downloadRoute } from './resources/downloads.js';
 import { evalProtocolRoutes } from './resources/eval-protocol.js';
 import { evaluatorRoutes, evaluatorV2Routes } from './resources/evaluators.js';
 import { dpoRoutes } from './resources/jobs/dpo.js';
@@ -105,6 +107,7 @@ function makeDeps(opts: ControlPlaneOptions): Deps {
     },
     log: opts.logger ?? pino({ level: 'silent' }),
     maxUploadBytes: opts.maxUploadBytes ?? DEFAULT_MAX_UPLOAD,
+    urlSigningKey: opts.urlSigningKey ?? randomBytes(32),
   };
 }
 
@@ -131,6 +134,7 @@ export function createControlPlane(opts: ControlPlaneOptions): ControlPlane {
   deploymentGatewayRoutes(app, deps);
   evalProtocolRoutes(app, deps);
   modelUploadRoute(app, deps);
+  downloadRoute(app, deps);
   trainerGatewayRoutes(app, deps);
   webAppRoutes(app);
   return {

@@ -7,7 +7,8 @@
  * them (at group level and within each chunk's batch) rather than replacing them.
  *
  * IGPO turn advantages: information gain and outcome rewards are z-normalised separately
- * (population std) over all turns of the group, summed per turn, and discounted backwards.
+ * (population std) over the group's turns that have them, summed per turn, and discounted
+ * backwards.
  *
  * KL-shaped advantages: a reference-KL penalty injected into the advantages instead of the
  * loss, centred on the batch mean: A_t += β·mask_t·(mean_diff - diff_t), diff = sampling - ref.
@@ -87,14 +88,30 @@ function zPopulation(values: readonly number[], eps: number): number[] {
   return values.map((v) => (v - mu) / (sigma + eps));
 }
 
+/** Z-scores of the present (non-null) entries of ragged rows; absent entries get 0. */
+function zPresent(rows: readonly (readonly (number | null)[])[], eps: number): number[][] {
+  const present: number[] = [];
+  for (const row of rows) for (const v of row) if (v !== null) present.push(v);
+  const z = zPopulation(present, eps);
+  let k = 0;
+  return rows.map((row) => row.map((v) => (v === null ? 0 : z[k++]!)));
+}
+
+/** A turn's reward of one kind, or null where the turn has none of that kind. */
+export type TurnReward = number | null;
+
 /**
  * IGPO per-turn advantages for a group. `ig[i][t]` is rollout i's information gain at turn t,
- * `outcome[i][t]` its environment reward (usually only at the last turn; missing entries are
- * 0). Returns A[i][t] with A_T = c_T and A_t = c_t + γ·A_{t+1}.
+ * `outcome[i][t]` its environment reward; null (or a missing entry) means the turn has no
+ * reward of that kind — in IGPO the last turn has no information gain and only the last turn
+ * has an outcome. Each kind is z-normalised over the values that exist, never over padding:
+ * padding zeros would shift every present value by the share of absent turns, so all last
+ * turns would get a positive advantage and all earlier ones a negative one regardless of
+ * their rewards. c_t is the sum of the turn's present z-scores; A_T = c_T, A_t = c_t + γ·A_{t+1}.
  */
 export function igpoTurnAdvantages(
-  ig: readonly (readonly number[])[],
-  outcome: readonly (readonly number[])[],
+  ig: readonly (readonly TurnReward[])[],
+  outcome: readonly (readonly TurnReward[])[],
   options: { gamma?: number; eps?: number } = {},
 ): number[][] {
   const gamma = options.gamma ?? 0.95;
@@ -102,29 +119,25 @@ export function igpoTurnAdvantages(
   if (outcome.length > ig.length) {
     throw configError(`IGPO: ${outcome.length} outcome rows for ${ig.length} rollouts`);
   }
-  const flatIg: number[] = [];
-  const flatOut: number[] = [];
-  ig.forEach((turns, i) => {
-    turns.forEach((v, t) => {
-      flatIg.push(v);
-      flatOut.push(outcome[i]?.[t] ?? 0);
-    });
-  });
-  for (const v of [...flatIg, ...flatOut]) {
-    if (!Number.isFinite(v)) throw configError(`IGPO rewards must be finite, got ${v}`);
+  for (const rows of [ig, outcome]) {
+    for (const row of rows) {
+      for (const v of row) {
+        if (v !== null && !Number.isFinite(v)) {
+          throw configError(`IGPO rewards must be finite, got ${v}`);
+        }
+      }
+    }
   }
-  const zIg = zPopulation(flatIg, eps);
-  const zOut = zPopulation(flatOut, eps);
-  let k = 0;
-  return ig.map((turns) => {
-    const c = turns.map(() => {
-      const v = zIg[k]! + zOut[k]!;
-      k++;
-      return v;
-    });
-    const a = new Array<number>(c.length).fill(0);
-    for (let t = c.length - 1; t >= 0; t--) {
-      a[t] = c[t]! + (t + 1 < c.length ? gamma * a[t + 1]! : 0);
+  const zIg = zPresent(ig, eps);
+  const zOut = zPresent(
+    ig.map((turns, i) => turns.map((_, t) => outcome[i]?.[t] ?? null)),
+    eps,
+  );
+  return ig.map((turns, i) => {
+    const a = new Array<number>(turns.length).fill(0);
+    for (let t = turns.length - 1; t >= 0; t--) {
+      const c = zIg[i]![t]! + zOut[i]![t]!;
+      a[t] = c + (t + 1 < turns.length ? gamma * a[t + 1]! : 0);
     }
     return a;
   });

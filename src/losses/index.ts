@@ -23,6 +23,7 @@ export {
   isUniformGroup,
   type KlShapingInput,
   klShapedAdvantages,
+  type TurnReward,
   turnAdvantagesToTokens,
 } from './advantages.js';
 export * from './autodiff/index.js';

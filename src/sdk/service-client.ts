@@ -30,6 +30,7 @@ import {
 import { ControlPlaneLauncher } from './control-plane-launcher.js';
 import {
   DeploymentSampler,
+  DeploymentSamplerError,
   type DeploymentSamplerOptions,
   HotLoadClient,
 } from './deployment-sampler.js';
@@ -776,11 +777,27 @@ export class ServiceClient {
         from = i + 1;
         break;
       }
-    for (let i = from; i < chain.length; i++) {
-      const id = chain[i] as string;
-      const prev = chain[i - 1];
-      await hl.hotloadAndWait(id, prev ? { previousSnapshotIdentity: prev } : {}, timeoutMs);
+    const load = async (start: number) => {
+      for (let i = start; i < chain.length; i++) {
+        const id = chain[i] as string;
+        const prev = chain[i - 1];
+        await hl.hotloadAndWait(id, prev ? { previousSnapshotIdentity: prev } : {}, timeoutMs);
+      }
+    };
+    // Deltas are taken against the last base, which the replicas serving an earlier delta of
+    // it may still hold (hot-load spec: a delta applies where the replica holds its previous
+    // snapshot's weights): signal the delta alone first, and reload the chain only when a
+    // replica refuses it.
+    const servesOtherSnapshot = served.some((r) => r.current_snapshot_identity !== null);
+    if (from === 0 && chain.length > 1 && servesOtherSnapshot) {
+      try {
+        await load(chain.length - 1);
+        return new DeploymentSampler({ ...samplerOpts, ...target });
+      } catch (error) {
+        if (!(error instanceof DeploymentSamplerError)) throw error;
+      }
     }
+    await load(from);
     return new DeploymentSampler({ ...samplerOpts, ...target });
   }
 

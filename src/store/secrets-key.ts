@@ -83,6 +83,14 @@ export class SecretsKey {
     return key;
   }
 
+  /**
+   * A key for another purpose (the control plane's download-URL signatures), the same on every
+   * process holding this key and unrelated to it for anyone who does not.
+   */
+  deriveKey(purpose: string): Buffer {
+    return createHmac('sha256', this.key).update(`temper derived key:${purpose}`).digest();
+  }
+
   /** Encrypts `value` under a fresh data key; `name` is the secret's resource name. */
   seal(value: string, name: string): SealedValue {
     const dataKey = randomBytes(KEY_BYTES);

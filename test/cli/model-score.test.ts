@@ -57,7 +57,7 @@ describe('temper model score', () => {
     await expect(
       temper('model', 'score', '--model', '/nonexistent', '--tokens', '1,2'),
     ).rejects.toMatchObject({
-      stderr: expect.stringContaining('/nonexistent/config.json'),
+      stderr: expect.stringContaining('/nonexistent is no directory, nor a model id'),
     });
   });
 });

@@ -10,6 +10,16 @@ import { SecretsKey, StoreError } from '../../src/store/index.js';
 const NAME = 'accounts/acme/secrets/api-key';
 
 describe('secrets key', () => {
+  it('derives a per-purpose key: the same from the same key text, different otherwise', () => {
+    const { key, text } = SecretsKey.generate();
+    const again = SecretsKey.parse(text, 'test');
+    expect(again.deriveKey('download urls').equals(key.deriveKey('download urls'))).toBe(true);
+    expect(key.deriveKey('download urls')).toHaveLength(32);
+    expect(key.deriveKey('download urls').equals(key.deriveKey('other'))).toBe(false);
+    const other = SecretsKey.generate().key;
+    expect(other.deriveKey('download urls').equals(key.deriveKey('download urls'))).toBe(false);
+  });
+
   it('seals with a fresh data key per value and opens only under the same name', () => {
     const { key } = SecretsKey.generate();
     const a = key.seal('s3cret', NAME);

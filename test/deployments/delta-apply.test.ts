@@ -112,8 +112,8 @@ describe.each(['initializers', 'inputs'] as const)('delta hot-load (weights as %
     await expectServing(rt, 'v2', w2);
 
     // a delta against a snapshot the replica does not hold
-    const refused = await load(rt, 'v2-again', 'v1');
-    expect(refused?.error).toMatch(/delta against 'v1', which this replica does not hold/);
+    const refused = await load(rt, 'v2-again', 'v0');
+    expect(refused?.error).toMatch(/delta against 'v0', which this replica does not hold/);
     await expectServing(rt, 'v2', w2);
 
     // a corrupt copy of v3: one payload byte flipped, in the last tensor so that every other
@@ -132,12 +132,20 @@ describe.each(['initializers', 'inputs'] as const)('delta hot-load (weights as %
     // the held v2 is untouched: the good v3 (a delta against it) applies bit for bit
     expect((await load(rt, 'v3', 'v2'))?.error).toBeNull();
     await expectServing(rt, 'v3', w3);
+
+    // a delta against the last full snapshot (v1), as the trainer takes them, applies while
+    // v3 is served: the replica kept v1's weights
+    const w4 = perturb(w1, 4);
+    await writeDelta(bucket.dir, 'v4', 'v1', w4, w1);
+    expect((await load(rt, 'v4', 'v1'))?.error).toBeNull();
+    await expectServing(rt, 'v4', w4);
     expect(rt.status().loads.map((l) => [l.identity, l.error === null])).toEqual([
       ['v1', true],
       ['v2', true],
       ['v2-again', false],
       ['v3-bad', false],
       ['v3', true],
+      ['v4', true],
     ]);
   });
 });

@@ -108,7 +108,8 @@ describe('deployment lifecycle', () => {
     expect(registry.get(d.name).status.reason).toMatch(/replaced/);
     await waitLoaded(url, 'step-2');
 
-    // step-3 is a delta against step-1: in the ledger, but no replica holds step-1 any more
+    // step-3 is a delta against step-1, the last full snapshot: every replica (the replacement
+    // too, which replayed the chain) still holds its weights, so it applies over step-2
     expect(
       (
         await post('/hot_load/v1/models/hot_load', {
@@ -117,16 +118,28 @@ describe('deployment lifecycle', () => {
         })
       ).status,
     ).toBe(200);
+    await waitLoaded(url, 'step-3');
+
+    // step-3b is a delta against step-2: in the ledger, but no replica holds step-2 any more
+    await writeDelta(bucket.dir, 'step-3b', 'step-2', perturb(w2, 25), w2);
+    expect(
+      (
+        await post('/hot_load/v1/models/hot_load', {
+          identity: 'step-3b',
+          incremental_snapshot_metadata: inc('step-2'),
+        })
+      ).status,
+    ).toBe(200);
     await waitSettled(url);
     const after = (await (await fetch(`${url}/hot_load/v1/models/hot_load`)).json()) as Json;
     for (const r of after.replicas) {
-      expect(r.current_snapshot_identity).toBe('step-2');
+      expect(r.current_snapshot_identity).toBe('step-3');
       expect(r.loading_state.error).toMatch(/does not hold/);
     }
     const served = (await (
       await post('/inference/v1/completions', { prompt: 'hi', max_tokens: 2 })
     ).json()) as Json;
-    expect(served.snapshot_identity).toBe('step-2');
+    expect(served.snapshot_identity).toBe('step-3');
 
     const zero = await registry.scaleToZero(d.name);
     expect(zero).toMatchObject({

@@ -1,6 +1,7 @@
 // End-to-end RL smoke: trainer pod -> saveWeightsForSampler (base) -> hot-load -> sample with
 // logprobs -> importance-sampling policy step -> saveWeightsForSampler (arc_v2 delta) -> delta
 // hot-load -> sample again; the deployment's logprobs match the trainer's on the same tokens.
+// A second delta (against the base again) applies while the first is served.
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, dirname, join } from 'node:path';
@@ -161,6 +162,34 @@ describe('RL loop through a hot-loaded deployment', () => {
     );
     expect(moved).toBeGreaterThan(1e-3);
     expect(mae1).toBeLessThan(1e-4);
+
+    // a second step: its delta is taken against the base s0 again, while the replica serves
+    // s1; the replica kept s0's weights and applies it there — one load, no base reload
+    await training.forwardBackward(
+      r1.map((c, i) => datum(c, i % 2 === 0 ? 1 : -1)),
+      'importance_sampling',
+    );
+    await training.optimStep({});
+    const s2 = await training.saveWeightsForSampler('policy-2');
+    expect(s2.previousSnapshotIdentity).toBe(s0.path);
+    const onS2 = await createDeploymentSampler({
+      inferenceUrl: d.gatewayUrl as string,
+      deployment: d.name,
+      snapshot: s2,
+    });
+    const ledger = (await (await fetch(`${d.gatewayUrl}/v1/${d.name}/ledger`)).json()) as {
+      snapshots: { identity: string }[];
+    };
+    expect(ledger.snapshots.map((r) => r.identity)).toEqual([s2.path, s1.path, s0.path]);
+    const r2 = await onS2.sampleWithTokens({
+      promptTokens: prompt,
+      n: 4,
+      maxTokens: 8,
+      logprobs: true,
+      seed: 1,
+    });
+    expect(r2.every((c) => c.snapshotIdentity === s2.path)).toBe(true);
+    expect(await trainerMae(training, r2)).toBeLessThan(1e-4);
     console.log(
       JSON.stringify({
         rl_e2e_logprob_mae_base: mae0,

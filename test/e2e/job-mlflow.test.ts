@@ -47,16 +47,6 @@ const sftBody = (extra: Json) => ({
   ...extra,
 });
 
-async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { json } = await stack.call('GET', path);
-    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(String(json.state))) return json;
-    if (Date.now() > deadline) throw new Error(`${path} still ${String(json.state)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 async function runsOf(client: MlflowClient, experiment: string): Promise<MlflowRun[]> {
   const id = await client.experimentId(experiment);
   const r = await client.call<{ runs?: MlflowRun[] }>('POST', '/api/2.0/mlflow/runs/search', {
@@ -71,7 +61,7 @@ describe('managed jobs tracked in MLflow', () => {
       ...sftBody({ mlflowTrackingUri: mlflow.url, mlflowExperimentName: 'jobs' }),
     });
     expect(created.status, JSON.stringify(created.json)).toBe(200);
-    const job = await waitForJob(`${COLLECTION}/sft-ml`);
+    const job = await stack.waitForJob(`${COLLECTION}/sft-ml`);
     expect(job.state).toBe('JOB_STATE_COMPLETED');
     const stored = (await stack.call('GET', `${COLLECTION}/sft-ml/metrics`)).json.metrics as {
       step: number;
@@ -147,7 +137,7 @@ describe('managed jobs tracked in MLflow', () => {
       ...sftBody({ mlflowTrackingUri: mlflow.url, mlflowExperimentName: 'deleted' }),
     });
     expect(created.status, JSON.stringify(created.json)).toBe(200);
-    const job = await waitForJob(`${COLLECTION}/sft-warn`);
+    const job = await stack.waitForJob(`${COLLECTION}/sft-warn`);
     expect(job.state).toBe('JOB_STATE_COMPLETED');
     const log = (await stack.call('GET', `${COLLECTION}/sft-warn/logs`)).json as {
       logs: { id: string; level: string; text: string }[];

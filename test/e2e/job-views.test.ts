@@ -18,6 +18,7 @@ afterAll(async () => {
 });
 
 const call: RestStack['call'] = (...args) => stack.call(...args);
+const waitForJob: RestStack['waitForJob'] = (...args) => stack.waitForJob(...args);
 
 interface SseEvent {
   event: string;
@@ -44,16 +45,6 @@ async function readEvents(
       };
     });
   return { status: 200, events };
-}
-
-async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { json } = await call('GET', path);
-    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(String(json.state))) return json;
-    if (Date.now() > deadline) throw new Error(`${path} still ${String(json.state)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 describe('job views through the REST API', () => {

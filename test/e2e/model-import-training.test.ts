@@ -18,7 +18,12 @@ import { importModel } from '../../src/cli/commands/model-import.js';
 import { ServiceClient } from '../../src/sdk/index.js';
 import { bundledQwen3TokenizerDir } from '../../src/tokenizers/index.js';
 import { tempDir } from '../checkpoints/helpers.js';
-import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import {
+  type Json,
+  preferencePair as pair,
+  type RestStack,
+  startRestStack,
+} from '../support/rest-stack.js';
 
 const BASE = 'accounts/acme/models/qwen3-tiny';
 let stack: RestStack;
@@ -55,22 +60,11 @@ afterAll(async () => {
 });
 
 const call: RestStack['call'] = (...args) => stack.call(...args);
-
-async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { json } = await call('GET', path);
-    const state = String(json.state);
-    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(state)) return json;
-    if (Date.now() > deadline) throw new Error(`${path} still ${state}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const waitForJob: RestStack['waitForJob'] = (...args) => stack.waitForJob(...args);
 
 /** Every value of metric `key` the job recorded, step by step. */
 async function metric(jobPath: string, key: string): Promise<number[]> {
-  const res = await call('GET', `${jobPath}/metrics`);
-  const rows = res.json.metrics as { step: number; values: Record<string, number> }[];
+  const rows = await stack.metricRows(jobPath);
   return rows.filter((r) => key in r.values).map((r) => r.values[key]!);
 }
 
@@ -137,13 +131,6 @@ async function expectAdapterOfBase(model: string): Promise<void> {
 /** A Qwen3 chat turn as the job's renderer writes it (the template's empty think block). */
 const turn = (q: string, a: string) =>
   `<|im_start|>user\n${q}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n${a}<|im_end|>`;
-
-const pair = (q: string, good: string, bad: string) =>
-  JSON.stringify({
-    input: { messages: [{ role: 'user', content: q }] },
-    preferred_output: [{ role: 'assistant', content: good }],
-    non_preferred_output: [{ role: 'assistant', content: bad }],
-  });
 
 describe('an imported Qwen3 model', () => {
   it('is preference-tuned by a managed DPO job: checkpoints, a LoRA model that prefers the chosen answers', async () => {

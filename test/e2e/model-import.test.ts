@@ -7,16 +7,13 @@
 // create --from` imports from a directory, from S3 and from GCS; an imported model is LoRA-fine-tuned by a
 // managed SFT job, deployed with its adapter and sampled through chat completions.
 import { execFileSync } from 'node:child_process';
-import { copyFile, readFile, writeFile } from 'node:fs/promises';
+import { copyFile, readFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { exportPeftAdapter } from '../../src/checkpoints/exports/index.js';
 import { openObjectStore } from '../../src/checkpoints/object-store/index.js';
-import { parseSafetensors } from '../../src/checkpoints/safetensors.js';
 import { TemperApi } from '../../src/cli/api/client.js';
 import { importModel } from '../../src/cli/commands/model-import.js';
-import { parseHfConfig, TransformerModel } from '../../src/engine/index.js';
 import {
   bundledQwen3TokenizerDir,
   JinjaRenderer,
@@ -24,10 +21,9 @@ import {
 } from '../../src/tokenizers/index.js';
 import { resolveModel } from '../../src/workflows/activities/models.js';
 import { tempDir } from '../checkpoints/helpers.js';
+import { ADAPTER, adapterDir, FULL, fixtureDir } from '../support/model-fixtures.js';
 import { startGcsServer, startS3Server } from '../support/object-store-servers.js';
 import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
-
-const PARITY = join(import.meta.dirname, '..', 'fixtures', 'parity');
 
 let stack: RestStack;
 
@@ -40,36 +36,6 @@ afterAll(async () => {
 });
 
 const call: RestStack['call'] = (...args) => stack.call(...args);
-
-/** A minimal fast-tokenizer file whose largest id is `maxId`. */
-function tokenizerJson(maxId: number): string {
-  const vocab: Record<string, number> = {};
-  for (let i = 0; i < maxId; i++) vocab[`t${i}`] = i;
-  return JSON.stringify({
-    version: '1.0',
-    model: { type: 'BPE', vocab, merges: [] },
-    added_tokens: [{ id: maxId, content: '<|endoftext|>', special: true }],
-  });
-}
-
-/** An HF directory from a parity fixture (config as transformers 5 writes it, weights, tokenizer). */
-async function fixtureDir(name: string, patch: Json = {}): Promise<string> {
-  const dir = tempDir('import-');
-  const config = JSON.parse(
-    await readFile(join(PARITY, name, 'config.transformers5.json'), 'utf8'),
-  ) as Json;
-  await writeFile(join(dir, 'config.json'), JSON.stringify({ ...config, ...patch }));
-  await writeFile(
-    join(dir, 'model.safetensors'),
-    await readFile(join(PARITY, name, 'model.safetensors')),
-  );
-  await writeFile(join(dir, 'tokenizer.json'), tokenizerJson(Number(config.vocab_size) - 1));
-  await writeFile(
-    join(dir, 'tokenizer_config.json'),
-    JSON.stringify({ eos_token: '<|endoftext|>' }),
-  );
-  return dir;
-}
 
 /** The REST import of every file of `dir`; returns :validateUpload's answer. */
 async function importDir(id: string, dir: string, files: string[], model: Json = {}) {
@@ -90,8 +56,6 @@ async function importDir(id: string, dir: string, files: string[], model: Json =
   }
   return call('GET', `/v1/accounts/acme/models/${id}:validateUpload`);
 }
-
-const FULL = ['config.json', 'model.safetensors', 'tokenizer.json', 'tokenizer_config.json'];
 
 describe('models imported into an account', () => {
   it('imports a Qwen2 model with biases: READY, and resolved where jobs look models up', async () => {
@@ -161,22 +125,10 @@ describe('models imported into an account', () => {
   it('imports a LoRA adapter (PEFT layout) with its base model', async () => {
     const baseDir = await fixtureDir('qwen2_lora');
     expect((await importDir('lora-base', baseDir, FULL)).json.state).toBe('READY');
-    const config = parseHfConfig(
-      JSON.parse(await readFile(join(PARITY, 'qwen2_lora', 'config.json'), 'utf8')),
-    );
-    const model = new TransformerModel(config, { threads: 1, lora: { rank: 4, alpha: 8 } });
-    model.loadTensors(
-      parseSafetensors(await readFile(join(PARITY, 'qwen2_lora', 'adapter.safetensors'))).tensors,
-      { partial: true },
-    );
-    const adapterDir = join(tempDir('adapter-'), 'adapter');
-    await exportPeftAdapter(model, { dir: adapterDir });
-    const v = await importDir(
-      'my-adapter',
-      adapterDir,
-      ['adapter_config.json', 'adapter_model.safetensors'],
-      { kind: 'HF_PEFT_ADDON', peftDetails: { baseModel: 'accounts/acme/models/lora-base' } },
-    );
+    const v = await importDir('my-adapter', await adapterDir('qwen2_lora'), ADAPTER, {
+      kind: 'HF_PEFT_ADDON',
+      peftDetails: { baseModel: 'accounts/acme/models/lora-base' },
+    });
     expect(v.status, JSON.stringify(v.json)).toBe(200);
     expect(v.json).toMatchObject({
       state: 'READY',

@@ -2,7 +2,7 @@
 // model: each runs on the real platform (Temporal, worker, trainer pod, deployment), learns,
 // and promotes its output model.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import { preferencePair as pair, type RestStack, startRestStack } from '../support/rest-stack.js';
 import { createRolloutJob } from '../support/rft-job.js';
 
 let stack: RestStack;
@@ -16,37 +16,7 @@ afterAll(async () => {
 });
 
 const call: RestStack['call'] = (...args) => stack.call(...args);
-
-async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { json } = await call('GET', path);
-    const state = String(json.state);
-    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(state)) return json;
-    if (Date.now() > deadline) throw new Error(`${path} still ${state}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-/** The job's metric rows, oldest first. */
-async function metricRows(
-  path: string,
-): Promise<{ step: number; values: Record<string, number> }[]> {
-  const r = await call('GET', `${path}/metrics`);
-  expect(r.status).toBe(200);
-  const rows = r.json.metrics as {
-    step: number;
-    values: Record<string, number>;
-  }[];
-  return [...rows].sort((a, b) => a.step - b.step);
-}
-
-const pair = (q: string, good: string, bad: string) =>
-  JSON.stringify({
-    input: { messages: [{ role: 'user', content: q }] },
-    preferred_output: [{ role: 'assistant', content: good }],
-    non_preferred_output: [{ role: 'assistant', content: bad }],
-  });
+const waitForJob: RestStack['waitForJob'] = (...args) => stack.waitForJob(...args);
 
 describe('ORPO and full-parameter RFT through the REST API', () => {
   it('runs an ORPO job: its loss falls and it promotes a LoRA model', async () => {
@@ -71,7 +41,7 @@ describe('ORPO and full-parameter RFT through the REST API', () => {
     const path = '/v1/accounts/acme/orpoJobs/orpo-rest';
     const job = await waitForJob(path);
     expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
-    const rows = await metricRows(path);
+    const rows = await stack.metricRows(path);
     expect(rows.length).toBeGreaterThanOrEqual(6);
     expect(rows[0]!.values).toHaveProperty(['or_loss:mean']);
     expect(rows.at(-1)!.values['loss:mean']!).toBeLessThan(rows[0]!.values['loss:mean']!);
@@ -89,7 +59,7 @@ describe('ORPO and full-parameter RFT through the REST API', () => {
     });
     const job = await waitForJob(path);
     expect(job.state, JSON.stringify(job.status)).toBe('JOB_STATE_COMPLETED');
-    const rows = await metricRows(path);
+    const rows = await stack.metricRows(path);
     expect(rows).toHaveLength(1);
     for (const row of rows) expect(row.values).toHaveProperty(['reward:mean']);
     // A policy step was taken on the full weights (some group had reward variance).

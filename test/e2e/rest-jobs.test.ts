@@ -5,7 +5,12 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { catalogDatasetPath } from '../../src/catalog/bundled.js';
-import { type Json, type RestStack, startRestStack } from '../support/rest-stack.js';
+import {
+  type Json,
+  preferencePair as pair,
+  type RestStack,
+  startRestStack,
+} from '../support/rest-stack.js';
 import { createRolloutJob } from '../support/rft-job.js';
 
 let stack: RestStack;
@@ -19,25 +24,8 @@ afterAll(async () => {
 });
 
 const call: RestStack['call'] = (...args) => stack.call(...args);
+const waitForJob: RestStack['waitForJob'] = (...args) => stack.waitForJob(...args);
 const uploadDataset = (id: string, text: string) => stack.uploadDataset(id, text);
-
-async function waitForJob(path: string, timeoutMs = 240_000): Promise<Json> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const { json } = await call('GET', path);
-    const state = String(json.state);
-    if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(state)) return json;
-    if (Date.now() > deadline) throw new Error(`${path} still ${state}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
-const pair = (q: string, good: string, bad: string) =>
-  JSON.stringify({
-    input: { messages: [{ role: 'user', content: q }] },
-    preferred_output: [{ role: 'assistant', content: good }],
-    non_preferred_output: [{ role: 'assistant', content: bad }],
-  });
 
 describe('managed jobs through the REST API', () => {
   it('runs an SFT job on an uploaded dataset across a control-plane restart', async () => {

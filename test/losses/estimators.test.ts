@@ -58,6 +58,46 @@ describe('IGPO', () => {
     expect(igpoTurnAdvantages([[0.3]], [[1]])).toEqual([[0]]);
     expect(igpoTurnAdvantages([[0.2, 0.2]], [[1, 1]])).toEqual([[0, 0]]);
   });
+  it('normalises each reward kind over the turns that have it (null: none)', () => {
+    // IG present [0.5, 0.1, -0.3] → z [√1.5, 0, -√1.5]; outcomes present [1, 0] → z [1, -1]
+    const a = igpoTurnAdvantages(
+      [
+        [0.5, null],
+        [0.1, -0.3, null],
+      ],
+      [
+        [null, 1],
+        [null, null, 0],
+      ],
+    );
+    const z = Math.sqrt(1.5);
+    const expected = [
+      [z + 0.95, 1],
+      [0.95 * (-z - 0.95), -z - 0.95, -1],
+    ];
+    expected.forEach((row, i) => {
+      row.forEach((x, t) => {
+        expect(a[i]![t]).toBeCloseTo(x, 4);
+      });
+    });
+  });
+  it('gives the last turns no shared shift: their advantages sum to 0 over the group', () => {
+    // two-turn episodes, the outcome on the last turn; zeros standing in for the first turns'
+    // absent outcomes would lift every last turn (here all four) above 0
+    const outcomes = [0.5, 0.5, 1, 0.5];
+    const ig = outcomes.map(() => [0.1, null]);
+    const last = igpoTurnAdvantages(
+      ig,
+      outcomes.map((o) => [null, o]),
+    ).map((r) => r[1]!);
+    expect(last.reduce((s, x) => s + x, 0)).toBeCloseTo(0, 9);
+    expect(last.filter((x) => x < 0)).toHaveLength(3);
+    const padded = igpoTurnAdvantages(
+      ig,
+      outcomes.map((o) => [0, o]),
+    ).map((r) => r[1]!);
+    expect(padded.every((x) => x > 0)).toBe(true);
+  });
   it('broadcasts turn advantages to their token spans', () => {
     const t = turnAdvantagesToTokens(
       [1.5, -2],

@@ -118,7 +118,7 @@ describe('ServiceClient sampling clients on a registry deployment', () => {
 
     // asking for the snapshot already served loads nothing
     await service.createDeploymentSampler({ modelPath: s2.uri });
-    // another delta of the same base: base again, then s1
+    // another delta of the same base: applied where the replicas kept s0 (no base reload)
     const onS1 = await service.createSamplingClient({ modelPath: s1.uri });
     const r1 = await onS1.sampleWithTokens({ promptTokens: prompt, maxTokens: 4, seed: 1 });
     expect(r1[0]?.snapshotIdentity).toBe(s1.path);
@@ -129,6 +129,35 @@ describe('ServiceClient sampling clients on a registry deployment', () => {
     expect((await hl.status()).replicas.every((r) => r.current_snapshot_identity === s2.path)).toBe(
       true,
     );
+    const ledger = async () =>
+      (
+        (await (
+          await fetch(`${d.gatewayUrl}/v1/${d.name}/ledger`, {
+            headers: registry.authHeaders(d.name),
+          })
+        ).json()) as { snapshots: { identity: string }[] }
+      ).snapshots.map((r) => r.identity);
+    expect((await ledger()).filter((id) => id === s0.path)).toHaveLength(1);
+
+    // a delta of a new base the deployment never loaded: the delta alone is refused, so the
+    // chain is loaded (the new base, then the delta)
+    const s3 = await training.saveWeightsForSampler('pol-3', { checkpointType: 'base' });
+    await step();
+    const s4 = await training.saveWeightsForSampler('pol-4');
+    expect(s4.previousSnapshotIdentity).toBe(s3.path);
+    const onS4 = await service.createDeploymentSampler({ modelPath: s4.uri });
+    expect((await hl.status()).replicas.every((r) => r.current_snapshot_identity === s4.path)).toBe(
+      true,
+    );
+    expect((await ledger()).slice(0, 2)).toEqual([s4.path, s3.path]);
+    const r4 = await onS4.sampleWithTokens({
+      promptTokens: prompt,
+      n: 2,
+      maxTokens: 6,
+      logprobs: true,
+      seed: 4,
+    });
+    expect(await trainerMae(training, r4)).toBeLessThan(1e-4);
 
     // a snapshot in another bucket, a missing snapshot: refused
     await expect(

@@ -14,6 +14,19 @@ import { startTestPlatform, type TestPlatform } from './platform.js';
 
 export type Json = Record<string, unknown>;
 
+export interface MetricRow {
+  step: number;
+  values: Record<string, number>;
+}
+
+/** One DPO/ORPO preference row: a question, the preferred and the non-preferred answer. */
+export const preferencePair = (q: string, good: string, bad: string): string =>
+  JSON.stringify({
+    input: { messages: [{ role: 'user', content: q }] },
+    preferred_output: [{ role: 'assistant', content: good }],
+    non_preferred_output: [{ role: 'assistant', content: bad }],
+  });
+
 export interface RestStack {
   platform: TestPlatform;
   deployments: DeploymentRegistry;
@@ -30,6 +43,10 @@ export interface RestStack {
     body?: unknown,
     key?: string,
   ): Promise<{ status: number; json: Json }>;
+  /** Polls a job until it ends (completed, failed, cancelled, stopped early); its last GET. */
+  waitForJob(path: string, timeoutMs?: number): Promise<Json>;
+  /** The job's metric rows, oldest step first. */
+  metricRows(path: string): Promise<MetricRow[]>;
   /** Creates a user dataset `id` in `account` and uploads `text` as its JSONL; its JSON answer. */
   uploadDataset(id: string, text: string, account?: string): Promise<Json>;
   restartControlPlane(): Promise<void>;
@@ -90,6 +107,20 @@ export async function startRestStack(
         ...(body === undefined ? {} : { body: JSON.stringify(body) }),
       });
       return { status: res.status, json: (await res.json()) as Json };
+    },
+    async waitForJob(path, timeoutMs = 240_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const { json } = await stack.call('GET', path);
+        if (/COMPLETED|FAILED|CANCELLED|EARLY_STOPPED/.test(String(json.state))) return json;
+        if (Date.now() > deadline) throw new Error(`${path} still ${String(json.state)}`);
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    },
+    async metricRows(path) {
+      const r = await stack.call('GET', `${path}/metrics`);
+      if (r.status !== 200) throw new Error(`${path}/metrics: ${JSON.stringify(r.json)}`);
+      return [...(r.json.metrics as MetricRow[])].sort((a, b) => a.step - b.step);
     },
     async uploadDataset(id, text, account = accounts[0]!) {
       const key = keys[account];

@@ -68,6 +68,9 @@ export async function startApiHost(
       deployments,
       checkpointUrl: settings.checkpointsUrl,
       logger: opts.logger,
+      // Every control-plane process of a stack holds the secrets key, so a download URL signed
+      // by one is honoured by any other.
+      ...(secretsKey ? { urlSigningKey: secretsKey.deriveKey('download urls') } : {}),
     });
     closers.push(() => cp.close());
     // Before serving: a client that saw its deployment before the restart finds it again.

@@ -33,6 +33,7 @@ import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogDataset, catalogDatasets, isCatalog } from './catalog.js';
 import { activeJobsUsing, type Body, deletePrefix, getRow, listRows, render } from './common.js';
 import { previewLimit, previewLines } from './dataset-preview.js';
+import { getDownloadEndpoint } from './downloads.js';
 
 const KINDS = ['sft', 'dpo', 'rft'] as const;
 const TRAINING_JOBS = [
@@ -252,6 +253,11 @@ export function datasetRoutes(deps: Deps): CollectionRoutes {
     verbs: {
       upload: { handler: (ctx, id) => upload(deps, ctx, id) },
       validate: { access: 'read', handler: (ctx, id) => validate(deps, ctx, id) },
+      // The stored file through a signed URL: downloads.ts.
+      getDownloadEndpoint: {
+        method: 'GET',
+        handler: (ctx, id) => getDownloadEndpoint(deps, ctx, 'datasets', id),
+      },
     },
     sub: [{ method: 'GET', path: 'preview', handler: (ctx, p) => preview(deps, ctx, p.id ?? '') }],
   };

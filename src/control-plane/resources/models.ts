@@ -12,6 +12,7 @@ import { listResponse, pageArray, parseListQuery } from '../http/paging.js';
 import type { CollectionRoutes, RequestCtx } from '../http/router.js';
 import { catalogModel, catalogModels, isCatalog } from './catalog.js';
 import { deletePrefix, getRow, listRows, render } from './common.js';
+import { getDownloadEndpoint } from './downloads.js';
 import { createModel, getUploadEndpoint, validateUpload } from './model-import.js';
 
 async function get(deps: Deps, ctx: RequestCtx, id: string) {
@@ -51,6 +52,11 @@ export function modelRoutes(deps: Deps): CollectionRoutes {
     verbs: {
       getUploadEndpoint: { handler: (ctx, id) => getUploadEndpoint(deps, ctx, id) },
       validateUpload: { method: 'GET', handler: (ctx, id) => validateUpload(deps, ctx, id) },
+      // Downloading a READY model's files: downloads.ts.
+      getDownloadEndpoint: {
+        method: 'GET',
+        handler: (ctx, id) => getDownloadEndpoint(deps, ctx, 'models', id),
+      },
     },
   };
 }

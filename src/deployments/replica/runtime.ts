@@ -186,6 +186,12 @@ export class ReplicaRuntime {
   /** The base model's weights (LoRA adapter snapshots merge onto them). */
   private baseWeights!: Map<string, DecoderWeight>;
   private held: HeldSnapshot;
+  /**
+   * The last full snapshot loaded, kept while deltas are served on top of it: the trainer
+   * takes every delta against its last base, so the next delta names this snapshot, not the
+   * one served, and applying it here spares reloading the base before each delta.
+   */
+  private root: HeldSnapshot | null = null;
   /** Buffers of snapshots no longer held, reused by the next delta. */
   private readonly spare = new SpareBuffers();
   private identity: string | null = null;
@@ -667,12 +673,18 @@ export class ReplicaRuntime {
     try {
       this.stage = 'downloading';
       const t0 = performance.now();
+      const prev = sig.incremental_snapshot_metadata?.previous_snapshot_identity;
       next = await readSnapshot(
         this.opts.openSnapshot(sig.identity),
         sig.identity,
         sig.incremental_snapshot_metadata,
-        // the held snapshot of the base model has no identity a delta can name
-        this.identity === null ? null : this.held,
+        // a delta against the kept full snapshot applies to it; otherwise to the one served
+        // (the held snapshot of the base model has no identity a delta can name)
+        this.root && prev === this.root.identity && prev !== this.identity
+          ? this.root
+          : this.identity === null
+            ? null
+            : this.held,
         this.prefetched.get(sig.identity),
         this.spare,
       );
@@ -740,6 +752,8 @@ export class ReplicaRuntime {
 
   private install(decoder: OnnxDecoder, next: HeldSnapshot, sig: LoadSignal): void {
     this.decoder = decoder;
+    // a full snapshot becomes the root deltas are applied to (an adapter is no such root)
+    if (!sig.incremental_snapshot_metadata) this.root = isAdapterSnapshot(next) ? null : next;
     this.retire(this.held, next);
     this.held = next;
     this.identity = sig.identity;
@@ -758,9 +772,13 @@ export class ReplicaRuntime {
     this.spare.keep(this.ownBuffers(old, next));
   }
 
-  /** The buffers of `snap` that neither `other` nor the base model holds. */
+  /** The buffers of `snap` that neither `other`, the kept root nor the base model holds. */
   private ownBuffers(snap: HeldSnapshot, other: HeldSnapshot): Buffer[] {
-    const keep = new Set([...other.files.values(), ...this.opts.baseWeights.files.values()]);
+    const keep = new Set([
+      ...other.files.values(),
+      ...(this.root?.files.values() ?? []),
+      ...this.opts.baseWeights.files.values(),
+    ]);
     return [...snap.files.values()].filter((b) => !keep.has(b));
   }
 }

@@ -3,7 +3,8 @@
  * max_staleness: before training step s the rollouts of steps s … s + max_staleness are
  * already in flight on the deployment (each sampled from whatever version it serves when it
  * starts), so sampling overlaps training. After each update the new weights are saved as a
- * delta and hot-loaded, and the rollouts of step s + max_staleness + 1 start. The loss uses
+ * delta and hot-loaded in the background, and the rollouts of step s + max_staleness + 1
+ * start once they are served. The loss uses
  * the rollouts' own sampling logprobs as the behaviour policy (the clipped ratio corrects for
  * the lag).
  */
@@ -49,8 +50,9 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   let version = step;
   let sampler: DeploymentSampler = await syncWeights(policy, service, version);
   const inFlight = new Map<number, Promise<Rollouts>>();
+  /** Rollouts of step s may start once the served version is at least s - max_staleness. */
   const launch = (s: number) => {
-    if (s >= config.max_steps || inFlight.has(s)) return;
+    if (s >= config.max_steps || inFlight.has(s) || s - config.max_staleness > version) return;
     const batch = batchIndices(
       prompts.length,
       consumedAt(s),
@@ -61,27 +63,40 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
     p.catch(() => undefined); // awaited in its step; a failure surfaces there
     inFlight.set(s, p);
   };
+  const launchReady = (from: number) => {
+    for (let s = from; s <= from + config.max_staleness; s++) launch(s);
+  };
+  // The weight sync of a new version runs in the background: the trainer runs it before the
+  // next update (its operations keep their order), while the deployment hot-loads it the
+  // rollouts it may serve start; only those rollouts wait for it, not the next update.
+  let syncing: Promise<void> | undefined;
+  const startSync = (v: number) => {
+    syncing = syncWeights(policy, service, v).then((next) => {
+      sampler = next;
+      version = v;
+    });
+    syncing.catch(() => undefined); // awaited below; a failure surfaces there
+  };
 
   // 3. train on step s's rollouts while steps s+1 … s+max_staleness are sampled
   const rewards: number[] = [];
   try {
     while (step < config.max_steps) {
       const t0 = performance.now();
-      for (let s = step; s <= step + config.max_staleness; s++) launch(s);
+      launchReady(step);
+      if (!inFlight.has(step)) await syncing; // staleness 0: this step's rollouts need it
+      launchReady(step);
       const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
       inFlight.delete(step);
       const lr = learningRateAt(schedule, step);
-      const out = await trainStep(
-        policy,
-        rolloutDatums(rollouts),
-        loss,
-        config.adam,
-        lr,
-        reference,
-      );
+      const update = trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
+      update.catch(() => undefined); // awaited below
+      // the version this step trained on is served: the newest rollouts may start
+      await syncing;
+      launchReady(step);
+      const out = await update;
       step += 1;
-      version = step;
-      sampler = await syncWeights(policy, service, version);
+      if (step < config.max_steps) startSync(step);
       const reward = meanReward(rollouts);
       rewards.push(reward);
       await tracker.logMetrics(step, {
@@ -94,8 +109,9 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
       log.info({ step, reward, staleness: step - 1 - rollouts.version }, 'async rl step');
       await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumedAt(step));
     }
+    await syncing;
   } finally {
-    await Promise.allSettled(inFlight.values());
+    await Promise.allSettled([...inFlight.values(), syncing]);
   }
 
   // 4. final checkpoint, promotion

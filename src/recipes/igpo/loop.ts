@@ -5,8 +5,8 @@
  * geometric mean of its token probabilities, echoed by the deployment) — its rise over a turn
  * is that turn's information gain — and the last reply's outcome reward (the last turn's only
  * reward), (4) turns them into per-turn
- * advantages (igpoTurnAdvantages: each reward kind z-normalised over the group's turns, summed,
- * discounted backwards) and updates the policy with the GRPO loss, one datum per turn.
+ * advantages (igpoTurnAdvantages: each reward kind z-normalised over the group's turns that
+ * have it, summed, discounted backwards) and updates the policy with the GRPO loss, one datum per turn.
  */
 import { z } from 'zod';
 import { FIELDS, igpoTurnAdvantages, rlMethodLoss } from '../../losses/index.js';
@@ -37,7 +37,7 @@ export interface IgpoResult {
 
 interface Episode {
   turns: SampledCompletion[];
-  /** Information gain of each turn. */
+  /** Information gain of each turn but the last (the last turn's reward is the outcome). */
   gains: number[];
   outcome: number;
 }
@@ -47,14 +47,22 @@ const rowSchema = z
   .passthrough();
 type Row = z.output<typeof rowSchema>;
 
-/** P(answer | conversation) as the geometric mean of the answer's token probabilities. */
+/**
+ * P(answer | conversation) as the geometric mean of the answer's token probabilities (its
+ * content and end-of-turn token). Only the answer is weighted: the conversation's own
+ * assistant turns are context, and counting their tokens would score how likely the policy
+ * finds its own replies instead of what they told it about the answer.
+ */
 async function answerProbability(
   sampler: DeploymentSampler,
   renderer: Renderer,
   messages: readonly MessageInput[],
   answer: string,
 ): Promise<number> {
-  const r = renderer.render([...messages, { role: 'assistant', content: answer }]);
+  const r = renderer.render([
+    ...messages.map((m) => ({ ...m, weight: 0 as const })),
+    { role: 'assistant', content: answer },
+  ]);
   const [c] = await sampler.sampleWithTokens({
     promptTokens: r.tokens,
     maxTokens: 1,
@@ -108,15 +116,16 @@ async function playEpisode(
     gains.push(after - before);
     before = after;
   }
-  gains.push(0);
   return { turns, gains, outcome: REWARDS[config.reward](last, row.expected_answer) };
 }
 
 /** One GRPO datum per turn, its tokens carrying the turn's advantage. */
 function turnDatums(group: readonly Episode[], gamma: number): TrainingDatum[] {
+  // IG on every turn but the last, the outcome on the last only: absent rewards are null so
+  // that neither kind is normalised over padding
   const adv = igpoTurnAdvantages(
-    group.map((e) => e.gains),
-    group.map((e) => e.gains.map((_, t) => (t === e.gains.length - 1 ? e.outcome : 0))),
+    group.map((e) => e.turns.map((_, t) => e.gains[t] ?? null)),
+    group.map((e) => e.turns.map((_, t) => (t === e.turns.length - 1 ? e.outcome : null))),
     { gamma },
   );
   return group.flatMap((e, i) =>

@@ -63,13 +63,16 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
   while (step < maxSteps) {
     const t0 = performance.now();
     const sampler = await syncWeights(policy, service, step);
+    const t1 = performance.now();
     const batch = (
       plan?.[step]?.prompts ??
       batchIndices(prompts.length, consumed, config.prompt_groups_per_step, config.seed)
     ).map((i) => prompts[i] as Prompt);
     const rollouts = await sampleRollouts(sampler, batch, config, step, step);
+    const t2 = performance.now();
     const lr = learningRateAt(schedule, step);
     const out = await trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
+    const t3 = performance.now();
     consumed += batch.length;
     step += 1;
     const reward = meanReward(rollouts);
@@ -77,7 +80,11 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
     await tracker.logMetrics(step, {
       ...rolloutMetrics(rollouts, out),
       'learning_rate:last': lr,
-      'step_time_s:last': (performance.now() - t0) / 1000,
+      'step_time_s:last': (t3 - t0) / 1000,
+      // the step's parts: weight sync (save + hot-load), rollouts, update
+      'sync_time_s:last': (t1 - t0) / 1000,
+      'rollout_time_s:last': (t2 - t1) / 1000,
+      'train_time_s:last': (t3 - t2) / 1000,
     });
     log.info({ step, reward }, 'rl step');
     await ckpt.saveOnInterval(config.dcp_save_interval, step, maxSteps, consumed);
