@@ -3,8 +3,11 @@
 // job and the recipe run directly with the same settings and seed — the job's fields mapped to
 // the recipe config's `batch_tokens`, `gradient_accumulation_steps`, held-out set, schedule
 // and the managed jobs' AdamW — end with the same weights (sha256 of the promoted files) and
-// log the same metrics at every step, bit for bit. Jobs run on the real Temporal test
-// platform; recipes on real local trainer pods (one engine thread each, as the platform's).
+// log the same metrics at every step, bit for bit. Managed RFT jobs run the rl recipe's step
+// (src/recipes/rl/steps.ts): the job and the rl recipe with the job's plan (`epochs`), sampling
+// and an evaluator scoring as the recipe's reward does end alike too (timings aside), and
+// another seed does not. Jobs run on the real Temporal test platform; recipes on real local
+// trainer pods (one engine thread each, as the platform's).
 import { createHash } from 'node:crypto';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

@@ -1,7 +1,10 @@
 /**
- * The parts of an RL step, shared by the synchronous and the asynchronous recipe (and timed
- * one by one by bench/recipes.ts): prompts, weight sync (save + hot-load), rollouts from the
- * deployment, rewards and group advantages into datums, and the policy update.
+ * The parts of an RL step, defined once: the synchronous and the asynchronous recipe and
+ * managed RFT jobs (src/workflows/activities/rft.ts) run them (and bench/recipes.ts times
+ * them one by one): prompts and their epoch plan, weight sync (save + hot-load), seeded
+ * rollouts from the deployment, rewards and group advantages into datums, the policy update
+ * and the step's metrics. Each caller brings its own I/O: the recipe scores with a built-in
+ * reward, a managed job with its evaluator's sandbox (or rolls out on a remote server).
  */
 import { z } from 'zod';
 import { planEpochs } from '../../datasets/index.js';

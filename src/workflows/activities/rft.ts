@@ -1,14 +1,16 @@
 /**
- * One managed-RFT policy step: serve the current weights on the job's deployment (a sampler
- * snapshot hot-loaded into it: base first, arc_v2 deltas after), roll out n candidates per
- * prompt of the chunk with inference logprobs, score each with the evaluator, turn the groups'
- * scores into advantages (zero-variance groups dropped, not replaced), and take one step of
- * the job's loss method (grpo / dapo / gspo-token; src/losses) on the kept rollouts.
+ * One managed-RFT policy step: the rl recipe's step (src/recipes/rl/steps.ts) with the job's
+ * I/O. Serve the current weights on the job's deployment (a sampler snapshot hot-loaded into
+ * it: base first, arc_v2 deltas after), roll out n candidates per prompt of the chunk with
+ * inference logprobs, score each with the evaluator (or run the rollouts on the job's remote
+ * server), then the recipe's group advantages (zero-variance groups dropped, not replaced),
+ * datums, update with the job's loss method (grpo / dapo / gspo-token; src/losses) and step
+ * metrics. The rl recipe with the job's settings (its `epochs` plan, the evaluator's scores as
+ * its reward) trains the same weights: test/workflows/managed-job-is-recipe.test.ts.
  *
  * Deterministic for resume: prompt order and chunks come from the plan, each request has a
  * seed derived from (job seed, step, prompt), and seeded deployment sampling is reproducible.
  */
-
 import { randomBytes } from 'node:crypto';
 import { parseDataset, type RftPrompt, rftPrompts } from '../../datasets/index.js';
 import type { Evaluate, Evaluation } from '../../evaluators/index.js';
