@@ -253,6 +253,9 @@ describe('a managed job is its recipe', () => {
       dcp_save_interval: job.checkpointFrequency,
       seed: job.seed,
     };
+    // Seeded sampling reproduces a rollout only while the replica's prefix cache misses the
+    // same way (a reused prefix computes the prompt's last token apart: other last bits); the
+    // group's requests go out together, so a hit needs one to finish before another arrives.
     const direct = await runRecipeOf('rl', config);
     expect(managed.metrics).toHaveLength(4);
     // Some groups had a signal, so the policy moved (the comparison below is not of no-ops).
