@@ -136,7 +136,7 @@ describe('sampling order', () => {
 });
 
 describe('replica /generate', () => {
-  it('stream: false sends the same events as stream: true (token events held back)', async () => {
+  async function startRuntime() {
     const cfg = await baseConfig();
     const files = new Map<string, Buffer>();
     for (const f of ['config.json', 'model.safetensors'])
@@ -151,32 +151,67 @@ describe('replica /generate', () => {
       },
       transition: 'ASYNC',
     });
-    const server = await startReplicaServer(rt);
+    return startReplicaServer(rt);
+  }
+
+  /** A /generate call's events, less their timings (which differ from run to run). */
+  async function generate(server: Awaited<ReturnType<typeof startRuntime>>, body: object) {
+    const res = await fetch(`http://127.0.0.1:${serverPort(server)}/generate`, {
+      method: 'POST',
+      body: JSON.stringify(body),
+    });
+    expect(res.status).toBe(200);
+    const lines = (await res.text()).split('\n').filter((l) => l);
+    return lines.map((l) => {
+      const { prefillQueueMs: _q, prefillMs: _p, decodeMs: _d, ...e } = JSON.parse(l);
+      return e;
+    });
+  }
+
+  it('stream: false sends the same events as stream: true (token events held back)', async () => {
+    const server = await startRuntime();
     try {
-      const events = async (stream: boolean | undefined) => {
-        const res = await fetch(`http://127.0.0.1:${serverPort(server)}/generate`, {
-          method: 'POST',
-          body: JSON.stringify({
-            prompt: Array.from(Buffer.from('Stream or not:')),
-            max_tokens: 9,
-            seed: 4,
-            top_logprobs: 2,
-            echo: true, // no prefix-cache reuse: every request computes the same
-            stream,
-          }),
+      const events = (stream: boolean | undefined) =>
+        generate(server, {
+          prompt: Array.from(Buffer.from('Stream or not:')),
+          max_tokens: 9,
+          seed: 4,
+          top_logprobs: 2,
+          echo: true, // no prefix-cache reuse: every request computes the same
+          stream,
         });
-        expect(res.status).toBe(200);
-        const lines = (await res.text()).split('\n').filter((l) => l);
-        // timings differ from run to run
-        return lines.map((l) => {
-          const { prefillQueueMs: _q, prefillMs: _p, decodeMs: _d, ...e } = JSON.parse(l);
-          return e;
-        });
-      };
       const streamed = await events(undefined);
       expect(streamed).toHaveLength(11);
       expect(await events(false)).toEqual(streamed);
       expect(await events(true)).toEqual(streamed);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('a seeded request gives the same bits whether or not the prefix cache holds its prompt', async () => {
+    const server = await startRuntime();
+    try {
+      const prompt = Array.from(Buffer.from('User: what is the capital of Peru?\nAssistant:'));
+      const seeded = { prompt, max_tokens: 12, seed: 7, top_logprobs: 3, stream: false };
+      const cold = await generate(server, seeded);
+      // A sibling of the same prompt has finished: the second run reuses its prompt's KV, but
+      // computes the last two prompt tokens together, as the cold prefill did.
+      const warm = await generate(server, seeded);
+      expect(cold[0].cachedTokens).toBe(0);
+      expect(warm[0].cachedTokens).toBe(prompt.length - 2);
+      const { cachedTokens: _c, ...coldPrompt } = cold[0];
+      const { cachedTokens: _w, ...warmPrompt } = warm[0];
+      expect(warmPrompt).toEqual(coldPrompt);
+      expect(warm.slice(1)).toEqual(cold.slice(1));
+      // A seeded continuation never reuses decoded tokens (their KV came one row at a time);
+      // an unseeded one does.
+      const answered = [...prompt, ...cold.filter((e) => e.type === 'token').map((e) => e.token)];
+      const more = [...answered, ...Buffer.from(' More?')];
+      const again = await generate(server, { ...seeded, prompt: more, max_tokens: 2 });
+      expect(again[0].cachedTokens).toBe(prompt.length);
+      const loose = await generate(server, { prompt: more, max_tokens: 2, stream: false });
+      expect(loose[0].cachedTokens).toBeGreaterThan(prompt.length);
     } finally {
       await new Promise((r) => server.close(r));
     }

@@ -143,6 +143,13 @@ interface CacheEntry {
   addon: string | undefined;
   tokens: number[];
   cache: KvCache;
+  /**
+   * How many leading positions hold exactly the KV a prefill of the whole prompt computes:
+   * positions a session call computed two or more at a time (ONNX Runtime's one-row matmul
+   * rounds differently from its many-row one, so decoded tokens and one-token prefills are
+   * not exact).
+   */
+  exact: number;
   sessionId: string | undefined;
   sessionOnly: boolean;
 }
@@ -405,10 +412,17 @@ export class ReplicaRuntime {
     }
   }
 
+  /**
+   * The longest cached prefix of `prompt` to reuse. A seeded request reuses only exact KV and
+   * leaves at least two prompt tokens to compute, so its logprobs, and so its draws, are the
+   * same bits whether or not a sibling finished first: a seed reproduces a rollout whatever
+   * the timing. Unseeded requests also reuse decoded tokens (a conversation's last answer).
+   */
   private lookup(
     prompt: number[],
     sessionId: string | undefined,
     addon: string | undefined,
+    seeded: boolean,
   ): { entry: CacheEntry; len: number } | null {
     this.lookups++;
     let best: { entry: CacheEntry; len: number } | null = null;
@@ -416,7 +430,9 @@ export class ReplicaRuntime {
       if (e.addon !== addon) continue;
       if (e.sessionOnly && (sessionId === undefined || e.sessionId !== sessionId)) continue;
       let m = 0;
-      const lim = Math.min(e.tokens.length, prompt.length - 1);
+      const lim = seeded
+        ? Math.min(e.exact, prompt.length - 2)
+        : Math.min(e.tokens.length, prompt.length - 1);
       while (m < lim && e.tokens[m] === prompt[m]) m++;
       if (m > 0 && (!best || m > best.len)) best = { entry: e, len: m };
     }
@@ -432,6 +448,7 @@ export class ReplicaRuntime {
   private remember(
     tokens: number[],
     cache: KvCache,
+    exact: number,
     sessionId: string | undefined,
     epoch: number,
     addon: Addon | undefined,
@@ -444,7 +461,7 @@ export class ReplicaRuntime {
     this.entries = this.entries.filter(
       (e) => e.sessionId !== sessionId || sessionId === undefined || e.addon !== addon?.name,
     );
-    this.entries.unshift({ addon: addon?.name, tokens, cache, sessionId, sessionOnly });
+    this.entries.unshift({ addon: addon?.name, tokens, cache, exact, sessionId, sessionOnly });
     this.entries.length = Math.min(this.entries.length, this.opts.prefixCacheEntries ?? 16);
   }
 
@@ -477,9 +494,18 @@ export class ReplicaRuntime {
       const queued = performance.now() - arrived;
       const epoch = this.resets.length;
       const t0 = performance.now();
-      const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId, addon?.name);
+      const seeded = req.seed !== undefined;
+      const hit = req.echo ? null : this.lookup(req.prompt, req.sessionId, addon?.name, seeded);
       let cache: KvCache | undefined = hit ? cachePrefix(hit.entry.cache, hit.len) : undefined;
       const rest = req.prompt.slice(hit?.len ?? 0);
+      // Exact positions of this sequence's KV: an inexact reused prefix ends them there; a
+      // one-token prefill leaves its last position inexact.
+      const exact =
+        hit && hit.len > hit.entry.exact
+          ? hit.entry.exact
+          : rest.length >= 2
+            ? req.prompt.length
+            : req.prompt.length - 1;
       let r = await this.step(rest, cache, addon);
       cache = r.cache;
       let promptLogprobs: (number | null)[] | null = null;
@@ -529,7 +555,7 @@ export class ReplicaRuntime {
         r = await this.decodeStep(tok, cache, addon);
         cache = r.cache;
       }
-      this.remember(tokens.slice(0, cache.len), cache, req.sessionId, epoch, addon);
+      this.remember(tokens.slice(0, cache.len), cache, exact, req.sessionId, epoch, addon);
       emit({
         type: 'done',
         finishReason: finish,
