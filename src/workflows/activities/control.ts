@@ -29,6 +29,7 @@ import { FAILURE, workflowIdOf } from '../types.js';
 import { podJobIdBase, withHeartbeats } from './host-support.js';
 import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
+import { FINAL_STATES } from '../../orchestration/jobs.js';
 import { type Body, checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
 import { JobTracking } from './job-tracking.js';
 import { modelContextLength, resolveModel } from './models.js';
@@ -101,36 +102,41 @@ export function createControlActivities(deps: ControlDeps): ControlActivities {
   const { store } = deps;
   const tracking = new JobTracking(store, deps.checkpoints);
 
-  /**
-   * Writes the job's state unless the job already ended (then nothing changes and it resolves
-   * undefined): a late write from a run that had not yet noticed a cancel must not revive the
-   * job. Resolves the body as written.
-   */
-  async function writeJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<Body | undefined> {
-    let written: Body | undefined;
-    const ok = await updateLiveJob(store, ref, (body) => {
-      written = {
-        ...body,
-        ...update.fields,
-        state: update.state,
-        status: {
-          code: update.state === 'JOB_STATE_FAILED' ? 'ERROR' : 'OK',
-          message: update.message ?? '',
-        },
-        ...(TERMINAL.has(update.state) || update.state === 'JOB_STATE_FAILED'
-          ? { completedTime: new Date().toISOString() }
-          : {}),
-      };
-      return written;
-    });
-    return ok ? written : undefined;
+  /** The job's body with `update` applied (its state, status and, at the end, its end time). */
+  function withStatus(body: Body, update: JobStatusUpdate): Body {
+    return {
+      ...body,
+      ...update.fields,
+      state: update.state,
+      status: {
+        code: update.state === 'JOB_STATE_FAILED' ? 'ERROR' : 'OK',
+        message: update.message ?? '',
+      },
+      ...(TERMINAL.has(update.state) || update.state === 'JOB_STATE_FAILED'
+        ? { completedTime: new Date().toISOString() }
+        : {}),
+    };
   }
 
+  /** Writes a state that does not end the job, unless it ended; false when it had. */
+  const writeJobStatus = (ref: JobRef, update: JobStatusUpdate) =>
+    updateLiveJob(store, ref, (body) => withStatus(body, update));
+
+  /**
+   * Writes the job's state unless the job already ended (then nothing changes): a late write
+   * from a run that had not yet noticed a cancel must not revive the job. A refused write is
+   * not an error to retry: the job's end is already recorded.
+   *
+   * A final state ends the job's MLflow run (a no-op without one) first, with the body about
+   * to be written, so whoever sees the job ended finds its run ended, with its artifacts.
+   */
   async function setJobStatus(ref: JobRef, update: JobStatusUpdate): Promise<void> {
-    // A refused write is not an error to retry: the job's end is already recorded.
-    // A written final state ends the job's MLflow run too (a no-op without one).
-    const body = await writeJobStatus(ref, update);
-    if (body) await tracking.finish(ref, update.state, body);
+    if (FINAL_STATES.includes(update.state)) {
+      const row = await store.get<Body>(ref.collection, ref.account, ref.id);
+      if (!row || FINAL_STATES.includes(String(row.body.state))) return;
+      await tracking.finish(ref, update.state, withStatus(row.body, update));
+    }
+    await writeJobStatus(ref, update);
   }
 
   async function prepareTrainingJob(ref: JobRef): Promise<TrainingPlan> {
