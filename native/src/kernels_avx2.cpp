@@ -3,12 +3,15 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "pack_avx.h"
 
 namespace temper {
 namespace {
 
 constexpr int kGemmMR = 6;
 constexpr int kGemmNR = 16;
+// How far ahead (floats of the packed B panel, i.e. k steps x nr) the micro-kernel prefetches.
+constexpr int kPrefetchB = 256;
 
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
@@ -28,7 +31,11 @@ void gemm_tile_avx2(int kc, const float* a, const float* b, float* c, long ldc, 
   __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  // The C tile is read (or written) only after the k loop: ask for its lines now.
+  for (int r = 0; r < kGemmMR; ++r) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
   for (int k = 0; k < kc; ++k) {
+    // B streams from L2 (the A panel stays in L1 across the row of tiles): fetch ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB), _MM_HINT_T0);
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
     __m256 av = _mm256_broadcast_ss(a + 0);
@@ -94,7 +101,7 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, pack_transpose_generic, exp_shifted_generic, dot_avx2, axpy_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2};
   return k;
 }
 

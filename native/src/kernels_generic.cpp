@@ -59,8 +59,20 @@ void pack_transpose_generic(const float* base, long stride, int rows, int width,
   }
 }
 
+void pack_copy_generic(const float* src, long stride, long cols, int width, long kc, float* out) {
+  const long panels = (cols + width - 1) / width;
+  for (long kk = 0; kk < kc; ++kk) {
+    const float* s = src + kk * stride;
+    for (long p = 0; p < panels; ++p) {
+      float* o = out + p * width * kc + kk * width;
+      const long have = cols - p * width;
+      for (int c = 0; c < width; ++c) o[c] = c < have ? s[p * width + c] : 0.0f;
+    }
+  }
+}
+
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, exp_shifted_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic};
   return k;
 }
 
