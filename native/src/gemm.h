@@ -51,7 +51,7 @@ inline MatView transposed(const uint16_t* h, long cols) { return {nullptr, 1, co
 
 // Per-thread buffers for gemm_serial.
 struct GemmScratch {
-  std::vector<float> a, b, edge;
+  std::vector<float> a, b, edge, edge_a;
 };
 
 // The same multiply on the calling thread only, for use inside parallel tasks (attention).
@@ -72,7 +72,8 @@ class Gemm {
   ThreadPool& pool_;
   std::vector<float> packed_a_;
   std::vector<float> packed_b_;
-  std::vector<float> edge_;  // per-thread mr x nr scratch for partial tiles
+  std::vector<float> edge_;    // per-thread mr x nr scratch for partial tiles
+  std::vector<float> edge_a_;  // per-thread mr x kc panel for the last rows of an unpacked A
 };
 
 }  // namespace temper

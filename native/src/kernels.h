@@ -17,6 +17,10 @@ struct Kernels {
   // A_panel is kc x mr (packed, mr contiguous per k) and B_panel is kc x nr.
   void (*gemm_tile)(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
                     bool accumulate);
+  // The same with A read in place instead of from a packed panel: element (r, kk) of the
+  // mr x kc block at a[r*lda + kk] (mr rows of a row-major A). Same FMA order, same result.
+  void (*gemm_tile_rows)(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                         bool accumulate);
   // Transposing copy used to pack GEMM panels: out[kk*width + r] = base[r*stride + kk] for
   // r < rows, 0 for rows <= r < width, kk < kc. (Rows of A, or columns of Bᵀ, side by side.)
   void (*pack_transpose)(const float* base, long stride, int rows, int width, long kc, float* out);

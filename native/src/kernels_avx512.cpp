@@ -13,8 +13,10 @@ constexpr int kNR = 32;
 // How far ahead (floats of the packed B panel, i.e. k steps x nr) the micro-kernel prefetches.
 constexpr int kPrefetchB = 256;
 
-void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
-                      bool accumulate) {
+// kDirect: A read in place (row r at a + r*lda) rather than from a packed kc x kMR panel.
+template <bool kDirect>
+inline void gemm_tile_impl(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                           bool accumulate) {
   __m512 acc[kMR][2];
   for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
   // The C tile is read (or written) only after the k loop: ask for its lines now.
@@ -30,11 +32,11 @@ void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc
     const __m512 b1 = _mm512_loadu_ps(b + 16);
     // Fully unrolled by the compiler (kMR is a constant): 24 independent FMA chains.
     for (int r = 0; r < kMR; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r]);
+      const __m512 av = _mm512_set1_ps(kDirect ? a[r * lda + k] : a[r]);
       acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
     }
-    a += kMR;
+    if (!kDirect) a += kMR;
     b += kNR;
   }
   const __m512 al = _mm512_set1_ps(alpha);
@@ -48,6 +50,15 @@ void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc
       _mm512_storeu_ps(row + 16, _mm512_mul_ps(al, acc[r][1]));
     }
   }
+}
+
+void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc, float alpha, bool accumulate) {
+  gemm_tile_impl<false>(kc, a, 0, b, c, ldc, alpha, accumulate);
+}
+
+void gemm_tile_rows_avx512(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                           bool accumulate) {
+  gemm_tile_impl<true>(kc, a, lda, b, c, ldc, alpha, accumulate);
 }
 
 // exp by range reduction: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact
@@ -108,7 +119,7 @@ void axpy_avx512(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx512, dot_avx512, axpy_avx512};
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, gemm_tile_rows_avx512, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx512, dot_avx512, axpy_avx512};
   return k;
 }
 
