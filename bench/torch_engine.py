@@ -316,6 +316,25 @@ def cmd_train(args: argparse.Namespace) -> dict:
 # --------------------------------------------------------------------------------------
 
 
+def openblas_core() -> str:
+    """The kernel set OpenBLAS picked at load (e.g. SkylakeX, or Haswell when the bench forces
+    the AVX2 kernels with OPENBLAS_CORETYPE=Haswell)."""
+    import ctypes
+    import glob
+
+    import numpy as np
+
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in sorted(glob.glob(os.path.join(libs, "libscipy_openblas*.so*"))):
+        lib = ctypes.CDLL(path)  # already loaded by numpy: the same handle
+        for sym in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename", "openblas_get_corename"):
+            fn = getattr(lib, sym, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                return fn().decode()
+    return "unknown"
+
+
 def cmd_gemm(args: argparse.Namespace) -> dict:
     import numpy as np
 
@@ -342,7 +361,7 @@ def cmd_gemm(args: argparse.Namespace) -> dict:
         t = timed_samples(trial, args.trials, 3 * args.trials)
         sec = median(t["use"])
         results.append({"m": m, "n": n, "k": k, "transA": bool(ta), "transB": bool(tb), "seconds": sec, "gflops": 2.0 * m * n * k / sec / 1e9, "quiet": t["is_quiet"], "foreign_cores": max(t["foreign"])})
-    return {"results": results}
+    return {"results": results, "openblas_core": openblas_core()}
 
 
 def main() -> None:

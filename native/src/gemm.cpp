@@ -28,16 +28,6 @@ void pack_a_panel(float* out, long i0, long m, long k0, long kc, MatView a, int 
       for (long r = 0; r < mr; ++r) out[kk * mr + r] = r < rows ? a.at(i0 + r, k0 + kk) : 0.0f;
     return;
   }
-  if (a.rs == 1) {  // columns of A contiguous (A = dYᵀ): copy column segments
-    for (long kk = 0; kk < kc; ++kk) {
-      const float* src = a.p + (k0 + kk) * a.cs + i0;
-      float* o = out + kk * mr;
-      long r = 0;
-      for (; r < rows; ++r) o[r] = src[r];
-      for (; r < mr; ++r) o[r] = 0.0f;
-    }
-    return;
-  }
   if (a.cs == 1) {  // rows of A contiguous: a transposing copy of mr rows side by side
     kernels().pack_transpose(a.p + i0 * a.rs + k0, a.rs, static_cast<int>(rows), mr, kc, out);
     return;
@@ -70,16 +60,6 @@ void pack_b_panel(float* out, long j0, long n, long k0, long kc, MatView b, int 
     }
     return;
   }
-  if (b.cs == 1) {  // rows of B contiguous: copy row segments
-    for (long kk = 0; kk < kc; ++kk) {
-      const float* src = b.p + (k0 + kk) * b.rs + j0;
-      float* o = out + kk * nr;
-      long c = 0;
-      for (; c < cols; ++c) o[c] = src[c];
-      for (; c < nr; ++c) o[c] = 0.0f;
-    }
-    return;
-  }
   if (b.rs == 1) {  // columns of B contiguous (B = Wᵀ): a transposing copy of nr columns
     kernels().pack_transpose(b.p + k0 + j0 * b.cs, b.cs, static_cast<int>(cols), nr, kc, out);
     return;
@@ -88,24 +68,63 @@ void pack_b_panel(float* out, long j0, long n, long k0, long kc, MatView b, int 
     for (long c = 0; c < nr; ++c) out[kk * nr + c] = c < cols ? b.p[(k0 + kk) * b.rs + (j0 + c) * b.cs] : 0.0f;
 }
 
+// Packs `panels` consecutive A panels starting at row i0 (panel p at out + p*mr*kc). When
+// the columns of A are contiguous (A = dYᵀ) the panels are copied together, one run of
+// panels*mr floats per depth, which keeps the hardware prefetchers streaming.
+void pack_a_panels(float* out, long i0, long panels, long m, long k0, long kc, MatView a, int mr) {
+  if (a.h == nullptr && a.rs == 1) {
+    kernels().pack_copy(a.p + k0 * a.cs + i0, a.cs, std::min(panels * mr, m - i0), mr, kc, out);
+    return;
+  }
+  for (long p = 0; p < panels; ++p) pack_a_panel(out + p * mr * kc, i0 + p * mr, m, k0, kc, a, mr);
+}
+
+// The same for `panels` consecutive B panels starting at column j0 (rows of B contiguous:
+// copied together).
+void pack_b_panels(float* out, long j0, long panels, long n, long k0, long kc, MatView b, int nr) {
+  if (b.h == nullptr && b.cs == 1) {
+    kernels().pack_copy(b.p + k0 * b.rs + j0, b.rs, std::min(panels * nr, n - j0), nr, kc, out);
+    return;
+  }
+  for (long p = 0; p < panels; ++p) pack_b_panel(out + p * nr * kc, j0 + p * nr, n, k0, kc, b, nr);
+}
+
 // Multiplies the packed rows [i_begin, i_end) by the packed columns [j_begin, j_end) of one
-// depth block into C. pa/pb point at the panels of row i_begin / column j_begin.
+// depth block into C. pa/pb point at the panels of row i_begin / column j_begin. Rows outer:
+// the A panel is reused from L1 across the row of tiles, the B panels come from L2 (keeping
+// the larger B panel resident instead lost ~5% to L1 evictions).
+// pa == nullptr: A is row-major float32 and read in place (gemm_tile_rows, no packing; its
+// last, partial row panel is packed into edge_a, mr x kc floats).
 void tile_range(const Kernels& kern, long i_begin, long i_end, long j_begin, long j_end, long m,
-                long n, long kc, const float* pa, const float* pb, float alpha, float* c, long ldc,
-                bool acc, float* edge) {
+                long n, long k0, long kc, const float* pa, MatView a, const float* pb, float alpha,
+                float* c, long ldc, bool acc, float* edge, float* edge_a) {
   const int mr = kern.mr, nr = kern.nr;
-  for (long j0 = j_begin; j0 < j_end; j0 += nr) {
-    const float* bp = pb + ((j0 - j_begin) / nr) * nr * kc;
-    const long cols = std::min<long>(nr, n - j0);
-    for (long i0 = i_begin; i0 < i_end; i0 += mr) {
-      const float* ap = pa + ((i0 - i_begin) / mr) * mr * kc;
-      const long rows = std::min<long>(mr, m - i0);
+  for (long i0 = i_begin; i0 < i_end; i0 += mr) {
+    const long rows = std::min<long>(mr, m - i0);
+    const float* ap;
+    long lda = 0;  // > 0: ap points into A itself, rows lda apart
+    if (pa != nullptr) {
+      ap = pa + ((i0 - i_begin) / mr) * mr * kc;
+    } else if (rows == mr) {
+      ap = a.p + i0 * a.rs + k0;
+      lda = a.rs;
+    } else {
+      pack_a_panel(edge_a, i0, m, k0, kc, a, mr);
+      ap = edge_a;
+    }
+    const auto tile = [&](const float* bp, float* ct, long ld, float al, bool ac) {
+      if (lda > 0) kern.gemm_tile_rows(static_cast<int>(kc), ap, lda, bp, ct, ld, al, ac);
+      else kern.gemm_tile(static_cast<int>(kc), ap, bp, ct, ld, al, ac);
+    };
+    for (long j0 = j_begin; j0 < j_end; j0 += nr) {
+      const float* bp = pb + ((j0 - j_begin) / nr) * nr * kc;
+      const long cols = std::min<long>(nr, n - j0);
       float* ct = c + i0 * ldc + j0;
       if (rows == mr && cols == nr) {
-        kern.gemm_tile(kc, ap, bp, ct, ldc, alpha, acc);
+        tile(bp, ct, ldc, alpha, acc);
         continue;
       }
-      kern.gemm_tile(kc, ap, bp, edge, nr, 1.0f, false);
+      tile(bp, edge, nr, 1.0f, false);
       for (long r = 0; r < rows; ++r)
         for (long q = 0; q < cols; ++q) {
           float& out = ct[r * ldc + q];
@@ -114,6 +133,10 @@ void tile_range(const Kernels& kern, long i_begin, long i_end, long j_begin, lon
     }
   }
 }
+
+// A row-major float32 A is read in place by the micro-kernel: packing it would be a
+// transposing copy (the costliest kind) of every row, for the same FMAs in the same order.
+bool direct_a(MatView a) { return a.h == nullptr && a.cs == 1; }
 
 // Few rows (decoding one token per sequence): one dot product per output; packing a whole
 // weight matrix for a handful of rows would cost more than it saves.
@@ -163,17 +186,20 @@ void gemm_serial(long m, long n, long k, float alpha, MatView a, MatView b, floa
   const Kernels& kern = kernels();
   const int mr = kern.mr, nr = kern.nr;
   ensure(s.edge, static_cast<std::size_t>(kMaxGemmMR * kMaxGemmNR));
+  ensure(s.edge_a, static_cast<std::size_t>(kMaxGemmMR * kKC));
+  const bool direct = direct_a(a);
   const long b_panels = ceil_div(n, nr);
   for (long k0 = 0; k0 < k; k0 += kKC) {
     const long kc = std::min(kKC, k - k0);
     const bool acc = accumulate || k0 > 0;
     ensure(s.b, static_cast<std::size_t>(b_panels * nr * kc));
-    for (long p = 0; p < b_panels; ++p) pack_b_panel(s.b.data() + p * nr * kc, p * nr, n, k0, kc, b, nr);
+    pack_b_panels(s.b.data(), 0, b_panels, n, k0, kc, b, nr);
     ensure(s.a, static_cast<std::size_t>(kMC * kc));
     for (long i0 = 0; i0 < m; i0 += kMC) {
       const long i1 = std::min(m, i0 + kMC);
-      for (long i = i0; i < i1; i += mr) pack_a_panel(s.a.data() + (i - i0) * kc, i, m, k0, kc, a, mr);
-      tile_range(kern, i0, i1, 0, n, m, n, kc, s.a.data(), s.b.data(), alpha, c, ldc, acc, s.edge.data());
+      if (!direct) pack_a_panels(s.a.data(), i0, ceil_div(i1 - i0, mr), m, k0, kc, a, mr);
+      tile_range(kern, i0, i1, 0, n, m, n, k0, kc, direct ? nullptr : s.a.data(), a, s.b.data(), alpha, c, ldc,
+                 acc, s.edge.data(), s.edge_a.data());
     }
   }
 }
@@ -192,27 +218,38 @@ void Gemm::run(long m, long n, long k, float alpha, MatView a, MatView b, float*
   const Kernels& kern = kernels();
   const int mr = kern.mr, nr = kern.nr;
   ensure(edge_, static_cast<std::size_t>(pool_.size() * kMaxGemmMR * kMaxGemmNR));
+  ensure(edge_a_, static_cast<std::size_t>(pool_.size() * kMaxGemmMR * kKC));
+  const bool direct = direct_a(a);
   const long a_panels = ceil_div(m, mr);
   const long b_panels = ceil_div(n, nr);
   const long row_blocks = ceil_div(m, kMC);
   const long col_blocks = ceil_div(n, kNC);
+  // Packing tasks: groups of panels spanning about 128 floats of a row or column.
+  const long kPackA = std::max(1, 128 / mr), kPackB = std::max(1, 128 / nr);
+  const long a_groups = direct ? 0 : ceil_div(a_panels, kPackA), b_groups = ceil_div(b_panels, kPackB);
   for (long k0 = 0; k0 < k; k0 += kKC) {
     const long kc = std::min(kKC, k - k0);
     const bool acc = accumulate || k0 > 0;
-    ensure(packed_a_, static_cast<std::size_t>(a_panels * mr * kc));
+    if (!direct) ensure(packed_a_, static_cast<std::size_t>(a_panels * mr * kc));
     ensure(packed_b_, static_cast<std::size_t>(b_panels * nr * kc));
     float* pa = packed_a_.data();
     float* pb = packed_b_.data();
-    pool_.parallel_for(a_panels + b_panels, [&](std::size_t p, int) {
-      const long q = static_cast<long>(p);
-      if (q < a_panels) pack_a_panel(pa + q * mr * kc, q * mr, m, k0, kc, a, mr);
-      else pack_b_panel(pb + (q - a_panels) * nr * kc, (q - a_panels) * nr, n, k0, kc, b, nr);
+    pool_.parallel_for(a_groups + b_groups, [&](std::size_t task, int) {
+      const long q = static_cast<long>(task);
+      if (q < a_groups) {
+        const long p0 = q * kPackA;
+        pack_a_panels(pa + p0 * mr * kc, p0 * mr, std::min(kPackA, a_panels - p0), m, k0, kc, a, mr);
+      } else {
+        const long p0 = (q - a_groups) * kPackB;
+        pack_b_panels(pb + p0 * nr * kc, p0 * nr, std::min(kPackB, b_panels - p0), n, k0, kc, b, nr);
+      }
     });
     pool_.parallel_for(row_blocks * col_blocks, [&](std::size_t task, int thread) {
       const long i0 = (static_cast<long>(task) / col_blocks) * kMC;
       const long j0 = (static_cast<long>(task) % col_blocks) * kNC;
-      tile_range(kern, i0, std::min(m, i0 + kMC), j0, std::min(n, j0 + kNC), m, n, kc, pa + (i0 / mr) * mr * kc,
-                 pb + (j0 / nr) * nr * kc, alpha, c, ldc, acc, edge_.data() + thread * kMaxGemmMR * kMaxGemmNR);
+      tile_range(kern, i0, std::min(m, i0 + kMC), j0, std::min(n, j0 + kNC), m, n, k0, kc,
+                 direct ? nullptr : pa + (i0 / mr) * mr * kc, a, pb + (j0 / nr) * nr * kc, alpha, c, ldc, acc,
+                 edge_.data() + thread * kMaxGemmMR * kMaxGemmNR, edge_a_.data() + thread * kMaxGemmMR * kKC);
     });
   }
 }

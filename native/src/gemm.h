@@ -1,7 +1,9 @@
 // Single-precision matrix multiply, packed and cache-blocked in the manner of BLIS/GotoBLAS:
-// B is packed into kc x nr column panels (L1-resident), A into kc x mr row panels grouped in
-// MC-row blocks (L2-resident), and a register-tiled micro-kernel (6x16 AVX2, 12x32 AVX-512)
-// does the FMAs.
+// A is packed into kc x mr row panels, B into kc x nr column panels, and a register-tiled
+// micro-kernel (6x16 AVX2, 12x32 AVX-512) does the FMAs. Within a task (MC rows x NC columns)
+// one A panel (the broadcast operand, 6-12 floats per k) stays in L1 while the task's B
+// panels (two vectors per k) stream from L2 past it with software prefetch; the kernel
+// prefetches its C tile before the k loop.
 // Written by hand because no BLAS we can ship gives us thread-count-independent results:
 // here every element of C is produced by one task with a k-order fixed by the blocking
 // constants alone, so the result is identical for any number of threads.
@@ -49,7 +51,7 @@ inline MatView transposed(const uint16_t* h, long cols) { return {nullptr, 1, co
 
 // Per-thread buffers for gemm_serial.
 struct GemmScratch {
-  std::vector<float> a, b, edge;
+  std::vector<float> a, b, edge, edge_a;
 };
 
 // The same multiply on the calling thread only, for use inside parallel tasks (attention).
@@ -70,7 +72,8 @@ class Gemm {
   ThreadPool& pool_;
   std::vector<float> packed_a_;
   std::vector<float> packed_b_;
-  std::vector<float> edge_;  // per-thread mr x nr scratch for partial tiles
+  std::vector<float> edge_;    // per-thread mr x nr scratch for partial tiles
+  std::vector<float> edge_a_;  // per-thread mr x kc panel for the last rows of an unpacked A
 };
 
 }  // namespace temper

@@ -17,9 +17,19 @@ struct Kernels {
   // A_panel is kc x mr (packed, mr contiguous per k) and B_panel is kc x nr.
   void (*gemm_tile)(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
                     bool accumulate);
+  // The same with A read in place instead of from a packed panel: element (r, kk) of the
+  // mr x kc block at a[r*lda + kk] (mr rows of a row-major A). Same FMA order, same result.
+  void (*gemm_tile_rows)(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                         bool accumulate);
   // Transposing copy used to pack GEMM panels: out[kk*width + r] = base[r*stride + kk] for
   // r < rows, 0 for rows <= r < width, kk < kc. (Rows of A, or columns of Bᵀ, side by side.)
   void (*pack_transpose)(const float* base, long stride, int rows, int width, long kc, float* out);
+  // Plain copy used to pack GEMM panels: columns [0, cols) of the kc x cols matrix at src
+  // (row stride `stride`) into ceil(cols/width) consecutive kc x width panels, panel p at
+  // out + p*width*kc, out[p*width*kc + kk*width + c] = src[kk*stride + p*width + c], zero past
+  // cols. (Segments of rows of B, or of columns of Aᵀ.) Several panels at once, so each
+  // source row is read as one run rather than width floats at a time.
+  void (*pack_copy)(const float* src, long stride, long cols, int width, long kc, float* out);
   // x[i] = exp(x[i] + shift), accurate to about 1 ulp (inputs below -87 give 0).
   void (*exp_shifted)(float* x, long n, float shift);
   // Σ x[i]·y[i] with a fixed summation order for a given n.
@@ -30,6 +40,7 @@ struct Kernels {
 
 void exp_shifted_generic(float* x, long n, float shift);
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);
+void pack_copy_generic(const float* src, long stride, long cols, int width, long kc, float* out);
 const Kernels& generic_kernels();
 const Kernels& avx2_kernels();
 const Kernels& avx512_kernels();

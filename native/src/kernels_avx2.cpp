@@ -3,12 +3,15 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "pack_avx.h"
 
 namespace temper {
 namespace {
 
 constexpr int kGemmMR = 6;
 constexpr int kGemmNR = 16;
+// How far ahead (floats of the packed B panel, i.e. k steps x nr) the micro-kernel prefetches.
+constexpr int kPrefetchB = 256;
 
 inline float hsum(__m256 v) {
   __m128 lo = _mm256_castps256_ps128(v);
@@ -20,36 +23,44 @@ inline float hsum(__m256 v) {
   return _mm_cvtss_f32(_mm_add_ss(lo, sh));
 }
 
-void gemm_tile_avx2(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
-                    bool accumulate) {
+// kDirect: A read in place (row r at a + r*lda) rather than from a packed kc x 6 panel.
+template <bool kDirect>
+inline void gemm_tile_impl(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                           bool accumulate) {
   __m256 c00 = _mm256_setzero_ps(), c01 = _mm256_setzero_ps();
   __m256 c10 = _mm256_setzero_ps(), c11 = _mm256_setzero_ps();
   __m256 c20 = _mm256_setzero_ps(), c21 = _mm256_setzero_ps();
   __m256 c30 = _mm256_setzero_ps(), c31 = _mm256_setzero_ps();
   __m256 c40 = _mm256_setzero_ps(), c41 = _mm256_setzero_ps();
   __m256 c50 = _mm256_setzero_ps(), c51 = _mm256_setzero_ps();
+  // The C tile is read (or written) only after the k loop: ask for its lines now.
+  for (int r = 0; r < kGemmMR; ++r) _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+  // Element (r, k) of A: a[r*step_r + k*step_k].
+  const long step_r = kDirect ? lda : 1;
   for (int k = 0; k < kc; ++k) {
+    // B streams from L2 (the A panel stays in L1 across the row of tiles): fetch ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB), _MM_HINT_T0);
     const __m256 b0 = _mm256_loadu_ps(b);
     const __m256 b1 = _mm256_loadu_ps(b + 8);
-    __m256 av = _mm256_broadcast_ss(a + 0);
+    __m256 av = _mm256_broadcast_ss(a + 0 * step_r);
     c00 = _mm256_fmadd_ps(av, b0, c00);
     c01 = _mm256_fmadd_ps(av, b1, c01);
-    av = _mm256_broadcast_ss(a + 1);
+    av = _mm256_broadcast_ss(a + 1 * step_r);
     c10 = _mm256_fmadd_ps(av, b0, c10);
     c11 = _mm256_fmadd_ps(av, b1, c11);
-    av = _mm256_broadcast_ss(a + 2);
+    av = _mm256_broadcast_ss(a + 2 * step_r);
     c20 = _mm256_fmadd_ps(av, b0, c20);
     c21 = _mm256_fmadd_ps(av, b1, c21);
-    av = _mm256_broadcast_ss(a + 3);
+    av = _mm256_broadcast_ss(a + 3 * step_r);
     c30 = _mm256_fmadd_ps(av, b0, c30);
     c31 = _mm256_fmadd_ps(av, b1, c31);
-    av = _mm256_broadcast_ss(a + 4);
+    av = _mm256_broadcast_ss(a + 4 * step_r);
     c40 = _mm256_fmadd_ps(av, b0, c40);
     c41 = _mm256_fmadd_ps(av, b1, c41);
-    av = _mm256_broadcast_ss(a + 5);
+    av = _mm256_broadcast_ss(a + 5 * step_r);
     c50 = _mm256_fmadd_ps(av, b0, c50);
     c51 = _mm256_fmadd_ps(av, b1, c51);
-    a += kGemmMR;
+    a += kDirect ? 1 : kGemmMR;
     b += kGemmNR;
   }
   const __m256 al = _mm256_set1_ps(alpha);
@@ -68,6 +79,15 @@ void gemm_tile_avx2(int kc, const float* a, const float* b, float* c, long ldc, 
   store(c + 3 * ldc, c30, c31);
   store(c + 4 * ldc, c40, c41);
   store(c + 5 * ldc, c50, c51);
+}
+
+void gemm_tile_avx2(int kc, const float* a, const float* b, float* c, long ldc, float alpha, bool accumulate) {
+  gemm_tile_impl<false>(kc, a, 0, b, c, ldc, alpha, accumulate);
+}
+
+void gemm_tile_rows_avx2(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                         bool accumulate) {
+  gemm_tile_impl<true>(kc, a, lda, b, c, ldc, alpha, accumulate);
 }
 
 float dot_avx2(const float* x, const float* y, long n) {
@@ -94,7 +114,7 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, pack_transpose_generic, exp_shifted_generic, dot_avx2, axpy_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2};
   return k;
 }
 

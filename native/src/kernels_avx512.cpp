@@ -3,27 +3,40 @@
 #include <immintrin.h>
 
 #include "kernels.h"
+#include "pack_avx.h"
 
 namespace temper {
 namespace {
 
 constexpr int kMR = 12;
 constexpr int kNR = 32;
+// How far ahead (floats of the packed B panel, i.e. k steps x nr) the micro-kernel prefetches.
+constexpr int kPrefetchB = 256;
 
-void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc, float alpha,
-                      bool accumulate) {
+// kDirect: A read in place (row r at a + r*lda) rather than from a packed kc x kMR panel.
+template <bool kDirect>
+inline void gemm_tile_impl(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                           bool accumulate) {
   __m512 acc[kMR][2];
   for (int r = 0; r < kMR; ++r) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
+  // The C tile is read (or written) only after the k loop: ask for its lines now.
+  for (int r = 0; r < kMR; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(c + r * ldc + 16), _MM_HINT_T0);
+  }
   for (int k = 0; k < kc; ++k) {
+    // B streams from L2 (the A panel stays in L1 across the row of tiles): fetch ahead.
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB), _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(b + kPrefetchB + 16), _MM_HINT_T0);
     const __m512 b0 = _mm512_loadu_ps(b);
     const __m512 b1 = _mm512_loadu_ps(b + 16);
     // Fully unrolled by the compiler (kMR is a constant): 24 independent FMA chains.
     for (int r = 0; r < kMR; ++r) {
-      const __m512 av = _mm512_set1_ps(a[r]);
+      const __m512 av = _mm512_set1_ps(kDirect ? a[r * lda + k] : a[r]);
       acc[r][0] = _mm512_fmadd_ps(av, b0, acc[r][0]);
       acc[r][1] = _mm512_fmadd_ps(av, b1, acc[r][1]);
     }
-    a += kMR;
+    if (!kDirect) a += kMR;
     b += kNR;
   }
   const __m512 al = _mm512_set1_ps(alpha);
@@ -39,32 +52,13 @@ void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc
   }
 }
 
-// One gather per 16 output columns per k: the rows are equally strided, so their elements at
-// depth kk sit at base + kk + r*stride.
-void pack_transpose_avx512(const float* base, long stride, int rows, int width, long kc, float* out) {
-  if (stride * 32 > 0x7fffffffL || width > 32) {
-    pack_transpose_generic(base, stride, rows, width, kc, out);
-    return;
-  }
-  const __m512i lanes = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i idx0 = _mm512_mullo_epi32(lanes, _mm512_set1_epi32(static_cast<int>(stride)));
-  const __m512i idx1 = _mm512_add_epi32(idx0, _mm512_set1_epi32(static_cast<int>(16 * stride)));
-  const int rows0 = rows < 16 ? rows : 16;
-  const int rows1 = rows > 16 ? rows - 16 : 0;
-  const __mmask16 load0 = static_cast<__mmask16>((1u << rows0) - 1);
-  const __mmask16 load1 = static_cast<__mmask16>((1u << rows1) - 1);
-  const int w0 = width < 16 ? width : 16;
-  const __mmask16 store0 = static_cast<__mmask16>((1u << w0) - 1);
-  for (long kk = 0; kk < kc; ++kk) {
-    const float* b = base + kk;
-    float* o = out + kk * width;
-    const __m512 v0 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), load0, idx0, b, 4);
-    _mm512_mask_storeu_ps(o, store0, v0);
-    if (width > 16) {
-      const __m512 v1 = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), load1, idx1, b, 4);
-      _mm512_mask_storeu_ps(o + 16, static_cast<__mmask16>((1u << (width - 16)) - 1), v1);
-    }
-  }
+void gemm_tile_avx512(int kc, const float* a, const float* b, float* c, long ldc, float alpha, bool accumulate) {
+  gemm_tile_impl<false>(kc, a, 0, b, c, ldc, alpha, accumulate);
+}
+
+void gemm_tile_rows_avx512(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                           bool accumulate) {
+  gemm_tile_impl<true>(kc, a, lda, b, c, ldc, alpha, accumulate);
 }
 
 // exp by range reduction: x = n·ln2 + r with |r| ≤ ln2/2 (ln2 split in two for an exact
@@ -125,7 +119,7 @@ void axpy_avx512(float a, const float* x, float* y, long n) {
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, pack_transpose_avx512, exp_shifted_avx512, dot_avx512, axpy_avx512};
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, gemm_tile_rows_avx512, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx512, dot_avx512, axpy_avx512};
   return k;
 }
 

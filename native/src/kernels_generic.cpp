@@ -29,6 +29,23 @@ void gemm_tile_generic(int kc, const float* a, const float* b, float* c, long ld
   }
 }
 
+void gemm_tile_rows_generic(int kc, const float* a, long lda, const float* b, float* c, long ldc, float alpha,
+                            bool accumulate) {
+  float acc[kGemmMR][kGemmNR];
+  std::memset(acc, 0, sizeof(acc));
+  for (int k = 0; k < kc; ++k) {
+    const float* bk = b + k * kGemmNR;
+    for (int r = 0; r < kGemmMR; ++r) {
+      const float av = a[r * lda + k];
+      for (int j = 0; j < kGemmNR; ++j) acc[r][j] += av * bk[j];
+    }
+  }
+  for (int r = 0; r < kGemmMR; ++r) {
+    float* cr = c + r * ldc;
+    for (int j = 0; j < kGemmNR; ++j) cr[j] = (accumulate ? cr[j] : 0.0f) + alpha * acc[r][j];
+  }
+}
+
 float dot_generic(const float* x, const float* y, long n) {
   // Eight independent partial sums: vectorisable without reassociation, fixed order.
   float s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -59,8 +76,20 @@ void pack_transpose_generic(const float* base, long stride, int rows, int width,
   }
 }
 
+void pack_copy_generic(const float* src, long stride, long cols, int width, long kc, float* out) {
+  const long panels = (cols + width - 1) / width;
+  for (long kk = 0; kk < kc; ++kk) {
+    const float* s = src + kk * stride;
+    for (long p = 0; p < panels; ++p) {
+      float* o = out + p * width * kc + kk * width;
+      const long have = cols - p * width;
+      for (int c = 0; c < width; ++c) o[c] = c < have ? s[p * width + c] : 0.0f;
+    }
+  }
+}
+
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, pack_transpose_generic, exp_shifted_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, gemm_tile_rows_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic};
   return k;
 }
 

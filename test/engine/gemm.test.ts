@@ -33,6 +33,8 @@ const shapes: [number, number, number][] = [
   [13, 37, 513],
   [100, 130, 70],
   [49, 129, 257],
+  // more panels than one packing task takes (row and column groups), with partial last ones
+  [301, 290, 40],
 ];
 
 describe('engine GEMM', () => {
@@ -55,15 +57,20 @@ describe('engine GEMM', () => {
   it('every kernel set (generic, AVX2, AVX-512 where the CPU has it) agrees', () => {
     const script = `
       import { nativeEngine } from './src/engine/native.ts';
-      const a = Float32Array.from({ length: 50 * 70 }, (_, i) => Math.sin(i));
-      const b = Float32Array.from({ length: 70 * 40 }, (_, i) => Math.cos(i));
-      const c = nativeEngine().matmul(50, 40, 70, a, b, { threads: 2 });
-      console.log(JSON.stringify({ simd: nativeEngine().simd, c: Array.from(c) }));`;
+      const a = Float32Array.from({ length: 150 * 70 }, (_, i) => Math.sin(i));
+      const b = Float32Array.from({ length: 70 * 140 }, (_, i) => Math.cos(i));
+      const c = [];
+      // every transpose combination: each packs its panels by a different path (copy, transpose)
+      for (const transA of [false, true])
+        for (const transB of [false, true])
+          c.push(...nativeEngine().matmul(150, 140, 70, a, b, { transA, transB, threads: 2 }));
+      console.log(JSON.stringify({ simd: nativeEngine().simd, c }));`;
     const run = (simd: string) =>
       JSON.parse(
         execFileSync('npx', ['tsx', '--eval', script], {
           env: { ...process.env, TEMPER_SIMD: simd },
           encoding: 'utf8',
+          maxBuffer: 16 << 20,
         })
           .trim()
           .split('\n')
