@@ -45,6 +45,9 @@ const common = {
   prompt_groups_per_step: 4,
   completions_per_prompt: 4,
   max_completion_tokens: 24,
+  // Rewards must differ within a group for the step to train (uniform groups are dropped):
+  // at temperature 1 the bundled model's answers to these prompts all score alike.
+  temperature: 2,
 };
 
 async function stepTimes(logPath: string, key = 'step_time_s:last'): Promise<number[]> {
