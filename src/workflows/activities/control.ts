@@ -11,6 +11,7 @@ import { MODEL_FILE, type PromotedModel, promoteCheckpoint } from '../../checkpo
 import { parseDataset, renderSamples } from '../../datasets/index.js';
 import { checkEvaluator } from '../../evaluators/index.js';
 import { resolveRlLossMethod } from '../../losses/index.js';
+import { FINAL_STATES } from '../../orchestration/jobs.js';
 import { fields as F } from '../../recipes/index.js';
 import type { Store } from '../../store/index.js';
 import type { Renderer } from '../../tokenizers/index.js';
@@ -29,7 +30,6 @@ import { FAILURE, workflowIdOf } from '../types.js';
 import { podJobIdBase, withHeartbeats } from './host-support.js';
 import { rftJobFieldsSchema, trainerJobBodySchema, trainingJobBodySchema } from './job-body.js';
 import { cachedJobData, modelRenderer, readDatasetText } from './job-data.js';
-import { FINAL_STATES } from '../../orchestration/jobs.js';
 import { type Body, checkpointHistory, jobEnded, updateLiveJob } from './job-rows.js';
 import { JobTracking } from './job-tracking.js';
 import { modelContextLength, resolveModel } from './models.js';
