@@ -8,12 +8,13 @@
  * renamed into place only once every file is complete. A LoRA adapter comes with its base.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
+import { fileDigest } from '../util/file-digest.js';
 import type { TemperApi } from './api/client.js';
 import { defaultDataDir } from './stack/settings.js';
 
@@ -57,12 +58,6 @@ export function modelCacheDir(env: Record<string, string | undefined> = process.
 async function sizeOf(path: string): Promise<number | null> {
   const st = await stat(path).catch(() => undefined);
   return st?.isFile() ? st.size : null;
-}
-
-async function sha256File(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
 }
 
 /** Downloads `name`'s files (not its base) into the cache; returns the directory. */
@@ -117,7 +112,7 @@ async function fetchOne(api: TemperApi, name: string, cache: string, opts: Fetch
         createWriteStream(path, { flags: have > 0 ? 'a' : 'w' }),
       );
     }
-    if ((await sizeOf(path)) !== size || (await sha256File(path)) !== sha) {
+    if ((await sizeOf(path)) !== size || (await fileDigest(path)).sha256 !== sha) {
       await rm(path, { force: true });
       throw new Error(
         `${name}/${f}: the downloaded file does not match its size and sha256 (removed; run again)`,

@@ -16,10 +16,10 @@
 // snapshot stands for, which applying the delta must reproduce exactly. The reference's
 // tools ignore the manifest and read the delta files directly.
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, readdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
+import { fileDigest } from '../../util/file-digest.js';
 import { CheckpointError, validateCheckpointName, validatePrefix } from '../dcp/errors.js';
 import { type ObjectStore, ObjectStoreError } from '../object-store/types.js';
 import {
@@ -230,16 +230,6 @@ async function openTarget(target: SnapshotTarget): Promise<TargetWriter> {
 
 const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
-async function hashFile(path: string): Promise<{ size: number; sha256: string }> {
-  const hash = createHash('sha256');
-  let size = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 4 << 20 })) {
-    hash.update(chunk as Buffer);
-    size += (chunk as Buffer).length;
-  }
-  return { size, sha256: hash.digest('hex') };
-}
-
 // ---------------------------------------------------------------------------------------
 // Writing and applying
 // ---------------------------------------------------------------------------------------
@@ -305,7 +295,7 @@ export async function writeDeltaSnapshot(opts: WriteDeltaSnapshotOptions): Promi
         stored = (
           await encodeDeltaFileFromPaths(prevLocal, nextLocal, { level: opts.level, ...sources })
         ).file;
-        full = await hashFile(nextLocal);
+        full = await fileDigest(nextLocal);
       } else {
         const body = await opts.next.read(path);
         stored = isDelta
@@ -426,7 +416,7 @@ export async function applyDeltaSnapshot(opts: ApplyDeltaSnapshotOptions): Promi
       if (f.delta && baseLocal && outLocal) {
         // Local files: one tensor at a time, whatever the file size.
         await applyDeltaFileToPath(baseLocal, stored, outLocal, sources);
-        const h = await hashFile(outLocal);
+        const h = await fileDigest(outLocal);
         if (h.size !== f.fullSize || h.sha256 !== f.fullSha256) throw mismatch();
         continue;
       }

@@ -11,7 +11,6 @@
  *     store for datasets, the repository for the public catalog), never held whole in memory.
  *     `Range: bytes=N-` resumes from byte N (206).
  */
-import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -19,6 +18,7 @@ import { type Readable, Transform } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { catalogDatasetPath, catalogModelDir } from '../../catalog/bundled.js';
 import { MODEL_FILE, readModel } from '../../checkpoints/promotion.js';
+import { fileDigest } from '../../util/file-digest.js';
 import type { Deps } from '../context.js';
 import { ApiError, notFound, precondition } from '../http/errors.js';
 import { isValidId, resourceName } from '../http/ids.js';
@@ -59,11 +59,7 @@ const catalogDigests = new Map<string, Promise<string>>();
 function fileSha256(path: string): Promise<string> {
   let digest = catalogDigests.get(path);
   if (!digest) {
-    digest = (async () => {
-      const hash = createHash('sha256');
-      for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-      return hash.digest('hex');
-    })();
+    digest = fileDigest(path).then((d) => d.sha256);
     catalogDigests.set(path, digest);
   }
   return digest;
