@@ -35,10 +35,14 @@ const shapes: [number, number, number][] = [
   [49, 129, 257],
   // more panels than one packing task takes (row and column groups), with partial last ones
   [301, 290, 40],
+  // the threaded GEMM's grid: more than 1024 columns (several column slabs per thread) and a
+  // packed A with more rows than columns (row slabs, B packed by each)
+  [40, 2100, 70],
+  [530, 70, 300],
 ];
 
 describe('engine GEMM', () => {
-  it.each(shapes)('m=%i n=%i k=%i, all transposes, 1 and 3 threads', (m, n, k) => {
+  it.each(shapes)('m=%i n=%i k=%i, all transposes, bitwise equal at 1 to 4 threads', (m, n, k) => {
     const r = rng(m * 1000 + n + k);
     const a = Float32Array.from({ length: m * k }, () => r() - 0.5);
     const b = Float32Array.from({ length: k * n }, () => r() - 0.5);
@@ -46,8 +50,10 @@ describe('engine GEMM', () => {
       for (const transB of [false, true]) {
         const ref = reference(m, n, k, a, b, transA, transB);
         const c1 = nativeEngine().matmul(m, n, k, a, b, { transA, transB, threads: 1 });
-        const c3 = nativeEngine().matmul(m, n, k, a, b, { transA, transB, threads: 3 });
-        expect(Buffer.from(c1.buffer).equals(Buffer.from(c3.buffer))).toBe(true);
+        for (const threads of [2, 3, 4]) {
+          const ct = nativeEngine().matmul(m, n, k, a, b, { transA, transB, threads });
+          expect(Buffer.from(c1.buffer).equals(Buffer.from(ct.buffer))).toBe(true);
+        }
         let maxErr = 0;
         for (let i = 0; i < ref.length; i++) maxErr = Math.max(maxErr, Math.abs(c1[i]! - ref[i]!));
         expect(maxErr).toBeLessThan(1e-5 * Math.sqrt(k));
