@@ -63,6 +63,19 @@ void axpy_generic(float a, const float* x, float* y, long n) {
 
 }  // namespace
 
+void adamw_generic(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+  const float one_minus_b1 = 1.0f - c.beta1, one_minus_b2 = 1.0f - c.beta2;
+  for (long i = 0; i < n; ++i) {
+    const float gi = g[i] * c.grad_scale;
+    w[i] *= c.decay;
+    m[i] += (gi - m[i]) * one_minus_b1;
+    v[i] = v[i] * c.beta2 + one_minus_b2 * gi * gi;
+    const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
+    w[i] -= c.step_size * (m[i] / denom);
+    g[i] = 0.0f;
+  }
+}
+
 void exp_shifted_generic(float* x, long n, float shift) {
   for (long i = 0; i < n; ++i) x[i] = std::exp(x[i] + shift);
 }
@@ -89,7 +102,7 @@ void pack_copy_generic(const float* src, long stride, long cols, int width, long
 }
 
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, gemm_tile_rows_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, gemm_tile_rows_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic, adamw_generic};
   return k;
 }
 

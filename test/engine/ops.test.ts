@@ -2,6 +2,7 @@
 // each against a plain float64 reference written here from its definition: forward values,
 // and backward passes against central finite differences of the reference (the gradient of
 // L = Σ c·output for random c). Each must also be bitwise the same on 1 and 3 threads.
+import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { bf16ToF32, f32ToBf16 } from '../../src/engine/dtype.js';
 import { engineOps } from '../../src/engine/ops.js';
@@ -329,6 +330,34 @@ describe('engine operators against plain references', () => {
     expect(relErr(w, rw)).toBeLessThan(1e-6);
     expect(relErr(m, rm)).toBeLessThan(1e-6);
     expect(relErr(v, rv)).toBeLessThan(1e-6);
+  });
+
+  it('AdamW gives the same bits on every kernel set (generic, AVX2, AVX-512)', () => {
+    // 40,009 parameters: whole vectors and a tail in every kernel set.
+    const script = `
+      import { engineOps } from './src/engine/ops.ts';
+      import { nativeEngine } from './src/engine/native.ts';
+      const n = 40009;
+      const wave = (f, s) => Float32Array.from({ length: n }, (_, i) => f(i * s));
+      const res = engineOps().adamw({ w: wave(Math.sin, 1), g: wave(Math.cos, 0.7), m: wave(Math.sin, 0.3),
+        v: wave((x) => Math.abs(Math.cos(x)), 0.1), step: 3, lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8,
+        weightDecay: 0.1, gradScale: 0.5 });
+      const hex = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
+      console.log(JSON.stringify({ simd: nativeEngine().simd, bits: [hex(res.w), hex(res.m), hex(res.v)] }));`;
+    const run = (simd: string) =>
+      JSON.parse(
+        execFileSync('npx', ['tsx', '--eval', script], {
+          env: { ...process.env, TEMPER_SIMD: simd },
+          encoding: 'utf8',
+          maxBuffer: 16 << 20,
+        })
+          .trim()
+          .split('\n')
+          .at(-1)!,
+      );
+    const generic = run('generic');
+    expect(generic.simd).toBe('generic');
+    for (const simd of ['avx2', 'avx512']) expect(run(simd).bits).toEqual(generic.bits);
   });
 
   it('names bad input', () => {
