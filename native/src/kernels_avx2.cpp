@@ -2,6 +2,8 @@
 // and only ever called after a CPUID check.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kernels.h"
 #include "pack_avx.h"
 
@@ -111,6 +113,31 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+float reduce_max_avx2(const float* x, long n) {
+  __m256 m = _mm256_set1_ps(x[0]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  alignas(32) float l[8];
+  _mm256_store_ps(l, m);
+  float r = l[0];
+  for (int k = 1; k < 8; ++k) r = std::max(r, l[k]);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+double sum_f64_avx2(const float* x, long n) {
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();  // lanes 0-3 and 4-7
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm_loadu_ps(x + i)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)));
+  }
+  alignas(32) double l[8];
+  _mm256_store_pd(l, lo);
+  _mm256_store_pd(l + 4, hi);
+  return sum_f64_tail(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])), x, i, n);
+}
+
 void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
   const __m256 scale = _mm256_set1_ps(c.grad_scale), decay = _mm256_set1_ps(c.decay);
   const __m256 b2 = _mm256_set1_ps(c.beta2), omb1 = _mm256_set1_ps(1.0f - c.beta1);
@@ -136,7 +163,7 @@ void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoeffi
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2, adamw_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2, reduce_max_avx2, sum_f64_avx2, adamw_avx2};
   return k;
 }
 
