@@ -113,6 +113,44 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// exp as in kernels_avx512.cpp (the same reduction, polynomial and FMAs), the scaling by 2^n
+// done as two exact multiplications by powers of two built in the exponent field (AVX2 has
+// no scalef), so results are the AVX-512 kernel's bits wherever they are normal floats.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // n in [-126, 128]: halves keep each factor 2^h inside the normal exponent range.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i h1 = _mm256_srai_epi32(ni, 1);
+  const __m256i h2 = _mm256_sub_epi32(ni, h1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+void exp_shifted_avx2(float* x, long n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), s)));
+  if (i < n) {  // the tail through a zero-padded vector, so it gets the same arithmetic
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long k = i; k < n; ++k) t[k - i] = x[k];
+    _mm256_store_ps(t, exp_ps(_mm256_add_ps(_mm256_load_ps(t), s)));
+    for (long k = i; k < n; ++k) x[k] = t[k - i];
+  }
+}
+
 float reduce_max_avx2(const float* x, long n) {
   __m256 m = _mm256_set1_ps(x[0]);
   long i = 0;
@@ -163,7 +201,7 @@ void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoeffi
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2, reduce_max_avx2, sum_f64_avx2, adamw_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx2, dot_avx2, axpy_avx2, reduce_max_avx2, sum_f64_avx2, adamw_avx2};
   return k;
 }
 

@@ -1,10 +1,9 @@
 // The hand-written GEMM against a float64 reference, for every transpose combination and
 // shapes that hit full tiles, edge tiles, multiple k-blocks and the small-m path; and the
 // AVX2 kernels against the portable fallback (forced with TEMPER_NO_AVX2=1 in a child).
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { nativeEngine } from '../../src/engine/native.js';
-import { rng } from './helpers.js';
+import { rng, underKernelSet } from './helpers.js';
 
 function reference(
   m: number,
@@ -71,21 +70,10 @@ describe('engine GEMM', () => {
         for (const transB of [false, true])
           c.push(...nativeEngine().matmul(150, 140, 70, a, b, { transA, transB, threads: 2 }));
       console.log(JSON.stringify({ simd: nativeEngine().simd, c }));`;
-    const run = (simd: string) =>
-      JSON.parse(
-        execFileSync('npx', ['tsx', '--eval', script], {
-          env: { ...process.env, TEMPER_SIMD: simd },
-          encoding: 'utf8',
-          maxBuffer: 16 << 20,
-        })
-          .trim()
-          .split('\n')
-          .at(-1)!,
-      );
-    const generic = run('generic');
+    const generic = underKernelSet<{ simd: string; c: number[] }>('generic', script);
     expect(generic.simd).toBe('generic');
-    for (const simd of ['avx2', 'avx512']) {
-      const other = run(simd);
+    for (const simd of ['avx2', 'avx512'] as const) {
+      const other = underKernelSet<{ simd: string; c: number[] }>(simd, script);
       expect(['generic', 'avx2-fma', 'avx512']).toContain(other.simd);
       const maxDiff = Math.max(
         ...generic.c.map((x: number, i: number) => Math.abs(x - other.c[i])),

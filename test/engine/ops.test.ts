@@ -2,11 +2,10 @@
 // each against a plain float64 reference written here from its definition: forward values,
 // and backward passes against central finite differences of the reference (the gradient of
 // L = Σ c·output for random c). Each must also be bitwise the same on 1 and 3 threads.
-import { execFileSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { bf16ToF32, f32ToBf16 } from '../../src/engine/dtype.js';
 import { engineOps } from '../../src/engine/ops.js';
-import { rng } from './helpers.js';
+import { rng, underKernelSet } from './helpers.js';
 
 const ops = engineOps();
 
@@ -344,20 +343,34 @@ describe('engine operators against plain references', () => {
         weightDecay: 0.1, gradScale: 0.5 });
       const hex = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
       console.log(JSON.stringify({ simd: nativeEngine().simd, bits: [hex(res.w), hex(res.m), hex(res.v)] }));`;
-    const run = (simd: string) =>
-      JSON.parse(
-        execFileSync('npx', ['tsx', '--eval', script], {
-          env: { ...process.env, TEMPER_SIMD: simd },
-          encoding: 'utf8',
-          maxBuffer: 16 << 20,
-        })
-          .trim()
-          .split('\n')
-          .at(-1)!,
-      );
-    const generic = run('generic');
+    type Out = { simd: string; bits: string[] };
+    const generic = underKernelSet<Out>('generic', script);
     expect(generic.simd).toBe('generic');
-    for (const simd of ['avx2', 'avx512']) expect(run(simd).bits).toEqual(generic.bits);
+    for (const simd of ['avx2', 'avx512'] as const)
+      expect(underKernelSet<Out>(simd, script).bits).toEqual(generic.bits);
+  });
+
+  it('exp: the AVX2 kernels give the AVX-512 bits, the generic std::exp agrees within 1e-6', () => {
+    // SwiGLU's sigmoid and attention's softmax both go through the exp kernel; gate values
+    // from -90 to 90 take it to both ends of its clamped range.
+    const script = `
+      import { engineOps } from './src/engine/ops.ts';
+      import { nativeEngine } from './src/engine/native.ts';
+      const n = 4099;
+      const gate = Float32Array.from({ length: n }, (_, i) => -90 + (180 * i) / (n - 1));
+      const up = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+      const act = engineOps().swigluForward({ gate, up });
+      console.log(JSON.stringify({ simd: nativeEngine().simd, act: Array.from(act) }));`;
+    type Out = { simd: string; act: number[] };
+    const generic = underKernelSet<Out>('generic', script);
+    const avx2 = underKernelSet<Out>('avx2', script);
+    const avx512 = underKernelSet<Out>('avx512', script);
+    if (avx512.simd === 'avx512' && avx2.simd === 'avx2-fma') expect(avx2.act).toEqual(avx512.act);
+    for (const other of [avx2, avx512])
+      for (let i = 0; i < generic.act.length; i++)
+        expect(Math.abs(other.act[i]! - generic.act[i]!)).toBeLessThanOrEqual(
+          1e-6 * Math.max(1, Math.abs(generic.act[i]!)),
+        );
   });
 
   it('names bad input', () => {
