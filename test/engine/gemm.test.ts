@@ -76,7 +76,7 @@ describe('engine GEMM', () => {
       const other = underKernelSet<{ simd: string; c: number[] }>(simd, script);
       expect(['generic', 'avx2-fma', 'avx512']).toContain(other.simd);
       const maxDiff = Math.max(
-        ...generic.c.map((x: number, i: number) => Math.abs(x - other.c[i])),
+        ...generic.c.map((x: number, i: number) => Math.abs(x - other.c[i]!)),
       );
       expect(maxDiff).toBeLessThan(1e-4);
     }
