@@ -6,13 +6,19 @@
  * cache is always whole: files are downloaded into `.partial/<key>/` (a broken download resumes
  * there from the bytes it has, each file checked against its sha256) and the directory is
  * renamed into place only once every file is complete. A LoRA adapter comes with its base.
+ *
+ * Two processes fetching the same model take turns on a lock per cache key (proper-lockfile:
+ * a lock directory whose mtime the holder refreshes, so a killed holder's lock goes stale and
+ * is taken over): without it, both would append to the same partial files, and a process
+ * still writing after the other renamed the folder would write into the finished cache entry.
  */
 import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Readable, Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { lock } from 'proper-lockfile';
 import { z } from 'zod';
 import { fileDigest } from '../util/file-digest.js';
 import type { TemperApi } from './api/client.js';
@@ -42,6 +48,40 @@ export interface FetchOptions {
   cacheDir?: string;
   /** Bytes fetched so far of `total` (files already cached count as fetched). */
   onProgress?: (done: number, total: number, file: string) => void;
+  /** Called once when another process holds the download of the same files. */
+  onWait?: (name: string) => void;
+}
+
+// The lock's holder refreshes it every LOCK_UPDATE_MS; one untouched for LOCK_STALE_MS is a
+// dead holder's, and is taken over.
+const LOCK_STALE_MS = 20_000;
+const LOCK_UPDATE_MS = 5_000;
+
+/** Runs `fn` holding the lock of path `dir` (`dir.lock`), waiting for another holder. */
+async function withLock<T>(
+  dir: string,
+  name: string,
+  opts: FetchOptions,
+  fn: () => Promise<T>,
+): Promise<T> {
+  await mkdir(dirname(dir), { recursive: true });
+  const settings = { realpath: false, stale: LOCK_STALE_MS, update: LOCK_UPDATE_MS };
+  let release: () => Promise<void>;
+  try {
+    release = await lock(dir, settings);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'ELOCKED') throw err;
+    opts.onWait?.(name);
+    release = await lock(dir, {
+      ...settings,
+      retries: { forever: true, minTimeout: 100, maxTimeout: 1_000 },
+    });
+  }
+  try {
+    return await fn();
+  } finally {
+    await release();
+  }
 }
 
 /** `accounts/a/models/m`, or an id of the connection's account; null for anything else. */
@@ -75,60 +115,88 @@ async function fetchOne(api: TemperApi, name: string, cache: string, opts: Fetch
     .update(files.map((f) => `${f}\0${ep.filenameToSha256[f]}\n`).join(''))
     .digest('hex');
   const final = join(cache, key);
-  if ((await stat(final).catch(() => undefined))?.isDirectory()) return { dir: final, ep };
-
+  const cached = async () => (await stat(final).catch(() => undefined))?.isDirectory() === true;
+  if (await cached()) return { dir: final, ep };
   const staging = join(cache, '.partial', key);
+  await withLock(staging, name, opts, async () => {
+    // The holder before us may have finished the same files.
+    if (!(await cached())) await download(name, ep, files, staging, final, opts);
+  });
+  return { dir: final, ep };
+}
+
+/** Fetches `files` into `staging` (resuming what is there), then renames it to `final`. */
+async function download(
+  name: string,
+  ep: z.output<typeof endpointSchema>,
+  files: string[],
+  staging: string,
+  final: string,
+  opts: FetchOptions,
+): Promise<void> {
   await mkdir(staging, { recursive: true });
   const total = files.reduce((s, f) => s + ep.filenameToSize[f]!, 0);
   let done = 0;
   for (const f of files) {
-    const path = join(staging, f);
     const size = ep.filenameToSize[f]!;
-    const sha = ep.filenameToSha256[f]!;
-    let have = (await sizeOf(path)) ?? 0;
-    if (have > size) {
-      await rm(path);
-      have = 0;
-    }
-    if (have < size) {
-      const res = await fetch(ep.filenameToSignedUrls[f]!, {
-        headers: have > 0 ? { range: `bytes=${have}-` } : {},
-      });
-      if (!res.ok || !res.body)
-        throw new Error(`download of ${name}/${f} failed (${res.status}): ${await res.text()}`);
-      // 200 to a ranged request: the whole file comes again.
-      if (res.status !== 206) have = 0;
-      let got = have;
-      const counted = new Transform({
-        transform(chunk: Buffer, _enc, cb) {
-          got += chunk.length;
-          opts.onProgress?.(done + got, total, f);
-          cb(null, chunk);
-        },
-      });
-      await pipeline(
-        Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
-        counted,
-        createWriteStream(path, { flags: have > 0 ? 'a' : 'w' }),
-      );
-    }
-    if ((await sizeOf(path)) !== size || (await fileDigest(path)).sha256 !== sha) {
-      await rm(path, { force: true });
-      throw new Error(
-        `${name}/${f}: the downloaded file does not match its size and sha256 (removed; run again)`,
-      );
-    }
+    await downloadFile(
+      `${name}/${f}`,
+      ep.filenameToSignedUrls[f]!,
+      join(staging, f),
+      size,
+      ep.filenameToSha256[f]!,
+      (got) => opts.onProgress?.(done + got, total, f),
+    );
     done += size;
     opts.onProgress?.(done, total, f);
   }
-  try {
-    await rename(staging, final);
-  } catch (err) {
-    // Another process finished the same model first: its directory is as good as ours.
-    if (!(await stat(final).catch(() => undefined))?.isDirectory()) throw err;
-    await rm(staging, { recursive: true, force: true });
+  await rename(staging, final);
+}
+
+/**
+ * One file to `path`, resumed with a Range request from the bytes already there, then checked
+ * against its size and sha256 (a file that fails is removed). `onBytes` gets the file's bytes
+ * so far.
+ */
+async function downloadFile(
+  what: string,
+  url: string,
+  path: string,
+  size: number,
+  sha256: string,
+  onBytes: (got: number) => void,
+): Promise<void> {
+  let have = (await sizeOf(path)) ?? 0;
+  if (have > size) {
+    await rm(path);
+    have = 0;
   }
-  return { dir: final, ep };
+  if (have < size) {
+    const res = await fetch(url, { headers: have > 0 ? { range: `bytes=${have}-` } : {} });
+    if (!res.ok || !res.body)
+      throw new Error(`download of ${what} failed (${res.status}): ${await res.text()}`);
+    // 200 to a ranged request: the whole file comes again.
+    if (res.status !== 206) have = 0;
+    let got = have;
+    const counted = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        got += chunk.length;
+        onBytes(got);
+        cb(null, chunk);
+      },
+    });
+    await pipeline(
+      Readable.fromWeb(res.body as import('node:stream/web').ReadableStream),
+      counted,
+      createWriteStream(path, { flags: have > 0 ? 'a' : 'w' }),
+    );
+  }
+  if ((await sizeOf(path)) !== size || (await fileDigest(path)).sha256 !== sha256) {
+    await rm(path, { force: true });
+    throw new Error(
+      `${what}: the downloaded file does not match its size and sha256 (removed; run again)`,
+    );
+  }
 }
 
 /** The model `name` in local directories, downloading what the cache lacks. */

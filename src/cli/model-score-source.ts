@@ -26,6 +26,8 @@ export async function modelSource(ref: string, flags: ApiFlags): Promise<ScoreSo
       progress ??= createProgress('download', total, process.stderr);
       progress.update(done, { file });
     },
+    onWait: (model) =>
+      process.stderr.write(`waiting for another temper process downloading ${model}\n`),
   });
   progress?.stop();
   return fetched.adapterDir

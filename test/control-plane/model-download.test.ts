@@ -318,4 +318,27 @@ describe('the model cache', () => {
     expect((await readFile(join(got.dir, 'model.safetensors'))).equals(weights)).toBe(true);
     expect(await readdir(join(cacheDir, '.partial'))).toEqual([]);
   });
+
+  it('two fetches of the same model at once take turns: one downloads, the other waits and uses it', async () => {
+    const cacheDir = tempDir('model-cache-');
+    const weights = await readFile(join(fullDir, 'model.safetensors'));
+    const downloaded: string[] = [];
+    const waited: string[] = [];
+    const fetchOnce = (who: string) =>
+      fetchModel(alice, 'accounts/alice/models/tiny', {
+        cacheDir,
+        onProgress: (_done, _total, file) => {
+          if (!downloaded.includes(who) && file === 'model.safetensors') downloaded.push(who);
+        },
+        onWait: () => waited.push(who),
+      });
+    const [a, b] = await Promise.all([fetchOnce('a'), fetchOnce('b')]);
+    expect(a.dir).toBe(b.dir);
+    expect(downloaded).toHaveLength(1);
+    expect(waited).toHaveLength(1);
+    expect(waited[0]).not.toBe(downloaded[0]);
+    expect((await readFile(join(a.dir, 'model.safetensors'))).equals(weights)).toBe(true);
+    // no partial folder or lock left behind
+    expect(await readdir(join(cacheDir, '.partial'))).toEqual([]);
+  });
 });
