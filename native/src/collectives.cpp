@@ -1,6 +1,7 @@
 // See collectives.h.
 #include "collectives.h"
 #include "backend.h"
+#include "collectives_shm.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -271,7 +272,8 @@ void StoreServer::serve(int fd) {
 // ---------------------------------------------------------------- process group
 
 ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
-                           const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout)
+                           const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout,
+                           bool shared_memory)
     : rank_(rank), world_(world), timeout_(timeout) {
   if (world < 1 || rank < 0 || rank >= world) {
     throw std::invalid_argument("collectives: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) + ")");
@@ -292,14 +294,24 @@ ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, i
     ctx->connectFullMesh(store, devices_[i]);
     contexts_[i] = ctx;
   }
+  shm_ = ShmTransport::connect(
+      rank, world, shared_memory,
+      [&](const std::string& k, const std::string& v) { client.set(prefix + "/" + k, std::vector<char>(v.begin(), v.end())); },
+      [&](const std::string& k) {
+        const std::vector<char> v = client.get(prefix + "/" + k);
+        return std::string(v.begin(), v.end());
+      },
+      timeout);
 }
 
 ProcessGroup::~ProcessGroup() {
+  shm_.reset();
   for (auto& c : contexts_) c.reset();
   for (auto& d : devices_) d.reset();
 }
 
 void ProcessGroup::abort() {
+  if (shm_) shm_->abort();
   // Closing the pairs makes every pending and later transfer fail with an IoException.
   for (auto& ctx : contexts_) {
     if (!ctx) continue;
@@ -550,6 +562,7 @@ void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
 void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
   if (world_ == 1) return;
   check_lengths(regions, "all-reduce");
+  if (shm_) return shm_->all_reduce(regions);
   const Ring ring(regions, world_);
   if (ring.layout.n == 0) return;
   ring_reduce_scatter(ring, nullptr);
@@ -564,6 +577,7 @@ void ProcessGroup::reduce_scatter(const std::vector<Region>& regions, float* out
   }
   check_lengths(regions, "reduce-scatter");
   if (ring.layout.n == 0) return;
+  if (shm_) return shm_->reduce_scatter(regions, out);
   ring_reduce_scatter(ring, out);
 }
 
@@ -575,6 +589,7 @@ void ProcessGroup::all_gather(const std::vector<Region>& regions, const float* o
   }
   check_lengths(regions, "all-gather");
   if (ring.layout.n == 0) return;
+  if (shm_) return shm_->all_gather(regions, own);
   ring_all_gather(ring, own);
 }
 
@@ -598,7 +613,8 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
     for (const Piece& p : g.messages[0]) std::copy(g.at(p), g.at(p) + p.len, sum + p.flat);
   } else {
     check_lengths(grads, "zero step");
-    if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+    if (g.layout.n > 0 && shm_) shm_->reduce_scatter(grads, sum);
+    else if (g.layout.n > 0) ring_reduce_scatter(g, sum);
   }
   // The global norm: each rank's sum of squares in its slot, summed in rank order (adding
   // zeros is exact, so every rank gets the same bits).
@@ -621,6 +637,8 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
   }
   if (world_ == 1) {
     for (const Piece& p : w.messages[0]) std::copy(sum + p.flat, sum + p.flat + p.len, w.at(p));
+  } else if (w.layout.n > 0 && shm_) {
+    shm_->all_gather(weights, sum);
   } else if (w.layout.n > 0) {
     ring_all_gather(w, sum);
   }

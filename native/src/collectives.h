@@ -29,6 +29,8 @@ class Device;
 
 namespace temper {
 
+class ShmTransport;
+
 // A key/value store for gloo's rendezvous: SET key value, GET key (blocks until the key is set
 // or a timeout). One thread per connection; a handful of ranks connect once per group.
 class StoreServer {
@@ -95,13 +97,18 @@ class ProcessGroup {
  public:
   // Joins the group: rank `rank` of `world`, rendezvous through the store at
   // store_host:store_port under `prefix`; this rank's gloo endpoint listens on `host`.
-  // Blocks until every rank joined or `timeout` passed (then throws).
+  // Blocks until every rank joined or `timeout` passed (then throws). With `shared_memory`,
+  // when every rank allows it and all share this host (collectives_shm.h), the float32
+  // collectives move through shared memory instead of TCP, with the same bits.
   ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
-               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout);
+               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout,
+               bool shared_memory = false);
   ~ProcessGroup();
 
   int rank() const { return rank_; }
   int world() const { return world_; }
+  // "shm" or "tcp": what the float32 collectives travel on.
+  const char* transport() const { return shm_ ? "shm" : "tcp"; }
 
   // Ring collectives straight on the caller's regions (one flat vector of n values, in order;
   // shard r is [r·s, min(n, (r+1)·s)), s = ceil(n / world)). Messages are cut at region ends,
@@ -147,6 +154,9 @@ class ProcessGroup {
   std::vector<float> pass_[2];  // reduce-scatter: what was received and summed, to send on
   std::vector<float> shard_;    // zero_step: this rank's shard of the summed gradients
   uint32_t slot_ = 0;
+  // Set when every rank shares this host: the float32 collectives go through it. The small
+  // float64 all-reduce stays on gloo's TCP ring (its uses are exact whatever the order).
+  std::unique_ptr<ShmTransport> shm_;
 };
 
 // One ZeRO-1 optimizer step on this rank's shard [b, e) of the flat parameter vector:

@@ -1,6 +1,8 @@
-// The gloo collectives between real processes over TCP (rendezvous through the store a rank-0
-// pod serves): sums match a float64 reference, every rank gets the same bits, a rerun gives
-// the same bits, all-reduce in place equals reduce-scatter + all-gather bit for bit, and a rank that never joins fails the others with a typed error.
+// The collectives between real processes, over TCP and over the same-host shared-memory
+// transport (rendezvous through the store a rank-0 pod serves): sums match a float64
+// reference, every rank gets the same bits, a rerun and the other transport give the same
+// bits, all-reduce in place equals reduce-scatter + all-gather bit for bit, and a rank that
+// never joins fails the others with a typed error.
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,8 +11,11 @@ import { CollectiveStore, ProcessGroup } from '../../src/trainer/collectives.js'
 const rankScript = fileURLToPath(new URL('./fixtures/collective-rank.ts', import.meta.url));
 
 interface RankResult {
-  reduced: Float32Array;
-  gathered: Float32Array;
+  transport: 'shm' | 'tcp';
+  /** The reduced values (rank 0's first round only). */
+  reduced?: Float32Array;
+  reducedDigest: string;
+  gatheredDigest: string;
   counts: number[];
 }
 
@@ -19,10 +24,10 @@ const floats = (b64: string) => {
   return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
 };
 
-type Wire = { reduced: string; gathered: string; counts: number[] };
+type Wire = Omit<RankResult, 'reduced'> & { reduced?: string };
 
-/** One rank process; it runs two rounds (a run and its rerun). */
-function runRank(args: Record<string, number | string>): Promise<RankResult[]> {
+/** One rank process: per transport, a run and its rerun. */
+function runRank(args: Record<string, unknown>): Promise<RankResult[]> {
   return new Promise((resolve, reject) => {
     const child = fork(rankScript, [JSON.stringify(args)], {
       execArgv: ['--import', 'tsx'],
@@ -34,11 +39,7 @@ function runRank(args: Record<string, number | string>): Promise<RankResult[]> {
     });
     let result: RankResult[] | undefined;
     child.on('message', (m: Wire[]) => {
-      result = m.map((w) => ({
-        reduced: floats(w.reduced),
-        gathered: floats(w.gathered),
-        counts: w.counts,
-      }));
+      result = m.map((w) => ({ ...w, reduced: w.reduced ? floats(w.reduced) : undefined }));
     });
     child.on('exit', (code) => {
       if (code === 0 && result) resolve(result);
@@ -71,23 +72,32 @@ describe('gloo collectives between processes', () => {
   });
   afterAll(() => store?.close());
 
-  /** [run, rerun], each a result per rank. */
+  /** Per rank: TCP run, TCP rerun, shared-memory run, shared-memory rerun. */
   async function run(world: number, n: number, seed: number): Promise<RankResult[][]> {
     const prefix = `test/${round++}`;
-    const perRank = await Promise.all(
+    return Promise.all(
       Array.from({ length: world }, (_, rank) =>
-        runRank({ rank, world, storePort: store.port, prefix, n, seed }),
+        runRank({
+          rank,
+          world,
+          storePort: store.port,
+          prefix,
+          n,
+          seed,
+          sharedMemory: [false, true],
+        }),
       ),
     );
-    return [perRank.map((r) => r[0]!), perRank.map((r) => r[1]!)];
   }
 
-  it.each([2, 3])(
-    'world %i: sums match float64, identical bits on every rank and on a rerun',
+  it.each([2, 4])(
+    'world %i: sums match float64; the same bits on every rank, on a rerun, over TCP and over shared memory',
     async (world) => {
-      // Not a multiple of the world size: the last shard is padded; > 1 ring segment.
-      const n = 300_001;
-      const [a, b] = (await run(world, n, 5)) as [RankResult[], RankResult[]];
+      // Not a multiple of the world size: the last shard is padded; > 1 ring segment, and at 2
+      // ranks > 1 shared-memory window.
+      const n = 600_001;
+      const ranks = await run(world, n, 5);
+      const reduced = ranks[0]![0]!.reduced!;
       const ref = new Float64Array(n);
       const mag = new Float64Array(n);
       for (let r = 0; r < world; r++) {
@@ -99,20 +109,21 @@ describe('gloo collectives between processes', () => {
       }
       // float32 rounding of a few adds, relative to the magnitudes summed (cancellation)
       let worst = 0;
-      for (let i = 0; i < n; i++) {
-        const err = Math.abs(a[0]!.reduced[i]! - ref[i]!) / mag[i]!;
-        const err2 = Math.abs(a[0]!.gathered[i]! - ref[i]!) / mag[i]!;
-        worst = Math.max(worst, err, err2);
-      }
+      for (let i = 0; i < n; i++)
+        worst = Math.max(worst, Math.abs(reduced[i]! - ref[i]!) / mag[i]!);
       expect(worst).toBeLessThan(1e-6);
-      const bits = (f: Float32Array) => Buffer.from(f.buffer, f.byteOffset, f.byteLength);
-      for (const r of [...a, ...b]) {
-        expect(bits(r.reduced).equals(bits(a[0]!.reduced))).toBe(true);
-        expect(bits(r.gathered).equals(bits(a[0]!.gathered))).toBe(true);
-        // All-reduce in place on the pieces and reduce-scatter + all-gather on the packed,
-        // padded buffer: the same operations in the same order, so the same bits.
-        expect(bits(r.reduced).equals(bits(r.gathered))).toBe(true);
-        expect(r.counts).toEqual([(world * (world + 1)) / 2, world]);
+      const want = ranks[0]![0]!.reducedDigest;
+      for (const results of ranks) {
+        // These processes share a host (boot and network namespace): shared memory is taken
+        // when allowed.
+        expect(results.map((r) => r.transport)).toEqual(['tcp', 'tcp', 'shm', 'shm']);
+        for (const r of results) {
+          expect(r.reducedDigest).toBe(want);
+          // All-reduce in place on the pieces and reduce-scatter + all-gather on the packed,
+          // padded buffer: the same operations in the same order, so the same bits.
+          expect(r.gatheredDigest).toBe(want);
+          expect(r.counts).toEqual([(world * (world + 1)) / 2, world]);
+        }
       }
     },
     60_000,
