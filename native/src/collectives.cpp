@@ -561,8 +561,9 @@ void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
 
 void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
   if (world_ == 1) return;
-  check_lengths(regions, "all-reduce");
+  // The shared-memory transport checks the lengths itself, at its first barrier.
   if (shm_) return shm_->all_reduce(regions);
+  check_lengths(regions, "all-reduce");
   const Ring ring(regions, world_);
   if (ring.layout.n == 0) return;
   ring_reduce_scatter(ring, nullptr);
@@ -575,9 +576,9 @@ void ProcessGroup::reduce_scatter(const std::vector<Region>& regions, float* out
     for (const Piece& p : ring.messages[0]) std::copy(ring.at(p), ring.at(p) + p.len, out + p.flat);
     return;
   }
+  if (shm_) return shm_->reduce_scatter(regions, out);
   check_lengths(regions, "reduce-scatter");
   if (ring.layout.n == 0) return;
-  if (shm_) return shm_->reduce_scatter(regions, out);
   ring_reduce_scatter(ring, out);
 }
 
@@ -587,9 +588,9 @@ void ProcessGroup::all_gather(const std::vector<Region>& regions, const float* o
     for (const Piece& p : ring.messages[0]) std::copy(own + p.flat, own + p.flat + p.len, ring.at(p));
     return;
   }
+  if (shm_) return shm_->all_gather(regions, own);
   check_lengths(regions, "all-gather");
   if (ring.layout.n == 0) return;
-  if (shm_) return shm_->all_gather(regions, own);
   ring_all_gather(ring, own);
 }
 
@@ -612,9 +613,12 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
   if (world_ == 1) {
     for (const Piece& p : g.messages[0]) std::copy(g.at(p), g.at(p) + p.len, sum + p.flat);
   } else {
-    check_lengths(grads, "zero step");
-    if (g.layout.n > 0 && shm_) shm_->reduce_scatter(grads, sum);
-    else if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+    if (shm_) {
+      shm_->reduce_scatter(grads, sum);  // checks the lengths itself
+    } else {
+      check_lengths(grads, "zero step");
+      if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+    }
   }
   // The global norm: each rank's sum of squares in its slot, summed in rank order (adding
   // zeros is exact, so every rank gets the same bits).

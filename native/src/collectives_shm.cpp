@@ -202,13 +202,25 @@ std::string host_identity() {
          std::to_string(static_cast<unsigned long long>(st.st_ino));
 }
 
+// What a rank says of a collective's buffers before its first barrier: the operation, the
+// number of regions, the values and two sums that tell different cuts apart (the messages of
+// the TCP ring are cut at region ends, so every rank must pass the same lengths; here, as
+// there, a mismatch fails every rank).
+struct Print {
+  double v[5];
+};
+
 // The head of every segment: the barrier word (the barriers this rank passed, a futex), how
-// many peers sleep on it (a waker that sees none skips the syscall), and whether this rank
-// left the group.
+// many peers sleep on it (a waker that sees none skips the syscall), whether this rank left
+// the group, and its print of the current collective — in one of two places by the parity of
+// the barrier it comes before: a place is written again only two barriers later, after every
+// peer read it.
 struct ShmTransport::Header {
   std::atomic<uint32_t> arrive;
   std::atomic<uint32_t> sleepers;
   std::atomic<uint32_t> gone;
+  uint32_t pad;
+  Print print[2];
 };
 
 // The caller's regions as one flat vector.
@@ -401,6 +413,22 @@ void ShmTransport::wait_for(int peer, uint32_t target, const char* what, std::ch
   }
 }
 
+void ShmTransport::check_prints(uint32_t barrier, const char* what) const {
+  const Print& mine = header(rank_)->print[barrier % 2];
+  for (int p = 0; p < world_; ++p) {
+    const Print& theirs = header(p)->print[barrier % 2];
+    if (std::equal(theirs.v, theirs.v + 5, mine.v)) continue;
+    if (theirs.v[0] != mine.v[0]) {
+      throw std::runtime_error(std::string(what) + ": rank " + std::to_string(p) + " runs another collective at the same time");
+    }
+    throw std::runtime_error(std::string(what) + ": ranks passed buffers of different lengths (rank " + std::to_string(rank_) +
+                             ": " + std::to_string(static_cast<long>(mine.v[1])) + " buffers, " +
+                             std::to_string(static_cast<long>(mine.v[2])) + " values; rank " + std::to_string(p) + ": " +
+                             std::to_string(static_cast<long>(theirs.v[1])) + " buffers, " +
+                             std::to_string(static_cast<long>(theirs.v[2])) + " values)");
+  }
+}
+
 void ShmTransport::barrier(const char* what) {
   const uint32_t k = ++epoch_;
   Header* me = header(rank_);
@@ -423,7 +451,19 @@ void ShmTransport::run(const Flat& flat, float* out, const float* own, bool redu
   const int n = world_;
   const int r = rank_;
   std::vector<const float*> src(static_cast<size_t>(n - 1));
-  for (long o = 0; o < lay.shard; o += kWindow) {
+  Print mine{};
+  mine.v[0] = reduce + 2.0 * gather;
+  mine.v[1] = static_cast<double>(flat.regions.size());
+  for (size_t i = 0; i < flat.regions.size(); ++i) {
+    const double len = static_cast<double>(flat.regions[i].n);
+    mine.v[2] += len;
+    mine.v[3] += len * static_cast<double>(i + 1);
+    mine.v[4] += len * len;
+  }
+  const uint32_t first = epoch_ + 1;
+  header(r)->print[first % 2] = mine;
+  // At least one window, so that the prints are compared even when there is nothing to move.
+  for (long o = 0; o == 0 || o < lay.shard; o += kWindow) {
     const int h = static_cast<int>(window_++ % 2);
     auto len = [&](int c) { return std::max(0L, std::min(kWindow, lay.end(c) - lay.begin(c) - o)); };
     if (reduce) {
@@ -436,6 +476,7 @@ void ShmTransport::run(const Flat& flat, float* out, const float* own, bool redu
       flat.read(lay.begin(r) + o, len(r), slot(r, h, r));
     }
     barrier(what);
+    if (o == 0) check_prints(first, what);
     if (reduce) {
       for (int k = 1; k < n; ++k) src[k - 1] = slot((r + k) % n, h, r);
       float* publish = gather ? slot(r, h, r) : nullptr;

@@ -67,6 +67,8 @@ class ShmTransport {
   void barrier(const char* what);
   void wait_for(int peer, uint32_t target, const char* what, std::chrono::steady_clock::time_point deadline);
   void check_peers(const char* what);
+  // Every rank's print of the collective it arrived at `barrier` with equals this rank's.
+  void check_prints(uint32_t barrier, const char* what) const;
   // One window of a collective: values [o, o + window) of every chunk.
   void run(const Flat& flat, float* out, const float* own, bool reduce, bool gather, const char* what);
 

@@ -1,14 +1,51 @@
 // The collectives between real processes, over TCP and over the same-host shared-memory
 // transport (rendezvous through the store a rank-0 pod serves): sums match a float64
 // reference, every rank gets the same bits, a rerun and the other transport give the same
-// bits, all-reduce in place equals reduce-scatter + all-gather bit for bit, and a rank that
-// never joins fails the others with a typed error.
-import { fork } from 'node:child_process';
+// bits, all-reduce in place equals reduce-scatter + all-gather bit for bit; ranks in different
+// network namespaces keep TCP; over shared memory a rank that stops, dies or passes other
+// lengths fails the others with a clear error and no segment outlives its group; and a rank
+// that never joins fails the others with a typed error.
+import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CollectiveStore, ProcessGroup } from '../../src/trainer/collectives.js';
+import { createTestHost } from '../support/netns.js';
 
 const rankScript = fileURLToPath(new URL('./fixtures/collective-rank.ts', import.meta.url));
+const peerScript = fileURLToPath(new URL('./fixtures/collective-peer.ts', import.meta.url));
+
+/** A fixtures/collective-peer.ts process: one command at a time over IPC. */
+class Peer {
+  private pending: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
+  private constructor(readonly child: ChildProcess) {
+    child.on('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
+      const w = this.pending.shift();
+      if (m.ok) w?.resolve(m.result);
+      else w?.reject(new Error(m.error));
+    });
+    child.on('exit', (code, signal) => {
+      for (const w of this.pending.splice(0)) w.reject(new Error(`peer exited ${code ?? signal}`));
+    });
+  }
+
+  static async start(): Promise<Peer> {
+    const child = fork(peerScript, [], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+    });
+    const peer = new Peer(child);
+    await new Promise((resolve, reject) => peer.pending.push({ resolve, reject }));
+    return peer;
+  }
+
+  call<T>(command: Record<string, unknown>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.pending.push({ resolve: resolve as (v: unknown) => void, reject });
+      this.child.send(command);
+    });
+  }
+}
 
 interface RankResult {
   transport: 'shm' | 'tcp';
@@ -26,13 +63,24 @@ const floats = (b64: string) => {
 
 type Wire = Omit<RankResult, 'reduced'> & { reduced?: string };
 
-/** One rank process: per transport, a run and its rerun. */
-function runRank(args: Record<string, unknown>): Promise<RankResult[]> {
+/**
+ * One rank process: per transport, a run and its rerun. `exec`: an argv prefix it runs under
+ * (a network-namespace host).
+ */
+function runRank(args: Record<string, unknown>, exec: string[] = []): Promise<RankResult[]> {
   return new Promise((resolve, reject) => {
-    const child = fork(rankScript, [JSON.stringify(args)], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-    });
+    const child = spawn(
+      exec[0] ?? process.execPath,
+      [
+        ...exec.slice(1),
+        ...(exec.length > 0 ? [process.execPath] : []),
+        '--import',
+        'tsx',
+        rankScript,
+        JSON.stringify(args),
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe', 'ipc'] },
+    );
     let stderr = '';
     child.stderr?.on('data', (d) => {
       stderr += d;
@@ -63,7 +111,7 @@ function values(seed: number, rank: number, n: number): Float32Array {
   return out;
 }
 
-describe('gloo collectives between processes', () => {
+describe('collectives between processes', () => {
   let store: CollectiveStore;
   let round = 0;
 
@@ -128,6 +176,93 @@ describe('gloo collectives between processes', () => {
     },
     60_000,
   );
+
+  it('shared memory: a rank that stops or dies fails the others with a clear error; no segment outlives its group', async () => {
+    const shmBefore = new Set(readdirSync('/dev/shm'));
+    const peers = await Promise.all([Peer.start(), Peer.start()]);
+    const [a, b] = peers as [Peer, Peer];
+    try {
+      const join = (prefix: string, timeoutMs: number) =>
+        Promise.all(
+          peers.map((p, rank) =>
+            p.call({
+              op: 'join',
+              rank,
+              world: 2,
+              storePort: store.port,
+              prefix,
+              timeoutMs,
+              sharedMemory: true,
+            }),
+          ),
+        );
+      // Buffers of different lengths: every rank says so (the rings' messages would not match).
+      expect(await join('shm-fail/0', 20_000)).toEqual(['shm', 'shm']);
+      const mismatch = await Promise.allSettled([
+        a.call({ op: 'allreduce', floats: 1000 }),
+        b.call({ op: 'allreduce', floats: 999 }),
+      ]);
+      for (const r of mismatch) {
+        expect(r.status).toBe('rejected');
+        expect(String((r as PromiseRejectedResult).reason)).toMatch(
+          /ranks passed buffers of different lengths \(rank \d: 1 buffers, (1000|999) values; rank \d: 1 buffers, (999|1000) values\)/,
+        );
+      }
+      expect(await join('shm-fail/1', 1_500)).toEqual(['shm', 'shm']);
+      // Its own segment and the peer's.
+      expect(await a.call({ op: 'segments' })).toBe(2);
+      // A rank that does not take part: the others time out, as a TCP receive would.
+      await expect(a.call({ op: 'allreduce', floats: 1000 })).rejects.toThrow(
+        /all-reduce \(shared memory\): rank 1 did not arrive within 1500 ms/,
+      );
+      // The failed group was closed: its segments are unmapped, and its peer learns at once.
+      expect(await a.call({ op: 'segments' })).toBe(0);
+      await expect(b.call({ op: 'allreduce', floats: 1000 })).rejects.toThrow(
+        /rank 0 left the group|a peer rank vanished/,
+      );
+      expect(await b.call({ op: 'segments' })).toBe(0);
+
+      // A rank whose process dies mid-collective: the other fails at once (the timeout is
+      // ten minutes; the test's own limit is far shorter).
+      expect(await join('shm-fail/2', 600_000)).toEqual(['shm', 'shm']);
+      const pending = a.call({ op: 'allreduce', floats: 1 << 20 });
+      b.child.kill('SIGKILL');
+      await expect(pending).rejects.toThrow(/a peer rank vanished/);
+      expect(await a.call({ op: 'segments' })).toBe(0);
+    } finally {
+      for (const p of peers) p.child.kill('SIGKILL');
+    }
+    // The segments are memory files without a name: nothing was ever created in /dev/shm.
+    const created = readdirSync('/dev/shm').filter((n) => !shmBefore.has(n));
+    expect(created.filter((n) => /temper|collective/.test(n))).toEqual([]);
+  }, 30_000);
+
+  it('ranks in different network namespaces (hosts, as the tests simulate them) keep TCP', async () => {
+    const host = createTestHost(0);
+    const outer = new CollectiveStore(host.gatewayIp, 0);
+    try {
+      const n = 10_001;
+      const common = {
+        world: 2,
+        storeHost: host.gatewayIp,
+        storePort: outer.port,
+        prefix: 'netns',
+        n,
+        seed: 9,
+        sharedMemory: [true],
+      };
+      const [a, b] = await Promise.all([
+        runRank({ ...common, rank: 0, host: host.gatewayIp }),
+        runRank({ ...common, rank: 1, host: host.ip }, host.exec),
+      ]);
+      // Shared memory allowed on both, but the namespaces differ: TCP.
+      expect([...a!, ...b!].map((r) => r.transport)).toEqual(['tcp', 'tcp', 'tcp', 'tcp']);
+      expect(b![0]!.reducedDigest).toBe(a![0]!.reducedDigest);
+    } finally {
+      outer.close();
+      host.destroy();
+    }
+  }, 30_000);
 
   it('a rank that never joins fails the others with a typed error', async () => {
     await expect(
