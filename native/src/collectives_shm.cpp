@@ -27,10 +27,11 @@
 namespace temper {
 namespace {
 
-// Values of one chunk a window moves: 1 MiB per slot keeps a window's staging and reading
-// mostly in the shared cache, and bounds the memory (each rank's segment is 2 halves × world
-// slots of this, whatever the buffer's size).
-constexpr long kWindow = 1 << 18;
+// Values of one chunk a window moves (4 MiB): few enough barriers that ranks sharing busy
+// cores rarely wait for one another, small enough that a window's staging is still in the
+// shared cache when the peers read it; it bounds the memory too (each rank's segment is 2
+// halves × world slots of this, whatever the buffer's size; pages are taken as touched).
+constexpr long kWindow = 1 << 20;
 constexpr size_t kHeaderBytes = 4096;
 // How long a wait spins before it sleeps on the futex: a peer that is running arrives within
 // microseconds; one that is not (more ranks than cores) must not be spun against.
