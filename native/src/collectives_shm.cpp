@@ -102,6 +102,15 @@ int connect_abstract(const std::string& name) {
   return fd;
 }
 
+// Whether the process at the other end of a Unix socket runs as this process's user: an
+// abstract socket can be reached by any process in the namespace, and the segments are only
+// handed to the group's own ranks (pods of one user), never to another user's process.
+bool same_user(int sock) {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  return ::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0 && cred.uid == ::geteuid();
+}
+
 // Waits until fd is readable (or the deadline); false on timeout.
 bool readable(int fd, std::chrono::steady_clock::time_point deadline) {
   for (;;) {
@@ -322,13 +331,19 @@ void ShmTransport::setup(const std::vector<std::string>& sockets, int listen_fd)
     if (r == rank_) continue;
     to[r] = connect_abstract(sockets[r]);
     peer_fds_.push_back(to[r]);
+    if (!same_user(to[r])) throw std::runtime_error("shared-memory transport: rank " + std::to_string(r) + "'s socket belongs to another user");
   }
-  for (int i = 0; i < world_ - 1; ++i) {
+  for (int i = 0; i < world_ - 1;) {
     if (!readable(listen_fd, deadline)) throw std::runtime_error("shared-memory transport: a peer did not connect in time");
     int a = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
     if (a < 0) throw std::runtime_error(errno_text("shared-memory transport: accept"));
+    if (!same_user(a)) {
+      ::close(a);  // not one of the group's ranks
+      continue;
+    }
     peer_fds_.push_back(a);
     send_fd(a, rank_, mfd);
+    ++i;
   }
   for (int r = 0; r < world_; ++r) {
     if (r == rank_) continue;
