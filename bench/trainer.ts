@@ -138,18 +138,16 @@ async function measureCollectives(floats: number, reps: number) {
   try {
     const join = (world: number, prefix: string, sharedMemory: boolean, who = peers) =>
       Promise.all(
-        who
-          .slice(0, world)
-          .map((p, rank) =>
-            p.call<string>({
-              op: 'join',
-              rank,
-              world,
-              storePort: store.port,
-              prefix,
-              sharedMemory,
-            }),
-          ),
+        who.slice(0, world).map((p, rank) =>
+          p.call<string>({
+            op: 'join',
+            rank,
+            world,
+            storePort: store.port,
+            prefix,
+            sharedMemory,
+          }),
+        ),
       );
     // Two pairs of processes: one group with TCP forced (the allreduce_over_tcp: the
     // collective over TCP against a raw TCP stream between the same two processes), one with
