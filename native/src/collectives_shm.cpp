@@ -459,9 +459,10 @@ void ShmTransport::barrier(const char* what) {
 // passed once done reading it.
 //  - reduce: each rank stages the other ranks' chunks of its values in its segment; barrier;
 //    rank r sums its chunk from the peers' segments in ring order, its own value last, into
-//    `out` (or its regions) and, when gathering, its own slot for the others;
-//  - gather: (without reduce, each rank first stages its own shard; barrier) after a barrier
-//    each rank copies the others' chunks from their slots into its regions.
+//    `out` (or its regions) and, when gathering, over the first value it read (rank r+1's
+//    slot of chunk r: lines already in this core's cache, no fresh memory to claim);
+//  - gather: (without reduce, each rank first stages its own shard in its own slot) after a
+//    barrier each rank copies the others' chunks from where they were left into its regions.
 void ShmTransport::run(const Flat& flat, float* out, const float* own, bool reduce, bool gather, const char* what) {
   const ShardLayout& lay = flat.layout;
   const int n = world_;
@@ -495,7 +496,7 @@ void ShmTransport::run(const Flat& flat, float* out, const float* own, bool redu
     if (o == 0) check_prints(first, what);
     if (reduce) {
       for (int k = 1; k < n; ++k) src[k - 1] = slot((r + k) % n, h, r);
-      float* publish = gather ? slot(r, h, r) : nullptr;
+      float* publish = gather ? slot((r + 1) % n, h, r) : nullptr;
       flat.each(lay.begin(r) + o, len(r), [&](float* p, long l, long at) {
         reduce_into(p, src, at, out ? out + o + at : p, publish ? publish + at : nullptr, l);
       });
@@ -503,7 +504,7 @@ void ShmTransport::run(const Flat& flat, float* out, const float* own, bool redu
     }
     if (gather) {
       for (int c = 0; c < n; ++c) {
-        if (c != r) flat.write(lay.begin(c) + o, len(c), slot(c, h, c));
+        if (c != r) flat.write(lay.begin(c) + o, len(c), slot(reduce ? (c + 1) % n : c, h, c));
       }
       if (!reduce && own) flat.write(lay.begin(r) + o, len(r), own + o);
     }
