@@ -1,12 +1,13 @@
 // Collectives between data-parallel trainer ranks, on gloo (the library PyTorch uses for CPU
 // collectives): a rendezvous store served over TCP by rank 0's pod, and a process group whose
 // ring all-reduce / reduce-scatter / all-gather move float32 buffers straight between the
-// ranks' processes over TCP.
+// ranks' processes over TCP — or, when every rank shares one host, through shared memory
+// (collectives_shm.h).
 //
 // Determinism: every collective here reduces in an order fixed by (world size, buffer length)
-// alone, and each reduced element is computed once, on one rank, then copied to the others;
-// so the same ranks give bitwise the same result on every run and every rank ends with the
-// same bits.
+// alone, the same on either transport, and each reduced element is computed once, on one
+// rank, then copied to the others; so the same ranks give bitwise the same result on every
+// run and every rank ends with the same bits.
 #pragma once
 
 #include <atomic>
