@@ -273,7 +273,10 @@ ShmTransport::ShmTransport(int rank, int world, std::chrono::milliseconds timeou
 
 std::unique_ptr<ShmTransport> ShmTransport::connect(int rank, int world, bool allow, const KvSet& set,
                                                     const KvGet& get, std::chrono::milliseconds timeout) {
-  const std::string host = allow && world > 1 ? host_identity() : "";
+  // The host, and the user: segments are handed to processes of this user only (same_user), so
+  // ranks of different users on one host take TCP from the start.
+  std::string host = allow && world > 1 ? host_identity() : "";
+  if (!host.empty()) host += "/uid:" + std::to_string(::geteuid());
   int listen_fd = -1;
   std::string name;
   if (!host.empty()) {

@@ -38,8 +38,9 @@ class ShmTransport {
   using KvGet = std::function<std::string(const std::string& key)>;
 
   // Rendezvous through the store (set/get under the group's prefix, keys "shm/<rank>"): every
-  // rank publishes whether it allows shared memory and its host identity. Returns null (TCP)
-  // unless every rank allows it and all share this host; every rank takes the same decision.
+  // rank publishes whether it allows shared memory, its host identity and its user. Returns
+  // null (TCP) unless every rank allows it and all share this host and user; every rank takes
+  // the same decision.
   static std::unique_ptr<ShmTransport> connect(int rank, int world, bool allow, const KvSet& set, const KvGet& get,
                                                std::chrono::milliseconds timeout);
   ~ShmTransport();
