@@ -164,6 +164,43 @@ int recv_fd(int sock, int32_t* rank) {
   return -1;
 }
 
+// Waits until the counter `word` (in a shared segment) reaches `target` (wrapping compare):
+// spins briefly, then sleeps on the futex in slices, calling `check` (which throws: a peer
+// gone, an abort, the deadline) before each sleep. `sleepers` counts this waiter while it may
+// sleep, so a waker that sees none skips the wake-up syscall.
+template <class Check>
+void wait_until(std::atomic<uint32_t>* word, std::atomic<uint32_t>* sleepers, uint32_t target, Check check) {
+  auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
+  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
+  for (int i = 0;; ++i) {
+    if (reached(word->load(std::memory_order_acquire))) return;
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= spin_until) break;
+    cpu_relax();
+  }
+  for (;;) {
+    check();
+    // Announce the sleep before the last look: a waker that stores after that look sees the
+    // sleeper and wakes it; one that stored before is seen by the look.
+    sleepers->fetch_add(1);
+    const uint32_t v = word->load();
+    if (!reached(v)) futex_wait(word, v, kSliceNs);
+    sleepers->fetch_sub(1);
+    if (reached(word->load(std::memory_order_acquire))) return;
+  }
+}
+
+// Publishes a counter and wakes its sleepers, if any.
+void publish(std::atomic<uint32_t>* word, std::atomic<uint32_t>* sleepers, uint32_t value) {
+  word->store(value);
+  if (sleepers->load() > 0) futex_wake(word);
+}
+
+// Whether a Unix socket's other end hung up (its process ended, or it left the group).
+bool hung_up(int fd) {
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) > 0 && p.revents != 0;
+}
+
 // d = own + (src[m-1] + (… + (src[1] + src[0]))), element by element, operand order as the
 // TCP ring's (collectives.cpp: the receiving rank's own value first). Written to d1 and, when
 // given, d2; d1 may be `own` itself.
@@ -407,14 +444,7 @@ void ShmTransport::check_peers(const char* what) {
 
 void ShmTransport::wait_for(int peer, uint32_t target, const char* what, std::chrono::steady_clock::time_point deadline) {
   Header* h = header(peer);
-  auto reached = [&](uint32_t v) { return static_cast<int32_t>(v - target) >= 0; };
-  const auto spin_until = std::chrono::steady_clock::now() + kSpin;
-  for (int i = 0;; ++i) {
-    if (reached(h->arrive.load(std::memory_order_acquire))) return;
-    if ((i & 63) == 63 && std::chrono::steady_clock::now() >= spin_until) break;
-    cpu_relax();
-  }
-  for (;;) {
+  wait_until(&h->arrive, &h->sleepers, target, [&] {
     if (aborted_) throw std::runtime_error(std::string(what) + ": the group was aborted");
     if (h->gone.load()) throw std::runtime_error(std::string(what) + ": rank " + std::to_string(peer) + " left the group");
     check_peers(what);
@@ -422,14 +452,7 @@ void ShmTransport::wait_for(int peer, uint32_t target, const char* what, std::ch
       throw std::runtime_error(std::string(what) + ": rank " + std::to_string(peer) + " did not arrive within " +
                                std::to_string(timeout_.count()) + " ms");
     }
-    // Announce the sleep before the last look: a waker that stores after that look sees the
-    // sleeper and wakes it; one that stored before is seen by the look.
-    h->sleepers.fetch_add(1);
-    const uint32_t v = h->arrive.load();
-    if (!reached(v)) futex_wait(&h->arrive, v, kSliceNs);
-    h->sleepers.fetch_sub(1);
-    if (reached(h->arrive.load(std::memory_order_acquire))) return;
-  }
+  });
 }
 
 void ShmTransport::check_prints(uint32_t barrier, const char* what) const {
@@ -451,8 +474,7 @@ void ShmTransport::check_prints(uint32_t barrier, const char* what) const {
 void ShmTransport::barrier(const char* what) {
   const uint32_t k = ++epoch_;
   Header* me = header(rank_);
-  me->arrive.store(k);
-  if (me->sleepers.load() > 0) futex_wake(&me->arrive);
+  publish(&me->arrive, &me->sleepers, k);
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   for (int i = 1; i < world_; ++i) wait_for((rank_ + i) % world_, k, what, deadline);
 }
