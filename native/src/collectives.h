@@ -31,6 +31,7 @@ class Device;
 namespace temper {
 
 class ShmTransport;
+class ShmLink;
 
 // A key/value store for gloo's rendezvous: SET key value, GET key (blocks until the key is set
 // or a timeout). One thread per connection; a handful of ranks connect once per group.
@@ -108,8 +109,9 @@ class ProcessGroup {
 
   int rank() const { return rank_; }
   int world() const { return world_; }
-  // "shm" or "tcp": what the float32 collectives travel on.
-  const char* transport() const { return shm_ ? "shm" : "tcp"; }
+  // What this rank's float32 collectives travel on: "shm" (every rank on this host), "tcp+shm"
+  // (a group spanning hosts whose ring has an edge to or from this rank on this host), "tcp".
+  const char* transport() const { return shm_ ? "shm" : link_out_ || link_in_ ? "tcp+shm" : "tcp"; }
 
   // Ring collectives straight on the caller's regions (one flat vector of n values, in order;
   // shard r is [r·s, min(n, (r+1)·s)), s = ceil(n / world)). Messages are cut at region ends,
@@ -158,6 +160,10 @@ class ProcessGroup {
   // Set when every rank shares this host: the float32 collectives go through it. The small
   // float64 all-reduce stays on gloo's TCP ring (its uses are exact whatever the order).
   std::unique_ptr<ShmTransport> shm_;
+  // In a group spanning hosts, the ring edges to the next rank / from the previous one when
+  // they share this host: those messages go through shared memory, the others over TCP.
+  std::unique_ptr<ShmLink> link_out_;
+  std::unique_ptr<ShmLink> link_in_;
 };
 
 // One ZeRO-1 optimizer step on this rank's shard [b, e) of the flat parameter vector:

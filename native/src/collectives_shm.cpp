@@ -308,8 +308,8 @@ struct ShmTransport::Flat {
 ShmTransport::ShmTransport(int rank, int world, std::chrono::milliseconds timeout)
     : rank_(rank), world_(world), timeout_(timeout), maps_(static_cast<size_t>(world), nullptr) {}
 
-std::unique_ptr<ShmTransport> ShmTransport::connect(int rank, int world, bool allow, const KvSet& set,
-                                                    const KvGet& get, std::chrono::milliseconds timeout) {
+ShmTransport::Setup ShmTransport::connect(int rank, int world, bool allow, const KvSet& set, const KvGet& get,
+                                          std::chrono::milliseconds timeout) {
   // The host, and the user: segments are handed to processes of this user only (same_user), so
   // ranks of different users on one host take TCP from the start.
   std::string host = allow && world > 1 ? host_identity() : "";
@@ -326,28 +326,186 @@ std::unique_ptr<ShmTransport> ShmTransport::connect(int rank, int world, bool al
   const bool offer = listen_fd >= 0;
   set("shm/" + std::to_string(rank), std::string(offer ? "1" : "0") + "\n" + host + "\n" + name);
   std::vector<std::string> names(static_cast<size_t>(world));
-  bool all = offer;
+  std::vector<bool> shares(static_cast<size_t>(world));
+  bool all = true;
   for (int r = 0; r < world; ++r) {
     std::istringstream in(get("shm/" + std::to_string(r)));
     std::string ok, their_host;
     std::getline(in, ok);
     std::getline(in, their_host);
     std::getline(in, names[r]);
-    all = all && ok == "1" && their_host == host;
+    shares[r] = offer && ok == "1" && their_host == host;
+    all = all && shares[r];
   }
-  if (!all) {
-    if (listen_fd >= 0) ::close(listen_fd);
-    return nullptr;
+  Setup s;
+  struct Listener {
+    int fd;
+    ~Listener() {
+      if (fd >= 0) ::close(fd);
+    }
+  } listener{listen_fd};
+  if (all) {
+    s.all.reset(new ShmTransport(rank, world, timeout));
+    s.all->setup(names, listen_fd);
+    return s;
   }
-  std::unique_ptr<ShmTransport> t(new ShmTransport(rank, world, timeout));
+  const int next = (rank + 1) % world;
+  const int prev = (rank + world - 1) % world;
+  // With two ranks, one not sharing means neither edge does.
+  if (world < 3 || (!shares[next] && !shares[prev])) return s;
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // As in setup(): connect (queued in the listener's backlog), then accept, then receive.
+  int to_prev = shares[prev] ? connect_abstract(names[prev]) : -1;
   try {
-    t->setup(names, listen_fd);
+    if (shares[next]) s.out = ShmLink::create(rank, next, listen_fd, deadline, timeout);
+    if (shares[prev]) {
+      s.in = ShmLink::open(prev, to_prev, deadline, timeout);
+      to_prev = -1;  // the link owns it
+    }
   } catch (...) {
-    ::close(listen_fd);
+    if (to_prev >= 0) ::close(to_prev);
     throw;
   }
-  ::close(listen_fd);
-  return t;
+  return s;
+}
+
+// ---------------------------------------------------------------- ring links
+
+// The head of a link's segment: the messages the sender posted and the receiver released
+// (futex words, with their sleepers), and whether either side left.
+struct ShmLink::Header {
+  std::atomic<uint32_t> posted;
+  std::atomic<uint32_t> post_sleepers;
+  std::atomic<uint32_t> released;
+  std::atomic<uint32_t> release_sleepers;
+  std::atomic<uint32_t> gone;
+};
+
+namespace {
+constexpr size_t kLinkBytes = kHeaderBytes + 2 * kShmLinkFloats * sizeof(float);
+}  // namespace
+
+std::unique_ptr<ShmLink> ShmLink::create(int rank, int peer, int listen_fd, std::chrono::steady_clock::time_point deadline,
+                                         std::chrono::milliseconds timeout) {
+  int sock = -1;
+  while (sock < 0) {
+    if (!readable(listen_fd, deadline)) throw std::runtime_error("shared-memory link: rank " + std::to_string(peer) + " did not connect in time");
+    sock = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+    if (sock < 0) throw std::runtime_error(errno_text("shared-memory link: accept"));
+    if (!same_user(sock)) {
+      ::close(sock);  // not one of the group's ranks
+      sock = -1;
+    }
+  }
+  const int mfd = static_cast<int>(::syscall(SYS_memfd_create, "temper-collectives", MFD_CLOEXEC));
+  void* map = MAP_FAILED;
+  if (mfd >= 0 && ::ftruncate(mfd, static_cast<off_t>(kLinkBytes)) == 0) {
+    map = ::mmap(nullptr, kLinkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+  }
+  if (map == MAP_FAILED) {
+    const std::string e = errno_text("shared-memory link: creating the segment");
+    if (mfd >= 0) ::close(mfd);
+    ::close(sock);
+    throw std::runtime_error(e);
+  }
+  std::unique_ptr<ShmLink> link(new ShmLink(true, peer, sock, static_cast<char*>(map), timeout));
+  try {
+    send_fd(sock, rank, mfd);
+  } catch (...) {
+    ::close(mfd);
+    throw;
+  }
+  ::close(mfd);
+  return link;
+}
+
+std::unique_ptr<ShmLink> ShmLink::open(int peer, int sock, std::chrono::steady_clock::time_point deadline,
+                                       std::chrono::milliseconds timeout) {
+  struct Owned {
+    int fd;
+    ~Owned() {
+      if (fd >= 0) ::close(fd);
+    }
+  } owned{sock};
+  if (!same_user(sock)) throw std::runtime_error("shared-memory link: rank " + std::to_string(peer) + "'s socket belongs to another user");
+  if (!readable(sock, deadline)) throw std::runtime_error("shared-memory link: rank " + std::to_string(peer) + " did not hand over its segment in time");
+  int32_t their = -1;
+  const int fd = recv_fd(sock, &their);
+  if (fd < 0 || their != peer) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error("shared-memory link: bad segment hand-over from rank " + std::to_string(peer));
+  }
+  struct stat st{};
+  const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= kLinkBytes;
+  void* map = sized ? ::mmap(nullptr, kLinkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  if (map == MAP_FAILED) throw std::runtime_error("shared-memory link: cannot map rank " + std::to_string(peer) + "'s segment");
+  owned.fd = -1;
+  return std::unique_ptr<ShmLink>(new ShmLink(false, peer, sock, static_cast<char*>(map), timeout));
+}
+
+ShmLink::ShmLink(bool sender, int peer, int sock, char* map, std::chrono::milliseconds timeout)
+    : sender_(sender), peer_(peer), sock_(sock), map_(map), timeout_(timeout) {}
+
+ShmLink::~ShmLink() {
+  header()->gone.store(1);
+  futex_wake(&header()->posted);
+  futex_wake(&header()->released);
+  ::close(sock_);
+  ::munmap(map_, kLinkBytes);
+}
+
+void ShmLink::abort() {
+  aborted_ = true;
+  header()->gone.store(1);
+  futex_wake(&header()->posted);
+  futex_wake(&header()->released);
+  ::shutdown(sock_, SHUT_RDWR);
+}
+
+ShmLink::Header* ShmLink::header() const { return reinterpret_cast<Header*>(map_); }
+
+float* ShmLink::slot(uint32_t seq) const {
+  return reinterpret_cast<float*>(map_ + kHeaderBytes) + static_cast<size_t>(seq % 2) * kShmLinkFloats;
+}
+
+void ShmLink::check(const char* what, std::chrono::steady_clock::time_point deadline, const char* waiting_for) const {
+  if (aborted_) throw std::runtime_error(std::string(what) + ": the group was aborted");
+  if (header()->gone.load()) throw std::runtime_error(std::string(what) + ": rank " + std::to_string(peer_) + " left the group");
+  if (hung_up(sock_)) {
+    throw std::runtime_error(std::string(what) + ": a peer rank vanished (rank " + std::to_string(peer_) +
+                             "'s process ended or it left the group)");
+  }
+  if (std::chrono::steady_clock::now() >= deadline) {
+    throw std::runtime_error(std::string(what) + ": rank " + std::to_string(peer_) + " did not " + waiting_for + " within " +
+                             std::to_string(timeout_.count()) + " ms");
+  }
+}
+
+void ShmLink::send(const float* data, long n, const char* what) {
+  if (n > kShmLinkFloats) throw std::logic_error("shared-memory link: message too long");
+  Header* h = header();
+  const uint32_t seq = seq_;
+  // The slot's previous message (seq - 2) must have been released: released ≥ seq - 1.
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  wait_until(&h->released, &h->release_sleepers, seq - 1, [&] { check(what, deadline, "take a message"); });
+  std::memcpy(slot(seq), data, static_cast<size_t>(n) * sizeof(float));
+  seq_ = seq + 1;
+  publish(&h->posted, &h->post_sleepers, seq_);
+}
+
+const float* ShmLink::receive(long n, const char* what) {
+  if (n > kShmLinkFloats) throw std::logic_error("shared-memory link: message too long");
+  Header* h = header();
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  wait_until(&h->posted, &h->post_sleepers, seq_ + 1, [&] { check(what, deadline, "send its message"); });
+  return slot(seq_);
+}
+
+void ShmLink::release() {
+  Header* h = header();
+  ++seq_;
+  publish(&h->released, &h->release_sleepers, seq_);
 }
 
 void ShmTransport::setup(const std::vector<std::string>& sockets, int listen_fd) {

@@ -32,17 +32,70 @@ namespace temper {
 // namespaces on one machine count as two hosts (the tests simulate hosts that way).
 std::string host_identity();
 
+// Values one message of a ShmLink holds at most (the TCP ring's messages are no longer).
+constexpr long kShmLinkFloats = 1 << 18;
+
+// One direction of one edge of the ring (rank r to rank r+1) whose two ranks share a host, in
+// a group that spans hosts: the ring runs as over TCP, message by message in the same order,
+// but this edge's messages go through a segment the sender owns (two message slots used in
+// turn) instead of a socket. The ring's arithmetic is untouched, so the bits are the same.
+class ShmLink {
+ public:
+  ~ShmLink();
+  ShmLink(const ShmLink&) = delete;
+  ShmLink& operator=(const ShmLink&) = delete;
+  // Sender: copies n ≤ kShmLinkFloats values into the next slot (once the receiver is done
+  // with the message that used it before) and posts them.
+  void send(const float* data, long n, const char* what);
+  // Receiver: the next message's n values, valid until release().
+  const float* receive(long n, const char* what);
+  void release();
+  // Fails this side's pending and later operations, and the other side's.
+  void abort();
+
+ private:
+  friend class ShmTransport;
+  struct Header;
+  // Sender: accepts the receiver's connection on listen_fd, creates the segment, hands it over.
+  static std::unique_ptr<ShmLink> create(int rank, int peer, int listen_fd,
+                                         std::chrono::steady_clock::time_point deadline,
+                                         std::chrono::milliseconds timeout);
+  // Receiver: takes the sender's segment from the socket `sock` connected to it (owned).
+  static std::unique_ptr<ShmLink> open(int peer, int sock, std::chrono::steady_clock::time_point deadline,
+                                       std::chrono::milliseconds timeout);
+  ShmLink(bool sender, int peer, int sock, char* map, std::chrono::milliseconds timeout);
+  Header* header() const;
+  float* slot(uint32_t seq) const;
+  void check(const char* what, std::chrono::steady_clock::time_point deadline, const char* waiting_for) const;
+
+  bool sender_;
+  int peer_;
+  int sock_;
+  char* map_;
+  std::chrono::milliseconds timeout_;
+  uint32_t seq_ = 0;  // messages sent (sender) or received (receiver)
+  std::atomic<bool> aborted_{false};
+};
+
 class ShmTransport {
  public:
   using KvSet = std::function<void(const std::string& key, const std::string& value)>;
   using KvGet = std::function<std::string(const std::string& key)>;
 
+  // What a rank got at rendezvous: the whole-group transport when every rank shares its host,
+  // else the links of its ring edges that do (none: TCP everywhere).
+  struct Setup {
+    std::unique_ptr<ShmTransport> all;
+    std::unique_ptr<ShmLink> out;  // to rank + 1
+    std::unique_ptr<ShmLink> in;   // from rank - 1
+  };
+
   // Rendezvous through the store (set/get under the group's prefix, keys "shm/<rank>"): every
-  // rank publishes whether it allows shared memory, its host identity and its user. Returns
-  // null (TCP) unless every rank allows it and all share this host and user; every rank takes
-  // the same decision.
-  static std::unique_ptr<ShmTransport> connect(int rank, int world, bool allow, const KvSet& set, const KvGet& get,
-                                               std::chrono::milliseconds timeout);
+  // rank publishes whether it allows shared memory, its host identity and its user, and all
+  // read every rank's, so every rank takes the same decision. A ring edge uses shared memory
+  // when both its ranks allow it and share host and user.
+  static Setup connect(int rank, int world, bool allow, const KvSet& set, const KvGet& get,
+                       std::chrono::milliseconds timeout);
   ~ShmTransport();
   ShmTransport(const ShmTransport&) = delete;
   ShmTransport& operator=(const ShmTransport&) = delete;

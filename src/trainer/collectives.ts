@@ -32,7 +32,7 @@ interface NativeCollectiveGroup {
     hp: ShardedAdamParams,
   ): Promise<number>;
   abort(): void;
-  transport(): 'shm' | 'tcp' | 'closed';
+  transport(): CollectiveTransport | 'closed';
   close(): void;
 }
 
@@ -105,14 +105,19 @@ export interface JoinOptions {
   timeoutMs: number;
   /**
    * Whether this rank allows the same-host shared-memory transport. It is used when every
-   * rank allows it and all share one host (kernel boot and network namespace); otherwise the
-   * float32 collectives go over TCP. Same bits either way. Default true.
+   * rank allows it and all share one host (kernel boot and network namespace); in a group
+   * spanning hosts, for the ring's edges between two such ranks; otherwise the float32
+   * collectives go over TCP. Same bits either way. Default true.
    */
   sharedMemory?: boolean;
 }
 
-/** What a group's float32 collectives travel on. */
-export type CollectiveTransport = 'shm' | 'tcp';
+/**
+ * What a rank's float32 collectives travel on: `shm` (every rank of the group on this host),
+ * `tcp+shm` (a group spanning hosts whose ring has an edge to or from this rank within its
+ * host), `tcp`.
+ */
+export type CollectiveTransport = 'shm' | 'tcp' | 'tcp+shm';
 
 /**
  * A plain TCP stream between two processes, measured natively: the anchor the collectives'
@@ -166,7 +171,8 @@ export class ProcessGroup {
     readonly world: number,
   ) {
     this.group = group;
-    this.transport = group.transport() === 'shm' ? 'shm' : 'tcp';
+    const t = group.transport();
+    this.transport = t === 'closed' ? 'tcp' : t;
   }
 
   /** Joins: resolves once every rank of the group joined under the same prefix. */

@@ -237,32 +237,52 @@ describe('collectives between processes', () => {
     expect(created.filter((n) => /temper|collective/.test(n))).toEqual([]);
   }, 30_000);
 
-  it('ranks in different network namespaces (hosts, as the tests simulate them) keep TCP', async () => {
+  it('ranks in different network namespaces (hosts, as the tests simulate them) keep TCP between them; edges within a host share memory, with the same bits', async () => {
     const host = createTestHost(0);
     const outer = new CollectiveStore(host.gatewayIp, 0);
     try {
-      const n = 10_001;
-      const common = {
-        world: 2,
-        storeHost: host.gatewayIp,
-        storePort: outer.port,
-        prefix: 'netns',
-        n,
-        seed: 9,
-        sharedMemory: [true],
-      };
-      const [a, b] = await Promise.all([
-        runRank({ ...common, rank: 0, host: host.gatewayIp }),
-        runRank({ ...common, rank: 1, host: host.ip }, host.exec),
-      ]);
-      // Shared memory allowed on both, but the namespaces differ: TCP.
-      expect([...a!, ...b!].map((r) => r.transport)).toEqual(['tcp', 'tcp', 'tcp', 'tcp']);
-      expect(b![0]!.reducedDigest).toBe(a![0]!.reducedDigest);
+      /** `world` ranks, those listed in `inside` in the namespace host, the others outside. */
+      const run = (world: number, inside: number[], prefix: string, n: number) =>
+        Promise.all(
+          Array.from({ length: world }, (_, rank) => {
+            const args = {
+              rank,
+              world,
+              storeHost: host.gatewayIp,
+              storePort: outer.port,
+              prefix,
+              n,
+              seed: 9,
+              sharedMemory: [false, true],
+              host: inside.includes(rank) ? host.ip : host.gatewayIp,
+            };
+            return runRank(args, inside.includes(rank) ? host.exec : []);
+          }),
+        );
+      // Two ranks on two hosts: TCP, shared memory allowed or not.
+      const two = await run(2, [1], 'netns/2', 10_001);
+      expect(two.flat().map((r) => r.transport)).toEqual(Array(8).fill('tcp'));
+      expect(new Set(two.flat().map((r) => r.reducedDigest)).size).toBe(1);
+      // Ranks 0-2 on one host, 3 on the other: the ring's edges 0→1 and 1→2 share memory, 2→3
+      // and 3→0 are TCP (rank 1 has both edges in memory, rank 3 none). The same bits as TCP
+      // everywhere (the first two rounds), on every rank.
+      const four = await run(4, [3], 'netns/4', 600_001);
+      const expected = ['tcp+shm', 'tcp+shm', 'tcp+shm', 'tcp'];
+      four.forEach((results, rank) => {
+        expect(results.map((r) => r.transport)).toEqual([
+          'tcp',
+          'tcp',
+          expected[rank],
+          expected[rank],
+        ]);
+      });
+      const digests = four.flat().flatMap((r) => [r.reducedDigest, r.gatheredDigest]);
+      expect(new Set(digests).size).toBe(1);
     } finally {
       outer.close();
       host.destroy();
     }
-  }, 30_000);
+  }, 60_000);
 
   it('a rank that never joins fails the others with a typed error', async () => {
     await expect(
