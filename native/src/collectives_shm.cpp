@@ -320,7 +320,7 @@ ShmTransport::Setup ShmTransport::connect(int rank, int world, bool allow, const
     try {
       listen_fd = listen_abstract(&name);
     } catch (const std::exception&) {
-      listen_fd = -1;  // this rank cannot offer it: the group uses TCP
+      listen_fd = -1;  // this rank cannot offer it: TCP to and from it
     }
   }
   const bool offer = listen_fd >= 0;
@@ -483,7 +483,7 @@ void ShmLink::check(const char* what, std::chrono::steady_clock::time_point dead
 }
 
 void ShmLink::send(const float* data, long n, const char* what) {
-  if (n > kShmLinkFloats) throw std::logic_error("shared-memory link: message too long");
+  if (!sender_ || n > kShmLinkFloats) throw std::logic_error("shared-memory link: not a sender, or a message too long");
   Header* h = header();
   const uint32_t seq = seq_;
   // The slot's previous message (seq - 2) must have been released: released ≥ seq - 1.
@@ -495,7 +495,7 @@ void ShmLink::send(const float* data, long n, const char* what) {
 }
 
 const float* ShmLink::receive(long n, const char* what) {
-  if (n > kShmLinkFloats) throw std::logic_error("shared-memory link: message too long");
+  if (sender_ || n > kShmLinkFloats) throw std::logic_error("shared-memory link: not a receiver, or a message too long");
   Header* h = header();
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   wait_until(&h->posted, &h->post_sleepers, seq_ + 1, [&] { check(what, deadline, "send its message"); });

@@ -1,6 +1,7 @@
 // The same-host transport of the collectives: ranks that find at rendezvous that they all
 // share a host (one kernel boot and one network namespace) exchange float32 data through
-// shared memory instead of TCP, as collective libraries do for co-located ranks.
+// shared memory instead of TCP, as collective libraries do for co-located ranks. In a group
+// that spans hosts, the TCP ring's edges between two ranks of one host become ShmLinks.
 //
 // Each rank owns one anonymous memory file (memfd: it never appears in /dev/shm and the kernel
 // frees it when the last process holding it unmaps it or exits, so a rank that dies leaks
