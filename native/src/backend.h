@@ -16,20 +16,10 @@
 #include <vector>
 
 #include "gemm.h"
+#include "kernels.h"
 #include "ops.h"
 
 namespace temper {
-
-// Coefficients of one decoupled AdamW update (torch.optim.AdamW, single-tensor path).
-struct AdamCoefficients {
-  float grad_scale;  // multiplies the gradient first (accumulation normalisation × clipping)
-  float decay;       // 1 − lr·weight_decay
-  float beta1;
-  float beta2;
-  float step_size;   // lr / (1 − beta1^t)
-  float bc2_sqrt;    // sqrt(1 − beta2^t)
-  float eps;
-};
 
 // torch.optim.AdamW's coefficients at optimizer step `step` (1-based).
 inline AdamCoefficients adamw_coefficients(float lr, float beta1, float beta2, float eps, float weight_decay,

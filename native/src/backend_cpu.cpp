@@ -191,16 +191,8 @@ class CpuBackend final : public Backend {
 
   void adamw_update(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) override {
     pool_.parallel_for(ceil_div(n, kChunk), [&](std::size_t t, int) {
-      const long i1 = std::min(n, static_cast<long>(t + 1) * kChunk);
-      for (long i = static_cast<long>(t) * kChunk; i < i1; ++i) {
-        const float gi = g[i] * c.grad_scale;
-        w[i] *= c.decay;
-        m[i] += (gi - m[i]) * (1.0f - c.beta1);
-        v[i] = v[i] * c.beta2 + (1.0f - c.beta2) * gi * gi;
-        const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
-        w[i] -= c.step_size * (m[i] / denom);
-        g[i] = 0.0f;
-      }
+      const long i0 = static_cast<long>(t) * kChunk;
+      kernels().adamw(w + i0, g + i0, m + i0, v + i0, std::min(n - i0, kChunk), c);
     });
   }
 

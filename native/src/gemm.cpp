@@ -10,7 +10,6 @@ namespace {
 
 constexpr long kKC = 256;  // depth of one packed block (measured best of 128/192/256); fixed, it fixes the sum order
 constexpr long kMC = 48;     // rows of A per task (a multiple of every kernel's mr)
-constexpr long kNC = 128;    // columns of B per task (a multiple of every kernel's nr)
 constexpr long kSmallM = 4;  // below this many rows, multiply without packing
 
 long ceil_div(long a, long b) { return (a + b - 1) / b; }
@@ -174,6 +173,76 @@ bool trivial(long m, long n, long k, float* c, long ldc, bool accumulate) {
   return true;
 }
 
+// The output is cut into a grid of slabs, each multiplied over the whole depth by one task
+// that packs its own panels: one pool round per GEMM and no barrier between depth blocks
+// (two rounds per 256-deep block cost about 10% of two-thread scaling). A packed operand is
+// packed again by every slab across it, so the grid is chosen to duplicate the smaller one.
+struct Grid {
+  long row_slabs = 1, col_slabs = 1;
+  long rows_per_slab = 0, cols_per_slab = 0;  // multiples of mr / nr, so tiles stay on one grid
+  long tasks() const { return row_slabs * col_slabs; }
+};
+
+// Packed B columns per slab at most: 1024 x 256-deep floats (1 MB) stay in L2 while the row
+// blocks of A stream past them.
+constexpr long kMaxSlabCols = 1024;
+
+Grid make_grid(long m, long n, int mr, int nr, long threads, bool direct) {
+  const long row_panels = ceil_div(m, mr), col_panels = ceil_div(n, nr);
+  const long min_cols = ceil_div(col_panels, ceil_div(kMaxSlabCols, nr));  // the L2 cap
+  Grid best;
+  double best_cost = -1;
+  for (long r = 1; r <= threads; ++r) {
+    if (threads % r != 0 || r > row_panels) continue;
+    const long per = threads / r;  // column slabs per thread round, so every thread gets work
+    const long c = std::min(col_panels, ceil_div(std::max(min_cols, per), per) * per);
+    // Extra packing: every column slab packs its rows of A again (not at all when A is read
+    // in place), every row slab packs its columns of B again; idle threads cost a share of
+    // the whole product.
+    const double repack = (direct ? 0.0 : static_cast<double>(c - 1) * m) + static_cast<double>(r - 1) * n;
+    const long tasks = r * c;
+    const double idle = tasks % threads == 0 ? 0.0 : static_cast<double>(m) * n / tasks;
+    const double cost = repack + idle;
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      best.row_slabs = r;
+      best.col_slabs = c;
+    }
+  }
+  best.rows_per_slab = ceil_div(row_panels, best.row_slabs) * mr;
+  best.cols_per_slab = ceil_div(col_panels, best.col_slabs) * nr;
+  best.row_slabs = ceil_div(m, best.rows_per_slab);
+  best.col_slabs = ceil_div(n, best.cols_per_slab);
+  return best;
+}
+
+// C[i_begin:i_end, j_begin:j_end] over the whole depth, on the calling thread: per 256-deep
+// block, pack this slab's B panels, then for each MC-row block pack its A panels (unless A
+// is read in place) and run the micro-tiles. Every element gets the same k-order whatever
+// the slab, so the grid never changes a result.
+void multiply_slab(const Kernels& kern, long i_begin, long i_end, long j_begin, long j_end, long m, long n,
+                   long k, float alpha, MatView a, MatView b, float* c, long ldc, bool accumulate,
+                   GemmScratch& s) {
+  const int mr = kern.mr, nr = kern.nr;
+  ensure(s.edge, static_cast<std::size_t>(kMaxGemmMR * kMaxGemmNR));
+  ensure(s.edge_a, static_cast<std::size_t>(kMaxGemmMR * kKC));
+  const bool direct = direct_a(a);
+  const long b_panels = ceil_div(j_end - j_begin, nr);
+  for (long k0 = 0; k0 < k; k0 += kKC) {
+    const long kc = std::min(kKC, k - k0);
+    const bool acc = accumulate || k0 > 0;
+    ensure(s.b, static_cast<std::size_t>(b_panels * nr * kc));
+    pack_b_panels(s.b.data(), j_begin, b_panels, n, k0, kc, b, nr);
+    ensure(s.a, static_cast<std::size_t>(kMC * kc));
+    for (long i0 = i_begin; i0 < i_end; i0 += kMC) {
+      const long i1 = std::min(i_end, i0 + kMC);
+      if (!direct) pack_a_panels(s.a.data(), i0, ceil_div(i1 - i0, mr), m, k0, kc, a, mr);
+      tile_range(kern, i0, i1, j_begin, j_end, m, n, k0, kc, direct ? nullptr : s.a.data(), a, s.b.data(), alpha,
+                 c, ldc, acc, s.edge.data(), s.edge_a.data());
+    }
+  }
+}
+
 }  // namespace
 
 void gemm_serial(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
@@ -183,25 +252,7 @@ void gemm_serial(long m, long n, long k, float alpha, MatView a, MatView b, floa
     small_m_columns(0, n, m, k, alpha, a, b, c, ldc, accumulate);
     return;
   }
-  const Kernels& kern = kernels();
-  const int mr = kern.mr, nr = kern.nr;
-  ensure(s.edge, static_cast<std::size_t>(kMaxGemmMR * kMaxGemmNR));
-  ensure(s.edge_a, static_cast<std::size_t>(kMaxGemmMR * kKC));
-  const bool direct = direct_a(a);
-  const long b_panels = ceil_div(n, nr);
-  for (long k0 = 0; k0 < k; k0 += kKC) {
-    const long kc = std::min(kKC, k - k0);
-    const bool acc = accumulate || k0 > 0;
-    ensure(s.b, static_cast<std::size_t>(b_panels * nr * kc));
-    pack_b_panels(s.b.data(), 0, b_panels, n, k0, kc, b, nr);
-    ensure(s.a, static_cast<std::size_t>(kMC * kc));
-    for (long i0 = 0; i0 < m; i0 += kMC) {
-      const long i1 = std::min(m, i0 + kMC);
-      if (!direct) pack_a_panels(s.a.data(), i0, ceil_div(i1 - i0, mr), m, k0, kc, a, mr);
-      tile_range(kern, i0, i1, 0, n, m, n, k0, kc, direct ? nullptr : s.a.data(), a, s.b.data(), alpha, c, ldc,
-                 acc, s.edge.data(), s.edge_a.data());
-    }
-  }
+  multiply_slab(kernels(), 0, m, 0, n, m, n, k, alpha, a, b, c, ldc, accumulate, s);
 }
 
 void Gemm::run(long m, long n, long k, float alpha, MatView a, MatView b, float* c, long ldc,
@@ -216,42 +267,14 @@ void Gemm::run(long m, long n, long k, float alpha, MatView a, MatView b, float*
     return;
   }
   const Kernels& kern = kernels();
-  const int mr = kern.mr, nr = kern.nr;
-  ensure(edge_, static_cast<std::size_t>(pool_.size() * kMaxGemmMR * kMaxGemmNR));
-  ensure(edge_a_, static_cast<std::size_t>(pool_.size() * kMaxGemmMR * kKC));
-  const bool direct = direct_a(a);
-  const long a_panels = ceil_div(m, mr);
-  const long b_panels = ceil_div(n, nr);
-  const long row_blocks = ceil_div(m, kMC);
-  const long col_blocks = ceil_div(n, kNC);
-  // Packing tasks: groups of panels spanning about 128 floats of a row or column.
-  const long kPackA = std::max(1, 128 / mr), kPackB = std::max(1, 128 / nr);
-  const long a_groups = direct ? 0 : ceil_div(a_panels, kPackA), b_groups = ceil_div(b_panels, kPackB);
-  for (long k0 = 0; k0 < k; k0 += kKC) {
-    const long kc = std::min(kKC, k - k0);
-    const bool acc = accumulate || k0 > 0;
-    if (!direct) ensure(packed_a_, static_cast<std::size_t>(a_panels * mr * kc));
-    ensure(packed_b_, static_cast<std::size_t>(b_panels * nr * kc));
-    float* pa = packed_a_.data();
-    float* pb = packed_b_.data();
-    pool_.parallel_for(a_groups + b_groups, [&](std::size_t task, int) {
-      const long q = static_cast<long>(task);
-      if (q < a_groups) {
-        const long p0 = q * kPackA;
-        pack_a_panels(pa + p0 * mr * kc, p0 * mr, std::min(kPackA, a_panels - p0), m, k0, kc, a, mr);
-      } else {
-        const long p0 = (q - a_groups) * kPackB;
-        pack_b_panels(pb + p0 * nr * kc, p0 * nr, std::min(kPackB, b_panels - p0), n, k0, kc, b, nr);
-      }
-    });
-    pool_.parallel_for(row_blocks * col_blocks, [&](std::size_t task, int thread) {
-      const long i0 = (static_cast<long>(task) / col_blocks) * kMC;
-      const long j0 = (static_cast<long>(task) % col_blocks) * kNC;
-      tile_range(kern, i0, std::min(m, i0 + kMC), j0, std::min(n, j0 + kNC), m, n, k0, kc,
-                 direct ? nullptr : pa + (i0 / mr) * mr * kc, a, pb + (j0 / nr) * nr * kc, alpha, c, ldc, acc,
-                 edge_.data() + thread * kMaxGemmMR * kMaxGemmNR, edge_a_.data() + thread * kMaxGemmMR * kKC);
-    });
-  }
+  if (scratch_.size() < static_cast<std::size_t>(pool_.size())) scratch_.resize(pool_.size());
+  const Grid g = make_grid(m, n, kern.mr, kern.nr, pool_.size(), direct_a(a));
+  pool_.parallel_for(g.tasks(), [&](std::size_t task, int thread) {
+    const long i0 = (static_cast<long>(task) / g.col_slabs) * g.rows_per_slab;
+    const long j0 = (static_cast<long>(task) % g.col_slabs) * g.cols_per_slab;
+    multiply_slab(kern, i0, std::min(m, i0 + g.rows_per_slab), j0, std::min(n, j0 + g.cols_per_slab), m, n, k,
+                  alpha, a, b, c, ldc, accumulate, scratch_[thread]);
+  });
 }
 
 }  // namespace temper

@@ -1,12 +1,13 @@
 // Single-precision matrix multiply, packed and cache-blocked in the manner of BLIS/GotoBLAS:
 // A is packed into kc x mr row panels, B into kc x nr column panels, and a register-tiled
-// micro-kernel (6x16 AVX2, 12x32 AVX-512) does the FMAs. Within a task (MC rows x NC columns)
-// one A panel (the broadcast operand, 6-12 floats per k) stays in L1 while the task's B
-// panels (two vectors per k) stream from L2 past it with software prefetch; the kernel
+// micro-kernel (6x16 AVX2, 12x32 AVX-512) does the FMAs. Threads split C into slabs (at most
+// 1024 columns), each multiplied over the whole depth by one task packing its own panels. In
+// a slab, one A panel (the broadcast operand, 6-12 floats per k) stays in L1 while the slab's
+// B panels (two vectors per k) stream from L2 past it with software prefetch; the kernel
 // prefetches its C tile before the k loop.
 // Written by hand because no BLAS we can ship gives us thread-count-independent results:
-// here every element of C is produced by one task with a k-order fixed by the blocking
-// constants alone, so the result is identical for any number of threads.
+// here every element of C is produced by one task with a k-order fixed by the depth block
+// (256) alone, so the result is identical for any number of threads.
 #pragma once
 
 #include <cstdint>
@@ -70,10 +71,7 @@ class Gemm {
  private:
 
   ThreadPool& pool_;
-  std::vector<float> packed_a_;
-  std::vector<float> packed_b_;
-  std::vector<float> edge_;    // per-thread mr x nr scratch for partial tiles
-  std::vector<float> edge_a_;  // per-thread mr x kc panel for the last rows of an unpacked A
+  std::vector<GemmScratch> scratch_;  // one per pool thread: each slab task packs its own panels
 };
 
 }  // namespace temper

@@ -6,6 +6,18 @@
 
 namespace temper {
 
+// Coefficients of one decoupled AdamW update (torch.optim.AdamW, single-tensor path);
+// adamw_coefficients (backend.h) computes them for a step.
+struct AdamCoefficients {
+  float grad_scale;  // multiplies the gradient first (accumulation normalisation × clipping)
+  float decay;       // 1 − lr·weight_decay
+  float beta1;
+  float beta2;
+  float step_size;   // lr / (1 − beta1^t)
+  float bc2_sqrt;    // sqrt(1 − beta2^t)
+  float eps;
+};
+
 constexpr int kMaxGemmMR = 12;  // largest micro-tile over all kernel sets
 constexpr int kMaxGemmNR = 32;
 
@@ -36,9 +48,20 @@ struct Kernels {
   float (*dot)(const float* x, const float* y, long n);
   // y[i] += a·x[i]
   void (*axpy)(float a, const float* x, float* y, long n);
+  // max over x[0..n) (n >= 1; exact, so every order gives the same value).
+  float (*reduce_max)(const float* x, long n);
+  // Σ x[i] accumulated in double, in eight interleaved lanes (lane l takes i ≡ l mod 8 of the
+  // leading multiple of 8) combined as ((0+4)+(1+5))+((2+6)+(3+7)), then the tail in order:
+  // the same order, hence the same bits, on every kernel set.
+  double (*sum_f64)(const float* x, long n);
+  // One AdamW update of n parameters, gradients zeroed after. Every set performs the same
+  // correctly rounded operations in the same order (no FMA), so all give identical bits.
+  void (*adamw)(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c);
 };
 
 void exp_shifted_generic(float* x, long n, float shift);
+double sum_f64_tail(double lanes_total, const float* x, long i, long n);
+void adamw_generic(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c);
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);
 void pack_copy_generic(const float* src, long stride, long cols, int width, long kc, float* out);
 const Kernels& generic_kernels();

@@ -2,6 +2,8 @@
 // and only ever called after a CPUID check.
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "kernels.h"
 #include "pack_avx.h"
 
@@ -111,10 +113,95 @@ void axpy_avx2(float a, const float* x, float* y, long n) {
   for (; i < n; ++i) y[i] += a * x[i];
 }
 
+// exp as in kernels_avx512.cpp (the same reduction, polynomial and FMAs), the scaling by 2^n
+// done as two exact multiplications by powers of two built in the exponent field (AVX2 has
+// no scalef), so results are the AVX-512 kernel's bits wherever they are normal floats.
+inline __m256 exp_ps(__m256 x) {
+  x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(88.7f)), _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.0f / 5040.0f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 720.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 120.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 24.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f / 6.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+  // n in [-126, 128]: halves keep each factor 2^h inside the normal exponent range.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i h1 = _mm256_srai_epi32(ni, 1);
+  const __m256i h2 = _mm256_sub_epi32(ni, h1);
+  const __m256i bias = _mm256_set1_epi32(127);
+  const __m256 s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h1, bias), 23));
+  const __m256 s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(h2, bias), 23));
+  return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+}
+
+void exp_shifted_avx2(float* x, long n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, exp_ps(_mm256_add_ps(_mm256_loadu_ps(x + i), s)));
+  if (i < n) {  // the tail through a zero-padded vector, so it gets the same arithmetic
+    alignas(32) float t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (long k = i; k < n; ++k) t[k - i] = x[k];
+    _mm256_store_ps(t, exp_ps(_mm256_add_ps(_mm256_load_ps(t), s)));
+    for (long k = i; k < n; ++k) x[k] = t[k - i];
+  }
+}
+
+float reduce_max_avx2(const float* x, long n) {
+  __m256 m = _mm256_set1_ps(x[0]);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  alignas(32) float l[8];
+  _mm256_store_ps(l, m);
+  float r = l[0];
+  for (int k = 1; k < 8; ++k) r = std::max(r, l[k]);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+
+double sum_f64_avx2(const float* x, long n) {
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();  // lanes 0-3 and 4-7
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm_loadu_ps(x + i)));
+    hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm_loadu_ps(x + i + 4)));
+  }
+  alignas(32) double l[8];
+  _mm256_store_pd(l, lo);
+  _mm256_store_pd(l + 4, hi);
+  return sum_f64_tail(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])), x, i, n);
+}
+
+void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+  const __m256 scale = _mm256_set1_ps(c.grad_scale), decay = _mm256_set1_ps(c.decay);
+  const __m256 b2 = _mm256_set1_ps(c.beta2), omb1 = _mm256_set1_ps(1.0f - c.beta1);
+  const __m256 omb2 = _mm256_set1_ps(1.0f - c.beta2), bc2 = _mm256_set1_ps(c.bc2_sqrt);
+  const __m256 eps = _mm256_set1_ps(c.eps), step = _mm256_set1_ps(c.step_size);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {  // adamw_generic's operations, 8 lanes at a time
+    const __m256 gi = _mm256_mul_ps(_mm256_loadu_ps(g + i), scale);
+    const __m256 wi = _mm256_mul_ps(_mm256_loadu_ps(w + i), decay);
+    __m256 mi = _mm256_loadu_ps(m + i);
+    mi = _mm256_add_ps(mi, _mm256_mul_ps(_mm256_sub_ps(gi, mi), omb1));
+    const __m256 vi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), b2),
+                                    _mm256_mul_ps(_mm256_mul_ps(omb2, gi), gi));
+    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2), eps);
+    _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
+    _mm256_storeu_ps(m + i, mi);
+    _mm256_storeu_ps(v + i, vi);
+    _mm256_storeu_ps(g + i, _mm256_setzero_ps());
+  }
+  adamw_generic(w + i, g + i, m + i, v + i, n - i, c);
+}
+
 }  // namespace
 
 const Kernels& avx2_kernels() {
-  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_generic, dot_avx2, axpy_avx2};
+  static const Kernels k{"avx2-fma", kGemmMR, kGemmNR, gemm_tile_avx2, gemm_tile_rows_avx2, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx2, dot_avx2, axpy_avx2, reduce_max_avx2, sum_f64_avx2, adamw_avx2};
   return k;
 }
 

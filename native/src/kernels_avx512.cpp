@@ -116,10 +116,49 @@ void axpy_avx512(float a, const float* x, float* y, long n) {
   }
 }
 
+float reduce_max_avx512(const float* x, long n) {
+  __m512 m = _mm512_set1_ps(x[0]);
+  long i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(m, _mm512_loadu_ps(x + i));
+  if (i < n) m = _mm512_mask_max_ps(m, static_cast<__mmask16>((1u << (n - i)) - 1), m, _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (n - i)) - 1), x + i));
+  return _mm512_reduce_max_ps(m);
+}
+
+double sum_f64_avx512(const float* x, long n) {
+  __m512d s = _mm512_setzero_pd();  // lane l of the kernels.h order
+  long i = 0;
+  for (; i + 8 <= n; i += 8) s = _mm512_add_pd(s, _mm512_cvtps_pd(_mm256_loadu_ps(x + i)));
+  alignas(64) double l[8];
+  _mm512_store_pd(l, s);
+  return sum_f64_tail(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])), x, i, n);
+}
+
+void adamw_avx512(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+  const __m512 scale = _mm512_set1_ps(c.grad_scale), decay = _mm512_set1_ps(c.decay);
+  const __m512 b2 = _mm512_set1_ps(c.beta2), omb1 = _mm512_set1_ps(1.0f - c.beta1);
+  const __m512 omb2 = _mm512_set1_ps(1.0f - c.beta2), bc2 = _mm512_set1_ps(c.bc2_sqrt);
+  const __m512 eps = _mm512_set1_ps(c.eps), step = _mm512_set1_ps(c.step_size);
+  long i = 0;
+  for (; i + 16 <= n; i += 16) {  // adamw_generic's operations, 16 lanes at a time
+    const __m512 gi = _mm512_mul_ps(_mm512_loadu_ps(g + i), scale);
+    const __m512 wi = _mm512_mul_ps(_mm512_loadu_ps(w + i), decay);
+    __m512 mi = _mm512_loadu_ps(m + i);
+    mi = _mm512_add_ps(mi, _mm512_mul_ps(_mm512_sub_ps(gi, mi), omb1));
+    const __m512 vi = _mm512_add_ps(_mm512_mul_ps(_mm512_loadu_ps(v + i), b2),
+                                    _mm512_mul_ps(_mm512_mul_ps(omb2, gi), gi));
+    const __m512 denom = _mm512_add_ps(_mm512_div_ps(_mm512_sqrt_ps(vi), bc2), eps);
+    _mm512_storeu_ps(w + i, _mm512_sub_ps(wi, _mm512_mul_ps(step, _mm512_div_ps(mi, denom))));
+    _mm512_storeu_ps(m + i, mi);
+    _mm512_storeu_ps(v + i, vi);
+    _mm512_storeu_ps(g + i, _mm512_setzero_ps());
+  }
+  adamw_generic(w + i, g + i, m + i, v + i, n - i, c);
+}
+
 }  // namespace
 
 const Kernels& avx512_kernels() {
-  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, gemm_tile_rows_avx512, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx512, dot_avx512, axpy_avx512};
+  static const Kernels k{"avx512", kMR, kNR, gemm_tile_avx512, gemm_tile_rows_avx512, pack_avx::transpose_panel, pack_avx::copy_panel, exp_shifted_avx512, dot_avx512, axpy_avx512, reduce_max_avx512, sum_f64_avx512, adamw_avx512};
   return k;
 }
 

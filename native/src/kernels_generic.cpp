@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -61,7 +62,39 @@ void axpy_generic(float a, const float* x, float* y, long n) {
   for (long i = 0; i < n; ++i) y[i] += a * x[i];
 }
 
+float reduce_max_generic(const float* x, long n) {
+  float m = x[0];
+  for (long i = 1; i < n; ++i) m = std::max(m, x[i]);
+  return m;
+}
+
+double sum_f64_generic(const float* x, long n) {
+  double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  long i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int l = 0; l < 8; ++l) s[l] += x[i + l];
+  return sum_f64_tail(((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7])), x, i, n);
+}
+
 }  // namespace
+
+double sum_f64_tail(double lanes_total, const float* x, long i, long n) {
+  for (; i < n; ++i) lanes_total += x[i];
+  return lanes_total;
+}
+
+void adamw_generic(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+  const float one_minus_b1 = 1.0f - c.beta1, one_minus_b2 = 1.0f - c.beta2;
+  for (long i = 0; i < n; ++i) {
+    const float gi = g[i] * c.grad_scale;
+    w[i] *= c.decay;
+    m[i] += (gi - m[i]) * one_minus_b1;
+    v[i] = v[i] * c.beta2 + one_minus_b2 * gi * gi;
+    const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
+    w[i] -= c.step_size * (m[i] / denom);
+    g[i] = 0.0f;
+  }
+}
 
 void exp_shifted_generic(float* x, long n, float shift) {
   for (long i = 0; i < n; ++i) x[i] = std::exp(x[i] + shift);
@@ -89,7 +122,7 @@ void pack_copy_generic(const float* src, long stride, long cols, int width, long
 }
 
 const Kernels& generic_kernels() {
-  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, gemm_tile_rows_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic};
+  static const Kernels k{"generic", kGemmMR, kGemmNR, gemm_tile_generic, gemm_tile_rows_generic, pack_transpose_generic, pack_copy_generic, exp_shifted_generic, dot_generic, axpy_generic, reduce_max_generic, sum_f64_generic, adamw_generic};
   return k;
 }
 

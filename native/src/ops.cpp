@@ -201,11 +201,9 @@ void attention_forward(ThreadPool& pool, const AttentionShape& s, const std::vec
     for (long i = 0; i < rows; ++i) {  // causal softmax, row by row
       float* row = sc + i * nk;
       const long valid = sp.start + r0 + i + 1;
-      float mx = -INFINITY;
-      for (long j = 0; j < valid; ++j) mx = std::max(mx, row[j]);
+      const float mx = kernels().reduce_max(row, valid);
       kernels().exp_shifted(row, valid, -mx);
-      double sum = 0.0;
-      for (long j = 0; j < valid; ++j) sum += row[j];
+      const double sum = kernels().sum_f64(row, valid);
       const float inv = static_cast<float>(1.0 / sum);
       for (long j = 0; j < valid; ++j) row[j] *= inv;
       std::fill(row + valid, row + nk, 0.0f);

@@ -1,4 +1,5 @@
 // Small random models for engine tests.
+import { execFileSync } from 'node:child_process';
 import type { TensorMap } from '../../src/checkpoints/safetensors.js';
 import type { ModelConfig } from '../../src/engine/config.js';
 import { type ModelOptions, TransformerModel } from '../../src/engine/model.js';
@@ -59,4 +60,17 @@ export function randomSequences(seed: number, lens: number[], vocab = TINY.vocab
 export function randomWeightsVector(seed: number, n: number): number[] {
   const r = rng(seed);
   return Array.from({ length: n }, () => (r() - 0.3) * 2);
+}
+
+/**
+ * Runs `script` (TypeScript, run from the repository root) in a child process whose engine
+ * uses the kernel set `simd` (TEMPER_SIMD), and parses the JSON its last line prints.
+ */
+export function underKernelSet<T>(simd: 'generic' | 'avx2' | 'avx512', script: string): T {
+  const out = execFileSync('npx', ['tsx', '--eval', script], {
+    env: { ...process.env, TEMPER_SIMD: simd },
+    encoding: 'utf8',
+    maxBuffer: 16 << 20,
+  });
+  return JSON.parse(out.trim().split('\n').at(-1)!) as T;
 }

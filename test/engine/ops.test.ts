@@ -5,7 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { bf16ToF32, f32ToBf16 } from '../../src/engine/dtype.js';
 import { engineOps } from '../../src/engine/ops.js';
-import { rng } from './helpers.js';
+import { rng, underKernelSet } from './helpers.js';
 
 const ops = engineOps();
 
@@ -329,6 +329,48 @@ describe('engine operators against plain references', () => {
     expect(relErr(w, rw)).toBeLessThan(1e-6);
     expect(relErr(m, rm)).toBeLessThan(1e-6);
     expect(relErr(v, rv)).toBeLessThan(1e-6);
+  });
+
+  it('AdamW gives the same bits on every kernel set (generic, AVX2, AVX-512)', () => {
+    // 40,009 parameters: whole vectors and a tail in every kernel set.
+    const script = `
+      import { engineOps } from './src/engine/ops.ts';
+      import { nativeEngine } from './src/engine/native.ts';
+      const n = 40009;
+      const wave = (f, s) => Float32Array.from({ length: n }, (_, i) => f(i * s));
+      const res = engineOps().adamw({ w: wave(Math.sin, 1), g: wave(Math.cos, 0.7), m: wave(Math.sin, 0.3),
+        v: wave((x) => Math.abs(Math.cos(x)), 0.1), step: 3, lr: 1e-2, beta1: 0.9, beta2: 0.95, eps: 1e-8,
+        weightDecay: 0.1, gradScale: 0.5 });
+      const hex = (a) => Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('hex');
+      console.log(JSON.stringify({ simd: nativeEngine().simd, bits: [hex(res.w), hex(res.m), hex(res.v)] }));`;
+    type Out = { simd: string; bits: string[] };
+    const generic = underKernelSet<Out>('generic', script);
+    expect(generic.simd).toBe('generic');
+    for (const simd of ['avx2', 'avx512'] as const)
+      expect(underKernelSet<Out>(simd, script).bits).toEqual(generic.bits);
+  });
+
+  it('exp: the AVX2 kernels give the AVX-512 bits, the generic std::exp agrees within 1e-6', () => {
+    // SwiGLU's sigmoid and attention's softmax both go through the exp kernel; gate values
+    // from -90 to 90 take it to both ends of its clamped range.
+    const script = `
+      import { engineOps } from './src/engine/ops.ts';
+      import { nativeEngine } from './src/engine/native.ts';
+      const n = 4099;
+      const gate = Float32Array.from({ length: n }, (_, i) => -90 + (180 * i) / (n - 1));
+      const up = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+      const act = engineOps().swigluForward({ gate, up });
+      console.log(JSON.stringify({ simd: nativeEngine().simd, act: Array.from(act) }));`;
+    type Out = { simd: string; act: number[] };
+    const generic = underKernelSet<Out>('generic', script);
+    const avx2 = underKernelSet<Out>('avx2', script);
+    const avx512 = underKernelSet<Out>('avx512', script);
+    if (avx512.simd === 'avx512' && avx2.simd === 'avx2-fma') expect(avx2.act).toEqual(avx512.act);
+    for (const other of [avx2, avx512])
+      for (let i = 0; i < generic.act.length; i++)
+        expect(Math.abs(other.act[i]! - generic.act[i]!)).toBeLessThanOrEqual(
+          1e-6 * Math.max(1, Math.abs(generic.act[i]!)),
+        );
   });
 
   it('names bad input', () => {
