@@ -11,7 +11,8 @@
 //     pods share this host) over 1 pod with 2 threads, on the same global batch (goal ≤ 1.15);
 //     dp2_over_dp1_tcp the same with the collectives forced onto TCP
 //     (sharedMemoryCollectives: false); dp2_zero_over_dp1 with ZeRO-1 (each pod updates only
-//     its half of the weights: AdamW is not done twice);
+//     its half of the weights: AdamW is not done twice); dp2_transports: what each run's
+//     replicas' groups really took, from their pods' logs;
 //   - allreduce_over_tcp: throughput of the all-reduce over TCP (forced) of a buffer the size
 //     of the model's gradients (bytes / time) between two processes over a raw TCP stream of
 //     the same bytes between the same two processes, both native (goal ≥ 0.8);
@@ -27,7 +28,7 @@
 //   "dp2_over_dp1_tcp":..,"allreduce_over_tcp":..,"allreduce_shm_over_tcp_stream":..,"allreduce_shm_gbps":..,
 //   "optimizer_mem_4_over_1":..}
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
@@ -217,6 +218,20 @@ async function measureCollectives(floats: number, reps: number) {
   }
 }
 
+/** The transport of every group each replica joined ("collective group joined" in its pod.log). */
+async function groupTransports(dir: string, jobIds: readonly string[]): Promise<string[]> {
+  const found = new Set<string>();
+  for (const id of jobIds) {
+    const text = await readFile(join(dir, 'jobs', id, 'pod.log'), 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      if (!line.includes('collective group joined')) continue;
+      const t = (JSON.parse(line) as { transport?: string }).transport;
+      if (t) found.add(t);
+    }
+  }
+  return [...found];
+}
+
 /**
  * `--collectives`: only the all-reduce vs raw TCP part (and the optimizer memory), on a buffer
  * the size of the 25M model's parameters; a short run for work on the collectives.
@@ -311,6 +326,8 @@ async function main(): Promise<void> {
           shardOptimizerState,
           sharedMemoryCollectives,
           cleanupTrainerOnClose: true,
+          // Lifecycle lines only, among them the transport each replica's group took.
+          podLogLevel: 'info',
         },
         { launcher },
       );
@@ -397,6 +414,13 @@ async function main(): Promise<void> {
     log(
       `load average during the run: ${loads.map((l) => l.toFixed(2)).join(' ')}${noisy ? ' — NOISY: other processes shared the cores (high load or sample spread > 1.3x); ratios are indicative only' : ''}`,
     );
+    // What the replicas' collectives really travelled on, from their pods' logs.
+    const transports = {
+      dp2: await groupTransports(dir, dp2.replicaJobIds),
+      dp2_tcp: await groupTransports(dir, dp2Tcp.replicaJobIds),
+      dp2_zero: await groupTransports(dir, dp2Zero.replicaJobIds),
+    };
+    log(`collective transports of the replicas: ${JSON.stringify(transports)}`);
     // The collectives last, with the pods closed: they would otherwise share the cores.
     for (const svc of services.splice(0)) await svc.close().catch(() => undefined);
     const coll = await measureCollectives(params, REPS);
@@ -407,6 +431,7 @@ async function main(): Promise<void> {
       dp2_over_dp1: round(med.dp2Step! / med.rpcStep!),
       dp2_over_dp1_tcp: round(med.dp2TcpStep! / med.rpcStep!),
       dp2_zero_over_dp1: round(med.dp2ZeroStep! / med.rpcStep!),
+      dp2_transports: transports,
       allreduce_over_tcp: round(coll.allreduceOverTcp),
       allreduce_shm_over_tcp_stream: round(coll.shmOverTcpStream),
       allreduce_shm_gbps: round(coll.shmGbps),
