@@ -29,11 +29,17 @@ class Peer {
     });
   }
 
-  static async start(): Promise<Peer> {
-    const child = fork(peerScript, [], {
-      execArgv: ['--import', 'tsx'],
-      stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-    });
+  /** `exec`: an argv prefix it runs under (a network-namespace host). */
+  static async start(exec: string[] = []): Promise<Peer> {
+    const child =
+      exec.length === 0
+        ? fork(peerScript, [], {
+            execArgv: ['--import', 'tsx'],
+            stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+          })
+        : spawn(exec[0]!, [...exec.slice(1), process.execPath, '--import', 'tsx', peerScript], {
+            stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
+          });
     const peer = new Peer(child);
     await new Promise((resolve, reject) => peer.pending.push({ resolve, reject }));
     return peer;
@@ -278,11 +284,46 @@ describe('collectives between processes', () => {
       });
       const digests = four.flat().flatMap((r) => [r.reducedDigest, r.gatheredDigest]);
       expect(new Set(digests).size).toBe(1);
+
+      // A rank dying mid-collective in such a group (its edge from rank 0 in memory): the others
+      // fail (on whichever link notices first: its socket to rank 0 hanging up, or a TCP pair)
+      // rather than wait out the ten-minute timeout (the test's limit is far shorter), and rank
+      // 0's segments go with its group.
+      const peers = await Promise.all([Peer.start(), Peer.start(), Peer.start(host.exec)]);
+      try {
+        const joined = await Promise.all(
+          peers.map((p, rank) =>
+            p.call({
+              op: 'join',
+              rank,
+              world: 3,
+              storeHost: host.gatewayIp,
+              storePort: outer.port,
+              prefix: 'netns/3',
+              timeoutMs: 600_000,
+              sharedMemory: true,
+              host: rank === 2 ? host.ip : host.gatewayIp,
+            }),
+          ),
+        );
+        expect(joined).toEqual(['tcp+shm', 'tcp+shm', 'tcp']);
+        const floats = 4 << 20;
+        const pending = [0, 2].map((r) => peers[r]!.call({ op: 'allreduce', floats }));
+        void peers[1]!.call({ op: 'allreduce', floats }).catch(() => undefined);
+        await new Promise((r) => setTimeout(r, 20));
+        peers[1]!.child.kill('SIGKILL');
+        const [zero, two] = await Promise.allSettled(pending);
+        expect(zero!.status).toBe('rejected');
+        expect(two!.status).toBe('rejected');
+        expect(await peers[0]!.call({ op: 'segments' })).toBe(0);
+      } finally {
+        for (const p of peers) p.child.kill('SIGKILL');
+      }
     } finally {
       outer.close();
       host.destroy();
     }
-  }, 60_000);
+  }, 90_000);
 
   it('a rank that never joins fails the others with a typed error', async () => {
     await expect(
