@@ -7,12 +7,17 @@
 //     the SDK and gRPC over the same step on the pod's own ModelRuntime in this process, same
 //     thread count (goal ≤ 1.05);
 //   - dp2_over_dp1: the step with 2 data-parallel pods (1 engine thread each, gradients
-//     all-reduced with gloo between the pods) over 1 pod with 2 threads, on the same global
-//     batch (goal ≤ 1.15); dp2_zero_over_dp1 the same with ZeRO-1 (each pod updates only its
-//     half of the weights: AdamW is not done twice);
-//   - allreduce_over_tcp: throughput of the all-reduce of a buffer the size of the model's
-//     gradients (bytes / time) between two processes over a raw TCP stream of the same bytes
-//     between the same two processes, both native (goal ≥ 0.8);
+//     all-reduced between the pods on the transport the trainer picks: shared memory, as the
+//     pods share this host) over 1 pod with 2 threads, on the same global batch (goal ≤ 1.15);
+//     dp2_over_dp1_tcp the same with the collectives forced onto TCP
+//     (sharedMemoryCollectives: false); dp2_zero_over_dp1 with ZeRO-1 (each pod updates only
+//     its half of the weights: AdamW is not done twice); dp2_transports: what each run's
+//     replicas' groups really took, from their pods' logs;
+//   - allreduce_over_tcp: throughput of the all-reduce over TCP (forced) of a buffer the size
+//     of the model's gradients (bytes / time) between two processes over a raw TCP stream of
+//     the same bytes between the same two processes, both native (goal ≥ 0.8);
+//     allreduce_shm_gbps / allreduce_shm_over_tcp_stream: the same all-reduce over the
+//     shared-memory transport (another pair of processes), against the same stream;
 //   - optimizer_mem_4_over_1: the AdamW state one rank holds after a step with ZeRO-1 at 4
 //     ranks over an unsharded rank's (engine buffers still held + its shard; goal ≤ 0.3).
 // Measurements are interleaved (A B C ... A B C ...) and medians reported, so a burst of
@@ -20,9 +25,10 @@
 // spread of the samples are printed, and the run is marked noisy when they say so.
 // `--collectives` runs only the last two (a short run); `--quick` takes 3 reps instead of 7.
 // Last stdout line: {"bench":"trainer","custom_over_builtin":..,"rpc_over_inprocess":..,"dp2_over_dp1":..,
-//   "allreduce_over_tcp":..,"optimizer_mem_4_over_1":..}
+//   "dp2_over_dp1_tcp":..,"allreduce_over_tcp":..,"allreduce_shm_over_tcp_stream":..,"allreduce_shm_gbps":..,
+//   "optimizer_mem_4_over_1":..}
 import { type ChildProcess, fork } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { create } from '@bufbuild/protobuf';
@@ -131,19 +137,37 @@ async function measureCollectives(floats: number, reps: number) {
   const store = new CollectiveStore('127.0.0.1', 0);
   const peers = await Promise.all([0, 1, 2, 3].map(() => Peer.start()));
   try {
-    const join = (world: number, prefix: string) =>
+    const join = (world: number, prefix: string, sharedMemory: boolean, who = peers) =>
       Promise.all(
-        peers
-          .slice(0, world)
-          .map((p, rank) => p.call({ op: 'join', rank, world, storePort: store.port, prefix })),
+        who.slice(0, world).map((p, rank) =>
+          p.call<string>({
+            op: 'join',
+            rank,
+            world,
+            storePort: store.port,
+            prefix,
+            sharedMemory,
+          }),
+        ),
       );
-    await join(2, 'bench/2');
-    const [a, b] = [peers[0]!, peers[1]!];
+    // Two pairs of processes: one group with TCP forced (the issue's allreduce_over_tcp: the
+    // collective over TCP against a raw TCP stream between the same two processes), one with
+    // the transport the trainer picks for same-host ranks (shared memory).
+    const [a, b, c, d] = peers as [Peer, Peer, Peer, Peer];
+    const transports = [
+      ...(await join(2, 'bench/2tcp', false, [a, b])),
+      ...(await join(2, 'bench/2shm', true, [c, d])),
+    ];
+    if (transports.join() !== 'tcp,tcp,shm,shm') {
+      throw new Error(`unexpected collective transports: ${transports.join()}`);
+    }
     const bytes = floats * 4;
-    const allreduce = async () =>
+    const timed = async (pair: Peer[]) =>
       Math.max(
-        ...(await Promise.all([a, b].map((p) => p.call<number>({ op: 'allreduce', floats })))),
+        ...(await Promise.all(pair.map((p) => p.call<number>({ op: 'allreduce', floats })))),
       );
+    const allreduce = () => timed([a, b]);
+    const allreduceShm = () => timed([c, d]);
     const tcp = async () => {
       const { fd, port } = await b.call<{ fd: number; port: number }>({ op: 'listen' });
       const [, sent] = await Promise.all([
@@ -154,19 +178,22 @@ async function measureCollectives(floats: number, reps: number) {
     };
     await allreduce();
     await tcp();
+    await allreduceShm();
     const ar: number[] = [];
     const raw: number[] = [];
+    const shm: number[] = [];
     for (let i = 0; i < reps; i++) {
       ar.push(await allreduce());
       raw.push(await tcp());
+      shm.push(await allreduceShm());
     }
     log(
-      `all-reduce of ${(bytes / 2 ** 20).toFixed(0)} MiB between 2 processes: median ${median(ar).toFixed(3)} s (${(bytes / median(ar) / 1e9).toFixed(2)} GB/s); raw TCP stream of the same bytes: ${median(raw).toFixed(3)} s (${(bytes / median(raw) / 1e9).toFixed(2)} GB/s)`,
+      `all-reduce of ${(bytes / 2 ** 20).toFixed(0)} MiB between 2 processes over TCP: median ${median(ar).toFixed(3)} s (${(bytes / median(ar) / 1e9).toFixed(2)} GB/s); raw TCP stream of the same bytes: ${median(raw).toFixed(3)} s (${(bytes / median(raw) / 1e9).toFixed(2)} GB/s); over shared memory: ${median(shm).toFixed(3)} s (${(bytes / median(shm) / 1e9).toFixed(2)} GB/s)`,
     );
 
     // Optimizer memory: one unsharded rank, then 4 ZeRO-1 ranks (each holds its shard only).
     const one = await a.call<OptimizerMemory>({ op: 'optimizer', sharded: false });
-    await join(4, 'bench/4');
+    await join(4, 'bench/4', true);
     const four = await Promise.all(
       peers.map((p) => p.call<OptimizerMemory>({ op: 'optimizer', sharded: true })),
     );
@@ -179,6 +206,9 @@ async function measureCollectives(floats: number, reps: number) {
       minRatio: Math.min(...raw) / Math.min(...ar),
       allreduceGbps: bytes / median(ar) / 1e9,
       tcpGbps: bytes / median(raw) / 1e9,
+      shmGbps: bytes / median(shm) / 1e9,
+      shmOverTcpStream: median(raw) / median(shm),
+      shmMinRatio: Math.min(...raw) / Math.min(...shm),
       optimizerMem4Over1: worst / one.bytes,
       optimizerBytes: { one: one.bytes, four: worst },
     };
@@ -186,6 +216,20 @@ async function measureCollectives(floats: number, reps: number) {
     await Promise.all(peers.map((p) => p.close()));
     store.close();
   }
+}
+
+/** The transport of every group each replica joined ("collective group joined" in its pod.log). */
+async function groupTransports(dir: string, jobIds: readonly string[]): Promise<string[]> {
+  const found = new Set<string>();
+  for (const id of jobIds) {
+    const text = await readFile(join(dir, 'jobs', id, 'pod.log'), 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      if (!line.includes('collective group joined')) continue;
+      const t = (JSON.parse(line) as { transport?: string }).transport;
+      if (t) found.add(t);
+    }
+  }
+  return [...found];
 }
 
 /**
@@ -209,7 +253,12 @@ async function collectivesOnly(): Promise<void> {
       optimizer_mem_4_over_1: round(coll.optimizerMem4Over1),
       allreduce_gbps: round(coll.allreduceGbps),
       tcp_gbps: round(coll.tcpGbps),
-      min_ratios: { allreduce_over_tcp: round(coll.minRatio) },
+      allreduce_shm_over_tcp_stream: round(coll.shmOverTcpStream),
+      allreduce_shm_gbps: round(coll.shmGbps),
+      min_ratios: {
+        allreduce_over_tcp: round(coll.minRatio),
+        allreduce_shm_over_tcp_stream: round(coll.shmMinRatio),
+      },
       params,
       noisy: maxLoad > availableParallelism() + 0.5,
       max_load: round(maxLoad, 2),
@@ -266,6 +315,7 @@ async function main(): Promise<void> {
       replicas: number,
       threads: number,
       shardOptimizerState = false,
+      sharedMemoryCollectives = true,
     ): Promise<TrainingClient> => {
       const s = ServiceClient.fromConfig(
         {
@@ -274,14 +324,22 @@ async function main(): Promise<void> {
           threads,
           trainerReplicaCount: replicas,
           shardOptimizerState,
+          sharedMemoryCollectives,
           cleanupTrainerOnClose: true,
+          // Lifecycle lines only, among them the transport each replica's group took.
+          podLogLevel: 'info',
         },
         { launcher },
       );
       services.push(s);
       return s.createTrainingClient();
     };
-    const [dp1, dp2, dp2Zero] = await Promise.all([open(1, THREADS), open(2, 1), open(2, 1, true)]);
+    const [dp1, dp2, dp2Tcp, dp2Zero] = await Promise.all([
+      open(1, THREADS),
+      open(2, 1),
+      open(2, 1, false, false),
+      open(2, 1, true),
+    ]);
 
     const sides = {
       inprocess: async () => {
@@ -303,6 +361,10 @@ async function main(): Promise<void> {
         await dp2.forwardBackward(batch, 'cross_entropy');
         await dp2.optimStep(adam, 'num_loss_tokens');
       },
+      dp2TcpStep: async () => {
+        await dp2Tcp.forwardBackward(batch, 'cross_entropy');
+        await dp2Tcp.optimStep(adam, 'num_loss_tokens');
+      },
       dp2ZeroStep: async () => {
         await dp2Zero.forwardBackward(batch, 'cross_entropy');
         await dp2Zero.optimStep(adam, 'num_loss_tokens');
@@ -317,6 +379,7 @@ async function main(): Promise<void> {
       rpcStep: [],
       rpcPipelined: [],
       dp2Step: [],
+      dp2TcpStep: [],
       dp2ZeroStep: [],
       builtin: [],
       custom: [],
@@ -351,6 +414,13 @@ async function main(): Promise<void> {
     log(
       `load average during the run: ${loads.map((l) => l.toFixed(2)).join(' ')}${noisy ? ' — NOISY: other processes shared the cores (high load or sample spread > 1.3x); ratios are indicative only' : ''}`,
     );
+    // What the replicas' collectives really travelled on, from their pods' logs.
+    const transports = {
+      dp2: await groupTransports(dir, dp2.replicaJobIds),
+      dp2_tcp: await groupTransports(dir, dp2Tcp.replicaJobIds),
+      dp2_zero: await groupTransports(dir, dp2Zero.replicaJobIds),
+    };
+    log(`collective transports of the replicas: ${JSON.stringify(transports)}`);
     // The collectives last, with the pods closed: they would otherwise share the cores.
     for (const svc of services.splice(0)) await svc.close().catch(() => undefined);
     const coll = await measureCollectives(params, REPS);
@@ -359,8 +429,12 @@ async function main(): Promise<void> {
       custom_over_builtin: round(med.custom! / med.builtin!),
       rpc_over_inprocess: round(med.rpcStep! / med.inprocess!),
       dp2_over_dp1: round(med.dp2Step! / med.rpcStep!),
+      dp2_over_dp1_tcp: round(med.dp2TcpStep! / med.rpcStep!),
       dp2_zero_over_dp1: round(med.dp2ZeroStep! / med.rpcStep!),
+      dp2_transports: transports,
       allreduce_over_tcp: round(coll.allreduceOverTcp),
+      allreduce_shm_over_tcp_stream: round(coll.shmOverTcpStream),
+      allreduce_shm_gbps: round(coll.shmGbps),
       optimizer_mem_4_over_1: round(coll.optimizerMem4Over1),
       rpc_pipelined_over_inprocess: round(med.rpcPipelined! / med.inprocess!),
       allreduce_gbps: round(coll.allreduceGbps),
@@ -371,14 +445,17 @@ async function main(): Promise<void> {
         custom_over_builtin: round(low.custom! / low.builtin!),
         rpc_over_inprocess: round(low.rpcStep! / low.inprocess!),
         dp2_over_dp1: round(low.dp2Step! / low.rpcStep!),
+        dp2_over_dp1_tcp: round(low.dp2TcpStep! / low.rpcStep!),
         dp2_zero_over_dp1: round(low.dp2ZeroStep! / low.rpcStep!),
         allreduce_over_tcp: round(coll.minRatio),
+        allreduce_shm_over_tcp_stream: round(coll.shmMinRatio),
       },
       step_s: {
         inprocess: round(med.inprocess!),
         rpc: round(med.rpcStep!),
         rpc_pipelined: round(med.rpcPipelined!),
         dp2: round(med.dp2Step!),
+        dp2_tcp: round(med.dp2TcpStep!),
         dp2_zero: round(med.dp2ZeroStep!),
         fb_builtin: round(med.builtin!),
         fb_custom: round(med.custom!),

@@ -1,5 +1,5 @@
 // One process of bench:trainer's collective measurements, driven over the IPC channel:
-// joins a gloo group, times all-reduces of a flat float32 buffer, runs either end of a raw TCP
+// joins a group (TCP forced, or shared memory allowed), times all-reduces of a flat float32 buffer, runs either end of a raw TCP
 // stream (the anchor), and reports the optimizer memory one rank holds after a step of the
 // 25M model, unsharded (the engine's AdamW) or ZeRO-1 (its shard of the moments only).
 import { initialWeights } from '../../src/engine/init.js';
@@ -9,7 +9,14 @@ import { gradViews } from '../../src/trainer/data-parallel.js';
 import { LLAMA_25M } from './common.js';
 
 type Command =
-  | { op: 'join'; rank: number; world: number; storePort: number; prefix: string }
+  | {
+      op: 'join';
+      rank: number;
+      world: number;
+      storePort: number;
+      prefix: string;
+      sharedMemory: boolean;
+    }
   | { op: 'allreduce'; floats: number }
   | { op: 'listen' }
   | { op: 'drain'; fd: number; bytes: number }
@@ -32,8 +39,9 @@ async function handle(c: Command): Promise<unknown> {
         prefix: c.prefix,
         host: '127.0.0.1',
         timeoutMs: 120_000,
+        sharedMemory: c.sharedMemory,
       });
-      return null;
+      return group.transport;
     case 'allreduce': {
       if (!buffer || buffer.length !== c.floats) buffer = new Float32Array(c.floats).fill(1);
       const t0 = performance.now();

@@ -1,6 +1,7 @@
 // See collectives.h.
 #include "collectives.h"
 #include "backend.h"
+#include "collectives_shm.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -271,7 +272,8 @@ void StoreServer::serve(int fd) {
 // ---------------------------------------------------------------- process group
 
 ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
-                           const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout)
+                           const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout,
+                           bool shared_memory)
     : rank_(rank), world_(world), timeout_(timeout) {
   if (world < 1 || rank < 0 || rank >= world) {
     throw std::invalid_argument("collectives: rank " + std::to_string(rank) + " is not in [0, " + std::to_string(world) + ")");
@@ -292,14 +294,31 @@ ProcessGroup::ProcessGroup(int rank, int world, const std::string& store_host, i
     ctx->connectFullMesh(store, devices_[i]);
     contexts_[i] = ctx;
   }
+  ShmTransport::Setup shm = ShmTransport::connect(
+      rank, world, shared_memory,
+      [&](const std::string& k, const std::string& v) { client.set(prefix + "/" + k, std::vector<char>(v.begin(), v.end())); },
+      [&](const std::string& k) {
+        const std::vector<char> v = client.get(prefix + "/" + k);
+        return std::string(v.begin(), v.end());
+      },
+      timeout);
+  shm_ = std::move(shm.all);
+  link_out_ = std::move(shm.out);
+  link_in_ = std::move(shm.in);
 }
 
 ProcessGroup::~ProcessGroup() {
+  shm_.reset();
+  link_out_.reset();
+  link_in_.reset();
   for (auto& c : contexts_) c.reset();
   for (auto& d : devices_) d.reset();
 }
 
 void ProcessGroup::abort() {
+  if (shm_) shm_->abort();
+  if (link_out_) link_out_->abort();
+  if (link_in_) link_in_->abort();
   // Closing the pairs makes every pending and later transfer fail with an IoException.
   for (auto& ctx : contexts_) {
     if (!ctx) continue;
@@ -347,6 +366,7 @@ void pieces_of(const std::vector<Region>& regions, const std::vector<long>& star
 // Segments of a ring step travel as separate messages so the adds of one overlap the transfer
 // of the next.
 constexpr long kSegmentFloats = 1 << 18;  // 1 MiB
+static_assert(kSegmentFloats <= kShmLinkFloats, "a ring message must fit a shared-memory link's slot");
 constexpr uint8_t kReduceScatterPrefix = 0x23;
 constexpr uint8_t kAllGatherPrefix = 0x24;
 }  // namespace
@@ -420,13 +440,17 @@ void ProcessGroup::ring_reduce_scatter(const Ring& ring, float* out) {
   const long s = ring.layout.shard;
   const int next = (rank_ + 1) % n;
   const int prev = (rank_ + n - 1) % n;
+  ShmLink* const shm_out = link_out_.get();
+  ShmLink* const shm_in = link_in_.get();
   for (auto& b : pass_) b.resize(static_cast<size_t>(s));
   // Region-backed sends (step 0) and the scratch buffers, each as a buffer of the mesh it
   // travels on.
   std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> src(ring.regions.size());
   std::unique_ptr<gloo::transport::UnboundBuffer> fwd[2];
-  for (int i = 0; i < 2; ++i) {
-    fwd[i] = send_context().createUnboundBuffer(pass_[i].data(), static_cast<size_t>(s) * sizeof(float));
+  if (!shm_out) {
+    for (int i = 0; i < 2; ++i) {
+      fwd[i] = send_context().createUnboundBuffer(pass_[i].data(), static_cast<size_t>(s) * sizeof(float));
+    }
   }
   // One receive buffer per incoming message, so each is waited for (and added) on its own.
   std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> in;
@@ -439,44 +463,65 @@ void ProcessGroup::ring_reduce_scatter(const Ring& ring, float* out) {
     const long in_base = ring.layout.begin(static_cast<int>(in_chunk));
     const long out_base = ring.layout.begin(static_cast<int>(out_chunk));
     auto& incoming = ring.messages[in_chunk];
+    const auto& outgoing = ring.messages[out_chunk];
     float* acc = pass_[step % 2].data();
     // Every receive of the step is posted before the first send: gloo's TCP pair queues its
     // "ready to receive" notices behind outgoing data, so a notice posted after a send waits
     // for that whole send to leave, and the peer cannot start the matching message meanwhile.
-    in.resize(incoming.size());
-    for (size_t k = 0; k < incoming.size(); ++k) {
-      const Piece& p = incoming[k];
-      in[k] = recv_context().createUnboundBuffer(acc + (p.flat - in_base), static_cast<size_t>(p.len) * sizeof(float));
-      in[k]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * ring.stride + k));
-    }
-    const auto& outgoing = ring.messages[out_chunk];
-    for (size_t k = 0; k < outgoing.size(); ++k) {
-      const Piece& p = outgoing[k];
-      const uint64_t slot = ring_slot(kReduceScatterPrefix, op, step * ring.stride + k);
-      if (step == 0) {
-        // The rank's own values, straight from its regions.
-        auto& b = src[p.region];
-        if (!b) b = send_context().createUnboundBuffer(ring.regions[p.region].data, static_cast<size_t>(ring.regions[p.region].n) * sizeof(float));
-        b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
-        sent.emplace_back(b.get(), 1);
-      } else {
-        // What this rank received and summed at the step before.
-        fwd[(step - 1) % 2]->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float),
-                                  static_cast<size_t>(p.len) * sizeof(float));
-        sent.emplace_back(fwd[(step - 1) % 2].get(), 1);
+    if (!shm_in) {
+      in.resize(incoming.size());
+      for (size_t k = 0; k < incoming.size(); ++k) {
+        const Piece& p = incoming[k];
+        in[k] = recv_context().createUnboundBuffer(acc + (p.flat - in_base), static_cast<size_t>(p.len) * sizeof(float));
+        in[k]->recv(prev, ring_slot(kReduceScatterPrefix, op, step * ring.stride + k));
       }
     }
-    for (size_t k = 0; k < incoming.size(); ++k) {
-      const Piece& p = incoming[k];
-      if (!in[k]->waitRecv(timeout_)) throw std::runtime_error("reduce-scatter: receive timed out");
+    // Message k's values: the rank's own (step 0, from its regions), else what it received and
+    // summed at the step before.
+    auto outgoing_values = [&](const Piece& p) -> const float* {
+      return step == 0 ? ring.at(p) : pass_[(step - 1) % 2].data() + (p.flat - out_base);
+    };
+    if (!shm_out) {
+      for (size_t k = 0; k < outgoing.size(); ++k) {
+        const Piece& p = outgoing[k];
+        const uint64_t slot = ring_slot(kReduceScatterPrefix, op, step * ring.stride + k);
+        if (step == 0) {
+          auto& b = src[p.region];
+          if (!b) b = send_context().createUnboundBuffer(ring.regions[p.region].data, static_cast<size_t>(ring.regions[p.region].n) * sizeof(float));
+          b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+          sent.emplace_back(b.get(), 1);
+        } else {
+          fwd[(step - 1) % 2]->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float),
+                                    static_cast<size_t>(p.len) * sizeof(float));
+          sent.emplace_back(fwd[(step - 1) % 2].get(), 1);
+        }
+      }
+    }
+    // Own value first, then the incoming partial sum: the order of every sum is the ring's.
+    auto add = [&](const Piece& p, const float* inc) {
       const float* own = ring.at(p);
-      float* inc = acc + (p.flat - in_base);
-      float* dst = !last ? inc : out ? out + (p.flat - in_base) : ring.at(p);
+      float* dst = !last ? acc + (p.flat - in_base) : out ? out + (p.flat - in_base) : ring.at(p);
       for (long i = 0; i < p.len; ++i) dst[i] = own[i] + inc[i];
+    };
+    // Message by message: a shared-memory send waits for the peer to take the message two
+    // before, which the peer does in its own loop between its sends, so no rank waits on one
+    // that waits on it.
+    const size_t count = std::max(outgoing.size(), incoming.size());
+    for (size_t k = 0; k < count; ++k) {
+      if (shm_out && k < outgoing.size()) shm_out->send(outgoing_values(outgoing[k]), outgoing[k].len, "reduce-scatter");
+      if (k >= incoming.size()) continue;
+      const Piece& p = incoming[k];
+      if (shm_in) {
+        add(p, shm_in->receive(p.len, "reduce-scatter"));
+        shm_in->release();
+      } else {
+        if (!in[k]->waitRecv(timeout_)) throw std::runtime_error("reduce-scatter: receive timed out");
+        add(p, acc + (p.flat - in_base));
+      }
     }
     // The buffer sent from at this step is received into at the next: its sends must be done.
-    for (auto& [b, count] : sent) {
-      for (; count > 0; --count) {
+    for (auto& [b, c] : sent) {
+      for (; c > 0; --c) {
         if (!b->waitSend(timeout_)) throw std::runtime_error("reduce-scatter: send timed out");
       }
     }
@@ -494,13 +539,15 @@ void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
   const int n = world_;
   const int next = (rank_ + 1) % n;
   const int prev = (rank_ + n - 1) % n;
+  ShmLink* const shm_out = link_out_.get();
+  ShmLink* const shm_in = link_in_.get();
   std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> src(ring.regions.size()), dst(ring.regions.size());
   auto buffer = [&](std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>>& v, gloo::Context& ctx, size_t r) {
     if (!v[r]) v[r] = ctx.createUnboundBuffer(ring.regions[r].data, static_cast<size_t>(ring.regions[r].n) * sizeof(float));
     return v[r].get();
   };
   std::unique_ptr<gloo::transport::UnboundBuffer> own_buf;
-  if (own) {
+  if (own && !shm_out) {
     const long len = ring.layout.end(rank_) - ring.layout.begin(rank_);
     own_buf = send_context().createUnboundBuffer(const_cast<float*>(own), static_cast<size_t>(std::max(1L, len)) * sizeof(float));
   }
@@ -511,30 +558,48 @@ void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
     const long in_chunk = ((rank_ - 1 - step) % n + n) % n;
     const auto& incoming = ring.messages[in_chunk];
     waits.clear();
-    for (size_t k = 0; k < incoming.size(); ++k) {
-      const Piece& p = incoming[k];
-      auto* b = buffer(dst, recv_context(), p.region);
-      b->recv(prev, ring_slot(kAllGatherPrefix, op, step * ring.stride + k), static_cast<size_t>(p.offset) * sizeof(float),
-              static_cast<size_t>(p.len) * sizeof(float));
-      waits.push_back(b);
+    if (!shm_in) {
+      for (size_t k = 0; k < incoming.size(); ++k) {
+        const Piece& p = incoming[k];
+        auto* b = buffer(dst, recv_context(), p.region);
+        b->recv(prev, ring_slot(kAllGatherPrefix, op, step * ring.stride + k), static_cast<size_t>(p.offset) * sizeof(float),
+                static_cast<size_t>(p.len) * sizeof(float));
+        waits.push_back(b);
+      }
     }
     const auto& outgoing = ring.messages[out_chunk];
     const long out_base = ring.layout.begin(static_cast<int>(out_chunk));
     std::vector<gloo::transport::UnboundBuffer*> sends;
-    for (size_t k = 0; k < outgoing.size(); ++k) {
-      const Piece& p = outgoing[k];
-      const uint64_t slot = ring_slot(kAllGatherPrefix, op, step * ring.stride + k);
-      if (step == 0 && own_buf) {
-        own_buf->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
-        sends.push_back(own_buf.get());
-      } else {
-        auto* b = buffer(src, send_context(), p.region);
-        b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
-        sends.push_back(b);
+    if (!shm_out) {
+      for (size_t k = 0; k < outgoing.size(); ++k) {
+        const Piece& p = outgoing[k];
+        const uint64_t slot = ring_slot(kAllGatherPrefix, op, step * ring.stride + k);
+        if (step == 0 && own_buf) {
+          own_buf->send(next, slot, static_cast<size_t>(p.flat - out_base) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+          sends.push_back(own_buf.get());
+        } else {
+          auto* b = buffer(src, send_context(), p.region);
+          b->send(next, slot, static_cast<size_t>(p.offset) * sizeof(float), static_cast<size_t>(p.len) * sizeof(float));
+          sends.push_back(b);
+        }
       }
     }
-    for (auto* b : waits) {
-      if (!b->waitRecv(timeout_)) throw std::runtime_error("all-gather: receive timed out");
+    // Message by message, as in the reduce-scatter.
+    const size_t count = std::max(outgoing.size(), incoming.size());
+    for (size_t k = 0; k < count; ++k) {
+      if (shm_out && k < outgoing.size()) {
+        const Piece& p = outgoing[k];
+        shm_out->send(step == 0 && own ? own + (p.flat - out_base) : ring.at(p), p.len, "all-gather");
+      }
+      if (k >= incoming.size()) continue;
+      if (shm_in) {
+        const Piece& p = incoming[k];
+        const float* v = shm_in->receive(p.len, "all-gather");
+        std::copy(v, v + p.len, ring.at(p));
+        shm_in->release();
+      } else if (!waits[k]->waitRecv(timeout_)) {
+        throw std::runtime_error("all-gather: receive timed out");
+      }
     }
     for (auto* b : sends) {
       if (!b->waitSend(timeout_)) throw std::runtime_error("all-gather: send timed out");
@@ -549,6 +614,8 @@ void ProcessGroup::ring_all_gather(const Ring& ring, const float* own) {
 
 void ProcessGroup::all_reduce(const std::vector<Region>& regions) {
   if (world_ == 1) return;
+  // The shared-memory transport checks the lengths itself, at its first barrier.
+  if (shm_) return shm_->all_reduce(regions);
   check_lengths(regions, "all-reduce");
   const Ring ring(regions, world_);
   if (ring.layout.n == 0) return;
@@ -562,6 +629,7 @@ void ProcessGroup::reduce_scatter(const std::vector<Region>& regions, float* out
     for (const Piece& p : ring.messages[0]) std::copy(ring.at(p), ring.at(p) + p.len, out + p.flat);
     return;
   }
+  if (shm_) return shm_->reduce_scatter(regions, out);
   check_lengths(regions, "reduce-scatter");
   if (ring.layout.n == 0) return;
   ring_reduce_scatter(ring, out);
@@ -573,6 +641,7 @@ void ProcessGroup::all_gather(const std::vector<Region>& regions, const float* o
     for (const Piece& p : ring.messages[0]) std::copy(own + p.flat, own + p.flat + p.len, ring.at(p));
     return;
   }
+  if (shm_) return shm_->all_gather(regions, own);
   check_lengths(regions, "all-gather");
   if (ring.layout.n == 0) return;
   ring_all_gather(ring, own);
@@ -597,8 +666,12 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
   if (world_ == 1) {
     for (const Piece& p : g.messages[0]) std::copy(g.at(p), g.at(p) + p.len, sum + p.flat);
   } else {
-    check_lengths(grads, "zero step");
-    if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+    if (shm_) {
+      shm_->reduce_scatter(grads, sum);  // checks the lengths itself
+    } else {
+      check_lengths(grads, "zero step");
+      if (g.layout.n > 0) ring_reduce_scatter(g, sum);
+    }
   }
   // The global norm: each rank's sum of squares in its slot, summed in rank order (adding
   // zeros is exact, so every rank gets the same bits).
@@ -621,6 +694,8 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
   }
   if (world_ == 1) {
     for (const Piece& p : w.messages[0]) std::copy(sum + p.flat, sum + p.flat + p.len, w.at(p));
+  } else if (w.layout.n > 0 && shm_) {
+    shm_->all_gather(weights, sum);
   } else if (w.layout.n > 0) {
     ring_all_gather(w, sum);
   }

@@ -1,12 +1,13 @@
 // Collectives between data-parallel trainer ranks, on gloo (the library PyTorch uses for CPU
 // collectives): a rendezvous store served over TCP by rank 0's pod, and a process group whose
 // ring all-reduce / reduce-scatter / all-gather move float32 buffers straight between the
-// ranks' processes over TCP.
+// ranks' processes over TCP — or, when every rank shares one host, through shared memory
+// (collectives_shm.h).
 //
 // Determinism: every collective here reduces in an order fixed by (world size, buffer length)
-// alone, and each reduced element is computed once, on one rank, then copied to the others;
-// so the same ranks give bitwise the same result on every run and every rank ends with the
-// same bits.
+// alone, the same on either transport, and each reduced element is computed once, on one
+// rank, then copied to the others; so the same ranks give bitwise the same result on every
+// run and every rank ends with the same bits.
 #pragma once
 
 #include <atomic>
@@ -28,6 +29,9 @@ class Device;
 }  // namespace gloo
 
 namespace temper {
+
+class ShmTransport;
+class ShmLink;
 
 // A key/value store for gloo's rendezvous: SET key value, GET key (blocks until the key is set
 // or a timeout). One thread per connection; a handful of ranks connect once per group.
@@ -95,13 +99,19 @@ class ProcessGroup {
  public:
   // Joins the group: rank `rank` of `world`, rendezvous through the store at
   // store_host:store_port under `prefix`; this rank's gloo endpoint listens on `host`.
-  // Blocks until every rank joined or `timeout` passed (then throws).
+  // Blocks until every rank joined or `timeout` passed (then throws). With `shared_memory`,
+  // when every rank allows it and all share this host (collectives_shm.h), the float32
+  // collectives move through shared memory instead of TCP, with the same bits.
   ProcessGroup(int rank, int world, const std::string& store_host, int store_port,
-               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout);
+               const std::string& prefix, const std::string& host, std::chrono::milliseconds timeout,
+               bool shared_memory = false);
   ~ProcessGroup();
 
   int rank() const { return rank_; }
   int world() const { return world_; }
+  // What this rank's float32 collectives travel on: "shm" (every rank on this host), "tcp+shm"
+  // (a group spanning hosts whose ring has an edge to or from this rank on this host), "tcp".
+  const char* transport() const { return shm_ ? "shm" : link_out_ || link_in_ ? "tcp+shm" : "tcp"; }
 
   // Ring collectives straight on the caller's regions (one flat vector of n values, in order;
   // shard r is [r·s, min(n, (r+1)·s)), s = ceil(n / world)). Messages are cut at region ends,
@@ -147,6 +157,13 @@ class ProcessGroup {
   std::vector<float> pass_[2];  // reduce-scatter: what was received and summed, to send on
   std::vector<float> shard_;    // zero_step: this rank's shard of the summed gradients
   uint32_t slot_ = 0;
+  // Set when every rank shares this host: the float32 collectives go through it. The small
+  // float64 all-reduce stays on gloo's TCP ring (its uses are exact whatever the order).
+  std::unique_ptr<ShmTransport> shm_;
+  // In a group spanning hosts, the ring edges to the next rank / from the previous one when
+  // they share this host: those messages go through shared memory, the others over TCP.
+  std::unique_ptr<ShmLink> link_out_;
+  std::unique_ptr<ShmLink> link_in_;
 };
 
 // One ZeRO-1 optimizer step on this rank's shard [b, e) of the flat parameter vector:

@@ -141,6 +141,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
                         InstanceMethod("allGather", &CollectiveGroup::AllGather),
                         InstanceMethod("zeroStep", &CollectiveGroup::ZeroStep),
                         InstanceMethod("abort", &CollectiveGroup::Abort),
+                        InstanceMethod("transport", &CollectiveGroup::Transport),
                         InstanceMethod("close", &CollectiveGroup::Close)});
   }
 
@@ -169,7 +170,7 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     return p;
   }
 
-  // connect({rank, world, storeHost, storePort, prefix, host, timeoutMs})
+  // connect({rank, world, storeHost, storePort, prefix, host, timeoutMs, sharedMemory})
   Napi::Value Connect(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     if (!info[0].IsObject()) throw Napi::TypeError::New(env, "connect(options) needs an options object");
@@ -181,12 +182,16 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     const std::string prefix = o.Get("prefix").As<Napi::String>().Utf8Value();
     const std::string host = o.Get("host").As<Napi::String>().Utf8Value();
     const auto timeout = std::chrono::milliseconds(o.Get("timeoutMs").As<Napi::Number>().Int64Value());
+    const bool shared_memory = o.Get("sharedMemory").ToBoolean().Value();
     auto slot = std::make_shared<std::shared_ptr<ProcessGroup>>();
     // The group becomes usable once connected: done() runs on the JS thread before the
     // promise settles.
     auto* task = new Task(
         env,
-        [=] { *slot = std::make_shared<ProcessGroup>(rank, world, store_host, store_port, prefix, host, timeout); },
+        [=] {
+          *slot = std::make_shared<ProcessGroup>(rank, world, store_host, store_port, prefix, host, timeout,
+                                                 shared_memory);
+        },
         keep_self(), [this, slot] { group_ = *slot; });
     Napi::Promise p = task->promise();
     task->Queue();
@@ -289,6 +294,11 @@ class CollectiveGroup : public Napi::ObjectWrap<CollectiveGroup> {
     Napi::Promise p = task->promise();
     task->Queue();
     return p;
+  }
+
+  // "shm" | "tcp" (what the float32 collectives travel on), "closed" once closed.
+  Napi::Value Transport(const Napi::CallbackInfo& info) {
+    return Napi::String::New(info.Env(), group_ ? group_->transport() : "closed");
   }
 
   Napi::Value Abort(const Napi::CallbackInfo& info) {

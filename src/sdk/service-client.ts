@@ -89,6 +89,12 @@ export const serviceConfigSchema = z.strictObject({
    * optimizer memory); same numbers as unsharded. Needs trainerReplicaCount > 1.
    */
   shardOptimizerState: z.boolean().default(false),
+  /**
+   * Replicas that all share one host (kernel boot and network namespace) run their
+   * collectives through shared memory instead of TCP; false forces TCP. Same bits either way
+   * (src/trainer/collectives.ts).
+   */
+  sharedMemoryCollectives: z.boolean().default(true),
   replicaCount: z.number().int().positive().default(1),
   /** Default learning rate of optimStep. */
   learningRate: z.number().positive().optional(),
@@ -525,6 +531,7 @@ export class ServiceClient {
               rootAddress: pod.endpoint.address,
               rootToken: pod.endpoint.token,
               shardOptimizerState: this.config.shardOptimizerState,
+              tcpCollectives: !this.config.sharedMemoryCollectives,
               replicas: replicas.map((p, i) => ({
                 client: p.client,
                 info: others[i]!,

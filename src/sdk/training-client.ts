@@ -76,6 +76,8 @@ export interface TrainingClientInit {
     replicas: ReadonlyArray<{ client: TrainerClient; info: ModelInfo; jobId: string }>;
     /** ZeRO-1: each rank keeps only its shard of the AdamW moments. */
     shardOptimizerState?: boolean;
+    /** Collectives over TCP even when the replicas share a host (no shared memory). */
+    tcpCollectives?: boolean;
   };
 }
 
@@ -207,6 +209,7 @@ export class TrainingClient {
   private readonly rootAddress: string;
   private readonly rootToken: string;
   private readonly shardOptimizerState: boolean;
+  private readonly tcpCollectives: boolean;
 
   constructor(init: TrainingClientInit) {
     this.client = init.client;
@@ -235,6 +238,7 @@ export class TrainingClient {
     this.rootAddress = init.dataParallel?.rootAddress ?? '';
     this.rootToken = init.dataParallel?.rootToken ?? '';
     this.shardOptimizerState = init.dataParallel?.shardOptimizerState ?? false;
+    this.tcpCollectives = init.dataParallel?.tcpCollectives ?? false;
   }
 
   /** Rank r's place in the data-parallel run, as every collective call carries it. */
@@ -246,6 +250,7 @@ export class TrainingClient {
       rootToken: this.rootToken,
       rootModelId: this.ranks[0]!.modelId,
       shardOptimizerState: this.shardOptimizerState,
+      tcpCollectives: this.tcpCollectives,
     };
   }
 

@@ -2,7 +2,8 @@
  * The data-parallel collectives of trainer pods, on gloo (native/src/collectives.cpp): a
  * rendezvous store that rank 0's pod serves over TCP, and process groups whose ring
  * all-reduce / reduce-scatter / all-gather move float32 buffers straight between the ranks'
- * processes. The buffers handed in are the engine's own memory (tensorView); native code
+ * processes: over TCP, or through shared memory when every rank of the group is on one host
+ * (native/src/collectives_shm.cpp; same bits either way). The buffers handed in are the engine's own memory (tensorView); native code
  * reads and writes them on a worker thread, nothing is copied through JavaScript.
  *
  * Every reduction is computed in an order fixed by (world size, buffer length) and exactly
@@ -31,6 +32,7 @@ interface NativeCollectiveGroup {
     hp: ShardedAdamParams,
   ): Promise<number>;
   abort(): void;
+  transport(): CollectiveTransport | 'closed';
   close(): void;
 }
 
@@ -101,7 +103,21 @@ export interface JoinOptions {
   /** The address this rank's gloo endpoint listens on (reachable by the other ranks). */
   host: string;
   timeoutMs: number;
+  /**
+   * Whether this rank allows the same-host shared-memory transport. It is used when every
+   * rank allows it and all share one host (kernel boot and network namespace); in a group
+   * spanning hosts, for the ring's edges between two such ranks; otherwise the float32
+   * collectives go over TCP. Same bits either way. Default true.
+   */
+  sharedMemory?: boolean;
 }
+
+/**
+ * What a rank's float32 collectives travel on: `shm` (every rank of the group on this host),
+ * `tcp+shm` (a group spanning hosts whose ring has an edge to or from this rank within its
+ * host), `tcp`.
+ */
+export type CollectiveTransport = 'shm' | 'tcp' | 'tcp+shm';
 
 /**
  * A plain TCP stream between two processes, measured natively: the anchor the collectives'
@@ -146,6 +162,8 @@ function collectiveError(what: string, error: unknown): TrainerError {
 export class ProcessGroup {
   private group: NativeCollectiveGroup | undefined;
   private busy: Promise<unknown> = Promise.resolve();
+  /** What the float32 collectives travel on, decided when the group formed. */
+  readonly transport: CollectiveTransport;
 
   private constructor(
     group: NativeCollectiveGroup,
@@ -153,13 +171,15 @@ export class ProcessGroup {
     readonly world: number,
   ) {
     this.group = group;
+    const t = group.transport();
+    this.transport = t === 'closed' ? 'tcp' : t;
   }
 
   /** Joins: resolves once every rank of the group joined under the same prefix. */
   static async join(options: JoinOptions): Promise<ProcessGroup> {
     const g = new (native().CollectiveGroup)();
     try {
-      await g.connect(options);
+      await g.connect({ ...options, sharedMemory: options.sharedMemory ?? true });
     } catch (error) {
       throw collectiveError(`joining the ${options.world}-rank collective group`, error);
     }

@@ -16,9 +16,11 @@
  *    which prefix to join (JoinCollective RPC). Then, at every step, the ranks all-reduce
  *    their counts (float64, exact) and their gradients — the engine's own gradient buffers,
  *    every trainable tensor in engine order as one flat vector — with a ring all-reduce
- *    (reduce-scatter, then all-gather) on gloo's TCP transport, straight between the pods. The ring's summation order is fixed by the world
- *    size and each sum is computed once and then copied, so every replica holds bitwise the
- *    same gradients and a rerun is bitwise identical.
+ *    (reduce-scatter, then all-gather) straight between the pods: over gloo's TCP transport,
+ *    or through shared memory when every rank shares one host (unless the run sets
+ *    tcp_collectives). The ring's summation order is fixed by the world size, the same on
+ *    either transport, and each sum is computed once and then copied, so every replica holds
+ *    bitwise the same gradients and a rerun is bitwise identical.
  * 4. Each rank computes the normalisation from the GLOBAL counts (1 / tokens or 1 / sequences
  *    over every rank's shards) and runs AdamW. Identical weights + identical gradients +
  *    identical hyper-parameters ⇒ identical updates: the replicas stay bitwise identical.
@@ -59,6 +61,8 @@ export interface ReplicaPlace {
   rootToken?: string;
   /** ZeRO-1: this replica keeps only its shard of the AdamW moments. */
   shardOptimizerState?: boolean;
+  /** Collectives over TCP even when every replica shares this host (no shared memory). */
+  tcpCollectives?: boolean;
 }
 
 /** Where a rank > 0 joins: rank 0's store port (on rank 0's host) and the group's key prefix. */
@@ -86,6 +90,8 @@ export interface DataParallelOptions {
   timeoutMs: number;
   /** Rank > 0: asks rank 0 (the JoinCollective RPC) where and under which prefix to join. */
   askRoot: (place: ReplicaPlace) => Promise<Rendezvous>;
+  /** Told of every group this pod's models join (the pod logs which transport it took). */
+  onJoined?: (modelId: string, group: ProcessGroup) => void;
 }
 
 /** The engine's trainable weights, in engine order (the flat vector's layout; no copy). */
@@ -213,7 +219,8 @@ export class DataParallelGroups {
         { field: 'data_parallel.rank' },
       );
     }
-    if (rank === 0) return this.rootGroup(modelId, world);
+    const sharedMemory = !place.tcpCollectives;
+    if (rank === 0) return this.rootGroup(modelId, world, sharedMemory);
     if (!place.rootAddress || !place.rootModelId) {
       throw new TrainerError(
         'invalid_argument',
@@ -221,7 +228,7 @@ export class DataParallelGroups {
         { field: 'data_parallel' },
       );
     }
-    const key = `${place.rootAddress}|${place.rootModelId}|${rank}|${world}`;
+    const key = `${place.rootAddress}|${place.rootModelId}|${rank}|${world}|${sharedMemory}`;
     const have = this.members.get(modelId);
     if (have && have.key === key) {
       const g = await have.group.catch(() => undefined);
@@ -240,18 +247,25 @@ export class DataParallelGroups {
         prefix: rv.prefix,
         host: this.glooHost(),
         timeoutMs: this.options.timeoutMs,
+        sharedMemory,
       });
     })();
     this.members.set(modelId, { key, group: joining });
     try {
-      return await joining;
+      const g = await joining;
+      this.options.onJoined?.(modelId, g);
+      return g;
     } catch (error) {
       if (this.members.get(modelId)?.group === joining) this.members.delete(modelId);
       throw error;
     }
   }
 
-  private async rootGroup(modelId: string, world: number): Promise<ProcessGroup> {
+  private async rootGroup(
+    modelId: string,
+    world: number,
+    sharedMemory: boolean,
+  ): Promise<ProcessGroup> {
     const st = this.root(modelId, world);
     if (st.group && !st.group.closed) return st.group;
     if (st.forming) return st.forming;
@@ -265,6 +279,7 @@ export class DataParallelGroups {
       prefix: this.prefix(modelId, world, epoch),
       host: this.glooHost(),
       timeoutMs: this.options.timeoutMs,
+      sharedMemory,
     });
     st.forming = forming;
     try {
@@ -278,6 +293,7 @@ export class DataParallelGroups {
         );
       }
       st.group = g;
+      this.options.onJoined?.(modelId, g);
       return g;
     } catch (error) {
       // The next attempt starts a new epoch: ranks that joined this one are not waited for.

@@ -530,6 +530,11 @@ export class TrainerPod {
       host: this.options.host ?? '127.0.0.1',
       timeoutMs: this.options.seqGapTimeoutMs ?? 120_000,
       askRoot: (place) => this.askRoot(place),
+      onJoined: (modelId, g) =>
+        this.log.info(
+          { modelId, rank: g.rank, world: g.world, transport: g.transport },
+          'collective group joined',
+        ),
     });
     return this.groups;
   }

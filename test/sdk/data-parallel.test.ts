@@ -1,7 +1,8 @@
 // Data parallelism through real pods: 2- and 4-replica runs (batches sharded, gradients
-// all-reduced with gloo between the pods at every optimStep) match the 1-pod run on the same
-// global batches within float tolerance, keep their replicas bitwise identical, and a rerun
-// is bitwise identical.
+// all-reduced between the pods at every optimStep: through shared memory, as these pods share
+// a host) match the 1-pod run on the same global batches within float tolerance, keep their
+// replicas bitwise identical, and a rerun with the collectives forced onto TCP is bitwise
+// identical.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sftLoss } from '../../src/losses/index.js';
 import { ServiceClient, type TrainingDatum } from '../../src/sdk/index.js';
@@ -49,7 +50,7 @@ describe('data-parallel trainer replicas', () => {
     await tmp?.cleanup();
   });
 
-  async function run(replicas: number): Promise<RunResult> {
+  async function run(replicas: number, sharedMemoryCollectives = true): Promise<RunResult> {
     const service = ServiceClient.fromConfig(
       {
         baseModel: modelDir,
@@ -57,6 +58,7 @@ describe('data-parallel trainer replicas', () => {
         threads: 1,
         trainerReplicaCount: replicas,
         cleanupTrainerOnClose: true,
+        sharedMemoryCollectives,
       },
       { launcher },
     );
@@ -100,8 +102,8 @@ describe('data-parallel trainer replicas', () => {
     }
   }
 
-  it('2 and 4 replicas match 1 pod within tolerance, stay identical, and rerun bitwise', async () => {
-    const [one, two, four, fourAgain] = await Promise.all([run(1), run(2), run(4), run(4)]);
+  it('2 and 4 replicas match 1 pod within tolerance, stay identical, and rerun bitwise over TCP', async () => {
+    const [one, two, four, fourAgain] = await Promise.all([run(1), run(2), run(4), run(4, false)]);
     expect(two.jobIds).toHaveLength(2);
     expect(two.jobIds[1]).toBe(`${two.jobIds[0]}-r1`);
     expect(four.jobIds).toHaveLength(4);
@@ -126,7 +128,7 @@ describe('data-parallel trainer replicas', () => {
         expect(Array.from(p)).toEqual(Array.from(dp.probe[0]!));
       }
     }
-    // A rerun is bitwise identical.
+    // A rerun is bitwise identical, with the collectives on the other transport (TCP).
     expect(fourAgain.gradNorms).toEqual(four.gradNorms);
     expect(fourAgain.losses).toEqual(four.losses);
     expect(Array.from(fourAgain.probe[0]!)).toEqual(Array.from(four.probe[0]!));

@@ -3,7 +3,7 @@
 // all-reduced, the engine's own AdamW on every rank) at the same rank count the weights agree
 // within 1e-6 and the grad norms within 1e-6 relative; against one process on the whole batch
 // within the data-parallel tolerance (AdamW amplifies summation-order noise near zero
-// gradients); every rank ends with the same bits.
+// gradients); every rank ends with the same bits, over shared memory and over TCP alike.
 import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -24,7 +24,16 @@ const floats = (b64: string) => {
   return new Float32Array(buf.buffer, buf.byteOffset, buf.byteLength / 4);
 };
 
-function runRank(args: Record<string, number | string>): Promise<{ plain: Run; zero: Run }> {
+interface RankRuns {
+  plain: Run;
+  zero: Run;
+  /** The ZeRO-1 run again, with the collectives forced onto TCP. */
+  zeroTcp: Run;
+  /** What the first group's collectives travelled on. */
+  transport: string;
+}
+
+function runRank(args: Record<string, number | string>): Promise<RankRuns> {
   return new Promise((resolve, reject) => {
     const child = fork(rankScript, [JSON.stringify(args)], {
       execArgv: ['--import', 'tsx'],
@@ -34,10 +43,15 @@ function runRank(args: Record<string, number | string>): Promise<{ plain: Run; z
     child.stderr?.on('data', (d) => {
       stderr += d;
     });
-    let result: { plain: Run; zero: Run } | undefined;
-    child.on('message', (m: { plain: Wire; zero: Wire }) => {
+    let result: RankRuns | undefined;
+    child.on('message', (m: { plain: Wire; zero: Wire; zeroTcp: Wire; transport: string }) => {
       const run = (w: Wire) => ({ weights: floats(w.weights), norms: w.norms });
-      result = { plain: run(m.plain), zero: run(m.zero) };
+      result = {
+        plain: run(m.plain),
+        zero: run(m.zero),
+        zeroTcp: run(m.zeroTcp),
+        transport: m.transport,
+      };
     });
     child.on('exit', (code) => {
       if (code === 0 && result) resolve(result);
@@ -108,6 +122,10 @@ describe('ZeRO-1 (sharded AdamW moments) across processes', () => {
       for (const r of ranks) {
         expect(bits(r.zero.weights).equals(bits(zero.weights))).toBe(true);
         expect(r.zero.norms).toEqual(zero.norms);
+        // Shared memory (these processes share a host) and TCP: the same bits.
+        expect(r.transport).toBe('shm');
+        expect(bits(r.zeroTcp.weights).equals(bits(zero.weights))).toBe(true);
+        expect(r.zeroTcp.norms).toEqual(zero.norms);
       }
       // The same training as one process on whole batches, up to the float summation order
       // of the gradients (which AdamW's first steps amplify near zero gradients: a looser
