@@ -28,6 +28,7 @@ import {
 } from '../rl/steps.js';
 import { learningRateAt } from '../schedule.js';
 import type { AsyncRlConfig } from './config.js';
+import { RolloutSchedule } from './rollout-schedule.js';
 
 export async function run(config: AsyncRlConfig, clients: RecipeClients): Promise<RlResult> {
   const { service, tracker, log } = clients;
@@ -50,21 +51,20 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   let version = step;
   let sampler: DeploymentSampler = await syncWeights(policy, service, version);
   const inFlight = new Map<number, Promise<Rollouts>>();
-  /** Rollouts of step s may start once the served version is at least s - max_staleness. */
-  const launch = (s: number) => {
-    if (s >= config.max_steps || inFlight.has(s) || s - config.max_staleness > version) return;
-    const batch = batchIndices(
-      prompts.length,
-      consumedAt(s),
-      config.prompt_groups_per_step,
-      config.seed,
-    ).map((i) => prompts[i] as Prompt);
-    const p = sampleRollouts(sampler, batch, config, s, version);
-    p.catch(() => undefined); // awaited in its step; a failure surfaces there
-    inFlight.set(s, p);
-  };
-  const launchReady = (from: number) => {
-    for (let s = from; s <= from + config.max_staleness; s++) launch(s);
+  const due = new RolloutSchedule(step, config.max_steps, config.max_staleness);
+  /** Starts the rollouts of every step that may start on the served version (each once). */
+  const launchDue = () => {
+    for (const s of due.due(version)) {
+      const batch = batchIndices(
+        prompts.length,
+        consumedAt(s),
+        config.prompt_groups_per_step,
+        config.seed,
+      ).map((i) => prompts[i] as Prompt);
+      const p = sampleRollouts(sampler, batch, config, s, version);
+      p.catch(() => undefined); // awaited in its step; a failure surfaces there
+      inFlight.set(s, p);
+    }
   };
   // The weight sync of a new version runs in the background: the trainer runs it before the
   // next update (its operations keep their order), while the deployment hot-loads it the
@@ -83,9 +83,9 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   try {
     while (step < config.max_steps) {
       const t0 = performance.now();
-      launchReady(step);
-      if (!inFlight.has(step)) await syncing; // staleness 0: this step's rollouts need it
-      launchReady(step);
+      launchDue();
+      if (!due.started(step)) await syncing; // staleness 0: this step's rollouts need it
+      launchDue();
       const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
       inFlight.delete(step);
       const lr = learningRateAt(schedule, step);
@@ -93,7 +93,7 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
       update.catch(() => undefined); // awaited below
       // the version this step trained on is served: the newest rollouts may start
       await syncing;
-      launchReady(step);
+      launchDue();
       const out = await update;
       step += 1;
       if (step < config.max_steps) startSync(step);
