@@ -22,6 +22,7 @@ import {
   readPrompts,
   referenceOf,
   rolloutDatums,
+  type SyncTimes,
   sampleRollouts,
   syncWeights,
   trainStep,
@@ -70,10 +71,14 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   // next update (its operations keep their order), while the deployment hot-loads it the
   // rollouts it may serve start; only those rollouts wait for it, not the next update.
   let syncing: Promise<void> | undefined;
+  /** The halves of the last sync that completed (the step's metrics report them). */
+  let synced: SyncTimes = { saveS: 0, hotLoadS: 0 };
   const startSync = (v: number) => {
-    syncing = syncWeights(policy, service, v).then((next) => {
+    const times = { saveS: 0, hotLoadS: 0 };
+    syncing = syncWeights(policy, service, v, times).then((next) => {
       sampler = next;
       version = v;
+      synced = times;
     });
     syncing.catch(() => undefined); // awaited below; a failure surfaces there
   };
@@ -88,13 +93,16 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
       launchDue();
       const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
       inFlight.delete(step);
+      const t1 = performance.now();
       const lr = learningRateAt(schedule, step);
       const update = trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
       update.catch(() => undefined); // awaited below
       // the version this step trained on is served: the newest rollouts may start
       await syncing;
+      const t2 = performance.now();
       launchDue();
       const out = await update;
+      const t3 = performance.now();
       step += 1;
       if (step < config.max_steps) startSync(step);
       const reward = meanReward(rollouts);
@@ -105,6 +113,15 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
         'staleness:last': step - 1 - rollouts.version,
         'learning_rate:last': lr,
         'step_time_s:last': (performance.now() - t0) / 1000,
+        // Where the step's time went (the parts overlap): waiting for its rollouts, the
+        // update (behind the trainer's save of the version before it), and the last
+        // background sync's save and hot-load, of which only the hot-load left after the
+        // update was issued was waited for.
+        'rollout_wait_time_s:last': (t1 - t0) / 1000,
+        'update_time_s:last': (t3 - t1) / 1000,
+        'sync_wait_time_s:last': (t2 - t1) / 1000,
+        'save_time_s:last': synced.saveS,
+        'hot_load_time_s:last': synced.hotLoadS,
       });
       log.info({ step, reward, staleness: step - 1 - rollouts.version }, 'async rl step');
       await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumedAt(step));
