@@ -6,6 +6,9 @@
 //     around its parts).
 //   - async_over_sync: the async RL recipe's steady-state step time with max_staleness 1 over
 //     the synchronous recipe's, same config (goal ≤ 0.7: sampling overlaps training).
+// Before it, where each step's time went: the synchronous step's save, hot-load, rollouts and
+// update, and the async step's wait for its rollouts, its update (behind the trainer's save)
+// and the background sync's save and hot-load (the recipes log these per step).
 // Steady state: the first WARMUP steps are left out; medians. Last stdout line:
 //   {"bench":"recipes","rl_over_parts":..,"rl_over_parts_in_loop":..,"async_over_sync":..}
 // (rl_over_parts_in_loop: the loop's step over its parts as timed inside the loop, the same
