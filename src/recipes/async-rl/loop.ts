@@ -79,6 +79,9 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
       sampler = next;
       version = v;
       synced = times;
+      // the rollouts this version allows start now, not when the loop next looks (it may be
+      // waiting for the current step's rollouts)
+      launchDue();
     });
     syncing.catch(() => undefined); // awaited below; a failure surfaces there
   };
@@ -128,7 +131,9 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
     }
     await syncing;
   } finally {
-    await Promise.allSettled([...inFlight.values(), syncing]);
+    // the sync first: when it lands it may start more rollouts, which are then awaited too
+    await Promise.allSettled([syncing]);
+    await Promise.allSettled([...inFlight.values()]);
   }
 
   // 4. final checkpoint, promotion
