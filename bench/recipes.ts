@@ -6,6 +6,9 @@
 //     around its parts).
 //   - async_over_sync: the async RL recipe's steady-state step time with max_staleness 1 over
 //     the synchronous recipe's, same config (goal ≤ 0.7: sampling overlaps training).
+// Before it, where each step's time went: the synchronous step's save, hot-load, rollouts and
+// update, and the async step's wait for its rollouts, its update (behind the trainer's save)
+// and the background sync's save and hot-load (the recipes log these per step).
 // Steady state: the first WARMUP steps are left out; medians. Last stdout line:
 //   {"bench":"recipes","rl_over_parts":..,"rl_over_parts_in_loop":..,"async_over_sync":..}
 // (rl_over_parts_in_loop: the loop's step over its parts as timed inside the loop, the same
@@ -70,6 +73,8 @@ try {
   }
   const syncSteps = await stepTimes(syncConfig.log_path);
   const inLoop = {
+    save: median(await stepTimes(syncConfig.log_path, 'save_time_s:last')),
+    hotLoad: median(await stepTimes(syncConfig.log_path, 'hot_load_time_s:last')),
     sync: median(await stepTimes(syncConfig.log_path, 'sync_time_s:last')),
     sample: median(await stepTimes(syncConfig.log_path, 'rollout_time_s:last')),
     train: median(await stepTimes(syncConfig.log_path, 'train_time_s:last')),
@@ -134,6 +139,15 @@ try {
     await ac.close();
   }
   const asyncSteps = await stepTimes(asyncConfig.log_path);
+  const asyncMedian = async (key: string) =>
+    round(median(await stepTimes(asyncConfig.log_path, `${key}_time_s:last`)));
+  const asyncParts = {
+    rolloutWait: await asyncMedian('rollout_wait'),
+    update: await asyncMedian('update'),
+    syncWait: await asyncMedian('sync_wait'),
+    save: await asyncMedian('save'),
+    hotLoad: await asyncMedian('hot_load'),
+  };
 
   const rlStep = median(syncSteps);
   const sumParts = parts.sync + parts.sample + parts.train;
@@ -142,9 +156,12 @@ try {
     `sync RL step ${round(rlStep)} s (median of ${syncSteps.length}); parts alone: sync ${round(parts.sync)} s + rollouts ${round(parts.sample)} s + update ${round(parts.train)} s = ${round(sumParts)} s`,
   );
   log(
-    `parts in the loop: sync ${round(inLoop.sync)} s + rollouts ${round(inLoop.sample)} s + update ${round(inLoop.train)} s`,
+    `parts in the loop: sync ${round(inLoop.sync)} s (save ${round(inLoop.save)} + hot-load ${round(inLoop.hotLoad)}) + rollouts ${round(inLoop.sample)} s + update ${round(inLoop.train)} s`,
   );
   log(`async RL step (max_staleness 1) ${round(asyncStep)} s (median of ${asyncSteps.length})`);
+  log(
+    `async step's parts (medians; they overlap): waiting for its rollouts ${asyncParts.rolloutWait} s, update ${asyncParts.update} s (behind the trainer's save), of it waiting for the hot-load ${asyncParts.syncWait} s; background sync: save ${asyncParts.save} s + hot-load ${asyncParts.hotLoad} s`,
+  );
   log(
     `load average ${loadavg()
       .map((x) => x.toFixed(1))

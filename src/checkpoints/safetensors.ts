@@ -557,6 +557,47 @@ function encode(data: TensorData, dtype: WriteDtype): Buffer {
  */
 export type TensorSource = (name: string) => TensorData | Promise<TensorData>;
 
+/**
+ * A safetensors file as its header and its tensors' bytes, never assembled in one buffer or on
+ * disk: what a consumer that works tensor by tensor (an arc_v2 delta encoder) needs of a file
+ * the writer would produce. `bytes` gives exactly the bytes the file holds for a tensor (a
+ * view of the source's memory where the dtype matches: it must not change while in use).
+ */
+export interface TensorFileSource {
+  /** The file's first bytes: the 8-byte header length and the padded JSON header. */
+  head: Buffer;
+  /** The whole file's size in bytes. */
+  size: number;
+  bytes(name: string): Promise<Uint8Array>;
+}
+
+/** The file `safetensorsReadable(specs, source, opts)` would produce, tensor by tensor. */
+export function safetensorsTensors(
+  specs: readonly TensorSpec[],
+  source: TensorSource,
+  opts: WriteOptions = {},
+): TensorFileSource {
+  const dtype = opts.dtype ?? 'F32';
+  const layout = layoutSafetensors(specs, opts);
+  const shapes = new Map(layout.entries.map((e) => [e.name, e.shape]));
+  return {
+    head: layout.headerBytes,
+    size: layout.size,
+    async bytes(name) {
+      const shape = shapes.get(name);
+      if (!shape)
+        throw new SafetensorsError('safetensors writer', `no tensor '${name}' in this file`);
+      const data = await source(name);
+      if (data.length !== numel(shape))
+        throw new SafetensorsError(
+          'safetensors writer',
+          `tensor '${name}' has ${data.length} values, its shape [${shape}] needs ${numel(shape)}`,
+        );
+      return encode(data, dtype);
+    },
+  };
+}
+
 /** Largest piece handed to the stream at once (bounds bfloat16 conversion buffers too). */
 const WRITE_CHUNK_ELEMENTS = 1 << 20;
 

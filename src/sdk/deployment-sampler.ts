@@ -234,9 +234,15 @@ export class HotLoadClient {
     return (await res.json()) as never;
   }
 
-  /** Polls until every replica serves `identity`; throws on a replica's load error or timeout (600 s). */
+  /**
+   * Polls until every replica serves `identity`; throws on a replica's load error or timeout
+   * (600 s). The first polls come quickly (5 ms, doubling up to `pollMs`): a small model's
+   * delta loads in tens of milliseconds, and an RL step waits for it, so a fixed 50 ms poll
+   * would add 25 ms to it on average; a long load is polled every `pollMs`.
+   */
   async waitForIdentity(identity: string, timeoutMs = 600_000, pollMs = 50): Promise<void> {
     const t0 = Date.now();
+    let wait = Math.min(5, pollMs);
     for (;;) {
       const s = await this.status();
       if (
@@ -254,7 +260,8 @@ export class HotLoadClient {
         );
       if (Date.now() - t0 > timeoutMs)
         throw new DeploymentSamplerError(504, `timed out waiting for ${identity}`);
-      await new Promise((r) => setTimeout(r, pollMs));
+      await new Promise((r) => setTimeout(r, wait));
+      wait = Math.min(wait * 2, pollMs);
     }
   }
 

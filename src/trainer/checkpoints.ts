@@ -15,9 +15,6 @@
  * whole duration (tensors stream from the engine as they are written), and what it cannot do
  * it refuses loudly: optimizer state from a sampler snapshot, an adapter into a full model.
  */
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import {
   CheckpointCatalog,
@@ -38,12 +35,14 @@ import {
   saveTrainState,
   writeTrainStateShard,
 } from '../checkpoints/dcp/index.js';
-import { dirSnapshot, storeSnapshot, writeDeltaSnapshot } from '../checkpoints/deltas/index.js';
+import { memorySnapshot, storeSnapshot, writeDeltaSnapshot } from '../checkpoints/deltas/index.js';
 import {
   directorySource,
   exportHfModel,
   exportPeftAdapter,
+  hfModelFiles,
   loadAdapter,
+  modelWeights,
   storeSource,
 } from '../checkpoints/exports/index.js';
 import {
@@ -397,23 +396,25 @@ export class TrainerCheckpoints {
       );
       this.lastBase.set(runtime.id, { identity, prefix });
     } else {
+      // The delta is encoded straight from the engine's weights (the export's files in
+      // memory, tensors as views): no full export written and read back first. The engine is
+      // held until it is done, so no other model sharing it runs meanwhile, and this model's
+      // next operation waits in its queue anyway.
       const base = previous!;
-      const scratch = await mkdtemp(join(tmpdir(), 'temper-snapshot-'));
-      try {
-        const full = join(scratch, 'full');
-        await runtime.host.exclusive(() =>
-          exportHfModel(model, { dir: full }, { baseModelDir: this.options.baseDir }),
-        );
-        await writeDeltaSnapshot({
+      await runtime.host.exclusive(async () =>
+        writeDeltaSnapshot({
           previous: storeSnapshot(this.store, base.prefix),
-          next: dirSnapshot(full),
+          next: memorySnapshot(
+            `${runtime.id} weights`,
+            await hfModelFiles(model.config, modelWeights(model), {
+              baseModelDir: this.options.baseDir,
+            }),
+          ),
           previousSnapshotIdentity: base.identity,
           target: { store: this.store, prefix },
           ...(ttlSeconds > 0 ? { ttlSeconds } : {}),
-        });
-      } finally {
-        await rm(scratch, { recursive: true, force: true });
-      }
+        }),
+      );
     }
     return {
       path: identity,

@@ -23,11 +23,14 @@
 // exactly when both files have the same header. Encoding therefore insists on identical
 // headers by default (`exactFile`), so a delta we write always reconstructs the exact file;
 // the snapshot manifest (snapshot.ts) also records the new file's sha256 to prove it.
+import { createHash } from 'node:crypto';
 import { copyFile, open, rename, rm } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { CheckpointError } from '../dcp/errors.js';
+import type { TensorFileSource } from '../safetensors.js';
 import { alder32String, xorAdler32 } from './adler32.js';
 import {
+  parseRawHeader,
   parseRawSafetensors,
   type RawHeader,
   type RawSafetensors,
@@ -258,6 +261,71 @@ export async function encodeDeltaFileAsync(
     },
   );
   return finishEncode(next, deltas);
+}
+
+/** What a delta encoded from tensors also gives: the file it stands for, hashed on the way. */
+export interface DeltaFromTensors extends DeltaFile {
+  /** Size and sha256 of the new file (as if it were written: header, then data in order). */
+  full: { size: number; sha256: string };
+}
+
+/**
+ * encodeDeltaFileAsync where the new file is given tensor by tensor (TensorFileSource: the
+ * weights of a model in memory, as an export would write them) instead of as bytes: the same
+ * delta file, with no copy of the new file assembled anywhere. The new file's size and sha256
+ * (what a snapshot manifest records) are computed from its header and its tensors in data
+ * order, which must cover the data section without gaps.
+ */
+export async function encodeDeltaFileFromTensors(
+  prevFile: Buffer,
+  next: TensorFileSource,
+  opts: EncodeFileOptions & { concurrency?: number } = {},
+): Promise<DeltaFromTensors> {
+  const ps = opts.prevSource ?? 'previous file';
+  const ns = opts.nextSource ?? 'new file';
+  const prev = parse(prevFile, ps);
+  let head: RawHeader;
+  try {
+    head = parseRawHeader(next.head, next.size, ns);
+  } catch (err) {
+    throw new CheckpointError('corrupt', (err as Error).message, { file: ns, cause: err });
+  }
+  checkEncodable(prev, head, opts);
+  // the new file's bytes, in data order, through one hash
+  const hash = createHash('sha256').update(next.head.subarray(0, head.dataStart));
+  const bytes = new Map<string, Uint8Array>();
+  let at = 0;
+  for (const e of [...head.entries].sort((a, b) => a.begin - b.begin)) {
+    const b = await next.bytes(e.name);
+    if (e.begin !== at || b.byteLength !== e.end - e.begin)
+      throw new CheckpointError(
+        'invalid_argument',
+        `${ns}: tensor '${e.name}' gives ${b.byteLength} bytes at data offset ${at}, its header entry says [${e.begin}, ${e.end})`,
+        { file: ns },
+      );
+    hash.update(b);
+    bytes.set(e.name, b);
+    at = e.end;
+  }
+  if (head.dataStart + at !== next.size)
+    throw new CheckpointError(
+      'invalid_argument',
+      `${ns}: its tensors end at byte ${head.dataStart + at} of a ${next.size}-byte file`,
+      { file: ns },
+    );
+  const deltas = await mapLimited(
+    head.entries,
+    opts.concurrency ?? defaultConcurrency(),
+    async (e) => {
+      const p = tensorBytes(prev, prev.byName.get(e.name)!);
+      const n = bytes.get(e.name)!;
+      const diff = Buffer.allocUnsafe(n.length);
+      xorBytes(diff, p, n);
+      const checksum = alder32String(n);
+      return { payload: await zstdCompressAsync(diff, opts.level), checksum };
+    },
+  );
+  return { ...finishEncode(head, deltas), full: { size: next.size, sha256: hash.digest('hex') } };
 }
 
 export interface ApplyFileOptions {

@@ -21,7 +21,9 @@ import { basename, dirname, join } from 'node:path';
 import { z } from 'zod';
 import { fileDigest } from '../../util/file-digest.js';
 import { CheckpointError, validateCheckpointName, validatePrefix } from '../dcp/errors.js';
+import type { ExportBody } from '../exports/files.js';
 import { type ObjectStore, ObjectStoreError } from '../object-store/types.js';
+import type { TensorFileSource } from '../safetensors.js';
 import {
   applyDeltaFileAsync,
   applyDeltaFileToPath,
@@ -29,6 +31,7 @@ import {
   COMPRESSION_FORMAT,
   encodeDeltaFileAsync,
   encodeDeltaFileFromPaths,
+  encodeDeltaFileFromTensors,
 } from './arc-v2.js';
 
 export const DELTA_MANIFEST = 'incremental_snapshot_metadata.json';
@@ -96,6 +99,51 @@ export interface SnapshotReader {
   read(path: string): Promise<Buffer>;
   /** The file's local path when the snapshot is a directory (big files are then streamed). */
   localPath?(path: string): string;
+  /**
+   * A weights file given tensor by tensor (a snapshot of weights in memory, never written):
+   * a delta is then encoded straight from its tensors. Undefined or null: read it whole.
+   */
+  tensors?(path: string): TensorFileSource | null;
+}
+
+/** A file of a snapshot held in memory: its body, and a weights file's tensors. */
+export interface MemorySnapshotFile {
+  path: string;
+  body: () => ExportBody | Promise<ExportBody>;
+  tensors?: TensorFileSource;
+}
+
+/**
+ * A snapshot that exists only as files produced on demand (an export's files, e.g.
+ * `hfModelFiles` of a model's weights in the engine): a delta against it is encoded with no
+ * full copy written to disk first. `where` names it in messages.
+ */
+export function memorySnapshot(
+  where: string,
+  files: readonly MemorySnapshotFile[],
+): SnapshotReader {
+  const byPath = new Map(files.map((f) => [checkFileName(f.path, where), f]));
+  return {
+    where,
+    async list() {
+      return [...byPath.keys()].filter((p) => !p.startsWith('.')).sort();
+    },
+    async read(path) {
+      const f = byPath.get(path);
+      if (!f)
+        throw new CheckpointError('not_found', `${where}/${path} does not exist`, { file: path });
+      return bodyBytes(await f.body());
+    },
+    tensors: (path) => byPath.get(path)?.tensors ?? null,
+  };
+}
+
+async function bodyBytes(body: ExportBody): Promise<Buffer> {
+  if (typeof body === 'string') return Buffer.from(body, 'utf8');
+  if (Buffer.isBuffer(body)) return body;
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(typeof c === 'string' ? Buffer.from(c) : (c as Buffer));
+  return Buffer.concat(chunks);
 }
 
 export function dirSnapshot(dir: string): SnapshotReader {
@@ -237,7 +285,7 @@ const sha256 = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 export interface WriteDeltaSnapshotOptions {
   /** The snapshot the deployment already holds. */
   previous: SnapshotReader;
-  /** The new full snapshot (an HF-layout export). */
+  /** The new full snapshot (an HF-layout export: a directory, or files in memory). */
   next: SnapshotReader;
   /** The previous snapshot's identity (one path segment). */
   previousSnapshotIdentity: string;
@@ -290,7 +338,16 @@ export async function writeDeltaSnapshot(opts: WriteDeltaSnapshotOptions): Promi
       };
       let stored: Buffer;
       let full: { size: number; sha256: string };
-      if (isDelta && prevLocal && nextLocal) {
+      const nextTensors = isDelta ? (opts.next.tensors?.(path) ?? null) : null;
+      if (nextTensors) {
+        // Weights in memory: encoded tensor by tensor, hashed on the way, never written whole.
+        const d = await encodeDeltaFileFromTensors(await opts.previous.read(path), nextTensors, {
+          level: opts.level,
+          ...sources,
+        });
+        stored = d.file;
+        full = d.full;
+      } else if (isDelta && prevLocal && nextLocal) {
         // Local files: one tensor at a time, whatever the file size.
         stored = (
           await encodeDeltaFileFromPaths(prevLocal, nextLocal, { level: opts.level, ...sources })

@@ -19,6 +19,7 @@ import { pipeline } from 'node:stream/promises';
 import { z } from 'zod';
 import { CheckpointError, validatePrefix } from '../dcp/errors.js';
 import { type ObjectStore, ObjectStoreError } from '../object-store/types.js';
+import type { TensorFileSource } from '../safetensors.js';
 
 export const EXPORT_MANIFEST = 'temper_export.json';
 
@@ -31,6 +32,11 @@ export interface ExportFile {
   path: string;
   /** Produces the body when the file is written (streams are consumed once). */
   body: () => ExportBody | Promise<ExportBody>;
+  /**
+   * A weights file's tensors one by one, the same bytes as `body`: a delta is encoded from
+   * them without the file being written anywhere first.
+   */
+  tensors?: TensorFileSource;
 }
 
 export const exportManifestSchema = z.object({

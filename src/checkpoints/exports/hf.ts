@@ -14,6 +14,7 @@ import type { TransformerModel } from '../../engine/model.js';
 import {
   planShards,
   safetensorsReadable,
+  safetensorsTensors,
   type TensorMap,
   type TensorSource,
   type TensorSpec,
@@ -144,12 +145,12 @@ export async function hfModelFiles(
   for (const [name, body] of Object.entries(opts.files ?? {}))
     files.push({ path: name, body: () => body });
   const plan = planShards(weights.specs, { dtype, maxShardBytes: opts.maxShardBytes });
+  const write = { dtype, metadata: { format: 'pt' } };
   for (const shard of plan.files)
     files.push({
       path: shard.file,
-      body: () =>
-        safetensorsReadable(shard.specs, weights.source, { dtype, metadata: { format: 'pt' } })
-          .stream,
+      body: () => safetensorsReadable(shard.specs, weights.source, write).stream,
+      tensors: safetensorsTensors(shard.specs, weights.source, write),
     });
   if (plan.index) {
     const text = `${JSON.stringify(plan.index, null, 2)}\n`;

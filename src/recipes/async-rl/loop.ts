@@ -22,12 +22,14 @@ import {
   readPrompts,
   referenceOf,
   rolloutDatums,
+  type SyncTimes,
   sampleRollouts,
   syncWeights,
   trainStep,
 } from '../rl/steps.js';
 import { learningRateAt } from '../schedule.js';
 import type { AsyncRlConfig } from './config.js';
+import { RolloutSchedule } from './rollout-schedule.js';
 
 export async function run(config: AsyncRlConfig, clients: RecipeClients): Promise<RlResult> {
   const { service, tracker, log } = clients;
@@ -50,30 +52,36 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   let version = step;
   let sampler: DeploymentSampler = await syncWeights(policy, service, version);
   const inFlight = new Map<number, Promise<Rollouts>>();
-  /** Rollouts of step s may start once the served version is at least s - max_staleness. */
-  const launch = (s: number) => {
-    if (s >= config.max_steps || inFlight.has(s) || s - config.max_staleness > version) return;
-    const batch = batchIndices(
-      prompts.length,
-      consumedAt(s),
-      config.prompt_groups_per_step,
-      config.seed,
-    ).map((i) => prompts[i] as Prompt);
-    const p = sampleRollouts(sampler, batch, config, s, version);
-    p.catch(() => undefined); // awaited in its step; a failure surfaces there
-    inFlight.set(s, p);
-  };
-  const launchReady = (from: number) => {
-    for (let s = from; s <= from + config.max_staleness; s++) launch(s);
+  const due = new RolloutSchedule(step, config.max_steps, config.max_staleness);
+  /** Starts the rollouts of every step that may start on the served version (each once). */
+  const launchDue = () => {
+    for (const s of due.due(version)) {
+      const batch = batchIndices(
+        prompts.length,
+        consumedAt(s),
+        config.prompt_groups_per_step,
+        config.seed,
+      ).map((i) => prompts[i] as Prompt);
+      const p = sampleRollouts(sampler, batch, config, s, version);
+      p.catch(() => undefined); // awaited in its step; a failure surfaces there
+      inFlight.set(s, p);
+    }
   };
   // The weight sync of a new version runs in the background: the trainer runs it before the
   // next update (its operations keep their order), while the deployment hot-loads it the
   // rollouts it may serve start; only those rollouts wait for it, not the next update.
   let syncing: Promise<void> | undefined;
+  /** The halves of the last sync that completed (the step's metrics report them). */
+  let synced: SyncTimes = { saveS: 0, hotLoadS: 0 };
   const startSync = (v: number) => {
-    syncing = syncWeights(policy, service, v).then((next) => {
+    const times = { saveS: 0, hotLoadS: 0 };
+    syncing = syncWeights(policy, service, v, times).then((next) => {
       sampler = next;
       version = v;
+      synced = times;
+      // the rollouts this version allows start now, not when the loop next looks (it may be
+      // waiting for the current step's rollouts)
+      launchDue();
     });
     syncing.catch(() => undefined); // awaited below; a failure surfaces there
   };
@@ -83,18 +91,21 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
   try {
     while (step < config.max_steps) {
       const t0 = performance.now();
-      launchReady(step);
-      if (!inFlight.has(step)) await syncing; // staleness 0: this step's rollouts need it
-      launchReady(step);
+      launchDue();
+      if (!due.started(step)) await syncing; // staleness 0: this step's rollouts need it
+      launchDue();
       const rollouts = await (inFlight.get(step) as Promise<Rollouts>);
       inFlight.delete(step);
+      const t1 = performance.now();
       const lr = learningRateAt(schedule, step);
       const update = trainStep(policy, rolloutDatums(rollouts), loss, config.adam, lr, reference);
       update.catch(() => undefined); // awaited below
       // the version this step trained on is served: the newest rollouts may start
       await syncing;
-      launchReady(step);
+      const t2 = performance.now();
+      launchDue();
       const out = await update;
+      const t3 = performance.now();
       step += 1;
       if (step < config.max_steps) startSync(step);
       const reward = meanReward(rollouts);
@@ -105,13 +116,24 @@ export async function run(config: AsyncRlConfig, clients: RecipeClients): Promis
         'staleness:last': step - 1 - rollouts.version,
         'learning_rate:last': lr,
         'step_time_s:last': (performance.now() - t0) / 1000,
+        // Where the step's time went (the parts overlap): waiting for its rollouts, the
+        // update (behind the trainer's save of the version before it), and the last
+        // background sync's save and hot-load, of which only the hot-load left after the
+        // update was issued was waited for.
+        'rollout_wait_time_s:last': (t1 - t0) / 1000,
+        'update_time_s:last': (t3 - t1) / 1000,
+        'sync_wait_time_s:last': (t2 - t1) / 1000,
+        'save_time_s:last': synced.saveS,
+        'hot_load_time_s:last': synced.hotLoadS,
       });
       log.info({ step, reward, staleness: step - 1 - rollouts.version }, 'async rl step');
       await ckpt.saveOnInterval(config.dcp_save_interval, step, config.max_steps, consumedAt(step));
     }
     await syncing;
   } finally {
-    await Promise.allSettled([...inFlight.values(), syncing]);
+    // the sync first: when it lands it may start more rollouts, which are then awaited too
+    await Promise.allSettled([syncing]);
+    await Promise.allSettled([...inFlight.values()]);
   }
 
   // 4. final checkpoint, promotion

@@ -62,7 +62,8 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
   const rewards: number[] = [];
   while (step < maxSteps) {
     const t0 = performance.now();
-    const sampler = await syncWeights(policy, service, step);
+    const sync = { saveS: 0, hotLoadS: 0 };
+    const sampler = await syncWeights(policy, service, step, sync);
     const t1 = performance.now();
     const batch = (
       plan?.[step]?.prompts ??
@@ -83,6 +84,8 @@ export async function run(config: RlConfig, clients: RecipeClients): Promise<RlR
       'step_time_s:last': (t3 - t0) / 1000,
       // the step's parts: weight sync (save + hot-load), rollouts, update
       'sync_time_s:last': (t1 - t0) / 1000,
+      'save_time_s:last': sync.saveS,
+      'hot_load_time_s:last': sync.hotLoadS,
       'rollout_time_s:last': (t2 - t1) / 1000,
       'train_time_s:last': (t3 - t2) / 1000,
     });

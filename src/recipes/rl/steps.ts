@@ -103,14 +103,33 @@ export function policyLossOf(config: RlConfig): LossFn {
   }
 }
 
-/** Saves the policy's weights for sampling and hot-loads them; the sampler serves them. */
+/** How long a weight sync's two halves took, in seconds (a loop's step metrics). */
+export interface SyncTimes {
+  /** The trainer's sampler save (a delta after the first), its wait in the trainer's queue included. */
+  saveS: number;
+  /** Hot-loading it until every replica serves it. */
+  hotLoadS: number;
+}
+
+/**
+ * Saves the policy's weights for sampling and hot-loads them; the sampler serves them.
+ * `times`, when given, receives how long each half took.
+ */
 export async function syncWeights(
   policy: TrainingClient,
   service: ServiceClient,
   version: number,
+  times?: SyncTimes,
 ): Promise<DeploymentSampler> {
+  const t0 = performance.now();
   const saved = await policy.saveWeightsForSampler(`sync-${String(version).padStart(6, '0')}`);
-  return service.createDeploymentSampler({ modelPath: saved.uri });
+  const t1 = performance.now();
+  const sampler = await service.createDeploymentSampler({ modelPath: saved.uri });
+  if (times) {
+    times.saveS = (t1 - t0) / 1000;
+    times.hotLoadS = (performance.now() - t1) / 1000;
+  }
+  return sampler;
 }
 
 /** What a rollout leaves to train on: the sampled tokens and their inference logprobs. */
