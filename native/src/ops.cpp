@@ -14,6 +14,73 @@ constexpr long kElemsPerTask = 1 << 14;
 
 long ceil_div(long a, long b) { return (a + b - 1) / b; }
 
+// The elementwise loops below are compiled for AVX-512, AVX2 and baseline x86-64, and the
+// loader picks the widest the CPU has (GCC function multi-versioning). Each element's
+// operations are the same in every version (no FMA: -ffp-contract=off, no reductions), so
+// all give identical bits; they need no TEMPER_SIMD switch of their own.
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define TEMPER_ELEMENTWISE __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TEMPER_ELEMENTWISE
+#endif
+
+TEMPER_ELEMENTWISE void scale_row(const float* w, const float* x, float inv, float* y, long n) {
+  for (long j = 0; j < n; ++j) y[j] = w[j] * (x[j] * inv);
+}
+
+TEMPER_ELEMENTWISE void multiply(const float* a, const float* b, float* out, long n) {
+  for (long j = 0; j < n; ++j) out[j] = a[j] * b[j];
+}
+
+// dx (= or +=) dyw·inv − x·coef
+TEMPER_ELEMENTWISE void rmsnorm_dx_row(const float* dyw, const float* x, float inv, float coef, float* dx,
+                                       bool accumulate, long n) {
+  if (accumulate)
+    for (long j = 0; j < n; ++j) dx[j] = dx[j] + (dyw[j] * inv - x[j] * coef);
+  else
+    for (long j = 0; j < n; ++j) dx[j] = dyw[j] * inv - x[j] * coef;
+}
+
+// dw[j] += dy[j]·(x[j]·inv) for one row
+TEMPER_ELEMENTWISE void rmsnorm_dw_row(const float* dy, const float* x, float inv, float* dw, long n) {
+  for (long j = 0; j < n; ++j) dw[j] += dy[j] * (x[j] * inv);
+}
+
+// One head's rotation: (a, b) -> (a·c − b·s', b·c + a·s') with s' = sign·s.
+TEMPER_ELEMENTWISE void rope_head(float* v, const float* c, const float* s, float sign, long half) {
+  for (long i = 0; i < half; ++i) {
+    const float a = v[i];
+    const float b = v[i + half];
+    const float si = sign * s[i];
+    v[i] = a * c[i] - b * si;
+    v[i + half] = b * c[i] + a * si;
+  }
+}
+
+TEMPER_ELEMENTWISE void negate(const float* x, float* out, long n) {
+  for (long i = 0; i < n; ++i) out[i] = -x[i];
+}
+
+// e -> 1 / (1 + e), in place
+TEMPER_ELEMENTWISE void logistic_from_exp(float* e, long n) {
+  for (long i = 0; i < n; ++i) e[i] = 1.0f / (1.0f + e[i]);
+}
+
+TEMPER_ELEMENTWISE void swiglu_forward_span(const float* gate, const float* sig, const float* up, float* act,
+                                            long n) {
+  for (long i = 0; i < n; ++i) act[i] = (gate[i] * sig[i]) * up[i];
+}
+
+TEMPER_ELEMENTWISE void swiglu_backward_span(const float* gate, const float* up, const float* dact,
+                                             const float* sig, float* dgate, float* dup, long n) {
+  for (long i = 0; i < n; ++i) {
+    const float g = gate[i];
+    const float s = sig[i];
+    dup[i] = dact[i] * (g * s);
+    dgate[i] = dact[i] * up[i] * (s * (1.0f + g * (1.0f - s)));
+  }
+}
+
 }  // namespace
 
 void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, float* y, float* rstd,
@@ -25,8 +92,7 @@ void rmsnorm_forward(ThreadPool& pool, const float* x, const float* w, float* y,
       const double ss = kernels().dot(xr, xr, dim);  // fixed-order SIMD sum of squares
       const float inv = static_cast<float>(1.0 / std::sqrt(ss / dim + eps));
       rstd[r] = inv;
-      float* yr = y + r * dim;
-      for (long j = 0; j < dim; ++j) yr[j] = w[j] * (xr[j] * inv);
+      scale_row(w, xr, inv, y + r * dim, dim);
     }
   });
 }
@@ -43,14 +109,10 @@ void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const f
       const float* xr = x + r * dim;
       const float* dyr = dy + r * dim;
       const float inv = rstd[r];
-      for (long j = 0; j < dim; ++j) dyw[j] = dyr[j] * w[j];
+      multiply(dyr, w, dyw.data(), dim);
       const double dot = kernels().dot(dyw.data(), xr, dim);
       const float coef = static_cast<float>(dot / dim) * inv * inv * inv;
-      float* dxr = dx + r * dim;
-      for (long j = 0; j < dim; ++j) {
-        const float g = dyw[j] * inv - xr[j] * coef;
-        dxr[j] = accumulate_dx ? dxr[j] + g : g;
-      }
+      rmsnorm_dx_row(dyw.data(), xr, inv, coef, dx + r * dim, accumulate_dx, dim);
     }
   });
   if (dw == nullptr) return;
@@ -60,12 +122,7 @@ void rmsnorm_backward(ThreadPool& pool, const float* dy, const float* x, const f
   pool.parallel_for(ceil_div(dim, cols_per_task), [&](std::size_t t, int) {
     const long j0 = static_cast<long>(t) * cols_per_task;
     const long j1 = std::min(dim, j0 + cols_per_task);
-    for (long r = 0; r < rows; ++r) {
-      const float* xr = x + r * dim;
-      const float* dyr = dy + r * dim;
-      const float inv = rstd[r];
-      for (long j = j0; j < j1; ++j) dw[j] += dyr[j] * (xr[j] * inv);
-    }
+    for (long r = 0; r < rows; ++r) rmsnorm_dw_row(dy + r * dim + j0, x + r * dim + j0, rstd[r], dw + j0, j1 - j0);
   });
 }
 
@@ -103,16 +160,7 @@ void rope_apply(ThreadPool& pool, float* x, long rows, long heads, long hd, cons
     for (long r = static_cast<long>(t) * kRowsPerTask; r < r1; ++r) {
       const float* c = cos_table + positions[r] * half;
       const float* s = sin_table + positions[r] * half;
-      for (long h = 0; h < heads; ++h) {
-        float* v = x + (r * heads + h) * hd;
-        for (long i = 0; i < half; ++i) {
-          const float a = v[i];
-          const float b = v[i + half];
-          const float si = sign * s[i];
-          v[i] = a * c[i] - b * si;
-          v[i + half] = b * c[i] + a * si;
-        }
-      }
+      for (long h = 0; h < heads; ++h) rope_head(x + (r * heads + h) * hd, c, s, sign, half);
     }
   });
 }
@@ -122,9 +170,9 @@ namespace {
 // sig[i] = 1 / (1 + exp(-g[i])) for a chunk of at most kSigmoidChunk elements.
 constexpr long kSigmoidChunk = 256;
 void sigmoid_chunk(const float* g, long n, float* sig) {
-  for (long i = 0; i < n; ++i) sig[i] = -g[i];
+  negate(g, sig, n);
   kernels().exp_shifted(sig, n, 0.0f);
-  for (long i = 0; i < n; ++i) sig[i] = 1.0f / (1.0f + sig[i]);
+  logistic_from_exp(sig, n);
 }
 
 }  // namespace
@@ -136,7 +184,7 @@ void swiglu_forward(ThreadPool& pool, const float* gate, const float* up, float*
     for (long c = static_cast<long>(t) * kElemsPerTask; c < i1; c += kSigmoidChunk) {
       const long len = std::min(kSigmoidChunk, i1 - c);
       sigmoid_chunk(gate + c, len, sig);
-      for (long i = 0; i < len; ++i) act[c + i] = (gate[c + i] * sig[i]) * up[c + i];
+      swiglu_forward_span(gate + c, sig, up + c, act + c, len);
     }
   });
 }
@@ -149,13 +197,7 @@ void swiglu_backward(ThreadPool& pool, const float* gate, const float* up, const
     for (long c = static_cast<long>(t) * kElemsPerTask; c < i1; c += kSigmoidChunk) {
       const long len = std::min(kSigmoidChunk, i1 - c);
       sigmoid_chunk(gate + c, len, sigs);
-      for (long k = 0; k < len; ++k) {
-        const long i = c + k;
-        const float g = gate[i];
-        const float sig = sigs[k];
-        dup[i] = dact[i] * (g * sig);
-        dgate[i] = dact[i] * up[i] * (sig * (1.0f + g * (1.0f - sig)));
-      }
+      swiglu_backward_span(gate + c, up + c, dact + c, sigs, dgate + c, dup + c, len);
     }
   });
 }
