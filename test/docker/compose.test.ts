@@ -29,7 +29,7 @@ async function freePort(): Promise<number> {
   return address.port;
 }
 
-let env: NodeJS.ProcessEnv = {};
+let env: NodeJS.ProcessEnv | undefined;
 let api = '';
 let key = '';
 let composeCommand: string[] = [];
@@ -108,7 +108,8 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  if (composeCommand.length === 0) return;
+  // Nothing was started when set-up stopped before `up` (e.g. images missing): say nothing more.
+  if (composeCommand.length === 0 || env === undefined) return;
   if (process.env.TEMPER_DOCKER_TEST_LOGS)
     process.stderr.write(await compose('logs', '--no-color'));
   await compose('down', '-v', '--remove-orphans', '-t', '5');
