@@ -193,7 +193,9 @@ class CpuBackend final : public Backend {
   void adamw_update(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) override {
     pool_.parallel_for(ceil_div(n, kChunk), [&](std::size_t t, int) {
       const long i0 = static_cast<long>(t) * kChunk;
-      kernels().adamw(w + i0, g + i0, m + i0, v + i0, std::min(n - i0, kChunk), c);
+      const long len = std::min(n - i0, kChunk);
+      kernels().adamw(w + i0, g + i0, m + i0, v + i0, w + i0, len, c);
+      std::memset(g + i0, 0, sizeof(float) * len);  // the chunk is still in cache
     });
   }
 

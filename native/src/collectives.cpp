@@ -2,6 +2,7 @@
 #include "collectives.h"
 #include "backend.h"
 #include "collectives_shm.h"
+#include "kernels.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -165,6 +166,15 @@ uint64_t ring_slot(uint8_t prefix, uint32_t op, uint64_t index) {
   return (static_cast<uint64_t>(prefix) << 56) | (static_cast<uint64_t>(op & 0xffffff) << 32) | (index & 0xffffffffu);
 }
 
+
+// Σ x² in double: SIMD dot products over 32K-element pieces (float lanes, fixed order),
+// the pieces added in order; the same bits on every run and rank.
+double sum_squares(const float* x, long n) {
+  constexpr long kPiece = 1 << 15;
+  double total = 0.0;
+  for (long i = 0; i < n; i += kPiece) total += kernels().dot(x + i, x + i, std::min(kPiece, n - i));
+  return total;
+}
 
 }  // namespace
 
@@ -676,9 +686,7 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
   // The global norm: each rank's sum of squares in its slot, summed in rank order (adding
   // zeros is exact, so every rank gets the same bits).
   std::vector<double> parts(static_cast<size_t>(world_), 0.0);
-  double sq = 0.0;
-  for (long i = 0; i < len; ++i) sq += static_cast<double>(sum[i]) * sum[i];
-  parts[rank_] = sq;
+  parts[rank_] = sum_squares(sum, len);
   all_reduce(parts.data(), world_);
   double total = 0.0;
   for (double p : parts) total += p;
@@ -707,21 +715,12 @@ double ProcessGroup::zero_step(const std::vector<Region>& grads, const std::vect
 
 void sharded_adamw(const ShardedAdamParams& hp, double norm, const float* grad, const float* w, float* w_out, float* m,
                    float* v, long n) {
-  // As model.cpp's adamw_step and the CPU backend's adamw_update, operation by operation
-  // (torch.optim.AdamW, single tensor), with the same coefficients.
+  // model.cpp's adamw_step: the same clipping, coefficients and update kernel.
   float clip = 1.0f;
   if (hp.grad_clip > 0) clip = std::min(1.0f, static_cast<float>(hp.grad_clip / (norm + 1e-6)));
   const AdamCoefficients c =
       adamw_coefficients(hp.lr, hp.beta1, hp.beta2, hp.eps, hp.weight_decay, hp.grad_scale * clip, hp.step);
-  for (long i = 0; i < n; ++i) {
-    const float gi = grad[i] * c.grad_scale;
-    float wi = w[i] * c.decay;
-    m[i] += (gi - m[i]) * (1.0f - c.beta1);
-    v[i] = v[i] * c.beta2 + (1.0f - c.beta2) * gi * gi;
-    const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
-    wi -= c.step_size * (m[i] / denom);
-    w_out[i] = wi;
-  }
+  kernels().adamw(w, grad, m, v, w_out, n, c);
 }
 
 // ---------------------------------------------------------------- raw TCP anchor

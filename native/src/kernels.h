@@ -54,14 +54,17 @@ struct Kernels {
   // leading multiple of 8) combined as ((0+4)+(1+5))+((2+6)+(3+7)), then the tail in order:
   // the same order, hence the same bits, on every kernel set.
   double (*sum_f64)(const float* x, long n);
-  // One AdamW update of n parameters, gradients zeroed after. Every set performs the same
-  // correctly rounded operations in the same order (no FMA), so all give identical bits.
-  void (*adamw)(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c);
+  // One AdamW update of n parameters: w_out[i] from w[i], g[i] and the moments m[i], v[i]
+  // (updated in place). w_out may be w, or g (each element is read before it is written).
+  // Every set performs the same correctly rounded operations in the same order (no FMA), so
+  // all give identical bits. The one definition of the update: the engine's optimizer step
+  // and the ZeRO-1 sharded step both call it.
+  void (*adamw)(const float* w, const float* g, float* m, float* v, float* w_out, long n, const AdamCoefficients& c);
 };
 
 void exp_shifted_generic(float* x, long n, float shift);
 double sum_f64_tail(double lanes_total, const float* x, long i, long n);
-void adamw_generic(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c);
+void adamw_generic(const float* w, const float* g, float* m, float* v, float* w_out, long n, const AdamCoefficients& c);
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);
 void pack_copy_generic(const float* src, long stride, long cols, int width, long kc, float* out);
 const Kernels& generic_kernels();

@@ -176,7 +176,7 @@ double sum_f64_avx2(const float* x, long n) {
   return sum_f64_tail(((l[0] + l[4]) + (l[1] + l[5])) + ((l[2] + l[6]) + (l[3] + l[7])), x, i, n);
 }
 
-void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+void adamw_avx2(const float* w, const float* g, float* m, float* v, float* w_out, long n, const AdamCoefficients& c) {
   const __m256 scale = _mm256_set1_ps(c.grad_scale), decay = _mm256_set1_ps(c.decay);
   const __m256 b2 = _mm256_set1_ps(c.beta2), omb1 = _mm256_set1_ps(1.0f - c.beta1);
   const __m256 omb2 = _mm256_set1_ps(1.0f - c.beta2), bc2 = _mm256_set1_ps(c.bc2_sqrt);
@@ -190,12 +190,11 @@ void adamw_avx2(float* w, float* g, float* m, float* v, long n, const AdamCoeffi
     const __m256 vi = _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(v + i), b2),
                                     _mm256_mul_ps(_mm256_mul_ps(omb2, gi), gi));
     const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vi), bc2), eps);
-    _mm256_storeu_ps(w + i, _mm256_sub_ps(wi, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
+    _mm256_storeu_ps(w_out + i, _mm256_sub_ps(wi, _mm256_mul_ps(step, _mm256_div_ps(mi, denom))));
     _mm256_storeu_ps(m + i, mi);
     _mm256_storeu_ps(v + i, vi);
-    _mm256_storeu_ps(g + i, _mm256_setzero_ps());
   }
-  adamw_generic(w + i, g + i, m + i, v + i, n - i, c);
+  adamw_generic(w + i, g + i, m + i, v + i, w_out + i, n - i, c);
 }
 
 }  // namespace

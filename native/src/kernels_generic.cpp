@@ -83,16 +83,15 @@ double sum_f64_tail(double lanes_total, const float* x, long i, long n) {
   return lanes_total;
 }
 
-void adamw_generic(float* w, float* g, float* m, float* v, long n, const AdamCoefficients& c) {
+void adamw_generic(const float* w, const float* g, float* m, float* v, float* w_out, long n, const AdamCoefficients& c) {
   const float one_minus_b1 = 1.0f - c.beta1, one_minus_b2 = 1.0f - c.beta2;
   for (long i = 0; i < n; ++i) {
     const float gi = g[i] * c.grad_scale;
-    w[i] *= c.decay;
+    const float wi = w[i] * c.decay;
     m[i] += (gi - m[i]) * one_minus_b1;
     v[i] = v[i] * c.beta2 + one_minus_b2 * gi * gi;
     const float denom = std::sqrt(v[i]) / c.bc2_sqrt + c.eps;
-    w[i] -= c.step_size * (m[i] / denom);
-    g[i] = 0.0f;
+    w_out[i] = wi - c.step_size * (m[i] / denom);
   }
 }
 
