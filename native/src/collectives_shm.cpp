@@ -164,6 +164,26 @@ int recv_fd(int sock, int32_t* rank) {
   return -1;
 }
 
+// Waits for rank `peer`'s segment on `sock` and maps `bytes` of it (the descriptor is closed
+// once mapped); errors begin with `who`.
+char* map_peer_segment(int sock, int peer, size_t bytes, std::chrono::steady_clock::time_point deadline,
+                       const char* who) {
+  const std::string rank = "rank " + std::to_string(peer);
+  if (!readable(sock, deadline)) throw std::runtime_error(std::string(who) + ": " + rank + " did not hand over its segment in time");
+  int32_t their = -1;
+  const int fd = recv_fd(sock, &their);
+  if (fd < 0 || their != peer) {
+    if (fd >= 0) ::close(fd);
+    throw std::runtime_error(std::string(who) + ": bad segment hand-over from " + rank);
+  }
+  struct stat st{};
+  const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= bytes;
+  void* map = sized ? ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
+  ::close(fd);
+  if (map == MAP_FAILED) throw std::runtime_error(std::string(who) + ": cannot map " + rank + "'s segment");
+  return static_cast<char*>(map);
+}
+
 // Waits until the counter `word` (in a shared segment) reaches `target` (wrapping compare):
 // spins briefly, then sleeps on the futex in slices, calling `check` (which throws: a peer
 // gone, an abort, the deadline) before each sleep. `sleepers` counts this waiter while it may
@@ -428,20 +448,9 @@ std::unique_ptr<ShmLink> ShmLink::open(int peer, int sock, std::chrono::steady_c
     }
   } owned{sock};
   if (!same_user(sock)) throw std::runtime_error("shared-memory link: rank " + std::to_string(peer) + "'s socket belongs to another user");
-  if (!readable(sock, deadline)) throw std::runtime_error("shared-memory link: rank " + std::to_string(peer) + " did not hand over its segment in time");
-  int32_t their = -1;
-  const int fd = recv_fd(sock, &their);
-  if (fd < 0 || their != peer) {
-    if (fd >= 0) ::close(fd);
-    throw std::runtime_error("shared-memory link: bad segment hand-over from rank " + std::to_string(peer));
-  }
-  struct stat st{};
-  const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= kLinkBytes;
-  void* map = sized ? ::mmap(nullptr, kLinkBytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-  ::close(fd);
-  if (map == MAP_FAILED) throw std::runtime_error("shared-memory link: cannot map rank " + std::to_string(peer) + "'s segment");
+  char* map = map_peer_segment(sock, peer, kLinkBytes, deadline, "shared-memory link");
   owned.fd = -1;
-  return std::unique_ptr<ShmLink>(new ShmLink(false, peer, sock, static_cast<char*>(map), timeout));
+  return std::unique_ptr<ShmLink>(new ShmLink(false, peer, sock, map, timeout));
 }
 
 ShmLink::ShmLink(bool sender, int peer, int sock, char* map, std::chrono::milliseconds timeout)
@@ -545,19 +554,7 @@ void ShmTransport::setup(const std::vector<std::string>& sockets, int listen_fd)
   }
   for (int r = 0; r < world_; ++r) {
     if (r == rank_) continue;
-    if (!readable(to[r], deadline)) throw std::runtime_error("shared-memory transport: rank " + std::to_string(r) + " did not hand over its segment in time");
-    int32_t their = -1;
-    const int fd = recv_fd(to[r], &their);
-    if (fd < 0 || their != r) {
-      if (fd >= 0) ::close(fd);
-      throw std::runtime_error("shared-memory transport: bad segment hand-over from rank " + std::to_string(r));
-    }
-    struct stat st{};
-    const bool sized = ::fstat(fd, &st) == 0 && static_cast<size_t>(st.st_size) >= bytes_;
-    void* q = sized ? ::mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0) : MAP_FAILED;
-    ::close(fd);
-    if (q == MAP_FAILED) throw std::runtime_error("shared-memory transport: cannot map rank " + std::to_string(r) + "'s segment");
-    maps_[r] = static_cast<char*>(q);
+    maps_[r] = map_peer_segment(to[r], r, bytes_, deadline, "shared-memory transport");
   }
 }
 
