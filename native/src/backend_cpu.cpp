@@ -174,14 +174,14 @@ class CpuBackend final : public Backend {
   }
 
   double sum_squares(const std::vector<const float*>& buffers, const std::vector<long>& sizes) override {
-    constexpr long kDotChunk = 1 << 15;
     struct Piece {
       const float* p;
       long n;
     };
     std::vector<Piece> pieces;
     for (std::size_t b = 0; b < buffers.size(); ++b)
-      for (long i = 0; i < sizes[b]; i += kDotChunk) pieces.push_back({buffers[b] + i, std::min(kDotChunk, sizes[b] - i)});
+      for (long i = 0; i < sizes[b]; i += kSquaresPiece)
+        pieces.push_back({buffers[b] + i, std::min(kSquaresPiece, sizes[b] - i)});
     std::vector<double> sums(pieces.size());
     const Kernels& kern = kernels();
     pool_.parallel_for(pieces.size(), [&](std::size_t c, int) { sums[c] = kern.dot(pieces[c].p, pieces[c].p, pieces[c].n); });

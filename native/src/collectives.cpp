@@ -167,14 +167,6 @@ uint64_t ring_slot(uint8_t prefix, uint32_t op, uint64_t index) {
 }
 
 
-// Σ x² in double: SIMD dot products over 32K-element pieces (float lanes, fixed order),
-// the pieces added in order; the same bits on every run and rank.
-double sum_squares(const float* x, long n) {
-  constexpr long kPiece = 1 << 15;
-  double total = 0.0;
-  for (long i = 0; i < n; i += kPiece) total += kernels().dot(x + i, x + i, std::min(kPiece, n - i));
-  return total;
-}
 
 }  // namespace
 

@@ -63,6 +63,11 @@ struct Kernels {
 };
 
 void exp_shifted_generic(float* x, long n, float shift);
+// Σ x² in double: one kernels().dot per kSquaresPiece elements (float lanes, fixed order),
+// the pieces added in order. The backend's sum_squares splits the same pieces over threads
+// and adds them in the same order, so both give the same bits.
+constexpr long kSquaresPiece = 1 << 15;
+double sum_squares(const float* x, long n);
 double sum_f64_tail(double lanes_total, const float* x, long i, long n);
 void adamw_generic(const float* w, const float* g, float* m, float* v, float* w_out, long n, const AdamCoefficients& c);
 void pack_transpose_generic(const float* base, long stride, int rows, int width, long kc, float* out);

@@ -78,6 +78,12 @@ double sum_f64_generic(const float* x, long n) {
 
 }  // namespace
 
+double sum_squares(const float* x, long n) {
+  double total = 0.0;
+  for (long i = 0; i < n; i += kSquaresPiece) total += kernels().dot(x + i, x + i, std::min(kSquaresPiece, n - i));
+  return total;
+}
+
 double sum_f64_tail(double lanes_total, const float* x, long i, long n) {
   for (; i < n; ++i) lanes_total += x[i];
   return lanes_total;
