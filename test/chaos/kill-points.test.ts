@@ -58,6 +58,10 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
     await platform.orchestrator.start(ref);
     const killed = new Set<number>();
     let resumes = 0;
+    const explain = async () => {
+      const b = await body(ref);
+      return `job: ${b.state} at step ${progressStep(b)}, ${resumes} resumes: ${b.message ?? ''}\n${await platform.podReport(killed)}`;
+    };
     for (const point of plan) {
       // The job's pod once it has reached the point's step; a failed job (restart limit) resumes.
       const pid = await waitFor(
@@ -79,9 +83,17 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
           return pod?.pid;
         },
         120_000,
+        explain,
       );
       await sleep(point.delayMs);
-      process.kill(pid, 'SIGKILL');
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch (error) {
+        // The pod ended by itself within the delay: a crash or a stop, which the report names.
+        throw new Error(
+          `pod ${pid} was gone before kill ${killed.size + 1} (seed ${SEED}): ${String(error)}\n${await platform.podReport(killed)}`,
+        );
+      }
       killed.add(pid);
     }
     expect(killed.size).toBe(KILLS);
@@ -98,6 +110,7 @@ describe('chaos: kill -9 of the trainer pod at 10 random points of one job', () 
         return b.state === 'JOB_STATE_COMPLETED' ? b : undefined;
       },
       240_000,
+      explain,
     );
     // One run takes at most 5 relaunches: 10 kills need at least one resume.
     expect(resumes).toBeGreaterThanOrEqual(1);

@@ -62,7 +62,9 @@ describe('temper up restarted mid-job', () => {
       await new Promise((r) => setTimeout(r, 300));
       body = await job(env);
     }
-    expect(body.state).toBe('JOB_STATE_COMPLETED');
+    // On failure: the job's message and what the restarted stack logged (warnings name why).
+    const why = () => `${JSON.stringify(body)}\n${ups[1]!.stderr.slice(-40).join('\n')}`;
+    expect(body.state, why()).toBe('JOB_STATE_COMPLETED');
     expect(body.trainerRestarts).toBeGreaterThanOrEqual(1);
     expect((body.restoredFrom as { step: number }).step).toBeGreaterThanOrEqual(5);
     ups[1]!.child.kill('SIGTERM');

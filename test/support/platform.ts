@@ -5,7 +5,7 @@
  */
 
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -44,22 +44,32 @@ export interface TestPlatform {
   jobBody(ref: JobRef): Promise<Record<string, unknown>>;
   /** The weight files of a promoted model, concatenated (for bitwise comparisons). */
   modelWeights(account: string, id: string): Promise<Buffer>;
+  /**
+   * What a failing test prints: each pod's state and why it ended, with the end of the log of
+   * pods that were not stopped (`expectedDeaths`: pids the test killed itself).
+   */
+  podReport(expectedDeaths?: ReadonlySet<number>): Promise<string>;
   close(): Promise<void>;
 }
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 
-/** Polls `probe` until it returns a value (every 100 ms); fails naming `what` after the timeout. */
+/**
+ * Polls `probe` until it returns a value (every 100 ms); fails naming `what` after the
+ * timeout, with what `explain` says of the state things were left in.
+ */
 export async function waitFor<T>(
   what: string,
   probe: () => Promise<T | undefined>,
   timeoutMs = 120_000,
+  explain?: () => Promise<string>,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
     if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${explain ? `\n${await explain()}` : ''}`);
     await new Promise((r) => setTimeout(r, 100));
   }
 }
@@ -141,6 +151,24 @@ export async function startTestPlatform(
       const weights = files.filter((f) => f.key.endsWith('.safetensors'));
       if (weights.length === 0) throw new Error(`model ${id} has no weight files`);
       return Buffer.concat(await Promise.all(weights.map((f) => checkpoints.get(f.key))));
+    },
+    async podReport(expectedDeaths = new Set()) {
+      const lines: string[] = [];
+      for (const pod of await launcher.list()) {
+        lines.push(
+          `pod ${pod.jobId} (pid ${pod.pid}): ${pod.state}${pod.reason ? `, ${pod.reason}` : ''}`,
+        );
+        if (pod.state !== 'failed' || expectedDeaths.has(pod.pid ?? -1)) continue;
+        const log = pod.logPath ? await readFile(pod.logPath, 'utf8').catch(() => '') : '';
+        lines.push(
+          ...log
+            .trimEnd()
+            .split('\n')
+            .slice(-15)
+            .map((l) => `  | ${l}`),
+        );
+      }
+      return lines.join('\n');
     },
     async close() {
       await Promise.all(workers.map((w) => w.stop()));
