@@ -122,6 +122,9 @@ if ((!CHECK)); then
       [[ $old == "$keep" ]] || $DOCKER rmi "$old" >/dev/null
     done
   done
+  # BuildKit keeps the layers of removed images as build cache; bounded, so rebuilds over
+  # many trees cannot fill the disk (it had grown to 12 GB), while today's layers stay cached.
+  $DOCKER builder prune -f --keep-storage 4GB >/dev/null
 fi
 
 echo "TEMPER_BASE_IMAGE=$BASE_TAG"
