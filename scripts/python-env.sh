@@ -14,7 +14,28 @@ requirements="scripts/python-envs/$name.txt"
 hash=$(sha256sum "$requirements" | cut -c1-12)
 root="${TEMPER_VENV_DIR:-$HOME/.cache/temper/venvs}"
 venv="$root/$name-$hash"
+
+# Venvs of NAME's earlier pins (another hash) that no run has asked for in a week are removed:
+# each is hundreds of MB to GB, and a checkout with other pins still in use keeps its own
+# fresh by asking for it (the touch below).
+prune_stale() {
+  local other
+  for other in "$root/$name"-*; do
+    # NAME-<12 hex> only: another env's name may start with this one's.
+    [[ -d $other && $other != "$venv" && ${other##*/} =~ ^$name-[0-9a-f]{12}$ ]] || continue
+    if [[ -f $other/.complete ]]; then
+      [[ -n $(find "$other/.complete" -mtime -7) ]] && continue
+    else
+      # Unfinished: maybe being built right now by another checkout; gone after a day.
+      [[ -n $(find "$other" -maxdepth 0 -mtime -1) ]] && continue
+    fi
+    rm -rf "$other"
+  done
+}
+
 if [[ -f $venv/.complete ]]; then
+  touch "$venv/.complete"
+  prune_stale
   echo "$venv"
   exit 0
 fi
@@ -27,4 +48,5 @@ python3 -m venv "$venv" >&2
 # pip keeps its download/wheel cache (~/.cache/pip), so a rebuild after a pin change is quick.
 "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$requirements" >&2
 touch "$venv/.complete"
+prune_stale
 echo "$venv"
