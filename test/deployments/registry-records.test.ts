@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type ControlPlane, createControlPlane } from '../../src/control-plane/index.js';
 import { DeploymentRegistry } from '../../src/deployments/registry.js';
+import { processAlive } from '../../src/util/processes.js';
 import { tempDir } from '../checkpoints/helpers.js';
 import { type Harness, type Json, startHarness } from '../control-plane/harness.js';
 import { accountKeyAuth } from '../support/gateways.js';
@@ -71,15 +72,6 @@ async function complete(gatewayUrl: string, headers: Record<string, string>) {
   });
   return { status: res.status, json: (await res.json()) as { choices: Array<{ text: string }> } };
 }
-
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
 beforeAll(async () => {
   h = await startHarness();
@@ -159,7 +151,7 @@ describe('deployments as store rows', () => {
   it('a stopped control plane keeps the rows; the next one brings the deployments back', async () => {
     await cp1.close();
     await first.close();
-    for (const pid of oldPids) expect(alive(pid), `replica ${pid} stopped`).toBe(false);
+    for (const pid of oldPids) expect(processAlive(pid), `replica ${pid} stopped`).toBe(false);
     expect((await h.store.listDeployments()).map((d) => d.name)).toEqual([A, B]);
 
     const second = registry();

@@ -11,24 +11,15 @@
 import { chmodSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { processAlive } from '../../src/util/processes.js';
 
 const PREFIX = 'temper-tests-';
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    // EPERM: alive, but another user's.
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** Removes the run directories under `root` whose run has ended without its teardown. */
 function sweepAbandoned(root: string): void {
   for (const name of readdirSync(root)) {
     const pid = Number(/^temper-tests-(\d+)-/.exec(name)?.[1]);
-    if (!pid || pid === process.pid || alive(pid)) continue;
+    if (!pid || pid === process.pid || processAlive(pid)) continue;
     rmSync(join(root, name), { recursive: true, force: true });
   }
 }

@@ -7,6 +7,7 @@ import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Command, InvalidArgumentError } from 'commander';
 import { z } from 'zod';
+import { processAlive } from '../../util/processes.js';
 import { formatKeyValue, type OutputFormat, parseOutputFormat } from '../output.js';
 import { type PlatformSettings, platformSettings } from './settings.js';
 
@@ -27,21 +28,12 @@ function positiveInt(value: string): number {
   return n;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** The pid of a running `temper up` for this data directory, if any. */
 export async function runningUp(dataDir: string): Promise<number | undefined> {
   const text = await readFile(pidFilePath(dataDir), 'utf8').catch(() => undefined);
   if (text === undefined) return undefined;
   const parsed = pidFileSchema.safeParse(JSON.parse(text || 'null'));
-  return parsed.success && alive(parsed.data.pid) ? parsed.data.pid : undefined;
+  return parsed.success && processAlive(parsed.data.pid) ? parsed.data.pid : undefined;
 }
 
 interface UpFlags {
@@ -152,7 +144,7 @@ async function down(flags: { dataDir?: string; timeout: number }): Promise<void>
   }
   process.kill(pid, 'SIGTERM');
   const until = Date.now() + flags.timeout * 1000;
-  while (alive(pid)) {
+  while (processAlive(pid)) {
     if (Date.now() > until)
       throw new Error(`temper up (pid ${pid}) is still stopping after ${flags.timeout} s`);
     await new Promise((r) => setTimeout(r, 100));

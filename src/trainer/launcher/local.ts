@@ -14,7 +14,7 @@ import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { ServingStatus } from '../../gen/temper/trainer/v1/trainer_pb.js';
-import { tiedToParent } from '../../util/processes.js';
+import { processAlive, tiedToParent } from '../../util/processes.js';
 import { newTrainerToken, TRAINER_TOKEN_ENV } from '../auth.js';
 import { createTrainerClient } from '../client.js';
 import { parseEngineSettings } from '../engine-settings.js';
@@ -83,15 +83,6 @@ export function defaultTemperCommand(): string[] {
 
 function defaultStateDir(): string {
   return join(process.env.TEMPER_HOME ?? join(homedir(), '.temper'), 'trainers');
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
 }
 
 async function readJson<T>(path: string): Promise<T | undefined> {
@@ -318,7 +309,7 @@ export class LocalProcessLauncher implements Launcher {
     if (!record) return undefined;
     const state = await readJson<Partial<TrainerState>>(paths.state);
     const owned = this.owned.get(jobId);
-    const running = owned ? owned.exit === null : record.pid > 0 && alive(record.pid);
+    const running = owned ? owned.exit === null : record.pid > 0 && processAlive(record.pid);
     const info: TrainerJobInfo = {
       jobId,
       address: state?.address ?? '',
@@ -381,7 +372,7 @@ export class LocalProcessLauncher implements Launcher {
         return owned.exit !== null;
       }
       const until = Date.now() + ms;
-      while (alive(pid)) {
+      while (processAlive(pid)) {
         if (Date.now() > until) return false;
         await sleep(25);
       }
