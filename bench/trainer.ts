@@ -27,7 +27,6 @@
 // Last stdout line: {"bench":"trainer","custom_over_builtin":..,"rpc_over_inprocess":..,"dp2_over_dp1":..,
 //   "dp2_over_dp1_tcp":..,"allreduce_over_tcp":..,"allreduce_shm_over_tcp_stream":..,"allreduce_shm_gbps":..,
 //   "optimizer_mem_4_over_1":..}
-import { type ChildProcess, fork } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -49,6 +48,7 @@ import { EngineHost } from '../src/trainer/engine-host.js';
 import { LocalProcessLauncher } from '../src/trainer/launcher/index.js';
 import { ModelRuntime } from '../src/trainer/model-runtime.js';
 import { seededRandom } from '../src/util/seeded-random.js';
+import { IpcPeer } from '../test/support/ipc-peer.js';
 import { LLAMA_25M } from './support/common.js';
 
 const log = (line: string) => process.stdout.write(`${line}\n`);
@@ -88,39 +88,8 @@ async function time(fn: () => Promise<unknown>): Promise<number> {
 }
 
 /** A bench/support/collective-peer.ts process: one command at a time over IPC. */
-class Peer {
-  private pending: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
-  private constructor(private readonly child: ChildProcess) {
-    child.on('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
-      const w = this.pending.shift();
-      if (m.ok) w?.resolve(m.result);
-      else w?.reject(new Error(m.error));
-    });
-    child.on('exit', (code) => {
-      for (const w of this.pending.splice(0)) w.reject(new Error(`peer exited ${code}`));
-    });
-  }
-
-  static async start(): Promise<Peer> {
-    const child = fork(new URL('./support/collective-peer.ts', import.meta.url), [], {
-      execArgv: ['--import', 'tsx'],
-    });
-    const peer = new Peer(child);
-    await new Promise((resolve, reject) => peer.pending.push({ resolve, reject }));
-    return peer;
-  }
-
-  call<T>(command: Record<string, unknown>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.pending.push({ resolve: resolve as (v: unknown) => void, reject });
-      this.child.send(command);
-    });
-  }
-
-  close(): Promise<unknown> {
-    return this.call({ op: 'exit' }).catch(() => undefined);
-  }
-}
+const startPeer = () => IpcPeer.start(new URL('./support/collective-peer.ts', import.meta.url));
+const closePeer = (peer: IpcPeer) => peer.call({ op: 'exit' }).catch(() => undefined);
 
 interface OptimizerMemory {
   params: number;
@@ -135,7 +104,7 @@ interface OptimizerMemory {
  */
 async function measureCollectives(floats: number, reps: number) {
   const store = new CollectiveStore('127.0.0.1', 0);
-  const peers = await Promise.all([0, 1, 2, 3].map(() => Peer.start()));
+  const peers = await Promise.all([0, 1, 2, 3].map(() => startPeer()));
   try {
     const join = (world: number, prefix: string, sharedMemory: boolean, who = peers) =>
       Promise.all(
@@ -153,7 +122,7 @@ async function measureCollectives(floats: number, reps: number) {
     // Two pairs of processes: one group with TCP forced (the issue's allreduce_over_tcp: the
     // collective over TCP against a raw TCP stream between the same two processes), one with
     // the transport the trainer picks for same-host ranks (shared memory).
-    const [a, b, c, d] = peers as [Peer, Peer, Peer, Peer];
+    const [a, b, c, d] = peers as [IpcPeer, IpcPeer, IpcPeer, IpcPeer];
     const transports = [
       ...(await join(2, 'bench/2tcp', false, [a, b])),
       ...(await join(2, 'bench/2shm', true, [c, d])),
@@ -162,7 +131,7 @@ async function measureCollectives(floats: number, reps: number) {
       throw new Error(`unexpected collective transports: ${transports.join()}`);
     }
     const bytes = floats * 4;
-    const timed = async (pair: Peer[]) =>
+    const timed = async (pair: IpcPeer[]) =>
       Math.max(
         ...(await Promise.all(pair.map((p) => p.call<number>({ op: 'allreduce', floats })))),
       );
@@ -213,7 +182,7 @@ async function measureCollectives(floats: number, reps: number) {
       optimizerBytes: { one: one.bytes, four: worst },
     };
   } finally {
-    await Promise.all(peers.map((p) => p.close()));
+    await Promise.all(peers.map(closePeer));
     store.close();
   }
 }

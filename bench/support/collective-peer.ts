@@ -6,6 +6,7 @@ import { initialWeights } from '../../src/engine/init.js';
 import { TransformerModel } from '../../src/engine/model.js';
 import { ProcessGroup, shardLength, tcpStream } from '../../src/trainer/collectives.js';
 import { gradViews } from '../../src/trainer/data-parallel.js';
+import { serveCommands } from '../../test/support/ipc-peer.js';
 import { LLAMA_25M } from './common.js';
 
 type Command =
@@ -94,11 +95,4 @@ async function handle(c: Command): Promise<unknown> {
   }
 }
 
-process.on('message', (c: Command) => {
-  handle(c).then(
-    (result) => process.send!({ ok: true, result }),
-    (error: unknown) =>
-      process.send!({ ok: false, error: String((error as Error).stack ?? error) }),
-  );
-});
-process.send!({ ok: true, result: 'ready' });
+serveCommands(handle);

@@ -5,53 +5,18 @@
 // network namespaces keep TCP; over shared memory a rank that stops, dies or passes other
 // lengths fails the others with a clear error and no segment outlives its group; and a rank
 // that never joins fails the others with a typed error.
-import { type ChildProcess, fork, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CollectiveStore, ProcessGroup } from '../../src/trainer/collectives.js';
+import { IpcPeer } from '../support/ipc-peer.js';
 import { createTestHost } from '../support/netns.js';
 
 const rankScript = fileURLToPath(new URL('./fixtures/collective-rank.ts', import.meta.url));
-const peerScript = fileURLToPath(new URL('./fixtures/collective-peer.ts', import.meta.url));
-
-/** A fixtures/collective-peer.ts process: one command at a time over IPC. */
-class Peer {
-  private pending: Array<{ resolve: (v: unknown) => void; reject: (e: Error) => void }> = [];
-  private constructor(readonly child: ChildProcess) {
-    child.on('message', (m: { ok: boolean; result?: unknown; error?: string }) => {
-      const w = this.pending.shift();
-      if (m.ok) w?.resolve(m.result);
-      else w?.reject(new Error(m.error));
-    });
-    child.on('exit', (code, signal) => {
-      for (const w of this.pending.splice(0)) w.reject(new Error(`peer exited ${code ?? signal}`));
-    });
-  }
-
-  /** `exec`: an argv prefix it runs under (a network-namespace host). */
-  static async start(exec: string[] = []): Promise<Peer> {
-    const child =
-      exec.length === 0
-        ? fork(peerScript, [], {
-            execArgv: ['--import', 'tsx'],
-            stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-          })
-        : spawn(exec[0]!, [...exec.slice(1), process.execPath, '--import', 'tsx', peerScript], {
-            stdio: ['ignore', 'ignore', 'ignore', 'ipc'],
-          });
-    const peer = new Peer(child);
-    await new Promise((resolve, reject) => peer.pending.push({ resolve, reject }));
-    return peer;
-  }
-
-  call<T>(command: Record<string, unknown>): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
-      this.pending.push({ resolve: resolve as (v: unknown) => void, reject });
-      this.child.send(command);
-    });
-  }
-}
+/** A fixtures/collective-peer.ts process (`exec`: an argv prefix, a network-namespace host). */
+const startPeer = (exec?: string[]) =>
+  IpcPeer.start(new URL('./fixtures/collective-peer.ts', import.meta.url), { exec, quiet: true });
 
 interface RankResult {
   transport: 'shm' | 'tcp';
@@ -185,8 +150,8 @@ describe('collectives between processes', () => {
 
   it('shared memory: a rank that stops or dies fails the others with a clear error; no segment outlives its group', async () => {
     const shmBefore = new Set(readdirSync('/dev/shm'));
-    const peers = await Promise.all([Peer.start(), Peer.start()]);
-    const [a, b] = peers as [Peer, Peer];
+    const peers = await Promise.all([startPeer(), startPeer()]);
+    const [a, b] = peers as [IpcPeer, IpcPeer];
     try {
       const join = (prefix: string, timeoutMs: number) =>
         Promise.all(
@@ -289,7 +254,7 @@ describe('collectives between processes', () => {
       // fail (on whichever link notices first: its socket to rank 0 hanging up, or a TCP pair)
       // rather than wait out the ten-minute timeout (the test's limit is far shorter), and rank
       // 0's segments go with its group.
-      const peers = await Promise.all([Peer.start(), Peer.start(), Peer.start(host.exec)]);
+      const peers = await Promise.all([startPeer(), startPeer(), startPeer(host.exec)]);
       try {
         const joined = await Promise.all(
           peers.map((p, rank) =>
