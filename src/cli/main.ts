@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The `temper` command.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { restrictFileModes } from '../util/private-files.js';
 import { addBillingCommand } from './billing-command.js';
 import { type ApiFlags, withApiFlags } from './commands/common.js';
@@ -14,29 +14,11 @@ import { DEMO_DEFAULTS, runDemo } from './demo.js';
 import { printError } from './errors.js';
 import { parseTokenList, scoreModel } from './model-score.js';
 import { modelSource } from './model-score-source.js';
+import { nonNegativeInt, positiveInt, positiveNumber } from './option-parsers.js';
 import { addQuickstartCommand } from './quickstart-command.js';
 import { addControlPlaneCommands } from './stack/control-plane-command.js';
 import { addUpCommands } from './stack/up-command.js';
 import { addWorkerCommand } from './stack/worker-command.js';
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
-
-function nonNegativeInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0)
-    throw new InvalidArgumentError('expected a non-negative integer');
-  return n;
-}
-
-function positiveNumber(value: string): number {
-  const n = Number(value);
-  if (!Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('expected a positive number');
-  return n;
-}
 
 /**
  * `temper trainer serve` (src/trainer/cli.ts) loads the gRPC server and the engine; the API

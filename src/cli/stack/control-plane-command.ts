@@ -4,7 +4,8 @@
  * makes an account and an API key directly in the store (the key is printed once) — what
  * `temper up` does by itself on one machine.
  */
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { portNumber } from '../option-parsers.js';
 import { formatKeyValue, type OutputFormat, parseOutputFormat } from '../output.js';
 import { type PlatformSettings, platformSettings } from './settings.js';
 
@@ -19,13 +20,6 @@ interface ControlPlaneFlags extends StoreFlags {
   apiPort?: number;
   temporalAddress?: string;
   logLevel: string;
-}
-
-function port(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new InvalidArgumentError('expected a port number');
-  return n;
 }
 
 function settingsFrom(flags: StoreFlags & { apiPort?: number; temporalAddress?: string }) {
@@ -144,7 +138,7 @@ export function addControlPlaneCommands(program: Command): void {
     .command('control-plane')
     .description('run the REST API alone (Temporal and the store elsewhere; see docker/)')
     .option('--host <host>', 'interface to bind', '0.0.0.0')
-    .option('--api-port <port>', 'port (default $TEMPER_API_PORT or 8080)', port)
+    .option('--api-port <port>', 'port (default $TEMPER_API_PORT or 8080)', portNumber)
     .option('--data-dir <dir>', 'data directory (default $TEMPER_HOME or ~/.temper)')
     .option('--store-url <url>', 'sqlite:///path.db or postgres://... (default $TEMPER_STORE_URL)')
     .option('--secrets-key-file <path>', SECRETS_KEY_HELP)

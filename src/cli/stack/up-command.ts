@@ -5,28 +5,16 @@
  */
 import { readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
 import { z } from 'zod';
 import { processAlive } from '../../util/processes.js';
+import { portNumber, positiveInt } from '../option-parsers.js';
 import { formatKeyValue, type OutputFormat, parseOutputFormat } from '../output.js';
 import { type PlatformSettings, platformSettings } from './settings.js';
 
 const pidFileSchema = z.object({ pid: z.number().int().positive(), apiUrl: z.string() });
 
 export const pidFilePath = (dataDir: string) => join(dataDir, 'temper-up.pid');
-
-function port(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 0 || n > 65535)
-    throw new InvalidArgumentError('expected a port number (0 = any free port)');
-  return n;
-}
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
 
 /** The pid of a running `temper up` for this data directory, if any. */
 export async function runningUp(dataDir: string): Promise<number | undefined> {
@@ -159,8 +147,12 @@ export function addUpCommands(program: Command): void {
       'run the whole platform on this machine (Temporal dev server, control plane on SQLite, worker, local pods) until Ctrl-C',
     )
     .option('--data-dir <dir>', 'where everything is kept (default $TEMPER_HOME or ~/.temper)')
-    .option('--api-port <port>', 'control plane port (default $TEMPER_API_PORT or 8080)', port)
-    .option('--temporal-port <port>', 'Temporal dev server port (default 7233)', port)
+    .option(
+      '--api-port <port>',
+      'control plane port (default $TEMPER_API_PORT or 8080)',
+      portNumber,
+    )
+    .option('--temporal-port <port>', 'Temporal dev server port (default 7233)', portNumber)
     .option('--threads <n>', 'engine threads per trainer pod (default: all cores)', positiveInt)
     .option(
       '--secrets-key-file <path>',
