@@ -6,7 +6,8 @@
  * server. Labels are route patterns, never raw URLs, so an account, job or
  * deployment id never becomes a series of its own.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 
 export { Counter, Gauge, Histogram, Registry };
@@ -92,4 +93,64 @@ export class ServerMetrics {
     if (this.defaultLabels) registry.setDefaultLabels(this.defaultLabels);
     return { body: await registry.metrics(), contentType: this.registry.contentType };
   }
+}
+
+export interface MetricsServer {
+  /** host:port it listens on. */
+  address: string;
+  close(): Promise<void>;
+}
+
+export interface MetricsServerOptions {
+  host: string;
+  /** 0: any free port. */
+  port: number;
+  /**
+   * Who may scrape: given the Authorization header, null to let the scrape in, else the
+   * message of the 401. Absent: open (a scraper on the network the port is bound to).
+   */
+  authorize?: (authorization: string) => string | null;
+}
+
+/**
+ * Serves `GET /metrics` of `metrics` on a port of its own, for processes whose API is not
+ * HTTP (a trainer pod speaks gRPC; a worker host serves nothing else).
+ */
+export function serveMetrics(
+  metrics: ServerMetrics,
+  options: MetricsServerOptions,
+): Promise<MetricsServer> {
+  const server = createServer((req, res) => {
+    const route = req.url === '/metrics' ? '/metrics' : 'unmatched';
+    metrics.track(req, res, () => route);
+    const json = (status: number, code: string, message: string) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: { code, message } }));
+    };
+    const refused = options.authorize?.(req.headers.authorization ?? '') ?? null;
+    if (refused !== null) return json(401, 'unauthenticated', refused);
+    if (route === 'unmatched' || req.method !== 'GET')
+      return json(404, 'not_found', `no route ${req.method} ${req.url}; GET /metrics`);
+    metrics.render().then(
+      ({ body, contentType }) => {
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(body);
+      },
+      (error: unknown) => json(500, 'internal', String(error)),
+    );
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.port, options.host, () => {
+      server.off('error', reject);
+      resolve({
+        address: `${options.host}:${(server.address() as AddressInfo).port}`,
+        close: () =>
+          new Promise((done) => {
+            server.close(() => done());
+            server.closeAllConnections();
+          }),
+      });
+    });
+  });
 }

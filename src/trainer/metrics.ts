@@ -6,9 +6,14 @@
  * port of its own, behind the pod's token like every other call to it: a scraper presents
  * `Authorization: Bearer <token>` (the job's account reads the token with the address).
  */
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { Counter, Gauge, Histogram, ServerMetrics } from '../metrics/index.js';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  type MetricsServer,
+  ServerMetrics,
+  serveMetrics,
+} from '../metrics/index.js';
 import { trainerBearerCheck } from './auth.js';
 import type { TrainerPod } from './pod.js';
 
@@ -68,12 +73,6 @@ export class TrainerMetrics {
   }
 }
 
-export interface MetricsServer {
-  /** host:port it listens on. */
-  address: string;
-  close(): Promise<void>;
-}
-
 /** Serves `GET /metrics` on host:port (0 = any free port) to callers presenting `token`. */
 export function serveTrainerMetrics(
   metrics: TrainerMetrics,
@@ -82,41 +81,10 @@ export function serveTrainerMetrics(
   port: number,
 ): Promise<MetricsServer> {
   const presents = trainerBearerCheck(token);
-  const server: Server = createServer((req, res) => {
-    const route = req.url === '/metrics' ? '/metrics' : 'unmatched';
-    metrics.server.track(req, res, () => route);
-    const json = (status: number, code: string, message: string) => {
-      res.writeHead(status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { code, message } }));
-    };
-    if (!presents(req.headers.authorization ?? ''))
-      return json(
-        401,
-        'unauthenticated',
-        "present this pod's token: Authorization: Bearer <token>",
-      );
-    if (route === 'unmatched' || req.method !== 'GET')
-      return json(404, 'not_found', `no route ${req.method} ${req.url}; GET /metrics`);
-    metrics.server.render().then(
-      ({ body, contentType }) => {
-        res.writeHead(200, { 'content-type': contentType });
-        res.end(body);
-      },
-      (error: unknown) => json(500, 'internal', String(error)),
-    );
-  });
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => {
-      server.off('error', reject);
-      resolve({
-        address: `${host}:${(server.address() as AddressInfo).port}`,
-        close: () =>
-          new Promise((done) => {
-            server.close(() => done());
-            server.closeAllConnections();
-          }),
-      });
-    });
+  return serveMetrics(metrics.server, {
+    host,
+    port,
+    authorize: (authorization) =>
+      presents(authorization) ? null : "present this pod's token: Authorization: Bearer <token>",
   });
 }

@@ -19,3 +19,4 @@ export {
   type TemperWorker,
   type TemperWorkerOptions,
 } from './worker.js';
+export { WorkerMetrics } from './worker-metrics.js';

@@ -27,6 +27,7 @@ import { createControlActivities } from './activities/control.js';
 import { createHostActivities } from './activities/host.js';
 import { RolloutTracer } from './activities/remote-rollouts.js';
 import { hostTaskQueue, JOB_ENDED, SHARED_TASK_QUEUE } from './types.js';
+import { WorkerMetrics } from './worker-metrics.js';
 
 export interface TemperWorkerOptions {
   /** host:port of the Temporal frontend. */
@@ -54,6 +55,8 @@ export interface TemperWorkerOptions {
 
 export interface TemperWorker {
   readonly hostQueue: string;
+  /** What this host's activities did (serve it with serveMetrics). */
+  readonly metrics: WorkerMetrics;
   /** Stops polling, lets running activities finish their current call, closes the connection. */
   stop(): Promise<void>;
   /** Settles when both workers have stopped (rejects if one failed). */
@@ -109,7 +112,8 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
   const namespace = options.namespace ?? 'default';
   const workflowBundle = options.workflowBundle ?? (await bundleWorkflows());
   const connection = await NativeConnection.connect({ address: options.address });
-  const common = { connection, namespace };
+  const metrics = new WorkerMetrics();
+  const common = { connection, namespace, interceptors: { activity: [metrics.interceptor()] } };
   const shared = await Worker.create({
     ...common,
     taskQueue: options.sharedQueue ?? SHARED_TASK_QUEUE,
@@ -136,6 +140,7 @@ export async function startTemperWorker(options: TemperWorkerOptions): Promise<T
   let stopping: Promise<void> | undefined;
   return {
     hostQueue,
+    metrics,
     done,
     stop() {
       stopping ??= (async () => {

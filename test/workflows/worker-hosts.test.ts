@@ -1,7 +1,8 @@
 // Worker hosts as `temper worker` processes on separate network hosts (Linux network
 // namespaces: each has its own loopback, so a pod on one host is unreachable from the other).
 // A job's pod activities must reach the host that runs its pod; a job whose host dies
-// mid-training (kill -9 of the worker) moves to the other host and ends with the same weights.
+// mid-training (kill -9 of the worker) moves to the other host and ends with the same weights;
+// that host's /metrics (`temper worker --metrics-port`) counts the activities it ran.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -31,8 +32,12 @@ afterAll(async () => {
   for (const h of hosts) h.destroy();
 });
 
-/** A `temper worker` process on `host`; resolves once it polls. */
-async function startWorkerProcess(hostId: string, host: TestHost): Promise<ChildProcess> {
+/** A `temper worker` process on `host`; resolves with its started line once it polls. */
+async function startWorkerProcess(
+  hostId: string,
+  host: TestHost,
+  extraArgs: string[] = [],
+): Promise<{ child: ChildProcess; started: Record<string, unknown> }> {
   const port = platform.server.address.split(':').pop();
   const [command, ...prefix] = host.exec;
   const child = spawn(
@@ -48,6 +53,7 @@ async function startWorkerProcess(hostId: string, host: TestHost): Promise<Child
       hostId,
       '--threads',
       '1',
+      ...extraArgs,
     ],
     {
       env: {
@@ -67,15 +73,21 @@ async function startWorkerProcess(hostId: string, host: TestHost): Promise<Child
     stderr = (stderr + d.toString('utf8')).slice(-8192);
   });
   const lines = createInterface({ input: child.stdout! });
-  await new Promise<void>((resolve, reject) => {
+  const started = await new Promise<Record<string, unknown>>((resolve, reject) => {
     child.once('exit', (code) =>
       reject(new Error(`worker ${hostId} exited with ${code}: ${stderr}`)),
     );
     lines.on('line', (line) => {
-      if (line.includes('worker_started')) resolve();
+      if (line.includes('worker_started')) resolve(JSON.parse(line) as Record<string, unknown>);
     });
   });
-  return child;
+  return { child, started };
+}
+
+/** The value of one series in a Prometheus text exposition (0 when absent). */
+function sample(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line ? Number(line.slice(series.length + 1)) : 0;
 }
 
 async function createJob(id: string): Promise<JobRef> {
@@ -99,7 +111,7 @@ const weights = (id: string) => platform.modelWeights('acme', id);
 
 describe('worker hosts', () => {
   it('moves a job to another host when its worker is killed, with identical final weights', async () => {
-    const first = await startWorkerProcess('alpha', hosts[0]!);
+    const { child: first } = await startWorkerProcess('alpha', hosts[0]!);
     const reference = await createJob('lora-reference');
     await orchestrator.start(reference);
     await platform.client.workflow.getHandle(workflowIdOf(reference)).result();
@@ -108,12 +120,35 @@ describe('worker hosts', () => {
     await orchestrator.start(ref);
     while (!(await job(ref)).lastCheckpoint) await new Promise((r) => setTimeout(r, 50));
     first.kill('SIGKILL');
-    await startWorkerProcess('beta', hosts[1]!);
+    // The second host serves its metrics (on its own network, where the test reaches it).
+    const { started } = await startWorkerProcess('beta', hosts[1]!, [
+      '--metrics-port',
+      '0',
+      '--metrics-host',
+      '0.0.0.0',
+    ]);
     const result = await platform.client.workflow.getHandle(workflowIdOf(ref)).result();
     expect(result.trainerRestarts).toBeGreaterThanOrEqual(1);
     const body = await job(ref);
     expect(body.state).toBe('JOB_STATE_COMPLETED');
     expect(body.trainerHost).toBe('temper-host-beta');
     expect((await weights('lora-moved')).equals(await weights('lora-reference'))).toBe(true);
+
+    // The host that finished the job counts the activities it ran, by type and outcome.
+    const metricsPort = String(started.metricsAddress).split(':').pop();
+    const res = await fetch(`http://${hosts[1]!.ip}:${metricsPort}/metrics`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const finished = (activity: string, outcome: string) =>
+      sample(text, `temper_worker_activities_total{activity="${activity}",outcome="${outcome}"}`);
+    expect(finished('launchTrainer', 'completed')).toBe(1);
+    expect(finished('trainSegment', 'completed')).toBeGreaterThanOrEqual(1);
+    expect(finished('exportFinalWeights', 'completed')).toBe(1);
+    expect(sample(text, 'temper_worker_activities_running{activity="trainSegment"}')).toBe(0);
+    expect(text).toMatch(
+      /^temper_worker_activity_duration_seconds_count\{activity="trainSegment"/m,
+    );
+    expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
+    expect(text).not.toContain('lora-moved');
   }, 300_000);
 });

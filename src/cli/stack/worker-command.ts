@@ -1,12 +1,7 @@
 /** `temper worker`: this machine's worker host, until SIGINT/SIGTERM. */
-import { type Command, InvalidArgumentError } from 'commander';
+import type { Command } from 'commander';
+import { portNumber, positiveInt } from '../option-parsers.js';
 import { defaultHostId, platformSettings } from './settings.js';
-
-function positiveInt(value: string): number {
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError('expected a positive integer');
-  return n;
-}
 
 export function addWorkerCommand(program: Command): void {
   program
@@ -20,6 +15,12 @@ export function addWorkerCommand(program: Command): void {
       defaultHostId(),
     )
     .option('--threads <n>', 'engine threads per trainer pod', positiveInt)
+    .option(
+      '--metrics-port <n>',
+      "serve the host's Prometheus metrics (activities by type and outcome) at GET /metrics on this port (0: any free port)",
+      portNumber,
+    )
+    .option('--metrics-host <ip>', 'address the metrics port binds to', '127.0.0.1')
     .option('--data-dir <dir>', 'platform data directory (default $TEMPER_HOME or ~/.temper)')
     .option('--temporal-address <host:port>', 'Temporal frontend (default 127.0.0.1:7233)')
     .option('--store-url <url>', 'sqlite:///path.db or postgres://...')
@@ -31,6 +32,8 @@ export function addWorkerCommand(program: Command): void {
       async (opts: {
         hostId: string;
         threads?: number;
+        metricsPort?: number;
+        metricsHost: string;
         dataDir?: string;
         temporalAddress?: string;
         storeUrl?: string;
@@ -47,10 +50,17 @@ export function addWorkerCommand(program: Command): void {
         const worker = await startWorkerHost(settings, {
           hostId: opts.hostId,
           ...(opts.threads ? { threads: opts.threads } : {}),
+          ...(opts.metricsPort !== undefined
+            ? { metrics: { host: opts.metricsHost, port: opts.metricsPort } }
+            : {}),
         });
-        process.stdout.write(
-          `${JSON.stringify({ event: 'worker_started', hostQueue: worker.hostQueue, pid: process.pid })}\n`,
-        );
+        const started = {
+          event: 'worker_started',
+          hostQueue: worker.hostQueue,
+          pid: process.pid,
+          ...(worker.metricsAddress ? { metricsAddress: worker.metricsAddress } : {}),
+        };
+        process.stdout.write(`${JSON.stringify(started)}\n`);
         const stop = () => void worker.close().then(() => process.exit(0));
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);

@@ -10,6 +10,7 @@
 import type { WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { openObjectStore } from '../../checkpoints/object-store/index.js';
 import { sandboxSettingsFromEnv } from '../../evaluators/index.js';
+import { serveMetrics } from '../../metrics/index.js';
 import { openStore } from '../../store/index.js';
 import {
   type Launcher,
@@ -28,9 +29,13 @@ export interface WorkerHostOptions {
   threads?: number;
   /** A workflow bundle made beforehand (`temper up` bundles while the dev server starts). */
   workflowBundle?: WorkflowBundleWithSourceMap;
+  /** Where to serve the host's GET /metrics (port 0: any free one); absent: not served. */
+  metrics?: { host: string; port: number };
 }
 
 export interface WorkerHost extends TemperWorker {
+  /** host:port of its /metrics, when served. */
+  metricsAddress?: string;
   /** Stops the worker, then the pods this host launched, then closes the store. */
   close(): Promise<void>;
 }
@@ -108,11 +113,17 @@ export async function startWorkerHost(
     ...(options.threads ? { threads: options.threads } : {}),
     ...(options.workflowBundle ? { workflowBundle: options.workflowBundle } : {}),
   });
+  const metricsServer = options.metrics
+    ? await serveMetrics(worker.metrics.server, options.metrics)
+    : undefined;
   return {
     hostQueue: worker.hostQueue,
+    metrics: worker.metrics,
+    ...(metricsServer ? { metricsAddress: metricsServer.address } : {}),
     done: worker.done,
     stop: () => worker.stop(),
     async close() {
+      await metricsServer?.close();
       await worker.stop();
       await launcher.stopLaunched();
       await store.close();
