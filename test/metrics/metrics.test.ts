@@ -10,22 +10,9 @@ import type { LocalProcessLauncher, TrainerEndpoint } from '../../src/trainer/la
 import { baseTensors, headers, perturb, waitLoaded, writeFull } from '../deployments/fixtures.js';
 import { startBucketDeployment } from '../support/gateways.js';
 import { waitFor } from '../support/platform.js';
+import { sample } from '../support/prometheus-text.js';
 import { type RestStack, startRestStack } from '../support/rest-stack.js';
 import { tempDir, testLauncher, writeTinyModelDir } from '../trainer/helpers.js';
-
-/** The value of one series in a text exposition, or undefined when it is absent. */
-function sample(text: string, name: string, labels: Record<string, string>): number | undefined {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`)) continue;
-    const body = line.slice(name.length + 1, line.indexOf('}'));
-    const got = Object.fromEntries(
-      [...body.matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)].map((m) => [m[1], m[2]]),
-    );
-    if (Object.entries(labels).every(([k, v]) => got[k] === v))
-      return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return undefined;
-}
 
 async function scrape(url: string, init: RequestInit = {}): Promise<string> {
   const res = await fetch(url, init);

@@ -11,6 +11,7 @@ import { TemporalOrchestrator } from '../../src/workflows/orchestrator.js';
 import { workflowIdOf } from '../../src/workflows/types.js';
 import { createTestHost, type TestHost } from '../support/netns.js';
 import { startTestPlatform, type TestPlatform } from '../support/platform.js';
+import { sample } from '../support/prometheus-text.js';
 
 let platform: TestPlatform;
 let orchestrator: TemporalOrchestrator;
@@ -84,12 +85,6 @@ async function startWorkerProcess(
   return { child, started };
 }
 
-/** The value of one series in a Prometheus text exposition (0 when absent). */
-function sample(text: string, series: string): number {
-  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
-  return line ? Number(line.slice(series.length + 1)) : 0;
-}
-
 async function createJob(id: string): Promise<JobRef> {
   const ref: JobRef = { collection: 'supervisedFineTuningJobs', account: 'acme', id };
   await platform.store.create(ref.collection, ref.account, ref.id, {
@@ -140,11 +135,11 @@ describe('worker hosts', () => {
     expect(res.status).toBe(200);
     const text = await res.text();
     const finished = (activity: string, outcome: string) =>
-      sample(text, `temper_worker_activities_total{activity="${activity}",outcome="${outcome}"}`);
+      sample(text, 'temper_worker_activities_total', { activity, outcome });
     expect(finished('launchTrainer', 'completed')).toBe(1);
     expect(finished('trainSegment', 'completed')).toBeGreaterThanOrEqual(1);
     expect(finished('exportFinalWeights', 'completed')).toBe(1);
-    expect(sample(text, 'temper_worker_activities_running{activity="trainSegment"}')).toBe(0);
+    expect(sample(text, 'temper_worker_activities_running', { activity: 'trainSegment' })).toBe(0);
     expect(text).toMatch(
       /^temper_worker_activity_duration_seconds_count\{activity="trainSegment"/m,
     );

@@ -5,20 +5,23 @@ import type { Context } from '@temporalio/activity';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type MetricsServer, serveMetrics } from '../../src/metrics/index.js';
 import { WorkerMetrics } from '../../src/workflows/index.js';
+import { sample } from '../support/prometheus-text.js';
 
 /** The part of Temporal's activity context the interceptor reads. */
 function context(activityType: string, cancel = new AbortController()): Context {
   return { info: { activityType }, cancellationSignal: cancel.signal } as unknown as Context;
 }
 
-async function series(metrics: WorkerMetrics, name: string): Promise<number | undefined> {
-  const { body } = await metrics.server.render();
-  const line = body.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? undefined : Number(line.slice(name.length + 1));
+async function series(
+  metrics: WorkerMetrics,
+  name: string,
+  labels: Record<string, string>,
+): Promise<number | undefined> {
+  return sample((await metrics.server.render()).body, name, labels);
 }
 
-const total = (activity: string, outcome: string) =>
-  `temper_worker_activities_total{activity="${activity}",outcome="${outcome}"}`;
+const TOTAL = 'temper_worker_activities_total';
+const total = (activity: string, outcome: string) => [TOTAL, { activity, outcome }] as const;
 
 describe('worker activity metrics', () => {
   let server: MetricsServer | undefined;
@@ -33,14 +36,14 @@ describe('worker activity metrics', () => {
 
     let release!: () => void;
     const slow = run(context('trainSegment'), () => new Promise<void>((r) => (release = r)));
-    expect(await series(metrics, 'temper_worker_activities_running{activity="trainSegment"}')).toBe(
-      1,
-    );
+    expect(
+      await series(metrics, 'temper_worker_activities_running', { activity: 'trainSegment' }),
+    ).toBe(1);
     release();
     await slow;
-    expect(await series(metrics, 'temper_worker_activities_running{activity="trainSegment"}')).toBe(
-      0,
-    );
+    expect(
+      await series(metrics, 'temper_worker_activities_running', { activity: 'trainSegment' }),
+    ).toBe(0);
 
     await expect(run(context('launchTrainer'), async () => 'endpoint')).resolves.toBe('endpoint');
     await expect(
@@ -56,15 +59,15 @@ describe('worker activity metrics', () => {
       }),
     ).rejects.toThrow('cancelled');
 
-    expect(await series(metrics, total('trainSegment', 'completed'))).toBe(1);
-    expect(await series(metrics, total('trainSegment', 'cancelled'))).toBe(1);
-    expect(await series(metrics, total('launchTrainer', 'completed'))).toBe(1);
-    expect(await series(metrics, total('launchTrainer', 'failed'))).toBe(1);
+    expect(await series(metrics, ...total('trainSegment', 'completed'))).toBe(1);
+    expect(await series(metrics, ...total('trainSegment', 'cancelled'))).toBe(1);
+    expect(await series(metrics, ...total('launchTrainer', 'completed'))).toBe(1);
+    expect(await series(metrics, ...total('launchTrainer', 'failed'))).toBe(1);
     expect(
-      await series(
-        metrics,
-        'temper_worker_activity_duration_seconds_count{activity="trainSegment",outcome="completed"}',
-      ),
+      await series(metrics, 'temper_worker_activity_duration_seconds_count', {
+        activity: 'trainSegment',
+        outcome: 'completed',
+      }),
     ).toBe(1);
 
     // Served as Prometheus text, with the process's own metrics.
@@ -73,7 +76,7 @@ describe('worker activity metrics', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('text/plain; version=0.0.4');
     const text = await res.text();
-    expect(text).toContain(total('launchTrainer', 'failed'));
+    expect(sample(text, ...total('launchTrainer', 'failed'))).toBeDefined();
     expect(text).toMatch(/^process_resident_memory_bytes \d+/m);
     expect((await fetch(`http://${server.address}/other`)).status).toBe(404);
   });
